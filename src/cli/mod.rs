@@ -1,0 +1,83 @@
+//! Command-line interface: one file per subcommand. This part parses what the
+//! user typed and hands it to the library; it owns exit codes and output
+//! formats, never decisions.
+
+mod schedule;
+mod schema;
+mod validate;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Success, nothing to report.
+pub const EXIT_OK: u8 = 0;
+/// A failure that is not the policy's fault (I/O, a host, a bug).
+pub const EXIT_ERROR: u8 = 1;
+/// The policy directory is invalid.
+pub const EXIT_INVALID_CONFIG: u8 = 10;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coffer",
+    version,
+    about = "Declarative backup policies for VMware ESXi and vCenter"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command that reads policies shares.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Policy directory (walked recursively for *.toml).
+    #[arg(
+        short = 'p',
+        long = "policies",
+        env = "COFFER_POLICIES",
+        default_value = "policies"
+    )]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a policy directory and report every problem with file:line:column.
+    Validate(validate::Args),
+    /// Print the JSON Schema of policy files.
+    Schema(schema::Args),
+    /// Inspect schedules.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::Command,
+    },
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn run() -> Result<u8> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::Schedule { command } => schedule::run(command),
+    }
+}
+
+/// Loads a policy directory or prints why it cannot be used.
+pub(crate) fn load_or_report(args: &PolicyArgs) -> std::result::Result<crate::policy::Config, u8> {
+    let loaded = crate::policy::load(&args.dir);
+    eprint!("{}", loaded.render());
+    match loaded.config {
+        Some(c) => Ok(c),
+        None => {
+            eprintln!(
+                "policy directory `{}` is invalid; run `coffer validate -p {}` after fixing the errors above",
+                args.dir.display(),
+                args.dir.display()
+            );
+            Err(EXIT_INVALID_CONFIG)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `coffer schedule explain`: the next fire times of a policy's schedule, in
+//! its time zone, with DST changes marked.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use super::{EXIT_ERROR, EXIT_OK, PolicyArgs, load_or_report};
+use crate::policy::diag::one_of;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Show the next fire times of a policy's schedule.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The policy whose schedule to explain.
+    pub policy_name: String,
+    /// How many fire times to show.
+    #[arg(short = 'n', default_value_t = 10)]
+    pub count: usize,
+    /// Start from this instant (RFC 3339, e.g. 2026-10-24T00:00:00Z) instead of now.
+    #[arg(long)]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+pub fn run(command: Command) -> Result<u8> {
+    let Command::Explain(args) = command;
+    let config = match load_or_report(&args.policy) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let Some(policy) = config.policies.get(&args.policy_name) else {
+        let names: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+        eprintln!(
+            "error: no policy named `{}`; defined policies: {}",
+            args.policy_name,
+            one_of(&names)
+        );
+        return Ok(EXIT_ERROR);
+    };
+    let from: DateTime<Utc> = match &args.from {
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .with_context(|| {
+                format!("`--from {text}` is not an RFC 3339 time such as 2026-10-24T00:00:00Z")
+            })?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let s = &policy.schedule;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "policy {}: `{}` in {}", policy.name, s.text, s.tz)?;
+    for fire in s.upcoming(from, args.count) {
+        let mut line = format!(
+            "  {}  ({})",
+            fire.local.format("%a %Y-%m-%d %H:%M:%S %Z (%:z)"),
+            fire.at.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        if let Some((before, after)) = &fire.offset_change {
+            line.push_str(&format!("  <- DST change {before} -> {after}"));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(EXIT_OK)
+}

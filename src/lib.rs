@@ -1,0 +1,8 @@
+//! coffer: a declarative backup policy engine for VMware ESXi / vCenter.
+//!
+//! The parts follow `DESIGN.md`: `policy` reads what operators declare,
+//! `plan` decides, and `cli` wires commands to them.
+
+pub mod cli;
+pub mod plan;
+pub mod policy;

@@ -1,0 +1,5 @@
+//! Planning: pure functions from the desired state (policies), what exists
+//! (inventory, catalog) and `now` to the actions that close the gap. Nothing
+//! in here performs I/O or reads the clock; `now` is always passed in.
+
+pub mod schedule;

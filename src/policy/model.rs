@@ -1,0 +1,282 @@
+//! The resolved policy: what the planner and runner consume. Every value is
+//! typed and checked (durations, sizes, rates, schedules, time zones, globs);
+//! secrets are still references, read only by the part that needs them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use globset::GlobMatcher;
+
+use super::units::{ByteSize, DailyWindow, Rate};
+use crate::plan::schedule::Schedule;
+
+pub use super::raw::{BackendKind, Media, SendWhen, SmtpSecurity, SourceKind};
+
+/// The whole policy directory, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy directory; relative paths in it are relative to this.
+    pub dir: PathBuf,
+    pub settings: Settings,
+    pub sources: BTreeMap<String, Source>,
+    pub tiers: BTreeMap<String, Tier>,
+    pub policies: BTreeMap<String, Policy>,
+    pub compliance: Compliance,
+    pub notify: BTreeMap<String, Notifier>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub catalog: PathBuf,
+    pub timezone: Tz,
+    pub report_dir: PathBuf,
+}
+
+/// Where a secret is read from when it is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Reads the secret. The error says where it looked, never the value.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
+            }
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display())),
+        }
+    }
+}
+
+/// How the server certificate of a source is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// The system's root certificates.
+    SystemRoots,
+    /// Exactly this certificate (SHA-256 of its DER encoding).
+    Thumbprint([u8; 32]),
+    /// Certificates signed by the CA in this PEM file.
+    CaFile(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    pub tls: TlsTrust,
+    pub site: Option<String>,
+    pub datacenter: Option<String>,
+    pub max_per_host: u32,
+    pub max_per_datastore: u32,
+    pub lab_vms: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum TierBackend {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+        region: String,
+        access_key: Option<SecretRef>,
+        secret_key: Option<SecretRef>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    pub backend: TierBackend,
+    pub media: Media,
+    pub site: Option<String>,
+    pub encryption_key: Option<SecretRef>,
+    pub immutable_for: Option<Duration>,
+    pub bandwidth: Option<Rate>,
+    pub max_parallel: u32,
+}
+
+/// What a policy asks of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Application,
+    ApplicationPreferred,
+    Crash,
+}
+
+/// restic `forget` rules for one tier; all `None` never happens after
+/// validation (a retention that keeps nothing is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<Duration>,
+}
+
+/// A compiled glob together with the text it came from.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub text: String,
+    pub matcher: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn is_match(&self, s: &str) -> bool {
+        self.matcher.is_match(s)
+    }
+    /// A pattern with no glob metacharacters names exactly one thing.
+    pub fn is_literal(&self) -> bool {
+        !self.text.contains(['*', '?', '[', '{'])
+    }
+}
+
+/// The facts about a VM that selection looks at.
+#[derive(Debug, Clone, Default)]
+pub struct VmFacts<'a> {
+    pub source: &'a str,
+    pub name: &'a str,
+    pub folder: &'a str,
+    pub tags: &'a [String],
+    pub datastores: &'a [String],
+}
+
+/// Which VMs a policy takes: those named by `vms`, `tags` or `folders`
+/// (any of them), restricted to `sources` and `datastores` when given,
+/// minus `exclude`.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    pub sources: Option<Vec<String>>,
+    pub vms: Vec<Pattern>,
+    pub tags: Vec<String>,
+    pub folders: Vec<Pattern>,
+    pub datastores: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+}
+
+impl Selector {
+    pub fn matches(&self, vm: &VmFacts<'_>) -> bool {
+        if let Some(sources) = &self.sources
+            && !sources.iter().any(|s| s == vm.source)
+        {
+            return false;
+        }
+        let included = self.vms.iter().any(|p| p.is_match(vm.name))
+            || self.tags.iter().any(|t| vm.tags.contains(t))
+            || self.folders.iter().any(|p| p.is_match(vm.folder));
+        let on_datastore = self.datastores.is_empty()
+            || vm
+                .datastores
+                .iter()
+                .any(|d| self.datastores.iter().any(|p| p.is_match(d)));
+        included && on_datastore && !self.exclude.iter().any(|p| p.is_match(vm.name))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub description: Option<String>,
+    pub selector: Selector,
+    pub schedule: Schedule,
+    pub rpo: Option<Duration>,
+    pub consistency: Consistency,
+    pub full_every: Option<Duration>,
+    pub io_limit: Option<Rate>,
+    pub window: Option<DailyWindow>,
+    pub chunk_size: ByteSize,
+    /// The tier backups are written to.
+    pub backup_to: String,
+    /// Retention per tier; every tier here holds points of this policy.
+    pub retain: BTreeMap<String, Retention>,
+    pub drills: Vec<Drill>,
+}
+
+impl Policy {
+    pub fn timezone(&self) -> Tz {
+        self.schedule.tz
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillKind {
+    Verify,
+    Restore,
+    Boot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Tcp { port: u16, timeout: Duration },
+    Heartbeat { timeout: Duration },
+    Script { path: String, timeout: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub name: String,
+    pub kind: DrillKind,
+    pub every: Duration,
+    pub tier: String,
+    pub host: Option<String>,
+    pub network: Option<String>,
+    pub fsck: Option<String>,
+    pub timeout: Duration,
+    pub checks: Vec<Check>,
+}
+
+/// The 3-2-1-1-0 rule and hygiene limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compliance {
+    pub copies: u32,
+    pub media: u32,
+    pub offsite: u32,
+    pub immutable: u32,
+    pub verify_errors: u32,
+    pub snapshot_max_age: Duration,
+    pub drill_max_age: Duration,
+}
+
+impl Default for Compliance {
+    fn default() -> Self {
+        Compliance {
+            copies: 3,
+            media: 2,
+            offsite: 1,
+            immutable: 1,
+            verify_errors: 0,
+            snapshot_max_age: Duration::from_secs(24 * 3600),
+            drill_max_age: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    pub name: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub send: Vec<SendWhen>,
+    pub compliance_schedule: Option<Schedule>,
+}

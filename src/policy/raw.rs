@@ -1,0 +1,455 @@
+//! What the operator typed, and nothing more: serde types that mirror the TOML
+//! of a policy file one to one, with spans kept on every value a later check
+//! may need to point at. Nothing here is interpreted — durations, sizes, cron
+//! expressions and time zones stay text until `model` resolves them — so the
+//! JSON Schema generated from these types describes exactly what a file may
+//! contain.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
+
+/// A value with the byte range it came from in its file.
+#[derive(Debug, Clone)]
+pub struct Sp<T>(pub toml::Spanned<T>);
+
+impl<T> Sp<T> {
+    pub fn get(&self) -> &T {
+        self.0.get_ref()
+    }
+    pub fn span(&self) -> Range<usize> {
+        self.0.span()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        toml::Spanned::<T>::deserialize(d).map(Sp)
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        generator.subschema_for::<T>()
+    }
+}
+
+/// Strings with a syntax of their own: kept as text here, with the pattern in
+/// the schema so editors flag a typo before `coffer validate` does.
+macro_rules! text_type {
+    ($name:ident, $description:literal, $pattern:literal) => {
+        #[doc = $description]
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({ "type": "string", "pattern": $pattern, "description": $description })
+            }
+        }
+    };
+}
+
+text_type!(
+    DurationText,
+    "A duration: numbers with units s, m, h, d, w, y, e.g. \"4h\", \"14d\", \"1h30m\".",
+    r"^([0-9]+(s|m|h|d|w|y))+$"
+);
+text_type!(
+    SizeText,
+    "A size: a number and B, KiB, MiB, GiB, TiB, kB, MB, GB or TB, e.g. \"4MiB\".",
+    r"^[0-9]+ ?(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)$"
+);
+text_type!(
+    RateText,
+    "A rate: a size per second, e.g. \"100MiB/s\".",
+    r"^[0-9]+ ?(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)/s$"
+);
+text_type!(
+    CronText,
+    "A cron expression (5 or 6 fields, seconds first when 6) or a nickname such as \"@daily\".",
+    r"^(@[a-z]+|\S+( \S+){4,5})$"
+);
+text_type!(
+    TimeZoneText,
+    "An IANA time zone name, e.g. \"Europe/Berlin\" or \"UTC\".",
+    r"^[A-Za-z_+-]+(/[A-Za-z0-9_+-]+)*$"
+);
+text_type!(
+    WindowText,
+    "A daily window \"HH:MM-HH:MM\" in the policy time zone; may cross midnight.",
+    r"^[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}$"
+);
+
+/// Where a secret comes from. A literal secret in a policy file is refused:
+/// policy files live in git.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum RawSecretRef {
+    /// Read from an environment variable.
+    Env {
+        /// Name of the environment variable.
+        env: String,
+    },
+    /// Read from a file (the whole file, trailing newline removed).
+    File {
+        /// Path of the file holding the secret.
+        file: String,
+    },
+}
+
+/// A secret reference as written. Kept as a plain TOML value so that a
+/// literal password reaches validation and gets a hint instead of a terse
+/// type error; the schema still shows the accepted forms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(pub toml::Value);
+
+impl JsonSchema for SecretValue {
+    fn schema_name() -> Cow<'static, str> {
+        "SecretRef".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        RawSecretRef::json_schema(generator)
+    }
+}
+
+/// One policy file. Every file of a policy directory has this shape; all of
+/// them are merged.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "coffer policy file")]
+pub struct RawFile {
+    /// Where coffer keeps its own state. At most one file may hold it.
+    pub settings: Option<RawSettings>,
+    /// ESXi hosts, vCenters and the built-in lab to back up from.
+    #[serde(default)]
+    pub sources: BTreeMap<String, RawSource>,
+    /// Storage tiers: where restore points are kept.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTier>,
+    /// Backup policies: which VMs, how often, where, how long, which drills.
+    #[serde(default)]
+    pub policies: BTreeMap<String, RawPolicy>,
+    /// The rules every VM is held to. At most one file may hold it.
+    pub compliance: Option<RawCompliance>,
+    /// Where reports are mailed.
+    #[serde(default)]
+    pub notify: BTreeMap<String, RawNotify>,
+}
+
+/// `[settings]`
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// State directory (catalog, journal, reports), relative to the policy directory. Default ".coffer".
+    pub state_dir: Option<Sp<String>>,
+    /// Catalog location: a path to the embedded SQLite file. Default "<state_dir>/catalog.db".
+    pub catalog: Option<Sp<String>>,
+    /// Default time zone for schedules and retention buckets. Default "UTC".
+    pub timezone: Option<Sp<TimeZoneText>>,
+    /// Where reports are written. Default "<state_dir>/reports".
+    pub report_dir: Option<Sp<String>>,
+}
+
+/// The kind of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A standalone ESXi host.
+    Esxi,
+    /// A vCenter Server.
+    Vcenter,
+    /// The built-in ESXi simulator (runs in-process on loopback).
+    Lab,
+}
+
+/// `[sources.NAME]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// "esxi", "vcenter" or "lab".
+    pub kind: Sp<SourceKind>,
+    /// https URL of the host or vCenter, e.g. "https://esxi01.example.com". Not used by the lab.
+    pub url: Option<Sp<String>>,
+    /// User name, e.g. "backup@vsphere.local".
+    pub user: Option<Sp<String>>,
+    /// Password reference: { env = "NAME" } or { file = "/path" }.
+    pub password: Option<Sp<SecretValue>>,
+    /// Pin the server certificate: "sha256:" followed by 64 hex digits (colons allowed).
+    pub thumbprint: Option<Sp<String>>,
+    /// PEM file with the CA that signed the server certificate.
+    pub ca_file: Option<Sp<String>>,
+    /// Site the source's VMs run at; a tier at another site counts as offsite.
+    pub site: Option<Sp<String>>,
+    /// Datacenter to use when the server has several.
+    pub datacenter: Option<Sp<String>>,
+    /// Backups running at once against one host. Default 2.
+    pub max_per_host: Option<Sp<u32>>,
+    /// Snapshots open at once on one datastore. Default 4.
+    pub max_per_datastore: Option<Sp<u32>>,
+    /// Number of VMs the lab creates (lab only). Default 3.
+    pub lab_vms: Option<Sp<u32>>,
+}
+
+/// Storage backend of a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A directory on a local or mounted file system.
+    Local,
+    /// An S3-compatible object store (AWS, MinIO, Ceph RGW, …).
+    S3,
+}
+
+/// The medium a tier's copies live on (for the "2 media" of 3-2-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    Disk,
+    Object,
+    Tape,
+}
+
+/// `[tiers.NAME]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    /// "local" or "s3".
+    pub backend: Sp<BackendKind>,
+    /// Directory of a local tier (relative paths are relative to the policy directory).
+    pub path: Option<Sp<String>>,
+    /// Bucket of an s3 tier.
+    pub bucket: Option<Sp<String>>,
+    /// Key prefix inside the bucket.
+    pub prefix: Option<Sp<String>>,
+    /// Endpoint URL of an S3-compatible server, e.g. "https://minio.example.com:9000".
+    pub endpoint: Option<Sp<String>>,
+    /// Region of an s3 tier. Default "us-east-1".
+    pub region: Option<Sp<String>>,
+    /// Access key id reference: { env = "NAME" } or { file = "/path" }.
+    pub access_key: Option<Sp<SecretValue>>,
+    /// Secret access key reference: { env = "NAME" } or { file = "/path" }.
+    pub secret_key: Option<Sp<SecretValue>>,
+    /// Medium: "disk", "object" or "tape". Default: "disk" for local, "object" for s3.
+    pub media: Option<Sp<Media>>,
+    /// Site the tier lives at; a site other than the source's counts as offsite.
+    pub site: Option<Sp<String>>,
+    /// Encryption key reference (passphrase or key file): { env = "NAME" } or { file = "/path" }.
+    pub encryption_key: Option<Sp<SecretValue>>,
+    /// Keep every object immutable (S3 Object Lock) for this long after it is written.
+    pub immutable_for: Option<Sp<DurationText>>,
+    /// Bandwidth limit for writes to this tier, e.g. "200MiB/s".
+    pub bandwidth: Option<Sp<RateText>>,
+    /// Transfers to this tier running at once. Default 4.
+    pub max_parallel: Option<Sp<u32>>,
+}
+
+/// Consistency a policy asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsistencyText {
+    /// Quiesce with VMware Tools (VSS); the backup fails when quiescing fails.
+    Application,
+    /// Try to quiesce; fall back to a crash-consistent snapshot, and say so.
+    ApplicationPreferred,
+    /// Never quiesce.
+    Crash,
+}
+
+/// `retain = { … }`: restic `forget` rules, ORed.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetain {
+    /// Keep the newest N points.
+    pub last: Option<Sp<u32>>,
+    /// Keep the newest point of each of the last N hours that have points.
+    pub hourly: Option<Sp<u32>>,
+    /// Keep the newest point of each of the last N days that have points.
+    pub daily: Option<Sp<u32>>,
+    /// Keep the newest point of each of the last N ISO weeks that have points.
+    pub weekly: Option<Sp<u32>>,
+    /// Keep the newest point of each of the last N months that have points.
+    pub monthly: Option<Sp<u32>>,
+    /// Keep the newest point of each of the last N years that have points.
+    pub yearly: Option<Sp<u32>>,
+    /// Keep every point younger than this, measured from the newest point.
+    pub within: Option<Sp<DurationText>>,
+}
+
+/// `[policies.NAME]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Free text shown in plans and reports.
+    pub description: Option<Sp<String>>,
+    /// Sources to select VMs from. Default: all sources.
+    pub sources: Option<Sp<Vec<Sp<String>>>>,
+    /// VM names or globs to include, e.g. ["db-*", "erp01"].
+    pub vms: Option<Sp<Vec<Sp<String>>>>,
+    /// vSphere tags; a VM carrying any of them is included.
+    pub tags: Option<Sp<Vec<Sp<String>>>>,
+    /// Inventory folder globs, e.g. ["/Prod/**"].
+    pub folders: Option<Sp<Vec<Sp<String>>>>,
+    /// Only VMs with a disk on one of these datastores (globs).
+    pub datastores: Option<Sp<Vec<Sp<String>>>>,
+    /// VM names or globs to leave out.
+    pub exclude: Option<Sp<Vec<Sp<String>>>>,
+    /// When backups are due: cron, e.g. "0 30 2 * * *" (with seconds) or "30 2 * * *".
+    pub schedule: Sp<CronText>,
+    /// Time zone of the schedule and of retention buckets. Default: settings.timezone.
+    pub timezone: Option<Sp<TimeZoneText>>,
+    /// Recovery point objective: the newest good point may never be older than this.
+    pub rpo: Option<Sp<DurationText>>,
+    /// "application", "application-preferred" or "crash". Default "crash".
+    pub consistency: Option<Sp<ConsistencyText>>,
+    /// Force a full backup when the newest full is older than this.
+    pub full_every: Option<Sp<DurationText>>,
+    /// Read limit against the datastore per backup, e.g. "200MiB/s".
+    pub io_limit: Option<Sp<RateText>>,
+    /// Backups start only inside this daily window.
+    pub window: Option<Sp<WindowText>>,
+    /// Chunk size of the repository for these VMs: a power of two from 64KiB to 4MiB.
+    pub chunk_size: Option<Sp<SizeText>>,
+    /// The tier backups are written to; the other tiers in `retain` receive copies.
+    pub backup_to: Sp<String>,
+    /// Retention per tier: `[policies.NAME.retain.TIER]`. Every tier named here holds copies.
+    pub retain: Sp<BTreeMap<String, Sp<RawRetain>>>,
+    /// Verification drills.
+    #[serde(default)]
+    pub drills: Vec<Sp<RawDrill>>,
+}
+
+/// Kind of drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillKindText {
+    /// Re-read every chunk of a point and check its digest.
+    Verify,
+    /// Restore to a scratch location and check the result end to end.
+    Restore,
+    /// Restore to a drill host, boot in isolation and run checks.
+    Boot,
+}
+
+/// `[[policies.NAME.drills]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrill {
+    /// Unique name of the drill. Default "<policy>-<kind>".
+    pub name: Option<Sp<String>>,
+    /// "verify", "restore" or "boot".
+    pub kind: Sp<DrillKindText>,
+    /// How often the drill is due, e.g. "7d".
+    pub every: Sp<DurationText>,
+    /// Tier to drill from. Default: the policy's backup_to.
+    pub tier: Option<Sp<String>>,
+    /// Source that hosts boot drills (boot only).
+    pub host: Option<Sp<String>>,
+    /// Isolated port group boot drills connect to (boot only).
+    pub network: Option<Sp<String>>,
+    /// Command run on a restored image, "{image}" replaced by its path (restore only), e.g. "e2fsck -fn {image}".
+    pub fsck: Option<Sp<String>>,
+    /// Limit for the whole drill. Default "1h".
+    pub timeout: Option<Sp<DurationText>>,
+    /// Checks run once the VM is up (boot only).
+    #[serde(default)]
+    pub checks: Vec<Sp<RawCheck>>,
+}
+
+/// One check of a boot drill: exactly one of `tcp`, `heartbeat`, `script`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// A TCP port that must accept connections.
+    pub tcp: Option<Sp<u16>>,
+    /// VMware Tools must report a heartbeat.
+    pub heartbeat: Option<Sp<bool>>,
+    /// A script run with the VM's address and name; exit 0 passes.
+    pub script: Option<Sp<String>>,
+    /// Limit for this check. Default "5m".
+    pub timeout: Option<Sp<DurationText>>,
+}
+
+/// `[compliance]`: the 3-2-1-1-0 rule and hygiene limits.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompliance {
+    /// Copies of each VM's data, production included. Default 3.
+    pub copies: Option<Sp<u32>>,
+    /// Distinct media among the copies. Default 2.
+    pub media: Option<Sp<u32>>,
+    /// Copies at a site other than the source's. Default 1.
+    pub offsite: Option<Sp<u32>>,
+    /// Immutable (or offline) copies. Default 1.
+    pub immutable: Option<Sp<u32>>,
+    /// Verification errors allowed in the newest verification. Default 0.
+    pub verify_errors: Option<Sp<u32>>,
+    /// Snapshots older than this are reported. Default "24h".
+    pub snapshot_max_age: Option<Sp<DurationText>>,
+    /// A VM whose last successful drill is older than this is in breach. Default "30d".
+    pub drill_max_age: Option<Sp<DurationText>>,
+}
+
+/// How the connection to the SMTP relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587). The default.
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or network.
+    None,
+}
+
+/// When a notifier sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendWhen {
+    /// After every run.
+    Always,
+    /// After a run with a failed action.
+    OnFailure,
+    /// When a compliance rule is breached.
+    OnBreach,
+}
+
+/// `[notify.NAME]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// SMTP relay host name.
+    pub smtp_host: Sp<String>,
+    /// SMTP port. Default: 587 for starttls, 465 for tls, 25 for none.
+    pub smtp_port: Option<Sp<u16>>,
+    /// "starttls" (default), "tls" or "none".
+    pub security: Option<Sp<SmtpSecurity>>,
+    /// SMTP user name.
+    pub user: Option<Sp<String>>,
+    /// SMTP password reference: { env = "NAME" } or { file = "/path" }.
+    pub password: Option<Sp<SecretValue>>,
+    /// Sender address.
+    pub from: Sp<String>,
+    /// Recipient addresses.
+    pub to: Sp<Vec<Sp<String>>>,
+    /// When to send run reports. Default ["on-failure", "on-breach"].
+    pub send: Option<Sp<Vec<Sp<SendWhen>>>>,
+    /// Cron schedule of the compliance report, e.g. "0 0 8 * * MON".
+    pub compliance_schedule: Option<Sp<CronText>>,
+    /// Time zone of compliance_schedule. Default: settings.timezone.
+    pub timezone: Option<Sp<TimeZoneText>>,
+}

@@ -1,0 +1,1201 @@
+//! From merged raw files to the resolved `Config`: every value parsed, every
+//! reference checked, every rule that needs the whole directory applied (a
+//! drill name used twice, a VM claimed by two policies). All problems are
+//! collected; a `Config` comes back only when there is no error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use globset::GlobBuilder;
+
+use super::diag::{Diagnostic, nearest, one_of};
+use super::load::{Entry, Merged, valid_name};
+use super::model::*;
+use super::raw::*;
+use super::units::{self, ByteSize};
+use crate::plan::schedule::{Schedule, ScheduleError};
+
+/// Chunk sizes the repository supports: powers of two in this range.
+pub const MIN_CHUNK: u64 = 64 << 10;
+pub const MAX_CHUNK: u64 = 4 << 20;
+/// Default chunk size (see docs/benchmarks.md for the measurement behind it).
+pub const DEFAULT_CHUNK: u64 = 1 << 20;
+
+/// Resolves and checks a merged policy directory.
+pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Option<Config> {
+    let errors_before = count_errors(diags);
+    let mut r = Resolver {
+        diags,
+        broken: merged.broken.clone(),
+    };
+    let settings = r.settings(dir, merged.settings.as_ref());
+    let sources: BTreeMap<String, Source> = merged
+        .sources
+        .iter()
+        .filter_map(|(name, e)| r.source(name, e).map(|s| (name.clone(), s)))
+        .collect();
+    let tiers: BTreeMap<String, Tier> = merged
+        .tiers
+        .iter()
+        .filter_map(|(name, e)| r.tier(dir, name, e).map(|t| (name.clone(), t)))
+        .collect();
+    let compliance = r.compliance(merged.compliance.as_ref());
+    let policies: BTreeMap<String, Policy> = merged
+        .policies
+        .iter()
+        .filter_map(|(name, e)| {
+            r.policy(name, e, merged, settings.timezone)
+                .map(|p| (name.clone(), p))
+        })
+        .collect();
+    let notify: BTreeMap<String, Notifier> = merged
+        .notify
+        .iter()
+        .filter_map(|(name, e)| {
+            r.notifier(name, e, settings.timezone)
+                .map(|n| (name.clone(), n))
+        })
+        .collect();
+    r.unique_drill_names(merged);
+    r.overlapping_selections(merged, &policies);
+    if count_errors(r.diags) == 0 {
+        // With errors, a policy that failed to load may be the user.
+        r.unused_tiers(merged);
+    }
+
+    (count_errors(r.diags) == errors_before).then(|| Config {
+        dir: dir.to_path_buf(),
+        settings,
+        sources,
+        tiers,
+        policies,
+        compliance,
+        notify,
+    })
+}
+
+fn count_errors(diags: &[Diagnostic]) -> usize {
+    diags
+        .iter()
+        .filter(|d| d.severity == super::diag::Severity::Error)
+        .count()
+}
+
+struct Resolver<'d> {
+    diags: &'d mut Vec<Diagnostic>,
+    /// Names defined in some file whose definition failed to load.
+    broken: std::collections::BTreeSet<String>,
+}
+
+impl Resolver<'_> {
+    fn err(
+        &mut self,
+        code: &'static str,
+        file: &Path,
+        span: std::ops::Range<usize>,
+        msg: String,
+        hint: String,
+    ) {
+        self.diags
+            .push(Diagnostic::error(code, msg).at(file, span).hint(hint));
+    }
+
+    fn duration(
+        &mut self,
+        v: &Option<Sp<DurationText>>,
+        file: &Path,
+        key: &str,
+    ) -> Option<Duration> {
+        let v = v.as_ref()?;
+        match units::parse_duration(&v.get().0) {
+            Ok(d) if d.is_zero() => {
+                self.err(
+                    "bad-duration",
+                    file,
+                    v.span(),
+                    format!("`{key}` must be longer than zero"),
+                    units::DURATION_FORMS.into(),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    "bad-duration",
+                    file,
+                    v.span(),
+                    format!("`{key}`: {e}"),
+                    units::DURATION_FORMS.into(),
+                );
+                None
+            }
+        }
+    }
+
+    fn rate(&mut self, v: &Option<Sp<RateText>>, file: &Path, key: &str) -> Option<units::Rate> {
+        let v = v.as_ref()?;
+        units::parse_rate(&v.get().0)
+            .map_err(|e| {
+                self.err(
+                    "bad-rate",
+                    file,
+                    v.span(),
+                    format!("`{key}`: {e}"),
+                    units::RATE_FORMS.into(),
+                )
+            })
+            .ok()
+    }
+
+    fn timezone(&mut self, v: &Sp<TimeZoneText>, file: &Path) -> Option<Tz> {
+        let text = &v.get().0;
+        match text.parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
+                let exact_case = chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .map(|t| t.name())
+                    .find(|n| n.eq_ignore_ascii_case(text));
+                let abbreviation =
+                    (2..=5).contains(&text.len()) && text.chars().all(|c| c.is_ascii_uppercase());
+                let hint = match nearest(text, names) {
+                    _ if exact_case.is_some() => format!("did you mean `{}`? time zone names are case-sensitive", exact_case.unwrap_or_default()),
+                    _ if abbreviation => format!("`{text}` is an abbreviation, not a time zone; use a location such as `Europe/Berlin`, which also knows when DST applies"),
+                    Some(n) => format!("did you mean `{n}`? time zones are IANA names"),
+                    None => "time zones are IANA names such as `Europe/Berlin`, `America/New_York` or `UTC`".into(),
+                };
+                self.err(
+                    "bad-timezone",
+                    file,
+                    v.span(),
+                    format!("unknown time zone `{text}`"),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    fn schedule(&mut self, v: &Sp<CronText>, tz: Tz, file: &Path) -> Option<Schedule> {
+        match Schedule::parse(&v.get().0, tz) {
+            Ok(s) => Some(s),
+            Err(ScheduleError::NeverFires) => {
+                self.err("schedule-never-fires", file, v.span(), format!("schedule `{}` never fires", v.get().0),
+                    "the fields name a date that does not exist (e.g. 30 February); check day of month and month".into());
+                None
+            }
+            Err(ScheduleError::Invalid(e)) => {
+                self.err("bad-cron", file, v.span(), format!("`{}` is not a cron expression: {e}", v.get().0),
+                    "5 fields `min hour day month weekday` or 6 with seconds first, e.g. `0 30 2 * * *`; or `@daily`".into());
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, v: &Option<Sp<SecretValue>>, file: &Path, key: &str) -> Option<SecretRef> {
+        let v = v.as_ref()?;
+        let example_env = format!("COFFER_{}", key.to_uppercase());
+        let forms = format!(
+            "write `{key} = {{ env = \"{example_env}\" }}` or `{key} = {{ file = \"/etc/coffer/{key}\" }}`"
+        );
+        match &v.get().0 {
+            toml::Value::String(_) => {
+                self.err("literal-secret", file, v.span(),
+                    format!("`{key}` is a literal secret; policy files are kept in git and must not hold secrets"), forms);
+                None
+            }
+            toml::Value::Table(t) if t.len() == 1 => {
+                let (k, val) = t.iter().next().expect("one entry");
+                match (k.as_str(), val.as_str()) {
+                    ("env", Some(name)) if !name.is_empty() && !name.contains(['=', '\0']) => {
+                        Some(SecretRef::Env(name.to_string()))
+                    }
+                    ("file", Some(path)) if !path.is_empty() => {
+                        Some(SecretRef::File(PathBuf::from(path)))
+                    }
+                    _ => {
+                        self.err(
+                            "bad-secret",
+                            file,
+                            v.span(),
+                            format!("`{key}` is not a secret reference"),
+                            forms,
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.err(
+                    "bad-secret",
+                    file,
+                    v.span(),
+                    format!("`{key}` is not a secret reference"),
+                    forms,
+                );
+                None
+            }
+        }
+    }
+
+    /// A free-text value that must not be blank.
+    fn text(&mut self, v: &Option<Sp<String>>, file: &Path, key: &str) -> Option<String> {
+        let v = v.as_ref()?;
+        if v.get().trim().is_empty() {
+            self.err(
+                "bad-value",
+                file,
+                v.span(),
+                format!("`{key}` is empty"),
+                "give a value or remove the key".into(),
+            );
+            return None;
+        }
+        Some(v.get().clone())
+    }
+
+    fn positive(&mut self, v: &Option<Sp<u32>>, default: u32, file: &Path, key: &str) -> u32 {
+        match v {
+            Some(n) if *n.get() == 0 => {
+                self.err(
+                    "bad-value",
+                    file,
+                    n.span(),
+                    format!("`{key}` must be at least 1"),
+                    "remove the key to use the default".into(),
+                );
+                default
+            }
+            Some(n) => *n.get(),
+            None => default,
+        }
+    }
+
+    fn reference<T>(
+        &mut self,
+        name: &Sp<String>,
+        kind: &str,
+        existing: &BTreeMap<String, T>,
+        file: &Path,
+    ) -> bool {
+        if existing.contains_key(name.get()) {
+            return true;
+        }
+        // Defined, but broken: its own error says why; a second one here
+        // would only claim it does not exist.
+        if self.broken.contains(name.get()) {
+            return false;
+        }
+        let names: Vec<&str> = existing.keys().map(String::as_str).collect();
+        let hint = match nearest(name.get(), names.iter().copied()) {
+            Some(n) => format!("did you mean `{n}`? defined {kind}s: {}", one_of(&names)),
+            None => format!("defined {kind}s: {}", one_of(&names)),
+        };
+        self.err(
+            "unknown-reference",
+            file,
+            name.span(),
+            format!("no {kind} named `{}`", name.get()),
+            hint,
+        );
+        false
+    }
+
+    fn patterns(
+        &mut self,
+        v: &Option<Sp<Vec<Sp<String>>>>,
+        file: &Path,
+        key: &str,
+        literal_separator: bool,
+    ) -> Vec<Pattern> {
+        let Some(list) = v else { return Vec::new() };
+        let mut out = Vec::new();
+        for p in list.get() {
+            if p.get().trim().is_empty() {
+                self.err(
+                    "bad-glob",
+                    file,
+                    p.span(),
+                    format!("empty pattern in `{key}`"),
+                    "remove it or write a name or glob such as `db-*`".into(),
+                );
+                continue;
+            }
+            match GlobBuilder::new(p.get())
+                .literal_separator(literal_separator)
+                .build()
+            {
+                Ok(g) => out.push(Pattern {
+                    text: p.get().clone(),
+                    matcher: g.compile_matcher(),
+                }),
+                Err(e) => self.err(
+                    "bad-glob",
+                    file,
+                    p.span(),
+                    format!("`{}` is not a valid glob: {}", p.get(), e.kind()),
+                    "globs use `*`, `?`, `[abc]` and `{a,b}`; `**` crosses folders".into(),
+                ),
+            }
+        }
+        out
+    }
+
+    fn settings(&mut self, dir: &Path, e: Option<&Entry<RawSettings>>) -> Settings {
+        let raw = e.map(|e| e.value.clone()).unwrap_or_default();
+        let file = e.map(|e| e.file.clone()).unwrap_or_default();
+        let state_dir = dir.join(
+            raw.state_dir
+                .as_ref()
+                .map_or(".coffer", |s| s.get().as_str()),
+        );
+        let timezone = raw
+            .timezone
+            .as_ref()
+            .and_then(|tz| self.timezone(tz, &file))
+            .unwrap_or(chrono_tz::UTC);
+        Settings {
+            catalog: raw
+                .catalog
+                .as_ref()
+                .map_or_else(|| state_dir.join("catalog.db"), |c| dir.join(c.get())),
+            report_dir: raw
+                .report_dir
+                .as_ref()
+                .map_or_else(|| state_dir.join("reports"), |c| dir.join(c.get())),
+            state_dir,
+            timezone,
+        }
+    }
+
+    fn source(&mut self, name: &str, e: &Entry<RawSource>) -> Option<Source> {
+        let (f, r) = (e.file.as_path(), &e.value);
+        let kind = *r.kind.get();
+        let before = count_errors(self.diags);
+        let remote = kind != SourceKind::Lab;
+        if remote {
+            match &r.url {
+                None => self.err("missing-key", f, e.name_span.clone(), format!("source `{name}` has no `url`"),
+                    "add `url = \"https://esxi01.example.com\"`".into()),
+                Some(u) if u.get().starts_with("http://") => self.err("insecure-url", f, u.span(),
+                    "plain http would send the vSphere credentials in clear".into(),
+                    "use https; for a self-signed host pin its certificate with `thumbprint = \"sha256:…\"`".into()),
+                Some(u) if !u.get().starts_with("https://") || u.get().len() <= "https://".len() => self.err("bad-url", f, u.span(),
+                    format!("`{}` is not an https URL", u.get()), "write `https://HOST` or `https://HOST:PORT`".into()),
+                Some(_) => {}
+            }
+            if r.user.is_none() {
+                self.err("missing-key", f, e.name_span.clone(), format!("source `{name}` has no `user`"),
+                    "add `user = \"backup@vsphere.local\"` (a role with snapshot and datastore-browse privileges)".into());
+            }
+            if r.password.is_none() {
+                self.err("missing-key", f, e.name_span.clone(), format!("source `{name}` has no `password`"),
+                    "add `password = { env = \"COFFER_PASSWORD\" }` or `{ file = \"/etc/coffer/esxi.pass\" }`".into());
+            }
+        } else {
+            for (key, span) in [
+                ("url", r.url.as_ref().map(Sp::span)),
+                ("user", r.user.as_ref().map(Sp::span)),
+                ("password", r.password.as_ref().map(Sp::span)),
+                ("thumbprint", r.thumbprint.as_ref().map(Sp::span)),
+                ("ca_file", r.ca_file.as_ref().map(Sp::span)),
+            ] {
+                if let Some(span) = span {
+                    self.err(
+                        "not-applicable",
+                        f,
+                        span,
+                        format!("the lab takes no `{key}`"),
+                        "the lab runs in-process on loopback; remove the key".into(),
+                    );
+                }
+            }
+        }
+        if !remote || r.lab_vms.is_none() {
+        } else if let Some(n) = &r.lab_vms {
+            self.err(
+                "not-applicable",
+                f,
+                n.span(),
+                "`lab_vms` applies to `kind = \"lab\"` only".into(),
+                "remove the key".into(),
+            );
+        }
+        let password = self.secret(&r.password, f, "password");
+        let tls = match (&r.thumbprint, &r.ca_file) {
+            (Some(t), Some(c)) => {
+                self.err(
+                    "conflict",
+                    f,
+                    c.span(),
+                    "give either `thumbprint` or `ca_file`, not both".into(),
+                    "a pinned thumbprint already names the one certificate to trust".into(),
+                );
+                let _ = t;
+                TlsTrust::SystemRoots
+            }
+            (Some(t), None) => match parse_thumbprint(t.get()) {
+                Ok(d) => TlsTrust::Thumbprint(d),
+                Err(h) => {
+                    self.err(
+                        "bad-thumbprint",
+                        f,
+                        t.span(),
+                        format!("`{}` is not a SHA-256 thumbprint", t.get()),
+                        h,
+                    );
+                    TlsTrust::SystemRoots
+                }
+            },
+            (None, Some(c)) => TlsTrust::CaFile(PathBuf::from(c.get())),
+            (None, None) => TlsTrust::SystemRoots,
+        };
+        let source = Source {
+            name: name.to_string(),
+            kind,
+            url: r
+                .url
+                .as_ref()
+                .map(|u| u.get().trim_end_matches('/').to_string()),
+            user: self.text(&r.user, f, "user"),
+            password,
+            tls,
+            site: self.text(&r.site, f, "site"),
+            datacenter: self.text(&r.datacenter, f, "datacenter"),
+            max_per_host: self.positive(&r.max_per_host, 2, f, "max_per_host"),
+            max_per_datastore: self.positive(&r.max_per_datastore, 4, f, "max_per_datastore"),
+            lab_vms: self.positive(&r.lab_vms, 3, f, "lab_vms"),
+        };
+        (count_errors(self.diags) == before).then_some(source)
+    }
+
+    fn tier(&mut self, dir: &Path, name: &str, e: &Entry<RawTier>) -> Option<Tier> {
+        let (f, r) = (e.file.as_path(), &e.value);
+        let before = count_errors(self.diags);
+        let backend_kind = *r.backend.get();
+        let misplaced = |key: &str| {
+            format!(
+                "`{key}` does not apply to a {} tier",
+                if backend_kind == BackendKind::Local {
+                    "local"
+                } else {
+                    "s3"
+                }
+            )
+        };
+        let backend = match backend_kind {
+            BackendKind::Local => {
+                for (key, v) in [
+                    ("bucket", &r.bucket),
+                    ("prefix", &r.prefix),
+                    ("endpoint", &r.endpoint),
+                    ("region", &r.region),
+                ] {
+                    if let Some(v) = v {
+                        self.err(
+                            "not-applicable",
+                            f,
+                            v.span(),
+                            misplaced(key),
+                            "remove the key, or set `backend = \"s3\"`".into(),
+                        );
+                    }
+                }
+                if let Some(v) = &r.immutable_for {
+                    self.err(
+                        "not-applicable",
+                        f,
+                        v.span(),
+                        "`immutable_for` needs object storage with Object Lock".into(),
+                        "set it on an s3 tier; a local directory cannot refuse deletes".into(),
+                    );
+                }
+                match &r.path {
+                    Some(p) if !p.get().is_empty() => Some(TierBackend::Local {
+                        path: dir.join(p.get()),
+                    }),
+                    _ => {
+                        self.err(
+                            "missing-key",
+                            f,
+                            e.name_span.clone(),
+                            format!("local tier `{name}` has no `path`"),
+                            "add `path = \"/srv/coffer/fast\"`".into(),
+                        );
+                        None
+                    }
+                }
+            }
+            BackendKind::S3 => {
+                if let Some(p) = &r.path {
+                    self.err(
+                        "not-applicable",
+                        f,
+                        p.span(),
+                        misplaced("path"),
+                        "an s3 tier uses `bucket` and `prefix`".into(),
+                    );
+                }
+                if let Some(ep) = &r.endpoint
+                    && !(ep.get().starts_with("https://") || ep.get().starts_with("http://"))
+                {
+                    self.err("bad-url", f, ep.span(), format!("`{}` is not an endpoint URL", ep.get()),
+                        "write `https://s3.example.com` (or `http://127.0.0.1:9000` for a server on this host)".into());
+                }
+                match &r.bucket {
+                    Some(b) if valid_bucket(b.get()) => Some(TierBackend::S3 {
+                        bucket: b.get().clone(),
+                        prefix: r
+                            .prefix
+                            .as_ref()
+                            .map(|p| p.get().trim_matches('/').to_string())
+                            .unwrap_or_default(),
+                        endpoint: r.endpoint.as_ref().map(|e| e.get().clone()),
+                        region: r
+                            .region
+                            .as_ref()
+                            .map_or_else(|| "us-east-1".into(), |r| r.get().clone()),
+                        access_key: self.secret(&r.access_key, f, "access_key"),
+                        secret_key: self.secret(&r.secret_key, f, "secret_key"),
+                    }),
+                    Some(b) => {
+                        self.err(
+                            "bad-value",
+                            f,
+                            b.span(),
+                            format!("`{}` is not a valid bucket name", b.get()),
+                            "3 to 63 characters: lower-case letters, digits, `.` and `-`".into(),
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(
+                            "missing-key",
+                            f,
+                            e.name_span.clone(),
+                            format!("s3 tier `{name}` has no `bucket`"),
+                            "add `bucket = \"coffer-offsite\"`".into(),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let media = r.media.as_ref().map_or(
+            if backend_kind == BackendKind::Local {
+                Media::Disk
+            } else {
+                Media::Object
+            },
+            |m| *m.get(),
+        );
+        let tier = Tier {
+            name: name.to_string(),
+            media,
+            site: self.text(&r.site, f, "site"),
+            encryption_key: self.secret(&r.encryption_key, f, "encryption_key"),
+            immutable_for: self.duration(&r.immutable_for, f, "immutable_for"),
+            bandwidth: self.rate(&r.bandwidth, f, "bandwidth"),
+            max_parallel: self.positive(&r.max_parallel, 4, f, "max_parallel"),
+            backend: backend?,
+        };
+        (count_errors(self.diags) == before).then_some(tier)
+    }
+
+    fn compliance(&mut self, e: Option<&Entry<RawCompliance>>) -> Compliance {
+        let d = Compliance::default();
+        let Some(e) = e else { return d };
+        let (f, r) = (e.file.as_path(), &e.value);
+        let get = |v: &Option<Sp<u32>>, default| v.as_ref().map_or(default, |v| *v.get());
+        Compliance {
+            copies: self.positive(&r.copies, d.copies, f, "copies"),
+            media: self.positive(&r.media, d.media, f, "media"),
+            offsite: get(&r.offsite, d.offsite),
+            immutable: get(&r.immutable, d.immutable),
+            verify_errors: get(&r.verify_errors, d.verify_errors),
+            snapshot_max_age: self
+                .duration(&r.snapshot_max_age, f, "snapshot_max_age")
+                .unwrap_or(d.snapshot_max_age),
+            drill_max_age: self
+                .duration(&r.drill_max_age, f, "drill_max_age")
+                .unwrap_or(d.drill_max_age),
+        }
+    }
+
+    fn policy(
+        &mut self,
+        name: &str,
+        e: &Entry<RawPolicy>,
+        merged: &Merged,
+        default_tz: Tz,
+    ) -> Option<Policy> {
+        let (f, r) = (e.file.as_path(), &e.value);
+        let before = count_errors(self.diags);
+        let tz = match &r.timezone {
+            Some(t) => self.timezone(t, f),
+            None => Some(default_tz),
+        };
+        let schedule = tz.and_then(|tz| self.schedule(&r.schedule, tz, f));
+        let rpo = self.duration(&r.rpo, f, "rpo");
+        if let (Some(s), Some(rpo), Some(rpo_v)) = (&schedule, rpo, &r.rpo)
+            && let Some(gap) = s.longest_gap(Utc::now())
+            && gap.to_std().is_ok_and(|g| g > rpo)
+        {
+            self.diags.push(
+                Diagnostic::warning("rpo-unreachable", format!(
+                    "the schedule leaves up to {} between backups, longer than the rpo of {}",
+                    units::format_duration(gap.to_std().unwrap_or_default()), units::format_duration(rpo)))
+                .at(f, rpo_v.span())
+                .hint("schedule backups more often or allow a longer rpo; as written the RPO is breached every cycle"),
+            );
+        }
+        let chunk_size = match &r.chunk_size {
+            None => ByteSize(DEFAULT_CHUNK),
+            Some(c) => match units::parse_size(&c.get().0) {
+                Ok(s) if s.0.is_power_of_two() && (MIN_CHUNK..=MAX_CHUNK).contains(&s.0) => s,
+                Ok(_) => {
+                    self.err("bad-chunk-size", f, c.span(), format!("chunk size `{}` is not supported", c.get().0),
+                        "a power of two from 64KiB to 4MiB: 64KiB, 128KiB, 256KiB, 512KiB, 1MiB, 2MiB or 4MiB".into());
+                    ByteSize(DEFAULT_CHUNK)
+                }
+                Err(err) => {
+                    self.err(
+                        "bad-size",
+                        f,
+                        c.span(),
+                        format!("`chunk_size`: {err}"),
+                        units::SIZE_FORMS.into(),
+                    );
+                    ByteSize(DEFAULT_CHUNK)
+                }
+            },
+        };
+        let window = r.window.as_ref().and_then(|w| {
+            units::parse_window(&w.get().0)
+                .map_err(|err| {
+                    self.err(
+                        "bad-window",
+                        f,
+                        w.span(),
+                        format!("`window`: {err}"),
+                        units::WINDOW_FORMS.into(),
+                    )
+                })
+                .ok()
+        });
+
+        if let (Some(s), Some(w), Some(wv)) = (&schedule, window, &r.window) {
+            use chrono::Timelike;
+            let fires = s.upcoming(Utc::now(), 200);
+            let inside = |f: &crate::plan::schedule::FireTime| {
+                w.contains(f.local.hour() * 60 + f.local.minute())
+            };
+            if !fires.is_empty() && !fires.iter().any(inside) {
+                self.err("window-never-open", f, wv.span(),
+                    format!("the schedule `{}` never fires inside the window `{}`: no backup would ever start", s.text, wv.get().0),
+                    "move the schedule into the window, or widen the window".into());
+            } else if !fires.iter().all(inside) {
+                self.diags.push(Diagnostic::warning("fires-outside-window",
+                    format!("the schedule `{}` fires outside the window `{}` at times; those backups wait for the window", s.text, wv.get().0))
+                    .at(f, wv.span())
+                    .hint("align the schedule with the window to make start times predictable"));
+            }
+        }
+
+        // Selection.
+        if let Some(list) = &r.sources {
+            for s in list.get() {
+                self.reference(s, "source", &merged.sources, f);
+            }
+        }
+        let selector = Selector {
+            sources: r
+                .sources
+                .as_ref()
+                .map(|l| l.get().iter().map(|s| s.get().clone()).collect()),
+            vms: self.patterns(&r.vms, f, "vms", false),
+            tags: r
+                .tags
+                .as_ref()
+                .map(|l| l.get().iter().map(|s| s.get().clone()).collect())
+                .unwrap_or_default(),
+            folders: self.patterns(&r.folders, f, "folders", true),
+            datastores: self.patterns(&r.datastores, f, "datastores", false),
+            exclude: self.patterns(&r.exclude, f, "exclude", false),
+        };
+        let empty = |v: &Option<Sp<Vec<Sp<String>>>>| v.as_ref().is_none_or(|l| l.get().is_empty());
+        if empty(&r.vms) && empty(&r.tags) && empty(&r.folders) {
+            self.err(
+                "selects-nothing",
+                f,
+                e.name_span.clone(),
+                format!("policy `{name}` selects no VM"),
+                "add `vms = [\"*\"]`, `tags = [\"backup:gold\"]` or `folders = [\"/Prod/**\"]`"
+                    .into(),
+            );
+        }
+
+        // Tiers and retention.
+        self.reference(&r.backup_to, "tier", &merged.tiers, f);
+        let mut retain = BTreeMap::new();
+        for (tier, rules) in r.retain.get() {
+            // The key's own span is not kept by serde for map keys; the
+            // rules' span points into the `[policies.X.retain.TIER]` table.
+            if !merged.tiers.contains_key(tier) {
+                if merged.broken.contains(tier) {
+                    continue;
+                }
+                let names: Vec<&str> = merged.tiers.keys().map(String::as_str).collect();
+                let hint = match nearest(tier, names.iter().copied()) {
+                    Some(n) => format!("did you mean `{n}`? defined tiers: {}", one_of(&names)),
+                    None => format!("defined tiers: {}", one_of(&names)),
+                };
+                self.err(
+                    "unknown-reference",
+                    f,
+                    rules.span(),
+                    format!("retention for unknown tier `{tier}`"),
+                    hint,
+                );
+                continue;
+            }
+            if let Some(rt) = self.retention(rules, f, tier) {
+                retain.insert(tier.clone(), rt);
+            }
+        }
+        if !r.retain.get().contains_key(r.backup_to.get())
+            && merged.tiers.contains_key(r.backup_to.get())
+        {
+            self.err(
+                "missing-retention",
+                f,
+                r.backup_to.span(),
+                format!(
+                    "backups go to `{}` but the policy has no retention for it",
+                    r.backup_to.get()
+                ),
+                format!(
+                    "add `[policies.{name}.retain.{}]` with e.g. `daily = 14`",
+                    r.backup_to.get()
+                ),
+            );
+        }
+
+        let full_every = self.duration(&r.full_every, f, "full_every");
+        let io_limit = self.rate(&r.io_limit, f, "io_limit");
+        let drills: Vec<Drill> = r
+            .drills
+            .iter()
+            .filter_map(|d| self.drill(name, d, r, merged, f))
+            .collect();
+
+        let consistency = match r.consistency.as_ref().map(|c| *c.get()) {
+            Some(ConsistencyText::Application) => Consistency::Application,
+            Some(ConsistencyText::ApplicationPreferred) => Consistency::ApplicationPreferred,
+            Some(ConsistencyText::Crash) | None => Consistency::Crash,
+        };
+        let policy = Policy {
+            name: name.to_string(),
+            description: r.description.as_ref().map(|d| d.get().clone()),
+            selector,
+            schedule: schedule?,
+            rpo,
+            consistency,
+            full_every,
+            io_limit,
+            window,
+            chunk_size,
+            backup_to: r.backup_to.get().clone(),
+            retain,
+            drills,
+        };
+        (count_errors(self.diags) == before).then_some(policy)
+    }
+
+    fn retention(&mut self, rules: &Sp<RawRetain>, f: &Path, tier: &str) -> Option<Retention> {
+        let r = rules.get();
+        let count = |v: &Option<Sp<u32>>| v.as_ref().map(|v| *v.get());
+        let rt = Retention {
+            last: count(&r.last),
+            hourly: count(&r.hourly),
+            daily: count(&r.daily),
+            weekly: count(&r.weekly),
+            monthly: count(&r.monthly),
+            yearly: count(&r.yearly),
+            within: self.duration(&r.within, f, "within"),
+        };
+        let keeps = [
+            rt.last, rt.hourly, rt.daily, rt.weekly, rt.monthly, rt.yearly,
+        ]
+        .iter()
+        .any(|c| c.is_some_and(|n| n > 0))
+            || rt.within.is_some();
+        if !keeps && r.within.is_none() {
+            self.err("retention-keeps-nothing", f, rules.span(), format!("retention for tier `{tier}` keeps nothing"),
+                "give at least one of `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly` (> 0) or `within`".into());
+            return None;
+        }
+        keeps.then_some(rt)
+    }
+
+    fn drill(
+        &mut self,
+        policy: &str,
+        d: &Sp<RawDrill>,
+        p: &RawPolicy,
+        merged: &Merged,
+        f: &Path,
+    ) -> Option<Drill> {
+        let r = d.get();
+        let before = count_errors(self.diags);
+        let kind = match r.kind.get() {
+            DrillKindText::Verify => DrillKind::Verify,
+            DrillKindText::Restore => DrillKind::Restore,
+            DrillKindText::Boot => DrillKind::Boot,
+        };
+        let kind_name = format!("{:?}", kind).to_lowercase();
+        let name = r
+            .name
+            .as_ref()
+            .map_or_else(|| format!("{policy}-{kind_name}"), |n| n.get().clone());
+        if let Some(n) = &r.name
+            && !valid_name(n.get())
+        {
+            self.err(
+                "invalid-name",
+                f,
+                n.span(),
+                format!("`{}` is not a valid drill name", n.get()),
+                "names start with a letter or digit and use letters, digits, `.`, `_`, `-`".into(),
+            );
+        }
+        let tier = match &r.tier {
+            Some(t) => {
+                if self.reference(t, "tier", &merged.tiers, f)
+                    && !p.retain.get().contains_key(t.get())
+                {
+                    self.err(
+                        "unknown-reference",
+                        f,
+                        t.span(),
+                        format!("policy `{policy}` keeps no points on tier `{}`", t.get()),
+                        format!(
+                            "drill a tier the policy retains: {}",
+                            one_of(
+                                &p.retain
+                                    .get()
+                                    .keys()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                            )
+                        ),
+                    );
+                }
+                t.get().clone()
+            }
+            None => p.backup_to.get().clone(),
+        };
+        let only_for = |key: &str, kinds: &str| format!("`{key}` applies to {kinds} drills only");
+        if kind != DrillKind::Boot {
+            for (key, span) in [
+                ("host", r.host.as_ref().map(Sp::span)),
+                ("network", r.network.as_ref().map(Sp::span)),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            {
+                self.err(
+                    "not-applicable",
+                    f,
+                    span,
+                    only_for(key, "boot"),
+                    "remove the key or set `kind = \"boot\"`".into(),
+                );
+            }
+            if let Some(c) = r.checks.first() {
+                self.err(
+                    "not-applicable",
+                    f,
+                    c.span(),
+                    only_for("checks", "boot"),
+                    "remove the checks or set `kind = \"boot\"`".into(),
+                );
+            }
+        }
+        if kind != DrillKind::Restore
+            && let Some(fsck) = &r.fsck
+        {
+            self.err(
+                "not-applicable",
+                f,
+                fsck.span(),
+                only_for("fsck", "restore"),
+                "remove the key or set `kind = \"restore\"`".into(),
+            );
+        }
+        if kind == DrillKind::Boot {
+            match &r.host {
+                Some(h) => {
+                    self.reference(h, "source", &merged.sources, f);
+                }
+                None => self.err(
+                    "missing-key",
+                    f,
+                    d.span(),
+                    "a boot drill needs a `host` to boot on".into(),
+                    "add `host = \"SOURCE\"`: the ESXi host or lab that runs drills".into(),
+                ),
+            }
+            if r.network.is_none() {
+                self.err("missing-key", f, d.span(), "a boot drill needs an isolated `network`".into(),
+                    "add `network = \"drill-isolated\"`: a port group with no uplink, so the copy cannot meet production".into());
+            }
+        }
+        let checks = r.checks.iter().filter_map(|c| self.check(c, f)).collect();
+        let every = self.duration(&Some(r.every.clone()), f, "every");
+        let timeout = self
+            .duration(&r.timeout, f, "timeout")
+            .unwrap_or(Duration::from_secs(3600));
+        let drill = Drill {
+            name,
+            kind,
+            every: every?,
+            tier,
+            host: r.host.as_ref().map(|h| h.get().clone()),
+            network: self.text(&r.network, f, "network"),
+            fsck: r.fsck.as_ref().map(|c| c.get().clone()),
+            timeout,
+            checks,
+        };
+        (count_errors(self.diags) == before).then_some(drill)
+    }
+
+    fn check(&mut self, c: &Sp<RawCheck>, f: &Path) -> Option<Check> {
+        let r = c.get();
+        let timeout = self
+            .duration(&r.timeout, f, "timeout")
+            .unwrap_or(Duration::from_secs(300));
+        match (&r.tcp, &r.heartbeat, &r.script) {
+            (Some(p), None, None) if *p.get() > 0 => Some(Check::Tcp {
+                port: *p.get(),
+                timeout,
+            }),
+            (None, Some(h), None) if *h.get() => Some(Check::Heartbeat { timeout }),
+            (None, None, Some(s)) if !s.get().trim().is_empty() => Some(Check::Script {
+                path: s.get().clone(),
+                timeout,
+            }),
+            _ => {
+                self.err("bad-check", f, c.span(), "a check needs exactly one of `tcp`, `heartbeat`, `script`".into(),
+                    "e.g. `{ tcp = 443 }`, `{ heartbeat = true }` or `{ script = \"/etc/coffer/checks/web.sh\" }`".into());
+                None
+            }
+        }
+    }
+
+    fn notifier(&mut self, name: &str, e: &Entry<RawNotify>, default_tz: Tz) -> Option<Notifier> {
+        let (f, r) = (e.file.as_path(), &e.value);
+        let before = count_errors(self.diags);
+        let security = r
+            .security
+            .as_ref()
+            .map_or(SmtpSecurity::Starttls, |s| *s.get());
+        if security == SmtpSecurity::None
+            && let Some(p) = &r.password
+        {
+            self.err("insecure-auth", f, p.span(), "SMTP authentication without TLS would send the password in clear".into(),
+                "use `security = \"starttls\"` (or \"tls\"), or drop the password for an unauthenticated local relay".into());
+        }
+        for addr in std::iter::once(&r.from).chain(r.to.get().iter()) {
+            if !looks_like_address(addr.get()) {
+                self.err(
+                    "bad-address",
+                    f,
+                    addr.span(),
+                    format!("`{}` is not a mail address", addr.get()),
+                    "write `name@example.com` or `Backup Team <backup@example.com>`".into(),
+                );
+            }
+        }
+        if r.to.get().is_empty() {
+            self.err(
+                "missing-key",
+                f,
+                r.to.span(),
+                "`to` names no recipient".into(),
+                "add at least one address".into(),
+            );
+        }
+        let tz = r
+            .timezone
+            .as_ref()
+            .map_or(Some(default_tz), |t| self.timezone(t, f));
+        let compliance_schedule = match (&r.compliance_schedule, tz) {
+            (Some(s), Some(tz)) => self.schedule(s, tz, f),
+            _ => None,
+        };
+        let notifier = Notifier {
+            name: name.to_string(),
+            smtp_host: r.smtp_host.get().clone(),
+            smtp_port: r.smtp_port.as_ref().map_or(
+                match security {
+                    SmtpSecurity::Starttls => 587,
+                    SmtpSecurity::Tls => 465,
+                    SmtpSecurity::None => 25,
+                },
+                |p| *p.get(),
+            ),
+            security,
+            user: r.user.as_ref().map(|u| u.get().clone()),
+            password: self.secret(&r.password, f, "password"),
+            from: r.from.get().clone(),
+            to: r.to.get().iter().map(|t| t.get().clone()).collect(),
+            send: r
+                .send
+                .as_ref()
+                .map_or(vec![SendWhen::OnFailure, SendWhen::OnBreach], |s| {
+                    s.get().iter().map(|w| *w.get()).collect()
+                }),
+            compliance_schedule,
+        };
+        (count_errors(self.diags) == before).then_some(notifier)
+    }
+
+    fn unique_drill_names(&mut self, merged: &Merged) {
+        let mut seen: BTreeMap<String, (PathBuf, std::ops::Range<usize>)> = BTreeMap::new();
+        for (policy, e) in &merged.policies {
+            for d in &e.value.drills {
+                let r = d.get();
+                let kind = format!("{:?}", r.kind.get()).to_lowercase();
+                let name = r
+                    .name
+                    .as_ref()
+                    .map_or_else(|| format!("{policy}-{kind}"), |n| n.get().clone());
+                let span = r.name.as_ref().map_or(d.span(), Sp::span);
+                if let Some((file, first)) = seen.get(&name) {
+                    self.diags.push(
+                        Diagnostic::error("duplicate", format!("drill `{name}` is defined twice"))
+                            .at(&e.file, span)
+                            .related(file, first.clone(), "first defined here")
+                            .hint("give each drill a unique `name`"),
+                    );
+                } else {
+                    seen.insert(name, (e.file.clone(), span));
+                }
+            }
+        }
+    }
+
+    /// Without the inventory, two policies provably claim the same VM when
+    /// one names it literally and the other's selection matches that name (on
+    /// a common source). Tag and folder overlaps need the inventory and are
+    /// reported by `plan`.
+    fn overlapping_selections(&mut self, merged: &Merged, policies: &BTreeMap<String, Policy>) {
+        let mut reported = std::collections::BTreeSet::new();
+        for (a_name, a) in policies {
+            for (b_name, b) in policies {
+                if a_name == b_name {
+                    continue;
+                }
+                let share_source = match (&a.selector.sources, &b.selector.sources) {
+                    (Some(x), Some(y)) => x.iter().any(|s| y.contains(s)),
+                    _ => true,
+                };
+                if !share_source {
+                    continue;
+                }
+                let claims = |sel: &Selector, vm: &str| {
+                    sel.vms.iter().any(|p| p.is_match(vm))
+                        && !sel.exclude.iter().any(|p| p.is_match(vm))
+                        // A datastore filter depends on where the VM lives.
+                        && sel.datastores.is_empty()
+                };
+                for vm in a.selector.vms.iter().filter(|p| p.is_literal()) {
+                    let key = (
+                        a_name.min(b_name).clone(),
+                        a_name.max(b_name).clone(),
+                        vm.text.clone(),
+                    );
+                    if claims(&a.selector, &vm.text)
+                        && claims(&b.selector, &vm.text)
+                        && reported.insert(key)
+                    {
+                        let (ea, eb) = (&merged.policies[a_name], &merged.policies[b_name]);
+                        let span = vms_span(&ea.value, &vm.text).unwrap_or(ea.name_span.clone());
+                        self.diags.push(
+                            Diagnostic::error("overlapping-selection", format!("VM `{}` is selected by policies `{a_name}` and `{b_name}`", vm.text))
+                                .at(&ea.file, span)
+                                .related(&eb.file, eb.name_span.clone(), format!("policy `{b_name}` also matches it"))
+                                .hint(format!("a VM belongs to one policy: add `exclude = [\"{}\"]` to `{b_name}`, or remove it here", vm.text)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn unused_tiers(&mut self, merged: &Merged) {
+        for (name, e) in &merged.tiers {
+            let used = merged.policies.values().any(|p| {
+                p.value.retain.get().contains_key(name) || p.value.backup_to.get() == name
+            });
+            if !used {
+                self.diags.push(
+                    Diagnostic::warning(
+                        "unused-tier",
+                        format!("tier `{name}` is used by no policy"),
+                    )
+                    .at(&e.file, e.name_span.clone())
+                    .hint("name it in a policy's `retain` to keep copies there, or remove it"),
+                );
+            }
+        }
+    }
+}
+
+fn vms_span(p: &RawPolicy, name: &str) -> Option<std::ops::Range<usize>> {
+    p.vms
+        .as_ref()?
+        .get()
+        .iter()
+        .find(|v| v.get() == name)
+        .map(Sp::span)
+}
+
+fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
+    let hint = "write `sha256:` and the certificate's SHA-256 fingerprint (64 hex digits, colons allowed); \
+        `openssl s_client -connect HOST:443 </dev/null | openssl x509 -noout -fingerprint -sha256` prints it";
+    let Some(hex) = text.strip_prefix("sha256:") else {
+        return Err(hint.into());
+    };
+    let digits: String = hex.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(hint.into());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| hint.to_string())?;
+    }
+    Ok(out)
+}
+
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn looks_like_address(a: &str) -> bool {
+    let addr = match (a.find('<'), a.rfind('>')) {
+        (Some(i), Some(j)) if i < j => &a[i + 1..j],
+        _ => a,
+    };
+    let mut parts = addr.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None)
+        if !l.is_empty() && d.contains('.') && !addr.contains(char::is_whitespace))
+}

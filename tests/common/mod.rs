@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests: run the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `coffer ARGS` from the crate root, with no inherited policy dir.
+pub fn coffer(args: &[&str]) -> Output {
+    coffer_in(&root(), args)
+}
+
+pub fn coffer_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("COFFER_POLICIES")
+        .output()
+        .expect("the coffer binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every directory at or below `dir` that directly holds a `*.toml` file.
+pub fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        if e.extension().is_some_and(|x| x == "toml") {
+            out.push(e);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
