@@ -2,6 +2,7 @@
 //! user typed and hands it to the library; it owns exit codes and output
 //! formats, never decisions.
 
+mod repo;
 mod schedule;
 mod schema;
 mod validate;
@@ -53,6 +54,13 @@ pub enum Command {
         #[command(subcommand)]
         command: schedule::Command,
     },
+    /// Work with a repository directly: init, ls, verify, gc, copy, restore, prune.
+    Repo {
+        #[command(subcommand)]
+        command: repo::Command,
+    },
+    /// Back up a plain disk image file into a repository.
+    BackupImage(repo::BackupImageArgs),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -62,6 +70,8 @@ pub fn run() -> Result<u8> {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Schedule { command } => schedule::run(command),
+        Command::Repo { command } => repo::run(command),
+        Command::BackupImage(args) => repo::backup_image(args),
     }
 }
 

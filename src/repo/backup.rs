@@ -1,0 +1,340 @@
+//! Writing restore points. A disk is cut into fixed, offset-aligned chunks;
+//! workers (one per core) each take the next chunk, read it, skip it when it
+//! is all zero, hash it, and compress and store it when the repository does
+//! not hold it yet. Memory is bounded by workers × chunk size: nothing is
+//! buffered per disk but the index.
+//!
+//! An incremental is the parent's index with the chunks that the changed
+//! ranges touch replaced. Only the changed bytes are read from the source: a
+//! chunk that is changed in part is rebuilt from the parent's chunk (read
+//! from this tier) patched with the changed ranges, so production I/O is
+//! proportional to what changed, not to the chunk size. A full backup with
+//! known allocated ranges (CBT `*`, or SEEK_DATA on a sparse image) is the
+//! same operation from an all-zero parent.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::chunk::{self, ChunkDigest, Codec, ZERO_DIGEST};
+use super::index::DiskIndex;
+use super::manifest::{self, DiskEntry, Manifest, PointKind, VmIdentity};
+use super::{RepoError, Repository};
+
+/// Where disk bytes come from: an image file, or a snapshot's disk over the
+/// datastore HTTP interface.
+pub trait DiskReader: Send + Sync {
+    fn size_bytes(&self) -> u64;
+    /// Fills `buf` with the bytes at `offset`; a short read is an error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+/// A disk image in a local file.
+#[derive(Debug)]
+pub struct FileDisk {
+    file: File,
+    size_bytes: u64,
+}
+
+impl FileDisk {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let size_bytes = file.metadata()?.len();
+        Ok(FileDisk { file, size_bytes })
+    }
+
+    /// The ranges that hold data (SEEK_DATA/SEEK_HOLE); holes read as zero
+    /// and need not be read at all.
+    pub fn allocated_ranges(&self) -> std::io::Result<Vec<Range<u64>>> {
+        let fd = self.file.as_raw_fd();
+        let mut out = Vec::new();
+        let mut pos: i64 = 0;
+        let end = self.size_bytes as i64;
+        while pos < end {
+            // SAFETY: lseek on a descriptor this struct owns.
+            let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+            if data < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENXIO) {
+                    break; // no data after pos
+                }
+                return Err(e);
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            out.push(data as u64..hole.min(end) as u64);
+            pos = hole;
+        }
+        Ok(out)
+    }
+}
+
+impl DiskReader for FileDisk {
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+/// One disk to back up.
+pub struct DiskSource<'a> {
+    pub device_key: i32,
+    pub label: String,
+    pub reader: &'a dyn DiskReader,
+    /// The CBT change id of the snapshot being read.
+    pub change_id: Option<String>,
+    /// Byte ranges to read. `None` reads the whole disk. With a parent point,
+    /// the ranges changed since it; without one, the allocated ranges.
+    pub ranges: Option<Vec<Range<u64>>>,
+}
+
+/// A restore point to write.
+pub struct BackupRequest<'a> {
+    pub vm: VmIdentity,
+    pub consistency: String,
+    pub chunk_size_bytes: u32,
+    /// The point an incremental starts from (its disks are matched by device key).
+    pub parent: Option<&'a Manifest>,
+    pub disks: Vec<DiskSource<'a>>,
+    pub threads: usize,
+}
+
+/// Sorts, merges and clips ranges to `size`.
+pub fn normalize_ranges(mut ranges: Vec<Range<u64>>, size: u64) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end && r.start < size);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let r = r.start..r.end.min(size);
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Per chunk: the ranges (relative to the chunk) to read from the source.
+fn touched_chunks(ranges: &[Range<u64>], chunk: u64) -> Vec<(usize, Vec<Range<usize>>)> {
+    let mut out: Vec<(usize, Vec<Range<usize>>)> = Vec::new();
+    for r in ranges {
+        let mut pos = r.start;
+        while pos < r.end {
+            let i = (pos / chunk) as usize;
+            let chunk_start = i as u64 * chunk;
+            let end = r.end.min(chunk_start + chunk);
+            let rel = (pos - chunk_start) as usize..(end - chunk_start) as usize;
+            match out.last_mut() {
+                Some((last, list)) if *last == i => list.push(rel),
+                _ => out.push((i, vec![rel])),
+            }
+            pos = end;
+        }
+    }
+    out
+}
+
+struct DiskStats {
+    bytes_read: AtomicU64,
+    chunks_new: AtomicU64,
+    bytes_stored_new: AtomicU64,
+}
+
+/// Writes a restore point and returns its committed manifest.
+pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, RepoError> {
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    let point_id = manifest::new_point_id(now);
+    if !(chunk::MAX_CHUNK_BYTES as u32 >= req.chunk_size_bytes && req.chunk_size_bytes.is_power_of_two() && req.chunk_size_bytes >= 64 << 10) {
+        return Err(RepoError::Invalid(format!("chunk size {} is not a power of two from 64KiB to 4MiB", req.chunk_size_bytes)));
+    }
+    let known: Mutex<HashSet<ChunkDigest>> = Mutex::new(repo.list_chunks()?.into_keys().collect());
+    let mut disks = Vec::new();
+    let mut incremental = false;
+    for d in &req.disks {
+        let size = d.reader.size_bytes();
+        let parent_disk = req.parent.and_then(|p| p.disks.iter().find(|x| x.device_key == d.device_key));
+        let base = match (parent_disk, &d.ranges) {
+            (Some(pd), Some(_)) => {
+                if pd.size_bytes != size || pd.chunk_size_bytes != req.chunk_size_bytes {
+                    return Err(RepoError::Invalid(format!(
+                        "disk {} changed size or chunk size since point {}: an incremental cannot start from it; take a full backup",
+                        d.label,
+                        req.parent.map_or("", |p| p.point_id.as_str())
+                    )));
+                }
+                incremental = true;
+                repo.read_index(pd)?
+            }
+            (None, Some(_)) if req.parent.is_some() => {
+                return Err(RepoError::Invalid(format!(
+                    "disk {} (device {}) is not in the parent point: take a full backup",
+                    d.label, d.device_key
+                )));
+            }
+            _ => DiskIndex::zeroed(size, req.chunk_size_bytes),
+        };
+        let ranges = match &d.ranges {
+            Some(r) => normalize_ranges(r.clone(), size),
+            None => vec![0..size],
+        };
+        let (index, stats) = write_disk(repo, d.reader, base, &ranges, &known, req.threads.max(1))?;
+        let index_key = format!("{}disk-{}.index", manifest::point_prefix(&req.vm.uuid, &point_id), d.device_key);
+        let index_sha256 = repo.write_index(&index_key, &index)?;
+        disks.push(DiskEntry {
+            device_key: d.device_key,
+            label: d.label.clone(),
+            size_bytes: size,
+            chunk_size_bytes: req.chunk_size_bytes,
+            index_key,
+            index_sha256,
+            change_id: d.change_id.clone(),
+            bytes_read: stats.bytes_read.into_inner(),
+            chunks_new: stats.chunks_new.into_inner(),
+            bytes_stored_new: stats.bytes_stored_new.into_inner(),
+            chunks_data: index.chunks.iter().filter(|c| **c != ZERO_DIGEST).count() as u64,
+        });
+    }
+    let m = Manifest {
+        format: manifest::FORMAT,
+        point_id,
+        vm: req.vm,
+        kind: if incremental { PointKind::Incremental } else { PointKind::Full },
+        parent: if incremental { req.parent.map(|p| p.point_id.clone()) } else { None },
+        consistency: req.consistency,
+        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        disks,
+        files: Vec::new(),
+        mac: None,
+    };
+    repo.commit_manifest(m)
+}
+
+fn write_disk(
+    repo: &Repository,
+    reader: &dyn DiskReader,
+    base: DiskIndex,
+    ranges: &[Range<u64>],
+    known: &Mutex<HashSet<ChunkDigest>>,
+    threads: usize,
+) -> Result<(DiskIndex, DiskStats), RepoError> {
+    let chunk = base.chunk_size_bytes as u64;
+    let work = touched_chunks(ranges, chunk);
+    let results: Mutex<Vec<(usize, ChunkDigest)>> = Mutex::new(Vec::with_capacity(work.len()));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
+    let stats = DiskStats {
+        bytes_read: AtomicU64::new(0),
+        chunks_new: AtomicU64::new(0),
+        bytes_stored_new: AtomicU64::new(0),
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(work.len().max(1)) {
+            s.spawn(|| {
+                let mut codec = Codec::new(1);
+                let mut buf = vec![0u8; chunk as usize];
+                let mut local = Vec::new();
+                while !failed.load(Ordering::Relaxed) {
+                    let w = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((i, parts)) = work.get(w) else { break };
+                    match build_chunk(repo, reader, &base, *i, parts, &mut buf, &mut codec, known, &stats) {
+                        Ok(d) => local.push((*i, d)),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().unwrap().get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+                results.lock().unwrap().extend(local);
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let mut index = base;
+    for (i, d) in results.into_inner().unwrap() {
+        index.chunks[i] = d;
+    }
+    Ok((index, stats))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_chunk(
+    repo: &Repository,
+    reader: &dyn DiskReader,
+    base: &DiskIndex,
+    i: usize,
+    parts: &[Range<usize>],
+    buf: &mut Vec<u8>,
+    codec: &mut Codec,
+    known: &Mutex<HashSet<ChunkDigest>>,
+    stats: &DiskStats,
+) -> Result<ChunkDigest, RepoError> {
+    let range = base.range(i);
+    let len = (range.end - range.start) as usize;
+    buf.resize(len, 0);
+    let covered: usize = parts.iter().map(|p| p.end - p.start).sum();
+    if covered < len {
+        // Changed in part: start from what the parent holds.
+        let old = base.chunks[i];
+        if old == ZERO_DIGEST {
+            buf.fill(0);
+        } else {
+            let plain = repo.read_chunk(codec, &old)?;
+            if plain.len() != len {
+                return Err(RepoError::Invalid(format!("chunk {} of the parent has the wrong length", old.to_hex())));
+            }
+            buf.copy_from_slice(&plain);
+        }
+    }
+    for p in parts {
+        let offset = range.start + p.start as u64;
+        reader
+            .read_exact_at(&mut buf[p.clone()], offset)
+            .map_err(|source| RepoError::SourceRead { offset, source })?;
+        stats.bytes_read.fetch_add((p.end - p.start) as u64, Ordering::Relaxed);
+    }
+    if chunk::is_zero(buf) {
+        return Ok(ZERO_DIGEST);
+    }
+    let d = chunk::digest(buf, repo.keys());
+    if !known.lock().unwrap().insert(d) {
+        return Ok(d);
+    }
+    let blob = codec.encode(buf, &d, repo.keys());
+    if let Err(e) = repo.store().put(&d.key(), &blob) {
+        known.lock().unwrap().remove(&d);
+        return Err(e.into());
+    }
+    stats.chunks_new.fetch_add(1, Ordering::Relaxed);
+    stats.bytes_stored_new.fetch_add(blob.len() as u64, Ordering::Relaxed);
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_normalize_and_split_by_chunk() {
+        let r = normalize_ranges(vec![10..20, 0..5, 15..30, 100..200, 5..6], 150);
+        assert_eq!(r, vec![0..6, 10..30, 100..150]);
+        let t = touched_chunks(&[0..6, 10..30, 60..70], 16);
+        assert_eq!(t, vec![(0, vec![0..6, 10..16]), (1, vec![0..14]), (3, vec![12..16]), (4, vec![0..6])]);
+    }
+}

@@ -1,0 +1,92 @@
+//! The manifest of a restore point: what was backed up, from where, how, and
+//! which index holds each disk. It is written last and is the commit point:
+//! a point without a manifest does not exist. On an encrypted tier it carries
+//! an HMAC over its canonical JSON, so a tampered manifest is refused.
+
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT: u32 = 1;
+
+/// A VM's identity as the repository records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmIdentity {
+    pub name: String,
+    /// The VM's instance UUID (the repository's directory for its points).
+    pub uuid: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointKind {
+    Full,
+    Incremental,
+}
+
+/// One disk of a point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskEntry {
+    /// vSphere device key (2000, 2001, …), or 0 for an image file.
+    pub device_key: i32,
+    pub label: String,
+    pub size_bytes: u64,
+    pub chunk_size_bytes: u32,
+    /// Object key of the index.
+    pub index_key: String,
+    /// SHA-256 of the index object.
+    pub index_sha256: String,
+    /// CBT change id recorded at the snapshot, for the next incremental.
+    pub change_id: Option<String>,
+    /// Bytes read from the source for this disk.
+    pub bytes_read: u64,
+    /// Chunks that were new to the repository, and their stored bytes.
+    pub chunks_new: u64,
+    pub bytes_stored_new: u64,
+    /// Chunks of the disk that hold data (not zero).
+    pub chunks_data: u64,
+}
+
+/// A restore point's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub point_id: String,
+    pub vm: VmIdentity,
+    pub kind: PointKind,
+    /// The point an incremental started from.
+    pub parent: Option<String>,
+    /// "application", "crash", or "image" for a plain image backup.
+    pub consistency: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub duration_seconds: f64,
+    pub disks: Vec<DiskEntry>,
+    /// Small files of the VM (.vmx, .nvram), as chunk ids.
+    #[serde(default)]
+    pub files: Vec<(String, String)>,
+    /// HMAC-SHA-256 of the manifest with this field empty (encrypted tiers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl Manifest {
+    pub fn key(&self) -> String {
+        manifest_key(&self.vm.uuid, &self.point_id)
+    }
+}
+
+pub fn point_prefix(vm_uuid: &str, point_id: &str) -> String {
+    format!("points/{vm_uuid}/{point_id}/")
+}
+
+pub fn manifest_key(vm_uuid: &str, point_id: &str) -> String {
+    format!("{}manifest.json", point_prefix(vm_uuid, point_id))
+}
+
+/// A new point id: sortable by time, unique across concurrent writers.
+pub fn new_point_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut r = [0u8; 3];
+    getrandom::fill(&mut r).expect("the OS random source works");
+    // Milliseconds keep ids of one VM in creation order; the random tail
+    // keeps concurrent writers apart.
+    format!("{}-{}", now.format("%Y%m%dT%H%M%S%3fZ"), hex::encode(r))
+}

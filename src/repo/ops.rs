@@ -1,0 +1,305 @@
+//! Keeping a repository sound: verify (re-read and prove every chunk), gc
+//! (mark from all manifests, sweep what nothing references once it is older
+//! than a grace period), copy (a point to another tier, sending only missing
+//! chunks, indexes next, manifest last) and prune (remove a point's manifest
+//! first, then its indexes; chunks are left to gc).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use super::chunk::{ChunkDigest, Codec, ZERO_DIGEST};
+use super::index::DiskIndex;
+use super::manifest::{self, Manifest};
+use super::store::StoreError;
+use super::{PointRef, RepoError, Repository};
+
+/// A damaged chunk and the points that need it.
+#[derive(Debug, Clone)]
+pub struct BadChunk {
+    pub digest: ChunkDigest,
+    pub error: String,
+    pub points: Vec<String>,
+}
+
+/// The outcome of a verify.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub points: usize,
+    pub chunks_checked: usize,
+    pub bytes_checked: u64,
+    pub bad_chunks: Vec<BadChunk>,
+    /// Points whose manifest or index is unreadable, with why.
+    pub bad_points: Vec<(String, String)>,
+    /// Point ids that depend on a bad chunk or have a bad index/manifest.
+    pub failed_points: BTreeSet<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.bad_chunks.is_empty() && self.bad_points.is_empty()
+    }
+}
+
+/// Which chunks a verify reads: all, or one slice of a rolling cycle so that
+/// `of` runs together check every chunk once.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub part: u16,
+    pub of: u16,
+}
+
+impl Sample {
+    fn includes(&self, d: &ChunkDigest) -> bool {
+        u16::from_be_bytes([d.0[0], d.0[1]]) % self.of == self.part
+    }
+}
+
+/// Loads every manifest and index; what cannot be read is reported.
+fn load_points(repo: &Repository, only: Option<&[PointRef]>) -> Result<(Vec<(Manifest, Vec<DiskIndex>)>, Vec<(String, String)>), RepoError> {
+    let points = match only {
+        Some(p) => p.to_vec(),
+        None => repo.list_points()?,
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for p in points {
+        match repo.read_manifest(&p).and_then(|m| {
+            let idx = m.disks.iter().map(|d| repo.read_index(d)).collect::<Result<Vec<_>, _>>()?;
+            Ok((m, idx))
+        }) {
+            Ok(x) => good.push(x),
+            Err(e) => bad.push((p.point_id.clone(), e.to_string())),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// Re-reads chunks and checks CRC, authentication and digest; a chunk
+/// shared by many points is read once.
+pub fn verify(repo: &Repository, only: Option<&[PointRef]>, sample: Option<Sample>, threads: usize) -> Result<VerifyReport, RepoError> {
+    let (points, bad_points) = load_points(repo, only)?;
+    let mut users: HashMap<ChunkDigest, Vec<String>> = HashMap::new();
+    for (m, indexes) in &points {
+        for idx in indexes {
+            for d in &idx.chunks {
+                if *d != ZERO_DIGEST && sample.is_none_or(|s| s.includes(d)) {
+                    let u = users.entry(*d).or_default();
+                    if u.last() != Some(&m.point_id) {
+                        u.push(m.point_id.clone());
+                    }
+                }
+            }
+        }
+    }
+    let work: Vec<ChunkDigest> = users.keys().copied().collect();
+    let next = AtomicUsize::new(0);
+    let bad: Mutex<Vec<(ChunkDigest, String)>> = Mutex::new(Vec::new());
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut codec = Codec::new(1);
+                while let Some(d) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    match repo.read_chunk(&mut codec, d) {
+                        Ok(plain) => {
+                            bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                        }
+                        Err(RepoError::Chunk { source, .. }) => bad.lock().unwrap().push((*d, source.to_string())),
+                        Err(RepoError::Store(StoreError::NotFound(_))) => bad.lock().unwrap().push((*d, "missing".into())),
+                        Err(e) => bad.lock().unwrap().push((*d, e.to_string())),
+                    }
+                }
+            });
+        }
+    });
+    let mut report = VerifyReport {
+        points: points.len() + bad_points.len(),
+        chunks_checked: work.len(),
+        bytes_checked: bytes.into_inner(),
+        ..VerifyReport::default()
+    };
+    for (digest, error) in bad.into_inner().unwrap() {
+        let pts = users.remove(&digest).unwrap_or_default();
+        report.failed_points.extend(pts.iter().cloned());
+        report.bad_chunks.push(BadChunk { digest, error, points: pts });
+    }
+    report.bad_chunks.sort_by_key(|b| b.digest);
+    report.failed_points.extend(bad_points.iter().map(|(p, _)| p.clone()));
+    report.bad_points = bad_points;
+    Ok(report)
+}
+
+/// What gc found and did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub chunks_referenced: usize,
+    pub chunks_deleted: usize,
+    pub bytes_freed: u64,
+    /// Unreferenced but younger than the grace period: a backup running now
+    /// may have just deduplicated against them.
+    pub chunks_kept_young: usize,
+    /// Leftovers of interrupted writes and points without a manifest.
+    pub incomplete_deleted: usize,
+}
+
+/// Mark and sweep. Refuses to sweep when a manifest cannot be read: a
+/// damaged manifest must not make its chunks look unreferenced.
+pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport, RepoError> {
+    let now = SystemTime::now();
+    let old_enough = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age >= grace);
+    let (points, bad) = load_points(repo, None)?;
+    if let Some((p, why)) = bad.first() {
+        return Err(RepoError::Invalid(format!(
+            "gc stopped before deleting anything: point {p} is unreadable ({why}); run `coffer repo verify` and prune or repair it first"
+        )));
+    }
+    let mut marked: HashSet<ChunkDigest> = HashSet::new();
+    let mut live_prefixes: HashSet<String> = HashSet::new();
+    for (m, indexes) in &points {
+        live_prefixes.insert(manifest::point_prefix(&m.vm.uuid, &m.point_id));
+        for idx in indexes {
+            marked.extend(idx.chunks.iter().copied());
+        }
+    }
+    marked.remove(&ZERO_DIGEST);
+    let mut report = GcReport { chunks_referenced: marked.len(), ..GcReport::default() };
+    for (digest, (size, modified)) in repo.list_chunks()? {
+        if marked.contains(&digest) {
+            continue;
+        }
+        if !old_enough(modified) {
+            report.chunks_kept_young += 1;
+            continue;
+        }
+        if !dry_run {
+            repo.store().delete(&digest.key())?;
+        }
+        report.chunks_deleted += 1;
+        report.bytes_freed += size;
+    }
+    // Indexes of points that never got their manifest (an interrupted
+    // backup or copy), and temporary files of interrupted writes.
+    let store = repo.store();
+    let mut leftovers: Vec<(String, u64)> = store
+        .list("points/")?
+        .into_iter()
+        .filter(|o| old_enough(o.modified))
+        .filter(|o| !live_prefixes.iter().any(|p| o.key.starts_with(p.as_str())))
+        .map(|o| (o.key, o.size_bytes))
+        .collect();
+    leftovers.extend(store.incomplete()?.into_iter().filter(|o| old_enough(o.modified)).map(|o| (o.key, o.size_bytes)));
+    for (key, size) in leftovers {
+        if !dry_run {
+            store.delete(&key)?;
+        }
+        report.incomplete_deleted += 1;
+        report.bytes_freed += size;
+    }
+    Ok(report)
+}
+
+/// What a copy sent.
+#[derive(Debug, Default)]
+pub struct CopyReport {
+    pub chunks_sent: usize,
+    pub bytes_sent: u64,
+    pub chunks_present: usize,
+}
+
+/// Copies a point to another repository: only the chunks the target lacks
+/// (known from one listing), then the indexes, then the manifest. When both
+/// repositories key chunk ids alike the blobs travel as they are; otherwise
+/// each chunk is re-encoded for the target and the indexes rewritten.
+pub fn copy_point(from: &Repository, to: &Repository, point: &PointRef, threads: usize) -> Result<(Manifest, CopyReport), RepoError> {
+    let m = from.read_manifest(point)?;
+    let target_has: HashSet<ChunkDigest> = to.list_chunks()?.into_keys().collect();
+    let same_keying = match (from.keys(), to.keys()) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.id_key == b.id_key,
+        _ => false,
+    };
+    let mut new_manifest = m.clone();
+    let report = Mutex::new(CopyReport::default());
+    for (disk, entry) in m.disks.iter().zip(new_manifest.disks.iter_mut()) {
+        let index = from.read_index(disk)?;
+        let mut unique: Vec<ChunkDigest> = index.chunks.iter().copied().filter(|d| *d != ZERO_DIGEST).collect();
+        unique.sort();
+        unique.dedup();
+        let mapping: Mutex<BTreeMap<ChunkDigest, ChunkDigest>> = Mutex::new(BTreeMap::new());
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| {
+                    let mut codec = Codec::new(1);
+                    while let Some(d) = unique.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if first_error.lock().unwrap().is_some() {
+                            break;
+                        }
+                        let result = (|| -> Result<(), RepoError> {
+                            if same_keying {
+                                if target_has.contains(d) {
+                                    report.lock().unwrap().chunks_present += 1;
+                                    return Ok(());
+                                }
+                                let blob = from.store().get(&d.key())?;
+                                // Never spread damage: prove the blob before sending it.
+                                codec.decode(&blob, d, from.keys()).map_err(|source| RepoError::Chunk { digest: d.to_hex(), source })?;
+                                to.store().put(&d.key(), &blob)?;
+                                let mut r = report.lock().unwrap();
+                                r.chunks_sent += 1;
+                                r.bytes_sent += blob.len() as u64;
+                            } else {
+                                let plain = from.read_chunk(&mut codec, d)?;
+                                let nd = super::chunk::digest(&plain, to.keys());
+                                mapping.lock().unwrap().insert(*d, nd);
+                                if target_has.contains(&nd) {
+                                    report.lock().unwrap().chunks_present += 1;
+                                    return Ok(());
+                                }
+                                let blob = codec.encode(&plain, &nd, to.keys());
+                                to.store().put(&nd.key(), &blob)?;
+                                let mut r = report.lock().unwrap();
+                                r.chunks_sent += 1;
+                                r.bytes_sent += blob.len() as u64;
+                            }
+                            Ok(())
+                        })();
+                        if let Err(e) = result {
+                            first_error.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap() {
+            return Err(e);
+        }
+        let mut out_index = index;
+        if !same_keying {
+            let mapping = mapping.into_inner().unwrap();
+            for c in out_index.chunks.iter_mut() {
+                if *c != ZERO_DIGEST {
+                    *c = mapping[c];
+                }
+            }
+        }
+        entry.index_sha256 = to.write_index(&entry.index_key, &out_index)?;
+    }
+    let committed = to.commit_manifest(new_manifest)?;
+    Ok((committed, report.into_inner().unwrap()))
+}
+
+/// Removes a point: the manifest first (the point stops existing), then its
+/// indexes. Chunks are left to gc, which knows what else uses them.
+pub fn prune_point(repo: &Repository, point: &PointRef) -> Result<(), RepoError> {
+    let m = repo.read_manifest(point)?;
+    repo.store().delete(&m.key())?;
+    repo.store().flush()?;
+    for d in &m.disks {
+        repo.store().delete(&d.index_key)?;
+    }
+    Ok(())
+}

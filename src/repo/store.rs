@@ -1,0 +1,85 @@
+//! The seam between the repository and where its objects live. A store is a
+//! flat namespace of keys (`chunks/ab/cd/<hex>`, `points/<vm>/<point>/…`,
+//! `config`) holding immutable objects. Implementations: a local directory
+//! (`local`) and S3-compatible object storage.
+
+use std::time::SystemTime;
+
+/// One object as a listing reports it.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size_bytes: u64,
+    pub modified: SystemTime,
+}
+
+/// What a store operation can fail with; callers match on these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{0}` does not exist")]
+    NotFound(String),
+    #[error("`{key}` is locked (immutable) and cannot be deleted yet")]
+    Locked { key: String },
+    #[error("no space left on the device holding `{key}`")]
+    NoSpace { key: String },
+    #[error("permission denied for `{key}`")]
+    PermissionDenied { key: String },
+    #[error("{op} `{key}`: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Turns an I/O error into the case a caller can act on.
+    pub fn from_io(op: &'static str, key: &str, e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound(key.to_string()),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                StoreError::PermissionDenied { key: key.to_string() }
+            }
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StoreError::NoSpace { key: key.to_string() }
+            }
+            _ => StoreError::Io { op, key: key.to_string(), source: e },
+        }
+    }
+}
+
+/// A place to keep objects.
+pub trait Store: Send + Sync {
+    /// Stores `data` under `key` atomically: a reader sees no object or the
+    /// whole object, never part of it, also after a crash. The object is
+    /// durable once a later `flush` returns.
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads a whole object. `NotFound` when it does not exist.
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// Lists every object whose key starts with `prefix`, in no set order.
+    /// One listing, not a request per object.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Deletes an object; deleting a missing object succeeds. `Locked` when
+    /// an immutability lock forbids it (never retried).
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Makes every `put` that returned before this call durable. The
+    /// repository calls it before writing a commit point (a manifest), so a
+    /// manifest never refers to data a power loss could take away.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Where the store is, for messages ("local:/srv/coffer").
+    fn describe(&self) -> String;
+
+    /// Leftovers of interrupted writes (never visible through `list`), for gc
+    /// to delete by key. Stores whose writes are single requests have none.
+    fn incomplete(&self) -> Result<Vec<ObjectMeta>, StoreError> {
+        Ok(Vec::new())
+    }
+}
