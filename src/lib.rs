@@ -5,5 +5,5 @@
 
 pub mod cli;
 pub mod plan;
-pub mod repo;
 pub mod policy;
+pub mod repo;

@@ -107,3 +107,18 @@ fn explain_on_an_invalid_directory_exits_10_with_the_diagnostics() {
     assert_eq!(out.status.code(), Some(10));
     assert!(stderr(&out).contains("p.toml:2:"), "{}", stderr(&out));
 }
+
+/// Regression: the window check looked at 200 fire times only, so an
+/// every-minute schedule checked in the afternoon never reached the night
+/// window and was refused as `window-never-open`.
+#[test]
+fn an_every_minute_schedule_with_a_night_window_is_accepted_at_any_time_of_day() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[tiers.t]\nbackend = \"local\"\npath = \"r\"\n[policies.p]\nvms = [\"*\"]\nschedule = \"* * * * *\"\nwindow = \"22:00-06:00\"\nbackup_to = \"t\"\n[policies.p.retain.t]\nlast = 3\n",
+    )
+    .unwrap();
+    let loaded = coffer::policy::load(dir.path());
+    assert!(!loaded.has_errors(), "{}", loaded.render());
+}

@@ -11,13 +11,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::policy::model::{SecretRef, TierBackend};
 use crate::policy::units;
+use crate::repo::Repository;
 use crate::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use crate::repo::local::LocalStore;
 use crate::repo::manifest::VmIdentity;
 use crate::repo::ops::{self, Sample};
 use crate::repo::restore::{self, DiskFormat};
 use crate::repo::store::Store;
-use crate::repo::Repository;
 
 /// Verification found damage.
 pub const EXIT_DAMAGED: u8 = 4;
@@ -49,35 +49,52 @@ impl Target {
                 (_, Some(f)) => Some(SecretRef::File(f.clone())),
                 _ => None,
             };
-            let store = LocalStore::new(path).with_context(|| format!("opening {}", path.display()))?;
+            let store =
+                LocalStore::new(path).with_context(|| format!("opening {}", path.display()))?;
             return Ok((Arc::new(store), secret, path.display().to_string()));
         }
         let Some(name) = &self.tier else {
             bail!("name the repository with --tier NAME (from the policy directory) or --repo DIR");
         };
-        let config = load_or_report(&self.policy).map_err(|_| anyhow!("the policy directory is invalid"))?;
+        let config =
+            load_or_report(&self.policy).map_err(|_| anyhow!("the policy directory is invalid"))?;
         let tier = config.tiers.get(name).ok_or_else(|| {
             let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
-            anyhow!("no tier named `{name}`; defined tiers: {}", crate::policy::diag::one_of(&names))
+            anyhow!(
+                "no tier named `{name}`; defined tiers: {}",
+                crate::policy::diag::one_of(&names)
+            )
         })?;
         match &tier.backend {
             TierBackend::Local { path } => {
-                let store = LocalStore::new(path).with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
-                Ok((Arc::new(store), tier.encryption_key.clone(), format!("tier `{name}`")))
+                let store = LocalStore::new(path)
+                    .with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
+                Ok((
+                    Arc::new(store),
+                    tier.encryption_key.clone(),
+                    format!("tier `{name}`"),
+                ))
             }
-            TierBackend::S3 { .. } => bail!("tier `{name}` is on S3, which this build of coffer cannot reach yet; local tiers work"),
+            TierBackend::S3 { .. } => bail!(
+                "tier `{name}` is on S3, which this build of coffer cannot reach yet; local tiers work"
+            ),
         }
     }
 
     pub fn open(&self) -> Result<Repository> {
         let (store, secret, what) = self.resolve()?;
         let secret = read_secret(secret.as_ref())?;
-        Repository::open(store, secret.as_deref().map(str::as_bytes)).with_context(|| format!("opening the repository of {what}"))
+        Repository::open(store, secret.as_deref().map(str::as_bytes))
+            .with_context(|| format!("opening the repository of {what}"))
     }
 }
 
 fn read_secret(s: Option<&SecretRef>) -> Result<Option<String>> {
-    s.map(|s| s.read().map_err(|e| anyhow!("reading the encryption key: {e}"))).transpose()
+    s.map(|s| {
+        s.read()
+            .map_err(|e| anyhow!("reading the encryption key: {e}"))
+    })
+    .transpose()
 }
 
 fn threads() -> usize {
@@ -179,8 +196,9 @@ pub struct BackupImageArgs {
     pub changed: Option<PathBuf>,
     #[arg(long, requires = "changed")]
     pub base: Option<String>,
-    /// Chunk size, a power of two from 64KiB to 4MiB.
-    #[arg(long, default_value = "1MiB")]
+    /// Chunk size, a power of two from 64KiB to 4MiB (default chosen by
+    /// measurement, see docs/benchmarks.md).
+    #[arg(long, default_value = "256KiB")]
     pub chunk_size: String,
     /// Print the result as JSON.
     #[arg(long)]
@@ -193,12 +211,27 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Init(t) => {
             let (store, secret, what) = t.resolve()?;
             let secret = read_secret(secret.as_ref())?;
-            let repo = Repository::init(store, secret.as_deref().map(str::as_bytes)).with_context(|| format!("creating the repository of {what}"))?;
-            writeln!(out, "created repository {} ({}, format {})", repo.describe(), if secret.is_some() { "encrypted" } else { "not encrypted" }, repo.config.version)?;
+            let repo = Repository::init(store, secret.as_deref().map(str::as_bytes))
+                .with_context(|| format!("creating the repository of {what}"))?;
+            writeln!(
+                out,
+                "created repository {} ({}, format {})",
+                repo.describe(),
+                if secret.is_some() {
+                    "encrypted"
+                } else {
+                    "not encrypted"
+                },
+                repo.config.version
+            )?;
         }
         Command::Ls(t) => {
             let repo = t.open()?;
-            writeln!(out, "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}", "POINT", "VM", "KIND", "CREATED", "SIZE", "CHUNKS")?;
+            writeln!(
+                out,
+                "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
+                "POINT", "VM", "KIND", "CREATED", "SIZE", "CHUNKS"
+            )?;
             for p in repo.list_points()? {
                 match repo.read_manifest(&p) {
                     Ok(m) => writeln!(
@@ -217,19 +250,41 @@ pub fn run(command: Command) -> Result<u8> {
         }
         Command::Verify(a) => {
             let repo = a.target.open()?;
-            let only = a.point.as_ref().map(|p| repo.find_point(p)).transpose()?.map(|p| vec![p]);
+            let only = a
+                .point
+                .as_ref()
+                .map(|p| repo.find_point(p))
+                .transpose()?
+                .map(|p| vec![p]);
             let sample = a.sample.as_deref().map(parse_sample).transpose()?;
             let started = Instant::now();
             let r = ops::verify(&repo, only.as_deref(), sample, threads())?;
-            writeln!(out, "checked {} points, {} chunks, {} bytes in {:.1}s", r.points, r.chunks_checked, r.bytes_checked, started.elapsed().as_secs_f64())?;
+            writeln!(
+                out,
+                "checked {} points, {} chunks, {} bytes in {:.1}s",
+                r.points,
+                r.chunks_checked,
+                r.bytes_checked,
+                started.elapsed().as_secs_f64()
+            )?;
             for b in &r.bad_chunks {
-                writeln!(out, "DAMAGED chunk {}: {}; used by points {}", b.digest.to_hex(), b.error, b.points.join(", "))?;
+                writeln!(
+                    out,
+                    "DAMAGED chunk {}: {}; used by points {}",
+                    b.digest.to_hex(),
+                    b.error,
+                    b.points.join(", ")
+                )?;
             }
             for (p, why) in &r.bad_points {
                 writeln!(out, "DAMAGED point {p}: {why}")?;
             }
             if !r.ok() {
-                writeln!(out, "verification FAILED: {} points affected", r.failed_points.len())?;
+                writeln!(
+                    out,
+                    "verification FAILED: {} points affected",
+                    r.failed_points.len()
+                )?;
                 return Ok(EXIT_DAMAGED);
             }
             writeln!(out, "verification passed")?;
@@ -242,25 +297,47 @@ pub fn run(command: Command) -> Result<u8> {
                 out,
                 "{}{} chunks referenced; deleted {} unreferenced chunks and {} incomplete objects, {} bytes freed; kept {} young unreferenced chunks",
                 if a.dry_run { "dry run: " } else { "" },
-                r.chunks_referenced, r.chunks_deleted, r.incomplete_deleted, r.bytes_freed, r.chunks_kept_young
+                r.chunks_referenced,
+                r.chunks_deleted,
+                r.incomplete_deleted,
+                r.bytes_freed,
+                r.chunks_kept_young
             )?;
         }
         Command::Copy(a) => {
             let from = a.target.open()?;
-            let to_secret = a.to_key_env.as_ref().map(|v| SecretRef::Env(v.clone()).read().map_err(|e| anyhow!(e))).transpose()?;
-            let to = Repository::open(Arc::new(LocalStore::new(&a.to_repo)?), to_secret.as_deref().map(str::as_bytes))
-                .with_context(|| format!("opening the destination {}", a.to_repo.display()))?;
+            let to_secret = a
+                .to_key_env
+                .as_ref()
+                .map(|v| SecretRef::Env(v.clone()).read().map_err(|e| anyhow!(e)))
+                .transpose()?;
+            let to = Repository::open(
+                Arc::new(LocalStore::new(&a.to_repo)?),
+                to_secret.as_deref().map(str::as_bytes),
+            )
+            .with_context(|| format!("opening the destination {}", a.to_repo.display()))?;
             let p = from.find_point(&a.point)?;
             let (_, r) = ops::copy_point(&from, &to, &p, threads())?;
-            writeln!(out, "copied point {}: {} chunks sent ({} bytes), {} already there", a.point, r.chunks_sent, r.bytes_sent, r.chunks_present)?;
+            writeln!(
+                out,
+                "copied point {}: {} chunks sent ({} bytes), {} already there",
+                a.point, r.chunks_sent, r.bytes_sent, r.chunks_present
+            )?;
         }
         Command::Restore(a) => {
             let repo = a.target.open()?;
             let p = repo.find_point(&a.point)?;
             let m = repo.read_manifest(&p)?;
             let disk = match a.disk {
-                Some(k) => m.disks.iter().find(|d| d.device_key == k).ok_or_else(|| anyhow!("point {} has no disk {k}", a.point))?,
-                None => m.disks.first().ok_or_else(|| anyhow!("point {} has no disks", a.point))?,
+                Some(k) => m
+                    .disks
+                    .iter()
+                    .find(|d| d.device_key == k)
+                    .ok_or_else(|| anyhow!("point {} has no disk {k}", a.point))?,
+                None => m
+                    .disks
+                    .first()
+                    .ok_or_else(|| anyhow!("point {} has no disks", a.point))?,
             };
             let started = Instant::now();
             let index = repo.read_index(disk)?;
@@ -269,23 +346,38 @@ pub fn run(command: Command) -> Result<u8> {
             writeln!(
                 out,
                 "restored disk {} of point {} ({} bytes, {} written) to {} in {:.2}s ({:.0} MiB/s)",
-                disk.label, a.point, disk.size_bytes, stats.bytes_written,
-                stats.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" + "),
-                secs, disk.size_bytes as f64 / secs.max(1e-9) / 1048576.0
+                disk.label,
+                a.point,
+                disk.size_bytes,
+                stats.bytes_written,
+                stats
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                secs,
+                disk.size_bytes as f64 / secs.max(1e-9) / 1048576.0
             )?;
         }
         Command::Prune(a) => {
             let repo = a.target.open()?;
             let p = repo.find_point(&a.point)?;
             ops::prune_point(&repo, &p)?;
-            writeln!(out, "pruned point {}; run `coffer repo gc` to free its chunks", a.point)?;
+            writeln!(
+                out,
+                "pruned point {}; run `coffer repo gc` to free its chunks",
+                a.point
+            )?;
         }
     }
     Ok(EXIT_OK)
 }
 
 fn parse_sample(s: &str) -> Result<Sample> {
-    let (a, b) = s.split_once('/').ok_or_else(|| anyhow!("--sample takes PART/OF, e.g. 3/7"))?;
+    let (a, b) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--sample takes PART/OF, e.g. 3/7"))?;
     let (part, of): (u16, u16) = (a.parse()?, b.parse()?);
     if of == 0 || part >= of {
         bail!("--sample {s}: PART must be below OF (0/7 … 6/7)");
@@ -295,7 +387,8 @@ fn parse_sample(s: &str) -> Result<Sample> {
 
 /// Reads a changed-ranges file: `OFFSET LENGTH` per line, `#` comments.
 pub fn read_ranges(path: &Path) -> Result<Vec<std::ops::Range<u64>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -306,7 +399,13 @@ pub fn read_ranges(path: &Path) -> Result<Vec<std::ops::Range<u64>>> {
         let parse = |v: Option<&str>| -> Result<u64> {
             v.ok_or_else(|| anyhow!("{}:{}: expected `OFFSET LENGTH`", path.display(), n + 1))?
                 .parse()
-                .with_context(|| format!("{}:{}: expected `OFFSET LENGTH` in bytes", path.display(), n + 1))
+                .with_context(|| {
+                    format!(
+                        "{}:{}: expected `OFFSET LENGTH` in bytes",
+                        path.display(),
+                        n + 1
+                    )
+                })
         };
         let (start, len) = (parse(it.next())?, parse(it.next())?);
         out.push(start..start.saturating_add(len));
@@ -318,13 +417,27 @@ pub fn read_ranges(path: &Path) -> Result<Vec<std::ops::Range<u64>>> {
 fn image_uuid(name: &str) -> String {
     use sha2::Digest;
     let h = hex::encode(sha2::Sha256::digest(format!("coffer image {name}")));
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let repo = a.target.open()?;
-    let name = a.vm.clone().unwrap_or_else(|| a.file.file_name().map_or("image".into(), |n| n.to_string_lossy().into_owned()));
-    let vm = VmIdentity { uuid: image_uuid(&name), name: name.clone() };
+    let name = a.vm.clone().unwrap_or_else(|| {
+        a.file
+            .file_name()
+            .map_or("image".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let vm = VmIdentity {
+        uuid: image_uuid(&name),
+        name: name.clone(),
+    };
     let chunk = units::parse_size(&a.chunk_size).map_err(|e| anyhow!("--chunk-size: {e}"))?;
     let disk = FileDisk::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
     let parent = match &a.changed {
@@ -344,7 +457,10 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     };
     let ranges = match &a.changed {
         Some(f) => Some(read_ranges(f)?),
-        None => Some(disk.allocated_ranges().context("finding the allocated ranges of the image")?),
+        None => Some(
+            disk.allocated_ranges()
+                .context("finding the allocated ranges of the image")?,
+        ),
     };
     let started = Instant::now();
     let m = backup::backup(
@@ -352,9 +468,16 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
         BackupRequest {
             vm,
             consistency: "image".into(),
-            chunk_size_bytes: u32::try_from(chunk.0).map_err(|_| anyhow!("--chunk-size too large"))?,
+            chunk_size_bytes: u32::try_from(chunk.0)
+                .map_err(|_| anyhow!("--chunk-size too large"))?,
             parent: parent.as_ref(),
-            disks: vec![DiskSource { device_key: 0, label: "disk0".into(), reader: &disk, change_id: None, ranges }],
+            disks: vec![DiskSource {
+                device_key: 0,
+                label: "disk0".into(),
+                reader: &disk,
+                change_id: None,
+                ranges,
+            }],
             threads: threads(),
         },
     )?;
@@ -362,15 +485,26 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let d = &m.disks[0];
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::json!({
-            "point": m.point_id, "kind": m.kind, "seconds": secs, "disk_bytes": d.size_bytes,
-            "bytes_read": d.bytes_read, "chunks_new": d.chunks_new, "bytes_stored_new": d.bytes_stored_new,
-        }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "point": m.point_id, "kind": m.kind, "seconds": secs, "disk_bytes": d.size_bytes,
+                "bytes_read": d.bytes_read, "chunks_new": d.chunks_new, "bytes_stored_new": d.bytes_stored_new,
+            })
+        )?;
     } else {
         writeln!(
             out,
             "point {} ({:?}) of {}: {} bytes disk, {} bytes read, {} new chunks ({} bytes stored) in {:.2}s ({:.0} MiB/s of disk)",
-            m.point_id, m.kind, name, d.size_bytes, d.bytes_read, d.chunks_new, d.bytes_stored_new, secs,
+            m.point_id,
+            m.kind,
+            name,
+            d.size_bytes,
+            d.bytes_read,
+            d.chunks_new,
+            d.bytes_stored_new,
+            secs,
             d.size_bytes as f64 / secs.max(1e-9) / 1048576.0
         )?;
     }

@@ -22,7 +22,7 @@ use crate::plan::schedule::{Schedule, ScheduleError};
 pub const MIN_CHUNK: u64 = 64 << 10;
 pub const MAX_CHUNK: u64 = 4 << 20;
 /// Default chunk size (see docs/benchmarks.md for the measurement behind it).
-pub const DEFAULT_CHUNK: u64 = 1 << 20;
+pub const DEFAULT_CHUNK: u64 = 256 << 10;
 
 /// Resolves and checks a merged policy directory.
 pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Option<Config> {
@@ -690,7 +690,14 @@ impl Resolver<'_> {
 
         if let (Some(s), Some(w), Some(wv)) = (&schedule, window, &r.window) {
             use chrono::Timelike;
-            let fires = s.upcoming(Utc::now(), 200);
+            // A week of fire times (bounded) sees every hour a schedule uses.
+            let now = Utc::now();
+            let horizon = now + chrono::Duration::days(8);
+            let fires: Vec<_> = s
+                .upcoming(now, 20_000)
+                .into_iter()
+                .take_while(|f| f.at <= horizon)
+                .collect();
             let inside = |f: &crate::plan::schedule::FireTime| {
                 w.contains(f.local.hour() * 60 + f.local.minute())
             };

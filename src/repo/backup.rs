@@ -19,12 +19,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::chunk::{self, ChunkDigest, Codec, ZERO_DIGEST};
 use super::index::DiskIndex;
 use super::manifest::{self, DiskEntry, Manifest, PointKind, VmIdentity};
+use super::parallel;
 use super::{RepoError, Repository};
 
 /// Where disk bytes come from: an image file, or a snapshot's disk over the
@@ -156,15 +157,23 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
     let started = Instant::now();
     let now = chrono::Utc::now();
     let point_id = manifest::new_point_id(now);
-    if !(chunk::MAX_CHUNK_BYTES as u32 >= req.chunk_size_bytes && req.chunk_size_bytes.is_power_of_two() && req.chunk_size_bytes >= 64 << 10) {
-        return Err(RepoError::Invalid(format!("chunk size {} is not a power of two from 64KiB to 4MiB", req.chunk_size_bytes)));
+    if !(chunk::MAX_CHUNK_BYTES as u32 >= req.chunk_size_bytes
+        && req.chunk_size_bytes.is_power_of_two()
+        && req.chunk_size_bytes >= 64 << 10)
+    {
+        return Err(RepoError::Invalid(format!(
+            "chunk size {} is not a power of two from 64KiB to 4MiB",
+            req.chunk_size_bytes
+        )));
     }
     let known: Mutex<HashSet<ChunkDigest>> = Mutex::new(repo.list_chunks()?.into_keys().collect());
     let mut disks = Vec::new();
     let mut incremental = false;
     for d in &req.disks {
         let size = d.reader.size_bytes();
-        let parent_disk = req.parent.and_then(|p| p.disks.iter().find(|x| x.device_key == d.device_key));
+        let parent_disk = req
+            .parent
+            .and_then(|p| p.disks.iter().find(|x| x.device_key == d.device_key));
         let base = match (parent_disk, &d.ranges) {
             (Some(pd), Some(_)) => {
                 if pd.size_bytes != size || pd.chunk_size_bytes != req.chunk_size_bytes {
@@ -187,10 +196,14 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         };
         let ranges = match &d.ranges {
             Some(r) => normalize_ranges(r.clone(), size),
-            None => vec![0..size],
+            None => std::iter::once(0..size).collect(),
         };
         let (index, stats) = write_disk(repo, d.reader, base, &ranges, &known, req.threads.max(1))?;
-        let index_key = format!("{}disk-{}.index", manifest::point_prefix(&req.vm.uuid, &point_id), d.device_key);
+        let index_key = format!(
+            "{}disk-{}.index",
+            manifest::point_prefix(&req.vm.uuid, &point_id),
+            d.device_key
+        );
         let index_sha256 = repo.write_index(&index_key, &index)?;
         disks.push(DiskEntry {
             device_key: d.device_key,
@@ -210,11 +223,19 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         format: manifest::FORMAT,
         point_id,
         vm: req.vm,
-        kind: if incremental { PointKind::Incremental } else { PointKind::Full },
-        parent: if incremental { req.parent.map(|p| p.point_id.clone()) } else { None },
+        kind: if incremental {
+            PointKind::Incremental
+        } else {
+            PointKind::Full
+        },
+        parent: if incremental {
+            req.parent.map(|p| p.point_id.clone())
+        } else {
+            None
+        },
         consistency: req.consistency,
         created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        duration_seconds: started.elapsed().as_secs_f64(),
+        duration_ms: started.elapsed().as_millis() as u64,
         disks,
         files: Vec::new(),
         mac: None,
@@ -233,39 +254,21 @@ fn write_disk(
     let chunk = base.chunk_size_bytes as u64;
     let work = touched_chunks(ranges, chunk);
     let results: Mutex<Vec<(usize, ChunkDigest)>> = Mutex::new(Vec::with_capacity(work.len()));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
     let stats = DiskStats {
         bytes_read: AtomicU64::new(0),
         chunks_new: AtomicU64::new(0),
         bytes_stored_new: AtomicU64::new(0),
     };
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(work.len().max(1)) {
-            s.spawn(|| {
-                let mut codec = Codec::new(1);
-                let mut buf = vec![0u8; chunk as usize];
-                let mut local = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
-                    let w = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((i, parts)) = work.get(w) else { break };
-                    match build_chunk(repo, reader, &base, *i, parts, &mut buf, &mut codec, known, &stats) {
-                        Ok(d) => local.push((*i, d)),
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert(e);
-                            break;
-                        }
-                    }
-                }
-                results.lock().unwrap().extend(local);
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap() {
-        return Err(e);
-    }
+    parallel::for_each(
+        &work,
+        threads,
+        || (Codec::new(1), vec![0u8; chunk as usize]),
+        |(codec, buf), (i, parts)| -> Result<(), RepoError> {
+            let d = build_chunk(repo, reader, &base, *i, parts, buf, codec, known, &stats)?;
+            results.lock().unwrap().push((*i, d));
+            Ok(())
+        },
+    )?;
     let mut index = base;
     for (i, d) in results.into_inner().unwrap() {
         index.chunks[i] = d;
@@ -297,7 +300,10 @@ fn build_chunk(
         } else {
             let plain = repo.read_chunk(codec, &old)?;
             if plain.len() != len {
-                return Err(RepoError::Invalid(format!("chunk {} of the parent has the wrong length", old.to_hex())));
+                return Err(RepoError::Invalid(format!(
+                    "chunk {} of the parent has the wrong length",
+                    old.to_hex()
+                )));
             }
             buf.copy_from_slice(&plain);
         }
@@ -307,7 +313,9 @@ fn build_chunk(
         reader
             .read_exact_at(&mut buf[p.clone()], offset)
             .map_err(|source| RepoError::SourceRead { offset, source })?;
-        stats.bytes_read.fetch_add((p.end - p.start) as u64, Ordering::Relaxed);
+        stats
+            .bytes_read
+            .fetch_add((p.end - p.start) as u64, Ordering::Relaxed);
     }
     if chunk::is_zero(buf) {
         return Ok(ZERO_DIGEST);
@@ -322,11 +330,14 @@ fn build_chunk(
         return Err(e.into());
     }
     stats.chunks_new.fetch_add(1, Ordering::Relaxed);
-    stats.bytes_stored_new.fetch_add(blob.len() as u64, Ordering::Relaxed);
+    stats
+        .bytes_stored_new
+        .fetch_add(blob.len() as u64, Ordering::Relaxed);
     Ok(d)
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -335,6 +346,14 @@ mod tests {
         let r = normalize_ranges(vec![10..20, 0..5, 15..30, 100..200, 5..6], 150);
         assert_eq!(r, vec![0..6, 10..30, 100..150]);
         let t = touched_chunks(&[0..6, 10..30, 60..70], 16);
-        assert_eq!(t, vec![(0, vec![0..6, 10..16]), (1, vec![0..14]), (3, vec![12..16]), (4, vec![0..6])]);
+        assert_eq!(
+            t,
+            vec![
+                (0, vec![0..6, 10..16]),
+                (1, vec![0..14]),
+                (3, vec![12..16]),
+                (4, vec![0..6])
+            ]
+        );
     }
 }

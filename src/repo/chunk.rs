@@ -26,6 +26,8 @@ pub const MAGIC: &[u8; 4] = b"CFC1";
 const FLAG_ZSTD: u8 = 1;
 const FLAG_ENCRYPTED: u8 = 2;
 const HEADER: usize = 12;
+/// No valid blob is shorter than its header.
+pub const MIN_BLOB_BYTES: u64 = HEADER as u64;
 const NONCE: usize = 24;
 const TAG: usize = 16;
 /// The largest chunk a repository holds (the largest chunk size).
@@ -165,7 +167,11 @@ impl Codec {
                 blob.extend_from_slice(payload);
                 let tag = k
                     .cipher
-                    .encrypt_inout_detached(&XNonce::from(nonce), &id.0, (&mut blob[start..]).into())
+                    .encrypt_inout_detached(
+                        &XNonce::from(nonce),
+                        &id.0,
+                        (&mut blob[start..]).into(),
+                    )
                     .expect("encryption of a chunk cannot fail");
                 blob[HEADER + NONCE..HEADER + NONCE + TAG].copy_from_slice(&tag);
             }
@@ -192,7 +198,12 @@ impl Codec {
     }
 
     /// Decodes a blob and proves it holds the chunk `id`.
-    pub fn decode(&mut self, blob: &[u8], id: &ChunkDigest, keys: Option<&Keys>) -> Result<Vec<u8>, ChunkError> {
+    pub fn decode(
+        &mut self,
+        blob: &[u8],
+        id: &ChunkDigest,
+        keys: Option<&Keys>,
+    ) -> Result<Vec<u8>, ChunkError> {
         Self::check_crc(blob)?;
         let flags = blob[4];
         let mut payload;
@@ -202,10 +213,17 @@ impl Codec {
                 return Err(ChunkError::Truncated);
             }
             let nonce: [u8; NONCE] = blob[HEADER..HEADER + NONCE].try_into().expect("sized");
-            let tag: [u8; TAG] = blob[HEADER + NONCE..HEADER + NONCE + TAG].try_into().expect("sized");
+            let tag: [u8; TAG] = blob[HEADER + NONCE..HEADER + NONCE + TAG]
+                .try_into()
+                .expect("sized");
             payload = blob[HEADER + NONCE + TAG..].to_vec();
             k.cipher
-                .decrypt_inout_detached(&XNonce::from(nonce), &id.0, (&mut payload[..]).into(), &tag.into())
+                .decrypt_inout_detached(
+                    &XNonce::from(nonce),
+                    &id.0,
+                    (&mut payload[..]).into(),
+                    &tag.into(),
+                )
                 .map_err(|_| ChunkError::BadTag)?;
             &payload
         } else {
@@ -247,9 +265,16 @@ mod tests {
             }
         }
         let id = digest(&text, None);
-        assert!(codec.encode(&text, &id, None).len() < text.len() / 10, "text compresses");
+        assert!(
+            codec.encode(&text, &id, None).len() < text.len() / 10,
+            "text compresses"
+        );
         let id = digest(&noise, None);
-        assert_eq!(codec.encode(&noise, &id, None)[4] & FLAG_ZSTD, 0, "noise is stored raw");
+        assert_eq!(
+            codec.encode(&noise, &id, None)[4] & FLAG_ZSTD,
+            0,
+            "noise is stored raw"
+        );
     }
 
     #[test]
@@ -273,7 +298,10 @@ mod tests {
         let id = digest(&data, Some(&k));
         let blob = codec.encode(&data, &id, Some(&k));
         let wrong = Keys::new([1; 32], [5; 32], [3; 32]);
-        assert_eq!(codec.decode(&blob, &id, Some(&wrong)), Err(ChunkError::BadTag));
+        assert_eq!(
+            codec.decode(&blob, &id, Some(&wrong)),
+            Err(ChunkError::BadTag)
+        );
         assert_eq!(codec.decode(&blob, &id, None), Err(ChunkError::NeedsKey));
     }
 

@@ -139,6 +139,9 @@ mod tests {
         let mut newer = bytes.clone();
         newer[4] = 2;
         assert_eq!(DiskIndex::decode(&newer), Err(IndexError::NewerVersion(2)));
-        assert_eq!(DiskIndex::decode(&bytes[..bytes.len() - 1]), Err(IndexError::BadLength));
+        assert_eq!(
+            DiskIndex::decode(&bytes[..bytes.len() - 1]),
+            Err(IndexError::BadLength)
+        );
     }
 }

@@ -26,7 +26,8 @@ impl LocalStore {
     /// Opens (and creates) a directory store.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|e| StoreError::from_io("create", &root.display().to_string(), e))?;
+        fs::create_dir_all(&root)
+            .map_err(|e| StoreError::from_io("create", &root.display().to_string(), e))?;
         Ok(LocalStore {
             root,
             counter: AtomicU64::new(0),
@@ -86,7 +87,8 @@ impl Store for LocalStore {
             return Ok(out);
         }
         for entry in walkdir::WalkDir::new(&start) {
-            let entry = entry.map_err(|e| StoreError::Backend(format!("listing {}: {e}", start.display())))?;
+            let entry = entry
+                .map_err(|e| StoreError::Backend(format!("listing {}: {e}", start.display())))?;
             if !entry.file_type().is_file() {
                 continue;
             }
@@ -95,7 +97,9 @@ impl Store for LocalStore {
             if !key.starts_with(prefix) || key.contains(TMP_MARKER) {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| StoreError::Backend(e.to_string()))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
             out.push(ObjectMeta {
                 key,
                 size_bytes: meta.len(),
@@ -118,7 +122,11 @@ impl Store for LocalStore {
         // SAFETY: syncfs takes a valid open descriptor, which `dir` holds.
         let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
         if rc != 0 {
-            return Err(StoreError::from_io("sync", ".", std::io::Error::last_os_error()));
+            return Err(StoreError::from_io(
+                "sync",
+                ".",
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -137,11 +145,18 @@ impl LocalStore {
         walkdir::WalkDir::new(&self.root)
             .into_iter()
             .flatten()
-            .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().contains(TMP_MARKER))
+            .filter(|e| {
+                e.file_type().is_file() && e.file_name().to_string_lossy().contains(TMP_MARKER)
+            })
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
                 Some(ObjectMeta {
-                    key: e.path().strip_prefix(&self.root).ok()?.to_string_lossy().into_owned(),
+                    key: e
+                        .path()
+                        .strip_prefix(&self.root)
+                        .ok()?
+                        .to_string_lossy()
+                        .into_owned(),
                     size_bytes: meta.len(),
                     modified: meta.modified().ok()?,
                 })

@@ -46,7 +46,7 @@ pub struct DiskEntry {
 }
 
 /// A restore point's manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     pub point_id: String,
@@ -58,7 +58,9 @@ pub struct Manifest {
     pub consistency: String,
     /// RFC 3339, UTC.
     pub created: String,
-    pub duration_seconds: f64,
+    /// Whole milliseconds: an integer survives the JSON round trip the
+    /// manifest MAC is computed over (a float may not).
+    pub duration_ms: u64,
     pub disks: Vec<DiskEntry>,
     /// Small files of the VM (.vmx, .nvram), as chunk ids.
     #[serde(default)]

@@ -15,6 +15,7 @@ pub mod index;
 pub mod local;
 pub mod manifest;
 pub mod ops;
+pub mod parallel;
 pub mod restore;
 pub mod store;
 
@@ -42,7 +43,9 @@ pub enum RepoError {
     NotARepository(String),
     #[error("{0} is already a coffer repository")]
     AlreadyExists(String),
-    #[error("repository format version {found} is newer than this coffer understands ({FORMAT_VERSION}); upgrade coffer")]
+    #[error(
+        "repository format version {found} is newer than this coffer understands ({FORMAT_VERSION}); upgrade coffer"
+    )]
     NewerFormat { found: u32 },
     #[error("repository config is damaged: {0}")]
     BadConfig(String),
@@ -119,8 +122,13 @@ const KEY_CHECK_TEXT: &[u8] = b"coffer key check v1";
 
 fn derive_keys(secret: &[u8], enc: &EncryptionConfig) -> Result<Keys, RepoError> {
     let salt = hex::decode(&enc.salt).map_err(|e| RepoError::BadConfig(format!("salt: {e}")))?;
-    let params = argon2::Params::new(enc.kdf_memory_kib, enc.kdf_iterations, enc.kdf_parallelism, Some(32))
-        .map_err(|e| RepoError::BadConfig(format!("kdf parameters: {e}")))?;
+    let params = argon2::Params::new(
+        enc.kdf_memory_kib,
+        enc.kdf_iterations,
+        enc.kdf_parallelism,
+        Some(32),
+    )
+    .map_err(|e| RepoError::BadConfig(format!("kdf parameters: {e}")))?;
     let mut master = [0u8; 32];
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password_into(secret, &salt, &mut master)
@@ -167,27 +175,44 @@ impl Repository {
             version: FORMAT_VERSION,
             id: hex::encode(id),
             created: chrono::Utc::now().to_rfc3339(),
-            chunk_id: if keys.is_some() { "hmac-sha256" } else { "sha256" }.into(),
+            chunk_id: if keys.is_some() {
+                "hmac-sha256"
+            } else {
+                "sha256"
+            }
+            .into(),
             encryption,
         };
-        store.put("config", &serde_json::to_vec_pretty(&config).expect("config serializes"))?;
+        store.put(
+            "config",
+            &serde_json::to_vec_pretty(&config).expect("config serializes"),
+        )?;
         store.flush()?;
-        Ok(Repository { store, config, keys })
+        Ok(Repository {
+            store,
+            config,
+            keys,
+        })
     }
 
     /// Opens an existing repository, checking its version and the key.
     pub fn open(store: Arc<dyn Store>, secret: Option<&[u8]>) -> Result<Self, RepoError> {
         let bytes = match store.get("config") {
             Ok(b) => b,
-            Err(StoreError::NotFound(_)) => return Err(RepoError::NotARepository(store.describe())),
+            Err(StoreError::NotFound(_)) => {
+                return Err(RepoError::NotARepository(store.describe()));
+            }
             Err(e) => return Err(e.into()),
         };
-        let config: RepoConfig = serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
+        let config: RepoConfig =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
         if config.format != "coffer-repository" {
             return Err(RepoError::BadConfig(format!("format `{}`", config.format)));
         }
         if config.version > FORMAT_VERSION {
-            return Err(RepoError::NewerFormat { found: config.version });
+            return Err(RepoError::NewerFormat {
+                found: config.version,
+            });
         }
         let keys = match (&config.encryption, secret) {
             (None, None) => None,
@@ -201,7 +226,11 @@ impl Repository {
                 Some(keys)
             }
         };
-        Ok(Repository { store, config, keys })
+        Ok(Repository {
+            store,
+            config,
+            keys,
+        })
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -222,16 +251,27 @@ impl Repository {
             .store
             .list("chunks/")?
             .into_iter()
+            // A blob shorter than its header is what a power loss leaves of a
+            // chunk renamed into place before its data reached the disk:
+            // never deduplicate against it (gc deletes it).
+            .filter(|o| o.size_bytes >= chunk::MIN_BLOB_BYTES)
             .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, (o.size_bytes, o.modified))))
             .collect())
     }
 
     /// Reads and decodes one chunk.
-    pub fn read_chunk(&self, codec: &mut Codec, digest: &ChunkDigest) -> Result<Vec<u8>, RepoError> {
+    pub fn read_chunk(
+        &self,
+        codec: &mut Codec,
+        digest: &ChunkDigest,
+    ) -> Result<Vec<u8>, RepoError> {
         let blob = self.store.get(&digest.key())?;
         codec
             .decode(&blob, digest, self.keys())
-            .map_err(|source| RepoError::Chunk { digest: digest.to_hex(), source })
+            .map_err(|source| RepoError::Chunk {
+                digest: digest.to_hex(),
+                source,
+            })
     }
 
     /// Every committed point (those with a manifest), sorted.
@@ -242,11 +282,19 @@ impl Repository {
             .into_iter()
             .filter_map(|o| {
                 let mut parts = o.key.split('/');
-                match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some("points"), Some(vm), Some(point), Some("manifest.json"), None) => Some(PointRef {
-                        vm_uuid: vm.to_string(),
-                        point_id: point.to_string(),
-                    }),
+                match (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) {
+                    (Some("points"), Some(vm), Some(point), Some("manifest.json"), None) => {
+                        Some(PointRef {
+                            vm_uuid: vm.to_string(),
+                            point_id: point.to_string(),
+                        })
+                    }
                     _ => None,
                 }
             })
@@ -279,10 +327,16 @@ impl Repository {
             reason: e.to_string(),
         })?;
         if m.format > manifest::FORMAT {
-            return Err(RepoError::BadManifest { key, reason: format!("format {} is newer than this coffer", m.format) });
+            return Err(RepoError::BadManifest {
+                key,
+                reason: format!("format {} is newer than this coffer", m.format),
+            });
         }
         if self.keys.is_some() && m.mac != self.manifest_mac(&m) {
-            return Err(RepoError::BadManifest { key, reason: "authentication failed (tampered or foreign manifest)".into() });
+            return Err(RepoError::BadManifest {
+                key,
+                reason: "authentication failed (tampered or foreign manifest)".into(),
+            });
         }
         Ok(m)
     }
@@ -293,7 +347,10 @@ impl Repository {
         m.mac = None;
         m.mac = self.manifest_mac(&m);
         self.store.flush()?;
-        self.store.put(&m.key(), &serde_json::to_vec_pretty(&m).expect("manifest serializes"))?;
+        self.store.put(
+            &m.key(),
+            &serde_json::to_vec_pretty(&m).expect("manifest serializes"),
+        )?;
         self.store.flush()?;
         Ok(m)
     }
@@ -302,9 +359,15 @@ impl Repository {
     pub fn read_index(&self, disk: &manifest::DiskEntry) -> Result<DiskIndex, RepoError> {
         let bytes = self.store.get(&disk.index_key)?;
         if hex::encode(Sha256::digest(&bytes)) != disk.index_sha256 {
-            return Err(RepoError::Index { key: disk.index_key.clone(), source: IndexError::BadDigest });
+            return Err(RepoError::Index {
+                key: disk.index_key.clone(),
+                source: IndexError::BadDigest,
+            });
         }
-        DiskIndex::decode(&bytes).map_err(|source| RepoError::Index { key: disk.index_key.clone(), source })
+        DiskIndex::decode(&bytes).map_err(|source| RepoError::Index {
+            key: disk.index_key.clone(),
+            source,
+        })
     }
 
     /// Stores an index, returning its SHA-256.

@@ -6,12 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::chunk::{ChunkDigest, Codec, ZERO_DIGEST};
 use super::index::DiskIndex;
 use super::manifest::{self, Manifest};
+use super::parallel;
 use super::store::StoreError;
 use super::{PointRef, RepoError, Repository};
 
@@ -56,8 +57,11 @@ impl Sample {
     }
 }
 
+/// Points that could be read (with their indexes), and those that could not (with why).
+type LoadedPoints = (Vec<(Manifest, Vec<DiskIndex>)>, Vec<(String, String)>);
+
 /// Loads every manifest and index; what cannot be read is reported.
-fn load_points(repo: &Repository, only: Option<&[PointRef]>) -> Result<(Vec<(Manifest, Vec<DiskIndex>)>, Vec<(String, String)>), RepoError> {
+fn load_points(repo: &Repository, only: Option<&[PointRef]>) -> Result<LoadedPoints, RepoError> {
     let points = match only {
         Some(p) => p.to_vec(),
         None => repo.list_points()?,
@@ -66,7 +70,11 @@ fn load_points(repo: &Repository, only: Option<&[PointRef]>) -> Result<(Vec<(Man
     let mut bad = Vec::new();
     for p in points {
         match repo.read_manifest(&p).and_then(|m| {
-            let idx = m.disks.iter().map(|d| repo.read_index(d)).collect::<Result<Vec<_>, _>>()?;
+            let idx = m
+                .disks
+                .iter()
+                .map(|d| repo.read_index(d))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok((m, idx))
         }) {
             Ok(x) => good.push(x),
@@ -78,7 +86,12 @@ fn load_points(repo: &Repository, only: Option<&[PointRef]>) -> Result<(Vec<(Man
 
 /// Re-reads chunks and checks CRC, authentication and digest; a chunk
 /// shared by many points is read once.
-pub fn verify(repo: &Repository, only: Option<&[PointRef]>, sample: Option<Sample>, threads: usize) -> Result<VerifyReport, RepoError> {
+pub fn verify(
+    repo: &Repository,
+    only: Option<&[PointRef]>,
+    sample: Option<Sample>,
+    threads: usize,
+) -> Result<VerifyReport, RepoError> {
     let (points, bad_points) = load_points(repo, only)?;
     let mut users: HashMap<ChunkDigest, Vec<String>> = HashMap::new();
     for (m, indexes) in &points {
@@ -94,26 +107,29 @@ pub fn verify(repo: &Repository, only: Option<&[PointRef]>, sample: Option<Sampl
         }
     }
     let work: Vec<ChunkDigest> = users.keys().copied().collect();
-    let next = AtomicUsize::new(0);
     let bad: Mutex<Vec<(ChunkDigest, String)>> = Mutex::new(Vec::new());
     let bytes = std::sync::atomic::AtomicU64::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                let mut codec = Codec::new(1);
-                while let Some(d) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    match repo.read_chunk(&mut codec, d) {
-                        Ok(plain) => {
-                            bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                        }
-                        Err(RepoError::Chunk { source, .. }) => bad.lock().unwrap().push((*d, source.to_string())),
-                        Err(RepoError::Store(StoreError::NotFound(_))) => bad.lock().unwrap().push((*d, "missing".into())),
-                        Err(e) => bad.lock().unwrap().push((*d, e.to_string())),
-                    }
+    // A damaged chunk is a finding, not a reason to stop: every item succeeds.
+    parallel::for_each(
+        &work,
+        threads,
+        || Codec::new(1),
+        |codec, d| {
+            match repo.read_chunk(codec, d) {
+                Ok(plain) => {
+                    bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 }
-            });
-        }
-    });
+                Err(RepoError::Chunk { source, .. }) => {
+                    bad.lock().unwrap().push((*d, source.to_string()))
+                }
+                Err(RepoError::Store(StoreError::NotFound(_))) => {
+                    bad.lock().unwrap().push((*d, "missing".into()))
+                }
+                Err(e) => bad.lock().unwrap().push((*d, e.to_string())),
+            }
+            Ok::<(), RepoError>(())
+        },
+    )?;
     let mut report = VerifyReport {
         points: points.len() + bad_points.len(),
         chunks_checked: work.len(),
@@ -123,10 +139,16 @@ pub fn verify(repo: &Repository, only: Option<&[PointRef]>, sample: Option<Sampl
     for (digest, error) in bad.into_inner().unwrap() {
         let pts = users.remove(&digest).unwrap_or_default();
         report.failed_points.extend(pts.iter().cloned());
-        report.bad_chunks.push(BadChunk { digest, error, points: pts });
+        report.bad_chunks.push(BadChunk {
+            digest,
+            error,
+            points: pts,
+        });
     }
     report.bad_chunks.sort_by_key(|b| b.digest);
-    report.failed_points.extend(bad_points.iter().map(|(p, _)| p.clone()));
+    report
+        .failed_points
+        .extend(bad_points.iter().map(|(p, _)| p.clone()));
     report.bad_points = bad_points;
     Ok(report)
 }
@@ -164,8 +186,16 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
         }
     }
     marked.remove(&ZERO_DIGEST);
-    let mut report = GcReport { chunks_referenced: marked.len(), ..GcReport::default() };
-    for (digest, (size, modified)) in repo.list_chunks()? {
+    let mut report = GcReport {
+        chunks_referenced: marked.len(),
+        ..GcReport::default()
+    };
+    let all_chunks = repo
+        .store()
+        .list("chunks/")?
+        .into_iter()
+        .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, (o.size_bytes, o.modified))));
+    for (digest, (size, modified)) in all_chunks {
         if marked.contains(&digest) {
             continue;
         }
@@ -189,7 +219,13 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
         .filter(|o| !live_prefixes.iter().any(|p| o.key.starts_with(p.as_str())))
         .map(|o| (o.key, o.size_bytes))
         .collect();
-    leftovers.extend(store.incomplete()?.into_iter().filter(|o| old_enough(o.modified)).map(|o| (o.key, o.size_bytes)));
+    leftovers.extend(
+        store
+            .incomplete()?
+            .into_iter()
+            .filter(|o| old_enough(o.modified))
+            .map(|o| (o.key, o.size_bytes)),
+    );
     for (key, size) in leftovers {
         if !dry_run {
             store.delete(&key)?;
@@ -212,7 +248,12 @@ pub struct CopyReport {
 /// (known from one listing), then the indexes, then the manifest. When both
 /// repositories key chunk ids alike the blobs travel as they are; otherwise
 /// each chunk is re-encoded for the target and the indexes rewritten.
-pub fn copy_point(from: &Repository, to: &Repository, point: &PointRef, threads: usize) -> Result<(Manifest, CopyReport), RepoError> {
+pub fn copy_point(
+    from: &Repository,
+    to: &Repository,
+    point: &PointRef,
+    threads: usize,
+) -> Result<(Manifest, CopyReport), RepoError> {
     let m = from.read_manifest(point)?;
     let target_has: HashSet<ChunkDigest> = to.list_chunks()?.into_keys().collect();
     let same_keying = match (from.keys(), to.keys()) {
@@ -224,59 +265,54 @@ pub fn copy_point(from: &Repository, to: &Repository, point: &PointRef, threads:
     let report = Mutex::new(CopyReport::default());
     for (disk, entry) in m.disks.iter().zip(new_manifest.disks.iter_mut()) {
         let index = from.read_index(disk)?;
-        let mut unique: Vec<ChunkDigest> = index.chunks.iter().copied().filter(|d| *d != ZERO_DIGEST).collect();
+        let mut unique: Vec<ChunkDigest> = index
+            .chunks
+            .iter()
+            .copied()
+            .filter(|d| *d != ZERO_DIGEST)
+            .collect();
         unique.sort();
         unique.dedup();
         let mapping: Mutex<BTreeMap<ChunkDigest, ChunkDigest>> = Mutex::new(BTreeMap::new());
-        let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..threads.max(1) {
-                s.spawn(|| {
-                    let mut codec = Codec::new(1);
-                    while let Some(d) = unique.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if first_error.lock().unwrap().is_some() {
-                            break;
-                        }
-                        let result = (|| -> Result<(), RepoError> {
-                            if same_keying {
-                                if target_has.contains(d) {
-                                    report.lock().unwrap().chunks_present += 1;
-                                    return Ok(());
-                                }
-                                let blob = from.store().get(&d.key())?;
-                                // Never spread damage: prove the blob before sending it.
-                                codec.decode(&blob, d, from.keys()).map_err(|source| RepoError::Chunk { digest: d.to_hex(), source })?;
-                                to.store().put(&d.key(), &blob)?;
-                                let mut r = report.lock().unwrap();
-                                r.chunks_sent += 1;
-                                r.bytes_sent += blob.len() as u64;
-                            } else {
-                                let plain = from.read_chunk(&mut codec, d)?;
-                                let nd = super::chunk::digest(&plain, to.keys());
-                                mapping.lock().unwrap().insert(*d, nd);
-                                if target_has.contains(&nd) {
-                                    report.lock().unwrap().chunks_present += 1;
-                                    return Ok(());
-                                }
-                                let blob = codec.encode(&plain, &nd, to.keys());
-                                to.store().put(&nd.key(), &blob)?;
-                                let mut r = report.lock().unwrap();
-                                r.chunks_sent += 1;
-                                r.bytes_sent += blob.len() as u64;
-                            }
-                            Ok(())
-                        })();
-                        if let Err(e) = result {
-                            first_error.lock().unwrap().get_or_insert(e);
-                        }
+        parallel::for_each(
+            &unique,
+            threads,
+            || Codec::new(1),
+            |codec, d| -> Result<(), RepoError> {
+                if same_keying {
+                    if target_has.contains(d) {
+                        report.lock().unwrap().chunks_present += 1;
+                        return Ok(());
                     }
-                });
-            }
-        });
-        if let Some(e) = first_error.into_inner().unwrap() {
-            return Err(e);
-        }
+                    let blob = from.store().get(&d.key())?;
+                    // Never spread damage: prove the blob before sending it.
+                    codec
+                        .decode(&blob, d, from.keys())
+                        .map_err(|source| RepoError::Chunk {
+                            digest: d.to_hex(),
+                            source,
+                        })?;
+                    to.store().put(&d.key(), &blob)?;
+                    let mut r = report.lock().unwrap();
+                    r.chunks_sent += 1;
+                    r.bytes_sent += blob.len() as u64;
+                } else {
+                    let plain = from.read_chunk(codec, d)?;
+                    let nd = super::chunk::digest(&plain, to.keys());
+                    mapping.lock().unwrap().insert(*d, nd);
+                    if target_has.contains(&nd) {
+                        report.lock().unwrap().chunks_present += 1;
+                        return Ok(());
+                    }
+                    let blob = codec.encode(&plain, &nd, to.keys());
+                    to.store().put(&nd.key(), &blob)?;
+                    let mut r = report.lock().unwrap();
+                    r.chunks_sent += 1;
+                    r.bytes_sent += blob.len() as u64;
+                }
+                Ok(())
+            },
+        )?;
         let mut out_index = index;
         if !same_keying {
             let mapping = mapping.into_inner().unwrap();

@@ -7,11 +7,11 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::chunk::{Codec, ZERO_DIGEST};
 use super::index::DiskIndex;
+use super::parallel;
 use super::{RepoError, Repository};
 
 /// What a restore wrote.
@@ -30,41 +30,37 @@ pub enum DiskFormat {
 }
 
 /// Writes the disk of `index` into `out` (already sized) in parallel.
-pub fn restore_into(repo: &Repository, index: &DiskIndex, out: &File, threads: usize) -> Result<RestoreStats, RepoError> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
+pub fn restore_into(
+    repo: &Repository,
+    index: &DiskIndex,
+    out: &File,
+    threads: usize,
+) -> Result<RestoreStats, RepoError> {
     let written = AtomicU64::new(0);
     let read = AtomicU64::new(0);
-    let work: Vec<usize> = (0..index.chunks.len()).filter(|i| index.chunks[*i] != ZERO_DIGEST).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1).min(work.len().max(1)) {
-            s.spawn(|| {
-                let mut codec = Codec::new(1);
-                while !failed.load(Ordering::Relaxed) {
-                    let Some(&i) = work.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    let range = index.range(i);
-                    let result = repo.read_chunk(&mut codec, &index.chunks[i]).and_then(|plain| {
-                        if plain.len() as u64 != range.end - range.start {
-                            return Err(RepoError::Invalid(format!("chunk {} has the wrong length for its place", index.chunks[i].to_hex())));
-                        }
-                        out.write_all_at(&plain, range.start)
-                            .map_err(|e| RepoError::Invalid(format!("writing the restored disk: {e}")))?;
-                        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                        read.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    });
-                    if let Err(e) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error.lock().unwrap().get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap() {
-        return Err(e);
-    }
+    let work: Vec<usize> = (0..index.chunks.len())
+        .filter(|i| index.chunks[*i] != ZERO_DIGEST)
+        .collect();
+    parallel::for_each(
+        &work,
+        threads,
+        || Codec::new(1),
+        |codec, &i| -> Result<(), RepoError> {
+            let range = index.range(i);
+            let plain = repo.read_chunk(codec, &index.chunks[i])?;
+            if plain.len() as u64 != range.end - range.start {
+                return Err(RepoError::Invalid(format!(
+                    "chunk {} has the wrong length for its place",
+                    index.chunks[i].to_hex()
+                )));
+            }
+            out.write_all_at(&plain, range.start)
+                .map_err(|e| RepoError::Invalid(format!("writing the restored disk: {e}")))?;
+            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            read.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        },
+    )?;
     Ok(RestoreStats {
         bytes_written: written.into_inner(),
         chunks_read: read.into_inner(),
@@ -82,12 +78,16 @@ fn create_output(path: &Path, size: u64, overwrite: bool) -> Result<File, RepoEr
     }
     let f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            RepoError::Invalid(format!("`{}` exists; pass --force to overwrite it", path.display()))
+            RepoError::Invalid(format!(
+                "`{}` exists; pass --force to overwrite it",
+                path.display()
+            ))
         } else {
             RepoError::Invalid(format!("creating `{}`: {e}", path.display()))
         }
     })?;
-    f.set_len(size).map_err(|e| RepoError::Invalid(format!("sizing `{}`: {e}", path.display())))?;
+    f.set_len(size)
+        .map_err(|e| RepoError::Invalid(format!("sizing `{}`: {e}", path.display())))?;
     Ok(f)
 }
 
@@ -105,24 +105,33 @@ pub fn restore_disk(
         DiskFormat::Raw => {
             let f = create_output(path, index.disk_size_bytes, overwrite)?;
             let mut stats = restore_into(repo, index, &f, threads)?;
-            f.sync_all().map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", path.display())))?;
+            f.sync_all()
+                .map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", path.display())))?;
             stats.files.push(path.to_path_buf());
             Ok(stats)
         }
         DiskFormat::Vmdk => {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "disk".into());
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "disk".into());
             let flat_name = format!("{stem}-flat.vmdk");
             let flat = path.with_file_name(&flat_name);
             // A VMDK extent is a whole number of 512-byte sectors.
             let size = index.disk_size_bytes.div_ceil(512) * 512;
             let f = create_output(&flat, size, overwrite)?;
             let mut stats = restore_into(repo, index, &f, threads)?;
-            f.sync_all().map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", flat.display())))?;
+            f.sync_all()
+                .map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", flat.display())))?;
             let descriptor = vmdk_descriptor(size, &flat_name);
             if path.exists() && !overwrite {
-                return Err(RepoError::Invalid(format!("`{}` exists; pass --force to overwrite it", path.display())));
+                return Err(RepoError::Invalid(format!(
+                    "`{}` exists; pass --force to overwrite it",
+                    path.display()
+                )));
             }
-            std::fs::write(path, descriptor).map_err(|e| RepoError::Invalid(format!("writing `{}`: {e}", path.display())))?;
+            std::fs::write(path, descriptor)
+                .map_err(|e| RepoError::Invalid(format!("writing `{}`: {e}", path.display())))?;
             stats.files.push(path.to_path_buf());
             stats.files.push(flat);
             Ok(stats)

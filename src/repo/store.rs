@@ -41,12 +41,20 @@ impl StoreError {
         match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::NotFound(key.to_string()),
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                StoreError::PermissionDenied { key: key.to_string() }
+                StoreError::PermissionDenied {
+                    key: key.to_string(),
+                }
             }
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-                StoreError::NoSpace { key: key.to_string() }
+                StoreError::NoSpace {
+                    key: key.to_string(),
+                }
             }
-            _ => StoreError::Io { op, key: key.to_string(), source: e },
+            _ => StoreError::Io {
+                op,
+                key: key.to_string(),
+                source: e,
+            },
         }
     }
 }
