@@ -17,6 +17,7 @@ pub mod raw;
 pub mod schema;
 pub mod units;
 pub mod validate;
+mod validate_policy;
 
 use std::path::Path;
 

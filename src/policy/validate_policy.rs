@@ -1,0 +1,398 @@
+//! Resolving one `[policies.NAME]`: schedule and time zone, RPO against the
+//! schedule, window, chunk size, selection, retention per tier and drills.
+//! Split from `validate` (which holds the shared checks and the cross-file
+//! rules) because a policy is where most of the vocabulary lives.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use chrono_tz::Tz;
+
+use super::diag::{Diagnostic, nearest, one_of};
+use super::load::{Entry, Merged, valid_name};
+use super::model::*;
+use super::raw::*;
+use super::units::{self, ByteSize};
+use super::validate::{DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, Resolver, count_errors};
+
+impl Resolver<'_> {
+    pub(super) fn policy(
+        &mut self,
+        name: &str,
+        e: &Entry<RawPolicy>,
+        merged: &Merged,
+        default_tz: Tz,
+    ) -> Option<Policy> {
+        let (f, r) = (e.file.as_path(), &e.value);
+        let before = count_errors(self.diags);
+        let tz = match &r.timezone {
+            Some(t) => self.timezone(t, f),
+            None => Some(default_tz),
+        };
+        let schedule = tz.and_then(|tz| self.schedule(&r.schedule, tz, f));
+        let rpo = self.duration(&r.rpo, f, "rpo");
+        if let (Some(s), Some(rpo), Some(rpo_v)) = (&schedule, rpo, &r.rpo)
+            && let Some(gap) = s.longest_gap(Utc::now())
+            && gap.to_std().is_ok_and(|g| g > rpo)
+        {
+            self.diags.push(
+                Diagnostic::warning("rpo-unreachable", format!(
+                    "the schedule leaves up to {} between backups, longer than the rpo of {}",
+                    units::format_duration(gap.to_std().unwrap_or_default()), units::format_duration(rpo)))
+                .at(f, rpo_v.span())
+                .hint("schedule backups more often or allow a longer rpo; as written the RPO is breached every cycle"),
+            );
+        }
+        let chunk_size = match &r.chunk_size {
+            None => ByteSize(DEFAULT_CHUNK),
+            Some(c) => match units::parse_size(&c.get().0) {
+                Ok(s) if s.0.is_power_of_two() && (MIN_CHUNK..=MAX_CHUNK).contains(&s.0) => s,
+                Ok(_) => {
+                    self.err("bad-chunk-size", f, c.span(), format!("chunk size `{}` is not supported", c.get().0),
+                        "a power of two from 64KiB to 4MiB: 64KiB, 128KiB, 256KiB, 512KiB, 1MiB, 2MiB or 4MiB".into());
+                    ByteSize(DEFAULT_CHUNK)
+                }
+                Err(err) => {
+                    self.err(
+                        "bad-size",
+                        f,
+                        c.span(),
+                        format!("`chunk_size`: {err}"),
+                        units::SIZE_FORMS.into(),
+                    );
+                    ByteSize(DEFAULT_CHUNK)
+                }
+            },
+        };
+        let window = r.window.as_ref().and_then(|w| {
+            units::parse_window(&w.get().0)
+                .map_err(|err| {
+                    self.err(
+                        "bad-window",
+                        f,
+                        w.span(),
+                        format!("`window`: {err}"),
+                        units::WINDOW_FORMS.into(),
+                    )
+                })
+                .ok()
+        });
+
+        if let (Some(s), Some(w), Some(wv)) = (&schedule, window, &r.window) {
+            use chrono::Timelike;
+            // A week of fire times (bounded) sees every hour a schedule uses.
+            let now = Utc::now();
+            let horizon = now + chrono::Duration::days(8);
+            let fires: Vec<_> = s
+                .upcoming(now, 20_000)
+                .into_iter()
+                .take_while(|f| f.at <= horizon)
+                .collect();
+            let inside = |f: &crate::plan::schedule::FireTime| {
+                w.contains(f.local.hour() * 60 + f.local.minute())
+            };
+            if !fires.is_empty() && !fires.iter().any(inside) {
+                self.err("window-never-open", f, wv.span(),
+                    format!("the schedule `{}` never fires inside the window `{}`: no backup would ever start", s.text, wv.get().0),
+                    "move the schedule into the window, or widen the window".into());
+            } else if !fires.iter().all(inside) {
+                self.diags.push(Diagnostic::warning("fires-outside-window",
+                    format!("the schedule `{}` fires outside the window `{}` at times; those backups wait for the window", s.text, wv.get().0))
+                    .at(f, wv.span())
+                    .hint("align the schedule with the window to make start times predictable"));
+            }
+        }
+
+        // Selection.
+        if let Some(list) = &r.sources {
+            for s in list.get() {
+                self.reference(s, "source", &merged.sources, f);
+            }
+        }
+        let selector = Selector {
+            sources: r
+                .sources
+                .as_ref()
+                .map(|l| l.get().iter().map(|s| s.get().clone()).collect()),
+            vms: self.patterns(&r.vms, f, "vms", false),
+            tags: r
+                .tags
+                .as_ref()
+                .map(|l| l.get().iter().map(|s| s.get().clone()).collect())
+                .unwrap_or_default(),
+            folders: self.patterns(&r.folders, f, "folders", true),
+            datastores: self.patterns(&r.datastores, f, "datastores", false),
+            exclude: self.patterns(&r.exclude, f, "exclude", false),
+        };
+        let empty = |v: &Option<Sp<Vec<Sp<String>>>>| v.as_ref().is_none_or(|l| l.get().is_empty());
+        if empty(&r.vms) && empty(&r.tags) && empty(&r.folders) {
+            self.err(
+                "selects-nothing",
+                f,
+                e.name_span.clone(),
+                format!("policy `{name}` selects no VM"),
+                "add `vms = [\"*\"]`, `tags = [\"backup:gold\"]` or `folders = [\"/Prod/**\"]`"
+                    .into(),
+            );
+        }
+
+        // Tiers and retention.
+        self.reference(&r.backup_to, "tier", &merged.tiers, f);
+        let mut retain = BTreeMap::new();
+        for (tier, rules) in r.retain.get() {
+            // The key's own span is not kept by serde for map keys; the
+            // rules' span points into the `[policies.X.retain.TIER]` table.
+            if !merged.tiers.contains_key(tier) {
+                if merged.broken.contains(tier) {
+                    continue;
+                }
+                let names: Vec<&str> = merged.tiers.keys().map(String::as_str).collect();
+                let hint = match nearest(tier, names.iter().copied()) {
+                    Some(n) => format!("did you mean `{n}`? defined tiers: {}", one_of(&names)),
+                    None => format!("defined tiers: {}", one_of(&names)),
+                };
+                self.err(
+                    "unknown-reference",
+                    f,
+                    rules.span(),
+                    format!("retention for unknown tier `{tier}`"),
+                    hint,
+                );
+                continue;
+            }
+            if let Some(rt) = self.retention(rules, f, tier) {
+                retain.insert(tier.clone(), rt);
+            }
+        }
+        if !r.retain.get().contains_key(r.backup_to.get())
+            && merged.tiers.contains_key(r.backup_to.get())
+        {
+            self.err(
+                "missing-retention",
+                f,
+                r.backup_to.span(),
+                format!(
+                    "backups go to `{}` but the policy has no retention for it",
+                    r.backup_to.get()
+                ),
+                format!(
+                    "add `[policies.{name}.retain.{}]` with e.g. `daily = 14`",
+                    r.backup_to.get()
+                ),
+            );
+        }
+
+        let full_every = self.duration(&r.full_every, f, "full_every");
+        let io_limit = self.rate(&r.io_limit, f, "io_limit");
+        let drills: Vec<Drill> = r
+            .drills
+            .iter()
+            .filter_map(|d| self.drill(name, d, r, merged, f))
+            .collect();
+
+        let consistency = match r.consistency.as_ref().map(|c| *c.get()) {
+            Some(ConsistencyText::Application) => Consistency::Application,
+            Some(ConsistencyText::ApplicationPreferred) => Consistency::ApplicationPreferred,
+            Some(ConsistencyText::Crash) | None => Consistency::Crash,
+        };
+        let policy = Policy {
+            name: name.to_string(),
+            description: r.description.as_ref().map(|d| d.get().clone()),
+            selector,
+            schedule: schedule?,
+            rpo,
+            consistency,
+            full_every,
+            io_limit,
+            window,
+            chunk_size,
+            backup_to: r.backup_to.get().clone(),
+            retain,
+            drills,
+        };
+        (count_errors(self.diags) == before).then_some(policy)
+    }
+
+    fn retention(&mut self, rules: &Sp<RawRetain>, f: &Path, tier: &str) -> Option<Retention> {
+        let r = rules.get();
+        let count = |v: &Option<Sp<u32>>| v.as_ref().map(|v| *v.get());
+        let rt = Retention {
+            last: count(&r.last),
+            hourly: count(&r.hourly),
+            daily: count(&r.daily),
+            weekly: count(&r.weekly),
+            monthly: count(&r.monthly),
+            yearly: count(&r.yearly),
+            within: self.duration(&r.within, f, "within"),
+        };
+        let keeps = [
+            rt.last, rt.hourly, rt.daily, rt.weekly, rt.monthly, rt.yearly,
+        ]
+        .iter()
+        .any(|c| c.is_some_and(|n| n > 0))
+            || rt.within.is_some();
+        if !keeps && r.within.is_none() {
+            self.err("retention-keeps-nothing", f, rules.span(), format!("retention for tier `{tier}` keeps nothing"),
+                "give at least one of `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly` (> 0) or `within`".into());
+            return None;
+        }
+        keeps.then_some(rt)
+    }
+
+    fn drill(
+        &mut self,
+        policy: &str,
+        d: &Sp<RawDrill>,
+        p: &RawPolicy,
+        merged: &Merged,
+        f: &Path,
+    ) -> Option<Drill> {
+        let r = d.get();
+        let before = count_errors(self.diags);
+        let kind = match r.kind.get() {
+            DrillKindText::Verify => DrillKind::Verify,
+            DrillKindText::Restore => DrillKind::Restore,
+            DrillKindText::Boot => DrillKind::Boot,
+        };
+        let kind_name = format!("{:?}", kind).to_lowercase();
+        let name = r
+            .name
+            .as_ref()
+            .map_or_else(|| format!("{policy}-{kind_name}"), |n| n.get().clone());
+        if let Some(n) = &r.name
+            && !valid_name(n.get())
+        {
+            self.err(
+                "invalid-name",
+                f,
+                n.span(),
+                format!("`{}` is not a valid drill name", n.get()),
+                "names start with a letter or digit and use letters, digits, `.`, `_`, `-`".into(),
+            );
+        }
+        let tier = match &r.tier {
+            Some(t) => {
+                if self.reference(t, "tier", &merged.tiers, f)
+                    && !p.retain.get().contains_key(t.get())
+                {
+                    self.err(
+                        "unknown-reference",
+                        f,
+                        t.span(),
+                        format!("policy `{policy}` keeps no points on tier `{}`", t.get()),
+                        format!(
+                            "drill a tier the policy retains: {}",
+                            one_of(
+                                &p.retain
+                                    .get()
+                                    .keys()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                            )
+                        ),
+                    );
+                }
+                t.get().clone()
+            }
+            None => p.backup_to.get().clone(),
+        };
+        let only_for = |key: &str, kinds: &str| format!("`{key}` applies to {kinds} drills only");
+        if kind != DrillKind::Boot {
+            for (key, span) in [
+                ("host", r.host.as_ref().map(Sp::span)),
+                ("network", r.network.as_ref().map(Sp::span)),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            {
+                self.err(
+                    "not-applicable",
+                    f,
+                    span,
+                    only_for(key, "boot"),
+                    "remove the key or set `kind = \"boot\"`".into(),
+                );
+            }
+            if let Some(c) = r.checks.first() {
+                self.err(
+                    "not-applicable",
+                    f,
+                    c.span(),
+                    only_for("checks", "boot"),
+                    "remove the checks or set `kind = \"boot\"`".into(),
+                );
+            }
+        }
+        if kind != DrillKind::Restore
+            && let Some(fsck) = &r.fsck
+        {
+            self.err(
+                "not-applicable",
+                f,
+                fsck.span(),
+                only_for("fsck", "restore"),
+                "remove the key or set `kind = \"restore\"`".into(),
+            );
+        }
+        if kind == DrillKind::Boot {
+            match &r.host {
+                Some(h) => {
+                    self.reference(h, "source", &merged.sources, f);
+                }
+                None => self.err(
+                    "missing-key",
+                    f,
+                    d.span(),
+                    "a boot drill needs a `host` to boot on".into(),
+                    "add `host = \"SOURCE\"`: the ESXi host or lab that runs drills".into(),
+                ),
+            }
+            if r.network.is_none() {
+                self.err("missing-key", f, d.span(), "a boot drill needs an isolated `network`".into(),
+                    "add `network = \"drill-isolated\"`: a port group with no uplink, so the copy cannot meet production".into());
+            }
+        }
+        let checks = r.checks.iter().filter_map(|c| self.check(c, f)).collect();
+        let every = self.duration(&Some(r.every.clone()), f, "every");
+        let timeout = self
+            .duration(&r.timeout, f, "timeout")
+            .unwrap_or(Duration::from_secs(3600));
+        let drill = Drill {
+            name,
+            kind,
+            every: every?,
+            tier,
+            host: r.host.as_ref().map(|h| h.get().clone()),
+            network: self.text(&r.network, f, "network"),
+            fsck: r.fsck.as_ref().map(|c| c.get().clone()),
+            timeout,
+            checks,
+        };
+        (count_errors(self.diags) == before).then_some(drill)
+    }
+
+    fn check(&mut self, c: &Sp<RawCheck>, f: &Path) -> Option<Check> {
+        let r = c.get();
+        let timeout = self
+            .duration(&r.timeout, f, "timeout")
+            .unwrap_or(Duration::from_secs(300));
+        match (&r.tcp, &r.heartbeat, &r.script) {
+            (Some(p), None, None) if *p.get() > 0 => Some(Check::Tcp {
+                port: *p.get(),
+                timeout,
+            }),
+            (None, Some(h), None) if *h.get() => Some(Check::Heartbeat { timeout }),
+            (None, None, Some(s)) if !s.get().trim().is_empty() => Some(Check::Script {
+                path: s.get().clone(),
+                timeout,
+            }),
+            _ => {
+                self.err("bad-check", f, c.span(), "a check needs exactly one of `tcp`, `heartbeat`, `script`".into(),
+                    "e.g. `{ tcp = 443 }`, `{ heartbeat = true }` or `{ script = \"/etc/coffer/checks/web.sh\" }`".into());
+                None
+            }
+        }
+    }
+}
