@@ -76,6 +76,16 @@ pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Opti
     })
 }
 
+/// The hint for a name that is not defined: the nearest defined name, then
+/// all of them.
+pub(super) fn names_hint<T>(name: &str, kind: &str, existing: &BTreeMap<String, T>) -> String {
+    let names: Vec<&str> = existing.keys().map(String::as_str).collect();
+    match nearest(name, names.iter().copied()) {
+        Some(n) => format!("did you mean `{n}`? defined {kind}s: {}", one_of(&names)),
+        None => format!("defined {kind}s: {}", one_of(&names)),
+    }
+}
+
 pub(super) fn count_errors(diags: &[Diagnostic]) -> usize {
     diags
         .iter()
@@ -310,11 +320,7 @@ impl Resolver<'_> {
         if self.broken.contains(name.get()) {
             return false;
         }
-        let names: Vec<&str> = existing.keys().map(String::as_str).collect();
-        let hint = match nearest(name.get(), names.iter().copied()) {
-            Some(n) => format!("did you mean `{n}`? defined {kind}s: {}", one_of(&names)),
-            None => format!("defined {kind}s: {}", one_of(&names)),
-        };
+        let hint = names_hint(name.get(), kind, existing);
         self.err(
             "unknown-reference",
             file,

@@ -10,12 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use chrono_tz::Tz;
 
-use super::diag::{Diagnostic, nearest, one_of};
+use super::diag::{Diagnostic, one_of};
 use super::load::{Entry, Merged, valid_name};
 use super::model::*;
 use super::raw::*;
 use super::units::{self, ByteSize};
-use super::validate::{DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, Resolver, count_errors};
+use super::validate::{DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, Resolver, count_errors, names_hint};
 
 impl Resolver<'_> {
     pub(super) fn policy(
@@ -148,11 +148,7 @@ impl Resolver<'_> {
                 if merged.broken.contains(tier) {
                     continue;
                 }
-                let names: Vec<&str> = merged.tiers.keys().map(String::as_str).collect();
-                let hint = match nearest(tier, names.iter().copied()) {
-                    Some(n) => format!("did you mean `{n}`? defined tiers: {}", one_of(&names)),
-                    None => format!("defined tiers: {}", one_of(&names)),
-                };
+                let hint = names_hint(tier, "tier", &merged.tiers);
                 self.err(
                     "unknown-reference",
                     f,
