@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, and the whole test suite.
-# Installs what the tests need first (nothing beyond the Rust toolchain yet).
+# Installs what the tests need first (scripts/test-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/test-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,7 +1,8 @@
 //! The repository against real files: bytes restored equal bytes backed up,
 //! incrementals read only what changed, damage is found and named, gc and
 //! copy keep every point restorable, keys are checked, and a process killed
-//! at any moment leaves a repository that verifies.
+//! at any moment leaves a repository that verifies. Every test runs twice:
+//! on a local directory and on a bucket of a real S3 server (moto).
 
 mod common;
 
@@ -14,8 +15,10 @@ use std::time::Duration;
 use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use coffer::repo::manifest::{Manifest, VmIdentity};
 use coffer::repo::restore::{self, DiskFormat};
+use coffer::repo::s3::S3Store;
+use coffer::repo::store::Store;
 use coffer::repo::{RepoError, Repository, local::LocalStore, ops};
-use common::{coffer, stdout};
+use common::{s3, stdout};
 
 const MIB: u64 = 1 << 20;
 
@@ -43,8 +46,71 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
-fn open_repo(dir: &Path, secret: Option<&str>) -> Repository {
-    let store = Arc::new(LocalStore::new(dir).unwrap());
+/// Where a test keeps its repositories.
+#[derive(Clone, Copy)]
+enum Backend {
+    Local,
+    S3,
+}
+
+/// One repository location: its store, and how the CLI names it.
+struct Place {
+    store: Arc<dyn Store>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Place {
+    fn new(backend: Backend, t: &Path, name: &str) -> Place {
+        match backend {
+            Backend::Local => {
+                let dir = t.join(name);
+                Place {
+                    store: Arc::new(LocalStore::new(&dir).unwrap()),
+                    args: vec!["--repo".into(), dir.display().to_string()],
+                    env: vec![],
+                    dir: Some(dir),
+                }
+            }
+            Backend::S3 => {
+                let bucket = s3::bucket(false);
+                let endpoint = s3::moto().endpoint();
+                Place {
+                    store: Arc::new(S3Store::new(s3::location(&bucket, &endpoint)).unwrap()),
+                    args: vec![
+                        "--repo".into(),
+                        format!("s3://{bucket}"),
+                        "--endpoint".into(),
+                        endpoint,
+                    ],
+                    env: vec![
+                        ("AWS_ACCESS_KEY_ID".into(), "coffer-test".into()),
+                        ("AWS_SECRET_ACCESS_KEY".into(), "coffer-test-secret".into()),
+                    ],
+                    dir: None,
+                }
+            }
+        }
+    }
+
+    /// `coffer ARGS… <this repository>`.
+    fn coffer(&self, args: &[&str]) -> std::process::Command {
+        let mut c = common::command_in(&common::root());
+        c.args(args).args(&self.args).envs(self.env.clone());
+        c
+    }
+
+    /// Rewrites a stored object in place, behind the repository's back.
+    fn tamper(&self, key: &str, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = self.store.get(key).unwrap();
+        f(&mut bytes);
+        self.store.put(key, &bytes).unwrap();
+    }
+}
+
+fn open_repo(place: &Place, secret: Option<&str>) -> Repository {
+    let store = place.store.clone();
     match Repository::open(store.clone(), secret.map(str::as_bytes)) {
         Ok(r) => r,
         Err(RepoError::NotARepository(_)) => {
@@ -110,12 +176,36 @@ fn scatter_writes(image: &Path, count: u64, seed: u64) -> Vec<Range<u64>> {
     ranges
 }
 
-#[test]
-fn full_and_incremental_restore_byte_identical_and_incremental_reads_only_changes() {
+/// Declares each test once per backend: `local::NAME` and `s3::NAME`.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test] fn $name() { super::$name(super::Backend::Local) })*
+        }
+        mod on_s3 {
+            $(#[test] fn $name() { super::$name(super::Backend::S3) })*
+        }
+    };
+}
+
+on_every_backend!(
+    full_and_incremental_restore_byte_identical_and_incremental_reads_only_changes,
+    restored_vmdk_is_accepted_by_qemu_img_compare,
+    a_flipped_bit_is_found_and_named_with_the_points_that_use_it,
+    rolling_verify_samples_cover_every_chunk_once,
+    gc_frees_what_pruned_points_held_and_keeps_everything_else_restorable,
+    copy_sends_only_missing_chunks_and_the_copy_restores,
+    encrypted_tiers_check_the_key_and_hide_content,
+    a_repository_of_a_newer_format_is_refused_with_a_message,
+    an_incremental_refuses_a_resized_disk,
+    a_backup_killed_anywhere_leaves_a_repository_that_verifies,
+);
+
+fn full_and_incremental_restore_byte_identical_and_incremental_reads_only_changes(b: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let repo = open_repo(&t.path().join("repo"), None);
+    let repo = open_repo(&Place::new(b, t.path(), "repo"), None);
     let allocated = FileDisk::open(&image).unwrap().allocated_ranges().unwrap();
     let full = run_backup(&repo, &image, None, Some(allocated), 1 << 20);
     let at_full = std::fs::read(&image).unwrap();
@@ -154,12 +244,11 @@ fn full_and_incremental_restore_byte_identical_and_incremental_reads_only_change
     );
 }
 
-#[test]
-fn restored_vmdk_is_accepted_by_qemu_img_compare() {
+fn restored_vmdk_is_accepted_by_qemu_img_compare(b: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let repo = open_repo(&t.path().join("repo"), None);
+    let repo = open_repo(&Place::new(b, t.path(), "repo"), None);
     let m = run_backup(&repo, &image, None, None, 256 << 10);
     let index = repo.read_index(&m.disks[0]).unwrap();
     let out = t.path().join("restored.vmdk");
@@ -192,13 +281,12 @@ fn restored_vmdk_is_accepted_by_qemu_img_compare() {
     assert!(restore::restore_disk(&repo, &index, &out, DiskFormat::Vmdk, false, 2).is_err());
 }
 
-#[test]
-fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it() {
+fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it(be: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let dir = t.path().join("repo");
-    let repo = open_repo(&dir, None);
+    let place = Place::new(be, t.path(), "repo");
+    let repo = open_repo(&place, None);
     let a = run_backup(&repo, &image, None, None, 1 << 20);
     let b = run_backup(
         &repo,
@@ -217,11 +305,10 @@ fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it() {
                 && repo.read_index(&b.disks[0]).unwrap().chunks.contains(d)
         })
         .unwrap();
-    let path = dir.join(shared.key());
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x10;
-    std::fs::write(&path, bytes).unwrap();
+    place.tamper(&shared.key(), |bytes| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+    });
 
     let report = ops::verify(&repo, None, None, 2).unwrap();
     assert!(!report.ok());
@@ -232,8 +319,8 @@ fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it() {
         vec![a.point_id.clone(), b.point_id.clone()]
     );
     // Through the CLI: exit 4, chunk and points named.
-    let out = coffer(&["repo", "verify", "--repo", dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(4));
+    let out = place.coffer(&["repo", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", common::stderr(&out));
     let text = stdout(&out);
     assert!(
         text.contains(&shared.to_hex()) && text.contains(&a.point_id) && text.contains(&b.point_id),
@@ -254,12 +341,11 @@ fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it() {
     );
 }
 
-#[test]
-fn rolling_verify_samples_cover_every_chunk_once() {
+fn rolling_verify_samples_cover_every_chunk_once(b: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let repo = open_repo(&t.path().join("repo"), None);
+    let repo = open_repo(&Place::new(b, t.path(), "repo"), None);
     run_backup(&repo, &image, None, None, 64 << 10);
     let all = ops::verify(&repo, None, None, 2).unwrap().chunks_checked;
     let parts: usize = (0..5)
@@ -272,12 +358,11 @@ fn rolling_verify_samples_cover_every_chunk_once() {
     assert_eq!(parts, all);
 }
 
-#[test]
-fn gc_frees_what_pruned_points_held_and_keeps_everything_else_restorable() {
+fn gc_frees_what_pruned_points_held_and_keeps_everything_else_restorable(be: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let repo = open_repo(&t.path().join("repo"), None);
+    let repo = open_repo(&Place::new(be, t.path(), "repo"), None);
     let a = run_backup(&repo, &image, None, None, 1 << 20);
     let changed = scatter_writes(&image, 10, 77);
     let b = run_backup(&repo, &image, Some(&a), Some(changed), 1 << 20);
@@ -298,13 +383,14 @@ fn gc_frees_what_pruned_points_held_and_keeps_everything_else_restorable() {
     );
 }
 
-#[test]
-fn copy_sends_only_missing_chunks_and_the_copy_restores() {
+fn copy_sends_only_missing_chunks_and_the_copy_restores(be: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let src = open_repo(&t.path().join("src"), None);
-    let dst = open_repo(&t.path().join("dst"), None);
+    // The source is always local (the fast tier); the destination is the
+    // backend under test, as in a copy to the offsite tier.
+    let src = open_repo(&Place::new(Backend::Local, t.path(), "src"), None);
+    let dst = open_repo(&Place::new(be, t.path(), "dst"), None);
     let a = run_backup(&src, &image, None, None, 1 << 20);
     let b = run_backup(
         &src,
@@ -327,7 +413,7 @@ fn copy_sends_only_missing_chunks_and_the_copy_restores() {
         std::fs::read(&image).unwrap()
     );
     // Copy into an encrypted tier re-encodes and still restores.
-    let enc = open_repo(&t.path().join("enc"), Some("correct horse"));
+    let enc = open_repo(&Place::new(be, t.path(), "enc"), Some("correct horse"));
     let (m, _) = ops::copy_point(&src, &enc, &src.find_point(&b.point_id).unwrap(), 2).unwrap();
     assert_ne!(
         m.disks[0].index_sha256, b.disks[0].index_sha256,
@@ -339,46 +425,43 @@ fn copy_sends_only_missing_chunks_and_the_copy_restores() {
     );
 }
 
-#[test]
-fn encrypted_tiers_check_the_key_and_hide_content() {
+fn encrypted_tiers_check_the_key_and_hide_content(b: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let dir = t.path().join("repo");
-    let repo = open_repo(&dir, Some("s3cret passphrase"));
+    let place = Place::new(b, t.path(), "repo");
+    let repo = open_repo(&place, Some("s3cret passphrase"));
     let m = run_backup(&repo, &image, None, None, 1 << 20);
     assert_eq!(
         restore_bytes(&repo, &m, &t.path().join("r.raw")),
         std::fs::read(&image).unwrap()
     );
-    let store = Arc::new(LocalStore::new(&dir).unwrap());
     assert!(matches!(
-        Repository::open(store.clone(), Some(b"wrong")),
+        Repository::open(place.store.clone(), Some(b"wrong")),
         Err(RepoError::WrongKey)
     ));
     assert!(matches!(
-        Repository::open(store, None),
+        Repository::open(place.store.clone(), None),
         Err(RepoError::KeyRequired)
     ));
     // No plaintext of the text region appears in any stored object.
-    for e in walkdir::WalkDir::new(dir.join("chunks"))
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-    {
-        let bytes = std::fs::read(e.path()).unwrap();
+    let objects = place.store.list("chunks/").unwrap();
+    assert!(objects.len() > 10);
+    for o in objects {
+        let bytes = place.store.get(&o.key).unwrap();
         assert!(
             !bytes.windows(11).any(|w| w == b"INSERT INTO"),
             "plaintext leaked in {}",
-            e.path().display()
+            o.key
         );
     }
     // A tampered manifest is refused.
-    let key = dir.join(m.key());
-    let text = std::fs::read_to_string(&key)
-        .unwrap()
-        .replace("\"crash\"", "\"application\"");
-    std::fs::write(&key, text).unwrap();
+    place.tamper(&m.key(), |bytes| {
+        let text = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("\"crash\"", "\"application\"");
+        *bytes = text.into_bytes();
+    });
     let p = repo.find_point(&m.point_id).unwrap();
     assert!(matches!(
         repo.read_manifest(&p),
@@ -386,25 +469,25 @@ fn encrypted_tiers_check_the_key_and_hide_content() {
     ));
 }
 
-#[test]
-fn a_repository_of_a_newer_format_is_refused_with_a_message() {
+fn a_repository_of_a_newer_format_is_refused_with_a_message(b: Backend) {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("repo");
-    open_repo(&dir, None);
-    let cfg = std::fs::read_to_string(dir.join("config"))
-        .unwrap()
-        .replace("\"version\": 1", "\"version\": 9");
-    std::fs::write(dir.join("config"), cfg).unwrap();
-    let err = Repository::open(Arc::new(LocalStore::new(&dir).unwrap()), None).unwrap_err();
+    let place = Place::new(b, t.path(), "repo");
+    open_repo(&place, None);
+    place.tamper("config", |bytes| {
+        let text = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 9");
+        *bytes = text.into_bytes();
+    });
+    let err = Repository::open(place.store.clone(), None).unwrap_err();
     assert!(err.to_string().contains("newer than this coffer"), "{err}");
 }
 
-#[test]
-fn an_incremental_refuses_a_resized_disk() {
+fn an_incremental_refuses_a_resized_disk(b: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     make_image(&image);
-    let repo = open_repo(&t.path().join("repo"), None);
+    let repo = open_repo(&Place::new(b, t.path(), "repo"), None);
     let a = run_backup(&repo, &image, None, None, 1 << 20);
     std::fs::OpenOptions::new()
         .write(true)
@@ -436,28 +519,22 @@ fn an_incremental_refuses_a_resized_disk() {
 
 /// SIGKILL a backup at many moments; after each kill the repository still
 /// verifies, shows no half-written point, and gc removes the leftovers.
-#[test]
-fn a_backup_killed_anywhere_leaves_a_repository_that_verifies() {
+fn a_backup_killed_anywhere_leaves_a_repository_that_verifies(b: Backend) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     let f = std::fs::File::create(&image).unwrap();
     let mut data = vec![0u8; 64 * MIB as usize];
     fill(&mut data, 3);
     f.write_all_at(&data, 0).unwrap();
-    let dir = t.path().join("repo");
-    let d = dir.to_str().unwrap();
-    assert_eq!(
-        coffer(&["repo", "init", "--repo", d]).status.code(),
-        Some(0)
-    );
+    let place = Place::new(b, t.path(), "repo");
+    let init = place.coffer(&["repo", "init"]).output().unwrap();
+    assert_eq!(init.status.code(), Some(0), "{}", common::stderr(&init));
     let mut committed = 0;
     for (i, delay_ms) in [5u64, 20, 40, 80, 120, 200, 350].into_iter().enumerate() {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .args([
+        let mut child = place
+            .coffer(&[
                 "backup-image",
                 image.to_str().unwrap(),
-                "--repo",
-                d,
                 "--vm",
                 "kill-test",
                 "--chunk-size",
@@ -472,7 +549,7 @@ fn a_backup_killed_anywhere_leaves_a_repository_that_verifies() {
         if status.success() {
             committed += 1;
         }
-        let repo = open_repo(&dir, None);
+        let repo = open_repo(&place, None);
         let points = repo.list_points().unwrap();
         assert_eq!(
             points.len(),
@@ -485,16 +562,18 @@ fn a_backup_killed_anywhere_leaves_a_repository_that_verifies() {
         f.write_all_at(&[i as u8 + 1; 4096], (i as u64) * 5 * MIB)
             .unwrap();
     }
-    let repo = open_repo(&dir, None);
+    let repo = open_repo(&place, None);
     ops::gc(&repo, Duration::ZERO, false).unwrap();
     assert!(ops::verify(&repo, None, None, 2).unwrap().ok());
-    let leftovers: Vec<_> = walkdir::WalkDir::new(&dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "gc removed temporary files: {leftovers:?}"
-    );
+    if let Some(dir) = &place.dir {
+        let leftovers: Vec<_> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "gc removed temporary files: {leftovers:?}"
+        );
+    }
 }

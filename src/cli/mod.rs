@@ -31,7 +31,7 @@ pub struct Cli {
 }
 
 /// Options every command that reads policies shares.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
     /// Policy directory (walked recursively for *.toml).
     #[arg(

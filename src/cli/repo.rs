@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::policy::model::{SecretRef, TierBackend};
+use crate::policy::model::{SecretRef, Tier, TierBackend};
 use crate::policy::units;
 use crate::repo::Repository;
 use crate::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
@@ -17,20 +17,29 @@ use crate::repo::local::LocalStore;
 use crate::repo::manifest::VmIdentity;
 use crate::repo::ops::{self, Sample};
 use crate::repo::restore::{self, DiskFormat};
+use crate::repo::s3::{LockMode, S3Location, S3Store};
 use crate::repo::store::Store;
 
 /// Verification found damage.
 pub const EXIT_DAMAGED: u8 = 4;
 
-/// Which repository: a tier of the policy directory, or a directory.
+/// Which repository: a tier of the policy directory, a directory, or a
+/// bucket.
 #[derive(Debug, clap::Args)]
 pub struct Target {
     /// A tier of the policy directory.
     #[arg(long, conflicts_with = "repo")]
     pub tier: Option<String>,
-    /// A repository directory (instead of --tier).
+    /// A repository directory, or `s3://BUCKET/PREFIX` (instead of --tier).
+    /// S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
     #[arg(long)]
-    pub repo: Option<PathBuf>,
+    pub repo: Option<String>,
+    /// With an s3:// --repo: endpoint URL of an S3-compatible server.
+    #[arg(long, requires = "repo")]
+    pub endpoint: Option<String>,
+    /// With an s3:// --repo: region (default: AWS_REGION, else us-east-1).
+    #[arg(long, requires = "repo")]
+    pub region: Option<String>,
     /// With --repo: environment variable holding the encryption passphrase.
     #[arg(long, requires = "repo")]
     pub key_env: Option<String>,
@@ -43,18 +52,19 @@ pub struct Target {
 
 impl Target {
     fn resolve(&self) -> Result<(Arc<dyn Store>, Option<SecretRef>, String)> {
-        if let Some(path) = &self.repo {
+        if let Some(spec) = &self.repo {
             let secret = match (&self.key_env, &self.key_file) {
                 (Some(v), _) => Some(SecretRef::Env(v.clone())),
                 (_, Some(f)) => Some(SecretRef::File(f.clone())),
                 _ => None,
             };
-            let store =
-                LocalStore::new(path).with_context(|| format!("opening {}", path.display()))?;
-            return Ok((Arc::new(store), secret, path.display().to_string()));
+            let store = location_store(spec, self.endpoint.as_deref(), self.region.as_deref())?;
+            return Ok((store, secret, spec.clone()));
         }
         let Some(name) = &self.tier else {
-            bail!("name the repository with --tier NAME (from the policy directory) or --repo DIR");
+            bail!(
+                "name the repository with --tier NAME (from the policy directory) or --repo DIR|s3://BUCKET/PREFIX"
+            );
         };
         let config =
             load_or_report(&self.policy).map_err(|_| anyhow!("the policy directory is invalid"))?;
@@ -65,20 +75,11 @@ impl Target {
                 crate::policy::diag::one_of(&names)
             )
         })?;
-        match &tier.backend {
-            TierBackend::Local { path } => {
-                let store = LocalStore::new(path)
-                    .with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
-                Ok((
-                    Arc::new(store),
-                    tier.encryption_key.clone(),
-                    format!("tier `{name}`"),
-                ))
-            }
-            TierBackend::S3 { .. } => bail!(
-                "tier `{name}` is on S3, which this build of coffer cannot reach yet; local tiers work"
-            ),
-        }
+        Ok((
+            tier_store(tier)?,
+            tier.encryption_key.clone(),
+            format!("tier `{name}`"),
+        ))
     }
 
     pub fn open(&self) -> Result<Repository> {
@@ -87,6 +88,69 @@ impl Target {
         Repository::open(store, secret.as_deref().map(str::as_bytes))
             .with_context(|| format!("opening the repository of {what}"))
     }
+}
+
+/// The store behind a tier of the policy.
+pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
+    let name = &tier.name;
+    match &tier.backend {
+        TierBackend::Local { path } => {
+            let store = LocalStore::new(path)
+                .with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        TierBackend::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            access_key,
+            secret_key,
+        } => {
+            let mut loc = S3Location::new(bucket);
+            loc.prefix = prefix.trim_matches('/').to_string();
+            loc.endpoint = endpoint.clone();
+            loc.region = region.clone();
+            let read = |s: &Option<SecretRef>, what: &str| {
+                s.as_ref()
+                    .map(|s| s.read().map_err(|e| anyhow!("tier `{name}`: {what}: {e}")))
+                    .transpose()
+            };
+            loc.access_key = read(access_key, "access_key")?;
+            loc.secret_key = read(secret_key, "secret_key")?;
+            loc.lock = tier.immutable_for.map(|d| (LockMode::Compliance, d));
+            let store = S3Store::new(loc).with_context(|| format!("opening tier `{name}`"))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The store behind `--repo`: a directory or `s3://BUCKET/PREFIX`.
+pub fn location_store(
+    spec: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<Arc<dyn Store>> {
+    if spec.starts_with("s3://") {
+        let mut loc = S3Location::from_url(spec)
+            .ok_or_else(|| anyhow!("`{spec}`: expected s3://BUCKET or s3://BUCKET/PREFIX"))?;
+        loc.endpoint = endpoint.map(str::to_string);
+        if let Some(r) = region
+            .map(str::to_string)
+            .or_else(|| std::env::var("AWS_REGION").ok())
+        {
+            loc.region = r;
+        }
+        let store = S3Store::new(loc).with_context(|| format!("opening {spec}"))?;
+        return Ok(Arc::new(store));
+    }
+    if endpoint.is_some() || region.is_some() {
+        bail!(
+            "--endpoint and --region apply to an s3:// repository, not to the directory `{spec}`"
+        );
+    }
+    let store = LocalStore::new(spec).with_context(|| format!("opening {spec}"))?;
+    Ok(Arc::new(store))
 }
 
 fn read_secret(s: Option<&SecretRef>) -> Result<Option<String>> {
@@ -148,11 +212,17 @@ pub struct CopyArgs {
     pub point: String,
     #[command(flatten)]
     pub target: Target,
-    /// Destination repository directory.
+    /// Destination tier of the policy directory.
+    #[arg(long, required_unless_present = "to_repo", conflicts_with = "to_repo")]
+    pub to_tier: Option<String>,
+    /// Destination repository: a directory or s3://BUCKET/PREFIX.
     #[arg(long)]
-    pub to_repo: PathBuf,
-    /// Environment variable with the destination's passphrase.
-    #[arg(long)]
+    pub to_repo: Option<String>,
+    /// With --to-repo: endpoint URL of an S3-compatible server.
+    #[arg(long, requires = "to_repo")]
+    pub to_endpoint: Option<String>,
+    /// With --to-repo: environment variable with the destination's passphrase.
+    #[arg(long, requires = "to_repo")]
     pub to_key_env: Option<String>,
 }
 
@@ -295,27 +365,33 @@ pub fn run(command: Command) -> Result<u8> {
             let r = ops::gc(&repo, grace, a.dry_run)?;
             writeln!(
                 out,
-                "{}{} chunks referenced; deleted {} unreferenced chunks and {} incomplete objects, {} bytes freed; kept {} young unreferenced chunks",
+                "{}{} chunks referenced; deleted {} unreferenced chunks and {} incomplete objects, {} bytes freed; kept {} young unreferenced chunks{}",
                 if a.dry_run { "dry run: " } else { "" },
                 r.chunks_referenced,
                 r.chunks_deleted,
                 r.incomplete_deleted,
                 r.bytes_freed,
-                r.chunks_kept_young
+                r.chunks_kept_young,
+                if r.chunks_locked > 0 {
+                    format!(" and {} still locked (immutable tier)", r.chunks_locked)
+                } else {
+                    String::new()
+                }
             )?;
         }
         Command::Copy(a) => {
             let from = a.target.open()?;
-            let to_secret = a
-                .to_key_env
-                .as_ref()
-                .map(|v| SecretRef::Env(v.clone()).read().map_err(|e| anyhow!(e)))
-                .transpose()?;
-            let to = Repository::open(
-                Arc::new(LocalStore::new(&a.to_repo)?),
-                to_secret.as_deref().map(str::as_bytes),
-            )
-            .with_context(|| format!("opening the destination {}", a.to_repo.display()))?;
+            let to = Target {
+                tier: a.to_tier.clone(),
+                repo: a.to_repo.clone(),
+                endpoint: a.to_endpoint.clone(),
+                region: None,
+                key_env: a.to_key_env.clone(),
+                key_file: None,
+                policy: a.target.policy.clone(),
+            }
+            .open()
+            .context("opening the destination")?;
             let p = from.find_point(&a.point)?;
             let (_, r) = ops::copy_point(&from, &to, &p, threads())?;
             writeln!(

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod ops;
 pub mod parallel;
 pub mod restore;
+pub mod s3;
 pub mod store;
 
 use std::collections::HashMap;

@@ -18,8 +18,8 @@ pub struct ObjectMeta {
 pub enum StoreError {
     #[error("`{0}` does not exist")]
     NotFound(String),
-    #[error("`{key}` is locked (immutable) and cannot be deleted yet")]
-    Locked { key: String },
+    #[error("`{key}` is locked (immutable){} and cannot be deleted yet", until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default())]
+    Locked { key: String, until: Option<String> },
     #[error("no space left on the device holding `{key}`")]
     NoSpace { key: String },
     #[error("permission denied for `{key}`")]

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod s3;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -15,12 +17,17 @@ pub fn coffer(args: &[&str]) -> Output {
 }
 
 pub fn coffer_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coffer"))
+    command_in(dir)
         .args(args)
-        .current_dir(dir)
-        .env_remove("COFFER_POLICIES")
         .output()
         .expect("the coffer binary runs")
+}
+
+/// The coffer binary, to be given arguments, environment and stdio.
+pub fn command_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    c.current_dir(dir).env_remove("COFFER_POLICIES");
+    c
 }
 
 pub fn stdout(o: &Output) -> String {

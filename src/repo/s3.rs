@@ -1,0 +1,556 @@
+//! A store in an S3-compatible bucket (AWS, MinIO, Ceph RGW, …) through the
+//! `object_store` crate, which also brings its retries with back-off on
+//! 5xx, 429 and timeouts. Every object is one PUT, so an interrupted write
+//! leaves nothing behind and `flush` has nothing to do.
+//!
+//! Immutable tiers (S3 Object Lock) need two requests `object_store` does
+//! not speak: a PUT carrying the lock headers, and a DELETE of one object
+//! version (a plain DELETE on a locked bucket only adds a delete marker and
+//! frees nothing). Those two are signed with `object_store`'s own SigV4
+//! authorizer and sent over its HTTP client, with the same TLS settings.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::client::{
+    Certificate, ClientOptions, HttpClient, HttpConnector, HttpRequest, ReqwestConnector,
+};
+use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
+
+use super::store::{ObjectMeta, Store, StoreError};
+
+/// S3 Object Lock mode. Compliance: nobody, not even the bucket owner, can
+/// delete before the date. Governance: principals with
+/// `s3:BypassGovernanceRetention` can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Compliance,
+    Governance,
+}
+
+impl LockMode {
+    fn header(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+/// Where a bucket is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Key prefix inside the bucket ("" for the whole bucket).
+    pub prefix: String,
+    /// Endpoint URL of an S3-compatible server; AWS when absent.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Static credentials; when absent, the usual AWS environment variables
+    /// and instance metadata are used.
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Extra CA certificate (PEM) for a server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Lock every object written for this long (immutable tiers).
+    pub lock: Option<(LockMode, Duration)>,
+    /// How often a failing request is retried, and for how long at most.
+    pub max_retries: usize,
+    pub retry_timeout: Duration,
+    /// Time limit for one request.
+    pub request_timeout: Duration,
+}
+
+impl S3Location {
+    /// A location with the defaults for everything but the bucket.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Location {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key: None,
+            secret_key: None,
+            ca_file: None,
+            lock: None,
+            max_retries: 6,
+            retry_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Reads `s3://bucket/prefix`.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return None;
+        }
+        let mut loc = S3Location::new(bucket);
+        loc.prefix = prefix.trim_matches('/').to_string();
+        Some(loc)
+    }
+
+    fn base_url(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("{}/{}", e.trim_end_matches('/'), self.bucket),
+            None => format!("https://s3.{}.amazonaws.com/{}", self.region, self.bucket),
+        }
+    }
+}
+
+pub struct S3Store {
+    rt: tokio::runtime::Runtime,
+    s3: AmazonS3,
+    http: HttpClient,
+    loc: S3Location,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl S3Store {
+    /// Connects (lazily: the first request shows whether the bucket is
+    /// there). An immutable tier checks at once that the bucket has Object
+    /// Lock enabled, because locks cannot be added to a bucket later.
+    pub fn new(loc: S3Location) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::new()
+            .with_timeout(loc.request_timeout)
+            .with_connect_timeout(Duration::from_secs(10));
+        if let Some(endpoint) = &loc.endpoint {
+            options = options.with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(ca) = &loc.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| StoreError::from_io("read CA file", &ca.display().to_string(), e))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| StoreError::Backend(format!("CA file {}: {e}", ca.display())))?;
+            options = options.with_root_certificate(cert);
+        }
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(10),
+                base: 2.0,
+            },
+            max_retries: loc.max_retries,
+            retry_timeout: loc.retry_timeout,
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&loc.bucket)
+            .with_region(&loc.region)
+            .with_client_options(options.clone())
+            .with_retry(retry);
+        if let Some(endpoint) = &loc.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let (Some(k), Some(s)) = (&loc.access_key, &loc.secret_key) {
+            builder = builder.with_access_key_id(k).with_secret_access_key(s);
+        }
+        let s3 = builder
+            .build()
+            .map_err(|e| StoreError::Backend(format!("S3 bucket `{}`: {e}", loc.bucket)))?;
+        let http = ReqwestConnector::default()
+            .connect(&options)
+            .map_err(|e| StoreError::Backend(format!("S3 client: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("starting the S3 client: {e}")))?;
+        let store = S3Store { rt, s3, http, loc };
+        if store.loc.lock.is_some() {
+            store.check_lock_enabled()?;
+        }
+        Ok(store)
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.loc.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.loc.prefix))
+        }
+    }
+
+    fn url(&self, key: &str) -> String {
+        let full = self.path(key);
+        let encoded: Vec<String> = full
+            .as_ref()
+            .split('/')
+            .map(|seg| {
+                seg.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect()
+            })
+            .collect();
+        format!("{}/{}", self.loc.base_url(), encoded.join("/"))
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> StoreError {
+        let text = e.to_string();
+        if text.contains("NoSuchBucket") {
+            return StoreError::Backend(format!(
+                "bucket `{}` does not exist at {} (NoSuchBucket); create it first{}",
+                self.loc.bucket,
+                self.loc.endpoint.as_deref().unwrap_or("AWS"),
+                if self.loc.lock.is_some() {
+                    ", with Object Lock enabled"
+                } else {
+                    ""
+                }
+            ));
+        }
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
+            _ => {
+                if text.contains("403") || text.contains("AccessDenied") {
+                    StoreError::PermissionDenied {
+                        key: format!("{} ({text})", self.key_desc(key)),
+                    }
+                } else {
+                    StoreError::Backend(format!("{op} {}: {text}", self.key_desc(key)))
+                }
+            }
+        }
+    }
+
+    fn key_desc(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.loc.bucket, self.path(key))
+    }
+
+    /// Sends a request `object_store` has no call for, signed the same way,
+    /// retrying transient failures (connection errors, 5xx, 429) with
+    /// back-off. Returns the status and body of the final answer.
+    fn signed(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        self.signed_full(method, url, headers, body)
+            .map(|(status, _, body)| (status, body))
+    }
+
+    fn signed_full(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+        self.block_on(async {
+            let credential = self
+                .s3
+                .credentials()
+                .get_credential()
+                .await
+                .map_err(|e| format!("S3 credentials: {e}"))?;
+            let mut delay = Duration::from_millis(100);
+            let started = std::time::Instant::now();
+            let mut attempt = 0;
+            loop {
+                let mut req = http::Request::builder().method(method.clone()).uri(url);
+                for (k, v) in headers {
+                    req = req.header(*k, v);
+                }
+                let mut req: HttpRequest = req
+                    .body(body.clone().into())
+                    .map_err(|e| format!("building request: {e}"))?;
+                AwsAuthorizer::new(&credential, "s3", &self.loc.region)
+                    .try_authorize(&mut req, None)
+                    .map_err(|e| format!("signing request: {e}"))?;
+                let outcome =
+                    match tokio::time::timeout(self.loc.request_timeout, self.http.execute(req))
+                        .await
+                    {
+                        Ok(Ok(resp)) => {
+                            let status = resp.status();
+                            let headers = resp.headers().clone();
+                            match resp.into_body().bytes().await {
+                                Ok(b) => Ok((status, headers, b)),
+                                Err(e) => Err(format!("reading the answer: {e}")),
+                            }
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!(
+                            "no answer within {}s",
+                            self.loc.request_timeout.as_secs()
+                        )),
+                    };
+                let transient = match &outcome {
+                    Ok((s, _, _)) => s.is_server_error() || s.as_u16() == 429,
+                    Err(_) => true,
+                };
+                if !transient
+                    || attempt >= self.loc.max_retries
+                    || started.elapsed() + delay > self.loc.retry_timeout
+                {
+                    return match outcome {
+                        Ok(ok) => Ok(ok),
+                        Err(e) if attempt > 0 => Err(format!("{e} (after {attempt} retries)")),
+                        Err(e) => Err(e),
+                    };
+                }
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        })
+    }
+
+    /// Refuses an immutable tier whose bucket cannot hold locks.
+    fn check_lock_enabled(&self) -> Result<(), StoreError> {
+        let url = format!("{}?object-lock", self.loc.base_url());
+        let (status, body) = self
+            .signed(http::Method::GET, &url, &[], Bytes::new())
+            .map_err(|e| StoreError::Backend(format!("bucket `{}`: {e}", self.loc.bucket)))?;
+        let text = String::from_utf8_lossy(&body);
+        if status.is_success() && text.contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>") {
+            return Ok(());
+        }
+        Err(StoreError::Backend(format!(
+            "bucket `{}` does not have S3 Object Lock enabled (HTTP {}), but the tier is immutable; \
+             Object Lock can only be turned on when a bucket is created",
+            self.loc.bucket,
+            status.as_u16()
+        )))
+    }
+
+    fn put_locked(
+        &self,
+        key: &str,
+        data: &[u8],
+        mode: LockMode,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let until = Utc::now() + chrono::Duration::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let md5 = {
+            use md5::Digest;
+            b64.encode(md5::Md5::digest(data))
+        };
+        let headers = [
+            ("content-md5", md5),
+            ("x-amz-object-lock-mode", mode.header().to_string()),
+            (
+                "x-amz-object-lock-retain-until-date",
+                until.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+        ];
+        let (status, body) = self
+            .signed(
+                http::Method::PUT,
+                &self.url(key),
+                &headers,
+                Bytes::copy_from_slice(data),
+            )
+            .map_err(|e| StoreError::Backend(format!("write {}: {e}", self.key_desc(key))))?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(self.status_error("write", key, status, &body))
+    }
+
+    fn status_error(
+        &self,
+        op: &'static str,
+        key: &str,
+        status: http::StatusCode,
+        body: &[u8],
+    ) -> StoreError {
+        let text = String::from_utf8_lossy(body);
+        let code = between(&text, "<Code>", "</Code>").unwrap_or("");
+        let message = between(&text, "<Message>", "</Message>").unwrap_or("");
+        match status.as_u16() {
+            404 => StoreError::NotFound(key.to_string()),
+            403 => StoreError::PermissionDenied {
+                key: format!("{} ({code}: {message})", self.key_desc(key)),
+            },
+            s => StoreError::Backend(format!(
+                "{op} {}: HTTP {s} {code} {message}",
+                self.key_desc(key)
+            )),
+        }
+    }
+
+    /// Deletes every version of an object on an immutable tier; a version
+    /// still under lock is reported as `Locked` with its date (the server
+    /// decides, coffer only reports).
+    fn delete_versions(&self, key: &str) -> Result<(), StoreError> {
+        let full = self.path(key);
+        let url = format!(
+            "{}?versions&prefix={}",
+            self.loc.base_url(),
+            percent(full.as_ref())
+        );
+        let (status, body) = self
+            .signed(http::Method::GET, &url, &[], Bytes::new())
+            .map_err(|e| StoreError::Backend(format!("list versions of {key}: {e}")))?;
+        if !status.is_success() {
+            return Err(self.status_error("list versions of", key, status, &body));
+        }
+        let text = String::from_utf8_lossy(&body);
+        let mut versions = Vec::new();
+        for block in text
+            .split("<Version>")
+            .skip(1)
+            .chain(text.split("<DeleteMarker>").skip(1))
+        {
+            if between(block, "<Key>", "</Key>") == Some(full.as_ref())
+                && let Some(v) = between(block, "<VersionId>", "</VersionId>")
+            {
+                versions.push(v.to_string());
+            }
+        }
+        for version in versions {
+            let url = format!("{}?versionId={}", self.url(key), percent(&version));
+            let (status, body) = self
+                .signed(http::Method::DELETE, &url, &[], Bytes::new())
+                .map_err(|e| StoreError::Backend(format!("delete {key}: {e}")))?;
+            if status.is_success() || status.as_u16() == 404 {
+                continue;
+            }
+            if status.as_u16() == 403 || status.as_u16() == 400 {
+                return Err(StoreError::Locked {
+                    key: key.to_string(),
+                    until: self.retention_of(key, &version),
+                });
+            }
+            return Err(self.status_error("delete", key, status, &body));
+        }
+        Ok(())
+    }
+
+    fn retention_of(&self, key: &str, version: &str) -> Option<String> {
+        let url = format!("{}?versionId={}", self.url(key), percent(version));
+        self.head_lock(&url).ok().flatten().map(|(_, until)| until)
+    }
+
+    /// The Object Lock an object carries: mode and retain-until date, as
+    /// the server reports them (`None` when it has none).
+    pub fn lock_of(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.head_lock(&self.url(key))
+    }
+
+    fn head_lock(&self, url: &str) -> Result<Option<(String, String)>, StoreError> {
+        let (status, headers, _) = self
+            .signed_full(http::Method::HEAD, url, &[], Bytes::new())
+            .map_err(StoreError::Backend)?;
+        if !status.is_success() {
+            return Err(StoreError::Backend(format!("HEAD {url}: HTTP {status}")));
+        }
+        let get = |h: &str| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(get("x-amz-object-lock-mode").zip(get("x-amz-object-lock-retain-until-date")))
+    }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(&text[start..end])
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Store for S3Store {
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        if let Some((mode, keep)) = self.loc.lock {
+            return self.put_locked(key, data, mode, keep);
+        }
+        let payload = Bytes::copy_from_slice(data);
+        self.block_on(self.s3.put(&self.path(key), payload.into()))
+            .map(drop)
+            .map_err(|e| self.err("write", key, e))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.block_on(async {
+            let r = self.s3.get(&self.path(key)).await?;
+            r.bytes().await
+        })
+        .map(|b| b.to_vec())
+        .map_err(|e| self.err("read", key, e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let full = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.loc.prefix.is_empty() {
+            0
+        } else {
+            self.loc.prefix.len() + 1
+        };
+        let found: Vec<object_store::ObjectMeta> = self
+            .block_on(self.s3.list(Some(&full)).try_collect())
+            .map_err(|e| self.err("list", prefix, e))?;
+        Ok(found
+            .into_iter()
+            .map(|m| ObjectMeta {
+                key: m.location.as_ref()[strip..].to_string(),
+                size_bytes: m.size,
+                modified: to_system_time(m.last_modified),
+            })
+            .filter(|m| m.key.starts_with(prefix))
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.loc.lock.is_some() {
+            return self.delete_versions(key);
+        }
+        match self.block_on(self.s3.delete(&self.path(key))) {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match &self.loc.endpoint {
+            Some(e) => format!("s3://{}/{} at {e}", self.loc.bucket, self.loc.prefix),
+            None => format!("s3://{}/{}", self.loc.bucket, self.loc.prefix),
+        }
+    }
+}
+
+fn to_system_time(t: DateTime<Utc>) -> SystemTime {
+    SystemTime::from(t)
+}

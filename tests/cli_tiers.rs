@@ -1,0 +1,175 @@
+//! The repository commands on the tiers a policy directory declares: a
+//! local tier and an S3 tier on a real S3 server (moto), with the keys
+//! coming from environment variables as in production, and an immutable
+//! tier whose objects the server refuses to delete.
+
+mod common;
+
+use std::path::Path;
+
+use common::{s3, stderr, stdout};
+
+fn write_policies(dir: &Path, bucket: &str, locked_bucket: &str) {
+    let endpoint = s3::moto().endpoint();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[settings]
+timezone = "UTC"
+
+[sources.lab]
+kind = "lab"
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[tiers.offsite]
+backend = "s3"
+bucket = "{bucket}"
+prefix = "dc1"
+endpoint = "{endpoint}"
+access_key = {{ env = "TEST_S3_KEY" }}
+secret_key = {{ env = "TEST_S3_SECRET" }}
+site = "there"
+encryption_key = {{ env = "TEST_OFFSITE_KEY" }}
+
+[tiers.vault]
+backend = "s3"
+bucket = "{locked_bucket}"
+endpoint = "{endpoint}"
+access_key = {{ env = "TEST_S3_KEY" }}
+secret_key = {{ env = "TEST_S3_SECRET" }}
+site = "vault"
+immutable_for = "30d"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+
+[policies.all.retain.offsite]
+daily = 7
+
+[policies.all.retain.vault]
+monthly = 12
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .env("TEST_S3_KEY", "coffer-test")
+        .env("TEST_S3_SECRET", "coffer-test-secret")
+        .env("TEST_OFFSITE_KEY", "offsite passphrase")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+#[test]
+fn a_point_copied_to_the_s3_tiers_restores_and_the_immutable_one_refuses_a_prune() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policies(dir, &s3::bucket(false), &s3::bucket(true));
+    let image = dir.join("disk.img");
+    let data: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&image, &data).unwrap();
+
+    for tier in ["local", "offsite", "vault"] {
+        let out = ok(&run(dir, &["repo", "init", "--tier", tier]));
+        assert!(out.contains("created repository"), "{out}");
+    }
+    let out = ok(&run(
+        dir,
+        &["backup-image", "disk.img", "--tier", "local", "--json"],
+    ));
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let point = result["point"].as_str().unwrap().to_string();
+
+    for tier in ["offsite", "vault"] {
+        let out = ok(&run(
+            dir,
+            &["repo", "copy", &point, "--tier", "local", "--to-tier", tier],
+        ));
+        assert!(out.contains("chunks sent"), "{out}");
+        let out = ok(&run(dir, &["repo", "ls", "--tier", tier]));
+        assert!(out.contains(&point), "{out}");
+        let restored = format!("{tier}.raw");
+        ok(&run(
+            dir,
+            &["repo", "restore", &point, "--tier", tier, "-o", &restored],
+        ));
+        assert!(
+            std::fs::read(dir.join(&restored)).unwrap() == data,
+            "bytes restored from {tier} equal the source"
+        );
+        ok(&run(dir, &["repo", "verify", "--tier", tier]));
+    }
+
+    // The offsite tier is encrypted: a wrong key is refused before anything.
+    let wrong = common::command_in(dir)
+        .args(["repo", "ls", "--tier", "offsite", "-p", "."])
+        .env("TEST_S3_KEY", "coffer-test")
+        .env("TEST_S3_SECRET", "coffer-test-secret")
+        .env("TEST_OFFSITE_KEY", "not the passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("wrong encryption key"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    // The vault refuses the prune, says until when, and keeps the point.
+    let prune = run(dir, &["repo", "prune", &point, "--tier", "vault"]);
+    assert_eq!(prune.status.code(), Some(1));
+    let err = stderr(&prune);
+    assert!(err.contains("locked") && err.contains("until"), "{err}");
+    let out = ok(&run(dir, &["repo", "ls", "--tier", "vault"]));
+    assert!(out.contains(&point), "{out}");
+    // The offsite tier is not immutable: the prune goes through.
+    ok(&run(dir, &["repo", "prune", &point, "--tier", "offsite"]));
+    let out = ok(&run(dir, &["repo", "ls", "--tier", "offsite"]));
+    assert!(!out.contains(&point), "{out}");
+}
+
+#[test]
+fn a_missing_s3_secret_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    write_policies(t.path(), "some-bucket", "other-bucket");
+    let out = common::command_in(t.path())
+        .args(["repo", "ls", "--tier", "offsite", "-p", "."])
+        .env_remove("TEST_S3_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("offsite") && err.contains("TEST_S3_KEY"),
+        "{err}"
+    );
+}

@@ -1,0 +1,248 @@
+//! A real S3-compatible server for the tests: moto's server mode (from
+//! PyPI; `scripts/test.sh` installs it), started once per test binary on a
+//! free loopback port, and a proxy in front of it that injects faults (503,
+//! 500, answers that never come) on request.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use coffer::repo::s3::S3Location;
+
+pub struct Moto {
+    pub addr: SocketAddr,
+}
+
+impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// The moto server of this test binary; starts it on first use.
+pub fn moto() -> &'static Moto {
+    static SERVER: OnceLock<Moto> = OnceLock::new();
+    SERVER.get_or_init(start_moto)
+}
+
+fn start_moto() -> Moto {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The server dies with this thread (PR_SET_PDEATHSIG), and this thread
+    // lives as long as the test binary.
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
+        let _ = tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()));
+        loop {
+            std::thread::park();
+        }
+    });
+    if let Err(e) = rx.recv().unwrap() {
+        panic!(
+            "cannot start python3 -m moto.server ({e}); run scripts/test.sh, which installs moto"
+        );
+    }
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, _)) = raw_request(addr, "GET", "/", &[], b"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto did not answer on {addr} within 60s; is it installed (pip install 'moto[server]')?"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { addr }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body_at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(out.len(), |p| p + 4);
+    Ok((status, out[body_at..].to_vec()))
+}
+
+static BUCKETS: AtomicU64 = AtomicU64::new(0);
+
+/// A new, empty bucket; with Object Lock enabled when `locked`.
+pub fn bucket(locked: bool) -> String {
+    let name = format!(
+        "coffer-test-{}-{}",
+        std::process::id(),
+        BUCKETS.fetch_add(1, Ordering::Relaxed)
+    );
+    let headers: &[(&str, &str)] = if locked {
+        &[("x-amz-bucket-object-lock-enabled", "true")]
+    } else {
+        &[]
+    };
+    let (status, body) =
+        raw_request(moto().addr, "PUT", &format!("/{name}"), headers, b"").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    name
+}
+
+/// Where a bucket is, with quick retries so fault tests stay short.
+pub fn location(bucket: &str, endpoint: &str) -> S3Location {
+    let mut loc = S3Location::new(bucket);
+    loc.endpoint = Some(endpoint.to_string());
+    loc.access_key = Some("coffer-test".into());
+    loc.secret_key = Some("coffer-test-secret".into());
+    loc.max_retries = 4;
+    loc.retry_timeout = Duration::from_secs(20);
+    loc.request_timeout = Duration::from_secs(3);
+    loc
+}
+
+/// What the proxy does to the requests it sees.
+#[derive(Default)]
+pub struct Faults {
+    /// Answer this many requests with 503 SlowDown.
+    pub fail_503: AtomicU32,
+    /// Answer this many requests with 500.
+    pub fail_500: AtomicU32,
+    /// Swallow this many requests without answering.
+    pub stall: AtomicU32,
+    /// Requests seen (forwarded or not).
+    pub seen: AtomicU64,
+}
+
+fn take(c: &AtomicU32) -> bool {
+    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// A proxy to moto that injects faults; one request per connection.
+pub struct FaultyProxy {
+    pub addr: SocketAddr,
+    pub faults: Arc<Faults>,
+}
+
+impl FaultyProxy {
+    pub fn start() -> FaultyProxy {
+        let upstream = moto().addr;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let faults = Arc::new(Faults::default());
+        let f = faults.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, upstream, &f);
+                });
+            }
+        });
+        FaultyProxy { addr, faults }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve(client: TcpStream, upstream: SocketAddr, faults: &Faults) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        if line == "\r\n" {
+            head.extend_from_slice(b"Connection: close\r\n\r\n");
+            break;
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    let mut body = vec![0u8; content_length];
+    reader.read_exact(&mut body)?;
+    faults.seen.fetch_add(1, Ordering::SeqCst);
+    let mut client = client;
+    let canned = |status: &str, code: &str| {
+        let body = format!(
+            "<Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+        );
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if take(&faults.stall) {
+        std::thread::sleep(Duration::from_secs(30));
+        return Ok(());
+    }
+    if take(&faults.fail_503) {
+        return client.write_all(canned("503 Service Unavailable", "SlowDown").as_bytes());
+    }
+    if take(&faults.fail_500) {
+        return client.write_all(canned("500 Internal Server Error", "InternalError").as_bytes());
+    }
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(&head)?;
+    up.write_all(&body)?;
+    std::io::copy(&mut up, &mut client)?;
+    Ok(())
+}
