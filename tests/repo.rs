@@ -199,7 +199,107 @@ on_every_backend!(
     a_repository_of_a_newer_format_is_refused_with_a_message,
     an_incremental_refuses_a_resized_disk,
     a_backup_killed_anywhere_leaves_a_repository_that_verifies,
+    gc_never_runs_beside_a_writer_and_stale_locks_do_not_block,
 );
+
+fn gc_never_runs_beside_a_writer_and_stale_locks_do_not_block(b: Backend) {
+    use coffer::repo::lock::{LockInfo, LockKind};
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("disk.img");
+    make_image(&image);
+    let place = Place::new(b, t.path(), "repo");
+    let repo = open_repo(&place, None);
+    // A backup in progress (its shared lock) stops gc, which names it.
+    let writer = repo.lock(LockKind::Shared, "backup of db01").unwrap();
+    let err = ops::gc(&repo, Duration::ZERO, false).unwrap_err();
+    assert!(
+        matches!(err, RepoError::Busy(_)) && err.to_string().contains("backup of db01"),
+        "{err}"
+    );
+    // Other writers still go ahead beside it.
+    let m = run_backup(&repo, &image, None, None, 1 << 20);
+    drop(writer);
+    // gc in progress stops a backup.
+    let gc = repo.lock(LockKind::Exclusive, "gc").unwrap();
+    let disk = FileDisk::open(&image).unwrap();
+    let err = backup::backup(
+        &repo,
+        BackupRequest {
+            vm: vm(),
+            consistency: "crash".into(),
+            chunk_size_bytes: 1 << 20,
+            parent: None,
+            disks: vec![DiskSource {
+                device_key: 2000,
+                label: "Hard disk 1".into(),
+                reader: &disk,
+                change_id: None,
+                ranges: None,
+            }],
+            threads: 2,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, RepoError::Busy(ref h) if h.contains("gc")),
+        "{err}"
+    );
+    drop(gc);
+    assert!(ops::gc(&repo, Duration::ZERO, false).is_ok());
+
+    // Locks of holders that are gone do not block: a dead process on this
+    // host, and one on another host not refreshed for an hour.
+    let dead = LockInfo {
+        kind: LockKind::Exclusive,
+        host: coffer::repo::lock::hostname(),
+        pid: u32::MAX / 2,
+        what: "gc".into(),
+        started: "2026-01-01T00:00:00Z".into(),
+        refreshed: chrono::Utc::now().to_rfc3339(),
+    };
+    let old = LockInfo {
+        host: "elsewhere".into(),
+        pid: 1,
+        refreshed: (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+        ..dead.clone()
+    };
+    let live_elsewhere = LockInfo {
+        host: "elsewhere".into(),
+        pid: 2,
+        kind: LockKind::Shared,
+        what: "backup of web01".into(),
+        refreshed: chrono::Utc::now().to_rfc3339(),
+        ..dead.clone()
+    };
+    for (name, info) in [("a", &dead), ("b", &old), ("c", &live_elsewhere)] {
+        place
+            .store
+            .put(&format!("locks/{name}"), &serde_json::to_vec(info).unwrap())
+            .unwrap();
+    }
+    let m2 = run_backup(&repo, &image, Some(&m), Some(vec![0..4096]), 1 << 20);
+    assert!(
+        ops::gc(&repo, Duration::ZERO, false)
+            .unwrap_err()
+            .to_string()
+            .contains("backup of web01 (pid 2 on elsewhere")
+    );
+    // `coffer repo unlock` removes the stale two and keeps the live one.
+    let out = place.coffer(&["repo", "unlock"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("2 stale locks removed; 1 live locks remain"),
+        "{text}{}",
+        common::stderr(&out)
+    );
+    place.store.delete("locks/c").unwrap();
+    ops::gc(&repo, Duration::ZERO, false).unwrap();
+    assert_eq!(repo.list_points().unwrap().len(), 2);
+    assert_eq!(
+        restore_bytes(&repo, &m2, &t.path().join("r.raw")),
+        std::fs::read(&image).unwrap()
+    );
+}
 
 fn full_and_incremental_restore_byte_identical_and_incremental_reads_only_changes(b: Backend) {
     let t = tempfile::tempdir().unwrap();

@@ -181,6 +181,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Remove a point (its chunks are left to gc).
     Prune(PointArgs),
+    /// Remove locks whose holders are gone (a killed backup or gc).
+    Unlock(Target),
 }
 
 #[derive(Debug, clap::Args)]
@@ -434,6 +436,19 @@ pub fn run(command: Command) -> Result<u8> {
                     .join(" + "),
                 secs,
                 disk.size_bytes as f64 / secs.max(1e-9) / 1048576.0
+            )?;
+        }
+        Command::Unlock(t) => {
+            let repo = t.open()?;
+            let removed = repo.remove_stale_locks()?;
+            for r in &removed {
+                writeln!(out, "removed stale lock: {r}")?;
+            }
+            let live = crate::repo::lock::list_locks(repo.store())?.len();
+            writeln!(
+                out,
+                "{} stale locks removed; {live} live locks remain",
+                removed.len()
             )?;
         }
         Command::Prune(a) => {

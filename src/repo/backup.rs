@@ -166,6 +166,12 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
             req.chunk_size_bytes
         )));
     }
+    // Held until the manifest is written: gc must not sweep what this
+    // backup deduplicates against.
+    let _lock = repo.lock(
+        super::lock::LockKind::Shared,
+        &format!("backup of {}", req.vm.name),
+    )?;
     let known: Mutex<HashSet<ChunkDigest>> = Mutex::new(repo.list_chunks()?.into_keys().collect());
     let mut disks = Vec::new();
     let mut incremental = false;

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod chunk;
 pub mod index;
 pub mod local;
+pub mod lock;
 pub mod manifest;
 pub mod ops;
 pub mod parallel;
@@ -66,6 +67,10 @@ pub enum RepoError {
     PointNotFound(String),
     #[error("reading the source disk at offset {offset}: {source}")]
     SourceRead { offset: u64, source: std::io::Error },
+    #[error(
+        "the repository is in use by {0}; try again when it is done (if that process is gone, `coffer repo unlock` removes its lock)"
+    )]
+    Busy(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -236,6 +241,10 @@ impl Repository {
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     pub fn keys(&self) -> Option<&Keys> {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use super::chunk::{ChunkDigest, Codec, ZERO_DIGEST};
 use super::index::DiskIndex;
+use super::lock::LockKind;
 use super::manifest::{self, Manifest};
 use super::parallel;
 use super::store::StoreError;
@@ -170,8 +171,15 @@ pub struct GcReport {
 }
 
 /// Mark and sweep. Refuses to sweep when a manifest cannot be read: a
-/// damaged manifest must not make its chunks look unreferenced.
+/// damaged manifest must not make its chunks look unreferenced. Runs alone
+/// (an exclusive lock): a backup or copy in progress makes it fail with
+/// `Busy` rather than sweep a chunk that backup has deduplicated against.
 pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport, RepoError> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(repo.lock(LockKind::Exclusive, "gc")?)
+    };
     let now = SystemTime::now();
     let old_enough = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age >= grace);
     let (points, bad) = load_points(repo, None)?;
@@ -265,6 +273,10 @@ pub fn copy_point(
     threads: usize,
 ) -> Result<(Manifest, CopyReport), RepoError> {
     let m = from.read_manifest(point)?;
+    let _lock = to.lock(
+        LockKind::Shared,
+        &format!("copy of point {}", point.point_id),
+    )?;
     let target_has: HashSet<ChunkDigest> = to.list_chunks()?.into_keys().collect();
     let same_keying = match (from.keys(), to.keys()) {
         (None, None) => true,

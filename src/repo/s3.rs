@@ -489,7 +489,10 @@ fn percent(s: &str) -> String {
 
 impl Store for S3Store {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
-        if let Some((mode, keep)) = self.loc.lock {
+        // Lock objects are rewritten and deleted by design: never locked.
+        if let Some((mode, keep)) = self.loc.lock
+            && !key.starts_with(super::lock::LOCKS_PREFIX)
+        {
             return self.put_locked(key, data, mode, keep);
         }
         let payload = Bytes::copy_from_slice(data);
