@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, and the whole test suite.
-# Installs what the tests need first (nothing beyond the Rust toolchain yet).
+# Installs what the tests need first: Go and govmomi for the vcsim
+# conformance tests (tests/vcsim.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== vcsim harness"
+scripts/install-vcsim.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -48,12 +48,10 @@ pub enum Error {
         content_type: String,
         first_bytes: String,
     },
-    #[error("cannot reach {url}: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// Connection, TLS or HTTP failure; `detail` is the whole cause chain
+    /// (reqwest's own message alone says only "error sending request").
+    #[error("cannot reach {url}: {detail}")]
+    Http { url: String, detail: String },
     #[error(
         "the certificate of {host} does not match the pinned thumbprint: \
          it presented {presented}, the policy pins {expected}; \
@@ -71,6 +69,23 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn http(url: &str, err: &reqwest::Error) -> Error {
+        let mut detail = err.to_string();
+        let mut cause = std::error::Error::source(err);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            cause = c.source();
+        }
+        Error::Http {
+            url: url.to_string(),
+            detail,
+        }
+    }
+
     /// The vSphere fault, when the server gave one.
     pub fn fault(&self) -> Option<&VimFault> {
         match self {

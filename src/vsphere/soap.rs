@@ -538,10 +538,10 @@ pub fn parse_service_versions(xml: &str) -> Result<String, Error> {
         .filter(|n| local(*n, "namespace"))
     {
         let name = ns.children().find(|n| local(*n, "name")).map(text_of);
-        if name.as_deref().map(str::trim) == Some(VIM_NS) {
-            if let Some(version) = ns.children().find(|n| local(*n, "version")) {
-                return Ok(text_of(version).trim().to_string());
-            }
+        if name.as_deref().map(str::trim) == Some(VIM_NS)
+            && let Some(version) = ns.children().find(|n| local(*n, "version"))
+        {
+            return Ok(text_of(version).trim().to_string());
         }
     }
     Err(protocol(method, "no urn:vim25 namespace with a version"))

@@ -181,10 +181,7 @@ impl Transport {
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Http {
-                url: base.clone(),
-                source: e,
-            })?;
+            .map_err(|e| Error::http(&base, &e))?;
         Ok(Transport {
             http,
             base,
@@ -226,10 +223,7 @@ impl Transport {
                 presented: format_thumbprint(&presented),
             };
         }
-        Error::Http {
-            url: url.to_string(),
-            source: e,
-        }
+        Error::http(url, &e)
     }
 
     /// GETs `/sdk/vimServiceVersions.xml`. `Ok(None)` when the endpoint has
@@ -290,10 +284,7 @@ fn read(resp: reqwest::blocking::Response, url: &str) -> Result<(u16, String, St
         .and_then(|v| v.to_str().ok())
         .unwrap_or("no content type")
         .to_string();
-    let bytes = resp.bytes().map_err(|e| Error::Http {
-        url: url.to_string(),
-        source: e,
-    })?;
+    let bytes = resp.bytes().map_err(|e| Error::http(url, &e))?;
     Ok((
         status,
         content_type,

@@ -1,7 +1,7 @@
 // Command coffer-vcsim runs govmomi's vSphere simulator for coffer's
 // conformance tests (tests/vcsim.rs). It listens on 127.0.0.1 with TLS and
-// prints one JSON line: the SDK URL, the credentials and the SHA-256
-// thumbprint of the server certificate. It exits when its standard input
+// prints one JSON line: the SDK URL, the credentials, the SHA-256
+// thumbprint of the server certificate and the CA that signed it (PEM). It exits when its standard input
 // closes, so a test that dies takes the simulator with it.
 //
 // The simulator lacks what a backup tool needs most, so this harness adds it:
@@ -23,20 +23,28 @@ package main
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -101,7 +109,13 @@ func main() {
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
-	model.Service.TLS = new(tls.Config)
+	// The simulator's built-in certificate has a 1024-bit RSA key, which
+	// rustls rightly refuses; serve one from a CA of our own instead.
+	cert, caPEM, err := makeCertificate()
+	if err != nil {
+		log.Fatal(err)
+	}
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	// A user of our own: with the default one the simulator accepts any password.
 	secret := make([]byte, 12)
 	if _, err := rand.Read(secret); err != nil {
@@ -133,12 +147,60 @@ func main() {
 		"username":   login.Username(),
 		"password":   password,
 		"thumbprint": "sha256:" + strings.Join(hexes, ":"),
+		"ca":         string(caPEM),
 		"flavor":     *flavor,
 	})
 	fmt.Println(string(line))
 
 	// Serve until the parent closes our standard input.
 	_, _ = bufio.NewReader(os.Stdin).ReadString(0)
+}
+
+// makeCertificate makes a throw-away CA and a certificate it signs for
+// 127.0.0.1, both ECDSA P-256.
+func makeCertificate() (tls.Certificate, []byte, error) {
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	caTemplate := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "coffer vcsim test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leafTemplate := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTemplate, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}, caPEM, nil
 }
 
 // writeDisks gives each disk of vm a descriptor and a sparse flat extent with
