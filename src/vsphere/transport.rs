@@ -169,6 +169,12 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     pub fn new(url: &str, trust: &TlsTrust) -> Result<Transport, Error> {
         let base = base_url(url);
+        if !base.to_ascii_lowercase().starts_with("https://") {
+            // The session cookie and the password must never cross in clear.
+            return Err(Error::Tls(format!(
+                "`{url}` is not an https URL: vSphere is only spoken over TLS"
+            )));
+        }
         let host = base
             .split_once("://")
             .map_or(base.as_str(), |(_, rest)| rest)
@@ -329,6 +335,12 @@ mod tests {
         assert_eq!(base_url("https://esx1/sdk"), "https://esx1");
         assert_eq!(base_url("https://esx1:8443/"), "https://esx1:8443");
         assert_eq!(base_url(" https://vc.example/sdk/ "), "https://vc.example");
+    }
+
+    #[test]
+    fn plain_http_is_refused() {
+        let err = Transport::new("http://esx1/sdk", &TlsTrust::Thumbprint([0; 32])).unwrap_err();
+        assert!(err.to_string().contains("not an https URL"), "{err}");
     }
 
     #[test]

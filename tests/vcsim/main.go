@@ -11,7 +11,10 @@
 //     64 KiB extent to each disk (as a guest would between two backups), then
 //     gives the disk a new change id "<disk uuid>/<sequence>";
 //   - QueryChangedDiskAreas answers from that history: "*" gives the
-//     allocated areas, a change id gives what was written after it.
+//     allocated areas, a change id gives what was written after it;
+//   - RetrievePropertiesEx answers at most -page-objects objects at a time
+//     (the simulator ignores maxObjects), the rest through
+//     ContinueRetrievePropertiesEx and a token, as a large vCenter does.
 //
 // Both are added by wrapping simulator.VirtualMachine (simulator.Map.Put of a
 // type embedding it). Parts of the simulator assert that the registry holds a
@@ -91,9 +94,21 @@ type cbtSnapshot struct {
 	simulator.VirtualMachineSnapshot
 }
 
+// pagingCollector is each session's PropertyCollector (the simulator makes
+// one per session from the registered type, zero-valued).
+type pagingCollector struct {
+	simulator.PropertyCollector
+	mu      sync.Mutex
+	pending map[string][]types.ObjectContent
+	tokens  int
+}
+
+var pageObjects = 1
+
 func main() {
 	flavor := flag.String("flavor", "esx", "esx (a standalone host) or vpx (vCenter)")
 	diskMiB := flag.Int64("disk-mib", 4, "size of every VM disk in MiB")
+	flag.IntVar(&pageObjects, "page-objects", 1, "most objects in one RetrievePropertiesEx answer")
 	flag.Parse()
 
 	var model *simulator.Model
@@ -126,6 +141,12 @@ func main() {
 	server := model.Service.NewServer()
 	defer server.Close()
 
+	pcRef := model.ServiceContent.PropertyCollector
+	if pc, ok := simulator.Map.Get(pcRef).(*simulator.PropertyCollector); ok {
+		simulator.Map.Put(&pagingCollector{PropertyCollector: *pc})
+	} else {
+		log.Fatalf("no property collector %v", pcRef)
+	}
 	for _, entity := range simulator.Map.All("VirtualMachine") {
 		vm := entity.(*simulator.VirtualMachine)
 		if err := writeDisks(vm, *diskMiB*mib); err != nil {
@@ -461,4 +482,49 @@ func changedAreas(written []extent, since, upto int, start int64) []types.DiskCh
 		}
 	}
 	return out
+}
+
+// RetrievePropertiesEx answers one page and keeps the rest for
+// ContinueRetrievePropertiesEx.
+func (pc *pagingCollector) RetrievePropertiesEx(ctx *simulator.Context, req *types.RetrievePropertiesEx) soap.HasFault {
+	res := pc.PropertyCollector.RetrievePropertiesEx(ctx, req)
+	body, ok := res.(*methods.RetrievePropertiesExBody)
+	if !ok || body.Res == nil || body.Res.Returnval == nil {
+		return res
+	}
+	limit := pageObjects
+	if max := int(req.Options.MaxObjects); max > 0 && max < limit {
+		limit = max
+	}
+	body.Res.Returnval = pc.page(body.Res.Returnval.Objects, limit)
+	return body
+}
+
+func (pc *pagingCollector) ContinueRetrievePropertiesEx(req *types.ContinueRetrievePropertiesEx) soap.HasFault {
+	body := &methods.ContinueRetrievePropertiesExBody{}
+	pc.mu.Lock()
+	rest, ok := pc.pending[req.Token]
+	delete(pc.pending, req.Token)
+	pc.mu.Unlock()
+	if !ok {
+		body.Fault_ = simulator.Fault("unknown token", &types.InvalidArgument{InvalidProperty: "token"})
+		return body
+	}
+	body.Res = &types.ContinueRetrievePropertiesExResponse{Returnval: *pc.page(rest, pageObjects)}
+	return body
+}
+
+func (pc *pagingCollector) page(objects []types.ObjectContent, limit int) *types.RetrieveResult {
+	if limit <= 0 || len(objects) <= limit {
+		return &types.RetrieveResult{Objects: objects}
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.pending == nil {
+		pc.pending = map[string][]types.ObjectContent{}
+	}
+	pc.tokens++
+	token := fmt.Sprintf("page-%d", pc.tokens)
+	pc.pending[token] = objects[limit:]
+	return &types.RetrieveResult{Token: token, Objects: objects[:limit]}
 }
