@@ -283,6 +283,8 @@ fn backup_cycle(flavor: &str, product_line: &str, vm_count: usize) {
         .keep_alive()
         .expect("re-login after NotAuthenticated");
     session.logout().expect("logout");
+    assert_eq!(session.list_vms().expect("re-login").len(), vm_count);
+    session.logout().expect("logout");
 }
 
 #[test]
@@ -353,4 +355,35 @@ fn a_ca_file_of_the_signing_ca_is_trusted() {
     let session = Session::connect(&sim.url, &TlsTrust::CaFile(ca), &sim.user, &sim.password)
         .unwrap_or_else(|e| panic!("{e}"));
     session.logout().unwrap();
+}
+
+#[test]
+fn an_answer_that_is_not_soap_is_named() {
+    let sim = Vcsim::start("esx");
+    // A path the simulator does not serve: Go's plain-text 404 page.
+    let url = sim.url.replace("/sdk", "/elsewhere");
+    let err = Session::connect(
+        &url,
+        &TlsTrust::Thumbprint(sim.thumbprint),
+        &sim.user,
+        &sim.password,
+    )
+    .unwrap_err();
+    match &err {
+        Error::NotSoap {
+            status,
+            content_type,
+            first_bytes,
+            ..
+        } => {
+            assert_eq!(*status, 404);
+            assert!(content_type.starts_with("text/plain"), "{content_type}");
+            assert!(
+                first_bytes.starts_with("404 page not found"),
+                "{first_bytes}"
+            );
+        }
+        other => panic!("expected NotSoap, got {other:?}"),
+    }
+    assert!(err.to_string().contains("text/plain"), "{err}");
 }
