@@ -277,7 +277,13 @@ fn gc_never_runs_beside_a_writer_and_stale_locks_do_not_block(b: Backend) {
             .put(&format!("locks/{name}"), &serde_json::to_vec(info).unwrap())
             .unwrap();
     }
-    let m2 = run_backup(&repo, &image, Some(&m), Some(std::iter::once(0..4096).collect()), 1 << 20);
+    let m2 = run_backup(
+        &repo,
+        &image,
+        Some(&m),
+        Some(std::iter::once(0..4096).collect()),
+        1 << 20,
+    );
     assert!(
         ops::gc(&repo, Duration::ZERO, false)
             .unwrap_err()

@@ -1,0 +1,221 @@
+//! Reading the answers of the PropertyCollector (RetrieveResult): each object
+//! comes with the properties asked for (`propSet`, name and `val`) and those
+//! the server could not give (`missingSet`, each with a fault). Values are
+//! typed by `xsi:type`, so a VirtualDisk is found among the devices by its
+//! type, not by its element name (which is always `VirtualDevice`).
+
+use std::collections::HashMap;
+
+use roxmltree::Node;
+
+use super::Error;
+use super::fault::VimFault;
+use super::soap::{
+    child_text, children_named, find_child, localized_fault, moref_of, parse_bool, parse_number,
+    parse_time, protocol, required_moref, required_text, text_of, with_response, xsi_type,
+};
+use super::types::{
+    ChangeId, DiskBacking, MoRef, Page, PowerState, SnapshotNode, TaskInfo, TaskState, VmDisk,
+    VmRecord,
+};
+
+/// One object of a RetrieveResult.
+pub(super) struct ObjectContent<'a, 'i> {
+    pub obj: MoRef,
+    pub props: HashMap<String, Node<'a, 'i>>,
+}
+
+/// Parses one page and turns each object into a `T`. A NotAuthenticated in
+/// a `missingSet` (vcsim reports a lost session that way) is the fault of
+/// the whole call, so the transport logs in again; other missing properties
+/// are left for `item` to see as absent.
+pub(super) fn parse_page<T>(
+    xml: &str,
+    method: &str,
+    item: impl Fn(&ObjectContent<'_, '_>, &str) -> Result<T, Error>,
+) -> Result<Page<T>, Error> {
+    with_response(xml, method, |resp| {
+        let mut page = Page {
+            items: Vec::new(),
+            token: None,
+        };
+        // No returnval at all: nothing matched.
+        let Some(rv) = find_child(resp, "returnval") else {
+            return Ok(page);
+        };
+        page.token = child_text(rv, "token").filter(|t| !t.is_empty());
+        for obj in children_named(rv, "objects") {
+            let content = object_content(obj, method)?;
+            page.items.push(item(&content, method)?);
+        }
+        Ok(page)
+    })
+}
+
+fn object_content<'a, 'i>(obj: Node<'a, 'i>, method: &str) -> Result<ObjectContent<'a, 'i>, Error> {
+    let moref = required_moref(obj, "obj", method)?;
+    let mut props = HashMap::new();
+    for prop in children_named(obj, "propSet") {
+        let name = required_text(prop, "name", method)?;
+        if let Some(val) = find_child(prop, "val") {
+            props.insert(name, val);
+        }
+    }
+    for missing in children_named(obj, "missingSet") {
+        if let Some(fault) = find_child(missing, "fault") {
+            let fault = localized_fault(fault);
+            if fault.is_not_authenticated() {
+                return Err(Error::Fault(fault));
+            }
+        }
+    }
+    Ok(ObjectContent { obj: moref, props })
+}
+
+pub(super) fn vm_record(oc: &ObjectContent<'_, '_>, method: &str) -> Result<VmRecord, Error> {
+    let text = |name: &str| oc.props.get(name).map(|v| text_of(*v).trim().to_string());
+    let mut disks = Vec::new();
+    if let Some(devices) = oc.props.get("config.hardware.device") {
+        disks = parse_disks(*devices, method)?;
+    }
+    let mut snapshots = Vec::new();
+    if let Some(info) = oc.props.get("snapshot") {
+        for root in children_named(*info, "rootSnapshotList") {
+            snapshots.push(snapshot_node(root, method)?);
+        }
+    }
+    Ok(VmRecord {
+        moref: oc.obj.clone(),
+        name: text("name").unwrap_or_default(),
+        instance_uuid: text("config.instanceUuid").filter(|s| !s.is_empty()),
+        power_state: text("runtime.powerState").and_then(|s| PowerState::parse(&s)),
+        tools_running_status: text("guest.toolsRunningStatus"),
+        change_tracking_enabled: text("config.changeTrackingEnabled")
+            .is_some_and(|s| parse_bool(&s)),
+        consolidation_needed: text("runtime.consolidationNeeded").is_some_and(|s| parse_bool(&s)),
+        disks,
+        snapshots,
+    })
+}
+
+/// The VirtualDisks of an ArrayOfVirtualDevice; other devices are skipped.
+fn parse_disks(devices: Node<'_, '_>, method: &str) -> Result<Vec<VmDisk>, Error> {
+    let mut disks = Vec::new();
+    for dev in devices.children().filter(|d| d.is_element()) {
+        if xsi_type(dev).as_deref() != Some("VirtualDisk") {
+            continue;
+        }
+        let key: i32 = parse_number(&required_text(dev, "key", method)?, "key", method)?;
+        let capacity_bytes = match child_text(dev, "capacityInBytes") {
+            Some(b) => parse_number(&b, "capacityInBytes", method)?,
+            None => {
+                let kib: u64 = parse_number(
+                    &required_text(dev, "capacityInKB", method)?,
+                    "capacityInKB",
+                    method,
+                )?;
+                kib * 1024
+            }
+        };
+        let backing = find_child(dev, "backing");
+        let backing_type = backing.and_then(xsi_type).unwrap_or_default();
+        let field = |local: &str| {
+            backing
+                .and_then(|b| child_text(b, local))
+                .filter(|s| !s.is_empty())
+        };
+        let kind = match backing_type.as_str() {
+            "VirtualDiskFlatVer2BackingInfo"
+            | "VirtualDiskSeSparseBackingInfo"
+            | "VirtualDiskSparseVer2BackingInfo" => DiskBacking::Vmdk,
+            "VirtualDiskRawDiskMappingVer1BackingInfo" => DiskBacking::RawDeviceMapping {
+                compatibility_mode: field("compatibilityMode"),
+            },
+            other => DiskBacking::Other(other.to_string()),
+        };
+        disks.push(VmDisk {
+            key,
+            capacity_bytes,
+            file_name: field("fileName").unwrap_or_default(),
+            datastore: backing
+                .and_then(|b| find_child(b, "datastore"))
+                .and_then(moref_of),
+            change_id: field("changeId").map(ChangeId),
+            disk_mode: field("diskMode"),
+            backing: kind,
+        });
+    }
+    Ok(disks)
+}
+
+fn snapshot_node(node: Node<'_, '_>, method: &str) -> Result<SnapshotNode, Error> {
+    let mut children = Vec::new();
+    for child in children_named(node, "childSnapshotList") {
+        children.push(snapshot_node(child, method)?);
+    }
+    Ok(SnapshotNode {
+        snapshot: required_moref(node, "snapshot", method)?,
+        name: required_text(node, "name", method)?,
+        description: child_text(node, "description").unwrap_or_default(),
+        create_time: parse_time(
+            &required_text(node, "createTime", method)?,
+            "createTime",
+            method,
+        )?,
+        quiesced: child_text(node, "quiesced").is_some_and(|s| parse_bool(&s)),
+        children,
+    })
+}
+
+pub(super) fn parse_task_info(xml: &str) -> Result<TaskInfo, Error> {
+    let method = "RetrievePropertiesEx";
+    let page = parse_page(xml, method, |oc, method| {
+        let info = oc
+            .props
+            .get("info")
+            .ok_or_else(|| protocol(method, format!("{} has no info", oc.obj)))?;
+        task_info(*info, method)
+    })?;
+    page.items
+        .into_iter()
+        .next()
+        .ok_or_else(|| protocol(method, "the task was not found"))
+}
+
+fn task_info(info: Node<'_, '_>, method: &str) -> Result<TaskInfo, Error> {
+    let state = match required_text(info, "state", method)?.trim() {
+        "queued" => TaskState::Queued,
+        "running" => TaskState::Running,
+        "success" => TaskState::Success,
+        "error" => TaskState::Error,
+        other => return Err(protocol(method, format!("unknown task state {other:?}"))),
+    };
+    let progress_percent = child_text(info, "progress")
+        .and_then(|p| p.trim().parse::<i64>().ok())
+        .map(|p| p.clamp(0, 100) as u8);
+    let error: Option<VimFault> = find_child(info, "error").map(localized_fault);
+    Ok(TaskInfo {
+        task: required_moref(info, "task", method)?,
+        state,
+        progress_percent,
+        result: find_child(info, "result").and_then(moref_of),
+        error,
+    })
+}
+
+pub(super) fn parse_snapshot_disks(xml: &str) -> Result<Vec<VmDisk>, Error> {
+    let method = "RetrievePropertiesEx";
+    let page = parse_page(xml, method, |oc, method| {
+        match oc.props.get("config.hardware.device") {
+            Some(devices) => parse_disks(*devices, method),
+            None => Err(protocol(
+                method,
+                format!("{} has no config.hardware.device", oc.obj),
+            )),
+        }
+    })?;
+    page.items
+        .into_iter()
+        .next()
+        .ok_or_else(|| protocol(method, "the snapshot was not found"))
+}

@@ -1,0 +1,268 @@
+//! A logged-in session on one endpoint: version negotiation, Login, one
+//! re-login when the server has forgotten the session (NotAuthenticated,
+//! e.g. after an idle timeout), and the calls coffer makes, each one request
+//! built by `soap` and one answer parsed by it.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::Error;
+use super::soap::{self, Objects, Request, SnapshotRequest};
+use super::transport::Transport;
+use super::types::{
+    ChangeId, DiskChangeInfo, MoRef, ServiceContent, TaskInfo, TaskState, VmDisk, VmRecord,
+};
+use crate::policy::model::TlsTrust;
+
+/// How many objects one page of a property collection asks for.
+const PAGE_OBJECTS: u32 = 100;
+
+pub struct Session {
+    transport: Transport,
+    content: ServiceContent,
+    version: String,
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the password.
+        f.debug_struct("Session")
+            .field("transport", &self.transport)
+            .field("version", &self.version)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connects to `url` (`https://host`, with or without `/sdk`), picks the
+    /// vim25 version and logs in.
+    pub fn connect(
+        url: &str,
+        trust: &TlsTrust,
+        user: &str,
+        password: &str,
+    ) -> Result<Session, Error> {
+        let transport = Transport::new(url, trust)?;
+        let offered = match transport.service_versions()? {
+            Some(xml) => Some(soap::parse_service_versions(&xml)?),
+            None => None,
+        };
+        if let Some(v) = &offered {
+            transport.set_version(v);
+        }
+        let content =
+            soap::parse_service_content(&transport.post(&soap::retrieve_service_content())?)?;
+        // Without a versions file, speak what the endpoint says it is.
+        let version = offered.unwrap_or_else(|| content.about.api_version.clone());
+        transport.set_version(&version);
+        let session = Session {
+            transport,
+            content,
+            version,
+            user: user.to_string(),
+            password: password.to_string(),
+        };
+        session.login()?;
+        Ok(session)
+    }
+
+    fn login(&self) -> Result<String, Error> {
+        self.transport.clear_session();
+        let req = soap::login(&self.content.session_manager, &self.user, &self.password);
+        soap::parse_login(&self.transport.post(&req)?)
+    }
+
+    /// The vim25 version this session speaks.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn service_content(&self) -> &ServiceContent {
+        &self.content
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Sends `request` and parses the answer; when the server says the
+    /// session is not authenticated, logs in again and retries once.
+    pub fn call<T>(
+        &self,
+        request: &Request,
+        parse: impl Fn(&str) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match parse(&self.transport.post(request)?) {
+            Err(Error::Fault(f)) if f.is_not_authenticated() && request.method != "Login" => {
+                self.login()?;
+                parse(&self.transport.post(request)?)
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the session on the server.
+    pub fn logout(&self) -> Result<(), Error> {
+        let req = soap::logout(&self.content.session_manager);
+        soap::parse_empty(&self.transport.post(&req)?, req.method)
+    }
+
+    /// Keeps the session alive; answers the server's clock.
+    pub fn keep_alive(&self) -> Result<DateTime<Utc>, Error> {
+        self.call(&soap::current_time(), soap::parse_current_time)
+    }
+
+    /// Every VM under the root folder with the properties inventory needs.
+    pub fn list_vms(&self) -> Result<Vec<VmRecord>, Error> {
+        let req = soap::create_container_view(
+            &self.content.view_manager,
+            &self.content.root_folder,
+            &["VirtualMachine"],
+            true,
+        );
+        let view = self.call(&req, |x| soap::parse_moref_result(x, req.method))?;
+        let result = self.collect_vms(&view);
+        // The view lives until the session ends; dropping it early is tidy, not vital.
+        let destroy = soap::destroy_view(&view);
+        let _ = self.call(&destroy, |x| soap::parse_empty(x, destroy.method));
+        result
+    }
+
+    fn collect_vms(&self, view: &MoRef) -> Result<Vec<VmRecord>, Error> {
+        let pc = &self.content.property_collector;
+        let first = soap::retrieve_properties_ex(
+            pc,
+            "VirtualMachine",
+            soap::VM_PROPERTIES,
+            &Objects::View(view.clone()),
+            Some(PAGE_OBJECTS),
+        );
+        let mut page = self.call(&first, |x| soap::parse_vm_page(x, first.method))?;
+        let mut vms = std::mem::take(&mut page.items);
+        while let Some(token) = page.token.take() {
+            let next = soap::continue_retrieve_properties_ex(pc, &token);
+            page = self.call(&next, |x| soap::parse_vm_page(x, next.method))?;
+            vms.append(&mut page.items);
+        }
+        Ok(vms)
+    }
+
+    /// The current state of a task.
+    pub fn task_info(&self, task: &MoRef) -> Result<TaskInfo, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "Task",
+            &["info"],
+            &Objects::One(task.clone()),
+            None,
+        );
+        self.call(&req, soap::parse_task_info)
+    }
+
+    /// Polls `task` until it ends (from 100 ms up to 2 s apart). A task that
+    /// failed gives its fault as the error.
+    pub fn wait_for_task(&self, task: &MoRef, timeout: Duration) -> Result<TaskInfo, Error> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let info = self.task_info(task)?;
+            match info.state {
+                TaskState::Success => return Ok(info),
+                TaskState::Error => {
+                    return Err(Error::Fault(info.error.unwrap_or(super::VimFault::Other {
+                        name: "TaskFailed".into(),
+                        message: format!("task {task} failed without a fault"),
+                    })));
+                }
+                TaskState::Queued | TaskState::Running => {}
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::TaskTimeout {
+                    task: task.clone(),
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Starts a `*_Task` method and waits for it.
+    pub fn run_task(&self, request: &Request, timeout: Duration) -> Result<TaskInfo, Error> {
+        let task = self.call(request, |x| soap::parse_moref_result(x, request.method))?;
+        self.wait_for_task(&task, timeout)
+    }
+
+    pub fn set_change_tracking(
+        &self,
+        vm: &MoRef,
+        enabled: bool,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.run_task(&soap::reconfig_change_tracking(vm, enabled), timeout)
+            .map(|_| ())
+    }
+
+    /// Takes a snapshot and answers its reference.
+    pub fn create_snapshot(
+        &self,
+        vm: &MoRef,
+        snapshot: &SnapshotRequest<'_>,
+        timeout: Duration,
+    ) -> Result<MoRef, Error> {
+        let req = soap::create_snapshot(vm, snapshot);
+        let info = self.run_task(&req, timeout)?;
+        info.result.ok_or_else(|| Error::Protocol {
+            method: req.method.into(),
+            detail: "the task succeeded without naming the snapshot".into(),
+        })
+    }
+
+    pub fn remove_snapshot(&self, snapshot: &MoRef, timeout: Duration) -> Result<(), Error> {
+        self.run_task(&soap::remove_snapshot(snapshot), timeout)
+            .map(|_| ())
+    }
+
+    /// The disks of a snapshot as they were when it was taken.
+    pub fn snapshot_disks(&self, snapshot: &MoRef) -> Result<Vec<VmDisk>, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "VirtualMachineSnapshot",
+            &["config.hardware.device"],
+            &Objects::One(snapshot.clone()),
+            None,
+        );
+        self.call(&req, soap::parse_snapshot_disks)
+    }
+
+    /// Every changed area of one disk of `snapshot` since `change_id`, over
+    /// as many calls as the host needs to cover `capacity_bytes`.
+    pub fn changed_disk_areas(
+        &self,
+        vm: &MoRef,
+        snapshot: &MoRef,
+        device_key: i32,
+        capacity_bytes: u64,
+        change_id: &ChangeId,
+    ) -> Result<Vec<DiskChangeInfo>, Error> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while offset < capacity_bytes {
+            let req = soap::query_changed_disk_areas(vm, snapshot, device_key, offset, change_id);
+            let info = self.call(&req, soap::parse_changed_disk_areas)?;
+            if info.end_bytes() <= offset {
+                return Err(Error::Protocol {
+                    method: req.method.into(),
+                    detail: format!("no progress at offset {offset}"),
+                });
+            }
+            offset = info.end_bytes();
+            out.push(info);
+        }
+        Ok(out)
+    }
+}

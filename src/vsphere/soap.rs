@@ -1,0 +1,658 @@
+//! SOAP envelopes of the vim25 API, built and parsed as pure values: every
+//! function here is text in, text or typed value out, with no I/O, so each
+//! is tested against recorded answers.
+//!
+//! Building: the arguments of a vim25 method are an XML sequence, so their
+//! order is the WSDL's, not ours. Parsing: elements are matched by namespace
+//! URI and local name, never by prefix, and `xsi:type` is read through the
+//! XMLSchema-instance namespace, whatever prefix a server binds it to (vcsim
+//! writes `XMLSchema-instance:type`).
+
+use chrono::{DateTime, Utc};
+use roxmltree::{Document, Node};
+
+use super::Error;
+use super::fault::VimFault;
+use super::types::{ChangeId, DiskChangeInfo, MoRef, Page, ServiceContent, TaskInfo, VmRecord};
+
+pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const VIM_NS: &str = "urn:vim25";
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+/// The properties inventory reads of every VM.
+pub const VM_PROPERTIES: &[&str] = &[
+    "name",
+    "config.instanceUuid",
+    "runtime.powerState",
+    "guest.toolsRunningStatus",
+    "config.changeTrackingEnabled",
+    "runtime.consolidationNeeded",
+    "config.hardware.device",
+    "snapshot",
+];
+
+/// A SOAP request ready to send: the vim25 method (for the SOAPAction
+/// header and for error messages) and the whole envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: &'static str,
+    pub envelope: String,
+}
+
+/// Escapes text for an element or a double-quoted attribute. Characters
+/// XML 1.0 cannot carry at all (most C0 controls) become U+FFFD; a carriage
+/// return is written as a reference so that it survives end-of-line
+/// normalisation.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes the body of one method call.
+struct Call {
+    method: &'static str,
+    xml: String,
+}
+
+impl Call {
+    fn new(method: &'static str, this: &MoRef) -> Call {
+        let mut call = Call {
+            method,
+            xml: format!("<{method} xmlns=\"{VIM_NS}\">"),
+        };
+        call.moref("_this", this);
+        call
+    }
+
+    fn moref(&mut self, tag: &str, moref: &MoRef) -> &mut Self {
+        self.xml.push_str(&format!(
+            "<{tag} type=\"{}\">{}</{tag}>",
+            escape(&moref.kind),
+            escape(&moref.value)
+        ));
+        self
+    }
+
+    fn text(&mut self, tag: &str, text: &str) -> &mut Self {
+        self.xml
+            .push_str(&format!("<{tag}>{}</{tag}>", escape(text)));
+        self
+    }
+
+    /// Numbers and booleans, whose Display is their xsd form.
+    fn value(&mut self, tag: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.xml.push_str(&format!("<{tag}>{value}</{tag}>"));
+        self
+    }
+
+    fn open(&mut self, tag: &str) -> &mut Self {
+        self.xml.push_str(&format!("<{tag}>"));
+        self
+    }
+
+    fn open_typed(&mut self, tag: &str, xsi_type: &str) -> &mut Self {
+        self.xml
+            .push_str(&format!("<{tag} xsi:type=\"{xsi_type}\">"));
+        self
+    }
+
+    fn close(&mut self, tag: &str) -> &mut Self {
+        self.xml.push_str(&format!("</{tag}>"));
+        self
+    }
+
+    fn finish(&mut self) -> Request {
+        Request {
+            method: self.method,
+            envelope: format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                 <soapenv:Envelope xmlns:soapenv=\"{SOAP_ENV_NS}\" \
+                 xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"{XSI_NS}\">\
+                 <soapenv:Body>{}</{}></soapenv:Body></soapenv:Envelope>",
+                self.xml, self.method
+            ),
+        }
+    }
+}
+
+// ---- builders -------------------------------------------------------------
+
+pub fn retrieve_service_content() -> Request {
+    Call::new("RetrieveServiceContent", &MoRef::service_instance()).finish()
+}
+
+pub fn login(session_manager: &MoRef, user: &str, password: &str) -> Request {
+    Call::new("Login", session_manager)
+        .text("userName", user)
+        .text("password", password)
+        .finish()
+}
+
+pub fn logout(session_manager: &MoRef) -> Request {
+    Call::new("Logout", session_manager).finish()
+}
+
+/// The cheapest authenticated call: a keep-alive.
+pub fn current_time() -> Request {
+    Call::new("CurrentTime", &MoRef::service_instance()).finish()
+}
+
+/// Needs the Sessions.ValidateSession privilege; prefer `current_time` to
+/// keep a session alive.
+pub fn session_is_active(session_manager: &MoRef, session_id: &str, user: &str) -> Request {
+    Call::new("SessionIsActive", session_manager)
+        .text("sessionID", session_id)
+        .text("userName", user)
+        .finish()
+}
+
+pub fn create_container_view(
+    view_manager: &MoRef,
+    container: &MoRef,
+    kinds: &[&str],
+    recursive: bool,
+) -> Request {
+    let mut call = Call::new("CreateContainerView", view_manager);
+    call.moref("container", container);
+    for kind in kinds {
+        call.text("type", kind);
+    }
+    call.value("recursive", recursive).finish()
+}
+
+pub fn destroy_view(view: &MoRef) -> Request {
+    Call::new("DestroyView", view).finish()
+}
+
+/// Which objects a property query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Objects {
+    /// This one object.
+    One(MoRef),
+    /// Every object a ContainerView holds (the view itself is skipped).
+    View(MoRef),
+}
+
+/// RetrievePropertiesEx of `paths` of every object of type `kind` that
+/// `objects` selects; `max_objects` caps a page (the server may page sooner).
+pub fn retrieve_properties_ex(
+    property_collector: &MoRef,
+    kind: &str,
+    paths: &[&str],
+    objects: &Objects,
+    max_objects: Option<u32>,
+) -> Request {
+    let mut call = Call::new("RetrievePropertiesEx", property_collector);
+    call.open("specSet").open("propSet").text("type", kind);
+    for path in paths {
+        call.text("pathSet", path);
+    }
+    call.close("propSet").open("objectSet");
+    match objects {
+        Objects::One(obj) => {
+            call.moref("obj", obj);
+        }
+        Objects::View(view) => {
+            call.moref("obj", view)
+                .value("skip", true)
+                .open_typed("selectSet", "TraversalSpec")
+                .text("name", "traverseView")
+                .text("type", "ContainerView")
+                .text("path", "view")
+                .value("skip", false)
+                .close("selectSet");
+        }
+    }
+    call.close("objectSet").close("specSet").open("options");
+    if let Some(n) = max_objects {
+        call.value("maxObjects", n);
+    }
+    call.close("options").finish()
+}
+
+pub fn continue_retrieve_properties_ex(property_collector: &MoRef, token: &str) -> Request {
+    Call::new("ContinueRetrievePropertiesEx", property_collector)
+        .text("token", token)
+        .finish()
+}
+
+/// Turns changed block tracking on or off. On a running VM the change takes
+/// effect at the next stun (a snapshot create or remove).
+pub fn reconfig_change_tracking(vm: &MoRef, enabled: bool) -> Request {
+    Call::new("ReconfigVM_Task", vm)
+        .open("spec")
+        .value("changeTrackingEnabled", enabled)
+        .close("spec")
+        .finish()
+}
+
+/// What a snapshot is asked to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    /// Include the VM's memory (coffer never does: backups read disks).
+    pub memory: bool,
+    /// Ask VMware Tools to quiesce the guest first.
+    pub quiesce: bool,
+}
+
+pub fn create_snapshot(vm: &MoRef, snapshot: &SnapshotRequest<'_>) -> Request {
+    Call::new("CreateSnapshot_Task", vm)
+        .text("name", snapshot.name)
+        .text("description", snapshot.description)
+        .value("memory", snapshot.memory)
+        .value("quiesce", snapshot.quiesce)
+        .finish()
+}
+
+/// Removes one snapshot, keeping its children, and consolidates its disks.
+pub fn remove_snapshot(snapshot: &MoRef) -> Request {
+    Call::new("RemoveSnapshot_Task", snapshot)
+        .value("removeChildren", false)
+        .value("consolidate", true)
+        .finish()
+}
+
+/// Changed areas of disk `device_key` in `snapshot` since `change_id`
+/// (`*`: the allocated areas), from `start_offset_bytes`.
+pub fn query_changed_disk_areas(
+    vm: &MoRef,
+    snapshot: &MoRef,
+    device_key: i32,
+    start_offset_bytes: u64,
+    change_id: &ChangeId,
+) -> Request {
+    Call::new("QueryChangedDiskAreas", vm)
+        .moref("snapshot", snapshot)
+        .value("deviceKey", device_key)
+        .value("startOffset", start_offset_bytes)
+        .text("changeId", &change_id.0)
+        .finish()
+}
+
+pub fn consolidate_vm_disks(vm: &MoRef) -> Request {
+    Call::new("ConsolidateVMDisks_Task", vm).finish()
+}
+
+/// Registers the VM whose .vmx is at `vmx_path` (`[datastore] dir/vm.vmx`)
+/// in `folder`. ESXi needs no pool; vCenter needs a resource pool.
+pub fn register_vm(
+    folder: &MoRef,
+    vmx_path: &str,
+    name: Option<&str>,
+    pool: Option<&MoRef>,
+    host: Option<&MoRef>,
+) -> Request {
+    let mut call = Call::new("RegisterVM_Task", folder);
+    call.text("path", vmx_path);
+    if let Some(name) = name {
+        call.text("name", name);
+    }
+    call.value("asTemplate", false);
+    if let Some(pool) = pool {
+        call.moref("pool", pool);
+    }
+    if let Some(host) = host {
+        call.moref("host", host);
+    }
+    call.finish()
+}
+
+pub fn power_on_vm(vm: &MoRef) -> Request {
+    Call::new("PowerOnVM_Task", vm).finish()
+}
+
+pub fn power_off_vm(vm: &MoRef) -> Request {
+    Call::new("PowerOffVM_Task", vm).finish()
+}
+
+pub fn unregister_vm(vm: &MoRef) -> Request {
+    Call::new("UnregisterVM", vm).finish()
+}
+
+/// Destroys a managed entity: for a VM, its files too.
+pub fn destroy(entity: &MoRef) -> Request {
+    Call::new("Destroy_Task", entity).finish()
+}
+
+// ---- XML helpers shared with fault.rs ------------------------------------
+
+fn is_vim(node: Node<'_, '_>, local: &str) -> bool {
+    node.is_element()
+        && node.tag_name().name() == local
+        && node.tag_name().namespace() == Some(VIM_NS)
+}
+
+/// The first vim25 child element named `local`.
+pub(super) fn find_child<'a, 'i>(node: Node<'a, 'i>, local: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|c| is_vim(*c, local))
+}
+
+pub(super) fn children_named<'a, 'i: 'a>(
+    node: Node<'a, 'i>,
+    local: &'a str,
+) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    node.children().filter(move |c| is_vim(*c, local))
+}
+
+/// The text of an element: the concatenation of its text children, so that
+/// an element holding only an entity or a CDATA section reads correctly.
+pub(super) fn text_of(node: Node<'_, '_>) -> String {
+    node.children()
+        .filter(|c| c.is_text())
+        .filter_map(|c| c.text())
+        .collect()
+}
+
+pub(super) fn child_text(node: Node<'_, '_>, local: &str) -> Option<String> {
+    find_child(node, local).map(text_of)
+}
+
+/// A ManagedObjectReference element: `<x type="VirtualMachine">vm-1</x>`.
+/// The plain `type` attribute, not `xsi:type`.
+pub(super) fn moref_of(node: Node<'_, '_>) -> Option<MoRef> {
+    // roxmltree's `attribute("type")` would also match `xsi:type`, which a
+    // task's `result` carries next to the plain one.
+    let kind = node
+        .attributes()
+        .find(|a| a.name() == "type" && a.namespace().is_none())?;
+    Some(MoRef::new(kind.value(), text_of(node).trim()))
+}
+
+/// The local name of the `xsi:type` of an element, its prefix (if any)
+/// resolved by namespace rather than by spelling.
+pub(super) fn xsi_type(node: Node<'_, '_>) -> Option<String> {
+    let value = node.attribute((XSI_NS, "type"))?;
+    Some(match value.split_once(':') {
+        Some((_prefix, local)) => local.to_string(),
+        None => value.to_string(),
+    })
+}
+
+pub(super) fn protocol(method: &str, detail: impl Into<String>) -> Error {
+    Error::Protocol {
+        method: method.to_string(),
+        detail: detail.into(),
+    }
+}
+
+pub(super) fn required_text(
+    node: Node<'_, '_>,
+    local: &str,
+    method: &str,
+) -> Result<String, Error> {
+    child_text(node, local).ok_or_else(|| {
+        protocol(
+            method,
+            format!("<{}> has no <{local}>", node.tag_name().name()),
+        )
+    })
+}
+
+pub(super) fn required_moref(
+    node: Node<'_, '_>,
+    local: &str,
+    method: &str,
+) -> Result<MoRef, Error> {
+    find_child(node, local).and_then(moref_of).ok_or_else(|| {
+        protocol(
+            method,
+            format!(
+                "<{}> has no managed object reference <{local}>",
+                node.tag_name().name()
+            ),
+        )
+    })
+}
+
+pub(super) fn parse_number<T: std::str::FromStr>(
+    text: &str,
+    what: &str,
+    method: &str,
+) -> Result<T, Error> {
+    text.trim()
+        .parse()
+        .map_err(|_| protocol(method, format!("<{what}> is not a number: {text:?}")))
+}
+
+pub(super) fn parse_bool(text: &str) -> bool {
+    matches!(text.trim(), "true" | "1")
+}
+
+pub(super) fn parse_time(text: &str, what: &str, method: &str) -> Result<DateTime<Utc>, Error> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| protocol(method, format!("<{what}> is not an xsd:dateTime: {text:?}")))
+}
+
+// ---- response plumbing ---------------------------------------------------
+
+/// Parses `xml` and hands `f` the `<{method}Response>` element; a SOAP fault
+/// becomes `Error::Fault`.
+pub(super) fn with_response<T>(
+    xml: &str,
+    method: &str,
+    f: impl FnOnce(Node<'_, '_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let doc = Document::parse(xml).map_err(|e| Error::Xml {
+        method: method.to_string(),
+        detail: e.to_string(),
+    })?;
+    let envelope = doc.root_element();
+    if envelope.tag_name().name() != "Envelope"
+        || envelope.tag_name().namespace() != Some(SOAP_ENV_NS)
+    {
+        return Err(protocol(method, "not a SOAP 1.1 envelope"));
+    }
+    let body = envelope
+        .children()
+        .find(|c| {
+            c.is_element()
+                && c.tag_name().name() == "Body"
+                && c.tag_name().namespace() == Some(SOAP_ENV_NS)
+        })
+        .ok_or_else(|| protocol(method, "the envelope has no Body"))?;
+    let first = body
+        .children()
+        .find(|c| c.is_element())
+        .ok_or_else(|| protocol(method, "the Body is empty"))?;
+    if first.tag_name().name() == "Fault" && first.tag_name().namespace() == Some(SOAP_ENV_NS) {
+        return Err(Error::Fault(soap_fault(first)));
+    }
+    let expected = format!("{method}Response");
+    if !is_vim(first, &expected) {
+        return Err(protocol(
+            method,
+            format!(
+                "expected <{expected}>, got <{}> in namespace {:?}",
+                first.tag_name().name(),
+                first.tag_name().namespace()
+            ),
+        ));
+    }
+    f(first)
+}
+
+/// A SOAP 1.1 Fault. Its `faultcode`, `faultstring` and `detail` are
+/// unqualified; some stacks qualify them with the envelope namespace.
+fn soap_fault(fault: Node<'_, '_>) -> VimFault {
+    let part = |local: &str| {
+        fault.children().find(|c| {
+            c.is_element()
+                && c.tag_name().name() == local
+                && matches!(c.tag_name().namespace(), None | Some(SOAP_ENV_NS))
+        })
+    };
+    let message = part("faultstring").map(text_of).unwrap_or_default();
+    match part("detail").and_then(|d| d.children().find(|c| c.is_element())) {
+        Some(detail) => VimFault::from_node(detail, &message),
+        None => VimFault::Other {
+            name: part("faultcode")
+                .map(text_of)
+                .unwrap_or_else(|| "SOAP fault".into()),
+            message,
+        },
+    }
+}
+
+/// A LocalizedMethodFault (`<error>` of a TaskInfo, `<fault>` of a missingSet).
+pub(super) fn localized_fault(node: Node<'_, '_>) -> VimFault {
+    let message = child_text(node, "localizedMessage").unwrap_or_default();
+    match find_child(node, "fault") {
+        Some(fault) => VimFault::from_node(fault, &message),
+        None => VimFault::Other {
+            name: "MethodFault".into(),
+            message,
+        },
+    }
+}
+
+// ---- parsers ---------------------------------------------------------------
+
+/// The vim25 version to speak, from `/sdk/vimServiceVersions.xml`: the
+/// newest the endpoint offers. The file is not SOAP and has no namespace.
+pub fn parse_service_versions(xml: &str) -> Result<String, Error> {
+    let method = "vimServiceVersions.xml";
+    let doc = Document::parse(xml).map_err(|e| Error::Xml {
+        method: method.into(),
+        detail: e.to_string(),
+    })?;
+    let local = |n: Node<'_, '_>, name: &str| n.is_element() && n.tag_name().name() == name;
+    for ns in doc
+        .root_element()
+        .children()
+        .filter(|n| local(*n, "namespace"))
+    {
+        let name = ns.children().find(|n| local(*n, "name")).map(text_of);
+        if name.as_deref().map(str::trim) == Some(VIM_NS)
+            && let Some(version) = ns.children().find(|n| local(*n, "version"))
+        {
+            return Ok(text_of(version).trim().to_string());
+        }
+    }
+    Err(protocol(method, "no urn:vim25 namespace with a version"))
+}
+
+/// The SOAPAction header value for a vim25 `version`.
+pub fn soap_action(version: &str) -> String {
+    format!("{VIM_NS}/{version}")
+}
+
+pub fn parse_service_content(xml: &str) -> Result<ServiceContent, Error> {
+    let method = "RetrieveServiceContent";
+    with_response(xml, method, |resp| {
+        let rv = find_child(resp, "returnval").ok_or_else(|| protocol(method, "no returnval"))?;
+        let about = find_child(rv, "about").ok_or_else(|| protocol(method, "no about"))?;
+        Ok(ServiceContent {
+            root_folder: required_moref(rv, "rootFolder", method)?,
+            property_collector: required_moref(rv, "propertyCollector", method)?,
+            view_manager: required_moref(rv, "viewManager", method)?,
+            session_manager: required_moref(rv, "sessionManager", method)?,
+            about: super::types::AboutInfo {
+                full_name: child_text(about, "fullName").unwrap_or_default(),
+                api_version: required_text(about, "apiVersion", method)?,
+                product_line_id: child_text(about, "productLineId").unwrap_or_default(),
+                instance_uuid: child_text(about, "instanceUuid"),
+            },
+        })
+    })
+}
+
+/// The session key of a successful Login.
+pub fn parse_login(xml: &str) -> Result<String, Error> {
+    let method = "Login";
+    with_response(xml, method, |resp| {
+        let rv = find_child(resp, "returnval").ok_or_else(|| protocol(method, "no returnval"))?;
+        required_text(rv, "key", method)
+    })
+}
+
+/// A method that returns nothing (Logout, UnregisterVM, DestroyView).
+pub fn parse_empty(xml: &str, method: &str) -> Result<(), Error> {
+    with_response(xml, method, |_| Ok(()))
+}
+
+pub fn parse_current_time(xml: &str) -> Result<DateTime<Utc>, Error> {
+    let method = "CurrentTime";
+    with_response(xml, method, |resp| {
+        parse_time(
+            &required_text(resp, "returnval", method)?,
+            "returnval",
+            method,
+        )
+    })
+}
+
+pub fn parse_session_is_active(xml: &str) -> Result<bool, Error> {
+    let method = "SessionIsActive";
+    with_response(xml, method, |resp| {
+        Ok(parse_bool(&required_text(resp, "returnval", method)?))
+    })
+}
+
+/// A method whose answer is one managed object reference: every `*_Task`
+/// (the task) and CreateContainerView (the view).
+pub fn parse_moref_result(xml: &str, method: &str) -> Result<MoRef, Error> {
+    with_response(xml, method, |resp| {
+        required_moref(resp, "returnval", method)
+    })
+}
+
+pub fn parse_changed_disk_areas(xml: &str) -> Result<DiskChangeInfo, Error> {
+    let method = "QueryChangedDiskAreas";
+    let parsed = with_response(xml, method, |resp| {
+        let rv = find_child(resp, "returnval").ok_or_else(|| protocol(method, "no returnval"))?;
+        let start: u64 = parse_number(
+            &required_text(rv, "startOffset", method)?,
+            "startOffset",
+            method,
+        )?;
+        let length: u64 = parse_number(&required_text(rv, "length", method)?, "length", method)?;
+        let mut changed = Vec::new();
+        for area in children_named(rv, "changedArea") {
+            let a: u64 = parse_number(&required_text(area, "start", method)?, "start", method)?;
+            let n: u64 = parse_number(&required_text(area, "length", method)?, "length", method)?;
+            changed.push(a..a + n);
+        }
+        Ok(DiskChangeInfo {
+            start_offset_bytes: start,
+            length_bytes: length,
+            changed,
+        })
+    });
+    parsed.map_err(|e| match e {
+        Error::Fault(f) => Error::Fault(f.from_changed_disk_areas()),
+        other => other,
+    })
+}
+
+/// One page of VMs, from a RetrievePropertiesEx or
+/// ContinueRetrievePropertiesEx of `VM_PROPERTIES`.
+pub fn parse_vm_page(xml: &str, method: &str) -> Result<Page<VmRecord>, Error> {
+    super::props::parse_page(xml, method, super::props::vm_record)
+}
+
+/// The `info` of a Task, from a RetrievePropertiesEx of that one property.
+pub fn parse_task_info(xml: &str) -> Result<TaskInfo, Error> {
+    super::props::parse_task_info(xml)
+}
+
+/// The disks of a snapshot (its `config.hardware.device`), which carry the
+/// change ids to record for the next incremental.
+pub fn parse_snapshot_disks(xml: &str) -> Result<Vec<super::types::VmDisk>, Error> {
+    super::props::parse_snapshot_disks(xml)
+}

@@ -1,0 +1,410 @@
+//! One blocking HTTPS connection to an endpoint's `/sdk`: POSTs an envelope
+//! with its SOAPAction, keeps the `vmware_soap_session` cookie, and turns
+//! whatever is not SOAP (a login page, a proxy's error) into an error that
+//! names what came back. It knows nothing of vim25 beyond that.
+//!
+//! TLS verification is always on, in one of three forms the policy chose
+//! (`TlsTrust`): the system roots, a CA file, or a pinned SHA-256 thumbprint
+//! of the host's certificate. Pinning replaces the chain and name checks (the
+//! pin *is* the identity, as self-signed ESXi hosts need) but the handshake
+//! signature is still verified, so only the holder of that certificate's key
+//! can answer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderValue, SET_COOKIE};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use super::Error;
+use super::soap::Request;
+use crate::policy::model::TlsTrust;
+
+const SESSION_COOKIE: &str = "vmware_soap_session";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A property collection of a large vCenter can take a while.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `sha256:AB:CD:…`, the form the policy and the error messages use.
+pub fn format_thumbprint(digest: &[u8; 32]) -> String {
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    format!("sha256:{}", hex.join(":"))
+}
+
+/// The thumbprint of a DER certificate.
+pub fn thumbprint_of(der: &[u8]) -> [u8; 32] {
+    Sha256::digest(der).into()
+}
+
+/// Accepts exactly the certificate whose SHA-256 is `expected`, and records
+/// any other it is shown so the error can name it.
+#[derive(Debug)]
+struct PinnedCertificate {
+    expected: [u8; 32],
+    presented: Arc<Mutex<Option<[u8; 32]>>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest = thumbprint_of(end_entity.as_ref());
+        if digest == self.expected {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            *self.presented.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest);
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn tls_config(
+    trust: &TlsTrust,
+    presented: Arc<Mutex<Option<[u8; 32]>>>,
+) -> Result<rustls::ClientConfig, Error> {
+    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let roots = |certs: Vec<CertificateDer<'static>>, from: &str| {
+        let mut store = RootCertStore::empty();
+        let (added, _ignored) = store.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(Error::Tls(format!("no usable certificate in {from}")));
+        }
+        Ok(store)
+    };
+    let config = match trust {
+        TlsTrust::Thumbprint(expected) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                expected: *expected,
+                presented,
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth(),
+        TlsTrust::CaFile(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    Error::Tls(format!("cannot read CA file `{}`: {e}", path.display()))
+                })?;
+            builder
+                .with_root_certificates(roots(certs, &format!("`{}`", path.display()))?)
+                .with_no_client_auth()
+        }
+        TlsTrust::SystemRoots => {
+            let found = rustls_native_certs::load_native_certs();
+            builder
+                .with_root_certificates(roots(found.certs, "the system's root store")?)
+                .with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// The base URL of an endpoint: `https://host[:port]`, whatever path the
+/// user wrote after it (`/`, `/sdk`).
+pub fn base_url(url: &str) -> String {
+    let trimmed = url.trim().trim_end_matches('/');
+    trimmed.strip_suffix("/sdk").unwrap_or(trimmed).to_string()
+}
+
+/// An HTTPS connection to one endpoint.
+pub struct Transport {
+    http: Client,
+    base: String,
+    host: String,
+    expected: Option<[u8; 32]>,
+    presented: Arc<Mutex<Option<[u8; 32]>>>,
+    soap_action: Mutex<String>,
+    cookie: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the session cookie.
+        f.debug_struct("Transport")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    pub fn new(url: &str, trust: &TlsTrust) -> Result<Transport, Error> {
+        let base = base_url(url);
+        if !base.to_ascii_lowercase().starts_with("https://") {
+            // The session cookie and the password must never cross in clear.
+            return Err(Error::Tls(format!(
+                "`{url}` is not an https URL: vSphere is only spoken over TLS"
+            )));
+        }
+        let host = base
+            .split_once("://")
+            .map_or(base.as_str(), |(_, rest)| rest)
+            .to_string();
+        let presented = Arc::new(Mutex::new(None));
+        let tls = tls_config(trust, presented.clone())?;
+        let http = Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::http(&base, &e))?;
+        Ok(Transport {
+            http,
+            base,
+            host,
+            expected: match trust {
+                TlsTrust::Thumbprint(d) => Some(*d),
+                _ => None,
+            },
+            presented,
+            soap_action: Mutex::new(super::soap::soap_action("6.0")),
+            cookie: Mutex::new(None),
+        })
+    }
+
+    pub fn sdk_url(&self) -> String {
+        format!("{}/sdk", self.base)
+    }
+
+    /// Speak this vim25 version from now on (`urn:vim25/<version>`).
+    pub fn set_version(&self, version: &str) {
+        *lock(&self.soap_action) = super::soap::soap_action(version);
+    }
+
+    pub fn soap_action(&self) -> String {
+        lock(&self.soap_action).clone()
+    }
+
+    /// Forgets the session cookie (before a fresh Login).
+    pub fn clear_session(&self) {
+        *lock(&self.cookie) = None;
+    }
+
+    /// A send failure, or a pinned thumbprint the host did not match.
+    fn send_error(&self, url: &str, e: reqwest::Error) -> Error {
+        if let (Some(expected), Some(presented)) = (self.expected, *lock(&self.presented)) {
+            return Error::ThumbprintMismatch {
+                host: self.host.clone(),
+                expected: format_thumbprint(&expected),
+                presented: format_thumbprint(&presented),
+            };
+        }
+        Error::http(url, &e)
+    }
+
+    /// GETs `/sdk/vimServiceVersions.xml`. `Ok(None)` when the endpoint has
+    /// none (HTTP 404): old or unusual endpoints.
+    pub fn service_versions(&self) -> Result<Option<String>, Error> {
+        let url = format!("{}/sdk/vimServiceVersions.xml", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .map_err(|e| self.send_error(&url, e))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let (status, content_type, body) = read(resp, &url)?;
+        if status != 200 || !looks_like_xml(&body) {
+            return Err(not_soap(&url, status, &content_type, &body));
+        }
+        Ok(Some(body))
+    }
+
+    /// POSTs one envelope; answers the body of a 200 or of a 500 (SOAP
+    /// faults come with 500), anything else is an error.
+    pub fn post(&self, request: &Request) -> Result<String, Error> {
+        let url = self.sdk_url();
+        let mut req = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+            .header("SOAPAction", self.soap_action())
+            .body(request.envelope.clone());
+        if let Some(cookie) = lock(&self.cookie).clone() {
+            req = req.header(COOKIE, cookie);
+        }
+        let resp = req.send().map_err(|e| self.send_error(&url, e))?;
+        for value in resp.headers().get_all(SET_COOKIE) {
+            if let Some(cookie) = session_cookie(value) {
+                *lock(&self.cookie) = Some(cookie);
+            }
+        }
+        let (status, content_type, body) = read(resp, &url)?;
+        if !(status == 200 || status == 500) || !looks_like_xml(&body) {
+            return Err(not_soap(&url, status, &content_type, &body));
+        }
+        Ok(body)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read(resp: reqwest::blocking::Response, url: &str) -> Result<(u16, String, String), Error> {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    let bytes = resp.bytes().map_err(|e| Error::http(url, &e))?;
+    Ok((
+        status,
+        content_type,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
+}
+
+/// `name=value` of the session cookie in one Set-Cookie header.
+pub fn session_cookie(header: &HeaderValue) -> Option<String> {
+    let text = header.to_str().ok()?;
+    let pair = text.split(';').next()?.trim();
+    let (name, _value) = pair.split_once('=')?;
+    (name.trim() == SESSION_COOKIE).then(|| pair.to_string())
+}
+
+/// XML, not HTML: a web UI or a proxy page is HTML even when labelled XML.
+pub fn looks_like_xml(body: &str) -> bool {
+    let start = body.trim_start_matches('\u{feff}').trim_start();
+    let lower: String = start
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    start.starts_with('<') && !lower.starts_with("<!doctype html") && !lower.starts_with("<html")
+}
+
+fn not_soap(url: &str, status: u16, content_type: &str, body: &str) -> Error {
+    Error::NotSoap {
+        url: url.to_string(),
+        status,
+        content_type: content_type.to_string(),
+        first_bytes: body.chars().take(120).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_drops_sdk_and_slashes() {
+        assert_eq!(base_url("https://esx1/sdk"), "https://esx1");
+        assert_eq!(base_url("https://esx1:8443/"), "https://esx1:8443");
+        assert_eq!(base_url(" https://vc.example/sdk/ "), "https://vc.example");
+    }
+
+    #[test]
+    fn plain_http_is_refused() {
+        let err = Transport::new("http://esx1/sdk", &TlsTrust::Thumbprint([0; 32])).unwrap_err();
+        assert!(err.to_string().contains("not an https URL"), "{err}");
+    }
+
+    #[test]
+    fn thumbprint_is_uppercase_hex_with_colons() {
+        let t = format_thumbprint(&thumbprint_of(b"abc"));
+        assert!(t.starts_with("sha256:BA:78:16:BF:"), "{t}");
+        assert_eq!(t.len(), "sha256:".len() + 32 * 3 - 1);
+    }
+
+    #[test]
+    fn only_the_session_cookie_is_kept() {
+        let h = HeaderValue::from_static("vmware_soap_session=\"52a1\"; Path=/; HttpOnly; Secure");
+        assert_eq!(
+            session_cookie(&h).as_deref(),
+            Some("vmware_soap_session=\"52a1\"")
+        );
+        let other = HeaderValue::from_static("vmware_cgi_ticket=abc; Path=/");
+        assert_eq!(session_cookie(&other), None);
+    }
+
+    #[test]
+    fn html_is_not_soap() {
+        assert!(looks_like_xml("<?xml version=\"1.0\"?><soapenv:Envelope/>"));
+        assert!(looks_like_xml("\u{feff}  <soapenv:Envelope/>"));
+        assert!(!looks_like_xml(
+            "<!DOCTYPE html><html><body>login</body></html>"
+        ));
+        assert!(!looks_like_xml("<HTML><body>502 Bad Gateway</body></HTML>"));
+        assert!(!looks_like_xml("Service Unavailable"));
+        let e = not_soap("https://h/sdk", 200, "text/html", "<html>x</html>");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("text/html") && msg.contains("<html>x"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_pinned_verifier_records_what_it_was_shown() {
+        let presented = Arc::new(Mutex::new(None));
+        let verifier = PinnedCertificate {
+            expected: [0; 32],
+            presented: presented.clone(),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        };
+        let cert = CertificateDer::from(b"not really a certificate".to_vec());
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+                .is_err()
+        );
+        assert_eq!(
+            *presented.lock().unwrap(),
+            Some(thumbprint_of(cert.as_ref()))
+        );
+        let pinned = PinnedCertificate {
+            expected: thumbprint_of(cert.as_ref()),
+            ..verifier
+        };
+        assert!(
+            pinned
+                .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! Conformance of coffer's vSphere client with VMware's own simulator
+//! (govmomi's vcsim, both as a standalone ESXi host and as vCenter), over
+//! TLS on loopback. The harness (tests/vcsim/main.go) adds real VMDK files,
+//! change ids and QueryChangedDiskAreas to the simulator.
+//!
+//! These tests need Go and Debian's govmomi sources; without them they fail
+//! and say to run `scripts/install-vcsim.sh`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use coffer::policy::model::TlsTrust;
+use coffer::vsphere::soap::SnapshotRequest;
+use coffer::vsphere::types::{ChangeId, MoRef, PowerState};
+use coffer::vsphere::{Error, Session, VimFault};
+
+const TASK_TIMEOUT: Duration = Duration::from_secs(30);
+const GOVMOMI_SOURCES: &str = "/usr/share/gocode/src/github.com/vmware/govmomi/simulator";
+const MIB: u64 = 1 << 20;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/vcsim/coffer-vcsim`, beside this test's own target directory.
+fn harness_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // <target>/<profile>/deps/vcsim-<hash>
+    let target = exe.ancestors().nth(3).expect("target directory");
+    target.join("vcsim").join("coffer-vcsim")
+}
+
+/// Builds the harness once per test run (go caches, so this is quick).
+fn harness_binary() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_harness)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build_harness() -> Result<PathBuf, String> {
+    let go = Command::new("go").arg("version").output();
+    if !go.is_ok_and(|o| o.status.success()) || !Path::new(GOVMOMI_SOURCES).is_dir() {
+        return Err(
+            "the vcsim conformance tests need Go and Debian's govmomi sources, \
+                    which are missing: run scripts/install-vcsim.sh"
+                .into(),
+        );
+    }
+    let out = harness_path();
+    let status = Command::new(root().join("scripts/install-vcsim.sh"))
+        .env("VCSIM_BIN", &out)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run scripts/install-vcsim.sh: {e}"))?;
+    if !status.success() {
+        return Err(format!("scripts/install-vcsim.sh failed ({status})"));
+    }
+    Ok(out)
+}
+
+/// A running simulator; it exits when its standard input closes.
+struct Vcsim {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    url: String,
+    user: String,
+    password: String,
+    thumbprint: [u8; 32],
+    ca_pem: String,
+}
+
+impl Vcsim {
+    fn start(flavor: &str) -> Vcsim {
+        let mut child = Command::new(harness_binary())
+            .args(["-flavor", flavor])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the vcsim harness starts");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the harness prints its address");
+        let info: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("harness said {line:?}: {e}"));
+        let field = |k: &str| {
+            info[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+                .to_string()
+        };
+        let hex = field("thumbprint")
+            .trim_start_matches("sha256:")
+            .replace(':', "");
+        let thumbprint: [u8; 32] = hex::decode(hex).expect("hex").try_into().expect("32 bytes");
+        Vcsim {
+            child,
+            stdin,
+            url: field("url"),
+            user: field("username"),
+            password: field("password"),
+            thumbprint,
+            ca_pem: field("ca"),
+        }
+    }
+
+    fn connect(&self) -> Session {
+        Session::connect(
+            &self.url,
+            &TlsTrust::Thumbprint(self.thumbprint),
+            &self.user,
+            &self.password,
+        )
+        .unwrap_or_else(|e| panic!("login to {}: {e}", self.url))
+    }
+}
+
+impl Drop for Vcsim {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn snapshot_names(session: &Session, vm: &MoRef) -> Vec<String> {
+    let vms = session.list_vms().expect("list VMs");
+    let record = vms
+        .iter()
+        .find(|v| &v.moref == vm)
+        .expect("the VM is still there");
+    record
+        .all_snapshots()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The whole closed loop of one backup, as DESIGN.md §5 describes it.
+fn backup_cycle(flavor: &str, product_line: &str, vm_count: usize) {
+    let sim = Vcsim::start(flavor);
+    let session = sim.connect();
+    assert_eq!(
+        session.version(),
+        "6.5",
+        "negotiated from vimServiceVersions.xml"
+    );
+    assert_eq!(
+        session.service_content().about.product_line_id,
+        product_line
+    );
+
+    // Inventory: every VM with its disk. The harness answers one VM per
+    // page, so all of them arrive only through the continuation tokens.
+    let vms = session.list_vms().expect("list VMs");
+    assert_eq!(vms.len(), vm_count, "{vms:?}");
+    for vm in &vms {
+        assert!(!vm.name.is_empty());
+        assert!(vm.instance_uuid.is_some(), "{vm:?}");
+        assert_eq!(vm.power_state, Some(PowerState::PoweredOn));
+        assert_eq!(vm.disks.len(), 1, "{vm:?}");
+        assert_eq!(vm.disks[0].capacity_bytes, 4 * MIB);
+        assert!(vm.disks[0].file_name.ends_with("disk1.vmdk"), "{vm:?}");
+        assert!(vm.snapshots.is_empty());
+    }
+    let vm = vms[0].moref.clone();
+    let disk = vms[0].disks[0].clone();
+    assert!(!vms[0].change_tracking_enabled);
+
+    // Enable CBT.
+    session
+        .set_change_tracking(&vm, true, TASK_TIMEOUT)
+        .expect("enable CBT");
+    let after = session.list_vms().expect("list VMs");
+    assert!(
+        after
+            .iter()
+            .find(|v| v.moref == vm)
+            .unwrap()
+            .change_tracking_enabled
+    );
+
+    // A full: snapshot, the allocated areas, the change id to keep.
+    let first = session
+        .create_snapshot(
+            &vm,
+            &SnapshotRequest {
+                name: "coffer-test-1",
+                description: "coffer conformance test",
+                memory: false,
+                quiesce: false,
+            },
+            TASK_TIMEOUT,
+        )
+        .expect("create snapshot");
+    assert_eq!(first.kind, "VirtualMachineSnapshot");
+    assert_eq!(snapshot_names(&session, &vm), ["coffer-test-1"]);
+    let disks = session.snapshot_disks(&first).expect("snapshot disks");
+    let base = disks[0]
+        .change_id
+        .clone()
+        .expect("a change id once CBT is on");
+    let full = session
+        .changed_disk_areas(&vm, &first, disk.key, disk.capacity_bytes, &ChangeId::all())
+        .expect("allocated areas");
+    assert_eq!(full.last().unwrap().end_bytes(), disk.capacity_bytes);
+    let allocated: Vec<_> = full.iter().flat_map(|i| i.changed.clone()).collect();
+    assert!(allocated.contains(&(0..64 * 1024)), "{allocated:?}");
+    assert!(
+        allocated.contains(&(2 * MIB..2 * MIB + 64 * 1024)),
+        "{allocated:?}"
+    );
+    session
+        .remove_snapshot(&first, TASK_TIMEOUT)
+        .expect("remove snapshot");
+    assert!(
+        snapshot_names(&session, &vm).is_empty(),
+        "the snapshot is gone"
+    );
+
+    // An incremental: only what was written after the base change id.
+    let second = session
+        .create_snapshot(
+            &vm,
+            &SnapshotRequest {
+                name: "coffer-test-2",
+                description: "",
+                memory: false,
+                quiesce: false,
+            },
+            TASK_TIMEOUT,
+        )
+        .expect("second snapshot");
+    let next = session.snapshot_disks(&second).unwrap()[0]
+        .change_id
+        .clone()
+        .unwrap();
+    assert_ne!(next, base);
+    let changed: Vec<_> = session
+        .changed_disk_areas(&vm, &second, disk.key, disk.capacity_bytes, &base)
+        .expect("changed areas")
+        .into_iter()
+        .flat_map(|i| i.changed)
+        .collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "one extent written since the base: {changed:?}"
+    );
+    assert!(!allocated.contains(&changed[0]), "{changed:?} is new data");
+
+    // A change id the host does not know: CBT cannot be trusted.
+    let err = session
+        .changed_disk_areas(
+            &vm,
+            &second,
+            disk.key,
+            disk.capacity_bytes,
+            &ChangeId("52 00/1".into()),
+        )
+        .unwrap_err();
+    assert!(err.fault().is_some_and(VimFault::cbt_untrusted), "{err}");
+
+    session
+        .remove_snapshot(&second, TASK_TIMEOUT)
+        .expect("remove snapshot");
+    assert!(
+        snapshot_names(&session, &vm).is_empty(),
+        "the snapshot is gone"
+    );
+
+    // A session the server forgot is renewed once, transparently.
+    session.keep_alive().expect("keep-alive");
+    session.logout().expect("logout");
+    session
+        .keep_alive()
+        .expect("re-login after NotAuthenticated");
+    session.logout().expect("logout");
+    assert_eq!(session.list_vms().expect("re-login").len(), vm_count);
+    session.logout().expect("logout");
+}
+
+#[test]
+fn esx_backup_cycle() {
+    backup_cycle("esx", "embeddedEsx", 2);
+}
+
+#[test]
+fn vcenter_backup_cycle() {
+    backup_cycle("vpx", "vpx", 4);
+}
+
+#[test]
+fn wrong_password_is_invalid_login() {
+    let sim = Vcsim::start("esx");
+    let err = Session::connect(
+        &sim.url,
+        &TlsTrust::Thumbprint(sim.thumbprint),
+        &sim.user,
+        "not-the-password",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Fault(VimFault::InvalidLogin { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_thumbprint_names_the_presented_one() {
+    let sim = Vcsim::start("esx");
+    let mut wrong = sim.thumbprint;
+    wrong[0] ^= 0xff;
+    let err = Session::connect(
+        &sim.url,
+        &TlsTrust::Thumbprint(wrong),
+        &sim.user,
+        &sim.password,
+    )
+    .unwrap_err();
+    let presented = coffer::vsphere::transport::format_thumbprint(&sim.thumbprint);
+    match &err {
+        Error::ThumbprintMismatch { presented: p, .. } => assert_eq!(p, &presented),
+        other => panic!("expected a thumbprint mismatch, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&presented) && msg.contains("127.0.0.1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_certificate_is_refused_without_a_pin() {
+    let sim = Vcsim::start("esx");
+    let err =
+        Session::connect(&sim.url, &TlsTrust::SystemRoots, &sim.user, &sim.password).unwrap_err();
+    // Refused by the handshake, or no system roots at all on a bare machine.
+    assert!(matches!(err, Error::Http { .. } | Error::Tls(_)), "{err:?}");
+}
+
+#[test]
+fn a_ca_file_of_the_signing_ca_is_trusted() {
+    let sim = Vcsim::start("esx");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &sim.ca_pem).unwrap();
+    let session = Session::connect(&sim.url, &TlsTrust::CaFile(ca), &sim.user, &sim.password)
+        .unwrap_or_else(|e| panic!("{e}"));
+    session.logout().unwrap();
+}
+
+#[test]
+fn an_answer_that_is_not_soap_is_named() {
+    let sim = Vcsim::start("esx");
+    // A path the simulator does not serve: Go's plain-text 404 page.
+    let url = sim.url.replace("/sdk", "/elsewhere");
+    let err = Session::connect(
+        &url,
+        &TlsTrust::Thumbprint(sim.thumbprint),
+        &sim.user,
+        &sim.password,
+    )
+    .unwrap_err();
+    match &err {
+        Error::NotSoap {
+            status,
+            content_type,
+            first_bytes,
+            ..
+        } => {
+            assert_eq!(*status, 404);
+            assert!(content_type.starts_with("text/plain"), "{content_type}");
+            assert!(
+                first_bytes.starts_with("404 page not found"),
+                "{first_bytes}"
+            );
+        }
+        other => panic!("expected NotSoap, got {other:?}"),
+    }
+    assert!(err.to_string().contains("text/plain"), "{err}");
+}
