@@ -2,10 +2,12 @@
 //!
 //! The parts follow `DESIGN.md`: `policy` reads what operators declare,
 //! `plan` decides, `repo` stores restore points, `vsphere` talks to the hosts,
+//! `run` carries out what was decided,
 //! and `cli` wires commands to them.
 
 pub mod cli;
 pub mod plan;
 pub mod policy;
 pub mod repo;
+pub mod run;
 pub mod vsphere;

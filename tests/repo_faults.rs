@@ -51,6 +51,8 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
                 reader: &disk,
                 change_id: None,
                 ranges: None,
+                from_parent: false,
+                backing: None,
             }],
             threads: 2,
         },

@@ -95,9 +95,17 @@ pub struct DiskSource<'a> {
     pub reader: &'a dyn DiskReader,
     /// The CBT change id of the snapshot being read.
     pub change_id: Option<String>,
-    /// Byte ranges to read. `None` reads the whole disk. With a parent point,
-    /// the ranges changed since it; without one, the allocated ranges.
+    /// Byte ranges to read. `None` reads the whole disk. With `from_parent`,
+    /// the ranges changed since the parent point's disk; without, the
+    /// allocated ranges of a full read.
     pub ranges: Option<Vec<Range<u64>>>,
+    /// Build on the parent point's index of this disk (an incremental) rather
+    /// than on an empty one (a full, e.g. when CBT cannot be trusted for
+    /// this disk although the VM has a parent point).
+    pub from_parent: bool,
+    /// Where the disk lives (`[datastore] dir/name.vmdk`), recorded so the
+    /// next backup can tell a moved disk (Storage vMotion).
+    pub backing: Option<String>,
 }
 
 /// A restore point to write.
@@ -180,7 +188,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         let parent_disk = req
             .parent
             .and_then(|p| p.disks.iter().find(|x| x.device_key == d.device_key));
-        let base = match (parent_disk, &d.ranges) {
+        let base = match (parent_disk.filter(|_| d.from_parent), &d.ranges) {
             (Some(pd), Some(_)) => {
                 if pd.size_bytes != size || pd.chunk_size_bytes != req.chunk_size_bytes {
                     return Err(RepoError::Invalid(format!(
@@ -192,7 +200,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
                 incremental = true;
                 repo.read_index(pd)?
             }
-            (None, Some(_)) if req.parent.is_some() => {
+            (None, Some(_)) if req.parent.is_some() && d.from_parent => {
                 return Err(RepoError::Invalid(format!(
                     "disk {} (device {}) is not in the parent point: take a full backup",
                     d.label, d.device_key
@@ -219,6 +227,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
             index_key,
             index_sha256,
             change_id: d.change_id.clone(),
+            backing: d.backing.clone(),
             bytes_read: stats.bytes_read.into_inner(),
             chunks_new: stats.chunks_new.into_inner(),
             bytes_stored_new: stats.bytes_stored_new.into_inner(),

@@ -36,6 +36,9 @@ pub struct DiskEntry {
     pub index_sha256: String,
     /// CBT change id recorded at the snapshot, for the next incremental.
     pub change_id: Option<String>,
+    /// `[datastore] dir/name.vmdk` of the disk when it was read (VM backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<String>,
     /// Bytes read from the source for this disk.
     pub bytes_read: u64,
     /// Chunks that were new to the repository, and their stored bytes.

@@ -11,6 +11,7 @@
 //! runner's calls. It never trusts a certificate it was not told to trust:
 //! there is no "accept anything" mode.
 
+pub mod datastore;
 pub mod fault;
 mod props;
 pub mod session;

@@ -278,6 +278,70 @@ impl Transport {
     }
 }
 
+/// The parts of a datastore HTTP answer a reader checks.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub content_range: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Transport {
+    /// GETs `path_and_query` (`/folder/…?dcPath=…&dsName=…`) with the session
+    /// cookie, for bytes `range` when given. The caller checks the status.
+    pub fn datastore_get(
+        &self,
+        path_and_query: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<RawResponse, Error> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(r) = range {
+            req = req.header("Range", format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        self.raw(req, &url)
+    }
+
+    /// PUTs a whole file to `path_and_query` with the session cookie.
+    pub fn datastore_put(&self, path_and_query: &str, body: Vec<u8>) -> Result<RawResponse, Error> {
+        let url = format!("{}{path_and_query}", self.base);
+        let req = self
+            .http
+            .put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.raw(req, &url)
+    }
+
+    fn raw(
+        &self,
+        mut req: reqwest::blocking::RequestBuilder,
+        url: &str,
+    ) -> Result<RawResponse, Error> {
+        if let Some(cookie) = lock(&self.cookie).clone() {
+            req = req.header(COOKIE, cookie);
+        }
+        let resp = req.send().map_err(|e| self.send_error(url, e))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_range = header("content-range");
+        let content_type = header("content-type").unwrap_or_default();
+        let status = resp.status().as_u16();
+        let body = resp.bytes().map_err(|e| Error::http(url, &e))?.to_vec();
+        Ok(RawResponse {
+            status,
+            content_range,
+            content_type,
+            body,
+        })
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -163,13 +163,27 @@ func main() {
 	u := *server.URL
 	u.User = nil
 	password, _ := login.Password()
-	line, _ := json.Marshal(map[string]string{
+	// Where each datastore keeps its files, so tests can compare restored
+	// bytes with the flat files themselves; and the datacenter's name, the
+	// dcPath of datastore HTTP URLs.
+	datastores := map[string]string{}
+	for _, entity := range simulator.Map.All("Datastore") {
+		ds := entity.(*simulator.Datastore)
+		datastores[ds.Name] = ds.Info.GetDatastoreInfo().Url
+	}
+	datacenter := ""
+	for _, entity := range simulator.Map.All("Datacenter") {
+		datacenter = entity.(*simulator.Datacenter).Name
+	}
+	line, _ := json.Marshal(map[string]interface{}{
 		"url":        u.String(),
 		"username":   login.Username(),
 		"password":   password,
 		"thumbprint": "sha256:" + strings.Join(hexes, ":"),
 		"ca":         string(caPEM),
 		"flavor":     *flavor,
+		"datastores": datastores,
+		"datacenter": datacenter,
 	})
 	fmt.Println(string(line))
 

@@ -1,0 +1,6 @@
+//! Doing what a plan says, on real hosts and repositories. This part owns
+//! the execution of actions: for now the backup of one VM (`vm_backup`),
+//! the closed loop that always removes its snapshot. It never decides what
+//! to do; the planner does.
+
+pub mod vm_backup;

@@ -1,0 +1,470 @@
+//! The backup of one VM, as a closed loop: make sure CBT is on, take a
+//! snapshot (quiesced when the policy asks), read each disk of the snapshot
+//! into the repository (only the changed areas when CBT can be trusted),
+//! record the snapshot's change ids in the point, remove the snapshot.
+//!
+//! The snapshot is removed on every path: success, an error, a cancel
+//! (Ctrl-C), a panic in a reader (the guard's `Drop`). Its name carries the
+//! run id (`coffer-<run id>`), so a run that was killed outright leaves a
+//! snapshot the next inventory recognises as coffer's and removes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::plan::cbt::{self, CbtVerdict, LiveDisk};
+use crate::policy::model::Consistency;
+use crate::repo::backup::{self, BackupRequest, DiskReader, DiskSource};
+use crate::repo::manifest::{Manifest, VmIdentity};
+use crate::repo::{RepoError, Repository};
+use crate::vsphere::datastore::{DatastoreDisk, DatastorePath, DiskError};
+use crate::vsphere::soap::{self, SnapshotRequest};
+use crate::vsphere::types::{ChangeId, MoRef, VmDisk, VmRecord};
+use crate::vsphere::{Error as VsphereError, Session, VimFault};
+
+/// Every snapshot coffer takes is named `coffer-<run id>`.
+pub const SNAPSHOT_PREFIX: &str = "coffer-";
+
+pub fn snapshot_name(run_id: &str) -> String {
+    format!("{SNAPSHOT_PREFIX}{run_id}")
+}
+
+/// What to back up and how.
+pub struct VmBackupRequest<'a> {
+    pub vm: &'a VmRecord,
+    /// `dcPath` of datastore URLs: `ha-datacenter` on a standalone ESXi host.
+    pub datacenter: &'a str,
+    pub run_id: &'a str,
+    pub consistency: Consistency,
+    /// The newest good point of this VM on the tier, for an incremental.
+    pub base: Option<&'a Manifest>,
+    pub chunk_size_bytes: u32,
+    pub threads: usize,
+    /// Time limit for each vSphere task (snapshot, reconfigure, remove).
+    pub task_timeout: Duration,
+    /// Set (e.g. by Ctrl-C) to stop: the snapshot is still removed.
+    pub cancel: &'a AtomicBool,
+}
+
+/// What one disk's read was.
+#[derive(Debug, Clone)]
+pub struct DiskOutcome {
+    pub device_key: i32,
+    pub label: String,
+    pub verdict: CbtVerdict,
+    /// Bytes received from the datastore and the requests it took.
+    pub bytes_fetched: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug)]
+pub struct VmBackupOutcome {
+    pub manifest: Manifest,
+    /// "application" or "crash".
+    pub consistency: String,
+    /// Why an application-consistent snapshot fell back to crash-consistent.
+    pub quiesce_fallback: Option<String>,
+    pub cbt_enabled_now: bool,
+    pub disks: Vec<DiskOutcome>,
+    pub snapshot: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmBackupError {
+    #[error("VM {vm}: unsupported: {reason}")]
+    Unsupported { vm: String, reason: String },
+    #[error("VM {vm}: {step}: {source}")]
+    Vsphere {
+        vm: String,
+        step: &'static str,
+        #[source]
+        source: Box<VsphereError>,
+    },
+    #[error(
+        "VM {vm}: the guest could not be quiesced ({source}) and the policy asks for application consistency"
+    )]
+    QuiesceFailed {
+        vm: String,
+        #[source]
+        source: Box<VsphereError>,
+    },
+    #[error("VM {vm}: {source}")]
+    Disk {
+        vm: String,
+        #[source]
+        source: Box<DiskError>,
+    },
+    #[error("VM {vm}: {source}")]
+    Repo {
+        vm: String,
+        #[source]
+        source: RepoError,
+    },
+    #[error("VM {vm}: cancelled; the snapshot was removed and no point was recorded")]
+    Cancelled { vm: String },
+    #[error("VM {vm}: {cause}; and removing snapshot {snapshot} failed too: {removal}")]
+    SnapshotLeft {
+        vm: String,
+        snapshot: String,
+        cause: String,
+        removal: String,
+    },
+}
+
+/// Removes the snapshot when dropped, unless `remove` already did.
+struct SnapshotGuard<'a> {
+    session: &'a Session,
+    snapshot: Option<MoRef>,
+    timeout: Duration,
+}
+
+impl SnapshotGuard<'_> {
+    /// Removes the snapshot now, retrying twice: a busy host refuses with
+    /// TaskInProgress for a moment.
+    fn remove(&mut self) -> Result<(), VsphereError> {
+        let Some(snap) = self.snapshot.take() else {
+            return Ok(());
+        };
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_secs(2 * attempt));
+            }
+            match self.session.remove_snapshot(&snap, self.timeout) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.fault()
+                        .is_some_and(|f| matches!(f, VimFault::ManagedObjectNotFound { .. })) =>
+                {
+                    // Already gone (removed by hand, or the VM went away).
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts failed"))
+    }
+}
+
+impl Drop for SnapshotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(snap) = self.snapshot.clone()
+            && let Err(e) = self.remove()
+        {
+            eprintln!("coffer: could not remove snapshot {snap}: {e}; the next run will remove it");
+        }
+    }
+}
+
+/// Fails reads once the cancel flag is set, so a running read stops soon.
+struct Cancellable<'a> {
+    inner: &'a dyn DiskReader,
+    cancel: &'a AtomicBool,
+}
+
+impl DiskReader for Cancellable<'_> {
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled",
+            ));
+        }
+        self.inner.read_exact_at(buf, offset)
+    }
+}
+
+fn unsupported_disk(disk: &VmDisk) -> Option<String> {
+    if disk.is_independent() {
+        return Some(format!(
+            "disk {} is independent ({}): snapshots leave it out",
+            disk.file_name,
+            disk.disk_mode.as_deref().unwrap_or("independent")
+        ));
+    }
+    if disk.is_rdm() {
+        return Some(format!(
+            "disk {} is a raw device mapping, which has no flat file to read",
+            disk.file_name
+        ));
+    }
+    if let crate::vsphere::types::DiskBacking::Other(kind) = &disk.backing {
+        return Some(format!("disk {} has a {kind} backing", disk.file_name));
+    }
+    None
+}
+
+/// Backs up one VM into `repo`; see the module comment for the loop.
+pub fn backup_vm(
+    session: &Session,
+    repo: &Repository,
+    req: &VmBackupRequest<'_>,
+) -> Result<VmBackupOutcome, VmBackupError> {
+    let vm = req.vm;
+    let name = vm.name.clone();
+    let vs = |step: &'static str| {
+        let name = name.clone();
+        move |source: VsphereError| VmBackupError::Vsphere {
+            vm: name.clone(),
+            step,
+            source: Box::new(source),
+        }
+    };
+    let Some(uuid) = vm.instance_uuid.clone() else {
+        return Err(VmBackupError::Unsupported {
+            vm: name,
+            reason: "the VM has no instance UUID".into(),
+        });
+    };
+    if vm.disks.is_empty() {
+        return Err(VmBackupError::Unsupported {
+            vm: name,
+            reason: "the VM has no virtual disks".into(),
+        });
+    }
+    if let Some(reason) = vm.disks.iter().find_map(unsupported_disk) {
+        return Err(VmBackupError::Unsupported { vm: name, reason });
+    }
+    if vm.consolidation_needed {
+        session
+            .run_task(&soap::consolidate_vm_disks(&vm.moref), req.task_timeout)
+            .map_err(vs("consolidating disks left by an earlier snapshot"))?;
+    }
+    let cbt_was_enabled = vm.change_tracking_enabled;
+    if !cbt_was_enabled {
+        // Takes effect at the next stun: the snapshot below.
+        session
+            .set_change_tracking(&vm.moref, true, req.task_timeout)
+            .map_err(vs("enabling Changed Block Tracking"))?;
+    }
+    if req.cancel.load(Ordering::Relaxed) {
+        return Err(VmBackupError::Cancelled { vm: name });
+    }
+
+    let snap_name = snapshot_name(req.run_id);
+    let description = format!("coffer backup, run {}", req.run_id);
+    let want_quiesce = req.consistency != Consistency::Crash;
+    let take = |quiesce: bool| {
+        session.create_snapshot(
+            &vm.moref,
+            &SnapshotRequest {
+                name: &snap_name,
+                description: &description,
+                memory: false,
+                quiesce,
+            },
+            req.task_timeout,
+        )
+    };
+    let (snapshot, consistency, quiesce_fallback) = match take(want_quiesce) {
+        Ok(s) => (s, if want_quiesce { "application" } else { "crash" }, None),
+        Err(e)
+            if want_quiesce
+                && e.fault()
+                    .is_some_and(|f| matches!(f, VimFault::Quiesce { .. })) =>
+        {
+            if req.consistency == Consistency::Application {
+                return Err(VmBackupError::QuiesceFailed {
+                    vm: name,
+                    source: Box::new(e),
+                });
+            }
+            let why = e.to_string();
+            let s = take(false).map_err(vs(
+                "creating a crash-consistent snapshot after quiescing failed",
+            ))?;
+            (s, "crash", Some(why))
+        }
+        Err(e) => return Err(vs("creating the snapshot")(e)),
+    };
+    let mut guard = SnapshotGuard {
+        session,
+        snapshot: Some(snapshot.clone()),
+        timeout: req.task_timeout,
+    };
+
+    let result = read_disks(
+        session,
+        repo,
+        req,
+        &snapshot,
+        &uuid,
+        consistency,
+        cbt_was_enabled,
+    );
+    let removal = guard.remove();
+    match (result, removal) {
+        (Ok((manifest, disks)), Ok(())) => Ok(VmBackupOutcome {
+            manifest,
+            consistency: consistency.to_string(),
+            quiesce_fallback,
+            cbt_enabled_now: true,
+            disks,
+            snapshot: snap_name,
+        }),
+        (Ok(_), Err(e)) => Err(VmBackupError::SnapshotLeft {
+            vm: name,
+            snapshot: snap_name,
+            cause: "the point was written".into(),
+            removal: e.to_string(),
+        }),
+        (Err(cause), Ok(())) => Err(cause),
+        (Err(cause), Err(e)) => Err(VmBackupError::SnapshotLeft {
+            vm: name,
+            snapshot: snap_name,
+            cause: cause.to_string(),
+            removal: e.to_string(),
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_disks(
+    session: &Session,
+    repo: &Repository,
+    req: &VmBackupRequest<'_>,
+    snapshot: &MoRef,
+    uuid: &str,
+    consistency: &str,
+    cbt_was_enabled: bool,
+) -> Result<(Manifest, Vec<DiskOutcome>), VmBackupError> {
+    let vm = req.vm;
+    let name = &vm.name;
+    let vs = |step: &'static str| {
+        move |source: VsphereError| VmBackupError::Vsphere {
+            vm: name.clone(),
+            step,
+            source: Box::new(source),
+        }
+    };
+    let disks = session
+        .snapshot_disks(snapshot)
+        .map_err(vs("reading the snapshot's disks"))?;
+    let mut plans = Vec::new();
+    for disk in &disks {
+        let base_disk = req
+            .base
+            .and_then(|b| b.disks.iter().find(|d| d.device_key == disk.key));
+        let live = LiveDisk {
+            device_key: disk.key,
+            capacity_bytes: disk.capacity_bytes,
+            backing: &disk.file_name,
+            change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
+        };
+        let mut verdict = cbt::verdict(base_disk, &live, cbt_was_enabled);
+        let mut ranges = None;
+        if let CbtVerdict::Incremental { since } = &verdict {
+            match session.changed_disk_areas(
+                &vm.moref,
+                snapshot,
+                disk.key,
+                disk.capacity_bytes,
+                &ChangeId(since.clone()),
+            ) {
+                Ok(pages) => ranges = Some(pages.into_iter().flat_map(|p| p.changed).collect()),
+                Err(VsphereError::Fault(f)) if f.cbt_untrusted() => {
+                    verdict = CbtVerdict::Full {
+                        reason: format!("the host could not say what changed since {since}: {f}"),
+                    };
+                }
+                Err(e) => return Err(vs("querying changed areas")(e)),
+            }
+        }
+        if matches!(verdict, CbtVerdict::Full { .. }) && disk.change_id.is_some() {
+            // `*`: the allocated areas; a thin disk's holes are not read.
+            ranges = session
+                .changed_disk_areas(
+                    &vm.moref,
+                    snapshot,
+                    disk.key,
+                    disk.capacity_bytes,
+                    &ChangeId::all(),
+                )
+                .ok()
+                .map(|pages| pages.into_iter().flat_map(|p| p.changed).collect());
+        }
+        let path =
+            DatastorePath::parse(&disk.file_name).ok_or_else(|| VmBackupError::Unsupported {
+                vm: name.clone(),
+                reason: format!("disk {} is not on a datastore", disk.file_name),
+            })?;
+        plans.push((disk, verdict, ranges, path));
+    }
+    let transport = session.transport();
+    let mut readers = Vec::new();
+    for (disk, _, _, path) in &plans {
+        readers.push(
+            DatastoreDisk::open(transport, req.datacenter, path, disk.capacity_bytes).map_err(
+                |source| VmBackupError::Disk {
+                    vm: name.clone(),
+                    source: Box::new(source),
+                },
+            )?,
+        );
+    }
+    let cancellable: Vec<Cancellable<'_>> = readers
+        .iter()
+        .map(|r| Cancellable {
+            inner: r,
+            cancel: req.cancel,
+        })
+        .collect();
+    let sources = plans
+        .iter()
+        .zip(&cancellable)
+        .enumerate()
+        .map(|(i, ((disk, verdict, ranges, _), reader))| DiskSource {
+            device_key: disk.key,
+            label: format!("Hard disk {}", i + 1),
+            reader,
+            change_id: disk.change_id.as_ref().map(|c| c.0.clone()),
+            ranges: ranges.clone(),
+            from_parent: matches!(verdict, CbtVerdict::Incremental { .. }),
+            backing: Some(disk.file_name.clone()),
+        })
+        .collect();
+    let result = backup::backup(
+        repo,
+        BackupRequest {
+            vm: VmIdentity {
+                name: name.clone(),
+                uuid: uuid.to_string(),
+            },
+            consistency: consistency.to_string(),
+            chunk_size_bytes: req.chunk_size_bytes,
+            parent: req.base,
+            disks: sources,
+            threads: req.threads,
+        },
+    );
+    let manifest = match result {
+        Ok(m) => m,
+        Err(_) if req.cancel.load(Ordering::Relaxed) => {
+            return Err(VmBackupError::Cancelled { vm: name.clone() });
+        }
+        Err(source) => {
+            return Err(VmBackupError::Repo {
+                vm: name.clone(),
+                source,
+            });
+        }
+    };
+    let outcomes = plans
+        .iter()
+        .zip(&readers)
+        .zip(&manifest.disks)
+        .map(|(((disk, verdict, _, _), reader), entry)| {
+            let (bytes_fetched, requests) = reader.fetched();
+            DiskOutcome {
+                device_key: disk.key,
+                label: entry.label.clone(),
+                verdict: verdict.clone(),
+                bytes_fetched,
+                requests,
+            }
+        })
+        .collect();
+    Ok((manifest, outcomes))
+}

@@ -1,0 +1,485 @@
+//! Disk data through the datastore HTTP interface (`/folder/<path>?dcPath=…
+//! &dsName=…`, the session cookie, HTTP Range). A disk is read by fetching
+//! its descriptor and following its extent lines to the flat files, never
+//! by guessing a `-flat.vmdk` name. Reads are strict: a range answer must be
+//! 206 with the Content-Range asked for and exactly that many bytes; 503 is
+//! retried with back-off, as are dropped connections; 404 and 416 are
+//! reported for what they mean.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::Error;
+use super::transport::Transport;
+use crate::repo::backup::DiskReader;
+
+/// `[datastore] dir/name.vmdk`, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastorePath {
+    pub datastore: String,
+    /// Path inside the datastore, `/`-separated.
+    pub path: String,
+}
+
+impl DatastorePath {
+    pub fn parse(text: &str) -> Option<DatastorePath> {
+        let rest = text.trim().strip_prefix('[')?;
+        let (ds, path) = rest.split_once(']')?;
+        let path = path.trim().trim_start_matches('/');
+        (!ds.is_empty() && !path.is_empty()).then(|| DatastorePath {
+            datastore: ds.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// A file in the same directory (extent names are relative to their
+    /// descriptor).
+    pub fn sibling(&self, name: &str) -> DatastorePath {
+        let dir = self.path.rsplit_once('/').map_or("", |(d, _)| d);
+        DatastorePath {
+            datastore: self.datastore.clone(),
+            path: if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            },
+        }
+    }
+
+    /// The path and query of this file's datastore HTTP URL.
+    pub fn url(&self, datacenter: &str) -> String {
+        let path: Vec<String> = self.path.split('/').map(percent).collect();
+        format!(
+            "/folder/{}?dcPath={}&dsName={}",
+            path.join("/"),
+            percent(datacenter),
+            percent(&self.datastore)
+        )
+    }
+}
+
+impl std::fmt::Display for DatastorePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.datastore, self.path)
+    }
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One extent line: `RW 8388608 VMFS "name-flat.vmdk" 0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    pub access: String,
+    pub sectors: u64,
+    /// FLAT, VMFS, VMFSSPARSE, SESPARSE, VMFSRDM, VMFSRAW, …
+    pub kind: String,
+    pub file: String,
+    /// Where the extent starts in its file, in sectors (FLAT only).
+    pub offset_sectors: u64,
+}
+
+/// What coffer needs of a VMDK descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub create_type: String,
+    /// Present for delta disks (a snapshot chain).
+    pub parent_file_name_hint: Option<String>,
+    pub extents: Vec<Extent>,
+}
+
+/// Parses a descriptor; a file that is not one is an error naming why.
+pub fn parse_descriptor(text: &str) -> Result<Descriptor, String> {
+    let mut create_type = None;
+    let mut parent = None;
+    let mut extents = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim().trim_matches('"').to_string();
+            match key.trim() {
+                "createType" => create_type = Some(value),
+                "parentFileNameHint" => parent = Some(value),
+                _ => {}
+            }
+            continue;
+        }
+        let mut words = line.splitn(3, ' ');
+        let (Some(access), Some(sectors), Some(rest)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        if !matches!(access, "RW" | "RDONLY" | "NOACCESS") {
+            continue;
+        }
+        let sectors: u64 = sectors
+            .parse()
+            .map_err(|_| format!("extent line `{line}`: bad sector count"))?;
+        let (kind, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let rest = rest.trim();
+        let (file, tail) = match rest.strip_prefix('"') {
+            Some(r) => r
+                .split_once('"')
+                .ok_or_else(|| format!("extent line `{line}`: unterminated file name"))?,
+            None => (rest, ""),
+        };
+        let offset_sectors = tail.trim().parse().unwrap_or(0);
+        extents.push(Extent {
+            access: access.to_string(),
+            sectors,
+            kind: kind.to_string(),
+            file: file.to_string(),
+            offset_sectors,
+        });
+    }
+    let create_type = create_type.ok_or("no createType: not a VMDK descriptor")?;
+    if extents.is_empty() {
+        return Err("no extent lines: not a VMDK descriptor".into());
+    }
+    Ok(Descriptor {
+        create_type,
+        parent_file_name_hint: parent,
+        extents,
+    })
+}
+
+/// Why a disk cannot be read through the datastore interface.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{disk}: {source}")]
+    Vsphere {
+        disk: String,
+        #[source]
+        source: Error,
+    },
+    #[error(
+        "{disk}: the datastore has no such file (HTTP 404); vSAN and vVols disks have no flat file and are not supported"
+    )]
+    NotFound { disk: String },
+    #[error("{disk}: descriptor: {reason}")]
+    BadDescriptor { disk: String, reason: String },
+    #[error("{disk}: unsupported: {reason}")]
+    Unsupported { disk: String, reason: String },
+    #[error("{disk}: HTTP {status} reading the descriptor")]
+    Status { disk: String, status: u16 },
+}
+
+/// How often a failed range read is tried again, and the first pause.
+const READ_ATTEMPTS: u32 = 6;
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+
+/// One flat extent, placed in the disk.
+#[derive(Debug)]
+struct Piece {
+    disk_start: u64,
+    len: u64,
+    url: String,
+    file_start: u64,
+    name: String,
+}
+
+/// A disk of a snapshot, read through datastore HTTP.
+pub struct DatastoreDisk<'a> {
+    transport: &'a Transport,
+    pieces: Vec<Piece>,
+    size: u64,
+    bytes_fetched: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for DatastoreDisk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatastoreDisk")
+            .field("pieces", &self.pieces)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> DatastoreDisk<'a> {
+    /// Reads the descriptor at `disk` and checks its extents cover
+    /// `capacity_bytes` with flat data coffer can read.
+    pub fn open(
+        transport: &'a Transport,
+        datacenter: &str,
+        disk: &DatastorePath,
+        capacity_bytes: u64,
+    ) -> Result<DatastoreDisk<'a>, DiskError> {
+        let name = disk.to_string();
+        let resp = transport
+            .datastore_get(&disk.url(datacenter), None)
+            .map_err(|source| DiskError::Vsphere {
+                disk: name.clone(),
+                source,
+            })?;
+        match resp.status {
+            200 => {}
+            404 => return Err(DiskError::NotFound { disk: name }),
+            status => return Err(DiskError::Status { disk: name, status }),
+        }
+        if resp.body.len() > 64 << 10 {
+            return Err(DiskError::Unsupported {
+                disk: name,
+                reason: "the descriptor file is a monolithic VMDK (embedded descriptor), not a descriptor"
+                    .into(),
+            });
+        }
+        let text = String::from_utf8_lossy(&resp.body);
+        let desc = parse_descriptor(&text).map_err(|reason| DiskError::BadDescriptor {
+            disk: name.clone(),
+            reason,
+        })?;
+        if desc.parent_file_name_hint.is_some() {
+            return Err(DiskError::Unsupported {
+                disk: name,
+                reason: "it is a delta disk of a snapshot chain (the VM had snapshots before coffer's); remove or consolidate them".into(),
+            });
+        }
+        let mut pieces = Vec::new();
+        let mut at = 0u64;
+        for e in &desc.extents {
+            match e.kind.as_str() {
+                "FLAT" | "VMFS" => {}
+                "VMFSRDM" | "VMFSRAW" => {
+                    return Err(DiskError::Unsupported {
+                        disk: name,
+                        reason: format!(
+                            "a raw device mapping ({} extent) cannot be read through the datastore",
+                            e.kind
+                        ),
+                    });
+                }
+                other => {
+                    return Err(DiskError::Unsupported {
+                        disk: name,
+                        reason: format!("{other} extents are not flat files"),
+                    });
+                }
+            }
+            let file = disk.sibling(&e.file);
+            pieces.push(Piece {
+                disk_start: at,
+                len: e.sectors * 512,
+                url: file.url(datacenter),
+                file_start: e.offset_sectors * 512,
+                name: file.to_string(),
+            });
+            at += e.sectors * 512;
+        }
+        if at != capacity_bytes {
+            return Err(DiskError::BadDescriptor {
+                disk: name,
+                reason: format!(
+                    "extents cover {at} bytes but the disk has {capacity_bytes}: the disk changed size"
+                ),
+            });
+        }
+        Ok(DatastoreDisk {
+            transport,
+            pieces,
+            size: at,
+            bytes_fetched: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes received from the host so far, and how many requests it took.
+    pub fn fetched(&self) -> (u64, u64) {
+        (
+            self.bytes_fetched.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
+    }
+
+    fn read_piece(&self, piece: &Piece, range: Range<u64>, out: &mut [u8]) -> std::io::Result<()> {
+        let mut pause = FIRST_PAUSE;
+        let mut last = String::new();
+        for attempt in 0..READ_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = match self
+                .transport
+                .datastore_get(&piece.url, Some(range.clone()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // A dropped or refused connection: try again.
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            match resp.status {
+                206 => {}
+                503 => {
+                    last = "HTTP 503 (host busy)".into();
+                    continue;
+                }
+                404 => {
+                    return Err(io_error(format!(
+                        "{}: the datastore has no such file (HTTP 404); vSAN and vVols disks have no flat file",
+                        piece.name
+                    )));
+                }
+                416 => {
+                    return Err(io_error(format!(
+                        "{}: bytes {}-{} are beyond the end of the file (HTTP 416): the disk changed size",
+                        piece.name,
+                        range.start,
+                        range.end - 1
+                    )));
+                }
+                200 => {
+                    return Err(io_error(format!(
+                        "{}: the host ignored the Range header (HTTP 200)",
+                        piece.name
+                    )));
+                }
+                s => {
+                    return Err(io_error(format!(
+                        "{}: HTTP {s} ({}) reading bytes {}-{}",
+                        piece.name,
+                        resp.content_type,
+                        range.start,
+                        range.end - 1
+                    )));
+                }
+            }
+            let expected = format!("bytes {}-{}/", range.start, range.end - 1);
+            if !resp
+                .content_range
+                .as_deref()
+                .is_some_and(|c| c.starts_with(&expected))
+            {
+                return Err(io_error(format!(
+                    "{}: asked for {expected}…, the host answered Content-Range {:?}",
+                    piece.name, resp.content_range
+                )));
+            }
+            if resp.body.len() as u64 != range.end - range.start {
+                // A truncated answer: the connection broke mid-body.
+                last = format!(
+                    "{} of {} bytes arrived",
+                    resp.body.len(),
+                    range.end - range.start
+                );
+                continue;
+            }
+            self.bytes_fetched
+                .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
+            out.copy_from_slice(&resp.body);
+            return Ok(());
+        }
+        Err(io_error(format!(
+            "{}: bytes {}-{} failed {READ_ATTEMPTS} times, last: {last}",
+            piece.name,
+            range.start,
+            range.end - 1
+        )))
+    }
+}
+
+fn io_error(text: String) -> std::io::Error {
+    std::io::Error::other(text)
+}
+
+impl DiskReader for DatastoreDisk<'_> {
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        if end > self.size {
+            return Err(io_error(format!(
+                "read of {}..{end} beyond the disk's {} bytes",
+                offset, self.size
+            )));
+        }
+        let mut pos = offset;
+        while pos < end {
+            let piece = self
+                .pieces
+                .iter()
+                .find(|p| p.disk_start <= pos && pos < p.disk_start + p.len)
+                .expect("extents cover the disk");
+            let stop = end.min(piece.disk_start + piece.len);
+            let file_range = piece.file_start + (pos - piece.disk_start)
+                ..piece.file_start + (stop - piece.disk_start);
+            let out = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
+            self.read_piece(piece, file_range, out)?;
+            pos = stop;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datastore_paths_split_and_make_urls() {
+        let p = DatastorePath::parse("[datastore 1] db01/db01.vmdk").unwrap();
+        assert_eq!(p.datastore, "datastore 1");
+        assert_eq!(p.path, "db01/db01.vmdk");
+        assert_eq!(
+            p.sibling("db01-flat.vmdk").url("ha-datacenter"),
+            "/folder/db01/db01-flat.vmdk?dcPath=ha-datacenter&dsName=datastore%201"
+        );
+        assert_eq!(
+            DatastorePath::parse("[ds] top.vmdk")
+                .unwrap()
+                .sibling("x.vmdk")
+                .path,
+            "x.vmdk"
+        );
+        assert!(DatastorePath::parse("db01.vmdk").is_none());
+        assert!(DatastorePath::parse("[] x").is_none());
+    }
+
+    #[test]
+    fn descriptors_give_their_extents() {
+        let d = parse_descriptor(
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\nRW 8192 VMFS \"db01-flat.vmdk\"\n\nddb.adapterType = \"pvscsi\"\n",
+        )
+        .unwrap();
+        assert_eq!(d.create_type, "vmfs");
+        assert_eq!(
+            d.extents,
+            vec![Extent {
+                access: "RW".into(),
+                sectors: 8192,
+                kind: "VMFS".into(),
+                file: "db01-flat.vmdk".into(),
+                offset_sectors: 0
+            }]
+        );
+        let two = parse_descriptor(
+            "createType=\"twoGbMaxExtentFlat\"\nRW 4192256 FLAT \"a-f001.vmdk\" 0\nRW 4192256 FLAT \"a f002.vmdk\" 0\n",
+        )
+        .unwrap();
+        assert_eq!(two.extents.len(), 2);
+        assert_eq!(two.extents[1].file, "a f002.vmdk");
+        let delta = parse_descriptor(
+            "createType=\"vmfsSparse\"\nparentFileNameHint=\"db01.vmdk\"\nRW 8192 VMFSSPARSE \"db01-000001-delta.vmdk\"\n",
+        )
+        .unwrap();
+        assert_eq!(delta.parent_file_name_hint.as_deref(), Some("db01.vmdk"));
+        assert!(parse_descriptor("<html>login</html>").is_err());
+    }
+}
