@@ -535,3 +535,149 @@ fn esx_backup_loop_full_incremental_restore() {
 fn vcenter_backup_loop_full_incremental_restore() {
     backup_loop("vpx");
 }
+
+fn write_policy(sim: &Vcsim, dir: &Path) {
+    let thumb = hex::encode(sim.thumbprint);
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[settings]
+timezone = "UTC"
+
+[sources.sim]
+kind = "{kind}"
+url = "{url}"
+user = "{user}"
+password = {{ env = "TEST_VCSIM_PASSWORD" }}
+thumbprint = "sha256:{thumb}"
+datacenter = "{dc}"
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[policies.all]
+sources = ["sim"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+"#,
+            kind = if sim.datacenter == "ha-datacenter" {
+                "esxi"
+            } else {
+                "vcenter"
+            },
+            url = sim.url,
+            user = sim.user,
+            dc = sim.datacenter,
+        ),
+    )
+    .unwrap();
+}
+
+fn coffer_cli(sim: &Vcsim, dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .args(["-p", "."])
+        .current_dir(dir)
+        .env_remove("COFFER_POLICIES")
+        .env("TEST_VCSIM_PASSWORD", &sim.password)
+        .output()
+        .unwrap()
+}
+
+fn json_of(o: &std::process::Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// The administrator's path: inventory, two backups by policy (a full, an
+/// incremental), a restore through the repository commands that equals the
+/// disk, and a snapshot an earlier (killed) run left removed by the next.
+#[test]
+fn cli_inventory_backup_restore_against_vcsim() {
+    let sim = Vcsim::start("esx");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(&sim, dir);
+    let inv = json_of(&coffer_cli(&sim, dir, &["inventory", "--json"]));
+    let vms = inv["vms"].as_array().unwrap();
+    assert!(!vms.is_empty());
+    assert_eq!(vms[0]["policies"], serde_json::json!(["all"]));
+    let name = vms[0]["name"].as_str().unwrap().to_string();
+    let file = vms[0]["disks"][0]["file"].as_str().unwrap().to_string();
+
+    assert!(
+        coffer_cli(&sim, dir, &["repo", "init", "--tier", "local"])
+            .status
+            .success()
+    );
+    let full = json_of(&coffer_cli(&sim, dir, &["backup", &name, "--json"]));
+    assert_eq!(full["kind"], "full");
+    assert_eq!(full["disks"][0]["mode"], "full");
+
+    // A snapshot a killed run left behind is removed by the next backup.
+    let session = sim.connect();
+    let vm = session
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == name)
+        .unwrap();
+    session
+        .create_snapshot(
+            &vm.moref,
+            &SnapshotRequest {
+                name: "coffer-20260101T000000Z-dead",
+                description: "left by a killed run",
+                memory: false,
+                quiesce: false,
+            },
+            TASK_TIMEOUT,
+        )
+        .unwrap();
+    let incr = json_of(&coffer_cli(&sim, dir, &["backup", &name, "--json"]));
+    assert_eq!(incr["kind"], "incremental", "{incr}");
+    assert_eq!(incr["parent"], full["point"]);
+    assert_eq!(
+        incr["leftovers_removed"],
+        serde_json::json!(["coffer-20260101T000000Z-dead"])
+    );
+    assert!(snapshot_names(&session, &vm.moref).is_empty());
+    // Each snapshot writes 64 KiB in the harness; the leftover's write and
+    // this backup's both changed the disk since the full.
+    assert_eq!(incr["disks"][0]["bytes_fetched"], 2 * 64 * 1024);
+
+    let point = incr["point"].as_str().unwrap();
+    let out = coffer_cli(
+        &sim,
+        dir,
+        &[
+            "repo", "restore", point, "--tier", "local", "-o", "disk.raw",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(dir.join("disk.raw")).unwrap() == flat_bytes(&sim, &file));
+
+    // An unknown VM is named.
+    let out = coffer_cli(&sim, dir, &["backup", "no-such-vm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no VM named `no-such-vm`"));
+}

@@ -2,6 +2,8 @@
 //! user typed and hands it to the library; it owns exit codes and output
 //! formats, never decisions.
 
+mod backup;
+mod inventory;
 mod repo;
 mod schedule;
 mod schema;
@@ -61,6 +63,10 @@ pub enum Command {
     },
     /// Back up a plain disk image file into a repository.
     BackupImage(repo::BackupImageArgs),
+    /// List the VMs of the sources, with their policy and snapshot hygiene.
+    Inventory(inventory::Args),
+    /// Back up one VM now, by its policy.
+    Backup(backup::Args),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -72,6 +78,8 @@ pub fn run() -> Result<u8> {
         Command::Schedule { command } => schedule::run(command),
         Command::Repo { command } => repo::run(command),
         Command::BackupImage(args) => repo::backup_image(args),
+        Command::Inventory(args) => inventory::run(args),
+        Command::Backup(args) => backup::run(args),
     }
 }
 

@@ -3,4 +3,5 @@
 //! in here performs I/O or reads the clock; `now` is always passed in.
 
 pub mod cbt;
+pub mod hygiene;
 pub mod schedule;

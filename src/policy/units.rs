@@ -104,6 +104,21 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// Renders a byte count for people: `512 B`, `4.0 MiB`, `1.5 TiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// Parses `4MiB`, `200GB`, `512B`.
 pub fn parse_size(text: &str) -> Result<ByteSize, String> {
     let t = text.trim();

@@ -3,4 +3,5 @@
 //! the closed loop that always removes its snapshot. It never decides what
 //! to do; the planner does.
 
+pub mod connect;
 pub mod vm_backup;

@@ -66,6 +66,8 @@ pub struct VmBackupOutcome {
     pub cbt_enabled_now: bool,
     pub disks: Vec<DiskOutcome>,
     pub snapshot: String,
+    /// coffer snapshots of earlier runs found on the VM and removed first.
+    pub leftovers_removed: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +229,17 @@ pub fn backup_vm(
     if let Some(reason) = vm.disks.iter().find_map(unsupported_disk) {
         return Err(VmBackupError::Unsupported { vm: name, reason });
     }
+    // A run killed outright (power loss, SIGKILL) left its snapshot: remove
+    // it before taking a new one. (One runner per VM is the runner's job.)
+    let mut leftovers_removed = Vec::new();
+    for s in vm.all_snapshots() {
+        if s.name.starts_with(SNAPSHOT_PREFIX) && s.name != snapshot_name(req.run_id) {
+            session
+                .remove_snapshot(&s.snapshot, req.task_timeout)
+                .map_err(vs("removing a snapshot an earlier run left behind"))?;
+            leftovers_removed.push(s.name.clone());
+        }
+    }
     if vm.consolidation_needed {
         session
             .run_task(&soap::consolidate_vm_disks(&vm.moref), req.task_timeout)
@@ -303,6 +316,7 @@ pub fn backup_vm(
             cbt_enabled_now: true,
             disks,
             snapshot: snap_name,
+            leftovers_removed,
         }),
         (Ok(_), Err(e)) => Err(VmBackupError::SnapshotLeft {
             vm: name,

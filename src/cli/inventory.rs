@@ -1,0 +1,161 @@
+//! `coffer inventory`: every VM of the policy's sources with what backup
+//! cares about (identity, power, tools, CBT, disks, snapshots), the policy
+//! that selects it, and snapshot hygiene warnings.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+
+use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::plan::hygiene::{self, SnapshotAlert};
+use crate::policy::Config;
+use crate::policy::model::{SourceKind, VmFacts};
+use crate::run::connect;
+use crate::vsphere::types::VmRecord;
+
+/// Exit code when hygiene found snapshots to deal with.
+pub const EXIT_HYGIENE: u8 = 3;
+
+/// A coffer snapshot younger than this may belong to a running backup.
+pub const IN_PROGRESS_GRACE: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// The policies whose selector takes `vm` of `source`.
+pub fn policies_for<'c>(config: &'c Config, source: &str, vm: &VmRecord) -> Vec<&'c str> {
+    let datastores: Vec<String> = vm
+        .disks
+        .iter()
+        .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
+        .map(|p| p.datastore)
+        .collect();
+    let facts = VmFacts {
+        source,
+        name: &vm.name,
+        folder: "",
+        tags: &[],
+        datastores: &datastores,
+    };
+    config
+        .policies
+        .values()
+        .filter(|p| p.selector.matches(&facts))
+        .map(|p| p.name.as_str())
+        .collect()
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let config =
+        load_or_report(&args.policy).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
+    let mut alerts: Vec<SnapshotAlert> = Vec::new();
+    for source in config.sources.values() {
+        if args.source.as_ref().is_some_and(|s| s != &source.name) {
+            continue;
+        }
+        if source.kind == SourceKind::Lab && args.source.is_none() {
+            continue;
+        }
+        let conn = connect::connect(source)?;
+        for vm in conn.session.list_vms()? {
+            let found = hygiene::snapshot_alerts(
+                &vm,
+                now,
+                config.compliance.snapshot_max_age,
+                IN_PROGRESS_GRACE,
+            );
+            let policies = policies_for(&config, &source.name, &vm);
+            alerts.extend(found.iter().cloned());
+            rows.push((source.name.clone(), vm, policies, found));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let vms: Vec<_> = rows
+            .iter()
+            .map(|(source, vm, policies, found)| {
+                serde_json::json!({
+                    "source": source,
+                    "name": vm.name,
+                    "moref": vm.moref.value,
+                    "instance_uuid": vm.instance_uuid,
+                    "power_state": vm.power_state.map(|p| format!("{p:?}")),
+                    "tools": vm.tools_running_status,
+                    "cbt": vm.change_tracking_enabled,
+                    "consolidation_needed": vm.consolidation_needed,
+                    "disks": vm.disks.iter().map(|d| serde_json::json!({
+                        "key": d.key,
+                        "capacity_bytes": d.capacity_bytes,
+                        "file": d.file_name,
+                        "change_id": d.change_id.as_ref().map(|c| c.0.clone()),
+                        "mode": d.disk_mode,
+                    })).collect::<Vec<_>>(),
+                    "snapshots": vm.all_snapshots().iter().map(|s| serde_json::json!({
+                        "name": s.name,
+                        "created": s.create_time.to_rfc3339(),
+                    })).collect::<Vec<_>>(),
+                    "policies": policies,
+                    "alerts": found.iter().map(SnapshotAlert::describe).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "vms": vms }))?
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{:<12} {:<24} {:<11} {:<10} {:<4} {:>5} {:>12} {:>5}  POLICY",
+            "SOURCE", "VM", "POWER", "TOOLS", "CBT", "DISKS", "SIZE", "SNAPS"
+        )?;
+        for (source, vm, policies, _) in &rows {
+            writeln!(
+                out,
+                "{:<12} {:<24} {:<11} {:<10} {:<4} {:>5} {:>12} {:>5}  {}",
+                source,
+                vm.name,
+                vm.power_state.map_or("?".into(), |p| format!("{p:?}")),
+                match vm.tools_running_status.as_deref() {
+                    Some("guestToolsRunning") => "running",
+                    Some(_) => "not running",
+                    None => "?",
+                },
+                if vm.change_tracking_enabled {
+                    "on"
+                } else {
+                    "off"
+                },
+                vm.disks.len(),
+                crate::policy::units::format_size(vm.disks.iter().map(|d| d.capacity_bytes).sum()),
+                vm.all_snapshots().len(),
+                if policies.is_empty() {
+                    "(none: not backed up)".to_string()
+                } else {
+                    policies.join(", ")
+                }
+            )?;
+        }
+        for a in &alerts {
+            writeln!(out, "warning: {}", a.describe())?;
+        }
+    }
+    Ok(if alerts.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_HYGIENE
+    })
+}
