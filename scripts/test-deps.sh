@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers the tests start on loopback, when they are missing:
 #   moto (PyPI), an S3-compatible server, for the S3 backend and Object Lock;
+#   aiosmtpd (PyPI), an SMTP server with STARTTLS and AUTH, for the email tests;
 #   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,10 @@ cd "$(dirname "$0")/.."
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "== installing moto (S3-compatible test server) from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+if ! python3 -c 'import aiosmtpd, cryptography' 2>/dev/null; then
+  echo "== installing aiosmtpd (SMTP test server) from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2' cryptography
 fi
 
 echo "== vcsim harness"

@@ -9,5 +9,6 @@ pub mod cli;
 pub mod plan;
 pub mod policy;
 pub mod repo;
+pub mod report;
 pub mod run;
 pub mod vsphere;

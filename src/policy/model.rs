@@ -279,4 +279,6 @@ pub struct Notifier {
     pub to: Vec<String>,
     pub send: Vec<SendWhen>,
     pub compliance_schedule: Option<Schedule>,
+    /// CA certificate (PEM) of a relay with a private CA, besides the system roots.
+    pub ca_file: Option<PathBuf>,
 }

@@ -452,4 +452,7 @@ pub struct RawNotify {
     pub compliance_schedule: Option<Sp<CronText>>,
     /// Time zone of compliance_schedule. Default: settings.timezone.
     pub timezone: Option<Sp<TimeZoneText>>,
+    /// CA certificate (PEM) of a relay with a private CA, relative to the
+    /// policy directory; trusted besides the system roots.
+    pub ca_file: Option<Sp<String>>,
 }

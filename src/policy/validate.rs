@@ -34,7 +34,7 @@ pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Opti
     let sources: BTreeMap<String, Source> = merged
         .sources
         .iter()
-        .filter_map(|(name, e)| r.source(name, e).map(|s| (name.clone(), s)))
+        .filter_map(|(name, e)| r.source(dir, name, e).map(|s| (name.clone(), s)))
         .collect();
     let tiers: BTreeMap<String, Tier> = merged
         .tiers
@@ -54,7 +54,7 @@ pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Opti
         .notify
         .iter()
         .filter_map(|(name, e)| {
-            r.notifier(name, e, settings.timezone)
+            r.notifier(dir, name, e, settings.timezone)
                 .map(|n| (name.clone(), n))
         })
         .collect();
@@ -398,7 +398,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn source(&mut self, name: &str, e: &Entry<RawSource>) -> Option<Source> {
+    fn source(&mut self, dir: &Path, name: &str, e: &Entry<RawSource>) -> Option<Source> {
         let (f, r) = (e.file.as_path(), &e.value);
         let kind = *r.kind.get();
         let before = count_errors(self.diags);
@@ -477,7 +477,8 @@ impl Resolver<'_> {
                     TlsTrust::SystemRoots
                 }
             },
-            (None, Some(c)) => TlsTrust::CaFile(PathBuf::from(c.get())),
+            // Relative to the policy directory, like every path in it.
+            (None, Some(c)) => TlsTrust::CaFile(dir.join(c.get())),
             (None, None) => TlsTrust::SystemRoots,
         };
         let source = Source {
@@ -652,7 +653,13 @@ impl Resolver<'_> {
         }
     }
 
-    fn notifier(&mut self, name: &str, e: &Entry<RawNotify>, default_tz: Tz) -> Option<Notifier> {
+    fn notifier(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        e: &Entry<RawNotify>,
+        default_tz: Tz,
+    ) -> Option<Notifier> {
         let (f, r) = (e.file.as_path(), &e.value);
         let before = count_errors(self.diags);
         let security = r
@@ -716,6 +723,7 @@ impl Resolver<'_> {
                     s.get().iter().map(|w| *w.get()).collect()
                 }),
             compliance_schedule,
+            ca_file: r.ca_file.as_ref().map(|c| dir.join(c.get())),
         };
         (count_errors(self.diags) == before).then_some(notifier)
     }

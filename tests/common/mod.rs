@@ -69,3 +69,5 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+pub mod smtp;
