@@ -4,4 +4,5 @@
 
 pub mod cbt;
 pub mod hygiene;
+pub mod planner;
 pub mod schedule;

@@ -1,0 +1,697 @@
+//! The planner: desired state (policies) against what exists (the live
+//! inventory and the restore points on every tier) at an instant, as a list
+//! of actions with their reasons. Pure and deterministic: the same input
+//! gives the same plan in the same order; the clock is an argument.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+
+use super::cbt::{self, CbtVerdict, LiveDisk};
+use super::hygiene;
+use crate::policy::Config;
+use crate::policy::model::{Policy, VmFacts};
+use crate::repo::manifest::{DiskEntry, PointKind};
+use crate::vsphere::types::VmRecord;
+
+/// One restore point and where its copies are.
+#[derive(Debug, Clone)]
+pub struct PointInfo {
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub point_id: String,
+    pub created: DateTime<Utc>,
+    pub kind: PointKind,
+    pub disks: Vec<DiskEntry>,
+    /// Tier name → that copy.
+    pub copies: BTreeMap<String, CopyInfo>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyInfo {
+    /// Object Lock on this copy until then.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The last verification of this copy: `Some(false)` when it failed.
+    pub verified_ok: Option<bool>,
+}
+
+impl PointInfo {
+    /// Good: no copy of it failed verification.
+    pub fn good(&self) -> bool {
+        !self.copies.values().any(|c| c.verified_ok == Some(false))
+    }
+}
+
+/// A finished drill, for `every`.
+#[derive(Debug, Clone)]
+pub struct DrillRecord {
+    pub policy: String,
+    pub drill: String,
+    pub vm_uuid: String,
+    pub finished: DateTime<Utc>,
+    pub ok: bool,
+}
+
+/// Everything the planner looks at.
+#[derive(Debug)]
+pub struct PlanInput<'a> {
+    pub config: &'a Config,
+    /// Source name and VM, as the inventory found them.
+    pub inventory: Vec<(String, VmRecord)>,
+    /// Sources that could not be reached: their VMs are not "vanished".
+    pub unreachable_sources: BTreeSet<String>,
+    pub points: Vec<PointInfo>,
+    /// Tiers whose listing failed: nothing is pruned there.
+    pub unlisted_tiers: BTreeSet<String>,
+    pub drills: Vec<DrillRecord>,
+    pub now: DateTime<Utc>,
+    /// Allow pruning more than half of a tier's points in one run.
+    pub allow_mass_prune: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    Backup {
+        policy: String,
+        source: String,
+        vm: String,
+        tier: String,
+        full: bool,
+        reason: String,
+        base: Option<String>,
+    },
+    /// A backup is due but the window is closed.
+    Wait {
+        policy: String,
+        vm: String,
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    Copy {
+        vm: String,
+        point: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    Prune {
+        vm: String,
+        point: String,
+        tier: String,
+        reason: String,
+    },
+    /// A prune retention asks for but a safety floor forbids.
+    KeepBlocked {
+        vm: String,
+        point: String,
+        tier: String,
+        reason: String,
+    },
+    Gc {
+        tier: String,
+        reason: String,
+    },
+    Drill {
+        policy: String,
+        drill: String,
+        vm: String,
+        point: String,
+        tier: String,
+        reason: String,
+    },
+    RemoveSnapshot {
+        source: String,
+        vm: String,
+        snapshot: String,
+        reason: String,
+    },
+    Alert {
+        vm: Option<String>,
+        message: String,
+    },
+}
+
+impl Action {
+    /// One line for people: symbol, target, reason.
+    pub fn line(&self) -> String {
+        match self {
+            Action::Backup {
+                policy,
+                vm,
+                tier,
+                full,
+                reason,
+                ..
+            } => format!(
+                "+ backup {vm} → {tier} ({}, policy {policy}): {reason}",
+                if *full { "full" } else { "incremental" }
+            ),
+            Action::Wait {
+                vm, until, reason, ..
+            } => format!(
+                "… wait {vm} until {}: {reason}",
+                until.format("%Y-%m-%d %H:%M UTC")
+            ),
+            Action::Copy {
+                vm,
+                point,
+                from,
+                to,
+                reason,
+            } => format!("> copy {vm} {point} {from} → {to}: {reason}"),
+            Action::Prune {
+                vm,
+                point,
+                tier,
+                reason,
+            } => format!("- prune {vm} {point} on {tier}: {reason}"),
+            Action::KeepBlocked {
+                vm,
+                point,
+                tier,
+                reason,
+            } => format!("= keep {vm} {point} on {tier}: {reason}"),
+            Action::Gc { tier, reason } => format!("- gc {tier}: {reason}"),
+            Action::Drill {
+                drill,
+                vm,
+                point,
+                tier,
+                reason,
+                ..
+            } => format!("? drill {drill} {vm} {point} on {tier}: {reason}"),
+            Action::RemoveSnapshot {
+                vm,
+                snapshot,
+                reason,
+                ..
+            } => format!("- remove-snapshot {vm} \"{snapshot}\": {reason}"),
+            Action::Alert { vm, message } => match vm {
+                Some(vm) => format!("! alert {vm}: {message}"),
+                None => format!("! alert: {message}"),
+            },
+        }
+    }
+}
+
+/// 3-2-1-1-0 and RPO for one VM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VmCompliance {
+    pub vm: String,
+    pub policy: String,
+    /// Copies of the newest good point, counting production.
+    pub copies: u32,
+    pub media: u32,
+    pub offsite: u32,
+    pub immutable: u32,
+    pub verify_errors: u32,
+    pub newest_good: Option<DateTime<Utc>>,
+    pub rpo_met: Option<bool>,
+    /// Each rule that is not met, in words.
+    pub violations: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub format: u32,
+    pub now: DateTime<Utc>,
+    pub actions: Vec<Action>,
+    pub compliance: Vec<VmCompliance>,
+}
+
+/// Version of the JSON form of a plan.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// Retention verdicts: point id → the rules that keep it (absent: forget).
+pub type Kept = BTreeMap<String, Vec<String>>;
+
+/// The policies that select a VM of a source.
+pub fn policies_of<'c>(config: &'c Config, source: &str, vm: &VmRecord) -> Vec<&'c Policy> {
+    let datastores: Vec<String> = vm
+        .disks
+        .iter()
+        .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
+        .map(|p| p.datastore)
+        .collect();
+    let facts = VmFacts {
+        source,
+        name: &vm.name,
+        folder: "",
+        tags: &[],
+        datastores: &datastores,
+    };
+    config
+        .policies
+        .values()
+        .filter(|p| p.selector.matches(&facts))
+        .collect()
+}
+
+fn window_opens(policy: &Policy, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let w = policy.window.as_ref()?;
+    let tz = policy.timezone();
+    let local = now.with_timezone(&tz);
+    let minute = local.hour() * 60 + local.minute();
+    if w.contains(minute) {
+        return None;
+    }
+    // The next minute the window contains (at most a day away).
+    (1..=24 * 60).find_map(|m| {
+        let t = now + chrono::Duration::minutes(m);
+        let l = t.with_timezone(&tz);
+        w.contains(l.hour() * 60 + l.minute())
+            .then(|| t.with_second(0).unwrap_or(t))
+    })
+}
+
+/// Builds the plan. `retain` applies a tier's retention to a VM's points
+/// there (restic's `forget` rules); passed in so it stays one function.
+pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str) -> Kept) -> Plan {
+    let config = input.config;
+    let now = input.now;
+    let mut actions = Vec::new();
+    let mut compliance = Vec::new();
+    let mut by_vm: BTreeMap<&str, Vec<&PointInfo>> = BTreeMap::new();
+    for p in &input.points {
+        by_vm.entry(p.vm_uuid.as_str()).or_default().push(p);
+    }
+    for list in by_vm.values_mut() {
+        list.sort_by(|a, b| b.created.cmp(&a.created).then(b.point_id.cmp(&a.point_id)));
+    }
+    let mut seen_uuids = BTreeSet::new();
+    let mut prunes_per_tier: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+
+    let mut inventory: Vec<&(String, VmRecord)> = input.inventory.iter().collect();
+    inventory.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+    for (source, vm) in inventory {
+        for alert in hygiene::snapshot_alerts(
+            vm,
+            now,
+            config.compliance.snapshot_max_age,
+            Duration::from_secs(6 * 3600),
+        ) {
+            actions.push(Action::Alert {
+                vm: Some(vm.name.clone()),
+                message: alert.describe(),
+            });
+            if alert.left_by_coffer() {
+                actions.push(Action::RemoveSnapshot {
+                    source: source.clone(),
+                    vm: vm.name.clone(),
+                    snapshot: alert.name.clone(),
+                    reason: "left behind by an earlier coffer run".into(),
+                });
+            }
+        }
+        let policies = policies_of(config, source, vm);
+        let Some(uuid) = vm.instance_uuid.as_deref() else {
+            continue;
+        };
+        seen_uuids.insert(uuid.to_string());
+        let policy = match policies.as_slice() {
+            [] => {
+                actions.push(Action::Alert {
+                    vm: Some(vm.name.clone()),
+                    message: "no policy selects this VM: it is not backed up".into(),
+                });
+                continue;
+            }
+            [one] => *one,
+            many => {
+                actions.push(Action::Alert {
+                    vm: Some(vm.name.clone()),
+                    message: format!(
+                        "policies {} all select this VM; {} is used",
+                        many.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                        many[0].name
+                    ),
+                });
+                many[0]
+            }
+        };
+        let points = by_vm.get(uuid).cloned().unwrap_or_default();
+        plan_backup(policy, source, vm, &points, now, &mut actions);
+        plan_tiers(input, policy, vm, &points, retain, &mut actions, &mut prunes_per_tier);
+        plan_drills(input, policy, vm, &points, &mut actions);
+        compliance.push(vm_compliance(config, policy, source, vm, &points, now));
+    }
+    // Points of VMs the inventory no longer has.
+    for (uuid, points) in &by_vm {
+        if !seen_uuids.contains(*uuid) && input.unreachable_sources.is_empty() {
+            actions.push(Action::Alert {
+                vm: Some(points[0].vm_name.clone()),
+                message: format!(
+                    "the VM is gone from every source; its {} points are kept until pruned by hand",
+                    points.len()
+                ),
+            });
+        }
+    }
+    // The mass-prune floor, per tier.
+    for (tier, prunes) in prunes_per_tier {
+        let total = input
+            .points
+            .iter()
+            .filter(|p| p.copies.contains_key(&tier))
+            .count();
+        if prunes.len() * 2 > total && !input.allow_mass_prune {
+            for p in prunes {
+                if let Action::Prune {
+                    vm, point, tier, ..
+                } = p
+                {
+                    actions.push(Action::KeepBlocked {
+                        vm,
+                        point,
+                        tier,
+                        reason: format!(
+                            "retention would prune more than half of the tier's {total} points in one run; confirm with --allow-mass-prune"
+                        ),
+                    });
+                }
+            }
+        } else if !prunes.is_empty() {
+            actions.extend(prunes);
+            actions.push(Action::Gc {
+                tier,
+                reason: "points were pruned".into(),
+            });
+        }
+    }
+    Plan {
+        format: PLAN_FORMAT,
+        now,
+        actions,
+        compliance,
+    }
+}
+
+fn plan_backup(
+    policy: &Policy,
+    source: &str,
+    vm: &VmRecord,
+    points: &[&PointInfo],
+    now: DateTime<Utc>,
+    actions: &mut Vec<Action>,
+) {
+    let on_tier: Vec<&PointInfo> = points
+        .iter()
+        .copied()
+        .filter(|p| p.copies.contains_key(&policy.backup_to) && p.good())
+        .collect();
+    let newest = on_tier.first();
+    let due = match newest {
+        None => Some("no restore point yet".to_string()),
+        Some(p) => {
+            let fire = policy.schedule.last_at_or_before(now);
+            let rpo_breached = policy
+                .rpo
+                .is_some_and(|rpo| (now - p.created).to_std().unwrap_or_default() > rpo);
+            if rpo_breached {
+                Some(format!(
+                    "RPO {} breached: newest good point is from {}",
+                    crate::policy::units::format_duration(policy.rpo.unwrap_or_default()),
+                    p.created.format("%Y-%m-%d %H:%M UTC")
+                ))
+            } else {
+                fire.filter(|f| *f > p.created)
+                    .map(|f| format!("scheduled at {}", f.format("%Y-%m-%d %H:%M UTC")))
+            }
+        }
+    };
+    let Some(reason) = due else {
+        return;
+    };
+    if let Some(until) = window_opens(policy, now) {
+        actions.push(Action::Wait {
+            policy: policy.name.clone(),
+            vm: vm.name.clone(),
+            until,
+            reason: format!("{reason}; outside the backup window"),
+        });
+        return;
+    }
+    let (full, why) = full_or_incremental(policy, vm, &on_tier, now);
+    actions.push(Action::Backup {
+        policy: policy.name.clone(),
+        source: source.to_string(),
+        vm: vm.name.clone(),
+        tier: policy.backup_to.clone(),
+        full,
+        reason: format!("{reason}; {why}"),
+        base: (!full).then(|| on_tier[0].point_id.clone()),
+    });
+}
+
+fn full_or_incremental(
+    policy: &Policy,
+    vm: &VmRecord,
+    on_tier: &[&PointInfo],
+    now: DateTime<Utc>,
+) -> (bool, String) {
+    let Some(base) = on_tier.first() else {
+        return (true, "full: first backup".into());
+    };
+    if let Some(every) = policy.full_every {
+        let last_full = on_tier.iter().find(|p| p.kind == PointKind::Full);
+        match last_full {
+            None => return (true, "full: no full on the tier".into()),
+            Some(f) if (now - f.created).to_std().unwrap_or_default() >= every => {
+                return (
+                    true,
+                    format!(
+                        "full: full_every {} reached",
+                        crate::policy::units::format_duration(every)
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    for disk in &vm.disks {
+        let live = LiveDisk {
+            device_key: disk.key,
+            capacity_bytes: disk.capacity_bytes,
+            backing: &disk.file_name,
+            change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
+        };
+        let base_disk = base.disks.iter().find(|d| d.device_key == disk.key);
+        // The VM's own disk shows its newest id; only the epoch is compared.
+        let mut live_for_check = live.clone();
+        if let (Some(b), Some(_)) = (base_disk.and_then(|d| d.change_id.as_deref()), live.change_id)
+            && cbt::change_id_epoch(b) == live.change_id.map(cbt::change_id_epoch).unwrap_or("")
+        {
+            live_for_check.change_id = Some(b);
+        }
+        if let CbtVerdict::Full { reason } =
+            cbt::verdict(base_disk, &live_for_check, vm.change_tracking_enabled)
+        {
+            return (true, format!("full: {reason}"));
+        }
+    }
+    (false, format!("incremental from {}", base.point_id))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_tiers(
+    input: &PlanInput<'_>,
+    policy: &Policy,
+    vm: &VmRecord,
+    points: &[&PointInfo],
+    retain: &dyn Fn(&[&PointInfo], &Policy, &str) -> Kept,
+    actions: &mut Vec<Action>,
+    prunes: &mut BTreeMap<String, Vec<Action>>,
+) {
+    let newest_good = points.iter().find(|p| p.good()).map(|p| p.point_id.clone());
+    // What each tier's retention keeps, over all the VM's points (a tier
+    // holds the points its retention keeps, wherever they are now).
+    let mut keeps: BTreeMap<&str, Kept> = BTreeMap::new();
+    for tier in policy.retain.keys() {
+        keeps.insert(tier.as_str(), retain(points, policy, tier));
+    }
+    // Copies first: a kept point the tier lacks, from a tier that has it.
+    let mut pending_sources: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (tier, kept) in &keeps {
+        for (point_id, rules) in kept {
+            let Some(p) = points.iter().find(|p| &p.point_id == point_id) else {
+                continue;
+            };
+            if p.copies.contains_key(*tier) || !p.good() {
+                continue;
+            }
+            if let Some(from) = p.copies.keys().find(|t| !input.unlisted_tiers.contains(*t)) {
+                *pending_sources.entry((p.point_id.clone(), from.clone())).or_default() += 1;
+                actions.push(Action::Copy {
+                    vm: vm.name.clone(),
+                    point: p.point_id.clone(),
+                    from: from.clone(),
+                    to: tier.to_string(),
+                    reason: format!("kept by {}", rules.join(", ")),
+                });
+            }
+        }
+    }
+    // Prunes: what a tier holds that its retention does not keep.
+    for p in points {
+        for (tier, copy) in &p.copies {
+            let Some(kept) = keeps.get(tier.as_str()) else {
+                continue;
+            };
+            if kept.contains_key(&p.point_id) {
+                continue;
+            }
+            let blocked = if input.unlisted_tiers.contains(tier) {
+                Some("the tier's listing failed; nothing is pruned there".to_string())
+            } else if Some(&p.point_id) == newest_good.as_ref() {
+                Some("the newest good point of the VM is never pruned".to_string())
+            } else if pending_sources
+                .keys()
+                .any(|(pid, from)| pid == &p.point_id && from == tier)
+                && p.copies.len() == 1
+            {
+                Some("the only source of a pending copy".to_string())
+            } else {
+                copy.locked_until.filter(|u| *u > input.now).map(|u| {
+                    format!(
+                        "locked (immutable) until {}",
+                        u.format("%Y-%m-%d %H:%M UTC")
+                    )
+                })
+            };
+            match blocked {
+                Some(reason) => actions.push(Action::KeepBlocked {
+                    vm: vm.name.clone(),
+                    point: p.point_id.clone(),
+                    tier: tier.clone(),
+                    reason,
+                }),
+                None => prunes.entry(tier.clone()).or_default().push(Action::Prune {
+                    vm: vm.name.clone(),
+                    point: p.point_id.clone(),
+                    tier: tier.clone(),
+                    reason: "no retention rule keeps it".into(),
+                }),
+            }
+        }
+    }
+}
+
+fn plan_drills(
+    input: &PlanInput<'_>,
+    policy: &Policy,
+    vm: &VmRecord,
+    points: &[&PointInfo],
+    actions: &mut Vec<Action>,
+) {
+    let Some(uuid) = vm.instance_uuid.as_deref() else {
+        return;
+    };
+    for d in &policy.drills {
+        let last = input
+            .drills
+            .iter()
+            .filter(|r| r.policy == policy.name && r.drill == d.name && r.vm_uuid == uuid)
+            .map(|r| r.finished)
+            .max();
+        let due = match last {
+            None => Some("never run".to_string()),
+            Some(t) if (input.now - t).to_std().unwrap_or_default() >= d.every => Some(format!(
+                "last run {}, every {}",
+                t.format("%Y-%m-%d"),
+                crate::policy::units::format_duration(d.every)
+            )),
+            _ => None,
+        };
+        let Some(reason) = due else { continue };
+        let point = points
+            .iter()
+            .find(|p| p.good() && p.copies.contains_key(&d.tier));
+        match point {
+            Some(p) => actions.push(Action::Drill {
+                policy: policy.name.clone(),
+                drill: d.name.clone(),
+                vm: vm.name.clone(),
+                point: p.point_id.clone(),
+                tier: d.tier.clone(),
+                reason,
+            }),
+            None => {}
+        }
+    }
+}
+
+fn vm_compliance(
+    config: &Config,
+    policy: &Policy,
+    source: &str,
+    vm: &VmRecord,
+    points: &[&PointInfo],
+    now: DateTime<Utc>,
+) -> VmCompliance {
+    let newest = points.iter().find(|p| p.good());
+    let source_site = config.sources.get(source).and_then(|s| s.site.clone());
+    let (mut copies, mut media, mut offsite, mut immutable) = (1u32, BTreeSet::new(), 0u32, 0u32);
+    // Production is one copy on disk at the source's site.
+    media.insert("disk".to_string());
+    if let Some(p) = newest {
+        for (tier_name, copy) in &p.copies {
+            let Some(tier) = config.tiers.get(tier_name) else {
+                continue;
+            };
+            copies += 1;
+            media.insert(format!("{:?}", tier.media).to_lowercase());
+            if tier.site.is_some() && tier.site != source_site {
+                offsite += 1;
+            }
+            if copy.locked_until.is_some_and(|u| u > now) || tier.immutable_for.is_some() {
+                immutable += 1;
+            }
+        }
+    }
+    let verify_errors = points
+        .iter()
+        .flat_map(|p| p.copies.values())
+        .filter(|c| c.verified_ok == Some(false))
+        .count() as u32;
+    let rpo_met = policy.rpo.map(|rpo| {
+        newest.is_some_and(|p| (now - p.created).to_std().unwrap_or_default() <= rpo)
+    });
+    let c = &config.compliance;
+    let mut violations = Vec::new();
+    let mut rule = |ok: bool, text: String| {
+        if !ok {
+            violations.push(text);
+        }
+    };
+    rule(copies >= c.copies, format!("{copies} copies of {} required", c.copies));
+    rule(
+        media.len() as u32 >= c.media,
+        format!("{} media of {} required", media.len(), c.media),
+    );
+    rule(offsite >= c.offsite, format!("{offsite} offsite copies of {} required", c.offsite));
+    rule(
+        immutable >= c.immutable,
+        format!("{immutable} immutable copies of {} required", c.immutable),
+    );
+    rule(
+        verify_errors <= c.verify_errors,
+        format!("{verify_errors} copies failed verification"),
+    );
+    if rpo_met == Some(false) {
+        violations.push("RPO breached".into());
+    }
+    VmCompliance {
+        vm: vm.name.clone(),
+        policy: policy.name.clone(),
+        copies,
+        media: media.len() as u32,
+        offsite,
+        immutable,
+        verify_errors,
+        newest_good: newest.map(|p| p.created),
+        rpo_met,
+        violations,
+    }
+}
