@@ -2,4 +2,5 @@
 //! (inventory, catalog) and `now` to the actions that close the gap. Nothing
 //! in here performs I/O or reads the clock; `now` is always passed in.
 
+pub mod retention;
 pub mod schedule;
