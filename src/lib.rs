@@ -4,6 +4,7 @@
 //! `plan` decides, `repo` stores restore points, `vsphere` talks to the hosts,
 //! and `cli` wires commands to them.
 
+pub mod catalog;
 pub mod cli;
 pub mod plan;
 pub mod policy;
