@@ -13,7 +13,7 @@ use rusqlite::{Transaction, params};
 use super::{Catalog, CatalogError, CopyState, time_text};
 use crate::repo::manifest::{Manifest, PointKind};
 use crate::repo::store::StoreError;
-use crate::repo::{PointRef, RepoError, Repository};
+use crate::repo::{PointRef, RepoConfig, RepoError, Repository};
 
 /// How a tier differs from what the catalog knew of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,10 +156,30 @@ impl Catalog {
 /// or authenticate is a finding; a store that cannot be read is an error
 /// (a flaky network must never mark copies corrupt).
 fn read_tier(tier: &str, repo: &Repository) -> Result<BTreeMap<PointRef, Read>, CatalogError> {
-    let listed = repo.list_points().map_err(|source| CatalogError::Listing {
+    let listing_failed = |source| CatalogError::Listing {
         tier: tier.to_string(),
         source,
-    })?;
+    };
+    // An unmounted disk or a wrong bucket lists as empty, which would read
+    // as "every copy is gone": first make sure the repository that was
+    // opened is still the one there.
+    let config = match repo.store().get("config") {
+        Ok(bytes) => serde_json::from_slice::<RepoConfig>(&bytes)
+            .map_err(|e| listing_failed(RepoError::BadConfig(e.to_string())))?,
+        Err(StoreError::NotFound(_)) => {
+            return Err(listing_failed(RepoError::NotARepository(repo.describe())));
+        }
+        Err(e) => return Err(listing_failed(e.into())),
+    };
+    if config.id != repo.config.id {
+        return Err(listing_failed(RepoError::Invalid(format!(
+            "{} now holds repository {}, not {}",
+            repo.describe(),
+            config.id,
+            repo.config.id
+        ))));
+    }
+    let listed = repo.list_points().map_err(listing_failed)?;
     let mut out = BTreeMap::new();
     for p in listed {
         let read = match repo.read_manifest(&p) {
