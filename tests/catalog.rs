@@ -451,3 +451,32 @@ fn a_tier_that_cannot_be_listed_is_recorded_as_failed() {
     let p = &catalog.points_of_vm(&vm).unwrap()[0];
     assert_eq!(p.copy_on("local").unwrap().state, CopyState::Present);
 }
+
+#[test]
+fn a_failed_migration_leaves_the_database_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("catalog.db");
+    {
+        // A table in the way of migration 1.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE alerts (x INTEGER);")
+            .unwrap();
+    }
+    match Catalog::open(&path) {
+        Err(CatalogError::Migration { version: 1, .. }) => {}
+        other => panic!("expected migration 1 to fail, got {other:?}"),
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 0);
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'vms'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "nothing of the failed migration remains");
+}

@@ -514,6 +514,30 @@ fn within_whole_days_are_calendar_days() {
     );
 }
 
+/// When `within`'s whole days land in the spring-forward gap (02:30 does
+/// not exist on 2026-03-29 in Berlin), the wall-clock time is read with the
+/// offset before the gap: the reach ends at 03:30 CEST.
+#[test]
+fn within_landing_in_the_dst_gap() {
+    let p = points(&[
+        "2026-03-30 00:30:00", // 02:30 CEST on the 30th
+        "2026-03-29 01:45:00", // 03:45 CEST: kept
+        "2026-03-29 01:15:00", // 03:15 CEST: before the reach
+    ]);
+    let v = apply(
+        &p,
+        &Retention {
+            within: Some(days(1)),
+            ..Default::default()
+        },
+        chrono_tz::Europe::Berlin,
+    );
+    assert_eq!(
+        kept(&v),
+        ts(&["2026-03-30 00:30:00", "2026-03-29 01:45:00"])
+    );
+}
+
 #[test]
 fn iso_weeks_across_year_ends() {
     // 2020 has 53 ISO weeks: 2020-12-28 and 2021-01-03 are 2020-W53, the
