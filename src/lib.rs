@@ -5,6 +5,7 @@
 //! `run` carries out what was decided,
 //! and `cli` wires commands to them.
 
+pub mod catalog;
 pub mod cli;
 pub mod plan;
 pub mod policy;

@@ -3,6 +3,7 @@
 //! formats, never decisions.
 
 mod backup;
+mod catalog;
 mod inventory;
 mod repo;
 mod schedule;
@@ -67,6 +68,11 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Back up one VM now, by its policy.
     Backup(backup::Args),
+    /// The catalog: rebuild it from a tier, refresh it and report drift, show it.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::Command,
+    },
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -80,6 +86,7 @@ pub fn run() -> Result<u8> {
         Command::BackupImage(args) => repo::backup_image(args),
         Command::Inventory(args) => inventory::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Catalog { command } => catalog::run(command),
     }
 }
 

@@ -5,4 +5,5 @@
 pub mod cbt;
 pub mod hygiene;
 pub mod planner;
+pub mod retention;
 pub mod schedule;

@@ -1,0 +1,132 @@
+//! The catalog: coffer's record of what exists and what happened — VMs
+//! seen, restore points and their disks, which tier holds a copy of which
+//! point, verification and drill results, runs, their actions, and alerts.
+//! It is an embedded SQLite database (WAL mode) under the state dir.
+//!
+//! The repositories stay the source of truth for data: the catalog is
+//! refreshed from them (listings and manifests only, never chunks) and can
+//! be rebuilt from them at any time. A refresh reports drift — a copy that
+//! vanished from a tier, a manifest the catalog never saw, a manifest that
+//! cannot be read — and records it, so the next refresh reports only what
+//! changed since. The catalog never decides anything; the planner reads it.
+
+mod query;
+mod refresh;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::Connection;
+
+use crate::repo::RepoError;
+
+pub use query::{
+    CopyRecord, CopyState, DiskRecord, PointRecord, TierRefresh, Verification, VerificationKind,
+    VmRecord,
+};
+pub use refresh::{Drift, DriftItem, DriftKind};
+pub use schema::SCHEMA_VERSION;
+
+/// The catalog file inside a state dir.
+pub const FILE_NAME: &str = "catalog.db";
+
+/// How long a writer waits for another process's write to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything that can go wrong in the catalog, by case.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("creating the catalog directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the catalog {path} has schema version {found}, newer than this coffer knows ({known}); \
+         upgrade coffer, or rebuild a catalog for this version in another state dir with \
+         `coffer catalog rebuild --tier NAME --state DIR`"
+    )]
+    NewerSchema {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("catalog migration {version} failed: {source}")]
+    Migration {
+        version: u32,
+        source: rusqlite::Error,
+    },
+    #[error("listing tier `{tier}`: {source}")]
+    Listing { tier: String, source: RepoError },
+    #[error("reading the manifest of point {point} on tier `{tier}`: {source}")]
+    Manifest {
+        tier: String,
+        point: String,
+        source: RepoError,
+    },
+    #[error("the catalog holds a value it cannot read ({what}: `{value}`); rebuild it")]
+    BadValue { what: &'static str, value: String },
+}
+
+/// An open catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Catalog {
+    /// Opens the catalog at `path`, creating it (and its directory) when
+    /// absent and migrating it to this build's schema.
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CatalogError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers (a `plan`) never block the writer (an `apply`).
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        debug_assert!(mode.eq_ignore_ascii_case("wal") || mode.eq_ignore_ascii_case("memory"));
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        schema::migrate(&mut conn, &path.display().to_string())?;
+        Ok(Catalog {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, CatalogError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+/// The catalog's text form of an instant: RFC 3339 UTC with microseconds,
+/// fixed width so that text order is time order.
+pub(crate) fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_time(what: &'static str, s: &str) -> Result<DateTime<Utc>, CatalogError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| CatalogError::BadValue {
+            what,
+            value: s.to_string(),
+        })
+}

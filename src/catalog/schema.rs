@@ -1,0 +1,152 @@
+//! The catalog's schema and its numbered migrations. `PRAGMA user_version`
+//! holds the number of migrations applied; each migration runs in its own
+//! transaction together with the bump of that number, so a crash leaves the
+//! database at one version or the next, never between. A database whose
+//! version is higher than this build knows was written by a newer coffer and
+//! is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use super::CatalogError;
+
+/// Migration `n` (1-based) is `MIGRATIONS[n - 1]`. Append only: a released
+/// migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema. Times are RFC 3339 UTC text with microseconds,
+    // so text order is time order.
+    r#"
+CREATE TABLE vms (
+    uuid        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    -- the source (host or vCenter) it was seen on; NULL when known only
+    -- from a repository
+    source      TEXT,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL
+);
+
+CREATE TABLE points (
+    point_id     TEXT PRIMARY KEY,
+    vm_uuid      TEXT NOT NULL REFERENCES vms(uuid),
+    created      TEXT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('full', 'incremental')),
+    -- not a foreign key: a parent may be pruned while its child lives on
+    parent       TEXT,
+    -- what was achieved: application, crash, image
+    consistency  TEXT NOT NULL,
+    duration_ms  INTEGER NOT NULL
+);
+CREATE INDEX points_by_vm ON points(vm_uuid, created);
+
+CREATE TABLE point_disks (
+    point_id          TEXT NOT NULL REFERENCES points(point_id) ON DELETE CASCADE,
+    device_key        INTEGER NOT NULL,
+    label             TEXT NOT NULL,
+    size_bytes        INTEGER NOT NULL,
+    chunk_size_bytes  INTEGER NOT NULL,
+    index_sha256      TEXT NOT NULL,
+    change_id         TEXT,
+    PRIMARY KEY (point_id, device_key)
+);
+
+-- One row per point and tier the catalog has seen it on. Not a foreign key
+-- to points: a manifest that cannot be read still names a copy (its VM and
+-- id come from its path) though nothing else about the point is known.
+CREATE TABLE copies (
+    point_id      TEXT NOT NULL,
+    vm_uuid       TEXT NOT NULL,
+    tier          TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('present', 'missing', 'corrupt')),
+    -- why a copy is corrupt
+    detail        TEXT,
+    locked_until  TEXT,
+    first_seen    TEXT NOT NULL,
+    last_seen     TEXT NOT NULL,
+    PRIMARY KEY (point_id, tier)
+);
+CREATE INDEX copies_by_tier ON copies(tier, state);
+
+-- The last refresh of each tier: the planner never prunes on a tier whose
+-- listing failed.
+CREATE TABLE tier_refreshes (
+    tier          TEXT PRIMARY KEY,
+    refreshed_at  TEXT NOT NULL,
+    ok            INTEGER NOT NULL,
+    error         TEXT
+);
+
+-- Verifications and drills: `verify` re-reads chunks, `restore` and `boot`
+-- are drills and measure how long the restore took.
+CREATE TABLE verifications (
+    id               INTEGER PRIMARY KEY,
+    kind             TEXT NOT NULL CHECK (kind IN ('verify', 'restore', 'boot')),
+    point_id         TEXT NOT NULL REFERENCES points(point_id),
+    tier             TEXT NOT NULL,
+    drill            TEXT,
+    started          TEXT NOT NULL,
+    finished         TEXT,
+    ok               INTEGER,
+    detail           TEXT,
+    restore_seconds  REAL
+);
+CREATE INDEX verifications_by_point ON verifications(point_id, started);
+
+CREATE TABLE runs (
+    run_id    TEXT PRIMARY KEY,
+    command   TEXT NOT NULL,
+    started   TEXT NOT NULL,
+    finished  TEXT,
+    outcome   TEXT
+);
+
+CREATE TABLE actions (
+    id        INTEGER PRIMARY KEY,
+    run_id    TEXT NOT NULL REFERENCES runs(run_id),
+    seq       INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    state     TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'skipped')),
+    started   TEXT,
+    finished  TEXT,
+    outcome   TEXT,
+    error     TEXT,
+    UNIQUE (run_id, seq)
+);
+
+CREATE TABLE alerts (
+    id        INTEGER PRIMARY KEY,
+    raised    TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    resolved  TEXT
+);
+"#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings `conn` up to [`SCHEMA_VERSION`], or refuses a newer database.
+pub fn migrate(conn: &mut Connection, path: &str) -> Result<(), CatalogError> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(CatalogError::NewerSchema {
+            path: path.to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|source| CatalogError::Migration {
+                version: n as u32 + 1,
+                source,
+            })?;
+        tx.pragma_update(None, "user_version", n as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
