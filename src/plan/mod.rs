@@ -5,5 +5,7 @@
 pub mod cbt;
 pub mod hygiene;
 pub mod planner;
+#[cfg(test)]
+mod planner_tests;
 pub mod retention;
 pub mod schedule;

@@ -227,6 +227,30 @@ pub const PLAN_FORMAT: u32 = 1;
 /// Retention verdicts: point id → the rules that keep it (absent: forget).
 pub type Kept = BTreeMap<String, Vec<String>>;
 
+/// Retention by restic's `forget` rules over a VM's good points: what
+/// `tier` should hold, with the rules that keep each point.
+pub fn restic_retention(points: &[&PointInfo], policy: &Policy, tier: &str) -> Kept {
+    let Some(rules) = policy.retain.get(tier) else {
+        return Kept::new();
+    };
+    let good: Vec<super::retention::PointTime> = points
+        .iter()
+        .filter(|p| p.good())
+        .map(|p| super::retention::PointTime {
+            id: p.point_id.clone(),
+            created: p.created,
+        })
+        .collect();
+    super::retention::apply(&good, rules, policy.timezone())
+        .into_iter()
+        .filter(|v| v.keep)
+        .map(|v| {
+            let reasons = v.reasons.iter().map(|r| r.to_string()).collect();
+            (v.id, reasons)
+        })
+        .collect()
+}
+
 /// The policies that select a VM of a source.
 pub fn policies_of<'c>(config: &'c Config, source: &str, vm: &VmRecord) -> Vec<&'c Policy> {
     let datastores: Vec<String> = vm
@@ -324,7 +348,10 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
                     vm: Some(vm.name.clone()),
                     message: format!(
                         "policies {} all select this VM; {} is used",
-                        many.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                        many.iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         many[0].name
                     ),
                 });
@@ -333,7 +360,15 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         };
         let points = by_vm.get(uuid).cloned().unwrap_or_default();
         plan_backup(policy, source, vm, &points, now, &mut actions);
-        plan_tiers(input, policy, vm, &points, retain, &mut actions, &mut prunes_per_tier);
+        plan_tiers(
+            input,
+            policy,
+            vm,
+            &points,
+            retain,
+            &mut actions,
+            &mut prunes_per_tier,
+        );
         plan_drills(input, policy, vm, &points, &mut actions);
         compliance.push(vm_compliance(config, policy, source, vm, &points, now));
     }
@@ -480,8 +515,10 @@ fn full_or_incremental(
         let base_disk = base.disks.iter().find(|d| d.device_key == disk.key);
         // The VM's own disk shows its newest id; only the epoch is compared.
         let mut live_for_check = live.clone();
-        if let (Some(b), Some(_)) = (base_disk.and_then(|d| d.change_id.as_deref()), live.change_id)
-            && cbt::change_id_epoch(b) == live.change_id.map(cbt::change_id_epoch).unwrap_or("")
+        if let (Some(b), Some(_)) = (
+            base_disk.and_then(|d| d.change_id.as_deref()),
+            live.change_id,
+        ) && cbt::change_id_epoch(b) == live.change_id.map(cbt::change_id_epoch).unwrap_or("")
         {
             live_for_check.change_id = Some(b);
         }
@@ -522,7 +559,9 @@ fn plan_tiers(
                 continue;
             }
             if let Some(from) = p.copies.keys().find(|t| !input.unlisted_tiers.contains(*t)) {
-                *pending_sources.entry((p.point_id.clone(), from.clone())).or_default() += 1;
+                *pending_sources
+                    .entry((p.point_id.clone(), from.clone()))
+                    .or_default() += 1;
                 actions.push(Action::Copy {
                     vm: vm.name.clone(),
                     point: p.point_id.clone(),
@@ -608,16 +647,15 @@ fn plan_drills(
         let point = points
             .iter()
             .find(|p| p.good() && p.copies.contains_key(&d.tier));
-        match point {
-            Some(p) => actions.push(Action::Drill {
+        if let Some(p) = point {
+            actions.push(Action::Drill {
                 policy: policy.name.clone(),
                 drill: d.name.clone(),
                 vm: vm.name.clone(),
                 point: p.point_id.clone(),
                 tier: d.tier.clone(),
                 reason,
-            }),
-            None => {}
+            });
         }
     }
 }
@@ -655,9 +693,9 @@ fn vm_compliance(
         .flat_map(|p| p.copies.values())
         .filter(|c| c.verified_ok == Some(false))
         .count() as u32;
-    let rpo_met = policy.rpo.map(|rpo| {
-        newest.is_some_and(|p| (now - p.created).to_std().unwrap_or_default() <= rpo)
-    });
+    let rpo_met = policy
+        .rpo
+        .map(|rpo| newest.is_some_and(|p| (now - p.created).to_std().unwrap_or_default() <= rpo));
     let c = &config.compliance;
     let mut violations = Vec::new();
     let mut rule = |ok: bool, text: String| {
@@ -665,12 +703,18 @@ fn vm_compliance(
             violations.push(text);
         }
     };
-    rule(copies >= c.copies, format!("{copies} copies of {} required", c.copies));
+    rule(
+        copies >= c.copies,
+        format!("{copies} copies of {} required", c.copies),
+    );
     rule(
         media.len() as u32 >= c.media,
         format!("{} media of {} required", media.len(), c.media),
     );
-    rule(offsite >= c.offsite, format!("{offsite} offsite copies of {} required", c.offsite));
+    rule(
+        offsite >= c.offsite,
+        format!("{offsite} offsite copies of {} required", c.offsite),
+    );
     rule(
         immutable >= c.immutable,
         format!("{immutable} immutable copies of {} required", c.immutable),

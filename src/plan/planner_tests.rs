@@ -1,0 +1,440 @@
+//! The planner over synthetic inventories and catalogs, with a fixed clock.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::planner::*;
+use crate::policy::Config;
+use crate::repo::manifest::{DiskEntry, PointKind};
+use crate::vsphere::types::{ChangeId, DiskBacking, MoRef, VmDisk, VmRecord};
+
+const POLICIES: &str = r#"
+[settings]
+timezone = "UTC"
+
+[sources.esx]
+kind = "esxi"
+url = "https://esx.example.com"
+user = "u"
+password = { env = "X" }
+site = "dc1"
+
+[tiers.local]
+backend = "local"
+path = "/srv/local"
+site = "dc1"
+
+[tiers.offsite]
+backend = "local"
+path = "/srv/offsite"
+site = "dc2"
+
+[policies.nightly]
+sources = ["esx"]
+vms = ["db*"]
+schedule = "0 0 1 * * *"
+rpo = "26h"
+full_every = "30d"
+backup_to = "local"
+
+[policies.nightly.retain.local]
+last = 2
+
+[policies.nightly.retain.offsite]
+daily = 3
+
+[[policies.nightly.drills]]
+kind = "verify"
+every = "7d"
+tier = "offsite"
+"#;
+
+fn config(extra: &str) -> Config {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("p.toml"), format!("{POLICIES}{extra}")).unwrap();
+    let loaded = crate::policy::load(t.path());
+    loaded
+        .config
+        .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics))
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn vm(name: &str) -> VmRecord {
+    VmRecord {
+        moref: MoRef::new("VirtualMachine", name),
+        name: name.into(),
+        instance_uuid: Some(format!("uuid-{name}")),
+        power_state: None,
+        tools_running_status: None,
+        change_tracking_enabled: true,
+        consolidation_needed: false,
+        disks: vec![VmDisk {
+            key: 2000,
+            capacity_bytes: 1 << 30,
+            file_name: format!("[ds1] {name}/{name}.vmdk"),
+            datastore: None,
+            change_id: Some(ChangeId("52 aa/9".into())),
+            disk_mode: Some("persistent".into()),
+            backing: DiskBacking::Vmdk,
+        }],
+        snapshots: vec![],
+    }
+}
+
+fn point(vm: &str, created: &str, kind: PointKind, tiers: &[&str]) -> PointInfo {
+    PointInfo {
+        vm_uuid: format!("uuid-{vm}"),
+        vm_name: vm.into(),
+        point_id: format!("{}-{vm}", created.replace([':', '-'], "")),
+        created: at(created),
+        kind,
+        disks: vec![DiskEntry {
+            device_key: 2000,
+            label: "Hard disk 1".into(),
+            size_bytes: 1 << 30,
+            chunk_size_bytes: 256 << 10,
+            index_key: String::new(),
+            index_sha256: String::new(),
+            change_id: Some("52 aa/3".into()),
+            backing: None,
+            bytes_read: 0,
+            chunks_new: 0,
+            bytes_stored_new: 0,
+            chunks_data: 0,
+        }],
+        copies: tiers
+            .iter()
+            .map(|t| (t.to_string(), CopyInfo::default()))
+            .collect(),
+    }
+}
+
+fn input<'a>(
+    config: &'a Config,
+    vms: Vec<VmRecord>,
+    points: Vec<PointInfo>,
+    now: &str,
+) -> PlanInput<'a> {
+    PlanInput {
+        config,
+        inventory: vms.into_iter().map(|v| ("esx".to_string(), v)).collect(),
+        unreachable_sources: BTreeSet::new(),
+        points,
+        unlisted_tiers: BTreeSet::new(),
+        drills: vec![],
+        now: at(now),
+        allow_mass_prune: false,
+    }
+}
+
+fn lines(p: &Plan) -> Vec<String> {
+    p.actions.iter().map(Action::line).collect()
+}
+
+#[test]
+fn a_vm_without_points_gets_a_full_and_one_without_a_policy_an_alert() {
+    let c = config("");
+    let p = plan(
+        &input(
+            &c,
+            vec![vm("db01"), vm("web01")],
+            vec![],
+            "2026-11-25T02:00:00Z",
+        ),
+        &restic_retention,
+    );
+    assert_eq!(
+        lines(&p),
+        [
+            "+ backup db01 → local (full, policy nightly): no restore point yet; full: first backup",
+            "! alert web01: no policy selects this VM: it is not backed up",
+        ]
+    );
+    assert_eq!(p.compliance[0].violations[0], "1 copies of 3 required");
+}
+
+#[test]
+fn backups_follow_the_schedule_and_cbt_decides_full_or_incremental() {
+    let c = config("");
+    let after_fire = point("db01", "2026-11-25T01:00:05Z", PointKind::Full, &["local"]);
+    let before_fire = point("db01", "2026-11-24T01:00:05Z", PointKind::Full, &["local"]);
+    // Backed up since the last fire time: nothing due.
+    let p = plan(
+        &input(
+            &c,
+            vec![vm("db01")],
+            vec![after_fire.clone()],
+            "2026-11-25T12:00:00Z",
+        ),
+        &restic_retention,
+    );
+    assert!(
+        !lines(&p).iter().any(|l| l.starts_with("+ backup")),
+        "{:?}",
+        lines(&p)
+    );
+    // A fire time passed since: an incremental from that point.
+    let p = plan(
+        &input(
+            &c,
+            vec![vm("db01")],
+            vec![before_fire.clone()],
+            "2026-11-25T01:30:00Z",
+        ),
+        &restic_retention,
+    );
+    assert!(lines(&p).contains(&format!(
+        "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 UTC; incremental from {}",
+        before_fire.point_id
+    )), "{:?}", lines(&p));
+    // The disk was resized: a full, saying so.
+    let mut resized = vm("db01");
+    resized.disks[0].capacity_bytes = 2 << 30;
+    let p = plan(
+        &input(
+            &c,
+            vec![resized],
+            vec![before_fire.clone()],
+            "2026-11-25T01:30:00Z",
+        ),
+        &restic_retention,
+    );
+    assert!(
+        lines(&p)[0].contains("full: disk resized"),
+        "{:?}",
+        lines(&p)
+    );
+    // CBT reset (a new change-id epoch): a full.
+    let mut reset = vm("db01");
+    reset.disks[0].change_id = Some(ChangeId("52 bb/1".into()));
+    let p = plan(
+        &input(
+            &c,
+            vec![reset],
+            vec![before_fire.clone()],
+            "2026-11-25T01:30:00Z",
+        ),
+        &restic_retention,
+    );
+    assert!(
+        lines(&p)[0].contains("full: the change-id chain was reset"),
+        "{:?}",
+        lines(&p)
+    );
+    // full_every reached.
+    let old_full = point("db01", "2026-10-01T01:00:00Z", PointKind::Full, &["local"]);
+    let mut recent = point(
+        "db01",
+        "2026-11-24T01:00:05Z",
+        PointKind::Incremental,
+        &["local"],
+    );
+    recent.point_id = "recent".into();
+    let p = plan(
+        &input(
+            &c,
+            vec![vm("db01")],
+            vec![old_full, recent],
+            "2026-11-25T01:30:00Z",
+        ),
+        &restic_retention,
+    );
+    assert!(
+        lines(&p)[0].contains("full: full_every 30d reached"),
+        "{:?}",
+        lines(&p)
+    );
+    // RPO breached reads as such.
+    let stale = point("db01", "2026-11-20T01:00:00Z", PointKind::Full, &["local"]);
+    let p = plan(
+        &input(&c, vec![vm("db01")], vec![stale], "2026-11-25T00:30:00Z"),
+        &restic_retention,
+    );
+    assert!(
+        lines(&p)[0].contains("RPO 1d2h breached"),
+        "{:?}",
+        lines(&p)
+    );
+}
+
+#[test]
+fn a_closed_window_makes_the_backup_wait_until_it_opens() {
+    // The window key belongs to the policy: rebuild with it in place.
+    let c2 = {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(
+            t.path().join("p.toml"),
+            POLICIES.replace(
+                "full_every = \"30d\"",
+                "full_every = \"30d\"\nwindow = \"22:00-06:00\"",
+            ),
+        )
+        .unwrap();
+        crate::policy::load(t.path()).config.unwrap()
+    };
+    let p = plan(
+        &input(&c2, vec![vm("db01")], vec![], "2026-11-25T12:00:00Z"),
+        &restic_retention,
+    );
+    assert_eq!(
+        lines(&p)[0],
+        "… wait db01 until 2026-11-25 22:00 UTC: no restore point yet; outside the backup window"
+    );
+}
+
+fn nightly(days: &[u32], tiers: &[&str]) -> Vec<PointInfo> {
+    days.iter()
+        .map(|d| {
+            point(
+                "db01",
+                &format!("2026-11-{d:02}T01:00:05Z"),
+                PointKind::Incremental,
+                tiers,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn retention_copies_what_a_tier_keeps_and_prunes_the_rest_with_floors() {
+    let c = config("");
+    // Four nightly points on local; local keeps the last 2, offsite the
+    // last 3 days.
+    let points = nightly(&[21, 22, 23, 24], &["local"]);
+    let mut i = input(&c, vec![vm("db01")], points.clone(), "2026-11-24T12:00:00Z");
+    let p = plan(&i, &restic_retention);
+    let l = lines(&p);
+    let copies: Vec<_> = l.iter().filter(|l| l.starts_with("> copy")).collect();
+    assert_eq!(copies.len(), 3, "{l:?}");
+    assert!(
+        copies[0].contains("local → offsite: kept by daily"),
+        "{l:?}"
+    );
+    // Pruning 2 of 4 is not more than half: allowed, then gc.
+    let prunes: Vec<_> = l.iter().filter(|l| l.starts_with("- prune")).collect();
+    assert_eq!(prunes.len(), 1, "{l:?}"); // 22nd is the only source of a pending copy
+    assert!(
+        l.iter().any(|l| l.starts_with(
+            "= keep db01 20261122T010005Z-db01 on local: the only source of a pending copy"
+        )),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|l| l == "- gc local: points were pruned"),
+        "{l:?}"
+    );
+
+    // Once copied, both go; the newest good point never goes.
+    let copied = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
+    i.points = copied;
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(l.iter().any(|x| x == "- prune db01 20261122T010005Z-db01 on local: no retention rule keeps it"), "{l:?}");
+    assert!(
+        l.iter()
+            .any(|x| x
+                == "- prune db01 20261121T010005Z-db01 on offsite: no retention rule keeps it"),
+        "{l:?}"
+    );
+
+    // A locked copy is kept with the lock's date.
+    let mut locked = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
+    locked[0].copies.get_mut("offsite").unwrap().locked_until = Some(at("2026-12-21T00:00:00Z"));
+    i.points = locked;
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(l.iter().any(|x| x == "= keep db01 20261121T010005Z-db01 on offsite: locked (immutable) until 2026-12-21 00:00 UTC"), "{l:?}");
+
+    // A tier whose listing failed prunes nothing.
+    i.points = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
+    i.unlisted_tiers = BTreeSet::from(["local".to_string()]);
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(
+        !l.iter()
+            .any(|x| x.starts_with("- prune") && x.contains("on local")),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn more_than_half_of_a_tier_is_not_pruned_without_confirmation() {
+    let c = config("");
+    let points = nightly(&[18, 19, 20, 21, 22, 23, 24], &["local", "offsite"]);
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(
+        !l.iter()
+            .any(|x| x.starts_with("- prune") && x.contains("on local")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|x| x.contains("more than half of the tier's 7 points")),
+        "{l:?}"
+    );
+    i.allow_mass_prune = true;
+    let l = lines(&plan(&i, &restic_retention));
+    assert_eq!(
+        l.iter()
+            .filter(|x| x.starts_with("- prune") && x.contains("on local"))
+            .count(),
+        5,
+        "{l:?}"
+    );
+}
+
+#[test]
+fn drills_are_due_by_every_and_name_their_point() {
+    let c = config("");
+    let points = nightly(&[23, 24], &["local", "offsite"]);
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(
+        l.iter()
+            .any(|x| x == "? drill nightly-verify db01 20261124T010005Z-db01 on offsite: never run"),
+        "{l:?}"
+    );
+    i.drills = vec![DrillRecord {
+        policy: "nightly".into(),
+        drill: "nightly-verify".into(),
+        vm_uuid: "uuid-db01".into(),
+        finished: at("2026-11-20T00:00:00Z"),
+        ok: true,
+    }];
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(!l.iter().any(|x| x.starts_with("? drill")), "{l:?}");
+}
+
+#[test]
+fn compliance_counts_copies_media_sites_and_the_rpo() {
+    let c = config("");
+    let points = nightly(&[24], &["local", "offsite"]);
+    let p = plan(
+        &input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z"),
+        &restic_retention,
+    );
+    let v = &p.compliance[0];
+    assert_eq!((v.copies, v.media, v.offsite, v.immutable), (3, 1, 1, 0));
+    assert_eq!(v.rpo_met, Some(true));
+    assert_eq!(
+        v.violations,
+        ["1 media of 2 required", "0 immutable copies of 1 required"]
+    );
+}
+
+#[test]
+fn the_same_input_gives_the_same_plan() {
+    let c = config("");
+    let points = nightly(&[18, 19, 20, 21, 22, 23, 24], &["local"]);
+    let i = input(
+        &c,
+        vec![vm("db02"), vm("db01"), vm("web01")],
+        points,
+        "2026-11-25T02:00:00Z",
+    );
+    let a = serde_json::to_string(&plan(&i, &restic_retention)).unwrap();
+    let b = serde_json::to_string(&plan(&i, &restic_retention)).unwrap();
+    assert_eq!(a, b);
+}
