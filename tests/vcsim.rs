@@ -676,6 +676,35 @@ fn cli_inventory_backup_restore_against_vcsim() {
     );
     assert!(std::fs::read(dir.join("disk.raw")).unwrap() == flat_bytes(&sim, &file));
 
+    // The plan for tomorrow night: an incremental of that VM from the
+    // newest point, a first full of every other VM, and a compliance breach
+    // (one tier at one site is not 3-2-1).
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT02:00:00Z")
+        .to_string();
+    let plan = json_of(&coffer_cli(
+        &sim,
+        dir,
+        &["plan", "--json", "--at", &tomorrow],
+    ));
+    let backups: Vec<&serde_json::Value> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "backup")
+        .collect();
+    assert_eq!(backups.len(), vms.len(), "{plan}");
+    let mine = backups.iter().find(|a| a["vm"] == name.as_str()).unwrap();
+    assert_eq!(mine["full"], false, "{mine}");
+    assert_eq!(mine["base"], incr["point"]);
+    let breach = coffer_cli(
+        &sim,
+        dir,
+        &["plan", "--detailed-exitcode", "--at", &tomorrow],
+    );
+    assert_eq!(breach.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&breach.stdout).contains("BREACH: 2 copies of 3 required"));
+
     // An unknown VM is named.
     let out = coffer_cli(&sim, dir, &["backup", "no-such-vm"]);
     assert_eq!(out.status.code(), Some(1));

@@ -85,7 +85,7 @@ fn load(policy: &PolicyArgs) -> Result<Config> {
     load_or_report(policy).map_err(|_| anyhow!("the policy directory is invalid"))
 }
 
-fn catalog_path(location: &Location, config: Option<&Config>) -> Result<PathBuf> {
+pub(crate) fn catalog_path(location: &Location, config: Option<&Config>) -> Result<PathBuf> {
     if let Some(dir) = &location.state {
         return Ok(dir.join(catalog::FILE_NAME));
     }
@@ -95,12 +95,12 @@ fn catalog_path(location: &Location, config: Option<&Config>) -> Result<PathBuf>
     }
 }
 
-fn open_catalog(path: &std::path::Path) -> Result<Catalog> {
+pub(crate) fn open_catalog(path: &std::path::Path) -> Result<Catalog> {
     Catalog::open(path).with_context(|| format!("opening the catalog {}", path.display()))
 }
 
 /// Opens the repository of a tier of the policy directory.
-fn open_tier(config: &Config, name: &str) -> Result<Repository> {
+pub(crate) fn open_tier(config: &Config, name: &str) -> Result<Repository> {
     let tier = config.tiers.get(name).ok_or_else(|| {
         let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
         anyhow!(

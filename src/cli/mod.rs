@@ -5,6 +5,7 @@
 mod backup;
 mod catalog;
 mod inventory;
+mod plan;
 mod repo;
 mod schedule;
 mod schema;
@@ -68,6 +69,8 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Back up one VM now, by its policy.
     Backup(backup::Args),
+    /// What apply would do, and why: backups, copies, prunes, drills, hygiene, compliance.
+    Plan(plan::Args),
     /// The catalog: rebuild it from a tier, refresh it and report drift, show it.
     Catalog {
         #[command(subcommand)]
@@ -86,6 +89,7 @@ pub fn run() -> Result<u8> {
         Command::BackupImage(args) => repo::backup_image(args),
         Command::Inventory(args) => inventory::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Catalog { command } => catalog::run(command),
     }
 }

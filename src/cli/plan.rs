@@ -1,0 +1,268 @@
+//! `coffer plan`: refresh the catalog from every tier (reporting drift),
+//! read the live inventory, and print what `apply` would do and why, with
+//! each VM's 3-2-1-1-0 and RPO standing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use chrono::{DateTime, Utc};
+
+use super::catalog::{Location, catalog_path, open_catalog, open_tier};
+use super::{EXIT_OK, load_or_report};
+use crate::catalog::{Catalog, CopyState};
+use crate::plan::planner::{self, CopyInfo, Plan, PlanInput, PointInfo};
+use crate::policy::Config;
+use crate::repo::manifest::DiskEntry;
+use crate::run::connect;
+
+/// `--detailed-exitcode`: actions are pending.
+pub const EXIT_CHANGES: u8 = 2;
+/// `--detailed-exitcode`: a VM breaches its RPO or 3-2-1-1-0.
+pub const EXIT_BREACH: u8 = 5;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub location: Location,
+    /// Print the plan as JSON (versioned).
+    #[arg(long)]
+    pub json: bool,
+    /// Plan as of this instant (RFC 3339) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Let retention prune more than half of a tier's points in one run.
+    #[arg(long)]
+    pub allow_mass_prune: bool,
+    /// Exit 2 when actions are pending, 5 when a VM is out of compliance.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also write the plan (JSON) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What was gathered for a plan, and what went wrong gathering it.
+pub struct Gathered {
+    pub inventory: Vec<(String, crate::vsphere::VmRecord)>,
+    pub unreachable: BTreeSet<String>,
+    pub points: Vec<PointInfo>,
+    pub unlisted: BTreeSet<String>,
+    pub notes: Vec<String>,
+}
+
+/// Refreshes the catalog from every tier and reads every source.
+pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
+    let mut notes = Vec::new();
+    let mut unlisted = BTreeSet::new();
+    for name in config.tiers.keys() {
+        let refreshed = open_tier(config, name).and_then(|repo| {
+            catalog
+                .refresh_tier(name, &repo)
+                .map_err(anyhow::Error::from)
+        });
+        match refreshed {
+            Ok(drift) => {
+                for item in &drift.items {
+                    notes.push(format!("drift on tier `{name}`: {item}"));
+                }
+            }
+            Err(e) => {
+                notes.push(format!("tier `{name}` could not be listed: {e:#}"));
+                unlisted.insert(name.clone());
+            }
+        }
+    }
+    let mut inventory = Vec::new();
+    let mut unreachable = BTreeSet::new();
+    for source in config.sources.values() {
+        match connect::connect(source).and_then(|c| {
+            c.session
+                .list_vms()
+                .map_err(anyhow::Error::from)
+                .map(|vms| (c, vms))
+        }) {
+            Ok((_conn, vms)) => {
+                inventory.extend(vms.into_iter().map(|v| (source.name.clone(), v)));
+            }
+            Err(e) => {
+                notes.push(format!("source `{}` could not be read: {e:#}", source.name));
+                unreachable.insert(source.name.clone());
+            }
+        }
+    }
+    let mut points = Vec::new();
+    for vm in catalog.vms()? {
+        for p in catalog.points_of_vm(&vm.uuid)? {
+            let last = catalog.last_verification(&p.point_id)?;
+            let copies: BTreeMap<String, CopyInfo> = p
+                .copies
+                .iter()
+                .filter(|c| c.state == CopyState::Present)
+                .map(|c| {
+                    let lock = config
+                        .tiers
+                        .get(&c.tier)
+                        .and_then(|t| t.immutable_for)
+                        .and_then(|d| chrono::Duration::from_std(d).ok())
+                        .map(|d| c.first_seen + d);
+                    let verified_ok = last
+                        .as_ref()
+                        .filter(|v| v.tier == c.tier)
+                        .and_then(|v| v.ok);
+                    (
+                        c.tier.clone(),
+                        CopyInfo {
+                            locked_until: c.locked_until.or(lock),
+                            verified_ok,
+                        },
+                    )
+                })
+                .collect();
+            if copies.is_empty() {
+                continue;
+            }
+            points.push(PointInfo {
+                vm_uuid: vm.uuid.clone(),
+                vm_name: vm.name.clone(),
+                point_id: p.point_id.clone(),
+                created: p.created,
+                kind: p.kind,
+                disks: p
+                    .disks
+                    .iter()
+                    .map(|d| DiskEntry {
+                        device_key: d.device_key,
+                        label: d.label.clone(),
+                        size_bytes: d.size_bytes,
+                        chunk_size_bytes: d.chunk_size_bytes,
+                        index_key: String::new(),
+                        index_sha256: d.index_sha256.clone(),
+                        change_id: d.change_id.clone(),
+                        backing: None,
+                        bytes_read: 0,
+                        chunks_new: 0,
+                        bytes_stored_new: 0,
+                        chunks_data: 0,
+                    })
+                    .collect(),
+                copies,
+            });
+        }
+    }
+    Ok(Gathered {
+        inventory,
+        unreachable,
+        points,
+        unlisted,
+        notes,
+    })
+}
+
+/// Plans from what was gathered.
+pub fn make_plan(
+    config: &Config,
+    g: &Gathered,
+    now: DateTime<Utc>,
+    allow_mass_prune: bool,
+) -> Plan {
+    let input = PlanInput {
+        config,
+        inventory: g.inventory.clone(),
+        unreachable_sources: g.unreachable.clone(),
+        points: g.points.clone(),
+        unlisted_tiers: g.unlisted.clone(),
+        drills: vec![],
+        now,
+        allow_mass_prune,
+    };
+    planner::plan(&input, &planner::restic_retention)
+}
+
+/// Prints a plan for people: notes, one line per action, compliance, a summary.
+pub fn print_plan(out: &mut dyn Write, plan: &Plan, notes: &[String]) -> Result<()> {
+    for n in notes {
+        writeln!(out, "note: {n}")?;
+    }
+    for a in &plan.actions {
+        writeln!(out, "{}", a.line())?;
+    }
+    for c in &plan.compliance {
+        if c.violations.is_empty() {
+            writeln!(out, "compliance {} ({}): ok", c.vm, c.policy)?;
+        } else {
+            writeln!(
+                out,
+                "compliance {} ({}): BREACH: {}",
+                c.vm,
+                c.policy,
+                c.violations.join("; ")
+            )?;
+        }
+    }
+    let count = |p: fn(&planner::Action) -> bool| plan.actions.iter().filter(|a| p(a)).count();
+    writeln!(
+        out,
+        "plan: {} backups, {} copies, {} prunes, {} drills, {} snapshot removals, {} kept by a safety floor, {} alerts",
+        count(|a| matches!(a, planner::Action::Backup { .. })),
+        count(|a| matches!(a, planner::Action::Copy { .. })),
+        count(|a| matches!(a, planner::Action::Prune { .. })),
+        count(|a| matches!(a, planner::Action::Drill { .. })),
+        count(|a| matches!(a, planner::Action::RemoveSnapshot { .. })),
+        count(|a| matches!(a, planner::Action::KeepBlocked { .. })),
+        count(|a| matches!(a, planner::Action::Alert { .. })),
+    )?;
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let config = load_or_report(&args.location.policy)
+        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let now = match &args.at {
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--at {t}: expected RFC 3339, e.g. 2026-11-25T01:00:00Z"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let path = catalog_path(&args.location, Some(&config))?;
+    let mut catalog = open_catalog(&path)?;
+    let gathered = gather(&config, &mut catalog)?;
+    let plan = make_plan(&config, &gathered, now, args.allow_mass_prune);
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "format": plan.format,
+        "now": plan.now,
+        "notes": gathered.notes,
+        "actions": plan.actions,
+        "compliance": plan.compliance,
+    }))?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{json}")?;
+    } else {
+        print_plan(&mut out, &plan, &gathered.notes)?;
+    }
+    if !args.detailed_exitcode {
+        return Ok(EXIT_OK);
+    }
+    let pending = plan.actions.iter().any(|a| {
+        !matches!(
+            a,
+            planner::Action::Alert { .. }
+                | planner::Action::KeepBlocked { .. }
+                | planner::Action::Wait { .. }
+        )
+    });
+    Ok(
+        if plan.compliance.iter().any(|c| !c.violations.is_empty()) {
+            EXIT_BREACH
+        } else if pending {
+            EXIT_CHANGES
+        } else {
+            EXIT_OK
+        },
+    )
+}
