@@ -710,3 +710,119 @@ fn cli_inventory_backup_restore_against_vcsim() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no VM named `no-such-vm`"));
 }
+
+#[path = "common/smtp.rs"]
+#[allow(dead_code)]
+mod smtp;
+
+/// `coffer apply` end to end: every VM backed up, the new points copied to
+/// the offsite tier, the verify drill run and recorded, the run report
+/// written and mailed (STARTTLS, AUTH) with a line per action; a second
+/// apply finds nothing due.
+#[test]
+fn apply_backs_up_copies_drills_reports_and_mails() {
+    let sim = Vcsim::start("esx");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(&sim, dir);
+    let mail_dir = dir.join("mail");
+    std::fs::create_dir(&mail_dir).unwrap();
+    std::fs::write(dir.join("smtp-pw"), "mail secret").unwrap();
+    let server = smtp::SmtpServer::start(&mail_dir, "mail secret", false);
+    let text = std::fs::read_to_string(dir.join("coffer.toml")).unwrap();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"{text}
+[policies.all.retain.offsite]
+daily = 7
+
+[[policies.all.drills]]
+kind = "verify"
+every = "7d"
+tier = "offsite"
+
+[tiers.offsite]
+backend = "local"
+path = "offsite"
+site = "elsewhere"
+
+[notify.ops]
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+user = "coffer"
+password = {{ file = "{pw}" }}
+ca_file = "{ca}"
+from = "coffer@example.com"
+to = ["ops@example.com"]
+send = ["always"]
+"#,
+            port = server.port,
+            pw = dir.join("smtp-pw").display(),
+            ca = server.ca.display(),
+        ),
+    )
+    .unwrap();
+    for tier in ["local", "offsite"] {
+        assert!(
+            coffer_cli(&sim, dir, &["repo", "init", "--tier", tier])
+                .status
+                .success()
+        );
+    }
+    let out = coffer_cli(&sim, dir, &["apply"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vms = sim.connect().list_vms().unwrap();
+    for vm in &vms {
+        assert!(
+            stdout.contains(&format!("done + backup {} → local (full", vm.name)),
+            "{stdout}"
+        );
+        assert!(snapshot_names(&sim.connect(), &vm.moref).is_empty());
+    }
+    assert_eq!(stdout.matches("done > copy").count(), vms.len(), "{stdout}");
+    assert_eq!(
+        stdout.matches("done ? drill all-verify").count(),
+        vms.len(),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mailed the report through `ops`"),
+        "{stdout}"
+    );
+
+    let mails = server.messages(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
+    assert!(m["subject"].as_str().unwrap().contains("success"), "{m}");
+    let body = m["text"].as_str().unwrap();
+    for vm in &vms {
+        assert!(
+            body.contains(&format!("backup {} → local", vm.name)),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("compliance {} (all)", vm.name)),
+            "{body}"
+        );
+    }
+    assert!(m["html"].as_str().unwrap().contains("<table"));
+    // The report stays on disk too.
+    let reports: Vec<_> = std::fs::read_dir(dir.join(".coffer/reports"))
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+
+    // Nothing is due a second time the same night.
+    let again = coffer_cli(&sim, dir, &["apply", "--no-mail"]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("done + backup"), "{stdout}");
+    assert!(!stdout.contains("done ? drill"), "{stdout}");
+}

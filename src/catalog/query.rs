@@ -297,6 +297,30 @@ impl Catalog {
         }))
     }
 
+    /// Every finished drill: (drill name, VM uuid, finished, ok), for the
+    /// planner's `every`.
+    pub fn drill_runs(&self) -> Result<Vec<(String, String, DateTime<Utc>, bool)>, CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT v.drill, p.vm_uuid, v.finished, v.ok FROM verifications v \
+             JOIN points p ON p.point_id = v.point_id \
+             WHERE v.drill IS NOT NULL AND v.finished IS NOT NULL \
+             ORDER BY v.finished",
+        )?;
+        let rows: Vec<(String, String, String, Option<bool>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(drill, vm, finished, ok)| {
+                Ok((
+                    drill,
+                    vm,
+                    parse_time("drill end", &finished)?,
+                    ok == Some(true),
+                ))
+            })
+            .collect()
+    }
+
     /// Records a verification or drill; returns its row id.
     pub fn record_verification(&mut self, v: &Verification) -> Result<i64, CatalogError> {
         self.conn.execute(

@@ -2,6 +2,7 @@
 //! user typed and hands it to the library; it owns exit codes and output
 //! formats, never decisions.
 
+mod apply;
 mod backup;
 mod catalog;
 mod inventory;
@@ -71,6 +72,8 @@ pub enum Command {
     Backup(backup::Args),
     /// What apply would do, and why: backups, copies, prunes, drills, hygiene, compliance.
     Plan(plan::Args),
+    /// Plan and carry the plan out: backups, copies, prunes, gc, drills; report and mail.
+    Apply(apply::Args),
     /// The catalog: rebuild it from a tier, refresh it and report drift, show it.
     Catalog {
         #[command(subcommand)]
@@ -90,6 +93,7 @@ pub fn run() -> Result<u8> {
         Command::Inventory(args) => inventory::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Catalog { command } => catalog::run(command),
     }
 }

@@ -49,6 +49,7 @@ pub struct Gathered {
     pub unreachable: BTreeSet<String>,
     pub points: Vec<PointInfo>,
     pub unlisted: BTreeSet<String>,
+    pub drills: Vec<planner::DrillRecord>,
     pub notes: Vec<String>,
 }
 
@@ -151,11 +152,30 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
             });
         }
     }
+    // Drill names are unique across policies (validation says so).
+    let drills = catalog
+        .drill_runs()?
+        .into_iter()
+        .filter_map(|(drill, vm_uuid, finished, ok)| {
+            let policy = config
+                .policies
+                .values()
+                .find(|p| p.drills.iter().any(|d| d.name == drill))?;
+            Some(planner::DrillRecord {
+                policy: policy.name.clone(),
+                drill,
+                vm_uuid,
+                finished,
+                ok,
+            })
+        })
+        .collect();
     Ok(Gathered {
         inventory,
         unreachable,
         points,
         unlisted,
+        drills,
         notes,
     })
 }
@@ -173,7 +193,7 @@ pub fn make_plan(
         unreachable_sources: g.unreachable.clone(),
         points: g.points.clone(),
         unlisted_tiers: g.unlisted.clone(),
-        drills: vec![],
+        drills: g.drills.clone(),
         now,
         allow_mass_prune,
     };

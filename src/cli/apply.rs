@@ -1,0 +1,460 @@
+//! `coffer apply`: plan, then carry the plan out, one action at a time:
+//! snapshot hygiene and backups first; then the catalog is refreshed and the
+//! plan made again, so the points just taken are copied, retention prunes
+//! what no tier keeps, gc frees it; then due verify drills run on the copies. Every result
+//! is printed, a run report is written under the report directory, and the
+//! notifiers are mailed as their `send` rules say. One failed VM never stops
+//! the others; Ctrl-C stops starting actions, lets the running backup remove
+//! its snapshot, and exits 130.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use chrono::Utc;
+
+use super::backup::{EXIT_CANCELLED, install_cancel_handler, new_run_id};
+use super::catalog::{Location, catalog_path, open_catalog, open_tier};
+use super::load_or_report;
+use super::plan::{gather, make_plan, print_plan};
+use crate::catalog::{Verification, VerificationKind};
+use crate::plan::planner::{Action, Plan};
+use crate::policy::Config;
+use crate::policy::model::{DrillKind, SendWhen};
+use crate::repo::ops;
+use crate::report::mail::{self, Mail, Retry};
+use crate::run::connect::{self, Connected};
+use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
+
+/// Exit code of a run in which some actions failed.
+pub const EXIT_PARTIAL: u8 = 1;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub location: Location,
+    /// Let retention prune more than half of a tier's points in one run.
+    #[arg(long)]
+    pub allow_mass_prune: bool,
+    /// Do not send email, even when the notifiers' rules say to.
+    #[arg(long)]
+    pub no_mail: bool,
+}
+
+/// What one action came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: String,
+    pub ok: bool,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+struct Runner<'a> {
+    config: &'a Config,
+    run_id: String,
+    sessions: BTreeMap<String, Connected>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Runner<'_> {
+    fn session(&mut self, source: &str) -> Result<&Connected> {
+        if !self.sessions.contains_key(source) {
+            let s = self
+                .config
+                .sources
+                .get(source)
+                .ok_or_else(|| anyhow!("no source `{source}`"))?;
+            let c = connect::connect(s)?;
+            self.sessions.insert(source.to_string(), c);
+        }
+        Ok(&self.sessions[source])
+    }
+
+    fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
+        let outcome = match result {
+            Ok(detail) => Outcome {
+                action: action.line(),
+                ok: true,
+                detail,
+                seconds: started.elapsed().as_secs_f64(),
+            },
+            Err(e) => Outcome {
+                action: action.line(),
+                ok: false,
+                detail: format!("{e:#}"),
+                seconds: started.elapsed().as_secs_f64(),
+            },
+        };
+        println!(
+            "{} {}\n    {} ({:.1}s)",
+            if outcome.ok { "done" } else { "FAILED" },
+            outcome.action,
+            outcome.detail,
+            outcome.seconds
+        );
+        self.outcomes.push(outcome);
+    }
+
+    fn execute(
+        &mut self,
+        action: &Action,
+        catalog: &mut crate::catalog::Catalog,
+    ) -> Result<String> {
+        let config = self.config;
+        match action {
+            Action::RemoveSnapshot {
+                source,
+                vm,
+                snapshot,
+                ..
+            } => {
+                let conn = self.session(source)?;
+                let record = conn
+                    .session
+                    .list_vms()?
+                    .into_iter()
+                    .find(|v| &v.name == vm)
+                    .ok_or_else(|| anyhow!("VM {vm} is gone"))?;
+                let snap = record
+                    .all_snapshots()
+                    .into_iter()
+                    .find(|s| &s.name == snapshot)
+                    .map(|s| s.snapshot.clone())
+                    .ok_or_else(|| anyhow!("snapshot {snapshot} is already gone"))?;
+                conn.session
+                    .remove_snapshot(&snap, Duration::from_secs(30 * 60))?;
+                Ok(format!("removed snapshot {snapshot}"))
+            }
+            Action::Backup {
+                policy,
+                source,
+                vm,
+                tier,
+                full,
+                base,
+                ..
+            } => {
+                let policy = &config.policies[policy];
+                let repo = open_tier(config, tier)?;
+                let base = match base.as_ref().filter(|_| !full) {
+                    Some(id) => Some(repo.read_manifest(&repo.find_point(id)?)?),
+                    None => None,
+                };
+                let run_id = self.run_id.clone();
+                let conn = self.session(source)?;
+                let record = conn
+                    .session
+                    .list_vms()?
+                    .into_iter()
+                    .find(|v| &v.name == vm)
+                    .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+                let cancel = install_cancel_handler();
+                let request = VmBackupRequest {
+                    vm: &record,
+                    datacenter: &conn.datacenter,
+                    run_id: &run_id,
+                    consistency: policy.consistency,
+                    base: base.as_ref(),
+                    chunk_size_bytes: u32::try_from(policy.chunk_size.0).context("chunk size")?,
+                    threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    task_timeout: Duration::from_secs(30 * 60),
+                    cancel,
+                };
+                let o = vm_backup::backup_vm(&conn.session, &repo, &request)?;
+                let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
+                let _ = catalog.refresh_tier(tier, &repo);
+                Ok(format!(
+                    "{} point {} ({}-consistent{}), read {}",
+                    format!("{:?}", o.manifest.kind).to_lowercase(),
+                    o.manifest.point_id,
+                    o.consistency,
+                    o.quiesce_fallback
+                        .map(|w| format!(", quiescing failed: {w}"))
+                        .unwrap_or_default(),
+                    crate::policy::units::format_size(read)
+                ))
+            }
+            Action::Copy {
+                point, from, to, ..
+            } => {
+                let src = open_tier(config, from)?;
+                let dst = open_tier(config, to)?;
+                let p = src.find_point(point)?;
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let (_, r) = ops::copy_point(&src, &dst, &p, threads)?;
+                let _ = catalog.refresh_tier(to, &dst);
+                Ok(format!(
+                    "{} chunks sent ({}), {} already there",
+                    r.chunks_sent,
+                    crate::policy::units::format_size(r.bytes_sent),
+                    r.chunks_present
+                ))
+            }
+            Action::Prune { point, tier, .. } => {
+                let repo = open_tier(config, tier)?;
+                let p = repo.find_point(point)?;
+                ops::prune_point(&repo, &p)?;
+                let _ = catalog.refresh_tier(tier, &repo);
+                Ok("pruned".into())
+            }
+            Action::Gc { tier, .. } => {
+                let repo = open_tier(config, tier)?;
+                let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
+                Ok(format!(
+                    "{} chunks deleted, {} freed{}",
+                    r.chunks_deleted,
+                    crate::policy::units::format_size(r.bytes_freed),
+                    if r.chunks_locked > 0 {
+                        format!(", {} still locked", r.chunks_locked)
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+            Action::Drill {
+                policy,
+                drill,
+                point,
+                tier,
+                ..
+            } => {
+                let d = config.policies[policy]
+                    .drills
+                    .iter()
+                    .find(|d| &d.name == drill)
+                    .ok_or_else(|| anyhow!("no drill {drill}"))?;
+                if d.kind != DrillKind::Verify {
+                    anyhow::bail!(
+                        "{:?} drills are not carried out by this version of coffer yet; only verify drills",
+                        d.kind
+                    );
+                }
+                let started = Utc::now();
+                let repo = open_tier(config, tier)?;
+                let p = repo.find_point(point)?;
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
+                catalog.record_verification(&Verification {
+                    kind: VerificationKind::Verify,
+                    point_id: point.clone(),
+                    tier: tier.clone(),
+                    drill: Some(drill.clone()),
+                    started,
+                    finished: Some(Utc::now()),
+                    ok: Some(r.ok()),
+                    detail: (!r.ok()).then(|| format!("{:?}", r.bad_chunks.len())),
+                    restore_seconds: None,
+                })?;
+                if r.ok() {
+                    Ok(format!(
+                        "{} chunks ({}) read back and proven",
+                        r.chunks_checked,
+                        crate::policy::units::format_size(r.bytes_checked)
+                    ))
+                } else {
+                    anyhow::bail!(
+                        "{} damaged chunks; the point is marked bad",
+                        r.bad_chunks.len()
+                    )
+                }
+            }
+            Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+fn report(run_id: &str, plan: &Plan, outcomes: &[Outcome], cancelled: bool) -> Mail {
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    let breaches: Vec<_> = plan
+        .compliance
+        .iter()
+        .filter(|c| !c.violations.is_empty())
+        .collect();
+    let status = if cancelled {
+        "cancelled"
+    } else if failed == 0 {
+        "success"
+    } else if failed == outcomes.len() {
+        "failed"
+    } else {
+        "partial"
+    };
+    let subject = format!(
+        "coffer: run {run_id} {status} ({} actions, {failed} failed{})",
+        outcomes.len(),
+        if breaches.is_empty() {
+            String::new()
+        } else {
+            format!(", {} VMs out of compliance", breaches.len())
+        }
+    );
+    let mut text = format!("{subject}\n\n");
+    for o in outcomes {
+        text.push_str(&format!(
+            "{} {}\n    {}\n",
+            if o.ok { "ok    " } else { "FAILED" },
+            o.action,
+            o.detail
+        ));
+    }
+    text.push('\n');
+    for c in &plan.compliance {
+        text.push_str(&format!(
+            "compliance {} ({}): {}\n",
+            c.vm,
+            c.policy,
+            if c.violations.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("BREACH: {}", c.violations.join("; "))
+            }
+        ));
+    }
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut html = format!(
+        "<html><body style=\"font-family:sans-serif\"><h2>{}</h2><table cellpadding=\"4\" style=\"border-collapse:collapse\">",
+        esc(&subject)
+    );
+    for o in outcomes {
+        html.push_str(&format!(
+            "<tr><td style=\"color:{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            if o.ok { "#070" } else { "#b00" },
+            if o.ok { "ok" } else { "FAILED" },
+            esc(&o.action),
+            esc(&o.detail)
+        ));
+    }
+    html.push_str("</table><h3>Compliance</h3><ul>");
+    for c in &plan.compliance {
+        html.push_str(&format!(
+            "<li>{} ({}): {}</li>",
+            esc(&c.vm),
+            esc(&c.policy),
+            if c.violations.is_empty() {
+                "<span style=\"color:#070\">ok</span>".to_string()
+            } else {
+                format!(
+                    "<span style=\"color:#b00\">BREACH</span>: {}",
+                    esc(&c.violations.join("; "))
+                )
+            }
+        ));
+    }
+    html.push_str("</ul></body></html>");
+    Mail {
+        subject,
+        text,
+        html,
+    }
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let cancel = install_cancel_handler();
+    let config = load_or_report(&args.location.policy)
+        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let path = catalog_path(&args.location, Some(&config))?;
+    let mut catalog = open_catalog(&path)?;
+    let run_id = new_run_id();
+    println!("run {run_id}");
+    let mut runner = Runner {
+        config: &config,
+        run_id: run_id.clone(),
+        sessions: BTreeMap::new(),
+        outcomes: Vec::new(),
+    };
+    let mut last_plan = None;
+    // Phase 1: hygiene and backups. Phase 2, on a fresh plan: copies,
+    // prunes, gc. Phase 3: drills, on the copies phase 2 made.
+    for phase in [1, 2, 3] {
+        let gathered = gather(&config, &mut catalog)?;
+        let plan = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
+        if phase == 1 {
+            print_plan(&mut std::io::stdout().lock(), &plan, &gathered.notes)?;
+        }
+        for action in &plan.actions {
+            let wanted = match action {
+                Action::RemoveSnapshot { .. } | Action::Backup { .. } => phase == 1,
+                Action::Copy { .. } | Action::Prune { .. } | Action::Gc { .. } => phase == 2,
+                Action::Drill { .. } => phase == 3,
+                _ => false,
+            };
+            if !wanted {
+                continue;
+            }
+            if cancel.load(Ordering::SeqCst) {
+                break;
+            }
+            let started = Instant::now();
+            let result = runner.execute(action, &mut catalog);
+            let cancelled = matches!(
+                result
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.downcast_ref::<VmBackupError>()),
+                Some(VmBackupError::Cancelled { .. })
+            );
+            runner.record(action, started, result);
+            if cancelled {
+                break;
+            }
+        }
+        last_plan = Some(plan);
+        if cancel.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    // The standing after the run, for the report.
+    let gathered = gather(&config, &mut catalog)?;
+    let after = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
+    let _ = last_plan;
+    let cancelled = cancel.load(Ordering::SeqCst);
+    let mail_body = report(&run_id, &after, &runner.outcomes, cancelled);
+    std::fs::create_dir_all(&config.settings.report_dir)
+        .with_context(|| format!("creating {}", config.settings.report_dir.display()))?;
+    let base = config.settings.report_dir.join(format!("run-{run_id}"));
+    std::fs::write(base.with_extension("txt"), &mail_body.text)?;
+    std::fs::write(base.with_extension("html"), &mail_body.html)?;
+    let failed = runner.outcomes.iter().any(|o| !o.ok);
+    let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", mail_body.subject)?;
+    writeln!(out, "report: {}.txt and .html", base.display())?;
+    if !args.no_mail {
+        for n in config.notify.values() {
+            let wanted = n.send.iter().any(|w| match w {
+                SendWhen::Always => true,
+                SendWhen::OnFailure => failed || cancelled,
+                SendWhen::OnBreach => breach,
+            });
+            if !wanted {
+                continue;
+            }
+            // A mail problem is reported, never a failed run.
+            match mail::send(n, &mail_body, Retry::default()) {
+                Ok(()) => writeln!(
+                    out,
+                    "mailed the report through `{}` to {}",
+                    n.name,
+                    n.to.join(", ")
+                )?,
+                Err(e) => writeln!(out, "warning: {e}; the report stays in {}", base.display())?,
+            }
+        }
+    }
+    Ok(if cancelled {
+        EXIT_CANCELLED
+    } else if failed {
+        EXIT_PARTIAL
+    } else {
+        super::EXIT_OK
+    })
+}
