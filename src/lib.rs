@@ -5,6 +5,7 @@
 //! and `cli` wires commands to them.
 
 pub mod cli;
+pub mod lab;
 pub mod plan;
 pub mod policy;
 pub mod repo;
