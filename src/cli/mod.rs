@@ -2,6 +2,7 @@
 //! user typed and hands it to the library; it owns exit codes and output
 //! formats, never decisions.
 
+mod lab;
 mod repo;
 mod schedule;
 mod schema;
@@ -61,6 +62,11 @@ pub enum Command {
     },
     /// Back up a plain disk image file into a repository.
     BackupImage(repo::BackupImageArgs),
+    /// Run the built-in ESXi simulator, or write to a lab VM's disks.
+    Lab {
+        #[command(subcommand)]
+        command: lab::Command,
+    },
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -72,6 +78,7 @@ pub fn run() -> Result<u8> {
         Command::Schedule { command } => schedule::run(command),
         Command::Repo { command } => repo::run(command),
         Command::BackupImage(args) => repo::backup_image(args),
+        Command::Lab { command } => lab::run(command),
     }
 }
 

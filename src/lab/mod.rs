@@ -20,6 +20,8 @@ mod datastore;
 pub mod disk;
 pub mod faults;
 mod http;
+pub mod ops;
+mod props;
 pub mod state;
 mod vim;
 
@@ -31,7 +33,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use faults::{FAULTS_ENV, Faults, Stats};
-pub use state::DiskWrite;
+pub use ops::DiskWrite;
 
 use crate::policy::model::TlsTrust;
 use crate::vsphere::transport::{format_thumbprint, thumbprint_of};
@@ -386,7 +388,7 @@ pub fn write(state_dir: &Path, vm: &str, percent: f64) -> Result<Vec<DiskWrite>,
         });
     }
     Ok(store
-        .update(|st, root| state::write_percent(st, root, vm, percent, u64::from_le_bytes(seed)))?)
+        .update(|st, root| ops::write_percent(st, root, vm, percent, u64::from_le_bytes(seed)))?)
 }
 
 /// Whether `vm`'s guest would boot from its disks as they are now.
