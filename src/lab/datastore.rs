@@ -153,7 +153,9 @@ pub fn handle(
                     std::fs::create_dir_all(parent)?;
                 }
                 let existed = path.exists();
-                let tmp = path.with_extension("coffer-upload");
+                let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+                tmp_name.push(".coffer-upload");
+                let tmp = path.with_file_name(tmp_name);
                 let mut f = File::create(&tmp)?;
                 body.copy_to(&mut f)?;
                 f.sync_all()?;

@@ -256,6 +256,14 @@ fn serve_connection(
         let close = head
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if head
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
+            let out = reader.get_mut();
+            out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            out.flush()?;
+        }
         let response = {
             let mut body = Body {
                 reader: &mut reader,

@@ -573,6 +573,70 @@ mod tests {
     }
 
     #[test]
+    fn a_cbt_reset_starts_a_new_change_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.init(1, "root", Some("pw")).unwrap();
+        let cycle = |store: &Store| {
+            let id = store
+                .update(|s, r| create_snapshot(s, r, "vm-1", &spec("c"), Injected::default()))
+                .unwrap();
+            let change = store
+                .read(|s, _| Ok(s.vms[0].snapshots[0].disks[0].change_id.clone()))
+                .unwrap();
+            store
+                .update(|s, r| remove_snapshot(s, r, &snapshot_moref(id), Injected::default()))
+                .unwrap();
+            change
+        };
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", true))
+            .unwrap();
+        let old = cycle(&store).expect("CBT on at the snapshot");
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", false))
+            .unwrap();
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", true))
+            .unwrap();
+        let new = cycle(&store).expect("CBT on again");
+        let (old_uuid, new_uuid) = (
+            old.rsplit_once('/').unwrap().0,
+            new.rsplit_once('/').unwrap().0,
+        );
+        assert_ne!(old_uuid, new_uuid, "a reset gives the disk a new change id");
+        let s = store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("d"), Injected::default()))
+            .unwrap();
+        let err = store
+            .read(|st, r| changed_areas(st, r, query(&snapshot_moref(s), &old)))
+            .unwrap_err();
+        assert_eq!(err.name, "FileFault");
+        store
+            .read(|st, r| changed_areas(st, r, query(&snapshot_moref(s), &new)))
+            .expect("the new id is known");
+        // Off, then a snapshot: no change ids at all.
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", false))
+            .unwrap();
+        assert_eq!(cycle_second(&store), None);
+    }
+
+    /// The change id of a snapshot taken on top of the existing one.
+    fn cycle_second(store: &Store) -> Option<String> {
+        store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("e"), Injected::default()))
+            .unwrap();
+        store
+            .read(|s, _| {
+                Ok(s.vms[0].snapshots.last().unwrap().disks[0]
+                    .change_id
+                    .clone())
+            })
+            .unwrap()
+    }
+
+    #[test]
     fn a_failed_removal_needs_consolidation() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
