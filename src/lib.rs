@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod lab;
 pub mod plan;
 pub mod policy;
 pub mod repo;

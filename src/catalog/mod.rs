@@ -23,8 +23,8 @@ use rusqlite::Connection;
 use crate::repo::RepoError;
 
 pub use query::{
-    CopyRecord, CopyState, DiskRecord, PointRecord, TierRefresh, Verification, VerificationKind,
-    VmRecord,
+    CopyRecord, CopyState, DiskRecord, DrillRun, PointRecord, TierRefresh, Verification,
+    VerificationKind, VmRecord,
 };
 pub use refresh::{Drift, DriftItem, DriftKind};
 pub use schema::SCHEMA_VERSION;

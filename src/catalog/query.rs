@@ -70,6 +70,15 @@ pub struct CopyRecord {
     pub last_seen: DateTime<Utc>,
 }
 
+/// A finished drill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillRun {
+    pub drill: String,
+    pub vm_uuid: String,
+    pub finished: DateTime<Utc>,
+    pub ok: bool,
+}
+
 /// A restore point with its disks and its copies (by tier name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PointRecord {
@@ -297,9 +306,8 @@ impl Catalog {
         }))
     }
 
-    /// Every finished drill: (drill name, VM uuid, finished, ok), for the
-    /// planner's `every`.
-    pub fn drill_runs(&self) -> Result<Vec<(String, String, DateTime<Utc>, bool)>, CatalogError> {
+    /// Every finished drill, for the planner's `every`.
+    pub fn drill_runs(&self) -> Result<Vec<DrillRun>, CatalogError> {
         let mut stmt = self.conn.prepare(
             "SELECT v.drill, p.vm_uuid, v.finished, v.ok FROM verifications v \
              JOIN points p ON p.point_id = v.point_id \
@@ -310,13 +318,13 @@ impl Catalog {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|(drill, vm, finished, ok)| {
-                Ok((
+            .map(|(drill, vm_uuid, finished, ok)| {
+                Ok(DrillRun {
                     drill,
-                    vm,
-                    parse_time("drill end", &finished)?,
-                    ok == Some(true),
-                ))
+                    vm_uuid,
+                    finished: parse_time("drill end", &finished)?,
+                    ok: ok == Some(true),
+                })
             })
             .collect()
     }

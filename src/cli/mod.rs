@@ -6,6 +6,7 @@ mod apply;
 mod backup;
 mod catalog;
 mod inventory;
+mod lab;
 mod plan;
 mod repo;
 mod schedule;
@@ -79,6 +80,11 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::Command,
     },
+    /// Run the built-in ESXi simulator, or write to a lab VM's disks.
+    Lab {
+        #[command(subcommand)]
+        command: lab::Command,
+    },
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -95,6 +101,7 @@ pub fn run() -> Result<u8> {
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Catalog { command } => catalog::run(command),
+        Command::Lab { command } => lab::run(command),
     }
 }
 

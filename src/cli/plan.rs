@@ -156,17 +156,17 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
     let drills = catalog
         .drill_runs()?
         .into_iter()
-        .filter_map(|(drill, vm_uuid, finished, ok)| {
+        .filter_map(|r| {
             let policy = config
                 .policies
                 .values()
-                .find(|p| p.drills.iter().any(|d| d.name == drill))?;
+                .find(|p| p.drills.iter().any(|d| d.name == r.drill))?;
             Some(planner::DrillRecord {
                 policy: policy.name.clone(),
-                drill,
-                vm_uuid,
-                finished,
-                ok,
+                drill: r.drill,
+                vm_uuid: r.vm_uuid,
+                finished: r.finished,
+                ok: r.ok,
             })
         })
         .collect();

@@ -1,0 +1,136 @@
+//! `coffer lab`: run the built-in ESXi simulator (`serve`) and write to a
+//! lab VM's disks as its guest would (`write`), so a quickstart has
+//! something to back up and an incremental has something to find.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use super::EXIT_OK;
+use crate::lab::{Lab, LabConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the lab on 127.0.0.1 until interrupted (Ctrl-C); prints its URL,
+    /// certificate thumbprint, user and password.
+    Serve(ServeArgs),
+    /// Write scattered 64 KiB blocks over a share of a lab VM's disks.
+    Write(WriteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateArg {
+    /// The lab's state directory [default: $XDG_STATE_HOME/coffer/lab or ~/.local/state/coffer/lab].
+    #[arg(long = "state", env = "COFFER_LAB_STATE")]
+    pub dir: Option<PathBuf>,
+}
+
+impl StateArg {
+    fn resolve(&self) -> PathBuf {
+        if let Some(d) = &self.dir {
+            return d.clone();
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("coffer").join("lab")
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Lab VMs to have (created if missing, never removed).
+    #[arg(long, default_value_t = 2)]
+    pub vms: u32,
+    /// Port on 127.0.0.1 (0: any free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WriteArgs {
+    /// The VM (`lab-vm-01`).
+    pub vm: String,
+    /// Share of each disk's data area to overwrite, in percent.
+    #[arg(long)]
+    pub percent: f64,
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Serve(args) => serve(args),
+        Command::Write(args) => write(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<u8> {
+    let dir = args.state.resolve();
+    let mut config = LabConfig::new(&dir);
+    config.vms = args.vms;
+    config.port = args.port;
+    let lab = Lab::start(config)
+        .with_context(|| format!("starting the lab with state in {}", dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "coffer lab: state in {}", dir.display())?;
+    writeln!(out, "url:        {}", lab.url())?;
+    writeln!(out, "thumbprint: {}", lab.thumbprint())?;
+    writeln!(out, "user:       {}", lab.user())?;
+    writeln!(out, "password:   {}", lab.password())?;
+    let json = serde_json::json!({
+        "url": lab.url(),
+        "thumbprint": lab.thumbprint(),
+        "user": lab.user(),
+        "password": lab.password(),
+        "state": dir,
+        "ca": lab.ca_pem(),
+    });
+    writeln!(out, "{json}")?;
+    out.flush()?;
+    drop(out);
+    // Serve until the process is interrupted; the state is saved after
+    // every operation, so an interruption loses nothing.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn write(args: WriteArgs) -> Result<u8> {
+    let dir = args.state.resolve();
+    if !(0.0..=100.0).contains(&args.percent) {
+        anyhow::bail!("--percent must be between 0 and 100, not {}", args.percent);
+    }
+    let written = crate::lab::write(&dir, &args.vm, args.percent)
+        .with_context(|| format!("writing to {} in the lab at {}", args.vm, dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "vm": args.vm, "disks": written })
+        )?;
+        return Ok(EXIT_OK);
+    }
+    for d in &written {
+        writeln!(
+            out,
+            "{}: disk {} got {} blocks of 64 KiB ({} KiB) in {} areas, into {}",
+            args.vm,
+            d.key,
+            d.blocks,
+            d.blocks * 64,
+            d.areas.len(),
+            d.file
+        )?;
+    }
+    Ok(EXIT_OK)
+}

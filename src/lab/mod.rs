@@ -1,0 +1,405 @@
+//! The built-in lab (DESIGN.md §5): an in-process ESXi simulator on
+//! loopback that speaks the same SOAP subset and datastore HTTP interface as
+//! a real host, so coffer runs on a fresh machine with no host, and the
+//! end-to-end tests have a fast, fault-injectable test bed.
+//!
+//! It owns a state directory: the VMs, their sparse disks with deltas per
+//! snapshot (`disk`), change tracking, the made-up guest data (`content`),
+//! all persisted under an flock (`state`) so a backup in one run and an
+//! incremental in the next work, and `coffer lab write` can change a VM's
+//! disks beside a running lab. It serves HTTPS with a certificate of its
+//! own (kept in the state directory, so a pinned thumbprint survives
+//! restarts) through a small threaded server (`http`); `vim` answers SOAP,
+//! `datastore` the file transfers, `faults` holds the switches tests flip.
+//!
+//! It must never be mistaken for a host: it binds to 127.0.0.1 only, and it
+//! implements the subset `src/vsphere` speaks, not vim25 at large.
+
+mod content;
+mod datastore;
+pub mod disk;
+pub mod faults;
+mod http;
+pub mod ops;
+mod props;
+pub mod state;
+mod vim;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use faults::{FAULTS_ENV, Faults, Stats};
+pub use ops::DiskWrite;
+
+use crate::policy::model::TlsTrust;
+use crate::vsphere::transport::{format_thumbprint, thumbprint_of};
+
+/// The user the lab creates unless told otherwise.
+pub const DEFAULT_USER: &str = "root";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup of the lab: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Faults(String),
+    #[error("{name}: {message}")]
+    Lab { name: String, message: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+impl From<state::Fault> for Error {
+    fn from(f: state::Fault) -> Error {
+        Error::Lab {
+            name: f.name,
+            message: f.message,
+        }
+    }
+}
+
+/// How to start a lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Holds `state.json`, `datastore/` and `tls/`; created if missing.
+    pub state_dir: PathBuf,
+    /// Lab VMs to have (`lab-vm-01` …): missing ones are created, none removed.
+    pub vms: u32,
+    /// 0: any free port.
+    pub port: u16,
+    pub user: String,
+    /// The password on first start (random when `None`); later starts keep
+    /// the stored one.
+    pub password: Option<String>,
+    /// Most objects in one property collector page.
+    pub page_objects: usize,
+    /// How much of a disk one QueryChangedDiskAreas answer covers.
+    pub changed_areas_window_bytes: u64,
+}
+
+impl LabConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> LabConfig {
+        LabConfig {
+            state_dir: state_dir.into(),
+            vms: 2,
+            port: 0,
+            user: DEFAULT_USER.into(),
+            password: None,
+            page_objects: 100,
+            changed_areas_window_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The request router: SOAP, datastore, admin.
+struct Shared {
+    store: state::Store,
+    faults: Arc<Faults>,
+    stats: Arc<Stats>,
+    vim: vim::Vim,
+    user: String,
+    password: String,
+}
+
+impl Shared {
+    fn authenticated(&self, head: &http::Head) -> bool {
+        if self
+            .vim
+            .is_session(vim::cookie_session(head.header("cookie")).as_deref())
+        {
+            return true;
+        }
+        // Basic auth with the lab's credentials, for admin calls from scripts.
+        use base64::Engine;
+        head.header("authorization")
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .is_some_and(|d| d == format!("{}:{}", self.user, self.password).as_bytes())
+    }
+}
+
+impl http::Handler for Shared {
+    fn handle(&self, head: &http::Head, body: &mut http::Body<'_>) -> http::Response {
+        use http::Response;
+        match (head.method.as_str(), head.path()) {
+            ("GET", "/sdk/vimServiceVersions.xml") => {
+                Response::new(200, "text/xml", vim::service_versions_xml())
+            }
+            ("POST", "/sdk") | ("POST", "/sdk/") => {
+                let xml = match body.read_all() {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) => return Response::text(400, format!("cannot read the body: {e}")),
+                };
+                let session = vim::cookie_session(head.header("cookie"));
+                let answer = self.vim.call(
+                    &self.store,
+                    &self.faults,
+                    (&self.user, &self.password),
+                    session,
+                    &xml,
+                );
+                let mut r = Response::new(answer.status, "text/xml; charset=utf-8", answer.xml);
+                if let Some(c) = answer.set_cookie {
+                    r = r.header("Set-Cookie", c);
+                }
+                r
+            }
+            (_, p) if p.starts_with("/folder/") => datastore::handle(
+                &self.store,
+                &self.faults,
+                &self.stats,
+                self.authenticated(head),
+                head,
+                body,
+            ),
+            ("POST", "/lab/faults") => {
+                if !self.authenticated(head) {
+                    return Response::text(401, "log in, or use basic auth with the lab's user");
+                }
+                let spec = body.read_all().unwrap_or_default();
+                match self.faults.apply(&String::from_utf8_lossy(&spec)) {
+                    Ok(()) => Response::text(204, ""),
+                    Err(e) => Response::text(400, e),
+                }
+            }
+            ("GET", "/lab/stats") => {
+                if !self.authenticated(head) {
+                    return Response::text(401, "log in, or use basic auth with the lab's user");
+                }
+                let json = serde_json::json!({ "served_bytes": self.stats.served() });
+                Response::new(200, "application/json", json.to_string())
+            }
+            _ => Response::text(404, "404 page not found"),
+        }
+    }
+}
+
+/// Starts labs.
+pub struct Lab;
+
+/// A running lab; the server stops when it is dropped.
+pub struct LabHandle {
+    shared: Arc<Shared>,
+    url: String,
+    thumbprint: [u8; 32],
+    ca_pem: String,
+    // Dropped last: stops the server.
+    _server: http::Server,
+}
+
+impl std::fmt::Debug for LabHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabHandle")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lab's certificate: a CA and a leaf for 127.0.0.1 it signed, made on
+/// first start and kept in `tls/` so the thumbprint stays the same.
+fn certificate(
+    dir: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String), Error> {
+    let tls = dir.join("tls");
+    let (ca_path, cert_path, key_path) = (
+        tls.join("ca.pem"),
+        tls.join("cert.pem"),
+        tls.join("key.pem"),
+    );
+    if !cert_path.exists() {
+        std::fs::create_dir_all(&tls).map_err(io(format!("creating {}", tls.display())))?;
+        let err = |e: rcgen::Error| Error::Tls(e.to_string());
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "coffer lab CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .map_err(err)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "coffer lab");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        std::fs::write(&ca_path, ca_cert.pem()).map_err(io("writing the lab CA"))?;
+        std::fs::write(&key_path, key.serialize_pem()).map_err(io("writing the lab key"))?;
+        // The certificate last: its presence means the set is complete.
+        std::fs::write(&cert_path, cert.pem()).map_err(io("writing the lab certificate"))?;
+    }
+    let tls_err = |what: &str, e: rustls::pki_types::pem::Error| Error::Tls(format!("{what}: {e}"));
+    let chain = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_err("reading the lab certificate", e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&key_path).map_err(|e| tls_err("reading the lab key", e))?;
+    let ca = std::fs::read_to_string(&ca_path).map_err(io("reading the lab CA"))?;
+    Ok((chain, key, ca))
+}
+
+impl Lab {
+    /// Loads or creates the state in `config.state_dir` and serves it on
+    /// 127.0.0.1. Faults named in `COFFER_LAB_FAULTS` are switched on.
+    pub fn start(config: LabConfig) -> Result<LabHandle, Error> {
+        let store = state::Store::new(&config.state_dir);
+        let st = store
+            .init(config.vms, &config.user, config.password.as_deref())
+            .map_err(io(format!(
+                "preparing the lab state in {}",
+                config.state_dir.display()
+            )))?;
+        let (chain, key, ca_pem) = certificate(&config.state_dir)?;
+        let thumbprint = thumbprint_of(chain[0].as_ref());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let faults = Arc::new(Faults::default());
+        if let Ok(spec) = std::env::var(FAULTS_ENV) {
+            faults
+                .apply(&spec)
+                .map_err(|e| Error::Faults(format!("{FAULTS_ENV}: {e}")))?;
+        }
+        let shared = Arc::new(Shared {
+            store,
+            faults,
+            stats: Arc::default(),
+            vim: vim::Vim::new(
+                config.page_objects,
+                config.changed_areas_window_bytes.max(disk::BLOCK_BYTES),
+            ),
+            user: st.user,
+            password: st.password,
+        });
+        let listener = TcpListener::bind(("127.0.0.1", config.port))
+            .map_err(io(format!("listening on 127.0.0.1:{}", config.port)))?;
+        let server = http::Server::start(listener, Arc::new(tls), shared.clone())
+            .map_err(io("starting the lab server"))?;
+        Ok(LabHandle {
+            url: format!("https://{}/sdk", server.addr()),
+            shared,
+            thumbprint,
+            ca_pem,
+            _server: server,
+        })
+    }
+}
+
+impl LabHandle {
+    /// `https://127.0.0.1:<port>/sdk`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `sha256:AB:CD:…` of the server certificate, as policies pin it.
+    pub fn thumbprint(&self) -> String {
+        format_thumbprint(&self.thumbprint)
+    }
+
+    pub fn thumbprint_bytes(&self) -> [u8; 32] {
+        self.thumbprint
+    }
+
+    /// How a client trusts this lab: its pinned thumbprint.
+    pub fn tls_trust(&self) -> TlsTrust {
+        TlsTrust::Thumbprint(self.thumbprint)
+    }
+
+    /// The PEM of the CA that signed the lab's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn user(&self) -> &str {
+        &self.shared.user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.shared.password
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.shared.store.dir()
+    }
+
+    /// The datastore's folder: `[datastore1] x` is `<this>/x`.
+    pub fn datastore_dir(&self) -> PathBuf {
+        self.shared.store.datastore_root()
+    }
+
+    /// `write(state_dir, vm, percent)` on this lab's state.
+    pub fn write(&self, vm: &str, percent: f64) -> Result<Vec<DiskWrite>, Error> {
+        write(self.state_dir(), vm, percent)
+    }
+}
+
+/// Writes scattered 64 KiB blocks over `percent` % of every disk of `vm`
+/// (name or `vm-N`) in the lab state at `state_dir`, as its guest would:
+/// recorded by change tracking, never touching a snapshot's view. Safe
+/// beside a running lab.
+pub fn write(state_dir: &Path, vm: &str, percent: f64) -> Result<Vec<DiskWrite>, Error> {
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).expect("the OS random source works");
+    let store = state::Store::new(state_dir);
+    if !state_dir.join("state.json").exists() {
+        return Err(Error::Lab {
+            name: "NotFound".into(),
+            message: format!(
+                "no lab state in {}; start one with `coffer lab serve --state {}`",
+                state_dir.display(),
+                state_dir.display()
+            ),
+        });
+    }
+    Ok(store
+        .update(|st, root| ops::write_percent(st, root, vm, percent, u64::from_le_bytes(seed)))?)
+}
+
+/// Whether `vm`'s guest would boot from its disks as they are now.
+pub fn boots(state_dir: &Path, vm: &str) -> Result<bool, Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.read(|st, root| {
+        let v = st
+            .vms
+            .iter()
+            .find(|v| v.name == vm || v.moref() == vm)
+            .ok_or_else(|| state::Fault::not_found("VirtualMachine", vm))?;
+        Ok(v.boots(root))
+    })?)
+}

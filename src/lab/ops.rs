@@ -1,0 +1,663 @@
+//! What the vim25 methods and `coffer lab write` do to the state: take
+//! and remove snapshots (stun, CBT epochs, deltas, consolidation), answer
+//! changed areas, write as a guest, power, register and destroy VMs. Each
+//! function works on a loaded `State` under the store's lock.
+
+use std::path::Path;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::content::{self, Rng};
+use super::disk::{BLOCK_BYTES, Cbt, ChangeIdError, Disk, Layer, block_ranges};
+use super::state::{
+    DATASTORE, Fault, Snapshot, SnapshotDisk, State, Vm, hex_id, new_cbt_id, uuid_of,
+};
+
+/// What a snapshot request asks.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpec {
+    pub name: String,
+    pub description: String,
+    pub memory: bool,
+    pub quiesce: bool,
+}
+
+/// Faults switched on for this call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Injected {
+    pub quiesce: bool,
+    pub snapshot: bool,
+    pub remove_snapshot: bool,
+}
+
+/// CreateSnapshot: the stun applies a pending CBT change, advances the
+/// change ids, freezes every disk and adds a delta. Answers the snapshot's id.
+pub fn create_snapshot(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    spec: &SnapshotSpec,
+    injected: Injected,
+) -> Result<u64, Fault> {
+    let id = state.next_id;
+    let v = state.vm_mut(vm)?;
+    if spec.quiesce && !v.tools_running(root) {
+        return Err(Fault::new(
+            "ToolsUnavailable",
+            "Cannot complete operation because VMware Tools is not running in this virtual machine.",
+        ));
+    }
+    if spec.quiesce && injected.quiesce {
+        return Err(Fault::new(
+            "ApplicationQuiesceFault",
+            "An error occurred while quiescing the virtual machine (fault injected by the lab).",
+        ));
+    }
+    if injected.snapshot {
+        return Err(Fault::new(
+            "SnapshotLocked",
+            "An error occurred while saving the snapshot: the snapshot files are locked (fault injected by the lab).",
+        ));
+    }
+    let mut disks = Vec::new();
+    for d in &mut v.disks {
+        if !v.cbt_enabled || v.cbt_reset {
+            d.cbt = None;
+        }
+        match &mut d.cbt {
+            Some(cbt) => cbt.advance(),
+            None if v.cbt_enabled => d.cbt = Some(Cbt::new(new_cbt_id())),
+            None => {}
+        }
+        d.push_delta(root, id)?;
+        disks.push(SnapshotDisk {
+            key: d.key,
+            change_id: d.cbt.as_ref().map(Cbt::change_id),
+            cbt_seq: d.cbt.as_ref().map(|c| c.seq),
+        });
+    }
+    v.cbt_reset = false;
+    v.snapshots.push(Snapshot {
+        id,
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        create_time: Utc::now(),
+        quiesced: spec.quiesce,
+        disks,
+    });
+    state.next_id += 1;
+    Ok(id)
+}
+
+/// RemoveSnapshot (keeping children, consolidating). With the fault
+/// injected the snapshot goes but its delta stays: consolidation needed.
+pub fn remove_snapshot(
+    state: &mut State,
+    root: &Path,
+    snapshot: &str,
+    injected: Injected,
+) -> Result<(), Fault> {
+    let (vm, id) = state.snapshot_owner(snapshot)?;
+    let vm = vm.moref();
+    let v = state.vm_mut(&vm)?;
+    v.snapshots.retain(|s| s.id != id);
+    for d in &mut v.disks {
+        let Some(level) = d.level_of(id) else {
+            continue;
+        };
+        if injected.remove_snapshot {
+            d.layers[level].frozen_by = None;
+        } else {
+            d.merge_up_into(root, level)?;
+        }
+    }
+    if injected.remove_snapshot {
+        v.consolidation_needed = true;
+        let file = v.disks.first().map(|d| d.layers[d.top()].data_file.clone());
+        return Err(Fault::new(
+            "FileLocked",
+            "Unable to access file since it is locked: consolidation failed (fault injected by the lab).",
+        )
+        .with("file", format!("[{DATASTORE}] {}", file.unwrap_or_default())));
+    }
+    Ok(())
+}
+
+/// ConsolidateVMDisks: merges every delta no snapshot holds any more.
+pub fn consolidate(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
+    let v = state.vm_mut(vm)?;
+    for d in &mut v.disks {
+        while let Some(level) = (0..d.top())
+            .rev()
+            .find(|&i| d.layers[i].frozen_by.is_none())
+        {
+            d.merge_up_into(root, level)?;
+        }
+    }
+    v.consolidation_needed = false;
+    Ok(())
+}
+
+/// ReconfigVM_Task with `changeTrackingEnabled`. A powered-off VM applies
+/// it at once; a running one at its next snapshot.
+pub fn set_change_tracking(state: &mut State, vm: &str, enabled: bool) -> Result<(), Fault> {
+    let v = state.vm_mut(vm)?;
+    if v.cbt_enabled && !enabled {
+        v.cbt_reset = true;
+    }
+    v.cbt_enabled = enabled;
+    if !v.powered_on {
+        for d in &mut v.disks {
+            if !enabled || v.cbt_reset {
+                d.cbt = None;
+            }
+            if enabled && d.cbt.is_none() {
+                d.cbt = Some(Cbt::new(new_cbt_id()));
+            }
+        }
+        v.cbt_reset = false;
+    }
+    Ok(())
+}
+
+/// One answer of QueryChangedDiskAreas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedAreas {
+    pub start_offset_bytes: u64,
+    pub length_bytes: u64,
+    pub areas: Vec<std::ops::Range<u64>>,
+}
+
+/// The arguments of QueryChangedDiskAreas, and how much of the disk one
+/// answer may cover.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeQuery<'a> {
+    pub vm: &'a str,
+    pub snapshot: &'a str,
+    pub key: i32,
+    pub start_bytes: u64,
+    /// `*` for the allocated areas.
+    pub change_id: &'a str,
+    pub window_bytes: u64,
+}
+
+/// QueryChangedDiskAreas: the areas of disk `key` in `snapshot` changed
+/// since `change_id` (`*`: allocated), from `start_bytes`, covering at most
+/// `window_bytes` of the disk per answer.
+pub fn changed_areas(
+    state: &State,
+    root: &Path,
+    q: ChangeQuery<'_>,
+) -> Result<ChangedAreas, Fault> {
+    let ChangeQuery {
+        vm,
+        snapshot,
+        key,
+        start_bytes: start,
+        change_id,
+        window_bytes,
+    } = q;
+    let v = state.vm(vm)?;
+    let (owner, id) = state.snapshot_owner(snapshot)?;
+    if owner.id != v.id {
+        return Err(
+            Fault::new("InvalidArgument", "the snapshot is not of this VM")
+                .with("invalidProperty", "snapshot"),
+        );
+    }
+    let snap = v
+        .snapshots
+        .iter()
+        .find(|s| s.id == id)
+        .expect("owner has it");
+    let (Some(disk), Some(at)) = (
+        v.disks.iter().find(|d| d.key == key),
+        snap.disks.iter().find(|d| d.key == key),
+    ) else {
+        return Err(
+            Fault::new("InvalidArgument", format!("no disk with device key {key}"))
+                .with("invalidProperty", "deviceKey"),
+        );
+    };
+    let ctk = format!(
+        "[{DATASTORE}] {}",
+        disk.layers[0].descriptor.replace(".vmdk", "-ctk.vmdk")
+    );
+    let (Some(cbt), Some(upto)) = (&disk.cbt, at.cbt_seq) else {
+        return Err(Fault::new(
+            "FileFault",
+            "Error caused by file: change tracking is not enabled for this disk",
+        )
+        .with("file", ctk));
+    };
+    if at
+        .change_id
+        .as_deref()
+        .and_then(|c| c.rsplit_once('/'))
+        .map(|c| c.0)
+        != Some(&cbt.id)
+    {
+        return Err(Fault::new(
+            "FileFault",
+            "Error caused by file: change tracking was reset since the snapshot",
+        )
+        .with("file", ctk));
+    }
+    if start >= disk.capacity_bytes {
+        return Err(
+            Fault::new("InvalidArgument", "startOffset is past the end of the disk")
+                .with("invalidProperty", "startOffset"),
+        );
+    }
+    let level = disk.level_of(id).expect("a snapshot freezes a layer");
+    let blocks = if change_id.trim() == "*" {
+        disk.allocated_blocks(root, level)?
+    } else {
+        let since = cbt.sequence_of(change_id.trim()).map_err(|e| match e {
+            ChangeIdError::Malformed(_) => {
+                Fault::new("InvalidArgument", e.to_string()).with("invalidProperty", "changeId")
+            }
+            ChangeIdError::Unknown(_) => {
+                Fault::new("FileFault", format!("Error caused by file: {e}"))
+                    .with("file", ctk.clone())
+            }
+        })?;
+        if since > upto {
+            return Err(Fault::new(
+                "FileFault",
+                format!("Error caused by file: change id {change_id:?} is newer than the snapshot"),
+            )
+            .with("file", ctk));
+        }
+        cbt.changed_between(since, upto)
+    };
+    let end = (start + window_bytes).min(disk.capacity_bytes);
+    Ok(ChangedAreas {
+        start_offset_bytes: start,
+        length_bytes: end - start,
+        areas: block_ranges(&blocks, start..end),
+    })
+}
+
+/// What `write_percent` changed on one disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskWrite {
+    pub key: i32,
+    /// The file the writes went to (the top layer), relative to the datastore.
+    pub file: String,
+    pub blocks: usize,
+    pub areas: Vec<std::ops::Range<u64>>,
+}
+
+/// Writes scattered 64 KiB blocks over `percent` % of the data area of
+/// every disk of `vm` (by name), as a guest would: into the top layer,
+/// recorded by change tracking. The boot area is never touched.
+pub fn write_percent(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    percent: f64,
+    seed: u64,
+) -> Result<Vec<DiskWrite>, Fault> {
+    let v = state
+        .vms
+        .iter_mut()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for d in &mut v.disks {
+        let first = content::DATA_START_BYTES / BLOCK_BYTES;
+        let last = d.capacity_bytes / BLOCK_BYTES;
+        let span = last.saturating_sub(first);
+        let want = ((span as f64) * percent.clamp(0.0, 100.0) / 100.0).ceil() as u64;
+        let mut chosen = std::collections::BTreeSet::new();
+        while (chosen.len() as u64) < want.min(span) {
+            chosen.insert(first + rng.below(span));
+        }
+        let mut data = vec![0u8; BLOCK_BYTES as usize];
+        for &b in &chosen {
+            rng.fill(&mut data);
+            let stamp = format!("coffer lab write block {b} seed {seed}\n");
+            data[..stamp.len()].copy_from_slice(stamp.as_bytes());
+            d.write_block(root, b, &data)?;
+        }
+        out.push(DiskWrite {
+            key: d.key,
+            file: d.layers[d.top()].data_file.clone(),
+            blocks: chosen.len(),
+            areas: block_ranges(&chosen, 0..d.capacity_bytes),
+        });
+    }
+    Ok(out)
+}
+
+pub fn set_power(state: &mut State, vm: &str, on: bool) -> Result<(), Fault> {
+    let v = state.vm_mut(vm)?;
+    if v.powered_on == on {
+        let now = if on { "poweredOn" } else { "poweredOff" };
+        return Err(Fault::new(
+            "InvalidPowerState",
+            format!("The attempted operation cannot be performed in the current state ({now})."),
+        )
+        .with("existingState", now));
+    }
+    v.powered_on = on;
+    Ok(())
+}
+
+/// `[datastore1] dir/file` → `dir/file`.
+pub fn datastore_path(path: &str) -> Result<String, Fault> {
+    let rest = path
+        .trim()
+        .strip_prefix(&format!("[{DATASTORE}]"))
+        .ok_or_else(|| {
+            Fault::new(
+                "InvalidDatastorePath",
+                format!("Invalid datastore path '{path}'."),
+            )
+            .with("datastorePath", path)
+        })?;
+    let rel = rest.trim().trim_start_matches('/').to_string();
+    if rel.split('/').any(|p| p == "..") || rel.is_empty() {
+        return Err(Fault::new(
+            "InvalidDatastorePath",
+            format!("Invalid datastore path '{path}'."),
+        )
+        .with("datastorePath", path));
+    }
+    Ok(rel)
+}
+
+/// `key = "value"` lines of a .vmx.
+fn vmx_values(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
+}
+
+/// Sectors and extent file of a flat descriptor's `RW <sectors> <type> "<file>"` line.
+fn descriptor_extent(text: &str) -> Option<(u64, String)> {
+    text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        (parts.next()? == "RW").then_some(())?;
+        let sectors = parts.next()?.parse().ok()?;
+        let _kind = parts.next()?;
+        let file = l.split('"').nth(1)?.to_string();
+        Some((sectors, file))
+    })
+}
+
+/// RegisterVM: a VM from a .vmx already on the datastore (uploaded by a
+/// restore), its disks the flat VMDKs it names. Registered powered off.
+pub fn register(
+    state: &mut State,
+    root: &Path,
+    vmx_path: &str,
+    name: Option<&str>,
+) -> Result<String, Fault> {
+    let rel = datastore_path(vmx_path)?;
+    let text = std::fs::read_to_string(root.join(&rel)).map_err(|e| {
+        Fault::new("NotFound", format!("File {vmx_path} was not found: {e}")).with("file", vmx_path)
+    })?;
+    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    let values = vmx_values(&text);
+    let display = values
+        .iter()
+        .find(|(k, _)| k == "displayName")
+        .map(|(_, v)| v.clone());
+    let name = name
+        .map(str::to_string)
+        .or(display)
+        .unwrap_or_else(|| rel.clone());
+    if state.vms.iter().any(|v| v.vmx == rel) {
+        return Err(Fault::new(
+            "AlreadyExists",
+            format!("The specified key, name, or identifier '{vmx_path}' already exists."),
+        )
+        .with("name", vmx_path));
+    }
+    let mut disks = Vec::new();
+    for (k, v) in &values {
+        let Some(slot) = k.strip_suffix(".fileName") else {
+            continue;
+        };
+        if !v.ends_with(".vmdk") {
+            continue;
+        }
+        let descriptor = if dir.is_empty() {
+            v.clone()
+        } else {
+            format!("{dir}/{v}")
+        };
+        let text = std::fs::read_to_string(root.join(&descriptor)).map_err(|e| {
+            Fault::new("FileNotFound", format!("{descriptor}: {e}"))
+                .with("file", descriptor.clone())
+        })?;
+        let (sectors, extent) = descriptor_extent(&text).ok_or_else(|| {
+            Fault::new(
+                "InvalidVmConfig",
+                format!("{descriptor} has no extent line"),
+            )
+            .with("property", slot)
+        })?;
+        let data_file = if dir.is_empty() {
+            extent
+        } else {
+            format!("{dir}/{extent}")
+        };
+        disks.push(Disk {
+            key: 2000 + disks.len() as i32,
+            capacity_bytes: sectors * 512,
+            uuid: format!("6000C29{}", hex_id(&format!("{rel}/{slot}"), 25)),
+            layers: vec![Layer {
+                descriptor,
+                data_file,
+                blocks: Default::default(),
+                frozen_by: None,
+            }],
+            cbt: None,
+            next_delta: 0,
+        });
+    }
+    let id = state.next_id;
+    state.next_id += 1;
+    let vm = Vm {
+        id,
+        instance_uuid: uuid_of(&format!("instance/{rel}/{id}")),
+        name,
+        vmx: rel,
+        powered_on: false,
+        cbt_enabled: false,
+        cbt_reset: false,
+        consolidation_needed: false,
+        disks,
+        snapshots: Vec::new(),
+    };
+    let moref = vm.moref();
+    state.vms.push(vm);
+    Ok(moref)
+}
+
+pub fn unregister(state: &mut State, vm: &str) -> Result<(), Fault> {
+    let id = state.vm(vm)?.id;
+    state.vms.retain(|v| v.id != id);
+    Ok(())
+}
+
+/// Destroy_Task of a VM: unregistered and its folder deleted.
+pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
+    let v = state.vm(vm)?.clone();
+    if v.powered_on {
+        return Err(Fault::new(
+            "InvalidPowerState",
+            "The attempted operation cannot be performed in the current state (poweredOn).",
+        )
+        .with("existingState", "poweredOn"));
+    }
+    unregister(state, vm)?;
+    let dir = v.dir();
+    if !dir.is_empty() && !state.vms.iter().any(|o| o.dir() == dir) {
+        std::fs::remove_dir_all(root.join(dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::state::{Store, snapshot_moref};
+
+    fn query<'a>(snapshot: &'a str, change_id: &'a str) -> ChangeQuery<'a> {
+        ChangeQuery {
+            vm: "vm-1",
+            snapshot,
+            key: 2000,
+            start_bytes: 0,
+            change_id,
+            window_bytes: 1 << 40,
+        }
+    }
+
+    fn spec(name: &str) -> SnapshotSpec {
+        SnapshotSpec {
+            name: name.into(),
+            description: String::new(),
+            memory: false,
+            quiesce: false,
+        }
+    }
+
+    #[test]
+    fn cbt_follows_snapshots_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let st = store.init(2, "root", Some("pw")).unwrap();
+        assert_eq!(st.vms.len(), 2);
+        assert_eq!(st.vms[0].disks.len(), 2);
+        let root = store.datastore_root();
+        assert!(st.vms[0].boots(&root));
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", true))
+            .unwrap();
+        let s1 = store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("a"), Injected::default()))
+            .unwrap();
+        let full = store
+            .read(|s, r| changed_areas(s, r, query(&snapshot_moref(s1), "*")))
+            .unwrap();
+        assert!(full.areas.iter().any(|a| a.start == 0), "{full:?}");
+        let base = store
+            .read(|s, _| Ok(s.vms[0].snapshots[0].disks[0].change_id.clone().unwrap()))
+            .unwrap();
+        let written = store
+            .update(|s, r| write_percent(s, r, "lab-vm-01", 1.0, 7))
+            .unwrap();
+        store
+            .update(|s, r| remove_snapshot(s, r, &snapshot_moref(s1), Injected::default()))
+            .unwrap();
+        let s2 = store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("b"), Injected::default()))
+            .unwrap();
+        let inc = store
+            .read(|s, r| changed_areas(s, r, query(&snapshot_moref(s2), &base)))
+            .unwrap();
+        assert_eq!(inc.areas, written[0].areas);
+        let err = store
+            .read(|s, r| changed_areas(s, r, query(&snapshot_moref(s2), "52 00/1")))
+            .unwrap_err();
+        assert_eq!(err.name, "FileFault");
+        assert!(store.read(|s, r| Ok(s.vms[0].boots(r))).unwrap());
+    }
+
+    #[test]
+    fn a_cbt_reset_starts_a_new_change_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.init(1, "root", Some("pw")).unwrap();
+        let cycle = |store: &Store| {
+            let id = store
+                .update(|s, r| create_snapshot(s, r, "vm-1", &spec("c"), Injected::default()))
+                .unwrap();
+            let change = store
+                .read(|s, _| Ok(s.vms[0].snapshots[0].disks[0].change_id.clone()))
+                .unwrap();
+            store
+                .update(|s, r| remove_snapshot(s, r, &snapshot_moref(id), Injected::default()))
+                .unwrap();
+            change
+        };
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", true))
+            .unwrap();
+        let old = cycle(&store).expect("CBT on at the snapshot");
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", false))
+            .unwrap();
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", true))
+            .unwrap();
+        let new = cycle(&store).expect("CBT on again");
+        let (old_uuid, new_uuid) = (
+            old.rsplit_once('/').unwrap().0,
+            new.rsplit_once('/').unwrap().0,
+        );
+        assert_ne!(old_uuid, new_uuid, "a reset gives the disk a new change id");
+        let s = store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("d"), Injected::default()))
+            .unwrap();
+        let err = store
+            .read(|st, r| changed_areas(st, r, query(&snapshot_moref(s), &old)))
+            .unwrap_err();
+        assert_eq!(err.name, "FileFault");
+        store
+            .read(|st, r| changed_areas(st, r, query(&snapshot_moref(s), &new)))
+            .expect("the new id is known");
+        // Off, then a snapshot: no change ids at all.
+        store
+            .update(|s, _| set_change_tracking(s, "vm-1", false))
+            .unwrap();
+        assert_eq!(cycle_second(&store), None);
+    }
+
+    /// The change id of a snapshot taken on top of the existing one.
+    fn cycle_second(store: &Store) -> Option<String> {
+        store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("e"), Injected::default()))
+            .unwrap();
+        store
+            .read(|s, _| {
+                Ok(s.vms[0].snapshots.last().unwrap().disks[0]
+                    .change_id
+                    .clone())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_removal_needs_consolidation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.init(1, "root", Some("pw")).unwrap();
+        let s1 = store
+            .update(|s, r| create_snapshot(s, r, "vm-1", &spec("a"), Injected::default()))
+            .unwrap();
+        let fail = Injected {
+            remove_snapshot: true,
+            ..Injected::default()
+        };
+        let err = store
+            .update(|s, r| remove_snapshot(s, r, &snapshot_moref(s1), fail))
+            .unwrap_err();
+        assert_eq!(err.name, "FileLocked");
+        let st = store.read(|s, _| Ok(s.clone())).unwrap();
+        assert!(st.vms[0].snapshots.is_empty() && st.vms[0].consolidation_needed);
+        assert_eq!(st.vms[0].disks[0].layers.len(), 2);
+        store.update(|s, r| consolidate(s, r, "vm-1")).unwrap();
+        let st = store.read(|s, _| Ok(s.clone())).unwrap();
+        assert!(!st.vms[0].consolidation_needed);
+        assert_eq!(st.vms[0].disks[0].layers.len(), 1);
+    }
+}

@@ -1,0 +1,291 @@
+//! The property collector's answers, rendered: a VM's properties
+//! (inventory, disks with their backing chain and change ids, snapshot
+//! tree, tools and heartbeat), a snapshot's disks, a task's TaskInfo, and
+//! the ServiceContent. Property values carry their `xsi:type`, as ESXi
+//! writes them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::disk::Disk;
+use super::state::{self, DATASTORE, Fault, State, Vm};
+use super::vim::{API_VERSION, TaskRecord, fault_fields, moref, time};
+use crate::vsphere::soap::escape;
+
+const ROOT_FOLDER: &str = "ha-folder-root";
+const VM_FOLDER: &str = "ha-folder-vm";
+
+pub fn service_content() -> String {
+    format!(
+        "<returnval>{}{}<about><name>VMware ESXi</name><fullName>VMware ESXi {API_VERSION} (coffer lab)</fullName>\
+         <vendor>VMware, Inc.</vendor><version>{API_VERSION}</version><build>0</build><localeVersion>INTL</localeVersion>\
+         <localeBuild>000</localeBuild><osType>vmnix-x86</osType><productLineId>embeddedEsx</productLineId>\
+         <apiType>HostAgent</apiType><apiVersion>{API_VERSION}</apiVersion><licenseProductName>VMware ESX Server</licenseProductName>\
+         <licenseProductVersion>8.0</licenseProductVersion></about>{}{}{}{}{}</returnval>",
+        moref("rootFolder", "Folder", ROOT_FOLDER),
+        moref(
+            "propertyCollector",
+            "PropertyCollector",
+            "ha-property-collector"
+        ),
+        moref("viewManager", "ViewManager", "ViewManager"),
+        moref("sessionManager", "SessionManager", "ha-sessionmgr"),
+        moref("fileManager", "FileManager", "ha-nfc-file-manager"),
+        moref(
+            "virtualDiskManager",
+            "VirtualDiskManager",
+            "ha-vdiskmanager"
+        ),
+        moref("searchIndex", "SearchIndex", "ha-searchindex"),
+    )
+}
+
+fn prop(name: &str, xsi_type: &str, inner: &str) -> String {
+    format!("<propSet><name>{name}</name><val xsi:type=\"{xsi_type}\">{inner}</val></propSet>")
+}
+
+const VM_PATHS: &[&str] = &[
+    "name",
+    "config.name",
+    "config.instanceUuid",
+    "config.changeTrackingEnabled",
+    "config.files.vmPathName",
+    "config.hardware.device",
+    "runtime.powerState",
+    "runtime.consolidationNeeded",
+    "guest.toolsRunningStatus",
+    "guestHeartbeatStatus",
+    "snapshot",
+    "parent",
+];
+
+pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool) -> String {
+    let wanted: Vec<&str> = if all || paths.is_empty() {
+        VM_PATHS.to_vec()
+    } else {
+        paths.iter().map(String::as_str).collect()
+    };
+    let tools = vm.tools_running(root);
+    let mut out = format!("<objects>{}", moref("obj", "VirtualMachine", &vm.moref()));
+    for path in wanted {
+        let p = match path {
+            "name" | "config.name" => prop(path, "xsd:string", &escape(&vm.name)),
+            "config.instanceUuid" => prop(path, "xsd:string", &vm.instance_uuid),
+            "config.changeTrackingEnabled" => {
+                prop(path, "xsd:boolean", &vm.cbt_enabled.to_string())
+            }
+            "config.files.vmPathName" => prop(
+                path,
+                "xsd:string",
+                &escape(&format!("[{DATASTORE}] {}", vm.vmx)),
+            ),
+            "config.hardware.device" => {
+                let devices: Vec<String> = vm
+                    .disks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| disk_device(d, i, d.top(), d.cbt.as_ref().map(|c| c.change_id())))
+                    .collect();
+                prop(
+                    path,
+                    "ArrayOfVirtualDevice",
+                    &(controller() + &devices.concat()),
+                )
+            }
+            "runtime.powerState" => prop(
+                path,
+                "VirtualMachinePowerState",
+                if vm.powered_on {
+                    "poweredOn"
+                } else {
+                    "poweredOff"
+                },
+            ),
+            "runtime.consolidationNeeded" => {
+                prop(path, "xsd:boolean", &vm.consolidation_needed.to_string())
+            }
+            "guest.toolsRunningStatus" => prop(
+                path,
+                "xsd:string",
+                if tools {
+                    "guestToolsRunning"
+                } else {
+                    "guestToolsNotRunning"
+                },
+            ),
+            "guestHeartbeatStatus" | "guest.guestHeartbeatStatus" => {
+                let status = match (vm.powered_on, tools) {
+                    (false, _) => "gray",
+                    (true, true) => "green",
+                    (true, false) => "red",
+                };
+                prop(path, "ManagedEntityStatus", status)
+            }
+            "snapshot" if !vm.snapshots.is_empty() => {
+                prop(path, "VirtualMachineSnapshotInfo", &snapshot_info(vm))
+            }
+            "parent" => format!(
+                "<propSet><name>parent</name>{}</propSet>",
+                moref("val", "Folder", VM_FOLDER)
+            ),
+            _ => continue,
+        };
+        out.push_str(&p);
+    }
+    out.push_str("</objects>");
+    out
+}
+
+fn controller() -> String {
+    "<VirtualDevice xsi:type=\"VirtualLsiLogicController\"><key>1000</key><deviceInfo><label>SCSI controller 0</label>\
+     <summary>LSI Logic</summary></deviceInfo><controllerKey>100</controllerKey><unitNumber>3</unitNumber>\
+     <busNumber>0</busNumber><hotAddRemove>true</hotAddRemove><sharedBus>noSharing</sharedBus>\
+     <scsiCtlrUnitNumber>7</scsiCtlrUnitNumber></VirtualDevice>"
+        .to_string()
+}
+
+fn backing(d: &Disk, level: usize, change_id: Option<&str>, tag: &str) -> String {
+    let layer = &d.layers[level];
+    let mut s = format!(
+        "<{tag} xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName>{}\
+         <diskMode>persistent</diskMode><thinProvisioned>true</thinProvisioned><uuid>{}</uuid>",
+        escape(&format!("[{DATASTORE}] {}", layer.descriptor)),
+        moref("datastore", "Datastore", DATASTORE),
+        d.uuid
+    );
+    if let Some(c) = change_id {
+        let _ = write!(s, "<changeId>{}</changeId>", escape(c));
+    }
+    if level > 0 {
+        s.push_str(&backing(d, level - 1, None, "parent"));
+    }
+    let _ = write!(s, "</{tag}>");
+    s
+}
+
+fn disk_device(d: &Disk, unit: usize, level: usize, change_id: Option<String>) -> String {
+    format!(
+        "<VirtualDevice xsi:type=\"VirtualDisk\"><key>{}</key><deviceInfo><label>Hard disk {}</label>\
+         <summary>{} KB</summary></deviceInfo>{}<controllerKey>1000</controllerKey><unitNumber>{unit}</unitNumber>\
+         <capacityInKB>{}</capacityInKB><capacityInBytes>{}</capacityInBytes></VirtualDevice>",
+        d.key,
+        unit + 1,
+        d.capacity_bytes / 1024,
+        backing(d, level, change_id.as_deref(), "backing"),
+        d.capacity_bytes / 1024,
+        d.capacity_bytes
+    )
+}
+
+fn snapshot_info(vm: &Vm) -> String {
+    // A linear chain: each snapshot is the only child of the one before.
+    let mut tree = String::new();
+    for s in vm.snapshots.iter().rev() {
+        let tag = if s.id == vm.snapshots[0].id {
+            "rootSnapshotList"
+        } else {
+            "childSnapshotList"
+        };
+        tree = format!(
+            "<{tag}>{}{}<name>{}</name><description>{}</description><id>{}</id><createTime>{}</createTime>\
+             <state>{}</state><quiesced>{}</quiesced><replaySupported>false</replaySupported>{tree}</{tag}>",
+            moref(
+                "snapshot",
+                "VirtualMachineSnapshot",
+                &state::snapshot_moref(s.id)
+            ),
+            moref("vm", "VirtualMachine", &vm.moref()),
+            escape(&s.name),
+            escape(&s.description),
+            s.id,
+            time(s.create_time),
+            if vm.powered_on {
+                "poweredOn"
+            } else {
+                "poweredOff"
+            },
+            s.quiesced,
+        );
+    }
+    let current = vm.snapshots.last().map(|s| s.id).unwrap_or_default();
+    format!(
+        "{}{tree}",
+        moref(
+            "currentSnapshot",
+            "VirtualMachineSnapshot",
+            &state::snapshot_moref(current)
+        )
+    )
+}
+
+pub fn snapshot_object(st: &State, moref_value: &str) -> Result<String, Fault> {
+    let (vm, id) = st.snapshot_owner(moref_value)?;
+    let snap = vm
+        .snapshots
+        .iter()
+        .find(|s| s.id == id)
+        .expect("owner has it");
+    let devices: Vec<String> = vm
+        .disks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let at = snap.disks.iter().find(|s| s.key == d.key)?;
+            Some(disk_device(d, i, d.level_of(id)?, at.change_id.clone()))
+        })
+        .collect();
+    Ok(format!(
+        "<objects>{}{}</objects>",
+        moref("obj", "VirtualMachineSnapshot", moref_value),
+        prop(
+            "config.hardware.device",
+            "ArrayOfVirtualDevice",
+            &(controller() + &devices.concat())
+        )
+    ))
+}
+
+pub fn task_object(t: &TaskRecord) -> String {
+    let mut info = format!(
+        "<key>{id}</key>{}<descriptionId>VirtualMachine.{}</descriptionId>{}<entityName>{}</entityName>\
+         <name>{}</name><state>{}</state><cancelled>false</cancelled><cancelable>false</cancelable>",
+        moref("task", "Task", &t.id),
+        t.name,
+        moref("entity", &t.entity.0, &t.entity.1),
+        escape(&t.entity_name),
+        t.name,
+        if t.error.is_some() {
+            "error"
+        } else {
+            "success"
+        },
+        id = t.id,
+    );
+    if let Some(f) = &t.error {
+        let _ = write!(
+            info,
+            "<error><fault xsi:type=\"{}\">{}</fault><localizedMessage>{}</localizedMessage></error>",
+            f.name,
+            fault_fields(f),
+            escape(&f.message)
+        );
+    }
+    if let Some((kind, value)) = &t.result {
+        let _ = write!(
+            info,
+            "<result type=\"{kind}\" xsi:type=\"ManagedObjectReference\">{}</result>",
+            escape(value)
+        );
+    }
+    let now = time(t.time);
+    let _ = write!(
+        info,
+        "<queueTime>{now}</queueTime><startTime>{now}</startTime><completeTime>{now}</completeTime>\
+         <eventChainId>1</eventChainId>"
+    );
+    format!(
+        "<objects>{}{}</objects>",
+        moref("obj", "Task", &t.id),
+        prop("info", "TaskInfo", &info)
+    )
+}

@@ -1,0 +1,404 @@
+//! The lab's persistent state: the VMs, their disks, snapshots and change
+//! tracking, in `state.json` beside a `datastore/` folder that holds the
+//! files. Every operation takes an flock on `lab.lock`, reloads the state,
+//! changes it and writes it back atomically, so a running lab and
+//! `coffer lab write` in another process never corrupt each other.
+//!
+//! The operations on it (`ops`) answer a `Fault` (a vim25 fault name, its
+//! message and its fields) when they fail the way a host would; the SOAP
+//! layer sends it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::content;
+use super::disk::{Disk, Layer, flat_descriptor};
+
+pub const DATASTORE: &str = "datastore1";
+pub const DATACENTER: &str = "ha-datacenter";
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "lab.lock";
+
+/// A vim25 fault an operation answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub name: String,
+    pub message: String,
+    /// Child elements of the fault (`file`, `invalidProperty`, …).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Fault {
+    pub fn new(name: &str, message: impl Into<String>) -> Fault {
+        Fault {
+            name: name.into(),
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, field: &str, value: impl Into<String>) -> Fault {
+        self.fields.push((field.into(), value.into()));
+        self
+    }
+
+    pub fn not_found(kind: &str, id: &str) -> Fault {
+        Fault::new(
+            "ManagedObjectNotFound",
+            format!(
+                "The object '{kind}:{id}' has already been deleted or has not been completely created"
+            ),
+        )
+    }
+}
+
+impl From<io::Error> for Fault {
+    fn from(e: io::Error) -> Fault {
+        Fault::new("SystemError", e.to_string()).with("reason", e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotDisk {
+    pub key: i32,
+    pub change_id: Option<String>,
+    pub cbt_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: u64,
+    pub name: String,
+    pub description: String,
+    pub create_time: DateTime<Utc>,
+    pub quiesced: bool,
+    pub disks: Vec<SnapshotDisk>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vm {
+    pub id: u64,
+    pub name: String,
+    pub instance_uuid: String,
+    /// The .vmx, relative to the datastore root.
+    pub vmx: String,
+    pub powered_on: bool,
+    /// `config.changeTrackingEnabled`: what was asked; the disks follow at
+    /// the next snapshot.
+    pub cbt_enabled: bool,
+    /// CBT was turned off since the last snapshot: the next one that finds
+    /// it on again starts a new change id.
+    pub cbt_reset: bool,
+    pub consolidation_needed: bool,
+    pub disks: Vec<Disk>,
+    /// The snapshot chain, root first; the last one is the current one.
+    pub snapshots: Vec<Snapshot>,
+}
+
+impl Vm {
+    pub fn moref(&self) -> String {
+        format!("vm-{}", self.id)
+    }
+
+    pub fn dir(&self) -> &str {
+        self.vmx.rsplit_once('/').map_or("", |(d, _)| d)
+    }
+
+    /// Whether the guest boots: every disk still carries its partition
+    /// table and file system header (read through the live view).
+    pub fn boots(&self, root: &Path) -> bool {
+        !self.disks.is_empty()
+            && self.disks.iter().all(|d| {
+                let read = |(at, len): (u64, usize)| {
+                    let mut buf = vec![0u8; len];
+                    d.read(root, d.top(), at, &mut buf).map(|_| buf)
+                };
+                match (read(content::BOOT_AREA[0]), read(content::BOOT_AREA[1])) {
+                    (Ok(mbr), Ok(header)) => content::boot_check(&mbr, &header).is_ok(),
+                    _ => false,
+                }
+            })
+    }
+
+    pub fn tools_running(&self, root: &Path) -> bool {
+        self.powered_on && self.boots(root)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub user: String,
+    pub password: String,
+    pub next_id: u64,
+    pub vms: Vec<Vm>,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// An flock held until dropped.
+struct FileLock(File);
+
+impl FileLock {
+    fn take(path: &Path, exclusive: bool) -> io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: as above; closing would release it too.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+pub(super) fn hex_id(text: &str, len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))[..len].to_string()
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` derived from `text`.
+pub(super) fn uuid_of(text: &str) -> String {
+    let h = hex_id(text, 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A fresh change tracking id, `52 xx … xx-xx … xx`.
+pub(super) fn new_cbt_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes[0] = 0x52;
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}", hex[..8].join(" "), hex[8..].join(" "))
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn datastore_root(&self) -> PathBuf {
+        self.dir.join("datastore")
+    }
+
+    fn load(&self) -> io::Result<Option<State>> {
+        match std::fs::read(self.dir.join(STATE_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{STATE_FILE}: {e}"))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, state: &State) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(tmp, self.dir.join(STATE_FILE))
+    }
+
+    /// Creates the state on first use (credentials, `vms` lab VMs) and adds
+    /// lab VMs up to `vms` on later ones; never removes any.
+    pub fn init(&self, vms: u32, user: &str, password: Option<&str>) -> io::Result<State> {
+        std::fs::create_dir_all(self.datastore_root())?;
+        let _lock = FileLock::take(&self.dir.join(LOCK_FILE), true)?;
+        let mut state = match self.load()? {
+            Some(s) => s,
+            None => {
+                let password = match password {
+                    Some(p) => p.to_string(),
+                    None => {
+                        let mut secret = [0u8; 12];
+                        getrandom::fill(&mut secret).expect("the OS random source works");
+                        hex::encode(secret)
+                    }
+                };
+                State {
+                    user: user.to_string(),
+                    password,
+                    next_id: 1,
+                    vms: Vec::new(),
+                }
+            }
+        };
+        let root = self.datastore_root();
+        for n in 1..=vms {
+            let name = format!("lab-vm-{n:02}");
+            if state.vms.iter().any(|v| v.name == name) {
+                continue;
+            }
+            // Odd VMs get two disks, even ones one.
+            let sizes: &[u64] = if n % 2 == 1 {
+                &[64 * content::MIB, 32 * content::MIB]
+            } else {
+                &[64 * content::MIB]
+            };
+            let id = state.next_id;
+            state.next_id += 1;
+            state.vms.push(make_lab_vm(&root, id, &name, sizes)?);
+        }
+        self.save(&state)?;
+        Ok(state)
+    }
+
+    /// Runs `f` on the current state under an exclusive lock and saves
+    /// what it leaves, even when it fails (a failure may have changed state
+    /// on purpose, as a failed consolidation does).
+    pub fn update<T>(
+        &self,
+        f: impl FnOnce(&mut State, &Path) -> Result<T, Fault>,
+    ) -> Result<T, Fault> {
+        let _lock = FileLock::take(&self.dir.join(LOCK_FILE), true)?;
+        let mut state = self
+            .load()?
+            .ok_or_else(|| Fault::new("SystemError", "the lab state is missing"))?;
+        let out = f(&mut state, &self.datastore_root());
+        self.save(&state)?;
+        out
+    }
+
+    /// Runs `f` on the current state under a shared lock.
+    pub fn read<T>(&self, f: impl FnOnce(&State, &Path) -> Result<T, Fault>) -> Result<T, Fault> {
+        let _lock = FileLock::take(&self.dir.join(LOCK_FILE), false)?;
+        let state = self
+            .load()?
+            .ok_or_else(|| Fault::new("SystemError", "the lab state is missing"))?;
+        f(&state, &self.datastore_root())
+    }
+
+    /// Holds the shared lock while `f` runs (a datastore download).
+    pub fn with_shared_lock<T>(&self, f: impl FnOnce() -> T) -> io::Result<T> {
+        let _lock = FileLock::take(&self.dir.join(LOCK_FILE), false)?;
+        Ok(f())
+    }
+}
+
+fn make_lab_vm(root: &Path, id: u64, name: &str, sizes: &[u64]) -> io::Result<Vm> {
+    std::fs::create_dir_all(root.join(name))?;
+    let mut disks = Vec::new();
+    let mut vmx = format!(
+        ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\n\
+         displayName = \"{name}\"\nguestOS = \"other5xlinux-64\"\nmemSize = \"512\"\n\
+         numvcpus = \"1\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"lsilogic\"\n"
+    );
+    for (i, &capacity) in sizes.iter().enumerate() {
+        let stem = if i == 0 {
+            name.to_string()
+        } else {
+            format!("{name}_{i}")
+        };
+        let descriptor = format!("{name}/{stem}.vmdk");
+        let flat = format!("{name}/{stem}-flat.vmdk");
+        content::generate(&root.join(&flat), name, i, capacity)?;
+        std::fs::write(
+            root.join(&descriptor),
+            flat_descriptor(
+                capacity,
+                &format!("{stem}-flat.vmdk"),
+                id as u32 * 16 + i as u32,
+            ),
+        )?;
+        vmx.push_str(&format!(
+            "scsi0:{i}.present = \"TRUE\"\nscsi0:{i}.fileName = \"{stem}.vmdk\"\n"
+        ));
+        disks.push(Disk {
+            key: 2000 + i as i32,
+            capacity_bytes: capacity,
+            uuid: format!("6000C29{}", hex_id(&format!("{name}/{i}"), 25)),
+            layers: vec![Layer {
+                descriptor,
+                data_file: flat,
+                blocks: Default::default(),
+                frozen_by: None,
+            }],
+            cbt: None,
+            next_delta: 0,
+        });
+    }
+    let vmx_path = format!("{name}/{name}.vmx");
+    std::fs::write(root.join(&vmx_path), vmx)?;
+    Ok(Vm {
+        id,
+        name: name.to_string(),
+        instance_uuid: uuid_of(&format!("instance/{name}")),
+        vmx: vmx_path,
+        powered_on: true,
+        cbt_enabled: false,
+        cbt_reset: false,
+        consolidation_needed: false,
+        disks,
+        snapshots: Vec::new(),
+    })
+}
+
+impl State {
+    pub fn vm(&self, moref: &str) -> Result<&Vm, Fault> {
+        self.vms
+            .iter()
+            .find(|v| v.moref() == moref)
+            .ok_or_else(|| Fault::not_found("VirtualMachine", moref))
+    }
+
+    pub fn vm_mut(&mut self, moref: &str) -> Result<&mut Vm, Fault> {
+        self.vms
+            .iter_mut()
+            .find(|v| v.moref() == moref)
+            .ok_or_else(|| Fault::not_found("VirtualMachine", moref))
+    }
+
+    /// The VM holding snapshot `snapshot-N`, and N.
+    pub fn snapshot_owner(&self, moref: &str) -> Result<(&Vm, u64), Fault> {
+        let id = snapshot_id(moref)?;
+        self.vms
+            .iter()
+            .find(|v| v.snapshots.iter().any(|s| s.id == id))
+            .map(|v| (v, id))
+            .ok_or_else(|| Fault::not_found("VirtualMachineSnapshot", moref))
+    }
+}
+
+pub fn snapshot_moref(id: u64) -> String {
+    format!("snapshot-{id}")
+}
+
+pub(super) fn snapshot_id(moref: &str) -> Result<u64, Fault> {
+    moref
+        .strip_prefix("snapshot-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Fault::not_found("VirtualMachineSnapshot", moref))
+}

@@ -1,0 +1,532 @@
+//! The SOAP side of the lab: the vim25 methods coffer calls, read by
+//! namespace with roxmltree and answered in the shapes ESXi uses. Tasks
+//! run to completion before their method answers; their TaskInfo is kept
+//! for the client to poll.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use roxmltree::{Document, Node};
+
+use super::faults::Faults;
+use super::ops::{self, Injected, SnapshotSpec};
+use super::props::{service_content, snapshot_object, task_object, vm_object};
+use super::state::{self, Fault, State, Store};
+use crate::vsphere::soap::{SOAP_ENV_NS, VIM_NS, XSI_NS, escape};
+
+pub const API_VERSION: &str = "8.0.2.0";
+pub const SESSION_COOKIE: &str = "vmware_soap_session";
+
+pub fn service_versions_xml() -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<namespaces version=\"1.0\">\n  <namespace>\n    \
+         <name>urn:vim25</name>\n    <version>{API_VERSION}</version>\n    <priorVersions>\n      \
+         <version>7.0.3.0</version>\n      <version>6.7</version>\n      <version>6.5</version>\n    \
+         </priorVersions>\n  </namespace>\n</namespaces>\n"
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub id: String,
+    pub name: String,
+    pub entity: (String, String),
+    pub entity_name: String,
+    pub result: Option<(String, String)>,
+    pub error: Option<Fault>,
+    pub time: DateTime<Utc>,
+}
+
+/// Sessions, tasks, views and pages: what the lab keeps in memory only.
+#[derive(Default)]
+pub struct Vim {
+    sessions: Mutex<HashMap<String, String>>,
+    tasks: Mutex<HashMap<String, TaskRecord>>,
+    pages: Mutex<HashMap<String, Vec<String>>>,
+    counter: AtomicU64,
+    pub page_objects: usize,
+    pub window_bytes: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one SOAP call answers: the HTTP status, the envelope and a
+/// session cookie to set.
+pub struct Answer {
+    pub status: u16,
+    pub xml: String,
+    pub set_cookie: Option<String>,
+}
+
+fn envelope(body: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"{SOAP_ENV_NS}\" \
+         xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"{XSI_NS}\">\n<soapenv:Body>\n{body}\n\
+         </soapenv:Body>\n</soapenv:Envelope>"
+    )
+}
+
+fn ok(method: &str, inner: &str) -> Answer {
+    Answer {
+        status: 200,
+        xml: envelope(&format!(
+            "<{method}Response xmlns=\"{VIM_NS}\">{inner}</{method}Response>"
+        )),
+        set_cookie: None,
+    }
+}
+
+pub fn fault_fields(f: &Fault) -> String {
+    let mut s = String::new();
+    for (k, v) in &f.fields {
+        let _ = write!(s, "<{k}>{}</{k}>", escape(v));
+    }
+    s
+}
+
+pub fn fault_answer(f: &Fault) -> Answer {
+    Answer {
+        status: 500,
+        xml: envelope(&format!(
+            "<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>{}</faultstring>\
+             <detail><{name}Fault xmlns=\"{VIM_NS}\" xsi:type=\"{name}\">{}</{name}Fault></detail>\
+             </soapenv:Fault>",
+            escape(&f.message),
+            fault_fields(f),
+            name = f.name
+        )),
+        set_cookie: None,
+    }
+}
+
+pub fn moref(tag: &str, kind: &str, value: &str) -> String {
+    format!("<{tag} type=\"{kind}\">{}</{tag}>", escape(value))
+}
+
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+// ---- reading requests ------------------------------------------------------
+
+fn child<'a, 'i>(node: Node<'a, 'i>, local: &str) -> Option<Node<'a, 'i>> {
+    node.children()
+        .find(|c| c.is_element() && c.tag_name().name() == local)
+}
+
+fn children<'a, 'i: 'a>(
+    node: Node<'a, 'i>,
+    local: &'a str,
+) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    node.children()
+        .filter(move |c| c.is_element() && c.tag_name().name() == local)
+}
+
+fn text(node: Node<'_, '_>) -> String {
+    node.children()
+        .filter(|c| c.is_text())
+        .filter_map(|c| c.text())
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn arg(node: Node<'_, '_>, local: &str) -> Option<String> {
+    child(node, local).map(text)
+}
+
+fn arg_bool(node: Node<'_, '_>, local: &str) -> bool {
+    arg(node, local).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// A moref argument: (type, value).
+fn arg_moref(node: Node<'_, '_>, local: &str) -> Option<(String, String)> {
+    let n = child(node, local)?;
+    let kind = n
+        .attributes()
+        .find(|a| a.name() == "type" && a.namespace().is_none())?;
+    Some((kind.value().to_string(), text(n)))
+}
+
+fn invalid(property: &str, message: &str) -> Fault {
+    Fault::new("InvalidRequest", message.to_string()).with("invalidProperty", property)
+}
+
+/// The session key in a Cookie header.
+pub fn cookie_session(cookie: Option<&str>) -> Option<String> {
+    cookie?.split(';').find_map(|c| {
+        let (n, v) = c.trim().split_once('=')?;
+        (n.trim() == SESSION_COOKIE).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+impl Vim {
+    pub fn new(page_objects: usize, window_bytes: u64) -> Vim {
+        Vim {
+            page_objects,
+            window_bytes,
+            ..Default::default()
+        }
+    }
+
+    fn next(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{}",
+            self.counter.fetch_add(1, Ordering::SeqCst) + 1
+        )
+    }
+
+    pub fn is_session(&self, key: Option<&str>) -> bool {
+        key.is_some_and(|k| lock(&self.sessions).contains_key(k))
+    }
+
+    /// Answers one POST to /sdk.
+    pub fn call(
+        &self,
+        store: &Store,
+        faults: &Faults,
+        creds: (&str, &str),
+        session: Option<String>,
+        xml: &str,
+    ) -> Answer {
+        let doc = match Document::parse(xml) {
+            Ok(d) => d,
+            Err(e) => return fault_answer(&invalid("envelope", &format!("malformed XML: {e}"))),
+        };
+        let body = doc.root_element().children().find(|c| {
+            c.is_element()
+                && c.tag_name().name() == "Body"
+                && c.tag_name().namespace() == Some(SOAP_ENV_NS)
+        });
+        let Some(call) = body.and_then(|b| b.children().find(|c| c.is_element())) else {
+            return fault_answer(&invalid("Body", "the envelope has no body"));
+        };
+        if call.tag_name().namespace() != Some(VIM_NS) {
+            return fault_answer(&Fault::new(
+                "MethodNotFound",
+                format!("{} is not a vim25 method", call.tag_name().name()),
+            ));
+        }
+        let method = call.tag_name().name();
+        let this = arg_moref(call, "_this").unwrap_or_default();
+        match method {
+            "RetrieveServiceContent" => return ok(method, &service_content()),
+            "Login" => return self.login(call, creds),
+            _ => {}
+        }
+        let session = session.filter(|s| self.is_session(Some(s)));
+        let Some(session) = session else {
+            return fault_answer(
+                &Fault::new("NotAuthenticated", "The session is not authenticated.")
+                    .with("privilegeId", "System.View"),
+            );
+        };
+        let result = self.dispatch(store, faults, &session, method, &this, call);
+        match result {
+            Ok(inner) => ok(method, &inner),
+            Err(f) => fault_answer(&f),
+        }
+    }
+
+    fn login(&self, call: Node<'_, '_>, (user, password): (&str, &str)) -> Answer {
+        let (u, p) = (
+            arg(call, "userName").unwrap_or_default(),
+            arg(call, "password").unwrap_or_default(),
+        );
+        if u != user || p != password {
+            return fault_answer(&Fault::new(
+                "InvalidLogin",
+                "Cannot complete login due to an incorrect user name or password.",
+            ));
+        }
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).expect("the OS random source works");
+        let key = hex::encode(key);
+        lock(&self.sessions).insert(key.clone(), u.clone());
+        let now = time(Utc::now());
+        let mut answer = ok(
+            "Login",
+            &format!(
+                "<returnval><key>{key}</key><userName>{u}</userName><fullName>{u}</fullName>\
+                 <loginTime>{now}</loginTime><lastActiveTime>{now}</lastActiveTime>\
+                 <locale>en</locale><messageLocale>en</messageLocale></returnval>",
+                u = escape(&u)
+            ),
+        );
+        answer.set_cookie = Some(format!(
+            "{SESSION_COOKIE}=\"{key}\"; Path=/; HttpOnly; Secure;"
+        ));
+        answer
+    }
+
+    fn dispatch(
+        &self,
+        store: &Store,
+        faults: &Faults,
+        session: &str,
+        method: &str,
+        this: &(String, String),
+        call: Node<'_, '_>,
+    ) -> Result<String, Fault> {
+        let injected = || Injected {
+            quiesce: faults.quiesce.load(Ordering::SeqCst),
+            snapshot: faults.snapshot.load(Ordering::SeqCst),
+            remove_snapshot: faults.remove_snapshot.load(Ordering::SeqCst),
+        };
+        let vm = this.1.as_str();
+        match method {
+            "Logout" => {
+                lock(&self.sessions).remove(session);
+                Ok(String::new())
+            }
+            "CurrentTime" => Ok(format!("<returnval>{}</returnval>", time(Utc::now()))),
+            "SessionIsActive" => {
+                let id = arg(call, "sessionID").unwrap_or_default();
+                let active = self.is_session(Some(&id));
+                Ok(format!("<returnval>{active}</returnval>"))
+            }
+            "CreateContainerView" => Ok(moref(
+                "returnval",
+                "ContainerView",
+                &self.next("session-view"),
+            )),
+            "DestroyView" => Ok(String::new()),
+            "RetrievePropertiesEx" => self.retrieve(store, call),
+            "ContinueRetrievePropertiesEx" => {
+                let token = arg(call, "token").unwrap_or_default();
+                let rest = lock(&self.pages).remove(&token).ok_or_else(|| {
+                    Fault::new("InvalidArgument", "unknown token").with("invalidProperty", "token")
+                })?;
+                Ok(format!(
+                    "<returnval>{}</returnval>",
+                    self.page(rest, usize::MAX)
+                ))
+            }
+            "CancelRetrievePropertiesEx" => {
+                let token = arg(call, "token").unwrap_or_default();
+                lock(&self.pages).remove(&token);
+                Ok(String::new())
+            }
+            "ReconfigVM_Task" => {
+                let spec = child(call, "spec");
+                let enabled = spec.and_then(|s| arg(s, "changeTrackingEnabled"));
+                self.task(store, method, this, |st, _| {
+                    if let Some(e) = &enabled {
+                        ops::set_change_tracking(st, vm, e == "true" || e == "1")?;
+                    }
+                    Ok(None)
+                })
+            }
+            "CreateSnapshot_Task" => {
+                let spec = SnapshotSpec {
+                    name: arg(call, "name").unwrap_or_default(),
+                    description: arg(call, "description").unwrap_or_default(),
+                    memory: arg_bool(call, "memory"),
+                    quiesce: arg_bool(call, "quiesce"),
+                };
+                let injected = injected();
+                self.task(store, method, this, |st, root| {
+                    let id = ops::create_snapshot(st, root, vm, &spec, injected)?;
+                    Ok(Some((
+                        "VirtualMachineSnapshot".into(),
+                        state::snapshot_moref(id),
+                    )))
+                })
+            }
+            "RemoveSnapshot_Task" => {
+                let injected = injected();
+                let snapshot = this.1.clone();
+                let owner = store.read(|st, _| {
+                    let (v, _) = st.snapshot_owner(&snapshot)?;
+                    Ok((v.moref(), v.name.clone()))
+                })?;
+                self.task_on(
+                    store,
+                    method,
+                    ("VirtualMachine".into(), owner.0),
+                    owner.1,
+                    |st, root| ops::remove_snapshot(st, root, &snapshot, injected).map(|_| None),
+                )
+            }
+            "ConsolidateVMDisks_Task" => self.task(store, method, this, |st, root| {
+                ops::consolidate(st, root, vm).map(|_| None)
+            }),
+            "PowerOnVM_Task" => self.task(store, method, this, |st, _| {
+                ops::set_power(st, vm, true).map(|_| None)
+            }),
+            "PowerOffVM_Task" => self.task(store, method, this, |st, _| {
+                ops::set_power(st, vm, false).map(|_| None)
+            }),
+            "Destroy_Task" => self.task(store, method, this, |st, root| {
+                ops::destroy(st, root, vm).map(|_| None)
+            }),
+            "UnregisterVM" => store
+                .update(|st, _| ops::unregister(st, vm))
+                .map(|_| String::new()),
+            "RegisterVM_Task" => {
+                let path = arg(call, "path").unwrap_or_default();
+                let name = arg(call, "name");
+                let folder = this.clone();
+                self.task_on(store, method, folder, String::new(), |st, root| {
+                    let id = ops::register(st, root, &path, name.as_deref())?;
+                    Ok(Some(("VirtualMachine".into(), id)))
+                })
+            }
+            "QueryChangedDiskAreas" => {
+                let snapshot = arg_moref(call, "snapshot")
+                    .ok_or_else(|| invalid("snapshot", "a snapshot is required"))?;
+                let key: i32 = arg(call, "deviceKey")
+                    .and_then(|k| k.parse().ok())
+                    .ok_or_else(|| invalid("deviceKey", "deviceKey is not a number"))?;
+                let start: u64 = arg(call, "startOffset")
+                    .and_then(|k| k.parse().ok())
+                    .ok_or_else(|| invalid("startOffset", "startOffset is not a number"))?;
+                let change_id = arg(call, "changeId").unwrap_or_default();
+                let areas = store.read(|st, root| {
+                    ops::changed_areas(
+                        st,
+                        root,
+                        ops::ChangeQuery {
+                            vm,
+                            snapshot: &snapshot.1,
+                            key,
+                            start_bytes: start,
+                            change_id: &change_id,
+                            window_bytes: self.window_bytes,
+                        },
+                    )
+                })?;
+                let mut out = format!(
+                    "<returnval><startOffset>{}</startOffset><length>{}</length>",
+                    areas.start_offset_bytes, areas.length_bytes
+                );
+                for a in areas.areas {
+                    let _ = write!(
+                        out,
+                        "<changedArea><start>{}</start><length>{}</length></changedArea>",
+                        a.start,
+                        a.end - a.start
+                    );
+                }
+                out.push_str("</returnval>");
+                Ok(out)
+            }
+            other => Err(Fault::new(
+                "MethodNotFound",
+                format!("The lab does not implement {other}"),
+            )
+            .with("method", other)),
+        }
+    }
+
+    /// Runs a task's work on the VM `this` and records its TaskInfo.
+    fn task(
+        &self,
+        store: &Store,
+        method: &str,
+        this: &(String, String),
+        work: impl FnOnce(&mut State, &Path) -> Result<Option<(String, String)>, Fault>,
+    ) -> Result<String, Fault> {
+        let name = store.read(|st, _| Ok(st.vm(&this.1)?.name.clone()))?;
+        self.task_on(store, method, this.clone(), name, work)
+    }
+
+    fn task_on(
+        &self,
+        store: &Store,
+        method: &str,
+        entity: (String, String),
+        entity_name: String,
+        work: impl FnOnce(&mut State, &Path) -> Result<Option<(String, String)>, Fault>,
+    ) -> Result<String, Fault> {
+        let outcome = store.update(work);
+        let id = self.next("haTask");
+        let record = TaskRecord {
+            id: id.clone(),
+            name: method.trim_end_matches("_Task").to_string(),
+            entity,
+            entity_name,
+            result: outcome.as_ref().ok().cloned().flatten(),
+            error: outcome.err(),
+            time: Utc::now(),
+        };
+        lock(&self.tasks).insert(id.clone(), record);
+        Ok(moref("returnval", "Task", &id))
+    }
+
+    fn retrieve(&self, store: &Store, call: Node<'_, '_>) -> Result<String, Fault> {
+        let spec = child(call, "specSet").ok_or_else(|| invalid("specSet", "no specSet"))?;
+        let mut paths: Vec<String> = Vec::new();
+        let mut all = false;
+        for p in children(spec, "propSet") {
+            all |= arg_bool(p, "all");
+            paths.extend(children(p, "pathSet").map(text));
+        }
+        let mut objects = Vec::new();
+        for o in children(spec, "objectSet") {
+            let Some(obj) = arg_moref(o, "obj") else {
+                continue;
+            };
+            objects.push(obj);
+        }
+        let max = child(call, "options")
+            .and_then(|o| arg(o, "maxObjects"))
+            .and_then(|m| m.parse::<usize>().ok())
+            .filter(|&m| m > 0)
+            .unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for (kind, value) in objects {
+            match kind.as_str() {
+                "ContainerView" => {
+                    let xs = store.read(|st, root| {
+                        Ok(st
+                            .vms
+                            .iter()
+                            .map(|v| vm_object(v, root, &paths, all))
+                            .collect::<Vec<_>>())
+                    })?;
+                    out.extend(xs);
+                }
+                "VirtualMachine" => out
+                    .push(store.read(|st, root| Ok(vm_object(st.vm(&value)?, root, &paths, all)))?),
+                "VirtualMachineSnapshot" => {
+                    out.push(store.read(|st, _| snapshot_object(st, &value))?)
+                }
+                "Task" => {
+                    let task = lock(&self.tasks)
+                        .get(&value)
+                        .cloned()
+                        .ok_or_else(|| Fault::not_found("Task", &value))?;
+                    out.push(task_object(&task));
+                }
+                _ => return Err(Fault::not_found(&kind, &value)),
+            }
+        }
+        if out.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(format!("<returnval>{}</returnval>", self.page(out, max)))
+    }
+
+    /// One page of objects; the rest kept under a token.
+    fn page(&self, mut objects: Vec<String>, max: usize) -> String {
+        let limit = max.min(self.page_objects.max(1));
+        let mut out = String::new();
+        if objects.len() > limit {
+            let rest = objects.split_off(limit);
+            let token = self.next("token");
+            let _ = write!(out, "<token>{token}</token>");
+            lock(&self.pages).insert(token, rest);
+        }
+        for o in objects {
+            out.push_str(&o);
+        }
+        out
+    }
+}
