@@ -67,7 +67,7 @@ impl Runner<'_> {
                 .sources
                 .get(source)
                 .ok_or_else(|| anyhow!("no source `{source}`"))?;
-            let c = connect::connect(s)?;
+            let c = connect::connect(s, &self.config.settings.state_dir)?;
             self.sessions.insert(source.to_string(), c);
         }
         Ok(&self.sessions[source])

@@ -11,7 +11,6 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::plan::cbt::CbtVerdict;
-use crate::policy::model::SourceKind;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::connect::{self, Connected};
@@ -90,12 +89,10 @@ pub fn run(args: Args) -> Result<u8> {
         load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
     let mut found: Option<(Connected, crate::vsphere::VmRecord)> = None;
     for source in config.sources.values() {
-        if args.source.as_ref().is_some_and(|s| s != &source.name)
-            || (source.kind == SourceKind::Lab && args.source.is_none())
-        {
+        if args.source.as_ref().is_some_and(|s| s != &source.name) {
             continue;
         }
-        let conn = connect::connect(source)?;
+        let conn = connect::connect(source, &config.settings.state_dir)?;
         if let Some(vm) = conn
             .session
             .list_vms()?

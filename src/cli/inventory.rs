@@ -10,7 +10,7 @@ use anyhow::{Result, anyhow};
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::plan::hygiene::{self, SnapshotAlert};
 use crate::policy::Config;
-use crate::policy::model::{SourceKind, VmFacts};
+use crate::policy::model::VmFacts;
 use crate::run::connect;
 use crate::vsphere::types::VmRecord;
 
@@ -65,10 +65,7 @@ pub fn run(args: Args) -> Result<u8> {
         if args.source.as_ref().is_some_and(|s| s != &source.name) {
             continue;
         }
-        if source.kind == SourceKind::Lab && args.source.is_none() {
-            continue;
-        }
-        let conn = connect::connect(source)?;
+        let conn = connect::connect(source, &config.settings.state_dir)?;
         for vm in conn.session.list_vms()? {
             let found = hygiene::snapshot_alerts(
                 &vm,

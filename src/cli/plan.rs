@@ -78,7 +78,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
     let mut inventory = Vec::new();
     let mut unreachable = BTreeSet::new();
     for source in config.sources.values() {
-        match connect::connect(source).and_then(|c| {
+        match connect::connect(source, &config.settings.state_dir).and_then(|c| {
             c.session
                 .list_vms()
                 .map_err(anyhow::Error::from)

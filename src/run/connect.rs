@@ -1,9 +1,14 @@
 //! Reaching a source of the policy: log in to an ESXi host or vCenter with
 //! the source's trust settings and secret, and know the datacenter its
-//! datastore URLs need.
+//! datastore URLs need. A `kind = "lab"` source is the built-in lab, started
+//! in-process on loopback for as long as the connection lives, with its
+//! state (disks, snapshots, CBT) kept under the state directory.
+
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::lab::{Lab, LabConfig, LabHandle};
 use crate::policy::model::{Source, SourceKind};
 use crate::vsphere::Session;
 
@@ -13,6 +18,13 @@ pub struct Connected {
     pub session: Session,
     /// `dcPath` of datastore HTTP URLs.
     pub datacenter: String,
+    /// The lab server, for a lab source: it stops when this is dropped.
+    pub lab: Option<LabHandle>,
+}
+
+/// Where a lab source keeps its state.
+pub fn lab_state_dir(state_dir: &Path, source: &str) -> std::path::PathBuf {
+    state_dir.join("lab").join(source)
 }
 
 impl Drop for Connected {
@@ -21,13 +33,22 @@ impl Drop for Connected {
     }
 }
 
-/// Logs in to an ESXi or vCenter source.
-pub fn connect(source: &Source) -> Result<Connected> {
+/// Logs in to a source; a lab source is started first. `state_dir` is the
+/// policy's `settings.state_dir`.
+pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
     if source.kind == SourceKind::Lab {
-        bail!(
-            "source `{}` is the built-in lab; start it with `coffer lab serve`",
-            source.name
-        );
+        let mut config = LabConfig::new(lab_state_dir(state_dir, &source.name));
+        config.vms = source.lab_vms;
+        let lab = Lab::start(config)
+            .with_context(|| format!("starting the built-in lab of source `{}`", source.name))?;
+        let session = Session::connect(lab.url(), &lab.tls_trust(), lab.user(), lab.password())
+            .with_context(|| format!("logging in to the lab of source `{}`", source.name))?;
+        return Ok(Connected {
+            source: source.name.clone(),
+            session,
+            datacenter: "ha-datacenter".into(),
+            lab: Some(lab),
+        });
     }
     let url = source
         .url
@@ -60,5 +81,6 @@ pub fn connect(source: &Source) -> Result<Connected> {
         source: source.name.clone(),
         session,
         datacenter,
+        lab: None,
     })
 }
