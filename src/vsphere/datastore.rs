@@ -218,12 +218,23 @@ impl<'a> DatastoreDisk<'a> {
         capacity_bytes: u64,
     ) -> Result<DatastoreDisk<'a>, DiskError> {
         let name = disk.to_string();
-        let resp = transport
-            .datastore_get(&disk.url(datacenter), None)
-            .map_err(|source| DiskError::Vsphere {
-                disk: name.clone(),
-                source,
-            })?;
+        // A busy host answers 503: back off and ask again, as for reads.
+        let mut pause = FIRST_PAUSE;
+        let mut attempt = 1;
+        let resp = loop {
+            let resp = transport
+                .datastore_get(&disk.url(datacenter), None)
+                .map_err(|source| DiskError::Vsphere {
+                    disk: name.clone(),
+                    source,
+                })?;
+            if resp.status != 503 || attempt >= READ_ATTEMPTS {
+                break resp;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+            attempt += 1;
+        };
         match resp.status {
             200 => {}
             404 => return Err(DiskError::NotFound { disk: name }),
