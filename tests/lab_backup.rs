@@ -425,3 +425,84 @@ fn a_killed_backup_leaves_a_snapshot_the_next_run_removes() {
         "one point"
     );
 }
+
+#[test]
+fn a_restored_disk_uploads_to_the_datastore_and_reads_back() {
+    use coffer::vsphere::datastore::{self, DatastoreDisk, DatastorePath};
+    let b = bed();
+    let m = b
+        .backup("lab-vm-01", Consistency::Crash, None, "up1")
+        .unwrap();
+    let index = b.repo.read_index(&m.manifest.disks[0]).unwrap();
+    let vmdk = b.dir.join("restored.vmdk");
+    restore::restore_disk(&b.repo, &index, &vmdk, DiskFormat::Vmdk, true, 2).unwrap();
+    let t = b.session.transport();
+    let dest = DatastorePath::parse("[datastore1] restored-01/restored.vmdk").unwrap();
+    datastore::upload(t, "ha-datacenter", &dest, &vmdk, false).unwrap();
+    datastore::upload(
+        t,
+        "ha-datacenter",
+        &dest.sibling("restored-flat.vmdk"),
+        &b.dir.join("restored-flat.vmdk"),
+        false,
+    )
+    .unwrap();
+    // Read back through the descriptor, as a backup would.
+    let disk =
+        DatastoreDisk::open(t, "ha-datacenter", &dest, m.manifest.disks[0].size_bytes).unwrap();
+    let mut back = vec![0u8; m.manifest.disks[0].size_bytes as usize];
+    use coffer::repo::backup::DiskReader;
+    for (i, chunk) in back.chunks_mut(4 << 20).enumerate() {
+        disk.read_exact_at(chunk, (i as u64) * (4 << 20)).unwrap();
+    }
+    assert!(
+        back == b.flat("lab-vm-01", 0),
+        "uploaded bytes read back equal"
+    );
+    // An existing file is not replaced unless asked.
+    let err = datastore::upload(t, "ha-datacenter", &dest, &vmdk, false).unwrap_err();
+    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+}
+
+#[test]
+fn a_vm_deleted_mid_backup_fails_cleanly_and_records_nothing() {
+    let b = bed();
+    b.lab.faults().apply("unavailable=4").unwrap();
+    let vm = b.vm("lab-vm-02");
+    let moref = vm.moref.clone();
+    let result = std::thread::scope(|s| {
+        let h = s.spawn(|| b.backup("lab-vm-02", Consistency::Crash, None, "del1"));
+        std::thread::sleep(Duration::from_millis(700));
+        let admin = Session::connect(
+            b.lab.url(),
+            &b.lab.tls_trust(),
+            b.lab.user(),
+            b.lab.password(),
+        )
+        .unwrap();
+        admin
+            .run_task(&coffer::vsphere::soap::power_off_vm(&moref), TASK)
+            .unwrap();
+        admin
+            .run_task(&coffer::vsphere::soap::destroy(&moref), TASK)
+            .unwrap();
+        h.join().unwrap()
+    });
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, VmBackupError::VmGone { .. }),
+        "the error says the VM went away: {err}"
+    );
+    assert!(
+        b.repo.list_points().unwrap().is_empty(),
+        "no point recorded"
+    );
+    assert!(
+        !b.session
+            .list_vms()
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "lab-vm-02"),
+        "the VM is gone"
+    );
+}

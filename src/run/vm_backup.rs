@@ -103,6 +103,8 @@ pub enum VmBackupError {
     },
     #[error("VM {vm}: cancelled; the snapshot was removed and no point was recorded")]
     Cancelled { vm: String },
+    #[error("VM {vm} was deleted while it was being backed up; no point was recorded")]
+    VmGone { vm: String },
     #[error("VM {vm}: {cause}; and removing snapshot {snapshot} failed too: {removal}")]
     SnapshotLeft {
         vm: String,
@@ -306,7 +308,20 @@ pub fn backup_vm(
         &uuid,
         consistency,
         cbt_was_enabled,
-    );
+    )
+    .map_err(|e| {
+        // A read that fails because the VM itself went away says so,
+        // rather than blaming the datastore.
+        let gone = matches!(e, VmBackupError::Disk { .. } | VmBackupError::Repo { .. })
+            && session
+                .list_vms()
+                .is_ok_and(|vms| !vms.iter().any(|v| v.moref == vm.moref));
+        if gone {
+            VmBackupError::VmGone { vm: name.clone() }
+        } else {
+            e
+        }
+    });
     let removal = guard.remove();
     match (result, removal) {
         (Ok((manifest, disks)), Ok(())) => Ok(VmBackupOutcome {

@@ -174,6 +174,47 @@ pub enum DiskError {
     Unsupported { disk: String, reason: String },
     #[error("{disk}: HTTP {status} reading the descriptor")]
     Status { disk: String, status: u16 },
+    #[error("{disk}: HTTP {status} uploading")]
+    Upload { disk: String, status: u16 },
+}
+
+/// Uploads a local file to `dest` on a datastore (a restored disk, a .vmx).
+/// Refuses to replace a file that exists unless `overwrite`.
+pub fn upload(
+    transport: &Transport,
+    datacenter: &str,
+    dest: &DatastorePath,
+    local: &std::path::Path,
+    overwrite: bool,
+) -> Result<u64, DiskError> {
+    let name = dest.to_string();
+    let vs = |source| DiskError::Vsphere {
+        disk: name.clone(),
+        source,
+    };
+    if !overwrite {
+        let head = transport
+            .datastore_get(&dest.url(datacenter), Some(0..1))
+            .map_err(vs)?;
+        if head.status != 404 {
+            return Err(DiskError::Unsupported {
+                disk: name,
+                reason: "the file exists on the datastore; refusing to overwrite it".into(),
+            });
+        }
+    }
+    let file = std::fs::File::open(local).map_err(|e| DiskError::BadDescriptor {
+        disk: name.clone(),
+        reason: format!("reading {}: {e}", local.display()),
+    })?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let resp = transport
+        .datastore_put_file(&dest.url(datacenter), file, len)
+        .map_err(vs)?;
+    match resp.status {
+        200 | 201 | 204 => Ok(len),
+        status => Err(DiskError::Upload { disk: name, status }),
+    }
 }
 
 /// How often a failed range read is tried again, and the first pause.

@@ -314,6 +314,23 @@ impl Transport {
         self.raw(req, &url)
     }
 
+    /// PUTs a local file to `path_and_query`, streamed, with the session
+    /// cookie (a restored disk can be larger than memory).
+    pub fn datastore_put_file(
+        &self,
+        path_and_query: &str,
+        file: std::fs::File,
+        len: u64,
+    ) -> Result<RawResponse, Error> {
+        let url = format!("{}{path_and_query}", self.base);
+        let req = self
+            .http
+            .put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::blocking::Body::sized(file, len));
+        self.raw(req, &url)
+    }
+
     fn raw(
         &self,
         mut req: reqwest::blocking::RequestBuilder,
