@@ -18,7 +18,7 @@ use chrono::Utc;
 use super::backup::{EXIT_CANCELLED, install_cancel_handler, new_run_id};
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::load_or_report;
-use super::plan::{gather, make_plan, print_plan};
+use super::plan::{Fingerprint, SavedPlan, gather, make_plan, print_plan};
 use crate::catalog::{Verification, VerificationKind};
 use crate::plan::planner::{Action, Plan};
 use crate::policy::Config;
@@ -33,6 +33,9 @@ pub const EXIT_PARTIAL: u8 = 1;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// A plan saved by `coffer plan --out FILE`: carry out exactly its
+    /// actions, refused when the policies or the catalog changed since.
+    pub plan: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub location: Location,
     /// Let retention prune more than half of a tier's points in one run.
@@ -371,25 +374,76 @@ pub fn run(args: Args) -> Result<u8> {
         sessions: BTreeMap::new(),
         outcomes: Vec::new(),
     };
-    let mut last_plan = None;
-    // Phase 1: hygiene and backups. Phase 2, on a fresh plan: copies,
-    // prunes, gc. Phase 3: drills, on the copies phase 2 made.
+    // The phase an action runs in: hygiene and backups; copies, prunes and
+    // gc; drills on the copies.
+    let phase_of = |a: &Action| match a {
+        Action::RemoveSnapshot { .. } | Action::Backup { .. } => Some(1),
+        Action::Copy { .. } | Action::Prune { .. } | Action::Gc { .. } => Some(2),
+        Action::Drill { .. } => Some(3),
+        _ => None,
+    };
+    let saved = match &args.plan {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the plan {}", file.display()))?;
+            let saved: SavedPlan = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a plan saved by `coffer plan --out`",
+                    file.display()
+                )
+            })?;
+            if saved.format != crate::plan::planner::PLAN_FORMAT {
+                anyhow::bail!(
+                    "plan format {} is not {}",
+                    saved.format,
+                    crate::plan::planner::PLAN_FORMAT
+                );
+            }
+            let gathered = gather(&config, &mut catalog)?;
+            let changes = saved
+                .fingerprint
+                .changes(&Fingerprint::of(&config, &gathered)?);
+            if !changes.is_empty() {
+                eprintln!(
+                    "the plan in {} is stale; what changed since it was made:",
+                    file.display()
+                );
+                for c in &changes {
+                    eprintln!("  {c}");
+                }
+                anyhow::bail!(
+                    "refusing a stale plan: run `coffer plan --out {}` again",
+                    file.display()
+                );
+            }
+            Some(saved)
+        }
+        None => None,
+    };
+    if let Some(saved) = &saved {
+        for phase in [1, 2, 3] {
+            for action in saved.actions.iter().filter(|a| phase_of(a) == Some(phase)) {
+                if cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+                let started = Instant::now();
+                let result = runner.execute(action, &mut catalog);
+                runner.record(action, started, result);
+            }
+        }
+    }
+    // Without a saved plan: plan, run a phase, plan again for the next, so
+    // the points just taken are copied and drilled in the same run.
     for phase in [1, 2, 3] {
+        if saved.is_some() {
+            break;
+        }
         let gathered = gather(&config, &mut catalog)?;
         let plan = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
         if phase == 1 {
             print_plan(&mut std::io::stdout().lock(), &plan, &gathered.notes)?;
         }
-        for action in &plan.actions {
-            let wanted = match action {
-                Action::RemoveSnapshot { .. } | Action::Backup { .. } => phase == 1,
-                Action::Copy { .. } | Action::Prune { .. } | Action::Gc { .. } => phase == 2,
-                Action::Drill { .. } => phase == 3,
-                _ => false,
-            };
-            if !wanted {
-                continue;
-            }
+        for action in plan.actions.iter().filter(|a| phase_of(a) == Some(phase)) {
             if cancel.load(Ordering::SeqCst) {
                 break;
             }
@@ -407,7 +461,6 @@ pub fn run(args: Args) -> Result<u8> {
                 break;
             }
         }
-        last_plan = Some(plan);
         if cancel.load(Ordering::SeqCst) {
             break;
         }
@@ -415,7 +468,6 @@ pub fn run(args: Args) -> Result<u8> {
     // The standing after the run, for the report.
     let gathered = gather(&config, &mut catalog)?;
     let after = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
-    let _ = last_plan;
     let cancelled = cancel.load(Ordering::SeqCst);
     let mail_body = report(&run_id, &after, &runner.outcomes, cancelled);
     std::fs::create_dir_all(&config.settings.report_dir)

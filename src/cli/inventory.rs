@@ -14,9 +14,6 @@ use crate::policy::model::VmFacts;
 use crate::run::connect;
 use crate::vsphere::types::VmRecord;
 
-/// Exit code when hygiene found snapshots to deal with.
-pub const EXIT_HYGIENE: u8 = 3;
-
 /// A coffer snapshot younger than this may belong to a running backup.
 pub const IN_PROGRESS_GRACE: Duration = Duration::from_secs(6 * 3600);
 
@@ -150,9 +147,6 @@ pub fn run(args: Args) -> Result<u8> {
             writeln!(out, "warning: {}", a.describe())?;
         }
     }
-    Ok(if alerts.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_HYGIENE
-    })
+    // Hygiene findings are warnings here; `plan` turns them into actions.
+    Ok(EXIT_OK)
 }

@@ -5,10 +5,12 @@
 mod apply;
 mod backup;
 mod catalog;
+mod compliance;
 mod inventory;
 mod lab;
 mod plan;
 mod repo;
+mod retention;
 mod schedule;
 mod schema;
 mod validate;
@@ -80,6 +82,13 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::Command,
     },
+    /// Each VM's 3-2-1-1-0 and RPO standing; exit 3 on a breach.
+    Compliance(compliance::Args),
+    /// Check a retention before committing it.
+    Retention {
+        #[command(subcommand)]
+        command: retention::Command,
+    },
     /// Run the built-in ESXi simulator, or write to a lab VM's disks.
     Lab {
         #[command(subcommand)]
@@ -101,6 +110,8 @@ pub fn run() -> Result<u8> {
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Catalog { command } => catalog::run(command),
+        Command::Compliance(args) => compliance::run(args),
+        Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),
     }
 }

@@ -70,7 +70,7 @@ pub struct PlanInput<'a> {
     pub allow_mass_prune: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "action")]
 pub enum Action {
     Backup {

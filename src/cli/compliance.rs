@@ -1,0 +1,86 @@
+//! `coffer compliance`: each VM's 3-2-1-1-0 and RPO standing, from a fresh
+//! refresh of the catalog and the sources; exit 3 when any VM breaches.
+
+use std::io::Write;
+
+use anyhow::{Result, anyhow};
+use chrono::Utc;
+
+use super::catalog::{Location, catalog_path, open_catalog};
+use super::plan::{gather, make_plan};
+use super::{EXIT_OK, load_or_report};
+
+/// Exit code when a VM is out of compliance.
+pub const EXIT_BREACH: u8 = 3;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub location: Location,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let config = load_or_report(&args.location.policy)
+        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?)?;
+    let gathered = gather(&config, &mut catalog)?;
+    let plan = make_plan(&config, &gathered, Utc::now(), false);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "format": 1,
+                "now": plan.now,
+                "notes": gathered.notes,
+                "vms": plan.compliance,
+            }))?
+        )?;
+    } else {
+        for n in &gathered.notes {
+            writeln!(out, "note: {n}")?;
+        }
+        let c = &config.compliance;
+        writeln!(
+            out,
+            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>6}  {:<20} STANDING",
+            "VM", "POLICY", "COPIES", "MEDIA", "OFFSITE", "IMMUTABLE", "ERRORS", "NEWEST GOOD"
+        )?;
+        writeln!(
+            out,
+            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>6}",
+            "(required)", "", c.copies, c.media, c.offsite, c.immutable, c.verify_errors
+        )?;
+        for v in &plan.compliance {
+            writeln!(
+                out,
+                "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>6}  {:<20} {}",
+                v.vm,
+                v.policy,
+                v.copies,
+                v.media,
+                v.offsite,
+                v.immutable,
+                v.verify_errors,
+                v.newest_good.map_or("none".to_string(), |t| t
+                    .format("%Y-%m-%d %H:%M UTC")
+                    .to_string()),
+                if v.violations.is_empty() {
+                    "ok".to_string()
+                } else {
+                    format!("BREACH: {}", v.violations.join("; "))
+                }
+            )?;
+        }
+    }
+    Ok(
+        if plan.compliance.iter().any(|v| !v.violations.is_empty()) {
+            EXIT_BREACH
+        } else {
+            EXIT_OK
+        },
+    )
+}

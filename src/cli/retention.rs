@@ -1,0 +1,158 @@
+//! `coffer retention simulate`: which of a list of timestamps a tier's
+//! retention keeps, and by which rule — the way to check a retention change
+//! before committing it.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+
+use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::plan::retention::{self, PointTime};
+use crate::policy::model::Retention;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Apply a retention to timestamps (one RFC 3339 time per line, from a
+    /// file or standard input) and print what is kept, by which rule.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// File of timestamps ("-" or absent: standard input).
+    pub file: Option<PathBuf>,
+    /// Take the rules of this policy's retention on --tier.
+    #[arg(long, requires = "tier")]
+    pub policy: Option<String>,
+    #[arg(long, requires = "policy")]
+    pub tier: Option<String>,
+    /// Or give the rules here (restic's `forget` rules).
+    #[arg(long)]
+    pub last: Option<u32>,
+    #[arg(long)]
+    pub hourly: Option<u32>,
+    #[arg(long)]
+    pub daily: Option<u32>,
+    #[arg(long)]
+    pub weekly: Option<u32>,
+    #[arg(long)]
+    pub monthly: Option<u32>,
+    #[arg(long)]
+    pub yearly: Option<u32>,
+    /// Keep everything within this long of the newest point, e.g. 14d.
+    #[arg(long)]
+    pub within: Option<String>,
+    /// Time zone of the buckets (default: the policy's, else UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+pub fn run(command: Command) -> Result<u8> {
+    let Command::Simulate(a) = command;
+    let (rules, mut tz) = match (&a.policy, &a.tier) {
+        (Some(p), Some(t)) => {
+            let config = load_or_report(&a.policies)
+                .map_err(|_| anyhow!("the policy directory is invalid"))?;
+            let policy = config
+                .policies
+                .get(p)
+                .ok_or_else(|| anyhow!("no policy named `{p}`"))?;
+            let rules = policy
+                .retain
+                .get(t)
+                .cloned()
+                .ok_or_else(|| anyhow!("policy `{p}` has no retention for tier `{t}`"))?;
+            (rules, policy.timezone())
+        }
+        _ => {
+            let rules = Retention {
+                last: a.last,
+                hourly: a.hourly,
+                daily: a.daily,
+                weekly: a.weekly,
+                monthly: a.monthly,
+                yearly: a.yearly,
+                within: a
+                    .within
+                    .as_deref()
+                    .map(crate::policy::units::parse_duration)
+                    .transpose()
+                    .map_err(|e| anyhow!("--within: {e}"))?,
+            };
+            if rules == Retention::default() {
+                bail!("give --policy and --tier, or at least one rule (--last, --daily, …)");
+            }
+            (rules, chrono_tz::UTC)
+        }
+    };
+    if let Some(z) = &a.timezone {
+        tz = z
+            .parse()
+            .map_err(|_| anyhow!("--timezone `{z}` is not an IANA time zone"))?;
+    }
+    let mut text = String::new();
+    match a.file.as_ref().filter(|f| f.as_os_str() != "-") {
+        Some(f) => {
+            text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => {
+            std::io::stdin().read_to_string(&mut text)?;
+        }
+    }
+    let mut points = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let t = DateTime::parse_from_rfc3339(line)
+            .with_context(|| format!("line {}: `{line}` is not an RFC 3339 time", n + 1))?
+            .with_timezone(&Utc);
+        points.push(PointTime {
+            id: line.to_string(),
+            created: t,
+        });
+    }
+    let verdicts = retention::apply(&points, &rules, tz);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let list: Vec<_> = verdicts
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "time": v.created.to_rfc3339(),
+                    "keep": v.keep,
+                    "reasons": v.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "format": 1, "points": list }))?
+        )?;
+        return Ok(EXIT_OK);
+    }
+    let kept = verdicts.iter().filter(|v| v.keep).count();
+    for v in &verdicts {
+        let local = v.created.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z");
+        if v.keep {
+            writeln!(out, "keep    {local}  {}", v.reasons_text())?;
+        } else {
+            writeln!(out, "remove  {local}")?;
+        }
+    }
+    writeln!(
+        out,
+        "{kept} kept, {} removed of {}",
+        verdicts.len() - kept,
+        verdicts.len()
+    )?;
+    Ok(EXIT_OK)
+}
