@@ -132,6 +132,13 @@ fn full_then_incremental_reads_only_what_changed_and_restores_exactly() {
         .backup("lab-vm-01", Consistency::Application, None, "r1")
         .unwrap();
     assert_eq!(full.consistency, "application");
+    // The VM's .vmx is kept with the point, for a restore to register it.
+    let vmx = b.repo.read_file(&full.manifest, "lab-vm-01.vmx").unwrap();
+    assert!(
+        String::from_utf8_lossy(&vmx).contains("displayName"),
+        "{}",
+        String::from_utf8_lossy(&vmx)
+    );
     assert!(b.snapshots("lab-vm-01").is_empty());
     let disk0 = b.flat("lab-vm-01", 0);
     let disk1 = b.flat("lab-vm-01", 1);

@@ -151,6 +151,7 @@ fn run_backup(
                 backing: None,
                 ranges,
             }],
+            files: vec![],
             threads: 2,
         },
     )
@@ -240,6 +241,7 @@ fn gc_never_runs_beside_a_writer_and_stale_locks_do_not_block(b: Backend) {
                 backing: None,
                 ranges: None,
             }],
+            files: vec![],
             threads: 2,
         },
     )
@@ -622,6 +624,7 @@ fn an_incremental_refuses_a_resized_disk(b: Backend) {
                 backing: None,
                 ranges: Some(std::iter::once(0..4096).collect()),
             }],
+            files: vec![],
             threads: 2,
         },
     )

@@ -54,6 +54,7 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
                 from_parent: false,
                 backing: None,
             }],
+            files: vec![],
             threads: 2,
         },
     )

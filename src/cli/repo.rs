@@ -571,6 +571,7 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
                 ranges,
                 backing: None,
             }],
+            files: vec![],
             threads: threads(),
         },
     )?;

@@ -122,6 +122,7 @@ mod tests {
             tools_running_status: None,
             change_tracking_enabled: true,
             consolidation_needed: false,
+            vmx_path: None,
             disks: vec![],
             snapshots: vec![node(
                 "before upgrade",

@@ -72,6 +72,7 @@ fn vm(name: &str) -> VmRecord {
         tools_running_status: None,
         change_tracking_enabled: true,
         consolidation_needed: false,
+        vmx_path: None,
         disks: vec![VmDisk {
             key: 2000,
             capacity_bytes: 1 << 30,

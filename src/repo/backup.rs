@@ -116,6 +116,9 @@ pub struct BackupRequest<'a> {
     /// The point an incremental starts from (its disks are matched by device key).
     pub parent: Option<&'a Manifest>,
     pub disks: Vec<DiskSource<'a>>,
+    /// Small files of the VM kept with the point (the .vmx, the .nvram),
+    /// by name; each is stored as one chunk.
+    pub files: Vec<(String, Vec<u8>)>,
     pub threads: usize,
 }
 
@@ -252,10 +255,37 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_ms: started.elapsed().as_millis() as u64,
         disks,
-        files: Vec::new(),
+        files: write_files(repo, &req.files, &known)?,
         mac: None,
     };
     repo.commit_manifest(m)
+}
+
+/// Stores each file as one chunk; returns (name, chunk id) for the manifest.
+fn write_files(
+    repo: &Repository,
+    files: &[(String, Vec<u8>)],
+    known: &Mutex<HashSet<ChunkDigest>>,
+) -> Result<Vec<(String, String)>, RepoError> {
+    let mut codec = Codec::new(1);
+    let mut out = Vec::new();
+    for (name, bytes) in files {
+        if bytes.len() > chunk::MAX_CHUNK_BYTES {
+            return Err(RepoError::Invalid(format!(
+                "file {name} is {} bytes, more than one chunk ({} bytes) holds",
+                bytes.len(),
+                chunk::MAX_CHUNK_BYTES
+            )));
+        }
+        let d = chunk::digest(bytes, repo.keys());
+        if !known.lock().unwrap().contains(&d) {
+            let blob = codec.encode(bytes, &d, repo.keys());
+            repo.store().put(&d.key(), &blob)?;
+            known.lock().unwrap().insert(d);
+        }
+        out.push((name.clone(), d.to_hex()));
+    }
+    Ok(out)
 }
 
 fn write_disk(

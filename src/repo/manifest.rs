@@ -77,6 +77,16 @@ impl Manifest {
     pub fn key(&self) -> String {
         manifest_key(&self.vm.uuid, &self.point_id)
     }
+
+    /// The chunk ids of the point's files (.vmx, .nvram); an id that does not
+    /// parse is left out (verify reports such a manifest through the MAC or
+    /// the format check before this matters).
+    pub fn file_digests(&self) -> Vec<super::chunk::ChunkDigest> {
+        self.files
+            .iter()
+            .filter_map(|(_, d)| super::chunk::ChunkDigest::from_hex(d))
+            .collect()
+    }
 }
 
 pub fn point_prefix(vm_uuid: &str, point_id: &str) -> String {

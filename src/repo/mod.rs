@@ -284,6 +284,16 @@ impl Repository {
             })
     }
 
+    /// A file kept with a point (its .vmx, say), by name.
+    pub fn read_file(&self, m: &Manifest, name: &str) -> Result<Vec<u8>, RepoError> {
+        let (_, id) = m.files.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            RepoError::Invalid(format!("point {} has no file {name}", m.point_id))
+        })?;
+        let d = ChunkDigest::from_hex(id)
+            .ok_or_else(|| RepoError::Invalid(format!("point {}: bad file id {id}", m.point_id)))?;
+        self.read_chunk(&mut Codec::new(1), &d)
+    }
+
     /// Every committed point (those with a manifest), sorted.
     pub fn list_points(&self) -> Result<Vec<PointRef>, RepoError> {
         let mut out: Vec<PointRef> = self

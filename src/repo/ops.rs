@@ -96,13 +96,12 @@ pub fn verify(
     let (points, bad_points) = load_points(repo, only)?;
     let mut users: HashMap<ChunkDigest, Vec<String>> = HashMap::new();
     for (m, indexes) in &points {
-        for idx in indexes {
-            for d in &idx.chunks {
-                if *d != ZERO_DIGEST && sample.is_none_or(|s| s.includes(d)) {
-                    let u = users.entry(*d).or_default();
-                    if u.last() != Some(&m.point_id) {
-                        u.push(m.point_id.clone());
-                    }
+        let files = m.file_digests();
+        for d in indexes.iter().flat_map(|i| i.chunks.iter()).chain(&files) {
+            if *d != ZERO_DIGEST && sample.is_none_or(|s| s.includes(d)) {
+                let u = users.entry(*d).or_default();
+                if u.last() != Some(&m.point_id) {
+                    u.push(m.point_id.clone());
                 }
             }
         }
@@ -192,6 +191,7 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
     let mut live_prefixes: HashSet<String> = HashSet::new();
     for (m, indexes) in &points {
         live_prefixes.insert(manifest::point_prefix(&m.vm.uuid, &m.point_id));
+        marked.extend(m.file_digests());
         for idx in indexes {
             marked.extend(idx.chunks.iter().copied());
         }
@@ -285,6 +285,21 @@ pub fn copy_point(
     };
     let mut new_manifest = m.clone();
     let report = Mutex::new(CopyReport::default());
+    // The point's files (.vmx, .nvram): one chunk each, proven, re-encoded
+    // when the keying differs.
+    let mut codec = Codec::new(1);
+    for (entry, d) in new_manifest.files.iter_mut().zip(m.file_digests()) {
+        let plain = from.read_chunk(&mut codec, &d)?;
+        let nd = super::chunk::digest(&plain, to.keys());
+        if !target_has.contains(&nd) {
+            let blob = codec.encode(&plain, &nd, to.keys());
+            to.store().put(&nd.key(), &blob)?;
+            let mut r = report.lock().unwrap();
+            r.chunks_sent += 1;
+            r.bytes_sent += blob.len() as u64;
+        }
+        entry.1 = nd.to_hex();
+    }
     for (disk, entry) in m.disks.iter().zip(new_manifest.disks.iter_mut()) {
         let index = from.read_index(disk)?;
         let mut unique: Vec<ChunkDigest> = index

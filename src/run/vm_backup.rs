@@ -454,6 +454,20 @@ fn read_disks(
             backing: Some(disk.file_name.clone()),
         })
         .collect();
+    // The VM's configuration, kept with the point so a restore can
+    // register the VM again. A host that does not serve it (some vCenter
+    // setups forbid /folder for .vmx) leaves the point without it.
+    let mut files = Vec::new();
+    if let Some(vmx) = vm.vmx_path.as_deref().and_then(DatastorePath::parse) {
+        let resp = session
+            .transport()
+            .datastore_get(&vmx.url(req.datacenter), None)
+            .map_err(vs("reading the VM's .vmx"))?;
+        if resp.status == 200 {
+            let name = vmx.path.rsplit('/').next().unwrap_or("vm.vmx").to_string();
+            files.push((name, resp.body));
+        }
+    }
     let result = backup::backup(
         repo,
         BackupRequest {
@@ -465,6 +479,7 @@ fn read_disks(
             chunk_size_bytes: req.chunk_size_bytes,
             parent: req.base,
             disks: sources,
+            files,
             threads: req.threads,
         },
     );

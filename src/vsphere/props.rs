@@ -93,6 +93,7 @@ pub(super) fn vm_record(oc: &ObjectContent<'_, '_>, method: &str) -> Result<VmRe
         change_tracking_enabled: text("config.changeTrackingEnabled")
             .is_some_and(|s| parse_bool(&s)),
         consolidation_needed: text("runtime.consolidationNeeded").is_some_and(|s| parse_bool(&s)),
+        vmx_path: text("config.files.vmPathName").filter(|s| !s.is_empty()),
         disks,
         snapshots,
     })

@@ -28,6 +28,7 @@ pub const VM_PROPERTIES: &[&str] = &[
     "config.changeTrackingEnabled",
     "runtime.consolidationNeeded",
     "config.hardware.device",
+    "config.files.vmPathName",
     "snapshot",
 ];
 

@@ -173,6 +173,8 @@ pub struct VmRecord {
     pub tools_running_status: Option<String>,
     pub change_tracking_enabled: bool,
     pub consolidation_needed: bool,
+    /// `[datastore] dir/name.vmx` (`config.files.vmPathName`).
+    pub vmx_path: Option<String>,
     pub disks: Vec<VmDisk>,
     /// Root snapshots; each holds its children.
     pub snapshots: Vec<SnapshotNode>,
