@@ -10,6 +10,7 @@ mod inventory;
 mod lab;
 mod plan;
 mod repo;
+mod restore;
 mod retention;
 mod schedule;
 mod schema;
@@ -82,6 +83,8 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::Command,
     },
+    /// Restore a VM from a point: to local files, or onto a host as a new VM.
+    Restore(restore::Args),
     /// Each VM's 3-2-1-1-0 and RPO standing; exit 3 on a breach.
     Compliance(compliance::Args),
     /// Check a retention before committing it.
@@ -110,6 +113,7 @@ pub fn run() -> Result<u8> {
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Catalog { command } => catalog::run(command),
+        Command::Restore(args) => restore::run(args),
         Command::Compliance(args) => compliance::run(args),
         Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),

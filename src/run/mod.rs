@@ -4,4 +4,5 @@
 //! to do; the planner does.
 
 pub mod connect;
+pub mod restore;
 pub mod vm_backup;
