@@ -26,7 +26,10 @@ use crate::policy::model::{DrillKind, SendWhen};
 use crate::repo::ops;
 use crate::report::mail::{self, Mail, Retry};
 use crate::run::connect::{self, Connected};
+use crate::run::drill;
+use crate::run::restore::HostTarget;
 use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
+use crate::vsphere::types::MoRef;
 
 /// Exit code of a run in which some actions failed.
 pub const EXIT_PARTIAL: u8 = 1;
@@ -229,39 +232,70 @@ impl Runner<'_> {
                     .iter()
                     .find(|d| &d.name == drill)
                     .ok_or_else(|| anyhow!("no drill {drill}"))?;
-                if d.kind != DrillKind::Verify {
-                    anyhow::bail!(
-                        "{:?} drills are not carried out by this version of coffer yet; only verify drills",
-                        d.kind
-                    );
-                }
                 let started = Utc::now();
                 let repo = open_tier(config, tier)?;
                 let p = repo.find_point(point)?;
                 let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
+                let scratch = config.settings.state_dir.join("drills");
+                std::fs::create_dir_all(&scratch)?;
+                let (kind, ok, detail, seconds) = match d.kind {
+                    DrillKind::Verify => {
+                        let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
+                        let detail = if r.ok() {
+                            format!(
+                                "{} chunks ({}) read back and proven",
+                                r.chunks_checked,
+                                crate::policy::units::format_size(r.bytes_checked)
+                            )
+                        } else {
+                            format!(
+                                "{} damaged chunks; the point is marked bad",
+                                r.bad_chunks.len()
+                            )
+                        };
+                        (VerificationKind::Verify, r.ok(), detail, None)
+                    }
+                    DrillKind::Restore => {
+                        let m = repo.read_manifest(&p)?;
+                        let o = drill::restore_drill(&repo, &m, d, &scratch, threads);
+                        (VerificationKind::Restore, o.ok, o.detail, o.restore_seconds)
+                    }
+                    DrillKind::Boot => {
+                        let m = repo.read_manifest(&p)?;
+                        let host = d
+                            .host
+                            .clone()
+                            .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
+                        let conn = self.session(&host)?;
+                        let target = HostTarget {
+                            session: &conn.session,
+                            datacenter: &conn.datacenter,
+                            datastore: "datastore1",
+                            folder: MoRef::new("Folder", "ha-folder-vm"),
+                            pool: Some(MoRef::new("ResourcePool", "ha-root-pool")),
+                        };
+                        let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
+                        (VerificationKind::Boot, o.ok, o.detail, o.restore_seconds)
+                    }
+                };
                 catalog.record_verification(&Verification {
-                    kind: VerificationKind::Verify,
+                    kind,
                     point_id: point.clone(),
                     tier: tier.clone(),
                     drill: Some(drill.clone()),
                     started,
                     finished: Some(Utc::now()),
-                    ok: Some(r.ok()),
-                    detail: (!r.ok()).then(|| format!("{:?}", r.bad_chunks.len())),
-                    restore_seconds: None,
+                    ok: Some(ok),
+                    detail: Some(detail.clone()),
+                    restore_seconds: seconds,
                 })?;
-                if r.ok() {
-                    Ok(format!(
-                        "{} chunks ({}) read back and proven",
-                        r.chunks_checked,
-                        crate::policy::units::format_size(r.bytes_checked)
-                    ))
+                if ok {
+                    Ok(match seconds {
+                        Some(s) => format!("{detail} (RTO {s:.1}s)"),
+                        None => detail,
+                    })
                 } else {
-                    anyhow::bail!(
-                        "{} damaged chunks; the point is marked bad",
-                        r.bad_chunks.len()
-                    )
+                    anyhow::bail!("{detail}")
                 }
             }
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::{EXIT_OK, load_or_report};
-use crate::catalog::{Catalog, CopyState};
+use crate::catalog::{Catalog, CopyState, VerificationKind};
 use crate::plan::planner::{self, CopyInfo, Plan, PlanInput, PointInfo};
 use crate::policy::Config;
 use crate::repo::manifest::DiskEntry;
@@ -106,9 +106,11 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                         .and_then(|t| t.immutable_for)
                         .and_then(|d| chrono::Duration::from_std(d).ok())
                         .map(|d| c.first_seen + d);
+                    // A failed boot check says nothing about the data; a
+                    // failed verify or restore does.
                     let verified_ok = last
                         .as_ref()
-                        .filter(|v| v.tier == c.tier)
+                        .filter(|v| v.tier == c.tier && v.kind != VerificationKind::Boot)
                         .and_then(|v| v.ok);
                     (
                         c.tier.clone(),

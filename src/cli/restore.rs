@@ -169,7 +169,9 @@ pub fn run(args: Args) -> Result<u8> {
         .ok_or_else(|| anyhow!("no source named `{source_name}`"))?;
     let conn = connect::connect(source, &config.settings.state_dir)?;
     if conn.session.service_content().about.is_vcenter() {
-        bail!("restore onto a vCenter is not supported yet; restore onto an ESXi host (or to files)");
+        bail!(
+            "restore onto a vCenter is not supported yet; restore onto an ESXi host (or to files)"
+        );
     }
     let scratch = tempfile::tempdir_in(&config.settings.state_dir)
         .or_else(|_| tempfile::tempdir())

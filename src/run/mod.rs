@@ -4,5 +4,6 @@
 //! to do; the planner does.
 
 pub mod connect;
+pub mod drill;
 pub mod restore;
 pub mod vm_backup;

@@ -59,14 +59,13 @@ pub fn rewrite_vmx(vmx: &str, c: &VmxChanges) -> String {
             disk += 1;
         } else if lower == "nvram" {
             out.push_str(&format!("nvram = \"{}.nvram\"\n", c.name));
-        } else if c.new_uuid
-            && (lower == "uuid.bios" || lower == "uuid.location" || lower == "vc.uuid")
+        } else if (c.new_uuid
+            && (lower == "uuid.bios" || lower == "uuid.location" || lower == "vc.uuid"))
+            || (c.disconnect_network
+                && lower.starts_with("ethernet")
+                && lower.ends_with(".startconnected"))
         {
-            continue;
-        } else if c.disconnect_network
-            && lower.starts_with("ethernet")
-            && lower.ends_with(".startconnected")
-        {
+            // Dropped: the host makes new UUIDs; connection is set below.
             continue;
         } else {
             out.push_str(line);
@@ -208,7 +207,10 @@ pub fn restore_to_host(
         };
         uploaded += datastore::upload(session.transport(), target.datacenter, &dest, f, false)?;
     }
-    let vmx = format!("[{}] {}/{}.vmx", target.datastore, changes.name, changes.name);
+    let vmx = format!(
+        "[{}] {}/{}.vmx",
+        target.datastore, changes.name, changes.name
+    );
     let info = session.run_task(
         &soap::register_vm(
             &target.folder,

@@ -1,0 +1,216 @@
+//! Verify, restore and boot drills against the built-in lab, through
+//! `coffer apply`: each passes on a good backup with its measured restore
+//! time recorded, and fails with a specific reason on a corrupted chunk, a
+//! failing check script, a check that times out; the boot drill's VM is
+//! gone afterwards in every case.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+fn policy(dir: &Path, drills: &str) {
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[settings]
+timezone = "UTC"
+
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+{drills}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn vm_names(dir: &Path) -> Vec<String> {
+    let out = run(dir, &["inventory", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn setup(drills: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    policy(t.path(), drills);
+    assert!(
+        run(t.path(), &["repo", "init", "--tier", "local"])
+            .status
+            .success()
+    );
+    t
+}
+
+#[test]
+fn every_drill_kind_passes_on_a_good_backup_and_records_its_restore_time() {
+    let script = "#!/bin/sh\n[ -n \"$COFFER_DRILL_VM\" ] && [ \"$1\" = \"$COFFER_DRILL_VM\" ]\n";
+    let t = setup(&format!(
+        r#"
+[[policies.all.drills]]
+name = "v"
+kind = "verify"
+every = "7d"
+
+[[policies.all.drills]]
+name = "r"
+kind = "restore"
+every = "7d"
+fsck = "test -s {{image}}"
+
+[[policies.all.drills]]
+name = "b"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "isolated"
+checks = [{{ heartbeat = true }}, {{ script = "CHECK" }}]
+"#
+    ));
+    let check = t.path().join("check.sh");
+    std::fs::write(&check, script).unwrap();
+    std::fs::set_permissions(&check, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let toml = std::fs::read_to_string(t.path().join("coffer.toml"))
+        .unwrap()
+        .replace("CHECK", &check.display().to_string());
+    std::fs::write(t.path().join("coffer.toml"), toml).unwrap();
+
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("done ? drill v lab-vm-01"), "{s}");
+    assert!(s.contains("done ? drill r lab-vm-01"), "{s}");
+    assert!(s.contains("`test -s"), "{s}");
+    assert!(s.contains("done ? drill b lab-vm-01"), "{s}");
+    assert!(
+        s.contains("heartbeat passed") && s.contains("script"),
+        "{s}"
+    );
+    assert!(s.contains("RTO"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "the drill VM is gone");
+    // Results and restore times are in the catalog, and no drill is due now.
+    let plan = run(t.path(), &["plan"]);
+    assert!(!text(&plan).contains("? drill"), "{}", text(&plan));
+}
+
+#[test]
+fn drills_fail_with_their_reason_and_leave_nothing_behind() {
+    let t = setup(
+        r#"
+[[policies.all.drills]]
+name = "fails"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "isolated"
+checks = [{ script = "/bin/false" }]
+
+[[policies.all.drills]]
+name = "slow"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "isolated"
+checks = [{ script = "SLOW", timeout = "1s" }]
+"#,
+    );
+    let slow = t.path().join("slow.sh");
+    std::fs::write(&slow, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let toml = std::fs::read_to_string(t.path().join("coffer.toml"))
+        .unwrap()
+        .replace("SLOW", &slow.display().to_string());
+    std::fs::write(t.path().join("coffer.toml"), toml).unwrap();
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("FAILED ? drill fails"), "{s}");
+    assert!(s.contains("`/bin/false` failed"), "{s}");
+    assert!(s.contains("FAILED ? drill slow"), "{s}");
+    assert!(s.contains("did not finish within 1s"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "no drill VM is left");
+}
+
+#[test]
+fn a_corrupted_chunk_fails_the_restore_and_boot_drills() {
+    let t = setup("");
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Damage every stored chunk a little.
+    for e in walk(&t.path().join("repo/chunks")) {
+        let mut b = std::fs::read(&e).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x55;
+        std::fs::write(&e, b).unwrap();
+    }
+    let toml = std::fs::read_to_string(t.path().join("coffer.toml")).unwrap();
+    std::fs::write(
+        t.path().join("coffer.toml"),
+        format!(
+            "{toml}\n[[policies.all.drills]]\nname = \"r\"\nkind = \"restore\"\nevery = \"7d\"\n\n[[policies.all.drills]]\nname = \"b\"\nkind = \"boot\"\nevery = \"7d\"\nhost = \"lab\"\nnetwork = \"isolated\"\n"
+        ),
+    )
+    .unwrap();
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert!(
+        s.contains("FAILED ? drill r") && s.contains("restore failed"),
+        "{s}"
+    );
+    assert!(
+        s.contains("FAILED ? drill b") && s.contains("restore onto the drill host failed"),
+        "{s}"
+    );
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"]);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
