@@ -83,7 +83,7 @@ fn setup(drills: &str) -> tempfile::TempDir {
 #[test]
 fn every_drill_kind_passes_on_a_good_backup_and_records_its_restore_time() {
     let script = "#!/bin/sh\n[ -n \"$COFFER_DRILL_VM\" ] && [ \"$1\" = \"$COFFER_DRILL_VM\" ]\n";
-    let t = setup(&format!(
+    let t = setup(
         r#"
 [[policies.all.drills]]
 name = "v"
@@ -94,7 +94,7 @@ every = "7d"
 name = "r"
 kind = "restore"
 every = "7d"
-fsck = "test -s {{image}}"
+fsck = "test -s {image}"
 
 [[policies.all.drills]]
 name = "b"
@@ -102,9 +102,9 @@ kind = "boot"
 every = "7d"
 host = "lab"
 network = "isolated"
-checks = [{{ heartbeat = true }}, {{ script = "CHECK" }}]
-"#
-    ));
+checks = [{ heartbeat = true }, { script = "CHECK" }]
+"#,
+    );
     let check = t.path().join("check.sh");
     std::fs::write(&check, script).unwrap();
     std::fs::set_permissions(&check, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
