@@ -126,6 +126,12 @@ checks = [{ heartbeat = true }, { script = "CHECK" }]
     );
     assert!(s.contains("RTO"), "{s}");
     assert_eq!(vm_names(t.path()), ["lab-vm-01"], "the drill VM is gone");
+    // The compliance report names the last drill and its restore time.
+    let c = text(&run(t.path(), &["compliance"]));
+    assert!(
+        c.contains("last drill") && c.contains("passed, restore time"),
+        "{c}"
+    );
     // Results and restore times are in the catalog, and no drill is due now.
     let plan = run(t.path(), &["plan"]);
     assert!(!text(&plan).contains("? drill"), "{}", text(&plan));

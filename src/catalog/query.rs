@@ -71,12 +71,17 @@ pub struct CopyRecord {
 }
 
 /// A finished drill.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DrillRun {
     pub drill: String,
+    pub kind: String,
+    pub point_id: String,
     pub vm_uuid: String,
     pub finished: DateTime<Utc>,
     pub ok: bool,
+    pub detail: Option<String>,
+    /// Restore (and boot) time measured by the drill.
+    pub restore_seconds: Option<f64>,
 }
 
 /// A restore point with its disks and its copies (by tier name).
@@ -309,23 +314,51 @@ impl Catalog {
     /// Every finished drill, for the planner's `every`.
     pub fn drill_runs(&self) -> Result<Vec<DrillRun>, CatalogError> {
         let mut stmt = self.conn.prepare(
-            "SELECT v.drill, p.vm_uuid, v.finished, v.ok FROM verifications v \
+            "SELECT v.drill, p.vm_uuid, v.finished, v.ok, v.kind, v.point_id, v.detail, \
+                    v.restore_seconds FROM verifications v \
              JOIN points p ON p.point_id = v.point_id \
              WHERE v.drill IS NOT NULL AND v.finished IS NOT NULL \
              ORDER BY v.finished",
         )?;
-        let rows: Vec<(String, String, String, Option<bool>)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        type Row = (
+            String,
+            String,
+            String,
+            Option<bool>,
+            String,
+            String,
+            Option<String>,
+            Option<f64>,
+        );
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|(drill, vm_uuid, finished, ok)| {
-                Ok(DrillRun {
-                    drill,
-                    vm_uuid,
-                    finished: parse_time("drill end", &finished)?,
-                    ok: ok == Some(true),
-                })
-            })
+            .map(
+                |(drill, vm_uuid, finished, ok, kind, point_id, detail, restore_seconds)| {
+                    Ok(DrillRun {
+                        drill,
+                        kind,
+                        point_id,
+                        vm_uuid,
+                        finished: parse_time("drill end", &finished)?,
+                        ok: ok == Some(true),
+                        detail,
+                        restore_seconds,
+                    })
+                },
+            )
             .collect()
     }
 

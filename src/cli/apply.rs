@@ -305,7 +305,13 @@ impl Runner<'_> {
     }
 }
 
-fn report(run_id: &str, plan: &Plan, outcomes: &[Outcome], cancelled: bool) -> Mail {
+fn report(
+    run_id: &str,
+    plan: &Plan,
+    gathered: &super::plan::Gathered,
+    outcomes: &[Outcome],
+    cancelled: bool,
+) -> Mail {
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     let breaches: Vec<_> = plan
         .compliance
@@ -351,6 +357,9 @@ fn report(run_id: &str, plan: &Plan, outcomes: &[Outcome], cancelled: bool) -> M
                 format!("BREACH: {}", c.violations.join("; "))
             }
         ));
+        if let Some(d) = gathered.last_drill(&c.vm_uuid) {
+            text.push_str(&format!("    {d}\n"));
+        }
     }
     let esc = |s: &str| {
         s.replace('&', "&amp;")
@@ -372,8 +381,12 @@ fn report(run_id: &str, plan: &Plan, outcomes: &[Outcome], cancelled: bool) -> M
     }
     html.push_str("</table><h3>Compliance</h3><ul>");
     for c in &plan.compliance {
+        let drill = gathered
+            .last_drill(&c.vm_uuid)
+            .map(|d| format!("<br><small>{}</small>", esc(&d)))
+            .unwrap_or_default();
         html.push_str(&format!(
-            "<li>{} ({}): {}</li>",
+            "<li>{} ({}): {}{drill}</li>",
             esc(&c.vm),
             esc(&c.policy),
             if c.violations.is_empty() {
@@ -503,7 +516,7 @@ pub fn run(args: Args) -> Result<u8> {
     let gathered = gather(&config, &mut catalog)?;
     let after = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
     let cancelled = cancel.load(Ordering::SeqCst);
-    let mail_body = report(&run_id, &after, &runner.outcomes, cancelled);
+    let mail_body = report(&run_id, &after, &gathered, &runner.outcomes, cancelled);
     std::fs::create_dir_all(&config.settings.report_dir)
         .with_context(|| format!("creating {}", config.settings.report_dir.display()))?;
     let base = config.settings.report_dir.join(format!("run-{run_id}"));

@@ -37,6 +37,11 @@ pub fn run(args: Args) -> Result<u8> {
                 "now": plan.now,
                 "notes": gathered.notes,
                 "vms": plan.compliance,
+                "drills": gathered.drill_runs.iter().map(|r| serde_json::json!({
+                    "drill": r.drill, "kind": r.kind, "vm_uuid": r.vm_uuid, "point": r.point_id,
+                    "finished": r.finished, "ok": r.ok, "detail": r.detail,
+                    "restore_seconds": r.restore_seconds,
+                })).collect::<Vec<_>>(),
             }))?
         )?;
     } else {
@@ -74,6 +79,9 @@ pub fn run(args: Args) -> Result<u8> {
                     format!("BREACH: {}", v.violations.join("; "))
                 }
             )?;
+            if let Some(d) = gathered.last_drill(&v.vm_uuid) {
+                writeln!(out, "{:<24} {d}", "")?;
+            }
         }
     }
     Ok(

@@ -48,6 +48,8 @@ pub struct Gathered {
     pub points: Vec<PointInfo>,
     pub unlisted: BTreeSet<String>,
     pub drills: Vec<planner::DrillRecord>,
+    /// Every drill run, for the reports.
+    pub drill_runs: Vec<crate::catalog::DrillRun>,
     pub notes: Vec<String>,
 }
 
@@ -153,8 +155,9 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         }
     }
     // Drill names are unique across policies (validation says so).
-    let drills = catalog
-        .drill_runs()?
+    let drill_runs = catalog.drill_runs()?;
+    let drills = drill_runs
+        .clone()
         .into_iter()
         .filter_map(|r| {
             let policy = config
@@ -176,6 +179,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         points,
         unlisted,
         drills,
+        drill_runs,
         notes,
     })
 }
@@ -242,6 +246,28 @@ pub struct SavedPlan {
     pub now: DateTime<Utc>,
     pub fingerprint: Fingerprint,
     pub actions: Vec<planner::Action>,
+}
+
+impl Gathered {
+    /// The newest drill of a VM, in words: name, kind, when, result, and
+    /// the measured restore time.
+    pub fn last_drill(&self, vm_uuid: &str) -> Option<String> {
+        let r = self
+            .drill_runs
+            .iter()
+            .filter(|r| r.vm_uuid == vm_uuid)
+            .max_by_key(|r| r.finished)?;
+        Some(format!(
+            "last drill {} ({}) {}: {}{}",
+            r.drill,
+            r.kind,
+            r.finished.format("%Y-%m-%d %H:%M UTC"),
+            if r.ok { "passed" } else { "FAILED" },
+            r.restore_seconds
+                .map(|s| format!(", restore time {s:.1}s"))
+                .unwrap_or_default()
+        ))
+    }
 }
 
 /// Plans from what was gathered.

@@ -200,6 +200,7 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VmCompliance {
     pub vm: String,
+    pub vm_uuid: String,
     pub policy: String,
     /// Copies of the newest good point, counting production.
     pub copies: u32,
@@ -728,6 +729,7 @@ fn vm_compliance(
     }
     VmCompliance {
         vm: vm.name.clone(),
+        vm_uuid: vm.instance_uuid.clone().unwrap_or_default(),
         policy: policy.name.clone(),
         copies,
         media: media.len() as u32,
