@@ -177,3 +177,75 @@ fn retention_simulate_names_the_rule_that_keeps_each_time() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// `apply` killed with SIGKILL in the middle of a backup, then run again:
+/// the next run says what was interrupted, removes the snapshot the killed
+/// run left, counts no half-written point, and backs each VM up once. While
+/// a runner works, a second one is refused.
+#[test]
+fn an_apply_killed_mid_backup_is_recovered_by_the_next() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let mut child = common::command_in(dir)
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "unavailable=5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first runner holds its snapshot (it is slowed by 503s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while snapshot_count(dir) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let second = run(dir, &["apply", "--no-mail"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second).contains("another coffer runner"),
+        "{}",
+        text(&second)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(snapshot_count(dir), 1, "the killed run left its snapshot");
+
+    let again = run(dir, &["apply", "--no-mail"]);
+    let out = text(&again);
+    assert_eq!(again.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("recovered: run") && out.contains("removed its snapshot coffer-"),
+        "{out}"
+    );
+    let inv: serde_json::Value =
+        serde_json::from_slice(&run(dir, &["inventory", "--json"]).stdout).unwrap();
+    for vm in inv["vms"].as_array().unwrap() {
+        assert!(vm["snapshots"].as_array().unwrap().is_empty(), "{vm}");
+    }
+    // Each VM backed up once: one point per VM on the backup tier.
+    let ls =
+        String::from_utf8_lossy(&run(dir, &["repo", "ls", "--tier", "local"]).stdout).to_string();
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    assert!(ls.contains("lab-vm-01") && ls.contains("lab-vm-02"), "{ls}");
+    assert!(
+        run(dir, &["repo", "verify", "--tier", "local"])
+            .status
+            .success()
+    );
+}
+
+fn snapshot_count(dir: &Path) -> usize {
+    let inv: serde_json::Value =
+        serde_json::from_slice(&run(dir, &["inventory", "--json"]).stdout).unwrap();
+    inv["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["snapshots"].as_array().unwrap().len())
+        .sum()
+}

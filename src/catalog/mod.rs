@@ -10,6 +10,7 @@
 //! cannot be read — and records it, so the next refresh reports only what
 //! changed since. The catalog never decides anything; the planner reads it.
 
+mod journal;
 mod query;
 mod refresh;
 pub mod schema;
@@ -22,6 +23,7 @@ use rusqlite::Connection;
 
 use crate::repo::RepoError;
 
+pub use journal::Unfinished;
 pub use query::{
     CopyRecord, CopyState, DiskRecord, DrillRun, PointRecord, TierRefresh, Verification,
     VerificationKind, VmRecord,

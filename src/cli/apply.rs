@@ -61,6 +61,7 @@ pub struct Outcome {
 struct Runner<'a> {
     config: &'a Config,
     run_id: String,
+    seq: i64,
     sessions: BTreeMap<String, Connected>,
     outcomes: Vec<Outcome>,
 }
@@ -102,6 +103,90 @@ impl Runner<'_> {
             outcome.seconds
         );
         self.outcomes.push(outcome);
+    }
+
+    /// Runs one action with its journal entries around it; answers whether
+    /// it was cancelled (Ctrl-C).
+    fn run_action(&mut self, action: &Action, catalog: &mut crate::catalog::Catalog) -> bool {
+        self.seq += 1;
+        let json = serde_json::to_value(action).unwrap_or_default();
+        let kind = json["action"].as_str().unwrap_or("action").to_string();
+        let reason = json["reason"].as_str().unwrap_or("").to_string();
+        let id =
+            match catalog.action_started(&self.run_id, self.seq, &kind, &json.to_string(), &reason)
+            {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    eprintln!("coffer: the journal could not record the action: {e}");
+                    None
+                }
+            };
+        let started = Instant::now();
+        let result = self.execute(action, catalog);
+        let cancelled = matches!(
+            result
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<VmBackupError>()),
+            Some(VmBackupError::Cancelled { .. })
+        );
+        if let Some(id) = id {
+            let (ok, text) = match &result {
+                Ok(t) => (true, t.clone()),
+                Err(e) => (false, format!("{e:#}")),
+            };
+            let _ = catalog.action_finished(id, ok, &text);
+        }
+        self.record(action, started, result);
+        cancelled
+    }
+
+    /// Cleans up after actions an earlier run started and never finished
+    /// (it was killed, or the machine went down): a backup's snapshot is
+    /// removed (its point was never committed, so nothing counts it); the
+    /// action is closed as interrupted.
+    fn recover(&mut self, catalog: &mut crate::catalog::Catalog) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        for u in catalog.unfinished_actions()? {
+            let action: Option<Action> = serde_json::from_str(&u.target).ok();
+            let mut note = format!(
+                "run {} stopped during {} {}",
+                u.run_id,
+                u.kind,
+                action.as_ref().map(Action::line).unwrap_or_default()
+            );
+            if let Some(Action::Backup { source, vm, .. }) = &action {
+                let snap_name = vm_backup::snapshot_name(&u.run_id);
+                let removed = self.session(source).and_then(|conn| {
+                    let record = conn.session.list_vms()?.into_iter().find(|v| &v.name == vm);
+                    let snap = record.and_then(|r| {
+                        r.all_snapshots()
+                            .into_iter()
+                            .find(|s| s.name == snap_name)
+                            .map(|s| s.snapshot.clone())
+                    });
+                    match snap {
+                        Some(s) => {
+                            conn.session
+                                .remove_snapshot(&s, Duration::from_secs(30 * 60))?;
+                            Ok(true)
+                        }
+                        None => Ok(false),
+                    }
+                });
+                match removed {
+                    Ok(true) => note.push_str(&format!("; removed its snapshot {snap_name}")),
+                    Ok(false) => note.push_str("; it left no snapshot"),
+                    Err(e) => note.push_str(&format!(
+                        "; could not remove its snapshot {snap_name}: {e:#}"
+                    )),
+                }
+                note.push_str("; its point was never committed");
+            }
+            catalog.mark_interrupted(&u, "interrupted: coffer stopped during the action")?;
+            notes.push(note);
+        }
+        Ok(notes)
     }
 
     fn execute(
@@ -414,13 +499,22 @@ pub fn run(args: Args) -> Result<u8> {
     let path = catalog_path(&args.location, Some(&config))?;
     let mut catalog = open_catalog(&path)?;
     let run_id = new_run_id();
+    let _lock = crate::run::runlock::RunnerLock::take(
+        &config.settings.state_dir,
+        &format!("coffer apply, run {run_id}"),
+    )?;
     println!("run {run_id}");
+    catalog.start_run(&run_id, "apply")?;
     let mut runner = Runner {
         config: &config,
         run_id: run_id.clone(),
+        seq: 0,
         sessions: BTreeMap::new(),
         outcomes: Vec::new(),
     };
+    for note in runner.recover(&mut catalog)? {
+        println!("recovered: {note}");
+    }
     // The phase an action runs in: hygiene and backups; copies, prunes and
     // gc; drills on the copies.
     let phase_of = |a: &Action| match a {
@@ -473,9 +567,9 @@ pub fn run(args: Args) -> Result<u8> {
                 if cancel.load(Ordering::SeqCst) {
                     break;
                 }
-                let started = Instant::now();
-                let result = runner.execute(action, &mut catalog);
-                runner.record(action, started, result);
+                if runner.run_action(action, &mut catalog) {
+                    break;
+                }
             }
         }
     }
@@ -494,17 +588,7 @@ pub fn run(args: Args) -> Result<u8> {
             if cancel.load(Ordering::SeqCst) {
                 break;
             }
-            let started = Instant::now();
-            let result = runner.execute(action, &mut catalog);
-            let cancelled = matches!(
-                result
-                    .as_ref()
-                    .err()
-                    .and_then(|e| e.downcast_ref::<VmBackupError>()),
-                Some(VmBackupError::Cancelled { .. })
-            );
-            runner.record(action, started, result);
-            if cancelled {
+            if runner.run_action(action, &mut catalog) {
                 break;
             }
         }
@@ -523,6 +607,16 @@ pub fn run(args: Args) -> Result<u8> {
     std::fs::write(base.with_extension("txt"), &mail_body.text)?;
     std::fs::write(base.with_extension("html"), &mail_body.html)?;
     let failed = runner.outcomes.iter().any(|o| !o.ok);
+    let _ = catalog.finish_run(
+        &run_id,
+        if cancelled {
+            "cancelled"
+        } else if failed {
+            "partial"
+        } else {
+            "success"
+        },
+    );
     let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", mail_body.subject)?;

@@ -156,6 +156,10 @@ pub fn run(args: Args) -> Result<u8> {
         newest_point(&repo, &uuid)?
     };
     let run_id = new_run_id();
+    let _lock = crate::run::runlock::RunnerLock::take(
+        &config.settings.state_dir,
+        &format!("coffer backup {}, run {run_id}", vm.name),
+    )?;
     let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
     let request = VmBackupRequest {
         vm: &vm,

@@ -6,4 +6,5 @@
 pub mod connect;
 pub mod drill;
 pub mod restore;
+pub mod runlock;
 pub mod vm_backup;

@@ -1,0 +1,117 @@
+//! The journal of runs: each action is recorded before it starts and when
+//! it ends, so after a crash, a power loss or `kill -9` the next run finds
+//! what was under way, cleans up after it and says so.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::{Catalog, CatalogError, parse_time, time_text};
+
+/// An action a run started and never finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub run_id: String,
+    pub seq: i64,
+    pub kind: String,
+    /// What the action was about (the plan's JSON form of the action).
+    pub target: String,
+    pub started: Option<DateTime<Utc>>,
+}
+
+impl Catalog {
+    /// Records that a run starts.
+    pub fn start_run(&mut self, run_id: &str, command: &str) -> Result<(), CatalogError> {
+        self.conn.execute(
+            "INSERT INTO runs (run_id, command, started) VALUES (?1, ?2, ?3)",
+            params![run_id, command, time_text(Utc::now())],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a run ended, with its outcome (success, partial, …).
+    pub fn finish_run(&mut self, run_id: &str, outcome: &str) -> Result<(), CatalogError> {
+        self.conn.execute(
+            "UPDATE runs SET finished = ?2, outcome = ?3 WHERE run_id = ?1",
+            params![run_id, time_text(Utc::now()), outcome],
+        )?;
+        Ok(())
+    }
+
+    /// Records that an action starts; returns its row id.
+    pub fn action_started(
+        &mut self,
+        run_id: &str,
+        seq: i64,
+        kind: &str,
+        target: &str,
+        reason: &str,
+    ) -> Result<i64, CatalogError> {
+        self.conn.execute(
+            "INSERT INTO actions (run_id, seq, kind, target, reason, state, started) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+            params![run_id, seq, kind, target, reason, time_text(Utc::now())],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records how an action ended.
+    pub fn action_finished(
+        &mut self,
+        id: i64,
+        ok: bool,
+        outcome: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn.execute(
+            "UPDATE actions SET state = ?2, finished = ?3, outcome = ?4, error = ?5 WHERE id = ?1",
+            params![
+                id,
+                if ok { "done" } else { "failed" },
+                time_text(Utc::now()),
+                if ok { Some(outcome) } else { None },
+                if ok { None } else { Some(outcome) },
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Actions of earlier runs that were started and never finished.
+    pub fn unfinished_actions(&self) -> Result<Vec<Unfinished>, CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, seq, kind, target, started FROM actions \
+             WHERE state = 'running' ORDER BY run_id, seq",
+        )?;
+        let rows: Vec<(String, i64, String, String, Option<String>)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(run_id, seq, kind, target, started)| {
+                Ok(Unfinished {
+                    run_id,
+                    seq,
+                    kind,
+                    target,
+                    started: started
+                        .map(|s| parse_time("action start", &s))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Closes an interrupted action: failed, with why.
+    pub fn mark_interrupted(&mut self, u: &Unfinished, note: &str) -> Result<(), CatalogError> {
+        self.conn.execute(
+            "UPDATE actions SET state = 'failed', finished = ?3, error = ?4 \
+             WHERE run_id = ?1 AND seq = ?2",
+            params![u.run_id, u.seq, time_text(Utc::now()), note],
+        )?;
+        self.conn.execute(
+            "UPDATE runs SET finished = COALESCE(finished, ?2), outcome = COALESCE(outcome, 'interrupted') \
+             WHERE run_id = ?1",
+            params![u.run_id, time_text(Utc::now())],
+        )?;
+        Ok(())
+    }
+}
