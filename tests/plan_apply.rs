@@ -249,3 +249,40 @@ fn snapshot_count(dir: &Path) -> usize {
         .map(|v| v["snapshots"].as_array().unwrap().len())
         .sum()
 }
+
+/// The daemon on a fake clock: at start it catches up what is due once
+/// (three missed nights give one backup per VM, not three), then sleeps to
+/// the next fire time and applies there.
+#[test]
+fn the_daemon_catches_up_once_then_runs_at_the_next_fire_time() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    // A first backup now (real time), then the daemon wakes three days later.
+    assert!(run(dir, &["apply", "--no-mail"]).status.success());
+    let later = (chrono::Utc::now() + chrono::Duration::days(3))
+        .format("%Y-%m-%dT00:59:30Z")
+        .to_string();
+    let out = common::command_in(dir)
+        .args(["daemon", "--max-runs", "2", "--no-mail", "-p", "."])
+        .env("COFFER_FAKE_CLOCK", &later)
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    let runs: Vec<&str> = s.split("daemon: applying at ").skip(1).collect();
+    assert_eq!(runs.len(), 2, "{s}");
+    // Catch-up: one backup per VM for the missed nights.
+    assert_eq!(runs[0].matches("done + backup").count(), 2, "{}", runs[0]);
+    // Then at the next fire time, 01:00 Berlin (00:00 UTC is already past).
+    let day = &later[..10];
+    assert!(
+        runs[1].starts_with(&format!("{day} 00:00:00 UTC")) || runs[1].contains("done + backup"),
+        "{}",
+        runs[1]
+    );
+    assert!(s.contains("daemon: next run at"), "{s}");
+}

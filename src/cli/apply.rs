@@ -493,6 +493,12 @@ fn report(
 }
 
 pub fn run(args: Args) -> Result<u8> {
+    run_at(args, &Utc::now)
+}
+
+/// `apply` with the planning clock given (the daemon's, which a test can
+/// set).
+pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u8> {
     let cancel = install_cancel_handler();
     let config = load_or_report(&args.location.policy)
         .map_err(|_| anyhow!("the policy directory is invalid"))?;
@@ -580,7 +586,7 @@ pub fn run(args: Args) -> Result<u8> {
             break;
         }
         let gathered = gather(&config, &mut catalog)?;
-        let plan = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
+        let plan = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
         if phase == 1 {
             print_plan(&mut std::io::stdout().lock(), &plan, &gathered.notes)?;
         }
@@ -598,7 +604,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     // The standing after the run, for the report.
     let gathered = gather(&config, &mut catalog)?;
-    let after = make_plan(&config, &gathered, Utc::now(), args.allow_mass_prune);
+    let after = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
     let cancelled = cancel.load(Ordering::SeqCst);
     let mail_body = report(&run_id, &after, &gathered, &runner.outcomes, cancelled);
     std::fs::create_dir_all(&config.settings.report_dir)

@@ -6,6 +6,7 @@ mod apply;
 mod backup;
 mod catalog;
 mod compliance;
+mod daemon;
 mod inventory;
 mod lab;
 mod plan;
@@ -83,6 +84,8 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::Command,
     },
+    /// Apply whenever a policy is due, forever (one catch-up run at start).
+    Daemon(daemon::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
     Restore(restore::Args),
     /// Each VM's 3-2-1-1-0 and RPO standing; exit 3 on a breach.
@@ -113,6 +116,7 @@ pub fn run() -> Result<u8> {
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Catalog { command } => catalog::run(command),
+        Command::Daemon(args) => daemon::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Compliance(args) => compliance::run(args),
         Command::Retention { command } => retention::run(command),
