@@ -469,7 +469,19 @@ fn plan_backup(
         });
         return;
     }
-    let (full, why) = full_or_incremental(policy, vm, &on_tier, now);
+    // A newest point that failed verification may share damaged chunks:
+    // do not build on anything, read everything again.
+    let newest_any = points
+        .iter()
+        .find(|p| p.copies.contains_key(&policy.backup_to));
+    let (full, why) = if newest_any.is_some_and(|p| !p.good()) {
+        (
+            true,
+            "full: the newest point failed verification".to_string(),
+        )
+    } else {
+        full_or_incremental(policy, vm, &on_tier, now)
+    };
     actions.push(Action::Backup {
         policy: policy.name.clone(),
         source: source.to_string(),

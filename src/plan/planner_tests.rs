@@ -249,6 +249,28 @@ fn backups_follow_the_schedule_and_cbt_decides_full_or_incremental() {
         "{:?}",
         lines(&p)
     );
+    // The newest point failed verification: a full, saying so.
+    let mut bad = point(
+        "db01",
+        "2026-11-24T13:00:00Z",
+        PointKind::Incremental,
+        &["local"],
+    );
+    bad.copies.get_mut("local").unwrap().verified_ok = Some(false);
+    let p = plan(
+        &input(
+            &c,
+            vec![vm("db01")],
+            vec![before_fire.clone(), bad],
+            "2026-11-25T01:30:00Z",
+        ),
+        &restic_retention,
+    );
+    assert!(
+        lines(&p)[0].contains("full: the newest point failed verification"),
+        "{:?}",
+        lines(&p)
+    );
     // RPO breached reads as such.
     let stale = point("db01", "2026-11-20T01:00:00Z", PointKind::Full, &["local"]);
     let p = plan(
