@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
 
 use super::backup::{EXIT_CANCELLED, install_cancel_handler, new_run_id};
@@ -47,6 +47,28 @@ pub struct Args {
     /// Do not send email, even when the notifiers' rules say to.
     #[arg(long)]
     pub no_mail: bool,
+    /// Backups at once, in all (each source's `max_per_host` and
+    /// `max_per_datastore` limit them further).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}
+
+/// Each VM's datastores, by (source, VM name), for the per-datastore limit.
+fn datastores_of(g: &super::plan::Gathered) -> BTreeMap<(String, String), Vec<String>> {
+    g.inventory
+        .iter()
+        .map(|(source, vm)| {
+            let mut ds: Vec<String> = vm
+                .disks
+                .iter()
+                .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
+                .map(|p| p.datastore)
+                .collect();
+            ds.sort();
+            ds.dedup();
+            ((source.clone(), vm.name.clone()), ds)
+        })
+        .collect()
 }
 
 /// What one action came to.
@@ -81,6 +103,152 @@ impl Runner<'_> {
     }
 
     fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
+        self.outcomes.push(outcome_of(action, started, result));
+    }
+
+    /// Phase 1's backups side by side within the limits: at most
+    /// `max_per_host` at once per source, `max_per_datastore` VMs with a
+    /// snapshot at once per datastore, `parallel` in all. Each is journaled
+    /// like any action.
+    fn run_backups(
+        &mut self,
+        actions: &[&Action],
+        datastores: &BTreeMap<(String, String), Vec<String>>,
+        parallel: usize,
+        catalog: &mut crate::catalog::Catalog,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) {
+        use std::sync::{Condvar, Mutex};
+        // Connect first, one source at a time.
+        let mut runnable = Vec::new();
+        for a in actions {
+            let Action::Backup { source, .. } = a else {
+                continue;
+            };
+            match self.session(source) {
+                Ok(_) => runnable.push(*a),
+                Err(e) => self.record(a, Instant::now(), Err(e)),
+            }
+        }
+        struct Slots {
+            next: Vec<usize>,
+            per_source: BTreeMap<String, u32>,
+            per_datastore: BTreeMap<String, u32>,
+            running: usize,
+        }
+        let config = self.config;
+        let run_id = self.run_id.clone();
+        let first_seq = self.seq;
+        self.seq += runnable.len() as i64;
+        let sessions = &self.sessions;
+        let slots = Mutex::new(Slots {
+            next: (0..runnable.len()).collect(),
+            per_source: BTreeMap::new(),
+            per_datastore: BTreeMap::new(),
+            running: 0,
+        });
+        let wake = Condvar::new();
+        let catalog = Mutex::new(catalog);
+        let outcomes = Mutex::new(Vec::new());
+        let key = |a: &Action| match a {
+            Action::Backup { source, vm, .. } => (source.clone(), vm.clone()),
+            _ => (String::new(), String::new()),
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..parallel.max(1).min(runnable.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        // Take the first backup whose limits allow it.
+                        let (i, source, dss) = {
+                            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                            loop {
+                                if s.next.is_empty() || cancel.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                                let pick = s.next.iter().position(|&i| {
+                                    let (source, vm) = key(runnable[i]);
+                                    let src = &config.sources[&source];
+                                    let dss = datastores
+                                        .get(&(source.clone(), vm))
+                                        .cloned()
+                                        .unwrap_or_default();
+                                    s.per_source.get(&source).copied().unwrap_or(0)
+                                        < src.max_per_host.max(1)
+                                        && dss.iter().all(|d| {
+                                            s.per_datastore.get(d).copied().unwrap_or(0)
+                                                < src.max_per_datastore.max(1)
+                                        })
+                                });
+                                if let Some(p) = pick {
+                                    let i = s.next.remove(p);
+                                    let (source, vm) = key(runnable[i]);
+                                    let dss = datastores
+                                        .get(&(source.clone(), vm))
+                                        .cloned()
+                                        .unwrap_or_default();
+                                    *s.per_source.entry(source.clone()).or_default() += 1;
+                                    for d in &dss {
+                                        *s.per_datastore.entry(d.clone()).or_default() += 1;
+                                    }
+                                    s.running += 1;
+                                    break (i, source, dss);
+                                }
+                                s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                            }
+                        };
+                        let action = runnable[i];
+                        let json = serde_json::to_value(action).unwrap_or_default();
+                        let id = catalog
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .action_started(
+                                &run_id,
+                                first_seq + 1 + i as i64,
+                                "backup",
+                                &json.to_string(),
+                                json["reason"].as_str().unwrap_or(""),
+                            )
+                            .ok();
+                        let started = Instant::now();
+                        let result = backup_action(config, &sessions[&source], &run_id, action);
+                        {
+                            let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(id) = id {
+                                let (ok, text) = match &result {
+                                    Ok(t) => (true, t.clone()),
+                                    Err(e) => (false, format!("{e:#}")),
+                                };
+                                let _ = c.action_finished(id, ok, &text);
+                            }
+                            if let Action::Backup { tier, .. } = action
+                                && let Ok(repo) = open_tier(config, tier)
+                            {
+                                let _ = c.refresh_tier(tier, &repo);
+                            }
+                        }
+                        outcomes
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(outcome_of(action, started, result));
+                        let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                        *s.per_source.entry(source).or_default() -= 1;
+                        for d in &dss {
+                            *s.per_datastore.entry(d.clone()).or_default() -= 1;
+                        }
+                        s.running -= 1;
+                        wake.notify_all();
+                    }
+                });
+            }
+        });
+        self.outcomes
+            .extend(outcomes.into_inner().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// An action's outcome, printed as it is known.
+fn outcome_of(action: &Action, started: Instant, result: Result<String>) -> Outcome {
+    {
         let outcome = match result {
             Ok(detail) => Outcome {
                 action: action.line(),
@@ -102,9 +270,11 @@ impl Runner<'_> {
             outcome.detail,
             outcome.seconds
         );
-        self.outcomes.push(outcome);
+        outcome
     }
+}
 
+impl Runner<'_> {
     /// Runs one action with its journal entries around it; answers whether
     /// it was cancelled (Ctrl-C).
     fn run_action(&mut self, action: &Action, catalog: &mut crate::catalog::Catalog) -> bool {
@@ -219,54 +389,14 @@ impl Runner<'_> {
                     .remove_snapshot(&snap, Duration::from_secs(30 * 60))?;
                 Ok(format!("removed snapshot {snapshot}"))
             }
-            Action::Backup {
-                policy,
-                source,
-                vm,
-                tier,
-                full,
-                base,
-                ..
-            } => {
-                let policy = &config.policies[policy];
-                let repo = open_tier(config, tier)?;
-                let base = match base.as_ref().filter(|_| !full) {
-                    Some(id) => Some(repo.read_manifest(&repo.find_point(id)?)?),
-                    None => None,
-                };
+            Action::Backup { source, tier, .. } => {
                 let run_id = self.run_id.clone();
                 let conn = self.session(source)?;
-                let record = conn
-                    .session
-                    .list_vms()?
-                    .into_iter()
-                    .find(|v| &v.name == vm)
-                    .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
-                let cancel = install_cancel_handler();
-                let request = VmBackupRequest {
-                    vm: &record,
-                    datacenter: &conn.datacenter,
-                    run_id: &run_id,
-                    consistency: policy.consistency,
-                    base: base.as_ref(),
-                    chunk_size_bytes: u32::try_from(policy.chunk_size.0).context("chunk size")?,
-                    threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-                    task_timeout: Duration::from_secs(30 * 60),
-                    cancel,
-                };
-                let o = vm_backup::backup_vm(&conn.session, &repo, &request)?;
-                let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
-                let _ = catalog.refresh_tier(tier, &repo);
-                Ok(format!(
-                    "{} point {} ({}-consistent{}), read {}",
-                    format!("{:?}", o.manifest.kind).to_lowercase(),
-                    o.manifest.point_id,
-                    o.consistency,
-                    o.quiesce_fallback
-                        .map(|w| format!(", quiescing failed: {w}"))
-                        .unwrap_or_default(),
-                    crate::policy::units::format_size(read)
-                ))
+                let detail = backup_action(config, conn, &run_id, action)?;
+                if let Ok(repo) = open_tier(config, tier) {
+                    let _ = catalog.refresh_tier(tier, &repo);
+                }
+                Ok(detail)
             }
             Action::Copy {
                 point, from, to, ..
@@ -388,6 +518,64 @@ impl Runner<'_> {
             }
         }
     }
+}
+
+/// One backup action on a connected source (no shared state: backups run
+/// side by side).
+fn backup_action(
+    config: &Config,
+    conn: &Connected,
+    run_id: &str,
+    action: &Action,
+) -> Result<String> {
+    let Action::Backup {
+        policy,
+        source,
+        vm,
+        tier,
+        full,
+        base,
+        ..
+    } = action
+    else {
+        bail!("not a backup: {}", action.line());
+    };
+    let policy = &config.policies[policy];
+    let repo = open_tier(config, tier)?;
+    let base = match base.as_ref().filter(|_| !full) {
+        Some(id) => Some(repo.read_manifest(&repo.find_point(id)?)?),
+        None => None,
+    };
+    let record = conn
+        .session
+        .list_vms()?
+        .into_iter()
+        .find(|v| &v.name == vm)
+        .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+    let cancel = install_cancel_handler();
+    let request = VmBackupRequest {
+        vm: &record,
+        datacenter: &conn.datacenter,
+        run_id,
+        consistency: policy.consistency,
+        base: base.as_ref(),
+        chunk_size_bytes: u32::try_from(policy.chunk_size.0).context("chunk size")?,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        task_timeout: Duration::from_secs(30 * 60),
+        cancel,
+    };
+    let o = vm_backup::backup_vm(&conn.session, &repo, &request)?;
+    let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
+    Ok(format!(
+        "{} point {} ({}-consistent{}), read {}",
+        format!("{:?}", o.manifest.kind).to_lowercase(),
+        o.manifest.point_id,
+        o.consistency,
+        o.quiesce_fallback
+            .map(|w| format!(", quiescing failed: {w}"))
+            .unwrap_or_default(),
+        crate::policy::units::format_size(read)
+    ))
 }
 
 fn report(
@@ -567,16 +755,34 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         }
         None => None,
     };
-    if let Some(saved) = &saved {
-        for phase in [1, 2, 3] {
-            for action in saved.actions.iter().filter(|a| phase_of(a) == Some(phase)) {
-                if cancel.load(Ordering::SeqCst) {
-                    break;
-                }
-                if runner.run_action(action, &mut catalog) {
-                    break;
-                }
+    // Runs one phase's actions: backups side by side within the limits,
+    // everything else one at a time.
+    let run_phase = |runner: &mut Runner<'_>,
+                     catalog: &mut crate::catalog::Catalog,
+                     actions: Vec<&Action>,
+                     datastores: &BTreeMap<(String, String), Vec<String>>| {
+        let (backups, others): (Vec<&Action>, Vec<&Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Backup { .. }));
+        for action in others {
+            if cancel.load(Ordering::SeqCst) || runner.run_action(action, catalog) {
+                return;
             }
+        }
+        if !backups.is_empty() && !cancel.load(Ordering::SeqCst) {
+            runner.run_backups(&backups, datastores, args.parallel, catalog, cancel);
+        }
+    };
+    if let Some(saved) = &saved {
+        let gathered = gather(&config, &mut catalog)?;
+        let datastores = datastores_of(&gathered);
+        for phase in [1, 2, 3] {
+            let actions = saved
+                .actions
+                .iter()
+                .filter(|a| phase_of(a) == Some(phase))
+                .collect();
+            run_phase(&mut runner, &mut catalog, actions, &datastores);
         }
     }
     // Without a saved plan: plan, run a phase, plan again for the next, so
@@ -590,14 +796,17 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         if phase == 1 {
             print_plan(&mut std::io::stdout().lock(), &plan, &gathered.notes)?;
         }
-        for action in plan.actions.iter().filter(|a| phase_of(a) == Some(phase)) {
-            if cancel.load(Ordering::SeqCst) {
-                break;
-            }
-            if runner.run_action(action, &mut catalog) {
-                break;
-            }
-        }
+        let actions = plan
+            .actions
+            .iter()
+            .filter(|a| phase_of(a) == Some(phase))
+            .collect();
+        run_phase(
+            &mut runner,
+            &mut catalog,
+            actions,
+            &datastores_of(&gathered),
+        );
         if cancel.load(Ordering::SeqCst) {
             break;
         }

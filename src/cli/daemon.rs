@@ -29,6 +29,9 @@ pub struct Args {
     pub allow_mass_prune: bool,
     #[arg(long)]
     pub no_mail: bool,
+    /// Backups at once, in all.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
 }
 
 /// The daemon's notion of now: real, or a fake one a test moves.
@@ -86,6 +89,7 @@ pub fn run(args: Args) -> Result<u8> {
                 },
                 allow_mass_prune: args.allow_mass_prune,
                 no_mail: args.no_mail,
+                parallel: args.parallel,
             },
             &|| clock.now(),
         );

@@ -87,6 +87,8 @@ pub fn create_snapshot(
         disks,
     });
     state.next_id += 1;
+    let at_once = state.vms.iter().filter(|v| !v.snapshots.is_empty()).count() as u32;
+    state.most_snapshots_at_once = state.most_snapshots_at_once.max(at_once);
     Ok(id)
 }
 

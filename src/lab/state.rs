@@ -136,6 +136,10 @@ pub struct State {
     pub password: String,
     pub next_id: u64,
     pub vms: Vec<Vm>,
+    /// The most VMs that had a snapshot at the same moment (all lab VMs
+    /// share one datastore): how tests see a runner's per-datastore limit.
+    #[serde(default)]
+    pub most_snapshots_at_once: u32,
 }
 
 /// The state directory.
@@ -253,6 +257,7 @@ impl Store {
                     password,
                     next_id: 1,
                     vms: Vec::new(),
+                    most_snapshots_at_once: 0,
                 }
             }
         };
