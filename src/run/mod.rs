@@ -5,5 +5,6 @@
 
 pub mod connect;
 pub mod drill;
+pub mod export;
 pub mod restore;
 pub mod vm_backup;
