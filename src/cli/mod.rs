@@ -7,6 +7,7 @@ mod backup;
 mod catalog;
 mod compliance;
 mod daemon;
+mod export;
 mod inventory;
 mod lab;
 mod plan;
@@ -88,6 +89,8 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
     Restore(restore::Args),
+    /// Export a VM's point as an OVA or streamOptimized VMDKs for other tools.
+    Export(export::Args),
     /// Each VM's 3-2-1-1-0 and RPO standing; exit 3 on a breach.
     Compliance(compliance::Args),
     /// Check a retention before committing it.
@@ -118,6 +121,7 @@ pub fn run() -> Result<u8> {
         Command::Catalog { command } => catalog::run(command),
         Command::Daemon(args) => daemon::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Export(args) => export::run(args),
         Command::Compliance(args) => compliance::run(args),
         Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),

@@ -20,6 +20,7 @@ pub mod parallel;
 pub mod restore;
 pub mod s3;
 pub mod store;
+pub mod stream_vmdk;
 
 use std::collections::HashMap;
 use std::sync::Arc;

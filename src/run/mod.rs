@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod drill;
+pub mod export;
 pub mod restore;
 pub mod runlock;
 pub mod vm_backup;

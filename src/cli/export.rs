@@ -1,0 +1,87 @@
+//! `coffer export VM`: a point of a VM (the newest, one by id, or the newest
+//! at a time) from a tier, as an OVA or as streamOptimized VMDKs, for any
+//! tool that imports those.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use chrono::{DateTime, Utc};
+
+use super::restore::find_point;
+use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::run::export::{self, ExportFormat};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The VM's name (as recorded in its points).
+    pub vm: String,
+    /// This point.
+    #[arg(long, conflicts_with = "at")]
+    pub point: Option<String>,
+    /// The newest point at or before this time (RFC 3339).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The tier to export from (default: the first tier holding the VM,
+    /// local tiers first).
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// `ova`: one OVF package; `vmdk`: the first disk to FILE, disk N to
+    /// `<stem>_N.vmdk` beside it.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// The file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let config =
+        load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let at = args
+        .at
+        .as_deref()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&Utc))
+                .with_context(|| format!("--at {t}: expected RFC 3339"))
+        })
+        .transpose()?;
+    let (tier, repo, m) = find_point(
+        &config,
+        args.tier.as_deref(),
+        &args.vm,
+        args.point.as_deref(),
+        at,
+    )?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "exporting point {} of {} ({}, {} disks) from tier `{tier}`",
+        m.point_id,
+        m.vm.name,
+        m.created,
+        m.disks.len()
+    )?;
+    let r = match args.format {
+        ExportFormat::Ova => export::export_ova(&repo, &m, &args.out, args.force, threads)?,
+        ExportFormat::Vmdk => export::export_vmdk(&repo, &m, &args.out, args.force, threads)?,
+    };
+    for f in &r.files {
+        writeln!(out, "  wrote {}", f.display())?;
+    }
+    writeln!(
+        out,
+        "exported {} of disks as {} in {:.2}s",
+        crate::policy::units::format_size(r.disk_bytes),
+        crate::policy::units::format_size(r.bytes_written),
+        r.seconds
+    )?;
+    Ok(EXIT_OK)
+}
