@@ -220,3 +220,68 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_vm_that_never_reports_a_heartbeat_fails_the_boot_drill() {
+    let t = setup(
+        r#"
+[[policies.all.drills]]
+name = "b"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "isolated"
+checks = [{ heartbeat = true, timeout = "2s" }]
+"#,
+    );
+    let out = common::command_in(t.path())
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "tools-off")
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("FAILED ? drill b"), "{s}");
+    assert!(s.contains("no VMware Tools heartbeat within 2s"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "the drill VM is gone");
+}
+
+#[test]
+fn a_restore_onto_the_lab_registers_a_vm_that_powers_on_and_is_never_overwritten() {
+    let t = setup("");
+    assert!(run(t.path(), &["apply", "--no-mail"]).status.success());
+    let args = [
+        "restore",
+        "lab-vm-01",
+        "--to-source",
+        "lab",
+        "--name",
+        "db-restored",
+        "--power-on",
+        "--new-uuid",
+        "--disconnect-network",
+    ];
+    let out = run(t.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("registered VM `db-restored`"),
+        "{}",
+        text(&out)
+    );
+    let inv: serde_json::Value =
+        serde_json::from_slice(&run(t.path(), &["inventory", "--json"]).stdout).unwrap();
+    let vm = inv["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "db-restored")
+        .expect("the restored VM is registered")
+        .clone();
+    assert_eq!(vm["power_state"], "PoweredOn");
+    assert_eq!(vm["tools"], "guestToolsRunning", "its disks boot");
+    assert_ne!(vm["instance_uuid"], inv["vms"][0]["instance_uuid"]);
+    // The same name again is refused, and nothing is replaced.
+    let again = run(t.path(), &args);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+}

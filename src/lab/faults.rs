@@ -29,6 +29,8 @@ pub struct Faults {
     pub drop_after_bytes: AtomicU64,
     /// The next this-many datastore downloads answer 503.
     pub unavailable: AtomicU32,
+    /// No guest reports a VMware Tools heartbeat.
+    pub tools_off: AtomicBool,
 }
 
 impl Faults {
@@ -50,6 +52,7 @@ impl Faults {
                 "quiesce" => self.quiesce.store(flag(), Ordering::SeqCst),
                 "snapshot" => self.snapshot.store(flag(), Ordering::SeqCst),
                 "remove-snapshot" => self.remove_snapshot.store(flag(), Ordering::SeqCst),
+                "tools-off" => self.tools_off.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -58,7 +61,7 @@ impl Faults {
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         drop-after=<bytes>, unavailable=<count>, clear"
+                         tools-off, drop-after=<bytes>, unavailable=<count>, clear"
                     ));
                 }
             }
@@ -68,6 +71,7 @@ impl Faults {
 
     pub fn clear(&self) {
         self.quiesce.store(false, Ordering::SeqCst);
+        self.tools_off.store(false, Ordering::SeqCst);
         self.snapshot.store(false, Ordering::SeqCst);
         self.remove_snapshot.store(false, Ordering::SeqCst);
         self.drop_after_bytes.store(0, Ordering::SeqCst);

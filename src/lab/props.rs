@@ -59,13 +59,15 @@ const VM_PATHS: &[&str] = &[
     "parent",
 ];
 
-pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool) -> String {
+/// `tools_off`: the injected fault that makes every guest's VMware Tools
+/// silent (a VM that never reports a heartbeat).
+pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: bool) -> String {
     let wanted: Vec<&str> = if all || paths.is_empty() {
         VM_PATHS.to_vec()
     } else {
         paths.iter().map(String::as_str).collect()
     };
-    let tools = vm.tools_running(root);
+    let tools = vm.tools_running(root) && !tools_off;
     let mut out = format!("<objects>{}", moref("obj", "VirtualMachine", &vm.moref()));
     for path in wanted {
         let p = match path {

@@ -297,7 +297,7 @@ impl Vim {
                 &self.next("session-view"),
             )),
             "DestroyView" => Ok(String::new()),
-            "RetrievePropertiesEx" => self.retrieve(store, call),
+            "RetrievePropertiesEx" => self.retrieve(store, faults, call),
             "ContinueRetrievePropertiesEx" => {
                 let token = arg(call, "token").unwrap_or_default();
                 let rest = lock(&self.pages).remove(&token).ok_or_else(|| {
@@ -460,7 +460,13 @@ impl Vim {
         Ok(moref("returnval", "Task", &id))
     }
 
-    fn retrieve(&self, store: &Store, call: Node<'_, '_>) -> Result<String, Fault> {
+    fn retrieve(
+        &self,
+        store: &Store,
+        faults: &Faults,
+        call: Node<'_, '_>,
+    ) -> Result<String, Fault> {
+        let tools_off = faults.tools_off.load(std::sync::atomic::Ordering::SeqCst);
         let spec = child(call, "specSet").ok_or_else(|| invalid("specSet", "no specSet"))?;
         let mut paths: Vec<String> = Vec::new();
         let mut all = false;
@@ -488,13 +494,14 @@ impl Vim {
                         Ok(st
                             .vms
                             .iter()
-                            .map(|v| vm_object(v, root, &paths, all))
+                            .map(|v| vm_object(v, root, &paths, all, tools_off))
                             .collect::<Vec<_>>())
                     })?;
                     out.extend(xs);
                 }
-                "VirtualMachine" => out
-                    .push(store.read(|st, root| Ok(vm_object(st.vm(&value)?, root, &paths, all)))?),
+                "VirtualMachine" => out.push(store.read(|st, root| {
+                    Ok(vm_object(st.vm(&value)?, root, &paths, all, tools_off))
+                })?),
                 "VirtualMachineSnapshot" => {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }
