@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
@@ -12,9 +13,8 @@ use chrono::{DateTime, Utc};
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::{EXIT_OK, load_or_report};
 use crate::catalog::{Catalog, CopyState, VerificationKind};
-use crate::plan::planner::{self, CopyInfo, Plan, PlanInput, PointInfo};
+use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
 use crate::policy::Config;
-use crate::repo::manifest::DiskEntry;
 use crate::run::connect;
 
 /// `--detailed-exitcode`: actions are pending.
@@ -94,10 +94,18 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         }
     }
     let mut points = Vec::new();
+    // One name per tier and per VM, shared by all the points.
+    let tier_names: BTreeMap<&str, Arc<str>> = config
+        .tiers
+        .keys()
+        .map(|t| (t.as_str(), Arc::from(t.as_str())))
+        .collect();
     for vm in catalog.vms()? {
+        let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
+            (vm.uuid.as_str().into(), vm.name.as_str().into());
         for p in catalog.points_of_vm(&vm.uuid)? {
             let last = catalog.last_verification(&p.point_id)?;
-            let copies: BTreeMap<String, CopyInfo> = p
+            let copies: Copies = p
                 .copies
                 .iter()
                 .filter(|c| c.state == CopyState::Present)
@@ -115,7 +123,10 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                         .filter(|v| v.tier == c.tier && v.kind != VerificationKind::Boot)
                         .and_then(|v| v.ok);
                     (
-                        c.tier.clone(),
+                        tier_names
+                            .get(c.tier.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| c.tier.as_str().into()),
                         CopyInfo {
                             locked_until: c.locked_until.or(lock),
                             verified_ok,
@@ -127,27 +138,19 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                 continue;
             }
             points.push(PointInfo {
-                vm_uuid: vm.uuid.clone(),
-                vm_name: vm.name.clone(),
+                vm_uuid: vm_uuid.clone(),
+                vm_name: vm_name.clone(),
                 point_id: p.point_id.clone(),
                 created: p.created,
                 kind: p.kind,
                 disks: p
                     .disks
                     .iter()
-                    .map(|d| DiskEntry {
+                    .map(|d| PointDisk {
                         device_key: d.device_key,
-                        label: d.label.clone(),
                         size_bytes: d.size_bytes,
-                        chunk_size_bytes: d.chunk_size_bytes,
-                        index_key: String::new(),
-                        index_sha256: d.index_sha256.clone(),
-                        change_id: d.change_id.clone(),
+                        change_id: d.change_id.as_deref().map(Box::from),
                         backing: None,
-                        bytes_read: 0,
-                        chunks_new: 0,
-                        bytes_stored_new: 0,
-                        chunks_data: 0,
                     })
                     .collect(),
                 copies,

@@ -6,6 +6,8 @@ pub mod cbt;
 pub mod hygiene;
 pub mod planner;
 #[cfg(test)]
+mod planner_props;
+#[cfg(test)]
 mod planner_tests;
 pub mod retention;
 pub mod schedule;

@@ -4,6 +4,7 @@
 //! gives the same plan in the same order; the clock is an argument.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
@@ -15,17 +16,140 @@ use crate::policy::model::{Policy, VmFacts};
 use crate::repo::manifest::{DiskEntry, PointKind};
 use crate::vsphere::types::VmRecord;
 
-/// One restore point and where its copies are.
+/// One restore point and where its copies are. A site holds about a
+/// million of these, so the VM's identity is shared by its points.
 #[derive(Debug, Clone)]
 pub struct PointInfo {
-    pub vm_uuid: String,
-    pub vm_name: String,
+    pub vm_uuid: Arc<str>,
+    pub vm_name: Arc<str>,
     pub point_id: String,
     pub created: DateTime<Utc>,
     pub kind: PointKind,
-    pub disks: Vec<DiskEntry>,
+    pub disks: Box<[PointDisk]>,
     /// Tier name → that copy.
-    pub copies: BTreeMap<String, CopyInfo>,
+    pub copies: Copies,
+}
+
+/// What the planner needs of a point's disk: enough to judge it as the
+/// base of an incremental. The manifest's other fields stay out, since a
+/// site holds a million points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointDisk {
+    pub device_key: i32,
+    pub size_bytes: u64,
+    pub change_id: Option<Box<str>>,
+    /// `[datastore] dir/name.vmdk` when it was read, if known.
+    pub backing: Option<String>,
+}
+
+impl PointDisk {
+    /// As the manifest's entry the CBT rules take.
+    fn as_entry(&self) -> DiskEntry {
+        DiskEntry {
+            device_key: self.device_key,
+            label: String::new(),
+            size_bytes: self.size_bytes,
+            chunk_size_bytes: 0,
+            index_key: String::new(),
+            index_sha256: String::new(),
+            change_id: self.change_id.as_deref().map(str::to_string),
+            backing: self.backing.clone(),
+            bytes_read: 0,
+            chunks_new: 0,
+            bytes_stored_new: 0,
+            chunks_data: 0,
+        }
+    }
+}
+
+/// The copies of a point by tier name, sorted by it. A vector, not a map:
+/// a point has one to three copies, and a map node costs about 500 bytes
+/// per point; callers share one name per tier between points.
+#[derive(Debug, Clone, Default)]
+pub struct Copies(Vec<(Arc<str>, CopyInfo)>);
+
+type CopyRef<'a> = (&'a str, &'a CopyInfo);
+
+impl Copies {
+    fn find(&self, tier: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(t, _)| (**t).cmp(tier))
+    }
+
+    pub fn get(&self, tier: &str) -> Option<&CopyInfo> {
+        self.find(tier).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, tier: &str) -> Option<&mut CopyInfo> {
+        self.find(tier).ok().map(|i| &mut self.0[i].1)
+    }
+
+    pub fn contains_key(&self, tier: &str) -> bool {
+        self.find(tier).is_ok()
+    }
+
+    /// Adds or replaces the copy on `tier`; returns the one replaced.
+    pub fn insert(&mut self, tier: impl Into<Arc<str>>, copy: CopyInfo) -> Option<CopyInfo> {
+        let tier = tier.into();
+        match self.find(&tier) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, copy)),
+            Err(i) => {
+                self.0.insert(i, (tier, copy));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, tier: &str) -> Option<CopyInfo> {
+        self.find(tier).ok().map(|i| self.0.remove(i).1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Tier and copy, in tier order.
+    pub fn iter(&self) -> impl Iterator<Item = CopyRef<'_>> {
+        self.into_iter()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(t, _)| &**t)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &CopyInfo> {
+        self.0.iter().map(|(_, c)| c)
+    }
+}
+
+impl<T: Into<Arc<str>>> FromIterator<(T, CopyInfo)> for Copies {
+    /// A tier given twice keeps its last copy, as a map would.
+    fn from_iter<I: IntoIterator<Item = (T, CopyInfo)>>(iter: I) -> Self {
+        let mut list: Vec<(Arc<str>, CopyInfo)> =
+            iter.into_iter().map(|(t, c)| (t.into(), c)).collect();
+        // Stable: of a tier given twice, the last given is the last kept.
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list.reverse();
+        list.dedup_by(|a, b| a.0 == b.0);
+        list.reverse();
+        list.shrink_to_fit();
+        Copies(list)
+    }
+}
+
+impl<'a> IntoIterator for &'a Copies {
+    type Item = CopyRef<'a>;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Arc<str>, CopyInfo)>,
+        fn(&'a (Arc<str>, CopyInfo)) -> CopyRef<'a>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(t, c)| (&**t, c))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -36,10 +160,24 @@ pub struct CopyInfo {
     pub verified_ok: Option<bool>,
 }
 
+impl CopyInfo {
+    /// Healthy: its last verification, if any, passed.
+    pub fn healthy(&self) -> bool {
+        self.verified_ok != Some(false)
+    }
+}
+
 impl PointInfo {
-    /// Good: no copy of it failed verification.
+    /// Good: restorable from at least one healthy copy. A copy that failed
+    /// verification is damage on its tier, not in the point: the point's
+    /// other copies stay, and the bad copy is pruned and copied again.
     pub fn good(&self) -> bool {
-        !self.copies.values().any(|c| c.verified_ok == Some(false))
+        self.copies.values().any(CopyInfo::healthy)
+    }
+
+    /// Holds a healthy copy on `tier`.
+    pub fn healthy_on(&self, tier: &str) -> bool {
+        self.copies.get(tier).is_some_and(CopyInfo::healthy)
     }
 }
 
@@ -222,6 +360,14 @@ pub struct Plan {
     pub compliance: Vec<VmCompliance>,
 }
 
+/// Why the newest healthy point on the backup tier is kept, even when
+/// retention lets it go (its tier keeps a point whose copy there failed
+/// verification and is yet to be copied again).
+pub const BASE_OF_NEXT_BACKUP: &str = "the base of the next incremental backup";
+
+/// The reason of a prune that removes a copy which failed verification.
+pub const FAILED_VERIFICATION: &str = "the copy failed verification";
+
 /// Version of the JSON form of a plan.
 pub const PLAN_FORMAT: u32 = 1;
 
@@ -298,15 +444,28 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
     let now = input.now;
     let mut actions = Vec::new();
     let mut compliance = Vec::new();
-    let mut by_vm: BTreeMap<&str, Vec<&PointInfo>> = BTreeMap::new();
-    for p in &input.points {
-        by_vm.entry(p.vm_uuid.as_str()).or_default().push(p);
-    }
-    for list in by_vm.values_mut() {
-        list.sort_by(|a, b| b.created.cmp(&a.created).then(b.point_id.cmp(&a.point_id)));
+    // Each VM's points newest first, as slices of one sorted list.
+    let mut sorted: Vec<&PointInfo> = input.points.iter().collect();
+    sorted.sort_unstable_by(|a, b| {
+        a.vm_uuid
+            .cmp(&b.vm_uuid)
+            .then(b.created.cmp(&a.created))
+            .then(b.point_id.cmp(&a.point_id))
+    });
+    let by_vm: BTreeMap<&str, &[&PointInfo]> = sorted
+        .chunk_by(|a, b| a.vm_uuid == b.vm_uuid)
+        .map(|list| (&*list[0].vm_uuid, list))
+        .collect();
+    // The last finish of each drill per VM, in one pass over the records.
+    let mut last_drills: LastDrills = BTreeMap::new();
+    for r in &input.drills {
+        let last = last_drills
+            .entry((&r.policy, &r.drill, &r.vm_uuid))
+            .or_insert(r.finished);
+        *last = (*last).max(r.finished);
     }
     let mut seen_uuids = BTreeSet::new();
-    let mut prunes_per_tier: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    let mut prunes_per_tier: PrunesPerTier<'_> = BTreeMap::new();
 
     let mut inventory: Vec<&(String, VmRecord)> = input.inventory.iter().collect();
     inventory.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
@@ -359,25 +518,25 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
                 many[0]
             }
         };
-        let points = by_vm.get(uuid).cloned().unwrap_or_default();
-        plan_backup(policy, source, vm, &points, now, &mut actions);
+        let points = by_vm.get(uuid).copied().unwrap_or_default();
+        plan_backup(policy, source, vm, points, now, &mut actions);
         plan_tiers(
             input,
             policy,
             vm,
-            &points,
+            points,
             retain,
             &mut actions,
             &mut prunes_per_tier,
         );
-        plan_drills(input, policy, vm, &points, &mut actions);
-        compliance.push(vm_compliance(config, policy, source, vm, &points, now));
+        plan_drills(input, &last_drills, policy, vm, points, &mut actions);
+        compliance.push(vm_compliance(config, policy, source, vm, points, now));
     }
     // Points of VMs the inventory no longer has.
     for (uuid, points) in &by_vm {
         if !seen_uuids.contains(*uuid) && input.unreachable_sources.is_empty() {
             actions.push(Action::Alert {
-                vm: Some(points[0].vm_name.clone()),
+                vm: Some(points[0].vm_name.to_string()),
                 message: format!(
                     "the VM is gone from every source; its {} points are kept until pruned by hand",
                     points.len()
@@ -390,28 +549,31 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         let total = input
             .points
             .iter()
-            .filter(|p| p.copies.contains_key(&tier))
+            .filter(|p| p.copies.contains_key(tier))
             .count();
+        actions.reserve(prunes.len() + 1);
         if prunes.len() * 2 > total && !input.allow_mass_prune {
             for p in prunes {
-                if let Action::Prune {
-                    vm, point, tier, ..
-                } = p
-                {
-                    actions.push(Action::KeepBlocked {
-                        vm,
-                        point,
-                        tier,
-                        reason: format!(
-                            "retention would prune more than half of the tier's {total} points in one run; confirm with --allow-mass-prune"
-                        ),
-                    });
-                }
+                actions.push(Action::KeepBlocked {
+                    vm: p.vm.to_string(),
+                    point: p.point.to_string(),
+                    tier: tier.to_string(),
+                    reason: format!(
+                        "retention would prune more than half of the tier's {total} points in one run; confirm with --allow-mass-prune"
+                    ),
+                });
             }
         } else if !prunes.is_empty() {
-            actions.extend(prunes);
+            for p in prunes {
+                actions.push(Action::Prune {
+                    vm: p.vm.to_string(),
+                    point: p.point.to_string(),
+                    tier: tier.to_string(),
+                    reason: p.reason.into(),
+                });
+            }
             actions.push(Action::Gc {
-                tier,
+                tier: tier.to_string(),
                 reason: "points were pruned".into(),
             });
         }
@@ -435,7 +597,7 @@ fn plan_backup(
     let on_tier: Vec<&PointInfo> = points
         .iter()
         .copied()
-        .filter(|p| p.copies.contains_key(&policy.backup_to) && p.good())
+        .filter(|p| p.healthy_on(&policy.backup_to))
         .collect();
     let newest = on_tier.first();
     let due = match newest {
@@ -525,7 +687,12 @@ fn full_or_incremental(
             backing: &disk.file_name,
             change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
         };
-        let base_disk = base.disks.iter().find(|d| d.device_key == disk.key);
+        let base_disk = base
+            .disks
+            .iter()
+            .find(|d| d.device_key == disk.key)
+            .map(PointDisk::as_entry);
+        let base_disk = base_disk.as_ref();
         // The VM's own disk shows its newest id; only the epoch is compared.
         let mut live_for_check = live.clone();
         if let (Some(b), Some(_)) = (
@@ -544,68 +711,109 @@ fn full_or_incremental(
     (false, format!("incremental from {}", base.point_id))
 }
 
+/// A prune retention asks for, held until the tier's mass-prune floor is
+/// known: borrowed, since a large site plans tens of thousands.
+struct PendingPrune<'a> {
+    vm: &'a str,
+    point: &'a str,
+    reason: &'static str,
+}
+
+/// Tier name → the prunes on it.
+type PrunesPerTier<'a> = BTreeMap<&'a str, Vec<PendingPrune<'a>>>;
+
 #[allow(clippy::too_many_arguments)]
-fn plan_tiers(
+fn plan_tiers<'a>(
     input: &PlanInput<'_>,
     policy: &Policy,
-    vm: &VmRecord,
-    points: &[&PointInfo],
+    vm: &'a VmRecord,
+    points: &[&'a PointInfo],
     retain: &dyn Fn(&[&PointInfo], &Policy, &str) -> Kept,
     actions: &mut Vec<Action>,
-    prunes: &mut BTreeMap<String, Vec<Action>>,
+    prunes: &mut PrunesPerTier<'a>,
 ) {
     let newest_good = points.iter().find(|p| p.good()).map(|p| p.point_id.clone());
+    // The base of the next incremental: pruning it would make that a full.
+    let base = points
+        .iter()
+        .find(|p| p.healthy_on(&policy.backup_to))
+        .map(|p| p.point_id.as_str());
+    let is_base = |p: &PointInfo, tier: &str| tier == policy.backup_to && base == Some(&p.point_id);
     // What each tier's retention keeps, over all the VM's points (a tier
     // holds the points its retention keeps, wherever they are now).
     let mut keeps: BTreeMap<&str, Kept> = BTreeMap::new();
     for tier in policy.retain.keys() {
         keeps.insert(tier.as_str(), retain(points, policy, tier));
     }
+    let by_id: BTreeMap<&str, &PointInfo> =
+        points.iter().map(|p| (p.point_id.as_str(), *p)).collect();
     // Copies first: a kept point the tier lacks, from a tier that has it.
-    let mut pending_sources: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut pending_sources: BTreeSet<(&str, &str)> = BTreeSet::new();
     for (tier, kept) in &keeps {
         for (point_id, rules) in kept {
-            let Some(p) = points.iter().find(|p| &p.point_id == point_id) else {
+            let Some(p) = by_id.get(point_id.as_str()) else {
                 continue;
             };
-            if p.copies.contains_key(*tier) || !p.good() {
+            // A damaged copy on the tier is pruned first (below) and the
+            // plan after that copies the point again, from the source this
+            // plan keeps for it.
+            let damaged = p.copies.get(tier).is_some_and(|c| !c.healthy());
+            if (p.copies.contains_key(tier) && !damaged) || !p.good() {
                 continue;
             }
-            if let Some(from) = p.copies.keys().find(|t| !input.unlisted_tiers.contains(*t)) {
-                *pending_sources
-                    .entry((p.point_id.clone(), from.clone()))
-                    .or_default() += 1;
+            if let Some(from) = p
+                .copies
+                .iter()
+                .find(|(t, c)| c.healthy() && !input.unlisted_tiers.contains(*t))
+                .map(|(t, _)| t)
+            {
+                pending_sources.insert((p.point_id.as_str(), from));
+                if damaged {
+                    continue;
+                }
                 actions.push(Action::Copy {
                     vm: vm.name.clone(),
                     point: p.point_id.clone(),
-                    from: from.clone(),
+                    from: from.to_string(),
                     to: tier.to_string(),
                     reason: format!("kept by {}", rules.join(", ")),
                 });
             }
         }
     }
+    let locked = |c: &CopyInfo| c.locked_until.is_some_and(|u| u > input.now);
+    // A copy this plan does not prune: healthy, and kept, locked, on an
+    // unlisted tier or on a tier without retention, or the newest good point.
+    let stays = |p: &PointInfo, tier: &str, c: &CopyInfo| {
+        c.healthy()
+            && (input.unlisted_tiers.contains(tier)
+                || keeps.get(tier).is_none_or(|k| k.contains_key(&p.point_id))
+                || locked(c)
+                || Some(&p.point_id) == newest_good.as_ref()
+                || is_base(p, tier))
+    };
     // Prunes: what a tier holds that its retention does not keep.
-    for p in points {
+    for &p in points {
         for (tier, copy) in &p.copies {
-            let Some(kept) = keeps.get(tier.as_str()) else {
+            let Some(kept) = keeps.get(tier) else {
                 continue;
             };
-            if kept.contains_key(&p.point_id) {
+            if kept.contains_key(&p.point_id) && copy.healthy() {
                 continue;
             }
             let blocked = if input.unlisted_tiers.contains(tier) {
                 Some("the tier's listing failed; nothing is pruned there".to_string())
-            } else if Some(&p.point_id) == newest_good.as_ref() {
+            } else if Some(&p.point_id) == newest_good.as_ref() && copy.healthy() {
                 Some("the newest good point of the VM is never pruned".to_string())
-            } else if pending_sources
-                .keys()
-                .any(|(pid, from)| pid == &p.point_id && from == tier)
-                && p.copies.len() == 1
+            } else if is_base(p, tier) && copy.healthy() {
+                Some(BASE_OF_NEXT_BACKUP.to_string())
+            } else if pending_sources.contains(&(p.point_id.as_str(), tier))
+                && !p.copies.iter().any(|(t, c)| t != tier && stays(p, t, c))
             {
+                // If the copy failed, the point would be gone.
                 Some("the only source of a pending copy".to_string())
             } else {
-                copy.locked_until.filter(|u| *u > input.now).map(|u| {
+                copy.locked_until.filter(|_| locked(copy)).map(|u| {
                     format!(
                         "locked (immutable) until {}",
                         u.format("%Y-%m-%d %H:%M UTC")
@@ -616,22 +824,29 @@ fn plan_tiers(
                 Some(reason) => actions.push(Action::KeepBlocked {
                     vm: vm.name.clone(),
                     point: p.point_id.clone(),
-                    tier: tier.clone(),
+                    tier: tier.to_string(),
                     reason,
                 }),
-                None => prunes.entry(tier.clone()).or_default().push(Action::Prune {
-                    vm: vm.name.clone(),
-                    point: p.point_id.clone(),
-                    tier: tier.clone(),
-                    reason: "no retention rule keeps it".into(),
+                None => prunes.entry(tier).or_default().push(PendingPrune {
+                    vm: &vm.name,
+                    point: &p.point_id,
+                    reason: if copy.healthy() {
+                        "no retention rule keeps it"
+                    } else {
+                        FAILED_VERIFICATION
+                    },
                 }),
             }
         }
     }
 }
 
+/// (policy, drill, VM uuid) → when that drill last finished.
+type LastDrills<'a> = BTreeMap<(&'a str, &'a str, &'a str), DateTime<Utc>>;
+
 fn plan_drills(
     input: &PlanInput<'_>,
+    last_drills: &LastDrills<'_>,
     policy: &Policy,
     vm: &VmRecord,
     points: &[&PointInfo],
@@ -641,12 +856,9 @@ fn plan_drills(
         return;
     };
     for d in &policy.drills {
-        let last = input
-            .drills
-            .iter()
-            .filter(|r| r.policy == policy.name && r.drill == d.name && r.vm_uuid == uuid)
-            .map(|r| r.finished)
-            .max();
+        let last = last_drills
+            .get(&(policy.name.as_str(), d.name.as_str(), uuid))
+            .copied();
         let due = match last {
             None => Some("never run".to_string()),
             Some(t) if (input.now - t).to_std().unwrap_or_default() >= d.every => Some(format!(
@@ -657,9 +869,7 @@ fn plan_drills(
             _ => None,
         };
         let Some(reason) = due else { continue };
-        let point = points
-            .iter()
-            .find(|p| p.good() && p.copies.contains_key(&d.tier));
+        let point = points.iter().find(|p| p.healthy_on(&d.tier));
         if let Some(p) = point {
             actions.push(Action::Drill {
                 policy: policy.name.clone(),
@@ -687,7 +897,7 @@ fn vm_compliance(
     // Production is one copy on disk at the source's site.
     media.insert("disk".to_string());
     if let Some(p) = newest {
-        for (tier_name, copy) in &p.copies {
+        for (tier_name, copy) in p.copies.iter().filter(|(_, c)| c.healthy()) {
             let Some(tier) = config.tiers.get(tier_name) else {
                 continue;
             };

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::planner::*;
 use crate::policy::Config;
-use crate::repo::manifest::{DiskEntry, PointKind};
+use crate::repo::manifest::PointKind;
 use crate::vsphere::types::{ChangeId, DiskBacking, MoRef, VmDisk, VmRecord};
 
 const POLICIES: &str = r#"
@@ -88,25 +88,17 @@ fn vm(name: &str) -> VmRecord {
 
 fn point(vm: &str, created: &str, kind: PointKind, tiers: &[&str]) -> PointInfo {
     PointInfo {
-        vm_uuid: format!("uuid-{vm}"),
+        vm_uuid: format!("uuid-{vm}").into(),
         vm_name: vm.into(),
         point_id: format!("{}-{vm}", created.replace([':', '-'], "")),
         created: at(created),
         kind,
-        disks: vec![DiskEntry {
+        disks: Box::new([PointDisk {
             device_key: 2000,
-            label: "Hard disk 1".into(),
             size_bytes: 1 << 30,
-            chunk_size_bytes: 256 << 10,
-            index_key: String::new(),
-            index_sha256: String::new(),
             change_id: Some("52 aa/3".into()),
             backing: None,
-            bytes_read: 0,
-            chunks_new: 0,
-            bytes_stored_new: 0,
-            chunks_data: 0,
-        }],
+        }]),
         copies: tiers
             .iter()
             .map(|t| (t.to_string(), CopyInfo::default()))
@@ -460,4 +452,58 @@ fn the_same_input_gives_the_same_plan() {
     let a = serde_json::to_string(&plan(&i, &restic_retention)).unwrap();
     let b = serde_json::to_string(&plan(&i, &restic_retention)).unwrap();
     assert_eq!(a, b);
+}
+
+#[test]
+fn a_copy_that_failed_verification_is_pruned_alone_and_copied_again() {
+    // The offsite copy of the newest point failed verification; its local
+    // copy is healthy and must stay (it once took the local copy with it).
+    let c = config("");
+    let mut points = nightly(&[23, 24], &["local", "offsite"]);
+    points[1].copies.get_mut("offsite").unwrap().verified_ok = Some(false);
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
+    i.allow_mass_prune = true;
+    let l = lines(&plan(&i, &restic_retention));
+    let prunes: Vec<_> = l.iter().filter(|x| x.starts_with("- prune")).collect();
+    assert_eq!(
+        prunes,
+        ["- prune db01 20261124T010005Z-db01 on offsite: the copy failed verification"],
+        "{l:?}"
+    );
+    // Once the damaged copy is gone, the point is copied there again.
+    i.points[1].copies.remove("offsite");
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(
+        l.iter()
+            .any(|x| x
+                == "> copy db01 20261124T010005Z-db01 local → offsite: kept by daily 2026-11-24"),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|x| x.starts_with("- prune")), "{l:?}");
+}
+
+#[test]
+fn the_backup_tier_keeps_a_healthy_base_while_a_damaged_copy_waits_for_repair() {
+    // local keeps the last 2 points; their local copies are damaged.
+    // Pruning the older healthy local point too would leave the next backup
+    // no base.
+    let c = config("");
+    let mut points = nightly(&[22, 23, 24], &["local", "offsite"]);
+    for p in &mut points[1..] {
+        p.copies.get_mut("local").unwrap().verified_ok = Some(false);
+    }
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
+    i.allow_mass_prune = true;
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(
+        l.iter()
+            .any(|x| x
+                == "- prune db01 20261124T010005Z-db01 on local: the copy failed verification"),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|x| x
+            == "= keep db01 20261122T010005Z-db01 on local: the base of the next incremental backup"),
+        "{l:?}"
+    );
 }

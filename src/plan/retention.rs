@@ -29,7 +29,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Days, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::policy::model::Retention;
@@ -166,14 +166,15 @@ pub fn apply(points: &[PointTime], rules: &Retention, tz: Tz) -> Vec<Verdict> {
                 if counter.left == 0 {
                     continue;
                 }
-                let period = period_of(counter.rule, &local, position);
-                let new_period = counter.last_period.as_ref() != Some(&period);
+                let period = period_key(counter.rule, &local, position);
+                let new_period = counter.last_period != Some(period);
                 if new_period || position == last_position {
                     counter.left -= 1;
                     reasons.push(KeepReason {
                         rule: counter.rule,
                         count: counter.count,
-                        period: (counter.rule != Rule::Last).then(|| period.clone()),
+                        period: (counter.rule != Rule::Last)
+                            .then(|| period_of(counter.rule, &local, position)),
                         within: None,
                         oldest: !new_period,
                     });
@@ -196,7 +197,7 @@ struct Counter {
     rule: Rule,
     count: u32,
     left: u32,
-    last_period: Option<String>,
+    last_period: Option<PeriodKey>,
 }
 
 impl Counter {
@@ -208,6 +209,25 @@ impl Counter {
             left: count,
             last_period: None,
         }
+    }
+}
+
+/// A period as a value to compare, so that the text is made only for the
+/// points kept (a site walks millions of points).
+type PeriodKey = (i32, u32, u32);
+
+/// The period a local time falls in, for a rule, as `period_of` names it.
+fn period_key(rule: Rule, local: &NaiveDateTime, position: usize) -> PeriodKey {
+    match rule {
+        Rule::Last | Rule::Within => (0, 0, position as u32),
+        Rule::Hourly => (local.year(), local.ordinal(), local.hour()),
+        Rule::Daily => (local.year(), local.ordinal(), 0),
+        Rule::Weekly => {
+            let w = local.iso_week();
+            (w.year(), w.week(), 0)
+        }
+        Rule::Monthly => (local.year(), local.month(), 0),
+        Rule::Yearly => (local.year(), 0, 0),
     }
 }
 
