@@ -234,6 +234,7 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                 instance_uuid: Some(uuid.clone()),
                 power_state: None,
                 tools_running_status: None,
+                ip_address: None,
                 change_tracking_enabled: true,
                 consolidation_needed: false,
                 vmx_path: None,

@@ -102,7 +102,7 @@ kind = "boot"
 every = "7d"
 host = "lab"
 network = "isolated"
-checks = [{ heartbeat = true }, { script = "CHECK" }]
+checks = [{ heartbeat = true }, { tcp = 22 }, { script = "CHECK" }]
 "#,
     );
     let check = t.path().join("check.sh");
@@ -156,6 +156,14 @@ every = "7d"
 host = "lab"
 network = "isolated"
 checks = [{ script = "SLOW", timeout = "1s" }]
+
+[[policies.all.drills]]
+name = "closed"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "isolated"
+checks = [{ tcp = 2222, timeout = "2s" }]
 "#,
     );
     let slow = t.path().join("slow.sh");
@@ -172,6 +180,8 @@ checks = [{ script = "SLOW", timeout = "1s" }]
     assert!(s.contains("`/bin/false` failed"), "{s}");
     assert!(s.contains("FAILED ? drill slow"), "{s}");
     assert!(s.contains("did not finish within 1s"), "{s}");
+    assert!(s.contains("FAILED ? drill closed"), "{s}");
+    assert!(s.contains("TCP port 2222 did not answer within 2s"), "{s}");
     assert_eq!(vm_names(t.path()), ["lab-vm-01"], "no drill VM is left");
 }
 

@@ -20,6 +20,7 @@ mod datastore;
 pub mod disk;
 pub mod faults;
 mod http;
+pub mod net;
 pub mod ops;
 mod props;
 pub mod state;

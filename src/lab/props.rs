@@ -54,6 +54,7 @@ const VM_PATHS: &[&str] = &[
     "runtime.powerState",
     "runtime.consolidationNeeded",
     "guest.toolsRunningStatus",
+    "guest.ipAddress",
     "guestHeartbeatStatus",
     "snapshot",
     "parent",
@@ -115,6 +116,8 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
                     "guestToolsNotRunning"
                 },
             ),
+            "guest.ipAddress" if tools => prop(path, "xsd:string", &super::net::guest_ip(vm)),
+            "guest.ipAddress" => String::new(),
             "guestHeartbeatStatus" | "guest.guestHeartbeatStatus" => {
                 let status = match (vm.powered_on, tools) {
                     (false, _) => "gray",

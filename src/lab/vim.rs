@@ -467,6 +467,9 @@ impl Vim {
         call: Node<'_, '_>,
     ) -> Result<String, Fault> {
         let tools_off = faults.tools_off.load(std::sync::atomic::Ordering::SeqCst);
+        if !tools_off {
+            super::net::ensure_listeners(store);
+        }
         let spec = child(call, "specSet").ok_or_else(|| invalid("specSet", "no specSet"))?;
         let mut paths: Vec<String> = Vec::new();
         let mut all = false;

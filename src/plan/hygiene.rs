@@ -120,6 +120,7 @@ mod tests {
             instance_uuid: None,
             power_state: None,
             tools_running_status: None,
+            ip_address: None,
             change_tracking_enabled: true,
             consolidation_needed: false,
             vmx_path: None,

@@ -252,6 +252,7 @@ fn build(world: &World) -> State {
                     instance_uuid: spec.has_uuid.then(|| uuid.clone()),
                     power_state: None,
                     tools_running_status: None,
+                    ip_address: None,
                     change_tracking_enabled: true,
                     consolidation_needed: false,
                     vmx_path: None,

@@ -70,6 +70,7 @@ fn vm(name: &str) -> VmRecord {
         instance_uuid: Some(format!("uuid-{name}")),
         power_state: None,
         tools_running_status: None,
+        ip_address: None,
         change_tracking_enabled: true,
         consolidation_needed: false,
         vmx_path: None,

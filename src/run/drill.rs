@@ -182,6 +182,43 @@ fn wait_for_heartbeat(session: &Session, name: &str, timeout: Duration) -> Resul
     }
 }
 
+/// Connects to the drill VM's `port` at the address its VMware Tools
+/// reports, retrying until `timeout`.
+fn wait_for_port(
+    session: &Session,
+    name: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<String, String> {
+    let started = Instant::now();
+    let mut last = "the VM reports no address".to_string();
+    loop {
+        let ip = session
+            .list_vms()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.ip_address);
+        if let Some(ip) = ip {
+            let addr = format!("{ip}:{port}");
+            match addr.parse::<std::net::SocketAddr>() {
+                Ok(sa) => match std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
+                    Ok(_) => return Ok(addr),
+                    Err(e) => last = format!("{addr}: {e}"),
+                },
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "TCP port {port} did not answer within {} ({last})",
+                crate::policy::units::format_duration(timeout)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The boot drill on `target` (the drill host).
 pub fn boot_drill(
     repo: &Repository,
@@ -226,9 +263,9 @@ pub fn boot_drill(
         let result = match check {
             Check::Heartbeat { timeout } => wait_for_heartbeat(target.session, &name, *timeout)
                 .map(|()| "heartbeat".to_string()),
-            Check::Tcp { port, .. } => Err(format!(
-                "TCP port {port}: the drill host reports no address for the VM (its network is disconnected for isolation)"
-            )),
+            Check::Tcp { port, timeout } => {
+                wait_for_port(target.session, &name, *port, *timeout).map(|a| format!("TCP {a}"))
+            }
             Check::Script { path, timeout } => run_with_timeout(
                 std::process::Command::new(path)
                     .arg(&name)

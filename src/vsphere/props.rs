@@ -90,6 +90,7 @@ pub(super) fn vm_record(oc: &ObjectContent<'_, '_>, method: &str) -> Result<VmRe
         instance_uuid: text("config.instanceUuid").filter(|s| !s.is_empty()),
         power_state: text("runtime.powerState").and_then(|s| PowerState::parse(&s)),
         tools_running_status: text("guest.toolsRunningStatus"),
+        ip_address: text("guest.ipAddress").filter(|s| !s.is_empty()),
         change_tracking_enabled: text("config.changeTrackingEnabled")
             .is_some_and(|s| parse_bool(&s)),
         consolidation_needed: text("runtime.consolidationNeeded").is_some_and(|s| parse_bool(&s)),

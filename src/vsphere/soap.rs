@@ -25,6 +25,7 @@ pub const VM_PROPERTIES: &[&str] = &[
     "config.instanceUuid",
     "runtime.powerState",
     "guest.toolsRunningStatus",
+    "guest.ipAddress",
     "config.changeTrackingEnabled",
     "runtime.consolidationNeeded",
     "config.hardware.device",

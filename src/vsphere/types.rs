@@ -171,6 +171,8 @@ pub struct VmRecord {
     pub power_state: Option<PowerState>,
     /// guestToolsRunning, guestToolsNotRunning, …; needed to quiesce.
     pub tools_running_status: Option<String>,
+    /// The guest's primary address as VMware Tools reports it.
+    pub ip_address: Option<String>,
     pub change_tracking_enabled: bool,
     pub consolidation_needed: bool,
     /// `[datastore] dir/name.vmx` (`config.files.vmPathName`).
