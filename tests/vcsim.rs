@@ -675,6 +675,16 @@ fn cli_inventory_backup_restore_against_vcsim() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(std::fs::read(dir.join("disk.raw")).unwrap() == flat_bytes(&sim, &file));
+    // The VM restore command, as against the lab: VMDKs named after the
+    // restored VM, byte-identical to the disk.
+    let out = coffer_cli(&sim, dir, &["restore", &name, "-o", "restored"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flat = dir.join(format!("restored/{name}-restored-flat.vmdk"));
+    assert!(std::fs::read(flat).unwrap() == flat_bytes(&sim, &file));
 
     // The plan for tomorrow night: an incremental of that VM from the
     // newest point, a first full of every other VM, and a compliance breach
