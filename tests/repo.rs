@@ -203,7 +203,51 @@ on_every_backend!(
     an_incremental_refuses_a_resized_disk,
     a_backup_killed_anywhere_leaves_a_repository_that_verifies,
     gc_never_runs_beside_a_writer_and_stale_locks_do_not_block,
+    a_damaged_copy_is_repaired_from_a_healthy_tier,
 );
+
+/// A chunk damaged on one tier: verify finds it, quarantine moves it out of
+/// the way, and copying the point again from a healthy tier puts a good
+/// blob back, for every point that shares it.
+fn a_damaged_copy_is_repaired_from_a_healthy_tier(be: Backend) {
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("disk.img");
+    make_image(&image);
+    let src = open_repo(&Place::new(Backend::Local, t.path(), "src"), None);
+    let place = Place::new(be, t.path(), "dst");
+    let dst = open_repo(&place, None);
+    let a = run_backup(&src, &image, None, None, 1 << 20);
+    let pa = src.find_point(&a.point_id).unwrap();
+    ops::copy_point(&src, &dst, &pa, 2).unwrap();
+    let victim = dst
+        .read_index(&a.disks[0])
+        .unwrap()
+        .chunks
+        .into_iter()
+        .find(|d| *d != coffer::repo::chunk::ZERO_DIGEST)
+        .unwrap();
+    place.tamper(&victim.key(), |b| {
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+    });
+    let r = ops::verify(&dst, None, None, 2).unwrap();
+    assert_eq!(r.bad_chunks.len(), 1);
+    assert_eq!(ops::quarantine(&dst, &r.bad_chunks).unwrap(), 1);
+    assert!(
+        place
+            .store
+            .get(&format!("quarantine/{}", victim.to_hex()))
+            .is_ok()
+    );
+    // The copy sends the missing chunk again from the healthy tier.
+    let (_, c) = ops::copy_point(&src, &dst, &pa, 2).unwrap();
+    assert_eq!(c.chunks_sent, 1, "{c:?}");
+    assert!(ops::verify(&dst, None, None, 2).unwrap().ok());
+    assert_eq!(
+        restore_bytes(&dst, &a, &t.path().join("r.raw")),
+        std::fs::read(&image).unwrap()
+    );
+}
 
 fn gc_never_runs_beside_a_writer_and_stale_locks_do_not_block(b: Backend) {
     use coffer::repo::lock::{LockInfo, LockKind};

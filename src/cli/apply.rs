@@ -463,8 +463,11 @@ impl Runner<'_> {
                                 crate::policy::units::format_size(r.bytes_checked)
                             )
                         } else {
+                            // Damaged chunks go to quarantine, so a copy from
+                            // a healthy tier can put them back.
+                            let moved = ops::quarantine(&repo, &r.bad_chunks)?;
                             format!(
-                                "{} damaged chunks; the point is marked bad",
+                                "{} damaged chunks (moved to quarantine/: {moved}); the copy on `{tier}` is marked bad",
                                 r.bad_chunks.len()
                             )
                         };

@@ -153,6 +153,27 @@ pub fn verify(
     Ok(report)
 }
 
+/// Moves damaged chunks out of the way, to `quarantine/<id>`: kept for a
+/// post-mortem, no longer found by backups (which then write the data anew)
+/// or by copies (which then send a healthy blob from another tier). A chunk
+/// that cannot even be read is just removed. Returns how many moved.
+pub fn quarantine(repo: &Repository, bad: &[BadChunk]) -> Result<usize, RepoError> {
+    let store = repo.store();
+    let mut moved = 0;
+    for b in bad {
+        let key = b.digest.key();
+        match store.get(&key) {
+            Ok(blob) => store.put(&format!("quarantine/{}", b.digest.to_hex()), &blob)?,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(_) => {}
+        }
+        store.delete(&key)?;
+        moved += 1;
+    }
+    store.flush()?;
+    Ok(moved)
+}
+
 /// What gc found and did.
 #[derive(Debug, Default)]
 pub struct GcReport {
