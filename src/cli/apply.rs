@@ -25,6 +25,8 @@ use crate::policy::Config;
 use crate::policy::model::{DrillKind, SendWhen};
 use crate::repo::ops;
 use crate::report::mail::{self, Mail, Retry};
+use crate::report::model::{ActionLine, RunReport};
+use crate::report::render::Renderer;
 use crate::run::connect::{self, Connected};
 use crate::run::drill;
 use crate::run::restore::HostTarget;
@@ -582,18 +584,19 @@ fn backup_action(
 }
 
 fn report(
+    config: &Config,
     run_id: &str,
     plan: &Plan,
     gathered: &super::plan::Gathered,
     outcomes: &[Outcome],
     cancelled: bool,
-) -> Mail {
+) -> Result<Mail> {
     let failed = outcomes.iter().filter(|o| !o.ok).count();
-    let breaches: Vec<_> = plan
+    let breaches = plan
         .compliance
         .iter()
         .filter(|c| !c.violations.is_empty())
-        .collect();
+        .count();
     let status = if cancelled {
         "cancelled"
     } else if failed == 0 {
@@ -606,81 +609,31 @@ fn report(
     let subject = format!(
         "coffer: run {run_id} {status} ({} actions, {failed} failed{})",
         outcomes.len(),
-        if breaches.is_empty() {
+        if breaches == 0 {
             String::new()
         } else {
-            format!(", {} VMs out of compliance", breaches.len())
+            format!(", {breaches} VMs out of compliance")
         }
     );
-    let mut text = format!("{subject}\n\n");
-    for o in outcomes {
-        text.push_str(&format!(
-            "{} {}\n    {}\n",
-            if o.ok { "ok    " } else { "FAILED" },
-            o.action,
-            o.detail
-        ));
-    }
-    text.push('\n');
-    for c in &plan.compliance {
-        text.push_str(&format!(
-            "compliance {} ({}): {}\n",
-            c.vm,
-            c.policy,
-            if c.violations.is_empty() {
-                "ok".to_string()
-            } else {
-                format!("BREACH: {}", c.violations.join("; "))
-            }
-        ));
-        if let Some(d) = gathered.last_drill(&c.vm_uuid) {
-            text.push_str(&format!("    {d}\n"));
-        }
-    }
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
+    let model = RunReport {
+        run_id: run_id.to_string(),
+        subject: subject.clone(),
+        status: status.to_string(),
+        failed: failed > 0,
+        actions: outcomes
+            .iter()
+            .map(|o| ActionLine {
+                ok: o.ok,
+                action: o.action.clone(),
+                detail: o.detail.clone(),
+                seconds: format!("{:.1}", o.seconds),
+            })
+            .collect(),
+        compliance: super::report::vm_lines(plan, gathered),
     };
-    let mut html = format!(
-        "<html><body style=\"font-family:sans-serif\"><h2>{}</h2><table cellpadding=\"4\" style=\"border-collapse:collapse\">",
-        esc(&subject)
-    );
-    for o in outcomes {
-        html.push_str(&format!(
-            "<tr><td style=\"color:{}\">{}</td><td>{}</td><td>{}</td></tr>",
-            if o.ok { "#070" } else { "#b00" },
-            if o.ok { "ok" } else { "FAILED" },
-            esc(&o.action),
-            esc(&o.detail)
-        ));
-    }
-    html.push_str("</table><h3>Compliance</h3><ul>");
-    for c in &plan.compliance {
-        let drill = gathered
-            .last_drill(&c.vm_uuid)
-            .map(|d| format!("<br><small>{}</small>", esc(&d)))
-            .unwrap_or_default();
-        html.push_str(&format!(
-            "<li>{} ({}): {}{drill}</li>",
-            esc(&c.vm),
-            esc(&c.policy),
-            if c.violations.is_empty() {
-                "<span style=\"color:#070\">ok</span>".to_string()
-            } else {
-                format!(
-                    "<span style=\"color:#b00\">BREACH</span>: {}",
-                    esc(&c.violations.join("; "))
-                )
-            }
-        ));
-    }
-    html.push_str("</ul></body></html>");
-    Mail {
-        subject,
-        text,
-        html,
-    }
+    Renderer::new(&config.dir)
+        .and_then(|r| r.render("run", &subject, &model))
+        .map_err(|e| anyhow!(e))
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -818,7 +771,14 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
     let gathered = gather(&config, &mut catalog)?;
     let after = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
     let cancelled = cancel.load(Ordering::SeqCst);
-    let mail_body = report(&run_id, &after, &gathered, &runner.outcomes, cancelled);
+    let mail_body = report(
+        &config,
+        &run_id,
+        &after,
+        &gathered,
+        &runner.outcomes,
+        cancelled,
+    )?;
     std::fs::create_dir_all(&config.settings.report_dir)
         .with_context(|| format!("creating {}", config.settings.report_dir.display()))?;
     let base = config.settings.report_dir.join(format!("run-{run_id}"));

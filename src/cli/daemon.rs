@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<u8> {
     let mut runs = 0;
     // At start: catch up whatever is due now (once), then follow the schedules.
     let mut next = clock.now();
+    let mut last_wake = clock.now();
     loop {
         clock.sleep_until(next, cancel);
         if cancel.load(Ordering::SeqCst) {
@@ -106,11 +107,38 @@ pub fn run(args: Args) -> Result<u8> {
         // Policies may have changed in git meanwhile: read them again.
         let config = load_or_report(&args.location.policy)
             .map_err(|_| anyhow!("the policy directory is invalid"))?;
+        // Compliance reports whose schedule fired since the last wake-up.
+        for n in config.notify.values() {
+            let Some(s) = &n.compliance_schedule else {
+                continue;
+            };
+            if s.next_after(last_wake).is_some_and(|t| t <= clock.now()) && !args.no_mail {
+                let sent = super::catalog::open_catalog(&super::catalog::catalog_path(
+                    &args.location,
+                    Some(&config),
+                )?)
+                .and_then(|mut c| super::plan::gather(&config, &mut c))
+                .and_then(|g| super::report::send_compliance(&config, &g, true, Some(&n.name)));
+                if let Err(e) = sent {
+                    eprintln!(
+                        "daemon: the compliance report for `{}` failed: {e:#}",
+                        n.name
+                    );
+                }
+            }
+        }
         let after = clock.now();
+        last_wake = after;
         next = config
             .policies
             .values()
             .filter_map(|p| p.schedule.next_after(after))
+            .chain(
+                config
+                    .notify
+                    .values()
+                    .filter_map(|n| n.compliance_schedule.as_ref()?.next_after(after)),
+            )
             .min()
             .ok_or_else(|| anyhow!("no policy has a next fire time"))?;
         println!(

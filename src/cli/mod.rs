@@ -12,6 +12,7 @@ mod inventory;
 mod lab;
 mod plan;
 mod repo;
+mod report;
 mod restore;
 mod retention;
 mod schedule;
@@ -91,6 +92,8 @@ pub enum Command {
     Restore(restore::Args),
     /// Export a VM's point as an OVA or streamOptimized VMDKs for other tools.
     Export(export::Args),
+    /// The compliance report (rendered, stored, optionally mailed) or the newest run report.
+    Report(report::Args),
     /// Each VM's 3-2-1-1-0 and RPO standing; exit 3 on a breach.
     Compliance(compliance::Args),
     /// Check a retention before committing it.
@@ -122,6 +125,7 @@ pub fn run() -> Result<u8> {
         Command::Daemon(args) => daemon::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Export(args) => export::run(args),
+        Command::Report(args) => report::run(args),
         Command::Compliance(args) => compliance::run(args),
         Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),

@@ -1,0 +1,177 @@
+//! `coffer report`: the compliance report on demand (rendered from a fresh
+//! refresh, written under the report directory, optionally mailed), or the
+//! newest run report.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::Utc;
+
+use super::catalog::{Location, catalog_path, open_catalog};
+use super::plan::{Gathered, gather, make_plan};
+use super::{EXIT_OK, load_or_report};
+use crate::plan::planner::{Action, Plan};
+use crate::policy::Config;
+use crate::report::mail::{self, Mail, Retry};
+use crate::report::model::{ComplianceReport, Required, TierLine, VmLine};
+use crate::report::render::Renderer;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub location: Location,
+    /// The compliance report (default: the newest run report).
+    #[arg(long)]
+    pub compliance: bool,
+    /// Mail it through every notifier.
+    #[arg(long, requires = "compliance")]
+    pub send: bool,
+}
+
+/// Each VM's standing, for the reports.
+pub fn vm_lines(plan: &Plan, g: &Gathered) -> Vec<VmLine> {
+    plan.compliance
+        .iter()
+        .map(|c| VmLine {
+            vm: c.vm.clone(),
+            policy: c.policy.clone(),
+            ok: c.violations.is_empty(),
+            violations: c.violations.clone(),
+            copies: c.copies,
+            media: c.media,
+            offsite: c.offsite,
+            immutable: c.immutable,
+            verify_errors: c.verify_errors,
+            newest_good: c
+                .newest_good
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
+            rpo: c
+                .rpo_met
+                .map(|m| if m { "met" } else { "breached" }.to_string()),
+            last_drill: g.last_drill(&c.vm_uuid),
+        })
+        .collect()
+}
+
+/// The compliance report of a plan, rendered; its subject says the count.
+pub fn compliance_mail(config: &Config, plan: &Plan, g: &Gathered) -> Result<Mail> {
+    let vms = vm_lines(plan, g);
+    let total = vms.len();
+    let ok_count = vms.iter().filter(|v| v.ok).count();
+    let pct = |n: usize| (n * 100).checked_div(total).unwrap_or(0) as u32;
+    let mut tiers = Vec::new();
+    for name in config.tiers.keys() {
+        tiers.push(TierLine {
+            name: name.clone(),
+            points: g
+                .points
+                .iter()
+                .filter(|p| p.copies.contains_key(name))
+                .count(),
+            error: g
+                .unlisted
+                .contains(name)
+                .then(|| "its listing failed".to_string()),
+        });
+    }
+    let model = ComplianceReport {
+        generated: Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        total,
+        ok_count,
+        breach_count: total - ok_count,
+        ok_percent: pct(ok_count),
+        breach_percent: pct(total - ok_count),
+        required: Required {
+            copies: config.compliance.copies,
+            media: config.compliance.media,
+            offsite: config.compliance.offsite,
+            immutable: config.compliance.immutable,
+        },
+        vms,
+        alerts: plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Alert { vm, message } => Some(match vm {
+                    Some(vm) => format!("{vm}: {message}"),
+                    None => message.clone(),
+                }),
+                _ => None,
+            })
+            .collect(),
+        tiers,
+    };
+    let subject = format!(
+        "coffer compliance: {} of {total} VMs meet their policy",
+        model.ok_count
+    );
+    Renderer::new(&config.dir)
+        .and_then(|r| r.render("compliance", &subject, &model))
+        .map_err(|e| anyhow!(e))
+}
+
+/// Renders, stores and (when asked) mails the compliance report, through
+/// every notifier or only the one named.
+pub fn send_compliance(
+    config: &Config,
+    g: &Gathered,
+    send: bool,
+    only: Option<&str>,
+) -> Result<Mail> {
+    let plan = make_plan(config, g, Utc::now(), false);
+    let m = compliance_mail(config, &plan, g)?;
+    std::fs::create_dir_all(&config.settings.report_dir)
+        .with_context(|| format!("creating {}", config.settings.report_dir.display()))?;
+    let base = config.settings.report_dir.join(format!(
+        "compliance-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    std::fs::write(base.with_extension("txt"), &m.text)?;
+    std::fs::write(base.with_extension("html"), &m.html)?;
+    if send {
+        for n in config
+            .notify
+            .values()
+            .filter(|n| only.is_none_or(|o| o == n.name))
+        {
+            match mail::send(n, &m, Retry::default()) {
+                Ok(()) => println!("mailed the compliance report through `{}`", n.name),
+                Err(e) => eprintln!("warning: {e}; the report stays in {}", base.display()),
+            }
+        }
+    }
+    Ok(m)
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let config = load_or_report(&args.location.policy)
+        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let mut out = std::io::stdout().lock();
+    if args.compliance {
+        let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?)?;
+        let g = gather(&config, &mut catalog)?;
+        let m = send_compliance(&config, &g, args.send, None)?;
+        write!(out, "{}", m.text)?;
+        return Ok(EXIT_OK);
+    }
+    let newest = std::fs::read_dir(&config.settings.report_dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
+                && p.extension().is_some_and(|x| x == "txt")
+        })
+        .max();
+    let Some(file) = newest else {
+        bail!(
+            "no run report in {} yet: run `coffer apply` first",
+            config.settings.report_dir.display()
+        );
+    };
+    write!(out, "{}", std::fs::read_to_string(&file)?)?;
+    Ok(EXIT_OK)
+}
