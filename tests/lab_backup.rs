@@ -85,6 +85,7 @@ impl Bed {
                 threads: 2,
                 task_timeout: TASK,
                 cancel: &cancel,
+                io_limit: None,
             },
         )
     }

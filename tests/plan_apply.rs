@@ -321,3 +321,43 @@ fn backups_run_side_by_side_within_the_datastore_limit() {
         );
     }
 }
+
+/// A policy's `io_limit` holds for its backups: reading about 40 MiB from
+/// the lab at 8 MiB/s takes at least four seconds (a lower bound, which a
+/// busy machine cannot make fail).
+#[test]
+fn the_io_limit_throttles_reads_from_the_host() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 2", "lab_vms = 1")
+        .replace(
+            "consistency = \"crash\"",
+            "consistency = \"crash\"\nio_limit = \"8MiB/s\"",
+        );
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    assert!(
+        run(dir, &["repo", "init", "--tier", "local"])
+            .status
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let out = run(dir, &["backup", "lab-vm-01", "--json"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read: u64 = v["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["bytes_fetched"].as_u64().unwrap())
+        .sum();
+    let floor = (read as f64 / (8 << 20) as f64 - 1.0).max(0.0);
+    assert!(read > 30 << 20, "{read}");
+    assert!(
+        took.as_secs_f64() >= floor,
+        "{read} bytes at 8 MiB/s took {took:?}, less than {floor:.1}s"
+    );
+}

@@ -453,6 +453,7 @@ fn backup_loop(flavor: &str) {
         threads: 2,
         task_timeout: TASK_TIMEOUT,
         cancel: &cancel,
+        io_limit: None,
     };
     let full = backup_vm(&session, &repo, &request(&vm, None, "run-1")).unwrap();
     assert!(full.cbt_enabled_now);

@@ -558,6 +558,7 @@ fn backup_action(
         .find(|v| &v.name == vm)
         .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
     let cancel = install_cancel_handler();
+    let io_limit = crate::run::throttle::policy_throttle(policy);
     let request = VmBackupRequest {
         vm: &record,
         datacenter: &conn.datacenter,
@@ -568,6 +569,7 @@ fn backup_action(
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
+        io_limit: io_limit.as_deref(),
     };
     let o = vm_backup::backup_vm(&conn.session, &repo, &request)?;
     let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();

@@ -161,6 +161,7 @@ pub fn run(args: Args) -> Result<u8> {
         &format!("coffer backup {}, run {run_id}", vm.name),
     )?;
     let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
+    let io_limit = crate::run::throttle::policy_throttle(policy);
     let request = VmBackupRequest {
         vm: &vm,
         datacenter: &conn.datacenter,
@@ -171,6 +172,7 @@ pub fn run(args: Args) -> Result<u8> {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
+        io_limit: io_limit.as_deref(),
     };
     let outcome = match vm_backup::backup_vm(&conn.session, &repo, &request) {
         Ok(o) => o,

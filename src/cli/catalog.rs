@@ -108,7 +108,13 @@ pub(crate) fn open_tier(config: &Config, name: &str) -> Result<Repository> {
             crate::policy::diag::one_of(&names)
         )
     })?;
-    let store = super::repo::tier_store(tier)?;
+    let mut store = super::repo::tier_store(tier)?;
+    if let Some(throttle) = crate::run::throttle::tier_throttle(tier) {
+        store = std::sync::Arc::new(crate::run::throttle::ThrottledStore {
+            inner: store,
+            throttle,
+        });
+    }
     let secret = tier
         .encryption_key
         .as_ref()

@@ -8,4 +8,5 @@ pub mod drill;
 pub mod export;
 pub mod restore;
 pub mod runlock;
+pub mod throttle;
 pub mod vm_backup;

@@ -43,6 +43,8 @@ pub struct VmBackupRequest<'a> {
     pub task_timeout: Duration,
     /// Set (e.g. by Ctrl-C) to stop: the snapshot is still removed.
     pub cancel: &'a AtomicBool,
+    /// The policy's `io_limit` on reads from the host, shared by its backups.
+    pub io_limit: Option<&'a crate::run::throttle::Throttle>,
 }
 
 /// What one disk's read was.
@@ -433,10 +435,21 @@ fn read_disks(
             )?,
         );
     }
+    let throttled: Vec<Option<crate::run::throttle::ThrottledReader<'_>>> = readers
+        .iter()
+        .map(|r| {
+            req.io_limit
+                .map(|throttle| crate::run::throttle::ThrottledReader { inner: r, throttle })
+        })
+        .collect();
     let cancellable: Vec<Cancellable<'_>> = readers
         .iter()
-        .map(|r| Cancellable {
-            inner: r,
+        .zip(&throttled)
+        .map(|(r, t)| Cancellable {
+            inner: match t {
+                Some(t) => t as &dyn DiskReader,
+                None => r as &dyn DiskReader,
+            },
             cancel: req.cancel,
         })
         .collect();
