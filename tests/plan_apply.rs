@@ -361,3 +361,37 @@ fn the_io_limit_throttles_reads_from_the_host() {
         "{read} bytes at 8 MiB/s took {took:?}, less than {floor:.1}s"
     );
 }
+
+/// `apply --json`: every line is one JSON event, from run-started through
+/// the plan and each action's start and finish to run-finished.
+#[test]
+fn apply_json_emits_one_event_per_line() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let out = run(dir, &["apply", "--json", "--no-mail"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run-started"));
+    assert_eq!(kinds.last(), Some(&"run-finished"));
+    assert!(kinds.contains(&"plan"));
+    let started = kinds.iter().filter(|k| **k == "action-started").count();
+    let finished = kinds.iter().filter(|k| **k == "action-finished").count();
+    assert_eq!(started, finished, "{kinds:?}");
+    assert_eq!(started, 4, "two backups and two copies: {kinds:?}");
+    let backup = events
+        .iter()
+        .find(|e| e["event"] == "action-started")
+        .unwrap();
+    assert_eq!(backup["detail"]["action"], "backup");
+}

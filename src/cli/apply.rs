@@ -33,6 +33,31 @@ use crate::run::restore::HostTarget;
 use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
 use crate::vsphere::types::MoRef;
 
+/// `--json`: newline-delimited events on stdout instead of lines for people.
+static JSON_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn json_events() -> bool {
+    JSON_EVENTS.load(Ordering::Relaxed)
+}
+
+/// One event line (`--json`).
+fn event(v: serde_json::Value) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+}
+
+/// Says that an action starts (`--json` only: people see its result).
+fn started_event(action: &Action) {
+    if json_events() {
+        event(serde_json::json!({
+            "event": "action-started",
+            "action": action.line(),
+            "detail": action,
+        }));
+    }
+}
+
 /// Exit code of a run in which some actions failed.
 pub const EXIT_PARTIAL: u8 = 1;
 
@@ -49,6 +74,10 @@ pub struct Args {
     /// Do not send email, even when the notifiers' rules say to.
     #[arg(long)]
     pub no_mail: bool,
+    /// Newline-delimited JSON events (run, plan, action started / finished /
+    /// failed, mail) on stdout instead of lines for people.
+    #[arg(long)]
+    pub json: bool,
     /// Backups at once, in all (each source's `max_per_host` and
     /// `max_per_datastore` limit them further).
     #[arg(long, default_value_t = 4)]
@@ -211,6 +240,7 @@ impl Runner<'_> {
                                 json["reason"].as_str().unwrap_or(""),
                             )
                             .ok();
+                        started_event(action);
                         let started = Instant::now();
                         let result = backup_action(config, &sessions[&source], &run_id, action);
                         {
@@ -265,13 +295,22 @@ fn outcome_of(action: &Action, started: Instant, result: Result<String>) -> Outc
                 seconds: started.elapsed().as_secs_f64(),
             },
         };
-        println!(
-            "{} {}\n    {} ({:.1}s)",
-            if outcome.ok { "done" } else { "FAILED" },
-            outcome.action,
-            outcome.detail,
-            outcome.seconds
-        );
+        if json_events() {
+            event(serde_json::json!({
+                "event": if outcome.ok { "action-finished" } else { "action-failed" },
+                "action": outcome.action,
+                "detail": outcome.detail,
+                "seconds": outcome.seconds,
+            }));
+        } else {
+            println!(
+                "{} {}\n    {} ({:.1}s)",
+                if outcome.ok { "done" } else { "FAILED" },
+                outcome.action,
+                outcome.detail,
+                outcome.seconds
+            );
+        }
         outcome
     }
 }
@@ -293,6 +332,7 @@ impl Runner<'_> {
                     None
                 }
             };
+        started_event(action);
         let started = Instant::now();
         let result = self.execute(action, catalog);
         let cancelled = matches!(
@@ -655,7 +695,12 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         &config.settings.state_dir,
         &format!("coffer apply, run {run_id}"),
     )?;
-    println!("run {run_id}");
+    JSON_EVENTS.store(args.json, Ordering::Relaxed);
+    if args.json {
+        event(serde_json::json!({ "event": "run-started", "run_id": run_id }));
+    } else {
+        println!("run {run_id}");
+    }
     catalog.start_run(&run_id, "apply")?;
     let mut runner = Runner {
         config: &config,
@@ -665,7 +710,11 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         outcomes: Vec::new(),
     };
     for note in runner.recover(&mut catalog)? {
-        println!("recovered: {note}");
+        if args.json {
+            event(serde_json::json!({ "event": "recovered", "note": note }));
+        } else {
+            println!("recovered: {note}");
+        }
     }
     // The phase an action runs in: hygiene and backups; copies, prunes and
     // gc; drills on the copies.
@@ -751,7 +800,13 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         }
         let gathered = gather(&config, &mut catalog)?;
         let plan = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
-        if phase == 1 {
+        if phase == 1 && args.json {
+            event(serde_json::json!({
+                "event": "plan",
+                "notes": gathered.notes,
+                "actions": plan.actions,
+            }));
+        } else if phase == 1 {
             print_plan(&mut std::io::stdout().lock(), &plan, &gathered.notes)?;
         }
         let actions = plan
@@ -799,8 +854,29 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
     );
     let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", mail_body.subject)?;
-    writeln!(out, "report: {}.txt and .html", base.display())?;
+    let mut said = |human: String, json: serde_json::Value| -> Result<()> {
+        if args.json {
+            event(json);
+        } else {
+            writeln!(out, "{human}")?;
+        }
+        Ok(())
+    };
+    said(
+        format!(
+            "{}\nreport: {}.txt and .html",
+            mail_body.subject,
+            base.display()
+        ),
+        serde_json::json!({
+            "event": "run-finished",
+            "run_id": run_id,
+            "subject": mail_body.subject,
+            "failed": failed,
+            "cancelled": cancelled,
+            "report": base.with_extension("txt"),
+        }),
+    )?;
     if !args.no_mail {
         for n in config.notify.values() {
             let wanted = n.send.iter().any(|w| match w {
@@ -813,13 +889,18 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
             }
             // A mail problem is reported, never a failed run.
             match mail::send(n, &mail_body, Retry::default()) {
-                Ok(()) => writeln!(
-                    out,
-                    "mailed the report through `{}` to {}",
-                    n.name,
-                    n.to.join(", ")
+                Ok(()) => said(
+                    format!(
+                        "mailed the report through `{}` to {}",
+                        n.name,
+                        n.to.join(", ")
+                    ),
+                    serde_json::json!({ "event": "mailed", "notifier": n.name, "to": n.to }),
                 )?,
-                Err(e) => writeln!(out, "warning: {e}; the report stays in {}", base.display())?,
+                Err(e) => said(
+                    format!("warning: {e}; the report stays in {}", base.display()),
+                    serde_json::json!({ "event": "mail-failed", "notifier": n.name, "error": e.to_string() }),
+                )?,
             }
         }
     }

@@ -91,6 +91,7 @@ pub fn run(args: Args) -> Result<u8> {
                 allow_mass_prune: args.allow_mass_prune,
                 no_mail: args.no_mail,
                 parallel: args.parallel,
+                json: false,
             },
             &|| clock.now(),
         );
