@@ -102,7 +102,7 @@ kind = "boot"
 every = "7d"
 host = "lab"
 network = "isolated"
-checks = [{ heartbeat = true }, { tcp = 22 }, { script = "CHECK" }]
+checks = [{ heartbeat = true }, { tcp = 8022 }, { script = "CHECK" }]
 "#,
     );
     let check = t.path().join("check.sh");
@@ -124,6 +124,7 @@ checks = [{ heartbeat = true }, { tcp = 22 }, { script = "CHECK" }]
         s.contains("heartbeat passed") && s.contains("script"),
         "{s}"
     );
+    assert!(s.contains(":8022 passed"), "the guest's port answered: {s}");
     assert!(s.contains("RTO"), "{s}");
     assert_eq!(vm_names(t.path()), ["lab-vm-01"], "the drill VM is gone");
     // The compliance report names the last drill and its restore time.

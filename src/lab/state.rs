@@ -320,7 +320,7 @@ fn make_lab_vm(root: &Path, id: u64, name: &str, sizes: &[u64]) -> io::Result<Vm
         ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\n\
          displayName = \"{name}\"\nguestOS = \"other5xlinux-64\"\nmemSize = \"512\"\n\
          numvcpus = \"1\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"lsilogic\"\n\
-         guestinfo.lab.tcp_ports = \"22\"\n"
+         guestinfo.lab.tcp_ports = \"22,8022\"\n"
     );
     for (i, &capacity) in sizes.iter().enumerate() {
         let stem = if i == 0 {
