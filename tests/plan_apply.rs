@@ -73,6 +73,12 @@ fn a_saved_plan_is_applied_as_saved_and_refused_once_stale() {
     let plan = run(dir, &["plan", "--out", "plan.json", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
     assert!(text(&plan).contains("+ backup lab-vm-01 → local (full"));
+    // Two lab VMs of 96 and 64 MiB of disks: what the fulls may read.
+    assert!(
+        text(&plan).contains("volume: full backups read at most 160.0 MiB"),
+        "{}",
+        text(&plan)
+    );
     let applied = run(dir, &["apply", "plan.json", "--no-mail"]);
     assert_eq!(applied.status.code(), Some(0), "{}", text(&applied));
     let out = text(&applied);

@@ -807,7 +807,7 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
                 "actions": plan.actions,
             }));
         } else if phase == 1 {
-            print_plan(&mut std::io::stdout().lock(), &plan, &gathered.notes)?;
+            print_plan(&mut std::io::stdout().lock(), &plan, &gathered)?;
         }
         let actions = plan
             .actions

@@ -294,7 +294,8 @@ pub fn make_plan(
 }
 
 /// Prints a plan for people: notes, one line per action, compliance, a summary.
-pub fn print_plan(out: &mut dyn Write, plan: &Plan, notes: &[String]) -> Result<()> {
+pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> {
+    let notes = &g.notes;
     for n in notes {
         writeln!(out, "note: {n}")?;
     }
@@ -326,7 +327,57 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, notes: &[String]) -> Result<
         count(|a| matches!(a, planner::Action::KeepBlocked { .. })),
         count(|a| matches!(a, planner::Action::Alert { .. })),
     )?;
+    let (full, incremental, copy, prune) = volumes(plan, g);
+    if full + copy + prune > 0 || incremental > 0 {
+        let size = crate::policy::units::format_size;
+        writeln!(
+            out,
+            "volume: full backups read at most {} (allocated areas only){}; copies cover {} of disks (only chunks the target lacks are sent); prunes release points of {} of disks (gc frees what no other point shares)",
+            size(full),
+            if incremental > 0 {
+                format!(", {incremental} incremental backups read only what CBT reports changed")
+            } else {
+                String::new()
+            },
+            size(copy),
+            size(prune)
+        )?;
+    }
     Ok(())
+}
+
+/// What a plan moves, in bytes of disk: full backups (their disks'
+/// capacity, an upper bound), the number of incrementals, copies and
+/// prunes (the points' disk sizes).
+fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
+    let point_bytes = |id: &str| -> u64 {
+        g.points
+            .iter()
+            .find(|p| p.point_id == id)
+            .map_or(0, |p| p.disks.iter().map(|d| d.size_bytes).sum())
+    };
+    let (mut full, mut incremental, mut copy, mut prune) = (0, 0, 0, 0);
+    for a in &plan.actions {
+        match a {
+            planner::Action::Backup {
+                source,
+                vm,
+                full: true,
+                ..
+            } => {
+                full += g
+                    .inventory
+                    .iter()
+                    .find(|(s, v)| s == source && &v.name == vm)
+                    .map_or(0, |(_, v)| v.disks.iter().map(|d| d.capacity_bytes).sum());
+            }
+            planner::Action::Backup { .. } => incremental += 1,
+            planner::Action::Copy { point, .. } => copy += point_bytes(point),
+            planner::Action::Prune { point, .. } => prune += point_bytes(point),
+            _ => {}
+        }
+    }
+    (full, incremental, copy, prune)
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -363,7 +414,7 @@ pub fn run(args: Args) -> Result<u8> {
     if args.json {
         writeln!(out, "{json}")?;
     } else {
-        print_plan(&mut out, &plan, &gathered.notes)?;
+        print_plan(&mut out, &plan, &gathered)?;
     }
     if !args.detailed_exitcode {
         return Ok(EXIT_OK);
