@@ -401,3 +401,31 @@ fn apply_json_emits_one_event_per_line() {
         .unwrap();
     assert_eq!(backup["detail"]["action"], "backup");
 }
+
+/// A host that stays busy longer than the datastore reader's own retries:
+/// the backup fails once, is tried again after a pause, and lands; no
+/// snapshot is left from the failed attempt.
+#[test]
+fn a_backup_that_fails_for_a_transient_reason_is_tried_again() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 2", "lab_vms = 1");
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let out = common::command_in(dir)
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "unavailable=7")
+        .env("COFFER_RETRY_PAUSE_MS", "100")
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("trying again"), "{s}");
+    assert!(s.contains("(attempt 2)"), "{s}");
+    assert_eq!(snapshot_count(dir), 0);
+}

@@ -242,7 +242,8 @@ impl Runner<'_> {
                             .ok();
                         started_event(action);
                         let started = Instant::now();
-                        let result = backup_action(config, &sessions[&source], &run_id, action);
+                        let result =
+                            backup_with_retries(config, &sessions[&source], &run_id, action);
                         {
                             let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
                             if let Some(id) = id {
@@ -434,7 +435,7 @@ impl Runner<'_> {
             Action::Backup { source, tier, .. } => {
                 let run_id = self.run_id.clone();
                 let conn = self.session(source)?;
-                let detail = backup_action(config, conn, &run_id, action)?;
+                let detail = backup_with_retries(config, conn, &run_id, action)?;
                 if let Ok(repo) = open_tier(config, tier) {
                     let _ = catalog.refresh_tier(tier, &repo);
                 }
@@ -561,6 +562,68 @@ impl Runner<'_> {
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {
                 Ok(String::new())
             }
+        }
+    }
+}
+
+/// Whether a failed backup is worth trying again: the host or the network
+/// was briefly unavailable (a dropped connection, 503s beyond the reader's
+/// own retries, a task already in progress). Never a refusal or a fault of
+/// the VM itself.
+fn transient(e: &anyhow::Error) -> bool {
+    use crate::vsphere::Error as V;
+    use crate::vsphere::datastore::DiskError;
+    let vsphere = |v: &V| {
+        matches!(v, V::Http { .. })
+            || matches!(
+                v.fault(),
+                Some(crate::vsphere::VimFault::TaskInProgress { .. })
+            )
+    };
+    match e.downcast_ref::<VmBackupError>() {
+        Some(VmBackupError::Vsphere { source, .. }) => vsphere(source),
+        Some(VmBackupError::Disk { source, .. }) => match source.as_ref() {
+            DiskError::Vsphere { source, .. } => vsphere(source),
+            DiskError::Status { status, .. } => *status == 503,
+            _ => false,
+        },
+        Some(VmBackupError::Repo { source, .. }) => matches!(
+            source,
+            crate::repo::RepoError::SourceRead { .. }
+                | crate::repo::RepoError::Store(crate::repo::store::StoreError::Backend(_))
+        ),
+        _ => false,
+    }
+}
+
+/// A backup, tried again (twice at most, after a pause) when it failed for
+/// a transient reason; every attempt removes its own snapshot.
+fn backup_with_retries(
+    config: &Config,
+    conn: &Connected,
+    run_id: &str,
+    action: &Action,
+) -> Result<String> {
+    let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis);
+    let mut attempt = 1;
+    loop {
+        match backup_action(config, conn, run_id, action) {
+            Ok(detail) if attempt > 1 => {
+                return Ok(format!("{detail} (attempt {attempt})"));
+            }
+            Err(e) if attempt < 3 && transient(&e) => {
+                eprintln!(
+                    "coffer: {} failed ({e:#}); trying again in {}s",
+                    action.line(),
+                    pause.as_secs()
+                );
+                std::thread::sleep(pause * attempt);
+                attempt += 1;
+            }
+            other => return other,
         }
     }
 }
