@@ -86,6 +86,7 @@ impl Bed {
                 task_timeout: TASK,
                 cancel: &cancel,
                 io_limit: None,
+                progress: None,
             },
         )
     }

@@ -429,3 +429,34 @@ fn a_backup_that_fails_for_a_transient_reason_is_tried_again() {
     assert!(s.contains("(attempt 2)"), "{s}");
     assert_eq!(snapshot_count(dir), 0);
 }
+
+/// While a backup reads, `apply --json` reports its progress each second:
+/// bytes read so far and the rate, growing.
+#[test]
+fn apply_json_reports_progress_while_reading() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 2", "lab_vms = 1")
+        .replace(
+            "consistency = \"crash\"",
+            "consistency = \"crash\"\nio_limit = \"8MiB/s\"",
+        );
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let out = run(dir, &["apply", "--json", "--no-mail"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let progress: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "action-progress" && e["vm"] == "lab-vm-01")
+        .map(|e| e["bytes_read"].as_u64().unwrap())
+        .collect();
+    assert!(progress.len() >= 2, "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert!(*progress.last().unwrap() > 0);
+}

@@ -454,6 +454,7 @@ fn backup_loop(flavor: &str) {
         task_timeout: TASK_TIMEOUT,
         cancel: &cancel,
         io_limit: None,
+        progress: None,
     };
     let full = backup_vm(&session, &repo, &request(&vm, None, "run-1")).unwrap();
     assert!(full.cbt_enabled_now);

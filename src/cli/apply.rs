@@ -185,94 +185,163 @@ impl Runner<'_> {
             Action::Backup { source, vm, .. } => (source.clone(), vm.clone()),
             _ => (String::new(), String::new()),
         };
+        // Bytes read so far by each running backup, for progress reports.
+        type Running = BTreeMap<String, (std::sync::Arc<std::sync::atomic::AtomicU64>, Instant)>;
+        let running_now: Mutex<Running> = Mutex::new(BTreeMap::new());
+        let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
-            for _ in 0..parallel.max(1).min(runnable.len().max(1)) {
-                scope.spawn(|| {
-                    loop {
-                        // Take the first backup whose limits allow it.
-                        let (i, source, dss) = {
-                            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-                            loop {
-                                if s.next.is_empty() || cancel.load(Ordering::SeqCst) {
-                                    return;
-                                }
-                                let pick = s.next.iter().position(|&i| {
-                                    let (source, vm) = key(runnable[i]);
-                                    let src = &config.sources[&source];
-                                    let dss = datastores
-                                        .get(&(source.clone(), vm))
-                                        .cloned()
-                                        .unwrap_or_default();
-                                    s.per_source.get(&source).copied().unwrap_or(0)
-                                        < src.max_per_host.max(1)
-                                        && dss.iter().all(|d| {
-                                            s.per_datastore.get(d).copied().unwrap_or(0)
-                                                < src.max_per_datastore.max(1)
-                                        })
-                                });
-                                if let Some(p) = pick {
-                                    let i = s.next.remove(p);
-                                    let (source, vm) = key(runnable[i]);
-                                    let dss = datastores
-                                        .get(&(source.clone(), vm))
-                                        .cloned()
-                                        .unwrap_or_default();
-                                    *s.per_source.entry(source.clone()).or_default() += 1;
-                                    for d in &dss {
-                                        *s.per_datastore.entry(d.clone()).or_default() += 1;
-                                    }
-                                    s.running += 1;
-                                    break (i, source, dss);
-                                }
-                                s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
-                            }
-                        };
-                        let action = runnable[i];
-                        let json = serde_json::to_value(action).unwrap_or_default();
-                        let id = catalog
+            // Progress: JSON events, or one line on a terminal, each second.
+            // SAFETY: isatty only inspects a descriptor.
+            let tty = unsafe { libc::isatty(1) } == 1;
+            if json_events() || tty {
+                let (running_now, done) = (&running_now, &done);
+                scope.spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_secs(1));
+                        let now: Vec<(String, u64, f64)> = running_now
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .action_started(
-                                &run_id,
-                                first_seq + 1 + i as i64,
-                                "backup",
-                                &json.to_string(),
-                                json["reason"].as_str().unwrap_or(""),
-                            )
-                            .ok();
-                        started_event(action);
-                        let started = Instant::now();
-                        let result =
-                            backup_with_retries(config, &sessions[&source], &run_id, action);
-                        {
-                            let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
-                            if let Some(id) = id {
-                                let (ok, text) = match &result {
-                                    Ok(t) => (true, t.clone()),
-                                    Err(e) => (false, format!("{e:#}")),
-                                };
-                                let _ = c.action_finished(id, ok, &text);
+                            .iter()
+                            .map(|(vm, (c, t))| {
+                                let b = c.load(Ordering::Relaxed);
+                                (
+                                    vm.clone(),
+                                    b,
+                                    b as f64 / t.elapsed().as_secs_f64().max(0.001),
+                                )
+                            })
+                            .collect();
+                        if json_events() {
+                            for (vm, bytes, rate) in &now {
+                                event(serde_json::json!({
+                                    "event": "action-progress",
+                                    "vm": vm,
+                                    "bytes_read": bytes,
+                                    "bytes_per_second": *rate as u64,
+                                }));
                             }
-                            if let Action::Backup { tier, .. } = action
-                                && let Ok(repo) = open_tier(config, tier)
-                            {
-                                let _ = c.refresh_tier(tier, &repo);
-                            }
+                        } else if !now.is_empty() {
+                            let size = crate::policy::units::format_size;
+                            let line: Vec<String> = now
+                                .iter()
+                                .map(|(vm, b, r)| {
+                                    format!("{vm} {} ({}/s)", size(*b), size(*r as u64))
+                                })
+                                .collect();
+                            eprint!("\r\x1b[Kreading: {}", line.join(", "));
                         }
-                        outcomes
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(outcome_of(action, started, result));
-                        let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-                        *s.per_source.entry(source).or_default() -= 1;
-                        for d in &dss {
-                            *s.per_datastore.entry(d.clone()).or_default() -= 1;
-                        }
-                        s.running -= 1;
-                        wake.notify_all();
+                    }
+                    if tty && !json_events() {
+                        eprint!("\r\x1b[K");
                     }
                 });
             }
+            let workers: Vec<_> = (0..parallel.max(1).min(runnable.len().max(1))).collect();
+            std::thread::scope(|inner| {
+                for _ in workers {
+                    inner.spawn(|| {
+                        loop {
+                            // Take the first backup whose limits allow it.
+                            let (i, source, dss) = {
+                                let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                                loop {
+                                    if s.next.is_empty() || cancel.load(Ordering::SeqCst) {
+                                        return;
+                                    }
+                                    let pick = s.next.iter().position(|&i| {
+                                        let (source, vm) = key(runnable[i]);
+                                        let src = &config.sources[&source];
+                                        let dss = datastores
+                                            .get(&(source.clone(), vm))
+                                            .cloned()
+                                            .unwrap_or_default();
+                                        s.per_source.get(&source).copied().unwrap_or(0)
+                                            < src.max_per_host.max(1)
+                                            && dss.iter().all(|d| {
+                                                s.per_datastore.get(d).copied().unwrap_or(0)
+                                                    < src.max_per_datastore.max(1)
+                                            })
+                                    });
+                                    if let Some(p) = pick {
+                                        let i = s.next.remove(p);
+                                        let (source, vm) = key(runnable[i]);
+                                        let dss = datastores
+                                            .get(&(source.clone(), vm))
+                                            .cloned()
+                                            .unwrap_or_default();
+                                        *s.per_source.entry(source.clone()).or_default() += 1;
+                                        for d in &dss {
+                                            *s.per_datastore.entry(d.clone()).or_default() += 1;
+                                        }
+                                        s.running += 1;
+                                        break (i, source, dss);
+                                    }
+                                    s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                                }
+                            };
+                            let action = runnable[i];
+                            let json = serde_json::to_value(action).unwrap_or_default();
+                            let id = catalog
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .action_started(
+                                    &run_id,
+                                    first_seq + 1 + i as i64,
+                                    "backup",
+                                    &json.to_string(),
+                                    json["reason"].as_str().unwrap_or(""),
+                                )
+                                .ok();
+                            started_event(action);
+                            let started = Instant::now();
+                            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                            let vm_name = key(action).1;
+                            running_now
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(vm_name.clone(), (counter.clone(), Instant::now()));
+                            let result = backup_with_retries(
+                                config,
+                                &sessions[&source],
+                                &run_id,
+                                action,
+                                Some(&counter),
+                            );
+                            running_now
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&vm_name);
+                            {
+                                let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(id) = id {
+                                    let (ok, text) = match &result {
+                                        Ok(t) => (true, t.clone()),
+                                        Err(e) => (false, format!("{e:#}")),
+                                    };
+                                    let _ = c.action_finished(id, ok, &text);
+                                }
+                                if let Action::Backup { tier, .. } = action
+                                    && let Ok(repo) = open_tier(config, tier)
+                                {
+                                    let _ = c.refresh_tier(tier, &repo);
+                                }
+                            }
+                            outcomes
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(outcome_of(action, started, result));
+                            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                            *s.per_source.entry(source).or_default() -= 1;
+                            for d in &dss {
+                                *s.per_datastore.entry(d.clone()).or_default() -= 1;
+                            }
+                            s.running -= 1;
+                            wake.notify_all();
+                        }
+                    });
+                }
+            });
+            done.store(true, Ordering::Relaxed);
         });
         self.outcomes
             .extend(outcomes.into_inner().unwrap_or_else(|e| e.into_inner()));
@@ -435,7 +504,7 @@ impl Runner<'_> {
             Action::Backup { source, tier, .. } => {
                 let run_id = self.run_id.clone();
                 let conn = self.session(source)?;
-                let detail = backup_with_retries(config, conn, &run_id, action)?;
+                let detail = backup_with_retries(config, conn, &run_id, action, None)?;
                 if let Ok(repo) = open_tier(config, tier) {
                     let _ = catalog.refresh_tier(tier, &repo);
                 }
@@ -603,6 +672,7 @@ fn backup_with_retries(
     conn: &Connected,
     run_id: &str,
     action: &Action,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<String> {
     let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
         .ok()
@@ -610,7 +680,7 @@ fn backup_with_retries(
         .map_or(Duration::from_secs(30), Duration::from_millis);
     let mut attempt = 1;
     loop {
-        match backup_action(config, conn, run_id, action) {
+        match backup_action(config, conn, run_id, action, progress) {
             Ok(detail) if attempt > 1 => {
                 return Ok(format!("{detail} (attempt {attempt})"));
             }
@@ -635,6 +705,7 @@ fn backup_action(
     conn: &Connected,
     run_id: &str,
     action: &Action,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<String> {
     let Action::Backup {
         policy,
@@ -673,6 +744,7 @@ fn backup_action(
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
         io_limit: io_limit.as_deref(),
+        progress,
     };
     let o = vm_backup::backup_vm(&conn.session, &repo, &request)?;
     let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();

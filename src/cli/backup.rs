@@ -173,6 +173,7 @@ pub fn run(args: Args) -> Result<u8> {
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
         io_limit: io_limit.as_deref(),
+        progress: None,
     };
     let outcome = match vm_backup::backup_vm(&conn.session, &repo, &request) {
         Ok(o) => o,

@@ -45,6 +45,8 @@ pub struct VmBackupRequest<'a> {
     pub cancel: &'a AtomicBool,
     /// The policy's `io_limit` on reads from the host, shared by its backups.
     pub io_limit: Option<&'a crate::run::throttle::Throttle>,
+    /// Counts the bytes read from the host, for progress reports.
+    pub progress: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// What one disk's read was.
@@ -165,6 +167,7 @@ impl Drop for SnapshotGuard<'_> {
 struct Cancellable<'a> {
     inner: &'a dyn DiskReader,
     cancel: &'a AtomicBool,
+    progress: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 impl DiskReader for Cancellable<'_> {
@@ -178,7 +181,11 @@ impl DiskReader for Cancellable<'_> {
                 "cancelled",
             ));
         }
-        self.inner.read_exact_at(buf, offset)
+        self.inner.read_exact_at(buf, offset)?;
+        if let Some(p) = self.progress {
+            p.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -451,6 +458,7 @@ fn read_disks(
                 None => r as &dyn DiskReader,
             },
             cancel: req.cancel,
+            progress: req.progress,
         })
         .collect();
     let sources = plans
