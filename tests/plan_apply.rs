@@ -460,3 +460,31 @@ fn apply_json_reports_progress_while_reading() {
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
     assert!(*progress.last().unwrap() > 0);
 }
+
+/// A backup that runs past `--action-timeout` is stopped: its snapshot is
+/// removed, no point is recorded, and the run says so and exits 1.
+#[test]
+fn a_backup_past_its_time_is_stopped_and_cleaned_up() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 2", "lab_vms = 1")
+        .replace(
+            "consistency = \"crash\"",
+            "consistency = \"crash\"\nio_limit = \"1MiB/s\"",
+        );
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let out = run(dir, &["apply", "--no-mail", "--action-timeout", "2s"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("did not finish within 2s"), "{s}");
+    assert_eq!(snapshot_count(dir), 0);
+    let ls =
+        String::from_utf8_lossy(&run(dir, &["repo", "ls", "--tier", "local"]).stdout).to_string();
+    assert_eq!(ls.lines().count(), 1, "no point: {ls}");
+}

@@ -58,6 +58,10 @@ fn started_event(action: &Action) {
     }
 }
 
+/// The longest one backup may take (`--action-timeout`).
+static ACTION_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(12 * 3600);
+
 /// Exit code of a run in which some actions failed.
 pub const EXIT_PARTIAL: u8 = 1;
 
@@ -74,6 +78,10 @@ pub struct Args {
     /// Do not send email, even when the notifiers' rules say to.
     #[arg(long)]
     pub no_mail: bool,
+    /// The longest one backup may take; it is then stopped, its snapshot
+    /// removed, and it counts as failed.
+    #[arg(long, default_value = "12h")]
+    pub action_timeout: String,
     /// Newline-delimited JSON events (run, plan, action started / finished /
     /// failed, mail) on stdout instead of lines for people.
     #[arg(long)]
@@ -731,7 +739,11 @@ fn backup_action(
         .into_iter()
         .find(|v| &v.name == vm)
         .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
-    let cancel = install_cancel_handler();
+    // This backup stops on Ctrl-C or when its time is up, whichever first.
+    let global = install_cancel_handler();
+    let cancel = &std::sync::atomic::AtomicBool::new(false);
+    let limit = Duration::from_secs(ACTION_TIMEOUT_SECS.load(Ordering::Relaxed));
+    let finished = &std::sync::atomic::AtomicBool::new(false);
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let request = VmBackupRequest {
         vm: &record,
@@ -746,7 +758,28 @@ fn backup_action(
         io_limit: io_limit.as_deref(),
         progress,
     };
-    let o = vm_backup::backup_vm(&conn.session, &repo, &request)?;
+    let started = Instant::now();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                if global.load(Ordering::Relaxed) || started.elapsed() >= limit {
+                    cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = vm_backup::backup_vm(&conn.session, &repo, &request);
+        finished.store(true, Ordering::Relaxed);
+        r
+    });
+    let o = match result {
+        Err(VmBackupError::Cancelled { vm }) if !global.load(Ordering::Relaxed) => bail!(
+            "VM {vm}: the backup did not finish within {} (--action-timeout); its snapshot was removed and no point was recorded",
+            crate::policy::units::format_duration(limit)
+        ),
+        other => other?,
+    };
     let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
     Ok(format!(
         "{} point {} ({}-consistent{}), read {}",
@@ -831,6 +864,9 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         &format!("coffer apply, run {run_id}"),
     )?;
     JSON_EVENTS.store(args.json, Ordering::Relaxed);
+    let timeout = crate::policy::units::parse_duration(&args.action_timeout)
+        .map_err(|e| anyhow!("--action-timeout: {e}"))?;
+    ACTION_TIMEOUT_SECS.store(timeout.as_secs().max(1), Ordering::Relaxed);
     if args.json {
         event(serde_json::json!({ "event": "run-started", "run_id": run_id }));
     } else {

@@ -92,6 +92,7 @@ pub fn run(args: Args) -> Result<u8> {
                 no_mail: args.no_mail,
                 parallel: args.parallel,
                 json: false,
+                action_timeout: "12h".into(),
             },
             &|| clock.now(),
         );
