@@ -72,6 +72,22 @@ compliance_schedule = "0 0 8 * * MON"
             .output()
             .unwrap()
     };
+    // The policy directory is a git repository: the report lists its commits.
+    let git = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("git")
+                .args(["-c", "user.name=ops", "-c", "user.email=ops@example.com"])
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        )
+    };
+    git(&["init", "-q"]);
+    git(&["add", "coffer.toml"]);
+    git(&["commit", "-q", "-m", "lab policy: a restore drill weekly"]);
     assert!(run(&["repo", "init", "--tier", "local"]).status.success());
     let applied = run(&["apply"]);
     assert!(applied.status.success(), "{}", common::stdout(&applied));
@@ -91,6 +107,10 @@ compliance_schedule = "0 0 8 * * MON"
         assert!(text.contains(&format!("{vm} (all): BREACH")), "{text}");
     }
     assert!(text.contains("passed, restore time"), "{text}");
+    assert!(
+        text.contains("ops: lab policy: a restore drill weekly"),
+        "{text}"
+    );
     assert!(
         m["html"].as_str().unwrap().contains("background:#c22"),
         "the chart"

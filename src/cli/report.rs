@@ -100,6 +100,7 @@ pub fn compliance_mail(config: &Config, plan: &Plan, g: &Gathered) -> Result<Mai
             })
             .collect(),
         tiers,
+        policy_changes: policy_changes(config),
     };
     let subject = format!(
         "coffer compliance: {} of {total} VMs meet their policy",
@@ -108,6 +109,40 @@ pub fn compliance_mail(config: &Config, plan: &Plan, g: &Gathered) -> Result<Mai
     Renderer::new(&config.dir)
         .and_then(|r| r.render("compliance", &subject, &model))
         .map_err(|e| anyhow!(e))
+}
+
+/// Commits to the policy directory since the newest compliance report on
+/// disk (all of the last 30 days before the first), when it is in git.
+fn policy_changes(config: &Config) -> Vec<String> {
+    let since = std::fs::read_dir(&config.settings.report_dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("compliance-"))
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()
+        .map(chrono::DateTime::<Utc>::from)
+        .unwrap_or_else(|| Utc::now() - chrono::Duration::days(30));
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&config.dir)
+        .args([
+            "log",
+            &format!("--since={}", since.to_rfc3339()),
+            "--date=short",
+            "--format=%h %ad %an: %s",
+            "--",
+            ".",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Renders, stores and (when asked) mails the compliance report, through

@@ -66,4 +66,7 @@ pub struct ComplianceReport {
     pub vms: Vec<VmLine>,
     pub alerts: Vec<String>,
     pub tiers: Vec<TierLine>,
+    /// Commits to the policy directory since the last compliance report,
+    /// when it is a git repository (`hash date author: subject`).
+    pub policy_changes: Vec<String>,
 }

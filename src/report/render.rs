@@ -174,6 +174,7 @@ mod tests {
                     error: Some("its listing failed".into()),
                 },
             ],
+            policy_changes: vec!["3f2a1c9 2026-11-24 ops: retention of gold: daily 14 → 30".into()],
         };
         let m = r.render("compliance", "subject", &model).unwrap();
         insta::assert_snapshot!("compliance_txt", m.text);
