@@ -488,3 +488,63 @@ fn a_backup_past_its_time_is_stopped_and_cleaned_up() {
         String::from_utf8_lossy(&run(dir, &["repo", "ls", "--tier", "local"]).stdout).to_string();
     assert_eq!(ls.lines().count(), 1, "no point: {ls}");
 }
+
+/// A second Ctrl-C during a slow copy stops the run at once (no backup has
+/// a snapshot open then), exit 130; the next run says what was cut short.
+#[test]
+fn a_second_ctrl_c_aborts_at_once_and_the_next_run_knows() {
+    use std::io::BufRead;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 2", "lab_vms = 1")
+        .replace(
+            "media = \"tape\"",
+            "media = \"tape\"\nbandwidth = \"1MiB/s\"",
+        );
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let mut child = common::command_in(dir)
+        .args(["apply", "--json", "--no-mail", "-p", "."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.contains("\"action-started\"") && line.contains("> copy") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the copy of 30 MiB at 1 MiB/s was not waited for"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("second Ctrl-C"));
+    assert_eq!(snapshot_count(dir), 0);
+    let again = run(dir, &["apply", "--no-mail"]);
+    let s = text(&again);
+    assert!(
+        s.contains("recovered: run") && s.contains("stopped during copy"),
+        "{s}"
+    );
+}

@@ -759,6 +759,7 @@ fn backup_action(
         progress,
     };
     let started = Instant::now();
+    super::backup::SNAPSHOTS_OPEN.fetch_add(1, Ordering::SeqCst);
     let result = std::thread::scope(|s| {
         s.spawn(|| {
             while !finished.load(Ordering::Relaxed) {
@@ -773,6 +774,7 @@ fn backup_action(
         finished.store(true, Ordering::Relaxed);
         r
     });
+    super::backup::SNAPSHOTS_OPEN.fetch_sub(1, Ordering::SeqCst);
     let o = match result {
         Err(VmBackupError::Cancelled { vm }) if !global.load(Ordering::Relaxed) => bail!(
             "VM {vm}: the backup did not finish within {} (--action-timeout); its snapshot was removed and no point was recorded",
@@ -864,6 +866,20 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         &format!("coffer apply, run {run_id}"),
     )?;
     JSON_EVENTS.store(args.json, Ordering::Relaxed);
+    // A second Ctrl-C: once no backup holds a snapshot, stop at once. A copy
+    // or gc cut short leaves nothing counted (manifests are written last);
+    // the journal tells the next run what was interrupted.
+    std::thread::spawn(|| {
+        loop {
+            if super::backup::ABORT.load(Ordering::SeqCst)
+                && super::backup::SNAPSHOTS_OPEN.load(Ordering::SeqCst) == 0
+            {
+                eprintln!("coffer: aborted by a second Ctrl-C; no snapshot is left open");
+                std::process::exit(i32::from(EXIT_CANCELLED));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
     let timeout = crate::policy::units::parse_duration(&args.action_timeout)
         .map_err(|e| anyhow!("--action-timeout: {e}"))?;
     ACTION_TIMEOUT_SECS.store(timeout.as_secs().max(1), Ordering::Relaxed);

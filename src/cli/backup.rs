@@ -21,8 +21,17 @@ pub const EXIT_CANCELLED: u8 = 130;
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
+/// Set by a second Ctrl-C: stop as soon as no snapshot is open.
+pub static ABORT: AtomicBool = AtomicBool::new(false);
+
+/// Backups with an open snapshot right now (a second Ctrl-C waits for
+/// them to remove it, and only for them).
+pub static SNAPSHOTS_OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 extern "C" fn on_sigint(_: libc::c_int) {
-    CANCEL.store(true, Ordering::SeqCst);
+    if CANCEL.swap(true, Ordering::SeqCst) {
+        ABORT.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Ctrl-C and SIGTERM set the cancel flag instead of killing the process,
