@@ -548,3 +548,28 @@ fn a_second_ctrl_c_aborts_at_once_and_the_next_run_knows() {
         "{s}"
     );
 }
+
+/// A tier's `max_parallel` caps the backups writing to it at once.
+#[test]
+fn a_tiers_max_parallel_caps_backups_into_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace(
+            "lab_vms = 2",
+            "lab_vms = 3\nmax_per_datastore = 4\nmax_per_host = 4",
+        )
+        .replace("path = \"repo\"", "path = \"repo\"\nmax_parallel = 1");
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let out = run(dir, &["apply", "--no-mail", "--parallel", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".coffer/lab/lab/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["most_snapshots_at_once"], 1);
+}

@@ -173,6 +173,7 @@ impl Runner<'_> {
             next: Vec<usize>,
             per_source: BTreeMap<String, u32>,
             per_datastore: BTreeMap<String, u32>,
+            per_tier: BTreeMap<String, u32>,
             running: usize,
         }
         let config = self.config;
@@ -184,6 +185,7 @@ impl Runner<'_> {
             next: (0..runnable.len()).collect(),
             per_source: BTreeMap::new(),
             per_datastore: BTreeMap::new(),
+            per_tier: BTreeMap::new(),
             running: 0,
         });
         let wake = Condvar::new();
@@ -192,6 +194,16 @@ impl Runner<'_> {
         let key = |a: &Action| match a {
             Action::Backup { source, vm, .. } => (source.clone(), vm.clone()),
             _ => (String::new(), String::new()),
+        };
+        let tier_of = |a: &Action| match a {
+            Action::Backup { tier, .. } => tier.clone(),
+            _ => String::new(),
+        };
+        let tier_limit = |t: &str| {
+            config
+                .tiers
+                .get(t)
+                .map_or(u32::MAX, |t| t.max_parallel.max(1))
         };
         // Bytes read so far by each running backup, for progress reports.
         type Running = BTreeMap<String, (std::sync::Arc<std::sync::atomic::AtomicU64>, Instant)>;
@@ -263,8 +275,11 @@ impl Runner<'_> {
                                             .get(&(source.clone(), vm))
                                             .cloned()
                                             .unwrap_or_default();
-                                        s.per_source.get(&source).copied().unwrap_or(0)
-                                            < src.max_per_host.max(1)
+                                        let tier = tier_of(runnable[i]);
+                                        s.per_tier.get(&tier).copied().unwrap_or(0)
+                                            < tier_limit(&tier)
+                                            && s.per_source.get(&source).copied().unwrap_or(0)
+                                                < src.max_per_host.max(1)
                                             && dss.iter().all(|d| {
                                                 s.per_datastore.get(d).copied().unwrap_or(0)
                                                     < src.max_per_datastore.max(1)
@@ -278,6 +293,7 @@ impl Runner<'_> {
                                             .cloned()
                                             .unwrap_or_default();
                                         *s.per_source.entry(source.clone()).or_default() += 1;
+                                        *s.per_tier.entry(tier_of(runnable[i])).or_default() += 1;
                                         for d in &dss {
                                             *s.per_datastore.entry(d.clone()).or_default() += 1;
                                         }
@@ -340,6 +356,7 @@ impl Runner<'_> {
                                 .push(outcome_of(action, started, result));
                             let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
                             *s.per_source.entry(source).or_default() -= 1;
+                            *s.per_tier.entry(tier_of(action)).or_default() -= 1;
                             for d in &dss {
                                 *s.per_datastore.entry(d.clone()).or_default() -= 1;
                             }
