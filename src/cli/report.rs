@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long)]
     pub compliance: bool,
     /// Mail it through every notifier.
-    #[arg(long, requires = "compliance")]
+    #[arg(long)]
     pub send: bool,
 }
 
@@ -61,8 +61,24 @@ pub fn compliance_mail(config: &Config, plan: &Plan, g: &Gathered) -> Result<Mai
     let pct = |n: usize| (n * 100).checked_div(total).unwrap_or(0) as u32;
     let mut tiers = Vec::new();
     for name in config.tiers.keys() {
+        // One listing of the tier: what its objects take.
+        let stored = super::catalog::open_tier(config, name)
+            .ok()
+            .and_then(|r| {
+                let chunks = r.store().list("chunks/").ok()?;
+                let points = r.store().list("points/").ok()?;
+                Some(
+                    chunks
+                        .iter()
+                        .chain(&points)
+                        .map(|o| o.size_bytes)
+                        .sum::<u64>(),
+                )
+            })
+            .map_or("?".to_string(), crate::policy::units::format_size);
         tiers.push(TierLine {
             name: name.clone(),
+            stored,
             points: g
                 .points
                 .iter()
@@ -207,6 +223,25 @@ pub fn run(args: Args) -> Result<u8> {
             config.settings.report_dir.display()
         );
     };
-    write!(out, "{}", std::fs::read_to_string(&file)?)?;
+    let text = std::fs::read_to_string(&file)?;
+    write!(out, "{text}")?;
+    if args.send {
+        let html = std::fs::read_to_string(file.with_extension("html")).unwrap_or_default();
+        let m = Mail {
+            subject: text
+                .lines()
+                .next()
+                .unwrap_or("coffer run report")
+                .to_string(),
+            text,
+            html,
+        };
+        for n in config.notify.values() {
+            match mail::send(n, &m, Retry::default()) {
+                Ok(()) => writeln!(out, "mailed the run report through `{}`", n.name)?,
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+    }
     Ok(EXIT_OK)
 }

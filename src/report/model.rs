@@ -50,6 +50,8 @@ pub struct Required {
 pub struct TierLine {
     pub name: String,
     pub points: usize,
+    /// Bytes the tier's objects take, from one listing ("?" when unknown).
+    pub stored: String,
     pub error: Option<String>,
 }
 

@@ -166,11 +166,13 @@ mod tests {
                 TierLine {
                     name: "local".into(),
                     points: 14,
+                    stored: "41.2 GiB".into(),
                     error: None,
                 },
                 TierLine {
                     name: "offsite".into(),
                     points: 30,
+                    stored: "?".into(),
                     error: Some("its listing failed".into()),
                 },
             ],
