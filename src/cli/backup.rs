@@ -125,7 +125,10 @@ pub fn run(args: Args) -> Result<u8> {
             .get(name)
             .ok_or_else(|| anyhow!("no policy named `{name}`"))?,
         None => {
-            let names = super::inventory::policies_for(&config, &conn.source, &vm);
+            let names: Vec<&str> = crate::plan::planner::policies_of(&config, &conn.source, &vm)
+                .into_iter()
+                .map(|p| p.name.as_str())
+                .collect();
             match names.as_slice() {
                 [one] => &config.policies[*one],
                 [] => bail!(
@@ -178,7 +181,7 @@ pub fn run(args: Args) -> Result<u8> {
         consistency: policy.consistency,
         base: base.as_ref(),
         chunk_size_bytes: chunk,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        threads: super::threads(),
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
         io_limit: io_limit.as_deref(),

@@ -5,8 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
-use chrono::{DateTime, Utc};
+use anyhow::{Result, anyhow};
 
 use super::restore::find_point;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
@@ -43,15 +42,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let config =
         load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
-    let at = args
-        .at
-        .as_deref()
-        .map(|t| {
-            DateTime::parse_from_rfc3339(t)
-                .map(|d| d.with_timezone(&Utc))
-                .with_context(|| format!("--at {t}: expected RFC 3339"))
-        })
-        .transpose()?;
+    let at = super::restore::parse_at(args.at.as_deref())?;
     let (tier, repo, m) = find_point(
         &config,
         args.tier.as_deref(),
@@ -59,7 +50,7 @@ pub fn run(args: Args) -> Result<u8> {
         args.point.as_deref(),
         at,
     )?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = super::threads();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

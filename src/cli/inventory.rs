@@ -9,10 +9,7 @@ use anyhow::{Result, anyhow};
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::plan::hygiene::{self, SnapshotAlert};
-use crate::policy::Config;
-use crate::policy::model::VmFacts;
 use crate::run::connect;
-use crate::vsphere::types::VmRecord;
 
 /// A coffer snapshot younger than this may belong to a running backup.
 pub const IN_PROGRESS_GRACE: Duration = Duration::from_secs(6 * 3600);
@@ -27,29 +24,6 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
-}
-
-/// The policies whose selector takes `vm` of `source`.
-pub fn policies_for<'c>(config: &'c Config, source: &str, vm: &VmRecord) -> Vec<&'c str> {
-    let datastores: Vec<String> = vm
-        .disks
-        .iter()
-        .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
-        .map(|p| p.datastore)
-        .collect();
-    let facts = VmFacts {
-        source,
-        name: &vm.name,
-        folder: "",
-        tags: &[],
-        datastores: &datastores,
-    };
-    config
-        .policies
-        .values()
-        .filter(|p| p.selector.matches(&facts))
-        .map(|p| p.name.as_str())
-        .collect()
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -70,7 +44,10 @@ pub fn run(args: Args) -> Result<u8> {
                 config.compliance.snapshot_max_age,
                 IN_PROGRESS_GRACE,
             );
-            let policies = policies_for(&config, &source.name, &vm);
+            let policies: Vec<&str> = crate::plan::planner::policies_of(&config, &source.name, &vm)
+                .into_iter()
+                .map(|p| p.name.as_str())
+                .collect();
             alerts.extend(found.iter().cloned());
             rows.push((source.name.clone(), vm, policies, found));
         }

@@ -132,6 +132,11 @@ pub fn run() -> Result<u8> {
     }
 }
 
+/// Worker threads for reading, hashing and compressing: one per core.
+pub(crate) fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Loads a policy directory or prints why it cannot be used.
 pub(crate) fn load_or_report(args: &PolicyArgs) -> std::result::Result<crate::policy::Config, u8> {
     let loaded = crate::policy::load(&args.dir);

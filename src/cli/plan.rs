@@ -383,12 +383,7 @@ fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.location.policy)
         .map_err(|_| anyhow!("the policy directory is invalid"))?;
-    let now = match &args.at {
-        Some(t) => DateTime::parse_from_rfc3339(t)
-            .with_context(|| format!("--at {t}: expected RFC 3339, e.g. 2026-11-25T01:00:00Z"))?
-            .with_timezone(&Utc),
-        None => Utc::now(),
-    };
+    let now = super::restore::parse_at(args.at.as_deref())?.unwrap_or_else(Utc::now);
     let path = catalog_path(&args.location, Some(&config))?;
     let mut catalog = open_catalog(&path)?;
     let gathered = gather(&config, &mut catalog)?;

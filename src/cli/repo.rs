@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, PolicyArgs, load_or_report, threads};
 use crate::policy::model::{SecretRef, Tier, TierBackend};
 use crate::policy::units;
 use crate::repo::Repository;
@@ -159,10 +159,6 @@ fn read_secret(s: Option<&SecretRef>) -> Result<Option<String>> {
             .map_err(|e| anyhow!("reading the encryption key: {e}"))
     })
     .transpose()
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -13,7 +13,7 @@ use super::{EXIT_OK, load_or_report};
 use crate::plan::planner::{Action, Plan};
 use crate::policy::Config;
 use crate::report::mail::{self, Mail, Retry};
-use crate::report::model::{ComplianceReport, Required, TierLine, VmLine};
+use crate::report::model::{ActionLine, ComplianceReport, Required, RunReport, TierLine, VmLine};
 use crate::report::render::Renderer;
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +26,61 @@ pub struct Args {
     /// Mail it through every notifier.
     #[arg(long)]
     pub send: bool,
+}
+
+/// The run report of `apply`, rendered: what each action came to, then
+/// each VM's standing.
+pub fn run_mail(
+    config: &Config,
+    run_id: &str,
+    plan: &Plan,
+    gathered: &Gathered,
+    outcomes: &[super::apply::Outcome],
+    cancelled: bool,
+) -> Result<Mail> {
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    let breaches = plan
+        .compliance
+        .iter()
+        .filter(|c| !c.violations.is_empty())
+        .count();
+    let status = if cancelled {
+        "cancelled"
+    } else if failed == 0 {
+        "success"
+    } else if failed == outcomes.len() {
+        "failed"
+    } else {
+        "partial"
+    };
+    let subject = format!(
+        "coffer: run {run_id} {status} ({} actions, {failed} failed{})",
+        outcomes.len(),
+        if breaches == 0 {
+            String::new()
+        } else {
+            format!(", {breaches} VMs out of compliance")
+        }
+    );
+    let model = RunReport {
+        run_id: run_id.to_string(),
+        subject: subject.clone(),
+        status: status.to_string(),
+        failed: failed > 0,
+        actions: outcomes
+            .iter()
+            .map(|o| ActionLine {
+                ok: o.ok,
+                action: o.action.clone(),
+                detail: o.detail.clone(),
+                seconds: format!("{:.1}", o.seconds),
+            })
+            .collect(),
+        compliance: super::report::vm_lines(plan, gathered),
+    };
+    Renderer::new(&config.dir)
+        .and_then(|r| r.render("run", &subject, &model))
+        .map_err(|e| anyhow!(e))
 }
 
 /// Each VM's standing, for the reports.

@@ -15,7 +15,6 @@ use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::connect;
 use crate::run::restore::{self, HostTarget, VmxChanges};
-use crate::vsphere::types::MoRef;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -60,6 +59,16 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub policies: PolicyArgs,
+}
+
+/// Reads an `--at TIME` (RFC 3339).
+pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
+    at.map(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .with_context(|| format!("--at {t}: expected RFC 3339, e.g. 2026-11-25T01:00:00Z"))
+    })
+    .transpose()
 }
 
 /// The point to restore: by id, the newest at a time, or the newest.
@@ -114,15 +123,7 @@ pub fn find_point(
 pub fn run(args: Args) -> Result<u8> {
     let config =
         load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
-    let at = args
-        .at
-        .as_deref()
-        .map(|t| {
-            DateTime::parse_from_rfc3339(t)
-                .map(|d| d.with_timezone(&Utc))
-                .with_context(|| format!("--at {t}: expected RFC 3339"))
-        })
-        .transpose()?;
+    let at = parse_at(args.at.as_deref())?;
     let (tier, repo, m) = find_point(
         &config,
         args.tier.as_deref(),
@@ -138,7 +139,7 @@ pub fn run(args: Args) -> Result<u8> {
         new_uuid: args.new_uuid,
         disconnect_network: args.disconnect_network,
     };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = super::threads();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -176,13 +177,7 @@ pub fn run(args: Args) -> Result<u8> {
     let scratch = tempfile::tempdir_in(&config.settings.state_dir)
         .or_else(|_| tempfile::tempdir())
         .context("a scratch directory for the restored files")?;
-    let target = HostTarget {
-        session: &conn.session,
-        datacenter: &conn.datacenter,
-        datastore: &args.datastore,
-        folder: MoRef::new("Folder", "ha-folder-vm"),
-        pool: Some(MoRef::new("ResourcePool", "ha-root-pool")),
-    };
+    let target = HostTarget::esxi(&conn, &args.datastore);
     let r = restore::restore_to_host(
         &repo,
         &m,

@@ -185,20 +185,7 @@ impl S3Store {
 
     fn url(&self, key: &str) -> String {
         let full = self.path(key);
-        let encoded: Vec<String> = full
-            .as_ref()
-            .split('/')
-            .map(|seg| {
-                seg.bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect()
-            })
-            .collect();
+        let encoded: Vec<String> = full.as_ref().split('/').map(percent).collect();
         format!("{}/{}", self.loc.base_url(), encoded.join("/"))
     }
 

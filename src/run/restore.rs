@@ -147,6 +147,20 @@ pub struct HostTarget<'a> {
     pub pool: Option<MoRef>,
 }
 
+impl<'a> HostTarget<'a> {
+    /// A standalone ESXi host (or the lab): its fixed VM folder and root
+    /// resource pool.
+    pub fn esxi(conn: &'a crate::run::connect::Connected, datastore: &'a str) -> HostTarget<'a> {
+        HostTarget {
+            session: &conn.session,
+            datacenter: &conn.datacenter,
+            datastore,
+            folder: MoRef::new("Folder", "ha-folder-vm"),
+            pool: Some(MoRef::new("ResourcePool", "ha-root-pool")),
+        }
+    }
+}
+
 /// A VM restored onto a host.
 #[derive(Debug)]
 pub struct HostRestore {

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use chrono::Utc;
 
 use super::backup::{EXIT_CANCELLED, install_cancel_handler, new_run_id};
@@ -20,19 +20,20 @@ use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::load_or_report;
 use super::plan::{Fingerprint, SavedPlan, gather, make_plan, print_plan};
 use crate::catalog::{Verification, VerificationKind};
-use crate::plan::planner::{Action, Plan};
+use crate::plan::planner::Action;
 use crate::policy::Config;
 use crate::policy::model::{DrillKind, SendWhen};
 use crate::repo::ops;
-use crate::report::mail::{self, Mail, Retry};
-use crate::report::model::{ActionLine, RunReport};
-use crate::report::render::Renderer;
+use crate::report::mail::{self, Retry};
 use crate::run::connect::{self, Connected};
 use crate::run::drill;
 use crate::run::restore::HostTarget;
-use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
-use crate::vsphere::types::MoRef;
+use crate::run::vm_backup::{self, VmBackupError};
 
+mod backup;
+mod side_by_side;
+
+use backup::{ACTION_TIMEOUT_SECS, backup_action_with_retries};
 /// `--json`: newline-delimited events on stdout instead of lines for people.
 static JSON_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -57,10 +58,6 @@ fn started_event(action: &Action) {
         }));
     }
 }
-
-/// The longest one backup may take (`--action-timeout`).
-static ACTION_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(12 * 3600);
 
 /// Exit code of a run in which some actions failed.
 pub const EXIT_PARTIAL: u8 = 1;
@@ -143,233 +140,6 @@ impl Runner<'_> {
 
     fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
         self.outcomes.push(outcome_of(action, started, result));
-    }
-
-    /// Phase 1's backups side by side within the limits: at most
-    /// `max_per_host` at once per source, `max_per_datastore` VMs with a
-    /// snapshot at once per datastore, `parallel` in all. Each is journaled
-    /// like any action.
-    fn run_backups(
-        &mut self,
-        actions: &[&Action],
-        datastores: &BTreeMap<(String, String), Vec<String>>,
-        parallel: usize,
-        catalog: &mut crate::catalog::Catalog,
-        cancel: &std::sync::atomic::AtomicBool,
-    ) {
-        use std::sync::{Condvar, Mutex};
-        // Connect first, one source at a time.
-        let mut runnable = Vec::new();
-        for a in actions {
-            let Action::Backup { source, .. } = a else {
-                continue;
-            };
-            match self.session(source) {
-                Ok(_) => runnable.push(*a),
-                Err(e) => self.record(a, Instant::now(), Err(e)),
-            }
-        }
-        struct Slots {
-            next: Vec<usize>,
-            per_source: BTreeMap<String, u32>,
-            per_datastore: BTreeMap<String, u32>,
-            per_tier: BTreeMap<String, u32>,
-            running: usize,
-        }
-        let config = self.config;
-        let run_id = self.run_id.clone();
-        let first_seq = self.seq;
-        self.seq += runnable.len() as i64;
-        let sessions = &self.sessions;
-        let slots = Mutex::new(Slots {
-            next: (0..runnable.len()).collect(),
-            per_source: BTreeMap::new(),
-            per_datastore: BTreeMap::new(),
-            per_tier: BTreeMap::new(),
-            running: 0,
-        });
-        let wake = Condvar::new();
-        let catalog = Mutex::new(catalog);
-        let outcomes = Mutex::new(Vec::new());
-        let key = |a: &Action| match a {
-            Action::Backup { source, vm, .. } => (source.clone(), vm.clone()),
-            _ => (String::new(), String::new()),
-        };
-        let tier_of = |a: &Action| match a {
-            Action::Backup { tier, .. } => tier.clone(),
-            _ => String::new(),
-        };
-        let tier_limit = |t: &str| {
-            config
-                .tiers
-                .get(t)
-                .map_or(u32::MAX, |t| t.max_parallel.max(1))
-        };
-        // Bytes read so far by each running backup, for progress reports.
-        type Running = BTreeMap<String, (std::sync::Arc<std::sync::atomic::AtomicU64>, Instant)>;
-        let running_now: Mutex<Running> = Mutex::new(BTreeMap::new());
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            // Progress: JSON events, or one line on a terminal, each second.
-            // SAFETY: isatty only inspects a descriptor.
-            let tty = unsafe { libc::isatty(1) } == 1;
-            if json_events() || tty {
-                let (running_now, done) = (&running_now, &done);
-                scope.spawn(move || {
-                    while !done.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_secs(1));
-                        let now: Vec<(String, u64, f64)> = running_now
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .iter()
-                            .map(|(vm, (c, t))| {
-                                let b = c.load(Ordering::Relaxed);
-                                (
-                                    vm.clone(),
-                                    b,
-                                    b as f64 / t.elapsed().as_secs_f64().max(0.001),
-                                )
-                            })
-                            .collect();
-                        if json_events() {
-                            for (vm, bytes, rate) in &now {
-                                event(serde_json::json!({
-                                    "event": "action-progress",
-                                    "vm": vm,
-                                    "bytes_read": bytes,
-                                    "bytes_per_second": *rate as u64,
-                                }));
-                            }
-                        } else if !now.is_empty() {
-                            let size = crate::policy::units::format_size;
-                            let line: Vec<String> = now
-                                .iter()
-                                .map(|(vm, b, r)| {
-                                    format!("{vm} {} ({}/s)", size(*b), size(*r as u64))
-                                })
-                                .collect();
-                            eprint!("\r\x1b[Kreading: {}", line.join(", "));
-                        }
-                    }
-                    if tty && !json_events() {
-                        eprint!("\r\x1b[K");
-                    }
-                });
-            }
-            let workers: Vec<_> = (0..parallel.max(1).min(runnable.len().max(1))).collect();
-            std::thread::scope(|inner| {
-                for _ in workers {
-                    inner.spawn(|| {
-                        loop {
-                            // Take the first backup whose limits allow it.
-                            let (i, source, dss) = {
-                                let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-                                loop {
-                                    if s.next.is_empty() || cancel.load(Ordering::SeqCst) {
-                                        return;
-                                    }
-                                    let pick = s.next.iter().position(|&i| {
-                                        let (source, vm) = key(runnable[i]);
-                                        let src = &config.sources[&source];
-                                        let dss = datastores
-                                            .get(&(source.clone(), vm))
-                                            .cloned()
-                                            .unwrap_or_default();
-                                        let tier = tier_of(runnable[i]);
-                                        s.per_tier.get(&tier).copied().unwrap_or(0)
-                                            < tier_limit(&tier)
-                                            && s.per_source.get(&source).copied().unwrap_or(0)
-                                                < src.max_per_host.max(1)
-                                            && dss.iter().all(|d| {
-                                                s.per_datastore.get(d).copied().unwrap_or(0)
-                                                    < src.max_per_datastore.max(1)
-                                            })
-                                    });
-                                    if let Some(p) = pick {
-                                        let i = s.next.remove(p);
-                                        let (source, vm) = key(runnable[i]);
-                                        let dss = datastores
-                                            .get(&(source.clone(), vm))
-                                            .cloned()
-                                            .unwrap_or_default();
-                                        *s.per_source.entry(source.clone()).or_default() += 1;
-                                        *s.per_tier.entry(tier_of(runnable[i])).or_default() += 1;
-                                        for d in &dss {
-                                            *s.per_datastore.entry(d.clone()).or_default() += 1;
-                                        }
-                                        s.running += 1;
-                                        break (i, source, dss);
-                                    }
-                                    s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
-                                }
-                            };
-                            let action = runnable[i];
-                            let json = serde_json::to_value(action).unwrap_or_default();
-                            let id = catalog
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .action_started(
-                                    &run_id,
-                                    first_seq + 1 + i as i64,
-                                    "backup",
-                                    &json.to_string(),
-                                    json["reason"].as_str().unwrap_or(""),
-                                )
-                                .ok();
-                            started_event(action);
-                            let started = Instant::now();
-                            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                            let vm_name = key(action).1;
-                            running_now
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(vm_name.clone(), (counter.clone(), Instant::now()));
-                            let result = backup_with_retries(
-                                config,
-                                &sessions[&source],
-                                &run_id,
-                                action,
-                                Some(&counter),
-                            );
-                            running_now
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&vm_name);
-                            {
-                                let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
-                                if let Some(id) = id {
-                                    let (ok, text) = match &result {
-                                        Ok(t) => (true, t.clone()),
-                                        Err(e) => (false, format!("{e:#}")),
-                                    };
-                                    let _ = c.action_finished(id, ok, &text);
-                                }
-                                if let Action::Backup { tier, .. } = action
-                                    && let Ok(repo) = open_tier(config, tier)
-                                {
-                                    let _ = c.refresh_tier(tier, &repo);
-                                }
-                            }
-                            outcomes
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(outcome_of(action, started, result));
-                            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-                            *s.per_source.entry(source).or_default() -= 1;
-                            *s.per_tier.entry(tier_of(action)).or_default() -= 1;
-                            for d in &dss {
-                                *s.per_datastore.entry(d.clone()).or_default() -= 1;
-                            }
-                            s.running -= 1;
-                            wake.notify_all();
-                        }
-                    });
-                }
-            });
-            done.store(true, Ordering::Relaxed);
-        });
-        self.outcomes
-            .extend(outcomes.into_inner().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
@@ -529,7 +299,7 @@ impl Runner<'_> {
             Action::Backup { source, tier, .. } => {
                 let run_id = self.run_id.clone();
                 let conn = self.session(source)?;
-                let detail = backup_with_retries(config, conn, &run_id, action, None)?;
+                let detail = backup_action_with_retries(config, conn, &run_id, action, None)?;
                 if let Ok(repo) = open_tier(config, tier) {
                     let _ = catalog.refresh_tier(tier, &repo);
                 }
@@ -541,7 +311,7 @@ impl Runner<'_> {
                 let src = open_tier(config, from)?;
                 let dst = open_tier(config, to)?;
                 let p = src.find_point(point)?;
-                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let threads = super::threads();
                 let (_, r) = ops::copy_point(&src, &dst, &p, threads)?;
                 let _ = catalog.refresh_tier(to, &dst);
                 Ok(format!(
@@ -587,7 +357,7 @@ impl Runner<'_> {
                 let started = Utc::now();
                 let repo = open_tier(config, tier)?;
                 let p = repo.find_point(point)?;
-                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let threads = super::threads();
                 let scratch = config.settings.state_dir.join("drills");
                 std::fs::create_dir_all(&scratch)?;
                 let (kind, ok, detail, seconds) = match d.kind {
@@ -622,13 +392,7 @@ impl Runner<'_> {
                             .clone()
                             .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
                         let conn = self.session(&host)?;
-                        let target = HostTarget {
-                            session: &conn.session,
-                            datacenter: &conn.datacenter,
-                            datastore: "datastore1",
-                            folder: MoRef::new("Folder", "ha-folder-vm"),
-                            pool: Some(MoRef::new("ResourcePool", "ha-root-pool")),
-                        };
+                        let target = HostTarget::esxi(conn, "datastore1");
                         let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
                         (VerificationKind::Boot, o.ok, o.detail, o.restore_seconds)
                     }
@@ -658,211 +422,6 @@ impl Runner<'_> {
             }
         }
     }
-}
-
-/// Whether a failed backup is worth trying again: the host or the network
-/// was briefly unavailable (a dropped connection, 503s beyond the reader's
-/// own retries, a task already in progress). Never a refusal or a fault of
-/// the VM itself.
-fn transient(e: &anyhow::Error) -> bool {
-    use crate::vsphere::Error as V;
-    use crate::vsphere::datastore::DiskError;
-    let vsphere = |v: &V| {
-        matches!(v, V::Http { .. })
-            || matches!(
-                v.fault(),
-                Some(crate::vsphere::VimFault::TaskInProgress { .. })
-            )
-    };
-    match e.downcast_ref::<VmBackupError>() {
-        Some(VmBackupError::Vsphere { source, .. }) => vsphere(source),
-        Some(VmBackupError::Disk { source, .. }) => match source.as_ref() {
-            DiskError::Vsphere { source, .. } => vsphere(source),
-            DiskError::Status { status, .. } => *status == 503,
-            _ => false,
-        },
-        Some(VmBackupError::Repo { source, .. }) => matches!(
-            source,
-            crate::repo::RepoError::SourceRead { .. }
-                | crate::repo::RepoError::Store(crate::repo::store::StoreError::Backend(_))
-        ),
-        _ => false,
-    }
-}
-
-/// A backup, tried again (twice at most, after a pause) when it failed for
-/// a transient reason; every attempt removes its own snapshot.
-fn backup_with_retries(
-    config: &Config,
-    conn: &Connected,
-    run_id: &str,
-    action: &Action,
-    progress: Option<&std::sync::atomic::AtomicU64>,
-) -> Result<String> {
-    let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .map_or(Duration::from_secs(30), Duration::from_millis);
-    let mut attempt = 1;
-    loop {
-        match backup_action(config, conn, run_id, action, progress) {
-            Ok(detail) if attempt > 1 => {
-                return Ok(format!("{detail} (attempt {attempt})"));
-            }
-            Err(e) if attempt < 3 && transient(&e) => {
-                eprintln!(
-                    "coffer: {} failed ({e:#}); trying again in {}s",
-                    action.line(),
-                    pause.as_secs()
-                );
-                std::thread::sleep(pause * attempt);
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// One backup action on a connected source (no shared state: backups run
-/// side by side).
-fn backup_action(
-    config: &Config,
-    conn: &Connected,
-    run_id: &str,
-    action: &Action,
-    progress: Option<&std::sync::atomic::AtomicU64>,
-) -> Result<String> {
-    let Action::Backup {
-        policy,
-        source,
-        vm,
-        tier,
-        full,
-        base,
-        ..
-    } = action
-    else {
-        bail!("not a backup: {}", action.line());
-    };
-    let policy = &config.policies[policy];
-    let repo = open_tier(config, tier)?;
-    let base = match base.as_ref().filter(|_| !full) {
-        Some(id) => Some(repo.read_manifest(&repo.find_point(id)?)?),
-        None => None,
-    };
-    let record = conn
-        .session
-        .list_vms()?
-        .into_iter()
-        .find(|v| &v.name == vm)
-        .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
-    // This backup stops on Ctrl-C or when its time is up, whichever first.
-    let global = install_cancel_handler();
-    let cancel = &std::sync::atomic::AtomicBool::new(false);
-    let limit = Duration::from_secs(ACTION_TIMEOUT_SECS.load(Ordering::Relaxed));
-    let finished = &std::sync::atomic::AtomicBool::new(false);
-    let io_limit = crate::run::throttle::policy_throttle(policy);
-    let request = VmBackupRequest {
-        vm: &record,
-        datacenter: &conn.datacenter,
-        run_id,
-        consistency: policy.consistency,
-        base: base.as_ref(),
-        chunk_size_bytes: u32::try_from(policy.chunk_size.0).context("chunk size")?,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        task_timeout: Duration::from_secs(30 * 60),
-        cancel,
-        io_limit: io_limit.as_deref(),
-        progress,
-    };
-    let started = Instant::now();
-    super::backup::SNAPSHOTS_OPEN.fetch_add(1, Ordering::SeqCst);
-    let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !finished.load(Ordering::Relaxed) {
-                if global.load(Ordering::Relaxed) || started.elapsed() >= limit {
-                    cancel.store(true, Ordering::Relaxed);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        let r = vm_backup::backup_vm(&conn.session, &repo, &request);
-        finished.store(true, Ordering::Relaxed);
-        r
-    });
-    super::backup::SNAPSHOTS_OPEN.fetch_sub(1, Ordering::SeqCst);
-    let o = match result {
-        Err(VmBackupError::Cancelled { vm }) if !global.load(Ordering::Relaxed) => bail!(
-            "VM {vm}: the backup did not finish within {} (--action-timeout); its snapshot was removed and no point was recorded",
-            crate::policy::units::format_duration(limit)
-        ),
-        other => other?,
-    };
-    let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
-    Ok(format!(
-        "{} point {} ({}-consistent{}), read {}",
-        format!("{:?}", o.manifest.kind).to_lowercase(),
-        o.manifest.point_id,
-        o.consistency,
-        o.quiesce_fallback
-            .map(|w| format!(", quiescing failed: {w}"))
-            .unwrap_or_default(),
-        crate::policy::units::format_size(read)
-    ))
-}
-
-fn report(
-    config: &Config,
-    run_id: &str,
-    plan: &Plan,
-    gathered: &super::plan::Gathered,
-    outcomes: &[Outcome],
-    cancelled: bool,
-) -> Result<Mail> {
-    let failed = outcomes.iter().filter(|o| !o.ok).count();
-    let breaches = plan
-        .compliance
-        .iter()
-        .filter(|c| !c.violations.is_empty())
-        .count();
-    let status = if cancelled {
-        "cancelled"
-    } else if failed == 0 {
-        "success"
-    } else if failed == outcomes.len() {
-        "failed"
-    } else {
-        "partial"
-    };
-    let subject = format!(
-        "coffer: run {run_id} {status} ({} actions, {failed} failed{})",
-        outcomes.len(),
-        if breaches == 0 {
-            String::new()
-        } else {
-            format!(", {breaches} VMs out of compliance")
-        }
-    );
-    let model = RunReport {
-        run_id: run_id.to_string(),
-        subject: subject.clone(),
-        status: status.to_string(),
-        failed: failed > 0,
-        actions: outcomes
-            .iter()
-            .map(|o| ActionLine {
-                ok: o.ok,
-                action: o.action.clone(),
-                detail: o.detail.clone(),
-                seconds: format!("{:.1}", o.seconds),
-            })
-            .collect(),
-        compliance: super::report::vm_lines(plan, gathered),
-    };
-    Renderer::new(&config.dir)
-        .and_then(|r| r.render("run", &subject, &model))
-        .map_err(|e| anyhow!(e))
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -1032,7 +591,7 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
     let gathered = gather(&config, &mut catalog)?;
     let after = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
     let cancelled = cancel.load(Ordering::SeqCst);
-    let mail_body = report(
+    let mail_body = super::report::run_mail(
         &config,
         &run_id,
         &after,

@@ -1,0 +1,171 @@
+//! One backup action of `apply`: the VM's policy, base point and limits
+//! turned into a backup request, a time limit, and retries when the failure
+//! was transient.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::cli::backup::{SNAPSHOTS_OPEN, install_cancel_handler};
+use crate::cli::catalog::open_tier;
+use crate::plan::planner::Action;
+use crate::policy::Config;
+use crate::run::connect::Connected;
+use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
+
+/// The longest one backup may take (`--action-timeout`).
+pub(super) static ACTION_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(12 * 3600);
+
+/// Whether a failed backup is worth trying again: the host or the network
+/// was briefly unavailable (a dropped connection, 503s beyond the reader's
+/// own retries, a task already in progress). Never a refusal or a fault of
+/// the VM itself.
+fn transient(e: &anyhow::Error) -> bool {
+    use crate::vsphere::Error as V;
+    use crate::vsphere::datastore::DiskError;
+    let vsphere = |v: &V| {
+        matches!(v, V::Http { .. })
+            || matches!(
+                v.fault(),
+                Some(crate::vsphere::VimFault::TaskInProgress { .. })
+            )
+    };
+    match e.downcast_ref::<VmBackupError>() {
+        Some(VmBackupError::Vsphere { source, .. }) => vsphere(source),
+        Some(VmBackupError::Disk { source, .. }) => match source.as_ref() {
+            DiskError::Vsphere { source, .. } => vsphere(source),
+            DiskError::Status { status, .. } => *status == 503,
+            _ => false,
+        },
+        Some(VmBackupError::Repo { source, .. }) => matches!(
+            source,
+            crate::repo::RepoError::SourceRead { .. }
+                | crate::repo::RepoError::Store(crate::repo::store::StoreError::Backend(_))
+        ),
+        _ => false,
+    }
+}
+
+/// A backup, tried again (twice at most, after a pause) when it failed for
+/// a transient reason; every attempt removes its own snapshot.
+pub(super) fn backup_action_with_retries(
+    config: &Config,
+    conn: &Connected,
+    run_id: &str,
+    action: &Action,
+    progress: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<String> {
+    let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis);
+    let mut attempt = 1;
+    loop {
+        match backup_action(config, conn, run_id, action, progress) {
+            Ok(detail) if attempt > 1 => {
+                return Ok(format!("{detail} (attempt {attempt})"));
+            }
+            Err(e) if attempt < 3 && transient(&e) => {
+                eprintln!(
+                    "coffer: {} failed ({e:#}); trying again in {}s",
+                    action.line(),
+                    pause.as_secs()
+                );
+                std::thread::sleep(pause * attempt);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One backup action on a connected source (no shared state: backups run
+/// side by side).
+pub(super) fn backup_action(
+    config: &Config,
+    conn: &Connected,
+    run_id: &str,
+    action: &Action,
+    progress: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<String> {
+    let Action::Backup {
+        policy,
+        source,
+        vm,
+        tier,
+        full,
+        base,
+        ..
+    } = action
+    else {
+        bail!("not a backup: {}", action.line());
+    };
+    let policy = &config.policies[policy];
+    let repo = open_tier(config, tier)?;
+    let base = match base.as_ref().filter(|_| !full) {
+        Some(id) => Some(repo.read_manifest(&repo.find_point(id)?)?),
+        None => None,
+    };
+    let record = conn
+        .session
+        .list_vms()?
+        .into_iter()
+        .find(|v| &v.name == vm)
+        .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+    // This backup stops on Ctrl-C or when its time is up, whichever first.
+    let global = install_cancel_handler();
+    let cancel = &std::sync::atomic::AtomicBool::new(false);
+    let limit = Duration::from_secs(ACTION_TIMEOUT_SECS.load(Ordering::Relaxed));
+    let finished = &std::sync::atomic::AtomicBool::new(false);
+    let io_limit = crate::run::throttle::policy_throttle(policy);
+    let request = VmBackupRequest {
+        vm: &record,
+        datacenter: &conn.datacenter,
+        run_id,
+        consistency: policy.consistency,
+        base: base.as_ref(),
+        chunk_size_bytes: u32::try_from(policy.chunk_size.0).context("chunk size")?,
+        threads: crate::cli::threads(),
+        task_timeout: Duration::from_secs(30 * 60),
+        cancel,
+        io_limit: io_limit.as_deref(),
+        progress,
+    };
+    let started = Instant::now();
+    SNAPSHOTS_OPEN.fetch_add(1, Ordering::SeqCst);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                if global.load(Ordering::Relaxed) || started.elapsed() >= limit {
+                    cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = vm_backup::backup_vm(&conn.session, &repo, &request);
+        finished.store(true, Ordering::Relaxed);
+        r
+    });
+    SNAPSHOTS_OPEN.fetch_sub(1, Ordering::SeqCst);
+    let o = match result {
+        Err(VmBackupError::Cancelled { vm }) if !global.load(Ordering::Relaxed) => bail!(
+            "VM {vm}: the backup did not finish within {} (--action-timeout); its snapshot was removed and no point was recorded",
+            crate::policy::units::format_duration(limit)
+        ),
+        other => other?,
+    };
+    let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
+    Ok(format!(
+        "{} point {} ({}-consistent{}), read {}",
+        format!("{:?}", o.manifest.kind).to_lowercase(),
+        o.manifest.point_id,
+        o.consistency,
+        o.quiesce_fallback
+            .map(|w| format!(", quiescing failed: {w}"))
+            .unwrap_or_default(),
+        crate::policy::units::format_size(read)
+    ))
+}

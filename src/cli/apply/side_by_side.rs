@@ -1,0 +1,241 @@
+//! Phase 1 of `apply`: backups side by side, as many at once as the
+//! limits allow (`--parallel`, each tier's `max_parallel`, each source's
+//! `max_per_host` and `max_per_datastore`), with progress while they read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::backup::backup_action_with_retries;
+use super::{Runner, event, json_events, outcome_of, started_event};
+use crate::cli::catalog::open_tier;
+use crate::plan::planner::Action;
+
+impl Runner<'_> {
+    /// Phase 1's backups side by side within the limits: at most
+    /// `max_per_host` at once per source, `max_per_datastore` VMs with a
+    /// snapshot at once per datastore, `parallel` in all. Each is journaled
+    /// like any action.
+    pub(super) fn run_backups(
+        &mut self,
+        actions: &[&Action],
+        datastores: &BTreeMap<(String, String), Vec<String>>,
+        parallel: usize,
+        catalog: &mut crate::catalog::Catalog,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) {
+        use std::sync::{Condvar, Mutex};
+        // Connect first, one source at a time.
+        let mut runnable = Vec::new();
+        for a in actions {
+            let Action::Backup { source, .. } = a else {
+                continue;
+            };
+            match self.session(source) {
+                Ok(_) => runnable.push(*a),
+                Err(e) => self.record(a, Instant::now(), Err(e)),
+            }
+        }
+        struct Slots {
+            next: Vec<usize>,
+            per_source: BTreeMap<String, u32>,
+            per_datastore: BTreeMap<String, u32>,
+            per_tier: BTreeMap<String, u32>,
+            running: usize,
+        }
+        let config = self.config;
+        let run_id = self.run_id.clone();
+        let first_seq = self.seq;
+        self.seq += runnable.len() as i64;
+        let sessions = &self.sessions;
+        let slots = Mutex::new(Slots {
+            next: (0..runnable.len()).collect(),
+            per_source: BTreeMap::new(),
+            per_datastore: BTreeMap::new(),
+            per_tier: BTreeMap::new(),
+            running: 0,
+        });
+        let wake = Condvar::new();
+        let catalog = Mutex::new(catalog);
+        let outcomes = Mutex::new(Vec::new());
+        let key = |a: &Action| match a {
+            Action::Backup { source, vm, .. } => (source.clone(), vm.clone()),
+            _ => (String::new(), String::new()),
+        };
+        let tier_of = |a: &Action| match a {
+            Action::Backup { tier, .. } => tier.clone(),
+            _ => String::new(),
+        };
+        let tier_limit = |t: &str| {
+            config
+                .tiers
+                .get(t)
+                .map_or(u32::MAX, |t| t.max_parallel.max(1))
+        };
+        // Bytes read so far by each running backup, for progress reports.
+        type Running = BTreeMap<String, (std::sync::Arc<std::sync::atomic::AtomicU64>, Instant)>;
+        let running_now: Mutex<Running> = Mutex::new(BTreeMap::new());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Progress: JSON events, or one line on a terminal, each second.
+            // SAFETY: isatty only inspects a descriptor.
+            let tty = unsafe { libc::isatty(1) } == 1;
+            if json_events() || tty {
+                let (running_now, done) = (&running_now, &done);
+                scope.spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_secs(1));
+                        let now: Vec<(String, u64, f64)> = running_now
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .iter()
+                            .map(|(vm, (c, t))| {
+                                let b = c.load(Ordering::Relaxed);
+                                (
+                                    vm.clone(),
+                                    b,
+                                    b as f64 / t.elapsed().as_secs_f64().max(0.001),
+                                )
+                            })
+                            .collect();
+                        if json_events() {
+                            for (vm, bytes, rate) in &now {
+                                event(serde_json::json!({
+                                    "event": "action-progress",
+                                    "vm": vm,
+                                    "bytes_read": bytes,
+                                    "bytes_per_second": *rate as u64,
+                                }));
+                            }
+                        } else if !now.is_empty() {
+                            let size = crate::policy::units::format_size;
+                            let line: Vec<String> = now
+                                .iter()
+                                .map(|(vm, b, r)| {
+                                    format!("{vm} {} ({}/s)", size(*b), size(*r as u64))
+                                })
+                                .collect();
+                            eprint!("\r\x1b[Kreading: {}", line.join(", "));
+                        }
+                    }
+                    if tty && !json_events() {
+                        eprint!("\r\x1b[K");
+                    }
+                });
+            }
+            let workers: Vec<_> = (0..parallel.max(1).min(runnable.len().max(1))).collect();
+            std::thread::scope(|inner| {
+                for _ in workers {
+                    inner.spawn(|| {
+                        loop {
+                            // Take the first backup whose limits allow it.
+                            let (i, source, dss) = {
+                                let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                                loop {
+                                    if s.next.is_empty() || cancel.load(Ordering::SeqCst) {
+                                        return;
+                                    }
+                                    let pick = s.next.iter().position(|&i| {
+                                        let (source, vm) = key(runnable[i]);
+                                        let src = &config.sources[&source];
+                                        let dss = datastores
+                                            .get(&(source.clone(), vm))
+                                            .cloned()
+                                            .unwrap_or_default();
+                                        let tier = tier_of(runnable[i]);
+                                        s.per_tier.get(&tier).copied().unwrap_or(0)
+                                            < tier_limit(&tier)
+                                            && s.per_source.get(&source).copied().unwrap_or(0)
+                                                < src.max_per_host.max(1)
+                                            && dss.iter().all(|d| {
+                                                s.per_datastore.get(d).copied().unwrap_or(0)
+                                                    < src.max_per_datastore.max(1)
+                                            })
+                                    });
+                                    if let Some(p) = pick {
+                                        let i = s.next.remove(p);
+                                        let (source, vm) = key(runnable[i]);
+                                        let dss = datastores
+                                            .get(&(source.clone(), vm))
+                                            .cloned()
+                                            .unwrap_or_default();
+                                        *s.per_source.entry(source.clone()).or_default() += 1;
+                                        *s.per_tier.entry(tier_of(runnable[i])).or_default() += 1;
+                                        for d in &dss {
+                                            *s.per_datastore.entry(d.clone()).or_default() += 1;
+                                        }
+                                        s.running += 1;
+                                        break (i, source, dss);
+                                    }
+                                    s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                                }
+                            };
+                            let action = runnable[i];
+                            let json = serde_json::to_value(action).unwrap_or_default();
+                            let id = catalog
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .action_started(
+                                    &run_id,
+                                    first_seq + 1 + i as i64,
+                                    "backup",
+                                    &json.to_string(),
+                                    json["reason"].as_str().unwrap_or(""),
+                                )
+                                .ok();
+                            started_event(action);
+                            let started = Instant::now();
+                            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                            let vm_name = key(action).1;
+                            running_now
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(vm_name.clone(), (counter.clone(), Instant::now()));
+                            let result = backup_action_with_retries(
+                                config,
+                                &sessions[&source],
+                                &run_id,
+                                action,
+                                Some(&counter),
+                            );
+                            running_now
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&vm_name);
+                            {
+                                let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(id) = id {
+                                    let (ok, text) = match &result {
+                                        Ok(t) => (true, t.clone()),
+                                        Err(e) => (false, format!("{e:#}")),
+                                    };
+                                    let _ = c.action_finished(id, ok, &text);
+                                }
+                                if let Action::Backup { tier, .. } = action
+                                    && let Ok(repo) = open_tier(config, tier)
+                                {
+                                    let _ = c.refresh_tier(tier, &repo);
+                                }
+                            }
+                            outcomes
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(outcome_of(action, started, result));
+                            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                            *s.per_source.entry(source).or_default() -= 1;
+                            *s.per_tier.entry(tier_of(action)).or_default() -= 1;
+                            for d in &dss {
+                                *s.per_datastore.entry(d.clone()).or_default() -= 1;
+                            }
+                            s.running -= 1;
+                            wake.notify_all();
+                        }
+                    });
+                }
+            });
+            done.store(true, Ordering::Relaxed);
+        });
+        self.outcomes
+            .extend(outcomes.into_inner().unwrap_or_else(|e| e.into_inner()));
+    }
+}
