@@ -3,6 +3,7 @@
 //! in here performs I/O or reads the clock; `now` is always passed in.
 
 pub mod cbt;
+pub mod compliance;
 pub mod hygiene;
 pub mod planner;
 #[cfg(test)]
