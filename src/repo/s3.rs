@@ -476,6 +476,7 @@ fn percent(s: &str) -> String {
 
 impl Store for S3Store {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        super::store::check_key(key)?;
         // Lock objects are rewritten and deleted by design: never locked.
         if let Some((mode, keep)) = self.loc.lock
             && !key.starts_with(super::lock::LOCKS_PREFIX)
@@ -489,6 +490,7 @@ impl Store for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        super::store::check_key(key)?;
         self.block_on(async {
             let r = self.s3.get(&self.path(key)).await?;
             r.bytes().await
@@ -498,6 +500,7 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        super::store::check_prefix(prefix)?;
         let full = self.path(prefix.trim_end_matches('/'));
         let strip = if self.loc.prefix.is_empty() {
             0
@@ -519,6 +522,7 @@ impl Store for S3Store {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
+        super::store::check_key(key)?;
         if self.loc.lock.is_some() {
             return self.delete_versions(key);
         }

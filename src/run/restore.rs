@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::repo::Repository;
+use crate::repo::ids::FileStem;
 use crate::repo::manifest::Manifest;
 use crate::repo::restore::{self, DiskFormat};
 use crate::vsphere::Session;
@@ -85,6 +86,14 @@ pub fn rewrite_vmx(vmx: &str, c: &VmxChanges) -> String {
     out
 }
 
+/// The restored VM's name as a file name: it names files in a local
+/// directory and a folder on a datastore, so it may not hold a separator,
+/// `..` or a control character.
+fn restored_name(changes: &VmxChanges) -> Result<FileStem> {
+    FileStem::parse(&changes.name)
+        .map_err(|e| anyhow!("the restored VM's name cannot be used: {e}; choose another --name"))
+}
+
 /// What a local restore wrote.
 #[derive(Debug)]
 pub struct LocalRestore {
@@ -105,6 +114,7 @@ pub fn restore_local(
     threads: usize,
 ) -> Result<LocalRestore> {
     let started = Instant::now();
+    let stem = restored_name(changes)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
     let mut bytes = 0;
@@ -112,8 +122,8 @@ pub fn restore_local(
         if only.is_some_and(|o| !o.contains(&disk.device_key)) {
             continue;
         }
-        let out = dir.join(format!("{}.vmdk", disk_stem(&changes.name, i)));
-        let index = repo.read_index(disk)?;
+        let out = dir.join(format!("{}.vmdk", disk_stem(stem.as_str(), i)));
+        let index = repo.read_index(&m, disk)?;
         let stats = restore::restore_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
             .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?;
         bytes += disk.size_bytes;
@@ -121,11 +131,23 @@ pub fn restore_local(
     }
     if let Some((name, _)) = m.files.iter().find(|(n, _)| n.ends_with(".vmx")) {
         let vmx = repo.read_file(m, name)?;
-        let out = dir.join(format!("{}.vmx", changes.name));
+        let out = dir.join(format!("{stem}.vmx"));
         if out.exists() && !force {
             bail!("{} exists; give --force to replace it", out.display());
         }
-        std::fs::write(&out, rewrite_vmx(&String::from_utf8_lossy(&vmx), changes))?;
+        // Written beside its final name and renamed: a failure never leaves
+        // a partial .vmx, nor a truncated one where one was.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{stem}.vmx.coffer-restore-"))
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        std::io::Write::write_all(
+            &mut tmp,
+            rewrite_vmx(&String::from_utf8_lossy(&vmx), changes).as_bytes(),
+        )?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&out)
+            .map_err(|e| anyhow!("renaming into {}: {}", out.display(), e.error))?;
         files.push(out);
     }
     Ok(LocalRestore {
@@ -182,6 +204,7 @@ pub fn restore_to_host(
     threads: usize,
 ) -> Result<HostRestore> {
     let started = Instant::now();
+    restored_name(changes)?;
     let session = target.session;
     if session.list_vms()?.iter().any(|v| v.name == changes.name) {
         bail!(
