@@ -509,7 +509,17 @@ impl Store for S3Store {
         };
         let found: Vec<object_store::ObjectMeta> = self
             .block_on(self.s3.list(Some(&full)).try_collect())
-            .map_err(|e| self.err("list", prefix, e))?;
+            .map_err(|e| match e {
+                // The client refuses a whole page when one key in it is not a
+                // valid path (a `..` segment): only another client can have
+                // written it. Skipping the page would hide good points, so
+                // the listing fails and says what to remove.
+                object_store::Error::InvalidPath { .. } => StoreError::Backend(format!(
+                    "listing `{prefix}` of {}: {e}; coffer never writes such a key: remove that object with an S3 client",
+                    self.describe()
+                )),
+                e => self.err("list", prefix, e),
+            })?;
         Ok(found
             .into_iter()
             .map(|m| ObjectMeta {
