@@ -464,6 +464,148 @@ fn an_s3_key_with_dot_dot_stops_the_tier_with_a_clear_error_and_touches_nothing(
     }
 }
 
+/// The same lies on a tier of a policy directory: catalog refresh, plan,
+/// apply with retention prune, `repo prune --tier` and `restore` run against
+/// them, and `restore --name` is given names that climb out. Nothing outside
+/// the tier and the state directory changes.
+#[test]
+fn retention_catalog_and_restore_on_a_crafted_tier_stay_inside_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("p");
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(t.path().join("victim.txt"), VICTIM).unwrap();
+    std::fs::write(dir.join("victim.txt"), VICTIM).unwrap();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        r#"
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 1
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| -> Output {
+        common::command_in(&dir)
+            .args(args)
+            .args(["-p", "."])
+            .output()
+            .unwrap()
+    };
+    let init = run(&["repo", "init", "--tier", "local"]);
+    assert!(init.status.success(), "{}", text(&init));
+    let apply = run(&["apply", "--no-mail"]);
+    assert!(apply.status.success(), "{}", text(&apply));
+
+    // Plant lying points next to the real one, older, so retention would
+    // pick them first.
+    let store = LocalStore::new(dir.join("repo")).unwrap();
+    let repo =
+        Repository::open(Arc::new(LocalStore::new(dir.join("repo")).unwrap()), None).unwrap();
+    let real = repo.list_points().unwrap();
+    assert_eq!(real.len(), 1);
+    let good = repo.read_manifest(&real[0]).unwrap();
+    let uuid = good.vm.uuid.clone();
+    let good_json = serde_json::to_value(&good).unwrap();
+    let index = store.get(&good.disks[0].index_key).unwrap();
+    for (point, index_key, vm_uuid) in [
+        (CLIMBING_INDEX, "../victim.txt".to_string(), uuid.clone()),
+        (
+            CLIMBING_INDEX_2,
+            "points/../../../victim.txt".to_string(),
+            uuid.clone(),
+        ),
+        (
+            CLIMBING_VM,
+            format!("points/{uuid}/{CLIMBING_VM}/disk-2000.index"),
+            "../../x".to_string(),
+        ),
+    ] {
+        let mut m = good_json.clone();
+        m["point_id"] = point.into();
+        m["vm"]["uuid"] = vm_uuid.into();
+        m["created"] = "2020-01-01T00:00:00Z".into();
+        for d in m["disks"].as_array_mut().unwrap() {
+            d["index_key"] = index_key.clone().into();
+        }
+        let prefix = format!("points/{uuid}/{point}");
+        store
+            .put(
+                &format!("{prefix}/disk-{}.index", good.disks[0].device_key),
+                &index,
+            )
+            .unwrap();
+        store
+            .put(
+                &format!("{prefix}/manifest.json"),
+                &serde_json::to_vec_pretty(&m).unwrap(),
+            )
+            .unwrap();
+    }
+
+    let skip = [dir.join("repo"), dir.join(".coffer"), dir.join("out")];
+    let before = files_outside(t.path(), &skip);
+    let check = |after: &str| {
+        for v in [t.path().join("victim.txt"), dir.join("victim.txt")] {
+            assert_eq!(
+                std::fs::read(&v).ok().as_deref(),
+                Some(VICTIM),
+                "{} changed or went after {after}",
+                v.display()
+            );
+        }
+        assert_eq!(
+            files_outside(t.path(), &skip),
+            before,
+            "{after} wrote or deleted outside the tier and the state directory"
+        );
+    };
+
+    for args in [
+        &["catalog", "refresh"][..],
+        &["plan"],
+        &["backup", "lab-vm-01", "--full"],
+        &["apply", "--no-mail"],
+        &["repo", "prune", CLIMBING_INDEX, "--tier", "local"],
+        &["repo", "prune", CLIMBING_INDEX_2, "--tier", "local"],
+        &["repo", "prune", CLIMBING_VM, "--tier", "local"],
+        &["repo", "gc", "--tier", "local", "--grace", "0s"],
+    ] {
+        let _ = run(args);
+        check(&args.join(" "));
+    }
+
+    for name in ["../../x", "../victim", "a/b", "/tmp/x", ".."] {
+        let o = run(&["restore", "lab-vm-01", "-o", "out", "--name", name]);
+        assert!(!o.status.success(), "--name {name}: {}", text(&o));
+        assert!(
+            text(&o).contains("choose another --name"),
+            "--name {name}: {}",
+            text(&o)
+        );
+        check(&format!("restore --name {name}"));
+    }
+    assert!(!t.path().join("x.vmdk").exists() && !t.path().join("x.vmx").exists());
+    let o = run(&["restore", "lab-vm-01", "-o", "out", "--name", "db-restored"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(dir.join("out/db-restored.vmdk").exists());
+    check("a good restore");
+}
+
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod local {
