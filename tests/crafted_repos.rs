@@ -30,6 +30,8 @@ const CLIMBING_INDEX: &str = "20200101T000000000Z-aaaaa1";
 const CLIMBING_INDEX_2: &str = "20200101T000000000Z-aaaaa2";
 const CLIMBING_VM: &str = "20200101T000000000Z-aaaaa3";
 const MISPLACED_ID: &str = "20200101T000000000Z-aaaaa4";
+/// A VM whose directory in the local tier is a planted symbolic link.
+const LINKED_VM: &str = "4210cccc-0000-0000-0000-000000000002";
 const VICTIM: &[u8] = b"a file coffer must never touch\n";
 
 fn fill(buf: &mut [u8], seed: u64) {
@@ -234,6 +236,11 @@ impl World {
                     std::fs::create_dir_all(&d).unwrap();
                     std::fs::write(d.join("manifest.json"), &odd).unwrap();
                 }
+                // A VM directory that is a link to a directory outside.
+                let linked = self.sandbox.path().join("linked");
+                std::fs::create_dir_all(linked.join(CLIMBING_VM)).unwrap();
+                std::fs::write(linked.join(CLIMBING_VM).join("manifest.json"), &odd).unwrap();
+                std::os::unix::fs::symlink(&linked, root.join(LINKED_VM)).unwrap();
             }
             Backend::S3 => {
                 // A key coffer would never write, put by another client.
@@ -416,6 +423,42 @@ fn every_repo_command_stays_inside_a_crafted_repository(backend: Backend) {
         "the good point restores byte-identical"
     );
     check("restoring the good point");
+
+    // A backup of the VM whose directory is a planted link is refused
+    // rather than written through the link.
+    if let Backend::Local = backend {
+        let repo = Repository::open(w.store.clone(), None).unwrap();
+        let disk = FileDisk::open(&w.image).unwrap();
+        let r = backup::backup(
+            &repo,
+            BackupRequest {
+                vm: VmIdentity {
+                    name: "linked".into(),
+                    uuid: LINKED_VM.into(),
+                },
+                consistency: "crash".into(),
+                chunk_size_bytes: 256 << 10,
+                parent: None,
+                disks: vec![DiskSource {
+                    device_key: 2000,
+                    label: "Hard disk 1".into(),
+                    reader: &disk,
+                    change_id: None,
+                    ranges: None,
+                    from_parent: false,
+                    backing: None,
+                }],
+                files: vec![],
+                threads: 2,
+            },
+        );
+        assert!(
+            r.as_ref()
+                .is_err_and(|e| e.to_string().contains("symbolic link")),
+            "{r:?}"
+        );
+        check("a backup through a planted link");
+    }
 
     // Pruning the good point removes exactly its own objects.
     let prune = w.coffer(&["repo", "prune", &w.good.point_id]);

@@ -34,9 +34,28 @@ impl LocalStore {
         &self.root
     }
 
-    /// The file of a key; a key that could leave the root is refused.
+    /// The file of a key; a key that could leave the root is refused: one
+    /// with `..` or an absolute path, or one whose directories pass through
+    /// a symbolic link planted inside the repository (the root itself may
+    /// be a link: that is the administrator's choice).
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         store::check_key(key)?;
+        let mut dir = self.root.clone();
+        let parts: Vec<&str> = key.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StoreError::InvalidKey {
+                        key: key.to_string(),
+                        reason: "a directory on its path is a symbolic link",
+                    });
+                }
+                Ok(_) => {}
+                // Not there (yet): nothing below it can be a link.
+                Err(_) => break,
+            }
+        }
         Ok(self.root.join(key))
     }
 
@@ -62,6 +81,7 @@ impl LocalStore {
         let mut removed = 0;
         // Children before parents, so a directory emptied here is seen empty.
         for entry in walkdir::WalkDir::new(&start)
+            .follow_root_links(false)
             .min_depth(1)
             .contents_first(true)
             .into_iter()
@@ -135,7 +155,9 @@ impl Store for LocalStore {
         if !start.exists() {
             return Ok(out);
         }
-        for entry in walkdir::WalkDir::new(&start) {
+        // A planted link is never followed, also when it is the directory
+        // the prefix names.
+        for entry in walkdir::WalkDir::new(&start).follow_root_links(start == self.root) {
             let entry = entry
                 .map_err(|e| StoreError::Backend(format!("listing {}: {e}", start.display())))?;
             if !entry.file_type().is_file() {
