@@ -195,7 +195,7 @@ fn a_failed_restore_leaves_no_partial_file_and_never_damages_a_good_one() {
 }
 
 #[test]
-fn a_failed_export_of_a_later_disk_leaves_the_earlier_disks_files_untouched() {
+fn a_failed_export_or_restore_of_a_later_disk_leaves_the_earlier_disks_files_untouched() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
     noise(&a, 1, 21);
@@ -213,6 +213,30 @@ fn a_failed_export_of_a_later_disk_leaves_the_earlier_disks_files_untouched() {
     let earlier = contents(&out);
     assert!(coffer::run::export::export_vmdk(&repo, &m, &paths[0], true, 2).is_err());
     assert_eq!(contents(&out), earlier);
+
+    // `restore -o DIR` of the same VM over an earlier restore, with --force.
+    let vm_dir = t.path().join("vm");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    for f in [
+        "db01-restored.vmdk",
+        "db01-restored-flat.vmdk",
+        "db01-restored_1.vmdk",
+        "db01-restored_1-flat.vmdk",
+        "db01-restored.vmx",
+    ] {
+        std::fs::write(vm_dir.join(f), format!("earlier {f}")).unwrap();
+    }
+    let earlier = contents(&vm_dir);
+    let changes = VmxChanges {
+        name: "db01-restored".into(),
+        ..VmxChanges::default()
+    };
+    assert!(restore_local(&repo, &m, &vm_dir, &changes, None, true, 2).is_err());
+    assert_eq!(
+        contents(&vm_dir),
+        earlier,
+        "the first disk's files are untouched"
+    );
 }
 
 /// Backups of identical data, side by side in one process, each through its

@@ -162,12 +162,55 @@ pub fn restore_disk(
     overwrite: bool,
     threads: usize,
 ) -> Result<RestoreStats, RepoError> {
+    prepare_disk(repo, index, path, format, overwrite, threads)?.publish()
+}
+
+/// A disk restored and proven under temporary names, not yet in place:
+/// a restore of several files prepares them all, then publishes them, so a
+/// failure on the last disk leaves the first one's old files as they were.
+/// Dropped unpublished, it removes its temporary files.
+pub struct PreparedDisk {
+    /// In publishing order: a VMDK's extent before its descriptor.
+    files: Vec<PendingFile>,
+    overwrite: bool,
+    stats: RestoreStats,
+}
+
+impl PreparedDisk {
+    /// Renames the files into place; returns what was written.
+    pub fn publish(self) -> Result<RestoreStats, RepoError> {
+        let mut stats = self.stats;
+        let mut placed: Vec<PathBuf> = self
+            .files
+            .into_iter()
+            .map(|f| f.publish(self.overwrite))
+            .collect::<Result<_, _>>()?;
+        // Listed descriptor first, as the VMDK is named by it.
+        placed.reverse();
+        stats.files = placed;
+        Ok(stats)
+    }
+}
+
+/// Restores a disk as `restore_disk` does, but leaves the files under
+/// their temporary names until `PreparedDisk::publish`.
+pub fn prepare_disk(
+    repo: &Repository,
+    index: &DiskIndex,
+    path: &Path,
+    format: DiskFormat,
+    overwrite: bool,
+    threads: usize,
+) -> Result<PreparedDisk, RepoError> {
     match format {
         DiskFormat::Raw => {
             let out = PendingFile::create(path, index.disk_size_bytes, overwrite)?;
-            let mut stats = restore_into(repo, index, out.file(), threads)?;
-            stats.files.push(out.publish(overwrite)?);
-            Ok(stats)
+            let stats = restore_into(repo, index, out.file(), threads)?;
+            Ok(PreparedDisk {
+                files: vec![out],
+                overwrite,
+                stats,
+            })
         }
         DiskFormat::Vmdk => {
             let stem = path
@@ -180,7 +223,7 @@ pub fn restore_disk(
             // A VMDK extent is a whole number of 512-byte sectors.
             let size = index.disk_size_bytes.div_ceil(512) * 512;
             let extent = PendingFile::create(&flat, size, overwrite)?;
-            let mut stats = restore_into(repo, index, extent.file(), threads)?;
+            let stats = restore_into(repo, index, extent.file(), threads)?;
             let descriptor = PendingFile::create(path, 0, overwrite)?;
             {
                 let mut f = descriptor.file();
@@ -191,10 +234,11 @@ pub fn restore_disk(
             }
             // The extent first: a descriptor never names an extent that is
             // not (yet) there.
-            let flat = extent.publish(overwrite)?;
-            stats.files.push(descriptor.publish(overwrite)?);
-            stats.files.push(flat);
-            Ok(stats)
+            Ok(PreparedDisk {
+                files: vec![extent, descriptor],
+                overwrite,
+                stats,
+            })
         }
     }
 }

@@ -116,27 +116,30 @@ pub fn restore_local(
     let started = Instant::now();
     let stem = restored_name(changes)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut files = Vec::new();
     let mut bytes = 0;
+    // Everything is restored and proven under temporary names first, then
+    // renamed into place: a failure on any disk leaves the directory as it
+    // was, also with `force`.
+    let mut prepared = Vec::new();
     for (i, disk) in m.disks.iter().enumerate() {
         if only.is_some_and(|o| !o.contains(&disk.device_key)) {
             continue;
         }
         let out = dir.join(format!("{}.vmdk", disk_stem(stem.as_str(), i)));
-        let index = repo.read_index(&m, disk)?;
-        let stats = restore::restore_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
-            .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?;
+        let index = repo.read_index(m, disk)?;
+        prepared.push(
+            restore::prepare_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
+                .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?,
+        );
         bytes += disk.size_bytes;
-        files.extend(stats.files);
     }
+    let mut vmx_out = None;
     if let Some((name, _)) = m.files.iter().find(|(n, _)| n.ends_with(".vmx")) {
         let vmx = repo.read_file(m, name)?;
         let out = dir.join(format!("{stem}.vmx"));
         if out.exists() && !force {
             bail!("{} exists; give --force to replace it", out.display());
         }
-        // Written beside its final name and renamed: a failure never leaves
-        // a partial .vmx, nor a truncated one where one was.
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!(".{stem}.vmx.coffer-restore-"))
             .tempfile_in(dir)
@@ -146,6 +149,14 @@ pub fn restore_local(
             rewrite_vmx(&String::from_utf8_lossy(&vmx), changes).as_bytes(),
         )?;
         tmp.as_file().sync_all()?;
+        vmx_out = Some((tmp, out));
+    }
+    let mut files = Vec::new();
+    for p in prepared {
+        files.extend(p.publish()?.files);
+    }
+    // The .vmx last: a directory with a .vmx holds its disks.
+    if let Some((tmp, out)) = vmx_out {
         tmp.persist(&out)
             .map_err(|e| anyhow!("renaming into {}: {}", out.display(), e.error))?;
         files.push(out);
