@@ -159,7 +159,7 @@ fn run_backup(
 }
 
 fn restore_bytes(repo: &Repository, m: &Manifest, out: &Path) -> Vec<u8> {
-    let index = repo.read_index(&m, &m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     std::fs::read(out).unwrap()
 }

@@ -61,7 +61,7 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
 }
 
 fn restores_to(repo: &Repository, m: &Manifest, image: &Path, out: &Path) {
-    let index = repo.read_index(&m, &m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     assert!(
         std::fs::read(out).unwrap() == std::fs::read(image).unwrap(),

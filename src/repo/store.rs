@@ -152,3 +152,43 @@ pub trait Store: Send + Sync {
         Ok(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_leave_the_store_root_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../victim",
+            "points/../../victim",
+            "points/./x",
+            "points//x",
+            "points/x/",
+            "points\\x",
+            "points/a\0b",
+            "points/a\nb",
+        ] {
+            assert!(
+                matches!(check_key(bad), Err(StoreError::InvalidKey { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        for good in [
+            "config",
+            "chunks/ab/cd/abcd",
+            "points/vm/p/manifest.json",
+            "a..b",
+        ] {
+            check_key(good).unwrap();
+        }
+        for good in ["", "points/", "chunks/ab", "locks/"] {
+            check_prefix(good).unwrap();
+        }
+        for bad in ["/", "../", "points/../", "//"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
