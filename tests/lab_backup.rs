@@ -111,7 +111,7 @@ impl Bed {
 
     fn restore(&self, m: &Manifest, disk: usize) -> Vec<u8> {
         let out = self.dir.join(format!("restore-{}-{disk}.raw", m.point_id));
-        let index = self.repo.read_index(&m.disks[disk]).unwrap();
+        let index = self.repo.read_index(m, &m.disks[disk]).unwrap();
         restore::restore_disk(&self.repo, &index, &out, DiskFormat::Raw, true, 2).unwrap();
         std::fs::read(out).unwrap()
     }
@@ -442,7 +442,10 @@ fn a_restored_disk_uploads_to_the_datastore_and_reads_back() {
     let m = b
         .backup("lab-vm-01", Consistency::Crash, None, "up1")
         .unwrap();
-    let index = b.repo.read_index(&m.manifest.disks[0]).unwrap();
+    let index = b
+        .repo
+        .read_index(&m.manifest, &m.manifest.disks[0])
+        .unwrap();
     let vmdk = b.dir.join("restored.vmdk");
     restore::restore_disk(&b.repo, &index, &vmdk, DiskFormat::Vmdk, true, 2).unwrap();
     let t = b.session.transport();

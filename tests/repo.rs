@@ -159,7 +159,7 @@ fn run_backup(
 }
 
 fn restore_bytes(repo: &Repository, m: &Manifest, out: &Path) -> Vec<u8> {
-    let index = repo.read_index(&m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     std::fs::read(out).unwrap()
 }
@@ -220,7 +220,7 @@ fn a_damaged_copy_is_repaired_from_a_healthy_tier(be: Backend) {
     let pa = src.find_point(&a.point_id).unwrap();
     ops::copy_point(&src, &dst, &pa, 2).unwrap();
     let victim = dst
-        .read_index(&a.disks[0])
+        .read_index(&a, &a.disks[0])
         .unwrap()
         .chunks
         .into_iter()
@@ -406,7 +406,7 @@ fn restored_vmdk_is_accepted_by_qemu_img_compare(b: Backend) {
     make_image(&image);
     let repo = open_repo(&Place::new(b, t.path(), "repo"), None);
     let m = run_backup(&repo, &image, None, None, 256 << 10);
-    let index = repo.read_index(&m.disks[0]).unwrap();
+    let index = repo.read_index(&m, &m.disks[0]).unwrap();
     let out = t.path().join("restored.vmdk");
     restore::restore_disk(&repo, &index, &out, DiskFormat::Vmdk, false, 2).unwrap();
     let info = std::process::Command::new("qemu-img")
@@ -452,13 +452,13 @@ fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it(be: Backend) {
         1 << 20,
     );
     // Damage a chunk both points share.
-    let index = repo.read_index(&a.disks[0]).unwrap();
+    let index = repo.read_index(&a, &a.disks[0]).unwrap();
     let shared = index
         .chunks
         .iter()
         .find(|d| {
             **d != coffer::repo::chunk::ZERO_DIGEST
-                && repo.read_index(&b.disks[0]).unwrap().chunks.contains(d)
+                && repo.read_index(&b, &b.disks[0]).unwrap().chunks.contains(d)
         })
         .unwrap();
     place.tamper(&shared.key(), |bytes| {
@@ -483,7 +483,7 @@ fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it(be: Backend) {
         "{text}"
     );
     // A restore of a damaged point fails loudly instead of writing bad data.
-    let idx = repo.read_index(&a.disks[0]).unwrap();
+    let idx = repo.read_index(&a, &a.disks[0]).unwrap();
     assert!(
         restore::restore_disk(
             &repo,
@@ -612,7 +612,7 @@ fn encrypted_tiers_check_the_key_and_hide_content(b: Backend) {
         );
     }
     // A tampered manifest is refused.
-    place.tamper(&m.key(), |bytes| {
+    place.tamper(&m.key().unwrap(), |bytes| {
         let text = String::from_utf8(bytes.clone())
             .unwrap()
             .replace("\"crash\"", "\"application\"");

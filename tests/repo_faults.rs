@@ -61,7 +61,7 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
 }
 
 fn restores_to(repo: &Repository, m: &Manifest, image: &Path, out: &Path) {
-    let index = repo.read_index(&m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     assert!(
         std::fs::read(out).unwrap() == std::fs::read(image).unwrap(),
@@ -166,7 +166,7 @@ fn an_immutable_tier_locks_what_it_writes_and_a_locked_delete_is_reported() {
 
     // The server holds a retention date two days ahead on the manifest.
     let (mode, until) = store
-        .lock_of(&m.key())
+        .lock_of(&m.key().unwrap())
         .unwrap()
         .expect("the manifest is locked");
     assert_eq!(mode, "COMPLIANCE");

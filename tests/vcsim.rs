@@ -415,7 +415,7 @@ fn flat_bytes(sim: &Vcsim, file_name: &str) -> Vec<u8> {
 }
 
 fn restore(repo: &Repository, m: &coffer::repo::manifest::Manifest, out: &Path) -> Vec<u8> {
-    let index = repo.read_index(&m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
     coffer::repo::restore::restore_disk(
         repo,
         &index,

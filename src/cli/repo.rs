@@ -300,7 +300,11 @@ pub fn run(command: Command) -> Result<u8> {
                 "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
                 "POINT", "VM", "KIND", "CREATED", "SIZE", "CHUNKS"
             )?;
-            for p in repo.list_points()? {
+            let (points, refused) = repo.list_points_checked()?;
+            for key in &refused {
+                writeln!(out, "skipped {key:?}: not a valid point name (never read)")?;
+            }
+            for p in points {
                 match repo.read_manifest(&p) {
                     Ok(m) => writeln!(
                         out,
@@ -347,6 +351,12 @@ pub fn run(command: Command) -> Result<u8> {
             for (p, why) in &r.bad_points {
                 writeln!(out, "DAMAGED point {p}: {why}")?;
             }
+            for key in &r.refused_keys {
+                writeln!(
+                    out,
+                    "FOREIGN object {key:?}: a manifest under a name that is not a valid point (never read)"
+                )?;
+            }
             if !r.ok() {
                 writeln!(
                     out,
@@ -363,11 +373,13 @@ pub fn run(command: Command) -> Result<u8> {
             let r = ops::gc(&repo, grace, a.dry_run)?;
             writeln!(
                 out,
-                "{}{} chunks referenced; deleted {} unreferenced chunks and {} incomplete objects, {} bytes freed; kept {} young unreferenced chunks{}",
+                "{}{} chunks referenced; deleted {} unreferenced chunks, {} incomplete objects, {} stale locks and {} empty directories, {} bytes freed; kept {} young unreferenced chunks{}",
                 if a.dry_run { "dry run: " } else { "" },
                 r.chunks_referenced,
                 r.chunks_deleted,
                 r.incomplete_deleted,
+                r.stale_locks_removed,
+                r.empty_dirs_removed,
                 r.bytes_freed,
                 r.chunks_kept_young,
                 if r.chunks_locked > 0 {
@@ -414,7 +426,7 @@ pub fn run(command: Command) -> Result<u8> {
                     .ok_or_else(|| anyhow!("point {} has no disks", a.point))?,
             };
             let started = Instant::now();
-            let index = repo.read_index(disk)?;
+            let index = repo.read_index(&m, disk)?;
             let stats = restore::restore_disk(&repo, &index, &a.out, a.format, a.force, threads())?;
             let secs = started.elapsed().as_secs_f64();
             writeln!(

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::chunk::{self, ChunkDigest, Codec, ZERO_DIGEST};
+use super::ids::{PointId, VmUuid};
 use super::index::DiskIndex;
 use super::manifest::{self, DiskEntry, Manifest, PointKind, VmIdentity};
 use super::parallel;
@@ -168,6 +169,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
     let started = Instant::now();
     let now = chrono::Utc::now();
     let point_id = manifest::new_point_id(now);
+    let (vm_id, point) = (VmUuid::parse(&req.vm.uuid)?, PointId::parse(&point_id)?);
     if !(chunk::MAX_CHUNK_BYTES as u32 >= req.chunk_size_bytes
         && req.chunk_size_bytes.is_power_of_two()
         && req.chunk_size_bytes >= 64 << 10)
@@ -201,7 +203,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
                     )));
                 }
                 incremental = true;
-                repo.read_index(pd)?
+                repo.read_index(req.parent.expect("a parent disk has a parent"), pd)?
             }
             (None, Some(_)) if req.parent.is_some() && d.from_parent => {
                 return Err(RepoError::Invalid(format!(
@@ -216,11 +218,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
             None => std::iter::once(0..size).collect(),
         };
         let (index, stats) = write_disk(repo, d.reader, base, &ranges, &known, req.threads.max(1))?;
-        let index_key = format!(
-            "{}disk-{}.index",
-            manifest::point_prefix(&req.vm.uuid, &point_id),
-            d.device_key
-        );
+        let index_key = manifest::index_key(&vm_id, &point, d.device_key);
         let index_sha256 = repo.write_index(&index_key, &index)?;
         disks.push(DiskEntry {
             device_key: d.device_key,

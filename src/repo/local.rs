@@ -9,9 +9,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use super::store::{ObjectMeta, Store, StoreError};
+use super::store::{self, ObjectMeta, Store, StoreError};
 
 /// Temporary files carry this marker; listings skip them and gc reaps them.
 pub const TMP_MARKER: &str = ".tmp-";
@@ -19,7 +19,6 @@ pub const TMP_MARKER: &str = ".tmp-";
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
-    counter: AtomicU64,
 }
 
 impl LocalStore {
@@ -28,55 +27,125 @@ impl LocalStore {
         let root = root.into();
         fs::create_dir_all(&root)
             .map_err(|e| StoreError::from_io("create", &root.display().to_string(), e))?;
-        Ok(LocalStore {
-            root,
-            counter: AtomicU64::new(0),
-        })
+        Ok(LocalStore { root })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// The file of a key; a key that could leave the root is refused: one
+    /// with `..` or an absolute path, or one whose directories pass through
+    /// a symbolic link planted inside the repository (the root itself may
+    /// be a link: that is the administrator's choice).
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        store::check_key(key)?;
+        let mut dir = self.root.clone();
+        let parts: Vec<&str> = key.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StoreError::InvalidKey {
+                        key: key.to_string(),
+                        reason: "a directory on its path is a symbolic link",
+                    });
+                }
+                Ok(_) => {}
+                // Not there (yet): nothing below it can be a link.
+                Err(_) => break,
+            }
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn prune_empty_dirs(
+        &self,
+        prefix: &str,
+        grace: Duration,
+        emptied: &[String],
+    ) -> Result<usize, StoreError> {
+        store::check_prefix(prefix)?;
+        // Directories that held what the caller just deleted count as old
+        // enough: deleting their last file made them look new.
+        let mut cleared: std::collections::HashSet<PathBuf> = emptied
+            .iter()
+            .filter(|k| store::check_key(k).is_ok())
+            .filter_map(|k| self.root.join(k).parent().map(Path::to_path_buf))
+            .collect();
+        let start = self.root.join(prefix.trim_end_matches('/'));
+        if !start.is_dir() {
+            return Ok(0);
+        }
+        let now = SystemTime::now();
+        let mut removed = 0;
+        // Children before parents, so a directory emptied here is seen empty.
+        for entry in walkdir::WalkDir::new(&start)
+            .follow_root_links(false)
+            .min_depth(1)
+            .contents_first(true)
+            .into_iter()
+            .flatten()
+        {
+            if !entry.file_type().is_dir() {
+                continue;
+            }
+            let old = cleared.contains(entry.path())
+                || entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .is_some_and(|t| now.duration_since(t).is_ok_and(|age| age >= grace));
+            // remove_dir refuses a directory that is not empty: a writer that
+            // just put a file there keeps it.
+            if old && fs::remove_dir(entry.path()).is_ok() {
+                removed += 1;
+                if let Some(parent) = entry.path().parent() {
+                    cleared.insert(parent.to_path_buf());
+                }
+            }
+        }
+        Ok(removed)
     }
 }
 
 impl Store for LocalStore {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         let dir = path.parent().expect("keys have a parent");
-        let tmp = dir.join(format!(
-            "{}{}{}-{}",
-            path.file_name().unwrap().to_string_lossy(),
-            TMP_MARKER,
-            std::process::id(),
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        let write = |tmp: &Path| -> std::io::Result<()> {
-            let mut f = match File::create(tmp) {
-                Ok(f) => f,
+        // Created exclusively under a random name: two writers of the same
+        // object (two backups of identical disks, two processes, two store
+        // instances) never share a temporary file. A dropped temp removes
+        // itself; one left by a crash carries the marker gc reaps.
+        let prefix = format!(
+            "{}{TMP_MARKER}",
+            path.file_name()
+                .expect("keys name a file")
+                .to_string_lossy()
+        );
+        let create = || tempfile::Builder::new().prefix(&prefix).tempfile_in(dir);
+        let write = || -> std::io::Result<()> {
+            let mut tmp = match create() {
+                Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     fs::create_dir_all(dir)?;
-                    File::create(tmp)?
+                    create()?
                 }
                 Err(e) => return Err(e),
             };
-            f.write_all(data)?;
-            fs::rename(tmp, &path)
+            tmp.write_all(data)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
         };
-        write(&tmp).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            StoreError::from_io("write", key, e)
-        })
+        write().map_err(|e| StoreError::from_io("write", key, e))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        fs::read(self.path(key)).map_err(|e| StoreError::from_io("read", key, e))
+        fs::read(self.path(key)?).map_err(|e| StoreError::from_io("read", key, e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        store::check_prefix(prefix)?;
         // Walk only the directory the prefix names (or its parent).
         let start = match prefix.rfind('/') {
             Some(i) => self.root.join(&prefix[..i]),
@@ -86,7 +155,9 @@ impl Store for LocalStore {
         if !start.exists() {
             return Ok(out);
         }
-        for entry in walkdir::WalkDir::new(&start) {
+        // A planted link is never followed, also when it is the directory
+        // the prefix names.
+        for entry in walkdir::WalkDir::new(&start).follow_root_links(start == self.root) {
             let entry = entry
                 .map_err(|e| StoreError::Backend(format!("listing {}: {e}", start.display())))?;
             if !entry.file_type().is_file() {
@@ -110,7 +181,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match fs::remove_file(self.path(key)) {
+        match fs::remove_file(self.path(key)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::from_io("delete", key, e)),
@@ -137,6 +208,15 @@ impl Store for LocalStore {
 
     fn incomplete(&self) -> Result<Vec<ObjectMeta>, StoreError> {
         Ok(self.temporaries())
+    }
+
+    fn remove_empty_dirs(
+        &self,
+        prefix: &str,
+        grace: Duration,
+        emptied: &[String],
+    ) -> Result<usize, StoreError> {
+        self.prune_empty_dirs(prefix, grace, emptied)
     }
 }
 

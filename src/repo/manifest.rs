@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::{IdError, PointId, VmUuid};
+
 pub const FORMAT: u32 = 1;
 
 /// A VM's identity as the repository records it.
@@ -30,7 +32,9 @@ pub struct DiskEntry {
     pub label: String,
     pub size_bytes: u64,
     pub chunk_size_bytes: u32,
-    /// Object key of the index.
+    /// Object key of the index. Kept in the format for compatibility;
+    /// readers derive the key from the point's ids and the device key
+    /// (`index_key`) and refuse a manifest whose field says otherwise.
     pub index_key: String,
     /// SHA-256 of the index object.
     pub index_sha256: String,
@@ -74,8 +78,25 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn key(&self) -> String {
-        manifest_key(&self.vm.uuid, &self.point_id)
+    /// The point's validated ids, or why the manifest names no valid point.
+    pub fn ids(&self) -> Result<(VmUuid, PointId), IdError> {
+        Ok((
+            VmUuid::parse(&self.vm.uuid)?,
+            PointId::parse(&self.point_id)?,
+        ))
+    }
+
+    /// The manifest's object key, built from its validated ids.
+    pub fn key(&self) -> Result<String, IdError> {
+        let (vm, point) = self.ids()?;
+        Ok(manifest_key(&vm, &point))
+    }
+
+    /// The object key of a disk's index, derived from the point's ids and
+    /// the device key, never taken from the manifest's `index_key`.
+    pub fn index_key_of(&self, disk: &DiskEntry) -> Result<String, IdError> {
+        let (vm, point) = self.ids()?;
+        Ok(index_key(&vm, &point, disk.device_key))
     }
 
     /// The chunk ids of the point's files (.vmx, .nvram); an id that does not
@@ -89,12 +110,17 @@ impl Manifest {
     }
 }
 
-pub fn point_prefix(vm_uuid: &str, point_id: &str) -> String {
+pub fn point_prefix(vm_uuid: &VmUuid, point_id: &PointId) -> String {
     format!("points/{vm_uuid}/{point_id}/")
 }
 
-pub fn manifest_key(vm_uuid: &str, point_id: &str) -> String {
+pub fn manifest_key(vm_uuid: &VmUuid, point_id: &PointId) -> String {
     format!("{}manifest.json", point_prefix(vm_uuid, point_id))
+}
+
+/// `points/<vm>/<point>/disk-<device key>.index`.
+pub fn index_key(vm_uuid: &VmUuid, point_id: &PointId, device_key: i32) -> String {
+    format!("{}disk-{device_key}.index", point_prefix(vm_uuid, point_id))
 }
 
 /// A new point id: sortable by time, unique across concurrent writers.

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod chunk;
+pub mod ids;
 pub mod index;
 pub mod local;
 pub mod lock;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use chunk::{ChunkDigest, ChunkError, Codec, Keys};
+use ids::{IdError, PointId, VmUuid};
 use index::{DiskIndex, IndexError};
 use manifest::Manifest;
 use store::{Store, StoreError};
@@ -72,6 +74,8 @@ pub enum RepoError {
         "the repository is in use by {0}; try again when it is done (if that process is gone, `coffer repo unlock` removes its lock)"
     )]
     Busy(String),
+    #[error(transparent)]
+    BadId(#[from] IdError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -109,6 +113,16 @@ pub struct EncryptionConfig {
 pub struct PointRef {
     pub vm_uuid: String,
     pub point_id: String,
+}
+
+impl PointRef {
+    /// The point's validated ids: what its keys are built from.
+    pub fn ids(&self) -> Result<(VmUuid, PointId), IdError> {
+        Ok((
+            VmUuid::parse(&self.vm_uuid)?,
+            PointId::parse(&self.point_id)?,
+        ))
+    }
 }
 
 /// An open repository.
@@ -295,33 +309,39 @@ impl Repository {
         self.read_chunk(&mut Codec::new(1), &d)
     }
 
-    /// Every committed point (those with a manifest), sorted.
+    /// Every committed point (those with a manifest), sorted. Manifests
+    /// under names that are not valid ids are left out; `list_points_checked`
+    /// tells which.
     pub fn list_points(&self) -> Result<Vec<PointRef>, RepoError> {
-        let mut out: Vec<PointRef> = self
-            .store
-            .list("points/")?
-            .into_iter()
-            .filter_map(|o| {
-                let mut parts = o.key.split('/');
-                match (
-                    parts.next(),
-                    parts.next(),
-                    parts.next(),
-                    parts.next(),
-                    parts.next(),
-                ) {
-                    (Some("points"), Some(vm), Some(point), Some("manifest.json"), None) => {
-                        Some(PointRef {
-                            vm_uuid: vm.to_string(),
-                            point_id: point.to_string(),
-                        })
-                    }
-                    _ => None,
+        Ok(self.list_points_checked()?.0)
+    }
+
+    /// Every committed point, and the keys of manifests found under names
+    /// that are not valid ids (planted or damaged: never read, never used
+    /// to build a key).
+    pub fn list_points_checked(&self) -> Result<(Vec<PointRef>, Vec<String>), RepoError> {
+        let mut out = Vec::new();
+        let mut refused = Vec::new();
+        for o in self.store.list("points/")? {
+            if !o.key.ends_with("/manifest.json") {
+                continue;
+            }
+            let parts: Vec<&str> = o.key.split('/').collect();
+            match parts.as_slice() {
+                ["points", vm, point, "manifest.json"]
+                    if VmUuid::parse(vm).is_ok() && PointId::parse(point).is_ok() =>
+                {
+                    out.push(PointRef {
+                        vm_uuid: vm.to_string(),
+                        point_id: point.to_string(),
+                    })
                 }
-            })
-            .collect();
+                _ => refused.push(o.key),
+            }
+        }
         out.sort();
-        Ok(out)
+        refused.sort();
+        Ok((out, refused))
     }
 
     /// Finds a point by id (unique across VMs).
@@ -340,8 +360,12 @@ impl Repository {
         Some(hex::encode(Keys::mac(&keys.manifest_key, &bytes)))
     }
 
+    /// Reads a point's manifest and checks it names the point it was read
+    /// from, and that each disk's `index_key` is the key derived from the
+    /// point's ids (a manifest cannot point a reader, or a prune, elsewhere).
     pub fn read_manifest(&self, p: &PointRef) -> Result<Manifest, RepoError> {
-        let key = manifest::manifest_key(&p.vm_uuid, &p.point_id);
+        let (vm, point) = p.ids()?;
+        let key = manifest::manifest_key(&vm, &point);
         let bytes = self.store.get(&key)?;
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| RepoError::BadManifest {
             key: key.clone(),
@@ -359,36 +383,57 @@ impl Repository {
                 reason: "authentication failed (tampered or foreign manifest)".into(),
             });
         }
+        check_manifest_keys(&m).map_err(|reason| RepoError::BadManifest {
+            key: key.clone(),
+            reason,
+        })?;
+        if m.vm.uuid != p.vm_uuid || m.point_id != p.point_id {
+            return Err(RepoError::BadManifest {
+                key,
+                reason: format!(
+                    "it names point {} of VM {:?} but was found at point {} of VM {}",
+                    m.point_id, m.vm.uuid, p.point_id, p.vm_uuid
+                ),
+            });
+        }
         Ok(m)
     }
 
     /// Writes the commit point of a point: everything before it is made
     /// durable first.
     pub fn commit_manifest(&self, mut m: Manifest) -> Result<Manifest, RepoError> {
+        let key = m.key()?;
+        check_manifest_keys(&m).map_err(|reason| RepoError::BadManifest {
+            key: key.clone(),
+            reason,
+        })?;
         m.mac = None;
         m.mac = self.manifest_mac(&m);
         self.store.flush()?;
         self.store.put(
-            &m.key(),
+            &key,
             &serde_json::to_vec_pretty(&m).expect("manifest serializes"),
         )?;
         self.store.flush()?;
         Ok(m)
     }
 
-    /// Reads a disk's index and checks it against the manifest.
-    pub fn read_index(&self, disk: &manifest::DiskEntry) -> Result<DiskIndex, RepoError> {
-        let bytes = self.store.get(&disk.index_key)?;
+    /// Reads a disk's index (at the key derived from the point's ids) and
+    /// checks it against the manifest.
+    pub fn read_index(
+        &self,
+        m: &Manifest,
+        disk: &manifest::DiskEntry,
+    ) -> Result<DiskIndex, RepoError> {
+        let key = m.index_key_of(disk)?;
+        let bytes = self.store.get(&key)?;
         if hex::encode(Sha256::digest(&bytes)) != disk.index_sha256 {
             return Err(RepoError::Index {
-                key: disk.index_key.clone(),
+                key,
                 source: IndexError::BadDigest,
             });
         }
-        DiskIndex::decode(&bytes).map_err(|source| RepoError::Index {
-            key: disk.index_key.clone(),
-            source,
-        })
+        DiskIndex::decode(&bytes).map_err(|source| RepoError::Index { key, source })
     }
 
     /// Stores an index, returning its SHA-256.
@@ -397,4 +442,25 @@ impl Repository {
         self.store.put(key, &bytes)?;
         Ok(hex::encode(Sha256::digest(&bytes)))
     }
+}
+
+/// What a manifest says about keys must match what its ids derive: valid
+/// ids, one entry per device key, and each `index_key` equal to the derived
+/// key (the field is kept for older readers, never trusted).
+fn check_manifest_keys(m: &Manifest) -> Result<(), String> {
+    let (vm, point) = m.ids().map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    for d in &m.disks {
+        if !seen.insert(d.device_key) {
+            return Err(format!("device key {} is listed twice", d.device_key));
+        }
+        let derived = manifest::index_key(&vm, &point, d.device_key);
+        if d.index_key != derived {
+            return Err(format!(
+                "disk {} names its index {:?}, not {derived}",
+                d.device_key, d.index_key
+            ));
+        }
+    }
+    Ok(())
 }

@@ -34,13 +34,15 @@ pub struct VerifyReport {
     pub bad_chunks: Vec<BadChunk>,
     /// Points whose manifest or index is unreadable, with why.
     pub bad_points: Vec<(String, String)>,
+    /// Manifests found under names that are not valid ids (never read).
+    pub refused_keys: Vec<String>,
     /// Point ids that depend on a bad chunk or have a bad index/manifest.
     pub failed_points: BTreeSet<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.bad_chunks.is_empty() && self.bad_points.is_empty()
+        self.bad_chunks.is_empty() && self.bad_points.is_empty() && self.refused_keys.is_empty()
     }
 }
 
@@ -74,7 +76,7 @@ fn load_points(repo: &Repository, only: Option<&[PointRef]>) -> Result<LoadedPoi
             let idx = m
                 .disks
                 .iter()
-                .map(|d| repo.read_index(d))
+                .map(|d| repo.read_index(&m, d))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((m, idx))
         }) {
@@ -94,6 +96,10 @@ pub fn verify(
     threads: usize,
 ) -> Result<VerifyReport, RepoError> {
     let (points, bad_points) = load_points(repo, only)?;
+    let refused_keys = match only {
+        Some(_) => Vec::new(),
+        None => repo.list_points_checked()?.1,
+    };
     let mut users: HashMap<ChunkDigest, Vec<String>> = HashMap::new();
     for (m, indexes) in &points {
         let files = m.file_digests();
@@ -150,6 +156,7 @@ pub fn verify(
         .failed_points
         .extend(bad_points.iter().map(|(p, _)| p.clone()));
     report.bad_points = bad_points;
+    report.refused_keys = refused_keys;
     Ok(report)
 }
 
@@ -188,6 +195,11 @@ pub struct GcReport {
     /// Unreferenced, but still under an immutability lock: left for a later
     /// gc (the server refused; coffer does not retry).
     pub chunks_locked: usize,
+    /// Lock objects whose holder is gone (a dead process, or no refresh for
+    /// `lock::STALE_AFTER`).
+    pub stale_locks_removed: usize,
+    /// Empty directories (point and VM directories of killed runs).
+    pub empty_dirs_removed: usize,
 }
 
 /// Mark and sweep. Refuses to sweep when a manifest cannot be read: a
@@ -211,7 +223,8 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
     let mut marked: HashSet<ChunkDigest> = HashSet::new();
     let mut live_prefixes: HashSet<String> = HashSet::new();
     for (m, indexes) in &points {
-        live_prefixes.insert(manifest::point_prefix(&m.vm.uuid, &m.point_id));
+        let (vm, point) = m.ids()?;
+        live_prefixes.insert(manifest::point_prefix(&vm, &point));
         marked.extend(m.file_digests());
         for idx in indexes {
             marked.extend(idx.chunks.iter().copied());
@@ -255,6 +268,9 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
         .list("points/")?
         .into_iter()
         .filter(|o| old_enough(o.modified))
+        // A key no store would accept (only a foreign S3 client can create
+        // one) is left alone: gc deletes only what coffer could have written.
+        .filter(|o| super::store::check_key(&o.key).is_ok())
         .filter(|o| !live_prefixes.iter().any(|p| o.key.starts_with(p.as_str())))
         .map(|o| (o.key, o.size_bytes))
         .collect();
@@ -265,12 +281,20 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
             .filter(|o| old_enough(o.modified))
             .map(|o| (o.key, o.size_bytes)),
     );
+    let mut emptied = Vec::new();
     for (key, size) in leftovers {
         if !dry_run {
             store.delete(&key)?;
+            emptied.push(key);
         }
         report.incomplete_deleted += 1;
         report.bytes_freed += size;
+    }
+    if !dry_run {
+        // Every other holder conflicts with gc's exclusive lock, so what is
+        // left besides gc's own lock belongs to holders that are gone.
+        report.stale_locks_removed = repo.remove_stale_locks()?.len();
+        report.empty_dirs_removed = store.remove_empty_dirs("points/", grace, &emptied)?;
     }
     Ok(report)
 }
@@ -322,7 +346,7 @@ pub fn copy_point(
         entry.1 = nd.to_hex();
     }
     for (disk, entry) in m.disks.iter().zip(new_manifest.disks.iter_mut()) {
-        let index = from.read_index(disk)?;
+        let index = from.read_index(&m, disk)?;
         let mut unique: Vec<ChunkDigest> = index
             .chunks
             .iter()
@@ -380,7 +404,10 @@ pub fn copy_point(
                 }
             }
         }
-        entry.index_sha256 = to.write_index(&entry.index_key, &out_index)?;
+        // The target's key is derived from the point's validated ids, as
+        // the source's was: never from the manifest's text.
+        let key = m.index_key_of(entry)?;
+        entry.index_sha256 = to.write_index(&key, &out_index)?;
     }
     let committed = to.commit_manifest(new_manifest)?;
     Ok((committed, report.into_inner().unwrap()))
@@ -390,10 +417,11 @@ pub fn copy_point(
 /// indexes. Chunks are left to gc, which knows what else uses them.
 pub fn prune_point(repo: &Repository, point: &PointRef) -> Result<(), RepoError> {
     let m = repo.read_manifest(point)?;
-    repo.store().delete(&m.key())?;
+    // Keys derived from the point's validated ids, never the manifest's text.
+    repo.store().delete(&m.key()?)?;
     repo.store().flush()?;
     for d in &m.disks {
-        repo.store().delete(&d.index_key)?;
+        repo.store().delete(&m.index_key_of(d)?)?;
     }
     Ok(())
 }

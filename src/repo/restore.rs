@@ -4,7 +4,7 @@
 //! (monolithicFlat: a text descriptor next to a `-flat.vmdk` raw extent),
 //! the form ESXi and qemu-img both read.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,31 +68,92 @@ pub fn restore_into(
     })
 }
 
-fn create_output(path: &Path, size: u64, overwrite: bool) -> Result<File, RepoError> {
-    let mut opts = OpenOptions::new();
-    opts.write(true);
-    if overwrite {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+/// A restored file under construction: a temporary file beside its final
+/// name, renamed into place only by `publish`, so a restore that fails (a
+/// missing or damaged chunk) leaves neither a partial file nor a truncated
+/// one where a good file was; dropping it removes the temporary.
+struct PendingFile {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl PendingFile {
+    fn create(path: &Path, size_bytes: u64, overwrite: bool) -> Result<Self, RepoError> {
+        refuse_existing(path, overwrite)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| RepoError::Invalid(format!("`{}` names no file", path.display())))?
+            .to_string_lossy();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.coffer-restore-"))
+            .tempfile_in(dir)
+            .map_err(|e| {
+                RepoError::Invalid(format!(
+                    "creating a temporary file in `{}`: {e}",
+                    dir.display()
+                ))
+            })?;
+        tmp.as_file()
+            .set_len(size_bytes)
+            .map_err(|e| RepoError::Invalid(format!("sizing `{}`: {e}", path.display())))?;
+        Ok(PendingFile {
+            tmp,
+            path: path.to_path_buf(),
+        })
     }
-    let f = opts.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            RepoError::Invalid(format!(
-                "`{}` exists; pass --force to overwrite it",
-                path.display()
-            ))
+
+    fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
+    /// Makes the data durable, then renames it into place.
+    fn publish(self, overwrite: bool) -> Result<PathBuf, RepoError> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", self.path.display())))?;
+        let persisted = if overwrite {
+            self.tmp.persist(&self.path)
         } else {
-            RepoError::Invalid(format!("creating `{}`: {e}", path.display()))
-        }
-    })?;
-    f.set_len(size)
-        .map_err(|e| RepoError::Invalid(format!("sizing `{}`: {e}", path.display())))?;
-    Ok(f)
+            self.tmp.persist_noclobber(&self.path)
+        };
+        persisted.map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                exists_error(&self.path)
+            } else {
+                RepoError::Invalid(format!(
+                    "renaming into `{}`: {}",
+                    self.path.display(),
+                    e.error
+                ))
+            }
+        })?;
+        Ok(self.path)
+    }
+}
+
+fn exists_error(path: &Path) -> RepoError {
+    RepoError::Invalid(format!(
+        "`{}` exists; pass --force to overwrite it",
+        path.display()
+    ))
+}
+
+fn refuse_existing(path: &Path, overwrite: bool) -> Result<(), RepoError> {
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(exists_error(path));
+    }
+    Ok(())
 }
 
 /// Restores a disk to `path`: a raw image, or `path` as a VMDK descriptor
-/// with its extent beside it as `<stem>-flat.vmdk`.
+/// with its extent beside it as `<stem>-flat.vmdk`. Every chunk is proven
+/// (its digest checked) before anything appears under the final names; an
+/// existing file is replaced only then, and only with `overwrite`.
 pub fn restore_disk(
     repo: &Repository,
     index: &DiskIndex,
@@ -101,14 +162,55 @@ pub fn restore_disk(
     overwrite: bool,
     threads: usize,
 ) -> Result<RestoreStats, RepoError> {
+    prepare_disk(repo, index, path, format, overwrite, threads)?.publish()
+}
+
+/// A disk restored and proven under temporary names, not yet in place:
+/// a restore of several files prepares them all, then publishes them, so a
+/// failure on the last disk leaves the first one's old files as they were.
+/// Dropped unpublished, it removes its temporary files.
+pub struct PreparedDisk {
+    /// In publishing order: a VMDK's extent before its descriptor.
+    files: Vec<PendingFile>,
+    overwrite: bool,
+    stats: RestoreStats,
+}
+
+impl PreparedDisk {
+    /// Renames the files into place; returns what was written.
+    pub fn publish(self) -> Result<RestoreStats, RepoError> {
+        let mut stats = self.stats;
+        let mut placed: Vec<PathBuf> = self
+            .files
+            .into_iter()
+            .map(|f| f.publish(self.overwrite))
+            .collect::<Result<_, _>>()?;
+        // Listed descriptor first, as the VMDK is named by it.
+        placed.reverse();
+        stats.files = placed;
+        Ok(stats)
+    }
+}
+
+/// Restores a disk as `restore_disk` does, but leaves the files under
+/// their temporary names until `PreparedDisk::publish`.
+pub fn prepare_disk(
+    repo: &Repository,
+    index: &DiskIndex,
+    path: &Path,
+    format: DiskFormat,
+    overwrite: bool,
+    threads: usize,
+) -> Result<PreparedDisk, RepoError> {
     match format {
         DiskFormat::Raw => {
-            let f = create_output(path, index.disk_size_bytes, overwrite)?;
-            let mut stats = restore_into(repo, index, &f, threads)?;
-            f.sync_all()
-                .map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", path.display())))?;
-            stats.files.push(path.to_path_buf());
-            Ok(stats)
+            let out = PendingFile::create(path, index.disk_size_bytes, overwrite)?;
+            let stats = restore_into(repo, index, out.file(), threads)?;
+            Ok(PreparedDisk {
+                files: vec![out],
+                overwrite,
+                stats,
+            })
         }
         DiskFormat::Vmdk => {
             let stem = path
@@ -117,24 +219,26 @@ pub fn restore_disk(
                 .unwrap_or_else(|| "disk".into());
             let flat_name = format!("{stem}-flat.vmdk");
             let flat = path.with_file_name(&flat_name);
+            refuse_existing(path, overwrite)?;
             // A VMDK extent is a whole number of 512-byte sectors.
             let size = index.disk_size_bytes.div_ceil(512) * 512;
-            let f = create_output(&flat, size, overwrite)?;
-            let mut stats = restore_into(repo, index, &f, threads)?;
-            f.sync_all()
-                .map_err(|e| RepoError::Invalid(format!("syncing `{}`: {e}", flat.display())))?;
-            let descriptor = vmdk_descriptor(size, &flat_name);
-            if path.exists() && !overwrite {
-                return Err(RepoError::Invalid(format!(
-                    "`{}` exists; pass --force to overwrite it",
-                    path.display()
-                )));
+            let extent = PendingFile::create(&flat, size, overwrite)?;
+            let stats = restore_into(repo, index, extent.file(), threads)?;
+            let descriptor = PendingFile::create(path, 0, overwrite)?;
+            {
+                let mut f = descriptor.file();
+                std::io::Write::write_all(&mut f, vmdk_descriptor(size, &flat_name).as_bytes())
+                    .map_err(|e| {
+                        RepoError::Invalid(format!("writing `{}`: {e}", path.display()))
+                    })?;
             }
-            std::fs::write(path, descriptor)
-                .map_err(|e| RepoError::Invalid(format!("writing `{}`: {e}", path.display())))?;
-            stats.files.push(path.to_path_buf());
-            stats.files.push(flat);
-            Ok(stats)
+            // The extent first: a descriptor never names an extent that is
+            // not (yet) there.
+            Ok(PreparedDisk {
+                files: vec![extent, descriptor],
+                overwrite,
+                stats,
+            })
         }
     }
 }

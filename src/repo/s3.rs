@@ -476,6 +476,7 @@ fn percent(s: &str) -> String {
 
 impl Store for S3Store {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        super::store::check_key(key)?;
         // Lock objects are rewritten and deleted by design: never locked.
         if let Some((mode, keep)) = self.loc.lock
             && !key.starts_with(super::lock::LOCKS_PREFIX)
@@ -489,6 +490,7 @@ impl Store for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        super::store::check_key(key)?;
         self.block_on(async {
             let r = self.s3.get(&self.path(key)).await?;
             r.bytes().await
@@ -498,6 +500,7 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        super::store::check_prefix(prefix)?;
         let full = self.path(prefix.trim_end_matches('/'));
         let strip = if self.loc.prefix.is_empty() {
             0
@@ -506,7 +509,17 @@ impl Store for S3Store {
         };
         let found: Vec<object_store::ObjectMeta> = self
             .block_on(self.s3.list(Some(&full)).try_collect())
-            .map_err(|e| self.err("list", prefix, e))?;
+            .map_err(|e| match e {
+                // The client refuses a whole page when one key in it is not a
+                // valid path (a `..` segment): only another client can have
+                // written it. Skipping the page would hide good points, so
+                // the listing fails and says what to remove.
+                object_store::Error::InvalidPath { .. } => StoreError::Backend(format!(
+                    "listing `{prefix}` of {}: {e}; coffer never writes such a key: remove that object with an S3 client",
+                    self.describe()
+                )),
+                e => self.err("list", prefix, e),
+            })?;
         Ok(found
             .into_iter()
             .map(|m| ObjectMeta {
@@ -519,6 +532,7 @@ impl Store for S3Store {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
+        super::store::check_key(key)?;
         if self.loc.lock.is_some() {
             return self.delete_versions(key);
         }

@@ -31,8 +31,55 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refused key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
     #[error("{0}")]
     Backend(String),
+}
+
+/// Refuses a key that could name something outside the store's root: empty,
+/// absolute, with a backslash, NUL or control character, or an empty, `.` or
+/// `..` component. Every store checks every key it is given, so even a
+/// caller that built a key from unchecked text cannot escape the root.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    check_path(key, false)
+}
+
+/// As `check_key`, for a listing prefix: may be empty or end with `/`.
+pub fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    check_path(prefix.strip_suffix('/').unwrap_or(prefix), true)
+}
+
+fn check_path(key: &str, prefix: bool) -> Result<(), StoreError> {
+    let refuse = |reason| {
+        Err(StoreError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() && !prefix {
+        return refuse("empty");
+    }
+    if key.starts_with('/') {
+        return refuse("absolute");
+    }
+    if key
+        .chars()
+        .any(|c| c == '\\' || c == '\0' || c.is_control())
+    {
+        return refuse("backslash, NUL or control character");
+    }
+    for part in key.split('/') {
+        match part {
+            "" => return refuse("empty component"),
+            "." | ".." => return refuse("`.` or `..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl StoreError {
@@ -89,5 +136,59 @@ pub trait Store: Send + Sync {
     /// to delete by key. Stores whose writes are single requests have none.
     fn incomplete(&self) -> Result<Vec<ObjectMeta>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Removes empty directories under `prefix` (what killed writers leave)
+    /// whose last change is older than `grace`, or that held one of the
+    /// `emptied` keys the caller just deleted. Returns how many went. Stores
+    /// without directories have none.
+    fn remove_empty_dirs(
+        &self,
+        prefix: &str,
+        grace: std::time::Duration,
+        emptied: &[String],
+    ) -> Result<usize, StoreError> {
+        let _ = (prefix, grace, emptied);
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_leave_the_store_root_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../victim",
+            "points/../../victim",
+            "points/./x",
+            "points//x",
+            "points/x/",
+            "points\\x",
+            "points/a\0b",
+            "points/a\nb",
+        ] {
+            assert!(
+                matches!(check_key(bad), Err(StoreError::InvalidKey { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        for good in [
+            "config",
+            "chunks/ab/cd/abcd",
+            "points/vm/p/manifest.json",
+            "a..b",
+        ] {
+            check_key(good).unwrap();
+        }
+        for good in ["", "points/", "chunks/ab", "locks/"] {
+            check_prefix(good).unwrap();
+        }
+        for bad in ["/", "../", "points/../", "//"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -345,7 +345,7 @@ fn stream_disk(
     threads: usize,
 ) -> Result<(tempfile::NamedTempFile, u64, String)> {
     let entry = &m.disks[disk];
-    let index = repo.read_index(entry).with_context(|| {
+    let index = repo.read_index(m, entry).with_context(|| {
         format!(
             "reading the index of {} of point {}",
             entry.label, m.point_id
@@ -399,13 +399,19 @@ pub fn export_vmdk(
         refuse_existing(p, force)?;
     }
     let mut written = 0;
+    // Every disk is written and proven before any takes its final name: a
+    // failure on the second disk leaves the first one's old file as it was.
+    let mut done = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
         let name = path
             .file_name()
             .map_or_else(|| "disk.vmdk".into(), |n| n.to_string_lossy().into_owned());
         let (tmp, bytes, _) = stream_disk(repo, m, i, parent_dir(path), &name, threads)?;
-        persist(tmp, path, force)?;
+        done.push(tmp);
         written += bytes;
+    }
+    for (tmp, path) in done.into_iter().zip(&paths) {
+        persist(tmp, path, force)?;
     }
     Ok(Export {
         files: paths,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::repo::Repository;
+use crate::repo::ids::FileStem;
 use crate::repo::manifest::Manifest;
 use crate::repo::restore::{self, DiskFormat};
 use crate::vsphere::Session;
@@ -85,6 +86,14 @@ pub fn rewrite_vmx(vmx: &str, c: &VmxChanges) -> String {
     out
 }
 
+/// The restored VM's name as a file name: it names files in a local
+/// directory and a folder on a datastore, so it may not hold a separator,
+/// `..` or a control character.
+fn restored_name(changes: &VmxChanges) -> Result<FileStem> {
+    FileStem::parse(&changes.name)
+        .map_err(|e| anyhow!("the restored VM's name cannot be used: {e}; choose another --name"))
+}
+
 /// What a local restore wrote.
 #[derive(Debug)]
 pub struct LocalRestore {
@@ -105,27 +114,51 @@ pub fn restore_local(
     threads: usize,
 ) -> Result<LocalRestore> {
     let started = Instant::now();
+    let stem = restored_name(changes)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut files = Vec::new();
     let mut bytes = 0;
+    // Everything is restored and proven under temporary names first, then
+    // renamed into place: a failure on any disk leaves the directory as it
+    // was, also with `force`.
+    let mut prepared = Vec::new();
     for (i, disk) in m.disks.iter().enumerate() {
         if only.is_some_and(|o| !o.contains(&disk.device_key)) {
             continue;
         }
-        let out = dir.join(format!("{}.vmdk", disk_stem(&changes.name, i)));
-        let index = repo.read_index(disk)?;
-        let stats = restore::restore_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
-            .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?;
+        let out = dir.join(format!("{}.vmdk", disk_stem(stem.as_str(), i)));
+        let index = repo.read_index(m, disk)?;
+        prepared.push(
+            restore::prepare_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
+                .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?,
+        );
         bytes += disk.size_bytes;
-        files.extend(stats.files);
     }
+    let mut vmx_out = None;
     if let Some((name, _)) = m.files.iter().find(|(n, _)| n.ends_with(".vmx")) {
         let vmx = repo.read_file(m, name)?;
-        let out = dir.join(format!("{}.vmx", changes.name));
+        let out = dir.join(format!("{stem}.vmx"));
         if out.exists() && !force {
             bail!("{} exists; give --force to replace it", out.display());
         }
-        std::fs::write(&out, rewrite_vmx(&String::from_utf8_lossy(&vmx), changes))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{stem}.vmx.coffer-restore-"))
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        std::io::Write::write_all(
+            &mut tmp,
+            rewrite_vmx(&String::from_utf8_lossy(&vmx), changes).as_bytes(),
+        )?;
+        tmp.as_file().sync_all()?;
+        vmx_out = Some((tmp, out));
+    }
+    let mut files = Vec::new();
+    for p in prepared {
+        files.extend(p.publish()?.files);
+    }
+    // The .vmx last: a directory with a .vmx holds its disks.
+    if let Some((tmp, out)) = vmx_out {
+        tmp.persist(&out)
+            .map_err(|e| anyhow!("renaming into {}: {}", out.display(), e.error))?;
         files.push(out);
     }
     Ok(LocalRestore {
@@ -182,6 +215,7 @@ pub fn restore_to_host(
     threads: usize,
 ) -> Result<HostRestore> {
     let started = Instant::now();
+    restored_name(changes)?;
     let session = target.session;
     if session.list_vms()?.iter().any(|v| v.name == changes.name) {
         bail!(

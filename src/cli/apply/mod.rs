@@ -332,9 +332,11 @@ impl Runner<'_> {
                 let repo = open_tier(config, tier)?;
                 let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
                 Ok(format!(
-                    "{} chunks deleted, {} freed{}",
+                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}",
                     r.chunks_deleted,
                     crate::policy::units::format_size(r.bytes_freed),
+                    r.stale_locks_removed,
+                    r.empty_dirs_removed,
                     if r.chunks_locked > 0 {
                         format!(", {} still locked", r.chunks_locked)
                     } else {
