@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod chunk;
+pub mod chunk_index;
 pub mod index;
 pub mod local;
 pub mod lock;
@@ -72,6 +73,8 @@ pub enum RepoError {
         "the repository is in use by {0}; try again when it is done (if that process is gone, `coffer repo unlock` removes its lock)"
     )]
     Busy(String),
+    #[error(transparent)]
+    ChunkIndex(#[from] chunk_index::ChunkIndexError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -117,6 +120,8 @@ pub struct Repository {
     store: Arc<dyn Store>,
     pub config: RepoConfig,
     keys: Option<Keys>,
+    /// Where the chunk index lives; `None`: the user's cache dir.
+    chunk_index_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -199,6 +204,7 @@ impl Repository {
             store,
             config,
             keys,
+            chunk_index_dir: None,
         })
     }
 
@@ -237,6 +243,7 @@ impl Repository {
             store,
             config,
             keys,
+            chunk_index_dir: None,
         })
     }
 
