@@ -532,3 +532,72 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
     restore::restore_disk(&repo, &index, &out, DiskFormat::Raw, true, 2).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), flat());
 }
+
+#[test]
+fn coffer_backup_of_a_vm_whose_parent_index_is_gone_is_a_full_with_the_reason() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        r#"
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = common::command_in(dir)
+            .args(args)
+            .args(["-p", "."])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", common::stdout(&o), common::stderr(&o));
+        assert!(o.status.success(), "coffer {args:?}: {text}");
+        text
+    };
+    run(&["repo", "init", "--tier", "local"]);
+    run(&["backup", "lab-vm-01"]);
+    // A tier of the policy keeps its chunk index in the state dir.
+    let indexes: Vec<_> = std::fs::read_dir(dir.join(".coffer/chunk-index"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sqlite"))
+        .collect();
+    assert_eq!(indexes.len(), 1);
+    for e in walkdir(&dir.join("repo/points")) {
+        if e.extension().is_some_and(|x| x == "index") {
+            std::fs::remove_file(e).unwrap();
+        }
+    }
+    let out = run(&["backup", "lab-vm-01"]);
+    assert!(out.contains("parent index missing"), "{out}");
+    assert!(out.contains("full"), "{out}");
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
