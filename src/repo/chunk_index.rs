@@ -88,6 +88,15 @@ impl std::fmt::Debug for ChunkIndex {
     }
 }
 
+/// Whether SQLite says the file is not (or no longer) a database; anything
+/// else (busy, permissions) is reported, never a reason to set the file aside.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
 /// The user's cache directory for bare `--repo` commands.
 pub fn default_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -131,6 +140,10 @@ impl ChunkIndex {
             Ok(conn) => Ok(ChunkIndex {
                 conn: Mutex::new(conn),
                 path: path.to_path_buf(),
+            }),
+            Err(e) if !is_damage(&e) => Err(ChunkIndexError::Sqlite {
+                path: path.display().to_string(),
+                source: e,
             }),
             Err(_) => {
                 let aside = path.with_extension(format!(
