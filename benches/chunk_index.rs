@@ -52,11 +52,8 @@ fn make_image(path: &Path) {
 
 fn run(repo: &Repository, image: &Path, parent: Option<&Manifest>) -> Manifest {
     let disk = FileDisk::open(image).unwrap();
-    let ranges: Option<Vec<Range<u64>>> = Some(if parent.is_some() {
-        Vec::new()
-    } else {
-        vec![0..DISK_BYTES]
-    });
+    // Nothing changed since the parent; the full reads the whole disk.
+    let ranges: Option<Vec<Range<u64>>> = parent.map(|_| Vec::new());
     backup::backup(
         repo,
         BackupRequest {

@@ -53,7 +53,7 @@ pub struct Target {
 impl Target {
     /// The store, its key, what it is called, and where a policy tier keeps
     /// its chunk index.
-    fn resolve(&self) -> Result<(Arc<dyn Store>, Option<SecretRef>, String, Option<PathBuf>)> {
+    fn resolve(&self) -> Result<Resolved> {
         if let Some(spec) = &self.repo {
             let secret = match (&self.key_env, &self.key_file) {
                 (Some(v), _) => Some(SecretRef::Env(v.clone())),
@@ -98,6 +98,10 @@ impl Target {
         })
     }
 }
+
+/// What `Target::resolve` finds: the store, its key, what it is called,
+/// and where a policy tier keeps its chunk index.
+type Resolved = (Arc<dyn Store>, Option<SecretRef>, String, Option<PathBuf>);
 
 /// The store behind a tier of the policy.
 pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {

@@ -377,7 +377,7 @@ fn write_disk(
     // nothing of it is carried over or patched.
     for &i in rewrite {
         let r = base.range(i);
-        work.insert(i, vec![0..(r.end - r.start) as usize]);
+        work.insert(i, std::iter::once(0..(r.end - r.start) as usize).collect());
     }
     let work: Vec<(usize, Vec<Range<usize>>)> = work.into_iter().collect();
     let results: Mutex<Vec<(usize, ChunkDigest)>> = Mutex::new(Vec::with_capacity(work.len()));

@@ -67,6 +67,13 @@ pub enum ChunkIndexError {
     },
 }
 
+// Boxed: an SQLite error is large, and every `RepoError` would pay for it.
+impl From<ChunkIndexError> for RepoError {
+    fn from(e: ChunkIndexError) -> Self {
+        RepoError::ChunkIndex(Box::new(e))
+    }
+}
+
 /// What the index knows of one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkState {

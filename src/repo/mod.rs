@@ -74,7 +74,7 @@ pub enum RepoError {
     )]
     Busy(String),
     #[error(transparent)]
-    ChunkIndex(#[from] chunk_index::ChunkIndexError),
+    ChunkIndex(Box<chunk_index::ChunkIndexError>),
     #[error("{0}")]
     Invalid(String),
 }
