@@ -124,6 +124,7 @@ pub(crate) fn open_tier(config: &Config, name: &str) -> Result<Repository> {
         })
         .transpose()?;
     Repository::open(store, secret.as_deref().map(str::as_bytes))
+        .map(|r| r.with_chunk_index_dir(config.settings.state_dir.join("chunk-index")))
         .with_context(|| format!("opening the repository of tier `{name}`"))
 }
 

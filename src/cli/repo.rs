@@ -51,7 +51,9 @@ pub struct Target {
 }
 
 impl Target {
-    fn resolve(&self) -> Result<(Arc<dyn Store>, Option<SecretRef>, String)> {
+    /// The store, its key, what it is called, and where a policy tier keeps
+    /// its chunk index.
+    fn resolve(&self) -> Result<Resolved> {
         if let Some(spec) = &self.repo {
             let secret = match (&self.key_env, &self.key_file) {
                 (Some(v), _) => Some(SecretRef::Env(v.clone())),
@@ -59,7 +61,7 @@ impl Target {
                 _ => None,
             };
             let store = location_store(spec, self.endpoint.as_deref(), self.region.as_deref())?;
-            return Ok((store, secret, spec.clone()));
+            return Ok((store, secret, spec.clone(), None));
         }
         let Some(name) = &self.tier else {
             bail!(
@@ -79,16 +81,27 @@ impl Target {
             tier_store(tier)?,
             tier.encryption_key.clone(),
             format!("tier `{name}`"),
+            Some(config.settings.state_dir.join("chunk-index")),
         ))
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let (store, secret, what) = self.resolve()?;
+        let (store, secret, what, index_dir) = self.resolve()?;
         let secret = read_secret(secret.as_ref())?;
-        Repository::open(store, secret.as_deref().map(str::as_bytes))
-            .with_context(|| format!("opening the repository of {what}"))
+        let repo = Repository::open(store, secret.as_deref().map(str::as_bytes))
+            .with_context(|| format!("opening the repository of {what}"))?;
+        // A tier of the policy keeps its chunk index in the state dir; a bare
+        // `--repo` in the user's cache dir.
+        Ok(match index_dir {
+            Some(dir) => repo.with_chunk_index_dir(dir),
+            None => repo,
+        })
     }
 }
+
+/// What `Target::resolve` finds: the store, its key, what it is called,
+/// and where a policy tier keeps its chunk index.
+type Resolved = (Arc<dyn Store>, Option<SecretRef>, String, Option<PathBuf>);
 
 /// The store behind a tier of the policy.
 pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
@@ -277,7 +290,7 @@ pub fn run(command: Command) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Init(t) => {
-            let (store, secret, what) = t.resolve()?;
+            let (store, secret, what, _) = t.resolve()?;
             let secret = read_secret(secret.as_ref())?;
             let repo = Repository::init(store, secret.as_deref().map(str::as_bytes))
                 .with_context(|| format!("creating the repository of {what}"))?;
@@ -554,9 +567,29 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
             Some(repo.read_manifest(&p)?)
         }
     };
-    let ranges = match &a.changed {
-        Some(f) => Some(read_ranges(f)?),
-        None => Some(
+    // An incremental starts from the parent's index; when that is missing
+    // or unreadable the image is read whole instead (a full, said why).
+    let parent = match parent {
+        Some(m) => match m
+            .disks
+            .iter()
+            .find(|d| d.device_key == 0)
+            .map(|d| repo.read_index(d))
+        {
+            Some(Err(e)) => {
+                eprintln!(
+                    "full backup: parent index missing or unreadable for point {} ({e})",
+                    m.point_id
+                );
+                None
+            }
+            _ => Some(m),
+        },
+        None => None,
+    };
+    let ranges = match (&a.changed, &parent) {
+        (Some(f), Some(_)) => Some(read_ranges(f)?),
+        _ => Some(
             disk.allocated_ranges()
                 .context("finding the allocated ranges of the image")?,
         ),

@@ -11,8 +11,15 @@
 //! proportional to what changed, not to the chunk size. A full backup with
 //! known allocated ranges (CBT `*`, or SEEK_DATA on a sparse image) is the
 //! same operation from an all-zero parent.
+//!
+//! What may be referenced without storing it comes from the repository's
+//! chunk index (`chunk_index`), never from a listing of the store: a backup
+//! costs what it reads and writes, not the size of the tier. A parent chunk
+//! the index does not know as present and sound (verify found it missing or
+//! damaged, or gc removed it) is never carried over: its whole area is read
+//! from the source again and stored anew, which also repairs the damage.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -23,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::chunk::{self, ChunkDigest, Codec, ZERO_DIGEST};
+use super::chunk_index::ChunkIndex;
 use super::ids::{PointId, VmUuid};
 use super::index::DiskIndex;
 use super::manifest::{self, DiskEntry, Manifest, PointKind, VmIdentity};
@@ -185,7 +193,13 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         super::lock::LockKind::Shared,
         &format!("backup of {}", req.vm.name),
     )?;
-    let known: Mutex<HashSet<ChunkDigest>> = Mutex::new(repo.list_chunks()?.into_keys().collect());
+    // Under the shared lock: gc cannot remove chunks while this backup
+    // decides what it may reference.
+    let chunk_index = repo.trusted_chunk_index()?;
+    let known = Known {
+        index: &chunk_index,
+        written: Mutex::new(HashSet::new()),
+    };
     let mut disks = Vec::new();
     let mut incremental = false;
     for d in &req.disks {
@@ -217,7 +231,16 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
             Some(r) => normalize_ranges(r.clone(), size),
             None => std::iter::once(0..size).collect(),
         };
-        let (index, stats) = write_disk(repo, d.reader, base, &ranges, &known, req.threads.max(1))?;
+        let rewrite = unsound_chunks(&chunk_index, &base)?;
+        let (index, stats) = write_disk(
+            repo,
+            d.reader,
+            base,
+            &ranges,
+            &rewrite,
+            &known,
+            req.threads.max(1),
+        )?;
         let index_key = manifest::index_key(&vm_id, &point, d.device_key);
         let index_sha256 = repo.write_index(&index_key, &index)?;
         disks.push(DiskEntry {
@@ -256,14 +279,62 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         files: write_files(repo, &req.files, &known)?,
         mac: None,
     };
-    repo.commit_manifest(m)
+    let committed = repo.commit_manifest(m)?;
+    // After the store's flush (in the commit): a row never names a chunk a
+    // power loss could take away. The point is committed: a failure here
+    // (like a crash before it) only costs re-uploads, so it is not an error.
+    let _ = chunk_index.record_present(known.written.into_inner().unwrap());
+    Ok(committed)
+}
+
+/// What a backup may reference without storing it: chunks the index knows
+/// as present and sound, and those this backup stored itself.
+struct Known<'a> {
+    index: &'a ChunkIndex,
+    written: Mutex<HashSet<ChunkDigest>>,
+}
+
+impl Known<'_> {
+    /// Whether the caller must store `d`; at most one caller is told so.
+    fn claim(&self, d: &ChunkDigest) -> Result<bool, RepoError> {
+        if self.written.lock().unwrap().contains(d) || self.index.is_present(d)? {
+            return Ok(false);
+        }
+        Ok(self.written.lock().unwrap().insert(*d))
+    }
+
+    fn unclaim(&self, d: &ChunkDigest) {
+        self.written.lock().unwrap().remove(d);
+    }
+}
+
+/// Chunks of a parent index that must not be carried over: not known as
+/// present and sound. One index lookup per distinct chunk of the disk.
+fn unsound_chunks(index: &ChunkIndex, base: &DiskIndex) -> Result<Vec<usize>, RepoError> {
+    let distinct: HashSet<ChunkDigest> = base
+        .chunks
+        .iter()
+        .copied()
+        .filter(|c| *c != ZERO_DIGEST)
+        .collect();
+    if distinct.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sound = index.present_among(distinct)?;
+    Ok(base
+        .chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != ZERO_DIGEST && !sound.contains(c))
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Stores each file as one chunk; returns (name, chunk id) for the manifest.
 fn write_files(
     repo: &Repository,
     files: &[(String, Vec<u8>)],
-    known: &Mutex<HashSet<ChunkDigest>>,
+    known: &Known<'_>,
 ) -> Result<Vec<(String, String)>, RepoError> {
     let mut codec = Codec::new(1);
     let mut out = Vec::new();
@@ -276,10 +347,12 @@ fn write_files(
             )));
         }
         let d = chunk::digest(bytes, repo.keys());
-        if !known.lock().unwrap().contains(&d) {
+        if known.claim(&d)? {
             let blob = codec.encode(bytes, &d, repo.keys());
-            repo.store().put(&d.key(), &blob)?;
-            known.lock().unwrap().insert(d);
+            if let Err(e) = repo.store().put(&d.key(), &blob) {
+                known.unclaim(&d);
+                return Err(e.into());
+            }
         }
         out.push((name.clone(), d.to_hex()));
     }
@@ -291,11 +364,20 @@ fn write_disk(
     reader: &dyn DiskReader,
     base: DiskIndex,
     ranges: &[Range<u64>],
-    known: &Mutex<HashSet<ChunkDigest>>,
+    rewrite: &[usize],
+    known: &Known<'_>,
     threads: usize,
 ) -> Result<(DiskIndex, DiskStats), RepoError> {
     let chunk = base.chunk_size_bytes as u64;
-    let work = touched_chunks(ranges, chunk);
+    let mut work: BTreeMap<usize, Vec<Range<usize>>> =
+        touched_chunks(ranges, chunk).into_iter().collect();
+    // A parent chunk that cannot be trusted is read whole from the source:
+    // nothing of it is carried over or patched.
+    for &i in rewrite {
+        let r = base.range(i);
+        work.insert(i, std::iter::once(0..(r.end - r.start) as usize).collect());
+    }
+    let work: Vec<(usize, Vec<Range<usize>>)> = work.into_iter().collect();
     let results: Mutex<Vec<(usize, ChunkDigest)>> = Mutex::new(Vec::with_capacity(work.len()));
     let stats = DiskStats {
         bytes_read: AtomicU64::new(0),
@@ -328,7 +410,7 @@ fn build_chunk(
     parts: &[Range<usize>],
     buf: &mut Vec<u8>,
     codec: &mut Codec,
-    known: &Mutex<HashSet<ChunkDigest>>,
+    known: &Known<'_>,
     stats: &DiskStats,
 ) -> Result<ChunkDigest, RepoError> {
     let range = base.range(i);
@@ -364,12 +446,12 @@ fn build_chunk(
         return Ok(ZERO_DIGEST);
     }
     let d = chunk::digest(buf, repo.keys());
-    if !known.lock().unwrap().insert(d) {
+    if !known.claim(&d)? {
         return Ok(d);
     }
     let blob = codec.encode(buf, &d, repo.keys());
     if let Err(e) = repo.store().put(&d.key(), &blob) {
-        known.lock().unwrap().remove(&d);
+        known.unclaim(&d);
         return Err(e.into());
     }
     stats.chunks_new.fetch_add(1, Ordering::Relaxed);

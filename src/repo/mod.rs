@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod chunk;
+pub mod chunk_index;
 pub mod ids;
 pub mod index;
 pub mod local;
@@ -76,6 +77,8 @@ pub enum RepoError {
     Busy(String),
     #[error(transparent)]
     BadId(#[from] IdError),
+    #[error(transparent)]
+    ChunkIndex(Box<chunk_index::ChunkIndexError>),
     #[error("{0}")]
     Invalid(String),
 }
@@ -131,6 +134,8 @@ pub struct Repository {
     store: Arc<dyn Store>,
     pub config: RepoConfig,
     keys: Option<Keys>,
+    /// Where the chunk index lives; `None`: the user's cache dir.
+    chunk_index_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -213,6 +218,7 @@ impl Repository {
             store,
             config,
             keys,
+            chunk_index_dir: None,
         })
     }
 
@@ -251,6 +257,7 @@ impl Repository {
             store,
             config,
             keys,
+            chunk_index_dir: None,
         })
     }
 

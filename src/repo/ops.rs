@@ -3,13 +3,20 @@
 //! than a grace period), copy (a point to another tier, sending only missing
 //! chunks, indexes next, manifest last) and prune (remove a point's manifest
 //! first, then its indexes; chunks are left to gc).
+//!
+//! Each keeps the repository's chunk index (`chunk_index`) true: verify and
+//! quarantine mark damaged chunks, gc forgets what it deletes before it
+//! deletes it, and verify (a whole-repository run) and gc reconcile the
+//! index with the store listing — the only operations whose cost follows
+//! the size of the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::chunk::{ChunkDigest, Codec, ZERO_DIGEST};
+use super::chunk::{self, ChunkDigest, Codec, ZERO_DIGEST};
+use super::chunk_index;
 use super::index::DiskIndex;
 use super::lock::LockKind;
 use super::manifest::{self, Manifest};
@@ -152,6 +159,15 @@ pub fn verify(
         });
     }
     report.bad_chunks.sort_by_key(|b| b.digest);
+    // The damage record: no backup references these again, the next one
+    // that meets their data stores it anew.
+    let index = repo.chunk_index()?;
+    index.record_damaged(report.bad_chunks.iter().map(|b| b.digest))?;
+    if only.is_none() {
+        // The safe half of a reconcile (no lock needed): chunks the store
+        // no longer holds stop counting as present.
+        index.drop_unlisted(&chunk_index::listed_chunks(repo)?)?;
+    }
     report
         .failed_points
         .extend(bad_points.iter().map(|(p, _)| p.clone()));
@@ -167,6 +183,14 @@ pub fn verify(
 pub fn quarantine(repo: &Repository, bad: &[BadChunk]) -> Result<usize, RepoError> {
     let store = repo.store();
     let mut moved = 0;
+    if bad.is_empty() {
+        return Ok(0);
+    }
+    // Before anything moves: marked damaged here, and a new removal epoch
+    // for every other installation's index.
+    repo.chunk_index()?
+        .record_damaged(bad.iter().map(|b| b.digest))?;
+    repo.new_chunk_epoch()?;
     for b in bad {
         let key = b.digest.key();
         match store.get(&key) {
@@ -235,20 +259,59 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
         chunks_referenced: marked.len(),
         ..GcReport::default()
     };
-    let all_chunks = repo
+    if !dry_run {
+        repo.expire_chunk_epochs()?;
+    }
+    // Read before the listing: a removal by anyone after it shows as a new
+    // epoch, and this index is then reconciled again before it is trusted.
+    let epochs_before = repo.chunk_epochs()?;
+    let all_chunks: Vec<(ChunkDigest, u64, SystemTime)> = repo
         .store()
         .list("chunks/")?
         .into_iter()
-        .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, (o.size_bytes, o.modified))));
-    for (digest, (size, modified)) in all_chunks {
-        if marked.contains(&digest) {
+        .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, o.size_bytes, o.modified)))
+        .collect();
+    let mut sweep: Vec<(ChunkDigest, u64)> = Vec::new();
+    for (digest, size, modified) in &all_chunks {
+        if marked.contains(digest) {
             continue;
         }
-        if !old_enough(modified) {
+        if !old_enough(*modified) {
             report.chunks_kept_young += 1;
             continue;
         }
-        if !dry_run {
+        sweep.push((*digest, *size));
+    }
+    let mut deleted: HashSet<ChunkDigest> = HashSet::new();
+    if dry_run {
+        report.chunks_deleted = sweep.len();
+        report.bytes_freed = sweep.iter().map(|(_, s)| s).sum();
+    } else {
+        // The index forgets a chunk (durably) before it is deleted, and
+        // every other installation learns of the removal first: no index
+        // ever keeps a "present" row for a chunk that is gone.
+        let index = repo.chunk_index()?;
+        let mut epochs_now = epochs_before.clone();
+        if !sweep.is_empty() {
+            index.forget(sweep.iter().map(|(d, _)| *d))?;
+            let mine = repo.new_chunk_epoch()?;
+            let expected = {
+                let mut v: Vec<&str> = epochs_before
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .chain(std::iter::once(mine.as_str()))
+                    .collect();
+                v.sort();
+                v.join(",")
+            };
+            let after = repo.chunk_epochs()?;
+            // Someone else removed chunks meanwhile: leave the index marked
+            // stale so the next writer reconciles it.
+            if after == expected {
+                epochs_now = after;
+            }
+        }
+        for (digest, size) in &sweep {
             match repo.store().delete(&digest.key()) {
                 Ok(()) => {}
                 Err(StoreError::Locked { .. }) => {
@@ -257,9 +320,16 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
                 }
                 Err(e) => return Err(e.into()),
             }
+            deleted.insert(*digest);
+            report.chunks_deleted += 1;
+            report.bytes_freed += size;
         }
-        report.chunks_deleted += 1;
-        report.bytes_freed += size;
+        let listed: HashSet<ChunkDigest> = all_chunks
+            .iter()
+            .filter(|(d, size, _)| *size >= chunk::MIN_BLOB_BYTES && !deleted.contains(d))
+            .map(|(d, _, _)| *d)
+            .collect();
+        index.reconcile(&listed, &epochs_now)?;
     }
     // Indexes of points that never got their manifest (an interrupted
     // backup or copy), and temporary files of interrupted writes.
@@ -322,7 +392,11 @@ pub fn copy_point(
         LockKind::Shared,
         &format!("copy of point {}", point.point_id),
     )?;
-    let target_has: HashSet<ChunkDigest> = to.list_chunks()?.into_keys().collect();
+    let target_index = to.trusted_chunk_index()?;
+    let sent: Mutex<HashSet<ChunkDigest>> = Mutex::new(HashSet::new());
+    let target_has = |d: &ChunkDigest| -> Result<bool, RepoError> {
+        Ok(sent.lock().unwrap().contains(d) || target_index.is_present(d)?)
+    };
     let same_keying = match (from.keys(), to.keys()) {
         (None, None) => true,
         (Some(a), Some(b)) => a.id_key == b.id_key,
@@ -336,9 +410,10 @@ pub fn copy_point(
     for (entry, d) in new_manifest.files.iter_mut().zip(m.file_digests()) {
         let plain = from.read_chunk(&mut codec, &d)?;
         let nd = super::chunk::digest(&plain, to.keys());
-        if !target_has.contains(&nd) {
+        if !target_has(&nd)? {
             let blob = codec.encode(&plain, &nd, to.keys());
             to.store().put(&nd.key(), &blob)?;
+            sent.lock().unwrap().insert(nd);
             let mut r = report.lock().unwrap();
             r.chunks_sent += 1;
             r.bytes_sent += blob.len() as u64;
@@ -362,7 +437,7 @@ pub fn copy_point(
             || Codec::new(1),
             |codec, d| -> Result<(), RepoError> {
                 if same_keying {
-                    if target_has.contains(d) {
+                    if target_has(d)? {
                         report.lock().unwrap().chunks_present += 1;
                         return Ok(());
                     }
@@ -375,6 +450,7 @@ pub fn copy_point(
                             source,
                         })?;
                     to.store().put(&d.key(), &blob)?;
+                    sent.lock().unwrap().insert(*d);
                     let mut r = report.lock().unwrap();
                     r.chunks_sent += 1;
                     r.bytes_sent += blob.len() as u64;
@@ -382,12 +458,13 @@ pub fn copy_point(
                     let plain = from.read_chunk(codec, d)?;
                     let nd = super::chunk::digest(&plain, to.keys());
                     mapping.lock().unwrap().insert(*d, nd);
-                    if target_has.contains(&nd) {
+                    if target_has(&nd)? {
                         report.lock().unwrap().chunks_present += 1;
                         return Ok(());
                     }
                     let blob = codec.encode(&plain, &nd, to.keys());
                     to.store().put(&nd.key(), &blob)?;
+                    sent.lock().unwrap().insert(nd);
                     let mut r = report.lock().unwrap();
                     r.chunks_sent += 1;
                     r.bytes_sent += blob.len() as u64;
@@ -410,6 +487,8 @@ pub fn copy_point(
         entry.index_sha256 = to.write_index(&key, &out_index)?;
     }
     let committed = to.commit_manifest(new_manifest)?;
+    // After the commit's flush, and best effort, as for a backup.
+    let _ = target_index.record_present(sent.into_inner().unwrap());
     Ok((committed, report.into_inner().unwrap()))
 }
 

@@ -392,6 +392,15 @@ fn read_disks(
             change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
         };
         let mut verdict = cbt::verdict(base_disk, &live, cbt_was_enabled);
+        // An incremental starts from the parent's index: when that is gone
+        // or unreadable, read the disk whole rather than fail every run.
+        if let (CbtVerdict::Incremental { .. }, Some(bd)) = (&verdict, base_disk)
+            && let Err(e) = repo.read_index(bd)
+        {
+            verdict = CbtVerdict::Full {
+                reason: format!("parent index missing or unreadable ({e})"),
+            };
+        }
         let mut ranges = None;
         if let CbtVerdict::Incremental { since } = &verdict {
             match session.changed_disk_areas(

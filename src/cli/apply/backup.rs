@@ -104,10 +104,16 @@ pub(super) fn backup_action(
     };
     let policy = &config.policies[policy];
     let repo = open_tier(config, tier)?;
-    let base = match base.as_ref().filter(|_| !full) {
-        Some(id) => Some(repo.read_manifest(&repo.find_point(id)?)?),
-        None => None,
+    // A parent that cannot be read makes a full, said why, rather than a
+    // backup that fails on every run.
+    let (base, base_problem) = match base.as_ref().filter(|_| !full) {
+        Some(id) => match repo.find_point(id).and_then(|p| repo.read_manifest(&p)) {
+            Ok(m) => (Some(m), String::new()),
+            Err(e) => (None, format!("; full: parent point {id} unreadable ({e})")),
+        },
+        None => (None, String::new()),
     };
+    let had_base = base.is_some();
     let record = conn
         .session
         .list_vms()?
@@ -158,8 +164,21 @@ pub(super) fn backup_action(
         other => other?,
     };
     let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
+    // A disk the plan meant as incremental that was read whole says why
+    // (its parent index missing, CBT distrusted at the host).
+    let fell_back: String = o
+        .disks
+        .iter()
+        .filter(|_| had_base)
+        .filter_map(|d| match &d.verdict {
+            crate::plan::cbt::CbtVerdict::Full { reason } => {
+                Some(format!("; {}: full ({reason})", d.label))
+            }
+            _ => None,
+        })
+        .collect();
     Ok(format!(
-        "{} point {} ({}-consistent{}), read {}",
+        "{} point {} ({}-consistent{}), read {}{base_problem}{fell_back}",
         format!("{:?}", o.manifest.kind).to_lowercase(),
         o.manifest.point_id,
         o.consistency,
