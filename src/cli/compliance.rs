@@ -24,7 +24,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.location.policy)
         .map_err(|_| anyhow!("the policy directory is invalid"))?;
-    let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?)?;
+    let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?, Some(&config))?;
     let gathered = gather(&config, &mut catalog)?;
     let plan = make_plan(&config, &gathered, Utc::now(), false);
     let mut out = std::io::stdout().lock();

@@ -115,10 +115,10 @@ pub fn run(args: Args) -> Result<u8> {
                 continue;
             };
             if s.next_after(last_wake).is_some_and(|t| t <= clock.now()) && !args.no_mail {
-                let sent = super::catalog::open_catalog(&super::catalog::catalog_path(
-                    &args.location,
+                let sent = super::catalog::open_catalog(
+                    &super::catalog::catalog_path(&args.location, Some(&config))?,
                     Some(&config),
-                )?)
+                )
                 .and_then(|mut c| super::plan::gather(&config, &mut c))
                 .and_then(|g| super::report::send_compliance(&config, &g, true, Some(&n.name)));
                 if let Err(e) = sent {

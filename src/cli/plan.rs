@@ -385,7 +385,7 @@ pub fn run(args: Args) -> Result<u8> {
         .map_err(|_| anyhow!("the policy directory is invalid"))?;
     let now = super::restore::parse_at(args.at.as_deref())?.unwrap_or_else(Utc::now);
     let path = catalog_path(&args.location, Some(&config))?;
-    let mut catalog = open_catalog(&path)?;
+    let mut catalog = open_catalog(&path, Some(&config))?;
     let gathered = gather(&config, &mut catalog)?;
     let plan = make_plan(&config, &gathered, now, args.allow_mass_prune);
     let json = serde_json::to_string_pretty(&serde_json::json!({

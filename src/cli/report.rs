@@ -254,7 +254,8 @@ pub fn run(args: Args) -> Result<u8> {
         .map_err(|_| anyhow!("the policy directory is invalid"))?;
     let mut out = std::io::stdout().lock();
     if args.compliance {
-        let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?)?;
+        let mut catalog =
+            open_catalog(&catalog_path(&args.location, Some(&config))?, Some(&config))?;
         let g = gather(&config, &mut catalog)?;
         let m = send_compliance(&config, &g, args.send, None)?;
         write!(out, "{}", m.text)?;
