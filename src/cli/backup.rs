@@ -94,8 +94,7 @@ pub fn newest_point(repo: &Repository, uuid: &str) -> Result<Option<Manifest>> {
 
 pub fn run(args: Args) -> Result<u8> {
     let cancel = install_cancel_handler();
-    let config =
-        load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let mut found: Option<(Connected, crate::vsphere::VmRecord)> = None;
     for source in config.sources.values() {
         if args.source.as_ref().is_some_and(|s| s != &source.name) {

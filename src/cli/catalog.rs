@@ -82,7 +82,7 @@ pub fn run(command: Command) -> Result<u8> {
 }
 
 fn load(policy: &PolicyArgs) -> Result<Config> {
-    load_or_report(policy).map_err(|_| anyhow!("the policy directory is invalid"))
+    load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir.into())
 }
 
 pub(crate) fn catalog_path(location: &Location, config: Option<&Config>) -> Result<PathBuf> {

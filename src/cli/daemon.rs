@@ -107,8 +107,8 @@ pub fn run(args: Args) -> Result<u8> {
             return Ok(EXIT_OK);
         }
         // Policies may have changed in git meanwhile: read them again.
-        let config = load_or_report(&args.location.policy)
-            .map_err(|_| anyhow!("the policy directory is invalid"))?;
+        let config =
+            load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
         // Compliance reports whose schedule fired since the last wake-up.
         for n in config.notify.values() {
             let Some(s) = &n.compliance_schedule else {

@@ -250,8 +250,7 @@ pub fn send_compliance(
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.location.policy)
-        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let mut out = std::io::stdout().lock();
     if args.compliance {
         let mut catalog =

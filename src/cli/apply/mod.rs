@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
 
 use super::backup::{EXIT_CANCELLED, install_cancel_handler, new_run_id};
@@ -431,6 +431,43 @@ impl Runner<'_> {
     }
 }
 
+/// A tier without a repository would fail every backup to it one by one:
+/// refuse the run up front and name the command that creates them all.
+fn refuse_uninitialised_tiers(config: &Config, dir: &std::path::Path) -> Result<()> {
+    let missing: Vec<&str> = config
+        .tiers
+        .keys()
+        .filter(|name| {
+            open_tier(config, name).is_err_and(|e| {
+                e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<crate::repo::RepoError>(),
+                        Some(crate::repo::RepoError::NotARepository(_))
+                    )
+                })
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} no repository yet: {}; create them with `coffer repo init --all -p {}`, then run apply again",
+            if missing.len() == 1 {
+                "this tier has"
+            } else {
+                "these tiers have"
+            },
+            missing
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<u8> {
     run_at(args, &Utc::now)
 }
@@ -439,8 +476,9 @@ pub fn run(args: Args) -> Result<u8> {
 /// set).
 pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u8> {
     let cancel = install_cancel_handler();
-    let config = load_or_report(&args.location.policy)
-        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    crate::cli::check_secrets(&config)?;
+    refuse_uninitialised_tiers(&config, &args.location.policy.dir)?;
     let path = catalog_path(&args.location, Some(&config))?;
     let mut catalog = open_catalog(&path, Some(&config))?;
     let run_id = new_run_id();
