@@ -195,3 +195,25 @@ pub(crate) fn parse_time(what: &'static str, s: &str) -> Result<DateTime<Utc>, C
             value: s.to_string(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_that_is_not_a_database_is_moved_aside_and_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (catalog, moved) = Catalog::open_or_replace(&path).unwrap();
+        let moved = moved.expect("the damaged file is moved aside");
+        assert!(moved.error.is_damaged(), "{}", moved.error);
+        assert_eq!(std::fs::read(&moved.path).unwrap(), vec![0x5a; 8192]);
+        assert!(moved.path.to_string_lossy().contains("catalog.db.damaged-"));
+        assert_eq!(catalog.schema_version().unwrap(), SCHEMA_VERSION);
+        drop(catalog);
+        // A sound catalog is opened as it is.
+        let (_, moved) = Catalog::open_or_replace(&path).unwrap();
+        assert!(moved.is_none());
+    }
+}

@@ -113,7 +113,7 @@ pub(crate) fn open_catalog(path: &std::path::Path, config: Option<&Config>) -> R
     );
     let Some(config) = config else {
         eprintln!(
-            "coffer: a new, empty catalog was created; fill it with `coffer catalog rebuild`"
+            "coffer: a new, empty catalog was created; `coffer catalog rebuild --tier NAME` fills it from the tiers"
         );
         return Ok(catalog);
     };
