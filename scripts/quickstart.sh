@@ -3,7 +3,7 @@
 # coffer runs in-process on loopback, with VMs whose disks hold real data)
 # with the quickstart policy.
 #
-#  1. validate the policy; create the `local` tier's repository
+#  1. validate the policy; create every tier's repository (`repo init --all`)
 #  2. `coffer plan`, then `coffer apply`: snapshot, read, remove the
 #     snapshot for every lab VM, a verify drill, a run report
 #  3. write to a VM's disks (`coffer lab write`), then `coffer backup`:
@@ -21,7 +21,7 @@ trap 'rm -rf "$WORK"' EXIT
 echo "== coffer validate -p $POLICY"
 $COFFER validate -p $POLICY
 
-$COFFER repo ls --tier local -p $POLICY >/dev/null 2>&1 || $COFFER repo init --tier local -p $POLICY
+$COFFER repo init --all -p $POLICY
 
 echo "== coffer plan"
 $COFFER plan -p $POLICY

@@ -296,3 +296,47 @@ fn a_restore_onto_the_lab_registers_a_vm_that_powers_on_and_is_never_overwritten
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again).contains("already exists"), "{}", text(&again));
 }
+
+/// A catalog overwritten with garbage does not brick the directory: the
+/// next command moves it aside, says so, rebuilds it from the tier, and
+/// the drill history (which no manifest holds) comes back from the tier's
+/// log, so the drill is not due again and compliance still names it.
+#[test]
+fn a_damaged_catalog_is_rebuilt_from_the_tiers_with_its_drill_history() {
+    let t = setup(
+        r#"
+[[policies.all.drills]]
+name = "v"
+kind = "verify"
+every = "7d"
+"#,
+    );
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("done ? drill v lab-vm-01"),
+        "{}",
+        text(&out)
+    );
+    let catalog = t.path().join(".coffer/catalog.db");
+    std::fs::write(&catalog, vec![0x5a; 64 << 10]).unwrap();
+
+    let plan = run(t.path(), &["plan"]);
+    let s = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{s}");
+    assert!(s.contains("could not be opened"), "{s}");
+    assert!(
+        s.contains("catalog rebuilt from tier `local`: 1 points"),
+        "{s}"
+    );
+    assert!(!s.contains("? drill"), "the drill is not due again: {s}");
+    assert!(!s.contains("no restore point yet"), "{s}");
+    let aside: Vec<_> = std::fs::read_dir(t.path().join(".coffer"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("catalog.db.damaged-"))
+        .collect();
+    assert!(!aside.is_empty(), "the damaged file is kept aside");
+    let c = text(&run(t.path(), &["compliance"]));
+    assert!(c.contains("last drill") && c.contains("passed"), "{c}");
+}

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use coffer::lab::{Lab, LabConfig, LabHandle};
@@ -20,11 +20,14 @@ use coffer::repo::backup::normalize_ranges;
 use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::Manifest;
 use coffer::repo::restore::{self, DiskFormat};
+use coffer::run::throttle::Throttle;
 use coffer::run::vm_backup::{VmBackupError, VmBackupOutcome, VmBackupRequest, backup_vm};
 use coffer::vsphere::types::VmRecord;
 use coffer::vsphere::{Session, VimFault};
 
 const TASK: Duration = Duration::from_secs(30);
+/// The installation id these tests back up as.
+const INSTALLATION: &str = "00112233aabbccdd";
 
 struct Bed {
     _t: tempfile::TempDir,
@@ -77,6 +80,8 @@ impl Bed {
             &self.repo,
             &VmBackupRequest {
                 vm: &vm,
+                installation: INSTALLATION,
+                snapshot_max_age: Duration::from_secs(24 * 3600),
                 datacenter: "ha-datacenter",
                 run_id: run,
                 consistency,
@@ -87,6 +92,39 @@ impl Bed {
                 cancel: &cancel,
                 io_limit: None,
                 progress: None,
+            },
+        )
+    }
+
+    /// A crash-consistent full of `name` as installation `installation`,
+    /// read through `io_limit`, counting into `progress`.
+    fn backup_as(
+        &self,
+        name: &str,
+        installation: &str,
+        run: &str,
+        io_limit: Option<&Throttle>,
+        progress: Option<&AtomicU64>,
+    ) -> Result<VmBackupOutcome, VmBackupError> {
+        let vm = self.vm(name);
+        let cancel = AtomicBool::new(false);
+        backup_vm(
+            &self.session,
+            &self.repo,
+            &VmBackupRequest {
+                vm: &vm,
+                installation,
+                snapshot_max_age: Duration::from_secs(24 * 3600),
+                datacenter: "ha-datacenter",
+                run_id: run,
+                consistency: Consistency::Crash,
+                base: None,
+                chunk_size_bytes: 256 << 10,
+                threads: 2,
+                task_timeout: TASK,
+                cancel: &cancel,
+                io_limit,
+                progress,
             },
         )
     }
@@ -423,7 +461,8 @@ fn a_killed_backup_leaves_a_snapshot_the_next_run_removes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["leftovers_removed"], serde_json::json!(left));
+    assert_eq!(v["leftovers_removed"][0]["snapshot"], left[0].as_str());
+    assert_eq!(v["leftovers_removed"].as_array().unwrap().len(), 1);
     assert!(lab_snapshots(t.path()).is_empty());
     let ls = coffer(t.path(), &["repo", "ls", "--tier", "local"])
         .output()
@@ -517,4 +556,131 @@ fn a_vm_deleted_mid_backup_fails_cleanly_and_records_nothing() {
             .any(|v| v.name == "lab-vm-02"),
         "the VM is gone"
     );
+}
+
+/// Polls `cond` until it holds, failing the test after a minute.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Another coffer (its own state dir, so another installation id) backs up
+/// the same VM while the first one is still reading its snapshot: the
+/// second leaves that snapshot alone and says why, and the first point
+/// restores to the disk as it was when its snapshot was taken, although
+/// the guest wrote meanwhile.
+#[test]
+fn another_installations_backup_never_removes_a_snapshot_being_read() {
+    let b = bed();
+    let at_snapshot = b.flat("lab-vm-02", 0);
+    let slow = Throttle::new(4 << 20);
+    let progress = AtomicU64::new(0);
+    let other_session = Session::connect(
+        b.lab.url(),
+        &b.lab.tls_trust(),
+        b.lab.user(),
+        b.lab.password(),
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            b.backup_as(
+                "lab-vm-02",
+                INSTALLATION,
+                "run-a",
+                Some(&slow),
+                Some(&progress),
+            )
+        });
+        wait_for("the first backup to read", || {
+            progress.load(Ordering::Relaxed) > 0
+        });
+        b.lab.write("lab-vm-02", 5.0).unwrap();
+        let vm = b.vm("lab-vm-02");
+        let cancel = AtomicBool::new(false);
+        let second = backup_vm(
+            &other_session,
+            &b.repo,
+            &VmBackupRequest {
+                vm: &vm,
+                installation: "ffeeddcc00112233",
+                snapshot_max_age: Duration::from_secs(24 * 3600),
+                datacenter: "ha-datacenter",
+                run_id: "run-b",
+                consistency: Consistency::Crash,
+                base: None,
+                chunk_size_bytes: 256 << 10,
+                threads: 2,
+                task_timeout: TASK,
+                cancel: &cancel,
+                io_limit: None,
+                progress: None,
+            },
+        );
+        assert!(
+            !first.is_finished(),
+            "the first backup must still be reading for this test to prove anything"
+        );
+        match second {
+            Err(VmBackupError::HeldByAnotherRun { snapshot, why, .. }) => {
+                assert_eq!(snapshot, "coffer-run-a");
+                assert!(why.contains(INSTALLATION), "{why}");
+            }
+            other => panic!("the second backup must leave the snapshot alone: {other:?}"),
+        }
+        assert_eq!(b.snapshots("lab-vm-02"), ["coffer-run-a"]);
+        let first = first.join().unwrap().unwrap();
+        assert_eq!(b.restore(&first.manifest, 0), at_snapshot);
+        assert_ne!(
+            b.flat("lab-vm-02", 0),
+            at_snapshot,
+            "the guest wrote meanwhile"
+        );
+    });
+    assert!(b.snapshots("lab-vm-02").is_empty());
+    assert_eq!(b.repo.list_points().unwrap().len(), 1);
+}
+
+/// A snapshot removed behind coffer's back while the backup reads it: the
+/// backup fails, says why, and no point is recorded.
+#[test]
+fn a_backup_whose_snapshot_is_removed_mid_read_records_nothing() {
+    let b = bed();
+    let slow = Throttle::new(4 << 20);
+    let progress = AtomicU64::new(0);
+    let other_session = Session::connect(
+        b.lab.url(),
+        &b.lab.tls_trust(),
+        b.lab.user(),
+        b.lab.password(),
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        let backup = s.spawn(|| {
+            b.backup_as(
+                "lab-vm-02",
+                INSTALLATION,
+                "run-a",
+                Some(&slow),
+                Some(&progress),
+            )
+        });
+        wait_for("the backup to read", || {
+            progress.load(Ordering::Relaxed) > 0
+        });
+        let snap = b.vm("lab-vm-02").all_snapshots()[0].snapshot.clone();
+        b.lab.write("lab-vm-02", 5.0).unwrap();
+        other_session.remove_snapshot(&snap, TASK).unwrap();
+        assert!(!backup.is_finished(), "the backup must still be reading");
+        let err = backup.join().unwrap().unwrap_err();
+        assert!(matches!(err, VmBackupError::SnapshotGone { .. }), "{err}");
+    });
+    assert!(b.repo.list_points().unwrap().is_empty());
+    assert!(b.snapshots("lab-vm-02").is_empty());
 }

@@ -445,6 +445,8 @@ fn backup_loop(flavor: &str) {
     assert!(!vm.change_tracking_enabled);
     let request = |vm, base, run_id| VmBackupRequest {
         vm,
+        installation: "00112233aabbccdd",
+        snapshot_max_age: Duration::from_secs(24 * 3600),
         datacenter: &sim.datacenter,
         run_id,
         consistency: Consistency::Crash,
@@ -644,7 +646,13 @@ fn cli_inventory_backup_restore_against_vcsim() {
             &vm.moref,
             &SnapshotRequest {
                 name: "coffer-20260101T000000Z-dead",
-                description: "left by a killed run",
+                // A killed run of this installation (same state dir).
+                description: &format!(
+                    "coffer backup, run 20260101T000000Z-dead, installation {}",
+                    std::fs::read_to_string(dir.join(".coffer/installation-id"))
+                        .unwrap()
+                        .trim()
+                ),
                 memory: false,
                 quiesce: false,
             },
@@ -655,8 +663,8 @@ fn cli_inventory_backup_restore_against_vcsim() {
     assert_eq!(incr["kind"], "incremental", "{incr}");
     assert_eq!(incr["parent"], full["point"]);
     assert_eq!(
-        incr["leftovers_removed"],
-        serde_json::json!(["coffer-20260101T000000Z-dead"])
+        incr["leftovers_removed"][0]["snapshot"],
+        "coffer-20260101T000000Z-dead"
     );
     assert!(snapshot_names(&session, &vm.moref).is_empty());
     // Each snapshot writes 64 KiB in the harness; the leftover's write and

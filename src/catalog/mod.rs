@@ -14,6 +14,7 @@ mod journal;
 mod query;
 mod refresh;
 pub mod schema;
+pub mod tierlog;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +58,11 @@ pub enum CatalogError {
         found: u32,
         known: u32,
     },
+    #[error("moving the damaged catalog {path} aside: {source}")]
+    MoveAside {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("catalog migration {version} failed: {source}")]
     Migration {
         version: u32,
@@ -72,6 +78,32 @@ pub enum CatalogError {
     },
     #[error("the catalog holds a value it cannot read ({what}: `{value}`); rebuild it")]
     BadValue { what: &'static str, value: String },
+}
+
+impl CatalogError {
+    /// The database file is not a database, or is corrupt: coffer moves it
+    /// aside and rebuilds the catalog from the tiers (see `open_or_replace`).
+    pub fn is_damaged(&self) -> bool {
+        let code = match self {
+            CatalogError::Sqlite(e) | CatalogError::Migration { source: e, .. } => {
+                e.sqlite_error_code()
+            }
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        )
+    }
+}
+
+/// A damaged catalog that `open_or_replace` moved aside.
+#[derive(Debug)]
+pub struct MovedAside {
+    /// Where the damaged file is now (`catalog.db.damaged-<time>`).
+    pub path: PathBuf,
+    /// Why it could not be opened.
+    pub error: CatalogError,
 }
 
 /// An open catalog.
@@ -106,6 +138,37 @@ impl Catalog {
         })
     }
 
+    /// Opens the catalog at `path`; when the file is damaged (not a
+    /// database, corrupt), moves it aside (with its `-wal` and `-shm`) to
+    /// `<path>.damaged-<time>` and opens a new, empty catalog in its place,
+    /// for the caller to rebuild from the tiers and their logs.
+    pub fn open_or_replace(path: &Path) -> Result<(Catalog, Option<MovedAside>), CatalogError> {
+        let error = match Catalog::open(path) {
+            Ok(c) => return Ok((c, None)),
+            Err(e) if e.is_damaged() => e,
+            Err(e) => return Err(e),
+        };
+        let suffix = format!(".damaged-{}", Utc::now().format("%Y%m%dT%H%M%S%.6fZ"));
+        let with = |ext: &str| {
+            let mut p = path.as_os_str().to_os_string();
+            p.push(ext);
+            PathBuf::from(p)
+        };
+        let aside = with(&suffix);
+        std::fs::rename(path, &aside).map_err(|source| CatalogError::MoveAside {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for ext in ["-wal", "-shm"] {
+            let side = with(ext);
+            if side.exists() {
+                let _ = std::fs::rename(&side, with(&format!("{suffix}{ext}")));
+            }
+        }
+        let catalog = Catalog::open(path)?;
+        Ok((catalog, Some(MovedAside { path: aside, error })))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -131,4 +194,26 @@ pub(crate) fn parse_time(what: &'static str, s: &str) -> Result<DateTime<Utc>, C
             what,
             value: s.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_that_is_not_a_database_is_moved_aside_and_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (catalog, moved) = Catalog::open_or_replace(&path).unwrap();
+        let moved = moved.expect("the damaged file is moved aside");
+        assert!(moved.error.is_damaged(), "{}", moved.error);
+        assert_eq!(std::fs::read(&moved.path).unwrap(), vec![0x5a; 8192]);
+        assert!(moved.path.to_string_lossy().contains("catalog.db.damaged-"));
+        assert_eq!(catalog.schema_version().unwrap(), SCHEMA_VERSION);
+        drop(catalog);
+        // A sound catalog is opened as it is.
+        let (_, moved) = Catalog::open_or_replace(&path).unwrap();
+        assert!(moved.is_none());
+    }
 }

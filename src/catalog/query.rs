@@ -130,7 +130,7 @@ impl VerificationKind {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, CatalogError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, CatalogError> {
         match s {
             "verify" => Ok(VerificationKind::Verify),
             "restore" => Ok(VerificationKind::Restore),

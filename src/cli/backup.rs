@@ -94,8 +94,7 @@ pub fn newest_point(repo: &Repository, uuid: &str) -> Result<Option<Manifest>> {
 
 pub fn run(args: Args) -> Result<u8> {
     let cancel = install_cancel_handler();
-    let config =
-        load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let mut found: Option<(Connected, crate::vsphere::VmRecord)> = None;
     for source in config.sources.values() {
         if args.source.as_ref().is_some_and(|s| s != &source.name) {
@@ -174,8 +173,11 @@ pub fn run(args: Args) -> Result<u8> {
     )?;
     let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
     let io_limit = crate::run::throttle::policy_throttle(policy);
+    let installation = crate::run::installation::id(&config.settings.state_dir)?;
     let request = VmBackupRequest {
         vm: &vm,
+        installation: &installation,
+        snapshot_max_age: config.compliance.snapshot_max_age,
         datacenter: &conn.datacenter,
         run_id: &run_id,
         consistency: policy.consistency,
@@ -213,7 +215,8 @@ pub fn run(args: Args) -> Result<u8> {
                 "consistency": outcome.consistency,
                 "quiesce_fallback": outcome.quiesce_fallback,
                 "snapshot": outcome.snapshot,
-                "leftovers_removed": outcome.leftovers_removed,
+                "leftovers_removed": outcome.leftovers_removed.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
+                "leftovers_kept": outcome.leftovers_kept.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
                 "duration_ms": m.duration_ms,
                 "disks": outcome.disks.iter().zip(&m.disks).map(|(d, e)| serde_json::json!({
                     "device_key": d.device_key,
@@ -228,8 +231,11 @@ pub fn run(args: Args) -> Result<u8> {
         )?;
         return Ok(EXIT_OK);
     }
-    for s in &outcome.leftovers_removed {
-        writeln!(out, "removed snapshot {s} left behind by an earlier run")?;
+    for l in &outcome.leftovers_removed {
+        writeln!(out, "removed snapshot {}: {}", l.name, l.why)?;
+    }
+    for l in &outcome.leftovers_kept {
+        writeln!(out, "left snapshot {} alone: {}", l.name, l.why)?;
     }
     writeln!(
         out,

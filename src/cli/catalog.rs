@@ -82,7 +82,7 @@ pub fn run(command: Command) -> Result<u8> {
 }
 
 fn load(policy: &PolicyArgs) -> Result<Config> {
-    load_or_report(policy).map_err(|_| anyhow!("the policy directory is invalid"))
+    load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir.into())
 }
 
 pub(crate) fn catalog_path(location: &Location, config: Option<&Config>) -> Result<PathBuf> {
@@ -95,8 +95,52 @@ pub(crate) fn catalog_path(location: &Location, config: Option<&Config>) -> Resu
     }
 }
 
-pub(crate) fn open_catalog(path: &std::path::Path) -> Result<Catalog> {
-    Catalog::open(path).with_context(|| format!("opening the catalog {}", path.display()))
+/// Opens the catalog. A damaged one (not a database, corrupt) is moved
+/// aside and, when the policy directory is known, rebuilt at once from
+/// every tier and its log, so no command is stuck on it; the user is told
+/// on stderr either way.
+pub(crate) fn open_catalog(path: &std::path::Path, config: Option<&Config>) -> Result<Catalog> {
+    let (mut catalog, moved) = Catalog::open_or_replace(path)
+        .with_context(|| format!("opening the catalog {}", path.display()))?;
+    let Some(moved) = moved else {
+        return Ok(catalog);
+    };
+    eprintln!(
+        "coffer: the catalog {} could not be opened ({}); it was moved to {}",
+        path.display(),
+        moved.error,
+        moved.path.display()
+    );
+    let Some(config) = config else {
+        eprintln!(
+            "coffer: a new, empty catalog was created; `coffer catalog rebuild --tier NAME` fills it from the tiers"
+        );
+        return Ok(catalog);
+    };
+    for name in config.tiers.keys() {
+        let rebuilt = open_tier(config, name).and_then(|repo| {
+            let drift = catalog.rebuild_tier(name, &repo)?;
+            let log = catalog.replay_tier_log(&repo)?;
+            Ok((drift, log))
+        });
+        match rebuilt {
+            Ok((drift, log)) => eprintln!(
+                "coffer: catalog rebuilt from tier `{name}`: {} points, {} logged events replayed{}",
+                drift.listed,
+                log.applied,
+                if log.rejected > 0 {
+                    format!(", {} log objects rejected", log.rejected)
+                } else {
+                    String::new()
+                }
+            ),
+            Err(e) => eprintln!(
+                "coffer: could not rebuild the catalog from tier `{name}`: {e:#}; \
+                 run `coffer catalog rebuild --tier {name}` once it can be read"
+            ),
+        }
+    }
+    Ok(catalog)
 }
 
 /// Opens the repository of a tier of the policy directory.
@@ -131,7 +175,7 @@ pub(crate) fn open_tier(config: &Config, name: &str) -> Result<Repository> {
 fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Result<u8> {
     let config = load(&location.policy)?;
     let path = catalog_path(location, Some(&config))?;
-    let mut catalog = open_catalog(&path)?;
+    let mut catalog = open_catalog(&path, None)?;
     let names: Vec<String> = if tiers.is_empty() {
         config.tiers.keys().cloned().collect()
     } else {
@@ -144,7 +188,10 @@ fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Res
     for name in &names {
         let repo = open_tier(&config, name)?;
         let drift = if rebuild {
-            catalog.rebuild_tier(name, &repo)
+            catalog.rebuild_tier(name, &repo).and_then(|d| {
+                catalog.replay_tier_log(&repo)?;
+                Ok(d)
+            })
         } else {
             catalog.refresh_tier(name, &repo)
         }
@@ -219,7 +266,7 @@ fn show(a: ShowArgs) -> Result<u8> {
             path.display()
         );
     }
-    let catalog = open_catalog(&path)?;
+    let catalog = open_catalog(&path, None)?;
     let vms: Vec<_> = catalog
         .vms()?
         .into_iter()

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use chrono::Utc;
 
 use super::catalog::{Location, catalog_path, open_catalog};
@@ -22,9 +22,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.location.policy)
-        .map_err(|_| anyhow!("the policy directory is invalid"))?;
-    let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?)?;
+    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?, Some(&config))?;
     let gathered = gather(&config, &mut catalog)?;
     let plan = make_plan(&config, &gathered, Utc::now(), false);
     let mut out = std::io::stdout().lock();

@@ -107,18 +107,18 @@ pub fn run(args: Args) -> Result<u8> {
             return Ok(EXIT_OK);
         }
         // Policies may have changed in git meanwhile: read them again.
-        let config = load_or_report(&args.location.policy)
-            .map_err(|_| anyhow!("the policy directory is invalid"))?;
+        let config =
+            load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
         // Compliance reports whose schedule fired since the last wake-up.
         for n in config.notify.values() {
             let Some(s) = &n.compliance_schedule else {
                 continue;
             };
             if s.next_after(last_wake).is_some_and(|t| t <= clock.now()) && !args.no_mail {
-                let sent = super::catalog::open_catalog(&super::catalog::catalog_path(
-                    &args.location,
+                let sent = super::catalog::open_catalog(
+                    &super::catalog::catalog_path(&args.location, Some(&config))?,
                     Some(&config),
-                )?)
+                )
                 .and_then(|mut c| super::plan::gather(&config, &mut c))
                 .and_then(|g| super::report::send_compliance(&config, &g, true, Some(&n.name)));
                 if let Err(e) = sent {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
 use super::restore::find_point;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
@@ -40,8 +40,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config =
-        load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let at = super::restore::parse_at(args.at.as_deref())?;
     let (tier, repo, m) = find_point(
         &config,

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::plan::hygiene::{self, SnapshotAlert};
@@ -27,8 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config =
-        load_or_report(&args.policy).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
     let mut alerts: Vec<SnapshotAlert> = Vec::new();

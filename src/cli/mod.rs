@@ -108,10 +108,23 @@ pub enum Command {
     },
 }
 
+/// A command that needs the policy directory found it invalid (the
+/// problems are already printed): exit 10, as for `validate`.
+#[derive(Debug, thiserror::Error)]
+#[error("the policy directory is invalid")]
+pub struct InvalidPolicyDir;
+
 /// Parses the command line and runs the command; returns the exit code.
 pub fn run() -> Result<u8> {
     let cli = Cli::parse();
-    match cli.command {
+    match run_command(cli.command) {
+        Err(e) if e.downcast_ref::<InvalidPolicyDir>().is_some() => Ok(EXIT_INVALID_CONFIG),
+        other => other,
+    }
+}
+
+fn run_command(command: Command) -> Result<u8> {
+    match command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Schedule { command } => schedule::run(command),
@@ -135,6 +148,47 @@ pub fn run() -> Result<u8> {
 /// Worker threads for reading, hashing and compressing: one per core.
 pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Reads every secret the sources and tiers refer to, so that a missing
+/// `{ env = … }` or unreadable `{ file = … }` is one error naming it, not a
+/// tier that seems empty ("no restore point yet") or a source that seems
+/// down. The values are dropped at once.
+pub(crate) fn check_secrets(config: &crate::policy::Config) -> Result<()> {
+    use crate::policy::model::TierBackend;
+    let mut missing = Vec::new();
+    let mut check = |owner: String, what: &str, s: Option<&crate::policy::model::SecretRef>| {
+        if let Some(Err(e)) = s.map(|s| s.read()) {
+            missing.push(format!("{owner}: {what}: {e}"));
+        }
+    };
+    for source in config.sources.values() {
+        check(
+            format!("source `{}`", source.name),
+            "password",
+            source.password.as_ref(),
+        );
+    }
+    for tier in config.tiers.values() {
+        let owner = || format!("tier `{}`", tier.name);
+        check(owner(), "encryption key", tier.encryption_key.as_ref());
+        if let TierBackend::S3 {
+            access_key,
+            secret_key,
+            ..
+        } = &tier.backend
+        {
+            check(owner(), "access key", access_key.as_ref());
+            check(owner(), "secret key", secret_key.as_ref());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}\nset the secrets the policy directory refers to, then run the command again",
+        missing.join("\n")
+    )
 }
 
 /// Loads a policy directory or prints why it cannot be used.

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
@@ -381,11 +381,11 @@ fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.location.policy)
-        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let now = super::restore::parse_at(args.at.as_deref())?.unwrap_or_else(Utc::now);
+    crate::cli::check_secrets(&config)?;
     let path = catalog_path(&args.location, Some(&config))?;
-    let mut catalog = open_catalog(&path)?;
+    let mut catalog = open_catalog(&path, Some(&config))?;
     let gathered = gather(&config, &mut catalog)?;
     let plan = make_plan(&config, &gathered, now, args.allow_mass_prune);
     let json = serde_json::to_string_pretty(&serde_json::json!({

@@ -68,8 +68,7 @@ impl Target {
                 "name the repository with --tier NAME (from the policy directory) or --repo DIR|s3://BUCKET/PREFIX"
             );
         };
-        let config =
-            load_or_report(&self.policy).map_err(|_| anyhow!("the policy directory is invalid"))?;
+        let config = load_or_report(&self.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
         let tier = config.tiers.get(name).ok_or_else(|| {
             let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
             anyhow!(
@@ -174,10 +173,54 @@ fn read_secret(s: Option<&SecretRef>) -> Result<Option<String>> {
     .transpose()
 }
 
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Initialise every tier of the policy directory (tiers that already
+    /// hold a repository are left as they are).
+    #[arg(long, conflicts_with_all = ["tier", "repo"])]
+    pub all: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `repo init --all`: one line per tier, created or already there.
+fn init_all(policy: &PolicyArgs, out: &mut impl Write) -> Result<()> {
+    let config = load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    if config.tiers.is_empty() {
+        bail!("the policy directory declares no tiers");
+    }
+    for (name, tier) in &config.tiers {
+        let store = tier_store(tier)?;
+        let secret =
+            read_secret(tier.encryption_key.as_ref()).with_context(|| format!("tier `{name}`"))?;
+        match Repository::init(store, secret.as_deref().map(str::as_bytes)) {
+            Ok(repo) => writeln!(
+                out,
+                "tier `{name}`: created repository {} ({})",
+                repo.describe(),
+                if secret.is_some() {
+                    "encrypted"
+                } else {
+                    "not encrypted"
+                }
+            )?,
+            Err(crate::repo::RepoError::AlreadyExists(what)) => writeln!(
+                out,
+                "tier `{name}`: {what} is already a repository; left as it is"
+            )?,
+            Err(e) => {
+                return Err(anyhow::Error::from(e))
+                    .with_context(|| format!("creating the repository of tier `{name}`"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Create an empty repository.
-    Init(Target),
+    Init(InitArgs),
     /// List restore points.
     Ls(Target),
     /// Re-read chunks and prove them; exit 4 when anything is damaged.
@@ -289,7 +332,8 @@ pub struct BackupImageArgs {
 pub fn run(command: Command) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     match command {
-        Command::Init(t) => {
+        Command::Init(InitArgs { all: true, target }) => init_all(&target.policy, &mut out)?,
+        Command::Init(InitArgs { target: t, .. }) => {
             let (store, secret, what, _) = t.resolve()?;
             let secret = read_secret(secret.as_ref())?;
             let repo = Repository::init(store, secret.as_deref().map(str::as_bytes))

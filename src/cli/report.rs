@@ -250,11 +250,11 @@ pub fn send_compliance(
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.location.policy)
-        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let mut out = std::io::stdout().lock();
     if args.compliance {
-        let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?)?;
+        let mut catalog =
+            open_catalog(&catalog_path(&args.location, Some(&config))?, Some(&config))?;
         let g = gather(&config, &mut catalog)?;
         let m = send_compliance(&config, &g, args.send, None)?;
         write!(out, "{}", m.text)?;

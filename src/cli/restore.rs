@@ -121,8 +121,7 @@ pub fn find_point(
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config =
-        load_or_report(&args.policies).map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let at = parse_at(args.at.as_deref())?;
     let (tier, repo, m) = find_point(
         &config,

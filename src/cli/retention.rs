@@ -57,8 +57,7 @@ pub fn run(command: Command) -> Result<u8> {
     let Command::Simulate(a) = command;
     let (rules, mut tz) = match (&a.policy, &a.tier) {
         (Some(p), Some(t)) => {
-            let config = load_or_report(&a.policies)
-                .map_err(|_| anyhow!("the policy directory is invalid"))?;
+            let config = load_or_report(&a.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
             let policy = config
                 .policies
                 .get(p)

@@ -7,8 +7,81 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::run::vm_backup::SNAPSHOT_PREFIX;
-use crate::vsphere::types::{MoRef, VmRecord};
+use crate::run::vm_backup::{SNAPSHOT_PREFIX, snapshot_name};
+use crate::vsphere::types::{MoRef, SnapshotNode, VmRecord};
+
+/// Who took a coffer snapshot, as its description says:
+/// `coffer backup, run <run id>, installation <installation id>`.
+pub fn snapshot_description(run_id: &str, installation: &str) -> String {
+    format!("coffer backup, run {run_id}, installation {installation}")
+}
+
+/// The (installation id, run id) a coffer snapshot's description names;
+/// `None` for a description of another form (a coffer older than
+/// installation ids, or a snapshot someone renamed).
+pub fn snapshot_owner(description: &str) -> Option<(&str, &str)> {
+    let rest = description.strip_prefix("coffer backup, run ")?;
+    let (run, installation) = rest.split_once(", installation ")?;
+    (!run.is_empty() && crate::run::installation::is_valid(installation))
+        .then_some((installation, run))
+}
+
+/// What a backup does with a coffer snapshot it finds on its VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftoverVerdict {
+    /// Removed, and why.
+    Remove(String),
+    /// Left alone, and why: it may belong to a backup still reading it.
+    Keep(String),
+}
+
+/// The verdict on snapshot `s` for the backup run `run_id` of
+/// `installation`, which holds its state dir's runner lock (so no other
+/// run of this installation is alive). A coffer snapshot is removed only
+/// when it is older than `max_age` (`snapshot_max_age`) or when it was
+/// taken by a dead run of this installation; the snapshots of other
+/// installations (another state dir, another machine) may be being read
+/// right now and are kept. `None`: not a coffer snapshot, or this run's.
+pub fn leftover_verdict(
+    s: &SnapshotNode,
+    now: DateTime<Utc>,
+    max_age: Duration,
+    installation: &str,
+    run_id: &str,
+) -> Option<LeftoverVerdict> {
+    if !s.name.starts_with(SNAPSHOT_PREFIX) || s.name == snapshot_name(run_id) {
+        return None;
+    }
+    let age = now
+        .signed_duration_since(s.create_time)
+        .to_std()
+        .unwrap_or_default();
+    let fmt = crate::policy::units::format_duration;
+    if age > max_age {
+        return Some(LeftoverVerdict::Remove(format!(
+            "{} old, older than snapshot_max_age ({})",
+            fmt(age),
+            fmt(max_age)
+        )));
+    }
+    Some(match snapshot_owner(&s.description) {
+        Some((owner, run)) if owner == installation => LeftoverVerdict::Remove(format!(
+            "taken by run {run} of this installation, which is no longer running"
+        )),
+        Some((owner, run)) => LeftoverVerdict::Keep(format!(
+            "taken by run {run} of another coffer installation ({owner}) {} ago, which may still \
+             be reading it; removed once older than snapshot_max_age ({})",
+            fmt(age),
+            fmt(max_age)
+        )),
+        None => LeftoverVerdict::Keep(format!(
+            "its description names no coffer installation; {} old, removed once older than \
+             snapshot_max_age ({})",
+            fmt(age),
+            fmt(max_age)
+        )),
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotIssue {
@@ -57,8 +130,9 @@ impl SnapshotAlert {
 }
 
 /// The snapshots of `vm` that need attention at `now`. A coffer snapshot
-/// younger than `in_progress_grace` belongs to a backup that may still be
-/// running and is left alone.
+/// younger than `in_progress_grace` or than `max_age` may belong to a backup
+/// that is still reading it (of this coffer or of another) and is left
+/// alone: only older ones are named as left behind (and removed).
 pub fn snapshot_alerts(
     vm: &VmRecord,
     now: DateTime<Utc>,
@@ -76,7 +150,7 @@ pub fn snapshot_alerts(
             issues.push(SnapshotIssue::TooOld);
         }
         if let Some(run_id) = s.name.strip_prefix(SNAPSHOT_PREFIX)
-            && age > in_progress_grace
+            && age > in_progress_grace.max(max_age)
         {
             issues.push(SnapshotIssue::LeftByCoffer {
                 run_id: run_id.to_string(),
@@ -99,7 +173,6 @@ pub fn snapshot_alerts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vsphere::types::SnapshotNode;
 
     fn node(name: &str, created: &str, children: Vec<SnapshotNode>) -> SnapshotNode {
         SnapshotNode {
@@ -162,5 +235,74 @@ mod tests {
             ]
         );
         assert!(alerts[1].describe().contains("left behind by coffer run"));
+    }
+}
+
+#[cfg(test)]
+mod leftover_tests {
+    use super::*;
+
+    fn snap(name: &str, description: &str, created: &str) -> SnapshotNode {
+        SnapshotNode {
+            snapshot: MoRef::new("VirtualMachineSnapshot", name),
+            name: name.into(),
+            description: description.into(),
+            create_time: created.parse().unwrap(),
+            quiesced: false,
+            children: vec![],
+        }
+    }
+
+    const ME: &str = "00112233aabbccdd";
+    const OTHER: &str = "ffeeddcc00112233";
+
+    #[test]
+    fn another_installations_young_snapshot_is_never_removed() {
+        let now: DateTime<Utc> = "2026-11-25T12:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let verdict = |s: &SnapshotNode| leftover_verdict(s, now, day, ME, "r-now");
+        let theirs = snap(
+            "coffer-r1",
+            &snapshot_description("r1", OTHER),
+            "2026-11-25T11:59:00Z",
+        );
+        assert!(matches!(verdict(&theirs), Some(LeftoverVerdict::Keep(w)) if w.contains(OTHER)));
+        let mine = snap(
+            "coffer-r2",
+            &snapshot_description("r2", ME),
+            "2026-11-25T11:59:00Z",
+        );
+        assert!(matches!(verdict(&mine), Some(LeftoverVerdict::Remove(w)) if w.contains("r2")));
+        let unowned = snap("coffer-r3", "coffer backup, run r3", "2026-11-25T11:00:00Z");
+        assert!(matches!(verdict(&unowned), Some(LeftoverVerdict::Keep(_))));
+        let old = snap(
+            "coffer-r4",
+            &snapshot_description("r4", OTHER),
+            "2026-11-24T11:00:00Z",
+        );
+        assert!(
+            matches!(verdict(&old), Some(LeftoverVerdict::Remove(w)) if w.contains("snapshot_max_age"))
+        );
+        let own_run = snap(
+            "coffer-r-now",
+            &snapshot_description("r-now", ME),
+            "2026-11-20T11:00:00Z",
+        );
+        assert_eq!(verdict(&own_run), None);
+        assert_eq!(
+            verdict(&snap("before upgrade", "", "2026-11-01T00:00:00Z")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_description_names_its_owner_and_run() {
+        let d = snapshot_description("20261125T010000Z-ab12", ME);
+        assert_eq!(snapshot_owner(&d), Some((ME, "20261125T010000Z-ab12")));
+        assert_eq!(snapshot_owner("coffer backup, run x"), None);
+        assert_eq!(
+            snapshot_owner("coffer backup, run x, installation ../x"),
+            None
+        );
     }
 }

@@ -49,11 +49,37 @@ impl SecretRef {
             SecretRef::Env(name) => {
                 std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
             }
-            SecretRef::File(path) => std::fs::read_to_string(path)
+            SecretRef::File(path) => read_secret_file(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display())),
         }
     }
+}
+
+/// The largest secret file coffer reads: a password or a key is a few
+/// hundred bytes, a certificate bundle a few KiB.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+/// Reads a secret file: a regular file (never a device or a pipe, which
+/// could be read forever) of at most `MAX_SECRET_FILE_BYTES`, as UTF-8.
+fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Error, Read};
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::other(
+            "not a regular file (a secret must be a small file, not a device or a pipe)",
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(Error::other(format!(
+            "larger than {} KiB; a secret file holds one password or key",
+            MAX_SECRET_FILE_BYTES >> 10
+        )));
+    }
+    Ok(text)
 }
 
 /// How the server certificate of a source is trusted.
@@ -281,4 +307,23 @@ pub struct Notifier {
     pub compliance_schedule: Option<Schedule>,
     /// CA certificate (PEM) of a relay with a private CA, besides the system roots.
     pub ca_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_file_that_is_a_device_or_too_big_is_refused_without_reading_it_all() {
+        let e = SecretRef::File("/dev/zero".into()).read().unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let t = tempfile::tempdir().unwrap();
+        let big = t.path().join("big");
+        std::fs::write(&big, vec![b'x'; (MAX_SECRET_FILE_BYTES + 1) as usize]).unwrap();
+        let e = SecretRef::File(big).read().unwrap_err();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
+        let ok = t.path().join("ok");
+        std::fs::write(&ok, "hunter2\n").unwrap();
+        assert_eq!(SecretRef::File(ok).read().unwrap(), "hunter2");
+    }
 }

@@ -58,6 +58,10 @@ pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Opti
                 .map(|n| (name.clone(), n))
         })
         .collect();
+    r.settings_paths(merged.settings.as_ref(), &settings, &tiers);
+    for e in merged.notify.values() {
+        r.smtp_server(e);
+    }
     r.unique_drill_names(merged);
     r.overlapping_selections(merged, &policies);
     if count_errors(r.diags) == 0 {

@@ -174,6 +174,17 @@ struct DiskStats {
 
 /// Writes a restore point and returns its committed manifest.
 pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, RepoError> {
+    backup_checked(repo, req, &|| Ok(()))
+}
+
+/// [`backup`], with `still_valid` asked after every byte was read and
+/// before the manifest is committed: an error there commits nothing (a VM
+/// backup uses it to prove its snapshot still existed through the read).
+pub fn backup_checked(
+    repo: &Repository,
+    req: BackupRequest<'_>,
+    still_valid: &dyn Fn() -> Result<(), RepoError>,
+) -> Result<Manifest, RepoError> {
     let started = Instant::now();
     let now = chrono::Utc::now();
     let point_id = manifest::new_point_id(now);
@@ -279,6 +290,7 @@ pub fn backup(repo: &Repository, req: BackupRequest<'_>) -> Result<Manifest, Rep
         files: write_files(repo, &req.files, &known)?,
         mac: None,
     };
+    still_valid()?;
     let committed = repo.commit_manifest(m)?;
     // After the store's flush (in the commit): a row never names a chunk a
     // power loss could take away. The point is committed: a failure here

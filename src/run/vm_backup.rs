@@ -5,13 +5,26 @@
 //!
 //! The snapshot is removed on every path: success, an error, a cancel
 //! (Ctrl-C), a panic in a reader (the guard's `Drop`). Its name carries the
-//! run id (`coffer-<run id>`), so a run that was killed outright leaves a
-//! snapshot the next inventory recognises as coffer's and removes.
+//! run id (`coffer-<run id>`) and its description the installation id, so
+//! a run that was killed outright leaves a snapshot the next backup of this
+//! installation recognises as its own and removes; another installation's
+//! snapshot is left alone until it is older than `snapshot_max_age` (see
+//! `plan::hygiene::leftover_verdict`), because that coffer may still be
+//! reading it.
+//!
+//! Removing a snapshot does not make its files vanish: ESXi merges the
+//! running delta back into the disk the snapshot froze and deletes only the
+//! delta (VMware KB 1015180, "Understanding virtual machine snapshots";
+//! the lab does the same, `lab::disk::Disk::merge_up_into`). A read of a
+//! removed snapshot therefore goes on and returns a mix of old and new
+//! blocks. So before the point is committed the backup asks the host
+//! whether its snapshot still exists; if not, it fails and records nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::plan::cbt::{self, CbtVerdict, LiveDisk};
+use crate::plan::hygiene::{LeftoverVerdict, leftover_verdict, snapshot_description};
 use crate::policy::model::Consistency;
 use crate::repo::backup::{self, BackupRequest, DiskReader, DiskSource};
 use crate::repo::manifest::{Manifest, VmIdentity};
@@ -31,6 +44,12 @@ pub fn snapshot_name(run_id: &str) -> String {
 /// What to back up and how.
 pub struct VmBackupRequest<'a> {
     pub vm: &'a VmRecord,
+    /// This coffer's installation id (`run::installation::id`), written in
+    /// the snapshot's description. The caller holds the runner lock of that
+    /// installation's state dir.
+    pub installation: &'a str,
+    /// Coffer snapshots older than this are removed whoever took them.
+    pub snapshot_max_age: Duration,
     /// `dcPath` of datastore URLs: `ha-datacenter` on a standalone ESXi host.
     pub datacenter: &'a str,
     pub run_id: &'a str,
@@ -71,7 +90,18 @@ pub struct VmBackupOutcome {
     pub disks: Vec<DiskOutcome>,
     pub snapshot: String,
     /// coffer snapshots of earlier runs found on the VM and removed first.
-    pub leftovers_removed: Vec<String>,
+    pub leftovers_removed: Vec<Leftover>,
+    /// coffer snapshots found on the VM and left alone (another
+    /// installation's backup may be reading them).
+    pub leftovers_kept: Vec<Leftover>,
+}
+
+/// A coffer snapshot a backup found on its VM, and why it was removed or
+/// kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub name: String,
+    pub why: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +139,20 @@ pub enum VmBackupError {
     Cancelled { vm: String },
     #[error("VM {vm} was deleted while it was being backed up; no point was recorded")]
     VmGone { vm: String },
+    #[error(
+        "VM {vm}: snapshot {snapshot} was removed while it was being read (by hand, or by \
+         another program); what was read may mix old and new data, so no point was recorded"
+    )]
+    SnapshotGone { vm: String, snapshot: String },
+    #[error(
+        "VM {vm}: snapshot {snapshot} is left alone ({why}); coffer cannot read a VM with \
+         another snapshot on top, so this backup waits for the next run"
+    )]
+    HeldByAnotherRun {
+        vm: String,
+        snapshot: String,
+        why: String,
+    },
     #[error("VM {vm}: {cause}; and removing snapshot {snapshot} failed too: {removal}")]
     SnapshotLeft {
         vm: String,
@@ -241,15 +285,40 @@ pub fn backup_vm(
         return Err(VmBackupError::Unsupported { vm: name, reason });
     }
     // A run killed outright (power loss, SIGKILL) left its snapshot: remove
-    // it before taking a new one. (One runner per VM is the runner's job.)
+    // it before taking a new one, if it is this installation's or too old.
     let mut leftovers_removed = Vec::new();
+    let mut leftovers_kept = Vec::new();
+    let now = chrono::Utc::now();
     for s in vm.all_snapshots() {
-        if s.name.starts_with(SNAPSHOT_PREFIX) && s.name != snapshot_name(req.run_id) {
-            session
-                .remove_snapshot(&s.snapshot, req.task_timeout)
-                .map_err(vs("removing a snapshot an earlier run left behind"))?;
-            leftovers_removed.push(s.name.clone());
+        match leftover_verdict(s, now, req.snapshot_max_age, req.installation, req.run_id) {
+            None => {}
+            Some(LeftoverVerdict::Keep(why)) => leftovers_kept.push(Leftover {
+                name: s.name.clone(),
+                why,
+            }),
+            Some(LeftoverVerdict::Remove(why)) => {
+                match session.remove_snapshot(&s.snapshot, req.task_timeout) {
+                    Err(e)
+                        if e.fault().is_some_and(|f| {
+                            matches!(f, VimFault::ManagedObjectNotFound { .. })
+                        }) => {}
+                    r => r.map_err(vs("removing a snapshot an earlier run left behind"))?,
+                }
+                leftovers_removed.push(Leftover {
+                    name: s.name.clone(),
+                    why,
+                });
+            }
         }
+    }
+    // Another coffer's backup may be reading that snapshot; a snapshot of
+    // ours on top of it would be a delta chain coffer does not read.
+    if let Some(kept) = leftovers_kept.first() {
+        return Err(VmBackupError::HeldByAnotherRun {
+            vm: name,
+            snapshot: kept.name.clone(),
+            why: kept.why.clone(),
+        });
     }
     if vm.consolidation_needed {
         session
@@ -268,7 +337,7 @@ pub fn backup_vm(
     }
 
     let snap_name = snapshot_name(req.run_id);
-    let description = format!("coffer backup, run {}", req.run_id);
+    let description = snapshot_description(req.run_id, req.installation);
     let want_quiesce = req.consistency != Consistency::Crash;
     let take = |quiesce: bool| {
         session.create_snapshot(
@@ -341,6 +410,7 @@ pub fn backup_vm(
             disks,
             snapshot: snap_name,
             leftovers_removed,
+            leftovers_kept,
         }),
         (Ok(_), Err(e)) => Err(VmBackupError::SnapshotLeft {
             vm: name,
@@ -498,7 +568,27 @@ fn read_disks(
             files.push((name, resp.body));
         }
     }
-    let result = backup::backup(
+    // Asked after the last byte was read, before the point is committed.
+    let snapshot_gone = AtomicBool::new(false);
+    let still_there = || -> Result<(), RepoError> {
+        let vms = session.list_vms().map_err(|e| {
+            RepoError::Invalid(format!(
+                "could not confirm that snapshot {snapshot} still exists: {e}"
+            ))
+        })?;
+        let exists = vms
+            .iter()
+            .filter(|v| v.moref == vm.moref)
+            .flat_map(|v| v.all_snapshots())
+            .any(|s| &s.snapshot == snapshot);
+        if exists {
+            Ok(())
+        } else {
+            snapshot_gone.store(true, Ordering::SeqCst);
+            Err(RepoError::Invalid(format!("snapshot {snapshot} is gone")))
+        }
+    };
+    let result = backup::backup_checked(
         repo,
         BackupRequest {
             vm: VmIdentity {
@@ -512,9 +602,16 @@ fn read_disks(
             files,
             threads: req.threads,
         },
+        &still_there,
     );
     let manifest = match result {
         Ok(m) => m,
+        Err(_) if snapshot_gone.load(Ordering::SeqCst) => {
+            return Err(VmBackupError::SnapshotGone {
+                vm: name.clone(),
+                snapshot: snapshot_name(req.run_id),
+            });
+        }
         Err(_) if req.cancel.load(Ordering::Relaxed) => {
             return Err(VmBackupError::Cancelled { vm: name.clone() });
         }

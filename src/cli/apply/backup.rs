@@ -126,8 +126,11 @@ pub(super) fn backup_action(
     let limit = Duration::from_secs(ACTION_TIMEOUT_SECS.load(Ordering::Relaxed));
     let finished = &std::sync::atomic::AtomicBool::new(false);
     let io_limit = crate::run::throttle::policy_throttle(policy);
+    let installation = crate::run::installation::id(&config.settings.state_dir)?;
     let request = VmBackupRequest {
         vm: &record,
+        installation: &installation,
+        snapshot_max_age: config.compliance.snapshot_max_age,
         datacenter: &conn.datacenter,
         run_id,
         consistency: policy.consistency,
@@ -164,6 +167,13 @@ pub(super) fn backup_action(
         other => other?,
     };
     let read: u64 = o.disks.iter().map(|d| d.bytes_fetched).sum();
+    let mut leftovers = String::new();
+    for l in &o.leftovers_removed {
+        leftovers.push_str(&format!("; removed snapshot {}: {}", l.name, l.why));
+    }
+    for l in &o.leftovers_kept {
+        leftovers.push_str(&format!("; left snapshot {} alone: {}", l.name, l.why));
+    }
     // A disk the plan meant as incremental that was read whole says why
     // (its parent index missing, CBT distrusted at the host).
     let fell_back: String = o
@@ -178,7 +188,7 @@ pub(super) fn backup_action(
         })
         .collect();
     Ok(format!(
-        "{} point {} ({}-consistent{}), read {}{base_problem}{fell_back}",
+        "{} point {} ({}-consistent{}), read {}{base_problem}{fell_back}{leftovers}",
         format!("{:?}", o.manifest.kind).to_lowercase(),
         o.manifest.point_id,
         o.consistency,

@@ -12,14 +12,14 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
 
 use super::backup::{EXIT_CANCELLED, install_cancel_handler, new_run_id};
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::load_or_report;
 use super::plan::{Fingerprint, SavedPlan, gather, make_plan, print_plan};
-use crate::catalog::{Verification, VerificationKind};
+use crate::catalog::{Verification, VerificationKind, tierlog};
 use crate::plan::planner::Action;
 use crate::policy::Config;
 use crate::policy::model::{DrillKind, SendWhen};
@@ -399,7 +399,7 @@ impl Runner<'_> {
                         (VerificationKind::Boot, o.ok, o.detail, o.restore_seconds)
                     }
                 };
-                catalog.record_verification(&Verification {
+                let verification = Verification {
                     kind,
                     point_id: point.clone(),
                     tier: tier.clone(),
@@ -409,7 +409,14 @@ impl Runner<'_> {
                     ok: Some(ok),
                     detail: Some(detail.clone()),
                     restore_seconds: seconds,
-                })?;
+                };
+                catalog.record_verification(&verification)?;
+                // A rebuilt catalog finds it again in the tier's log.
+                if let Err(e) =
+                    tierlog::append(&repo, &tierlog::LogEvent::verification(&verification))
+                {
+                    eprintln!("coffer: could not log drill {drill} on tier `{tier}`: {e}");
+                }
                 if ok {
                     Ok(match seconds {
                         Some(s) => format!("{detail} (RTO {s:.1}s)"),
@@ -426,6 +433,43 @@ impl Runner<'_> {
     }
 }
 
+/// A tier without a repository would fail every backup to it one by one:
+/// refuse the run up front and name the command that creates them all.
+fn refuse_uninitialised_tiers(config: &Config, dir: &std::path::Path) -> Result<()> {
+    let missing: Vec<&str> = config
+        .tiers
+        .keys()
+        .filter(|name| {
+            open_tier(config, name).is_err_and(|e| {
+                e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<crate::repo::RepoError>(),
+                        Some(crate::repo::RepoError::NotARepository(_))
+                    )
+                })
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} no repository yet: {}; create them with `coffer repo init --all -p {}`, then run apply again",
+            if missing.len() == 1 {
+                "this tier has"
+            } else {
+                "these tiers have"
+            },
+            missing
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<u8> {
     run_at(args, &Utc::now)
 }
@@ -434,10 +478,11 @@ pub fn run(args: Args) -> Result<u8> {
 /// set).
 pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u8> {
     let cancel = install_cancel_handler();
-    let config = load_or_report(&args.location.policy)
-        .map_err(|_| anyhow!("the policy directory is invalid"))?;
+    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    crate::cli::check_secrets(&config)?;
+    refuse_uninitialised_tiers(&config, &args.location.policy.dir)?;
     let path = catalog_path(&args.location, Some(&config))?;
-    let mut catalog = open_catalog(&path)?;
+    let mut catalog = open_catalog(&path, Some(&config))?;
     let run_id = new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
         &config.settings.state_dir,
@@ -466,6 +511,7 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
     } else {
         println!("run {run_id}");
     }
+    let run_started = Utc::now();
     catalog.start_run(&run_id, "apply")?;
     let mut runner = Runner {
         config: &config,
@@ -607,16 +653,27 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
     std::fs::write(base.with_extension("txt"), &mail_body.text)?;
     std::fs::write(base.with_extension("html"), &mail_body.html)?;
     let failed = runner.outcomes.iter().any(|o| !o.ok);
-    let _ = catalog.finish_run(
-        &run_id,
-        if cancelled {
-            "cancelled"
-        } else if failed {
-            "partial"
-        } else {
-            "success"
-        },
-    );
+    let outcome = if cancelled {
+        "cancelled"
+    } else if failed {
+        "partial"
+    } else {
+        "success"
+    };
+    let _ = catalog.finish_run(&run_id, outcome);
+    // Also kept on the tiers, for a rebuilt catalog.
+    let finished = tierlog::LogEvent::RunFinished {
+        run_id: run_id.clone(),
+        command: "apply".into(),
+        started: run_started,
+        finished: Utc::now(),
+        outcome: outcome.into(),
+    };
+    for name in config.tiers.keys() {
+        if let Err(e) = open_tier(&config, name).and_then(|r| Ok(tierlog::append(&r, &finished)?)) {
+            eprintln!("coffer: could not log the run's outcome on tier `{name}`: {e:#}");
+        }
+    }
     let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
     let mut out = std::io::stdout().lock();
     let mut said = |human: String, json: serde_json::Value| -> Result<()> {
