@@ -30,7 +30,8 @@ pub struct Args {
     /// Plan as of this instant (RFC 3339) instead of now.
     #[arg(long)]
     pub at: Option<String>,
-    /// Let retention prune more than half of a tier's points in one run.
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
     #[arg(long)]
     pub allow_mass_prune: bool,
     /// Exit 2 when actions are pending (`coffer compliance` exits 3 on a breach).

@@ -351,6 +351,10 @@ pub const BASE_OF_NEXT_BACKUP: &str = "the base of the next incremental backup";
 /// The reason of a prune that removes a copy which failed verification.
 pub const FAILED_VERIFICATION: &str = "the copy failed verification";
 
+/// Why a prune retention asks for waits for a later run: the tier's
+/// mass-prune floor (at most half of a tier's points in one run).
+pub const MASS_PRUNE_FLOOR: &str = "the mass-prune floor defers it to a later run";
+
 /// Version of the JSON form of a plan.
 pub const PLAN_FORMAT: u32 = 1;
 
@@ -529,34 +533,56 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             });
         }
     }
-    // The mass-prune floor, per tier.
-    for (tier, prunes) in prunes_per_tier {
+    // The mass-prune floor, per tier: one run removes at most half of a
+    // tier's points, the oldest first, and says how many wait. Retention
+    // still makes progress every run: a backlog (runs killed before their
+    // prune phase, a retention made shorter) shrinks run by run, visibly,
+    // instead of blocking every prune for good.
+    for (tier, mut prunes) in prunes_per_tier {
         let total = input
             .points
             .iter()
             .filter(|p| p.copies.contains_key(tier))
             .count();
-        actions.reserve(prunes.len() + 1);
-        if prunes.len() * 2 > total && !input.allow_mass_prune {
-            for p in prunes {
-                actions.push(Action::KeepBlocked {
-                    vm: p.vm.to_string(),
-                    point: p.point.to_string(),
-                    tier: tier.to_string(),
-                    reason: format!(
-                        "retention would prune more than half of the tier's {total} points in one run; confirm with --allow-mass-prune"
-                    ),
-                });
-            }
-        } else if !prunes.is_empty() {
-            for p in prunes {
-                actions.push(Action::Prune {
-                    vm: p.vm.to_string(),
-                    point: p.point.to_string(),
-                    tier: tier.to_string(),
-                    reason: p.reason.into(),
-                });
-            }
+        if prunes.is_empty() {
+            continue;
+        }
+        actions.reserve(prunes.len() + 2);
+        let allowance = if input.allow_mass_prune || prunes.len() * 2 <= total {
+            prunes.len()
+        } else {
+            (total / 2).max(1)
+        };
+        prunes.sort_by(|a, b| (a.created, a.point).cmp(&(b.created, b.point)));
+        let waiting = prunes.split_off(allowance.min(prunes.len()));
+        if !waiting.is_empty() {
+            actions.push(Action::Alert {
+                vm: None,
+                message: format!(
+                    "tier `{tier}`: retention would prune {} of its {total} points; the mass-prune floor lets one run remove at most half, so this run prunes the oldest {}, and {} remain for the next runs (--allow-mass-prune removes them at once)",
+                    prunes.len() + waiting.len(),
+                    prunes.len(),
+                    waiting.len()
+                ),
+            });
+        }
+        for p in waiting {
+            actions.push(Action::KeepBlocked {
+                vm: p.vm.to_string(),
+                point: p.point.to_string(),
+                tier: tier.to_string(),
+                reason: format!("{MASS_PRUNE_FLOOR} (more than half of the tier's {total} points)"),
+            });
+        }
+        for p in &prunes {
+            actions.push(Action::Prune {
+                vm: p.vm.to_string(),
+                point: p.point.to_string(),
+                tier: tier.to_string(),
+                reason: p.reason.into(),
+            });
+        }
+        if !prunes.is_empty() {
             actions.push(Action::Gc {
                 tier: tier.to_string(),
                 reason: "points were pruned".into(),
@@ -699,6 +725,7 @@ fn full_or_incremental(
 /// A prune retention asks for, held until the tier's mass-prune floor is
 /// known: borrowed, since a large site plans tens of thousands.
 struct PendingPrune<'a> {
+    created: DateTime<Utc>,
     vm: &'a str,
     point: &'a str,
     reason: &'static str,
@@ -813,6 +840,7 @@ fn plan_tiers<'a>(
                     reason,
                 }),
                 None => prunes.entry(tier).or_default().push(PendingPrune {
+                    created: p.created,
                     vm: &vm.name,
                     point: &p.point_id,
                     reason: if copy.healthy() {

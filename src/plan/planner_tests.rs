@@ -375,19 +375,35 @@ fn retention_copies_what_a_tier_keeps_and_prunes_the_rest_with_floors() {
 }
 
 #[test]
-fn more_than_half_of_a_tier_is_not_pruned_without_confirmation() {
+fn the_mass_prune_floor_prunes_the_oldest_half_and_says_how_many_wait() {
     let c = config("");
     let points = nightly(&[18, 19, 20, 21, 22, 23, 24], &["local", "offsite"]);
     let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
     let l = lines(&plan(&i, &restic_retention));
+    // Retention asks for 5 of 7 on local: the floor lets 3 go, oldest first.
+    let pruned: Vec<_> = l
+        .iter()
+        .filter(|x| x.starts_with("- prune") && x.contains("on local"))
+        .collect();
+    assert_eq!(pruned.len(), 3, "{l:?}");
+    for day in [18, 19, 20] {
+        assert!(
+            pruned
+                .iter()
+                .any(|x| x.contains(&format!("202611{day}T010005Z"))),
+            "{l:?}"
+        );
+    }
     assert!(
-        !l.iter()
-            .any(|x| x.starts_with("- prune") && x.contains("on local")),
+        l.iter().any(|x| x.starts_with(
+            "= keep db01 20261122T010005Z-db01 on local: the mass-prune floor defers it"
+        )),
         "{l:?}"
     );
     assert!(
-        l.iter()
-            .any(|x| x.contains("more than half of the tier's 7 points")),
+        l.iter().any(|x| x
+            .starts_with("! alert: tier `local`: retention would prune 5 of its 7 points")
+            && x.contains("2 remain for the next runs")),
         "{l:?}"
     );
     i.allow_mass_prune = true;
@@ -398,6 +414,89 @@ fn more_than_half_of_a_tier_is_not_pruned_without_confirmation() {
             .count(),
         5,
         "{l:?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("mass-prune")), "{l:?}");
+}
+
+/// Carries out a plan's copies and prunes on the points, as a run would.
+fn carry_out_copies_and_prunes(points: &mut Vec<PointInfo>, p: &Plan) {
+    for a in &p.actions {
+        match a {
+            Action::Copy { point, to, .. } => {
+                let q = points.iter_mut().find(|q| &q.point_id == point).unwrap();
+                q.copies.insert(to.as_str(), CopyInfo::default());
+            }
+            Action::Prune { point, tier, .. } => {
+                let q = points.iter_mut().find(|q| &q.point_id == point).unwrap();
+                q.copies.remove(tier);
+            }
+            _ => {}
+        }
+    }
+    points.retain(|q| !q.copies.is_empty());
+}
+
+#[test]
+fn a_prune_backlog_shrinks_every_run_until_the_tier_holds_what_retention_keeps() {
+    let c = config("");
+    // 20 points on `last = 2`, as runs killed before their prune phase
+    // leave them; offsite already holds what its retention keeps.
+    let days: Vec<u32> = (5..=24).collect();
+    let mut points = nightly(&days, &["local"]);
+    for q in &mut points {
+        if q.created >= at("2026-11-22T00:00:00Z") {
+            q.copies.insert("offsite", CopyInfo::default());
+        }
+    }
+    let on_local = |points: &[PointInfo]| {
+        points
+            .iter()
+            .filter(|q| q.copies.contains_key("local"))
+            .count()
+    };
+    let mut runs = 0;
+    while on_local(&points) > 2 {
+        runs += 1;
+        assert!(
+            runs <= 6,
+            "the backlog does not shrink: {} left",
+            on_local(&points)
+        );
+        let before = on_local(&points);
+        let p = plan(
+            &input(&c, vec![vm("db01")], points.clone(), "2026-11-24T12:00:00Z"),
+            &restic_retention,
+        );
+        let l = lines(&p);
+        let remaining_alert = l.iter().any(|x| {
+            x.starts_with("! alert: tier `local`") && x.contains("remain for the next runs")
+        });
+        carry_out_copies_and_prunes(&mut points, &p);
+        let after = on_local(&points);
+        assert!(after < before, "run {runs} pruned nothing on local: {l:?}");
+        // A run that leaves a backlog says so.
+        assert_eq!(remaining_alert, after > 2, "run {runs}: {l:?}");
+        // Never the newest point.
+        assert!(
+            points
+                .iter()
+                .any(|q| q.point_id == "20261124T010005Z-db01" && q.copies.contains_key("local")),
+            "run {runs}: {l:?}"
+        );
+    }
+    let left: Vec<&str> = points
+        .iter()
+        .filter(|q| q.copies.contains_key("local"))
+        .map(|q| q.point_id.as_str())
+        .collect();
+    assert_eq!(
+        left,
+        ["20261123T010005Z-db01", "20261124T010005Z-db01"],
+        "after {runs} runs"
+    );
+    assert!(
+        runs >= 3,
+        "a 20-point backlog took {runs} runs: the floor did not hold"
     );
 }
 

@@ -69,7 +69,8 @@ pub struct Args {
     pub plan: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub location: Location,
-    /// Let retention prune more than half of a tier's points in one run.
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
     #[arg(long)]
     pub allow_mass_prune: bool,
     /// Do not send email, even when the notifiers' rules say to.
