@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::{EXIT_OK, load_or_report};
-use crate::catalog::{Catalog, CopyState, VerificationKind};
+use crate::catalog::{Catalog, CopyState};
 use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
 use crate::policy::Config;
 use crate::run::connect;
@@ -105,25 +105,24 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
             (vm.uuid.as_str().into(), vm.name.as_str().into());
         for p in catalog.points_of_vm(&vm.uuid)? {
-            let last = catalog.last_verification(&p.point_id)?;
             let copies: Copies = p
                 .copies
                 .iter()
                 .filter(|c| c.state == CopyState::Present)
-                .map(|c| {
+                .map(|c| -> Result<_> {
                     let lock = config
                         .tiers
                         .get(&c.tier)
                         .and_then(|t| t.immutable_for)
                         .and_then(|d| chrono::Duration::from_std(d).ok())
                         .map(|d| c.first_seen + d);
-                    // A failed boot check says nothing about the data; a
-                    // failed verify or restore does.
-                    let verified_ok = last
-                        .as_ref()
-                        .filter(|v| v.tier == c.tier && v.kind != VerificationKind::Boot)
-                        .and_then(|v| v.ok);
-                    (
+                    // Only data verification (every chunk read back and
+                    // proven, or damage found) says a copy is damaged; a
+                    // failed guest check (fsck, boot, script) does not.
+                    let verified_ok = catalog
+                        .last_data_verification(&p.point_id, &c.tier)?
+                        .and_then(|v| v.data_ok);
+                    Ok((
                         tier_names
                             .get(c.tier.as_str())
                             .cloned()
@@ -132,9 +131,9 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                             locked_until: c.locked_until.or(lock),
                             verified_ok,
                         },
-                    )
+                    ))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             if copies.is_empty() {
                 continue;
             }
@@ -172,8 +171,11 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                 policy: policy.name.clone(),
                 drill: r.drill,
                 vm_uuid: r.vm_uuid,
+                point_id: r.point_id,
                 finished: r.finished,
                 ok: r.ok,
+                guest_ok: r.guest_ok,
+                guest_detail: r.guest_detail,
             })
         })
         .collect();
@@ -266,7 +268,12 @@ impl Gathered {
             r.drill,
             r.kind,
             r.finished.format("%Y-%m-%d %H:%M UTC"),
-            if r.ok { "passed" } else { "FAILED" },
+            match (r.ok, r.data_ok, r.guest_ok) {
+                (true, _, _) => "passed",
+                (false, Some(true), Some(false)) => "guest checks FAILED (data verified)",
+                (false, Some(false), _) => "FAILED (data damaged)",
+                _ => "FAILED",
+            },
             r.restore_seconds
                 .map(|s| format!(", restore time {s:.1}s"))
                 .unwrap_or_default()

@@ -182,14 +182,21 @@ impl PointInfo {
     }
 }
 
-/// A finished drill, for `every`.
+/// A finished drill, for `every` and for the guest-check findings.
 #[derive(Debug, Clone)]
 pub struct DrillRecord {
     pub policy: String,
     pub drill: String,
     pub vm_uuid: String,
+    pub point_id: String,
     pub finished: DateTime<Utc>,
     pub ok: bool,
+    /// The guest checks (fsck, boot, scripts): `None` when none ran. A
+    /// failure is an alert and a compliance finding, never damage: the
+    /// copy's data stands or falls by data verification alone.
+    pub guest_ok: Option<bool>,
+    /// What the guest checks said, with a failing check's own output.
+    pub guest_detail: Option<String>,
 }
 
 /// Everything the planner looks at.
@@ -349,7 +356,7 @@ pub struct Plan {
 pub const BASE_OF_NEXT_BACKUP: &str = "the base of the next incremental backup";
 
 /// The reason of a prune that removes a copy which failed verification.
-pub const FAILED_VERIFICATION: &str = "the copy failed verification";
+pub const FAILED_VERIFICATION: &str = "the copy failed data verification";
 
 /// Why a prune retention asks for waits for a later run: the tier's
 /// mass-prune floor (at most half of a tier's points in one run).
@@ -451,6 +458,17 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             .or_insert(r.finished);
         *last = (*last).max(r.finished);
     }
+    // The newest run of each drill per VM: its guest checks are the VM's
+    // standing until the drill runs again.
+    let mut newest_drills: BTreeMap<(&str, &str, &str), &DrillRecord> = BTreeMap::new();
+    for r in &input.drills {
+        let e = newest_drills
+            .entry((&r.policy, &r.drill, &r.vm_uuid))
+            .or_insert(r);
+        if r.finished > e.finished {
+            *e = r;
+        }
+    }
     let mut seen_uuids = BTreeSet::new();
     let mut prunes_per_tier: PrunesPerTier<'_> = BTreeMap::new();
 
@@ -517,9 +535,34 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             &mut prunes_per_tier,
         );
         plan_drills(input, &last_drills, policy, vm, points, &mut actions);
-        compliance.push(super::compliance::vm_compliance(
-            config, policy, source, vm, points, now,
-        ));
+        let mut standing =
+            super::compliance::vm_compliance(config, policy, source, vm, points, now);
+        for (drill, r) in policy.drills.iter().filter_map(|d| {
+            newest_drills
+                .get(&(policy.name.as_str(), d.name.as_str(), uuid))
+                .map(|r| (d, *r))
+        }) {
+            if r.guest_ok != Some(false) {
+                continue;
+            }
+            // A guest check that fails is the VM's finding, not the data's:
+            // the point stays, retention and the next backup are unchanged.
+            actions.push(Action::Alert {
+                vm: Some(vm.name.clone()),
+                message: format!(
+                    "guest check of drill `{}` failed on point {} ({}); the point's data is not affected and it is kept: {}",
+                    drill.name,
+                    r.point_id,
+                    r.finished.format("%Y-%m-%d %H:%M UTC"),
+                    r.guest_detail.as_deref().unwrap_or("no detail recorded")
+                ),
+            });
+            standing.guest_check_failures += 1;
+            standing
+                .violations
+                .push(format!("guest check of drill `{}` failed", drill.name));
+        }
+        compliance.push(standing);
     }
     // Points of VMs the inventory no longer has.
     for (uuid, points) in &by_vm {
@@ -650,7 +693,7 @@ fn plan_backup(
     let (full, why) = if newest_any.is_some_and(|p| !p.good()) {
         (
             true,
-            "full: the newest point failed verification".to_string(),
+            "full: the newest point failed data verification".to_string(),
         )
     } else {
         full_or_incremental(policy, vm, &on_tier, now)

@@ -361,12 +361,12 @@ impl Runner<'_> {
                 let threads = super::threads();
                 let scratch = config.settings.state_dir.join("drills");
                 std::fs::create_dir_all(&scratch)?;
-                let (kind, ok, detail, seconds) = match d.kind {
+                let (kind, o) = match d.kind {
                     DrillKind::Verify => {
                         let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
                         let detail = if r.ok() {
                             format!(
-                                "{} chunks ({}) read back and proven",
+                                "data verified: {} chunks ({}) read back and proven",
                                 r.chunks_checked,
                                 crate::policy::units::format_size(r.bytes_checked)
                             )
@@ -379,12 +379,20 @@ impl Runner<'_> {
                                 r.bad_chunks.len()
                             )
                         };
-                        (VerificationKind::Verify, r.ok(), detail, None)
+                        let o = drill::DrillOutcome {
+                            ok: r.ok(),
+                            detail,
+                            data_ok: Some(r.ok()),
+                            guest_ok: None,
+                            guest_detail: None,
+                            restore_seconds: None,
+                        };
+                        (VerificationKind::Verify, o)
                     }
                     DrillKind::Restore => {
                         let m = repo.read_manifest(&p)?;
                         let o = drill::restore_drill(&repo, &m, d, &scratch, threads);
-                        (VerificationKind::Restore, o.ok, o.detail, o.restore_seconds)
+                        (VerificationKind::Restore, o)
                     }
                     DrillKind::Boot => {
                         let m = repo.read_manifest(&p)?;
@@ -395,9 +403,11 @@ impl Runner<'_> {
                         let conn = self.session(&host)?;
                         let target = HostTarget::esxi(conn, "datastore1");
                         let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
-                        (VerificationKind::Boot, o.ok, o.detail, o.restore_seconds)
+                        (VerificationKind::Boot, o)
                     }
                 };
+                // Data and guest checks are recorded as separate facts: only
+                // the data fact can mark the copy damaged.
                 catalog.record_verification(&Verification {
                     kind,
                     point_id: point.clone(),
@@ -405,17 +415,20 @@ impl Runner<'_> {
                     drill: Some(drill.clone()),
                     started,
                     finished: Some(Utc::now()),
-                    ok: Some(ok),
-                    detail: Some(detail.clone()),
-                    restore_seconds: seconds,
+                    ok: Some(o.ok),
+                    detail: Some(o.detail.clone()),
+                    data_ok: o.data_ok,
+                    guest_ok: o.guest_ok,
+                    guest_detail: o.guest_detail.clone(),
+                    restore_seconds: o.restore_seconds,
                 })?;
-                if ok {
-                    Ok(match seconds {
-                        Some(s) => format!("{detail} (RTO {s:.1}s)"),
-                        None => detail,
+                if o.ok {
+                    Ok(match o.restore_seconds {
+                        Some(s) => format!("{} (RTO {s:.1}s)", o.detail),
+                        None => o.detail,
                     })
                 } else {
-                    anyhow::bail!("{detail}")
+                    anyhow::bail!("{}", o.detail)
                 }
             }
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {
