@@ -191,14 +191,40 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
 }
 
 /// What a saved plan was made from: a digest of every policy file and of
-/// the catalog's points and copies, with the lists to show what changed.
+/// the catalog's points and copies, with the lists to show what changed;
+/// and a digest of the whole saved plan (its instant, its actions and
+/// those lists), so an edit of the file is seen. The digest is no
+/// signature (whoever can edit the file can compute it again): `apply
+/// FILE` also plans afresh and carries out only what both plans contain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     pub policies: BTreeMap<String, String>,
     pub copies: BTreeSet<String>,
+    /// SHA-256 of the plan's instant, actions, policies and copies; empty
+    /// in a plan saved by an older coffer (which is refused).
+    #[serde(default)]
+    pub plan_sha256: String,
 }
 
 impl Fingerprint {
+    /// The digest that seals a saved plan's instant and actions with what
+    /// it was made from.
+    pub fn seal(&self, now: DateTime<Utc>, actions: &[planner::Action]) -> Result<String> {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "now": now,
+            "actions": actions,
+            "policies": self.policies,
+            "copies": self.copies,
+        }))?;
+        Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+    }
+
+    /// Whether the file's actions are the ones it was saved with.
+    pub fn seals(&self, now: DateTime<Utc>, actions: &[planner::Action]) -> Result<bool> {
+        Ok(!self.plan_sha256.is_empty() && self.seal(now, actions)? == self.plan_sha256)
+    }
+
     pub fn of(config: &Config, g: &Gathered) -> Result<Fingerprint> {
         use sha2::Digest;
         let mut policies = BTreeMap::new();
@@ -217,7 +243,11 @@ impl Fingerprint {
             .iter()
             .flat_map(|p| p.copies.keys().map(move |t| format!("{}@{t}", p.point_id)))
             .collect();
-        Ok(Fingerprint { policies, copies })
+        Ok(Fingerprint {
+            policies,
+            copies,
+            plan_sha256: String::new(),
+        })
     }
 
     /// What differs from `now`, in words; empty when nothing does.
@@ -404,10 +434,12 @@ pub fn run(args: Args) -> Result<u8> {
         "compliance": plan.compliance,
     }))?;
     if let Some(out) = &args.out {
+        let mut fingerprint = Fingerprint::of(&config, &gathered)?;
+        fingerprint.plan_sha256 = fingerprint.seal(plan.now, &plan.actions)?;
         let saved = SavedPlan {
             format: plan.format,
             now: plan.now,
-            fingerprint: Fingerprint::of(&config, &gathered)?,
+            fingerprint,
             actions: plan.actions.clone(),
         };
         std::fs::write(out, serde_json::to_string_pretty(&saved)?)

@@ -280,6 +280,42 @@ pub enum Action {
 }
 
 impl Action {
+    /// What makes two actions the same work whatever their reasons: kind,
+    /// target and point. `None` for what carries nothing out (alerts,
+    /// waits, kept points). A saved plan is carried out only where the plan
+    /// made afresh holds an action of the same identity.
+    pub fn identity(&self) -> Option<Vec<&str>> {
+        match self {
+            Action::Backup {
+                policy,
+                source,
+                vm,
+                tier,
+                ..
+            } => Some(vec!["backup", policy, source, vm, tier]),
+            Action::Copy { vm, point, to, .. } => Some(vec!["copy", vm, point, to]),
+            Action::Prune {
+                vm, point, tier, ..
+            } => Some(vec!["prune", vm, point, tier]),
+            Action::Gc { tier, .. } => Some(vec!["gc", tier]),
+            Action::Drill {
+                policy,
+                drill,
+                vm,
+                point,
+                tier,
+                ..
+            } => Some(vec!["drill", policy, drill, vm, point, tier]),
+            Action::RemoveSnapshot {
+                source,
+                vm,
+                snapshot,
+                ..
+            } => Some(vec!["remove-snapshot", source, vm, snapshot]),
+            Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => None,
+        }
+    }
+
     /// One line for people: symbol, target, reason.
     pub fn line(&self) -> String {
         match self {
