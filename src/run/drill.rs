@@ -553,3 +553,60 @@ pub fn boot_drill(
         restore_seconds: Some(rto),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(image: &Path) -> CheckTarget<'_> {
+        CheckTarget {
+            image,
+            partition: 2,
+            offset_bytes: 1048576,
+            size_bytes: 4096,
+            fstype: "ext4",
+        }
+    }
+
+    #[test]
+    fn a_failed_check_shows_its_own_output_not_only_its_first_line() {
+        let image = Path::new("/nonexistent/disk-flat.vmdk");
+        let err = run_check_command(
+            "echo 'checker 1.0' >&2; echo 'bad magic in {image} at {offset}' >&2; echo 'try -b 8193'; exit 8",
+            &whole(image),
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.contains("exit status: 8"), "{err}");
+        assert!(
+            err.contains(
+                "checker 1.0 / bad magic in /nonexistent/disk-flat.vmdk at 1048576 / try -b 8193"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_check_that_writes_without_end_is_bounded_and_never_blocks() {
+        let err = run_check_command(
+            "head -c 5000000 /dev/zero | tr '\\0' x; echo; exit 1",
+            &whole(Path::new("/x")),
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.len() < OUTPUT_LIMIT_BYTES + 500, "{} bytes", err.len());
+        assert!(err.ends_with("…(output cut)"), "{}", &err[err.len() - 40..]);
+    }
+
+    #[test]
+    fn every_placeholder_of_a_check_is_replaced() {
+        let t = whole(Path::new("/s/d-flat.vmdk"));
+        assert_eq!(
+            expand_check(
+                "c '{image}?offset={offset}' {partition} {size} {fstype}",
+                &t
+            ),
+            "c '/s/d-flat.vmdk?offset=1048576' 2 4096 ext4"
+        );
+    }
+}
