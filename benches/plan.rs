@@ -266,8 +266,11 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
             policy: "nightly".into(),
             drill: "nightly-verify".into(),
             vm_uuid: uuid.clone(),
+            point_id: String::new(),
             finished: now - TimeDelta::days(rng.below(10) as i64),
             ok: true,
+            guest_ok: None,
+            guest_detail: None,
         });
         for j in 0..POINTS_PER_VM {
             let skip = usize::from(missed_last_night);

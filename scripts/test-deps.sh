@@ -2,7 +2,8 @@
 # Installs the servers the tests start on loopback, when they are missing:
 #   moto (PyPI), an S3-compatible server, for the S3 backend and Object Lock;
 #   aiosmtpd (PyPI), an SMTP server with STARTTLS and AUTH, for the email tests;
-#   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim).
+#   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim);
+#   e2fsprogs (mkfs.ext4, e2fsck), for the restore drill's partition checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,15 @@ fi
 if ! python3 -c 'import aiosmtpd, cryptography' 2>/dev/null; then
   echo "== installing aiosmtpd (SMTP test server) from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2' cryptography
+fi
+
+if ! command -v mkfs.ext4 >/dev/null && ! [ -x /usr/sbin/mkfs.ext4 ] && ! [ -x /sbin/mkfs.ext4 ]; then
+  echo "== installing e2fsprogs (mkfs.ext4, e2fsck) for the drill tests"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q e2fsprogs
+  else
+    sudo apt-get install -y -q e2fsprogs
+  fi
 fi
 
 echo "== vcsim harness"

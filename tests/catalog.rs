@@ -416,6 +416,9 @@ fn a_failed_verification_is_not_a_good_point() {
             finished: Some(now),
             ok: Some(false),
             detail: Some("chunk damaged".into()),
+            data_ok: Some(false),
+            guest_ok: None,
+            guest_detail: None,
             restore_seconds: None,
         })
         .unwrap();
@@ -430,6 +433,72 @@ fn a_failed_verification_is_not_a_good_point() {
     );
     assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, a);
     assert!(catalog.last_verification(&a).unwrap().is_none());
+}
+
+#[test]
+fn a_failed_guest_check_never_makes_a_point_bad() {
+    let s = Setup::new();
+    s.backup("web");
+    let b = s.backup("web");
+    let mut catalog = s.open_catalog();
+    catalog.rebuild_tier("local", &s.open_repo()).unwrap();
+    let vm = catalog.vms().unwrap()[0].uuid.clone();
+    let now = chrono::Utc::now();
+    // A restore drill proved every chunk, then its fsck failed.
+    catalog
+        .record_verification(&Verification {
+            kind: coffer::catalog::VerificationKind::Restore,
+            point_id: b.clone(),
+            tier: "local".into(),
+            drill: Some("fsck".into()),
+            started: now,
+            finished: Some(now),
+            ok: Some(false),
+            detail: Some("guest check failed: e2fsck: bad magic".into()),
+            data_ok: Some(true),
+            guest_ok: Some(false),
+            guest_detail: Some("e2fsck: bad magic".into()),
+            restore_seconds: None,
+        })
+        .unwrap();
+    assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
+    let data = catalog
+        .last_data_verification(&b, "local")
+        .unwrap()
+        .unwrap();
+    assert_eq!((data.data_ok, data.guest_ok), (Some(true), Some(false)));
+    let runs = catalog.drill_runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].guest_ok, Some(false));
+    assert_eq!(runs[0].guest_detail.as_deref(), Some("e2fsck: bad magic"));
+    // A drill that failed before it read the data is no data fact either.
+    let later = now + chrono::Duration::seconds(1);
+    catalog
+        .record_verification(&Verification {
+            kind: coffer::catalog::VerificationKind::Boot,
+            point_id: b.clone(),
+            tier: "local".into(),
+            drill: Some("boot".into()),
+            started: later,
+            finished: Some(later),
+            ok: Some(false),
+            detail: Some("restore onto the drill host failed: host down".into()),
+            data_ok: None,
+            guest_ok: None,
+            guest_detail: None,
+            restore_seconds: None,
+        })
+        .unwrap();
+    assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
+    assert_eq!(
+        catalog
+            .last_data_verification(&b, "local")
+            .unwrap()
+            .unwrap()
+            .drill
+            .as_deref(),
+        Some("fsck")
+    );
 }
 
 #[test]

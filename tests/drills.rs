@@ -339,4 +339,193 @@ every = "7d"
     assert!(!aside.is_empty(), "the damaged file is kept aside");
     let c = text(&run(t.path(), &["compliance"]));
     assert!(c.contains("last drill") && c.contains("passed"), "{c}");
+// ---------------------------------------------------------------------------
+// File system checks on partitioned disks, and what a failed one does.
+
+const MIB: u64 = 1 << 20;
+
+/// A tool of e2fsprogs, found where Debian puts it.
+fn e2fsprogs(tool: &str) -> String {
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{tool} (e2fsprogs) is needed: scripts/test-deps.sh installs it");
+}
+
+/// A fresh ext4 file system of `bytes`, as mkfs.ext4 makes it.
+fn ext4(dir: &Path, bytes: u64) -> Vec<u8> {
+    let f = dir.join("fs.img");
+    std::fs::File::create(&f).unwrap().set_len(bytes).unwrap();
+    let out = std::process::Command::new(e2fsprogs("mkfs.ext4"))
+        .args(["-q", "-F"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let b = std::fs::read(&f).unwrap();
+    std::fs::remove_file(&f).unwrap();
+    b
+}
+
+fn mbr_entry(sector: &mut [u8], slot: usize, kind: u8, start: u32, sectors: u32) {
+    let e = &mut sector[446 + 16 * slot..446 + 16 * (slot + 1)];
+    e[4] = kind;
+    e[8..12].copy_from_slice(&start.to_le_bytes());
+    e[12..16].copy_from_slice(&sectors.to_le_bytes());
+}
+
+fn write_at(file: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    let len = f.metadata().unwrap().len();
+    assert!(
+        offset + bytes.len() as u64 <= len,
+        "{} is too small",
+        file.display()
+    );
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// Gives the lab VM's disks what a real guest's disks hold: the first an
+/// MBR with an ext4 partition at 1 MiB and a swap partition, the second a
+/// GPT with an ext4 partition at 1 MiB.
+fn partition_the_lab_disks(dir: &Path) {
+    assert!(run(dir, &["inventory"]).status.success());
+    let vm_dir = dir.join(".coffer/lab/lab/datastore/lab-vm-01");
+    let (first, second) = (
+        vm_dir.join("lab-vm-01-flat.vmdk"),
+        vm_dir.join("lab-vm-01_1-flat.vmdk"),
+    );
+    // MBR: 1: Linux (0x83) 16 MiB from sector 2048; 2: swap (0x82).
+    let mut mbr = vec![0u8; 512];
+    mbr_entry(&mut mbr, 0, 0x83, 2048, (16 * MIB / 512) as u32);
+    mbr_entry(&mut mbr, 1, 0x82, 2048 + (16 * MIB / 512) as u32, 2048);
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    write_at(&first, 0, &mbr);
+    write_at(&first, MIB, &ext4(dir, 16 * MIB));
+    // GPT: a protective MBR, the header at LBA 1, entries from LBA 2.
+    let mut head = vec![0u8; 2 * 512 + 128 * 128];
+    mbr_entry(&mut head, 0, 0xEE, 1, (32 * MIB / 512 - 1) as u32);
+    head[510] = 0x55;
+    head[511] = 0xAA;
+    let h = &mut head[512..];
+    h[0..8].copy_from_slice(b"EFI PART");
+    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    h[12..16].copy_from_slice(&92u32.to_le_bytes());
+    h[72..80].copy_from_slice(&2u64.to_le_bytes());
+    h[80..84].copy_from_slice(&128u32.to_le_bytes());
+    h[84..88].copy_from_slice(&128u32.to_le_bytes());
+    let e = &mut head[1024..1024 + 128];
+    // Linux file system data, 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
+    e[0..16].copy_from_slice(&[
+        0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D,
+        0xE4,
+    ]);
+    e[16..32].copy_from_slice(&[0x11; 16]);
+    e[32..40].copy_from_slice(&2048u64.to_le_bytes());
+    e[40..48].copy_from_slice(&(2048 + 8 * MIB / 512 - 1).to_le_bytes());
+    write_at(&second, 0, &head);
+    write_at(&second, MIB, &ext4(dir, 8 * MIB));
+}
+
+fn with_fsck(fsck: &str) -> String {
+    format!(
+        "\n[[policies.all.drills]]\nname = \"fsck\"\nkind = \"restore\"\nevery = \"7d\"\nfsck = \"{}\"\n",
+        fsck.replace('"', "\\\"")
+    )
+}
+
+#[test]
+fn the_restore_drill_checks_each_partition_of_mbr_and_gpt_disks() {
+    let t = setup(&with_fsck(&format!(
+        "{} -fn '{{image}}?offset={{offset}}' && test {{fstype}} = ext4 && test {{partition}} = 1",
+        e2fsprogs("e2fsck")
+    )));
+    partition_the_lab_disks(t.path());
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("done ? drill fsck lab-vm-01"), "{s}");
+    // Both disks' ext4 partitions were checked at their own offsets; the
+    // swap partition was named and left alone.
+    assert_eq!(
+        s.matches("partition 1 (ext4, offset 1048576)").count(),
+        2,
+        "{s}"
+    );
+    assert!(s.contains("partition 2 (mbr 0x82) not checked"), "{s}");
+    assert!(s.contains("data verified"), "{s}");
+}
+
+/// The points of the tier, from `repo ls`.
+fn points_on_tier(dir: &Path) -> Vec<String> {
+    let out = run(dir, &["repo", "ls", "--tier", "local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_failed_fsck_never_prunes_a_good_point_nor_forces_a_full() {
+    // The check as the docs once gave it: on a partitioned disk it reads
+    // the partition table where it expects a superblock, and fails.
+    let t = setup(&with_fsck(&format!(
+        "{} -fn {{image}}",
+        e2fsprogs("e2fsck")
+    )));
+    partition_the_lab_disks(t.path());
+    for _ in 0..2 {
+        let out = run(t.path(), &["backup", "lab-vm-01"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let points = points_on_tier(t.path());
+    assert_eq!(points.len(), 2, "{points:?}");
+
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "the drill failed: {s}");
+    assert!(s.contains("FAILED ? drill fsck lab-vm-01"), "{s}");
+    // The failure shows the check's own output, not only its first line
+    // (e2fsck's first line is its version), and how to check partitions.
+    assert!(s.contains("Bad magic number in super-block"), "{s}");
+    assert!(s.contains("The superblock could not be read"), "{s}");
+    assert!(s.contains("give the check `{offset}`"), "{s}");
+    // Nothing was pruned, by this run or the next.
+    assert!(!s.contains("- prune"), "{s}");
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    assert!(!text(&out).contains("- prune"), "{}", text(&out));
+    assert_eq!(points_on_tier(t.path()), points);
+
+    // The plan alerts with the check's output; a backup due tomorrow is
+    // planned from the newest point, not as a first backup.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let plan = text(&run(t.path(), &["plan", "--at", &tomorrow]));
+    assert!(!plan.contains("- prune"), "{plan}");
+    assert!(!plan.contains("no restore point yet"), "{plan}");
+    assert!(!plan.contains("failed data verification"), "{plan}");
+    assert!(plan.contains("+ backup lab-vm-01"), "{plan}");
+    let alert = plan
+        .lines()
+        .find(|l| l.starts_with("! alert lab-vm-01: guest check of drill `fsck` failed on point"))
+        .unwrap_or_else(|| panic!("no alert: {plan}"));
+    assert!(
+        alert.contains(&points[0]) || alert.contains(&points[1]),
+        "{alert}"
+    );
+    assert!(alert.contains("Bad magic number in super-block"), "{alert}");
+
+    // Compliance: a finding, and the data still verified.
+    let out = run(t.path(), &["compliance"]);
+    let c = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{c}");
+    assert!(c.contains("guest check of drill `fsck` failed"), "{c}");
+    assert!(c.contains("guest checks FAILED (data verified)"), "{c}");
+    assert!(!c.contains("failed data verification"), "{c}");
 }

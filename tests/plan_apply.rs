@@ -573,3 +573,112 @@ fn a_tiers_max_parallel_caps_backups_into_it() {
             .unwrap();
     assert_eq!(state["most_snapshots_at_once"], 1);
 }
+
+/// Every point on a tier, as (point, VM), from `repo ls`.
+fn points_on(dir: &Path, tier: &str) -> Vec<(String, String)> {
+    let out = run(dir, &["repo", "ls", "--tier", tier]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// What `coffer plan --out` seals a plan with, computed again as whoever
+/// edits the file could.
+fn reseal(plan: &mut serde_json::Value) {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "now": plan["now"],
+        "actions": plan["actions"],
+        "policies": plan["fingerprint"]["policies"],
+        "copies": plan["fingerprint"]["copies"],
+    }))
+    .unwrap();
+    plan["fingerprint"]["plan_sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+}
+
+#[test]
+fn a_saved_plan_edited_to_prune_every_point_prunes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    for tier in ["local", "offsite"] {
+        assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
+    }
+    let applied = run(dir, &["apply", "--no-mail"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied));
+    let before: Vec<_> = ["local", "offsite"]
+        .iter()
+        .map(|t| points_on(dir, t))
+        .collect();
+    assert!(before.iter().all(|p| p.len() == 2), "{before:?}");
+
+    // A plan reviewed as empty…
+    let plan = run(dir, &["plan", "--out", "plan.json", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let file = dir.join("plan.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // …edited to prune every point on every tier.
+    let prunes: Vec<serde_json::Value> = ["local", "offsite"]
+        .iter()
+        .zip(&before)
+        .flat_map(|(tier, points)| {
+            points.iter().map(move |(point, vm)| {
+                serde_json::json!({
+                    "action": "prune", "vm": vm, "point": point, "tier": tier,
+                    "reason": "no retention rule keeps it",
+                })
+            })
+        })
+        .collect();
+    saved["actions"] = prunes.into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+    let out = run(dir, &["apply", "plan.json", "--no-mail"]);
+    let s = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("was changed after `coffer plan --out` saved it"),
+        "{s}"
+    );
+    assert!(!s.contains("done - prune"), "{s}");
+    let after: Vec<_> = ["local", "offsite"]
+        .iter()
+        .map(|t| points_on(dir, t))
+        .collect();
+    assert_eq!(after, before);
+
+    // The same edit with the fingerprint computed again: the plan made
+    // now holds none of those prunes, so none is carried out.
+    reseal(&mut saved);
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+    let out = run(dir, &["apply", "plan.json", "--no-mail"]);
+    let s = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("holds actions the plan made now does not")
+            && s.contains("nothing of it was carried out"),
+        "{s}"
+    );
+    assert!(
+        s.contains("- prune lab-vm-01"),
+        "the refused actions are named: {s}"
+    );
+    assert!(!s.contains("done - prune"), "{s}");
+    let after: Vec<_> = ["local", "offsite"]
+        .iter()
+        .map(|t| points_on(dir, t))
+        .collect();
+    assert_eq!(after, before);
+
+    // The plan as saved, untouched, is still carried out.
+    let plan = run(dir, &["plan", "--out", "plan.json"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let out = run(dir, &["apply", "plan.json", "--no-mail"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

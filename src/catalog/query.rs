@@ -78,8 +78,16 @@ pub struct DrillRun {
     pub point_id: String,
     pub vm_uuid: String,
     pub finished: DateTime<Utc>,
+    /// The whole drill passed.
     pub ok: bool,
     pub detail: Option<String>,
+    /// Data verification: every chunk read back and proven (`Some(true)`),
+    /// damage found (`Some(false)`), or not known from this drill.
+    pub data_ok: Option<bool>,
+    /// Guest checks (fsck, heartbeat, TCP, scripts): `None` when none ran.
+    pub guest_ok: Option<bool>,
+    /// What the guest checks said, with the failing check's own output.
+    pub guest_detail: Option<String>,
     /// Restore (and boot) time measured by the drill.
     pub restore_seconds: Option<f64>,
 }
@@ -154,8 +162,20 @@ pub struct Verification {
     pub started: DateTime<Utc>,
     /// `None` while it runs (or when it was cut short).
     pub finished: Option<DateTime<Utc>>,
+    /// The whole verification or drill passed.
     pub ok: Option<bool>,
     pub detail: Option<String>,
+    /// Data verification, the only fact that says a copy is damaged:
+    /// every chunk read back and proven (`Some(true)`), damage found
+    /// (`Some(false)`), or not known from this run (`None`: it stopped
+    /// before, or failed for a reason that is not the data's).
+    pub data_ok: Option<bool>,
+    /// Guest checks (fsck, heartbeat, TCP, scripts): passed, failed, or
+    /// none ran (`None`). A failed guest check is an alert and a compliance
+    /// finding; it never makes a copy damaged.
+    pub guest_ok: Option<bool>,
+    /// What the guest checks said, with the failing check's own output.
+    pub guest_detail: Option<String>,
     /// For a restore or boot drill: how long the restore took.
     pub restore_seconds: Option<f64>,
 }
@@ -257,16 +277,20 @@ impl Catalog {
     }
 
     /// The newest point of a VM that some tier holds readable and whose
-    /// last verification (if any) did not fail: what a restore, a drill or
-    /// an incremental can start from.
+    /// data on that tier was not found damaged by its last data
+    /// verification: what a restore, a drill or an incremental can start
+    /// from. Guest checks (fsck, boot) do not count: they say nothing about
+    /// the data.
     pub fn newest_good_point(&self, vm_uuid: &str) -> Result<Option<PointRecord>, CatalogError> {
         for p in self.points_of_vm(vm_uuid)? {
-            if p.present_on().next().is_none() {
-                continue;
+            let mut good = false;
+            for tier in p.present_on() {
+                good |= self
+                    .last_data_verification(&p.point_id, tier)?
+                    .is_none_or(|v| v.data_ok != Some(false));
             }
-            match self.last_verification(&p.point_id)? {
-                Some(v) if v.ok == Some(false) => continue,
-                _ => return Ok(Some(p)),
+            if good {
+                return Ok(Some(p));
             }
         }
         Ok(None)
@@ -277,88 +301,89 @@ impl Catalog {
         let row = self
             .conn
             .query_row(
-                "SELECT kind, point_id, tier, drill, started, finished, ok, detail, restore_seconds \
-                 FROM verifications WHERE point_id = ?1 ORDER BY started DESC, id DESC LIMIT 1",
+                &format!(
+                    "SELECT {VERIFICATION_COLUMNS} FROM verifications WHERE point_id = ?1 \
+                     ORDER BY started DESC, id DESC LIMIT 1"
+                ),
                 [point_id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<bool>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<f64>>(8)?,
-                    ))
-                },
+                verification_row,
             )
             .optional()?;
-        let Some((kind, point_id, tier, drill, started, finished, ok, detail, secs)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(Verification {
-            kind: VerificationKind::parse(&kind)?,
-            point_id,
-            tier,
-            drill,
-            started: parse_time("verification start", &started)?,
-            finished: opt_time("verification end", finished)?,
-            ok,
-            detail,
-            restore_seconds: secs,
-        }))
+        row.map(verification).transpose()
+    }
+
+    /// The most recent verification or drill of the copy of `point_id` on
+    /// `tier` that proved its data or found it damaged: the fact that says
+    /// whether the copy is damaged. Drills that failed only their guest
+    /// checks, or stopped before reading the data, are not data facts.
+    pub fn last_data_verification(
+        &self,
+        point_id: &str,
+        tier: &str,
+    ) -> Result<Option<Verification>, CatalogError> {
+        let row = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {VERIFICATION_COLUMNS} FROM verifications \
+                     WHERE point_id = ?1 AND tier = ?2 AND data_ok IS NOT NULL \
+                     ORDER BY started DESC, id DESC LIMIT 1"
+                ),
+                [point_id, tier],
+                verification_row,
+            )
+            .optional()?;
+        row.map(verification).transpose()
     }
 
     /// Every finished drill, for the planner's `every`.
     pub fn drill_runs(&self) -> Result<Vec<DrillRun>, CatalogError> {
         let mut stmt = self.conn.prepare(
-            "SELECT v.drill, p.vm_uuid, v.finished, v.ok, v.kind, v.point_id, v.detail, \
-                    v.restore_seconds FROM verifications v \
+            "SELECT p.vm_uuid, v.kind, v.point_id, v.tier, v.drill, v.started, v.finished, \
+                    v.ok, v.detail, v.restore_seconds, v.data_ok, v.guest_ok, v.guest_detail \
+             FROM verifications v \
              JOIN points p ON p.point_id = v.point_id \
              WHERE v.drill IS NOT NULL AND v.finished IS NOT NULL \
              ORDER BY v.finished",
         )?;
-        type Row = (
-            String,
-            String,
-            String,
-            Option<bool>,
-            String,
-            String,
-            Option<String>,
-            Option<f64>,
-        );
-        let rows: Vec<Row> = stmt
+        let rows: Vec<(String, VerificationRow)> = stmt
             .query_map([], |r| {
                 Ok((
                     r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
+                    (
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                        r.get(11)?,
+                        r.get(12)?,
+                    ),
                 ))
             })?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(
-                |(drill, vm_uuid, finished, ok, kind, point_id, detail, restore_seconds)| {
-                    Ok(DrillRun {
-                        drill,
-                        kind,
-                        point_id,
-                        vm_uuid,
-                        finished: parse_time("drill end", &finished)?,
-                        ok: ok == Some(true),
-                        detail,
-                        restore_seconds,
-                    })
-                },
-            )
+            .map(|(vm_uuid, row)| {
+                let v = verification(row)?;
+                Ok(DrillRun {
+                    drill: v.drill.unwrap_or_default(),
+                    kind: v.kind.as_str().to_string(),
+                    point_id: v.point_id,
+                    vm_uuid,
+                    finished: v.finished.unwrap_or(v.started),
+                    ok: v.ok == Some(true),
+                    detail: v.detail,
+                    data_ok: v.data_ok,
+                    guest_ok: v.guest_ok,
+                    guest_detail: v.guest_detail,
+                    restore_seconds: v.restore_seconds,
+                })
+            })
             .collect()
     }
 
@@ -366,8 +391,9 @@ impl Catalog {
     pub fn record_verification(&mut self, v: &Verification) -> Result<i64, CatalogError> {
         self.conn.execute(
             "INSERT INTO verifications \
-             (kind, point_id, tier, drill, started, finished, ok, detail, restore_seconds) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (kind, point_id, tier, drill, started, finished, ok, detail, restore_seconds, \
+              data_ok, guest_ok, guest_detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 v.kind.as_str(),
                 v.point_id,
@@ -378,6 +404,9 @@ impl Catalog {
                 v.ok,
                 v.detail,
                 v.restore_seconds,
+                v.data_ok,
+                v.guest_ok,
+                v.guest_detail,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -468,6 +497,61 @@ impl Catalog {
             copies,
         })
     }
+}
+
+const VERIFICATION_COLUMNS: &str = "kind, point_id, tier, drill, started, finished, ok, detail, \
+     restore_seconds, data_ok, guest_ok, guest_detail";
+
+/// Raw columns of a `verifications` row, in [`VERIFICATION_COLUMNS`] order.
+type VerificationRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<f64>,
+    Option<bool>,
+    Option<bool>,
+    Option<String>,
+);
+
+fn verification_row(r: &Row<'_>) -> rusqlite::Result<VerificationRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+fn verification(row: VerificationRow) -> Result<Verification, CatalogError> {
+    let (kind, point_id, tier, drill, started, finished, ok, detail, secs, data_ok, guest_ok, gd) =
+        row;
+    Ok(Verification {
+        kind: VerificationKind::parse(&kind)?,
+        point_id,
+        tier,
+        drill,
+        started: parse_time("verification start", &started)?,
+        finished: opt_time("verification end", finished)?,
+        ok,
+        detail,
+        data_ok,
+        guest_ok,
+        guest_detail: gd,
+        restore_seconds: secs,
+    })
 }
 
 type CopyRow = (

@@ -123,6 +123,28 @@ CREATE TABLE alerts (
     resolved  TEXT
 );
 "#,
+    // 2 (planner: verification facts): data verification (every chunk read
+    // back and proven) and guest checks (fsck, boot, scripts) are separate
+    // facts. `ok` stays the drill's overall result; `data_ok` alone says
+    // whether a copy is damaged, `guest_ok` whether the guest checks passed.
+    // Earlier rows: a verify is a data fact; a drill that passed proved
+    // both; a restore drill that failed in its restore proved damage; any
+    // other failed drill failed its guest checks and says nothing about the
+    // data.
+    r#"
+ALTER TABLE verifications ADD COLUMN data_ok INTEGER;
+ALTER TABLE verifications ADD COLUMN guest_ok INTEGER;
+ALTER TABLE verifications ADD COLUMN guest_detail TEXT;
+UPDATE verifications SET data_ok = ok WHERE kind = 'verify';
+UPDATE verifications SET data_ok = 1, guest_ok = 1 WHERE kind != 'verify' AND ok = 1;
+UPDATE verifications SET data_ok = 0
+    WHERE kind = 'restore' AND ok = 0 AND detail LIKE 'restore failed:%';
+UPDATE verifications SET guest_ok = 0, guest_detail = detail
+    WHERE kind != 'verify' AND ok = 0
+      AND detail NOT LIKE 'restore failed:%'
+      AND detail NOT LIKE 'restore onto the drill host failed%';
+CREATE INDEX verifications_by_copy ON verifications(point_id, tier, started);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -149,4 +171,50 @@ pub fn migrate(conn: &mut Connection, path: &str) -> Result<(), CatalogError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_of_the_first_schema_keeps_its_drills_apart_from_its_data() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        // Verifications of points this test does not create.
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        // What an earlier coffer recorded: a verify that found damage, a
+        // restore drill whose fsck failed (every chunk had been proven),
+        // one whose restore failed, a boot drill that never reached its
+        // host, and one that passed.
+        conn.execute_batch(
+            "INSERT INTO verifications (kind, point_id, tier, started, ok, detail) VALUES
+               ('verify', 'a', 'local', 't1', 0, '3 damaged chunks'),
+               ('restore', 'b', 'local', 't2', 0, '`e2fsck -fn x` failed (exit status: 8): ext2fs_open2: Bad magic number'),
+               ('restore', 'c', 'local', 't3', 0, 'restore failed: chunk 00ff: digest mismatch'),
+               ('boot', 'd', 'local', 't4', 0, 'restore onto the drill host failed: no host'),
+               ('boot', 'e', 'local', 't5', 1, 'heartbeat passed');",
+        )
+        .unwrap();
+        migrate(&mut conn, ":memory:").unwrap();
+        let rows: Vec<(String, Option<bool>, Option<bool>)> = conn
+            .prepare("SELECT point_id, data_ok, guest_ok FROM verifications ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |id: &str, data, guest| (id.to_string(), data, guest);
+        assert_eq!(
+            rows,
+            [
+                row("a", Some(false), None),
+                row("b", None, Some(false)),
+                row("c", Some(false), None),
+                row("d", None, None),
+                row("e", Some(true), Some(true)),
+            ]
+        );
+    }
 }

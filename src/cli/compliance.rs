@@ -39,6 +39,7 @@ pub fn run(args: Args) -> Result<u8> {
                 "drills": gathered.drill_runs.iter().map(|r| serde_json::json!({
                     "drill": r.drill, "kind": r.kind, "vm_uuid": r.vm_uuid, "point": r.point_id,
                     "finished": r.finished, "ok": r.ok, "detail": r.detail,
+                    "data_ok": r.data_ok, "guest_ok": r.guest_ok, "guest_detail": r.guest_detail,
                     "restore_seconds": r.restore_seconds,
                 })).collect::<Vec<_>>(),
             }))?
@@ -50,18 +51,26 @@ pub fn run(args: Args) -> Result<u8> {
         let c = &config.compliance;
         writeln!(
             out,
-            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>6}  {:<20} STANDING",
-            "VM", "POLICY", "COPIES", "MEDIA", "OFFSITE", "IMMUTABLE", "ERRORS", "NEWEST GOOD"
+            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<20} STANDING",
+            "VM",
+            "POLICY",
+            "COPIES",
+            "MEDIA",
+            "OFFSITE",
+            "IMMUTABLE",
+            "DATA ERR",
+            "GUEST",
+            "NEWEST GOOD"
         )?;
         writeln!(
             out,
-            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>6}",
-            "(required)", "", c.copies, c.media, c.offsite, c.immutable, c.verify_errors
+            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}",
+            "(required)", "", c.copies, c.media, c.offsite, c.immutable, c.verify_errors, 0
         )?;
         for v in &plan.compliance {
             writeln!(
                 out,
-                "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>6}  {:<20} {}",
+                "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<20} {}",
                 v.vm,
                 v.policy,
                 v.copies,
@@ -69,6 +78,7 @@ pub fn run(args: Args) -> Result<u8> {
                 v.offsite,
                 v.immutable,
                 v.verify_errors,
+                v.guest_check_failures,
                 v.newest_good.map_or("none".to_string(), |t| t
                     .format("%Y-%m-%d %H:%M UTC")
                     .to_string()),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::catalog::{Location, catalog_path, open_catalog, open_tier};
 use super::{EXIT_OK, load_or_report};
-use crate::catalog::{Catalog, CopyState, VerificationKind};
+use crate::catalog::{Catalog, CopyState};
 use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
 use crate::policy::Config;
 use crate::run::connect;
@@ -30,7 +30,8 @@ pub struct Args {
     /// Plan as of this instant (RFC 3339) instead of now.
     #[arg(long)]
     pub at: Option<String>,
-    /// Let retention prune more than half of a tier's points in one run.
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
     #[arg(long)]
     pub allow_mass_prune: bool,
     /// Exit 2 when actions are pending (`coffer compliance` exits 3 on a breach).
@@ -104,25 +105,24 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
             (vm.uuid.as_str().into(), vm.name.as_str().into());
         for p in catalog.points_of_vm(&vm.uuid)? {
-            let last = catalog.last_verification(&p.point_id)?;
             let copies: Copies = p
                 .copies
                 .iter()
                 .filter(|c| c.state == CopyState::Present)
-                .map(|c| {
+                .map(|c| -> Result<_> {
                     let lock = config
                         .tiers
                         .get(&c.tier)
                         .and_then(|t| t.immutable_for)
                         .and_then(|d| chrono::Duration::from_std(d).ok())
                         .map(|d| c.first_seen + d);
-                    // A failed boot check says nothing about the data; a
-                    // failed verify or restore does.
-                    let verified_ok = last
-                        .as_ref()
-                        .filter(|v| v.tier == c.tier && v.kind != VerificationKind::Boot)
-                        .and_then(|v| v.ok);
-                    (
+                    // Only data verification (every chunk read back and
+                    // proven, or damage found) says a copy is damaged; a
+                    // failed guest check (fsck, boot, script) does not.
+                    let verified_ok = catalog
+                        .last_data_verification(&p.point_id, &c.tier)?
+                        .and_then(|v| v.data_ok);
+                    Ok((
                         tier_names
                             .get(c.tier.as_str())
                             .cloned()
@@ -131,9 +131,9 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                             locked_until: c.locked_until.or(lock),
                             verified_ok,
                         },
-                    )
+                    ))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             if copies.is_empty() {
                 continue;
             }
@@ -171,8 +171,11 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                 policy: policy.name.clone(),
                 drill: r.drill,
                 vm_uuid: r.vm_uuid,
+                point_id: r.point_id,
                 finished: r.finished,
                 ok: r.ok,
+                guest_ok: r.guest_ok,
+                guest_detail: r.guest_detail,
             })
         })
         .collect();
@@ -188,14 +191,40 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
 }
 
 /// What a saved plan was made from: a digest of every policy file and of
-/// the catalog's points and copies, with the lists to show what changed.
+/// the catalog's points and copies, with the lists to show what changed;
+/// and a digest of the whole saved plan (its instant, its actions and
+/// those lists), so an edit of the file is seen. The digest is no
+/// signature (whoever can edit the file can compute it again): `apply
+/// FILE` also plans afresh and carries out only what both plans contain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     pub policies: BTreeMap<String, String>,
     pub copies: BTreeSet<String>,
+    /// SHA-256 of the plan's instant, actions, policies and copies; empty
+    /// in a plan saved by an older coffer (which is refused).
+    #[serde(default)]
+    pub plan_sha256: String,
 }
 
 impl Fingerprint {
+    /// The digest that seals a saved plan's instant and actions with what
+    /// it was made from.
+    pub fn seal(&self, now: DateTime<Utc>, actions: &[planner::Action]) -> Result<String> {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "now": now,
+            "actions": actions,
+            "policies": self.policies,
+            "copies": self.copies,
+        }))?;
+        Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+    }
+
+    /// Whether the file's actions are the ones it was saved with.
+    pub fn seals(&self, now: DateTime<Utc>, actions: &[planner::Action]) -> Result<bool> {
+        Ok(!self.plan_sha256.is_empty() && self.seal(now, actions)? == self.plan_sha256)
+    }
+
     pub fn of(config: &Config, g: &Gathered) -> Result<Fingerprint> {
         use sha2::Digest;
         let mut policies = BTreeMap::new();
@@ -214,7 +243,11 @@ impl Fingerprint {
             .iter()
             .flat_map(|p| p.copies.keys().map(move |t| format!("{}@{t}", p.point_id)))
             .collect();
-        Ok(Fingerprint { policies, copies })
+        Ok(Fingerprint {
+            policies,
+            copies,
+            plan_sha256: String::new(),
+        })
     }
 
     /// What differs from `now`, in words; empty when nothing does.
@@ -265,7 +298,12 @@ impl Gathered {
             r.drill,
             r.kind,
             r.finished.format("%Y-%m-%d %H:%M UTC"),
-            if r.ok { "passed" } else { "FAILED" },
+            match (r.ok, r.data_ok, r.guest_ok) {
+                (true, _, _) => "passed",
+                (false, Some(true), Some(false)) => "guest checks FAILED (data verified)",
+                (false, Some(false), _) => "FAILED (data damaged)",
+                _ => "FAILED",
+            },
             r.restore_seconds
                 .map(|s| format!(", restore time {s:.1}s"))
                 .unwrap_or_default()
@@ -396,10 +434,12 @@ pub fn run(args: Args) -> Result<u8> {
         "compliance": plan.compliance,
     }))?;
     if let Some(out) = &args.out {
+        let mut fingerprint = Fingerprint::of(&config, &gathered)?;
+        fingerprint.plan_sha256 = fingerprint.seal(plan.now, &plan.actions)?;
         let saved = SavedPlan {
             format: plan.format,
             now: plan.now,
-            fingerprint: Fingerprint::of(&config, &gathered)?,
+            fingerprint,
             actions: plan.actions.clone(),
         };
         std::fs::write(out, serde_json::to_string_pretty(&saved)?)

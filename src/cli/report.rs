@@ -97,6 +97,7 @@ pub fn vm_lines(plan: &Plan, g: &Gathered) -> Vec<VmLine> {
             offsite: c.offsite,
             immutable: c.immutable,
             verify_errors: c.verify_errors,
+            guest_check_failures: c.guest_check_failures,
             newest_good: c
                 .newest_good
                 .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),

@@ -21,7 +21,11 @@ pub struct VmCompliance {
     pub media: u32,
     pub offsite: u32,
     pub immutable: u32,
+    /// Copies whose data verification found damage.
     pub verify_errors: u32,
+    /// Drills whose newest run failed its guest checks (fsck, boot,
+    /// scripts): a finding, separate from the data.
+    pub guest_check_failures: u32,
     pub newest_good: Option<DateTime<Utc>>,
     pub rpo_met: Option<bool>,
     /// Each rule that is not met, in words.
@@ -89,7 +93,7 @@ pub(super) fn vm_compliance(
     );
     rule(
         verify_errors <= c.verify_errors,
-        format!("{verify_errors} copies failed verification"),
+        format!("{verify_errors} copies failed data verification"),
     );
     if rpo_met == Some(false) {
         violations.push("RPO breached".into());
@@ -103,6 +107,7 @@ pub(super) fn vm_compliance(
         offsite,
         immutable,
         verify_errors,
+        guest_check_failures: 0,
         newest_good: newest.map(|p| p.created),
         rpo_met,
         violations,

@@ -182,14 +182,21 @@ impl PointInfo {
     }
 }
 
-/// A finished drill, for `every`.
+/// A finished drill, for `every` and for the guest-check findings.
 #[derive(Debug, Clone)]
 pub struct DrillRecord {
     pub policy: String,
     pub drill: String,
     pub vm_uuid: String,
+    pub point_id: String,
     pub finished: DateTime<Utc>,
     pub ok: bool,
+    /// The guest checks (fsck, boot, scripts): `None` when none ran. A
+    /// failure is an alert and a compliance finding, never damage: the
+    /// copy's data stands or falls by data verification alone.
+    pub guest_ok: Option<bool>,
+    /// What the guest checks said, with a failing check's own output.
+    pub guest_detail: Option<String>,
 }
 
 /// Everything the planner looks at.
@@ -273,6 +280,42 @@ pub enum Action {
 }
 
 impl Action {
+    /// What makes two actions the same work whatever their reasons: kind,
+    /// target and point. `None` for what carries nothing out (alerts,
+    /// waits, kept points). A saved plan is carried out only where the plan
+    /// made afresh holds an action of the same identity.
+    pub fn identity(&self) -> Option<Vec<&str>> {
+        match self {
+            Action::Backup {
+                policy,
+                source,
+                vm,
+                tier,
+                ..
+            } => Some(vec!["backup", policy, source, vm, tier]),
+            Action::Copy { vm, point, to, .. } => Some(vec!["copy", vm, point, to]),
+            Action::Prune {
+                vm, point, tier, ..
+            } => Some(vec!["prune", vm, point, tier]),
+            Action::Gc { tier, .. } => Some(vec!["gc", tier]),
+            Action::Drill {
+                policy,
+                drill,
+                vm,
+                point,
+                tier,
+                ..
+            } => Some(vec!["drill", policy, drill, vm, point, tier]),
+            Action::RemoveSnapshot {
+                source,
+                vm,
+                snapshot,
+                ..
+            } => Some(vec!["remove-snapshot", source, vm, snapshot]),
+            Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => None,
+        }
+    }
+
     /// One line for people: symbol, target, reason.
     pub fn line(&self) -> String {
         match self {
@@ -349,7 +392,11 @@ pub struct Plan {
 pub const BASE_OF_NEXT_BACKUP: &str = "the base of the next incremental backup";
 
 /// The reason of a prune that removes a copy which failed verification.
-pub const FAILED_VERIFICATION: &str = "the copy failed verification";
+pub const FAILED_VERIFICATION: &str = "the copy failed data verification";
+
+/// Why a prune retention asks for waits for a later run: the tier's
+/// mass-prune floor (at most half of a tier's points in one run).
+pub const MASS_PRUNE_FLOOR: &str = "the mass-prune floor defers it to a later run";
 
 /// Version of the JSON form of a plan.
 pub const PLAN_FORMAT: u32 = 1;
@@ -447,6 +494,17 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             .or_insert(r.finished);
         *last = (*last).max(r.finished);
     }
+    // The newest run of each drill per VM: its guest checks are the VM's
+    // standing until the drill runs again.
+    let mut newest_drills: BTreeMap<(&str, &str, &str), &DrillRecord> = BTreeMap::new();
+    for r in &input.drills {
+        let e = newest_drills
+            .entry((&r.policy, &r.drill, &r.vm_uuid))
+            .or_insert(r);
+        if r.finished > e.finished {
+            *e = r;
+        }
+    }
     let mut seen_uuids = BTreeSet::new();
     let mut prunes_per_tier: PrunesPerTier<'_> = BTreeMap::new();
 
@@ -513,9 +571,34 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             &mut prunes_per_tier,
         );
         plan_drills(input, &last_drills, policy, vm, points, &mut actions);
-        compliance.push(super::compliance::vm_compliance(
-            config, policy, source, vm, points, now,
-        ));
+        let mut standing =
+            super::compliance::vm_compliance(config, policy, source, vm, points, now);
+        for (drill, r) in policy.drills.iter().filter_map(|d| {
+            newest_drills
+                .get(&(policy.name.as_str(), d.name.as_str(), uuid))
+                .map(|r| (d, *r))
+        }) {
+            if r.guest_ok != Some(false) {
+                continue;
+            }
+            // A guest check that fails is the VM's finding, not the data's:
+            // the point stays, retention and the next backup are unchanged.
+            actions.push(Action::Alert {
+                vm: Some(vm.name.clone()),
+                message: format!(
+                    "guest check of drill `{}` failed on point {} ({}); the point's data is not affected and it is kept: {}",
+                    drill.name,
+                    r.point_id,
+                    r.finished.format("%Y-%m-%d %H:%M UTC"),
+                    r.guest_detail.as_deref().unwrap_or("no detail recorded")
+                ),
+            });
+            standing.guest_check_failures += 1;
+            standing
+                .violations
+                .push(format!("guest check of drill `{}` failed", drill.name));
+        }
+        compliance.push(standing);
     }
     // Points of VMs the inventory no longer has.
     for (uuid, points) in &by_vm {
@@ -529,34 +612,56 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             });
         }
     }
-    // The mass-prune floor, per tier.
-    for (tier, prunes) in prunes_per_tier {
+    // The mass-prune floor, per tier: one run removes at most half of a
+    // tier's points, the oldest first, and says how many wait. Retention
+    // still makes progress every run: a backlog (runs killed before their
+    // prune phase, a retention made shorter) shrinks run by run, visibly,
+    // instead of blocking every prune for good.
+    for (tier, mut prunes) in prunes_per_tier {
         let total = input
             .points
             .iter()
             .filter(|p| p.copies.contains_key(tier))
             .count();
-        actions.reserve(prunes.len() + 1);
-        if prunes.len() * 2 > total && !input.allow_mass_prune {
-            for p in prunes {
-                actions.push(Action::KeepBlocked {
-                    vm: p.vm.to_string(),
-                    point: p.point.to_string(),
-                    tier: tier.to_string(),
-                    reason: format!(
-                        "retention would prune more than half of the tier's {total} points in one run; confirm with --allow-mass-prune"
-                    ),
-                });
-            }
-        } else if !prunes.is_empty() {
-            for p in prunes {
-                actions.push(Action::Prune {
-                    vm: p.vm.to_string(),
-                    point: p.point.to_string(),
-                    tier: tier.to_string(),
-                    reason: p.reason.into(),
-                });
-            }
+        if prunes.is_empty() {
+            continue;
+        }
+        actions.reserve(prunes.len() + 2);
+        let allowance = if input.allow_mass_prune || prunes.len() * 2 <= total {
+            prunes.len()
+        } else {
+            (total / 2).max(1)
+        };
+        prunes.sort_by(|a, b| (a.created, a.point).cmp(&(b.created, b.point)));
+        let waiting = prunes.split_off(allowance.min(prunes.len()));
+        if !waiting.is_empty() {
+            actions.push(Action::Alert {
+                vm: None,
+                message: format!(
+                    "tier `{tier}`: retention would prune {} of its {total} points; the mass-prune floor lets one run remove at most half, so this run prunes the oldest {}, and {} remain for the next runs (--allow-mass-prune removes them at once)",
+                    prunes.len() + waiting.len(),
+                    prunes.len(),
+                    waiting.len()
+                ),
+            });
+        }
+        for p in waiting {
+            actions.push(Action::KeepBlocked {
+                vm: p.vm.to_string(),
+                point: p.point.to_string(),
+                tier: tier.to_string(),
+                reason: format!("{MASS_PRUNE_FLOOR} (more than half of the tier's {total} points)"),
+            });
+        }
+        for p in &prunes {
+            actions.push(Action::Prune {
+                vm: p.vm.to_string(),
+                point: p.point.to_string(),
+                tier: tier.to_string(),
+                reason: p.reason.into(),
+            });
+        }
+        if !prunes.is_empty() {
             actions.push(Action::Gc {
                 tier: tier.to_string(),
                 reason: "points were pruned".into(),
@@ -624,7 +729,7 @@ fn plan_backup(
     let (full, why) = if newest_any.is_some_and(|p| !p.good()) {
         (
             true,
-            "full: the newest point failed verification".to_string(),
+            "full: the newest point failed data verification".to_string(),
         )
     } else {
         full_or_incremental(policy, vm, &on_tier, now)
@@ -699,6 +804,7 @@ fn full_or_incremental(
 /// A prune retention asks for, held until the tier's mass-prune floor is
 /// known: borrowed, since a large site plans tens of thousands.
 struct PendingPrune<'a> {
+    created: DateTime<Utc>,
     vm: &'a str,
     point: &'a str,
     reason: &'static str,
@@ -813,6 +919,7 @@ fn plan_tiers<'a>(
                     reason,
                 }),
                 None => prunes.entry(tier).or_default().push(PendingPrune {
+                    created: p.created,
                     vm: &vm.name,
                     point: &p.point_id,
                     reason: if copy.healthy() {

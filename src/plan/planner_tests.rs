@@ -260,7 +260,7 @@ fn backups_follow_the_schedule_and_cbt_decides_full_or_incremental() {
         &restic_retention,
     );
     assert!(
-        lines(&p)[0].contains("full: the newest point failed verification"),
+        lines(&p)[0].contains("full: the newest point failed data verification"),
         "{:?}",
         lines(&p)
     );
@@ -375,19 +375,35 @@ fn retention_copies_what_a_tier_keeps_and_prunes_the_rest_with_floors() {
 }
 
 #[test]
-fn more_than_half_of_a_tier_is_not_pruned_without_confirmation() {
+fn the_mass_prune_floor_prunes_the_oldest_half_and_says_how_many_wait() {
     let c = config("");
     let points = nightly(&[18, 19, 20, 21, 22, 23, 24], &["local", "offsite"]);
     let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
     let l = lines(&plan(&i, &restic_retention));
+    // Retention asks for 5 of 7 on local: the floor lets 3 go, oldest first.
+    let pruned: Vec<_> = l
+        .iter()
+        .filter(|x| x.starts_with("- prune") && x.contains("on local"))
+        .collect();
+    assert_eq!(pruned.len(), 3, "{l:?}");
+    for day in [18, 19, 20] {
+        assert!(
+            pruned
+                .iter()
+                .any(|x| x.contains(&format!("202611{day}T010005Z"))),
+            "{l:?}"
+        );
+    }
     assert!(
-        !l.iter()
-            .any(|x| x.starts_with("- prune") && x.contains("on local")),
+        l.iter().any(|x| x.starts_with(
+            "= keep db01 20261122T010005Z-db01 on local: the mass-prune floor defers it"
+        )),
         "{l:?}"
     );
     assert!(
-        l.iter()
-            .any(|x| x.contains("more than half of the tier's 7 points")),
+        l.iter().any(|x| x
+            .starts_with("! alert: tier `local`: retention would prune 5 of its 7 points")
+            && x.contains("2 remain for the next runs")),
         "{l:?}"
     );
     i.allow_mass_prune = true;
@@ -398,6 +414,89 @@ fn more_than_half_of_a_tier_is_not_pruned_without_confirmation() {
             .count(),
         5,
         "{l:?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("mass-prune")), "{l:?}");
+}
+
+/// Carries out a plan's copies and prunes on the points, as a run would.
+fn carry_out_copies_and_prunes(points: &mut Vec<PointInfo>, p: &Plan) {
+    for a in &p.actions {
+        match a {
+            Action::Copy { point, to, .. } => {
+                let q = points.iter_mut().find(|q| &q.point_id == point).unwrap();
+                q.copies.insert(to.as_str(), CopyInfo::default());
+            }
+            Action::Prune { point, tier, .. } => {
+                let q = points.iter_mut().find(|q| &q.point_id == point).unwrap();
+                q.copies.remove(tier);
+            }
+            _ => {}
+        }
+    }
+    points.retain(|q| !q.copies.is_empty());
+}
+
+#[test]
+fn a_prune_backlog_shrinks_every_run_until_the_tier_holds_what_retention_keeps() {
+    let c = config("");
+    // 20 points on `last = 2`, as runs killed before their prune phase
+    // leave them; offsite already holds what its retention keeps.
+    let days: Vec<u32> = (5..=24).collect();
+    let mut points = nightly(&days, &["local"]);
+    for q in &mut points {
+        if q.created >= at("2026-11-22T00:00:00Z") {
+            q.copies.insert("offsite", CopyInfo::default());
+        }
+    }
+    let on_local = |points: &[PointInfo]| {
+        points
+            .iter()
+            .filter(|q| q.copies.contains_key("local"))
+            .count()
+    };
+    let mut runs = 0;
+    while on_local(&points) > 2 {
+        runs += 1;
+        assert!(
+            runs <= 6,
+            "the backlog does not shrink: {} left",
+            on_local(&points)
+        );
+        let before = on_local(&points);
+        let p = plan(
+            &input(&c, vec![vm("db01")], points.clone(), "2026-11-24T12:00:00Z"),
+            &restic_retention,
+        );
+        let l = lines(&p);
+        let remaining_alert = l.iter().any(|x| {
+            x.starts_with("! alert: tier `local`") && x.contains("remain for the next runs")
+        });
+        carry_out_copies_and_prunes(&mut points, &p);
+        let after = on_local(&points);
+        assert!(after < before, "run {runs} pruned nothing on local: {l:?}");
+        // A run that leaves a backlog says so.
+        assert_eq!(remaining_alert, after > 2, "run {runs}: {l:?}");
+        // Never the newest point.
+        assert!(
+            points
+                .iter()
+                .any(|q| q.point_id == "20261124T010005Z-db01" && q.copies.contains_key("local")),
+            "run {runs}: {l:?}"
+        );
+    }
+    let left: Vec<&str> = points
+        .iter()
+        .filter(|q| q.copies.contains_key("local"))
+        .map(|q| q.point_id.as_str())
+        .collect();
+    assert_eq!(
+        left,
+        ["20261123T010005Z-db01", "20261124T010005Z-db01"],
+        "after {runs} runs"
+    );
+    assert!(
+        runs >= 3,
+        "a 20-point backlog took {runs} runs: the floor did not hold"
     );
 }
 
@@ -416,8 +515,11 @@ fn drills_are_due_by_every_and_name_their_point() {
         policy: "nightly".into(),
         drill: "nightly-verify".into(),
         vm_uuid: "uuid-db01".into(),
+        point_id: "20261124T010005Z-db01".into(),
         finished: at("2026-11-20T00:00:00Z"),
         ok: true,
+        guest_ok: None,
+        guest_detail: None,
     }];
     let l = lines(&plan(&i, &restic_retention));
     assert!(!l.iter().any(|x| x.starts_with("? drill")), "{l:?}");
@@ -468,7 +570,7 @@ fn a_copy_that_failed_verification_is_pruned_alone_and_copied_again() {
     let prunes: Vec<_> = l.iter().filter(|x| x.starts_with("- prune")).collect();
     assert_eq!(
         prunes,
-        ["- prune db01 20261124T010005Z-db01 on offsite: the copy failed verification"],
+        ["- prune db01 20261124T010005Z-db01 on offsite: the copy failed data verification"],
         "{l:?}"
     );
     // Once the damaged copy is gone, the point is copied there again.
@@ -497,9 +599,8 @@ fn the_backup_tier_keeps_a_healthy_base_while_a_damaged_copy_waits_for_repair() 
     i.allow_mass_prune = true;
     let l = lines(&plan(&i, &restic_retention));
     assert!(
-        l.iter()
-            .any(|x| x
-                == "- prune db01 20261124T010005Z-db01 on local: the copy failed verification"),
+        l.iter().any(|x| x
+            == "- prune db01 20261124T010005Z-db01 on local: the copy failed data verification"),
         "{l:?}"
     );
     assert!(
@@ -507,4 +608,91 @@ fn the_backup_tier_keeps_a_healthy_base_while_a_damaged_copy_waits_for_repair() 
             == "= keep db01 20261122T010005Z-db01 on local: the base of the next incremental backup"),
         "{l:?}"
     );
+}
+
+#[test]
+fn a_failed_guest_check_is_an_alert_and_a_finding_never_a_prune_or_a_full() {
+    let c = config(
+        r#"
+[[policies.nightly.drills]]
+name = "fsck"
+kind = "restore"
+every = "7d"
+tier = "local"
+fsck = "e2fsck -fn {image}"
+"#,
+    );
+    // Two points on `last = 2`, both copied offsite: nothing to do but
+    // the nightly backup, an incremental from the newest point.
+    let mut points = nightly(&[23, 24], &["local", "offsite"]);
+    points[0].kind = PointKind::Full;
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-25T02:00:00Z");
+    let before = lines(&plan(&i, &restic_retention));
+    // The restore drill proved every chunk of the newest point, then its
+    // file system check failed.
+    i.drills = vec![DrillRecord {
+        policy: "nightly".into(),
+        drill: "fsck".into(),
+        vm_uuid: "uuid-db01".into(),
+        point_id: "20261124T010005Z-db01".into(),
+        finished: at("2026-11-24T03:00:00Z"),
+        ok: false,
+        guest_ok: Some(false),
+        guest_detail: Some(
+            "`e2fsck -fn x` failed (exit status: 8); its output: Bad magic number in super-block"
+                .into(),
+        ),
+    }];
+    let p = plan(&i, &restic_retention);
+    let l = lines(&p);
+    assert!(!l.iter().any(|x| x.starts_with("- prune")), "{l:?}");
+    assert!(
+        l.iter().any(|x| x
+            == "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 UTC; incremental from 20261124T010005Z-db01"),
+        "{l:?}"
+    );
+    let alert = l
+        .iter()
+        .find(|x| {
+            x.starts_with(
+                "! alert db01: guest check of drill `fsck` failed on point 20261124T010005Z-db01",
+            )
+        })
+        .unwrap_or_else(|| panic!("no alert: {l:?}"));
+    assert!(alert.contains("Bad magic number in super-block"), "{alert}");
+    // Everything but the alert is what it was without the failed check.
+    // (The drill itself is not due again before its `every`.)
+    let without_alert: Vec<_> = l
+        .iter()
+        .filter(|x| !x.starts_with("! alert") && !x.starts_with("? drill fsck"))
+        .cloned()
+        .collect();
+    let before_without_alert: Vec<_> = before
+        .iter()
+        .filter(|x| !x.starts_with("! alert") && !x.starts_with("? drill fsck"))
+        .cloned()
+        .collect();
+    assert_eq!(without_alert, before_without_alert);
+    assert!(!l.iter().any(|x| x.starts_with("? drill fsck")), "{l:?}");
+    let v = &p.compliance[0];
+    assert_eq!((v.verify_errors, v.guest_check_failures), (0, 1));
+    assert!(
+        v.violations
+            .iter()
+            .any(|x| x == "guest check of drill `fsck` failed"),
+        "{:?}",
+        v.violations
+    );
+    assert_eq!(v.newest_good, Some(at("2026-11-24T01:00:05Z")));
+    // The drill passes again: the finding is gone.
+    i.drills.push(DrillRecord {
+        finished: at("2026-11-24T04:00:00Z"),
+        ok: true,
+        guest_ok: Some(true),
+        guest_detail: None,
+        ..i.drills[0].clone()
+    });
+    let p = plan(&i, &restic_retention);
+    assert!(!lines(&p).iter().any(|x| x.contains("guest check")));
+    assert_eq!(p.compliance[0].guest_check_failures, 0);
 }

@@ -361,7 +361,7 @@ pub struct RawDrill {
     pub host: Option<Sp<String>>,
     /// Isolated port group boot drills connect to (boot only).
     pub network: Option<Sp<String>>,
-    /// Command run on a restored image, "{image}" replaced by its path (restore only), e.g. "e2fsck -fn {image}".
+    /// Command run on each partition of a restored disk that holds a known file system (or on the whole image): "{image}", "{partition}", "{offset}", "{size}", "{fstype}" are replaced (restore only), e.g. "e2fsck -fn '{image}?offset={offset}'".
     pub fsck: Option<Sp<String>>,
     /// Limit for the whole drill. Default "1h".
     pub timeout: Option<Sp<DurationText>>,

@@ -22,7 +22,11 @@ pub struct VmLine {
     pub media: u32,
     pub offsite: u32,
     pub immutable: u32,
+    /// Copies whose data verification found damage.
     pub verify_errors: u32,
+    /// Drills whose newest run failed its guest checks (fsck, boot,
+    /// scripts): separate from the data.
+    pub guest_check_failures: u32,
     pub newest_good: Option<String>,
     pub rpo: Option<String>,
     pub last_drill: Option<String>,

@@ -103,6 +103,7 @@ mod tests {
             offsite: u32::from(ok),
             immutable: 1,
             verify_errors: 0,
+            guest_check_failures: u32::from(!ok),
             newest_good: Some("2026-11-25 01:00 UTC".into()),
             rpo: Some(if ok { "met" } else { "breached" }.into()),
             last_drill: ok.then(|| {

@@ -22,29 +22,128 @@ use crate::vsphere::Session;
 use crate::vsphere::soap;
 use crate::vsphere::types::MoRef;
 
-/// What a drill found.
+/// What a drill found: two separate facts, the data (every chunk read
+/// back and proven) and the guest checks (fsck, heartbeat, TCP, scripts).
+/// Only the first says a copy is damaged; a failed guest check is an alert
+/// and a compliance finding, never a reason to prune or to take a full.
 #[derive(Debug, Clone)]
 pub struct DrillOutcome {
+    /// Everything passed.
     pub ok: bool,
     /// What passed and what failed, in words.
     pub detail: String,
+    /// `Some(true)`: every chunk was read back and proven; `Some(false)`:
+    /// the repository's data is damaged (a chunk or index missing or not
+    /// matching its digest); `None`: the drill failed before it could tell
+    /// (a host or scratch-disk problem).
+    pub data_ok: Option<bool>,
+    /// `None` when no guest check ran.
+    pub guest_ok: Option<bool>,
+    /// What the guest checks said, with a failing check's own output.
+    pub guest_detail: Option<String>,
     /// Start to checks passed (None when the drill failed before).
     pub restore_seconds: Option<f64>,
 }
 
-impl DrillOutcome {
-    fn failed(detail: String) -> DrillOutcome {
-        DrillOutcome {
-            ok: false,
-            detail,
-            restore_seconds: None,
-        }
-    }
+/// Whether a failed restore failed on the repository's data (a chunk or an
+/// index missing or damaged), not on the scratch disk or the host.
+fn data_damaged(e: &anyhow::Error) -> bool {
+    use crate::repo::RepoError;
+    use crate::repo::store::StoreError;
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<RepoError>(),
+            Some(
+                RepoError::Chunk { .. }
+                    | RepoError::Index { .. }
+                    | RepoError::BadManifest { .. }
+                    | RepoError::Store(StoreError::NotFound(_))
+            )
+        )
+    })
 }
 
-/// Runs `command` (with `{image}` replaced) and says whether it passed.
-fn run_check_command(command: &str, image: &Path, timeout: Duration) -> Result<(), String> {
-    let cmd = command.replace("{image}", &image.display().to_string());
+/// The most of a check's own output a failure message carries.
+const OUTPUT_LIMIT_BYTES: usize = 2000;
+
+/// A check's output for a message: stderr then stdout, blank lines
+/// dropped, lines joined with " / ", at most [`OUTPUT_LIMIT_BYTES`].
+fn bounded_output(stderr: &[u8], stdout: &[u8], truncated: bool) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(stderr),
+        String::from_utf8_lossy(stdout)
+    );
+    let mut out = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let mut cut = truncated;
+    if out.len() > OUTPUT_LIMIT_BYTES {
+        let mut end = OUTPUT_LIMIT_BYTES;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        cut = true;
+    }
+    if cut {
+        out.push_str(" …(output cut)");
+    }
+    out
+}
+
+/// Reads a pipe to its end on a thread, keeping its first bytes: a check
+/// that writes more than a pipe holds must not block on it.
+fn drain(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut cut = false;
+        if let Some(mut p) = pipe {
+            let mut buf = [0u8; 8192];
+            loop {
+                match p.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let room = (OUTPUT_LIMIT_BYTES * 2).saturating_sub(kept.len());
+                        kept.extend_from_slice(&buf[..n.min(room)]);
+                        cut |= n > room;
+                    }
+                }
+            }
+        }
+        (kept, cut)
+    })
+}
+
+/// Where a file system check runs: one partition of a restored image.
+struct CheckTarget<'a> {
+    image: &'a Path,
+    partition: u32,
+    offset_bytes: u64,
+    size_bytes: u64,
+    fstype: &'a str,
+}
+
+/// `command` with its placeholders replaced: `{image}`, `{partition}`
+/// (number, 0 for the whole disk), `{offset}` and `{size}` (bytes),
+/// `{fstype}`.
+fn expand_check(command: &str, t: &CheckTarget<'_>) -> String {
+    command
+        .replace("{image}", &t.image.display().to_string())
+        .replace("{partition}", &t.partition.to_string())
+        .replace("{offset}", &t.offset_bytes.to_string())
+        .replace("{size}", &t.size_bytes.to_string())
+        .replace("{fstype}", t.fstype)
+}
+
+/// Runs the check on one target and says whether it passed.
+fn run_check_command(command: &str, t: &CheckTarget<'_>, timeout: Duration) -> Result<(), String> {
+    let cmd = expand_check(command, t);
     run_with_timeout(
         std::process::Command::new("sh").args(["-c", &cmd]),
         timeout,
@@ -58,43 +157,179 @@ fn run_with_timeout(
     what: &str,
 ) -> Result<(), String> {
     let mut child = cmd
-        .stdout(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("`{what}` could not start: {e}"))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let started = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                return Err(format!(
-                    "`{what}` failed ({status}){}",
-                    err.lines()
-                        .next()
-                        .map(|l| format!(": {l}"))
-                        .unwrap_or_default()
-                ));
-            }
+            Ok(Some(status)) => break Ok(status),
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                break Err(format!(
                     "`{what}` did not finish within {}",
                     crate::policy::units::format_duration(timeout)
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("`{what}`: {e}")),
+            Err(e) => break Err(format!("`{what}`: {e}")),
         }
+    };
+    // The pipes close when the check and anything it started are gone; a
+    // process the check left running keeps them open, so the output is
+    // waited for a little, never for good.
+    let output = || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(stdout.is_finished() && stderr.is_finished()) {
+            if Instant::now() >= deadline {
+                return "(not read: a process the check started still holds it)".to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (err, err_cut) = stderr.join().unwrap_or_default();
+        let (out, out_cut) = stdout.join().unwrap_or_default();
+        bounded_output(&err, &out, err_cut || out_cut)
+    };
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => {
+            let out = output();
+            Err(format!(
+                "`{what}` failed ({s}){}",
+                if out.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its output: {out}")
+                }
+            ))
+        }
+        Err(e) => Err(e),
     }
 }
 
-/// The restore drill: restore to `scratch`, check, clean up.
+/// Runs the file system check on every restored disk: on each partition
+/// with a known file system when the disk has a partition table, on the
+/// whole image otherwise. Every check runs; the result lists each.
+fn check_disks(
+    fsck: &str,
+    files: &[std::path::PathBuf],
+    timeout: Duration,
+) -> Result<String, String> {
+    use super::partition::{self, Layout};
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with("-flat.vmdk"))
+    {
+        let disk = f.file_name().unwrap_or_default().to_string_lossy();
+        let layout = match partition::layout(f) {
+            Ok(l) => l,
+            Err(e) => {
+                failed.push(format!("{disk}: reading its partition table: {e}"));
+                continue;
+            }
+        };
+        let (mut targets, skipped): (Vec<CheckTarget<'_>>, Vec<String>) = match &layout {
+            Layout::WholeDisk(p) => (
+                vec![CheckTarget {
+                    image: f,
+                    partition: 0,
+                    offset_bytes: 0,
+                    size_bytes: p.size_bytes,
+                    fstype: p.fs.map(|k| k.as_str()).unwrap_or_default(),
+                }],
+                Vec::new(),
+            ),
+            // Neither a table nor a file system coffer knows: the whole
+            // image, below.
+            Layout::Unknown => (Vec::new(), Vec::new()),
+            Layout::Table { partitions, .. } => {
+                let (known, other): (Vec<_>, Vec<_>) =
+                    partitions.iter().partition(|p| p.fs.is_some());
+                (
+                    known
+                        .into_iter()
+                        .map(|p| CheckTarget {
+                            image: f,
+                            partition: p.number,
+                            offset_bytes: p.offset_bytes,
+                            size_bytes: p.size_bytes,
+                            fstype: p.fs.map(|k| k.as_str()).unwrap_or_default(),
+                        })
+                        .collect(),
+                    other
+                        .into_iter()
+                        .map(|p| format!("partition {} ({})", p.number, p.table_type))
+                        .collect(),
+                )
+            }
+        };
+        if targets.is_empty() {
+            // A table without a file system coffer knows (LVM, a guest's
+            // own format): the check gets the whole image, as it asked,
+            // rather than nothing being checked.
+            targets.push(CheckTarget {
+                image: f,
+                partition: 0,
+                offset_bytes: 0,
+                size_bytes: std::fs::metadata(f).map(|m| m.len()).unwrap_or(0),
+                fstype: "",
+            });
+        }
+        if !skipped.is_empty() {
+            passed.push(format!(
+                "{disk}: {} not checked (no file system coffer knows)",
+                skipped.join(", ")
+            ));
+        }
+        for t in &targets {
+            let place = if t.partition == 0 {
+                format!("{disk} (whole image)")
+            } else {
+                format!(
+                    "{disk} partition {} ({}, offset {})",
+                    t.partition, t.fstype, t.offset_bytes
+                )
+            };
+            match run_check_command(fsck, t, timeout) {
+                Ok(()) => passed.push(format!("`{fsck}` passed on {place}")),
+                Err(e) => {
+                    let hint = if t.offset_bytes != 0
+                        && !fsck.contains("{offset}")
+                        && !fsck.contains("{partition}")
+                    {
+                        " (the disk has a partition table: give the check `{offset}` or `{partition}`, e.g. `e2fsck -fn '{image}?offset={offset}'`)"
+                    } else {
+                        ""
+                    };
+                    failed.push(format!("{place}: {e}{hint}"));
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(passed.join("; "))
+    } else {
+        Err(format!(
+            "file system check FAILED on {}{}",
+            failed.join("; "),
+            if passed.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", passed.join("; "))
+            }
+        ))
+    }
+}
+
+/// The restore drill: restore to `scratch` (every chunk proven: the data
+/// fact), then the file system check (a guest fact), then clean up.
 pub fn restore_drill(
     repo: &Repository,
     m: &Manifest,
@@ -108,38 +343,46 @@ pub fn restore_drill(
         name: format!("{}-drill", m.vm.name),
         ..VmxChanges::default()
     };
-    let result = restore::restore_local(repo, m, &dir, &changes, None, true, threads)
-        .map_err(|e| format!("restore failed: {e:#}"))
-        .and_then(|r| {
-            let restored = started.elapsed().as_secs_f64();
-            let mut notes = vec![format!(
-                "{} of disks restored and every chunk proven in {restored:.1}s",
-                crate::policy::units::format_size(r.bytes)
-            )];
-            if let Some(fsck) = &drill.fsck {
-                for f in r
-                    .files
-                    .iter()
-                    .filter(|f| f.to_string_lossy().ends_with("-flat.vmdk"))
-                {
-                    run_check_command(fsck, f, drill.timeout)?;
-                    notes.push(format!(
-                        "`{fsck}` passed on {}",
-                        f.file_name().unwrap_or_default().to_string_lossy()
-                    ));
-                }
-            }
-            Ok(notes.join("; "))
-        });
-    let _ = std::fs::remove_dir_all(&dir);
-    match result {
-        Ok(detail) => DrillOutcome {
-            ok: true,
-            detail,
-            restore_seconds: Some(started.elapsed().as_secs_f64()),
+    let outcome = match restore::restore_local(repo, m, &dir, &changes, None, true, threads) {
+        Err(e) => DrillOutcome {
+            ok: false,
+            detail: format!("restore failed: {e:#}"),
+            data_ok: data_damaged(&e).then_some(false),
+            guest_ok: None,
+            guest_detail: None,
+            restore_seconds: None,
         },
-        Err(e) => DrillOutcome::failed(e),
-    }
+        Ok(r) => {
+            let restored = started.elapsed().as_secs_f64();
+            let data = format!(
+                "data verified: {} of disks restored and every chunk proven in {restored:.1}s",
+                crate::policy::units::format_size(r.bytes)
+            );
+            let guest = drill
+                .fsck
+                .as_ref()
+                .map(|fsck| check_disks(fsck, &r.files, drill.timeout));
+            let guest_ok = guest.as_ref().map(Result::is_ok);
+            let guest_detail = guest.map(|g| match g {
+                Ok(s) | Err(s) => s,
+            });
+            let ok = guest_ok != Some(false);
+            DrillOutcome {
+                ok,
+                detail: match &guest_detail {
+                    Some(g) if ok => format!("{data}; guest check: {g}"),
+                    Some(g) => format!("guest check failed: {g}; {data}"),
+                    None => data,
+                },
+                data_ok: Some(true),
+                guest_ok,
+                guest_detail,
+                restore_seconds: ok.then(|| started.elapsed().as_secs_f64()),
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }
 
 /// Powers the drill VM off and destroys it when dropped.
@@ -241,7 +484,14 @@ pub fn boot_drill(
     let restored = match restored {
         Ok(r) => r,
         Err(e) => {
-            return DrillOutcome::failed(format!("restore onto the drill host failed: {e:#}"));
+            return DrillOutcome {
+                ok: false,
+                detail: format!("restore onto the drill host failed: {e:#}"),
+                data_ok: data_damaged(&e).then_some(false),
+                guest_ok: None,
+                guest_detail: None,
+                restore_seconds: None,
+            };
         }
     };
     let _teardown = Teardown {
@@ -280,7 +530,15 @@ pub fn boot_drill(
             Ok(what) => notes.push(format!("{what} passed")),
             Err(e) => {
                 notes.push(format!("FAILED: {e}"));
-                return DrillOutcome::failed(notes.join("; "));
+                let guest = format!("guest check failed: {}", notes[1..].join("; "));
+                return DrillOutcome {
+                    ok: false,
+                    detail: format!("{guest}; data verified: {}", notes[0]),
+                    data_ok: Some(true),
+                    guest_ok: Some(false),
+                    guest_detail: Some(notes[1..].join("; ")),
+                    restore_seconds: None,
+                };
             }
         }
     }
@@ -289,6 +547,66 @@ pub fn boot_drill(
     DrillOutcome {
         ok: true,
         detail: notes.join("; "),
+        data_ok: Some(true),
+        guest_ok: Some(true),
+        guest_detail: Some(notes[1..notes.len() - 1].join("; ")),
         restore_seconds: Some(rto),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(image: &Path) -> CheckTarget<'_> {
+        CheckTarget {
+            image,
+            partition: 2,
+            offset_bytes: 1048576,
+            size_bytes: 4096,
+            fstype: "ext4",
+        }
+    }
+
+    #[test]
+    fn a_failed_check_shows_its_own_output_not_only_its_first_line() {
+        let image = Path::new("/nonexistent/disk-flat.vmdk");
+        let err = run_check_command(
+            "echo 'checker 1.0' >&2; echo 'bad magic in {image} at {offset}' >&2; echo 'try -b 8193'; exit 8",
+            &whole(image),
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.contains("exit status: 8"), "{err}");
+        assert!(
+            err.contains(
+                "checker 1.0 / bad magic in /nonexistent/disk-flat.vmdk at 1048576 / try -b 8193"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_check_that_writes_without_end_is_bounded_and_never_blocks() {
+        let err = run_check_command(
+            "head -c 5000000 /dev/zero | tr '\\0' x; echo; exit 1",
+            &whole(Path::new("/x")),
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.len() < OUTPUT_LIMIT_BYTES + 500, "{} bytes", err.len());
+        assert!(err.ends_with("…(output cut)"), "{}", &err[err.len() - 40..]);
+    }
+
+    #[test]
+    fn every_placeholder_of_a_check_is_replaced() {
+        let t = whole(Path::new("/s/d-flat.vmdk"));
+        assert_eq!(
+            expand_check(
+                "c '{image}?offset={offset}' {partition} {size} {fstype}",
+                &t
+            ),
+            "c '/s/d-flat.vmdk?offset=1048576' 2 4096 ext4"
+        );
     }
 }

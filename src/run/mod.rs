@@ -7,6 +7,7 @@ pub mod connect;
 pub mod drill;
 pub mod export;
 pub mod installation;
+pub mod partition;
 pub mod restore;
 pub mod runlock;
 pub mod throttle;

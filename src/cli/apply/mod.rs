@@ -64,12 +64,15 @@ pub const EXIT_PARTIAL: u8 = 1;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A plan saved by `coffer plan --out FILE`: carry out exactly its
-    /// actions, refused when the policies or the catalog changed since.
+    /// A plan saved by `coffer plan --out FILE`: carry out those of its
+    /// actions the plan made now also holds; refused when it was edited,
+    /// when the policies or the catalog changed since, or when it lists an
+    /// action the plan made now does not.
     pub plan: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub location: Location,
-    /// Let retention prune more than half of a tier's points in one run.
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
     #[arg(long)]
     pub allow_mass_prune: bool,
     /// Do not send email, even when the notifiers' rules say to.
@@ -362,12 +365,12 @@ impl Runner<'_> {
                 let threads = super::threads();
                 let scratch = config.settings.state_dir.join("drills");
                 std::fs::create_dir_all(&scratch)?;
-                let (kind, ok, detail, seconds) = match d.kind {
+                let (kind, o) = match d.kind {
                     DrillKind::Verify => {
                         let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
                         let detail = if r.ok() {
                             format!(
-                                "{} chunks ({}) read back and proven",
+                                "data verified: {} chunks ({}) read back and proven",
                                 r.chunks_checked,
                                 crate::policy::units::format_size(r.bytes_checked)
                             )
@@ -380,12 +383,20 @@ impl Runner<'_> {
                                 r.bad_chunks.len()
                             )
                         };
-                        (VerificationKind::Verify, r.ok(), detail, None)
+                        let o = drill::DrillOutcome {
+                            ok: r.ok(),
+                            detail,
+                            data_ok: Some(r.ok()),
+                            guest_ok: None,
+                            guest_detail: None,
+                            restore_seconds: None,
+                        };
+                        (VerificationKind::Verify, o)
                     }
                     DrillKind::Restore => {
                         let m = repo.read_manifest(&p)?;
                         let o = drill::restore_drill(&repo, &m, d, &scratch, threads);
-                        (VerificationKind::Restore, o.ok, o.detail, o.restore_seconds)
+                        (VerificationKind::Restore, o)
                     }
                     DrillKind::Boot => {
                         let m = repo.read_manifest(&p)?;
@@ -396,9 +407,11 @@ impl Runner<'_> {
                         let conn = self.session(&host)?;
                         let target = HostTarget::esxi(conn, "datastore1");
                         let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
-                        (VerificationKind::Boot, o.ok, o.detail, o.restore_seconds)
+                        (VerificationKind::Boot, o)
                     }
                 };
+                // Data and guest checks are recorded as separate facts: only
+                // the data fact can mark the copy damaged.
                 let verification = Verification {
                     kind,
                     point_id: point.clone(),
@@ -406,9 +419,12 @@ impl Runner<'_> {
                     drill: Some(drill.clone()),
                     started,
                     finished: Some(Utc::now()),
-                    ok: Some(ok),
-                    detail: Some(detail.clone()),
-                    restore_seconds: seconds,
+                    ok: Some(o.ok),
+                    detail: Some(o.detail.clone()),
+                    data_ok: o.data_ok,
+                    guest_ok: o.guest_ok,
+                    guest_detail: o.guest_detail.clone(),
+                    restore_seconds: o.restore_seconds,
                 };
                 catalog.record_verification(&verification)?;
                 // A rebuilt catalog finds it again in the tier's log.
@@ -417,13 +433,13 @@ impl Runner<'_> {
                 {
                     eprintln!("coffer: could not log drill {drill} on tier `{tier}`: {e}");
                 }
-                if ok {
-                    Ok(match seconds {
-                        Some(s) => format!("{detail} (RTO {s:.1}s)"),
-                        None => detail,
+                if o.ok {
+                    Ok(match o.restore_seconds {
+                        Some(s) => format!("{} (RTO {s:.1}s)", o.detail),
+                        None => o.detail,
                     })
                 } else {
-                    anyhow::bail!("{detail}")
+                    anyhow::bail!("{}", o.detail)
                 }
             }
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {
@@ -535,6 +551,12 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         Action::Drill { .. } => Some(3),
         _ => None,
     };
+    // A saved plan is checked three ways before anything runs: its actions
+    // are the ones it was saved with, the policies and the catalog are as
+    // they were, and the plan made now holds every action it lists. While
+    // it runs, each phase is planned again and only the actions both plans
+    // hold are carried out (the fresh ones: their safety floors checked
+    // now), so an edited or stale file can never add work.
     let saved = match &args.plan {
         Some(file) => {
             let text = std::fs::read_to_string(file)
@@ -550,6 +572,13 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
                     "plan format {} is not {}",
                     saved.format,
                     crate::plan::planner::PLAN_FORMAT
+                );
+            }
+            if !saved.fingerprint.seals(saved.now, &saved.actions)? {
+                anyhow::bail!(
+                    "refusing the plan in {}: it was changed after `coffer plan --out` saved it (its actions do not match its fingerprint), or an older coffer saved it; run `coffer plan --out {}` again and review it",
+                    file.display(),
+                    file.display()
                 );
             }
             let gathered = gather(&config, &mut catalog)?;
@@ -569,10 +598,35 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
                     file.display()
                 );
             }
+            let fresh = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
+            let fresh_ids: std::collections::BTreeSet<Vec<&str>> =
+                fresh.actions.iter().filter_map(Action::identity).collect();
+            let foreign: Vec<&Action> = saved
+                .actions
+                .iter()
+                .filter(|a| a.identity().is_some_and(|id| !fresh_ids.contains(&id)))
+                .collect();
+            if !foreign.is_empty() {
+                eprintln!(
+                    "the plan in {} holds actions the plan made now does not:",
+                    file.display()
+                );
+                for a in &foreign {
+                    eprintln!("  {}", a.line());
+                }
+                anyhow::bail!(
+                    "refusing the plan in {}: it was edited or is stale, and nothing of it was carried out; run `coffer plan --out {}` again",
+                    file.display(),
+                    file.display()
+                );
+            }
             Some(saved)
         }
         None => None,
     };
+    let saved_ids: Option<std::collections::BTreeSet<Vec<&str>>> = saved
+        .as_ref()
+        .map(|s| s.actions.iter().filter_map(Action::identity).collect());
     // Runs one phase's actions: backups side by side within the limits,
     // everything else one at a time.
     let run_phase = |runner: &mut Runner<'_>,
@@ -591,27 +645,15 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
             runner.run_backups(&backups, datastores, args.parallel, catalog, cancel);
         }
     };
-    if let Some(saved) = &saved {
-        let gathered = gather(&config, &mut catalog)?;
-        let datastores = datastores_of(&gathered);
-        for phase in [1, 2, 3] {
-            let actions = saved
-                .actions
-                .iter()
-                .filter(|a| phase_of(a) == Some(phase))
-                .collect();
-            run_phase(&mut runner, &mut catalog, actions, &datastores);
-        }
-    }
-    // Without a saved plan: plan, run a phase, plan again for the next, so
-    // the points just taken are copied and drilled in the same run.
+    // Plan, run a phase, plan again for the next, so the points just taken
+    // are copied and drilled in the same run. With a saved plan, only what
+    // it also holds runs: the points just taken are not copied by this run.
     for phase in [1, 2, 3] {
-        if saved.is_some() {
-            break;
-        }
         let gathered = gather(&config, &mut catalog)?;
         let plan = make_plan(&config, &gathered, clock(), args.allow_mass_prune);
-        if phase == 1 && args.json {
+        if saved.is_some() {
+            // The reviewed plan was printed when it was saved.
+        } else if phase == 1 && args.json {
             event(serde_json::json!({
                 "event": "plan",
                 "notes": gathered.notes,
@@ -624,6 +666,11 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
             .actions
             .iter()
             .filter(|a| phase_of(a) == Some(phase))
+            .filter(|a| match (&saved_ids, a.identity()) {
+                (None, _) => true,
+                (Some(ids), Some(id)) => ids.contains(&id),
+                (Some(_), None) => false,
+            })
             .collect();
         run_phase(
             &mut runner,
