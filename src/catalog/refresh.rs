@@ -317,8 +317,9 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
             value: m.created.clone(),
         })?;
     tx.execute(
-        "INSERT INTO points (point_id, vm_uuid, created, kind, parent, consistency, duration_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO points \
+         (point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             m.point_id,
             m.vm.uuid,
@@ -330,6 +331,8 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
             m.parent,
             m.consistency,
             i64::try_from(m.duration_ms).unwrap_or(i64::MAX),
+            m.vm.source,
+            m.vm.name,
         ],
     )?;
     for d in &m.disks {

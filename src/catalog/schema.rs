@@ -123,6 +123,15 @@ CREATE TABLE alerts (
     resolved  TEXT
 );
 "#,
+    // 2 (VM identity and visibility): a VM is its instance UUID *and* its
+    // source, since two sources may hold VMs with the same instance UUID;
+    // each point keeps the source and VM name its manifest records (NULL
+    // for manifests from before), so the catalog remembers every VM it
+    // protected even when its source cannot be read.
+    r#"
+ALTER TABLE points ADD COLUMN source TEXT;
+ALTER TABLE points ADD COLUMN vm_name TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

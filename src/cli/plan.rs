@@ -44,7 +44,8 @@ pub struct Args {
 /// What was gathered for a plan, and what went wrong gathering it.
 pub struct Gathered {
     pub inventory: Vec<(String, crate::vsphere::VmRecord)>,
-    pub unreachable: BTreeSet<String>,
+    /// Sources that could not be read, with why.
+    pub unreachable: BTreeMap<String, String>,
     pub points: Vec<PointInfo>,
     pub unlisted: BTreeSet<String>,
     pub drills: Vec<planner::DrillRecord>,
@@ -76,7 +77,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         }
     }
     let mut inventory = Vec::new();
-    let mut unreachable = BTreeSet::new();
+    let mut unreachable = BTreeMap::new();
     for source in config.sources.values() {
         match connect::connect(source, &config.settings.state_dir).and_then(|c| {
             c.session
@@ -89,7 +90,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
             }
             Err(e) => {
                 notes.push(format!("source `{}` could not be read: {e:#}", source.name));
-                unreachable.insert(source.name.clone());
+                unreachable.insert(source.name.clone(), format!("{e:#}"));
             }
         }
     }
@@ -100,10 +101,25 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         .keys()
         .map(|t| (t.as_str(), Arc::from(t.as_str())))
         .collect();
+    // One name per source too.
+    let source_names: BTreeMap<String, Arc<str>> = config
+        .sources
+        .keys()
+        .map(|s| (s.clone(), Arc::from(s.as_str())))
+        .collect();
     for vm in catalog.vms()? {
         let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
             (vm.uuid.as_str().into(), vm.name.as_str().into());
         for p in catalog.points_of_vm(&vm.uuid)? {
+            // Two VMs with this UUID on two sources each have their name.
+            let point_vm_name = match &p.vm_name {
+                Some(n) if **n != *vm_name => Arc::from(n.as_str()),
+                _ => vm_name.clone(),
+            };
+            let source = p
+                .source
+                .as_deref()
+                .map(|s| source_names.get(s).cloned().unwrap_or_else(|| Arc::from(s)));
             let last = catalog.last_verification(&p.point_id)?;
             let copies: Copies = p
                 .copies
@@ -139,7 +155,8 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
             }
             points.push(PointInfo {
                 vm_uuid: vm_uuid.clone(),
-                vm_name: vm_name.clone(),
+                source,
+                vm_name: point_vm_name,
                 point_id: p.point_id.clone(),
                 created: p.created,
                 kind: p.kind,
@@ -308,9 +325,10 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
         } else {
             writeln!(
                 out,
-                "compliance {} ({}): BREACH: {}",
+                "compliance {} ({}): {}: {}",
                 c.vm,
                 c.policy,
+                standing_word(c),
                 c.violations.join("; ")
             )?;
         }
@@ -344,6 +362,17 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
         )?;
     }
     Ok(())
+}
+
+/// A VM's standing in one word, for people: `ok`, `BREACH`, or `UNKNOWN`
+/// when its source could not be read.
+pub fn standing_word(c: &crate::plan::compliance::VmCompliance) -> &'static str {
+    use crate::plan::compliance::Standing;
+    match c.standing {
+        Standing::Ok => "ok",
+        Standing::Breach => "BREACH",
+        Standing::Unknown => "UNKNOWN",
+    }
 }
 
 /// What a plan moves, in bytes of disk: full backups (their disks'

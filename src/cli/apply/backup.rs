@@ -122,6 +122,7 @@ pub(super) fn backup_action(
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let request = VmBackupRequest {
         vm: &record,
+        source,
         datacenter: &conn.datacenter,
         run_id,
         consistency: policy.consistency,
