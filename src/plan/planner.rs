@@ -638,8 +638,8 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         actions.push(Action::Alert {
             vm: Some(name.to_string()),
             message: format!(
-                "standing unknown: {}; nothing of it is pruned until its source answers",
-                unknown.violations[0]
+                "standing unknown, {}; nothing of it is pruned until its source answers",
+                unknown.violations[0].trim_start_matches("unknown: ")
             ),
         });
         compliance.push(unknown);

@@ -574,7 +574,8 @@ fn a_vm_whose_source_cannot_be_read_is_unknown_and_nothing_of_it_is_pruned() {
     let l = lines(&p);
     assert!(
         l.iter()
-            .any(|l| l.starts_with("! alert app01: standing unknown")),
+            .any(|l| l
+                .starts_with("! alert app01: standing unknown, source `esx2` could not be read")),
         "{l:?}"
     );
     assert!(
