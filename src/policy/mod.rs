@@ -18,6 +18,7 @@ pub mod schema;
 pub mod units;
 pub mod validate;
 mod validate_policy;
+mod validate_tiers;
 
 use std::path::Path;
 
