@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 
-use super::catalog::{Location, catalog_path, open_catalog, open_tier};
+use super::catalog::{Location, catalog_path, open_catalog, open_tiers};
 use super::{EXIT_OK, load_or_report};
 use crate::catalog::{Catalog, CopyState, VerificationKind};
 use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
@@ -58,8 +58,9 @@ pub struct Gathered {
 pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
     let mut notes = Vec::new();
     let mut unlisted = BTreeSet::new();
-    for name in config.tiers.keys() {
-        let refreshed = open_tier(config, name).and_then(|repo| {
+    for (name, opened) in open_tiers(config)? {
+        let name = &name;
+        let refreshed = opened.and_then(|repo| {
             catalog
                 .refresh_tier(name, &repo)
                 .map_err(anyhow::Error::from)
