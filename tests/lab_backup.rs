@@ -77,6 +77,7 @@ impl Bed {
             &self.repo,
             &VmBackupRequest {
                 vm: &vm,
+                source: "lab",
                 datacenter: "ha-datacenter",
                 run_id: run,
                 consistency,

@@ -445,6 +445,7 @@ fn backup_loop(flavor: &str) {
     assert!(!vm.change_tracking_enabled);
     let request = |vm, base, run_id| VmBackupRequest {
         vm,
+        source: "vcsim",
         datacenter: &sim.datacenter,
         run_id,
         consistency: Consistency::Crash,
