@@ -273,4 +273,26 @@ lab_vms = 1
     for v in json(&o)["vms"].as_array().unwrap() {
         assert!(!v["newest_good"].is_null(), "{v:#}");
     }
+
+    // A restore by name asks which of the two is meant.
+    let out = dir.join("restored");
+    let o = run(dir, &["restore", "lab-vm-01", "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("were backed up from sources `a`, `b`: name one with --source"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        dir,
+        &[
+            "restore",
+            "lab-vm-01",
+            "--source",
+            "b",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
 }
