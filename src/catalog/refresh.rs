@@ -302,9 +302,10 @@ fn record(
 
 fn upsert_vm(tx: &Transaction<'_>, m: &Manifest, now: &str) -> Result<(), CatalogError> {
     tx.execute(
-        "INSERT INTO vms (uuid, name, source, first_seen, last_seen) VALUES (?1, ?2, NULL, ?3, ?3) \
-         ON CONFLICT(uuid) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
-        params![m.vm.uuid, m.vm.name, now],
+        "INSERT INTO vms (uuid, name, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
+         ON CONFLICT(uuid) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, \
+         source = COALESCE(excluded.source, vms.source)",
+        params![m.vm.uuid, m.vm.name, m.vm.source, now],
     )?;
     Ok(())
 }
