@@ -641,3 +641,43 @@ fn vms_with_one_instance_uuid_on_two_sources_never_share_points() {
     let app = p.compliance.iter().find(|c| c.vm == "app01").unwrap();
     assert_eq!(app.newest_good, None, "{app:?}");
 }
+
+#[test]
+fn points_without_a_source_count_for_the_one_vm_of_their_uuid_and_never_for_two() {
+    let c = config(SECOND_SOURCE);
+    // Written before manifests recorded the source.
+    let old = point("db01", "2026-11-25T01:00:05Z", PointKind::Full, &["local"]);
+    let i = input(
+        &c,
+        vec![vm("db01")],
+        vec![old.clone()],
+        "2026-11-25T02:00:00Z",
+    );
+    let p = plan(&i, &restic_retention);
+    assert!(
+        !lines(&p).iter().any(|l| l.starts_with("+ backup")),
+        "{:?}",
+        lines(&p)
+    );
+    assert!(p.compliance[0].newest_good.is_some());
+    // A VM of another source with the same UUID: the old point cannot say
+    // whose it is, so it protects neither (and is pruned by neither).
+    let mut copy = vm("app01");
+    copy.instance_uuid = Some("uuid-db01".into());
+    let mut i = input(&c, vec![vm("db01")], vec![old], "2026-11-25T02:00:00Z");
+    i.inventory.push(("esx2".into(), copy));
+    let p = plan(&i, &restic_retention);
+    let l = lines(&p);
+    assert!(
+        l.iter().any(|l| l.starts_with("+ backup db01"))
+            && l.iter().any(|l| l.starts_with("+ backup app01")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(
+            |l| l.ends_with("1 older points that do not record their source count for neither")
+        ),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|l| l.starts_with("- prune")), "{l:?}");
+}
