@@ -140,7 +140,7 @@ fn measure(vms: usize) {
     let input = PlanInput {
         config: &config,
         inventory,
-        unreachable_sources: BTreeSet::new(),
+        unreachable_sources: Default::default(),
         points,
         unlisted_tiers: BTreeSet::new(),
         drills,
@@ -305,6 +305,7 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                 .collect();
             points.push(PointInfo {
                 vm_uuid: vm_uuid.clone(),
+                source: None,
                 vm_name: vm_name.clone(),
                 point_id: format!("{}-{i:05}", created.format("%Y%m%dT%H%M%SZ")),
                 created,

@@ -244,6 +244,8 @@ fn back_up_two_disk_vm(dir: &Path, disks: &[&Path]) {
             vm: VmIdentity {
                 name: "db01".into(),
                 uuid: "4210aaaa-0000-0000-0000-0000000000e1".into(),
+                source: None,
+                source_instance: None,
             },
             consistency: "crash".into(),
             chunk_size_bytes: 256 << 10,

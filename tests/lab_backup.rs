@@ -82,6 +82,7 @@ impl Bed {
                 vm: &vm,
                 installation: INSTALLATION,
                 snapshot_max_age: Duration::from_secs(24 * 3600),
+                source: "lab",
                 datacenter: "ha-datacenter",
                 run_id: run,
                 consistency,

@@ -124,6 +124,8 @@ fn vm() -> VmIdentity {
     VmIdentity {
         name: "db01".into(),
         uuid: "4210aaaa-0000-0000-0000-000000000001".into(),
+        source: None,
+        source_instance: None,
     }
 }
 

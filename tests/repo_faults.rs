@@ -41,6 +41,8 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
             vm: VmIdentity {
                 name: vm.into(),
                 uuid: format!("4210bbbb-0000-0000-0000-{:012}", vm.len()),
+                source: None,
+                source_instance: None,
             },
             consistency: "crash".into(),
             chunk_size_bytes: 256 << 10,

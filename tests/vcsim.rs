@@ -447,6 +447,7 @@ fn backup_loop(flavor: &str) {
         vm,
         installation: "00112233aabbccdd",
         snapshot_max_age: Duration::from_secs(24 * 3600),
+        source: "vcsim",
         datacenter: &sim.datacenter,
         run_id,
         consistency: Consistency::Crash,

@@ -103,6 +103,11 @@ pub struct PointRecord {
     /// What was achieved: "application", "crash" or "image".
     pub consistency: String,
     pub duration_ms: u64,
+    /// The source the VM was read from, as its manifest records it (`None`
+    /// for points from before coffer recorded it).
+    pub source: Option<String>,
+    /// The VM's name at this point, from its manifest.
+    pub vm_name: Option<String>,
     pub disks: Vec<DiskRecord>,
     pub copies: Vec<CopyRecord>,
 }
@@ -204,11 +209,22 @@ fn point_kind(s: &str) -> Result<PointKind, CatalogError> {
     }
 }
 
-const POINT_COLUMNS: &str = "point_id, vm_uuid, created, kind, parent, consistency, duration_ms";
+const POINT_COLUMNS: &str =
+    "point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name";
 
 /// Raw columns of a `points` row, converted outside the rusqlite closure
 /// so that a bad value is a `CatalogError`, not a panic.
-type PointRow = (String, String, String, String, Option<String>, String, i64);
+type PointRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
 fn point_row(r: &Row<'_>) -> rusqlite::Result<PointRow> {
     Ok((
@@ -219,6 +235,8 @@ fn point_row(r: &Row<'_>) -> rusqlite::Result<PointRow> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
     ))
 }
 
@@ -458,7 +476,8 @@ impl Catalog {
     }
 
     fn complete_point(&self, row: PointRow) -> Result<PointRecord, CatalogError> {
-        let (point_id, vm_uuid, created, kind, parent, consistency, duration_ms) = row;
+        let (point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name) =
+            row;
         let mut stmt = self.conn.prepare_cached(
             "SELECT device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id \
              FROM point_disks WHERE point_id = ?1 ORDER BY device_key",
@@ -493,6 +512,8 @@ impl Catalog {
             parent,
             consistency,
             duration_ms: duration_ms.max(0) as u64,
+            source,
+            vm_name,
             disks,
             copies,
         })

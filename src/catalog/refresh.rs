@@ -302,9 +302,10 @@ fn record(
 
 fn upsert_vm(tx: &Transaction<'_>, m: &Manifest, now: &str) -> Result<(), CatalogError> {
     tx.execute(
-        "INSERT INTO vms (uuid, name, source, first_seen, last_seen) VALUES (?1, ?2, NULL, ?3, ?3) \
-         ON CONFLICT(uuid) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
-        params![m.vm.uuid, m.vm.name, now],
+        "INSERT INTO vms (uuid, name, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
+         ON CONFLICT(uuid) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, \
+         source = COALESCE(excluded.source, vms.source)",
+        params![m.vm.uuid, m.vm.name, m.vm.source, now],
     )?;
     Ok(())
 }
@@ -317,8 +318,9 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
             value: m.created.clone(),
         })?;
     tx.execute(
-        "INSERT INTO points (point_id, vm_uuid, created, kind, parent, consistency, duration_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO points \
+         (point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             m.point_id,
             m.vm.uuid,
@@ -330,6 +332,8 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
             m.parent,
             m.consistency,
             i64::try_from(m.duration_ms).unwrap_or(i64::MAX),
+            m.vm.source,
+            m.vm.name,
         ],
     )?;
     for d in &m.disks {

@@ -145,6 +145,15 @@ UPDATE verifications SET guest_ok = 0, guest_detail = detail
       AND detail NOT LIKE 'restore onto the drill host failed%';
 CREATE INDEX verifications_by_copy ON verifications(point_id, tier, started);
 "#,
+    // 3 (VM identity and visibility): a VM is its instance UUID *and* its
+    // source, since two sources may hold VMs with the same instance UUID;
+    // each point keeps the source and VM name its manifest records (NULL
+    // for manifests from before), so the catalog remembers every VM it
+    // protected even when its source cannot be read.
+    r#"
+ALTER TABLE points ADD COLUMN source TEXT;
+ALTER TABLE points ADD COLUMN vm_name TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -80,16 +80,24 @@ pub fn new_run_id() -> String {
 }
 
 /// The newest point of the VM with `uuid` in `repo`.
-pub fn newest_point(repo: &Repository, uuid: &str) -> Result<Option<Manifest>> {
-    let newest = repo
+/// The newest point of the VM `uuid` of `source` on `repo`: a point
+/// recorded from another source (a VM there with the same instance UUID)
+/// is another VM's and never a base. A point from before coffer recorded
+/// sources counts as this VM's.
+pub fn newest_point(repo: &Repository, uuid: &str, source: &str) -> Result<Option<Manifest>> {
+    let mut listed: Vec<_> = repo
         .list_points()?
         .into_iter()
         .filter(|p| p.vm_uuid == uuid)
-        .max_by(|a, b| a.point_id.cmp(&b.point_id));
-    Ok(match newest {
-        Some(p) => Some(repo.read_manifest(&p)?),
-        None => None,
-    })
+        .collect();
+    listed.sort_by(|a, b| b.point_id.cmp(&a.point_id));
+    for p in listed {
+        let m = repo.read_manifest(&p)?;
+        if m.vm.source.as_deref().is_none_or(|s| s == source) {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -164,7 +172,7 @@ pub fn run(args: Args) -> Result<u8> {
     let base = if args.full {
         None
     } else {
-        newest_point(&repo, &uuid)?
+        newest_point(&repo, &uuid, &conn.source)?
     };
     let run_id = new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
@@ -178,6 +186,7 @@ pub fn run(args: Args) -> Result<u8> {
         vm: &vm,
         installation: &installation,
         snapshot_max_age: config.compliance.snapshot_max_age,
+        source: &conn.source,
         datacenter: &conn.datacenter,
         run_id: &run_id,
         consistency: policy.consistency,

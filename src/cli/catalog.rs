@@ -172,6 +172,48 @@ pub(crate) fn open_tier(config: &Config, name: &str) -> Result<Repository> {
         .with_context(|| format!("opening the repository of tier `{name}`"))
 }
 
+/// Two tiers of a policy that open one repository (the same repository id),
+/// which their paths did not show: a symlink made after validation, a bind
+/// mount, two endpoints of one object store.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "tiers `{first}` and `{second}` open the same repository ({id}, at {place}): one tier's \
+     retention would prune the other's points; give each tier a repository of its own \
+     (`coffer repo init --tier NAME` after changing its path)"
+)]
+pub struct SameRepository {
+    pub first: String,
+    pub second: String,
+    pub id: String,
+    pub place: String,
+}
+
+/// Opens every tier of the policy, each with the outcome of its opening,
+/// and refuses them all when two tiers turn out to be one repository: no
+/// tier is listed, pruned or written then.
+pub(crate) fn open_tiers(
+    config: &Config,
+) -> Result<Vec<(String, Result<Repository>)>, SameRepository> {
+    let opened: Vec<(String, Result<Repository>)> = config
+        .tiers
+        .keys()
+        .map(|name| (name.clone(), open_tier(config, name)))
+        .collect();
+    let mut by_id: std::collections::BTreeMap<&str, &str> = Default::default();
+    for (name, repo) in &opened {
+        let Ok(repo) = repo else { continue };
+        if let Some(first) = by_id.insert(repo.config.id.as_str(), name) {
+            return Err(SameRepository {
+                first: first.to_string(),
+                second: name.clone(),
+                id: repo.config.id.clone(),
+                place: repo.describe(),
+            });
+        }
+    }
+    Ok(opened)
+}
+
 fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Result<u8> {
     let config = load(&location.policy)?;
     let path = catalog_path(location, Some(&config))?;

@@ -85,7 +85,11 @@ pub fn run(args: Args) -> Result<u8> {
                 if v.violations.is_empty() {
                     "ok".to_string()
                 } else {
-                    format!("BREACH: {}", v.violations.join("; "))
+                    format!(
+                        "{}: {}",
+                        super::plan::standing_word(v),
+                        v.violations.join("; ")
+                    )
                 }
             )?;
             if let Some(d) = gathered.last_drill(&v.vm_uuid) {

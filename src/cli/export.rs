@@ -15,6 +15,10 @@ use crate::run::export::{self, ExportFormat};
 pub struct Args {
     /// The VM's name (as recorded in its points).
     pub vm: String,
+    /// The source the VM was backed up from, when VMs of this name were
+    /// backed up from more than one.
+    #[arg(long)]
+    pub source: Option<String>,
     /// This point.
     #[arg(long, conflicts_with = "at")]
     pub point: Option<String>,
@@ -46,6 +50,7 @@ pub fn run(args: Args) -> Result<u8> {
         &config,
         args.tier.as_deref(),
         &args.vm,
+        args.source.as_deref(),
         args.point.as_deref(),
         at,
     )?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::catalog::{Location, catalog_path, open_catalog, open_tier};
+use super::catalog::{Location, catalog_path, open_catalog, open_tiers};
 use super::{EXIT_OK, load_or_report};
 use crate::catalog::{Catalog, CopyState};
 use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
@@ -45,7 +45,8 @@ pub struct Args {
 /// What was gathered for a plan, and what went wrong gathering it.
 pub struct Gathered {
     pub inventory: Vec<(String, crate::vsphere::VmRecord)>,
-    pub unreachable: BTreeSet<String>,
+    /// Sources that could not be read, with why.
+    pub unreachable: BTreeMap<String, String>,
     pub points: Vec<PointInfo>,
     pub unlisted: BTreeSet<String>,
     pub drills: Vec<planner::DrillRecord>,
@@ -58,8 +59,9 @@ pub struct Gathered {
 pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
     let mut notes = Vec::new();
     let mut unlisted = BTreeSet::new();
-    for name in config.tiers.keys() {
-        let refreshed = open_tier(config, name).and_then(|repo| {
+    for (name, opened) in open_tiers(config)? {
+        let name = &name;
+        let refreshed = opened.and_then(|repo| {
             catalog
                 .refresh_tier(name, &repo)
                 .map_err(anyhow::Error::from)
@@ -77,7 +79,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         }
     }
     let mut inventory = Vec::new();
-    let mut unreachable = BTreeSet::new();
+    let mut unreachable = BTreeMap::new();
     for source in config.sources.values() {
         match connect::connect(source, &config.settings.state_dir).and_then(|c| {
             c.session
@@ -90,7 +92,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
             }
             Err(e) => {
                 notes.push(format!("source `{}` could not be read: {e:#}", source.name));
-                unreachable.insert(source.name.clone());
+                unreachable.insert(source.name.clone(), format!("{e:#}"));
             }
         }
     }
@@ -101,10 +103,25 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         .keys()
         .map(|t| (t.as_str(), Arc::from(t.as_str())))
         .collect();
+    // One name per source too.
+    let source_names: BTreeMap<String, Arc<str>> = config
+        .sources
+        .keys()
+        .map(|s| (s.clone(), Arc::from(s.as_str())))
+        .collect();
     for vm in catalog.vms()? {
         let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
             (vm.uuid.as_str().into(), vm.name.as_str().into());
         for p in catalog.points_of_vm(&vm.uuid)? {
+            // Two VMs with this UUID on two sources each have their name.
+            let point_vm_name = match &p.vm_name {
+                Some(n) if **n != *vm_name => Arc::from(n.as_str()),
+                _ => vm_name.clone(),
+            };
+            let source = p
+                .source
+                .as_deref()
+                .map(|s| source_names.get(s).cloned().unwrap_or_else(|| Arc::from(s)));
             let copies: Copies = p
                 .copies
                 .iter()
@@ -139,7 +156,8 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
             }
             points.push(PointInfo {
                 vm_uuid: vm_uuid.clone(),
-                vm_name: vm_name.clone(),
+                source,
+                vm_name: point_vm_name,
                 point_id: p.point_id.clone(),
                 created: p.created,
                 kind: p.kind,
@@ -346,9 +364,10 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
         } else {
             writeln!(
                 out,
-                "compliance {} ({}): BREACH: {}",
+                "compliance {} ({}): {}: {}",
                 c.vm,
                 c.policy,
+                standing_word(c),
                 c.violations.join("; ")
             )?;
         }
@@ -382,6 +401,17 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
         )?;
     }
     Ok(())
+}
+
+/// A VM's standing in one word, for people: `ok`, `BREACH`, or `UNKNOWN`
+/// when its source could not be read.
+pub fn standing_word(c: &crate::plan::compliance::VmCompliance) -> &'static str {
+    use crate::plan::compliance::Standing;
+    match c.standing {
+        Standing::Ok => "ok",
+        Standing::Breach => "BREACH",
+        Standing::Unknown => "UNKNOWN",
+    }
 }
 
 /// What a plan moves, in bytes of disk: full backups (their disks'

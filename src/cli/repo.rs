@@ -593,6 +593,8 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let vm = VmIdentity {
         uuid: image_uuid(&name),
         name: name.clone(),
+        source: None,
+        source_instance: None,
     };
     let chunk = units::parse_size(&a.chunk_size).map_err(|e| anyhow!("--chunk-size: {e}"))?;
     let disk = FileDisk::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;

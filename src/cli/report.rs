@@ -91,6 +91,7 @@ pub fn vm_lines(plan: &Plan, g: &Gathered) -> Vec<VmLine> {
             vm: c.vm.clone(),
             policy: c.policy.clone(),
             ok: c.violations.is_empty(),
+            standing: super::plan::standing_word(c).to_string(),
             violations: c.violations.clone(),
             copies: c.copies,
             media: c.media,

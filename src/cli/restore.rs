@@ -20,6 +20,10 @@ use crate::run::restore::{self, HostTarget, VmxChanges};
 pub struct Args {
     /// The VM's name (as recorded in its points).
     pub vm: String,
+    /// The source the VM was backed up from, when VMs of this name were
+    /// backed up from more than one.
+    #[arg(long)]
+    pub source: Option<String>,
     /// This point.
     #[arg(long, conflicts_with = "at")]
     pub point: Option<String>,
@@ -71,11 +75,16 @@ pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     .transpose()
 }
 
-/// The point to restore: by id, the newest at a time, or the newest.
+/// The point to restore: by id, the newest at a time, or the newest, of
+/// the VM `vm` of `source`. VMs of one name on two sources are two VMs:
+/// without `source`, a name recorded from more than one source is refused
+/// rather than one of them guessed (points recorded without a source match
+/// any).
 pub fn find_point(
     config: &Config,
     tier: Option<&str>,
     vm: &str,
+    source: Option<&str>,
     point: Option<&str>,
     at: Option<DateTime<Utc>>,
 ) -> Result<(String, Repository, Manifest)> {
@@ -87,6 +96,7 @@ pub fn find_point(
     for t in tiers {
         let repo = open_tier(config, t)?;
         let mut best: Option<Manifest> = None;
+        let mut sources = std::collections::BTreeSet::new();
         for p in repo.list_points()? {
             if point.is_some_and(|id| id != p.point_id) {
                 continue;
@@ -94,8 +104,13 @@ pub fn find_point(
             let Ok(m) = repo.read_manifest(&p) else {
                 continue;
             };
-            if m.vm.name != vm {
+            if m.vm.name != vm
+                || source.is_some_and(|s| m.vm.source.as_deref().is_some_and(|own| own != s))
+            {
                 continue;
+            }
+            if let Some(own) = m.vm.source.as_deref() {
+                sources.insert(own.to_string());
             }
             if let Some(at) = at {
                 let created = DateTime::parse_from_rfc3339(&m.created)
@@ -108,6 +123,16 @@ pub fn find_point(
             if best.as_ref().is_none_or(|b| m.point_id > b.point_id) {
                 best = Some(m);
             }
+        }
+        if source.is_none() && sources.len() > 1 {
+            bail!(
+                "VMs named `{vm}` were backed up from sources {}: name one with --source",
+                sources
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         if let Some(m) = best {
             return Ok((t.to_string(), repo, m));
@@ -127,6 +152,7 @@ pub fn run(args: Args) -> Result<u8> {
         &config,
         args.tier.as_deref(),
         &args.vm,
+        args.source.as_deref(),
         args.point.as_deref(),
         at,
     )?;

@@ -89,6 +89,10 @@ pub struct LabConfig {
     pub page_objects: usize,
     /// How much of a disk one QueryChangedDiskAreas answer covers.
     pub changed_areas_window_bytes: u64,
+    /// New VMs' instance UUIDs derive from this and their names; `None`:
+    /// from their names alone, the same in every lab (VMs copied between
+    /// hosts).
+    pub uuid_seed: Option<String>,
 }
 
 impl LabConfig {
@@ -101,6 +105,7 @@ impl LabConfig {
             password: None,
             page_objects: 100,
             changed_areas_window_bytes: 16 << 20,
+            uuid_seed: None,
         }
     }
 }
@@ -269,7 +274,12 @@ impl Lab {
     pub fn start(config: LabConfig) -> Result<LabHandle, Error> {
         let store = state::Store::new(&config.state_dir);
         let st = store
-            .init(config.vms, &config.user, config.password.as_deref())
+            .init_with(
+                config.vms,
+                &config.user,
+                config.password.as_deref(),
+                config.uuid_seed.as_deref(),
+            )
             .map_err(io(format!(
                 "preparing the lab state in {}",
                 config.state_dir.display()

@@ -239,6 +239,18 @@ impl Store {
     /// Creates the state on first use (credentials, `vms` lab VMs) and adds
     /// lab VMs up to `vms` on later ones; never removes any.
     pub fn init(&self, vms: u32, user: &str, password: Option<&str>) -> io::Result<State> {
+        self.init_with(vms, user, password, None)
+    }
+
+    /// As [`Store::init`]; new VMs take their instance UUIDs from
+    /// `uuid_seed` and their names (see [`instance_uuid`]).
+    pub fn init_with(
+        &self,
+        vms: u32,
+        user: &str,
+        password: Option<&str>,
+        uuid_seed: Option<&str>,
+    ) -> io::Result<State> {
         std::fs::create_dir_all(self.datastore_root())?;
         let _lock = FileLock::take(&self.dir.join(LOCK_FILE), true)?;
         let mut state = match self.load()? {
@@ -275,7 +287,9 @@ impl Store {
             };
             let id = state.next_id;
             state.next_id += 1;
-            state.vms.push(make_lab_vm(&root, id, &name, sizes)?);
+            state
+                .vms
+                .push(make_lab_vm(&root, id, &name, sizes, uuid_seed)?);
         }
         self.save(&state)?;
         Ok(state)
@@ -313,7 +327,27 @@ impl Store {
     }
 }
 
-fn make_lab_vm(root: &Path, id: u64, name: &str, sizes: &[u64]) -> io::Result<Vm> {
+/// The instance UUID of the lab VM `name`. Without a seed it depends on the
+/// name alone, so two labs hold VMs with the same instance UUIDs: as two
+/// standalone hosts (or two vCenters) do when a VM's files were copied from
+/// one to the other, since `instanceUuid` is kept in the .vmx (`vc.uuid`)
+/// and only a vCenter keeps it unique, among its own VMs (vSphere API
+/// reference, `VirtualMachineConfigInfo.instanceUuid`). A seed gives a lab
+/// VMs of its own.
+fn instance_uuid(name: &str, uuid_seed: Option<&str>) -> String {
+    match uuid_seed {
+        None => uuid_of(&format!("instance/{name}")),
+        Some(seed) => uuid_of(&format!("instance/{seed}/{name}")),
+    }
+}
+
+fn make_lab_vm(
+    root: &Path,
+    id: u64,
+    name: &str,
+    sizes: &[u64],
+    uuid_seed: Option<&str>,
+) -> io::Result<Vm> {
     std::fs::create_dir_all(root.join(name))?;
     let mut disks = Vec::new();
     let mut vmx = format!(
@@ -361,7 +395,7 @@ fn make_lab_vm(root: &Path, id: u64, name: &str, sizes: &[u64]) -> io::Result<Vm
     Ok(Vm {
         id,
         name: name.to_string(),
-        instance_uuid: uuid_of(&format!("instance/{name}")),
+        instance_uuid: instance_uuid(name, uuid_seed),
         vmx: vmx_path,
         powered_on: true,
         cbt_enabled: false,

@@ -7,14 +7,32 @@ use chrono::{DateTime, Utc};
 
 use super::planner::PointInfo;
 use crate::policy::Config;
-use crate::policy::model::Policy;
-use crate::vsphere::types::VmRecord;
+use crate::policy::model::{Policy, VmFacts};
+
+/// Where a VM stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    Ok,
+    Breach,
+    /// Its source could not be read: nothing is known of the VM now, which
+    /// counts as a breach.
+    Unknown,
+}
 
 /// 3-2-1-1-0 and RPO for one VM.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VmCompliance {
     pub vm: String,
     pub vm_uuid: String,
+    /// The source the VM is on (`None`: its points predate coffer recording
+    /// it and its source could not be read).
+    pub source: Option<String>,
+    pub standing: Standing,
+    /// Why the source could not be read, when the standing is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
+    /// The policy that selects the VM ("" when none is known).
     pub policy: String,
     /// Copies of the newest good point, counting production.
     pub copies: u32,
@@ -36,7 +54,8 @@ pub(super) fn vm_compliance(
     config: &Config,
     policy: &Policy,
     source: &str,
-    vm: &VmRecord,
+    vm_name: &str,
+    vm_uuid: &str,
     points: &[&PointInfo],
     now: DateTime<Utc>,
 ) -> VmCompliance {
@@ -99,8 +118,15 @@ pub(super) fn vm_compliance(
         violations.push("RPO breached".into());
     }
     VmCompliance {
-        vm: vm.name.clone(),
-        vm_uuid: vm.instance_uuid.clone().unwrap_or_default(),
+        vm: vm_name.to_string(),
+        vm_uuid: vm_uuid.to_string(),
+        source: Some(source.to_string()),
+        standing: if violations.is_empty() {
+            Standing::Ok
+        } else {
+            Standing::Breach
+        },
+        source_error: None,
         policy: policy.name.clone(),
         copies,
         media: media.len() as u32,
@@ -112,4 +138,80 @@ pub(super) fn vm_compliance(
         rpo_met,
         violations,
     }
+}
+
+/// The standing of a VM coffer protected whose source could not be read
+/// (`unreachable`: each source that may hold it, with its error): unknown,
+/// a breach, with what its points still show. `points` newest first.
+pub(super) fn unknown_vm(
+    config: &Config,
+    vm_uuid: &str,
+    source: Option<&str>,
+    vm_name: &str,
+    unreachable: &[(&str, &str)],
+    points: &[&PointInfo],
+    now: DateTime<Utc>,
+) -> VmCompliance {
+    let facts = |s| VmFacts {
+        source: s,
+        name: vm_name,
+        folder: "",
+        tags: &[],
+        datastores: &[],
+    };
+    let policy = config.policies.values().find(|p| {
+        unreachable
+            .iter()
+            .any(|(s, _)| source.is_none_or(|own| own == *s) && p.selector.matches(&facts(s)))
+    });
+    let mut c = match policy {
+        Some(p) => vm_compliance(
+            config,
+            p,
+            source.unwrap_or(unreachable[0].0),
+            vm_name,
+            vm_uuid,
+            points,
+            now,
+        ),
+        None => VmCompliance {
+            vm: vm_name.to_string(),
+            vm_uuid: vm_uuid.to_string(),
+            source: None,
+            standing: Standing::Unknown,
+            source_error: None,
+            policy: String::new(),
+            copies: 0,
+            media: 0,
+            offsite: 0,
+            immutable: 0,
+            verify_errors: 0,
+            newest_good: points.iter().find(|p| p.good()).map(|p| p.created),
+            rpo_met: None,
+            violations: Vec::new(),
+        },
+    };
+    let newest = points.iter().find(|p| p.good()).or(points.first());
+    let age = newest.map_or("no point".to_string(), |p| {
+        format!(
+            "newest point {} old",
+            crate::policy::units::format_duration((now - p.created).to_std().unwrap_or_default())
+        )
+    });
+    let errors = unreachable
+        .iter()
+        .map(|(s, e)| format!("source `{s}` could not be read: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    c.violations.insert(0, format!("unknown: {errors}; {age}"));
+    c.source = source.map(str::to_string);
+    c.standing = Standing::Unknown;
+    c.source_error = Some(
+        unreachable
+            .iter()
+            .map(|(_, e)| *e)
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    c
 }

@@ -22,6 +22,9 @@ use crate::vsphere::types::VmRecord;
 #[derive(Debug, Clone)]
 pub struct PointInfo {
     pub vm_uuid: Arc<str>,
+    /// The source the VM was read from: with the UUID, the VM's identity
+    /// (`None`: a point from before coffer recorded it).
+    pub source: Option<Arc<str>>,
     pub vm_name: Arc<str>,
     pub point_id: String,
     pub created: DateTime<Utc>,
@@ -205,8 +208,9 @@ pub struct PlanInput<'a> {
     pub config: &'a Config,
     /// Source name and VM, as the inventory found them.
     pub inventory: Vec<(String, VmRecord)>,
-    /// Sources that could not be reached: their VMs are not "vanished".
-    pub unreachable_sources: BTreeSet<String>,
+    /// Sources that could not be read, with the error: their VMs are
+    /// `unknown`, neither vanished nor in compliance.
+    pub unreachable_sources: BTreeMap<String, String>,
     pub points: Vec<PointInfo>,
     /// Tiers whose listing failed: nothing is pruned there.
     pub unlisted_tiers: BTreeSet<String>,
@@ -467,6 +471,56 @@ fn window_opens(policy: &Policy, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     })
 }
 
+/// A VM as its points know it: instance UUID and source (`None`: recorded
+/// before coffer kept the source).
+type VmKey<'a> = (&'a str, Option<&'a str>);
+
+/// The instance UUIDs that VMs of more than one source share, each with an
+/// alert: coffer keeps them apart, and says so, since one is most likely a
+/// copy of the other.
+fn duplicate_uuids<'a>(
+    inventory: &[&'a (String, VmRecord)],
+    by_vm: &BTreeMap<VmKey<'_>, &[&PointInfo]>,
+    actions: &mut Vec<Action>,
+) -> BTreeSet<&'a str> {
+    let mut holders: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (source, vm) in inventory {
+        if let Some(uuid) = vm.instance_uuid.as_deref() {
+            holders
+                .entry(uuid)
+                .or_default()
+                .push((source.as_str(), vm.name.as_str()));
+        }
+    }
+    let mut out = BTreeSet::new();
+    for (uuid, list) in holders {
+        let sources: BTreeSet<&str> = list.iter().map(|(s, _)| *s).collect();
+        if sources.len() < 2 {
+            continue;
+        }
+        out.insert(uuid);
+        let legacy = by_vm.get(&(uuid, None)).map_or(0, |p| p.len());
+        actions.push(Action::Alert {
+            vm: None,
+            message: format!(
+                "instance UUID {uuid} is held by {}: they are kept apart, each with its own points{}",
+                list.iter()
+                    .map(|(s, n)| format!("VM {n} of source `{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                if legacy > 0 {
+                    format!(
+                        "; {legacy} older points that do not record their source count for neither"
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    out
+}
+
 /// Builds the plan. `retain` applies a tier's retention to a VM's points
 /// there (restic's `forget` rules); passed in so it stays one function.
 pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str) -> Kept) -> Plan {
@@ -475,16 +529,19 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
     let mut actions = Vec::new();
     let mut compliance = Vec::new();
     // Each VM's points newest first, as slices of one sorted list.
+    // A VM is its instance UUID and its source: two sources may hold VMs
+    // with the same UUID (files copied between hosts, two vCenters), and
+    // one's points must never make the other look protected.
     let mut sorted: Vec<&PointInfo> = input.points.iter().collect();
     sorted.sort_unstable_by(|a, b| {
-        a.vm_uuid
-            .cmp(&b.vm_uuid)
+        (&a.vm_uuid, &a.source)
+            .cmp(&(&b.vm_uuid, &b.source))
             .then(b.created.cmp(&a.created))
             .then(b.point_id.cmp(&a.point_id))
     });
-    let by_vm: BTreeMap<&str, &[&PointInfo]> = sorted
-        .chunk_by(|a, b| a.vm_uuid == b.vm_uuid)
-        .map(|list| (&*list[0].vm_uuid, list))
+    let by_vm: BTreeMap<VmKey<'_>, &[&PointInfo]> = sorted
+        .chunk_by(|a, b| a.vm_uuid == b.vm_uuid && a.source == b.source)
+        .map(|list| ((&*list[0].vm_uuid, list[0].source.as_deref()), list))
         .collect();
     // The last finish of each drill per VM, in one pass over the records.
     let mut last_drills: LastDrills = BTreeMap::new();
@@ -505,11 +562,12 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             *e = r;
         }
     }
-    let mut seen_uuids = BTreeSet::new();
+    let mut matched: BTreeSet<VmKey<'_>> = BTreeSet::new();
     let mut prunes_per_tier: PrunesPerTier<'_> = BTreeMap::new();
 
     let mut inventory: Vec<&(String, VmRecord)> = input.inventory.iter().collect();
     inventory.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+    let duplicated = duplicate_uuids(&inventory, &by_vm, &mut actions);
     for (source, vm) in inventory {
         for alert in hygiene::snapshot_alerts(
             vm,
@@ -534,7 +592,13 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         let Some(uuid) = vm.instance_uuid.as_deref() else {
             continue;
         };
-        seen_uuids.insert(uuid.to_string());
+        // Points recorded without a source are this VM's unless another
+        // source holds a VM with the same UUID: then they are neither's.
+        let shared = duplicated.contains(uuid);
+        matched.insert((uuid, Some(source.as_str())));
+        if !shared {
+            matched.insert((uuid, None));
+        }
         let policy = match policies.as_slice() {
             [] => {
                 actions.push(Action::Alert {
@@ -559,7 +623,26 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
                 many[0]
             }
         };
-        let points = by_vm.get(uuid).copied().unwrap_or_default();
+        let own = by_vm
+            .get(&(uuid, Some(source.as_str())))
+            .copied()
+            .unwrap_or_default();
+        let legacy = if shared {
+            &[][..]
+        } else {
+            by_vm.get(&(uuid, None)).copied().unwrap_or_default()
+        };
+        let merged: Vec<&PointInfo>;
+        let points: &[&PointInfo] = if legacy.is_empty() {
+            own
+        } else if own.is_empty() {
+            legacy
+        } else {
+            let mut all = [own, legacy].concat();
+            all.sort_by(|a, b| b.created.cmp(&a.created).then(b.point_id.cmp(&a.point_id)));
+            merged = all;
+            &merged
+        };
         plan_backup(policy, source, vm, points, now, &mut actions);
         plan_tiers(
             input,
@@ -572,7 +655,9 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         );
         plan_drills(input, &last_drills, policy, vm, points, &mut actions);
         let mut standing =
-            super::compliance::vm_compliance(config, policy, source, vm, points, now);
+            super::compliance::vm_compliance(
+            config, policy, source, &vm.name, uuid, points, now,
+        );
         for (drill, r) in policy.drills.iter().filter_map(|d| {
             newest_drills
                 .get(&(policy.name.as_str(), d.name.as_str(), uuid))
@@ -600,17 +685,49 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         }
         compliance.push(standing);
     }
-    // Points of VMs the inventory no longer has.
-    for (uuid, points) in &by_vm {
-        if !seen_uuids.contains(*uuid) && input.unreachable_sources.is_empty() {
+    // Points of VMs the inventory does not show: gone from a source that
+    // answered, or unknown because their source could not be read.
+    for (&(uuid, source), points) in &by_vm {
+        if matched.contains(&(uuid, source)) || (source.is_none() && duplicated.contains(uuid)) {
+            continue;
+        }
+        let name = &points[0].vm_name;
+        let unreachable: Vec<(&str, &str)> = match source {
+            Some(s) => input
+                .unreachable_sources
+                .get_key_value(s)
+                .map(|(s, e)| (s.as_str(), e.as_str()))
+                .into_iter()
+                .collect(),
+            // Recorded before coffer kept the source: any source that did
+            // not answer may hold it.
+            None => input
+                .unreachable_sources
+                .iter()
+                .map(|(s, e)| (s.as_str(), e.as_str()))
+                .collect(),
+        };
+        if unreachable.is_empty() {
             actions.push(Action::Alert {
-                vm: Some(points[0].vm_name.to_string()),
+                vm: Some(name.to_string()),
                 message: format!(
-                    "the VM is gone from every source; its {} points are kept until pruned by hand",
+                    "the VM is gone from {}; its {} points are kept until pruned by hand",
+                    source.map_or("every source".to_string(), |s| format!("source `{s}`")),
                     points.len()
                 ),
             });
+            continue;
         }
+        let unknown =
+            super::compliance::unknown_vm(config, uuid, source, name, &unreachable, points, now);
+        actions.push(Action::Alert {
+            vm: Some(name.to_string()),
+            message: format!(
+                "standing unknown, {}; nothing of it is pruned until its source answers",
+                unknown.violations[0].trim_start_matches("unknown: ")
+            ),
+        });
+        compliance.push(unknown);
     }
     // The mass-prune floor, per tier: one run removes at most half of a
     // tier's points, the oldest first, and says how many wait. Retention

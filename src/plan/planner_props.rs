@@ -306,6 +306,7 @@ fn build(world: &World) -> State {
             }
             points.push(PointInfo {
                 vm_uuid: uuid.as_str().into(),
+                source: None,
                 vm_name: name.as_str().into(),
                 point_id: format!("p-{name}-{j:02}"),
                 created: now - TimeDelta::minutes(p.age_minutes),
@@ -344,7 +345,7 @@ fn plan_of(state: &State) -> Plan {
         &PlanInput {
             config: &state.config,
             inventory: state.inventory.clone(),
-            unreachable_sources: BTreeSet::new(),
+            unreachable_sources: Default::default(),
             points: state.points.clone(),
             unlisted_tiers: state.unlisted.clone(),
             drills: vec![],
@@ -391,6 +392,7 @@ fn carry_out(state: &mut State, actions: &[Action]) -> Result<(), TestCaseError>
                 state.backups_taken += 1;
                 state.points.push(PointInfo {
                     vm_uuid: uuid.into(),
+                    source: None,
                     vm_name: vm.as_str().into(),
                     point_id: format!("new-{vm}-{}", state.backups_taken),
                     created: state.now,

@@ -90,6 +90,7 @@ fn vm(name: &str) -> VmRecord {
 fn point(vm: &str, created: &str, kind: PointKind, tiers: &[&str]) -> PointInfo {
     PointInfo {
         vm_uuid: format!("uuid-{vm}").into(),
+        source: None,
         vm_name: vm.into(),
         point_id: format!("{}-{vm}", created.replace([':', '-'], "")),
         created: at(created),
@@ -116,7 +117,7 @@ fn input<'a>(
     PlanInput {
         config,
         inventory: vms.into_iter().map(|v| ("esx".to_string(), v)).collect(),
-        unreachable_sources: BTreeSet::new(),
+        unreachable_sources: Default::default(),
         points,
         unlisted_tiers: BTreeSet::new(),
         drills: vec![],
@@ -695,4 +696,176 @@ fsck = "e2fsck -fn {image}"
     let p = plan(&i, &restic_retention);
     assert!(!lines(&p).iter().any(|x| x.contains("guest check")));
     assert_eq!(p.compliance[0].guest_check_failures, 0);
+}
+
+/// A second host with its own policy, for the tests of VM identity and
+/// visibility across sources.
+const SECOND_SOURCE: &str = r#"
+[sources.esx2]
+kind = "esxi"
+url = "https://esx2.example.com"
+user = "u"
+password = { env = "X" }
+site = "dc1"
+
+[policies.second]
+sources = ["esx2"]
+vms = ["app*"]
+schedule = "0 0 1 * * *"
+backup_to = "local"
+
+[policies.second.retain.local]
+last = 1
+"#;
+
+fn from_source(mut p: PointInfo, source: &str) -> PointInfo {
+    p.source = Some(source.into());
+    p
+}
+
+#[test]
+fn a_vm_whose_source_cannot_be_read_is_unknown_and_nothing_of_it_is_pruned() {
+    let c = config(SECOND_SOURCE);
+    // app01 of esx2: six points, where `last = 1` keeps one.
+    let points: Vec<PointInfo> = (1..=6)
+        .map(|d| {
+            from_source(
+                point(
+                    "app01",
+                    &format!("2026-11-{:02}T01:00:05Z", 18 + d),
+                    PointKind::Full,
+                    &["local"],
+                ),
+                "esx2",
+            )
+        })
+        .collect();
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-25T02:00:00Z");
+    i.unreachable_sources
+        .insert("esx2".into(), "connection refused".into());
+    let p = plan(&i, &restic_retention);
+    let unknown = p
+        .compliance
+        .iter()
+        .find(|c| c.vm == "app01")
+        .unwrap_or_else(|| panic!("app01 vanished from compliance: {:?}", p.compliance));
+    assert_eq!(unknown.standing, super::compliance::Standing::Unknown);
+    assert_eq!(unknown.source.as_deref(), Some("esx2"));
+    assert_eq!(unknown.policy, "second");
+    assert_eq!(unknown.source_error.as_deref(), Some("connection refused"));
+    assert!(
+        unknown.violations[0].contains("source `esx2` could not be read: connection refused")
+            && unknown.violations[0].contains("newest point 1d59m55s old"),
+        "{:?}",
+        unknown.violations
+    );
+    let l = lines(&p);
+    assert!(
+        l.iter()
+            .any(|l| l
+                .starts_with("! alert app01: standing unknown, source `esx2` could not be read")),
+        "{l:?}"
+    );
+    assert!(
+        !l.iter()
+            .any(|l| l.contains("app01") && l.starts_with("- prune")),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_source_never_silences_vm_gone_alerts_of_another() {
+    let c = config(SECOND_SOURCE);
+    // db02 was backed up from esx, which answers and no longer has it.
+    let gone = from_source(
+        point("db02", "2026-11-24T01:00:05Z", PointKind::Full, &["local"]),
+        "esx",
+    );
+    let mut i = input(&c, vec![vm("db01")], vec![gone], "2026-11-25T02:00:00Z");
+    i.unreachable_sources
+        .insert("esx2".into(), "connection refused".into());
+    let p = plan(&i, &restic_retention);
+    assert!(
+        lines(&p).contains(
+            &"! alert db02: the VM is gone from source `esx`; its 1 points are kept until pruned by hand"
+                .to_string()
+        ),
+        "{:?}",
+        lines(&p)
+    );
+}
+
+#[test]
+fn vms_with_one_instance_uuid_on_two_sources_never_share_points() {
+    let c = config(SECOND_SOURCE);
+    // app01 on esx2 is a copy of db01 on esx: the same instance UUID.
+    let mut copy = vm("app01");
+    copy.instance_uuid = Some("uuid-db01".into());
+    let backed_up = from_source(
+        point("db01", "2026-11-25T01:00:05Z", PointKind::Full, &["local"]),
+        "esx",
+    );
+    let mut i = input(
+        &c,
+        vec![vm("db01")],
+        vec![backed_up],
+        "2026-11-25T02:00:00Z",
+    );
+    i.inventory.push(("esx2".into(), copy));
+    let p = plan(&i, &restic_retention);
+    let l = lines(&p);
+    assert!(
+        l.contains(
+            &"+ backup app01 → local (full, policy second): no restore point yet; full: first backup"
+                .to_string()
+        ),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|l| l.starts_with("+ backup db01")), "{l:?}");
+    assert!(
+        l.iter().any(|l| l.starts_with("! alert: instance UUID uuid-db01 is held by VM db01 of source `esx` and VM app01 of source `esx2`")),
+        "{l:?}"
+    );
+    let app = p.compliance.iter().find(|c| c.vm == "app01").unwrap();
+    assert_eq!(app.newest_good, None, "{app:?}");
+}
+
+#[test]
+fn points_without_a_source_count_for_the_one_vm_of_their_uuid_and_never_for_two() {
+    let c = config(SECOND_SOURCE);
+    // Written before manifests recorded the source.
+    let old = point("db01", "2026-11-25T01:00:05Z", PointKind::Full, &["local"]);
+    let i = input(
+        &c,
+        vec![vm("db01")],
+        vec![old.clone()],
+        "2026-11-25T02:00:00Z",
+    );
+    let p = plan(&i, &restic_retention);
+    assert!(
+        !lines(&p).iter().any(|l| l.starts_with("+ backup")),
+        "{:?}",
+        lines(&p)
+    );
+    assert!(p.compliance[0].newest_good.is_some());
+    // A VM of another source with the same UUID: the old point cannot say
+    // whose it is, so it protects neither (and is pruned by neither).
+    let mut copy = vm("app01");
+    copy.instance_uuid = Some("uuid-db01".into());
+    let mut i = input(&c, vec![vm("db01")], vec![old], "2026-11-25T02:00:00Z");
+    i.inventory.push(("esx2".into(), copy));
+    let p = plan(&i, &restic_retention);
+    let l = lines(&p);
+    assert!(
+        l.iter().any(|l| l.starts_with("+ backup db01"))
+            && l.iter().any(|l| l.starts_with("+ backup app01")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(
+            |l| l.ends_with("1 older points that do not record their source count for neither")
+        ),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|l| l.starts_with("- prune")), "{l:?}");
 }

@@ -19,6 +19,7 @@ pub mod units;
 pub mod validate;
 mod validate_policy;
 mod validate_settings;
+mod validate_tiers;
 
 use std::path::Path;
 

@@ -41,6 +41,7 @@ pub fn resolve(dir: &Path, merged: &Merged, diags: &mut Vec<Diagnostic>) -> Opti
         .iter()
         .filter_map(|(name, e)| r.tier(dir, name, e).map(|t| (name.clone(), t)))
         .collect();
+    r.distinct_tier_storage(dir, &settings, merged, &tiers);
     let compliance = r.compliance(merged.compliance.as_ref());
     let policies: BTreeMap<String, Policy> = merged
         .policies

@@ -15,6 +15,16 @@ pub struct VmIdentity {
     pub name: String,
     /// The VM's instance UUID (the repository's directory for its points).
     pub uuid: String,
+    /// The policy's name of the source (host or vCenter) the VM was read
+    /// from. An instance UUID is unique within one vCenter only, so two
+    /// sources may hold VMs with the same one: the VM is the pair. `None`
+    /// in manifests written before coffer recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The instance UUID of that host or vCenter (`AboutInfo.instanceUuid`),
+    /// when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

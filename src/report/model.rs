@@ -17,6 +17,8 @@ pub struct VmLine {
     pub vm: String,
     pub policy: String,
     pub ok: bool,
+    /// `ok`, `BREACH`, or `UNKNOWN` when the VM's source could not be read.
+    pub standing: String,
     pub violations: Vec<String>,
     pub copies: u32,
     pub media: u32,

@@ -90,6 +90,7 @@ mod tests {
             vm: name.into(),
             policy: "gold".into(),
             ok,
+            standing: if ok { "ok" } else { "BREACH" }.into(),
             violations: if ok {
                 vec![]
             } else {

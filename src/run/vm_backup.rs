@@ -50,6 +50,9 @@ pub struct VmBackupRequest<'a> {
     pub installation: &'a str,
     /// Coffer snapshots older than this are removed whoever took them.
     pub snapshot_max_age: Duration,
+    /// The policy's name of the source the VM is read from: recorded in
+    /// the manifest as part of the VM's identity.
+    pub source: &'a str,
     /// `dcPath` of datastore URLs: `ha-datacenter` on a standalone ESXi host.
     pub datacenter: &'a str,
     pub run_id: &'a str,
@@ -594,6 +597,8 @@ fn read_disks(
             vm: VmIdentity {
                 name: name.clone(),
                 uuid: uuid.to_string(),
+                source: Some(req.source.to_string()),
+                source_instance: session.service_content().about.instance_uuid.clone(),
             },
             consistency: consistency.to_string(),
             chunk_size_bytes: req.chunk_size_bytes,

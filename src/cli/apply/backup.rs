@@ -131,6 +131,7 @@ pub(super) fn backup_action(
         vm: &record,
         installation: &installation,
         snapshot_max_age: config.compliance.snapshot_max_age,
+        source,
         datacenter: &conn.datacenter,
         run_id,
         consistency: policy.consistency,
