@@ -35,6 +35,14 @@ pub enum LogEvent {
         finished: Option<DateTime<Utc>>,
         ok: Option<bool>,
         detail: Option<String>,
+        /// Data verification and guest checks, kept apart (absent in
+        /// events logged before they were).
+        #[serde(default)]
+        data_ok: Option<bool>,
+        #[serde(default)]
+        guest_ok: Option<bool>,
+        #[serde(default)]
+        guest_detail: Option<String>,
         restore_seconds: Option<f64>,
     },
     /// A run ended (the journal's outcome).
@@ -58,6 +66,9 @@ impl LogEvent {
             finished: v.finished,
             ok: v.ok,
             detail: v.detail.clone(),
+            data_ok: v.data_ok,
+            guest_ok: v.guest_ok,
+            guest_detail: v.guest_detail.clone(),
             restore_seconds: v.restore_seconds,
         }
     }
@@ -184,6 +195,9 @@ impl Catalog {
                 finished,
                 ok,
                 detail,
+                data_ok,
+                guest_ok,
+                guest_detail,
                 restore_seconds,
             } => {
                 let kind = VerificationKind::parse(kind)?;
@@ -216,6 +230,9 @@ impl Catalog {
                     finished: *finished,
                     ok: *ok,
                     detail: detail.clone(),
+                    data_ok: *data_ok,
+                    guest_ok: *guest_ok,
+                    guest_detail: guest_detail.clone(),
                     restore_seconds: *restore_seconds,
                 })?;
                 Ok(true)

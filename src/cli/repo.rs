@@ -620,7 +620,7 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
             .disks
             .iter()
             .find(|d| d.device_key == 0)
-            .map(|d| repo.read_index(d))
+            .map(|d| repo.read_index(&m, d))
         {
             Some(Err(e)) => {
                 eprintln!(

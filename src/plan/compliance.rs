@@ -186,6 +186,7 @@ pub(super) fn unknown_vm(
             offsite: 0,
             immutable: 0,
             verify_errors: 0,
+            guest_check_failures: 0,
             newest_good: points.iter().find(|p| p.good()).map(|p| p.created),
             rpo_met: None,
             violations: Vec::new(),

@@ -467,8 +467,9 @@ fn read_disks(
         let mut verdict = cbt::verdict(base_disk, &live, cbt_was_enabled);
         // An incremental starts from the parent's index: when that is gone
         // or unreadable, read the disk whole rather than fail every run.
-        if let (CbtVerdict::Incremental { .. }, Some(bd)) = (&verdict, base_disk)
-            && let Err(e) = repo.read_index(bd)
+        if let (CbtVerdict::Incremental { .. }, Some(bd), Some(bm)) =
+            (&verdict, base_disk, req.base)
+            && let Err(e) = repo.read_index(bm, bd)
         {
             verdict = CbtVerdict::Full {
                 reason: format!("parent index missing or unreadable ({e})"),
