@@ -556,6 +556,53 @@ proptest! {
         prop_assert!(false, "still work after four rounds: {:#?}", previous.actions);
     }
 
+    /// The mass-prune floor never stops retention: without the
+    /// confirmation, a tier on which retention asks for prunes gets at
+    /// least one, at most half of its points go, the oldest first, and the
+    /// prunes it defers are named in an alert with their number; carried
+    /// out run after run, the tier reaches the plan the confirmed run makes.
+    #[test]
+    fn the_mass_prune_floor_makes_progress_every_run(world in arb_world()) {
+        let mut state = build(&world);
+        state.allow_mass_prune = false;
+        for round in 1..=12 {
+            let p = plan_of(&state);
+            let mut asked: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut pruned: BTreeMap<&str, usize> = BTreeMap::new();
+            for a in &p.actions {
+                match a {
+                    Action::Prune { tier, .. } => {
+                        *asked.entry(tier).or_default() += 1;
+                        *pruned.entry(tier).or_default() += 1;
+                    }
+                    Action::KeepBlocked { tier, reason, .. } if reason.starts_with(MASS_PRUNE_FLOOR) => {
+                        *asked.entry(tier).or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+            for (tier, n) in &asked {
+                let done = pruned.get(tier).copied().unwrap_or(0);
+                let total = state.points.iter().filter(|q| q.copies.contains_key(tier)).count();
+                prop_assert!(done >= 1, "round {round}: tier {tier}: {n} prunes asked, none made");
+                if done < *n {
+                    prop_assert!(done <= (total / 2).max(1), "round {round}: {done} of {total} pruned");
+                    let wait = format!("and {} remain for the next runs", n - done);
+                    prop_assert!(
+                        p.actions.iter().any(|a| matches!(a, Action::Alert { message, .. }
+                            if message.starts_with(&format!("tier `{tier}`")) && message.contains(&wait))),
+                        "round {round}: no alert on the backlog of {tier}"
+                    );
+                }
+            }
+            if !p.actions.iter().any(|a| matches!(a, Action::KeepBlocked { reason, .. } if reason.starts_with(MASS_PRUNE_FLOOR))) {
+                return Ok(());
+            }
+            carry_out(&mut state, &p.actions)?;
+        }
+        prop_assert!(false, "the backlog was still deferred after twelve runs");
+    }
+
     /// The newest good point of every VM a policy selects keeps all its
     /// healthy copies, whatever the retention, the locks, failed verifications,
     /// unlisted tiers and the mass-prune confirmation; the points of VMs the
