@@ -151,6 +151,8 @@ impl World {
                 vm: VmIdentity {
                     name: "db01".into(),
                     uuid: VM_UUID.into(),
+                    source: None,
+                    source_instance: None,
                 },
                 consistency: "crash".into(),
                 chunk_size_bytes: 256 << 10,
@@ -435,6 +437,8 @@ fn every_repo_command_stays_inside_a_crafted_repository(backend: Backend) {
                 vm: VmIdentity {
                     name: "linked".into(),
                     uuid: LINKED_VM.into(),
+                    source: None,
+                    source_instance: None,
                 },
                 consistency: "crash".into(),
                 chunk_size_bytes: 256 << 10,
