@@ -687,3 +687,106 @@ fn a_backup_whose_snapshot_is_removed_mid_read_records_nothing() {
     assert!(b.repo.list_points().unwrap().is_empty());
     assert!(b.snapshots("lab-vm-02").is_empty());
 }
+
+/// Two coffers with their own state dirs (two installations) on one lab:
+/// the second runs `coffer backup VM` while the first's backup of that VM
+/// is still reading its snapshot. The second leaves the snapshot alone and
+/// fails saying whose it is; the first finishes, and its point restores to
+/// the disk as it was at its snapshot, although the guest wrote meanwhile.
+#[test]
+fn a_second_coffer_never_removes_the_snapshot_the_first_is_reading() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    write_policy(a.path());
+    write_policy(b.path());
+    let toml = std::fs::read_to_string(b.path().join("coffer.toml"))
+        .unwrap()
+        .replace(
+            "timezone = \"UTC\"",
+            "timezone = \"UTC\"\nstate_dir = \"state-b\"",
+        );
+    std::fs::write(b.path().join("coffer.toml"), toml).unwrap();
+    for dir in [a.path(), b.path()] {
+        assert!(
+            coffer(dir, &["repo", "init", "--tier", "local"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // Both state dirs see one lab: B's lab state is A's.
+    assert!(lab_snapshots(a.path()).is_empty());
+    std::fs::create_dir_all(b.path().join("state-b")).unwrap();
+    std::os::unix::fs::symlink(a.path().join(".coffer/lab"), b.path().join("state-b/lab")).unwrap();
+    let lab_state = a.path().join(".coffer/lab/lab");
+    let flat = lab_state.join("datastore/lab-vm-01/lab-vm-01-flat.vmdk");
+    let at_snapshot = std::fs::read(&flat).unwrap();
+
+    let mut first = coffer(a.path(), &["backup", "lab-vm-01", "--json"])
+        .env("COFFER_LAB_FAULTS", "unavailable=5")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first backup's snapshot", || {
+        !lab_snapshots(a.path()).is_empty()
+    });
+    let write = common::command_in(a.path())
+        .args(["lab", "write", "lab-vm-01", "--percent", "5", "--state"])
+        .arg(&lab_state)
+        .output()
+        .unwrap();
+    assert!(write.status.success(), "{}", common::stderr(&write));
+    let second = coffer(b.path(), &["backup", "lab-vm-01"]).output().unwrap();
+    let said = format!("{}{}", common::stdout(&second), common::stderr(&second));
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first backup must still be reading for this test to prove anything"
+    );
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    let installation_a = std::fs::read_to_string(a.path().join(".coffer/installation-id")).unwrap();
+    assert!(said.contains("left alone"), "{said}");
+    assert!(said.contains(installation_a.trim()), "{said}");
+    assert_eq!(
+        lab_snapshots(a.path()).len(),
+        1,
+        "the first snapshot survives"
+    );
+
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let point = v["point"].as_str().unwrap();
+    let restored = a.path().join("restored.raw");
+    let r = coffer(
+        a.path(),
+        &[
+            "repo",
+            "restore",
+            point,
+            "--tier",
+            "local",
+            "--disk",
+            "2000",
+            "-o",
+            restored.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(r.status.success(), "{}", common::stderr(&r));
+    assert_ne!(
+        std::fs::read(&flat).unwrap(),
+        at_snapshot,
+        "the guest wrote"
+    );
+    assert!(
+        std::fs::read(&restored).unwrap() == at_snapshot,
+        "the point restores to the disk at its snapshot"
+    );
+    assert!(lab_snapshots(a.path()).is_empty());
+}
