@@ -601,3 +601,72 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Backups and gc killed (SIGKILL) at assorted moments, over and over: the
+/// chunk index may lack chunks afterwards, but it never makes a backup
+/// reference a chunk that is gone.
+#[test]
+fn backups_and_gc_killed_anywhere_never_leave_the_index_naming_a_gone_chunk() {
+    let t = tempfile::tempdir().unwrap();
+    let cli = Cli::new(t.path());
+    let image = t.path().join("disk.img");
+    make_image(&image, 30);
+    let spawn = |args: &[&str]| {
+        common::command_in(t.path())
+            .args(args)
+            .arg("--repo")
+            .arg(&cli.repo)
+            .env("XDG_CACHE_HOME", &cli.cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let img = image.to_str().unwrap().to_string();
+    for (i, delay_ms) in [5u64, 30, 80, 200, 400].into_iter().enumerate() {
+        let mut b = spawn(&["backup-image", &img, "--chunk-size", "64KiB"]);
+        // A kill at an arbitrary moment is the point here, not a wait.
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = b.kill();
+        b.wait().unwrap();
+        let mut g = spawn(&["repo", "gc", "--grace", "0s"]);
+        std::thread::sleep(Duration::from_millis(delay_ms / 2));
+        let _ = g.kill();
+        g.wait().unwrap();
+        write_at(&image, i as u64 * MIB + 777, 3000, 40 + i as u64);
+    }
+    // Whatever the kills left: a full, then gc, then an incremental.
+    let run = |args: &[&str]| {
+        let o = cli.run(args);
+        assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
+    };
+    run(&["backup-image", &img, "--chunk-size", "64KiB"]);
+    let repo = cli.open();
+    let full = repo.list_points().unwrap().pop().unwrap();
+    assert_eq!(cli.restore(&full.point_id), std::fs::read(&image).unwrap());
+    run(&["repo", "gc", "--grace", "0s"]);
+    let changed = write_at(&image, 3 * MIB + 5, 70_000, 99);
+    let f = t.path().join("changed.txt");
+    std::fs::write(
+        &f,
+        format!("{} {}\n", changed.start, changed.end - changed.start),
+    )
+    .unwrap();
+    run(&[
+        "backup-image",
+        &img,
+        "--chunk-size",
+        "64KiB",
+        "--changed",
+        f.to_str().unwrap(),
+        "--base",
+        &full.point_id,
+    ]);
+    let newest = repo.list_points().unwrap().pop().unwrap();
+    assert_ne!(newest.point_id, full.point_id);
+    assert_eq!(
+        cli.restore(&newest.point_id),
+        std::fs::read(&image).unwrap()
+    );
+    assert!(cli.ok(&["repo", "verify"]).contains("verification passed"));
+}
