@@ -60,6 +60,8 @@ fn run(repo: &Repository, image: &Path, parent: Option<&Manifest>) -> Manifest {
             vm: VmIdentity {
                 name: "bench".into(),
                 uuid: "4210aaaa-0000-0000-0000-00000000beef".into(),
+                source: None,
+                source_instance: None,
             },
             consistency: "crash".into(),
             chunk_size_bytes: CHUNK_BYTES,

@@ -158,7 +158,7 @@ fn manifest_of(repo: &Repository, point: &str) -> Manifest {
 /// The distinct data chunks of a point's first disk.
 fn data_chunks(repo: &Repository, m: &Manifest) -> Vec<ChunkDigest> {
     let mut v: Vec<ChunkDigest> = repo
-        .read_index(&m.disks[0])
+        .read_index(m, &m.disks[0])
         .unwrap()
         .chunks
         .into_iter()
@@ -177,8 +177,9 @@ fn an_incremental_never_references_a_chunk_verify_found_missing() {
     let (full, _) = cli.backup(&image, None);
     let repo = cli.open();
     // Chunk 5 vanishes from the store (a disk error, a hand-made cleanup).
+    let fm = manifest_of(&repo, &full);
     let victim = repo
-        .read_index(&manifest_of(&repo, &full).disks[0])
+        .read_index(&fm, &fm.disks[0])
         .unwrap()
         .chunks[5];
     std::fs::remove_file(cli.repo.join(victim.key())).unwrap();
@@ -221,8 +222,9 @@ fn a_full_after_verify_found_damage_rewrites_the_chunk() {
     make_image(&image, 2);
     let (full, _) = cli.backup(&image, None);
     let repo = cli.open();
+    let fm = manifest_of(&repo, &full);
     let victim = repo
-        .read_index(&manifest_of(&repo, &full).disks[0])
+        .read_index(&fm, &fm.disks[0])
         .unwrap()
         .chunks[3];
     // One bit flips in the stored blob: the file still exists.
@@ -301,6 +303,8 @@ fn image_backup(
             vm: VmIdentity {
                 name: name.into(),
                 uuid: format!("4210aaaa-0000-0000-0000-{:012}", name.len()),
+                source: None,
+                source_instance: None,
             },
             consistency: "crash".into(),
             chunk_size_bytes: CHUNK as u32,
@@ -322,7 +326,7 @@ fn image_backup(
 }
 
 fn restore_bytes(repo: &Repository, m: &Manifest, out: &Path) -> Vec<u8> {
-    let index = repo.read_index(&m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     std::fs::read(out).unwrap()
 }
@@ -339,7 +343,7 @@ fn on_s3_an_incremental_rewrites_a_quarantined_chunk_from_the_source() {
     let image = t.path().join("disk.img");
     make_image(&image, 6);
     let full = image_backup(&repo, &image, "db01", None, None);
-    let victim = repo.read_index(&full.disks[0]).unwrap().chunks[2];
+    let victim = repo.read_index(&full, &full.disks[0]).unwrap().chunks[2];
     let mut blob = repo.store().get(&victim.key()).unwrap();
     let last = blob.len() - 1;
     blob[last] ^= 1;
@@ -486,6 +490,9 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
             &repo,
             &VmBackupRequest {
                 vm: &vm,
+                installation: "00112233aabbccdd",
+                snapshot_max_age: Duration::from_secs(24 * 3600),
+                source: "lab",
                 datacenter: "ha-datacenter",
                 run_id: run,
                 consistency: Consistency::Crash,
@@ -514,7 +521,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
         incr.disks[0].verdict
     );
     let out = dir.join("r.raw");
-    let index = repo.read_index(&incr.manifest.disks[0]).unwrap();
+    let index = repo.read_index(&incr.manifest, &incr.manifest.disks[0]).unwrap();
     restore::restore_disk(&repo, &index, &out, DiskFormat::Raw, true, 2).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), flat());
 
@@ -528,7 +535,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
         }
         v => panic!("expected a full, got {v:?}"),
     }
-    let index = repo.read_index(&next.manifest.disks[0]).unwrap();
+    let index = repo.read_index(&next.manifest, &next.manifest.disks[0]).unwrap();
     restore::restore_disk(&repo, &index, &out, DiskFormat::Raw, true, 2).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), flat());
 }

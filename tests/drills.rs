@@ -339,6 +339,8 @@ every = "7d"
     assert!(!aside.is_empty(), "the damaged file is kept aside");
     let c = text(&run(t.path(), &["compliance"]));
     assert!(c.contains("last drill") && c.contains("passed"), "{c}");
+}
+
 // ---------------------------------------------------------------------------
 // File system checks on partitioned disks, and what a failed one does.
 

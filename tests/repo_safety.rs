@@ -50,6 +50,8 @@ fn back_up(repo: &Repository, uuid: &str, images: &[&Path]) -> Manifest {
             vm: VmIdentity {
                 name: "db01".into(),
                 uuid: uuid.into(),
+                source: None,
+                source_instance: None,
             },
             consistency: "crash".into(),
             chunk_size_bytes: 64 << 10,
@@ -270,6 +272,8 @@ fn identical_backups_side_by_side(secret: Option<&'static str>, writers: usize) 
                         vm: VmIdentity {
                             name: format!("twin{i}"),
                             uuid: format!("4210eeee-0000-0000-0000-{i:012}"),
+                            source: None,
+                            source_instance: None,
                         },
                         consistency: "crash".into(),
                         chunk_size_bytes: 64 << 10,
