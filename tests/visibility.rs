@@ -170,14 +170,14 @@ fn a_host_that_cannot_be_reached_leaves_its_vms_unknown_and_out_of_compliance() 
         "{plan}"
     );
     assert!(
-        plan.contains("compliance lab-vm-01 (all): UNKNOWN: "),
+        plan.contains("compliance lab-vm-01@b (all): UNKNOWN: "),
         "{plan}"
     );
     assert!(!plan.contains(" 0 alerts"), "{plan}");
 
     let o = run(dir, &["report", "--compliance"]);
     assert!(
-        text(&o).contains("lab-vm-01 (all): UNKNOWN"),
+        text(&o).contains("lab-vm-01@b (all): UNKNOWN"),
         "{}",
         text(&o)
     );
@@ -261,6 +261,14 @@ lab_vms = 1
     // Each VM then has its point, recorded with its source.
     let o = run(dir, &["apply", "--no-mail"]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = run(dir, &["plan"]);
+    for vm in ["lab-vm-01@a", "lab-vm-01@b"] {
+        assert!(
+            text(&o).contains(&format!("compliance {vm} (all): ok")),
+            "{}",
+            text(&o)
+        );
+    }
     let m = manifests(dir);
     assert_eq!(m.len(), 2, "{m:?}");
     assert_eq!(m[0].0, m[1].0, "one instance UUID");

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<u8> {
             writeln!(
                 out,
                 "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<20} {}",
-                v.vm,
+                super::plan::vm_label(v, &plan.compliance),
                 v.policy,
                 v.copies,
                 v.media,

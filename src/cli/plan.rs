@@ -359,13 +359,13 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
         writeln!(out, "{}", a.line())?;
     }
     for c in &plan.compliance {
+        let vm = vm_label(c, &plan.compliance);
         if c.violations.is_empty() {
-            writeln!(out, "compliance {} ({}): ok", c.vm, c.policy)?;
+            writeln!(out, "compliance {vm} ({}): ok", c.policy)?;
         } else {
             writeln!(
                 out,
-                "compliance {} ({}): {}: {}",
-                c.vm,
+                "compliance {vm} ({}): {}: {}",
                 c.policy,
                 standing_word(c),
                 c.violations.join("; ")
@@ -401,6 +401,19 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
         )?;
     }
     Ok(())
+}
+
+/// A VM's name for people, with its source (`name@source`) when another VM
+/// in `all` has the same name.
+pub fn vm_label(
+    c: &crate::plan::compliance::VmCompliance,
+    all: &[crate::plan::compliance::VmCompliance],
+) -> String {
+    let twice = all.iter().filter(|o| o.vm == c.vm).count() > 1;
+    match (&c.source, twice) {
+        (Some(s), true) => format!("{}@{s}", c.vm),
+        _ => c.vm.clone(),
+    }
 }
 
 /// A VM's standing in one word, for people: `ok`, `BREACH`, or `UNKNOWN`

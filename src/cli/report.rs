@@ -88,7 +88,7 @@ pub fn vm_lines(plan: &Plan, g: &Gathered) -> Vec<VmLine> {
     plan.compliance
         .iter()
         .map(|c| VmLine {
-            vm: c.vm.clone(),
+            vm: super::plan::vm_label(c, &plan.compliance),
             policy: c.policy.clone(),
             ok: c.violations.is_empty(),
             standing: super::plan::standing_word(c).to_string(),

@@ -869,3 +869,30 @@ fn points_without_a_source_count_for_the_one_vm_of_their_uuid_and_never_for_two(
     );
     assert!(!l.iter().any(|l| l.starts_with("- prune")), "{l:?}");
 }
+
+#[test]
+fn an_unseen_vm_whose_points_predate_sources_is_unknown_while_any_source_is_unreadable() {
+    let c = config(SECOND_SOURCE);
+    let old = point("app07", "2026-11-24T01:00:05Z", PointKind::Full, &["local"]);
+    let mut i = input(&c, vec![vm("db01")], vec![old], "2026-11-25T02:00:00Z");
+    i.unreachable_sources
+        .insert("esx2".into(), "certificate changed".into());
+    let p = plan(&i, &restic_retention);
+    let app = p
+        .compliance
+        .iter()
+        .find(|c| c.vm == "app07")
+        .unwrap_or_else(|| panic!("{:?}", p.compliance));
+    assert_eq!(app.standing, super::compliance::Standing::Unknown);
+    assert_eq!(app.source, None);
+    assert!(
+        app.violations[0].contains("source `esx2` could not be read: certificate changed"),
+        "{:?}",
+        app.violations
+    );
+    assert!(
+        !lines(&p).iter().any(|l| l.contains("gone")),
+        "{:?}",
+        lines(&p)
+    );
+}
