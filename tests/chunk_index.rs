@@ -178,10 +178,7 @@ fn an_incremental_never_references_a_chunk_verify_found_missing() {
     let repo = cli.open();
     // Chunk 5 vanishes from the store (a disk error, a hand-made cleanup).
     let fm = manifest_of(&repo, &full);
-    let victim = repo
-        .read_index(&fm, &fm.disks[0])
-        .unwrap()
-        .chunks[5];
+    let victim = repo.read_index(&fm, &fm.disks[0]).unwrap().chunks[5];
     std::fs::remove_file(cli.repo.join(victim.key())).unwrap();
     let o = cli.run(&["repo", "verify"]);
     assert!(!o.status.success());
@@ -223,10 +220,7 @@ fn a_full_after_verify_found_damage_rewrites_the_chunk() {
     let (full, _) = cli.backup(&image, None);
     let repo = cli.open();
     let fm = manifest_of(&repo, &full);
-    let victim = repo
-        .read_index(&fm, &fm.disks[0])
-        .unwrap()
-        .chunks[3];
+    let victim = repo.read_index(&fm, &fm.disks[0]).unwrap().chunks[3];
     // One bit flips in the stored blob: the file still exists.
     let path = cli.repo.join(victim.key());
     let mut blob = std::fs::read(&path).unwrap();
@@ -521,7 +515,9 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
         incr.disks[0].verdict
     );
     let out = dir.join("r.raw");
-    let index = repo.read_index(&incr.manifest, &incr.manifest.disks[0]).unwrap();
+    let index = repo
+        .read_index(&incr.manifest, &incr.manifest.disks[0])
+        .unwrap();
     restore::restore_disk(&repo, &index, &out, DiskFormat::Raw, true, 2).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), flat());
 
@@ -535,7 +531,9 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
         }
         v => panic!("expected a full, got {v:?}"),
     }
-    let index = repo.read_index(&next.manifest, &next.manifest.disks[0]).unwrap();
+    let index = repo
+        .read_index(&next.manifest, &next.manifest.disks[0])
+        .unwrap();
     restore::restore_disk(&repo, &index, &out, DiskFormat::Raw, true, 2).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), flat());
 }

@@ -679,8 +679,7 @@ impl World {
                 }
                 // The second either backs up after the first is done, or
                 // finds the first's snapshot, leaves it alone and says so.
-                if !second.status.success() && !common::stderr(&second).contains("is left alone")
-                {
+                if !second.status.success() && !common::stderr(&second).contains("is left alone") {
                     self.fail(&format!(
                         "the second installation's backup failed: {}",
                         common::stderr(&second)

@@ -655,9 +655,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         );
         plan_drills(input, &last_drills, policy, vm, points, &mut actions);
         let mut standing =
-            super::compliance::vm_compliance(
-            config, policy, source, &vm.name, uuid, points, now,
-        );
+            super::compliance::vm_compliance(config, policy, source, &vm.name, uuid, points, now);
         for (drill, r) in policy.drills.iter().filter_map(|d| {
             newest_drills
                 .get(&(policy.name.as_str(), d.name.as_str(), uuid))

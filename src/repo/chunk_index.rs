@@ -173,7 +173,32 @@ impl ChunkIndex {
         }
     }
 
+    /// Opens the file, waiting out another process or thread that is
+    /// creating it or switching it to WAL at the same moment: SQLite answers
+    /// those with SQLITE_BUSY at once, without its busy handler (two
+    /// backups side by side both open a new index).
     fn open_inner(path: &Path) -> rusqlite::Result<Connection> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::open_once(path) {
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> rusqlite::Result<Connection> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -521,6 +546,29 @@ mod tests {
 
     fn d(n: u8) -> ChunkDigest {
         ChunkDigest([n; 32])
+    }
+
+    /// Backups side by side open a new index at the same moment; none of
+    /// them may fail with "database is locked".
+    #[test]
+    fn many_writers_opening_a_new_index_at_once_all_succeed() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("x{round}.sqlite"));
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for n in 0..8u8 {
+                    let (path, barrier) = (&path, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let idx = ChunkIndex::open(path).unwrap();
+                        idx.record_present([d(n + 1)]).unwrap();
+                    });
+                }
+            });
+            let idx = ChunkIndex::open(&path).unwrap();
+            assert_eq!(idx.counts().unwrap(), (8, 0));
+        }
     }
 
     #[test]
