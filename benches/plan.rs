@@ -144,6 +144,7 @@ fn measure(vms: usize) {
         points,
         unlisted_tiers: BTreeSet::new(),
         drills,
+        dead_installation: None,
         now,
         allow_mass_prune: false,
     };

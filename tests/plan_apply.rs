@@ -682,3 +682,46 @@ fn a_saved_plan_edited_to_prune_every_point_prunes_nothing() {
     let out = run(dir, &["apply", "plan.json", "--no-mail"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// A `coffer backup` killed while it reads leaves its snapshot on the VM.
+/// The next `apply` holds the runner lock, so no other run of this
+/// installation is alive: it removes that snapshot whatever the VM's
+/// schedule, instead of leaving it to grow for `snapshot_max_age`.
+#[test]
+fn a_snapshot_left_by_a_killed_backup_is_removed_by_the_next_apply() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    // The first apply backs every VM up: none is due afterwards.
+    let first = run(dir, &["apply", "--no-mail"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let mut child = common::command_in(dir)
+        .args(["backup", "lab-vm-01", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "unavailable=5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while snapshot_count(dir) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        snapshot_count(dir),
+        1,
+        "the killed backup left its snapshot"
+    );
+
+    let plan = text(&run(dir, &["plan"]));
+    assert!(
+        plan.contains("- remove-snapshot") && plan.contains("no longer running"),
+        "{plan}"
+    );
+    let again = run(dir, &["apply", "--no-mail"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(snapshot_count(dir), 0, "{}", text(&again));
+}

@@ -31,6 +31,7 @@ pub fn run(args: Args) -> Result<u8> {
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
     let mut alerts: Vec<SnapshotAlert> = Vec::new();
+    let dead_installation = crate::cli::plan::dead_installation(&config.settings.state_dir);
     for source in config.sources.values() {
         if args.source.as_ref().is_some_and(|s| s != &source.name) {
             continue;
@@ -42,6 +43,7 @@ pub fn run(args: Args) -> Result<u8> {
                 now,
                 config.compliance.snapshot_max_age,
                 IN_PROGRESS_GRACE,
+                dead_installation.as_deref(),
             );
             let policies: Vec<&str> = crate::plan::planner::policies_of(&config, &source.name, &vm)
                 .into_iter()

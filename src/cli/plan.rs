@@ -53,6 +53,17 @@ pub struct Gathered {
     /// Every drill run, for the reports.
     pub drill_runs: Vec<crate::catalog::DrillRun>,
     pub notes: Vec<String>,
+    /// See `PlanInput::dead_installation`.
+    pub dead_installation: Option<String>,
+}
+
+/// This installation's id when no other run of it can be alive (see
+/// `runlock::other_runs_are_dead`).
+pub fn dead_installation(state_dir: &std::path::Path) -> Option<String> {
+    if !crate::run::runlock::other_runs_are_dead(state_dir) {
+        return None;
+    }
+    crate::run::installation::id(state_dir).ok()
 }
 
 /// Refreshes the catalog from every tier and reads every source.
@@ -205,6 +216,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         drills,
         drill_runs,
         notes,
+        dead_installation: dead_installation(&config.settings.state_dir),
     })
 }
 
@@ -343,6 +355,7 @@ pub fn make_plan(
         points: g.points.clone(),
         unlisted_tiers: g.unlisted.clone(),
         drills: g.drills.clone(),
+        dead_installation: g.dead_installation.clone(),
         now,
         allow_mass_prune,
     };

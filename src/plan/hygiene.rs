@@ -133,11 +133,17 @@ impl SnapshotAlert {
 /// younger than `in_progress_grace` or than `max_age` may belong to a backup
 /// that is still reading it (of this coffer or of another) and is left
 /// alone: only older ones are named as left behind (and removed).
+///
+/// `dead_installation` names the installation (this one) none of whose runs
+/// is alive but the caller's own: its coffer snapshots are left behind at
+/// any age (a killed `backup` or `apply` left them), and are removed by the
+/// next run rather than after `snapshot_max_age`.
 pub fn snapshot_alerts(
     vm: &VmRecord,
     now: DateTime<Utc>,
     max_age: Duration,
     in_progress_grace: Duration,
+    dead_installation: Option<&str>,
 ) -> Vec<SnapshotAlert> {
     let mut out = Vec::new();
     for s in vm.all_snapshots() {
@@ -149,8 +155,10 @@ pub fn snapshot_alerts(
         if age > max_age {
             issues.push(SnapshotIssue::TooOld);
         }
+        let owner_dead = dead_installation
+            .is_some_and(|me| snapshot_owner(&s.description).is_some_and(|(owner, _)| owner == me));
         if let Some(run_id) = s.name.strip_prefix(SNAPSHOT_PREFIX)
-            && age > in_progress_grace.max(max_age)
+            && (owner_dead || age > in_progress_grace.max(max_age))
         {
             issues.push(SnapshotIssue::LeftByCoffer {
                 run_id: run_id.to_string(),
@@ -221,6 +229,7 @@ mod tests {
             now,
             Duration::from_secs(24 * 3600),
             Duration::from_secs(3600),
+            None,
         );
         let names: Vec<_> = alerts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["before upgrade", "coffer-20261124T010000Z-ab12"]);

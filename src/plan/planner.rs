@@ -215,6 +215,9 @@ pub struct PlanInput<'a> {
     /// Tiers whose listing failed: nothing is pruned there.
     pub unlisted_tiers: BTreeSet<String>,
     pub drills: Vec<DrillRecord>,
+    /// This installation's id when none of its runs is alive but the
+    /// caller's: the coffer snapshots it owns are dead and removed.
+    pub dead_installation: Option<String>,
     pub now: DateTime<Utc>,
     /// Allow pruning more than half of a tier's points in one run.
     pub allow_mass_prune: bool,
@@ -574,6 +577,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             now,
             config.compliance.snapshot_max_age,
             Duration::from_secs(6 * 3600),
+            input.dead_installation.as_deref(),
         ) {
             actions.push(Action::Alert {
                 vm: Some(vm.name.clone()),
@@ -584,7 +588,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
                     source: source.clone(),
                     vm: vm.name.clone(),
                     snapshot: alert.name.clone(),
-                    reason: "left behind by an earlier coffer run".into(),
+                    reason: "left behind by an earlier coffer run that is no longer running".into(),
                 });
             }
         }

@@ -349,6 +349,7 @@ fn plan_of(state: &State) -> Plan {
             points: state.points.clone(),
             unlisted_tiers: state.unlisted.clone(),
             drills: vec![],
+            dead_installation: None,
             now: state.now,
             allow_mass_prune: state.allow_mass_prune,
         },

@@ -121,6 +121,7 @@ fn input<'a>(
         points,
         unlisted_tiers: BTreeSet::new(),
         drills: vec![],
+        dead_installation: None,
         now: at(now),
         allow_mass_prune: false,
     }
