@@ -57,12 +57,7 @@ fn run(repo: &Repository, image: &Path, parent: Option<&Manifest>) -> Manifest {
     backup::backup(
         repo,
         BackupRequest {
-            vm: VmIdentity {
-                name: "bench".into(),
-                uuid: "4210aaaa-0000-0000-0000-00000000beef".into(),
-                source: None,
-                source_instance: None,
-            },
+            vm: VmIdentity::new("bench", "4210aaaa-0000-0000-0000-00000000beef"),
             consistency: "crash".into(),
             chunk_size_bytes: CHUNK_BYTES,
             parent,

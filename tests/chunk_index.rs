@@ -294,12 +294,7 @@ fn image_backup(
     backup::backup(
         repo,
         BackupRequest {
-            vm: VmIdentity {
-                name: name.into(),
-                uuid: format!("4210aaaa-0000-0000-0000-{:012}", name.len()),
-                source: None,
-                source_instance: None,
-            },
+            vm: VmIdentity::new(name, format!("4210aaaa-0000-0000-0000-{:012}", name.len())),
             consistency: "crash".into(),
             chunk_size_bytes: CHUNK as u32,
             parent,

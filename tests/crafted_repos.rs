@@ -148,24 +148,11 @@ impl World {
         let good = backup::backup(
             &repo,
             BackupRequest {
-                vm: VmIdentity {
-                    name: "db01".into(),
-                    uuid: VM_UUID.into(),
-                    source: None,
-                    source_instance: None,
-                },
+                vm: VmIdentity::new("db01", VM_UUID),
                 consistency: "crash".into(),
                 chunk_size_bytes: 256 << 10,
                 parent: None,
-                disks: vec![DiskSource {
-                    device_key: 2000,
-                    label: "Hard disk 1".into(),
-                    reader: &disk,
-                    change_id: None,
-                    ranges: None,
-                    from_parent: false,
-                    backing: None,
-                }],
+                disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
                 files: vec![],
                 threads: 2,
             },
@@ -434,24 +421,11 @@ fn every_repo_command_stays_inside_a_crafted_repository(backend: Backend) {
         let r = backup::backup(
             &repo,
             BackupRequest {
-                vm: VmIdentity {
-                    name: "linked".into(),
-                    uuid: LINKED_VM.into(),
-                    source: None,
-                    source_instance: None,
-                },
+                vm: VmIdentity::new("linked", LINKED_VM),
                 consistency: "crash".into(),
                 chunk_size_bytes: 256 << 10,
                 parent: None,
-                disks: vec![DiskSource {
-                    device_key: 2000,
-                    label: "Hard disk 1".into(),
-                    reader: &disk,
-                    change_id: None,
-                    ranges: None,
-                    from_parent: false,
-                    backing: None,
-                }],
+                disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
                 files: vec![],
                 threads: 2,
             },

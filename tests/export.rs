@@ -241,27 +241,14 @@ fn back_up_two_disk_vm(dir: &Path, disks: &[&Path]) {
     backup::backup(
         &repo,
         BackupRequest {
-            vm: VmIdentity {
-                name: "db01".into(),
-                uuid: "4210aaaa-0000-0000-0000-0000000000e1".into(),
-                source: None,
-                source_instance: None,
-            },
+            vm: VmIdentity::new("db01", "4210aaaa-0000-0000-0000-0000000000e1"),
             consistency: "crash".into(),
             chunk_size_bytes: 256 << 10,
             parent: None,
             disks: readers
                 .iter()
                 .enumerate()
-                .map(|(i, r)| DiskSource {
-                    device_key: 2000 + i as i32,
-                    label: format!("Hard disk {}", i + 1),
-                    reader: r,
-                    change_id: None,
-                    ranges: None,
-                    from_parent: false,
-                    backing: None,
-                })
+                .map(|(i, r)| DiskSource::whole(2000 + i as i32, format!("Hard disk {}", i + 1), r))
                 .collect(),
             files: vec![(
                 "db01.vmx".into(),

@@ -121,12 +121,7 @@ fn open_repo(place: &Place, secret: Option<&str>) -> Repository {
 }
 
 fn vm() -> VmIdentity {
-    VmIdentity {
-        name: "db01".into(),
-        uuid: "4210aaaa-0000-0000-0000-000000000001".into(),
-        source: None,
-        source_instance: None,
-    }
+    VmIdentity::new("db01", "4210aaaa-0000-0000-0000-000000000001")
 }
 
 fn run_backup(

@@ -38,24 +38,11 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
     backup::backup(
         repo,
         BackupRequest {
-            vm: VmIdentity {
-                name: vm.into(),
-                uuid: format!("4210bbbb-0000-0000-0000-{:012}", vm.len()),
-                source: None,
-                source_instance: None,
-            },
+            vm: VmIdentity::new(vm, format!("4210bbbb-0000-0000-0000-{:012}", vm.len())),
             consistency: "crash".into(),
             chunk_size_bytes: 256 << 10,
             parent: None,
-            disks: vec![DiskSource {
-                device_key: 2000,
-                label: "Hard disk 1".into(),
-                reader: &disk,
-                change_id: None,
-                ranges: None,
-                from_parent: false,
-                backing: None,
-            }],
+            disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
             files: vec![],
             threads: 2,
         },

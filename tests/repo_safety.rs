@@ -47,27 +47,14 @@ fn back_up(repo: &Repository, uuid: &str, images: &[&Path]) -> Manifest {
     backup::backup(
         repo,
         BackupRequest {
-            vm: VmIdentity {
-                name: "db01".into(),
-                uuid: uuid.into(),
-                source: None,
-                source_instance: None,
-            },
+            vm: VmIdentity::new("db01", uuid),
             consistency: "crash".into(),
             chunk_size_bytes: 64 << 10,
             parent: None,
             disks: disks
                 .iter()
                 .enumerate()
-                .map(|(i, d)| DiskSource {
-                    device_key: 2000 + i as i32,
-                    label: format!("Hard disk {}", i + 1),
-                    reader: d,
-                    change_id: None,
-                    ranges: None,
-                    from_parent: false,
-                    backing: None,
-                })
+                .map(|(i, d)| DiskSource::whole(2000 + i as i32, format!("Hard disk {}", i + 1), d))
                 .collect(),
             files: vec![("db01.vmx".into(), b"displayName = \"db01\"\n".to_vec())],
             threads: 2,
@@ -269,24 +256,14 @@ fn identical_backups_side_by_side(secret: Option<&'static str>, writers: usize) 
                 backup::backup(
                     &repo,
                     BackupRequest {
-                        vm: VmIdentity {
-                            name: format!("twin{i}"),
-                            uuid: format!("4210eeee-0000-0000-0000-{i:012}"),
-                            source: None,
-                            source_instance: None,
-                        },
+                        vm: VmIdentity::new(
+                            format!("twin{i}"),
+                            format!("4210eeee-0000-0000-0000-{i:012}"),
+                        ),
                         consistency: "crash".into(),
                         chunk_size_bytes: 64 << 10,
                         parent: None,
-                        disks: vec![DiskSource {
-                            device_key: 2000,
-                            label: "Hard disk 1".into(),
-                            reader: &disk,
-                            change_id: None,
-                            ranges: None,
-                            from_parent: false,
-                            backing: None,
-                        }],
+                        disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
                         files: vec![],
                         threads: 2,
                     },

@@ -5,8 +5,9 @@
 //! A seed drives a random sequence of operations: guest writes, `backup`,
 //! `apply` (copies to S3, retention prunes, gc, verify drills), `repo gc`,
 //! `repo verify`, kill -9 of a backup or an apply at a random moment, a
-//! corrupted or deleted chunk, a deleted index, and a second coffer
-//! installation backing up the same lab while the first is reading. After
+//! corrupted or deleted chunk, a deleted index, a host that stops answering
+//! (its VMs must be `unknown`, a breach, and keep every point), and a second
+//! coffer installation backing up the same lab while the first is reading. After
 //! every step an oracle checks DESIGN §10:
 //!
 //! - every point coffer committed restores to exactly the disk as it was at
@@ -58,17 +59,39 @@ const TIERS: [(&str, usize); 2] = [("local", LOCAL_LAST), ("offsite", OFFSITE_LA
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { vm: usize, percent: u64, seed: u64 },
-    Backup { vm: usize, full: bool },
+    Write {
+        vm: usize,
+        percent: u64,
+        seed: u64,
+    },
+    Backup {
+        vm: usize,
+        full: bool,
+    },
     Apply,
-    KillBackup { vm: usize, after_ms: u64 },
-    KillApply { after_ms: u64 },
-    CorruptChunk { pick: u64 },
-    DeleteChunk { pick: u64 },
-    DeleteIndex { pick: u64 },
+    KillBackup {
+        vm: usize,
+        after_ms: u64,
+    },
+    KillApply {
+        after_ms: u64,
+    },
+    CorruptChunk {
+        pick: u64,
+    },
+    DeleteChunk {
+        pick: u64,
+    },
+    DeleteIndex {
+        pick: u64,
+    },
     Verify,
     Gc,
-    SecondInstance { vm: usize },
+    SecondInstance {
+        vm: usize,
+    },
+    /// The host stops answering for one `apply` and one `compliance`.
+    Unreachable,
 }
 
 fn draw(rng: &mut Rng) -> Op {
@@ -95,7 +118,8 @@ fn draw(rng: &mut Rng) -> Op {
         69..=73 => Op::DeleteChunk { pick: rng.next() },
         74..=76 => Op::DeleteIndex { pick: rng.next() },
         77..=86 => Op::Verify,
-        87..=92 => Op::Gc,
+        87..=91 => Op::Gc,
+        92..=95 => Op::Unreachable,
         _ => Op::SecondInstance { vm },
     }
 }
@@ -647,6 +671,56 @@ impl World {
                 if !o.status.success() {
                     self.fail(&format!("gc failed: {}", common::stderr(&o)));
                 }
+            }
+            Op::Unreachable => {
+                // The source keeps its name but points at a closed port: to
+                // coffer the host is down.
+                let path = self.dir.join("coffer.toml");
+                let good = std::fs::read_to_string(&path).unwrap();
+                let down = good.replace(
+                    "[sources.lab]\nkind = \"lab\"\nlab_vms = 2\n",
+                    "[sources.lab]\nkind = \"esxi\"\nurl = \"https://127.0.0.1:9\"\nuser = \"root\"\npassword = { env = \"TEST_S3_KEY\" }\n",
+                );
+                assert_ne!(down, good, "the policy names the lab source");
+                std::fs::write(&path, &down).unwrap();
+                let apply = self.run(&["apply", "--no-mail"]);
+                let compliance = self.run(&["compliance", "--json"]);
+                std::fs::write(&path, &good).unwrap();
+                for (tier, _) in TIERS {
+                    let now = self.list(tier);
+                    if let Some(gone) = before[tier].keys().find(|id| !now.contains_key(*id)) {
+                        self.fail(&format!(
+                            "point {gone} left tier {tier} while its host was down"
+                        ));
+                    }
+                }
+                if !matches!(apply.status.code(), Some(0) | Some(1)) {
+                    self.fail(&format!(
+                        "apply with the host down exited {:?}: {}",
+                        apply.status.code(),
+                        common::stderr(&apply)
+                    ));
+                }
+                if compliance.status.code() != Some(3) {
+                    self.fail(&format!(
+                        "compliance with the host down exited {:?}, not 3: {}{}",
+                        compliance.status.code(),
+                        common::stdout(&compliance),
+                        common::stderr(&compliance)
+                    ));
+                }
+                let report: serde_json::Value =
+                    serde_json::from_slice(&compliance.stdout).unwrap_or_default();
+                let text = report.to_string();
+                for vm in VMS {
+                    if !text.contains(vm) || !text.contains("unknown") {
+                        self.fail(&format!(
+                            "{vm} is not reported unknown while its host is down: {text}"
+                        ));
+                    }
+                }
+                // The policy file is back as it was: only its time changed.
+                self.untouched = self.outside_state();
             }
             Op::SecondInstance { vm } => {
                 // The first installation reads slowly (its downloads answer

@@ -186,7 +186,9 @@ impl Resolver<'_> {
                         format!("tier `{name}` ({written}) is the policy directory itself"),
                         format!("give the tier a directory of its own, e.g. `path = \"/srv/coffer/{name}\"`"),
                     );
-                } else if p.starts_with(&state_dir) {
+                // A state directory at `/` is its own error (settings): every
+                // path would be "inside" it.
+                } else if state_dir.parent().is_some() && p.starts_with(&state_dir) {
                     self.err(
                         "tier-path",
                         file,

@@ -117,6 +117,21 @@ pub struct DiskSource<'a> {
     pub backing: Option<String>,
 }
 
+impl<'a> DiskSource<'a> {
+    /// A disk read whole, with no change tracking and no parent: a full.
+    pub fn whole(device_key: i32, label: impl Into<String>, reader: &'a dyn DiskReader) -> Self {
+        DiskSource {
+            device_key,
+            label: label.into(),
+            reader,
+            change_id: None,
+            ranges: None,
+            from_parent: false,
+            backing: None,
+        }
+    }
+}
+
 /// A restore point to write.
 pub struct BackupRequest<'a> {
     pub vm: VmIdentity,

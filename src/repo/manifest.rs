@@ -87,6 +87,19 @@ pub struct Manifest {
     pub mac: Option<String>,
 }
 
+impl VmIdentity {
+    /// A VM known by name and instance UUID only (an image file, a test):
+    /// no source recorded.
+    pub fn new(name: impl Into<String>, uuid: impl Into<String>) -> VmIdentity {
+        VmIdentity {
+            name: name.into(),
+            uuid: uuid.into(),
+            source: None,
+            source_instance: None,
+        }
+    }
+}
+
 impl Manifest {
     /// The point's validated ids, or why the manifest names no valid point.
     pub fn ids(&self) -> Result<(VmUuid, PointId), IdError> {

@@ -26,7 +26,12 @@ pub fn coffer_in(dir: &Path, args: &[&str]) -> Output {
 /// The coffer binary, to be given arguments, environment and stdio.
 pub fn command_in(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
-    c.current_dir(dir).env_remove("COFFER_POLICIES");
+    // Bare `--repo` commands keep their chunk index in the user's cache
+    // directory: the tests' goes under the build directory, not $HOME.
+    c.current_dir(dir).env_remove("COFFER_POLICIES").env(
+        "XDG_CACHE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
+    );
     c
 }
 
