@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-COFFER=$PWD/target/release/coffer
+COFFER=${CARGO_TARGET_DIR:-$PWD/target}/release/coffer
 POLICY=examples/quickstart
 LAB_STATE=$POLICY/.coffer/lab/lab
 WORK=$(mktemp -d)
