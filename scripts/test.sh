@@ -11,6 +11,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
+mkdir -p target
 cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
 # Sum the per-binary result lines into one closing line.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt

@@ -13,7 +13,7 @@
 //! - every point coffer committed restores to exactly the disk as it was at
 //!   its snapshot (the oracle hashed it), or the next verify names it damaged;
 //! - no point leaves a tier outside its retention (`last = N`: at least N
-//!   newer points of the VM were on the tier);
+//!   newer points of the VM are on the tier after the step);
 //! - nothing outside the tiers and the state directories changes;
 //! - no coffer snapshot outlives its run (after a run that was not killed,
 //!   no snapshot is left on any lab VM).
@@ -420,8 +420,8 @@ impl World {
         self.listed = listed;
     }
 
-    /// A point that left a tier must have had `last` newer points of its
-    /// VM on that tier before the step.
+    /// A point that left a tier must leave `last` newer points of its VM
+    /// on that tier.
     fn check_retention(&self, before: &BTreeMap<String, BTreeMap<String, String>>) {
         for (tier, last) in TIERS {
             let (Some(was), Some(now)) = (before.get(tier), self.listed.get(tier)) else {
@@ -431,8 +431,11 @@ impl World {
                 if now.contains_key(id) {
                     continue;
                 }
-                // Point ids sort by creation time.
-                let newer = was
+                // Point ids sort by creation time. Retention counts the
+                // VM's points wherever they are, and a run copies the newer
+                // ones to the tier before it prunes there: count what the
+                // tier holds after the step.
+                let newer = now
                     .iter()
                     .filter(|(other, other_vm)| *other_vm == vm && *other > id)
                     .count();
@@ -600,6 +603,9 @@ impl World {
                 // damage this test made): that is an honest report. It must
                 // not crash.
                 let o = self.run(&["apply", "--no-mail"]);
+                if std::env::var_os("COFFER_TORTURE_VERBOSE").is_some() {
+                    eprintln!("{}{}", common::stdout(&o), common::stderr(&o));
+                }
                 if !matches!(o.status.code(), Some(0) | Some(1)) {
                     self.fail(&format!(
                         "apply exited {:?}: {}",
