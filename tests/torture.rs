@@ -674,7 +674,11 @@ impl World {
             }
             Op::Gc => {
                 let o = self.run(&["repo", "gc", "--tier", "local"]);
-                if !o.status.success() {
+                // gc refuses to sweep while a point it cannot read (an index
+                // this test deleted) might reference a chunk: safe, and said.
+                let refused = common::stderr(&o).contains("gc stopped before deleting anything")
+                    && self.test_damaged_anything("local");
+                if !o.status.success() && !refused {
                     self.fail(&format!("gc failed: {}", common::stderr(&o)));
                 }
             }
