@@ -7,7 +7,7 @@
 //! the others; Ctrl-C stops starting actions, lets the running backup remove
 //! its snapshot, and exits 130.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -125,6 +125,9 @@ struct Runner<'a> {
     seq: i64,
     sessions: BTreeMap<String, Connected>,
     outcomes: Vec<Outcome>,
+    /// (VM, tier) of copies that failed in this run: retention counted the
+    /// copied point when it chose the tier's prunes, so those prunes wait.
+    failed_copies: BTreeSet<(String, String)>,
 }
 
 impl Runner<'_> {
@@ -203,6 +206,9 @@ impl Runner<'_> {
         started_event(action);
         let started = Instant::now();
         let result = self.execute(action, catalog);
+        if let (Action::Copy { vm, to, .. }, Err(_)) = (action, &result) {
+            self.failed_copies.insert((vm.clone(), to.clone()));
+        }
         let cancelled = matches!(
             result
                 .as_ref()
@@ -324,7 +330,15 @@ impl Runner<'_> {
                     r.chunks_present
                 ))
             }
-            Action::Prune { point, tier, .. } => {
+            Action::Prune {
+                vm, point, tier, ..
+            } => {
+                if self.failed_copies.contains(&(vm.clone(), tier.clone())) {
+                    anyhow::bail!(
+                        "deferred: a copy of a newer point of {vm} to tier `{tier}` failed in this \
+                         run, and retention counted that point when it chose this prune"
+                    );
+                }
                 let repo = open_tier(config, tier)?;
                 let p = repo.find_point(point)?;
                 ops::prune_point(&repo, &p)?;
@@ -535,6 +549,7 @@ pub fn run_at(args: Args, clock: &dyn Fn() -> chrono::DateTime<Utc>) -> Result<u
         seq: 0,
         sessions: BTreeMap::new(),
         outcomes: Vec::new(),
+        failed_copies: BTreeSet::new(),
     };
     for note in runner.recover(&mut catalog)? {
         if args.json {
