@@ -196,19 +196,8 @@ fn an_apply_killed_mid_backup_is_recovered_by_the_next() {
     for tier in ["local", "offsite"] {
         assert!(run(dir, &["repo", "init", "--tier", tier]).status.success());
     }
-    let mut child = common::command_in(dir)
-        .args(["apply", "--no-mail", "-p", "."])
-        .env("COFFER_LAB_FAULTS", "unavailable=5")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the first runner holds its snapshot (it is slowed by 503s).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while snapshot_count(dir) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // The first runner holds its snapshot (it is slowed by 503s).
+    let mut child = slow_run_holding_a_snapshot(dir, &["apply", "--no-mail"]);
     let second = run(dir, &["apply", "--no-mail"]);
     assert_eq!(second.status.code(), Some(1));
     assert!(
@@ -246,6 +235,25 @@ fn an_apply_killed_mid_backup_is_recovered_by_the_next() {
             .status
             .success()
     );
+}
+
+/// Starts `coffer ARGS` with its downloads slowed by 503s and returns once
+/// it holds a snapshot on a lab VM.
+fn slow_run_holding_a_snapshot(dir: &Path, args: &[&str]) -> std::process::Child {
+    let child = common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .env("COFFER_LAB_FAULTS", "unavailable=5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while snapshot_count(dir) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
 }
 
 fn snapshot_count(dir: &Path) -> usize {
@@ -696,18 +704,7 @@ fn a_snapshot_left_by_a_killed_backup_is_removed_by_the_next_apply() {
     // The first apply backs every VM up: none is due afterwards.
     let first = run(dir, &["apply", "--no-mail"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    let mut child = common::command_in(dir)
-        .args(["backup", "lab-vm-01", "-p", "."])
-        .env("COFFER_LAB_FAULTS", "unavailable=5")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while snapshot_count(dir) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut child = slow_run_holding_a_snapshot(dir, &["backup", "lab-vm-01"]);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
