@@ -21,7 +21,6 @@ use coffer::lab::{Lab, LabConfig};
 use coffer::plan::cbt::CbtVerdict;
 use coffer::policy::model::Consistency;
 use coffer::repo::Repository;
-use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use coffer::repo::chunk::{ChunkDigest, ZERO_DIGEST};
 use coffer::repo::chunk_index::ChunkState;
 use coffer::repo::local::LocalStore;
@@ -290,35 +289,11 @@ fn image_backup(
     parent: Option<&Manifest>,
     ranges: Option<Vec<Range<u64>>>,
 ) -> Manifest {
-    let disk = FileDisk::open(image).unwrap();
-    backup::backup(
-        repo,
-        BackupRequest {
-            vm: VmIdentity::new(name, format!("4210aaaa-0000-0000-0000-{:012}", name.len())),
-            consistency: "crash".into(),
-            chunk_size_bytes: CHUNK as u32,
-            parent,
-            disks: vec![DiskSource {
-                device_key: 2000,
-                label: "Hard disk 1".into(),
-                reader: &disk,
-                change_id: None,
-                from_parent: parent.is_some(),
-                backing: None,
-                ranges,
-            }],
-            files: vec![],
-            threads: 2,
-        },
-    )
-    .unwrap()
+    let vm = VmIdentity::new(name, format!("4210aaaa-0000-0000-0000-{:012}", name.len()));
+    common::backup_image(repo, vm, image, parent, ranges, CHUNK as u32)
 }
 
-fn restore_bytes(repo: &Repository, m: &Manifest, out: &Path) -> Vec<u8> {
-    let index = repo.read_index(m, &m.disks[0]).unwrap();
-    restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
-    std::fs::read(out).unwrap()
-}
+use common::restore_bytes;
 
 #[test]
 fn on_s3_an_incremental_rewrites_a_quarantined_chunk_from_the_source() {

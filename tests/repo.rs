@@ -131,35 +131,10 @@ fn run_backup(
     ranges: Option<Vec<Range<u64>>>,
     chunk: u32,
 ) -> Manifest {
-    let disk = FileDisk::open(image).unwrap();
-    backup::backup(
-        repo,
-        BackupRequest {
-            vm: vm(),
-            consistency: "crash".into(),
-            chunk_size_bytes: chunk,
-            parent,
-            disks: vec![DiskSource {
-                device_key: 2000,
-                label: "Hard disk 1".into(),
-                reader: &disk,
-                change_id: None,
-                from_parent: parent.is_some(),
-                backing: None,
-                ranges,
-            }],
-            files: vec![],
-            threads: 2,
-        },
-    )
-    .unwrap()
+    common::backup_image(repo, vm(), image, parent, ranges, chunk)
 }
 
-fn restore_bytes(repo: &Repository, m: &Manifest, out: &Path) -> Vec<u8> {
-    let index = repo.read_index(m, &m.disks[0]).unwrap();
-    restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
-    std::fs::read(out).unwrap()
-}
+use common::restore_bytes;
 
 /// Scattered 64 KiB writes; returns the changed ranges as CBT reports them.
 fn scatter_writes(image: &Path, count: u64, seed: u64) -> Vec<Range<u64>> {

@@ -76,3 +76,46 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub mod smtp;
+
+/// Backs up disk 2000 of an image file as one point: a full, or with
+/// `parent` an incremental over `ranges`.
+pub fn backup_image(
+    repo: &coffer::repo::Repository,
+    vm: coffer::repo::manifest::VmIdentity,
+    image: &Path,
+    parent: Option<&coffer::repo::manifest::Manifest>,
+    ranges: Option<Vec<std::ops::Range<u64>>>,
+    chunk_size_bytes: u32,
+) -> coffer::repo::manifest::Manifest {
+    use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
+    let disk = FileDisk::open(image).unwrap();
+    backup::backup(
+        repo,
+        BackupRequest {
+            vm,
+            consistency: "crash".into(),
+            chunk_size_bytes,
+            parent,
+            disks: vec![DiskSource {
+                from_parent: parent.is_some(),
+                ranges,
+                ..DiskSource::whole(2000, "Hard disk 1", &disk)
+            }],
+            files: vec![],
+            threads: 2,
+        },
+    )
+    .unwrap()
+}
+
+/// The bytes of the first disk of `m`, restored raw to `out`.
+pub fn restore_bytes(
+    repo: &coffer::repo::Repository,
+    m: &coffer::repo::manifest::Manifest,
+    out: &Path,
+) -> Vec<u8> {
+    use coffer::repo::restore::{self, DiskFormat};
+    let index = repo.read_index(m, &m.disks[0]).unwrap();
+    restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
+    std::fs::read(out).unwrap()
+}
