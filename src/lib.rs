@@ -2,11 +2,14 @@
 //!
 //! The parts follow `DESIGN.md`: `policy` reads what operators declare,
 //! `plan` decides, `repo` stores restore points, `vsphere` talks to the hosts,
-//! `run` carries out what was decided,
-//! and `cli` wires commands to them.
+//! `run` holds the jobs (one VM's backup, a drill, a restore, an export),
+//! `engine` runs them (a workspace: gather, plan, apply, report, with an
+//! observer that hears everything), `report` renders and mails, and `cli`
+//! only parses arguments and prints what the engine answers.
 
 pub mod catalog;
 pub mod cli;
+pub mod engine;
 pub mod lab;
 pub mod plan;
 pub mod policy;

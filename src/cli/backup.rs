@@ -4,46 +4,17 @@
 //! reason. Ctrl-C stops the read, removes the snapshot and records nothing.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::Result;
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::engine::backup_now::{BackupNow, BackupTaken, backup_now};
+use crate::engine::cancel;
 use crate::plan::cbt::CbtVerdict;
-use crate::repo::Repository;
-use crate::repo::manifest::Manifest;
-use crate::run::connect::{self, Connected};
-use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
+use crate::run::vm_backup::VmBackupError;
 
 /// Exit code of a backup stopped by Ctrl-C (128 + SIGINT).
 pub const EXIT_CANCELLED: u8 = 130;
-
-static CANCEL: AtomicBool = AtomicBool::new(false);
-
-/// Set by a second Ctrl-C: stop as soon as no snapshot is open.
-pub static ABORT: AtomicBool = AtomicBool::new(false);
-
-/// Backups with an open snapshot right now (a second Ctrl-C waits for
-/// them to remove it, and only for them).
-pub static SNAPSHOTS_OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    if CANCEL.swap(true, Ordering::SeqCst) {
-        ABORT.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Ctrl-C and SIGTERM set the cancel flag instead of killing the process,
-/// so the snapshot is removed before coffer exits.
-pub fn install_cancel_handler() -> &'static AtomicBool {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
-    }
-    &CANCEL
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -68,145 +39,32 @@ pub struct Args {
     pub policies: PolicyArgs,
 }
 
-/// A new run id: sortable, unique enough to name a snapshot.
-pub fn new_run_id() -> String {
-    let mut r = [0u8; 2];
-    getrandom::fill(&mut r).expect("the OS random source works");
-    format!(
-        "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-        hex::encode(r)
-    )
-}
-
-/// The newest point of the VM with `uuid` in `repo`.
-/// The newest point of the VM `uuid` of `source` on `repo`: a point
-/// recorded from another source (a VM there with the same instance UUID)
-/// is another VM's and never a base. A point from before coffer recorded
-/// sources counts as this VM's.
-pub fn newest_point(repo: &Repository, uuid: &str, source: &str) -> Result<Option<Manifest>> {
-    let mut listed: Vec<_> = repo
-        .list_points()?
-        .into_iter()
-        .filter(|p| p.vm_uuid == uuid)
-        .collect();
-    listed.sort_by(|a, b| b.point_id.cmp(&a.point_id));
-    for p in listed {
-        let m = repo.read_manifest(&p)?;
-        if m.vm.source.as_deref().is_none_or(|s| s == source) {
-            return Ok(Some(m));
-        }
-    }
-    Ok(None)
-}
-
 pub fn run(args: Args) -> Result<u8> {
-    let cancel = install_cancel_handler();
+    cancel::install_signal_handler();
     let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let mut found: Option<(Connected, crate::vsphere::VmRecord)> = None;
-    for source in config.sources.values() {
-        if args.source.as_ref().is_some_and(|s| s != &source.name) {
-            continue;
-        }
-        let conn = connect::connect(source, &config.settings.state_dir)?;
-        if let Some(vm) = conn
-            .session
-            .list_vms()?
-            .into_iter()
-            .find(|v| v.name == args.vm)
-        {
-            found = Some((conn, vm));
-            break;
-        }
-    }
-    let Some((conn, vm)) = found else {
-        bail!(
-            "no VM named `{}` on the sources of {}",
-            args.vm,
-            config.dir.display()
-        );
+    let what = BackupNow {
+        vm: args.vm.clone(),
+        source: args.source.clone(),
+        policy: args.policy.clone(),
+        tier: args.tier.clone(),
+        full: args.full,
     };
-    let policy = match &args.policy {
-        Some(name) => config
-            .policies
-            .get(name)
-            .ok_or_else(|| anyhow!("no policy named `{name}`"))?,
-        None => {
-            let names: Vec<&str> = crate::plan::planner::policies_of(&config, &conn.source, &vm)
-                .into_iter()
-                .map(|p| p.name.as_str())
-                .collect();
-            match names.as_slice() {
-                [one] => &config.policies[*one],
-                [] => bail!(
-                    "no policy selects VM `{}` of source `{}`; name one with --policy",
-                    vm.name,
-                    conn.source
-                ),
-                many => bail!(
-                    "policies {} all select VM `{}`; name one with --policy",
-                    many.join(", "),
-                    vm.name
-                ),
+    let BackupTaken {
+        run_id,
+        vm,
+        tier,
+        outcome,
+    } = match backup_now(&config, &what) {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(VmBackupError::Cancelled { vm }) = e.downcast_ref::<VmBackupError>() {
+                eprintln!(
+                    "coffer: backup of {vm} cancelled; its snapshot was removed and no point was recorded"
+                );
+                return Ok(EXIT_CANCELLED);
             }
+            return Err(e);
         }
-    };
-    let tier = args
-        .tier
-        .clone()
-        .unwrap_or_else(|| policy.backup_to.clone());
-    let repo = super::repo::Target {
-        tier: Some(tier.clone()),
-        repo: None,
-        endpoint: None,
-        region: None,
-        key_env: None,
-        key_file: None,
-        policy: args.policies.clone(),
-    }
-    .open()?;
-    let uuid = vm
-        .instance_uuid
-        .clone()
-        .ok_or_else(|| anyhow!("VM `{}` has no instance UUID", vm.name))?;
-    let base = if args.full {
-        None
-    } else {
-        newest_point(&repo, &uuid, &conn.source)?
-    };
-    let run_id = new_run_id();
-    let _lock = crate::run::runlock::RunnerLock::take(
-        &config.settings.state_dir,
-        &format!("coffer backup {}, run {run_id}", vm.name),
-    )?;
-    let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
-    let io_limit = crate::run::throttle::policy_throttle(policy);
-    let installation = crate::run::installation::id(&config.settings.state_dir)?;
-    let request = VmBackupRequest {
-        vm: &vm,
-        installation: &installation,
-        snapshot_max_age: config.compliance.snapshot_max_age,
-        source: &conn.source,
-        datacenter: &conn.datacenter,
-        run_id: &run_id,
-        consistency: policy.consistency,
-        base: base.as_ref(),
-        chunk_size_bytes: chunk,
-        threads: super::threads(),
-        task_timeout: Duration::from_secs(30 * 60),
-        cancel,
-        io_limit: io_limit.as_deref(),
-        progress: None,
-    };
-    let outcome = match vm_backup::backup_vm(&conn.session, &repo, &request) {
-        Ok(o) => o,
-        Err(VmBackupError::Cancelled { vm }) => {
-            eprintln!(
-                "coffer: backup of {vm} cancelled; its snapshot was removed and no point was recorded"
-            );
-            return Ok(EXIT_CANCELLED);
-        }
-        Err(e) => return Err(e.into()),
     };
     let m = &outcome.manifest;
     let mut out = std::io::stdout().lock();
@@ -216,7 +74,7 @@ pub fn run(args: Args) -> Result<u8> {
             "{}",
             serde_json::json!({
                 "run_id": run_id,
-                "vm": vm.name,
+                "vm": vm,
                 "point": m.point_id,
                 "tier": tier,
                 "kind": m.kind,
@@ -249,7 +107,7 @@ pub fn run(args: Args) -> Result<u8> {
     writeln!(
         out,
         "VM {}: {} point {} on tier `{tier}` ({}-consistent{}) in {:.1}s",
-        vm.name,
+        vm,
         format!("{:?}", m.kind).to_lowercase(),
         m.point_id,
         outcome.consistency,

@@ -4,13 +4,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 
+use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::catalog::{self, Catalog, Drift, DriftKind, PointRecord};
+use crate::catalog::{self, Drift, DriftKind, PointRecord};
+use crate::engine;
 use crate::policy::Config;
-use crate::repo::Repository;
 
 /// Version of the `--json` output formats of this file.
 const JSON_FORMAT: u32 = 1;
@@ -85,166 +86,20 @@ fn load(policy: &PolicyArgs) -> Result<Config> {
     load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir.into())
 }
 
-pub(crate) fn catalog_path(location: &Location, config: Option<&Config>) -> Result<PathBuf> {
-    if let Some(dir) = &location.state {
-        return Ok(dir.join(catalog::FILE_NAME));
-    }
-    match config {
-        Some(c) => Ok(c.settings.catalog.clone()),
+/// Where the catalog is: `--state DIR`, else the policy's settings.
+fn catalog_path(location: &Location) -> Result<PathBuf> {
+    match &location.state {
+        Some(dir) => Ok(engine::catalog::catalog_in(dir)),
         None => Ok(load(&location.policy)?.settings.catalog),
     }
 }
 
-/// Opens the catalog. A damaged one (not a database, corrupt) is moved
-/// aside and, when the policy directory is known, rebuilt at once from
-/// every tier and its log, so no command is stuck on it; the user is told
-/// on stderr either way.
-pub(crate) fn open_catalog(path: &std::path::Path, config: Option<&Config>) -> Result<Catalog> {
-    let (mut catalog, moved) = Catalog::open_or_replace(path)
-        .with_context(|| format!("opening the catalog {}", path.display()))?;
-    let Some(moved) = moved else {
-        return Ok(catalog);
-    };
-    eprintln!(
-        "coffer: the catalog {} could not be opened ({}); it was moved to {}",
-        path.display(),
-        moved.error,
-        moved.path.display()
-    );
-    let Some(config) = config else {
-        eprintln!(
-            "coffer: a new, empty catalog was created; `coffer catalog rebuild --tier NAME` fills it from the tiers"
-        );
-        return Ok(catalog);
-    };
-    for name in config.tiers.keys() {
-        let rebuilt = open_tier(config, name).and_then(|repo| {
-            let drift = catalog.rebuild_tier(name, &repo)?;
-            let log = catalog.replay_tier_log(&repo)?;
-            Ok((drift, log))
-        });
-        match rebuilt {
-            Ok((drift, log)) => eprintln!(
-                "coffer: catalog rebuilt from tier `{name}`: {} points, {} logged events replayed{}",
-                drift.listed,
-                log.applied,
-                if log.rejected > 0 {
-                    format!(", {} log objects rejected", log.rejected)
-                } else {
-                    String::new()
-                }
-            ),
-            Err(e) => eprintln!(
-                "coffer: could not rebuild the catalog from tier `{name}`: {e:#}; \
-                 run `coffer catalog rebuild --tier {name}` once it can be read"
-            ),
-        }
-    }
-    Ok(catalog)
-}
-
-/// Opens the repository of a tier of the policy directory.
-pub(crate) fn open_tier(config: &Config, name: &str) -> Result<Repository> {
-    let tier = config.tiers.get(name).ok_or_else(|| {
-        let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
-        anyhow!(
-            "no tier named `{name}`; defined tiers: {}",
-            crate::policy::diag::one_of(&names)
-        )
-    })?;
-    let mut store = super::repo::tier_store(tier)?;
-    if let Some(throttle) = crate::run::throttle::tier_throttle(tier) {
-        store = std::sync::Arc::new(crate::run::throttle::ThrottledStore {
-            inner: store,
-            throttle,
-        });
-    }
-    let secret = tier
-        .encryption_key
-        .as_ref()
-        .map(|s| {
-            s.read()
-                .map_err(|e| anyhow!("tier `{name}`: encryption key: {e}"))
-        })
-        .transpose()?;
-    Repository::open(store, secret.as_deref().map(str::as_bytes))
-        .map(|r| r.with_chunk_index_dir(config.settings.state_dir.join("chunk-index")))
-        .with_context(|| format!("opening the repository of tier `{name}`"))
-}
-
-/// Two tiers of a policy that open one repository (the same repository id),
-/// which their paths did not show: a symlink made after validation, a bind
-/// mount, two endpoints of one object store.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "tiers `{first}` and `{second}` open the same repository ({id}, at {place}): one tier's \
-     retention would prune the other's points; give each tier a repository of its own \
-     (`coffer repo init --tier NAME` after changing its path)"
-)]
-pub struct SameRepository {
-    pub first: String,
-    pub second: String,
-    pub id: String,
-    pub place: String,
-}
-
-/// Opens every tier of the policy, each with the outcome of its opening,
-/// and refuses them all when two tiers turn out to be one repository: no
-/// tier is listed, pruned or written then.
-pub(crate) fn open_tiers(
-    config: &Config,
-) -> Result<Vec<(String, Result<Repository>)>, SameRepository> {
-    let opened: Vec<(String, Result<Repository>)> = config
-        .tiers
-        .keys()
-        .map(|name| (name.clone(), open_tier(config, name)))
-        .collect();
-    let mut by_id: std::collections::BTreeMap<&str, &str> = Default::default();
-    for (name, repo) in &opened {
-        let Ok(repo) = repo else { continue };
-        if let Some(first) = by_id.insert(repo.config.id.as_str(), name) {
-            return Err(SameRepository {
-                first: first.to_string(),
-                second: name.clone(),
-                id: repo.config.id.clone(),
-                place: repo.describe(),
-            });
-        }
-    }
-    Ok(opened)
-}
-
 fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Result<u8> {
     let config = load(&location.policy)?;
-    let path = catalog_path(location, Some(&config))?;
-    let mut catalog = open_catalog(&path, None)?;
-    let names: Vec<String> = if tiers.is_empty() {
-        config.tiers.keys().cloned().collect()
-    } else {
-        tiers.to_vec()
-    };
-    if names.is_empty() {
-        bail!("the policy directory declares no tiers");
-    }
-    let mut drifts = Vec::new();
-    for name in &names {
-        let repo = open_tier(&config, name)?;
-        let drift = if rebuild {
-            catalog.rebuild_tier(name, &repo).and_then(|d| {
-                catalog.replay_tier_log(&repo)?;
-                Ok(d)
-            })
-        } else {
-            catalog.refresh_tier(name, &repo)
-        }
-        .with_context(|| {
-            format!(
-                "{} the catalog from tier `{name}`",
-                if rebuild { "rebuilding" } else { "refreshing" }
-            )
-        })?;
-        drifts.push(drift);
-    }
+    let path = engine::catalog::catalog_path(location.state.as_deref(), &config);
+    let terminal = Terminal::human();
+    let mut catalog = engine::catalog::open_catalog(&path, None, &terminal)?;
+    let drifts = engine::catalog::sync_tiers(&config, &mut catalog, tiers, rebuild)?;
     let mut out = std::io::stdout().lock();
     if json {
         let tiers: Vec<_> = drifts.iter().map(drift_json).collect();
@@ -301,14 +156,14 @@ fn drift_json(d: &Drift) -> serde_json::Value {
 }
 
 fn show(a: ShowArgs) -> Result<u8> {
-    let path = catalog_path(&a.location, None)?;
+    let path = catalog_path(&a.location)?;
     if !path.exists() {
         bail!(
             "there is no catalog at {}; build one with `coffer catalog rebuild --tier NAME`",
             path.display()
         );
     }
-    let catalog = open_catalog(&path, None)?;
+    let catalog = engine::catalog::open_catalog(&path, None, &Terminal::human())?;
     let vms: Vec<_> = catalog
         .vms()?
         .into_iter()

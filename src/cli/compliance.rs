@@ -6,9 +6,11 @@ use std::io::Write;
 use anyhow::Result;
 use chrono::Utc;
 
-use super::catalog::{Location, catalog_path, open_catalog};
-use super::plan::{gather, make_plan};
+use super::catalog::Location;
+use super::terminal::Terminal;
 use super::{EXIT_OK, load_or_report};
+use crate::engine::Workspace;
+use crate::engine::report::{standing_word, vm_label};
 
 /// Exit code when a VM is out of compliance.
 pub const EXIT_BREACH: u8 = 3;
@@ -23,9 +25,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let mut catalog = open_catalog(&catalog_path(&args.location, Some(&config))?, Some(&config))?;
-    let gathered = gather(&config, &mut catalog)?;
-    let plan = make_plan(&config, &gathered, Utc::now(), false);
+    let terminal = Terminal::human();
+    let mut ws = Workspace::open(config, args.location.state.as_deref(), &terminal)?;
+    let (gathered, plan) = ws.compliance(Utc::now())?;
+    let config = &ws.config;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(
@@ -71,7 +74,7 @@ pub fn run(args: Args) -> Result<u8> {
             writeln!(
                 out,
                 "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<20} {}",
-                super::plan::vm_label(v, &plan.compliance),
+                vm_label(v, &plan.compliance),
                 v.policy,
                 v.copies,
                 v.media,
@@ -87,7 +90,7 @@ pub fn run(args: Args) -> Result<u8> {
                 } else {
                     format!(
                         "{}: {}",
-                        super::plan::standing_word(v),
+                        standing_word(v),
                         v.violations.join("; ")
                     )
                 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::restore::find_point;
+use crate::engine::restore::find_point;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::run::export::{self, ExportFormat};
 
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<u8> {
         args.point.as_deref(),
         at,
     )?;
-    let threads = super::threads();
+    let threads = crate::engine::threads();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -3,16 +3,12 @@
 //! that selects it, and snapshot hygiene warnings.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::Result;
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::plan::hygiene::{self, SnapshotAlert};
-use crate::run::connect;
-
-/// A coffer snapshot younger than this may belong to a running backup.
-pub const IN_PROGRESS_GRACE: Duration = Duration::from_secs(6 * 3600);
+use crate::engine::inventory::{InventoryRow, inventory};
+use crate::plan::hygiene::SnapshotAlert;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,36 +24,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let now = chrono::Utc::now();
-    let mut rows = Vec::new();
-    let mut alerts: Vec<SnapshotAlert> = Vec::new();
-    let dead_installation = crate::cli::plan::dead_installation(&config.settings.state_dir);
-    for source in config.sources.values() {
-        if args.source.as_ref().is_some_and(|s| s != &source.name) {
-            continue;
-        }
-        let conn = connect::connect(source, &config.settings.state_dir)?;
-        for vm in conn.session.list_vms()? {
-            let found = hygiene::snapshot_alerts(
-                &vm,
-                now,
-                config.compliance.snapshot_max_age,
-                IN_PROGRESS_GRACE,
-                dead_installation.as_deref(),
-            );
-            let policies: Vec<&str> = crate::plan::planner::policies_of(&config, &source.name, &vm)
-                .into_iter()
-                .map(|p| p.name.as_str())
-                .collect();
-            alerts.extend(found.iter().cloned());
-            rows.push((source.name.clone(), vm, policies, found));
-        }
-    }
+    let rows = inventory(&config, args.source.as_deref())?;
+    let alerts: Vec<&SnapshotAlert> = rows.iter().flat_map(|r| &r.alerts).collect();
     let mut out = std::io::stdout().lock();
     if args.json {
         let vms: Vec<_> = rows
             .iter()
-            .map(|(source, vm, policies, found)| {
+            .map(|InventoryRow { source, vm, policies, alerts: found }| {
                 serde_json::json!({
                     "source": source,
                     "name": vm.name,
@@ -94,7 +67,13 @@ pub fn run(args: Args) -> Result<u8> {
             "{:<12} {:<24} {:<11} {:<10} {:<4} {:>5} {:>12} {:>5}  POLICY",
             "SOURCE", "VM", "POWER", "TOOLS", "CBT", "DISKS", "SIZE", "SNAPS"
         )?;
-        for (source, vm, policies, _) in &rows {
+        for InventoryRow {
+            source,
+            vm,
+            policies,
+            ..
+        } in &rows
+        {
             writeln!(
                 out,
                 "{:<12} {:<24} {:<11} {:<10} {:<4} {:>5} {:>12} {:>5}  {}",

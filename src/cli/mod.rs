@@ -1,6 +1,8 @@
 //! Command-line interface: one file per subcommand. This part parses what the
-//! user typed and hands it to the library; it owns exit codes and output
-//! formats, never decisions.
+//! user typed, hands it to the engine (`crate::engine`) and prints what comes
+//! back (`terminal.rs` renders the engine's events); it owns exit codes and
+//! output formats, never decisions. No file here opens a tier, talks to a
+//! host or writes the catalog.
 
 mod apply;
 mod backup;
@@ -17,6 +19,7 @@ mod restore;
 mod retention;
 mod schedule;
 mod schema;
+mod terminal;
 mod validate;
 
 use std::path::PathBuf;
@@ -143,52 +146,6 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),
     }
-}
-
-/// Worker threads for reading, hashing and compressing: one per core.
-pub(crate) fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Reads every secret the sources and tiers refer to, so that a missing
-/// `{ env = … }` or unreadable `{ file = … }` is one error naming it, not a
-/// tier that seems empty ("no restore point yet") or a source that seems
-/// down. The values are dropped at once.
-pub(crate) fn check_secrets(config: &crate::policy::Config) -> Result<()> {
-    use crate::policy::model::TierBackend;
-    let mut missing = Vec::new();
-    let mut check = |owner: String, what: &str, s: Option<&crate::policy::model::SecretRef>| {
-        if let Some(Err(e)) = s.map(|s| s.read()) {
-            missing.push(format!("{owner}: {what}: {e}"));
-        }
-    };
-    for source in config.sources.values() {
-        check(
-            format!("source `{}`", source.name),
-            "password",
-            source.password.as_ref(),
-        );
-    }
-    for tier in config.tiers.values() {
-        let owner = || format!("tier `{}`", tier.name);
-        check(owner(), "encryption key", tier.encryption_key.as_ref());
-        if let TierBackend::S3 {
-            access_key,
-            secret_key,
-            ..
-        } = &tier.backend
-        {
-            check(owner(), "access key", access_key.as_ref());
-            check(owner(), "secret key", secret_key.as_ref());
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "{}\nset the secrets the policy directory refers to, then run the command again",
-        missing.join("\n")
-    )
 }
 
 /// Loads a policy directory or prints why it cannot be used.

@@ -2,23 +2,22 @@
 //! by an administrator or a benchmark, without ESXi.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::{EXIT_OK, PolicyArgs, load_or_report, threads};
-use crate::policy::model::{SecretRef, Tier, TierBackend};
+use super::terminal::Terminal;
+use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::engine::image::{ImageBackup, backup_image as backup_image_into};
+use crate::engine::threads;
+use crate::engine::tiers::{RepoSpec, TierInit, init_tiers};
+use crate::policy::Config;
+use crate::policy::model::SecretRef;
 use crate::policy::units;
 use crate::repo::Repository;
-use crate::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
-use crate::repo::local::LocalStore;
-use crate::repo::manifest::VmIdentity;
 use crate::repo::ops::{self, Sample};
 use crate::repo::restore::{self, DiskFormat};
-use crate::repo::s3::{LockMode, S3Location, S3Store};
-use crate::repo::store::Store;
 
 /// Verification found damage.
 pub const EXIT_DAMAGED: u8 = 4;
@@ -51,126 +50,48 @@ pub struct Target {
 }
 
 impl Target {
-    /// The store, its key, what it is called, and where a policy tier keeps
-    /// its chunk index.
-    fn resolve(&self) -> Result<Resolved> {
+    /// The repository as the engine names it.
+    fn spec(&self) -> Result<RepoSpec> {
         if let Some(spec) = &self.repo {
             let secret = match (&self.key_env, &self.key_file) {
                 (Some(v), _) => Some(SecretRef::Env(v.clone())),
                 (_, Some(f)) => Some(SecretRef::File(f.clone())),
                 _ => None,
             };
-            let store = location_store(spec, self.endpoint.as_deref(), self.region.as_deref())?;
-            return Ok((store, secret, spec.clone(), None));
+            return Ok(RepoSpec::Location {
+                spec: spec.clone(),
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+                secret,
+            });
         }
-        let Some(name) = &self.tier else {
-            bail!(
+        match &self.tier {
+            Some(name) => Ok(RepoSpec::Tier(name.clone())),
+            None => bail!(
                 "name the repository with --tier NAME (from the policy directory) or --repo DIR|s3://BUCKET/PREFIX"
-            );
-        };
-        let config = load_or_report(&self.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-        let tier = config.tiers.get(name).ok_or_else(|| {
-            let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
-            anyhow!(
-                "no tier named `{name}`; defined tiers: {}",
-                crate::policy::diag::one_of(&names)
-            )
-        })?;
-        Ok((
-            tier_store(tier)?,
-            tier.encryption_key.clone(),
-            format!("tier `{name}`"),
-            Some(config.settings.state_dir.join("chunk-index")),
-        ))
+            ),
+        }
+    }
+
+    /// The policies, when the repository is a tier of them.
+    fn config(&self, spec: &RepoSpec) -> Result<Option<Config>> {
+        match spec {
+            RepoSpec::Tier(_) => load_or_report(&self.policy)
+                .map(Some)
+                .map_err(|_| crate::cli::InvalidPolicyDir.into()),
+            RepoSpec::Location { .. } => Ok(None),
+        }
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let (store, secret, what, index_dir) = self.resolve()?;
-        let secret = read_secret(secret.as_ref())?;
-        let repo = Repository::open(store, secret.as_deref().map(str::as_bytes))
-            .with_context(|| format!("opening the repository of {what}"))?;
-        // A tier of the policy keeps its chunk index in the state dir; a bare
-        // `--repo` in the user's cache dir.
-        Ok(match index_dir {
-            Some(dir) => repo.with_chunk_index_dir(dir),
-            None => repo,
-        })
+        let spec = self.spec()?;
+        spec.open(self.config(&spec)?.as_ref())
     }
-}
 
-/// What `Target::resolve` finds: the store, its key, what it is called,
-/// and where a policy tier keeps its chunk index.
-type Resolved = (Arc<dyn Store>, Option<SecretRef>, String, Option<PathBuf>);
-
-/// The store behind a tier of the policy.
-pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
-    let name = &tier.name;
-    match &tier.backend {
-        TierBackend::Local { path } => {
-            let store = LocalStore::new(path)
-                .with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-        TierBackend::S3 {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            access_key,
-            secret_key,
-        } => {
-            let mut loc = S3Location::new(bucket);
-            loc.prefix = prefix.trim_matches('/').to_string();
-            loc.endpoint = endpoint.clone();
-            loc.region = region.clone();
-            let read = |s: &Option<SecretRef>, what: &str| {
-                s.as_ref()
-                    .map(|s| s.read().map_err(|e| anyhow!("tier `{name}`: {what}: {e}")))
-                    .transpose()
-            };
-            loc.access_key = read(access_key, "access_key")?;
-            loc.secret_key = read(secret_key, "secret_key")?;
-            loc.lock = tier.immutable_for.map(|d| (LockMode::Compliance, d));
-            let store = S3Store::new(loc).with_context(|| format!("opening tier `{name}`"))?;
-            Ok(Arc::new(store))
-        }
+    fn init(&self) -> Result<(Repository, bool)> {
+        let spec = self.spec()?;
+        spec.init(self.config(&spec)?.as_ref())
     }
-}
-
-/// The store behind `--repo`: a directory or `s3://BUCKET/PREFIX`.
-pub fn location_store(
-    spec: &str,
-    endpoint: Option<&str>,
-    region: Option<&str>,
-) -> Result<Arc<dyn Store>> {
-    if spec.starts_with("s3://") {
-        let mut loc = S3Location::from_url(spec)
-            .ok_or_else(|| anyhow!("`{spec}`: expected s3://BUCKET or s3://BUCKET/PREFIX"))?;
-        loc.endpoint = endpoint.map(str::to_string);
-        if let Some(r) = region
-            .map(str::to_string)
-            .or_else(|| std::env::var("AWS_REGION").ok())
-        {
-            loc.region = r;
-        }
-        let store = S3Store::new(loc).with_context(|| format!("opening {spec}"))?;
-        return Ok(Arc::new(store));
-    }
-    if endpoint.is_some() || region.is_some() {
-        bail!(
-            "--endpoint and --region apply to an s3:// repository, not to the directory `{spec}`"
-        );
-    }
-    let store = LocalStore::new(spec).with_context(|| format!("opening {spec}"))?;
-    Ok(Arc::new(store))
-}
-
-fn read_secret(s: Option<&SecretRef>) -> Result<Option<String>> {
-    s.map(|s| {
-        s.read()
-            .map_err(|e| anyhow!("reading the encryption key: {e}"))
-    })
-    .transpose()
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,32 +107,24 @@ pub struct InitArgs {
 /// `repo init --all`: one line per tier, created or already there.
 fn init_all(policy: &PolicyArgs, out: &mut impl Write) -> Result<()> {
     let config = load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    if config.tiers.is_empty() {
-        bail!("the policy directory declares no tiers");
-    }
-    for (name, tier) in &config.tiers {
-        let store = tier_store(tier)?;
-        let secret =
-            read_secret(tier.encryption_key.as_ref()).with_context(|| format!("tier `{name}`"))?;
-        match Repository::init(store, secret.as_deref().map(str::as_bytes)) {
-            Ok(repo) => writeln!(
+    for (name, done) in init_tiers(&config)? {
+        match done {
+            TierInit::Created {
+                describe,
+                encrypted,
+            } => writeln!(
                 out,
-                "tier `{name}`: created repository {} ({})",
-                repo.describe(),
-                if secret.is_some() {
+                "tier `{name}`: created repository {describe} ({})",
+                if encrypted {
                     "encrypted"
                 } else {
                     "not encrypted"
                 }
             )?,
-            Err(crate::repo::RepoError::AlreadyExists(what)) => writeln!(
+            TierInit::AlreadyThere { what } => writeln!(
                 out,
                 "tier `{name}`: {what} is already a repository; left as it is"
             )?,
-            Err(e) => {
-                return Err(anyhow::Error::from(e))
-                    .with_context(|| format!("creating the repository of tier `{name}`"));
-            }
         }
     }
     Ok(())
@@ -334,15 +247,12 @@ pub fn run(command: Command) -> Result<u8> {
     match command {
         Command::Init(InitArgs { all: true, target }) => init_all(&target.policy, &mut out)?,
         Command::Init(InitArgs { target: t, .. }) => {
-            let (store, secret, what, _) = t.resolve()?;
-            let secret = read_secret(secret.as_ref())?;
-            let repo = Repository::init(store, secret.as_deref().map(str::as_bytes))
-                .with_context(|| format!("creating the repository of {what}"))?;
+            let (repo, encrypted) = t.init()?;
             writeln!(
                 out,
                 "created repository {} ({}, format {})",
                 repo.describe(),
-                if secret.is_some() {
+                if encrypted {
                     "encrypted"
                 } else {
                     "not encrypted"
@@ -541,127 +451,18 @@ fn parse_sample(s: &str) -> Result<Sample> {
     Ok(Sample { part, of })
 }
 
-/// Reads a changed-ranges file: `OFFSET LENGTH` per line, `#` comments.
-pub fn read_ranges(path: &Path) -> Result<Vec<std::ops::Range<u64>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut it = line.split_whitespace();
-        let parse = |v: Option<&str>| -> Result<u64> {
-            v.ok_or_else(|| anyhow!("{}:{}: expected `OFFSET LENGTH`", path.display(), n + 1))?
-                .parse()
-                .with_context(|| {
-                    format!(
-                        "{}:{}: expected `OFFSET LENGTH` in bytes",
-                        path.display(),
-                        n + 1
-                    )
-                })
-        };
-        let (start, len) = (parse(it.next())?, parse(it.next())?);
-        out.push(start..start.saturating_add(len));
-    }
-    Ok(out)
-}
-
-/// A stable UUID-shaped id for an image name.
-fn image_uuid(name: &str) -> String {
-    use sha2::Digest;
-    let h = hex::encode(sha2::Sha256::digest(format!("coffer image {name}")));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let repo = a.target.open()?;
-    let name = a.vm.clone().unwrap_or_else(|| {
-        a.file
-            .file_name()
-            .map_or("image".into(), |n| n.to_string_lossy().into_owned())
-    });
-    let vm = VmIdentity {
-        uuid: image_uuid(&name),
-        name: name.clone(),
-        source: None,
-        source_instance: None,
-    };
     let chunk = units::parse_size(&a.chunk_size).map_err(|e| anyhow!("--chunk-size: {e}"))?;
-    let disk = FileDisk::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
-    let parent = match &a.changed {
-        None => None,
-        Some(_) => {
-            let p = match &a.base {
-                Some(id) => repo.find_point(id)?,
-                None => repo
-                    .list_points()?
-                    .into_iter()
-                    .filter(|p| p.vm_uuid == vm.uuid)
-                    .max_by(|x, y| x.point_id.cmp(&y.point_id))
-                    .ok_or_else(|| anyhow!("no earlier point of `{name}` to start an incremental from; run a full backup first"))?,
-            };
-            Some(repo.read_manifest(&p)?)
-        }
-    };
-    // An incremental starts from the parent's index; when that is missing
-    // or unreadable the image is read whole instead (a full, said why).
-    let parent = match parent {
-        Some(m) => match m
-            .disks
-            .iter()
-            .find(|d| d.device_key == 0)
-            .map(|d| repo.read_index(&m, d))
-        {
-            Some(Err(e)) => {
-                eprintln!(
-                    "full backup: parent index missing or unreadable for point {} ({e})",
-                    m.point_id
-                );
-                None
-            }
-            _ => Some(m),
-        },
-        None => None,
-    };
-    let ranges = match (&a.changed, &parent) {
-        (Some(f), Some(_)) => Some(read_ranges(f)?),
-        _ => Some(
-            disk.allocated_ranges()
-                .context("finding the allocated ranges of the image")?,
-        ),
+    let image = ImageBackup {
+        file: a.file.clone(),
+        vm: a.vm.clone(),
+        changed: a.changed.clone(),
+        base: a.base.clone(),
+        chunk_size_bytes: u32::try_from(chunk.0).map_err(|_| anyhow!("--chunk-size too large"))?,
     };
     let started = Instant::now();
-    let m = backup::backup(
-        &repo,
-        BackupRequest {
-            vm,
-            consistency: "image".into(),
-            chunk_size_bytes: u32::try_from(chunk.0)
-                .map_err(|_| anyhow!("--chunk-size too large"))?,
-            parent: parent.as_ref(),
-            disks: vec![DiskSource {
-                device_key: 0,
-                label: "disk0".into(),
-                reader: &disk,
-                change_id: None,
-                from_parent: parent.is_some(),
-                ranges,
-                backing: None,
-            }],
-            files: vec![],
-            threads: threads(),
-        },
-    )?;
+    let (m, name) = backup_image_into(&repo, &image, &Terminal::human())?;
     let secs = started.elapsed().as_secs_f64();
     let d = &m.disks[0];
     let mut out = std::io::stdout().lock();

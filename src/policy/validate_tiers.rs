@@ -5,7 +5,7 @@
 //! tiers by endpoint, bucket and prefix; a tier may not be another's
 //! directory or prefix, nor lie inside one, nor be the policy directory or
 //! inside the state directory. Opening the tiers checks the repository ids
-//! as well (`cli::catalog::open_tier`), for what a path cannot show (a
+//! as well (`engine::tiers::open_tiers`), for what a path cannot show (a
 //! bind mount, two endpoints of one server).
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! One backup action of `apply`: the VM's policy, base point and limits
+//! One backup action of a run: the VM's policy, base point and limits
 //! turned into a backup request, a time limit, and retries when the failure
 //! was transient.
 
@@ -7,16 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cli::backup::{SNAPSHOTS_OPEN, install_cancel_handler};
-use crate::cli::catalog::open_tier;
+use crate::engine::cancel::{self, SNAPSHOTS_OPEN};
+use crate::engine::observer::{Event, Observer};
+use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
 use crate::policy::Config;
 use crate::run::connect::Connected;
 use crate::run::vm_backup::{self, VmBackupError, VmBackupRequest};
-
-/// The longest one backup may take (`--action-timeout`).
-pub(super) static ACTION_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(12 * 3600);
 
 /// Whether a failed backup is worth trying again: the host or the network
 /// was briefly unavailable (a dropped connection, 503s beyond the reader's
@@ -56,6 +53,8 @@ pub(super) fn backup_action_with_retries(
     run_id: &str,
     action: &Action,
     progress: Option<&std::sync::atomic::AtomicU64>,
+    limit: Duration,
+    observer: &dyn Observer,
 ) -> Result<String> {
     let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
         .ok()
@@ -63,16 +62,16 @@ pub(super) fn backup_action_with_retries(
         .map_or(Duration::from_secs(30), Duration::from_millis);
     let mut attempt = 1;
     loop {
-        match backup_action(config, conn, run_id, action, progress) {
+        match backup_action(config, conn, run_id, action, progress, limit) {
             Ok(detail) if attempt > 1 => {
                 return Ok(format!("{detail} (attempt {attempt})"));
             }
             Err(e) if attempt < 3 && transient(&e) => {
-                eprintln!(
+                observer.event(&Event::Message(format!(
                     "coffer: {} failed ({e:#}); trying again in {}s",
                     action.line(),
                     pause.as_secs()
-                );
+                )));
                 std::thread::sleep(pause * attempt);
                 attempt += 1;
             }
@@ -82,13 +81,14 @@ pub(super) fn backup_action_with_retries(
 }
 
 /// One backup action on a connected source (no shared state: backups run
-/// side by side).
-pub(super) fn backup_action(
+/// side by side), stopped after `limit`.
+fn backup_action(
     config: &Config,
     conn: &Connected,
     run_id: &str,
     action: &Action,
     progress: Option<&std::sync::atomic::AtomicU64>,
+    limit: Duration,
 ) -> Result<String> {
     let Action::Backup {
         policy,
@@ -121,9 +121,8 @@ pub(super) fn backup_action(
         .find(|v| &v.name == vm)
         .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
     // This backup stops on Ctrl-C or when its time is up, whichever first.
-    let global = install_cancel_handler();
+    let global = cancel::flag();
     let cancel = &std::sync::atomic::AtomicBool::new(false);
-    let limit = Duration::from_secs(ACTION_TIMEOUT_SECS.load(Ordering::Relaxed));
     let finished = &std::sync::atomic::AtomicBool::new(false);
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let installation = crate::run::installation::id(&config.settings.state_dir)?;
@@ -137,7 +136,7 @@ pub(super) fn backup_action(
         consistency: policy.consistency,
         base: base.as_ref(),
         chunk_size_bytes: u32::try_from(policy.chunk_size.0).context("chunk size")?,
-        threads: crate::cli::threads(),
+        threads: crate::engine::threads(),
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
         io_limit: io_limit.as_deref(),

@@ -1,4 +1,4 @@
-//! Phase 1 of `apply`: backups side by side, as many at once as the
+//! Phase 1 of a run: backups side by side, as many at once as the
 //! limits allow (`--parallel`, each tier's `max_parallel`, each source's
 //! `max_per_host` and `max_per_datastore`), with progress while they read.
 
@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::backup::backup_action_with_retries;
-use super::{Runner, event, json_events, outcome_of, started_event};
-use crate::cli::catalog::open_tier;
+use super::{Runner, outcome_of};
+use crate::engine::observer::{Event, Progress};
+use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
 
 impl Runner<'_> {
@@ -48,6 +49,7 @@ impl Runner<'_> {
         let first_seq = self.seq;
         self.seq += runnable.len() as i64;
         let sessions = &self.sessions;
+        let timeout = self.timeout;
         let slots = Mutex::new(Slots {
             next: (0..runnable.len()).collect(),
             per_source: BTreeMap::new(),
@@ -77,50 +79,33 @@ impl Runner<'_> {
         let running_now: Mutex<Running> = Mutex::new(BTreeMap::new());
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
-            // Progress: JSON events, or one line on a terminal, each second.
-            // SAFETY: isatty only inspects a descriptor.
-            let tty = unsafe { libc::isatty(1) } == 1;
-            if json_events() || tty {
+            // Progress, each second, to an observer that wants it.
+            let observer = self.observer;
+            if observer.wants_progress() {
                 let (running_now, done) = (&running_now, &done);
                 scope.spawn(move || {
                     while !done.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_secs(1));
-                        let now: Vec<(String, u64, f64)> = running_now
+                        let now: Vec<Progress> = running_now
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .iter()
                             .map(|(vm, (c, t))| {
                                 let b = c.load(Ordering::Relaxed);
-                                (
-                                    vm.clone(),
-                                    b,
-                                    b as f64 / t.elapsed().as_secs_f64().max(0.001),
-                                )
+                                Progress {
+                                    vm: vm.clone(),
+                                    bytes_read: b,
+                                    bytes_per_second: (b as f64
+                                        / t.elapsed().as_secs_f64().max(0.001))
+                                        as u64,
+                                }
                             })
                             .collect();
-                        if json_events() {
-                            for (vm, bytes, rate) in &now {
-                                event(serde_json::json!({
-                                    "event": "action-progress",
-                                    "vm": vm,
-                                    "bytes_read": bytes,
-                                    "bytes_per_second": *rate as u64,
-                                }));
-                            }
-                        } else if !now.is_empty() {
-                            let size = crate::policy::units::format_size;
-                            let line: Vec<String> = now
-                                .iter()
-                                .map(|(vm, b, r)| {
-                                    format!("{vm} {} ({}/s)", size(*b), size(*r as u64))
-                                })
-                                .collect();
-                            eprint!("\r\x1b[Kreading: {}", line.join(", "));
+                        if !now.is_empty() {
+                            observer.event(&Event::Progress { running: &now });
                         }
                     }
-                    if tty && !json_events() {
-                        eprint!("\r\x1b[K");
-                    }
+                    observer.event(&Event::ProgressEnded);
                 });
             }
             let workers: Vec<_> = (0..parallel.max(1).min(runnable.len().max(1))).collect();
@@ -183,7 +168,7 @@ impl Runner<'_> {
                                     json["reason"].as_str().unwrap_or(""),
                                 )
                                 .ok();
-                            started_event(action);
+                            observer.event(&Event::ActionStarted { action });
                             let started = Instant::now();
                             let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
                             let vm_name = key(action).1;
@@ -197,6 +182,8 @@ impl Runner<'_> {
                                 &run_id,
                                 action,
                                 Some(&counter),
+                                timeout,
+                                observer,
                             );
                             running_now
                                 .lock()
@@ -220,7 +207,7 @@ impl Runner<'_> {
                             outcomes
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .push(outcome_of(action, started, result));
+                                .push(outcome_of(action, started, result, observer));
                             let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
                             *s.per_source.entry(source).or_default() -= 1;
                             *s.per_tier.entry(tier_of(action)).or_default() -= 1;

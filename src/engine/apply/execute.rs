@@ -1,0 +1,214 @@
+//! One action of a run, carried out: remove a snapshot, back up a VM,
+//! copy a point between tiers, prune, collect garbage, or run a drill and
+//! record its data and guest facts apart (only the data fact can mark a copy
+//! damaged), in the catalog and in the tier's log.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use chrono::Utc;
+
+use super::Runner;
+use super::backup::backup_action_with_retries;
+use crate::catalog::{Verification, VerificationKind, tierlog};
+use crate::engine::observer::Event;
+use crate::engine::tiers::open_tier;
+use crate::plan::planner::Action;
+use crate::policy::model::DrillKind;
+use crate::repo::ops;
+use crate::run::drill;
+use crate::run::restore::HostTarget;
+
+impl Runner<'_> {
+    pub(super) fn execute(
+        &mut self,
+        action: &Action,
+        catalog: &mut crate::catalog::Catalog,
+    ) -> Result<String> {
+        let config = self.config;
+        match action {
+            Action::RemoveSnapshot {
+                source,
+                vm,
+                snapshot,
+                ..
+            } => {
+                let conn = self.session(source)?;
+                let record = conn
+                    .session
+                    .list_vms()?
+                    .into_iter()
+                    .find(|v| &v.name == vm)
+                    .ok_or_else(|| anyhow!("VM {vm} is gone"))?;
+                let snap = record
+                    .all_snapshots()
+                    .into_iter()
+                    .find(|s| &s.name == snapshot)
+                    .map(|s| s.snapshot.clone())
+                    .ok_or_else(|| anyhow!("snapshot {snapshot} is already gone"))?;
+                conn.session
+                    .remove_snapshot(&snap, Duration::from_secs(30 * 60))?;
+                Ok(format!("removed snapshot {snapshot}"))
+            }
+            Action::Backup { source, tier, .. } => {
+                let run_id = self.run_id.clone();
+                let (timeout, observer) = (self.timeout, self.observer);
+                let conn = self.session(source)?;
+                let detail = backup_action_with_retries(
+                    config, conn, &run_id, action, None, timeout, observer,
+                )?;
+                if let Ok(repo) = open_tier(config, tier) {
+                    let _ = catalog.refresh_tier(tier, &repo);
+                }
+                Ok(detail)
+            }
+            Action::Copy {
+                point, from, to, ..
+            } => {
+                let src = open_tier(config, from)?;
+                let dst = open_tier(config, to)?;
+                let p = src.find_point(point)?;
+                let threads = crate::engine::threads();
+                let (_, r) = ops::copy_point(&src, &dst, &p, threads)?;
+                let _ = catalog.refresh_tier(to, &dst);
+                Ok(format!(
+                    "{} chunks sent ({}), {} already there",
+                    r.chunks_sent,
+                    crate::policy::units::format_size(r.bytes_sent),
+                    r.chunks_present
+                ))
+            }
+            Action::Prune {
+                vm, point, tier, ..
+            } => {
+                if self.failed_copies.contains(&(vm.clone(), tier.clone())) {
+                    anyhow::bail!(
+                        "deferred: a copy of a newer point of {vm} to tier `{tier}` failed in this \
+                         run, and retention counted that point when it chose this prune"
+                    );
+                }
+                let repo = open_tier(config, tier)?;
+                let p = repo.find_point(point)?;
+                ops::prune_point(&repo, &p)?;
+                let _ = catalog.refresh_tier(tier, &repo);
+                Ok("pruned".into())
+            }
+            Action::Gc { tier, .. } => {
+                let repo = open_tier(config, tier)?;
+                let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
+                Ok(format!(
+                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}",
+                    r.chunks_deleted,
+                    crate::policy::units::format_size(r.bytes_freed),
+                    r.stale_locks_removed,
+                    r.empty_dirs_removed,
+                    if r.chunks_locked > 0 {
+                        format!(", {} still locked", r.chunks_locked)
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+            Action::Drill {
+                policy,
+                drill,
+                point,
+                tier,
+                ..
+            } => {
+                let d = config.policies[policy]
+                    .drills
+                    .iter()
+                    .find(|d| &d.name == drill)
+                    .ok_or_else(|| anyhow!("no drill {drill}"))?;
+                let started = Utc::now();
+                let repo = open_tier(config, tier)?;
+                let p = repo.find_point(point)?;
+                let threads = crate::engine::threads();
+                let scratch = config.settings.state_dir.join("drills");
+                std::fs::create_dir_all(&scratch)?;
+                let (kind, o) = match d.kind {
+                    DrillKind::Verify => {
+                        let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
+                        let detail = if r.ok() {
+                            format!(
+                                "data verified: {} chunks ({}) read back and proven",
+                                r.chunks_checked,
+                                crate::policy::units::format_size(r.bytes_checked)
+                            )
+                        } else {
+                            // Damaged chunks go to quarantine, so a copy from
+                            // a healthy tier can put them back.
+                            let moved = ops::quarantine(&repo, &r.bad_chunks)?;
+                            format!(
+                                "{} damaged chunks (moved to quarantine/: {moved}); the copy on `{tier}` is marked bad",
+                                r.bad_chunks.len()
+                            )
+                        };
+                        let o = drill::DrillOutcome {
+                            ok: r.ok(),
+                            detail,
+                            data_ok: Some(r.ok()),
+                            guest_ok: None,
+                            guest_detail: None,
+                            restore_seconds: None,
+                        };
+                        (VerificationKind::Verify, o)
+                    }
+                    DrillKind::Restore => {
+                        let m = repo.read_manifest(&p)?;
+                        let o = drill::restore_drill(&repo, &m, d, &scratch, threads);
+                        (VerificationKind::Restore, o)
+                    }
+                    DrillKind::Boot => {
+                        let m = repo.read_manifest(&p)?;
+                        let host = d
+                            .host
+                            .clone()
+                            .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
+                        let conn = self.session(&host)?;
+                        let target = HostTarget::esxi(conn, "datastore1");
+                        let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
+                        (VerificationKind::Boot, o)
+                    }
+                };
+                // Data and guest checks are recorded as separate facts: only
+                // the data fact can mark the copy damaged.
+                let verification = Verification {
+                    kind,
+                    point_id: point.clone(),
+                    tier: tier.clone(),
+                    drill: Some(drill.clone()),
+                    started,
+                    finished: Some(Utc::now()),
+                    ok: Some(o.ok),
+                    detail: Some(o.detail.clone()),
+                    data_ok: o.data_ok,
+                    guest_ok: o.guest_ok,
+                    guest_detail: o.guest_detail.clone(),
+                    restore_seconds: o.restore_seconds,
+                };
+                catalog.record_verification(&verification)?;
+                // A rebuilt catalog finds it again in the tier's log.
+                if let Err(e) =
+                    tierlog::append(&repo, &tierlog::LogEvent::verification(&verification))
+                {
+                    self.observer.event(&Event::Message(format!(
+                        "coffer: could not log drill {drill} on tier `{tier}`: {e}"
+                    )));
+                }
+                if o.ok {
+                    Ok(match o.restore_seconds {
+                        Some(s) => format!("{} (RTO {s:.1}s)", o.detail),
+                        None => o.detail,
+                    })
+                } else {
+                    anyhow::bail!("{}", o.detail)
+                }
+            }
+            Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {
+                Ok(String::new())
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! `apply`: the runner. It takes the runner lock, journals as a new run,
+//! cleans up after a killed run, then plans and carries out the plan in
+//! three phases, planning again before each: snapshot hygiene and backups
+//! (side by side within the limits); copies, prunes and gc (so the points
+//! just taken are copied in the same run); drills on the copies. Every
+//! action is journaled before it starts and closed when it ends, and its
+//! outcome goes to the observer. At the end the standing is planned once
+//! more, the run report is written under the report directory and mailed
+//! as the notifiers' `send` rules say. One failed action never stops the
+//! others; a cancel ([`crate::engine::cancel`]) stops starting actions and
+//! lets the running backups remove their snapshots.
+//!
+//! A saved plan is checked three ways before anything runs: its actions are
+//! the ones it was saved with, the policies and the catalog are as they
+//! were, and the plan made now holds every action it lists. While it runs,
+//! each phase is planned again and only the actions both plans hold are
+//! carried out (the fresh ones: their safety floors checked now), so an
+//! edited or stale file can never add work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use chrono::{DateTime, Utc};
+
+use super::cancel;
+use super::gather::{Gathered, gather, make_plan};
+use super::observer::{Event, Observer, Outcome, ReportKind};
+use super::saved_plan::{Fingerprint, load_plan};
+use super::tiers::open_tier;
+use crate::catalog::{Catalog, tierlog};
+use crate::plan::planner::{Action, Plan};
+use crate::policy::Config;
+use crate::policy::model::SendWhen;
+use crate::report::mail::{self, Retry};
+use crate::run::connect::{self, Connected};
+use crate::run::vm_backup::VmBackupError;
+
+mod backup;
+mod execute;
+mod recover;
+mod side_by_side;
+
+/// How `apply` runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// A plan saved by `plan --out`: carry out those of its actions the
+    /// plan made now also holds.
+    pub plan_file: Option<PathBuf>,
+    /// Let retention prune more than half of a tier's points in one run.
+    pub allow_mass_prune: bool,
+    /// Mail the run report as the notifiers' rules say.
+    pub mail: bool,
+    /// The longest one backup may take; it is then stopped, its snapshot
+    /// removed, and it counts as failed.
+    pub action_timeout: Duration,
+    /// Backups at once, in all (each source's limits apply too).
+    pub parallel: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            plan_file: None,
+            allow_mass_prune: false,
+            mail: true,
+            action_timeout: Duration::from_secs(12 * 3600),
+            parallel: 4,
+        }
+    }
+}
+
+/// What a run came to.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub run_id: String,
+    /// Every action's outcome, in the order they ended.
+    pub outcomes: Vec<Outcome>,
+    /// Stopped by a cancel before its end.
+    pub cancelled: bool,
+    /// Some action failed.
+    pub failed: bool,
+    /// Some VM is out of compliance after the run.
+    pub breach: bool,
+    /// The run report, without extension (`.txt` and `.html` exist).
+    pub report: PathBuf,
+    pub subject: String,
+    /// The plan made after the run: the standing the report shows.
+    pub after: Plan,
+}
+
+pub(super) struct Runner<'a> {
+    config: &'a Config,
+    run_id: String,
+    seq: i64,
+    sessions: BTreeMap<String, Connected>,
+    outcomes: Vec<Outcome>,
+    /// (VM, tier) of copies that failed in this run: retention counted the
+    /// copied point when it chose the tier's prunes, so those prunes wait.
+    failed_copies: BTreeSet<(String, String)>,
+    timeout: Duration,
+    observer: &'a dyn Observer,
+}
+
+/// An action's outcome, told to the observer as it is known.
+fn outcome_of(
+    action: &Action,
+    started: Instant,
+    result: Result<String>,
+    observer: &dyn Observer,
+) -> Outcome {
+    let (ok, detail) = match result {
+        Ok(detail) => (true, detail),
+        Err(e) => (false, format!("{e:#}")),
+    };
+    let outcome = Outcome {
+        action: action.line(),
+        ok,
+        detail,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    observer.event(&Event::ActionFinished { outcome: &outcome });
+    outcome
+}
+
+impl Runner<'_> {
+    fn session(&mut self, source: &str) -> Result<&Connected> {
+        if !self.sessions.contains_key(source) {
+            let s = self
+                .config
+                .sources
+                .get(source)
+                .ok_or_else(|| anyhow!("no source `{source}`"))?;
+            let c = connect::connect(s, &self.config.settings.state_dir)?;
+            self.sessions.insert(source.to_string(), c);
+        }
+        Ok(&self.sessions[source])
+    }
+
+    fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
+        let outcome = outcome_of(action, started, result, self.observer);
+        self.outcomes.push(outcome);
+    }
+
+    /// Runs one action with its journal entries around it; answers whether
+    /// it was cancelled.
+    fn run_action(&mut self, action: &Action, catalog: &mut Catalog) -> bool {
+        self.seq += 1;
+        let json = serde_json::to_value(action).unwrap_or_default();
+        let kind = json["action"].as_str().unwrap_or("action").to_string();
+        let reason = json["reason"].as_str().unwrap_or("").to_string();
+        let id =
+            match catalog.action_started(&self.run_id, self.seq, &kind, &json.to_string(), &reason)
+            {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.observer.event(&Event::Message(format!(
+                        "coffer: the journal could not record the action: {e}"
+                    )));
+                    None
+                }
+            };
+        self.observer.event(&Event::ActionStarted { action });
+        let started = Instant::now();
+        let result = self.execute(action, catalog);
+        if let (Action::Copy { vm, to, .. }, Err(_)) = (action, &result) {
+            self.failed_copies.insert((vm.clone(), to.clone()));
+        }
+        let cancelled = matches!(
+            result
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<VmBackupError>()),
+            Some(VmBackupError::Cancelled { .. })
+        );
+        if let Some(id) = id {
+            let (ok, text) = match &result {
+                Ok(t) => (true, t.clone()),
+                Err(e) => (false, format!("{e:#}")),
+            };
+            let _ = catalog.action_finished(id, ok, &text);
+        }
+        self.record(action, started, result);
+        cancelled
+    }
+
+    /// One phase's actions: backups side by side within the limits,
+    /// everything else one at a time.
+    fn run_phase(
+        &mut self,
+        catalog: &mut Catalog,
+        actions: Vec<&Action>,
+        datastores: &BTreeMap<(String, String), Vec<String>>,
+        parallel: usize,
+    ) {
+        let (backups, others): (Vec<&Action>, Vec<&Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Backup { .. }));
+        for action in others {
+            if cancel::requested() || self.run_action(action, catalog) {
+                return;
+            }
+        }
+        if !backups.is_empty() && !cancel::requested() {
+            self.run_backups(&backups, datastores, parallel, catalog, cancel::flag());
+        }
+    }
+}
+
+/// Each VM's datastores, by (source, VM name), for the per-datastore limit.
+fn datastores_of(g: &Gathered) -> BTreeMap<(String, String), Vec<String>> {
+    g.inventory
+        .iter()
+        .map(|(source, vm)| {
+            let mut ds: Vec<String> = vm
+                .disks
+                .iter()
+                .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
+                .map(|p| p.datastore)
+                .collect();
+            ds.sort();
+            ds.dedup();
+            ((source.clone(), vm.name.clone()), ds)
+        })
+        .collect()
+}
+
+/// The phase an action runs in: hygiene and backups; copies, prunes and
+/// gc; drills on the copies.
+fn phase_of(a: &Action) -> Option<u8> {
+    match a {
+        Action::RemoveSnapshot { .. } | Action::Backup { .. } => Some(1),
+        Action::Copy { .. } | Action::Prune { .. } | Action::Gc { .. } => Some(2),
+        Action::Drill { .. } => Some(3),
+        _ => None,
+    }
+}
+
+/// Checks a saved plan against what is gathered now (see the module
+/// header); answers the identities of the actions it lists.
+fn check_saved_plan(
+    file: &std::path::Path,
+    saved: &super::saved_plan::SavedPlan,
+    config: &Config,
+    catalog: &mut Catalog,
+    now: DateTime<Utc>,
+    allow_mass_prune: bool,
+    observer: &dyn Observer,
+) -> Result<()> {
+    let say = |m: String| observer.event(&Event::Message(m));
+    let gathered = gather(config, catalog)?;
+    let changes = saved
+        .fingerprint
+        .changes(&Fingerprint::of(config, &gathered)?);
+    if !changes.is_empty() {
+        say(format!(
+            "the plan in {} is stale; what changed since it was made:",
+            file.display()
+        ));
+        for c in &changes {
+            say(format!("  {c}"));
+        }
+        anyhow::bail!(
+            "refusing a stale plan: run `coffer plan --out {}` again",
+            file.display()
+        );
+    }
+    let fresh = make_plan(config, &gathered, now, allow_mass_prune);
+    let fresh_ids: BTreeSet<Vec<&str>> = fresh.actions.iter().filter_map(Action::identity).collect();
+    let foreign: Vec<&Action> = saved
+        .actions
+        .iter()
+        .filter(|a| a.identity().is_some_and(|id| !fresh_ids.contains(&id)))
+        .collect();
+    if !foreign.is_empty() {
+        say(format!(
+            "the plan in {} holds actions the plan made now does not:",
+            file.display()
+        ));
+        for a in &foreign {
+            say(format!("  {}", a.line()));
+        }
+        anyhow::bail!(
+            "refusing the plan in {}: it was edited or is stale, and nothing of it was carried out; run `coffer plan --out {}` again",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Carries out a run (see the module header). `clock` is the planning
+/// clock (the daemon's, which a test can set).
+pub fn apply(
+    config: &Config,
+    catalog: &mut Catalog,
+    options: &ApplyOptions,
+    clock: &dyn Fn() -> DateTime<Utc>,
+    observer: &dyn Observer,
+) -> Result<RunOutcome> {
+    let run_id = super::new_run_id();
+    let _lock = crate::run::runlock::RunnerLock::take(
+        &config.settings.state_dir,
+        &format!("coffer apply, run {run_id}"),
+    )?;
+    observer.event(&Event::RunStarted { run_id: &run_id });
+    let run_started = Utc::now();
+    catalog.start_run(&run_id, "apply")?;
+    let mut runner = Runner {
+        config,
+        run_id: run_id.clone(),
+        seq: 0,
+        sessions: BTreeMap::new(),
+        outcomes: Vec::new(),
+        failed_copies: BTreeSet::new(),
+        timeout: options.action_timeout,
+        observer,
+    };
+    for note in runner.recover(catalog)? {
+        observer.event(&Event::Recovered { note: &note });
+    }
+    let saved = match &options.plan_file {
+        Some(file) => {
+            let saved = load_plan(file)?;
+            check_saved_plan(
+                file,
+                &saved,
+                config,
+                catalog,
+                clock(),
+                options.allow_mass_prune,
+                observer,
+            )?;
+            Some(saved)
+        }
+        None => None,
+    };
+    let saved_ids: Option<BTreeSet<Vec<&str>>> = saved
+        .as_ref()
+        .map(|s| s.actions.iter().filter_map(Action::identity).collect());
+    // Plan, run a phase, plan again for the next, so the points just taken
+    // are copied and drilled in the same run. With a saved plan, only what
+    // it also holds runs: the points just taken are not copied by this run.
+    for phase in [1, 2, 3] {
+        let gathered = gather(config, catalog)?;
+        let plan = make_plan(config, &gathered, clock(), options.allow_mass_prune);
+        // The reviewed plan was printed when it was saved.
+        if saved.is_none() && phase == 1 {
+            observer.event(&Event::Planned {
+                plan: &plan,
+                gathered: &gathered,
+            });
+        }
+        let actions = plan
+            .actions
+            .iter()
+            .filter(|a| phase_of(a) == Some(phase))
+            .filter(|a| match (&saved_ids, a.identity()) {
+                (None, _) => true,
+                (Some(ids), Some(id)) => ids.contains(&id),
+                (Some(_), None) => false,
+            })
+            .collect();
+        runner.run_phase(
+            catalog,
+            actions,
+            &datastores_of(&gathered),
+            options.parallel,
+        );
+        if cancel::requested() {
+            break;
+        }
+    }
+    // The standing after the run, for the report.
+    let gathered = gather(config, catalog)?;
+    let after = make_plan(config, &gathered, clock(), options.allow_mass_prune);
+    let cancelled = cancel::requested();
+    let outcomes = std::mem::take(&mut runner.outcomes);
+    let mail_body =
+        super::report::run_mail(config, &run_id, &after, &gathered, &outcomes, cancelled)?;
+    std::fs::create_dir_all(&config.settings.report_dir)
+        .with_context(|| format!("creating {}", config.settings.report_dir.display()))?;
+    let base = config.settings.report_dir.join(format!("run-{run_id}"));
+    std::fs::write(base.with_extension("txt"), &mail_body.text)?;
+    std::fs::write(base.with_extension("html"), &mail_body.html)?;
+    let failed = outcomes.iter().any(|o| !o.ok);
+    let status = if cancelled {
+        "cancelled"
+    } else if failed {
+        "partial"
+    } else {
+        "success"
+    };
+    let _ = catalog.finish_run(&run_id, status);
+    // Also kept on the tiers, for a rebuilt catalog.
+    let finished = tierlog::LogEvent::RunFinished {
+        run_id: run_id.clone(),
+        command: "apply".into(),
+        started: run_started,
+        finished: Utc::now(),
+        outcome: status.into(),
+    };
+    for name in config.tiers.keys() {
+        if let Err(e) = open_tier(config, name).and_then(|r| Ok(tierlog::append(&r, &finished)?)) {
+            observer.event(&Event::Message(format!(
+                "coffer: could not log the run's outcome on tier `{name}`: {e:#}"
+            )));
+        }
+    }
+    let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
+    observer.event(&Event::RunFinished {
+        run_id: &run_id,
+        subject: &mail_body.subject,
+        failed,
+        cancelled,
+        report: &base,
+    });
+    if options.mail {
+        for n in config.notify.values() {
+            let wanted = n.send.iter().any(|w| match w {
+                SendWhen::Always => true,
+                SendWhen::OnFailure => failed || cancelled,
+                SendWhen::OnBreach => breach,
+            });
+            if !wanted {
+                continue;
+            }
+            // A mail problem is reported, never a failed run.
+            observer.event(&match mail::send(n, &mail_body, Retry::default()) {
+                Ok(()) => Event::Mailed {
+                    report: ReportKind::Run,
+                    notifier: &n.name,
+                    to: &n.to,
+                },
+                Err(e) => Event::MailFailed {
+                    report: ReportKind::Run,
+                    notifier: &n.name,
+                    error: e.to_string(),
+                    kept_in: &base,
+                },
+            });
+        }
+    }
+    Ok(RunOutcome {
+        run_id,
+        outcomes,
+        cancelled,
+        failed,
+        breach,
+        report: base,
+        subject: mail_body.subject,
+        after,
+    })
+}

@@ -1,0 +1,159 @@
+//! `backup VM`: one backup of one VM now, outside any plan, by its policy
+//! (or the one named), into the policy's backup tier: incremental from the
+//! newest point of that VM on the tier when CBT can be trusted, else a
+//! full, with the reason. A cancel stops the read, removes the snapshot and
+//! records nothing.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::cancel;
+use super::tiers::RepoSpec;
+use crate::policy::Config;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+use crate::run::connect::{self, Connected};
+use crate::run::vm_backup::{self, VmBackupOutcome, VmBackupRequest};
+
+/// What to back up, and how.
+#[derive(Debug, Clone, Default)]
+pub struct BackupNow {
+    /// The VM's name.
+    pub vm: String,
+    /// The source to find it on (default: every source, in order).
+    pub source: Option<String>,
+    /// The policy to follow (default: the one whose selector takes the VM).
+    pub policy: Option<String>,
+    /// Write to this tier instead of the policy's `backup_to`.
+    pub tier: Option<String>,
+    /// A full backup even when an incremental is possible.
+    pub full: bool,
+}
+
+/// A backup taken, with where it went.
+pub struct BackupTaken {
+    pub run_id: String,
+    pub vm: String,
+    pub tier: String,
+    pub outcome: VmBackupOutcome,
+}
+
+/// The newest point of the VM `uuid` of `source` on `repo`: a point
+/// recorded from another source (a VM there with the same instance UUID)
+/// is another VM's and never a base. A point from before coffer recorded
+/// sources counts as this VM's.
+pub fn newest_point(repo: &Repository, uuid: &str, source: &str) -> Result<Option<Manifest>> {
+    let mut listed: Vec<_> = repo
+        .list_points()?
+        .into_iter()
+        .filter(|p| p.vm_uuid == uuid)
+        .collect();
+    listed.sort_by(|a, b| b.point_id.cmp(&a.point_id));
+    for p in listed {
+        let m = repo.read_manifest(&p)?;
+        if m.vm.source.as_deref().is_none_or(|s| s == source) {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
+/// Takes the backup. `Err(VmBackupError::Cancelled)` (inside the anyhow
+/// error) when it was cancelled: its snapshot was removed and no point
+/// was recorded.
+pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
+    let mut found: Option<(Connected, crate::vsphere::VmRecord)> = None;
+    for source in config.sources.values() {
+        if what.source.as_ref().is_some_and(|s| s != &source.name) {
+            continue;
+        }
+        let conn = connect::connect(source, &config.settings.state_dir)?;
+        if let Some(vm) = conn
+            .session
+            .list_vms()?
+            .into_iter()
+            .find(|v| v.name == what.vm)
+        {
+            found = Some((conn, vm));
+            break;
+        }
+    }
+    let Some((conn, vm)) = found else {
+        bail!(
+            "no VM named `{}` on the sources of {}",
+            what.vm,
+            config.dir.display()
+        );
+    };
+    let policy = match &what.policy {
+        Some(name) => config
+            .policies
+            .get(name)
+            .ok_or_else(|| anyhow!("no policy named `{name}`"))?,
+        None => {
+            let names: Vec<&str> = crate::plan::planner::policies_of(config, &conn.source, &vm)
+                .into_iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            match names.as_slice() {
+                [one] => &config.policies[*one],
+                [] => bail!(
+                    "no policy selects VM `{}` of source `{}`; name one with --policy",
+                    vm.name,
+                    conn.source
+                ),
+                many => bail!(
+                    "policies {} all select VM `{}`; name one with --policy",
+                    many.join(", "),
+                    vm.name
+                ),
+            }
+        }
+    };
+    let tier = what
+        .tier
+        .clone()
+        .unwrap_or_else(|| policy.backup_to.clone());
+    let repo = RepoSpec::Tier(tier.clone()).open(Some(config))?;
+    let uuid = vm
+        .instance_uuid
+        .clone()
+        .ok_or_else(|| anyhow!("VM `{}` has no instance UUID", vm.name))?;
+    let base = if what.full {
+        None
+    } else {
+        newest_point(&repo, &uuid, &conn.source)?
+    };
+    let run_id = super::new_run_id();
+    let _lock = crate::run::runlock::RunnerLock::take(
+        &config.settings.state_dir,
+        &format!("coffer backup {}, run {run_id}", vm.name),
+    )?;
+    let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
+    let io_limit = crate::run::throttle::policy_throttle(policy);
+    let installation = crate::run::installation::id(&config.settings.state_dir)?;
+    let request = VmBackupRequest {
+        vm: &vm,
+        installation: &installation,
+        snapshot_max_age: config.compliance.snapshot_max_age,
+        source: &conn.source,
+        datacenter: &conn.datacenter,
+        run_id: &run_id,
+        consistency: policy.consistency,
+        base: base.as_ref(),
+        chunk_size_bytes: chunk,
+        threads: super::threads(),
+        task_timeout: Duration::from_secs(30 * 60),
+        cancel: cancel::flag(),
+        io_limit: io_limit.as_deref(),
+        progress: None,
+    };
+    let outcome = vm_backup::backup_vm(&conn.session, &repo, &request)?;
+    Ok(BackupTaken {
+        run_id,
+        vm: vm.name.clone(),
+        tier,
+        outcome,
+    })
+}

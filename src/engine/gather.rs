@@ -1,0 +1,243 @@
+//! Gathering what a plan is made from: the catalog refreshed from every
+//! tier (drift and unlistable tiers become notes), the live inventory of
+//! every source (an unreachable source is recorded, never skipped), the
+//! points and their copies, the drills run so far. `make_plan` then hands
+//! it all to the pure planner.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use super::tiers::open_tiers;
+use crate::catalog::{Catalog, CopyState};
+use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
+use crate::policy::Config;
+use crate::run::connect;
+
+/// What was gathered for a plan, and what went wrong gathering it.
+pub struct Gathered {
+    pub inventory: Vec<(String, crate::vsphere::VmRecord)>,
+    /// Sources that could not be read, with why.
+    pub unreachable: BTreeMap<String, String>,
+    pub points: Vec<PointInfo>,
+    pub unlisted: BTreeSet<String>,
+    pub drills: Vec<planner::DrillRecord>,
+    /// Every drill run, for the reports.
+    pub drill_runs: Vec<crate::catalog::DrillRun>,
+    pub notes: Vec<String>,
+    /// See `PlanInput::dead_installation`.
+    pub dead_installation: Option<String>,
+}
+
+/// This installation's id when no other run of it can be alive (see
+/// `runlock::other_runs_are_dead`).
+pub fn dead_installation(state_dir: &std::path::Path) -> Option<String> {
+    if !crate::run::runlock::other_runs_are_dead(state_dir) {
+        return None;
+    }
+    crate::run::installation::id(state_dir).ok()
+}
+
+/// Refreshes the catalog from every tier and reads every source.
+pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
+    let mut notes = Vec::new();
+    let mut unlisted = BTreeSet::new();
+    for (name, opened) in open_tiers(config)? {
+        let name = &name;
+        let refreshed = opened.and_then(|repo| {
+            catalog
+                .refresh_tier(name, &repo)
+                .map_err(anyhow::Error::from)
+        });
+        match refreshed {
+            Ok(drift) => {
+                for item in &drift.items {
+                    notes.push(format!("drift on tier `{name}`: {item}"));
+                }
+            }
+            Err(e) => {
+                notes.push(format!("tier `{name}` could not be listed: {e:#}"));
+                unlisted.insert(name.clone());
+            }
+        }
+    }
+    let mut inventory = Vec::new();
+    let mut unreachable = BTreeMap::new();
+    for source in config.sources.values() {
+        match connect::connect(source, &config.settings.state_dir).and_then(|c| {
+            c.session
+                .list_vms()
+                .map_err(anyhow::Error::from)
+                .map(|vms| (c, vms))
+        }) {
+            Ok((_conn, vms)) => {
+                inventory.extend(vms.into_iter().map(|v| (source.name.clone(), v)));
+            }
+            Err(e) => {
+                notes.push(format!("source `{}` could not be read: {e:#}", source.name));
+                unreachable.insert(source.name.clone(), format!("{e:#}"));
+            }
+        }
+    }
+    let mut points = Vec::new();
+    // One name per tier and per VM, shared by all the points.
+    let tier_names: BTreeMap<&str, Arc<str>> = config
+        .tiers
+        .keys()
+        .map(|t| (t.as_str(), Arc::from(t.as_str())))
+        .collect();
+    // One name per source too.
+    let source_names: BTreeMap<String, Arc<str>> = config
+        .sources
+        .keys()
+        .map(|s| (s.clone(), Arc::from(s.as_str())))
+        .collect();
+    for vm in catalog.vms()? {
+        let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
+            (vm.uuid.as_str().into(), vm.name.as_str().into());
+        for p in catalog.points_of_vm(&vm.uuid)? {
+            // Two VMs with this UUID on two sources each have their name.
+            let point_vm_name = match &p.vm_name {
+                Some(n) if **n != *vm_name => Arc::from(n.as_str()),
+                _ => vm_name.clone(),
+            };
+            let source = p
+                .source
+                .as_deref()
+                .map(|s| source_names.get(s).cloned().unwrap_or_else(|| Arc::from(s)));
+            let copies: Copies = p
+                .copies
+                .iter()
+                .filter(|c| c.state == CopyState::Present)
+                .map(|c| -> Result<_> {
+                    let lock = config
+                        .tiers
+                        .get(&c.tier)
+                        .and_then(|t| t.immutable_for)
+                        .and_then(|d| chrono::Duration::from_std(d).ok())
+                        .map(|d| c.first_seen + d);
+                    // Only data verification (every chunk read back and
+                    // proven, or damage found) says a copy is damaged; a
+                    // failed guest check (fsck, boot, script) does not.
+                    let verified_ok = catalog
+                        .last_data_verification(&p.point_id, &c.tier)?
+                        .and_then(|v| v.data_ok);
+                    Ok((
+                        tier_names
+                            .get(c.tier.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| c.tier.as_str().into()),
+                        CopyInfo {
+                            locked_until: c.locked_until.or(lock),
+                            verified_ok,
+                        },
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            if copies.is_empty() {
+                continue;
+            }
+            points.push(PointInfo {
+                vm_uuid: vm_uuid.clone(),
+                source,
+                vm_name: point_vm_name,
+                point_id: p.point_id.clone(),
+                created: p.created,
+                kind: p.kind,
+                disks: p
+                    .disks
+                    .iter()
+                    .map(|d| PointDisk {
+                        device_key: d.device_key,
+                        size_bytes: d.size_bytes,
+                        change_id: d.change_id.as_deref().map(Box::from),
+                        backing: None,
+                    })
+                    .collect(),
+                copies,
+            });
+        }
+    }
+    // Drill names are unique across policies (validation says so).
+    let drill_runs = catalog.drill_runs()?;
+    let drills = drill_runs
+        .clone()
+        .into_iter()
+        .filter_map(|r| {
+            let policy = config
+                .policies
+                .values()
+                .find(|p| p.drills.iter().any(|d| d.name == r.drill))?;
+            Some(planner::DrillRecord {
+                policy: policy.name.clone(),
+                drill: r.drill,
+                vm_uuid: r.vm_uuid,
+                point_id: r.point_id,
+                finished: r.finished,
+                ok: r.ok,
+                guest_ok: r.guest_ok,
+                guest_detail: r.guest_detail,
+            })
+        })
+        .collect();
+    Ok(Gathered {
+        inventory,
+        unreachable,
+        points,
+        unlisted,
+        drills,
+        drill_runs,
+        notes,
+        dead_installation: dead_installation(&config.settings.state_dir),
+    })
+}
+
+impl Gathered {
+    /// The newest drill of a VM, in words: name, kind, when, result, and
+    /// the measured restore time.
+    pub fn last_drill(&self, vm_uuid: &str) -> Option<String> {
+        let r = self
+            .drill_runs
+            .iter()
+            .filter(|r| r.vm_uuid == vm_uuid)
+            .max_by_key(|r| r.finished)?;
+        Some(format!(
+            "last drill {} ({}) {}: {}{}",
+            r.drill,
+            r.kind,
+            r.finished.format("%Y-%m-%d %H:%M UTC"),
+            match (r.ok, r.data_ok, r.guest_ok) {
+                (true, _, _) => "passed",
+                (false, Some(true), Some(false)) => "guest checks FAILED (data verified)",
+                (false, Some(false), _) => "FAILED (data damaged)",
+                _ => "FAILED",
+            },
+            r.restore_seconds
+                .map(|s| format!(", restore time {s:.1}s"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// Plans from what was gathered.
+pub fn make_plan(
+    config: &Config,
+    g: &Gathered,
+    now: DateTime<Utc>,
+    allow_mass_prune: bool,
+) -> Plan {
+    let input = PlanInput {
+        config,
+        inventory: g.inventory.clone(),
+        unreachable_sources: g.unreachable.clone(),
+        points: g.points.clone(),
+        unlisted_tiers: g.unlisted.clone(),
+        drills: g.drills.clone(),
+        dead_installation: g.dead_installation.clone(),
+        now,
+        allow_mass_prune,
+    };
+    planner::plan(&input, &planner::restic_retention)
+}

@@ -1,0 +1,247 @@
+//! What the engine tells whoever drives it. The engine never prints: every
+//! line an operator may see (a run starting, an action's result, progress,
+//! a mail sent, a warning) is an [`Event`] handed to an [`Observer`]. The
+//! command line renders events as lines for people or as JSON events; the
+//! tests record them. An observer is called from the runner's worker
+//! threads, so it is `Sync`, and it must be quick: a backup waits for it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::gather::Gathered;
+use crate::plan::planner::{Action, Plan};
+
+/// What one action came to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub action: String,
+    pub ok: bool,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+/// A running backup's progress.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Progress {
+    pub vm: String,
+    pub bytes_read: u64,
+    pub bytes_per_second: u64,
+}
+
+/// Which report a mail event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportKind {
+    /// The report of the run that just ended.
+    Run,
+    Compliance,
+    /// A run report read back from the report directory.
+    StoredRun,
+}
+
+/// One thing that happened, in the order it happened.
+pub enum Event<'a> {
+    /// A line for the operator's error stream, verbatim: a warning, a
+    /// catalog rebuilt, a retry, why a saved plan is refused.
+    Message(String),
+    /// `apply` took the runner lock and journals as this run.
+    RunStarted { run_id: &'a str },
+    /// An action an earlier, killed run left unfinished was cleaned up.
+    Recovered { note: &'a str },
+    /// The plan `apply` carries out (first phase; later phases are planned
+    /// again and not announced).
+    Planned { plan: &'a Plan, gathered: &'a Gathered },
+    ActionStarted { action: &'a Action },
+    ActionFinished { outcome: &'a Outcome },
+    /// Running backups, about once a second (only to an observer that
+    /// [`Observer::wants_progress`]).
+    Progress { running: &'a [Progress] },
+    /// No backup runs any more: a progress line may be cleared.
+    ProgressEnded,
+    /// The run is over; its report is written (`report` without extension).
+    RunFinished {
+        run_id: &'a str,
+        subject: &'a str,
+        failed: bool,
+        cancelled: bool,
+        report: &'a Path,
+    },
+    /// A report went out through a notifier.
+    Mailed {
+        report: ReportKind,
+        notifier: &'a str,
+        to: &'a [String],
+    },
+    /// A report could not be mailed; it stays where it was written.
+    MailFailed {
+        report: ReportKind,
+        notifier: &'a str,
+        error: String,
+        kept_in: &'a Path,
+    },
+    /// The daemon starts a run.
+    DaemonApplying { at: DateTime<Utc> },
+    /// The daemon sleeps until then.
+    DaemonSleeping { until: DateTime<Utc> },
+}
+
+impl Event<'_> {
+    /// The event as one JSON object (`apply --json`'s format); `None` for
+    /// events that are not part of that stream (messages, progress ends,
+    /// the daemon's own lines).
+    pub fn to_json(&self) -> Option<Value> {
+        Some(match self {
+            Event::RunStarted { run_id } => json!({ "event": "run-started", "run_id": run_id }),
+            Event::Recovered { note } => json!({ "event": "recovered", "note": note }),
+            Event::Planned { plan, gathered } => json!({
+                "event": "plan",
+                "notes": gathered.notes,
+                "actions": plan.actions,
+            }),
+            Event::ActionStarted { action } => json!({
+                "event": "action-started",
+                "action": action.line(),
+                "detail": action,
+            }),
+            Event::ActionFinished { outcome } => json!({
+                "event": if outcome.ok { "action-finished" } else { "action-failed" },
+                "action": outcome.action,
+                "detail": outcome.detail,
+                "seconds": outcome.seconds,
+            }),
+            Event::Progress { running } => Value::Array(
+                running
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "event": "action-progress",
+                            "vm": p.vm,
+                            "bytes_read": p.bytes_read,
+                            "bytes_per_second": p.bytes_per_second,
+                        })
+                    })
+                    .collect(),
+            ),
+            Event::RunFinished {
+                run_id,
+                subject,
+                failed,
+                cancelled,
+                report,
+            } => json!({
+                "event": "run-finished",
+                "run_id": run_id,
+                "subject": subject,
+                "failed": failed,
+                "cancelled": cancelled,
+                "report": report.with_extension("txt"),
+            }),
+            Event::Mailed {
+                report: ReportKind::Run,
+                notifier,
+                to,
+            } => json!({ "event": "mailed", "notifier": notifier, "to": to }),
+            Event::MailFailed {
+                report: ReportKind::Run,
+                notifier,
+                error,
+                ..
+            } => json!({ "event": "mail-failed", "notifier": notifier, "error": error }),
+            Event::Message(_)
+            | Event::ProgressEnded
+            | Event::Mailed { .. }
+            | Event::MailFailed { .. }
+            | Event::DaemonApplying { .. }
+            | Event::DaemonSleeping { .. } => return None,
+        })
+    }
+
+    /// A short name of the event's kind, for recorders and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Message(_) => "message",
+            Event::RunStarted { .. } => "run-started",
+            Event::Recovered { .. } => "recovered",
+            Event::Planned { .. } => "plan",
+            Event::ActionStarted { .. } => "action-started",
+            Event::ActionFinished { outcome } if outcome.ok => "action-finished",
+            Event::ActionFinished { .. } => "action-failed",
+            Event::Progress { .. } => "action-progress",
+            Event::ProgressEnded => "progress-ended",
+            Event::RunFinished { .. } => "run-finished",
+            Event::Mailed { .. } => "mailed",
+            Event::MailFailed { .. } => "mail-failed",
+            Event::DaemonApplying { .. } => "daemon-applying",
+            Event::DaemonSleeping { .. } => "daemon-sleeping",
+        }
+    }
+}
+
+/// Receives the engine's events.
+pub trait Observer: Sync {
+    fn event(&self, event: &Event<'_>);
+
+    /// Whether to send [`Event::Progress`] while backups read (a terminal
+    /// or a JSON stream wants it; a log file does not).
+    fn wants_progress(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// One recorded event: its kind, its JSON form when it has one, and its
+/// text when it is a message.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub kind: &'static str,
+    pub json: Option<Value>,
+    pub message: Option<String>,
+}
+
+/// An observer that keeps every event, for tests and for callers that
+/// look at a run afterwards.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    events: Mutex<Vec<Recorded>>,
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<Recorded> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The kinds of the events, in order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.events().iter().map(|e| e.kind).collect()
+    }
+}
+
+impl Observer for Recorder {
+    fn event(&self, event: &Event<'_>) {
+        let recorded = Recorded {
+            kind: event.kind(),
+            json: event.to_json(),
+            message: match event {
+                Event::Message(m) => Some(m.clone()),
+                _ => None,
+            },
+        };
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(recorded);
+    }
+}

@@ -1,0 +1,122 @@
+//! Restore and export as the engine serves them: finding the point (by id,
+//! the newest at a time, or the newest, of a VM by name, on one tier or on
+//! the first tier that holds it, local tiers first; VMs of one name on two
+//! sources are two VMs), and restoring it onto a source of the policy as a
+//! new VM.
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+
+use super::tiers::open_tier;
+use crate::policy::Config;
+use crate::policy::model::TierBackend;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+use crate::run::connect;
+use crate::run::restore::{self, HostRestore, HostTarget, VmxChanges};
+
+/// The point to restore: by id, the newest at a time, or the newest, of
+/// the VM `vm` of `source`. VMs of one name on two sources are two VMs:
+/// without `source`, a name recorded from more than one source is refused
+/// rather than one of them guessed (points recorded without a source match
+/// any).
+pub fn find_point(
+    config: &Config,
+    tier: Option<&str>,
+    vm: &str,
+    source: Option<&str>,
+    point: Option<&str>,
+    at: Option<DateTime<Utc>>,
+) -> Result<(String, Repository, Manifest)> {
+    let mut tiers: Vec<&str> = match tier {
+        Some(t) => vec![t],
+        None => config.tiers.keys().map(String::as_str).collect(),
+    };
+    tiers.sort_by_key(|t| !matches!(config.tiers[*t].backend, TierBackend::Local { .. }));
+    for t in tiers {
+        let repo = open_tier(config, t)?;
+        let mut best: Option<Manifest> = None;
+        let mut sources = std::collections::BTreeSet::new();
+        for p in repo.list_points()? {
+            if point.is_some_and(|id| id != p.point_id) {
+                continue;
+            }
+            let Ok(m) = repo.read_manifest(&p) else {
+                continue;
+            };
+            if m.vm.name != vm
+                || source.is_some_and(|s| m.vm.source.as_deref().is_some_and(|own| own != s))
+            {
+                continue;
+            }
+            if let Some(own) = m.vm.source.as_deref() {
+                sources.insert(own.to_string());
+            }
+            if let Some(at) = at {
+                let created = DateTime::parse_from_rfc3339(&m.created)
+                    .map(|c| c.with_timezone(&Utc))
+                    .unwrap_or(at);
+                if created > at {
+                    continue;
+                }
+            }
+            if best.as_ref().is_none_or(|b| m.point_id > b.point_id) {
+                best = Some(m);
+            }
+        }
+        if source.is_none() && sources.len() > 1 {
+            bail!(
+                "VMs named `{vm}` were backed up from sources {}: name one with --source",
+                sources
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if let Some(m) = best {
+            return Ok((t.to_string(), repo, m));
+        }
+    }
+    bail!(
+        "no point of VM `{vm}`{} on {}",
+        point.map(|p| format!(" with id {p}")).unwrap_or_default(),
+        tier.map_or("any tier".to_string(), |t| format!("tier `{t}`"))
+    )
+}
+
+/// Restores `m` onto the source `source_name` of the policy as a new VM
+/// (files staged in a scratch directory under the state directory).
+pub fn restore_to_source(
+    config: &Config,
+    repo: &Repository,
+    m: &Manifest,
+    source_name: &str,
+    datastore: &str,
+    changes: &VmxChanges,
+    power_on: bool,
+) -> Result<HostRestore> {
+    let source = config
+        .sources
+        .get(source_name)
+        .ok_or_else(|| anyhow!("no source named `{source_name}`"))?;
+    let conn = connect::connect(source, &config.settings.state_dir)?;
+    if conn.session.service_content().about.is_vcenter() {
+        bail!(
+            "restore onto a vCenter is not supported yet; restore onto an ESXi host (or to files)"
+        );
+    }
+    let scratch = tempfile::tempdir_in(&config.settings.state_dir)
+        .or_else(|_| tempfile::tempdir())
+        .context("a scratch directory for the restored files")?;
+    let target = HostTarget::esxi(&conn, datastore);
+    restore::restore_to_host(
+        repo,
+        m,
+        &target,
+        changes,
+        power_on,
+        scratch.path(),
+        super::threads(),
+    )
+}

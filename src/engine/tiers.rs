@@ -1,0 +1,350 @@
+//! Opening storage: the repository behind each tier of a policy (with its
+//! bandwidth throttle, its encryption key and its chunk index under the
+//! state directory), or a repository named directly (a directory or an
+//! `s3://` bucket). Two tiers that turn out to be one repository are refused
+//! together, before anything lists, prunes or writes either.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::policy::Config;
+use crate::policy::model::{SecretRef, Tier, TierBackend};
+use crate::repo::Repository;
+use crate::repo::local::LocalStore;
+use crate::repo::s3::{LockMode, S3Location, S3Store};
+use crate::repo::store::Store;
+
+/// A repository as an operator names it: a tier of the policy directory,
+/// or a location given directly.
+#[derive(Debug, Clone)]
+pub enum RepoSpec {
+    Tier(String),
+    Location {
+        /// A directory, or `s3://BUCKET/PREFIX`.
+        spec: String,
+        /// An S3-compatible server's endpoint URL.
+        endpoint: Option<String>,
+        region: Option<String>,
+        /// The encryption passphrase or key.
+        secret: Option<SecretRef>,
+    },
+}
+
+/// What `RepoSpec::resolve` finds: the store, its key, what it is called,
+/// and where a policy tier keeps its chunk index.
+struct Resolved {
+    store: Arc<dyn Store>,
+    secret: Option<SecretRef>,
+    what: String,
+    index_dir: Option<PathBuf>,
+}
+
+impl RepoSpec {
+    /// `config` is needed (and only read) for a tier.
+    fn resolve(&self, config: Option<&Config>) -> Result<Resolved> {
+        match self {
+            RepoSpec::Location {
+                spec,
+                endpoint,
+                region,
+                secret,
+            } => Ok(Resolved {
+                store: location_store(spec, endpoint.as_deref(), region.as_deref())?,
+                secret: secret.clone(),
+                what: spec.clone(),
+                index_dir: None,
+            }),
+            RepoSpec::Tier(name) => {
+                let config = config.ok_or_else(|| anyhow!("tier `{name}` needs the policies"))?;
+                let tier = tier_of(config, name)?;
+                Ok(Resolved {
+                    store: tier_store(tier)?,
+                    secret: tier.encryption_key.clone(),
+                    what: format!("tier `{name}`"),
+                    index_dir: Some(config.settings.state_dir.join("chunk-index")),
+                })
+            }
+        }
+    }
+
+    /// Opens the repository. A tier of the policy keeps its chunk index in
+    /// the state dir; a bare location in the user's cache dir.
+    pub fn open(&self, config: Option<&Config>) -> Result<Repository> {
+        let r = self.resolve(config)?;
+        let secret = read_secret(r.secret.as_ref())?;
+        let repo = Repository::open(r.store, secret.as_deref().map(str::as_bytes))
+            .with_context(|| format!("opening the repository of {}", r.what))?;
+        Ok(match r.index_dir {
+            Some(dir) => repo.with_chunk_index_dir(dir),
+            None => repo,
+        })
+    }
+
+    /// Creates an empty repository there; answers it and whether it is
+    /// encrypted.
+    pub fn init(&self, config: Option<&Config>) -> Result<(Repository, bool)> {
+        let r = self.resolve(config)?;
+        let secret = read_secret(r.secret.as_ref())?;
+        let repo = Repository::init(r.store, secret.as_deref().map(str::as_bytes))
+            .with_context(|| format!("creating the repository of {}", r.what))?;
+        Ok((repo, secret.is_some()))
+    }
+}
+
+fn tier_of<'c>(config: &'c Config, name: &str) -> Result<&'c Tier> {
+    config.tiers.get(name).ok_or_else(|| {
+        let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
+        anyhow!(
+            "no tier named `{name}`; defined tiers: {}",
+            crate::policy::diag::one_of(&names)
+        )
+    })
+}
+
+/// The store behind a tier of the policy.
+pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
+    let name = &tier.name;
+    match &tier.backend {
+        TierBackend::Local { path } => {
+            let store = LocalStore::new(path)
+                .with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        TierBackend::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            access_key,
+            secret_key,
+        } => {
+            let mut loc = S3Location::new(bucket);
+            loc.prefix = prefix.trim_matches('/').to_string();
+            loc.endpoint = endpoint.clone();
+            loc.region = region.clone();
+            let read = |s: &Option<SecretRef>, what: &str| {
+                s.as_ref()
+                    .map(|s| s.read().map_err(|e| anyhow!("tier `{name}`: {what}: {e}")))
+                    .transpose()
+            };
+            loc.access_key = read(access_key, "access_key")?;
+            loc.secret_key = read(secret_key, "secret_key")?;
+            loc.lock = tier.immutable_for.map(|d| (LockMode::Compliance, d));
+            let store = S3Store::new(loc).with_context(|| format!("opening tier `{name}`"))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The store behind a location: a directory or `s3://BUCKET/PREFIX`.
+pub fn location_store(
+    spec: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<Arc<dyn Store>> {
+    if spec.starts_with("s3://") {
+        let mut loc = S3Location::from_url(spec)
+            .ok_or_else(|| anyhow!("`{spec}`: expected s3://BUCKET or s3://BUCKET/PREFIX"))?;
+        loc.endpoint = endpoint.map(str::to_string);
+        if let Some(r) = region
+            .map(str::to_string)
+            .or_else(|| std::env::var("AWS_REGION").ok())
+        {
+            loc.region = r;
+        }
+        let store = S3Store::new(loc).with_context(|| format!("opening {spec}"))?;
+        return Ok(Arc::new(store));
+    }
+    if endpoint.is_some() || region.is_some() {
+        bail!(
+            "--endpoint and --region apply to an s3:// repository, not to the directory `{spec}`"
+        );
+    }
+    let store = LocalStore::new(spec).with_context(|| format!("opening {spec}"))?;
+    Ok(Arc::new(store))
+}
+
+fn read_secret(s: Option<&SecretRef>) -> Result<Option<String>> {
+    s.map(|s| {
+        s.read()
+            .map_err(|e| anyhow!("reading the encryption key: {e}"))
+    })
+    .transpose()
+}
+
+/// What `init_tiers` did with one tier.
+#[derive(Debug)]
+pub enum TierInit {
+    Created { describe: String, encrypted: bool },
+    AlreadyThere { what: String },
+}
+
+/// Creates a repository for every tier of the policy that has none yet
+/// (the others are left as they are), in the tiers' order.
+pub fn init_tiers(config: &Config) -> Result<Vec<(String, TierInit)>> {
+    if config.tiers.is_empty() {
+        bail!("the policy directory declares no tiers");
+    }
+    let mut out = Vec::new();
+    for (name, tier) in &config.tiers {
+        let store = tier_store(tier)?;
+        let secret =
+            read_secret(tier.encryption_key.as_ref()).with_context(|| format!("tier `{name}`"))?;
+        let done = match Repository::init(store, secret.as_deref().map(str::as_bytes)) {
+            Ok(repo) => TierInit::Created {
+                describe: repo.describe(),
+                encrypted: secret.is_some(),
+            },
+            Err(crate::repo::RepoError::AlreadyExists(what)) => TierInit::AlreadyThere { what },
+            Err(e) => {
+                return Err(anyhow::Error::from(e))
+                    .with_context(|| format!("creating the repository of tier `{name}`"));
+            }
+        };
+        out.push((name.clone(), done));
+    }
+    Ok(out)
+}
+
+/// Opens the repository of a tier of the policy directory, throttled to
+/// the tier's bandwidth limit.
+pub fn open_tier(config: &Config, name: &str) -> Result<Repository> {
+    let tier = tier_of(config, name)?;
+    let mut store = tier_store(tier)?;
+    if let Some(throttle) = crate::run::throttle::tier_throttle(tier) {
+        store = Arc::new(crate::run::throttle::ThrottledStore {
+            inner: store,
+            throttle,
+        });
+    }
+    let secret = tier
+        .encryption_key
+        .as_ref()
+        .map(|s| {
+            s.read()
+                .map_err(|e| anyhow!("tier `{name}`: encryption key: {e}"))
+        })
+        .transpose()?;
+    Repository::open(store, secret.as_deref().map(str::as_bytes))
+        .map(|r| r.with_chunk_index_dir(config.settings.state_dir.join("chunk-index")))
+        .with_context(|| format!("opening the repository of tier `{name}`"))
+}
+
+/// Two tiers of a policy that open one repository (the same repository id),
+/// which their paths did not show: a symlink made after validation, a bind
+/// mount, two endpoints of one object store.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "tiers `{first}` and `{second}` open the same repository ({id}, at {place}): one tier's \
+     retention would prune the other's points; give each tier a repository of its own \
+     (`coffer repo init --tier NAME` after changing its path)"
+)]
+pub struct SameRepository {
+    pub first: String,
+    pub second: String,
+    pub id: String,
+    pub place: String,
+}
+
+/// Opens every tier of the policy, each with the outcome of its opening,
+/// and refuses them all when two tiers turn out to be one repository: no
+/// tier is listed, pruned or written then.
+pub fn open_tiers(config: &Config) -> Result<Vec<(String, Result<Repository>)>, SameRepository> {
+    let opened: Vec<(String, Result<Repository>)> = config
+        .tiers
+        .keys()
+        .map(|name| (name.clone(), open_tier(config, name)))
+        .collect();
+    let mut by_id: std::collections::BTreeMap<&str, &str> = Default::default();
+    for (name, repo) in &opened {
+        let Ok(repo) = repo else { continue };
+        if let Some(first) = by_id.insert(repo.config.id.as_str(), name) {
+            return Err(SameRepository {
+                first: first.to_string(),
+                second: name.clone(),
+                id: repo.config.id.clone(),
+                place: repo.describe(),
+            });
+        }
+    }
+    Ok(opened)
+}
+
+/// A tier without a repository would fail every backup to it one by one:
+/// refuse the run up front and name the command that creates them all.
+pub fn refuse_uninitialised_tiers(config: &Config) -> Result<()> {
+    let missing: Vec<&str> = config
+        .tiers
+        .keys()
+        .filter(|name| {
+            open_tier(config, name).is_err_and(|e| {
+                e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<crate::repo::RepoError>(),
+                        Some(crate::repo::RepoError::NotARepository(_))
+                    )
+                })
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} no repository yet: {}; create them with `coffer repo init --all -p {}`, then run apply again",
+            if missing.len() == 1 {
+                "this tier has"
+            } else {
+                "these tiers have"
+            },
+            missing
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads every secret the sources and tiers refer to, so that a missing
+/// `{ env = … }` or unreadable `{ file = … }` is one error naming it, not a
+/// tier that seems empty ("no restore point yet") or a source that seems
+/// down. The values are dropped at once.
+pub fn check_secrets(config: &Config) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut check = |owner: String, what: &str, s: Option<&SecretRef>| {
+        if let Some(Err(e)) = s.map(|s| s.read()) {
+            missing.push(format!("{owner}: {what}: {e}"));
+        }
+    };
+    for source in config.sources.values() {
+        check(
+            format!("source `{}`", source.name),
+            "password",
+            source.password.as_ref(),
+        );
+    }
+    for tier in config.tiers.values() {
+        let owner = || format!("tier `{}`", tier.name);
+        check(owner(), "encryption key", tier.encryption_key.as_ref());
+        if let TierBackend::S3 {
+            access_key,
+            secret_key,
+            ..
+        } = &tier.backend
+        {
+            check(owner(), "access key", access_key.as_ref());
+            check(owner(), "secret key", secret_key.as_ref());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{}\nset the secrets the policy directory refers to, then run the command again",
+        missing.join("\n")
+    )
+}
