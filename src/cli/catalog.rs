@@ -164,26 +164,8 @@ fn show(a: ShowArgs) -> Result<u8> {
         );
     }
     let catalog = engine::catalog::open_catalog(&path, None, &Terminal::human())?;
-    let vms: Vec<_> = catalog
-        .vms()?
-        .into_iter()
-        .filter(|v| a.vm.as_ref().is_none_or(|n| *n == v.name))
-        .collect();
-    if let Some(name) = &a.vm
-        && vms.is_empty()
-    {
-        bail!("the catalog knows no VM named `{name}`");
-    }
-    let mut listed = Vec::new();
-    for vm in vms {
-        let points = catalog.points_of_vm(&vm.uuid)?;
-        listed.push((vm, points));
-    }
-    let unreadable = if a.vm.is_none() {
-        catalog.unreadable_copies()?
-    } else {
-        Vec::new()
-    };
+    let engine::catalog::Contents { listed, unreadable } =
+        engine::catalog::contents(&catalog, a.vm.as_deref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let vms: Vec<_> = listed

@@ -88,11 +88,7 @@ pub fn run(args: Args) -> Result<u8> {
                 if v.violations.is_empty() {
                     "ok".to_string()
                 } else {
-                    format!(
-                        "{}: {}",
-                        standing_word(v),
-                        v.violations.join("; ")
-                    )
+                    format!("{}: {}", standing_word(v), v.violations.join("; "))
                 }
             )?;
             if let Some(d) = gathered.last_drill(&v.vm_uuid) {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::engine::restore::find_point;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::engine::restore::find_point;
 use crate::run::export::{self, ExportFormat};
 
 #[derive(Debug, clap::Args)]

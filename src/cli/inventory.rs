@@ -30,31 +30,38 @@ pub fn run(args: Args) -> Result<u8> {
     if args.json {
         let vms: Vec<_> = rows
             .iter()
-            .map(|InventoryRow { source, vm, policies, alerts: found }| {
-                serde_json::json!({
-                    "source": source,
-                    "name": vm.name,
-                    "moref": vm.moref.value,
-                    "instance_uuid": vm.instance_uuid,
-                    "power_state": vm.power_state.map(|p| format!("{p:?}")),
-                    "tools": vm.tools_running_status,
-                    "cbt": vm.change_tracking_enabled,
-                    "consolidation_needed": vm.consolidation_needed,
-                    "disks": vm.disks.iter().map(|d| serde_json::json!({
-                        "key": d.key,
-                        "capacity_bytes": d.capacity_bytes,
-                        "file": d.file_name,
-                        "change_id": d.change_id.as_ref().map(|c| c.0.clone()),
-                        "mode": d.disk_mode,
-                    })).collect::<Vec<_>>(),
-                    "snapshots": vm.all_snapshots().iter().map(|s| serde_json::json!({
-                        "name": s.name,
-                        "created": s.create_time.to_rfc3339(),
-                    })).collect::<Vec<_>>(),
-                    "policies": policies,
-                    "alerts": found.iter().map(SnapshotAlert::describe).collect::<Vec<_>>(),
-                })
-            })
+            .map(
+                |InventoryRow {
+                     source,
+                     vm,
+                     policies,
+                     alerts: found,
+                 }| {
+                    serde_json::json!({
+                        "source": source,
+                        "name": vm.name,
+                        "moref": vm.moref.value,
+                        "instance_uuid": vm.instance_uuid,
+                        "power_state": vm.power_state.map(|p| format!("{p:?}")),
+                        "tools": vm.tools_running_status,
+                        "cbt": vm.change_tracking_enabled,
+                        "consolidation_needed": vm.consolidation_needed,
+                        "disks": vm.disks.iter().map(|d| serde_json::json!({
+                            "key": d.key,
+                            "capacity_bytes": d.capacity_bytes,
+                            "file": d.file_name,
+                            "change_id": d.change_id.as_ref().map(|c| c.0.clone()),
+                            "mode": d.disk_mode,
+                        })).collect::<Vec<_>>(),
+                        "snapshots": vm.all_snapshots().iter().map(|s| serde_json::json!({
+                            "name": s.name,
+                            "created": s.create_time.to_rfc3339(),
+                        })).collect::<Vec<_>>(),
+                        "policies": policies,
+                        "alerts": found.iter().map(SnapshotAlert::describe).collect::<Vec<_>>(),
+                    })
+                },
+            )
             .collect();
         writeln!(
             out,

@@ -105,7 +105,10 @@ impl Observer for Terminal {
                 error,
                 kept_in,
                 ..
-            } => println!("warning: {error}; the report stays in {}", kept_in.display()),
+            } => println!(
+                "warning: {error}; the report stays in {}",
+                kept_in.display()
+            ),
             Event::Mailed {
                 report: ReportKind::Compliance,
                 notifier,
@@ -116,7 +119,10 @@ impl Observer for Terminal {
                 error,
                 kept_in,
                 ..
-            } => eprintln!("warning: {error}; the report stays in {}", kept_in.display()),
+            } => eprintln!(
+                "warning: {error}; the report stays in {}",
+                kept_in.display()
+            ),
             Event::Mailed {
                 report: ReportKind::StoredRun,
                 notifier,
@@ -131,7 +137,10 @@ impl Observer for Terminal {
                 println!("daemon: applying at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
             }
             Event::DaemonSleeping { until } => {
-                println!("daemon: next run at {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
+                println!(
+                    "daemon: next run at {}",
+                    until.format("%Y-%m-%d %H:%M:%S UTC")
+                )
             }
             // People see an action when its result is known.
             Event::ActionStarted { .. } | Event::Message(_) => {}

@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 
 use super::observer::{Event, Observer};
 use super::tiers::open_tier;
-use crate::catalog::{self, Catalog, Drift};
+use crate::catalog::{self, Catalog, CopyRecord, Drift, PointRecord, VmRecord};
 use crate::policy::Config;
+use crate::repo::PointRef;
 
 /// The catalog's file: in `state` when given, else the policy's.
 pub fn catalog_path(state: Option<&Path>, config: &Config) -> PathBuf {
@@ -115,4 +116,37 @@ pub fn sync_tiers(
         drifts.push(drift);
     }
     Ok(drifts)
+}
+
+/// What the catalog holds: each VM with its points, and the copies found
+/// unreadable.
+pub struct Contents {
+    pub listed: Vec<(VmRecord, Vec<PointRecord>)>,
+    /// Only when every VM is listed.
+    pub unreadable: Vec<(PointRef, CopyRecord)>,
+}
+
+/// The catalog's contents, of every VM or of the one named.
+pub fn contents(catalog: &Catalog, vm: Option<&str>) -> Result<Contents> {
+    let vms: Vec<_> = catalog
+        .vms()?
+        .into_iter()
+        .filter(|v| vm.is_none_or(|n| n == v.name))
+        .collect();
+    if let Some(name) = vm
+        && vms.is_empty()
+    {
+        bail!("the catalog knows no VM named `{name}`");
+    }
+    let mut listed = Vec::new();
+    for v in vms {
+        let points = catalog.points_of_vm(&v.uuid)?;
+        listed.push((v, points));
+    }
+    let unreadable = if vm.is_none() {
+        catalog.unreadable_copies()?
+    } else {
+        Vec::new()
+    };
+    Ok(Contents { listed, unreadable })
 }

@@ -48,17 +48,30 @@ pub enum Event<'a> {
     /// catalog rebuilt, a retry, why a saved plan is refused.
     Message(String),
     /// `apply` took the runner lock and journals as this run.
-    RunStarted { run_id: &'a str },
+    RunStarted {
+        run_id: &'a str,
+    },
     /// An action an earlier, killed run left unfinished was cleaned up.
-    Recovered { note: &'a str },
+    Recovered {
+        note: &'a str,
+    },
     /// The plan `apply` carries out (first phase; later phases are planned
     /// again and not announced).
-    Planned { plan: &'a Plan, gathered: &'a Gathered },
-    ActionStarted { action: &'a Action },
-    ActionFinished { outcome: &'a Outcome },
+    Planned {
+        plan: &'a Plan,
+        gathered: &'a Gathered,
+    },
+    ActionStarted {
+        action: &'a Action,
+    },
+    ActionFinished {
+        outcome: &'a Outcome,
+    },
     /// Running backups, about once a second (only to an observer that
     /// [`Observer::wants_progress`]).
-    Progress { running: &'a [Progress] },
+    Progress {
+        running: &'a [Progress],
+    },
     /// No backup runs any more: a progress line may be cleared.
     ProgressEnded,
     /// The run is over; its report is written (`report` without extension).
@@ -83,9 +96,13 @@ pub enum Event<'a> {
         kept_in: &'a Path,
     },
     /// The daemon starts a run.
-    DaemonApplying { at: DateTime<Utc> },
+    DaemonApplying {
+        at: DateTime<Utc>,
+    },
     /// The daemon sleeps until then.
-    DaemonSleeping { until: DateTime<Utc> },
+    DaemonSleeping {
+        until: DateTime<Utc>,
+    },
 }
 
 impl Event<'_> {

@@ -267,7 +267,8 @@ fn check_saved_plan(
         );
     }
     let fresh = make_plan(config, &gathered, now, allow_mass_prune);
-    let fresh_ids: BTreeSet<Vec<&str>> = fresh.actions.iter().filter_map(Action::identity).collect();
+    let fresh_ids: BTreeSet<Vec<&str>> =
+        fresh.actions.iter().filter_map(Action::identity).collect();
     let foreign: Vec<&Action> = saved
         .actions
         .iter()

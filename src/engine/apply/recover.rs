@@ -59,5 +59,4 @@ impl Runner<'_> {
         }
         Ok(notes)
     }
-
 }
