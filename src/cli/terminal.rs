@@ -50,11 +50,11 @@ impl Observer for Terminal {
             eprintln!("{m}");
             return;
         }
-        if self.json {
-            if let Some(v) = event.to_json() {
-                self.json_line(&v);
-                return;
-            }
+        if self.json
+            && let Some(v) = event.to_json()
+        {
+            self.json_line(&v);
+            return;
         }
         match event {
             Event::RunStarted { run_id } => println!("run {run_id}"),
