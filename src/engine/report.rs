@@ -15,6 +15,7 @@ use super::observer::{Event, Observer, Outcome, ReportKind};
 use super::tiers::open_tier;
 use crate::plan::planner::{Action, Plan};
 use crate::policy::Config;
+use crate::policy::model::Notifier;
 use crate::report::mail::{self, Mail, Retry};
 use crate::report::model::{ActionLine, ComplianceReport, Required, RunReport, TierLine, VmLine};
 use crate::report::render::Renderer;
@@ -234,22 +235,34 @@ pub fn send_compliance(
             .values()
             .filter(|n| only.is_none_or(|o| o == n.name))
         {
-            observer.event(&match mail::send(n, &m, Retry::default()) {
-                Ok(()) => Event::Mailed {
-                    report: ReportKind::Compliance,
-                    notifier: &n.name,
-                    to: &n.to,
-                },
-                Err(e) => Event::MailFailed {
-                    report: ReportKind::Compliance,
-                    notifier: &n.name,
-                    error: e.to_string(),
-                    kept_in: &base,
-                },
-            });
+            mail_through(n, &m, ReportKind::Compliance, &base, observer);
         }
     }
     Ok(m)
+}
+
+/// Mails `m` through the notifier `n` and tells the observer how it went;
+/// a report that cannot be mailed stays in `kept_in`.
+pub fn mail_through(
+    n: &Notifier,
+    m: &Mail,
+    report: ReportKind,
+    kept_in: &Path,
+    observer: &dyn Observer,
+) {
+    observer.event(&match mail::send(n, m, Retry::default()) {
+        Ok(()) => Event::Mailed {
+            report,
+            notifier: &n.name,
+            to: &n.to,
+        },
+        Err(e) => Event::MailFailed {
+            report,
+            notifier: &n.name,
+            error: e.to_string(),
+            kept_in,
+        },
+    });
 }
 
 /// The newest run report under the report directory (its `.txt`).
@@ -290,19 +303,7 @@ pub fn send_stored_report(config: &Config, file: &Path, observer: &dyn Observer)
         html,
     };
     for n in config.notify.values() {
-        observer.event(&match mail::send(n, &m, Retry::default()) {
-            Ok(()) => Event::Mailed {
-                report: ReportKind::StoredRun,
-                notifier: &n.name,
-                to: &n.to,
-            },
-            Err(e) => Event::MailFailed {
-                report: ReportKind::StoredRun,
-                notifier: &n.name,
-                error: e.to_string(),
-                kept_in: file,
-            },
-        });
+        mail_through(n, &m, ReportKind::StoredRun, file, observer);
     }
     Ok(())
 }

@@ -33,7 +33,6 @@ use crate::catalog::{Catalog, tierlog};
 use crate::plan::planner::{Action, Plan};
 use crate::policy::Config;
 use crate::policy::model::SendWhen;
-use crate::report::mail::{self, Retry};
 use crate::run::connect::{self, Connected};
 use crate::run::vm_backup::VmBackupError;
 
@@ -428,19 +427,7 @@ pub fn apply(
                 continue;
             }
             // A mail problem is reported, never a failed run.
-            observer.event(&match mail::send(n, &mail_body, Retry::default()) {
-                Ok(()) => Event::Mailed {
-                    report: ReportKind::Run,
-                    notifier: &n.name,
-                    to: &n.to,
-                },
-                Err(e) => Event::MailFailed {
-                    report: ReportKind::Run,
-                    notifier: &n.name,
-                    error: e.to_string(),
-                    kept_in: &base,
-                },
-            });
+            super::report::mail_through(n, &mail_body, ReportKind::Run, &base, observer);
         }
     }
     Ok(RunOutcome {
