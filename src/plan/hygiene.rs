@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::inventory::{MoRef, SnapshotNode, VmRecord};
 use crate::run::vm_backup::{SNAPSHOT_PREFIX, snapshot_name};
-use crate::vsphere::types::{MoRef, SnapshotNode, VmRecord};
 
 /// Who took a coffer snapshot, as its description says:
 /// `coffer backup, run <run id>, installation <installation id>`.

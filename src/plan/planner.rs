@@ -12,10 +12,10 @@ use chrono::{DateTime, Timelike, Utc};
 use super::cbt::{self, CbtVerdict, LiveDisk};
 use super::compliance::VmCompliance;
 use super::hygiene;
+use crate::inventory::VmRecord;
 use crate::policy::Config;
 use crate::policy::model::{Policy, VmFacts};
 use crate::repo::manifest::{DiskEntry, PointKind};
-use crate::vsphere::types::VmRecord;
 
 /// One restore point and where its copies are. A site holds about a
 /// million of these, so the VM's identity is shared by its points.
@@ -440,7 +440,7 @@ pub fn policies_of<'c>(config: &'c Config, source: &str, vm: &VmRecord) -> Vec<&
     let datastores: Vec<String> = vm
         .disks
         .iter()
-        .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
+        .filter_map(|d| crate::inventory::DatastorePath::parse(&d.file_name))
         .map(|p| p.datastore)
         .collect();
     let facts = VmFacts {

@@ -15,10 +15,10 @@ use proptest::test_runner::TestCaseError;
 
 use super::planner::*;
 use super::retention::{self, PointTime, Rule};
+use crate::inventory::{ChangeId, DiskBacking, MoRef, SnapshotNode, VmDisk, VmRecord};
 use crate::policy::Config;
 use crate::policy::model::Retention;
 use crate::repo::manifest::PointKind;
-use crate::vsphere::types::{ChangeId, DiskBacking, MoRef, SnapshotNode, VmDisk, VmRecord};
 
 const SOURCE: &str = "esx";
 const TIERS: [&str; 2] = ["local", "offsite"];

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::planner::*;
+use crate::inventory::{ChangeId, DiskBacking, MoRef, VmDisk, VmRecord};
 use crate::policy::Config;
 use crate::repo::manifest::PointKind;
-use crate::vsphere::types::{ChangeId, DiskBacking, MoRef, VmDisk, VmRecord};
 
 const POLICIES: &str = r#"
 [settings]

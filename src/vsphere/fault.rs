@@ -7,7 +7,7 @@
 use roxmltree::Node;
 
 use super::soap::{child_text, find_child, moref_of, xsi_type};
-use super::types::MoRef;
+use crate::inventory::MoRef;
 
 /// Why a quiesced snapshot could not be taken; the policy's `consistency`
 /// decides whether to fall back to a crash-consistent one.
