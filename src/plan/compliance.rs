@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::planner::PointInfo;
+use super::input::PointInfo;
 use crate::policy::Config;
 use crate::policy::model::{Policy, VmFacts};
 
