@@ -1,8 +1,8 @@
 //! The neutral inventory model: what exists on a host or a vCenter, as plain
 //! values (a VM, its disks, its snapshot tree, a managed object reference, a
 //! disk's change id, a `[datastore] path`). The vSphere client (`vsphere`)
-//! and the lab fill these values in; the planner (`plan`) and the runner read
-//! them; tests build them by hand.
+//! fills these values in from what a host, a vCenter or the lab answers; the
+//! planner (`plan`) and the runner read them; tests build them by hand.
 //!
 //! It owns only the data and the small pure questions about it (is this disk
 //! independent, every snapshot of this VM, which datastore a path names). It

@@ -2,7 +2,7 @@
 //!
 //! The parts follow `DESIGN.md`: `policy` reads what operators declare,
 //! `inventory` is the neutral model of what exists on the hosts (filled in
-//! by `vsphere` and `lab`, read by `plan`), `plan` decides, `repo` stores
+//! by `vsphere`, read by `plan`), `plan` decides, `repo` stores
 //! restore points, `vsphere` talks to the hosts,
 //! `run` carries out what was decided,
 //! and `cli` wires commands to them.
