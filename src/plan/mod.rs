@@ -4,7 +4,7 @@
 //!
 //! The files read downward: `input` (what a plan reads) and `action` (what
 //! it produces) are plain data; `backup`, `tiers`, `drills`, `hygiene`,
-//! `compliance`, `cbt`, `retention` and `schedule` each decide one thing;
+//! `compliance`, `cbt` and `retention` each decide one thing;
 //! `planner` walks the VMs and asks them. What exists on the hosts comes as
 //! the neutral model of `crate::inventory`: nothing in here imports the
 //! vSphere client (`crate::vsphere`) or the command line.
@@ -22,5 +22,6 @@ mod planner_props;
 #[cfg(test)]
 mod planner_tests;
 pub mod retention;
-pub mod schedule;
+/// Schedules are part of the resolved policy; kept reachable here.
+pub use crate::policy::schedule;
 mod tiers;
