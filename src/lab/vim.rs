@@ -2,6 +2,11 @@
 //! namespace with roxmltree and answered in the shapes ESXi uses. Tasks
 //! run to completion before their method answers; their TaskInfo is kept
 //! for the client to poll.
+//!
+//! Property collector answers are rendered by `props`, and the XML writers
+//! both use are in `wire`; `props` never calls back here. A method outside
+//! the subset the lab implements must never be answered as if it
+//! succeeded: it is a `MethodNotFound` fault.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -2,6 +2,10 @@
 //! coffer itself left behind (a run that was killed). Pure: a VM's snapshot
 //! tree and the clock in, alerts out; the inventory prints them and the
 //! planner turns them into alerts and removals.
+//!
+//! It reads VMs as the neutral model of `crate::inventory` and must never
+//! remove a snapshot itself. (It still takes the name coffer gives its
+//! snapshots and the form of an installation id from `crate::run`.)
 
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! steps coffer deliberately leaves to a later plan), the newest good point
 //! of a VM is never pruned, and retention agrees with a reference written
 //! straight from restic's documented `forget` rules.
+//!
+//! VMs are generated in the neutral model of `crate::inventory`; these
+//! tests never talk to a host or read the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;

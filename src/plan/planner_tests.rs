@@ -1,4 +1,6 @@
 //! The planner over synthetic inventories and catalogs, with a fixed clock.
+//! VMs are built by hand in the neutral model of `crate::inventory`; these
+//! tests never talk to a host or read the clock.
 
 use std::collections::BTreeSet;
 
