@@ -1,7 +1,9 @@
 //! coffer: a declarative backup policy engine for VMware ESXi / vCenter.
 //!
 //! The parts follow `DESIGN.md`: `policy` reads what operators declare,
-//! `plan` decides, `repo` stores restore points, `vsphere` talks to the hosts,
+//! `inventory` is the neutral model of what exists on the hosts (filled in
+//! by `vsphere`, read by `plan`), `plan` decides, `repo` stores restore
+//! points, `vsphere` talks to the hosts,
 //! `run` holds the jobs (one VM's backup, a drill, a restore, an export),
 //! `engine` runs them (a workspace: gather, plan, apply, report, with an
 //! observer that hears everything), `report` renders and mails, and `cli`
@@ -10,6 +12,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod engine;
+pub mod inventory;
 pub mod lab;
 pub mod plan;
 pub mod policy;

@@ -10,7 +10,9 @@
 //! disks beside a running lab. It serves HTTPS with a certificate of its
 //! own (kept in the state directory, so a pinned thumbprint survives
 //! restarts) through a small threaded server (`http`); `vim` answers SOAP,
-//! `datastore` the file transfers, `faults` holds the switches tests flip.
+//! `datastore` the file transfers, `faults` holds the switches tests flip;
+//! `props` renders property collector answers and `wire` the small pieces of
+//! vim25 XML both share.
 //!
 //! It must never be mistaken for a host: it binds to 127.0.0.1 only, and it
 //! implements the subset `src/vsphere` speaks, not vim25 at large.
@@ -25,6 +27,7 @@ pub mod ops;
 mod props;
 pub mod state;
 mod vim;
+mod wire;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -3,13 +3,16 @@
 //! tree, tools and heartbeat), a snapshot's disks, a task's TaskInfo, and
 //! the ServiceContent. Property values carry their `xsi:type`, as ESXi
 //! writes them.
+//!
+//! It builds on `wire` and never imports `vim`, which calls it. It must
+//! never change the lab's state.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::disk::Disk;
 use super::state::{self, DATASTORE, Fault, State, Vm};
-use super::vim::{API_VERSION, TaskRecord, fault_fields, moref, time};
+use super::wire::{API_VERSION, TaskRecord, fault_fields, moref, time};
 use crate::vsphere::soap::escape;
 
 const ROOT_FOLDER: &str = "ha-folder-root";

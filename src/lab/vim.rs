@@ -2,6 +2,11 @@
 //! namespace with roxmltree and answered in the shapes ESXi uses. Tasks
 //! run to completion before their method answers; their TaskInfo is kept
 //! for the client to poll.
+//!
+//! Property collector answers are rendered by `props`, and the XML writers
+//! both use are in `wire`; `props` never calls back here. A method outside
+//! the subset the lab implements must never be answered as if it
+//! succeeded: it is a `MethodNotFound` fault.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,16 +14,16 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use roxmltree::{Document, Node};
 
 use super::faults::Faults;
 use super::ops::{self, Injected, SnapshotSpec};
 use super::props::{service_content, snapshot_object, task_object, vm_object};
 use super::state::{self, Fault, State, Store};
+use super::wire::{API_VERSION, TaskRecord, fault_fields, moref, time};
 use crate::vsphere::soap::{SOAP_ENV_NS, VIM_NS, XSI_NS, escape};
 
-pub const API_VERSION: &str = "8.0.2.0";
 pub const SESSION_COOKIE: &str = "vmware_soap_session";
 
 pub fn service_versions_xml() -> String {
@@ -28,17 +33,6 @@ pub fn service_versions_xml() -> String {
          <version>7.0.3.0</version>\n      <version>6.7</version>\n      <version>6.5</version>\n    \
          </priorVersions>\n  </namespace>\n</namespaces>\n"
     )
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskRecord {
-    pub id: String,
-    pub name: String,
-    pub entity: (String, String),
-    pub entity_name: String,
-    pub result: Option<(String, String)>,
-    pub error: Option<Fault>,
-    pub time: DateTime<Utc>,
 }
 
 /// Sessions, tasks, views and pages: what the lab keeps in memory only.
@@ -82,14 +76,6 @@ fn ok(method: &str, inner: &str) -> Answer {
     }
 }
 
-pub fn fault_fields(f: &Fault) -> String {
-    let mut s = String::new();
-    for (k, v) in &f.fields {
-        let _ = write!(s, "<{k}>{}</{k}>", escape(v));
-    }
-    s
-}
-
 pub fn fault_answer(f: &Fault) -> Answer {
     Answer {
         status: 500,
@@ -103,14 +89,6 @@ pub fn fault_answer(f: &Fault) -> Answer {
         )),
         set_cookie: None,
     }
-}
-
-pub fn moref(tag: &str, kind: &str, value: &str) -> String {
-    format!("<{tag} type=\"{kind}\">{}</{tag}>", escape(value))
-}
-
-pub fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 // ---- reading requests ------------------------------------------------------

@@ -1,11 +1,14 @@
 //! 3-2-1-1-0 and the RPO for one VM, from the copies of its points: pure,
 //! like the rest of the planner, which lists the result with the plan.
+//!
+//! It reads points from `input` and never imports `planner`, which calls
+//! it. It must never perform I/O or read the clock: `now` is an argument.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::planner::PointInfo;
+use super::input::PointInfo;
 use crate::policy::Config;
 use crate::policy::model::{Policy, VmFacts};
 

@@ -2,13 +2,17 @@
 //! coffer itself left behind (a run that was killed). Pure: a VM's snapshot
 //! tree and the clock in, alerts out; the inventory prints them and the
 //! planner turns them into alerts and removals.
+//!
+//! It reads VMs as the neutral model of `crate::inventory` and must never
+//! remove a snapshot itself. (It still takes the name coffer gives its
+//! snapshots and the form of an installation id from `crate::run`.)
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::inventory::{MoRef, SnapshotNode, VmRecord};
 use crate::run::vm_backup::{SNAPSHOT_PREFIX, snapshot_name};
-use crate::vsphere::types::{MoRef, SnapshotNode, VmRecord};
 
 /// Who took a coffer snapshot, as its description says:
 /// `coffer backup, run <run id>, installation <installation id>`.

@@ -3,6 +3,9 @@
 //! steps coffer deliberately leaves to a later plan), the newest good point
 //! of a VM is never pruned, and retention agrees with a reference written
 //! straight from restic's documented `forget` rules.
+//!
+//! VMs are generated in the neutral model of `crate::inventory`; these
+//! tests never talk to a host or read the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -15,10 +18,10 @@ use proptest::test_runner::TestCaseError;
 
 use super::planner::*;
 use super::retention::{self, PointTime, Rule};
+use crate::inventory::{ChangeId, DiskBacking, MoRef, SnapshotNode, VmDisk, VmRecord};
 use crate::policy::Config;
 use crate::policy::model::Retention;
 use crate::repo::manifest::PointKind;
-use crate::vsphere::types::{ChangeId, DiskBacking, MoRef, SnapshotNode, VmDisk, VmRecord};
 
 const SOURCE: &str = "esx";
 const TIERS: [&str; 2] = ["local", "offsite"];

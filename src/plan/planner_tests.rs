@@ -1,13 +1,15 @@
 //! The planner over synthetic inventories and catalogs, with a fixed clock.
+//! VMs are built by hand in the neutral model of `crate::inventory`; these
+//! tests never talk to a host or read the clock.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
 use super::planner::*;
+use crate::inventory::{ChangeId, DiskBacking, MoRef, VmDisk, VmRecord};
 use crate::policy::Config;
 use crate::repo::manifest::PointKind;
-use crate::vsphere::types::{ChangeId, DiskBacking, MoRef, VmDisk, VmRecord};
 
 const POLICIES: &str = r#"
 [settings]

@@ -14,6 +14,7 @@ mod keys;
 pub mod load;
 pub mod model;
 pub mod raw;
+pub mod schedule;
 pub mod schema;
 pub mod units;
 pub mod validate;

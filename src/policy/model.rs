@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use globset::GlobMatcher;
 
+use super::schedule::Schedule;
 use super::units::{ByteSize, DailyWindow, Rate};
-use crate::plan::schedule::Schedule;
 
 pub use super::raw::{BackendKind, Media, SendWhen, SmtpSecurity, SourceKind};
 

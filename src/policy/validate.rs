@@ -14,8 +14,8 @@ use super::diag::{Diagnostic, nearest, one_of};
 use super::load::{Entry, Merged};
 use super::model::*;
 use super::raw::*;
+use super::schedule::{Schedule, ScheduleError};
 use super::units;
-use crate::plan::schedule::{Schedule, ScheduleError};
 
 /// Chunk sizes the repository supports: powers of two in this range.
 pub const MIN_CHUNK: u64 = 64 << 10;

@@ -90,9 +90,8 @@ impl Resolver<'_> {
                 .into_iter()
                 .take_while(|f| f.at <= horizon)
                 .collect();
-            let inside = |f: &crate::plan::schedule::FireTime| {
-                w.contains(f.local.hour() * 60 + f.local.minute())
-            };
+            let inside =
+                |f: &super::schedule::FireTime| w.contains(f.local.hour() * 60 + f.local.minute());
             if !fires.is_empty() && !fires.iter().any(inside) {
                 self.err("window-never-open", f, wv.span(),
                     format!("the schedule `{}` never fires inside the window `{}`: no backup would ever start", s.text, wv.get().0),

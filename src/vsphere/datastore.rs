@@ -5,6 +5,10 @@
 //! 206 with the Content-Range asked for and exactly that many bytes; 503 is
 //! retried with back-off, as are dropped connections; 404 and 416 are
 //! reported for what they mean.
+//!
+//! `DatastorePath` itself (`[datastore] dir/name.vmdk`, parsed) is part of the
+//! neutral inventory model and is re-exported here; this file adds its
+//! datastore HTTP URL.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,41 +16,10 @@ use std::time::Duration;
 
 use super::Error;
 use super::transport::Transport;
+pub use crate::inventory::DatastorePath;
 use crate::repo::backup::DiskReader;
 
-/// `[datastore] dir/name.vmdk`, split.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatastorePath {
-    pub datastore: String,
-    /// Path inside the datastore, `/`-separated.
-    pub path: String,
-}
-
 impl DatastorePath {
-    pub fn parse(text: &str) -> Option<DatastorePath> {
-        let rest = text.trim().strip_prefix('[')?;
-        let (ds, path) = rest.split_once(']')?;
-        let path = path.trim().trim_start_matches('/');
-        (!ds.is_empty() && !path.is_empty()).then(|| DatastorePath {
-            datastore: ds.to_string(),
-            path: path.to_string(),
-        })
-    }
-
-    /// A file in the same directory (extent names are relative to their
-    /// descriptor).
-    pub fn sibling(&self, name: &str) -> DatastorePath {
-        let dir = self.path.rsplit_once('/').map_or("", |(d, _)| d);
-        DatastorePath {
-            datastore: self.datastore.clone(),
-            path: if dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{dir}/{name}")
-            },
-        }
-    }
-
     /// The path and query of this file's datastore HTTP URL.
     pub fn url(&self, datacenter: &str) -> String {
         let path: Vec<String> = self.path.split('/').map(percent).collect();
@@ -56,12 +29,6 @@ impl DatastorePath {
             percent(datacenter),
             percent(&self.datastore)
         )
-    }
-}
-
-impl std::fmt::Display for DatastorePath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "[{}] {}", self.datastore, self.path)
     }
 }
 

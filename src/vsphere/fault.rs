@@ -3,11 +3,15 @@
 //! MethodFault whose concrete type is its `xsi:type`. The XML carries only
 //! the concrete type, never the inheritance, so the subtypes that matter to
 //! coffer are listed here by name.
+//!
+//! It reads XML only through `xml` and never imports `soap`, `response` or
+//! `props`, which build on it. It must never decide what a fault means for
+//! a backup beyond the facts the fault carries (`cbt_untrusted`).
 
 use roxmltree::Node;
 
-use super::soap::{child_text, find_child, moref_of, xsi_type};
-use super::types::MoRef;
+use super::xml::{child_text, find_child, moref_of, xsi_type};
+use crate::inventory::MoRef;
 
 /// Why a quiesced snapshot could not be taken; the policy's `consistency`
 /// decides whether to fall back to a crash-consistent one.

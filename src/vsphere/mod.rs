@@ -1,10 +1,13 @@
 //! The vSphere Web Services client: what coffer says to ESXi and vCenter
 //! (DESIGN.md §5). This part owns the SOAP subset coffer speaks (`soap`:
-//! pure envelope builders and namespace-aware parsers, `props`: property
-//! collector answers), the faults as a typed enum (`fault`), the answers as
-//! plain values (`types`), one blocking HTTPS transport with certificate
-//! pinning (`transport`) and a logged-in session that re-logs in once when
-//! the server forgets it (`session`).
+//! pure envelope builders and the parsers of each answer, `props`: property
+//! collector answers, `response`: the envelope and fault plumbing, `xml`:
+//! namespace-aware element helpers), the faults as a typed enum (`fault`),
+//! the answers as plain values (`types`, over the neutral model of
+//! `crate::inventory`, which it fills in and re-exports), one blocking HTTPS
+//! transport with certificate pinning (`transport`) and a logged-in session
+//! that re-logs in once when the server forgets it (`session`). The files
+//! read downward: `xml` ← `fault` ← `response` ← `props` ← `soap`.
 //!
 //! It never decides anything: which VM to back up, whether CBT can be trusted
 //! for an incremental, when to remove a snapshot are the planner's and the
@@ -14,10 +17,12 @@
 pub mod datastore;
 pub mod fault;
 mod props;
+mod response;
 pub mod session;
 pub mod soap;
 pub mod transport;
 pub mod types;
+mod xml;
 
 #[cfg(test)]
 mod soap_tests;

@@ -3,6 +3,9 @@
 //! the server could not give (`missingSet`, each with a fault). Values are
 //! typed by `xsi:type`, so a VirtualDisk is found among the devices by its
 //! type, not by its element name (which is always `VirtualDevice`).
+//!
+//! It builds on `xml`, `response` and `fault` and never imports `soap`,
+//! which hands it the answers. It must never perform I/O.
 
 use std::collections::HashMap;
 
@@ -10,14 +13,15 @@ use roxmltree::Node;
 
 use super::Error;
 use super::fault::VimFault;
-use super::soap::{
-    child_text, children_named, find_child, localized_fault, moref_of, parse_bool, parse_number,
-    parse_time, protocol, required_moref, required_text, text_of, with_response, xsi_type,
+use super::response::{
+    localized_fault, parse_bool, parse_number, parse_time, protocol, required_moref, required_text,
+    with_response,
 };
 use super::types::{
     ChangeId, DiskBacking, MoRef, Page, PowerState, SnapshotNode, TaskInfo, TaskState, VmDisk,
     VmRecord,
 };
+use super::xml::{child_text, children_named, find_child, moref_of, text_of, xsi_type};
 
 /// One object of a RetrieveResult.
 pub(super) struct ObjectContent<'a, 'i> {

@@ -7,17 +7,24 @@
 //! URI and local name, never by prefix, and `xsi:type` is read through the
 //! XMLSchema-instance namespace, whatever prefix a server binds it to (vcsim
 //! writes `XMLSchema-instance:type`).
+//!
+//! The files below it read one way: `xml` (namespace-aware element
+//! helpers), `response` (the envelope, SOAP faults, typed readers) and
+//! `props` (PropertyCollector answers) never import this file; it builds the
+//! requests and hands each answer to them. It must never perform I/O or
+//! decide what a fault means for a backup.
 
 use chrono::{DateTime, Utc};
 use roxmltree::{Document, Node};
 
 use super::Error;
-use super::fault::VimFault;
+use super::response::{
+    parse_bool, parse_number, parse_time, protocol, required_moref, required_text, with_response,
+};
 use super::types::{ChangeId, DiskChangeInfo, MoRef, Page, ServiceContent, TaskInfo, VmRecord};
+use super::xml::{child_text, children_named, find_child, text_of};
 
-pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-pub const VIM_NS: &str = "urn:vim25";
-pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+pub use super::xml::{SOAP_ENV_NS, VIM_NS, XSI_NS};
 
 /// The properties inventory reads of every VM.
 pub const VM_PROPERTIES: &[&str] = &[
@@ -329,198 +336,6 @@ pub fn unregister_vm(vm: &MoRef) -> Request {
 /// Destroys a managed entity: for a VM, its files too.
 pub fn destroy(entity: &MoRef) -> Request {
     Call::new("Destroy_Task", entity).finish()
-}
-
-// ---- XML helpers shared with fault.rs ------------------------------------
-
-fn is_vim(node: Node<'_, '_>, local: &str) -> bool {
-    node.is_element()
-        && node.tag_name().name() == local
-        && node.tag_name().namespace() == Some(VIM_NS)
-}
-
-/// The first vim25 child element named `local`.
-pub(super) fn find_child<'a, 'i>(node: Node<'a, 'i>, local: &str) -> Option<Node<'a, 'i>> {
-    node.children().find(|c| is_vim(*c, local))
-}
-
-pub(super) fn children_named<'a, 'i: 'a>(
-    node: Node<'a, 'i>,
-    local: &'a str,
-) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
-    node.children().filter(move |c| is_vim(*c, local))
-}
-
-/// The text of an element: the concatenation of its text children, so that
-/// an element holding only an entity or a CDATA section reads correctly.
-pub(super) fn text_of(node: Node<'_, '_>) -> String {
-    node.children()
-        .filter(|c| c.is_text())
-        .filter_map(|c| c.text())
-        .collect()
-}
-
-pub(super) fn child_text(node: Node<'_, '_>, local: &str) -> Option<String> {
-    find_child(node, local).map(text_of)
-}
-
-/// A ManagedObjectReference element: `<x type="VirtualMachine">vm-1</x>`.
-/// The plain `type` attribute, not `xsi:type`.
-pub(super) fn moref_of(node: Node<'_, '_>) -> Option<MoRef> {
-    // roxmltree's `attribute("type")` would also match `xsi:type`, which a
-    // task's `result` carries next to the plain one.
-    let kind = node
-        .attributes()
-        .find(|a| a.name() == "type" && a.namespace().is_none())?;
-    Some(MoRef::new(kind.value(), text_of(node).trim()))
-}
-
-/// The local name of the `xsi:type` of an element, its prefix (if any)
-/// resolved by namespace rather than by spelling.
-pub(super) fn xsi_type(node: Node<'_, '_>) -> Option<String> {
-    let value = node.attribute((XSI_NS, "type"))?;
-    Some(match value.split_once(':') {
-        Some((_prefix, local)) => local.to_string(),
-        None => value.to_string(),
-    })
-}
-
-pub(super) fn protocol(method: &str, detail: impl Into<String>) -> Error {
-    Error::Protocol {
-        method: method.to_string(),
-        detail: detail.into(),
-    }
-}
-
-pub(super) fn required_text(
-    node: Node<'_, '_>,
-    local: &str,
-    method: &str,
-) -> Result<String, Error> {
-    child_text(node, local).ok_or_else(|| {
-        protocol(
-            method,
-            format!("<{}> has no <{local}>", node.tag_name().name()),
-        )
-    })
-}
-
-pub(super) fn required_moref(
-    node: Node<'_, '_>,
-    local: &str,
-    method: &str,
-) -> Result<MoRef, Error> {
-    find_child(node, local).and_then(moref_of).ok_or_else(|| {
-        protocol(
-            method,
-            format!(
-                "<{}> has no managed object reference <{local}>",
-                node.tag_name().name()
-            ),
-        )
-    })
-}
-
-pub(super) fn parse_number<T: std::str::FromStr>(
-    text: &str,
-    what: &str,
-    method: &str,
-) -> Result<T, Error> {
-    text.trim()
-        .parse()
-        .map_err(|_| protocol(method, format!("<{what}> is not a number: {text:?}")))
-}
-
-pub(super) fn parse_bool(text: &str) -> bool {
-    matches!(text.trim(), "true" | "1")
-}
-
-pub(super) fn parse_time(text: &str, what: &str, method: &str) -> Result<DateTime<Utc>, Error> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| protocol(method, format!("<{what}> is not an xsd:dateTime: {text:?}")))
-}
-
-// ---- response plumbing ---------------------------------------------------
-
-/// Parses `xml` and hands `f` the `<{method}Response>` element; a SOAP fault
-/// becomes `Error::Fault`.
-pub(super) fn with_response<T>(
-    xml: &str,
-    method: &str,
-    f: impl FnOnce(Node<'_, '_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let doc = Document::parse(xml).map_err(|e| Error::Xml {
-        method: method.to_string(),
-        detail: e.to_string(),
-    })?;
-    let envelope = doc.root_element();
-    if envelope.tag_name().name() != "Envelope"
-        || envelope.tag_name().namespace() != Some(SOAP_ENV_NS)
-    {
-        return Err(protocol(method, "not a SOAP 1.1 envelope"));
-    }
-    let body = envelope
-        .children()
-        .find(|c| {
-            c.is_element()
-                && c.tag_name().name() == "Body"
-                && c.tag_name().namespace() == Some(SOAP_ENV_NS)
-        })
-        .ok_or_else(|| protocol(method, "the envelope has no Body"))?;
-    let first = body
-        .children()
-        .find(|c| c.is_element())
-        .ok_or_else(|| protocol(method, "the Body is empty"))?;
-    if first.tag_name().name() == "Fault" && first.tag_name().namespace() == Some(SOAP_ENV_NS) {
-        return Err(Error::Fault(soap_fault(first)));
-    }
-    let expected = format!("{method}Response");
-    if !is_vim(first, &expected) {
-        return Err(protocol(
-            method,
-            format!(
-                "expected <{expected}>, got <{}> in namespace {:?}",
-                first.tag_name().name(),
-                first.tag_name().namespace()
-            ),
-        ));
-    }
-    f(first)
-}
-
-/// A SOAP 1.1 Fault. Its `faultcode`, `faultstring` and `detail` are
-/// unqualified; some stacks qualify them with the envelope namespace.
-fn soap_fault(fault: Node<'_, '_>) -> VimFault {
-    let part = |local: &str| {
-        fault.children().find(|c| {
-            c.is_element()
-                && c.tag_name().name() == local
-                && matches!(c.tag_name().namespace(), None | Some(SOAP_ENV_NS))
-        })
-    };
-    let message = part("faultstring").map(text_of).unwrap_or_default();
-    match part("detail").and_then(|d| d.children().find(|c| c.is_element())) {
-        Some(detail) => VimFault::from_node(detail, &message),
-        None => VimFault::Other {
-            name: part("faultcode")
-                .map(text_of)
-                .unwrap_or_else(|| "SOAP fault".into()),
-            message,
-        },
-    }
-}
-
-/// A LocalizedMethodFault (`<error>` of a TaskInfo, `<fault>` of a missingSet).
-pub(super) fn localized_fault(node: Node<'_, '_>) -> VimFault {
-    let message = child_text(node, "localizedMessage").unwrap_or_default();
-    match find_child(node, "fault") {
-        Some(fault) => VimFault::from_node(fault, &message),
-        None => VimFault::Other {
-            name: "MethodFault".into(),
-            message,
-        },
-    }
 }
 
 // ---- parsers ---------------------------------------------------------------

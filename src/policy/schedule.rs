@@ -7,6 +7,11 @@
 //! The `cron` crate instead skips the gap and fires twice in the repeated
 //! hour — a backup that silently does not run, or runs twice, on two nights a
 //! year. The tests below pin this down for Europe/Berlin and America/New_York.
+//!
+//! A schedule is part of the resolved policy (`model::Policy::schedule`),
+//! so it lives here and the planner reads it through the model; it depends
+//! on nothing else in coffer and must never read the clock: `now` is always
+//! an argument.
 
 use chrono::{DateTime, Duration as ChronoDuration, Offset, TimeZone, Utc};
 use chrono_tz::Tz;

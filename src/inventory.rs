@@ -1,0 +1,187 @@
+//! The neutral inventory model: what exists on a host or a vCenter, as plain
+//! values (a VM, its disks, its snapshot tree, a managed object reference, a
+//! disk's change id, a `[datastore] path`). The vSphere client (`vsphere`)
+//! fills these values in from what a host, a vCenter or the lab answers; the
+//! planner (`plan`) and the runner read them; tests build them by hand.
+//!
+//! It owns only the data and the small pure questions about it (is this disk
+//! independent, every snapshot of this VM, which datastore a path names). It
+//! must never depend on `vsphere`, `lab`, `run` or `cli`, never speak a wire
+//! format (SOAP names, datastore URLs) and never perform I/O: the client adds
+//! what belongs to the protocol on its side (`vsphere::types`,
+//! `vsphere::datastore`).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+/// A managed object reference: the object's type and its id on that server
+/// (`VirtualMachine` / `vm-42`). Ids are only meaningful on the server that
+/// gave them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MoRef {
+    pub kind: String,
+    pub value: String,
+}
+
+impl MoRef {
+    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
+        MoRef {
+            kind: kind.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl fmt::Display for MoRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.value)
+    }
+}
+
+/// A disk's change tracking id as ESXi hands it out
+/// (`52 de … b2 45/7`), or `*` to ask for every allocated area.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChangeId(pub String);
+
+impl fmt::Display for ChangeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    PoweredOn,
+    PoweredOff,
+    Suspended,
+}
+
+/// How a disk is backed, as far as backup cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskBacking {
+    /// A VMDK on a datastore (flat, thin or thick): readable and CBT-capable.
+    Vmdk,
+    /// A raw device mapping; physical mode cannot be snapshotted.
+    RawDeviceMapping { compatibility_mode: Option<String> },
+    /// Anything else (sparse, SE sparse, vvol…), by its backing type name.
+    Other(String),
+}
+
+/// One VirtualDisk of `config.hardware.device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// The device key: stable for the disk's life in this VM.
+    pub key: i32,
+    pub capacity_bytes: u64,
+    /// `[datastore] dir/name.vmdk`
+    pub file_name: String,
+    pub datastore: Option<MoRef>,
+    pub change_id: Option<ChangeId>,
+    /// persistent, independent_persistent, independent_nonpersistent, …
+    pub disk_mode: Option<String>,
+    pub backing: DiskBacking,
+}
+
+impl VmDisk {
+    /// Independent disks are left out of snapshots, so they cannot be backed up.
+    pub fn is_independent(&self) -> bool {
+        self.disk_mode
+            .as_deref()
+            .is_some_and(|m| m.starts_with("independent"))
+    }
+
+    pub fn is_rdm(&self) -> bool {
+        matches!(self.backing, DiskBacking::RawDeviceMapping { .. })
+    }
+}
+
+/// One node of a VM's snapshot tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotNode {
+    pub snapshot: MoRef,
+    pub name: String,
+    pub description: String,
+    pub create_time: DateTime<Utc>,
+    pub quiesced: bool,
+    pub children: Vec<SnapshotNode>,
+}
+
+impl SnapshotNode {
+    /// This node and all below it, parents first.
+    pub fn walk(&self) -> Vec<&SnapshotNode> {
+        let mut out = vec![self];
+        for c in &self.children {
+            out.extend(c.walk());
+        }
+        out
+    }
+}
+
+/// What inventory knows of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRecord {
+    pub moref: MoRef,
+    pub name: String,
+    /// vCenter's instance UUID (`config.instanceUuid`): the identity coffer keys points by.
+    pub instance_uuid: Option<String>,
+    pub power_state: Option<PowerState>,
+    /// guestToolsRunning, guestToolsNotRunning, …; needed to quiesce.
+    pub tools_running_status: Option<String>,
+    /// The guest's primary address as VMware Tools reports it.
+    pub ip_address: Option<String>,
+    pub change_tracking_enabled: bool,
+    pub consolidation_needed: bool,
+    /// `[datastore] dir/name.vmx` (`config.files.vmPathName`).
+    pub vmx_path: Option<String>,
+    pub disks: Vec<VmDisk>,
+    /// Root snapshots; each holds its children.
+    pub snapshots: Vec<SnapshotNode>,
+}
+
+impl VmRecord {
+    /// Every snapshot of the VM, parents first.
+    pub fn all_snapshots(&self) -> Vec<&SnapshotNode> {
+        self.snapshots.iter().flat_map(|s| s.walk()).collect()
+    }
+}
+
+/// `[datastore] dir/name.vmdk`, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastorePath {
+    pub datastore: String,
+    /// Path inside the datastore, `/`-separated.
+    pub path: String,
+}
+
+impl DatastorePath {
+    pub fn parse(text: &str) -> Option<DatastorePath> {
+        let rest = text.trim().strip_prefix('[')?;
+        let (ds, path) = rest.split_once(']')?;
+        let path = path.trim().trim_start_matches('/');
+        (!ds.is_empty() && !path.is_empty()).then(|| DatastorePath {
+            datastore: ds.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// A file in the same directory (extent names are relative to their
+    /// descriptor).
+    pub fn sibling(&self, name: &str) -> DatastorePath {
+        let dir = self.path.rsplit_once('/').map_or("", |(d, _)| d);
+        DatastorePath {
+            datastore: self.datastore.clone(),
+            path: if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            },
+        }
+    }
+}
+
+impl fmt::Display for DatastorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.datastore, self.path)
+    }
+}

@@ -1,0 +1,185 @@
+//! What the planner produces: the actions of a plan, each with its reason,
+//! and the plan itself (its actions and every VM's compliance standing), in
+//! the JSON form a saved plan keeps. An action's identity is what a saved
+//! plan is matched against when it is carried out.
+//!
+//! It owns these types, their one-line text and their identity. It must
+//! never decide which actions a plan holds (that is `planner`) nor carry
+//! any out (that is the runner).
+
+use chrono::{DateTime, Utc};
+
+use super::compliance::VmCompliance;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    Backup {
+        policy: String,
+        source: String,
+        vm: String,
+        tier: String,
+        full: bool,
+        reason: String,
+        base: Option<String>,
+    },
+    /// A backup is due but the window is closed.
+    Wait {
+        policy: String,
+        vm: String,
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    Copy {
+        vm: String,
+        point: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    Prune {
+        vm: String,
+        point: String,
+        tier: String,
+        reason: String,
+    },
+    /// A prune retention asks for but a safety floor forbids.
+    KeepBlocked {
+        vm: String,
+        point: String,
+        tier: String,
+        reason: String,
+    },
+    Gc {
+        tier: String,
+        reason: String,
+    },
+    Drill {
+        policy: String,
+        drill: String,
+        vm: String,
+        point: String,
+        tier: String,
+        reason: String,
+    },
+    RemoveSnapshot {
+        source: String,
+        vm: String,
+        snapshot: String,
+        reason: String,
+    },
+    Alert {
+        vm: Option<String>,
+        message: String,
+    },
+}
+
+impl Action {
+    /// What makes two actions the same work whatever their reasons: kind,
+    /// target and point. `None` for what carries nothing out (alerts,
+    /// waits, kept points). A saved plan is carried out only where the plan
+    /// made afresh holds an action of the same identity.
+    pub fn identity(&self) -> Option<Vec<&str>> {
+        match self {
+            Action::Backup {
+                policy,
+                source,
+                vm,
+                tier,
+                ..
+            } => Some(vec!["backup", policy, source, vm, tier]),
+            Action::Copy { vm, point, to, .. } => Some(vec!["copy", vm, point, to]),
+            Action::Prune {
+                vm, point, tier, ..
+            } => Some(vec!["prune", vm, point, tier]),
+            Action::Gc { tier, .. } => Some(vec!["gc", tier]),
+            Action::Drill {
+                policy,
+                drill,
+                vm,
+                point,
+                tier,
+                ..
+            } => Some(vec!["drill", policy, drill, vm, point, tier]),
+            Action::RemoveSnapshot {
+                source,
+                vm,
+                snapshot,
+                ..
+            } => Some(vec!["remove-snapshot", source, vm, snapshot]),
+            Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => None,
+        }
+    }
+
+    /// One line for people: symbol, target, reason.
+    pub fn line(&self) -> String {
+        match self {
+            Action::Backup {
+                policy,
+                vm,
+                tier,
+                full,
+                reason,
+                ..
+            } => format!(
+                "+ backup {vm} → {tier} ({}, policy {policy}): {reason}",
+                if *full { "full" } else { "incremental" }
+            ),
+            Action::Wait {
+                vm, until, reason, ..
+            } => format!(
+                "… wait {vm} until {}: {reason}",
+                until.format("%Y-%m-%d %H:%M UTC")
+            ),
+            Action::Copy {
+                vm,
+                point,
+                from,
+                to,
+                reason,
+            } => format!("> copy {vm} {point} {from} → {to}: {reason}"),
+            Action::Prune {
+                vm,
+                point,
+                tier,
+                reason,
+            } => format!("- prune {vm} {point} on {tier}: {reason}"),
+            Action::KeepBlocked {
+                vm,
+                point,
+                tier,
+                reason,
+            } => format!("= keep {vm} {point} on {tier}: {reason}"),
+            Action::Gc { tier, reason } => format!("- gc {tier}: {reason}"),
+            Action::Drill {
+                drill,
+                vm,
+                point,
+                tier,
+                reason,
+                ..
+            } => format!("? drill {drill} {vm} {point} on {tier}: {reason}"),
+            Action::RemoveSnapshot {
+                vm,
+                snapshot,
+                reason,
+                ..
+            } => format!("- remove-snapshot {vm} \"{snapshot}\": {reason}"),
+            Action::Alert { vm, message } => match vm {
+                Some(vm) => format!("! alert {vm}: {message}"),
+                None => format!("! alert: {message}"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub format: u32,
+    pub now: DateTime<Utc>,
+    pub actions: Vec<Action>,
+    pub compliance: Vec<VmCompliance>,
+}
+
+/// Version of the JSON form of a plan.
+pub const PLAN_FORMAT: u32 = 1;
