@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use chrono::Utc;
 
+use super::Location;
 use super::backup::EXIT_CANCELLED;
-use super::catalog::Location;
 use super::load_or_report;
 use super::terminal::Terminal;
 use crate::engine::{ApplyOptions, RunOutcome, Workspace, cancel};

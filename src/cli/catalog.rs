@@ -8,24 +8,13 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, Location, PolicyArgs, load_or_report};
 use crate::catalog::{self, Drift, DriftKind, PointRecord};
 use crate::engine;
 use crate::policy::Config;
 
 /// Version of the `--json` output formats of this file.
 const JSON_FORMAT: u32 = 1;
-
-/// Where the catalog is: `--state DIR`, else the policy's settings.
-#[derive(Debug, clap::Args)]
-pub struct Location {
-    /// State directory holding `catalog.db` (default: the policy's
-    /// `settings.state_dir`, or its `settings.catalog`).
-    #[arg(long = "state", value_name = "DIR")]
-    pub state: Option<PathBuf>,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Result;
 use chrono::Utc;
 
-use super::catalog::Location;
+use super::Location;
 use super::terminal::Terminal;
 use super::{EXIT_OK, load_or_report};
 use crate::engine::Workspace;

@@ -4,8 +4,8 @@
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 
+use super::Location;
 use super::backup::EXIT_CANCELLED;
-use super::catalog::Location;
 use super::terminal::Terminal;
 use super::{EXIT_OK, load_or_report};
 use crate::engine::daemon::{DaemonEnd, DaemonOptions, FAKE_CLOCK_ENV, run_daemon};

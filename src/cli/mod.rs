@@ -58,6 +58,17 @@ pub struct PolicyArgs {
     pub dir: PathBuf,
 }
 
+/// Where the catalog is: `--state DIR`, else the policy's settings.
+#[derive(Debug, clap::Args)]
+pub struct Location {
+    /// State directory holding `catalog.db` (default: the policy's
+    /// `settings.state_dir`, or its `settings.catalog`).
+    #[arg(long = "state", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a policy directory and report every problem with file:line:column.

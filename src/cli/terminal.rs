@@ -4,7 +4,12 @@
 
 use std::io::Write;
 
+use anyhow::Result;
+
+use crate::engine::Gathered;
 use crate::engine::observer::{Event, Observer, ReportKind};
+use crate::engine::report::{standing_word, vm_label};
+use crate::plan::planner::{self, Plan};
 
 pub struct Terminal {
     /// JSON events instead of lines for people.
@@ -60,7 +65,7 @@ impl Observer for Terminal {
             Event::RunStarted { run_id } => println!("run {run_id}"),
             Event::Recovered { note } => println!("recovered: {note}"),
             Event::Planned { plan, gathered } => {
-                let _ = super::plan::print_plan(&mut std::io::stdout().lock(), plan, gathered);
+                let _ = print_plan(&mut std::io::stdout().lock(), plan, gathered);
             }
             Event::ActionFinished { outcome } => println!(
                 "{} {}\n    {} ({:.1}s)",
@@ -146,4 +151,92 @@ impl Observer for Terminal {
             Event::ActionStarted { .. } | Event::Message(_) => {}
         }
     }
+}
+
+/// Prints a plan for people: notes, one line per action, compliance, a summary.
+pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> {
+    let notes = &g.notes;
+    for n in notes {
+        writeln!(out, "note: {n}")?;
+    }
+    for a in &plan.actions {
+        writeln!(out, "{}", a.line())?;
+    }
+    for c in &plan.compliance {
+        let vm = vm_label(c, &plan.compliance);
+        if c.violations.is_empty() {
+            writeln!(out, "compliance {vm} ({}): ok", c.policy)?;
+        } else {
+            writeln!(
+                out,
+                "compliance {vm} ({}): {}: {}",
+                c.policy,
+                standing_word(c),
+                c.violations.join("; ")
+            )?;
+        }
+    }
+    let count = |p: fn(&planner::Action) -> bool| plan.actions.iter().filter(|a| p(a)).count();
+    writeln!(
+        out,
+        "plan: {} backups, {} copies, {} prunes, {} drills, {} snapshot removals, {} kept by a safety floor, {} alerts",
+        count(|a| matches!(a, planner::Action::Backup { .. })),
+        count(|a| matches!(a, planner::Action::Copy { .. })),
+        count(|a| matches!(a, planner::Action::Prune { .. })),
+        count(|a| matches!(a, planner::Action::Drill { .. })),
+        count(|a| matches!(a, planner::Action::RemoveSnapshot { .. })),
+        count(|a| matches!(a, planner::Action::KeepBlocked { .. })),
+        count(|a| matches!(a, planner::Action::Alert { .. })),
+    )?;
+    let (full, incremental, copy, prune) = volumes(plan, g);
+    if full + copy + prune > 0 || incremental > 0 {
+        let size = crate::policy::units::format_size;
+        writeln!(
+            out,
+            "volume: full backups read at most {} (allocated areas only){}; copies cover {} of disks (only chunks the target lacks are sent); prunes release points of {} of disks (gc frees what no other point shares)",
+            size(full),
+            if incremental > 0 {
+                format!(", {incremental} incremental backups read only what CBT reports changed")
+            } else {
+                String::new()
+            },
+            size(copy),
+            size(prune)
+        )?;
+    }
+    Ok(())
+}
+
+/// What a plan moves, in bytes of disk: full backups (their disks'
+/// capacity, an upper bound), the number of incrementals, copies and
+/// prunes (the points' disk sizes).
+fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
+    let point_bytes = |id: &str| -> u64 {
+        g.points
+            .iter()
+            .find(|p| p.point_id == id)
+            .map_or(0, |p| p.disks.iter().map(|d| d.size_bytes).sum())
+    };
+    let (mut full, mut incremental, mut copy, mut prune) = (0, 0, 0, 0);
+    for a in &plan.actions {
+        match a {
+            planner::Action::Backup {
+                source,
+                vm,
+                full: true,
+                ..
+            } => {
+                full += g
+                    .inventory
+                    .iter()
+                    .find(|(s, v)| s == source && &v.name == vm)
+                    .map_or(0, |(_, v)| v.disks.iter().map(|d| d.capacity_bytes).sum());
+            }
+            planner::Action::Backup { .. } => incremental += 1,
+            planner::Action::Copy { point, .. } => copy += point_bytes(point),
+            planner::Action::Prune { point, .. } => prune += point_bytes(point),
+            _ => {}
+        }
+    }
+    (full, incremental, copy, prune)
 }

@@ -4,15 +4,23 @@
 //! planner turns them into alerts and removals.
 //!
 //! It reads VMs as the neutral model of `crate::inventory` and must never
-//! remove a snapshot itself. (It still takes the name coffer gives its
-//! snapshots and the form of an installation id from `crate::run`.)
+//! remove a snapshot itself. It owns the names and descriptions coffer
+//! gives its snapshots (the backup loop in `crate::run::vm_backup` uses
+//! them); it takes only the form of an installation id from `crate::run`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::inventory::{MoRef, SnapshotNode, VmRecord};
-use crate::run::vm_backup::{SNAPSHOT_PREFIX, snapshot_name};
+
+/// Every snapshot coffer takes is named `coffer-<run id>`.
+pub const SNAPSHOT_PREFIX: &str = "coffer-";
+
+/// The name of the snapshot a backup of run `run_id` takes.
+pub fn snapshot_name(run_id: &str) -> String {
+    format!("{SNAPSHOT_PREFIX}{run_id}")
+}
 
 /// Who took a coffer snapshot, as its description says:
 /// `coffer backup, run <run id>, installation <installation id>`.

@@ -34,12 +34,7 @@ use crate::vsphere::soap::{self, SnapshotRequest};
 use crate::vsphere::types::{ChangeId, MoRef, VmDisk, VmRecord};
 use crate::vsphere::{Error as VsphereError, Session, VimFault};
 
-/// Every snapshot coffer takes is named `coffer-<run id>`.
-pub const SNAPSHOT_PREFIX: &str = "coffer-";
-
-pub fn snapshot_name(run_id: &str) -> String {
-    format!("{SNAPSHOT_PREFIX}{run_id}")
-}
+pub use crate::plan::hygiene::{SNAPSHOT_PREFIX, snapshot_name};
 
 /// What to back up and how.
 pub struct VmBackupRequest<'a> {
