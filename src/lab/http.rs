@@ -103,8 +103,11 @@ pub struct FileBody {
     pub file: File,
     pub offset: u64,
     pub len: u64,
-    /// Called with the number of body bytes actually sent.
-    pub on_sent: Box<dyn FnOnce(u64) + Send>,
+    /// Called with each piece of the body as it is handed to the
+    /// connection, before it is written: a client that has read the whole
+    /// body finds it counted already. (A piece whose write fails, because
+    /// the client went away, is counted too.)
+    pub on_sent: Box<dyn Fn(u64) + Send>,
     /// Cut the connection after this many body bytes (a fault).
     pub drop_after: Option<u64>,
 }
@@ -384,13 +387,10 @@ fn write_response(
                 } else {
                     got
                 };
-                if let Err(e) = out.write_all(&buf[..chunk]) {
-                    (f.on_sent)(sent);
-                    return Err(e);
-                }
+                (f.on_sent)(chunk as u64);
+                out.write_all(&buf[..chunk])?;
                 sent += chunk as u64;
             }
-            (f.on_sent)(sent);
             if f.drop_after.is_some_and(|d| d < f.len) {
                 out.flush()?;
                 // Cut without close_notify: the client sees a dropped connection.
