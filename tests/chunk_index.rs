@@ -465,6 +465,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
                 threads: 2,
                 task_timeout: Duration::from_secs(30),
                 cancel: &cancel,
+                read_whole_disk: false,
                 io_limit: None,
                 progress: None,
             },

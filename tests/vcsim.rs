@@ -456,6 +456,7 @@ fn backup_loop(flavor: &str) {
         threads: 2,
         task_timeout: TASK_TIMEOUT,
         cancel: &cancel,
+        read_whole_disk: false,
         io_limit: None,
         progress: None,
     };

@@ -27,6 +27,9 @@ pub struct DiskRecord {
     pub chunk_size_bytes: u32,
     pub index_sha256: String,
     pub change_id: Option<String>,
+    /// The datastore path the disk was read from (`None` before
+    /// migration 4).
+    pub backing: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -479,8 +482,8 @@ impl Catalog {
         let (point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name) =
             row;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id \
-             FROM point_disks WHERE point_id = ?1 ORDER BY device_key",
+            "SELECT device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id, \
+             backing FROM point_disks WHERE point_id = ?1 ORDER BY device_key",
         )?;
         let disks = stmt
             .query_map([&point_id], |r| {
@@ -491,6 +494,7 @@ impl Catalog {
                     chunk_size_bytes: r.get::<_, i64>(3)? as u32,
                     index_sha256: r.get(4)?,
                     change_id: r.get(5)?,
+                    backing: r.get(6)?,
                 })
             })?
             .collect::<Result<_, _>>()?;

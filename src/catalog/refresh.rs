@@ -339,8 +339,9 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
     for d in &m.disks {
         tx.execute(
             "INSERT INTO point_disks \
-             (point_id, device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (point_id, device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id, \
+              backing) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 m.point_id,
                 d.device_key,
@@ -349,6 +350,7 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
                 i64::from(d.chunk_size_bytes),
                 d.index_sha256,
                 d.change_id,
+                d.backing,
             ],
         )?;
     }

@@ -154,6 +154,13 @@ CREATE INDEX verifications_by_copy ON verifications(point_id, tier, started);
 ALTER TABLE points ADD COLUMN source TEXT;
 ALTER TABLE points ADD COLUMN vm_name TEXT;
 "#,
+    // 4 (CBT reset): each disk of a point keeps the datastore path it was
+    // read from, so the planner sees a disk that moved (Storage vMotion)
+    // and resets its change tracking before the next full. NULL for points
+    // recorded before.
+    r#"
+ALTER TABLE point_disks ADD COLUMN backing TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

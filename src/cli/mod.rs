@@ -7,6 +7,7 @@
 mod apply;
 mod backup;
 mod catalog;
+mod cbt;
 mod compliance;
 mod daemon;
 mod export;
@@ -100,6 +101,11 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::Command,
     },
+    /// Changed Block Tracking: reset it for a VM.
+    Cbt {
+        #[command(subcommand)]
+        command: cbt::Command,
+    },
     /// Apply whenever a policy is due, forever (one catch-up run at start).
     Daemon(daemon::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
@@ -149,6 +155,7 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Catalog { command } => catalog::run(command),
+        Command::Cbt { command } => cbt::run(command),
         Command::Daemon(args) => daemon::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Export(args) => export::run(args),

@@ -59,33 +59,54 @@ pub fn newest_point(repo: &Repository, uuid: &str, source: &str) -> Result<Optio
     Ok(None)
 }
 
+/// Finds the VM named `vm` on the sources (or on `source` only).
+fn find_vm(
+    config: &Config,
+    vm: &str,
+    source: Option<&str>,
+) -> Result<(Connected, crate::vsphere::VmRecord)> {
+    for s in config.sources.values() {
+        if source.is_some_and(|name| name != s.name) {
+            continue;
+        }
+        let conn = connect::connect(s, &config.settings.state_dir)?;
+        if let Some(record) = conn.session.list_vms()?.into_iter().find(|v| v.name == vm) {
+            return Ok((conn, record));
+        }
+    }
+    bail!(
+        "no VM named `{vm}` on the sources of {}",
+        config.dir.display()
+    )
+}
+
+/// `cbt reset VM`: resets the VM's change tracking now (see
+/// `crate::run::cbt_reset`), under the runner lock, so no backup of this
+/// installation reads the VM meanwhile. The next backup of the VM is then a
+/// full that reads its disks whole (its base's change ids are of the old
+/// epoch).
+pub fn reset_cbt_now(config: &Config, vm: &str, source: Option<&str>) -> Result<String> {
+    let (conn, record) = find_vm(config, vm, source)?;
+    let run_id = super::new_run_id();
+    let _lock = crate::run::runlock::RunnerLock::take(
+        &config.settings.state_dir,
+        &format!("coffer cbt reset {vm}, run {run_id}"),
+    )?;
+    let installation = crate::run::installation::id(&config.settings.state_dir)?;
+    Ok(crate::run::cbt_reset::reset_cbt(
+        &conn.session,
+        &record,
+        &run_id,
+        &installation,
+        Duration::from_secs(30 * 60),
+    )?)
+}
+
 /// Takes the backup. `Err(VmBackupError::Cancelled)` (inside the anyhow
 /// error) when it was cancelled: its snapshot was removed and no point
 /// was recorded.
 pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
-    let mut found: Option<(Connected, crate::vsphere::VmRecord)> = None;
-    for source in config.sources.values() {
-        if what.source.as_ref().is_some_and(|s| s != &source.name) {
-            continue;
-        }
-        let conn = connect::connect(source, &config.settings.state_dir)?;
-        if let Some(vm) = conn
-            .session
-            .list_vms()?
-            .into_iter()
-            .find(|v| v.name == what.vm)
-        {
-            found = Some((conn, vm));
-            break;
-        }
-    }
-    let Some((conn, vm)) = found else {
-        bail!(
-            "no VM named `{}` on the sources of {}",
-            what.vm,
-            config.dir.display()
-        );
-    };
+    let (conn, vm) = find_vm(config, &what.vm, what.source.as_deref())?;
     let policy = match &what.policy {
         Some(name) => config
             .policies
@@ -146,6 +167,7 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
         threads: super::threads(),
         task_timeout: Duration::from_secs(30 * 60),
         cancel: cancel::flag(),
+        read_whole_disk: false,
         io_limit: io_limit.as_deref(),
         progress: None,
     };

@@ -153,7 +153,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                         device_key: d.device_key,
                         size_bytes: d.size_bytes,
                         change_id: d.change_id.as_deref().map(Box::from),
-                        backing: None,
+                        backing: d.backing.clone(),
                     })
                     .collect(),
                 copies,

@@ -405,6 +405,13 @@ pub fn write(state_dir: &Path, vm: &str, percent: f64) -> Result<Vec<DiskWrite>,
         .update(|st, root| ops::write_percent(st, root, vm, percent, u64::from_le_bytes(seed)))?)
 }
 
+/// Extends disk `key` of `vm` to `capacity_bytes`, as an administrator's
+/// ReconfigVM_Task would (see `ops::extend_disk`).
+pub fn extend_disk(state_dir: &Path, vm: &str, key: i32, capacity_bytes: u64) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, root| ops::extend_disk(st, root, vm, key, capacity_bytes))?)
+}
+
 /// Whether `vm`'s guest would boot from its disks as they are now.
 pub fn boots(state_dir: &Path, vm: &str) -> Result<bool, Error> {
     let store = state::Store::new(state_dir);

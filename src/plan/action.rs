@@ -68,6 +68,13 @@ pub enum Action {
         snapshot: String,
         reason: String,
     },
+    /// Change tracking of the VM is reset (disabled, applied by a snapshot
+    /// create/remove, enabled) before the full backup that follows it.
+    ResetCbt {
+        source: String,
+        vm: String,
+        reason: String,
+    },
     Alert {
         vm: Option<String>,
         message: String,
@@ -107,6 +114,7 @@ impl Action {
                 snapshot,
                 ..
             } => Some(vec!["remove-snapshot", source, vm, snapshot]),
+            Action::ResetCbt { source, vm, .. } => Some(vec!["reset-cbt", source, vm]),
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => None,
         }
     }
@@ -165,6 +173,7 @@ impl Action {
                 reason,
                 ..
             } => format!("- remove-snapshot {vm} \"{snapshot}\": {reason}"),
+            Action::ResetCbt { vm, reason, .. } => format!("~ reset-cbt {vm}: {reason}"),
             Action::Alert { vm, message } => match vm {
                 Some(vm) => format!("! alert {vm}: {message}"),
                 None => format!("! alert: {message}"),

@@ -92,6 +92,16 @@ pub(super) fn plan_backup(
     } else {
         full_or_incremental(policy, vm, &on_tier, now)
     };
+    // A disk resized or moved since the base keeps a tracking file that
+    // cannot be trusted any more: reset it before the full rebuilds the
+    // baseline (the full then reads the whole disk).
+    if let Some(reason) = on_tier.first().and_then(|base| cbt_reset_reason(vm, base)) {
+        actions.push(Action::ResetCbt {
+            source: source.to_string(),
+            vm: vm.name.clone(),
+            reason: format!("{reason}; its change tracking cannot be trusted"),
+        });
+    }
     actions.push(Action::Backup {
         policy: policy.name.clone(),
         source: source.to_string(),
@@ -101,6 +111,26 @@ pub(super) fn plan_backup(
         reason: format!("{reason}; {why}"),
         base: (!full).then(|| on_tier[0].point_id.clone()),
     });
+}
+
+/// Why the VM's change tracking must be reset before its next backup
+/// (see `cbt::reset_reason`): the first disk that was resized or moved
+/// since `base`.
+fn cbt_reset_reason(vm: &VmRecord, base: &PointInfo) -> Option<String> {
+    vm.disks.iter().find_map(|disk| {
+        let live = LiveDisk {
+            device_key: disk.key,
+            capacity_bytes: disk.capacity_bytes,
+            backing: &disk.file_name,
+            change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
+        };
+        let base_disk = base
+            .disks
+            .iter()
+            .find(|d| d.device_key == disk.key)
+            .map(PointDisk::as_entry);
+        cbt::reset_reason(base_disk.as_ref(), &live)
+    })
 }
 
 fn full_or_incremental(

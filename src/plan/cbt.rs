@@ -60,7 +60,7 @@ pub fn verdict(base: Option<&DiskEntry>, live: &LiveDisk<'_>, cbt_was_enabled: b
         ));
     }
     if let Some(old) = base.backing.as_deref()
-        && old != live.backing
+        && moved(old, live.backing)
     {
         return CbtVerdict::full(format!(
             "disk moved from {old} to {} (Storage vMotion)",
@@ -72,6 +72,48 @@ pub fn verdict(base: Option<&DiskEntry>, live: &LiveDisk<'_>, cbt_was_enabled: b
     }
     CbtVerdict::Incremental {
         since: since.to_string(),
+    }
+}
+
+/// A disk's base file, whichever snapshot delta of it a path names: a
+/// snapshot makes the VM's disk `<name>-000001.vmdk` beside `<name>.vmdk`
+/// (VMware KB 1015180), which is the same disk, not a moved one.
+fn base_file(backing: &str) -> &str {
+    let stem = backing.strip_suffix(".vmdk").unwrap_or(backing);
+    match stem.rsplit_once('-') {
+        Some((base, n)) if n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => stem,
+    }
+}
+
+/// Whether the disk was moved (another datastore or folder), as opposed
+/// to gaining or losing snapshot deltas in place.
+fn moved(old: &str, now: &str) -> bool {
+    base_file(old) != base_file(now)
+}
+
+/// Why a disk's change tracking must be reset before the next full, or
+/// `None`. Forcing a full is not enough when the disk was resized or moved:
+/// the tracking file (`-ctk.vmdk`) stays in place and can be wrong from
+/// then on, so every later incremental would be suspect. After a resize,
+/// QueryChangedDiskAreas has returned wrong areas (VMware KB 2090639);
+/// after a Storage vMotion the tracking state may not follow the disk
+/// (VMware KB 2048201); VMware's answer to both is to reset CBT (KB 2139574:
+/// disable it, let a snapshot create/remove apply that, enable it).
+pub fn reset_reason(base: Option<&DiskEntry>, live: &LiveDisk<'_>) -> Option<String> {
+    let base = base?;
+    if base.size_bytes != live.capacity_bytes {
+        return Some(format!(
+            "disk {} resized from {} to {} bytes",
+            live.device_key, base.size_bytes, live.capacity_bytes
+        ));
+    }
+    match base.backing.as_deref() {
+        Some(old) if moved(old, live.backing) => Some(format!(
+            "disk {} moved from {old} to {} (Storage vMotion)",
+            live.device_key, live.backing
+        )),
+        _ => None,
     }
 }
 
@@ -103,6 +145,38 @@ mod tests {
             backing: "[ds1] db01/db01.vmdk",
             change_id: Some("52 aa bb-cc dd/9"),
         }
+    }
+
+    #[test]
+    fn a_resized_or_moved_disk_needs_its_tracking_reset_and_nothing_else_does() {
+        assert_eq!(reset_reason(Some(&base()), &live()), None);
+        assert_eq!(reset_reason(None, &live()), None);
+        let mut resized = live();
+        resized.capacity_bytes = 2 << 30;
+        assert!(
+            reset_reason(Some(&base()), &resized)
+                .unwrap()
+                .contains("resized")
+        );
+        let mut moved = live();
+        moved.backing = "[ds2] db01/db01.vmdk";
+        assert!(
+            reset_reason(Some(&base()), &moved)
+                .unwrap()
+                .contains("Storage vMotion")
+        );
+        // A snapshot delta of the same disk is not a move.
+        let mut delta = live();
+        delta.backing = "[ds1] db01/db01-000002.vmdk";
+        assert_eq!(reset_reason(Some(&base()), &delta), None);
+        assert!(matches!(
+            verdict(Some(&base()), &delta, true),
+            CbtVerdict::Incremental { .. }
+        ));
+        // A chain reset by someone else starts a fresh epoch: a full, no reset.
+        let mut reset = live();
+        reset.change_id = Some("52 11 22-33 44/1");
+        assert_eq!(reset_reason(Some(&base()), &reset), None);
     }
 
     #[test]

@@ -457,8 +457,11 @@ fn carry_out(state: &mut State, actions: &[Action]) -> Result<(), TestCaseError>
                     "{vm} has no snapshot {snapshot}"
                 );
             }
-            // Gc frees unreferenced chunks: nothing the planner sees.
+            // Gc frees unreferenced chunks, a CBT reset starts a new
+            // tracking epoch (the full after it records it): nothing the
+            // planner sees.
             Action::Gc { .. }
+            | Action::ResetCbt { .. }
             | Action::Wait { .. }
             | Action::KeepBlocked { .. }
             | Action::Drill { .. }

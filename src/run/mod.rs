@@ -3,6 +3,7 @@
 //! the closed loop that always removes its snapshot. It never decides what
 //! to do; the planner does.
 
+pub mod cbt_reset;
 pub mod connect;
 pub mod drill;
 pub mod export;

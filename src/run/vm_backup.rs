@@ -58,6 +58,9 @@ pub struct VmBackupRequest<'a> {
     pub threads: usize,
     /// Time limit for each vSphere task (snapshot, reconfigure, remove).
     pub task_timeout: Duration,
+    /// Read every disk whole, not only the areas change tracking calls
+    /// allocated (after a CBT reset).
+    pub read_whole_disk: bool,
     /// Set (e.g. by Ctrl-C) to stop: the snapshot is still removed.
     pub cancel: &'a AtomicBool,
     /// The policy's `io_limit` on reads from the host, shared by its backups.
@@ -460,6 +463,13 @@ fn read_disks(
             change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
         };
         let mut verdict = cbt::verdict(base_disk, &live, cbt_was_enabled);
+        // A full because tracking cannot be trusted (or right after a
+        // reset) reads the whole disk: the allocated-areas answer (`*`)
+        // comes from the same tracking layer.
+        let mut distrusted = req.read_whole_disk
+            || (cbt_was_enabled
+                && base_disk.is_some()
+                && matches!(verdict, CbtVerdict::Full { .. }));
         // An incremental starts from the parent's index: when that is gone
         // or unreadable, read the disk whole rather than fail every run.
         if let (CbtVerdict::Incremental { .. }, Some(bd), Some(bm)) =
@@ -481,6 +491,7 @@ fn read_disks(
             ) {
                 Ok(pages) => ranges = Some(pages.into_iter().flat_map(|p| p.changed).collect()),
                 Err(VsphereError::Fault(f)) if f.cbt_untrusted() => {
+                    distrusted = true;
                     verdict = CbtVerdict::Full {
                         reason: format!("the host could not say what changed since {since}: {f}"),
                     };
@@ -488,7 +499,7 @@ fn read_disks(
                 Err(e) => return Err(vs("querying changed areas")(e)),
             }
         }
-        if matches!(verdict, CbtVerdict::Full { .. }) && disk.change_id.is_some() {
+        if matches!(verdict, CbtVerdict::Full { .. }) && disk.change_id.is_some() && !distrusted {
             // `*`: the allocated areas; a thin disk's holes are not read.
             ranges = session
                 .changed_disk_areas(

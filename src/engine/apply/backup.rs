@@ -48,21 +48,17 @@ fn transient(e: &anyhow::Error) -> bool {
 /// A backup, tried again (twice at most, after a pause) when it failed for
 /// a transient reason; every attempt removes its own snapshot.
 pub(super) fn backup_action_with_retries(
-    config: &Config,
-    conn: &Connected,
-    run_id: &str,
-    action: &Action,
-    progress: Option<&std::sync::atomic::AtomicU64>,
-    limit: Duration,
+    job: &BackupJob<'_>,
     observer: &dyn Observer,
 ) -> Result<String> {
+    let action = job.action;
     let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
         .ok()
         .and_then(|m| m.parse().ok())
         .map_or(Duration::from_secs(30), Duration::from_millis);
     let mut attempt = 1;
     loop {
-        match backup_action(config, conn, run_id, action, progress, limit) {
+        match backup_action(job) {
             Ok(detail) if attempt > 1 => {
                 return Ok(format!("{detail} (attempt {attempt})"));
             }
@@ -80,16 +76,32 @@ pub(super) fn backup_action_with_retries(
     }
 }
 
+/// One backup of a run, on a connected source.
+pub(super) struct BackupJob<'a> {
+    pub config: &'a Config,
+    pub conn: &'a Connected,
+    pub run_id: &'a str,
+    pub action: &'a Action,
+    /// Bytes read so far, for progress reports.
+    pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+    /// The longest the backup may take.
+    pub limit: Duration,
+    /// Read every disk whole (its change tracking was just reset).
+    pub read_whole_disk: bool,
+}
+
 /// One backup action on a connected source (no shared state: backups run
-/// side by side), stopped after `limit`.
-fn backup_action(
-    config: &Config,
-    conn: &Connected,
-    run_id: &str,
-    action: &Action,
-    progress: Option<&std::sync::atomic::AtomicU64>,
-    limit: Duration,
-) -> Result<String> {
+/// side by side), stopped after its time limit.
+fn backup_action(job: &BackupJob<'_>) -> Result<String> {
+    let BackupJob {
+        config,
+        conn,
+        run_id,
+        action,
+        progress,
+        limit,
+        read_whole_disk: whole,
+    } = *job;
     let Action::Backup {
         policy,
         source,
@@ -139,6 +151,7 @@ fn backup_action(
         threads: crate::engine::threads(),
         task_timeout: Duration::from_secs(30 * 60),
         cancel,
+        read_whole_disk: whole,
         io_limit: io_limit.as_deref(),
         progress,
     };

@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use chrono::Utc;
 
 use super::Runner;
-use super::backup::backup_action_with_retries;
+use super::backup::{BackupJob, backup_action_with_retries};
 use crate::catalog::{Verification, VerificationKind, tierlog};
 use crate::engine::observer::Event;
 use crate::engine::tiers::open_tier;
@@ -27,6 +27,28 @@ impl Runner<'_> {
     ) -> Result<String> {
         let config = self.config;
         match action {
+            Action::ResetCbt { source, vm, .. } => {
+                let run_id = self.run_id.clone();
+                let installation = crate::run::installation::id(&config.settings.state_dir)?;
+                let conn = self.session(source)?;
+                let record = conn
+                    .session
+                    .list_vms()?
+                    .into_iter()
+                    .find(|v| &v.name == vm)
+                    .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+                let done = crate::run::cbt_reset::reset_cbt(
+                    &conn.session,
+                    &record,
+                    &run_id,
+                    &installation,
+                    Duration::from_secs(30 * 60),
+                )?;
+                // The full after it reads whole disks, whatever the plan
+                // made of it.
+                self.cbt_reset.insert((source.clone(), vm.clone()));
+                Ok(done)
+            }
             Action::RemoveSnapshot {
                 source,
                 vm,
@@ -50,13 +72,23 @@ impl Runner<'_> {
                     .remove_snapshot(&snap, Duration::from_secs(30 * 60))?;
                 Ok(format!("removed snapshot {snapshot}"))
             }
-            Action::Backup { source, tier, .. } => {
+            Action::Backup {
+                source, vm, tier, ..
+            } => {
                 let run_id = self.run_id.clone();
-                let (timeout, observer) = (self.timeout, self.observer);
+                let (limit, observer) = (self.timeout, self.observer);
+                let read_whole_disk = self.cbt_reset.contains(&(source.clone(), vm.clone()));
                 let conn = self.session(source)?;
-                let detail = backup_action_with_retries(
-                    config, conn, &run_id, action, None, timeout, observer,
-                )?;
+                let job = BackupJob {
+                    config,
+                    conn,
+                    run_id: &run_id,
+                    action,
+                    progress: None,
+                    limit,
+                    read_whole_disk,
+                };
+                let detail = backup_action_with_retries(&job, observer)?;
                 if let Ok(repo) = open_tier(config, tier) {
                     let _ = catalog.refresh_tier(tier, &repo);
                 }

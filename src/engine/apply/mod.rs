@@ -99,6 +99,9 @@ pub(super) struct Runner<'a> {
     /// copied point when it chose the tier's prunes, so those prunes wait.
     failed_copies: BTreeSet<(String, String)>,
     timeout: Duration,
+    /// (source, VM) whose change tracking this run reset: their backups
+    /// read whole disks.
+    cbt_reset: BTreeSet<(String, String)>,
     observer: &'a dyn Observer,
 }
 
@@ -229,7 +232,7 @@ fn datastores_of(g: &Gathered) -> BTreeMap<(String, String), Vec<String>> {
 /// gc; drills on the copies.
 fn phase_of(a: &Action) -> Option<u8> {
     match a {
-        Action::RemoveSnapshot { .. } | Action::Backup { .. } => Some(1),
+        Action::RemoveSnapshot { .. } | Action::ResetCbt { .. } | Action::Backup { .. } => Some(1),
         Action::Copy { .. } | Action::Prune { .. } | Action::Gc { .. } => Some(2),
         Action::Drill { .. } => Some(3),
         _ => None,
@@ -315,6 +318,7 @@ pub fn apply(
         outcomes: Vec::new(),
         failed_copies: BTreeSet::new(),
         timeout: options.action_timeout,
+        cbt_reset: BTreeSet::new(),
         observer,
     };
     for note in runner.recover(catalog)? {

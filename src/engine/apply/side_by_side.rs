@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::backup::backup_action_with_retries;
+use super::backup::{BackupJob, backup_action_with_retries};
 use super::{Runner, outcome_of};
 use crate::engine::observer::{Event, Progress};
 use crate::engine::tiers::open_tier;
@@ -50,6 +50,7 @@ impl Runner<'_> {
         self.seq += runnable.len() as i64;
         let sessions = &self.sessions;
         let timeout = self.timeout;
+        let cbt_reset = &self.cbt_reset;
         let slots = Mutex::new(Slots {
             next: (0..runnable.len()).collect(),
             per_source: BTreeMap::new(),
@@ -176,15 +177,16 @@ impl Runner<'_> {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .insert(vm_name.clone(), (counter.clone(), Instant::now()));
-                            let result = backup_action_with_retries(
+                            let job = BackupJob {
                                 config,
-                                &sessions[&source],
-                                &run_id,
+                                conn: &sessions[&source],
+                                run_id: &run_id,
                                 action,
-                                Some(&counter),
-                                timeout,
-                                observer,
-                            );
+                                progress: Some(&counter),
+                                limit: timeout,
+                                read_whole_disk: cbt_reset.contains(&key(action)),
+                            };
+                            let result = backup_action_with_retries(&job, observer);
                             running_now
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,36 @@
+//! `coffer cbt reset VM`: reset a VM's Changed Block Tracking now (disable,
+//! a snapshot create/remove to apply it, enable), as `apply` does by itself
+//! before a full when a disk was resized or moved.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::engine::backup_now::reset_cbt_now;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Reset the VM's change tracking; its next backup is a full that reads
+    /// its disks whole.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// The VM's name.
+    pub vm: String,
+    /// The source to find it on (default: every source, in order).
+    #[arg(long)]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+pub fn run(command: Command) -> Result<u8> {
+    let Command::Reset(args) = command;
+    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let done = reset_cbt_now(&config, &args.vm, args.source.as_deref())?;
+    writeln!(std::io::stdout().lock(), "{done}")?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,212 @@
+//! Changed Block Tracking reset for real: a disk resized on the lab makes
+//! `plan` show `reset-cbt` before a full; `apply` carries out the
+//! disable / snapshot create-remove / enable cycle (the lab's change-id
+//! epoch changes), the full reads the disk whole, and it restores to the
+//! extended disk byte for byte. `coffer cbt reset VM` does the same cycle
+//! on request.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use coffer::repo::Repository;
+use coffer::repo::local::LocalStore;
+use coffer::repo::manifest::Manifest;
+
+fn write_policy(dir: &Path) {
+    std::fs::write(
+        dir.join("coffer.toml"),
+        r#"
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+rpo = "1s"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 5
+"#,
+    )
+    .unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The points on the tier, oldest first.
+fn points(dir: &Path) -> (Repository, Vec<Manifest>) {
+    let repo = Repository::open(
+        std::sync::Arc::new(LocalStore::new(dir.join("repo")).unwrap()),
+        None,
+    )
+    .unwrap();
+    let mut ms: Vec<Manifest> = repo
+        .list_points()
+        .unwrap()
+        .iter()
+        .map(|p| repo.read_manifest(p).unwrap())
+        .collect();
+    ms.sort_by(|a, b| a.point_id.cmp(&b.point_id));
+    (repo, ms)
+}
+
+fn epoch(m: &Manifest, disk: usize) -> String {
+    let id = m.disks[disk].change_id.clone().unwrap();
+    coffer::plan::cbt::change_id_epoch(&id).to_string()
+}
+
+fn snapshot_count(dir: &Path) -> usize {
+    let inv: serde_json::Value =
+        serde_json::from_slice(&run(dir, &["inventory", "--json"]).stdout).unwrap();
+    inv["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["snapshots"].as_array().unwrap().len())
+        .sum()
+}
+
+fn lab_state(dir: &Path) -> std::path::PathBuf {
+    coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
+}
+
+#[test]
+fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    let first = run(dir, &["apply", "--no-mail"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let (_, before) = points(dir);
+    assert_eq!(before.len(), 1);
+    let size = before[0].disks[0].size_bytes;
+    // The first full read the allocated areas only (a thin disk's holes
+    // are not read): the whole-disk read below is a different request.
+    assert!(before[0].disks[0].bytes_read < size);
+
+    // An administrator extends the first disk by 64 MiB.
+    let grown = size + (64 << 20);
+    coffer::lab::extend_disk(&lab_state(dir), "lab-vm-01", 2000, grown).unwrap();
+    let plan = run(dir, &["plan"]);
+    let plan_text = text(&plan);
+    let reset_line = plan_text
+        .lines()
+        .position(|l| l.starts_with("~ reset-cbt lab-vm-01: disk 2000 resized from"))
+        .unwrap_or_else(|| panic!("no reset-cbt in the plan:\n{plan_text}"));
+    let backup_line = plan_text
+        .lines()
+        .position(|l| l.starts_with("+ backup lab-vm-01 → local (full"))
+        .unwrap_or_else(|| panic!("no full in the plan:\n{plan_text}"));
+    assert!(reset_line < backup_line, "{plan_text}");
+
+    let applied = run(dir, &["apply", "--no-mail"]);
+    let applied_text = text(&applied);
+    assert!(applied.status.success(), "{applied_text}");
+    assert!(
+        applied_text.contains("done ~ reset-cbt lab-vm-01"),
+        "{applied_text}"
+    );
+    assert_eq!(snapshot_count(dir), 0, "{applied_text}");
+    let (repo, after) = points(dir);
+    assert_eq!(after.len(), 2);
+    let full = &after[1];
+    assert_eq!(full.disks[0].size_bytes, grown);
+    // A new tracking epoch, and the disks read whole.
+    assert_ne!(epoch(&before[0], 0), epoch(full, 0));
+    for d in &full.disks {
+        assert_eq!(
+            d.bytes_read, d.size_bytes,
+            "disk {} not read whole",
+            d.device_key
+        );
+    }
+    let out = dir.join("restored.raw");
+    let index = repo.read_index(full, &full.disks[0]).unwrap();
+    coffer::repo::restore::restore_disk(
+        &repo,
+        &index,
+        &out,
+        coffer::repo::restore::DiskFormat::Raw,
+        true,
+        2,
+    )
+    .unwrap();
+    let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(lab_state(dir))).unwrap();
+    let flat = std::fs::read(
+        lab.datastore_dir()
+            .join("lab-vm-01")
+            .join("lab-vm-01-flat.vmdk"),
+    )
+    .unwrap();
+    drop(lab);
+    assert_eq!(flat.len() as u64, grown);
+    assert!(
+        std::fs::read(&out).unwrap() == flat,
+        "the restored disk differs"
+    );
+
+    // The baseline holds: the next backup is an incremental, no reset.
+    coffer::lab::write(&lab_state(dir), "lab-vm-01", 1.0).unwrap();
+    let next = run(dir, &["plan"]);
+    let next_text = text(&next);
+    assert!(!next_text.contains("reset-cbt"), "{next_text}");
+    assert!(
+        next_text.contains("+ backup lab-vm-01 → local (incremental"),
+        "{next_text}"
+    );
+}
+
+#[test]
+fn cbt_reset_on_request_starts_a_new_epoch_and_leaves_no_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    assert!(run(dir, &["apply", "--no-mail"]).status.success());
+    let reset = run(dir, &["cbt", "reset", "lab-vm-01"]);
+    let reset_text = text(&reset);
+    assert!(reset.status.success(), "{reset_text}");
+    assert!(
+        reset_text.contains("disabled") && reset_text.contains("enabled"),
+        "{reset_text}"
+    );
+    assert_eq!(snapshot_count(dir), 0);
+    let plan = run(dir, &["plan"]);
+    assert!(
+        text(&plan).contains("+ backup lab-vm-01 → local (full"),
+        "{}",
+        text(&plan)
+    );
+    assert!(run(dir, &["apply", "--no-mail"]).status.success());
+    let (_, ms) = points(dir);
+    assert_eq!(ms.len(), 2);
+    assert_ne!(epoch(&ms[0], 0), epoch(&ms[1], 0));
+    let unknown = run(dir, &["cbt", "reset", "no-such-vm"]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown).contains("no VM named `no-such-vm`"));
+}
