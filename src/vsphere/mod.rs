@@ -12,6 +12,7 @@
 //! there is no "accept anything" mode.
 
 pub mod datastore;
+pub mod delta;
 pub mod fault;
 mod props;
 pub mod session;
