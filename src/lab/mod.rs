@@ -37,6 +37,7 @@ pub use faults::{FAULTS_ENV, Faults, Stats};
 pub use ops::DiskWrite;
 
 use crate::policy::model::TlsTrust;
+use crate::vsphere::delta::DeltaFormat;
 use crate::vsphere::transport::{format_thumbprint, thumbprint_of};
 
 /// The user the lab creates unless told otherwise.
@@ -93,6 +94,9 @@ pub struct LabConfig {
     /// from their names alone, the same in every lab (VMs copied between
     /// hosts).
     pub uuid_seed: Option<String>,
+    /// The datastore is VMFS6: snapshot deltas are SEsparse, as ESXi
+    /// writes them there (VMware KB 2145385); otherwise VMFS5, vmfsSparse.
+    pub vmfs6: bool,
 }
 
 impl LabConfig {
@@ -106,6 +110,7 @@ impl LabConfig {
             page_objects: 100,
             changed_areas_window_bytes: 16 << 20,
             uuid_seed: None,
+            vmfs6: false,
         }
     }
 }
@@ -284,6 +289,14 @@ impl Lab {
                 "preparing the lab state in {}",
                 config.state_dir.display()
             )))?;
+        if st.vmfs6 != config.vmfs6 {
+            store
+                .update(|s, _| {
+                    s.vmfs6 = config.vmfs6;
+                    Ok(())
+                })
+                .map_err(Error::from)?;
+        }
         let (chain, key, ca_pem) = certificate(&config.state_dir)?;
         let thumbprint = thumbprint_of(chain[0].as_ref());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -378,6 +391,45 @@ impl LabHandle {
     pub fn write(&self, vm: &str, percent: f64) -> Result<Vec<DiskWrite>, Error> {
         write(self.state_dir(), vm, percent)
     }
+
+    /// `user_snapshot(state_dir, vm, name, format)` on this lab's state.
+    pub fn user_snapshot(
+        &self,
+        vm: &str,
+        name: &str,
+        format: Option<DeltaFormat>,
+    ) -> Result<String, Error> {
+        user_snapshot(self.state_dir(), vm, name, format)
+    }
+}
+
+/// Takes a snapshot of `vm` (name or `vm-N`) as a user would in the vSphere
+/// client (CreateSnapshot, no memory, not quiesced), its deltas in `format`
+/// or, when `None`, in the format the datastore and the VM call for.
+/// Answers the snapshot's moref. Safe beside a running lab.
+pub fn user_snapshot(
+    state_dir: &Path,
+    vm: &str,
+    name: &str,
+    format: Option<DeltaFormat>,
+) -> Result<String, Error> {
+    let store = state::Store::new(state_dir);
+    let spec = ops::SnapshotSpec {
+        name: name.into(),
+        description: "taken by a user, not by coffer".into(),
+        memory: false,
+        quiesce: false,
+    };
+    let id = store.update(|st, root| {
+        let moref = st
+            .vms
+            .iter()
+            .find(|v| v.name == vm || v.moref() == vm)
+            .map(|v| v.moref())
+            .ok_or_else(|| state::Fault::not_found("VirtualMachine", vm))?;
+        ops::create_snapshot_as(st, root, &moref, &spec, ops::Injected::default(), format)
+    })?;
+    Ok(state::snapshot_moref(id))
 }
 
 /// Writes scattered 64 KiB blocks over `percent` % of every disk of `vm`
