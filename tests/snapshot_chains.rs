@@ -274,3 +274,38 @@ fn delta_formats_coffer_does_not_read_are_refused_by_name() {
     let disk = open(&format!("{VM}.vmdk")).unwrap();
     assert_eq!((disk.chain_len(), disk.size_bytes()), (0, 64 << 20));
 }
+
+#[test]
+fn on_a_vmfs6_datastore_snapshots_are_sesparse_unless_the_vm_says_otherwise() {
+    let t = tempfile::tempdir().unwrap();
+    let mut cfg = LabConfig::new(t.path().join("lab"));
+    cfg.vms = 2;
+    cfg.vmfs6 = true;
+    let lab = Lab::start(cfg).unwrap();
+    coffer::lab::set_delta_format(lab.state_dir(), "lab-vm-02", Some(DeltaFormat::VmfsSparse))
+        .unwrap();
+    lab.user_snapshot("lab-vm-01", "vmfs6 default", None)
+        .unwrap();
+    lab.user_snapshot("lab-vm-02", "per-VM format", None)
+        .unwrap();
+    let ds = lab.datastore_dir();
+    assert_eq!(
+        create_type(&ds.join("lab-vm-01/lab-vm-01-000001.vmdk")),
+        "seSparse"
+    );
+    assert!(ds.join("lab-vm-01/lab-vm-01-000001-sesparse.vmdk").exists());
+    assert_eq!(
+        create_type(&ds.join("lab-vm-02/lab-vm-02-000001.vmdk")),
+        "vmfsSparse"
+    );
+    assert!(ds.join("lab-vm-02/lab-vm-02-000001-delta.vmdk").exists());
+    // Guest writes land in the deltas, and qemu reads them as the lab does.
+    lab.write("lab-vm-01", 2.0).unwrap();
+    let got = qemu_convert(
+        &ds.join("lab-vm-01/lab-vm-01-000001.vmdk"),
+        &t.path().join("q.raw"),
+    );
+    let base = std::fs::read(ds.join("lab-vm-01/lab-vm-01-flat.vmdk")).unwrap();
+    assert_eq!(got.len(), base.len());
+    assert!(got != base, "the writes are in the SEsparse delta");
+}

@@ -403,6 +403,25 @@ impl LabHandle {
     }
 }
 
+/// Sets the delta format of `vm`'s next snapshots (coffer's and users'
+/// alike); `None` goes back to the datastore's (`LabConfig::vmfs6`).
+pub fn set_delta_format(
+    state_dir: &Path,
+    vm: &str,
+    format: Option<DeltaFormat>,
+) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, _| {
+        let v = st
+            .vms
+            .iter_mut()
+            .find(|v| v.name == vm || v.moref() == vm)
+            .ok_or_else(|| state::Fault::not_found("VirtualMachine", vm))?;
+        v.delta_format = format;
+        Ok(())
+    })?)
+}
+
 /// Takes a snapshot of `vm` (name or `vm-N`) as a user would in the vSphere
 /// client (CreateSnapshot, no memory, not quiesced), its deltas in `format`
 /// or, when `None`, in the format the datastore and the VM call for.
