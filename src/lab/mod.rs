@@ -4,7 +4,9 @@
 //! end-to-end tests have a fast, fault-injectable test bed.
 //!
 //! It owns a state directory: the VMs, their sparse disks with deltas per
-//! snapshot (`disk`), change tracking, the made-up guest data (`content`),
+//! snapshot in the formats ESXi writes (`vmfsSparse`, or `SEsparse` on a
+//! VMFS6 datastore, VMware KB 2145385; see `disk`), snapshots a user took
+//! before coffer (`user_snapshot`), change tracking, the made-up guest data (`content`),
 //! all persisted under an flock (`state`) so a backup in one run and an
 //! incremental in the next work, and `coffer lab write` can change a VM's
 //! disks beside a running lab. It serves HTTPS with a certificate of its
