@@ -459,6 +459,10 @@ struct SeLayout {
     gd_offset: u64,
     gd_sectors: u64,
     gt_offset: u64,
+    bitmap_offset: u64,
+    bitmap_sectors: u64,
+    backmap_offset: u64,
+    backmap_sectors: u64,
     grains_offset: u64,
 }
 
@@ -481,6 +485,10 @@ fn se_layout(capacity_sectors: u64) -> SeLayout {
         gd_offset,
         gd_sectors,
         gt_offset,
+        bitmap_offset,
+        bitmap_sectors,
+        backmap_offset,
+        backmap_sectors,
         grains_offset: align(backmap_offset + backmap_sectors),
     }
 }
@@ -511,9 +519,6 @@ pub fn create(file: &File, format: DeltaFormat, capacity_bytes: u64) -> io::Resu
         DeltaFormat::SeSparse => {
             let l = se_layout(sectors);
             let grains = sectors.div_ceil(SE_GRAIN_SECTORS);
-            let bitmap_offset = (l.gt_offset + l.gd_entries * SE_GT_SECTORS).div_ceil(2048) * 2048;
-            let bitmap_sectors = grains.div_ceil(8).div_ceil(SECTOR).max(1);
-            let backmap_offset = (bitmap_offset + bitmap_sectors).div_ceil(2048) * 2048;
             let fields: [u64; 26] = [
                 SE_MAGIC,
                 SE_VERSION,
@@ -535,10 +540,10 @@ pub fn create(file: &File, format: DeltaFormat, capacity_bytes: u64) -> io::Resu
                 l.gd_sectors,
                 l.gt_offset,
                 l.gd_entries * SE_GT_SECTORS,
-                bitmap_offset,
-                bitmap_sectors,
-                backmap_offset,
-                (grains * 8).div_ceil(SECTOR),
+                l.bitmap_offset,
+                l.bitmap_sectors,
+                l.backmap_offset,
+                l.backmap_sectors,
                 l.grains_offset,
                 grains * SE_GRAIN_SECTORS,
             ];
@@ -573,14 +578,29 @@ pub fn write_at(file: &File, offset: u64, data: &[u8]) -> Result<(), DeltaError>
     if offset + data.len() as u64 > delta.capacity_bytes {
         return Err(malformed(delta.format, "write beyond the disk's capacity"));
     }
-    for (i, chunk) in data.chunks(g as usize).enumerate() {
-        let index = offset / g + i as u64;
-        if let Grain::Data(at) = delta.grain(index)? {
-            file.write_all_at(chunk, at)?;
+    let first = offset / g;
+    let count = data.len() as u64 / g;
+    let mut i = 0;
+    while i < count {
+        let index = first + i;
+        let at = (i * g) as usize;
+        if let Grain::Data(to) = delta.grain(index)? {
+            file.write_all_at(&data[at..at + g as usize], to)?;
+            i += 1;
             continue;
         }
+        // A run of grains not yet in this delta, within one grain table:
+        // their data goes at the end of the file in one write, their table
+        // entries in another.
         let gd = (index / delta.gt_entries) as usize;
         let slot = index % delta.gt_entries;
+        let mut n = 1;
+        while i + n < count
+            && slot + n < delta.gt_entries
+            && !matches!(delta.grain(index + n)?, Grain::Data(_))
+        {
+            n += 1;
+        }
         let gt_at = match delta.directory[gd] {
             0 => {
                 let at = allocate_table(file, &delta, gd)?;
@@ -589,24 +609,35 @@ pub fn write_at(file: &File, offset: u64, data: &[u8]) -> Result<(), DeltaError>
             }
             at => at,
         };
+        let run = &data[at..at + (n * g) as usize];
         let len = file.metadata()?.len();
+        let mut entries = Vec::new();
         match delta.format {
             DeltaFormat::VmfsSparse => {
                 let sector = len.div_ceil(SECTOR);
-                file.write_all_at(chunk, sector * SECTOR)?;
-                file.write_all_at(&(sector as u32).to_le_bytes(), gt_at + slot * 4)?;
-                let free = (sector * SECTOR + g).div_ceil(SECTOR) as u32;
+                file.write_all_at(run, sector * SECTOR)?;
+                for k in 0..n {
+                    let s = (sector + k * g / SECTOR) as u32;
+                    entries.extend_from_slice(&s.to_le_bytes());
+                }
+                file.write_all_at(&entries, gt_at + slot * 4)?;
+                let free = (sector * SECTOR + n * g).div_ceil(SECTOR) as u32;
                 file.write_all_at(&free.to_le_bytes(), 28)?;
             }
             DeltaFormat::SeSparse => {
-                let n = (len.max(delta.grains_offset) - delta.grains_offset).div_ceil(g);
-                file.write_all_at(chunk, delta.grains_offset + n * g)?;
-                let e = 0x3000_0000_0000_0000 | ((n & 0xfff) << 48) | (n >> 12);
-                file.write_all_at(&e.to_le_bytes(), gt_at + slot * 8)?;
+                let next = (len.max(delta.grains_offset) - delta.grains_offset).div_ceil(g);
+                file.write_all_at(run, delta.grains_offset + next * g)?;
+                for k in 0..n {
+                    let m = next + k;
+                    let e: u64 = 0x3000_0000_0000_0000 | ((m & 0xfff) << 48) | (m >> 12);
+                    entries.extend_from_slice(&e.to_le_bytes());
+                }
+                file.write_all_at(&entries, gt_at + slot * 8)?;
             }
         }
         // The table changed on disk: read it again when next needed.
         delta.tables.lock().expect("table cache").remove(&gd);
+        i += n;
     }
     Ok(())
 }
