@@ -5,6 +5,8 @@
 //! same chain: for a full and for the incremental after it. Formats coffer
 //! does not read are refused by name.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -280,7 +282,7 @@ fn on_a_vmfs6_datastore_snapshots_are_sesparse_unless_the_vm_says_otherwise() {
     let t = tempfile::tempdir().unwrap();
     let mut cfg = LabConfig::new(t.path().join("lab"));
     cfg.vms = 2;
-    cfg.vmfs6 = true;
+    cfg.vmfs6 = Some(true);
     let lab = Lab::start(cfg).unwrap();
     coffer::lab::set_delta_format(lab.state_dir(), "lab-vm-02", Some(DeltaFormat::VmfsSparse))
         .unwrap();
@@ -308,4 +310,90 @@ fn on_a_vmfs6_datastore_snapshots_are_sesparse_unless_the_vm_says_otherwise() {
     let base = std::fs::read(ds.join("lab-vm-01/lab-vm-01-flat.vmdk")).unwrap();
     assert_eq!(got.len(), base.len());
     assert!(got != base, "the writes are in the SEsparse delta");
+}
+
+/// The same through `coffer apply` and `coffer repo restore`, as an
+/// operator runs it: the lab's VM got its user snapshots between runs.
+#[test]
+fn coffer_apply_backs_up_a_vm_with_user_snapshots_and_it_restores_as_qemu_reads_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        r#"
+[settings]
+state_dir = "state"
+
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = common::command_in(dir)
+            .args(args)
+            .args(["-p", "."])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "coffer {args:?}: {text}");
+        text
+    };
+    run(&["repo", "init", "--all"]);
+    // The first plan starts the lab and leaves its state behind.
+    run(&["plan"]);
+    let state = dir.join("state/lab/lab");
+    assert!(state.join("state.json").exists());
+    coffer::lab::write(&state, VM, 2.0).unwrap();
+    coffer::lab::user_snapshot(&state, VM, "monday", Some(DeltaFormat::VmfsSparse)).unwrap();
+    coffer::lab::write(&state, VM, 2.0).unwrap();
+    coffer::lab::user_snapshot(&state, VM, "tuesday", Some(DeltaFormat::SeSparse)).unwrap();
+    coffer::lab::write(&state, VM, 2.0).unwrap();
+    let top = state.join(format!("datastore/{VM}/{VM}-000002.vmdk"));
+    assert_eq!(create_type(&top), "seSparse");
+    let expected = qemu_convert(&top, &dir.join("qemu.raw"));
+
+    run(&["apply"]);
+    let ls = run(&["repo", "ls", "--tier", "local"]);
+    let point = ls
+        .lines()
+        .skip(1)
+        .find_map(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a point in {ls}"))
+        .to_string();
+    run(&[
+        "repo",
+        "restore",
+        &point,
+        "--tier",
+        "local",
+        "--disk",
+        "2000",
+        "-o",
+        "restored.raw",
+    ]);
+    assert!(
+        std::fs::read(dir.join("restored.raw")).unwrap() == expected,
+        "the point restores as qemu-img converts the chain"
+    );
 }

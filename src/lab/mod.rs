@@ -96,9 +96,10 @@ pub struct LabConfig {
     /// from their names alone, the same in every lab (VMs copied between
     /// hosts).
     pub uuid_seed: Option<String>,
-    /// The datastore is VMFS6: snapshot deltas are SEsparse, as ESXi
-    /// writes them there (VMware KB 2145385); otherwise VMFS5, vmfsSparse.
-    pub vmfs6: bool,
+    /// Whether the datastore is VMFS6, where snapshot deltas are SEsparse
+    /// as ESXi writes them there (VMware KB 2145385), or VMFS5 (vmfsSparse).
+    /// `None` keeps what the state says (VMFS5 for a new lab).
+    pub vmfs6: Option<bool>,
 }
 
 impl LabConfig {
@@ -112,7 +113,7 @@ impl LabConfig {
             page_objects: 100,
             changed_areas_window_bytes: 16 << 20,
             uuid_seed: None,
-            vmfs6: false,
+            vmfs6: None,
         }
     }
 }
@@ -291,10 +292,10 @@ impl Lab {
                 "preparing the lab state in {}",
                 config.state_dir.display()
             )))?;
-        if st.vmfs6 != config.vmfs6 {
+        if let Some(vmfs6) = config.vmfs6.filter(|&v| v != st.vmfs6) {
             store
                 .update(|s, _| {
-                    s.vmfs6 = config.vmfs6;
+                    s.vmfs6 = vmfs6;
                     Ok(())
                 })
                 .map_err(Error::from)?;
