@@ -569,7 +569,7 @@ pub fn create(file: &File, format: DeltaFormat, capacity_bytes: u64) -> io::Resu
 pub fn write_at(file: &File, offset: u64, data: &[u8]) -> Result<(), DeltaError> {
     let mut delta = Delta::open(file)?;
     let g = delta.grain_bytes;
-    if offset % g != 0 || data.len() as u64 % g != 0 {
+    if !offset.is_multiple_of(g) || !(data.len() as u64).is_multiple_of(g) {
         return Err(malformed(
             delta.format,
             format!("writes must be whole {g}-byte grains"),
