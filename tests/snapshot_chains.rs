@@ -155,8 +155,9 @@ fn create_type(descriptor: &Path) -> String {
 #[test]
 fn a_vm_with_vmfs_sparse_and_sesparse_user_snapshots_restores_as_qemu_reads_its_chain() {
     let b = bed();
-    // The user's history: data, a snapshot on VMFS5 (vmfsSparse), more
-    // data, a snapshot taken after a move to VMFS6 (SEsparse), more data.
+    // The user's history: data, a vmfsSparse snapshot, more data, an
+    // SEsparse snapshot, more data. (ESXi keeps one format per chain; the
+    // lab mixes them so one chain exercises both readers.)
     b.lab.write(VM, 2.0).unwrap();
     b.lab
         .user_snapshot(VM, "before upgrade", Some(DeltaFormat::VmfsSparse))

@@ -6,10 +6,14 @@
 //! (`vsphere::delta`): `vmfsSparse` ("COWD", data in
 //! `<name>-00000N-delta.vmdk`), ESXi's choice on VMFS5 for disks up to 2 TiB,
 //! or `SEsparse` (data in `<name>-00000N-sesparse.vmdk`), its choice on VMFS6
-//! and for disks over 2 TiB (VMware KB 2145385; vSphere Storage guide,
-//! "Snapshot formats"). The layer keeps the set of 64 KiB blocks written
+//! and for disks over 2 TiB (vSphere Storage guide, "Snapshot Formats",
+//! docs.vmware.com GUID-88E5A594-DEBC-4662-812F-EA421591C70F). ESXi never
+//! mixes the two in one chain (it converts a VM's deltas when it moves
+//! between VMFS5 and VMFS6); the lab can, per snapshot, so tests cover a
+//! reader of both at once. The layer keeps the set of 64 KiB blocks written
 //! since, so reads know which layer holds a block; the bytes live only in
-//! the real delta file, which qemu-img reads too. Guest writes always go to the top layer, so every
+//! the real delta file, which qemu-img reads too. Guest writes always go to
+//! the top layer, so every
 //! frozen layer, and the view a snapshot gives of the disk, stays
 //! byte-for-byte what it was. Removing a snapshot merges the layer above the
 //! one it froze into that one, as ESXi consolidates a delta into its parent.

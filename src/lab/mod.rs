@@ -5,8 +5,9 @@
 //!
 //! It owns a state directory: the VMs, their sparse disks with deltas per
 //! snapshot in the formats ESXi writes (`vmfsSparse`, or `SEsparse` on a
-//! VMFS6 datastore, VMware KB 2145385; see `disk`), snapshots a user took
-//! before coffer (`user_snapshot`), change tracking, the made-up guest data (`content`),
+//! VMFS6 datastore, as the vSphere Storage guide's "Snapshot Formats" says;
+//! see `disk`), snapshots a user took before coffer (`user_snapshot`),
+//! change tracking, the made-up guest data (`content`),
 //! all persisted under an flock (`state`) so a backup in one run and an
 //! incremental in the next work, and `coffer lab write` can change a VM's
 //! disks beside a running lab. It serves HTTPS with a certificate of its
@@ -97,7 +98,8 @@ pub struct LabConfig {
     /// hosts).
     pub uuid_seed: Option<String>,
     /// Whether the datastore is VMFS6, where snapshot deltas are SEsparse
-    /// as ESXi writes them there (VMware KB 2145385), or VMFS5 (vmfsSparse).
+    /// as ESXi writes them there (vSphere Storage guide, "Snapshot
+    /// Formats"), or VMFS5 (vmfsSparse).
     /// `None` keeps what the state says (VMFS5 for a new lab).
     pub vmfs6: Option<bool>,
 }

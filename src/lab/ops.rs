@@ -45,8 +45,8 @@ pub fn create_snapshot(
 }
 
 /// The delta format ESXi picks for a disk's snapshot: SEsparse on VMFS6
-/// and for disks over 2 TiB, vmfsSparse otherwise (VMware KB 2145385;
-/// vSphere Storage guide, "Snapshot formats"), unless the VM says which.
+/// and for disks over 2 TiB, vmfsSparse otherwise (vSphere Storage guide,
+/// "Snapshot Formats"), unless the VM says which.
 pub fn delta_format_for(vmfs6: bool, vm: &Vm, capacity_bytes: u64) -> DeltaFormat {
     match vm.delta_format {
         Some(f) => f,

@@ -147,8 +147,8 @@ pub struct State {
     pub most_snapshots_at_once: u32,
     /// The datastore is VMFS6, where ESXi writes every snapshot delta as
     /// SEsparse; on VMFS5 it writes vmfsSparse for disks up to 2 TiB and
-    /// SEsparse beyond (VMware KB 2145385; vSphere Storage guide, "Snapshot
-    /// formats").
+    /// SEsparse beyond (vSphere Storage guide, "Snapshot Formats",
+    /// docs.vmware.com GUID-88E5A594-DEBC-4662-812F-EA421591C70F).
     #[serde(default)]
     pub vmfs6: bool,
 }

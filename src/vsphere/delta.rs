@@ -16,8 +16,9 @@
 //!   grains. The capacity field is 32 bits of sectors, hence the 2 TiB limit.
 //! - `SEsparse` (extent kind `SESPARSE`, createType `seSparse`): the
 //!   space-efficient sparse format, the default for snapshots on VMFS6 and
-//!   for disks larger than 2 TiB on VMFS5 (VMware KB 2145385, "Working with
-//!   snapshots"; vSphere Storage guide, "Snapshot formats"). A 512-byte
+//!   for disks larger than 2 TiB on VMFS5 (vSphere Storage guide, "Snapshot
+//!   Formats", docs.vmware.com GUID-88E5A594-DEBC-4662-812F-EA421591C70F;
+//!   ESXi never mixes the two formats in one chain). A 512-byte
 //!   constant header of little-endian 64-bit fields (magic `0xcafebabe`,
 //!   version `0x200000001`, capacity, grain size 8 sectors, grain table size
 //!   64 sectors, flags, four reserved, then offset/size pairs in sectors for
