@@ -14,7 +14,8 @@
 //!   offsets of grain tables (0: none); each grain table holds 4096 32-bit
 //!   sector offsets of grains (0: not in this delta). ESX writes 512-byte
 //!   grains (its "block allocation unit", per C. Hogan, "vSphere 5.1 Storage
-//!   Enhancements – Part 2: SE Sparse Disks", cormachogan.com, 2012). The capacity field is 32 bits of sectors, hence the 2 TiB limit.
+//!   Enhancements – Part 2: SE Sparse Disks", cormachogan.com, 2012). The
+//!   capacity field is 32 bits of sectors, hence the 2 TiB limit.
 //! - `SEsparse` (extent kind `SESPARSE`, createType `seSparse`): the
 //!   space-efficient sparse format, the default for snapshots on VMFS6 and
 //!   for disks larger than 2 TiB on VMFS5 (vSphere Storage guide, "Snapshot
