@@ -23,7 +23,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use super::Error;
-use super::delta::{Delta, DeltaError, DeltaFormat, ReadAt};
+use super::delta::{Chain, Delta, DeltaError, DeltaFormat, ReadAt};
 use super::transport::Transport;
 use crate::repo::backup::DiskReader;
 
@@ -281,13 +281,38 @@ impl ReadAt for DeltaFile<'_> {
 /// links than this is a loop in the hints.
 const MAX_CHAIN: usize = 255;
 
-/// A disk of a snapshot, read through datastore HTTP.
-pub struct DatastoreDisk<'a> {
+/// The base disk: its flat extents, read by disk offset.
+struct BaseDisk<'a> {
     transport: &'a Transport,
-    /// The base disk's flat extents.
     pieces: Vec<Piece>,
-    /// The deltas over the base, top (coffer's snapshot's view) first.
-    deltas: Vec<Delta<DeltaFile<'a>>>,
+    counters: Arc<Counters>,
+}
+
+impl ReadAt for BaseDisk<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let piece = self
+                .pieces
+                .iter()
+                .find(|p| p.disk_start <= pos && pos < p.disk_start + p.len)
+                .expect("extents cover the disk");
+            let stop = end.min(piece.disk_start + piece.len);
+            let file_range = piece.file_start + (pos - piece.disk_start)
+                ..piece.file_start + (stop - piece.disk_start);
+            let out = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
+            fetch_range(self.transport, &self.counters, &piece.file, file_range, out)?;
+            pos = stop;
+        }
+        Ok(())
+    }
+}
+
+/// A disk of a snapshot, read through datastore HTTP: the base's flat
+/// extents under the deltas (top, coffer's snapshot's view, first).
+pub struct DatastoreDisk<'a> {
+    chain: Chain<BaseDisk<'a>, DeltaFile<'a>>,
     size: u64,
     counters: Arc<Counters>,
 }
@@ -295,8 +320,8 @@ pub struct DatastoreDisk<'a> {
 impl std::fmt::Debug for DatastoreDisk<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatastoreDisk")
-            .field("pieces", &self.pieces)
-            .field("deltas", &self.deltas)
+            .field("pieces", &self.chain.base.pieces)
+            .field("deltas", &self.chain.deltas)
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
@@ -493,9 +518,14 @@ impl<'a> DatastoreDisk<'a> {
             });
         }
         Ok(DatastoreDisk {
-            transport,
-            pieces,
-            deltas,
+            chain: Chain {
+                base: BaseDisk {
+                    transport,
+                    pieces,
+                    counters: counters.clone(),
+                },
+                deltas,
+            },
             size: at,
             counters,
         })
@@ -511,35 +541,7 @@ impl<'a> DatastoreDisk<'a> {
 
     /// How many snapshot deltas lie between coffer's view and the base.
     pub fn chain_len(&self) -> usize {
-        self.deltas.len()
-    }
-
-    /// Reads the base disk's flat extents.
-    fn read_base(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let end = offset + buf.len() as u64;
-        let mut pos = offset;
-        while pos < end {
-            let piece = self
-                .pieces
-                .iter()
-                .find(|p| p.disk_start <= pos && pos < p.disk_start + p.len)
-                .expect("extents cover the disk");
-            let stop = end.min(piece.disk_start + piece.len);
-            let file_range = piece.file_start + (pos - piece.disk_start)
-                ..piece.file_start + (stop - piece.disk_start);
-            let out = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
-            fetch_range(self.transport, &self.counters, &piece.file, file_range, out)?;
-            pos = stop;
-        }
-        Ok(())
-    }
-
-    /// Reads as delta `level` (0: the top) and those below show the disk.
-    fn read_level(&self, level: usize, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        match self.deltas.get(level) {
-            None => self.read_base(buf, offset),
-            Some(d) => d.read_at(buf, offset, &|b, o| self.read_level(level + 1, b, o)),
-        }
+        self.chain.deltas.len()
     }
 }
 
@@ -655,7 +657,7 @@ impl DiskReader for DatastoreDisk<'_> {
                 offset, self.size
             )));
         }
-        self.read_level(0, buf, offset)
+        self.chain.read_at(buf, offset)
     }
 }
 
