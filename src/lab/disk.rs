@@ -2,9 +2,18 @@
 //!
 //! Layer 0 is the base (`<name>.vmdk` descriptor, `<name>-flat.vmdk` sparse
 //! flat extent). Each snapshot freezes the layer on top and adds a delta
-//! (`<name>-00000N.vmdk`, data in `<name>-00000N-delta.vmdk`): a sparse file
-//! of the disk's size holding only the 64 KiB blocks written since, and the
-//! set of those blocks. Guest writes always go to the top layer, so every
+//! (`<name>-00000N.vmdk`) in one of the two formats ESXi writes
+//! (`vsphere::delta`): `vmfsSparse` ("COWD", data in
+//! `<name>-00000N-delta.vmdk`), ESXi's choice on VMFS5 for disks up to 2 TiB,
+//! or `SEsparse` (data in `<name>-00000N-sesparse.vmdk`), its choice on VMFS6
+//! and for disks over 2 TiB (vSphere Storage guide, "Snapshot Formats",
+//! docs.vmware.com GUID-88E5A594-DEBC-4662-812F-EA421591C70F). ESXi never
+//! mixes the two in one chain (it converts a VM's deltas when it moves
+//! between VMFS5 and VMFS6); the lab can, per snapshot, so tests cover a
+//! reader of both at once. The layer keeps the set of 64 KiB blocks written
+//! since, so reads know which layer holds a block; the bytes live only in
+//! the real delta file, which qemu-img reads too. Guest writes always go to
+//! the top layer, so every
 //! frozen layer, and the view a snapshot gives of the disk, stays
 //! byte-for-byte what it was. Removing a snapshot merges the layer above the
 //! one it froze into that one, as ESXi consolidates a delta into its parent.
@@ -22,6 +31,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::vsphere::delta::{self, Delta, DeltaFormat};
+
 /// The unit of deltas, of change tracking and of guest writes.
 pub const BLOCK_BYTES: u64 = 64 * 1024;
 
@@ -33,6 +44,10 @@ pub struct Layer {
     pub data_file: String,
     /// Blocks a delta holds; empty (meaning "all") for the base.
     pub blocks: BTreeSet<u64>,
+    /// The delta format of `data_file`; `None` for a raw file read by disk
+    /// offset (the base's flat extent).
+    #[serde(default)]
+    pub format: Option<DeltaFormat>,
     /// The snapshot that froze this layer; `None` for the top layer, or for
     /// a layer whose snapshot is gone but which is not merged yet
     /// (consolidation needed).
@@ -169,13 +184,14 @@ pub fn flat_descriptor(capacity_bytes: u64, flat_name: &str, cid: u32) -> String
     )
 }
 
-fn delta_descriptor(capacity_bytes: u64, delta_name: &str, parent: &str, cid: u32) -> String {
-    format!(
-        "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID={cid:08x}\nparentCID=fffffffe\n\
-         createType=\"vmfsSparse\"\nparentFileNameHint=\"{parent}\"\n\n# Extent description\n\
-         RW {} VMFSSPARSE \"{delta_name}\"\n\n# The Disk Data Base\n#DDB\n",
-        capacity_bytes / 512
-    )
+/// The content id (`CID=`) a descriptor names.
+fn descriptor_cid(root: &Path, descriptor: &str) -> io::Result<u32> {
+    let text = std::fs::read_to_string(root.join(descriptor))?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CID="))
+        .and_then(|c| u32::from_str_radix(c.trim(), 16).ok())
+        .unwrap_or(0xffff_ffff))
 }
 
 /// `dir/name.vmdk` → (`dir/`, `name`).
@@ -208,7 +224,12 @@ impl Disk {
                 .rev()
                 .find(|&i| self.layers[i].blocks.contains(&block))
                 .unwrap_or(0);
-            read_full(&files[layer], &mut buf[done..done + n], at)?;
+            read_layer(
+                &self.layers[layer],
+                &files[layer],
+                &mut buf[done..done + n],
+                at,
+            )?;
             done += n;
         }
         Ok(())
@@ -219,7 +240,7 @@ impl Disk {
         assert_eq!(data.len() as u64, BLOCK_BYTES, "whole blocks only");
         let top = self.top();
         let file = open_rw(root, &self.layers[top].data_file)?;
-        file.write_all_at(data, block * BLOCK_BYTES)?;
+        write_layer(&self.layers[top], &file, data, block * BLOCK_BYTES)?;
         if top > 0 {
             self.layers[top].blocks.insert(block);
         }
@@ -229,30 +250,55 @@ impl Disk {
         Ok(())
     }
 
-    /// Freezes the top layer for `snapshot` and adds a delta above it.
-    pub fn push_delta(&mut self, root: &Path, snapshot: u64) -> io::Result<()> {
+    /// Freezes the top layer for `snapshot` and adds a delta in `format`
+    /// above it.
+    pub fn push_delta(
+        &mut self,
+        root: &Path,
+        snapshot: u64,
+        format: DeltaFormat,
+    ) -> io::Result<()> {
         let (dir, stem) = split_stem(&self.layers[0].descriptor);
         let (dir, stem) = (dir.to_string(), stem.to_string());
         self.next_delta += 1;
         let n = self.next_delta;
         let descriptor = format!("{dir}{stem}-{n:06}.vmdk");
-        let data_file = format!("{dir}{stem}-{n:06}-delta.vmdk");
+        let suffix = match format {
+            DeltaFormat::VmfsSparse => "delta",
+            DeltaFormat::SeSparse => "sesparse",
+        };
+        let data_file = format!("{dir}{stem}-{n:06}-{suffix}.vmdk");
         let parent = split_stem(&self.layers[self.top()].descriptor)
             .1
             .to_string()
             + ".vmdk";
         let delta_name = data_file.rsplit('/').next().unwrap_or(&data_file);
+        // The child names its parent's content id, as the host writes it.
+        let parent_cid = descriptor_cid(root, &self.layers[self.top()].descriptor)?;
         std::fs::write(
             root.join(&descriptor),
-            delta_descriptor(self.capacity_bytes, delta_name, &parent, n),
+            delta::descriptor(
+                format,
+                self.capacity_bytes,
+                delta_name,
+                &parent,
+                n,
+                parent_cid,
+            ),
         )?;
-        File::create(root.join(&data_file))?.set_len(self.capacity_bytes)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(root.join(&data_file))?;
+        delta::create(&file, format, self.capacity_bytes)?;
         let top = self.top();
         self.layers[top].frozen_by = Some(snapshot);
         self.layers.push(Layer {
             descriptor,
             data_file,
             blocks: BTreeSet::new(),
+            format: Some(format),
             frozen_by: None,
         });
         Ok(())
@@ -273,8 +319,8 @@ impl Disk {
         let dst = open_rw(root, &self.layers[level].data_file)?;
         let mut buf = vec![0u8; BLOCK_BYTES as usize];
         for &block in &upper.blocks {
-            read_full(&src, &mut buf, block * BLOCK_BYTES)?;
-            dst.write_all_at(&buf, block * BLOCK_BYTES)?;
+            read_layer(&upper, &src, &mut buf, block * BLOCK_BYTES)?;
+            write_layer(&self.layers[level], &dst, &buf, block * BLOCK_BYTES)?;
         }
         dst.sync_all()?;
         let lower = &mut self.layers[level];
@@ -283,6 +329,26 @@ impl Disk {
         }
         lower.frozen_by = upper.frozen_by;
         self.layers.remove(level + 1);
+        // The delta that sat on the merged one now sits on `level`: the host
+        // rewrites its descriptor's parent hint, so the chain stays whole.
+        if let Some(child) = self.layers.get(level + 1) {
+            let parent = &self.layers[level].descriptor;
+            let parent_name = parent.rsplit('/').next().unwrap_or(parent);
+            let parent_cid = descriptor_cid(root, parent)?;
+            let path = root.join(&child.descriptor);
+            let text = std::fs::read_to_string(&path)?;
+            let rewritten: String = text
+                .lines()
+                .map(|l| match l.split_once('=') {
+                    Some(("parentFileNameHint", _)) => {
+                        format!("parentFileNameHint=\"{parent_name}\"\n")
+                    }
+                    Some(("parentCID", _)) => format!("parentCID={parent_cid:08x}\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&path, rewritten)?;
+        }
         for f in [&upper.descriptor, &upper.data_file] {
             match std::fs::remove_file(root.join(f)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -306,6 +372,29 @@ impl Disk {
             blocks.extend(layer.blocks.iter().copied());
         }
         Ok(blocks)
+    }
+}
+
+/// Reads the bytes at disk offset `at` that `layer` holds, from its file.
+fn read_layer(layer: &Layer, file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    match layer.format {
+        None => read_full(file, buf, at),
+        Some(_) => Delta::open(file)
+            .map_err(io::Error::other)?
+            .read_at(buf, at, &|_, o| {
+                Err(io::Error::other(format!(
+                    "{}: the lab reads offset {o} from a delta that does not hold it",
+                    layer.data_file
+                )))
+            }),
+    }
+}
+
+/// Writes whole blocks at disk offset `at` into `layer`'s file.
+fn write_layer(layer: &Layer, file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    match layer.format {
+        None => file.write_all_at(data, at),
+        Some(_) => delta::write_at(file, at, data).map_err(io::Error::other),
     }
 }
 
@@ -367,6 +456,11 @@ mod tests {
         f.set_len(CAP).unwrap();
         f.write_all_at(&[7u8; BLOCK_BYTES as usize], 2 * BLOCK_BYTES)
             .unwrap();
+        std::fs::write(
+            root.join("vm/vm.vmdk"),
+            flat_descriptor(CAP, "vm-flat.vmdk", 0x1234),
+        )
+        .unwrap();
         Disk {
             key: 2000,
             capacity_bytes: CAP,
@@ -375,6 +469,7 @@ mod tests {
                 descriptor: "vm/vm.vmdk".into(),
                 data_file: "vm/vm-flat.vmdk".into(),
                 blocks: BTreeSet::new(),
+                format: None,
                 frozen_by: None,
             }],
             cbt: None,
@@ -399,7 +494,7 @@ mod tests {
         let mut d = new_disk(root);
         d.write_block(root, 0, &block(1)).unwrap();
         let before = view(&d, root, 0);
-        d.push_delta(root, 1).unwrap();
+        d.push_delta(root, 1, DeltaFormat::VmfsSparse).unwrap();
         assert_eq!(d.layers[1].descriptor, "vm/vm-000001.vmdk");
         d.write_block(root, 0, &block(9)).unwrap();
         d.write_block(root, 5, &block(5)).unwrap();
@@ -410,7 +505,7 @@ mod tests {
         assert_eq!(live[5 * BLOCK_BYTES as usize], 5);
         assert_eq!(live[2 * BLOCK_BYTES as usize], 7);
         // A second snapshot, then remove the first: the delta merges down.
-        d.push_delta(root, 2).unwrap();
+        d.push_delta(root, 2, DeltaFormat::SeSparse).unwrap();
         d.write_block(root, 3, &block(3)).unwrap();
         let second = view(&d, root, 1);
         let lvl = d.level_of(1).unwrap();
@@ -424,12 +519,53 @@ mod tests {
         assert_eq!((all[0], all[3 * 65536], all[5 * 65536]), (9, 3, 5));
     }
 
+    fn qemu_view(root: &Path, descriptor: &str) -> Vec<u8> {
+        let out = root.join("qemu.raw");
+        let status = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "vmdk", "-O", "raw"])
+            .arg(root.join(descriptor))
+            .arg(&out)
+            .status()
+            .expect("qemu-img (qemu-utils) is installed");
+        assert!(status.success(), "qemu-img reads {descriptor}");
+        std::fs::read(out).unwrap()
+    }
+
+    #[test]
+    fn lab_deltas_are_real_vmfs_sparse_and_sesparse_files_that_qemu_reads_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut d = new_disk(root);
+        d.write_block(root, 1, &block(1)).unwrap();
+        d.push_delta(root, 1, DeltaFormat::VmfsSparse).unwrap();
+        d.write_block(root, 4, &block(4)).unwrap();
+        d.write_block(root, 2, &block(2)).unwrap();
+        d.push_delta(root, 2, DeltaFormat::SeSparse).unwrap();
+        assert_eq!(d.layers[2].data_file, "vm/vm-000002-sesparse.vmdk");
+        d.write_block(root, 2, &block(22)).unwrap();
+        d.write_block(root, 15, &block(15)).unwrap();
+        assert_eq!(qemu_view(root, "vm/vm-000001.vmdk"), view(&d, root, 1));
+        let top = view(&d, root, 2);
+        assert_eq!(qemu_view(root, "vm/vm-000002.vmdk"), top);
+        assert_eq!(
+            (top[2 * 65536], top[4 * 65536], top[15 * 65536]),
+            (22, 4, 15)
+        );
+        // Removing the first snapshot merges the vmfsSparse delta into the
+        // base; removing the second merges SEsparse data there too.
+        d.merge_up_into(root, 0).unwrap();
+        assert_eq!(view(&d, root, 1), top);
+        assert_eq!(qemu_view(root, "vm/vm-000002.vmdk"), top);
+        d.merge_up_into(root, 0).unwrap();
+        assert_eq!(view(&d, root, 0), top);
+    }
+
     #[test]
     fn allocated_blocks_skip_holes() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let mut d = new_disk(root);
-        d.push_delta(root, 1).unwrap();
+        d.push_delta(root, 1, DeltaFormat::SeSparse).unwrap();
         d.write_block(root, 9, &block(1)).unwrap();
         assert_eq!(d.allocated_blocks(root, 0).unwrap(), BTreeSet::from([2]));
         assert_eq!(d.allocated_blocks(root, 1).unwrap(), BTreeSet::from([2, 9]));

@@ -4,7 +4,10 @@
 //! end-to-end tests have a fast, fault-injectable test bed.
 //!
 //! It owns a state directory: the VMs, their sparse disks with deltas per
-//! snapshot (`disk`), change tracking, the made-up guest data (`content`),
+//! snapshot in the formats ESXi writes (`vmfsSparse`, or `SEsparse` on a
+//! VMFS6 datastore, as the vSphere Storage guide's "Snapshot Formats" says;
+//! see `disk`), snapshots a user took before coffer (`user_snapshot`),
+//! change tracking, the made-up guest data (`content`),
 //! all persisted under an flock (`state`) so a backup in one run and an
 //! incremental in the next work, and `coffer lab write` can change a VM's
 //! disks beside a running lab. It serves HTTPS with a certificate of its
@@ -40,6 +43,7 @@ pub use faults::{FAULTS_ENV, Faults, Stats};
 pub use ops::DiskWrite;
 
 use crate::policy::model::TlsTrust;
+use crate::vsphere::delta::DeltaFormat;
 use crate::vsphere::transport::{format_thumbprint, thumbprint_of};
 
 /// The user the lab creates unless told otherwise.
@@ -96,6 +100,11 @@ pub struct LabConfig {
     /// from their names alone, the same in every lab (VMs copied between
     /// hosts).
     pub uuid_seed: Option<String>,
+    /// Whether the datastore is VMFS6, where snapshot deltas are SEsparse
+    /// as ESXi writes them there (vSphere Storage guide, "Snapshot
+    /// Formats"), or VMFS5 (vmfsSparse).
+    /// `None` keeps what the state says (VMFS5 for a new lab).
+    pub vmfs6: Option<bool>,
 }
 
 impl LabConfig {
@@ -109,6 +118,7 @@ impl LabConfig {
             page_objects: 100,
             changed_areas_window_bytes: 16 << 20,
             uuid_seed: None,
+            vmfs6: None,
         }
     }
 }
@@ -287,6 +297,14 @@ impl Lab {
                 "preparing the lab state in {}",
                 config.state_dir.display()
             )))?;
+        if let Some(vmfs6) = config.vmfs6.filter(|&v| v != st.vmfs6) {
+            store
+                .update(|s, _| {
+                    s.vmfs6 = vmfs6;
+                    Ok(())
+                })
+                .map_err(Error::from)?;
+        }
         let (chain, key, ca_pem) = certificate(&config.state_dir)?;
         let thumbprint = thumbprint_of(chain[0].as_ref());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -381,6 +399,64 @@ impl LabHandle {
     pub fn write(&self, vm: &str, percent: f64) -> Result<Vec<DiskWrite>, Error> {
         write(self.state_dir(), vm, percent)
     }
+
+    /// `user_snapshot(state_dir, vm, name, format)` on this lab's state.
+    pub fn user_snapshot(
+        &self,
+        vm: &str,
+        name: &str,
+        format: Option<DeltaFormat>,
+    ) -> Result<String, Error> {
+        user_snapshot(self.state_dir(), vm, name, format)
+    }
+}
+
+/// Sets the delta format of `vm`'s next snapshots (coffer's and users'
+/// alike); `None` goes back to the datastore's (`LabConfig::vmfs6`).
+pub fn set_delta_format(
+    state_dir: &Path,
+    vm: &str,
+    format: Option<DeltaFormat>,
+) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, _| {
+        let v = st
+            .vms
+            .iter_mut()
+            .find(|v| v.name == vm || v.moref() == vm)
+            .ok_or_else(|| state::Fault::not_found("VirtualMachine", vm))?;
+        v.delta_format = format;
+        Ok(())
+    })?)
+}
+
+/// Takes a snapshot of `vm` (name or `vm-N`) as a user would in the vSphere
+/// client (CreateSnapshot, no memory, not quiesced), its deltas in `format`
+/// or, when `None`, in the format the datastore and the VM call for.
+/// Answers the snapshot's moref. Safe beside a running lab.
+pub fn user_snapshot(
+    state_dir: &Path,
+    vm: &str,
+    name: &str,
+    format: Option<DeltaFormat>,
+) -> Result<String, Error> {
+    let store = state::Store::new(state_dir);
+    let spec = ops::SnapshotSpec {
+        name: name.into(),
+        description: "taken by a user, not by coffer".into(),
+        memory: false,
+        quiesce: false,
+    };
+    let id = store.update(|st, root| {
+        let moref = st
+            .vms
+            .iter()
+            .find(|v| v.name == vm || v.moref() == vm)
+            .map(|v| v.moref())
+            .ok_or_else(|| state::Fault::not_found("VirtualMachine", vm))?;
+        ops::create_snapshot_as(st, root, &moref, &spec, ops::Injected::default(), format)
+    })?;
+    Ok(state::snapshot_moref(id))
 }
 
 /// Writes scattered 64 KiB blocks over `percent` % of every disk of `vm`

@@ -13,6 +13,7 @@ use super::disk::{BLOCK_BYTES, Cbt, ChangeIdError, Disk, Layer, block_ranges};
 use super::state::{
     DATASTORE, Fault, Snapshot, SnapshotDisk, State, Vm, hex_id, new_cbt_id, uuid_of,
 };
+use crate::vsphere::delta::DeltaFormat;
 
 /// What a snapshot request asks.
 #[derive(Debug, Clone)]
@@ -40,7 +41,32 @@ pub fn create_snapshot(
     spec: &SnapshotSpec,
     injected: Injected,
 ) -> Result<u64, Fault> {
+    create_snapshot_as(state, root, vm, spec, injected, None)
+}
+
+/// The delta format ESXi picks for a disk's snapshot: SEsparse on VMFS6
+/// and for disks over 2 TiB, vmfsSparse otherwise (vSphere Storage guide,
+/// "Snapshot Formats"), unless the VM says which.
+pub fn delta_format_for(vmfs6: bool, vm: &Vm, capacity_bytes: u64) -> DeltaFormat {
+    match vm.delta_format {
+        Some(f) => f,
+        None if vmfs6 || capacity_bytes > 2 << 40 => DeltaFormat::SeSparse,
+        None => DeltaFormat::VmfsSparse,
+    }
+}
+
+/// `create_snapshot`, its deltas in `format` when given (a user snapshot
+/// taken on another host or datastore type), else as `delta_format_for`.
+pub fn create_snapshot_as(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    spec: &SnapshotSpec,
+    injected: Injected,
+    format: Option<DeltaFormat>,
+) -> Result<u64, Fault> {
     let id = state.next_id;
+    let vmfs6 = state.vmfs6;
     let v = state.vm_mut(vm)?;
     if spec.quiesce && !v.tools_running(root) {
         return Err(Fault::new(
@@ -60,8 +86,13 @@ pub fn create_snapshot(
             "An error occurred while saving the snapshot: the snapshot files are locked (fault injected by the lab).",
         ));
     }
+    let formats: Vec<DeltaFormat> = v
+        .disks
+        .iter()
+        .map(|d| format.unwrap_or_else(|| delta_format_for(vmfs6, v, d.capacity_bytes)))
+        .collect();
     let mut disks = Vec::new();
-    for d in &mut v.disks {
+    for (d, format) in v.disks.iter_mut().zip(formats) {
         if !v.cbt_enabled || v.cbt_reset {
             d.cbt = None;
         }
@@ -70,7 +101,7 @@ pub fn create_snapshot(
             None if v.cbt_enabled => d.cbt = Some(Cbt::new(new_cbt_id())),
             None => {}
         }
-        d.push_delta(root, id)?;
+        d.push_delta(root, id, format)?;
         disks.push(SnapshotDisk {
             key: d.key,
             change_id: d.cbt.as_ref().map(Cbt::change_id),
@@ -458,6 +489,7 @@ pub fn register(
                 descriptor,
                 data_file,
                 blocks: Default::default(),
+                format: None,
                 frozen_by: None,
             }],
             cbt: None,
@@ -475,6 +507,7 @@ pub fn register(
         cbt_enabled: false,
         cbt_reset: false,
         consolidation_needed: false,
+        delta_format: None,
         disks,
         snapshots: Vec::new(),
     };

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::content;
 use super::disk::{Disk, Layer, flat_descriptor};
+use crate::vsphere::delta::DeltaFormat;
 
 pub const DATASTORE: &str = "datastore1";
 pub const DATACENTER: &str = "ha-datacenter";
@@ -95,6 +96,10 @@ pub struct Vm {
     /// it on again starts a new change id.
     pub cbt_reset: bool,
     pub consolidation_needed: bool,
+    /// The delta format of this VM's next snapshots, when set; otherwise
+    /// the datastore's (see `State::vmfs6`).
+    #[serde(default)]
+    pub delta_format: Option<DeltaFormat>,
     pub disks: Vec<Disk>,
     /// The snapshot chain, root first; the last one is the current one.
     pub snapshots: Vec<Snapshot>,
@@ -140,6 +145,12 @@ pub struct State {
     /// share one datastore): how tests see a runner's per-datastore limit.
     #[serde(default)]
     pub most_snapshots_at_once: u32,
+    /// The datastore is VMFS6, where ESXi writes every snapshot delta as
+    /// SEsparse; on VMFS5 it writes vmfsSparse for disks up to 2 TiB and
+    /// SEsparse beyond (vSphere Storage guide, "Snapshot Formats",
+    /// docs.vmware.com GUID-88E5A594-DEBC-4662-812F-EA421591C70F).
+    #[serde(default)]
+    pub vmfs6: bool,
 }
 
 /// The state directory.
@@ -270,6 +281,7 @@ impl Store {
                     next_id: 1,
                     vms: Vec::new(),
                     most_snapshots_at_once: 0,
+                    vmfs6: false,
                 }
             }
         };
@@ -384,6 +396,7 @@ fn make_lab_vm(
                 descriptor,
                 data_file: flat,
                 blocks: Default::default(),
+                format: None,
                 frozen_by: None,
             }],
             cbt: None,
@@ -401,6 +414,7 @@ fn make_lab_vm(
         cbt_enabled: false,
         cbt_reset: false,
         consolidation_needed: false,
+        delta_format: None,
         disks,
         snapshots: Vec::new(),
     })

@@ -9,12 +9,25 @@
 //! `DatastorePath` itself (`[datastore] dir/name.vmdk`, parsed) is part of the
 //! neutral inventory model and is re-exported here; this file adds its
 //! datastore HTTP URL.
+//!
+//! A disk under snapshots the VM already had is a chain: the descriptor
+//! coffer's snapshot names is a delta (`parentFileNameHint`), whose parent
+//! may be another delta, down to the base with its flat extents. coffer
+//! follows the hints, opens every delta (`vmfsSparse` or `SEsparse`, see
+//! `delta`) and reads each area through the chain: a grain the top delta
+//! holds from there, the rest from the next one down, the base last, all
+//! with the same Range requests and back-off. Formats it does not read (a
+//! hosted `sparse` disk, a monolithic file, a raw device mapping) are
+//! refused with their name.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::Error;
+use super::delta::{Chain, Delta, DeltaError, DeltaFormat, ReadAt};
 use super::transport::Transport;
 pub use crate::inventory::DatastorePath;
 use crate::repo::backup::DiskReader;
@@ -139,6 +152,12 @@ pub enum DiskError {
     BadDescriptor { disk: String, reason: String },
     #[error("{disk}: unsupported: {reason}")]
     Unsupported { disk: String, reason: String },
+    #[error("{disk}: snapshot delta: {source}")]
+    Delta {
+        disk: String,
+        #[source]
+        source: DeltaError,
+    },
     #[error("{disk}: HTTP {status} reading the descriptor")]
     Status { disk: String, status: u16 },
     #[error("{disk}: HTTP {status} uploading")]
@@ -193,79 +212,234 @@ const FIRST_PAUSE: Duration = Duration::from_millis(200);
 struct Piece {
     disk_start: u64,
     len: u64,
-    url: String,
+    file: HttpFile,
     file_start: u64,
+}
+
+/// Bytes and requests a disk's reads cost, shared by its files.
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_fetched: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// One file on the datastore, read by HTTP Range.
+#[derive(Debug)]
+struct HttpFile {
+    url: String,
     name: String,
 }
 
-/// A disk of a snapshot, read through datastore HTTP.
-pub struct DatastoreDisk<'a> {
+/// A file read through one transport, for the delta reader.
+struct DeltaFile<'a> {
+    transport: &'a Transport,
+    file: HttpFile,
+    counters: Arc<Counters>,
+}
+
+impl ReadAt for DeltaFile<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let range = offset..offset + buf.len() as u64;
+        fetch_range(self.transport, &self.counters, &self.file, range, buf)
+    }
+}
+
+/// How deep a chain coffer follows: ESXi allows 32 snapshots per VM; more
+/// links than this is a loop in the hints.
+const MAX_CHAIN: usize = 255;
+
+/// The base disk: its flat extents, read by disk offset.
+struct BaseDisk<'a> {
     transport: &'a Transport,
     pieces: Vec<Piece>,
+    counters: Arc<Counters>,
+}
+
+impl ReadAt for BaseDisk<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let piece = self
+                .pieces
+                .iter()
+                .find(|p| p.disk_start <= pos && pos < p.disk_start + p.len)
+                .expect("extents cover the disk");
+            let stop = end.min(piece.disk_start + piece.len);
+            let file_range = piece.file_start + (pos - piece.disk_start)
+                ..piece.file_start + (stop - piece.disk_start);
+            let out = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
+            fetch_range(self.transport, &self.counters, &piece.file, file_range, out)?;
+            pos = stop;
+        }
+        Ok(())
+    }
+}
+
+/// A disk of a snapshot, read through datastore HTTP: the base's flat
+/// extents under the deltas (top, coffer's snapshot's view, first).
+pub struct DatastoreDisk<'a> {
+    chain: Chain<BaseDisk<'a>, DeltaFile<'a>>,
     size: u64,
-    bytes_fetched: AtomicU64,
-    requests: AtomicU64,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for DatastoreDisk<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatastoreDisk")
-            .field("pieces", &self.pieces)
+            .field("pieces", &self.chain.base.pieces)
+            .field("deltas", &self.chain.deltas)
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
 }
 
+/// Fetches and parses the descriptor at `disk`; a busy host (503) is asked
+/// again with back-off, as for reads.
+fn fetch_descriptor(
+    transport: &Transport,
+    datacenter: &str,
+    disk: &DatastorePath,
+) -> Result<Descriptor, DiskError> {
+    let name = disk.to_string();
+    let mut pause = FIRST_PAUSE;
+    let mut attempt = 1;
+    let resp = loop {
+        let resp = transport
+            .datastore_get(&disk.url(datacenter), None)
+            .map_err(|source| DiskError::Vsphere {
+                disk: name.clone(),
+                source,
+            })?;
+        if resp.status != 503 || attempt >= READ_ATTEMPTS {
+            break resp;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    };
+    match resp.status {
+        200 => {}
+        404 => return Err(DiskError::NotFound { disk: name }),
+        status => return Err(DiskError::Status { disk: name, status }),
+    }
+    let magic = resp.body.get(..4).unwrap_or_default();
+    if resp.body.len() > 64 << 10 || magic == b"KDMV" || magic == b"COWD" {
+        return Err(DiskError::Unsupported {
+            disk: name,
+            reason: "the descriptor file is a monolithic VMDK (embedded descriptor), not a descriptor; coffer reads flat, vmfsSparse and SEsparse disks"
+                .into(),
+        });
+    }
+    let text = String::from_utf8_lossy(&resp.body);
+    parse_descriptor(&text).map_err(|reason| DiskError::BadDescriptor { disk: name, reason })
+}
+
+/// Where a delta's parent is: a name beside it, or an absolute
+/// `/vmfs/volumes/<datastore>/<path>` on the same datastore.
+fn parent_path(child: &DatastorePath, hint: &str) -> Result<DatastorePath, DiskError> {
+    let Some(abs) = hint.strip_prefix('/') else {
+        return Ok(child.sibling(hint));
+    };
+    let on_same = abs
+        .strip_prefix("vmfs/volumes/")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(volume, _)| *volume == child.datastore);
+    match on_same {
+        Some((_, path)) => Ok(DatastorePath {
+            datastore: child.datastore.clone(),
+            path: path.to_string(),
+        }),
+        None => Err(DiskError::Unsupported {
+            disk: child.to_string(),
+            reason: format!(
+                "the parent of this delta is `{hint}`, not on datastore `{}` by name; coffer follows chains within one datastore",
+                child.datastore
+            ),
+        }),
+    }
+}
+
 impl<'a> DatastoreDisk<'a> {
-    /// Reads the descriptor at `disk` and checks its extents cover
-    /// `capacity_bytes` with flat data coffer can read.
+    /// Reads the descriptor at `disk`, follows its chain of snapshot deltas
+    /// (if the VM had snapshots before coffer's) down to the base, and
+    /// checks every link covers `capacity_bytes` in a format coffer reads.
     pub fn open(
         transport: &'a Transport,
         datacenter: &str,
         disk: &DatastorePath,
         capacity_bytes: u64,
     ) -> Result<DatastoreDisk<'a>, DiskError> {
-        let name = disk.to_string();
-        // A busy host answers 503: back off and ask again, as for reads.
-        let mut pause = FIRST_PAUSE;
-        let mut attempt = 1;
-        let resp = loop {
-            let resp = transport
-                .datastore_get(&disk.url(datacenter), None)
-                .map_err(|source| DiskError::Vsphere {
-                    disk: name.clone(),
-                    source,
-                })?;
-            if resp.status != 503 || attempt >= READ_ATTEMPTS {
-                break resp;
+        let counters = Arc::new(Counters::default());
+        let mut deltas = Vec::new();
+        let mut current = disk.clone();
+        let desc = loop {
+            let desc = fetch_descriptor(transport, datacenter, &current)?;
+            let Some(hint) = desc.parent_file_name_hint.clone() else {
+                break desc;
+            };
+            let name = current.to_string();
+            if deltas.len() >= MAX_CHAIN {
+                return Err(DiskError::Unsupported {
+                    disk: name,
+                    reason: format!(
+                        "a chain of more than {MAX_CHAIN} deltas (its parent hints loop?)"
+                    ),
+                });
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(5));
-            attempt += 1;
+            let [e] = desc.extents.as_slice() else {
+                return Err(DiskError::Unsupported {
+                    disk: name,
+                    reason: format!(
+                        "a delta disk of {} extents; ESXi deltas have one",
+                        desc.extents.len()
+                    ),
+                });
+            };
+            if DeltaFormat::from_extent_kind(&e.kind).is_none() {
+                return Err(DiskError::Unsupported {
+                    disk: name,
+                    reason: format!(
+                        "a delta disk with {} extents (createType \"{}\"); coffer reads vmfsSparse and SEsparse deltas",
+                        e.kind, desc.create_type
+                    ),
+                });
+            }
+            if e.sectors * 512 != capacity_bytes {
+                return Err(DiskError::BadDescriptor {
+                    disk: name,
+                    reason: format!(
+                        "the delta covers {} bytes but the disk has {capacity_bytes}: the disk changed size",
+                        e.sectors * 512
+                    ),
+                });
+            }
+            let data = current.sibling(&e.file);
+            let file = DeltaFile {
+                transport,
+                file: HttpFile {
+                    url: data.url(datacenter),
+                    name: data.to_string(),
+                },
+                counters: counters.clone(),
+            };
+            let delta = Delta::open(file).map_err(|source| DiskError::Delta {
+                disk: data.to_string(),
+                source,
+            })?;
+            if delta.capacity_bytes() != capacity_bytes {
+                return Err(DiskError::BadDescriptor {
+                    disk: data.to_string(),
+                    reason: format!(
+                        "the delta's header says {} bytes but the disk has {capacity_bytes}",
+                        delta.capacity_bytes()
+                    ),
+                });
+            }
+            deltas.push(delta);
+            current = parent_path(&current, &hint)?;
         };
-        match resp.status {
-            200 => {}
-            404 => return Err(DiskError::NotFound { disk: name }),
-            status => return Err(DiskError::Status { disk: name, status }),
-        }
-        if resp.body.len() > 64 << 10 {
-            return Err(DiskError::Unsupported {
-                disk: name,
-                reason: "the descriptor file is a monolithic VMDK (embedded descriptor), not a descriptor"
-                    .into(),
-            });
-        }
-        let text = String::from_utf8_lossy(&resp.body);
-        let desc = parse_descriptor(&text).map_err(|reason| DiskError::BadDescriptor {
-            disk: name.clone(),
-            reason,
-        })?;
-        if desc.parent_file_name_hint.is_some() {
-            return Err(DiskError::Unsupported {
-                disk: name,
-                reason: "it is a delta disk of a snapshot chain (the VM had snapshots before coffer's); remove or consolidate them".into(),
-            });
-        }
+        let name = current.to_string();
         let mut pieces = Vec::new();
         let mut at = 0u64;
         for e in &desc.extents {
@@ -283,17 +457,22 @@ impl<'a> DatastoreDisk<'a> {
                 other => {
                     return Err(DiskError::Unsupported {
                         disk: name,
-                        reason: format!("{other} extents are not flat files"),
+                        reason: format!(
+                            "{other} extents (createType \"{}\") are not flat files; coffer reads flat disks and vmfsSparse and SEsparse deltas over them",
+                            desc.create_type
+                        ),
                     });
                 }
             }
-            let file = disk.sibling(&e.file);
+            let file = current.sibling(&e.file);
             pieces.push(Piece {
                 disk_start: at,
                 len: e.sectors * 512,
-                url: file.url(datacenter),
+                file: HttpFile {
+                    url: file.url(datacenter),
+                    name: file.to_string(),
+                },
                 file_start: e.offset_sectors * 512,
-                name: file.to_string(),
             });
             at += e.sectors * 512;
         }
@@ -306,110 +485,126 @@ impl<'a> DatastoreDisk<'a> {
             });
         }
         Ok(DatastoreDisk {
-            transport,
-            pieces,
+            chain: Chain {
+                base: BaseDisk {
+                    transport,
+                    pieces,
+                    counters: counters.clone(),
+                },
+                deltas,
+            },
             size: at,
-            bytes_fetched: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            counters,
         })
     }
 
     /// Bytes received from the host so far, and how many requests it took.
     pub fn fetched(&self) -> (u64, u64) {
         (
-            self.bytes_fetched.load(Ordering::Relaxed),
-            self.requests.load(Ordering::Relaxed),
+            self.counters.bytes_fetched.load(Ordering::Relaxed),
+            self.counters.requests.load(Ordering::Relaxed),
         )
     }
 
-    fn read_piece(&self, piece: &Piece, range: Range<u64>, out: &mut [u8]) -> std::io::Result<()> {
-        let mut pause = FIRST_PAUSE;
-        let mut last = String::new();
-        for attempt in 0..READ_ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = match self
-                .transport
-                .datastore_get(&piece.url, Some(range.clone()))
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    // A dropped or refused connection: try again.
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            match resp.status {
-                206 => {}
-                503 => {
-                    last = "HTTP 503 (host busy)".into();
-                    continue;
-                }
-                404 => {
-                    return Err(io_error(format!(
-                        "{}: the datastore has no such file (HTTP 404); vSAN and vVols disks have no flat file",
-                        piece.name
-                    )));
-                }
-                416 => {
-                    return Err(io_error(format!(
-                        "{}: bytes {}-{} are beyond the end of the file (HTTP 416): the disk changed size",
-                        piece.name,
-                        range.start,
-                        range.end - 1
-                    )));
-                }
-                200 => {
-                    return Err(io_error(format!(
-                        "{}: the host ignored the Range header (HTTP 200)",
-                        piece.name
-                    )));
-                }
-                s => {
-                    return Err(io_error(format!(
-                        "{}: HTTP {s} ({}) reading bytes {}-{}",
-                        piece.name,
-                        resp.content_type,
-                        range.start,
-                        range.end - 1
-                    )));
-                }
-            }
-            let expected = format!("bytes {}-{}/", range.start, range.end - 1);
-            if !resp
-                .content_range
-                .as_deref()
-                .is_some_and(|c| c.starts_with(&expected))
-            {
-                return Err(io_error(format!(
-                    "{}: asked for {expected}…, the host answered Content-Range {:?}",
-                    piece.name, resp.content_range
-                )));
-            }
-            if resp.body.len() as u64 != range.end - range.start {
-                // A truncated answer: the connection broke mid-body.
-                last = format!(
-                    "{} of {} bytes arrived",
-                    resp.body.len(),
-                    range.end - range.start
-                );
+    /// How many snapshot deltas lie between coffer's view and the base.
+    pub fn chain_len(&self) -> usize {
+        self.chain.deltas.len()
+    }
+}
+
+/// One Range request for `range` of `file`, strict about the answer; 503
+/// and dropped connections are tried again with back-off.
+fn fetch_range(
+    transport: &Transport,
+    counters: &Counters,
+    file: &HttpFile,
+    range: Range<u64>,
+    out: &mut [u8],
+) -> std::io::Result<()> {
+    let mut pause = FIRST_PAUSE;
+    let mut last = String::new();
+    for attempt in 0..READ_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = match transport.datastore_get(&file.url, Some(range.clone())) {
+            Ok(r) => r,
+            Err(e) => {
+                // A dropped or refused connection: try again.
+                last = e.to_string();
                 continue;
             }
-            self.bytes_fetched
-                .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
-            out.copy_from_slice(&resp.body);
-            return Ok(());
+        };
+        match resp.status {
+            206 => {}
+            503 => {
+                last = "HTTP 503 (host busy)".into();
+                continue;
+            }
+            404 => {
+                return Err(io_error(format!(
+                    "{}: the datastore has no such file (HTTP 404); vSAN and vVols disks have no flat file",
+                    file.name
+                )));
+            }
+            416 => {
+                return Err(io_error(format!(
+                    "{}: bytes {}-{} are beyond the end of the file (HTTP 416): the disk changed size",
+                    file.name,
+                    range.start,
+                    range.end - 1
+                )));
+            }
+            200 => {
+                return Err(io_error(format!(
+                    "{}: the host ignored the Range header (HTTP 200)",
+                    file.name
+                )));
+            }
+            s => {
+                return Err(io_error(format!(
+                    "{}: HTTP {s} ({}) reading bytes {}-{}",
+                    file.name,
+                    resp.content_type,
+                    range.start,
+                    range.end - 1
+                )));
+            }
         }
-        Err(io_error(format!(
-            "{}: bytes {}-{} failed {READ_ATTEMPTS} times, last: {last}",
-            piece.name,
-            range.start,
-            range.end - 1
-        )))
+        let expected = format!("bytes {}-{}/", range.start, range.end - 1);
+        if !resp
+            .content_range
+            .as_deref()
+            .is_some_and(|c| c.starts_with(&expected))
+        {
+            return Err(io_error(format!(
+                "{}: asked for {expected}…, the host answered Content-Range {:?}",
+                file.name, resp.content_range
+            )));
+        }
+        if resp.body.len() as u64 != range.end - range.start {
+            // A truncated answer: the connection broke mid-body.
+            last = format!(
+                "{} of {} bytes arrived",
+                resp.body.len(),
+                range.end - range.start
+            );
+            continue;
+        }
+        counters
+            .bytes_fetched
+            .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
+        out.copy_from_slice(&resp.body);
+        return Ok(());
     }
+    Err(io_error(format!(
+        "{}: bytes {}-{} failed {READ_ATTEMPTS} times, last: {last}",
+        file.name,
+        range.start,
+        range.end - 1
+    )))
 }
 
 fn io_error(text: String) -> std::io::Error {
@@ -429,21 +624,7 @@ impl DiskReader for DatastoreDisk<'_> {
                 offset, self.size
             )));
         }
-        let mut pos = offset;
-        while pos < end {
-            let piece = self
-                .pieces
-                .iter()
-                .find(|p| p.disk_start <= pos && pos < p.disk_start + p.len)
-                .expect("extents cover the disk");
-            let stop = end.min(piece.disk_start + piece.len);
-            let file_range = piece.file_start + (pos - piece.disk_start)
-                ..piece.file_start + (stop - piece.disk_start);
-            let out = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
-            self.read_piece(piece, file_range, out)?;
-            pos = stop;
-        }
-        Ok(())
+        self.chain.read_at(buf, offset)
     }
 }
 
@@ -469,6 +650,23 @@ mod tests {
         );
         assert!(DatastorePath::parse("db01.vmdk").is_none());
         assert!(DatastorePath::parse("[] x").is_none());
+    }
+
+    #[test]
+    fn delta_parents_resolve_beside_the_delta_or_on_the_same_datastore() {
+        let child = DatastorePath::parse("[ds 1] vm/vm-000002.vmdk").unwrap();
+        assert_eq!(
+            parent_path(&child, "vm-000001.vmdk").unwrap().to_string(),
+            "[ds 1] vm/vm-000001.vmdk"
+        );
+        assert_eq!(
+            parent_path(&child, "/vmfs/volumes/ds 1/other/base.vmdk")
+                .unwrap()
+                .to_string(),
+            "[ds 1] other/base.vmdk"
+        );
+        let err = parent_path(&child, "/vmfs/volumes/5f3a-uuid/vm/vm.vmdk").unwrap_err();
+        assert!(err.to_string().contains("within one datastore"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! there is no "accept anything" mode.
 
 pub mod datastore;
+pub mod delta;
 pub mod fault;
 mod props;
 mod response;
