@@ -84,6 +84,7 @@ impl Bed {
                 threads: 2,
                 task_timeout: Duration::from_secs(30),
                 cancel: &cancel,
+                read_whole_disk: false,
                 io_limit: None,
                 progress: None,
             },

@@ -540,6 +540,70 @@ pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
     Ok(())
 }
 
+/// ReconfigVM_Task editing a VirtualDisk's `capacityInKB` upward: the disk
+/// grows in place (the new space reads as zeros), and its change tracking
+/// goes on as if nothing happened, which is exactly why a backup must not
+/// trust it afterwards (VMware KB 2090639: QueryChangedDiskAreas answers
+/// wrong areas after a disk is extended). ESXi refuses to extend a disk
+/// that has snapshots (VMware KB 1004047, "Increasing the size of a virtual
+/// disk": "the virtual machine must not have snapshots"), and to shrink one.
+pub fn extend_disk(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    key: i32,
+    capacity_bytes: u64,
+) -> Result<(), Fault> {
+    let v = state
+        .vms
+        .iter_mut()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    if !v.snapshots.is_empty() {
+        return Err(Fault::new(
+            "InvalidState",
+            format!("VM {vm} has snapshots: a disk cannot be extended"),
+        ));
+    }
+    let d = v
+        .disks
+        .iter_mut()
+        .find(|d| d.key == key)
+        .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))?;
+    if capacity_bytes < d.capacity_bytes || !capacity_bytes.is_multiple_of(512) {
+        return Err(Fault::new(
+            "InvalidArgument",
+            format!(
+                "disk {key} of {vm}: {capacity_bytes} bytes is smaller than {} or not whole sectors",
+                d.capacity_bytes
+            ),
+        ));
+    }
+    let base = &d.layers[0];
+    let io = |e: std::io::Error| Fault::new("FileFault", e.to_string());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join(&base.data_file))
+        .and_then(|f| f.set_len(capacity_bytes))
+        .map_err(io)?;
+    let flat_name = base
+        .data_file
+        .rsplit('/')
+        .next()
+        .unwrap_or(&base.data_file)
+        .to_string();
+    let mut cid = [0u8; 4];
+    getrandom::fill(&mut cid).expect("the OS random source works");
+    let cid = u32::from_le_bytes(cid);
+    std::fs::write(
+        root.join(&base.descriptor),
+        super::disk::flat_descriptor(capacity_bytes, &flat_name, cid),
+    )
+    .map_err(io)?;
+    d.capacity_bytes = capacity_bytes;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,68 +759,4 @@ mod tests {
         assert!(!st.vms[0].consolidation_needed);
         assert_eq!(st.vms[0].disks[0].layers.len(), 1);
     }
-}
-
-/// ReconfigVM_Task editing a VirtualDisk's `capacityInKB` upward: the disk
-/// grows in place (the new space reads as zeros), and its change tracking
-/// goes on as if nothing happened, which is exactly why a backup must not
-/// trust it afterwards (VMware KB 2090639: QueryChangedDiskAreas answers
-/// wrong areas after a disk is extended). ESXi refuses to extend a disk
-/// that has snapshots (VMware KB 1004047, "Increasing the size of a virtual
-/// disk": "the virtual machine must not have snapshots"), and to shrink one.
-pub fn extend_disk(
-    state: &mut State,
-    root: &Path,
-    vm: &str,
-    key: i32,
-    capacity_bytes: u64,
-) -> Result<(), Fault> {
-    let v = state
-        .vms
-        .iter_mut()
-        .find(|v| v.name == vm || v.moref() == vm)
-        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
-    if !v.snapshots.is_empty() {
-        return Err(Fault::new(
-            "InvalidState",
-            format!("VM {vm} has snapshots: a disk cannot be extended"),
-        ));
-    }
-    let d = v
-        .disks
-        .iter_mut()
-        .find(|d| d.key == key)
-        .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))?;
-    if capacity_bytes < d.capacity_bytes || capacity_bytes % 512 != 0 {
-        return Err(Fault::new(
-            "InvalidArgument",
-            format!(
-                "disk {key} of {vm}: {capacity_bytes} bytes is smaller than {} or not whole sectors",
-                d.capacity_bytes
-            ),
-        ));
-    }
-    let base = &d.layers[0];
-    let io = |e: std::io::Error| Fault::new("FileFault", e.to_string());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(root.join(&base.data_file))
-        .and_then(|f| f.set_len(capacity_bytes))
-        .map_err(io)?;
-    let flat_name = base
-        .data_file
-        .rsplit('/')
-        .next()
-        .unwrap_or(&base.data_file)
-        .to_string();
-    let mut cid = [0u8; 4];
-    getrandom::fill(&mut cid).expect("the OS random source works");
-    let cid = u32::from_le_bytes(cid);
-    std::fs::write(
-        root.join(&base.descriptor),
-        super::disk::flat_descriptor(capacity_bytes, &flat_name, cid),
-    )
-    .map_err(io)?;
-    d.capacity_bytes = capacity_bytes;
-    Ok(())
 }

@@ -189,7 +189,6 @@ fn backups_follow_the_schedule_and_cbt_decides_full_or_incremental() {
         "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 UTC; incremental from {}",
         before_fire.point_id
     )), "{:?}", lines(&p));
-    // The disk was resized: a full, saying so.
     let mut resized = vm("db01");
     resized.disks[0].capacity_bytes = 2 << 30;
     let p = plan(
@@ -201,8 +200,15 @@ fn backups_follow_the_schedule_and_cbt_decides_full_or_incremental() {
         ),
         &restic_retention,
     );
+    // The disk was resized: change tracking is reset first, then a full,
+    // each saying why.
     assert!(
-        lines(&p)[0].contains("full: disk resized"),
+        lines(&p)[0].starts_with("~ reset-cbt db01: disk 2000 resized"),
+        "{:?}",
+        lines(&p)
+    );
+    assert!(
+        lines(&p)[1].contains("full: disk resized"),
         "{:?}",
         lines(&p)
     );
