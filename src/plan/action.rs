@@ -68,6 +68,13 @@ pub enum Action {
         snapshot: String,
         reason: String,
     },
+    /// The VM's disks are consolidated (`ConsolidateVMDisks_Task`): a
+    /// snapshot removal left delta files the host did not merge.
+    Consolidate {
+        source: String,
+        vm: String,
+        reason: String,
+    },
     /// Change tracking of the VM is reset (disabled, applied by a snapshot
     /// create/remove, enabled) before the full backup that follows it.
     ResetCbt {
@@ -115,6 +122,7 @@ impl Action {
                 ..
             } => Some(vec!["remove-snapshot", source, vm, snapshot]),
             Action::ResetCbt { source, vm, .. } => Some(vec!["reset-cbt", source, vm]),
+            Action::Consolidate { source, vm, .. } => Some(vec!["consolidate", source, vm]),
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => None,
         }
     }
@@ -174,6 +182,7 @@ impl Action {
                 ..
             } => format!("- remove-snapshot {vm} \"{snapshot}\": {reason}"),
             Action::ResetCbt { vm, reason, .. } => format!("~ reset-cbt {vm}: {reason}"),
+            Action::Consolidate { vm, reason, .. } => format!("~ consolidate {vm}: {reason}"),
             Action::Alert { vm, message } => match vm {
                 Some(vm) => format!("! alert {vm}: {message}"),
                 None => format!("! alert: {message}"),

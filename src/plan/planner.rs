@@ -151,6 +151,24 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             }
         }
         let policies = policies_of(config, source, vm);
+        // Delta files a snapshot removal left unmerged grow on the datastore
+        // and slow the VM (VMware KB 2003638): an alert in every plan, and
+        // for a VM coffer protects, the consolidation itself.
+        if vm.consolidation_needed {
+            actions.push(Action::Alert {
+                vm: Some(vm.name.clone()),
+                message: "its disks need consolidation (runtime.consolidationNeeded): a snapshot \
+                          removal left delta files behind, which grow until they are merged"
+                    .into(),
+            });
+            if !policies.is_empty() {
+                actions.push(Action::Consolidate {
+                    source: source.clone(),
+                    vm: vm.name.clone(),
+                    reason: "a snapshot removal left its delta files unmerged".into(),
+                });
+            }
+        }
         let Some(uuid) = vm.instance_uuid.as_deref() else {
             continue;
         };

@@ -460,6 +460,16 @@ fn carry_out(state: &mut State, actions: &[Action]) -> Result<(), TestCaseError>
             // Gc frees unreferenced chunks, a CBT reset starts a new
             // tracking epoch (the full after it records it): nothing the
             // planner sees.
+            Action::Consolidate { source, vm, .. } => {
+                let (_, record) = state
+                    .inventory
+                    .iter_mut()
+                    .find(|(s, v)| s == source && &v.name == vm)
+                    .ok_or_else(|| {
+                        TestCaseError::fail(format!("consolidation of unknown VM {vm}"))
+                    })?;
+                record.consolidation_needed = false;
+            }
             Action::Gc { .. }
             | Action::ResetCbt { .. }
             | Action::Wait { .. }

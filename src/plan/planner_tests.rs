@@ -905,3 +905,40 @@ fn an_unseen_vm_whose_points_predate_sources_is_unknown_while_any_source_is_unre
         lines(&p)
     );
 }
+
+#[test]
+fn disks_that_need_consolidation_are_an_alert_in_every_plan_and_consolidated_when_protected() {
+    let c = config("");
+    let mut db = vm("db01");
+    db.consolidation_needed = true;
+    let mut web = vm("web01");
+    web.consolidation_needed = true;
+    // db01 was backed up since the last fire time: no backup is due, the
+    // consolidation is still planned.
+    let recent = point("db01", "2026-11-25T01:00:05Z", PointKind::Full, &["local"]);
+    let p = plan(
+        &input(&c, vec![db, web], vec![recent], "2026-11-25T12:00:00Z"),
+        &restic_retention,
+    );
+    let l = lines(&p);
+    assert!(
+        l.iter()
+            .any(|l| l.starts_with("! alert db01: its disks need consolidation")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|l| l.starts_with("~ consolidate db01: a snapshot removal left")),
+        "{l:?}"
+    );
+    // web01 is no policy's: told about, left to its owner.
+    assert!(
+        l.iter()
+            .any(|l| l.starts_with("! alert web01: its disks need consolidation")),
+        "{l:?}"
+    );
+    assert!(
+        !l.iter().any(|l| l.starts_with("~ consolidate web01")),
+        "{l:?}"
+    );
+}

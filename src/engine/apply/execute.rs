@@ -27,6 +27,23 @@ impl Runner<'_> {
     ) -> Result<String> {
         let config = self.config;
         match action {
+            Action::Consolidate { source, vm, .. } => {
+                let conn = self.session(source)?;
+                let record = conn
+                    .session
+                    .list_vms()?
+                    .into_iter()
+                    .find(|v| &v.name == vm)
+                    .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+                if !record.consolidation_needed {
+                    return Ok("already consolidated".into());
+                }
+                conn.session.run_task(
+                    &crate::vsphere::soap::consolidate_vm_disks(&record.moref),
+                    Duration::from_secs(30 * 60),
+                )?;
+                Ok("disks consolidated".into())
+            }
             Action::ResetCbt { source, vm, .. } => {
                 let run_id = self.run_id.clone();
                 let installation = crate::run::installation::id(&config.settings.state_dir)?;

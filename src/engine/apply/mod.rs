@@ -232,7 +232,10 @@ fn datastores_of(g: &Gathered) -> BTreeMap<(String, String), Vec<String>> {
 /// gc; drills on the copies.
 fn phase_of(a: &Action) -> Option<u8> {
     match a {
-        Action::RemoveSnapshot { .. } | Action::ResetCbt { .. } | Action::Backup { .. } => Some(1),
+        Action::RemoveSnapshot { .. }
+        | Action::Consolidate { .. }
+        | Action::ResetCbt { .. }
+        | Action::Backup { .. } => Some(1),
         Action::Copy { .. } | Action::Prune { .. } | Action::Gc { .. } => Some(2),
         Action::Drill { .. } => Some(3),
         _ => None,
