@@ -71,6 +71,7 @@ fn run(repo: &Repository, image: &Path, parent: Option<&Manifest>) -> Manifest {
                 ranges,
             }],
             files: vec![],
+            skipped_disks: vec![],
             threads: 2,
         },
     )

@@ -94,6 +94,32 @@ impl VmDisk {
     pub fn is_rdm(&self) -> bool {
         matches!(self.backing, DiskBacking::RawDeviceMapping { .. })
     }
+
+    /// Why a backup leaves this disk out, or `None` when it is read. An
+    /// independent disk is not part of any snapshot ("Independent disks are
+    /// not affected by snapshots", vSphere Virtual Machine Administration,
+    /// "Virtual disk modes"), so reading it would give a disk in motion; a
+    /// raw device mapping has no VMDK file to read.
+    pub fn why_not_backed_up(&self) -> Option<String> {
+        if self.is_independent() {
+            return Some(format!(
+                "disk {} is independent ({}): snapshots leave it out",
+                self.file_name,
+                self.disk_mode.as_deref().unwrap_or("independent")
+            ));
+        }
+        if let DiskBacking::RawDeviceMapping { compatibility_mode } = &self.backing {
+            return Some(format!(
+                "disk {} is a raw device mapping ({}), which has no VMDK file to read",
+                self.file_name,
+                compatibility_mode.as_deref().unwrap_or("unknown mode")
+            ));
+        }
+        if let DiskBacking::Other(kind) = &self.backing {
+            return Some(format!("disk {} has a {kind} backing", self.file_name));
+        }
+        None
+    }
 }
 
 /// One node of a VM's snapshot tree.

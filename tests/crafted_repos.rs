@@ -154,6 +154,7 @@ impl World {
                 parent: None,
                 disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
                 files: vec![],
+                skipped_disks: vec![],
                 threads: 2,
             },
         )
@@ -427,6 +428,7 @@ fn every_repo_command_stays_inside_a_crafted_repository(backend: Backend) {
                 parent: None,
                 disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
                 files: vec![],
+                skipped_disks: vec![],
                 threads: 2,
             },
         );

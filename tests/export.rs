@@ -255,6 +255,7 @@ fn back_up_two_disk_vm(dir: &Path, disks: &[&Path]) {
                 b"displayName = \"db01\"\nnumvcpus = \"4\"\nmemSize = \"4096\"\nguestOS = \"debian12-64\"\n"
                     .to_vec(),
             )],
+            skipped_disks: vec![],
             threads: 2,
         },
     )

@@ -258,6 +258,7 @@ fn gc_never_runs_beside_a_writer_and_stale_locks_do_not_block(b: Backend) {
                 ranges: None,
             }],
             files: vec![],
+            skipped_disks: vec![],
             threads: 2,
         },
     )
@@ -641,6 +642,7 @@ fn an_incremental_refuses_a_resized_disk(b: Backend) {
                 ranges: Some(std::iter::once(0..4096).collect()),
             }],
             files: vec![],
+            skipped_disks: vec![],
             threads: 2,
         },
     )

@@ -44,6 +44,7 @@ fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoErr
             parent: None,
             disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
             files: vec![],
+            skipped_disks: vec![],
             threads: 2,
         },
     )

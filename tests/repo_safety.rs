@@ -57,6 +57,7 @@ fn back_up(repo: &Repository, uuid: &str, images: &[&Path]) -> Manifest {
                 .map(|(i, d)| DiskSource::whole(2000 + i as i32, format!("Hard disk {}", i + 1), d))
                 .collect(),
             files: vec![("db01.vmx".into(), b"displayName = \"db01\"\n".to_vec())],
+            skipped_disks: vec![],
             threads: 2,
         },
     )
@@ -265,6 +266,7 @@ fn identical_backups_side_by_side(secret: Option<&'static str>, writers: usize) 
                         parent: None,
                         disks: vec![DiskSource::whole(2000, "Hard disk 1", &disk)],
                         files: vec![],
+                        skipped_disks: vec![],
                         threads: 2,
                     },
                 )

@@ -132,6 +132,9 @@ pub fn run(args: Args) -> Result<u8> {
             d.requests
         )?;
     }
+    for d in &m.skipped_disks {
+        writeln!(out, "  skipped: {}", d.reason)?;
+    }
     writeln!(out, "snapshot {} removed", outcome.snapshot)?;
     Ok(EXIT_OK)
 }

@@ -145,6 +145,7 @@ pub fn backup_image(
                 backing: None,
             }],
             files: vec![],
+            skipped_disks: vec![],
             threads: super::threads(),
         },
     )?;

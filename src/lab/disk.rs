@@ -151,6 +151,10 @@ pub struct Disk {
     pub cbt: Option<Cbt>,
     /// Numbers the next delta's files.
     pub next_delta: u32,
+    /// `diskMode`: `persistent` when `None`, else e.g.
+    /// `independent_persistent`, which snapshots leave out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 fn open_rw(root: &Path, rel: &str) -> io::Result<File> {
@@ -204,6 +208,14 @@ fn split_stem(descriptor: &str) -> (&str, &str) {
 }
 
 impl Disk {
+    /// Left out of snapshots (`independent_persistent`,
+    /// `independent_nonpersistent`).
+    pub fn is_independent(&self) -> bool {
+        self.mode
+            .as_deref()
+            .is_some_and(|m| m.starts_with("independent"))
+    }
+
     pub fn top(&self) -> usize {
         self.layers.len() - 1
     }
@@ -474,6 +486,7 @@ mod tests {
             }],
             cbt: None,
             next_delta: 0,
+            mode: None,
         }
     }
 

@@ -488,6 +488,12 @@ pub fn extend_disk(state_dir: &Path, vm: &str, key: i32, capacity_bytes: u64) ->
     Ok(store.update(|st, root| ops::extend_disk(st, root, vm, key, capacity_bytes))?)
 }
 
+/// Sets the `diskMode` of disk `key` of `vm` (see `ops::set_disk_mode`).
+pub fn set_disk_mode(state_dir: &Path, vm: &str, key: i32, mode: &str) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, _| ops::set_disk_mode(st, vm, key, mode))?)
+}
+
 /// Whether `vm`'s guest would boot from its disks as they are now.
 pub fn boots(state_dir: &Path, vm: &str) -> Result<bool, Error> {
     let store = state::Store::new(state_dir);

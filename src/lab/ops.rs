@@ -93,6 +93,12 @@ pub fn create_snapshot_as(
         .collect();
     let mut disks = Vec::new();
     for (d, format) in v.disks.iter_mut().zip(formats) {
+        // "Independent disks are not affected by snapshots" (vSphere
+        // Virtual Machine Administration, "Virtual disk modes"): no delta,
+        // and the snapshot does not hold the disk.
+        if d.is_independent() {
+            continue;
+        }
         if !v.cbt_enabled || v.cbt_reset {
             d.cbt = None;
         }
@@ -494,6 +500,7 @@ pub fn register(
             }],
             cbt: None,
             next_delta: 0,
+            mode: None,
         });
     }
     let id = state.next_id;
@@ -537,6 +544,31 @@ pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
     if !dir.is_empty() && !state.vms.iter().any(|o| o.dir() == dir) {
         std::fs::remove_dir_all(root.join(dir))?;
     }
+    Ok(())
+}
+
+/// ReconfigVM_Task editing a VirtualDisk's `diskMode`. ESXi changes the
+/// mode only of a disk no snapshot holds (vSphere Virtual Machine
+/// Administration, "Change the virtual disk configuration": the mode cannot
+/// change while the VM has snapshots).
+pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Result<(), Fault> {
+    let v = state
+        .vms
+        .iter_mut()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    if !v.snapshots.is_empty() {
+        return Err(Fault::new(
+            "InvalidState",
+            format!("VM {vm} has snapshots: a disk's mode cannot change"),
+        ));
+    }
+    let d = v
+        .disks
+        .iter_mut()
+        .find(|d| d.key == key)
+        .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))?;
+    d.mode = (mode != "persistent").then(|| mode.to_string());
     Ok(())
 }
 

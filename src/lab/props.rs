@@ -156,9 +156,10 @@ fn backing(d: &Disk, level: usize, change_id: Option<&str>, tag: &str) -> String
     let layer = &d.layers[level];
     let mut s = format!(
         "<{tag} xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName>{}\
-         <diskMode>persistent</diskMode><thinProvisioned>true</thinProvisioned><uuid>{}</uuid>",
+         <diskMode>{}</diskMode><thinProvisioned>true</thinProvisioned><uuid>{}</uuid>",
         escape(&format!("[{DATASTORE}] {}", layer.descriptor)),
         moref("datastore", "Datastore", DATASTORE),
+        escape(d.mode.as_deref().unwrap_or("persistent")),
         d.uuid
     );
     if let Some(c) = change_id {

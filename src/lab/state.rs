@@ -401,6 +401,7 @@ fn make_lab_vm(
             }],
             cbt: None,
             next_delta: 0,
+            mode: None,
         });
     }
     let vmx_path = format!("{name}/{name}.vmx");

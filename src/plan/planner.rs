@@ -169,6 +169,16 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
                 });
             }
         }
+        // A disk backups leave out is said in every plan, so nobody takes
+        // the VM's points for whole.
+        if !policies.is_empty() {
+            for reason in vm.disks.iter().filter_map(|d| d.why_not_backed_up()) {
+                actions.push(Action::Alert {
+                    vm: Some(vm.name.clone()),
+                    message: format!("{reason}; its backups leave it out"),
+                });
+            }
+        }
         let Some(uuid) = vm.instance_uuid.as_deref() else {
             continue;
         };

@@ -143,6 +143,8 @@ pub struct BackupRequest<'a> {
     /// Small files of the VM kept with the point (the .vmx, the .nvram),
     /// by name; each is stored as one chunk.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Disks of the VM left out, recorded in the manifest.
+    pub skipped_disks: Vec<manifest::SkippedDisk>,
     pub threads: usize,
 }
 
@@ -303,6 +305,7 @@ pub fn backup_checked(
         duration_ms: started.elapsed().as_millis() as u64,
         disks,
         files: write_files(repo, &req.files, &known)?,
+        skipped_disks: req.skipped_disks,
         mac: None,
     };
     still_valid()?;

@@ -62,6 +62,15 @@ pub struct DiskEntry {
     pub chunks_data: u64,
 }
 
+/// A disk of the VM a point leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedDisk {
+    pub device_key: i32,
+    /// `[datastore] dir/name.vmdk`
+    pub file: String,
+    pub reason: String,
+}
+
 /// A restore point's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -82,6 +91,10 @@ pub struct Manifest {
     /// Small files of the VM (.vmx, .nvram), as chunk ids.
     #[serde(default)]
     pub files: Vec<(String, String)>,
+    /// Disks of the VM this point does not hold, and why (an independent
+    /// disk, which snapshots leave out; a raw device mapping).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_disks: Vec<SkippedDisk>,
     /// HMAC-SHA-256 of the manifest with this field empty (encrypted tiers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,

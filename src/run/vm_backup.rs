@@ -27,11 +27,11 @@ use crate::plan::cbt::{self, CbtVerdict, LiveDisk};
 use crate::plan::hygiene::{LeftoverVerdict, leftover_verdict, snapshot_description};
 use crate::policy::model::Consistency;
 use crate::repo::backup::{self, BackupRequest, DiskReader, DiskSource};
-use crate::repo::manifest::{Manifest, VmIdentity};
+use crate::repo::manifest::{Manifest, SkippedDisk, VmIdentity};
 use crate::repo::{RepoError, Repository};
 use crate::vsphere::datastore::{DatastoreDisk, DatastorePath, DiskError};
 use crate::vsphere::soap::{self, SnapshotRequest};
-use crate::vsphere::types::{ChangeId, MoRef, VmDisk, VmRecord};
+use crate::vsphere::types::{ChangeId, MoRef, VmRecord};
 use crate::vsphere::{Error as VsphereError, Session, VimFault};
 
 pub use crate::plan::hygiene::{SNAPSHOT_PREFIX, snapshot_name};
@@ -234,24 +234,18 @@ impl DiskReader for Cancellable<'_> {
     }
 }
 
-fn unsupported_disk(disk: &VmDisk) -> Option<String> {
-    if disk.is_independent() {
-        return Some(format!(
-            "disk {} is independent ({}): snapshots leave it out",
-            disk.file_name,
-            disk.disk_mode.as_deref().unwrap_or("independent")
-        ));
-    }
-    if disk.is_rdm() {
-        return Some(format!(
-            "disk {} is a raw device mapping, which has no flat file to read",
-            disk.file_name
-        ));
-    }
-    if let crate::vsphere::types::DiskBacking::Other(kind) = &disk.backing {
-        return Some(format!("disk {} has a {kind} backing", disk.file_name));
-    }
-    None
+/// The disks of `vm` a backup leaves out, with why.
+fn skipped_disks(vm: &VmRecord) -> Vec<SkippedDisk> {
+    vm.disks
+        .iter()
+        .filter_map(|d| {
+            d.why_not_backed_up().map(|reason| SkippedDisk {
+                device_key: d.key,
+                file: d.file_name.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// Backs up one VM into `repo`; see the module comment for the loop.
@@ -282,8 +276,21 @@ pub fn backup_vm(
             reason: "the VM has no virtual disks".into(),
         });
     }
-    if let Some(reason) = vm.disks.iter().find_map(unsupported_disk) {
-        return Err(VmBackupError::Unsupported { vm: name, reason });
+    // Disks a snapshot cannot hold are left out and recorded in the point;
+    // a VM with no other disk is refused.
+    let skipped = skipped_disks(vm);
+    if skipped.len() == vm.disks.len() {
+        return Err(VmBackupError::Unsupported {
+            vm: name,
+            reason: format!(
+                "no disk coffer can back up: {}",
+                skipped
+                    .iter()
+                    .map(|s| s.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
     }
     // A run killed outright (power loss, SIGKILL) left its snapshot: remove
     // it before taking a new one, if it is this installation's or too old.
@@ -440,6 +447,7 @@ fn read_disks(
     cbt_was_enabled: bool,
 ) -> Result<(Manifest, Vec<DiskOutcome>), VmBackupError> {
     let vm = req.vm;
+    let skipped = skipped_disks(vm);
     let name = &vm.name;
     let vs = |step: &'static str| {
         move |source: VsphereError| VmBackupError::Vsphere {
@@ -452,7 +460,10 @@ fn read_disks(
         .snapshot_disks(snapshot)
         .map_err(vs("reading the snapshot's disks"))?;
     let mut plans = Vec::new();
-    for disk in &disks {
+    for disk in disks
+        .iter()
+        .filter(|d| !skipped.iter().any(|s| s.device_key == d.key))
+    {
         let base_disk = req
             .base
             .and_then(|b| b.disks.iter().find(|d| d.device_key == disk.key));
@@ -556,7 +567,11 @@ fn read_disks(
         .enumerate()
         .map(|(i, ((disk, verdict, ranges, _), reader))| DiskSource {
             device_key: disk.key,
-            label: format!("Hard disk {}", i + 1),
+            // Numbered as the VM numbers them, skipped disks included.
+            label: format!(
+                "Hard disk {}",
+                vm.disks.iter().position(|d| d.key == disk.key).unwrap_or(i) + 1
+            ),
             reader,
             change_id: disk.change_id.as_ref().map(|c| c.0.clone()),
             ranges: ranges.clone(),
@@ -612,6 +627,7 @@ fn read_disks(
             parent: req.base,
             disks: sources,
             files,
+            skipped_disks: skipped.clone(),
             threads: req.threads,
         },
         &still_there,

@@ -102,6 +102,7 @@ pub fn backup_image(
                 ..DiskSource::whole(2000, "Hard disk 1", &disk)
             }],
             files: vec![],
+            skipped_disks: vec![],
             threads: 2,
         },
     )

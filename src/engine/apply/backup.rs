@@ -187,6 +187,9 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
     for l in &o.leftovers_kept {
         leftovers.push_str(&format!("; left snapshot {} alone: {}", l.name, l.why));
     }
+    for d in &o.manifest.skipped_disks {
+        leftovers.push_str(&format!("; skipped {}", d.reason));
+    }
     // A disk the plan meant as incremental that was read whole says why
     // (its parent index missing, CBT distrusted at the host).
     let fell_back: String = o

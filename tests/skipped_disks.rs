@@ -1,0 +1,118 @@
+//! A disk a snapshot cannot hold does not stop the VM's backup: an
+//! independent disk is left out, recorded in the point with the reason,
+//! said in the run's result and alerted in every plan; the other disks are
+//! backed up and restore byte for byte.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use coffer::repo::Repository;
+use coffer::repo::local::LocalStore;
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn an_independent_disk_is_left_out_and_said_and_the_other_disks_are_backed_up() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        r#"
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 5
+"#,
+    )
+    .unwrap();
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    // The lab exists once a command has started it.
+    assert!(run(dir, &["inventory"]).status.success());
+    let lab_state = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    coffer::lab::set_disk_mode(&lab_state, "lab-vm-01", 2001, "independent_persistent").unwrap();
+
+    let plan = run(dir, &["plan"]);
+    assert!(
+        text(&plan).contains("! alert lab-vm-01: disk [datastore1] lab-vm-01/lab-vm-01_1.vmdk is independent (independent_persistent): snapshots leave it out; its backups leave it out"),
+        "{}",
+        text(&plan)
+    );
+    let applied = run(dir, &["apply", "--no-mail"]);
+    let applied_text = text(&applied);
+    assert!(applied.status.success(), "{applied_text}");
+    assert!(
+        applied_text
+            .contains("; skipped disk [datastore1] lab-vm-01/lab-vm-01_1.vmdk is independent"),
+        "{applied_text}"
+    );
+
+    let repo = Repository::open(
+        std::sync::Arc::new(LocalStore::new(dir.join("repo")).unwrap()),
+        None,
+    )
+    .unwrap();
+    let points = repo.list_points().unwrap();
+    assert_eq!(points.len(), 1);
+    let m = repo.read_manifest(&points[0]).unwrap();
+    assert_eq!(
+        m.disks.iter().map(|d| d.device_key).collect::<Vec<_>>(),
+        [2000]
+    );
+    assert_eq!(m.skipped_disks.len(), 1);
+    assert_eq!(m.skipped_disks[0].device_key, 2001);
+    assert!(m.skipped_disks[0].reason.contains("independent"));
+    let out = dir.join("disk0.raw");
+    let index = repo.read_index(&m, &m.disks[0]).unwrap();
+    coffer::repo::restore::restore_disk(
+        &repo,
+        &index,
+        &out,
+        coffer::repo::restore::DiskFormat::Raw,
+        true,
+        2,
+    )
+    .unwrap();
+    let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(&lab_state)).unwrap();
+    let flat = std::fs::read(lab.datastore_dir().join("lab-vm-01/lab-vm-01-flat.vmdk")).unwrap();
+    drop(lab);
+    assert!(std::fs::read(&out).unwrap() == flat, "disk 2000 differs");
+
+    // A VM whose every disk is independent is refused, with the reasons.
+    coffer::lab::set_disk_mode(&lab_state, "lab-vm-01", 2000, "independent_nonpersistent").unwrap();
+    let refused = run(dir, &["backup", "lab-vm-01"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("no disk coffer can back up"),
+        "{}",
+        text(&refused)
+    );
+}
