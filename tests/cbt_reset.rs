@@ -74,6 +74,23 @@ fn points(dir: &Path) -> (Repository, Vec<Manifest>) {
     (repo, ms)
 }
 
+/// Waits until the newest point on the tier is more than the policy's RPO
+/// (1s) old, so a backup is due again (the point's time has whole seconds).
+fn wait_until_due(dir: &Path) {
+    let (_, ms) = points(dir);
+    let newest = ms.last().expect("a point");
+    let created = chrono::DateTime::parse_from_rfc3339(&newest.created).unwrap();
+    let due = created + chrono::Duration::milliseconds(2100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while chrono::Utc::now() < due {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock does not move"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn epoch(m: &Manifest, disk: usize) -> String {
     let id = m.disks[disk].change_id.clone().unwrap();
     coffer::plan::cbt::change_id_epoch(&id).to_string()
@@ -112,6 +129,7 @@ fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
     // An administrator extends the first disk by 64 MiB.
     let grown = size + (64 << 20);
     coffer::lab::extend_disk(&lab_state(dir), "lab-vm-01", 2000, grown).unwrap();
+    wait_until_due(dir);
     let plan = run(dir, &["plan"]);
     let plan_text = text(&plan);
     let reset_line = plan_text
@@ -172,6 +190,7 @@ fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
 
     // The baseline holds: the next backup is an incremental, no reset.
     coffer::lab::write(&lab_state(dir), "lab-vm-01", 1.0).unwrap();
+    wait_until_due(dir);
     let next = run(dir, &["plan"]);
     let next_text = text(&next);
     assert!(!next_text.contains("reset-cbt"), "{next_text}");
@@ -196,6 +215,7 @@ fn cbt_reset_on_request_starts_a_new_epoch_and_leaves_no_snapshot() {
         "{reset_text}"
     );
     assert_eq!(snapshot_count(dir), 0);
+    wait_until_due(dir);
     let plan = run(dir, &["plan"]);
     assert!(
         text(&plan).contains("+ backup lab-vm-01 → local (full"),
