@@ -547,11 +547,14 @@ pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
     Ok(())
 }
 
-/// ReconfigVM_Task editing a VirtualDisk's `diskMode`. ESXi changes the
-/// mode only of a disk no snapshot holds (vSphere Virtual Machine
-/// Administration, "Change the virtual disk configuration": the mode cannot
-/// change while the VM has snapshots).
-pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Result<(), Fault> {
+/// Disk `key` of `vm` (by name or reference) for a ReconfigVM_Task that
+/// edits it, refused with `refusal` while the VM has snapshots.
+fn disk_to_reconfigure<'s>(
+    state: &'s mut State,
+    vm: &str,
+    key: i32,
+    refusal: &str,
+) -> Result<&'s mut Disk, Fault> {
     let v = state
         .vms
         .iter_mut()
@@ -560,14 +563,21 @@ pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Resul
     if !v.snapshots.is_empty() {
         return Err(Fault::new(
             "InvalidState",
-            format!("VM {vm} has snapshots: a disk's mode cannot change"),
+            format!("VM {vm} has snapshots: {refusal}"),
         ));
     }
-    let d = v
-        .disks
+    v.disks
         .iter_mut()
         .find(|d| d.key == key)
-        .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))?;
+        .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))
+}
+
+/// ReconfigVM_Task editing a VirtualDisk's `diskMode`. ESXi changes the
+/// mode only of a disk no snapshot holds (vSphere Virtual Machine
+/// Administration, "Change the virtual disk configuration": the mode cannot
+/// change while the VM has snapshots).
+pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Result<(), Fault> {
+    let d = disk_to_reconfigure(state, vm, key, "a disk's mode cannot change")?;
     d.mode = (mode != "persistent").then(|| mode.to_string());
     Ok(())
 }
@@ -586,22 +596,7 @@ pub fn extend_disk(
     key: i32,
     capacity_bytes: u64,
 ) -> Result<(), Fault> {
-    let v = state
-        .vms
-        .iter_mut()
-        .find(|v| v.name == vm || v.moref() == vm)
-        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
-    if !v.snapshots.is_empty() {
-        return Err(Fault::new(
-            "InvalidState",
-            format!("VM {vm} has snapshots: a disk cannot be extended"),
-        ));
-    }
-    let d = v
-        .disks
-        .iter_mut()
-        .find(|d| d.key == key)
-        .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))?;
+    let d = disk_to_reconfigure(state, vm, key, "a disk cannot be extended")?;
     if capacity_bytes < d.capacity_bytes || !capacity_bytes.is_multiple_of(512) {
         return Err(Fault::new(
             "InvalidArgument",

@@ -118,19 +118,29 @@ pub(super) fn plan_backup(
 /// since `base`.
 fn cbt_reset_reason(vm: &VmRecord, base: &PointInfo) -> Option<String> {
     vm.disks.iter().find_map(|disk| {
-        let live = LiveDisk {
-            device_key: disk.key,
-            capacity_bytes: disk.capacity_bytes,
-            backing: &disk.file_name,
-            change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
-        };
-        let base_disk = base
-            .disks
-            .iter()
-            .find(|d| d.device_key == disk.key)
-            .map(PointDisk::as_entry);
+        let (live, base_disk) = live_and_base(disk, base);
         cbt::reset_reason(base_disk.as_ref(), &live)
     })
+}
+
+/// A disk of the VM as the CBT rules see it, and the same disk (by device
+/// key) in the base point.
+fn live_and_base<'d>(
+    disk: &'d crate::inventory::VmDisk,
+    base: &PointInfo,
+) -> (LiveDisk<'d>, Option<crate::repo::manifest::DiskEntry>) {
+    let live = LiveDisk {
+        device_key: disk.key,
+        capacity_bytes: disk.capacity_bytes,
+        backing: &disk.file_name,
+        change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
+    };
+    let base_disk = base
+        .disks
+        .iter()
+        .find(|d| d.device_key == disk.key)
+        .map(PointDisk::as_entry);
+    (live, base_disk)
 }
 
 fn full_or_incremental(
@@ -159,17 +169,7 @@ fn full_or_incremental(
         }
     }
     for disk in &vm.disks {
-        let live = LiveDisk {
-            device_key: disk.key,
-            capacity_bytes: disk.capacity_bytes,
-            backing: &disk.file_name,
-            change_id: disk.change_id.as_ref().map(|c| c.0.as_str()),
-        };
-        let base_disk = base
-            .disks
-            .iter()
-            .find(|d| d.device_key == disk.key)
-            .map(PointDisk::as_entry);
+        let (live, base_disk) = live_and_base(disk, base);
         let base_disk = base_disk.as_ref();
         // The VM's own disk shows its newest id; only the epoch is compared.
         let mut live_for_check = live.clone();

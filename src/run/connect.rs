@@ -27,6 +27,17 @@ pub fn lab_state_dir(state_dir: &Path, source: &str) -> std::path::PathBuf {
     state_dir.join("lab").join(source)
 }
 
+impl Connected {
+    /// The VM named `name` on this source, as the host shows it now.
+    pub fn vm(&self, name: &str) -> Result<crate::vsphere::VmRecord> {
+        self.session
+            .list_vms()?
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| anyhow!("VM {name} is gone from source `{}`", self.source))
+    }
+}
+
 impl Drop for Connected {
     fn drop(&mut self) {
         let _ = self.session.logout();

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::engine::cancel::{self, SNAPSHOTS_OPEN};
 use crate::engine::observer::{Event, Observer};
@@ -126,12 +126,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
         None => (None, String::new()),
     };
     let had_base = base.is_some();
-    let record = conn
-        .session
-        .list_vms()?
-        .into_iter()
-        .find(|v| &v.name == vm)
-        .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+    let record = conn.vm(vm)?;
     // This backup stops on Ctrl-C or when its time is up, whichever first.
     let global = cancel::flag();
     let cancel = &std::sync::atomic::AtomicBool::new(false);

@@ -29,12 +29,7 @@ impl Runner<'_> {
         match action {
             Action::Consolidate { source, vm, .. } => {
                 let conn = self.session(source)?;
-                let record = conn
-                    .session
-                    .list_vms()?
-                    .into_iter()
-                    .find(|v| &v.name == vm)
-                    .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+                let record = conn.vm(vm)?;
                 if !record.consolidation_needed {
                     return Ok("already consolidated".into());
                 }
@@ -48,12 +43,7 @@ impl Runner<'_> {
                 let run_id = self.run_id.clone();
                 let installation = crate::run::installation::id(&config.settings.state_dir)?;
                 let conn = self.session(source)?;
-                let record = conn
-                    .session
-                    .list_vms()?
-                    .into_iter()
-                    .find(|v| &v.name == vm)
-                    .ok_or_else(|| anyhow!("VM {vm} is gone from source `{source}`"))?;
+                let record = conn.vm(vm)?;
                 let done = crate::run::cbt_reset::reset_cbt(
                     &conn.session,
                     &record,
@@ -73,12 +63,7 @@ impl Runner<'_> {
                 ..
             } => {
                 let conn = self.session(source)?;
-                let record = conn
-                    .session
-                    .list_vms()?
-                    .into_iter()
-                    .find(|v| &v.name == vm)
-                    .ok_or_else(|| anyhow!("VM {vm} is gone"))?;
+                let record = conn.vm(vm)?;
                 let snap = record
                     .all_snapshots()
                     .into_iter()
