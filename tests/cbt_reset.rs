@@ -15,47 +15,15 @@ use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::Manifest;
 
 fn write_policy(dir: &Path) {
-    std::fs::write(
-        dir.join("coffer.toml"),
-        r#"
-[sources.lab]
-kind = "lab"
-lab_vms = 1
-
-[tiers.local]
-backend = "local"
-path = "repo"
-
-[policies.all]
-sources = ["lab"]
-vms = ["*"]
-schedule = "0 0 1 * * *"
-rpo = "1s"
-consistency = "crash"
-backup_to = "local"
-
-[policies.all.retain.local]
-last = 5
-"#,
-    )
-    .unwrap();
+    // A backup is due whenever the newest point is older than a second.
+    common::one_vm_lab_policy(dir, r#"rpo = "1s""#);
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    common::command_in(dir)
-        .args(args)
-        .args(["-p", "."])
-        .output()
-        .unwrap()
+    common::in_policy_dir(dir, args)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::text;
 
 /// The points on the tier, oldest first.
 fn points(dir: &Path) -> (Repository, Vec<Manifest>) {

@@ -9,29 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 fn write_policy(dir: &Path) {
-    std::fs::write(
-        dir.join("coffer.toml"),
-        r#"
-[sources.lab]
-kind = "lab"
-lab_vms = 1
-
-[tiers.local]
-backend = "local"
-path = "repo"
-
-[policies.all]
-sources = ["lab"]
-vms = ["*"]
-schedule = "0 0 1 * * *"
-consistency = "crash"
-backup_to = "local"
-
-[policies.all.retain.local]
-last = 5
-"#,
-    )
-    .unwrap();
+    common::one_vm_lab_policy(dir, "");
 }
 
 fn run(dir: &Path, args: &[&str], faults: Option<&str>) -> Output {
@@ -42,13 +20,7 @@ fn run(dir: &Path, args: &[&str], faults: Option<&str>) -> Output {
     c.args(args).args(["-p", "."]).output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::text;
 
 fn needs_consolidation(dir: &Path) -> bool {
     let inv: serde_json::Value =

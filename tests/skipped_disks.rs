@@ -12,48 +12,16 @@ use coffer::repo::Repository;
 use coffer::repo::local::LocalStore;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    common::command_in(dir)
-        .args(args)
-        .args(["-p", "."])
-        .output()
-        .unwrap()
+    common::in_policy_dir(dir, args)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::text;
 
 #[test]
 fn an_independent_disk_is_left_out_and_said_and_the_other_disks_are_backed_up() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    std::fs::write(
-        dir.join("coffer.toml"),
-        r#"
-[sources.lab]
-kind = "lab"
-lab_vms = 1
-
-[tiers.local]
-backend = "local"
-path = "repo"
-
-[policies.all]
-sources = ["lab"]
-vms = ["*"]
-schedule = "0 0 1 * * *"
-consistency = "crash"
-backup_to = "local"
-
-[policies.all.retain.local]
-last = 5
-"#,
-    )
-    .unwrap();
+    common::one_vm_lab_policy(dir, "");
     assert!(run(dir, &["repo", "init", "--all"]).status.success());
     // The lab exists once a command has started it.
     assert!(run(dir, &["inventory"]).status.success());

@@ -35,6 +35,53 @@ pub fn command_in(dir: &Path) -> Command {
     c
 }
 
+/// Runs `coffer ARGS -p .` in the policy directory `dir`.
+pub fn in_policy_dir(dir: &Path, args: &[&str]) -> Output {
+    command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .output()
+        .expect("the coffer binary runs")
+}
+
+/// What a command printed, stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+/// Writes `coffer.toml` in `dir`: the built-in lab with one VM, one local
+/// tier `local` (at `repo`) keeping the last 5 points, and the policy
+/// `all` selecting every VM nightly, crash-consistent, with `policy_extra`
+/// lines added to `[policies.all]`.
+pub fn one_vm_lab_policy(dir: &Path, policy_extra: &str) {
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+{policy_extra}
+
+[policies.all.retain.local]
+last = 5
+"#
+        ),
+    )
+    .expect("the policy directory is writable");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
