@@ -10,6 +10,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use common::text;
+
 use coffer::repo::Repository;
 use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::Manifest;
@@ -22,8 +24,6 @@ fn write_policy(dir: &Path) {
 fn run(dir: &Path, args: &[&str]) -> Output {
     common::in_policy_dir(dir, args)
 }
-
-use common::text;
 
 /// The points on the tier, oldest first.
 fn points(dir: &Path) -> (Repository, Vec<Manifest>) {

@@ -8,6 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use common::text;
+
 fn write_policy(dir: &Path) {
     common::one_vm_lab_policy(dir, "");
 }
@@ -19,8 +21,6 @@ fn run(dir: &Path, args: &[&str], faults: Option<&str>) -> Output {
     }
     c.args(args).args(["-p", "."]).output().unwrap()
 }
-
-use common::text;
 
 fn needs_consolidation(dir: &Path) -> bool {
     let inv: serde_json::Value =

@@ -8,14 +8,14 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use common::text;
+
 use coffer::repo::Repository;
 use coffer::repo::local::LocalStore;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     common::in_policy_dir(dir, args)
 }
-
-use common::text;
 
 #[test]
 fn an_independent_disk_is_left_out_and_said_and_the_other_disks_are_backed_up() {
