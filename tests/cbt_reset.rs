@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::text;
+use common::{snapshot_count, text};
 
 use coffer::repo::Repository;
 use coffer::repo::local::LocalStore;
@@ -62,17 +62,6 @@ fn wait_until_due(dir: &Path) {
 fn epoch(m: &Manifest, disk: usize) -> String {
     let id = m.disks[disk].change_id.clone().unwrap();
     coffer::plan::cbt::change_id_epoch(&id).to_string()
-}
-
-fn snapshot_count(dir: &Path) -> usize {
-    let inv: serde_json::Value =
-        serde_json::from_slice(&run(dir, &["inventory", "--json"]).stdout).unwrap();
-    inv["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["snapshots"].as_array().unwrap().len())
-        .sum()
 }
 
 fn lab_state(dir: &Path) -> std::path::PathBuf {

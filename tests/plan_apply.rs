@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
+use common::snapshot_count;
+
 fn write_policy(dir: &Path) {
     std::fs::write(
         dir.join("coffer.toml"),
@@ -254,17 +256,6 @@ fn slow_run_holding_a_snapshot(dir: &Path, args: &[&str]) -> std::process::Child
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child
-}
-
-fn snapshot_count(dir: &Path) -> usize {
-    let inv: serde_json::Value =
-        serde_json::from_slice(&run(dir, &["inventory", "--json"]).stdout).unwrap();
-    inv["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["snapshots"].as_array().unwrap().len())
-        .sum()
 }
 
 /// The daemon on a fake clock: at start it catches up what is due once

@@ -320,51 +320,17 @@ fn on_a_vmfs6_datastore_snapshots_are_sesparse_unless_the_vm_says_otherwise() {
 fn coffer_apply_backs_up_a_vm_with_user_snapshots_and_it_restores_as_qemu_reads_it() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    std::fs::write(
-        dir.join("coffer.toml"),
-        r#"
-[settings]
-state_dir = "state"
-
-[sources.lab]
-kind = "lab"
-lab_vms = 1
-
-[tiers.local]
-backend = "local"
-path = "repo"
-site = "here"
-
-[policies.all]
-sources = ["lab"]
-vms = ["*"]
-schedule = "0 0 1 * * *"
-consistency = "crash"
-backup_to = "local"
-
-[policies.all.retain.local]
-last = 3
-"#,
-    )
-    .unwrap();
+    common::one_vm_lab_policy(dir, "");
     let run = |args: &[&str]| {
-        let o = common::command_in(dir)
-            .args(args)
-            .args(["-p", "."])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = common::in_policy_dir(dir, args);
+        let text = common::text(&o);
         assert!(o.status.success(), "coffer {args:?}: {text}");
         text
     };
     run(&["repo", "init", "--all"]);
     // The first plan starts the lab and leaves its state behind.
     run(&["plan"]);
-    let state = dir.join("state/lab/lab");
+    let state = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
     assert!(state.join("state.json").exists());
     coffer::lab::write(&state, VM, 2.0).unwrap();
     coffer::lab::user_snapshot(&state, VM, "monday", Some(DeltaFormat::VmfsSparse)).unwrap();

@@ -16,6 +16,8 @@
 
 pub mod datastore;
 pub mod delta;
+#[cfg(test)]
+mod delta_tests;
 pub mod fault;
 mod props;
 mod response;

@@ -82,6 +82,20 @@ last = 5
     .expect("the policy directory is writable");
 }
 
+/// Snapshots on every VM of the policy directory `dir`'s sources, as
+/// `coffer inventory --json` lists them.
+pub fn snapshot_count(dir: &Path) -> usize {
+    let inv: serde_json::Value =
+        serde_json::from_slice(&in_policy_dir(dir, &["inventory", "--json"]).stdout)
+            .expect("inventory --json prints JSON");
+    inv["vms"]
+        .as_array()
+        .expect("a list of VMs")
+        .iter()
+        .map(|v| v["snapshots"].as_array().expect("a VM's snapshots").len())
+        .sum()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
