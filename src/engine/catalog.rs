@@ -17,7 +17,7 @@ use crate::repo::PointRef;
 /// The catalog's file: in `state` when given, else the policy's.
 pub fn catalog_path(state: Option<&Path>, config: &Config) -> PathBuf {
     match state {
-        Some(dir) => dir.join(catalog::FILE_NAME),
+        Some(dir) => catalog_in(dir),
         None => config.settings.catalog.clone(),
     }
 }
