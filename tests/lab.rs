@@ -636,6 +636,35 @@ fn state_survives_a_restart() {
     session.remove_snapshot(&s, TASK).unwrap();
 }
 
+/// Several coffer processes may start the same lab at once (a runner and an
+/// `inventory` beside it). Each must come up, with one certificate between
+/// them: two set-ups writing keys at once once paired a certificate with
+/// the other's key and the second start failed.
+#[test]
+fn labs_started_at_once_on_a_fresh_directory_share_one_certificate() {
+    // The window is short: many rounds, each on a fresh directory.
+    for _ in 0..60 {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbprints: Vec<String> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        // No VMs: the start is the certificate and the state.
+                        let mut config = LabConfig::new(dir.path());
+                        config.vms = 0;
+                        Lab::start(config).expect("the lab starts").thumbprint()
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            thumbprints.iter().all(|t| *t == thumbprints[0]),
+            "{thumbprints:?}"
+        );
+    }
+}
+
 #[test]
 fn the_cli_serves_and_writes() {
     let dir = tempfile::tempdir().unwrap();

@@ -232,11 +232,17 @@ impl std::fmt::Debug for LabHandle {
 }
 
 /// The lab's certificate: a CA and a leaf for 127.0.0.1 it signed, made on
-/// first start and kept in `tls/` so the thumbprint stays the same.
+/// first start and kept in `tls/` so the thumbprint stays the same. Made
+/// under the lab's lock: two processes starting the lab at once would
+/// otherwise each write a key, and one would pair its certificate with the
+/// other's key.
 fn certificate(
-    dir: &Path,
+    store: &state::Store,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String), Error> {
-    let tls = dir.join("tls");
+    let _lock = store
+        .lock()
+        .map_err(io("taking the lab lock for its certificate"))?;
+    let tls = store.dir().join("tls");
     let (ca_path, cert_path, key_path) = (
         tls.join("ca.pem"),
         tls.join("cert.pem"),
@@ -268,8 +274,12 @@ fn certificate(
         let cert = params.signed_by(&key, &issuer).map_err(err)?;
         std::fs::write(&ca_path, ca_cert.pem()).map_err(io("writing the lab CA"))?;
         std::fs::write(&key_path, key.serialize_pem()).map_err(io("writing the lab key"))?;
-        // The certificate last: its presence means the set is complete.
-        std::fs::write(&cert_path, cert.pem()).map_err(io("writing the lab certificate"))?;
+        // The certificate last and whole (renamed into place): its presence
+        // means the set is complete, even if this process is killed.
+        let partial = tls.join("cert.pem.tmp");
+        std::fs::write(&partial, cert.pem())
+            .and_then(|()| std::fs::rename(&partial, &cert_path))
+            .map_err(io("writing the lab certificate"))?;
     }
     let tls_err = |what: &str, e: rustls::pki_types::pem::Error| Error::Tls(format!("{what}: {e}"));
     let chain = CertificateDer::pem_file_iter(&cert_path)
@@ -305,8 +315,11 @@ impl Lab {
                 })
                 .map_err(Error::from)?;
         }
-        let (chain, key, ca_pem) = certificate(&config.state_dir)?;
-        let thumbprint = thumbprint_of(chain[0].as_ref());
+        let (chain, key, ca_pem) = certificate(&store)?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| Error::Tls("the lab certificate file holds no certificate".into()))?;
+        let thumbprint = thumbprint_of(leaf.as_ref());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -160,7 +160,7 @@ pub struct Store {
 }
 
 /// An flock held until dropped.
-struct FileLock(File);
+pub(super) struct FileLock(File);
 
 impl FileLock {
     fn take(path: &Path, exclusive: bool) -> io::Result<FileLock> {
@@ -223,6 +223,14 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The lab's lock, held exclusively: for one-time setup beside the
+    /// state (the TLS set), which several coffer processes starting the
+    /// same lab at once must not each make.
+    pub(super) fn lock(&self) -> io::Result<FileLock> {
+        std::fs::create_dir_all(&self.dir)?;
+        FileLock::take(&self.dir.join(LOCK_FILE), true)
     }
 
     pub fn datastore_root(&self) -> PathBuf {

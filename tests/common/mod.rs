@@ -85,9 +85,9 @@ last = 5
 /// Snapshots on every VM of the policy directory `dir`'s sources, as
 /// `coffer inventory --json` lists them.
 pub fn snapshot_count(dir: &Path) -> usize {
-    let inv: serde_json::Value =
-        serde_json::from_slice(&in_policy_dir(dir, &["inventory", "--json"]).stdout)
-            .expect("inventory --json prints JSON");
+    let out = in_policy_dir(dir, &["inventory", "--json"]);
+    let inv: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("inventory --json prints JSON ({e}): {}", text(&out)));
     inv["vms"]
         .as_array()
         .expect("a list of VMs")
