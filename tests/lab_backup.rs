@@ -94,6 +94,7 @@ impl Bed {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                read: Default::default(),
             },
         )
     }
@@ -129,6 +130,7 @@ impl Bed {
                 read_whole_disk: false,
                 io_limit,
                 progress,
+                read: Default::default(),
             },
         )
     }
@@ -223,14 +225,14 @@ fn full_then_incremental_reads_only_what_changed_and_restores_exactly() {
             d.verdict
         );
     }
-    assert_eq!(
-        b.flat_bytes_served(),
-        written_bytes,
-        "the lab served exactly the written areas"
-    );
-    assert_eq!(
-        incr.disks.iter().map(|d| d.bytes_fetched).sum::<u64>(),
-        written_bytes
+    // Close areas are read as one request, the few bytes between them
+    // included: at most a tenth more than what was written, all of it
+    // counted by coffer as the lab counted it.
+    let fetched: u64 = incr.disks.iter().map(|d| d.bytes_fetched).sum();
+    assert_eq!(b.flat_bytes_served(), fetched);
+    assert!(
+        fetched >= written_bytes && fetched * 10 <= written_bytes * 11,
+        "read {fetched} bytes for {written_bytes} written"
     );
     assert_eq!(b.restore(&incr.manifest, 0), b.flat("lab-vm-01", 0));
     assert_eq!(b.restore(&incr.manifest, 1), b.flat("lab-vm-01", 1));
@@ -503,8 +505,14 @@ fn a_restored_disk_uploads_to_the_datastore_and_reads_back() {
     )
     .unwrap();
     // Read back through the descriptor, as a backup would.
-    let disk =
-        DatastoreDisk::open(t, "ha-datacenter", &dest, m.manifest.disks[0].size_bytes).unwrap();
+    let disk = DatastoreDisk::open(
+        t,
+        "ha-datacenter",
+        &dest,
+        m.manifest.disks[0].size_bytes,
+        &Default::default(),
+    )
+    .unwrap();
     let mut back = vec![0u8; m.manifest.disks[0].size_bytes as usize];
     use coffer::repo::backup::DiskReader;
     for (i, chunk) in back.chunks_mut(4 << 20).enumerate() {
@@ -627,6 +635,7 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                read: Default::default(),
             },
         );
         assert!(

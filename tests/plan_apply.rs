@@ -401,9 +401,9 @@ fn apply_json_emits_one_event_per_line() {
     assert_eq!(backup["detail"]["action"], "backup");
 }
 
-/// A host that stays busy longer than the datastore reader's own retries:
-/// the backup fails once, is tried again after a pause, and lands; no
-/// snapshot is left from the failed attempt.
+/// A host that stays busy longer than the datastore reader's patience
+/// (shortened here to one second): the backup fails once, is tried again
+/// after a pause, and lands; no snapshot is left from the failed attempt.
 #[test]
 fn a_backup_that_fails_for_a_transient_reason_is_tried_again() {
     let t = tempfile::tempdir().unwrap();
@@ -419,6 +419,7 @@ fn a_backup_that_fails_for_a_transient_reason_is_tried_again() {
     let out = common::command_in(dir)
         .args(["apply", "--no-mail", "-p", "."])
         .env("COFFER_LAB_FAULTS", "unavailable=7")
+        .env("COFFER_BUSY_PATIENCE_MS", "1000")
         .env("COFFER_RETRY_PAUSE_MS", "100")
         .output()
         .unwrap();

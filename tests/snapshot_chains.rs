@@ -87,6 +87,7 @@ impl Bed {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                read: Default::default(),
             },
         )
     }
@@ -237,7 +238,7 @@ fn delta_formats_coffer_does_not_read_are_refused_by_name() {
     let t = b.session.transport();
     let open = |name: &str| {
         let p = DatastorePath::parse(&format!("[datastore1] {VM}/{name}")).unwrap();
-        DatastoreDisk::open(t, "ha-datacenter", &p, 64 << 20)
+        DatastoreDisk::open(t, "ha-datacenter", &p, 64 << 20, &Default::default())
     };
     // A hosted (Workstation) sparse delta over the VM's base disk.
     std::fs::write(

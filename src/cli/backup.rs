@@ -91,6 +91,8 @@ pub fn run(args: Args) -> Result<u8> {
                     "reason": match &d.verdict { CbtVerdict::Incremental { since } => format!("changed since {since}"), CbtVerdict::Full { reason } => reason.clone() },
                     "bytes_fetched": d.bytes_fetched,
                     "requests": d.requests,
+                    "busy_answers": d.busy_answers,
+                    "bytes_changed": d.bytes_changed,
                     "size_bytes": e.size_bytes,
                     "change_id": e.change_id,
                 })).collect::<Vec<_>>(),
@@ -123,9 +125,23 @@ pub fn run(args: Args) -> Result<u8> {
             CbtVerdict::Incremental { since } => format!("incremental, changed since {since}"),
             CbtVerdict::Full { reason } => format!("full ({reason})"),
         };
+        let changed = d
+            .bytes_changed
+            .filter(|c| *c > 0)
+            .map(|c| {
+                format!(
+                    ", {:.2}× the changed bytes",
+                    d.bytes_fetched as f64 / c as f64
+                )
+            })
+            .unwrap_or_default();
+        let busy = match d.busy_answers {
+            0 => String::new(),
+            n => format!("; the host was busy (503) {n} times and coffer slowed down"),
+        };
         writeln!(
             out,
-            "  {} ({}): {how}; read {} in {} requests",
+            "  {} ({}): {how}; read {} in {} requests{changed}{busy}",
             d.label,
             crate::policy::units::format_size(e.size_bytes),
             crate::policy::units::format_size(d.bytes_fetched),

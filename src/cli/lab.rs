@@ -18,6 +18,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write scattered 64 KiB blocks over a share of a lab VM's disks.
     Write(WriteArgs),
+    /// Add a VM with disks of the sizes given (thin, a third of each filled
+    /// with file-like data), e.g. a multi-GiB one for a benchmark.
+    AddVm(AddVmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddVmArgs {
+    /// The new VM's name.
+    pub name: String,
+    /// A disk's size (`4GiB`); once per disk.
+    #[arg(long = "disk", required = true)]
+    pub disks: Vec<String>,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +84,31 @@ pub fn run(command: Command) -> Result<u8> {
     match command {
         Command::Serve(args) => serve(args),
         Command::Write(args) => write(args),
+        Command::AddVm(args) => add_vm(args),
     }
+}
+
+fn add_vm(args: AddVmArgs) -> Result<u8> {
+    let dir = args.state.resolve();
+    let sizes = args
+        .disks
+        .iter()
+        .map(|d| {
+            crate::policy::units::parse_size(d)
+                .map(|s| s.0)
+                .map_err(|e| anyhow::anyhow!("--disk {d}: {e}"))
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    crate::lab::add_vm(&dir, &args.name, &sizes)?;
+    let total: u64 = sizes.iter().sum();
+    println!(
+        "added VM {} with {} disk(s), {} in all, to the lab in {}",
+        args.name,
+        sizes.len(),
+        crate::policy::units::format_size(total),
+        dir.display()
+    );
+    Ok(EXIT_OK)
 }
 
 fn serve(args: ServeArgs) -> Result<u8> {

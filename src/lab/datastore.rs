@@ -76,7 +76,7 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>,
 
 pub fn handle(
     store: &Store,
-    faults: &Faults,
+    faults: &Arc<Faults>,
     stats: &Arc<Stats>,
     authenticated: bool,
     head: &Head,
@@ -104,6 +104,20 @@ pub fn handle(
                 return Response::text(503, "service unavailable (fault injected by the lab)")
                     .header("Retry-After", "1");
             }
+            // The file service's pool (see `FolderThrottle`): a GET holds a
+            // place until its body is sent.
+            let slot = if head.method == "GET" {
+                match faults.folder.enter() {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return Response::text(503, "service unavailable: too many transfers")
+                            .header("Retry-After", "1");
+                    }
+                }
+            } else {
+                None
+            };
+            faults.folder.setup();
             let opened = store
                 .with_shared_lock(|| File::open(&path).and_then(|f| f.metadata().map(|m| (f, m))));
             let (file, meta) = match opened {
@@ -138,7 +152,14 @@ pub fn handle(
                     file,
                     offset,
                     len: count,
-                    on_sent: Box::new(move |n| stats.add_served(&counted, n)),
+                    on_sent: {
+                        let faults = faults.clone();
+                        Box::new(move |n| {
+                            let _held = &slot;
+                            faults.folder.pace(n);
+                            stats.add_served(&counted, n);
+                        })
+                    },
                     drop_after,
                 }),
             };

@@ -7,11 +7,13 @@
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
 //! `remove-snapshot`, `drop-after=<bytes>`, `unavailable=<count>`, or
-//! `clear`.
+//! `clear`; and the file service's throttling (`FolderThrottle`):
+//! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The environment variable read at start.
 pub const FAULTS_ENV: &str = "COFFER_LAB_FAULTS";
@@ -31,6 +33,104 @@ pub struct Faults {
     pub unavailable: AtomicU32,
     /// No guest reports a VMware Tools heartbeat.
     pub tools_off: AtomicBool,
+    /// How the datastore file service is throttled (off unless set).
+    pub folder: FolderThrottle,
+}
+
+/// The throttling of a host's file service (`/folder`), as a real ESXi host
+/// throttles it: hostd serves datastore HTTP transfers from a small pool
+/// shared by every client of the host and answers 503 Service Unavailable
+/// when it is exhausted (clients treat that as "slow down": the Proxmox VE
+/// ESXi importer, pve-esxi-import-tools `src/esxi.rs`, reports it as "rate
+/// limited"); the budget is the host's, not a client's (VDDK programming
+/// guide, "NFC Session Connection Limits": per-host limits and a cap on the
+/// sum of transfer buffers). Each request also costs the host a setup
+/// (authentication, opening the file on VMFS) before its first byte, which
+/// is why the importer asks for pages of tens of MiB, and the host's
+/// bandwidth is shared by the requests in flight.
+///
+/// Three switches, each off at 0: at most `limit` GETs in flight (more are
+/// answered 503), `setup_ms` before each answer, and `mib_per_s` for all
+/// bodies together.
+#[derive(Debug, Default)]
+pub struct FolderThrottle {
+    pub limit: AtomicU32,
+    pub setup_ms: AtomicU64,
+    pub mib_per_s: AtomicU64,
+    in_flight: Arc<AtomicU32>,
+    /// When the shared link is free again (bandwidth pacing).
+    link_free_at: Mutex<Option<Instant>>,
+    /// Requests turned away with 503.
+    pub turned_away: AtomicU64,
+}
+
+/// A GET's place among the requests in flight; freed when dropped (the
+/// body sent or the connection gone).
+#[derive(Debug)]
+pub struct FolderSlot(Option<Arc<AtomicU32>>);
+
+impl Drop for FolderSlot {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl FolderThrottle {
+    /// A place for one more GET, or `None` when the host is full (503).
+    pub fn enter(&self) -> Option<FolderSlot> {
+        let limit = self.limit.load(Ordering::SeqCst);
+        if limit == 0 {
+            return Some(FolderSlot(None));
+        }
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.turned_away.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(FolderSlot(Some(self.in_flight.clone())))
+    }
+
+    /// The per-request setup cost.
+    pub fn setup(&self) {
+        let ms = self.setup_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+
+    /// Waits until `bytes` more may cross the host's shared link.
+    pub fn pace(&self, bytes: u64) {
+        let rate = self.mib_per_s.load(Ordering::SeqCst) * (1 << 20);
+        if rate == 0 {
+            return;
+        }
+        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        let start = {
+            let mut free = self.link_free_at.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = free.filter(|t| *t > now).unwrap_or(now);
+            *free = Some(start + cost);
+            start
+        };
+        let done = start + cost;
+        let now = Instant::now();
+        if done > now {
+            std::thread::sleep(done - now);
+        }
+    }
+
+    fn clear(&self) {
+        self.limit.store(0, Ordering::SeqCst);
+        self.setup_ms.store(0, Ordering::SeqCst);
+        self.mib_per_s.store(0, Ordering::SeqCst);
+    }
 }
 
 impl Faults {
@@ -57,11 +157,18 @@ impl Faults {
                 "unavailable" => self
                     .unavailable
                     .store(number()?.min(u32::MAX as u64) as u32, Ordering::SeqCst),
+                "folder-limit" => self
+                    .folder
+                    .limit
+                    .store(number()?.min(u32::MAX as u64) as u32, Ordering::SeqCst),
+                "folder-setup-ms" => self.folder.setup_ms.store(number()?, Ordering::SeqCst),
+                "folder-mibps" => self.folder.mib_per_s.store(number()?, Ordering::SeqCst),
                 "clear" => self.clear(),
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         tools-off, drop-after=<bytes>, unavailable=<count>, clear"
+                         tools-off, drop-after=<bytes>, unavailable=<count>, folder-limit=<requests>, \
+                         folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
                     ));
                 }
             }
@@ -76,6 +183,7 @@ impl Faults {
         self.remove_snapshot.store(false, Ordering::SeqCst);
         self.drop_after_bytes.store(0, Ordering::SeqCst);
         self.unavailable.store(0, Ordering::SeqCst);
+        self.folder.clear();
     }
 
     /// Takes one 503 if any are left.
@@ -149,5 +257,22 @@ mod tests {
                 .contains("needs a number")
         );
         assert!(f.apply("meteor").unwrap_err().contains("unknown lab fault"));
+    }
+
+    #[test]
+    fn the_file_service_turns_away_requests_beyond_its_limit() {
+        let f = Faults::default();
+        assert!(f.folder.enter().is_some(), "no limit: always a place");
+        f.apply("folder-limit=2").unwrap();
+        let a = f.folder.enter().unwrap();
+        let b = f.folder.enter().unwrap();
+        assert!(f.folder.enter().is_none());
+        drop(a);
+        let c = f.folder.enter().unwrap();
+        assert!(f.folder.enter().is_none());
+        drop((b, c));
+        assert_eq!(f.folder.turned_away.load(Ordering::SeqCst), 2);
+        f.apply("clear").unwrap();
+        assert_eq!(f.folder.limit.load(Ordering::SeqCst), 0);
     }
 }

@@ -501,6 +501,17 @@ pub fn extend_disk(state_dir: &Path, vm: &str, key: i32, capacity_bytes: u64) ->
     Ok(store.update(|st, root| ops::extend_disk(st, root, vm, key, capacity_bytes))?)
 }
 
+/// Adds a VM `name` with disks of `sizes` bytes to the lab in `state_dir`
+/// (see `Store::add_vm`).
+pub fn add_vm(state_dir: &Path, name: &str, sizes: &[u64]) -> Result<(), Error> {
+    state::Store::new(state_dir)
+        .add_vm(name, sizes)
+        .map_err(io(format!(
+            "adding VM {name} to the lab in {}",
+            state_dir.display()
+        )))
+}
+
 /// Sets the `diskMode` of disk `key` of `vm` (see `ops::set_disk_mode`).
 pub fn set_disk_mode(state_dir: &Path, vm: &str, key: i32, mode: &str) -> Result<(), Error> {
     let store = state::Store::new(state_dir);

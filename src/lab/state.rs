@@ -315,6 +315,50 @@ impl Store {
         Ok(state)
     }
 
+    /// Adds a VM named `name` with disks of `sizes` bytes (thin, their data
+    /// made as for every lab VM), for tests and benchmarks that need other
+    /// shapes than the numbered lab VMs. A name in use is refused.
+    pub fn add_vm(&self, name: &str, sizes: &[u64]) -> io::Result<()> {
+        let valid = !name.is_empty()
+            && name.len() <= 80
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid || sizes.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a lab VM needs a name of letters, digits, `-`, `_` and `.` and at least one disk; got `{name}`"
+                ),
+            ));
+        }
+        if let Some(s) = sizes.iter().find(|s| **s == 0 || **s % content::MIB != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a lab disk is a whole number of MiB, not {s} bytes"),
+            ));
+        }
+        let _lock = FileLock::take(&self.dir.join(LOCK_FILE), true)?;
+        let mut state = self.load()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no lab state here; start the lab once first",
+            )
+        })?;
+        if state.vms.iter().any(|v| v.name == name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the lab already has a VM named {name}"),
+            ));
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let vm = make_lab_vm(&self.datastore_root(), id, name, sizes, None)?;
+        state.vms.push(vm);
+        self.save(&state)
+    }
+
     /// Runs `f` on the current state under an exclusive lock and saves
     /// what it leaves, even when it fails (a failure may have changed state
     /// on purpose, as a failed consolidation does).

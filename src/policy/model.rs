@@ -106,6 +106,12 @@ pub struct Source {
     pub max_per_host: u32,
     pub max_per_datastore: u32,
     pub lab_vms: u32,
+    /// Datastore read requests in flight at once to one host.
+    pub max_requests: u32,
+    /// The largest datastore read request, in bytes.
+    pub read_request: u64,
+    /// Changed areas closer than this many bytes are read as one request.
+    pub read_gap: u64,
 }
 
 #[derive(Debug, Clone)]

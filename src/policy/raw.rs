@@ -203,6 +203,12 @@ pub struct RawSource {
     pub max_per_datastore: Option<Sp<u32>>,
     /// Number of VMs the lab creates (lab only). Default 3.
     pub lab_vms: Option<Sp<u32>>,
+    /// Datastore read requests in flight at once to one host; halved while the host answers 503 (busy), grown again on success. Default 4.
+    pub max_requests: Option<Sp<u32>>,
+    /// The largest datastore read request, from 256KiB to 64MiB. Default "16MiB".
+    pub read_request: Option<Sp<SizeText>>,
+    /// Changed areas closer than this are read as one request (the bytes between are read too), up to 4MiB. Default "64KiB".
+    pub read_gap: Option<Sp<SizeText>>,
 }
 
 /// Storage backend of a tier.

@@ -287,6 +287,43 @@ impl Resolver<'_> {
         Some(v.get().clone())
     }
 
+    /// A size key within `range`, or its default (with an error naming
+    /// the key and the range when it is outside or malformed).
+    pub(super) fn size_within(
+        &mut self,
+        v: &Option<Sp<super::raw::SizeText>>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        file: &Path,
+        key: &str,
+    ) -> u64 {
+        let Some(text) = v else { return default };
+        match super::units::parse_size(&text.get().0) {
+            Ok(s) if range.contains(&s.0) => s.0,
+            Ok(_) => {
+                let fmt = super::units::format_size;
+                self.err(
+                    "bad-value",
+                    file,
+                    text.span(),
+                    format!("`{key}` = \"{}\" is out of range", text.get().0),
+                    format!("from {} to {}", fmt(*range.start()), fmt(*range.end())),
+                );
+                default
+            }
+            Err(err) => {
+                self.err(
+                    "bad-size",
+                    file,
+                    text.span(),
+                    format!("`{key}`: {err}"),
+                    super::units::SIZE_FORMS.into(),
+                );
+                default
+            }
+        }
+    }
+
     pub(super) fn positive(
         &mut self,
         v: &Option<Sp<u32>>,
@@ -501,6 +538,15 @@ impl Resolver<'_> {
             max_per_host: self.positive(&r.max_per_host, 2, f, "max_per_host"),
             max_per_datastore: self.positive(&r.max_per_datastore, 4, f, "max_per_datastore"),
             lab_vms: self.positive(&r.lab_vms, 3, f, "lab_vms"),
+            max_requests: self.positive(&r.max_requests, 4, f, "max_requests"),
+            read_request: self.size_within(
+                &r.read_request,
+                16 << 20,
+                (256 << 10)..=(64 << 20),
+                f,
+                "read_request",
+            ),
+            read_gap: self.size_within(&r.read_gap, 64 << 10, 0..=(4 << 20), f, "read_gap"),
         };
         (count_errors(self.diags) == before).then_some(source)
     }

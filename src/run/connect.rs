@@ -10,7 +10,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::lab::{Lab, LabConfig, LabHandle};
 use crate::policy::model::{Source, SourceKind};
+use crate::repo::backup::ReadShape;
 use crate::vsphere::Session;
+use crate::vsphere::datastore::ReadOptions;
 
 /// A logged-in source.
 pub struct Connected {
@@ -20,6 +22,20 @@ pub struct Connected {
     pub datacenter: String,
     /// The lab server, for a lab source: it stops when this is dropped.
     pub lab: Option<LabHandle>,
+    /// How this source's datastores are read.
+    pub read: ReadOptions,
+}
+
+/// The source's datastore read settings.
+pub fn read_options(source: &Source) -> ReadOptions {
+    ReadOptions {
+        max_requests: source.max_requests as usize,
+        shape: ReadShape {
+            max_request_bytes: source.read_request,
+            merge_gap_bytes: source.read_gap,
+        },
+        ..ReadOptions::default()
+    }
 }
 
 /// Where a lab source keeps its state.
@@ -59,6 +75,7 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
             session,
             datacenter: "ha-datacenter".into(),
             lab: Some(lab),
+            read: read_options(source),
         });
     }
     let url = source
@@ -93,5 +110,6 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
         session,
         datacenter,
         lab: None,
+        read: read_options(source),
     })
 }

@@ -83,6 +83,9 @@ impl DiskReader for ThrottledReader<'_> {
     fn size_bytes(&self) -> u64 {
         self.inner.size_bytes()
     }
+    fn read_shape(&self) -> crate::repo::backup::ReadShape {
+        self.inner.read_shape()
+    }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.throttle.take(buf.len() as u64);
         self.inner.read_exact_at(buf, offset)

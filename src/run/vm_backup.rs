@@ -67,6 +67,9 @@ pub struct VmBackupRequest<'a> {
     pub io_limit: Option<&'a crate::run::throttle::Throttle>,
     /// Counts the bytes read from the host, for progress reports.
     pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+    /// How the source's datastores are read (request size, requests in
+    /// flight, patience with a busy host).
+    pub read: crate::vsphere::datastore::ReadOptions,
 }
 
 /// What one disk's read was.
@@ -78,6 +81,10 @@ pub struct DiskOutcome {
     /// Bytes received from the datastore and the requests it took.
     pub bytes_fetched: u64,
     pub requests: u64,
+    /// Requests the host answered 503 (busy) and were asked again.
+    pub busy_answers: u64,
+    /// For an incremental, the bytes change tracking named as changed.
+    pub bytes_changed: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -218,6 +225,9 @@ struct Cancellable<'a> {
 impl DiskReader for Cancellable<'_> {
     fn size_bytes(&self) -> u64 {
         self.inner.size_bytes()
+    }
+    fn read_shape(&self) -> crate::repo::backup::ReadShape {
+        self.inner.read_shape()
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
@@ -534,12 +544,17 @@ fn read_disks(
     let mut readers = Vec::new();
     for (disk, _, _, path) in &plans {
         readers.push(
-            DatastoreDisk::open(transport, req.datacenter, path, disk.capacity_bytes).map_err(
-                |source| VmBackupError::Disk {
-                    vm: name.clone(),
-                    source: Box::new(source),
-                },
-            )?,
+            DatastoreDisk::open(
+                transport,
+                req.datacenter,
+                path,
+                disk.capacity_bytes,
+                &req.read,
+            )
+            .map_err(|source| VmBackupError::Disk {
+                vm: name.clone(),
+                source: Box::new(source),
+            })?,
         );
     }
     let throttled: Vec<Option<crate::run::throttle::ThrottledReader<'_>>> = readers
@@ -584,10 +599,12 @@ fn read_disks(
     // setups forbid /folder for .vmx) leaves the point without it.
     let mut files = Vec::new();
     if let Some(vmx) = vm.vmx_path.as_deref().and_then(DatastorePath::parse) {
-        let resp = session
-            .transport()
-            .datastore_get(&vmx.url(req.datacenter), None)
-            .map_err(vs("reading the VM's .vmx"))?;
+        let resp = crate::vsphere::datastore::fetch_small_file(
+            session.transport(),
+            &req.read,
+            &vmx.url(req.datacenter),
+        )
+        .map_err(vs("reading the VM's .vmx"))?;
         if resp.status == 200 {
             let name = vmx.path.rsplit('/').next().unwrap_or("vm.vmx").to_string();
             files.push((name, resp.body));
@@ -654,14 +671,25 @@ fn read_disks(
         .iter()
         .zip(&readers)
         .zip(&manifest.disks)
-        .map(|(((disk, verdict, _, _), reader), entry)| {
+        .map(|(((disk, verdict, ranges, _), reader), entry)| {
             let (bytes_fetched, requests) = reader.fetched();
+            let bytes_changed = ranges
+                .as_ref()
+                .filter(|_| matches!(verdict, CbtVerdict::Incremental { .. }))
+                .map(|r| {
+                    backup::normalize_ranges(r.clone(), disk.capacity_bytes)
+                        .iter()
+                        .map(|r| r.end - r.start)
+                        .sum()
+                });
             DiskOutcome {
                 device_key: disk.key,
                 label: entry.label.clone(),
                 verdict: verdict.clone(),
                 bytes_fetched,
                 requests,
+                busy_answers: reader.busy_answers(),
+                bytes_changed,
             }
         })
         .collect();

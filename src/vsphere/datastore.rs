@@ -2,9 +2,18 @@
 //! &dsName=…`, the session cookie, HTTP Range). A disk is read by fetching
 //! its descriptor and following its extent lines to the flat files, never
 //! by guessing a `-flat.vmdk` name. Reads are strict: a range answer must be
-//! 206 with the Content-Range asked for and exactly that many bytes; 503 is
-//! retried with back-off, as are dropped connections; 404 and 416 are
-//! reported for what they mean.
+//! 206 with the Content-Range asked for and exactly that many bytes; 404 and
+//! 416 are reported for what they mean.
+//!
+//! Reads respect the host: every request passes the host's gate (`gate`),
+//! which holds the number in flight to the source's `max_requests` and
+//! halves it when the host answers 503 or drops a connection. A busy answer
+//! is asked again, with growing pauses, for as long as the source's
+//! patience allows (the host is loaded, not broken); a dropped connection
+//! or a cut body at most `READ_ATTEMPTS` times. The backup asks for few,
+//! large requests (`ReadShape`, from the source's `read_request` and
+//! `read_gap`), which a disk read here passes on as one Range request per
+//! extent piece.
 //!
 //! `DatastorePath` itself (`[datastore] dir/name.vmdk`, parsed) is part of the
 //! neutral inventory model and is re-exported here; this file adds its
@@ -28,9 +37,10 @@ use std::sync::Arc;
 
 use super::Error;
 use super::delta::{Chain, Delta, DeltaError, DeltaFormat, ReadAt};
+use super::gate::{self, HostGate};
 use super::transport::Transport;
 pub use crate::inventory::DatastorePath;
-use crate::repo::backup::DiskReader;
+use crate::repo::backup::{DiskReader, ReadShape};
 
 impl DatastorePath {
     /// The path and query of this file's datastore HTTP URL.
@@ -203,9 +213,50 @@ pub fn upload(
     }
 }
 
-/// How often a failed range read is tried again, and the first pause.
+/// How often a range read cut by a dropped connection is tried again, and
+/// the first pause after a failed request.
 const READ_ATTEMPTS: u32 = 6;
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+
+/// How coffer reads the datastores of one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Requests in flight at once against the host, before any back-off.
+    pub max_requests: usize,
+    /// The requests a backup asks for.
+    pub shape: ReadShape,
+    /// How long one request is asked again while the host answers 503.
+    pub busy_patience: Duration,
+}
+
+/// The environment variable that shortens the patience (tests).
+pub const BUSY_PATIENCE_ENV: &str = "COFFER_BUSY_PATIENCE_MS";
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_requests: DEFAULT_MAX_REQUESTS,
+            shape: ReadShape::default(),
+            busy_patience: std::env::var(BUSY_PATIENCE_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_secs(120), Duration::from_millis),
+        }
+    }
+}
+
+/// Datastore requests in flight per host unless the source says otherwise.
+pub const DEFAULT_MAX_REQUESTS: usize = 4;
+
+/// What the reads of one disk share: the connection, the host's gate, the
+/// patience, and the counts.
+struct Reads<'a> {
+    transport: &'a Transport,
+    gate: Arc<HostGate>,
+    busy_patience: Duration,
+    counters: Counters,
+}
 
 /// One flat extent, placed in the disk.
 #[derive(Debug)]
@@ -221,6 +272,7 @@ struct Piece {
 struct Counters {
     bytes_fetched: AtomicU64,
     requests: AtomicU64,
+    busy_answers: AtomicU64,
 }
 
 /// One file on the datastore, read by HTTP Range.
@@ -232,15 +284,14 @@ struct HttpFile {
 
 /// A file read through one transport, for the delta reader.
 struct DeltaFile<'a> {
-    transport: &'a Transport,
+    reads: Arc<Reads<'a>>,
     file: HttpFile,
-    counters: Arc<Counters>,
 }
 
 impl ReadAt for DeltaFile<'_> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let range = offset..offset + buf.len() as u64;
-        fetch_range(self.transport, &self.counters, &self.file, range, buf)
+        fetch_range(&self.reads, &self.file, range, buf)
     }
 }
 
@@ -250,9 +301,8 @@ const MAX_CHAIN: usize = 255;
 
 /// The base disk: its flat extents, read by disk offset.
 struct BaseDisk<'a> {
-    transport: &'a Transport,
+    reads: Arc<Reads<'a>>,
     pieces: Vec<Piece>,
-    counters: Arc<Counters>,
 }
 
 impl ReadAt for BaseDisk<'_> {
@@ -269,7 +319,7 @@ impl ReadAt for BaseDisk<'_> {
             let file_range = piece.file_start + (pos - piece.disk_start)
                 ..piece.file_start + (stop - piece.disk_start);
             let out = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
-            fetch_range(self.transport, &self.counters, &piece.file, file_range, out)?;
+            fetch_range(&self.reads, &piece.file, file_range, out)?;
             pos = stop;
         }
         Ok(())
@@ -281,7 +331,8 @@ impl ReadAt for BaseDisk<'_> {
 pub struct DatastoreDisk<'a> {
     chain: Chain<BaseDisk<'a>, DeltaFile<'a>>,
     size: u64,
-    counters: Arc<Counters>,
+    reads: Arc<Reads<'a>>,
+    shape: ReadShape,
 }
 
 impl std::fmt::Debug for DatastoreDisk<'_> {
@@ -294,30 +345,44 @@ impl std::fmt::Debug for DatastoreDisk<'_> {
     }
 }
 
-/// Fetches and parses the descriptor at `disk`; a busy host (503) is asked
-/// again with back-off, as for reads.
+/// GETs a whole small file (a descriptor, a .vmx) through the host's gate;
+/// 503 is asked again while `options`' patience lasts, as for reads. The
+/// answer's status is the caller's to judge.
+pub fn fetch_small_file(
+    transport: &Transport,
+    options: &ReadOptions,
+    url: &str,
+) -> Result<super::transport::RawResponse, Error> {
+    let gate = gate::for_host(transport.host(), options.max_requests);
+    let started = std::time::Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let permit = gate.enter();
+        let resp = transport.datastore_get(url, None)?;
+        if resp.status != 503 || started.elapsed() >= options.busy_patience {
+            permit.done();
+            return Ok(resp);
+        }
+        permit.busy();
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// Fetches and parses the descriptor at `disk`.
 fn fetch_descriptor(
     transport: &Transport,
+    options: &ReadOptions,
     datacenter: &str,
     disk: &DatastorePath,
 ) -> Result<Descriptor, DiskError> {
     let name = disk.to_string();
-    let mut pause = FIRST_PAUSE;
-    let mut attempt = 1;
-    let resp = loop {
-        let resp = transport
-            .datastore_get(&disk.url(datacenter), None)
-            .map_err(|source| DiskError::Vsphere {
-                disk: name.clone(),
-                source,
-            })?;
-        if resp.status != 503 || attempt >= READ_ATTEMPTS {
-            break resp;
+    let resp = fetch_small_file(transport, options, &disk.url(datacenter)).map_err(|source| {
+        DiskError::Vsphere {
+            disk: name.clone(),
+            source,
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(5));
-        attempt += 1;
-    };
+    })?;
     match resp.status {
         200 => {}
         404 => return Err(DiskError::NotFound { disk: name }),
@@ -369,12 +434,18 @@ impl<'a> DatastoreDisk<'a> {
         datacenter: &str,
         disk: &DatastorePath,
         capacity_bytes: u64,
+        options: &ReadOptions,
     ) -> Result<DatastoreDisk<'a>, DiskError> {
-        let counters = Arc::new(Counters::default());
+        let reads = Arc::new(Reads {
+            transport,
+            gate: gate::for_host(transport.host(), options.max_requests),
+            busy_patience: options.busy_patience,
+            counters: Counters::default(),
+        });
         let mut deltas = Vec::new();
         let mut current = disk.clone();
         let desc = loop {
-            let desc = fetch_descriptor(transport, datacenter, &current)?;
+            let desc = fetch_descriptor(transport, options, datacenter, &current)?;
             let Some(hint) = desc.parent_file_name_hint.clone() else {
                 break desc;
             };
@@ -416,12 +487,11 @@ impl<'a> DatastoreDisk<'a> {
             }
             let data = current.sibling(&e.file);
             let file = DeltaFile {
-                transport,
+                reads: reads.clone(),
                 file: HttpFile {
                     url: data.url(datacenter),
                     name: data.to_string(),
                 },
-                counters: counters.clone(),
             };
             let delta = Delta::open(file).map_err(|source| DiskError::Delta {
                 disk: data.to_string(),
@@ -487,23 +557,29 @@ impl<'a> DatastoreDisk<'a> {
         Ok(DatastoreDisk {
             chain: Chain {
                 base: BaseDisk {
-                    transport,
+                    reads: reads.clone(),
                     pieces,
-                    counters: counters.clone(),
                 },
                 deltas,
             },
             size: at,
-            counters,
+            reads,
+            shape: options.shape,
         })
     }
 
     /// Bytes received from the host so far, and how many requests it took.
     pub fn fetched(&self) -> (u64, u64) {
+        let c = &self.reads.counters;
         (
-            self.counters.bytes_fetched.load(Ordering::Relaxed),
-            self.counters.requests.load(Ordering::Relaxed),
+            c.bytes_fetched.load(Ordering::Relaxed),
+            c.requests.load(Ordering::Relaxed),
         )
+    }
+
+    /// How many requests the host answered 503 (busy).
+    pub fn busy_answers(&self) -> u64 {
+        self.reads.counters.busy_answers.load(Ordering::Relaxed)
     }
 
     /// How many snapshot deltas lie between coffer's view and the base.
@@ -512,99 +588,114 @@ impl<'a> DatastoreDisk<'a> {
     }
 }
 
-/// One Range request for `range` of `file`, strict about the answer; 503
-/// and dropped connections are tried again with back-off.
+/// One Range request for `range` of `file`, strict about the answer, through
+/// the host's gate. 503 is asked again while the patience lasts; a dropped
+/// connection or a cut body `READ_ATTEMPTS` times; both make the gate
+/// lower the number of requests in flight.
 fn fetch_range(
-    transport: &Transport,
-    counters: &Counters,
+    reads: &Reads<'_>,
     file: &HttpFile,
     range: Range<u64>,
     out: &mut [u8],
 ) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    let counters = &reads.counters;
     let mut pause = FIRST_PAUSE;
-    let mut last = String::new();
-    for attempt in 0..READ_ATTEMPTS {
-        if attempt > 0 {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
+    let mut broken = 0;
+    let bytes = |r: &Range<u64>| format!("bytes {}-{}", r.start, r.end - 1);
+    loop {
+        let permit = reads.gate.enter();
         counters.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = match transport.datastore_get(&file.url, Some(range.clone())) {
-            Ok(r) => r,
-            Err(e) => {
-                // A dropped or refused connection: try again.
-                last = e.to_string();
-                continue;
-            }
-        };
-        match resp.status {
-            206 => {}
-            503 => {
-                last = "HTTP 503 (host busy)".into();
-                continue;
-            }
-            404 => {
-                return Err(io_error(format!(
-                    "{}: the datastore has no such file (HTTP 404); vSAN and vVols disks have no flat file",
-                    file.name
-                )));
-            }
-            416 => {
-                return Err(io_error(format!(
-                    "{}: bytes {}-{} are beyond the end of the file (HTTP 416): the disk changed size",
-                    file.name,
-                    range.start,
-                    range.end - 1
-                )));
-            }
-            200 => {
-                return Err(io_error(format!(
-                    "{}: the host ignored the Range header (HTTP 200)",
-                    file.name
-                )));
-            }
-            s => {
-                return Err(io_error(format!(
-                    "{}: HTTP {s} ({}) reading bytes {}-{}",
-                    file.name,
-                    resp.content_type,
-                    range.start,
-                    range.end - 1
-                )));
-            }
-        }
-        let expected = format!("bytes {}-{}/", range.start, range.end - 1);
-        if !resp
-            .content_range
-            .as_deref()
-            .is_some_and(|c| c.starts_with(&expected))
+        let failure = match reads
+            .transport
+            .datastore_get(&file.url, Some(range.clone()))
         {
+            // A dropped or refused connection: try again.
+            Err(e) => e.to_string(),
+            Ok(resp) => match resp.status {
+                206 => {
+                    let expected = format!("bytes {}-{}/", range.start, range.end - 1);
+                    if !resp
+                        .content_range
+                        .as_deref()
+                        .is_some_and(|c| c.starts_with(&expected))
+                    {
+                        return Err(io_error(format!(
+                            "{}: asked for {expected}…, the host answered Content-Range {:?}",
+                            file.name, resp.content_range
+                        )));
+                    }
+                    if resp.body.len() as u64 == range.end - range.start {
+                        permit.done();
+                        counters
+                            .bytes_fetched
+                            .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
+                        out.copy_from_slice(&resp.body);
+                        return Ok(());
+                    }
+                    // A truncated answer: the connection broke mid-body.
+                    format!(
+                        "{} of {} bytes arrived",
+                        resp.body.len(),
+                        range.end - range.start
+                    )
+                }
+                503 => {
+                    permit.busy();
+                    counters.busy_answers.fetch_add(1, Ordering::Relaxed);
+                    if started.elapsed() >= reads.busy_patience {
+                        return Err(io_error(format!(
+                            "{}: {} not read: the host answered 503 (busy) for {}s",
+                            file.name,
+                            bytes(&range),
+                            started.elapsed().as_secs()
+                        )));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                    continue;
+                }
+                404 => {
+                    return Err(io_error(format!(
+                        "{}: the datastore has no such file (HTTP 404); vSAN and vVols disks have no flat file",
+                        file.name
+                    )));
+                }
+                416 => {
+                    return Err(io_error(format!(
+                        "{}: {} are beyond the end of the file (HTTP 416): the disk changed size",
+                        file.name,
+                        bytes(&range)
+                    )));
+                }
+                200 => {
+                    return Err(io_error(format!(
+                        "{}: the host ignored the Range header (HTTP 200)",
+                        file.name
+                    )));
+                }
+                s => {
+                    return Err(io_error(format!(
+                        "{}: HTTP {s} ({}) reading {}",
+                        file.name,
+                        resp.content_type,
+                        bytes(&range)
+                    )));
+                }
+            },
+        };
+        permit.busy();
+        broken += 1;
+        if broken >= READ_ATTEMPTS {
             return Err(io_error(format!(
-                "{}: asked for {expected}…, the host answered Content-Range {:?}",
-                file.name, resp.content_range
+                "{}: {} failed {READ_ATTEMPTS} times, last: {failure}",
+                file.name,
+                bytes(&range)
             )));
         }
-        if resp.body.len() as u64 != range.end - range.start {
-            // A truncated answer: the connection broke mid-body.
-            last = format!(
-                "{} of {} bytes arrived",
-                resp.body.len(),
-                range.end - range.start
-            );
-            continue;
-        }
-        counters
-            .bytes_fetched
-            .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
-        out.copy_from_slice(&resp.body);
-        return Ok(());
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(LONGEST_PAUSE);
     }
-    Err(io_error(format!(
-        "{}: bytes {}-{} failed {READ_ATTEMPTS} times, last: {last}",
-        file.name,
-        range.start,
-        range.end - 1
-    )))
 }
 
 fn io_error(text: String) -> std::io::Error {
@@ -614,6 +705,10 @@ fn io_error(text: String) -> std::io::Error {
 impl DiskReader for DatastoreDisk<'_> {
     fn size_bytes(&self) -> u64 {
         self.size
+    }
+
+    fn read_shape(&self) -> ReadShape {
+        self.shape
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

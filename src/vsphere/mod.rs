@@ -19,6 +19,7 @@ pub mod delta;
 #[cfg(test)]
 mod delta_tests;
 pub mod fault;
+pub mod gate;
 mod props;
 mod response;
 pub mod session;

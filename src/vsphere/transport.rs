@@ -202,6 +202,11 @@ impl Transport {
         })
     }
 
+    /// `name:port` of the endpoint, as the URL gives it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub fn sdk_url(&self) -> String {
         format!("{}/sdk", self.base)
     }

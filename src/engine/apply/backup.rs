@@ -149,6 +149,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
         read_whole_disk: whole,
         io_limit: io_limit.as_deref(),
         progress,
+        read: conn.read,
     };
     let started = Instant::now();
     SNAPSHOTS_OPEN.fetch_add(1, Ordering::SeqCst);
@@ -198,8 +199,13 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
             _ => None,
         })
         .collect();
+    let requests: u64 = o.disks.iter().map(|d| d.requests).sum();
+    let busy = match o.disks.iter().map(|d| d.busy_answers).sum::<u64>() {
+        0 => String::new(),
+        n => format!("; the host was busy (503) {n} times and coffer slowed down"),
+    };
     Ok(format!(
-        "{} point {} ({}-consistent{}), read {}{base_problem}{fell_back}{leftovers}",
+        "{} point {} ({}-consistent{}), read {} in {requests} requests{busy}{base_problem}{fell_back}{leftovers}",
         format!("{:?}", o.manifest.kind).to_lowercase(),
         o.manifest.point_id,
         o.consistency,
