@@ -126,3 +126,39 @@ fn a_full_asks_for_few_large_requests_shaped_by_the_source() {
     );
     assert_restores_exactly(t.path());
 }
+
+/// A host forgets sessions (hostd's idle timeout, a restart of its
+/// management agents) while a backup reads: the next datastore request is
+/// answered 401, coffer logs in again and reads on, and SOAP calls on the
+/// same session work too.
+#[test]
+fn a_session_the_host_forgot_is_logged_in_again_for_datastore_reads() {
+    use coffer::repo::backup::DiskReader;
+    use coffer::vsphere::datastore::{DatastoreDisk, DatastorePath};
+    let t = tempfile::tempdir().unwrap();
+    let mut config = coffer::lab::LabConfig::new(t.path());
+    config.vms = 1;
+    let lab = coffer::lab::Lab::start(config).unwrap();
+    let session =
+        coffer::vsphere::Session::connect(lab.url(), &lab.tls_trust(), lab.user(), lab.password())
+            .unwrap();
+    let vm = session.list_vms().unwrap().remove(0);
+    let path = DatastorePath::parse(&vm.disks[0].file_name).unwrap();
+    let disk = DatastoreDisk::open(
+        session.transport(),
+        "ha-datacenter",
+        &path,
+        vm.disks[0].capacity_bytes,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut before = vec![0u8; 1 << 20];
+    disk.read_exact_at(&mut before, 2 << 20).unwrap();
+    lab.faults().apply("expire-sessions").unwrap();
+    let mut after = vec![0u8; 1 << 20];
+    disk.read_exact_at(&mut after, 2 << 20)
+        .expect("a 401 is answered by logging in again");
+    assert!(before == after && before.iter().any(|b| *b != 0));
+    lab.faults().apply("expire-sessions").unwrap();
+    assert_eq!(session.list_vms().unwrap().len(), 1);
+}

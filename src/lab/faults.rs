@@ -6,8 +6,8 @@
 //! code (`LabHandle::faults`), from `COFFER_LAB_FAULTS` when the lab starts,
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
-//! `remove-snapshot`, `drop-after=<bytes>`, `unavailable=<count>`, or
-//! `clear`; and the file service's throttling (`FolderThrottle`):
+//! `remove-snapshot`, `expire-sessions`, `drop-after=<bytes>`,
+//! `unavailable=<count>`, or `clear`; and the file service's throttling (`FolderThrottle`):
 //! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
 
 use std::collections::BTreeMap;
@@ -35,6 +35,12 @@ pub struct Faults {
     pub tools_off: AtomicBool,
     /// How the datastore file service is throttled (off unless set).
     pub folder: FolderThrottle,
+    /// Forget every session now (once), as hostd does after its idle
+    /// timeout (`Config.HostAgent.vmacore.soap.sessionTimeout`, 30 minutes
+    /// by default) or a restart of the management agents: SOAP calls then
+    /// fail with NotAuthenticated and `/folder` answers 401. Clients keep
+    /// sessions alive or log in again for this (govmomi's `session/keepalive`).
+    pub expire_sessions: AtomicBool,
 }
 
 /// The throttling of a host's file service (`/folder`), as a real ESXi host
@@ -153,6 +159,7 @@ impl Faults {
                 "snapshot" => self.snapshot.store(flag(), Ordering::SeqCst),
                 "remove-snapshot" => self.remove_snapshot.store(flag(), Ordering::SeqCst),
                 "tools-off" => self.tools_off.store(flag(), Ordering::SeqCst),
+                "expire-sessions" => self.expire_sessions.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -167,7 +174,7 @@ impl Faults {
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         tools-off, drop-after=<bytes>, unavailable=<count>, folder-limit=<requests>, \
+                         tools-off, expire-sessions, drop-after=<bytes>, unavailable=<count>, folder-limit=<requests>, \
                          folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
                     ));
                 }

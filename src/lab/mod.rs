@@ -157,6 +157,14 @@ impl Shared {
 impl http::Handler for Shared {
     fn handle(&self, head: &http::Head, body: &mut http::Body<'_>) -> http::Response {
         use http::Response;
+        // Sessions expire between requests (see `Faults::expire_sessions`).
+        if self
+            .faults
+            .expire_sessions
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.vim.expire_sessions();
+        }
         match (head.method.as_str(), head.path()) {
             ("GET", "/sdk/vimServiceVersions.xml") => {
                 Response::new(200, "text/xml", vim::service_versions_xml())

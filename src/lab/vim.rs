@@ -160,6 +160,11 @@ impl Vim {
         )
     }
 
+    /// Forgets every session (see `Faults::expire_sessions`).
+    pub fn expire_sessions(&self) {
+        lock(&self.sessions).clear();
+    }
+
     pub fn is_session(&self, key: Option<&str>) -> bool {
         key.is_some_and(|k| lock(&self.sessions).contains_key(k))
     }

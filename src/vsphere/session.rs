@@ -71,9 +71,8 @@ impl Session {
     }
 
     fn login(&self) -> Result<String, Error> {
-        self.transport.clear_session();
-        let req = soap::login(&self.content.session_manager, &self.user, &self.password);
-        soap::parse_login(&self.transport.post(&req)?)
+        self.transport
+            .login(&self.content.session_manager, &self.user, &self.password)
     }
 
     /// The vim25 version this session speaks.

@@ -155,6 +155,15 @@ pub struct Transport {
     presented: Arc<Mutex<Option<[u8; 32]>>>,
     soap_action: Mutex<String>,
     cookie: Mutex<Option<String>>,
+    /// What a fresh Login needs, once the session has logged in.
+    login: Mutex<Option<LoginDetails>>,
+}
+
+/// The SessionManager and credentials of the session, for logging in again.
+struct LoginDetails {
+    session_manager: super::types::MoRef,
+    user: String,
+    password: String,
 }
 
 impl std::fmt::Debug for Transport {
@@ -199,6 +208,7 @@ impl Transport {
             presented,
             soap_action: Mutex::new(super::soap::soap_action("6.0")),
             cookie: Mutex::new(None),
+            login: Mutex::new(None),
         })
     }
 
@@ -223,6 +233,42 @@ impl Transport {
     /// Forgets the session cookie (before a fresh Login).
     pub fn clear_session(&self) {
         *lock(&self.cookie) = None;
+    }
+
+    /// Logs in with `user` and `password` at `session_manager`, and keeps
+    /// them to log in again when the server forgets the session.
+    pub fn login(
+        &self,
+        session_manager: &super::types::MoRef,
+        user: &str,
+        password: &str,
+    ) -> Result<String, Error> {
+        *lock(&self.login) = Some(LoginDetails {
+            session_manager: session_manager.clone(),
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+        self.login_again(None)
+    }
+
+    /// Logs in again with the kept credentials, unless the session cookie
+    /// is no longer `stale` (another request has logged in meanwhile).
+    fn login_again(&self, stale: Option<Option<String>>) -> Result<String, Error> {
+        let details = lock(&self.login);
+        let Some(d) = details.as_ref() else {
+            return Err(Error::Protocol {
+                method: "Login".into(),
+                detail: "the session expired before it had logged in".into(),
+            });
+        };
+        if let Some(stale) = stale
+            && *lock(&self.cookie) != stale
+        {
+            return Ok(d.user.clone());
+        }
+        *lock(&self.cookie) = None;
+        let req = super::soap::login(&d.session_manager, &d.user, &d.password);
+        super::soap::parse_login(&self.post(&req)?)
     }
 
     /// A send failure, or a pinned thumbprint the host did not match.
@@ -336,7 +382,25 @@ impl Transport {
         self.raw(req, &url)
     }
 
-    fn raw(
+    /// Sends a datastore request with the session cookie. A 401 means the
+    /// server forgot the session (an idle timeout, a restart of its
+    /// management agents): coffer logs in again and sends the request once
+    /// more, as for SOAP calls (`Session::call`); a streamed upload cannot
+    /// be sent again and answers its 401.
+    fn raw(&self, req: reqwest::blocking::RequestBuilder, url: &str) -> Result<RawResponse, Error> {
+        let used = lock(&self.cookie).clone();
+        let again = req.try_clone();
+        let resp = self.raw_once(req, url)?;
+        match again {
+            Some(again) if resp.status == 401 && lock(&self.login).is_some() => {
+                self.login_again(Some(used))?;
+                self.raw_once(again, url)
+            }
+            _ => Ok(resp),
+        }
+    }
+
+    fn raw_once(
         &self,
         mut req: reqwest::blocking::RequestBuilder,
         url: &str,
