@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use coffer::lab::guest::GuestOs;
 use coffer::lab::{Lab, LabConfig, LabHandle};
 use coffer::plan::cbt::CbtVerdict;
 use coffer::policy::model::{Consistency, TlsTrust};
@@ -172,10 +173,14 @@ impl Bed {
 #[test]
 fn full_then_incremental_reads_only_what_changed_and_restores_exactly() {
     let b = bed();
+    // A Windows guest with disk UUIDs: its VSS writers take part.
+    coffer::lab::set_guest(b.lab.state_dir(), "lab-vm-01", GuestOs::Windows, true).unwrap();
     let full = b
         .backup("lab-vm-01", Consistency::Application, None, "r1")
         .unwrap();
     assert_eq!(full.consistency, "application");
+    // The snapshot's VSS manifest is kept with the point.
+    assert!(b.repo.read_file(&full.manifest, "vss-manifest.zip").is_ok());
     // The VM's .vmx is kept with the point, for a restore to register it.
     let vmx = b.repo.read_file(&full.manifest, "lab-vm-01.vmx").unwrap();
     assert!(

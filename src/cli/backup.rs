@@ -81,6 +81,7 @@ pub fn run(args: Args) -> Result<u8> {
                 "parent": m.parent,
                 "consistency": outcome.consistency,
                 "quiesce_fallback": outcome.quiesce_fallback,
+                "consistency_alert": outcome.consistency_alert,
                 "snapshot": outcome.snapshot,
                 "leftovers_removed": outcome.leftovers_removed.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
                 "leftovers_kept": outcome.leftovers_kept.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
@@ -115,6 +116,10 @@ pub fn run(args: Args) -> Result<u8> {
             .quiesce_fallback
             .as_ref()
             .map(|w| format!("; quiescing failed: {w}"))
+            .or_else(|| outcome
+                .consistency_alert
+                .as_ref()
+                .map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
         m.duration_ms as f64 / 1000.0
     )?;

@@ -146,6 +146,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                 point_id: p.point_id.clone(),
                 created: p.created,
                 kind: p.kind,
+                consistency: p.consistency.as_str().into(),
                 disks: p
                     .disks
                     .iter()

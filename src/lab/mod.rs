@@ -24,6 +24,7 @@ mod content;
 mod datastore;
 pub mod disk;
 pub mod faults;
+pub mod guest;
 mod http;
 pub mod net;
 pub mod ops;
@@ -505,6 +506,18 @@ pub fn extend_disk(state_dir: &Path, vm: &str, key: i32, capacity_bytes: u64) ->
 pub fn set_disk_mode(state_dir: &Path, vm: &str, key: i32, mode: &str) -> Result<(), Error> {
     let store = state::Store::new(state_dir);
     Ok(store.update(|st, _| ops::set_disk_mode(st, vm, key, mode))?)
+}
+
+/// Sets `vm`'s guest family and `disk.EnableUUID` (see `guest::set_guest`):
+/// a quiesced snapshot of a Windows guest with it gets a VSS manifest.
+pub fn set_guest(
+    state_dir: &Path,
+    vm: &str,
+    os: guest::GuestOs,
+    disk_enable_uuid: bool,
+) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, root| guest::set_guest(st, root, vm, os, disk_enable_uuid))?)
 }
 
 /// Whether `vm`'s guest would boot from its disks as they are now.

@@ -30,6 +30,9 @@ pub struct PointInfo {
     pub point_id: String,
     pub created: DateTime<Utc>,
     pub kind: PointKind,
+    /// What the snapshot was: "application", "filesystem", "crash" (or
+    /// "image"), as the manifest records it.
+    pub consistency: Box<str>,
     pub disks: Box<[PointDisk]>,
     /// Tier name → that copy.
     pub copies: Copies,

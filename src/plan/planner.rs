@@ -234,6 +234,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             &merged
         };
         backup::plan_backup(policy, source, vm, points, now, &mut actions);
+        actions.extend(backup::consistency_alert(policy, vm, points));
         tiers::plan_tiers(
             input,
             policy,

@@ -97,6 +97,7 @@ fn point(vm: &str, created: &str, kind: PointKind, tiers: &[&str]) -> PointInfo 
         point_id: format!("{}-{vm}", created.replace([':', '-'], "")),
         created: at(created),
         kind,
+        consistency: "crash".into(),
         disks: Box::new([PointDisk {
             device_key: 2000,
             size_bytes: 1 << 30,

@@ -140,6 +140,7 @@ pub struct Tier {
 pub enum Consistency {
     Application,
     ApplicationPreferred,
+    Filesystem,
     Crash,
 }
 

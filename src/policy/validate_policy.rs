@@ -190,6 +190,7 @@ impl Resolver<'_> {
         let consistency = match r.consistency.as_ref().map(|c| *c.get()) {
             Some(ConsistencyText::Application) => Consistency::Application,
             Some(ConsistencyText::ApplicationPreferred) => Consistency::ApplicationPreferred,
+            Some(ConsistencyText::Filesystem) => Consistency::Filesystem,
             Some(ConsistencyText::Crash) | None => Consistency::Crash,
         };
         let policy = Policy {

@@ -19,6 +19,19 @@
 //! removed snapshot therefore goes on and returns a mix of old and new
 //! blocks. So before the point is committed the backup asks the host
 //! whether its snapshot still exists; if not, it fails and records nothing.
+//!
+//! The consistency a point records is what the host gave, not what was
+//! asked: a quiesced snapshot is application-consistent only when the
+//! guest's VSS writers took part (a Windows guest with `disk.EnableUUID`,
+//! SCSI disks, no dynamic disks), and then the host stores a VSS manifest
+//! with it; otherwise VMware Tools quiesced the file systems alone (VDDK
+//! Programming Guide, "Working with Microsoft Shadow Copy"; VMware KB
+//! 1018194, KB 1028881). So after a quiesced snapshot the backup looks for
+//! a new `vss-manifest*.zip` among the VM's files (`layoutEx.file`):
+//! `application` with it, `filesystem` without, `crash` when not quiesced.
+//! A policy asking for `application` that gets `filesystem` removes the
+//! snapshot and fails; `application-preferred` keeps the point and alerts.
+//! The manifest itself is kept with the point (`vss-manifest.zip`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,6 +48,26 @@ use crate::vsphere::types::{ChangeId, MoRef, VmRecord};
 use crate::vsphere::{Error as VsphereError, Session, VimFault};
 
 pub use crate::plan::hygiene::{SNAPSHOT_PREFIX, snapshot_name};
+
+/// The consistency a point records: quiesced with the guest's VSS writers
+/// (the host stored a VSS manifest with the snapshot).
+pub const CONSISTENCY_APPLICATION: &str = "application";
+/// Quiesced without VSS writers: file systems flushed and frozen.
+pub const CONSISTENCY_FILESYSTEM: &str = "filesystem";
+/// Not quiesced.
+pub const CONSISTENCY_CRASH: &str = "crash";
+/// The name a point keeps its snapshot's VSS manifest under.
+pub const VSS_MANIFEST_FILE: &str = "vss-manifest.zip";
+
+/// A policy's `consistency`, as it is written.
+fn consistency_asked(c: Consistency) -> &'static str {
+    match c {
+        Consistency::Application => "application",
+        Consistency::ApplicationPreferred => "application-preferred",
+        Consistency::Filesystem => "filesystem",
+        Consistency::Crash => "crash",
+    }
+}
 
 /// What to back up and how.
 pub struct VmBackupRequest<'a> {
@@ -83,10 +116,14 @@ pub struct DiskOutcome {
 #[derive(Debug)]
 pub struct VmBackupOutcome {
     pub manifest: Manifest,
-    /// "application" or "crash".
+    /// What the host gave: "application" (quiesced, with a VSS manifest),
+    /// "filesystem" (quiesced without one) or "crash".
     pub consistency: String,
     /// Why an application-consistent snapshot fell back to crash-consistent.
     pub quiesce_fallback: Option<String>,
+    /// Said when the policy prefers application consistency and the host
+    /// gave file-system consistency: the point is kept, with this alert.
+    pub consistency_alert: Option<String>,
     pub cbt_enabled_now: bool,
     pub disks: Vec<DiskOutcome>,
     pub snapshot: String,
@@ -117,13 +154,20 @@ pub enum VmBackupError {
         source: Box<VsphereError>,
     },
     #[error(
-        "VM {vm}: the guest could not be quiesced ({source}) and the policy asks for application consistency"
+        "VM {vm}: the guest could not be quiesced ({source}) and the policy asks for {asked} consistency"
     )]
     QuiesceFailed {
         vm: String,
+        /// The policy's `consistency`.
+        asked: &'static str,
         #[source]
         source: Box<VsphereError>,
     },
+    #[error(
+        "VM {vm}: the snapshot is only file-system-consistent ({why}) and the policy asks for \
+         application consistency; the snapshot was removed and no point was recorded"
+    )]
+    NotApplicationConsistent { vm: String, why: String },
     #[error("VM {vm}: {source}")]
     Disk {
         vm: String,
@@ -347,6 +391,17 @@ pub fn backup_vm(
     let snap_name = snapshot_name(req.run_id);
     let description = snapshot_description(req.run_id, req.installation);
     let want_quiesce = req.consistency != Consistency::Crash;
+    // VSS manifests of other snapshots already among the VM's files are no
+    // evidence for this one. When the host does not say, any manifest
+    // found afterwards counts.
+    let manifests_before: Vec<String> = if want_quiesce {
+        session
+            .guest_quiesce_facts(&vm.moref)
+            .map(|f| f.vss_manifests)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let take = |quiesce: bool| {
         session.create_snapshot(
             &vm.moref,
@@ -359,16 +414,17 @@ pub fn backup_vm(
             req.task_timeout,
         )
     };
-    let (snapshot, consistency, quiesce_fallback) = match take(want_quiesce) {
-        Ok(s) => (s, if want_quiesce { "application" } else { "crash" }, None),
+    let (snapshot, quiesced, quiesce_fallback) = match take(want_quiesce) {
+        Ok(s) => (s, want_quiesce, None),
         Err(e)
             if want_quiesce
                 && e.fault()
                     .is_some_and(|f| matches!(f, VimFault::Quiesce { .. })) =>
         {
-            if req.consistency == Consistency::Application {
+            if req.consistency != Consistency::ApplicationPreferred {
                 return Err(VmBackupError::QuiesceFailed {
                     vm: name,
+                    asked: consistency_asked(req.consistency),
                     source: Box::new(e),
                 });
             }
@@ -376,7 +432,7 @@ pub fn backup_vm(
             let s = take(false).map_err(vs(
                 "creating a crash-consistent snapshot after quiescing failed",
             ))?;
-            (s, "crash", Some(why))
+            (s, false, Some(why))
         }
         Err(e) => return Err(vs("creating the snapshot")(e)),
     };
@@ -384,6 +440,50 @@ pub fn backup_vm(
         session,
         snapshot: Some(snapshot.clone()),
         timeout: req.task_timeout,
+    };
+    // What the host gave, not what was asked: a quiesced snapshot is
+    // application-consistent only with a VSS manifest beside it.
+    let (consistency, vss_manifest, filesystem_only) = if quiesced {
+        match session.guest_quiesce_facts(&vm.moref) {
+            Ok(facts) => match facts
+                .vss_manifests
+                .iter()
+                .find(|m| !manifests_before.contains(m))
+            {
+                Some(m) => (CONSISTENCY_APPLICATION, Some(m.clone()), None),
+                None => (CONSISTENCY_FILESYSTEM, None, Some(facts.why_no_vss())),
+            },
+            Err(e) => (
+                CONSISTENCY_FILESYSTEM,
+                None,
+                Some(format!(
+                    "the host did not list the VM's files ({e}), so no VSS manifest was found"
+                )),
+            ),
+        }
+    } else {
+        (CONSISTENCY_CRASH, None, None)
+    };
+    let consistency_alert = match (&filesystem_only, req.consistency) {
+        (Some(why), Consistency::Application) => {
+            let cause = VmBackupError::NotApplicationConsistent {
+                vm: name.clone(),
+                why: why.clone(),
+            };
+            return match guard.remove() {
+                Ok(()) => Err(cause),
+                Err(e) => Err(VmBackupError::SnapshotLeft {
+                    vm: name,
+                    snapshot: snap_name,
+                    cause: cause.to_string(),
+                    removal: e.to_string(),
+                }),
+            };
+        }
+        (Some(why), Consistency::ApplicationPreferred) => Some(format!(
+            "file-system-consistent, not application-consistent: {why}"
+        )),
+        _ => None,
     };
 
     let result = read_disks(
@@ -393,6 +493,7 @@ pub fn backup_vm(
         &snapshot,
         &uuid,
         consistency,
+        vss_manifest.as_deref(),
         cbt_was_enabled,
     )
     .map_err(|e| {
@@ -414,6 +515,7 @@ pub fn backup_vm(
             manifest,
             consistency: consistency.to_string(),
             quiesce_fallback,
+            consistency_alert,
             cbt_enabled_now: true,
             disks,
             snapshot: snap_name,
@@ -444,6 +546,7 @@ fn read_disks(
     snapshot: &MoRef,
     uuid: &str,
     consistency: &str,
+    vss_manifest: Option<&str>,
     cbt_was_enabled: bool,
 ) -> Result<(Manifest, Vec<DiskOutcome>), VmBackupError> {
     let vm = req.vm;
@@ -591,6 +694,18 @@ fn read_disks(
         if resp.status == 200 {
             let name = vmx.path.rsplit('/').next().unwrap_or("vm.vmx").to_string();
             files.push((name, resp.body));
+        }
+    }
+    // The snapshot's VSS manifest (the backup components document and the
+    // writers' manifests), which the VDDK guide asks backup applications
+    // to keep with the backup ("Working with Microsoft Shadow Copy").
+    if let Some(path) = vss_manifest.and_then(DatastorePath::parse) {
+        let resp = session
+            .transport()
+            .datastore_get(&path.url(req.datacenter), None)
+            .map_err(vs("reading the snapshot's VSS manifest"))?;
+        if resp.status == 200 {
+            files.push((VSS_MANIFEST_FILE.to_string(), resp.body));
         }
     }
     // Asked after the last byte was read, before the point is committed.

@@ -205,6 +205,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
         o.consistency,
         o.quiesce_fallback
             .map(|w| format!(", quiescing failed: {w}"))
+            .or_else(|| o.consistency_alert.map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
         crate::policy::units::format_size(read)
     ))
