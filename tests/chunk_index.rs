@@ -468,6 +468,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                max_snapshot_lifetime: None,
             },
         )
         .unwrap()

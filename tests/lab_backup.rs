@@ -95,6 +95,7 @@ impl Bed {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                max_snapshot_lifetime: None,
             },
         )
     }
@@ -130,6 +131,7 @@ impl Bed {
                 read_whole_disk: false,
                 io_limit,
                 progress,
+                max_snapshot_lifetime: None,
             },
         )
     }
@@ -632,6 +634,7 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                max_snapshot_lifetime: None,
             },
         );
         assert!(

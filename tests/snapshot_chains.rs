@@ -87,6 +87,7 @@ impl Bed {
                 read_whole_disk: false,
                 io_limit: None,
                 progress: None,
+                max_snapshot_lifetime: None,
             },
         )
     }

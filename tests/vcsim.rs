@@ -459,6 +459,7 @@ fn backup_loop(flavor: &str) {
         read_whole_disk: false,
         io_limit: None,
         progress: None,
+        max_snapshot_lifetime: None,
     };
     let full = backup_vm(&session, &repo, &request(&vm, None, "run-1")).unwrap();
     assert!(full.cbt_enabled_now);

@@ -170,6 +170,7 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
         read_whole_disk: false,
         io_limit: io_limit.as_deref(),
         progress: None,
+        max_snapshot_lifetime: policy.max_snapshot_lifetime,
     };
     let outcome = vm_backup::backup_vm(&conn.session, &repo, &request)?;
     Ok(BackupTaken {

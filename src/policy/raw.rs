@@ -327,6 +327,10 @@ pub struct RawPolicy {
     pub full_every: Option<Sp<DurationText>>,
     /// Read limit against the datastore per backup, e.g. "200MiB/s".
     pub io_limit: Option<Sp<RateText>>,
+    /// The longest a backup's snapshot may stay open, e.g. "2h": past it the
+    /// read stops, the snapshot is removed and the backup fails. Default: no
+    /// limit but the run's --action-timeout.
+    pub max_snapshot_lifetime: Option<Sp<DurationText>>,
     /// Backups start only inside this daily window.
     pub window: Option<Sp<WindowText>>,
     /// Chunk size of the repository for these VMs: a power of two from 64KiB to 4MiB.

@@ -20,18 +20,11 @@
 //! blocks. So before the point is committed the backup asks the host
 //! whether its snapshot still exists; if not, it fails and records nothing.
 //!
-//! The consistency a point records is what the host gave, not what was
-//! asked: a quiesced snapshot is application-consistent only when the
-//! guest's VSS writers took part (a Windows guest with `disk.EnableUUID`,
-//! SCSI disks, no dynamic disks), and then the host stores a VSS manifest
-//! with it; otherwise VMware Tools quiesced the file systems alone (VDDK
-//! Programming Guide, "Working with Microsoft Shadow Copy"; VMware KB
-//! 1018194, KB 1028881). So after a quiesced snapshot the backup looks for
-//! a new `vss-manifest*.zip` among the VM's files (`layoutEx.file`):
-//! `application` with it, `filesystem` without, `crash` when not quiesced.
-//! A policy asking for `application` that gets `filesystem` removes the
+//! The consistency a point records is what the host gave (`consistency`):
+//! a policy asking for `application` that gets `filesystem` removes the
 //! snapshot and fails; `application-preferred` keeps the point and alerts.
-//! The manifest itself is kept with the point (`vss-manifest.zip`).
+//! A snapshot open past the policy's `max_snapshot_lifetime`
+//! (`snapshot_lifetime`) stops the read, is removed, and fails the backup.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,26 +41,13 @@ use crate::vsphere::types::{ChangeId, MoRef, VmRecord};
 use crate::vsphere::{Error as VsphereError, Session, VimFault};
 
 pub use crate::plan::hygiene::{SNAPSHOT_PREFIX, snapshot_name};
+pub use crate::run::consistency::{
+    CONSISTENCY_APPLICATION, CONSISTENCY_CRASH, CONSISTENCY_FILESYSTEM, VSS_MANIFEST_FILE,
+};
+pub use crate::run::snapshot_lifetime::SnapshotLifetime;
 
-/// The consistency a point records: quiesced with the guest's VSS writers
-/// (the host stored a VSS manifest with the snapshot).
-pub const CONSISTENCY_APPLICATION: &str = "application";
-/// Quiesced without VSS writers: file systems flushed and frozen.
-pub const CONSISTENCY_FILESYSTEM: &str = "filesystem";
-/// Not quiesced.
-pub const CONSISTENCY_CRASH: &str = "crash";
-/// The name a point keeps its snapshot's VSS manifest under.
-pub const VSS_MANIFEST_FILE: &str = "vss-manifest.zip";
-
-/// A policy's `consistency`, as it is written.
-fn consistency_asked(c: Consistency) -> &'static str {
-    match c {
-        Consistency::Application => "application",
-        Consistency::ApplicationPreferred => "application-preferred",
-        Consistency::Filesystem => "filesystem",
-        Consistency::Crash => "crash",
-    }
-}
+use crate::run::consistency::{self, Achieved, consistency_asked};
+use crate::run::snapshot_lifetime::SnapshotClock;
 
 /// What to back up and how.
 pub struct VmBackupRequest<'a> {
@@ -100,6 +80,10 @@ pub struct VmBackupRequest<'a> {
     pub io_limit: Option<&'a crate::run::throttle::Throttle>,
     /// Counts the bytes read from the host, for progress reports.
     pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+    /// The longest the snapshot may stay open (the policy's
+    /// `max_snapshot_lifetime`): past it the read stops, the snapshot is
+    /// removed and the backup fails, recording nothing.
+    pub max_snapshot_lifetime: Option<Duration>,
 }
 
 /// What one disk's read was.
@@ -127,6 +111,9 @@ pub struct VmBackupOutcome {
     pub cbt_enabled_now: bool,
     pub disks: Vec<DiskOutcome>,
     pub snapshot: String,
+    /// When the snapshot was there (its CreateSnapshot task done) and when
+    /// it was gone again (its RemoveSnapshot task done).
+    pub snapshot_lifetime: SnapshotLifetime,
     /// coffer snapshots of earlier runs found on the VM and removed first.
     pub leftovers_removed: Vec<Leftover>,
     /// coffer snapshots found on the VM and left alone (another
@@ -182,6 +169,17 @@ pub enum VmBackupError {
     },
     #[error("VM {vm}: cancelled; the snapshot was removed and no point was recorded")]
     Cancelled { vm: String },
+    #[error(
+        "VM {vm}: snapshot {snapshot} was open longer than the policy's max_snapshot_lifetime \
+         of {limit}; the read was stopped, the snapshot removed ({lifetime}) and no point was \
+         recorded"
+    )]
+    SnapshotOpenTooLong {
+        vm: String,
+        snapshot: String,
+        limit: String,
+        lifetime: String,
+    },
     #[error("VM {vm} was deleted while it was being backed up; no point was recorded")]
     VmGone { vm: String },
     #[error(
@@ -256,6 +254,7 @@ impl Drop for SnapshotGuard<'_> {
 struct Cancellable<'a> {
     inner: &'a dyn DiskReader,
     cancel: &'a AtomicBool,
+    clock: &'a SnapshotClock,
     progress: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
@@ -268,6 +267,12 @@ impl DiskReader for Cancellable<'_> {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,
                 "cancelled",
+            ));
+        }
+        if self.clock.past_deadline() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the snapshot has been open longer than max_snapshot_lifetime",
             ));
         }
         self.inner.read_exact_at(buf, offset)?;
@@ -436,6 +441,8 @@ pub fn backup_vm(
         }
         Err(e) => return Err(vs("creating the snapshot")(e)),
     };
+    let created = chrono::Utc::now();
+    let clock = SnapshotClock::start(req.max_snapshot_lifetime);
     let mut guard = SnapshotGuard {
         session,
         snapshot: Some(snapshot.clone()),
@@ -443,27 +450,11 @@ pub fn backup_vm(
     };
     // What the host gave, not what was asked: a quiesced snapshot is
     // application-consistent only with a VSS manifest beside it.
-    let (consistency, vss_manifest, filesystem_only) = if quiesced {
-        match session.guest_quiesce_facts(&vm.moref) {
-            Ok(facts) => match facts
-                .vss_manifests
-                .iter()
-                .find(|m| !manifests_before.contains(m))
-            {
-                Some(m) => (CONSISTENCY_APPLICATION, Some(m.clone()), None),
-                None => (CONSISTENCY_FILESYSTEM, None, Some(facts.why_no_vss())),
-            },
-            Err(e) => (
-                CONSISTENCY_FILESYSTEM,
-                None,
-                Some(format!(
-                    "the host did not list the VM's files ({e}), so no VSS manifest was found"
-                )),
-            ),
-        }
-    } else {
-        (CONSISTENCY_CRASH, None, None)
-    };
+    let Achieved {
+        consistency,
+        vss_manifest,
+        filesystem_only,
+    } = consistency::achieved(session, &vm.moref, quiesced, &manifests_before);
     let consistency_alert = match (&filesystem_only, req.consistency) {
         (Some(why), Consistency::Application) => {
             let cause = VmBackupError::NotApplicationConsistent {
@@ -494,6 +485,7 @@ pub fn backup_vm(
         &uuid,
         consistency,
         vss_manifest.as_deref(),
+        &clock,
         cbt_was_enabled,
     )
     .map_err(|e| {
@@ -510,6 +502,28 @@ pub fn backup_vm(
         }
     });
     let removal = guard.remove();
+    let lifetime = SnapshotLifetime {
+        created,
+        removed: chrono::Utc::now(),
+    };
+    // A read the deadline stopped says so, with how long the snapshot was
+    // open, whatever error the stopped read surfaced as.
+    let result = match result {
+        Err(VmBackupError::Repo { .. } | VmBackupError::Disk { .. })
+            if clock.expired.load(Ordering::SeqCst) =>
+        {
+            Err(VmBackupError::SnapshotOpenTooLong {
+                vm: name.clone(),
+                snapshot: snap_name.clone(),
+                limit: clock
+                    .limit
+                    .map(crate::policy::units::format_duration)
+                    .unwrap_or_default(),
+                lifetime: lifetime.describe(),
+            })
+        }
+        other => other,
+    };
     match (result, removal) {
         (Ok((manifest, disks)), Ok(())) => Ok(VmBackupOutcome {
             manifest,
@@ -519,6 +533,7 @@ pub fn backup_vm(
             cbt_enabled_now: true,
             disks,
             snapshot: snap_name,
+            snapshot_lifetime: lifetime,
             leftovers_removed,
             leftovers_kept,
         }),
@@ -547,6 +562,7 @@ fn read_disks(
     uuid: &str,
     consistency: &str,
     vss_manifest: Option<&str>,
+    clock: &SnapshotClock,
     cbt_was_enabled: bool,
 ) -> Result<(Manifest, Vec<DiskOutcome>), VmBackupError> {
     let vm = req.vm;
@@ -661,6 +677,7 @@ fn read_disks(
                 None => r as &dyn DiskReader,
             },
             cancel: req.cancel,
+            clock,
             progress: req.progress,
         })
         .collect();
