@@ -171,7 +171,7 @@ pub enum VmBackupError {
     Cancelled { vm: String },
     #[error(
         "VM {vm}: snapshot {snapshot} was open longer than the policy's max_snapshot_lifetime \
-         of {limit}; the read was stopped, the snapshot removed ({lifetime}) and no point was \
+         of {limit}; the read was stopped and the snapshot removed, {lifetime}; no point was \
          recorded"
     )]
     SnapshotOpenTooLong {
