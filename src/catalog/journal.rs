@@ -53,25 +53,40 @@ impl Catalog {
         Ok(())
     }
 
-    /// When the snapshot `point_id` was read from was created and removed,
-    /// if this catalog saw that backup.
+    /// How long the snapshot `point_id` was read from was open, if this
+    /// catalog saw that backup.
     pub fn snapshot_lifetime_of(
         &self,
         point_id: &str,
-    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, CatalogError> {
+    ) -> Result<Option<SnapshotLifetimeRecord>, CatalogError> {
         let mut stmt = self.conn.prepare(
-            "SELECT created, removed FROM snapshot_lifetimes WHERE point_id = ?1 \
-             ORDER BY removed DESC LIMIT 1",
+            "SELECT run_id, vm_uuid, vm_name, snapshot, created, removed \
+             FROM snapshot_lifetimes WHERE point_id = ?1 ORDER BY removed DESC LIMIT 1",
         )?;
-        let row: Option<(String, String)> = stmt
-            .query_map([point_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        type Row = (String, String, String, String, String, String);
+        let row: Option<Row> = stmt
+            .query_map([point_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
             .next()
             .transpose()?;
-        row.map(|(c, r)| {
-            Ok((
-                parse_time("snapshot created", &c)?,
-                parse_time("snapshot removed", &r)?,
-            ))
+        row.map(|(run_id, vm_uuid, vm_name, snapshot, created, removed)| {
+            Ok(SnapshotLifetimeRecord {
+                run_id,
+                vm_uuid,
+                vm_name,
+                snapshot,
+                point_id: point_id.to_string(),
+                created: parse_time("snapshot created", &created)?,
+                removed: parse_time("snapshot removed", &removed)?,
+            })
         })
         .transpose()
     }

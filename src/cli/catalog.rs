@@ -244,13 +244,14 @@ fn copies_text(p: &PointRecord) -> String {
 /// recorded the backup.
 fn point_json(
     p: &PointRecord,
-    snapshot: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+    snapshot: Option<catalog::SnapshotLifetimeRecord>,
 ) -> serde_json::Value {
     json!({
-        "snapshot": snapshot.map(|(created, removed)| json!({
-            "created": catalog::time_text(created),
-            "removed": catalog::time_text(removed),
-            "open_ms": (removed - created).num_milliseconds(),
+        "snapshot": snapshot.map(|s| json!({
+            "name": s.snapshot,
+            "created": catalog::time_text(s.created),
+            "removed": catalog::time_text(s.removed),
+            "open_ms": (s.removed - s.created).num_milliseconds(),
         })),
         "point": p.point_id,
         "created": catalog::time_text(p.created),

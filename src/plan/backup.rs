@@ -12,7 +12,7 @@ use chrono::{DateTime, Timelike, Utc};
 
 use super::action::Action;
 use super::cbt::{self, CbtVerdict, LiveDisk};
-use super::input::{PointDisk, PointInfo};
+use super::input::{PointConsistency, PointDisk, PointInfo};
 use crate::inventory::VmRecord;
 use crate::policy::model::{Consistency, Policy};
 use crate::repo::manifest::PointKind;
@@ -205,14 +205,19 @@ pub(super) fn consistency_alert(
         Consistency::Filesystem | Consistency::Crash => return None,
     };
     let newest = points.iter().find(|p| p.good())?;
-    let weaker = matches!(newest.consistency.as_ref(), "filesystem" | "crash");
+    let weaker = matches!(
+        newest.consistency,
+        PointConsistency::Filesystem | PointConsistency::Crash
+    );
     weaker.then(|| Action::Alert {
         vm: Some(vm.name.clone()),
         message: format!(
             "its newest point {} is {}-consistent, and policy `{}` {wants} application \
              consistency (a quiesced snapshot is application-consistent only when the guest's \
              VSS writers take part: Windows, with disk.EnableUUID = TRUE)",
-            newest.point_id, newest.consistency, policy.name
+            newest.point_id,
+            newest.consistency.as_str(),
+            policy.name
         ),
     })
 }

@@ -318,7 +318,7 @@ fn build(world: &World) -> State {
                 } else {
                     PointKind::Incremental
                 },
-                consistency: "crash".into(),
+                consistency: PointConsistency::Crash,
                 disks: Box::new([disk_entry(Some("52 aa/3".into()))]),
                 copies,
             });
@@ -406,7 +406,7 @@ fn carry_out(state: &mut State, actions: &[Action]) -> Result<(), TestCaseError>
                     } else {
                         PointKind::Incremental
                     },
-                    consistency: "crash".into(),
+                    consistency: PointConsistency::Crash,
                     disks: Box::new([disk_entry(change_id)]),
                     copies: [(tier.clone(), CopyInfo::default())].into_iter().collect(),
                 });

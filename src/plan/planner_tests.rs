@@ -97,7 +97,7 @@ fn point(vm: &str, created: &str, kind: PointKind, tiers: &[&str]) -> PointInfo 
         point_id: format!("{}-{vm}", created.replace([':', '-'], "")),
         created: at(created),
         kind,
-        consistency: "crash".into(),
+        consistency: PointConsistency::Crash,
         disks: Box::new([PointDisk {
             device_key: 2000,
             size_bytes: 1 << 30,
