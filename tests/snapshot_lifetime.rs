@@ -51,6 +51,18 @@ fn every_backup_records_how_long_its_snapshot_was_open() {
         "{}",
         text(&report)
     );
+    // `coffer backup` records it the same way.
+    let now = in_policy_dir(dir, &["backup", "lab-vm-01"]);
+    assert!(now.status.success(), "{}", text(&now));
+    assert!(text(&now).contains("snapshot open "), "{}", text(&now));
+    let plan = in_policy_dir(dir, &["plan"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let points = self::points(dir);
+    assert_eq!(points.len(), 2, "{points:?}");
+    assert!(
+        points.iter().all(|p| p["snapshot"]["removed"].is_string()),
+        "{points:?}"
+    );
 }
 
 #[test]
