@@ -256,6 +256,17 @@ fn quiesce_failure_follows_the_consistency_asked_for() {
     assert!(matches!(err, VmBackupError::QuiesceFailed { .. }), "{err}");
     assert!(b.snapshots("lab-vm-01").is_empty());
     assert!(b.repo.list_points().unwrap().is_empty());
+    // File-system consistency needs quiescing too.
+    let err = b
+        .backup("lab-vm-01", Consistency::Filesystem, None, "q0")
+        .unwrap_err();
+    assert!(
+        matches!(err, VmBackupError::QuiesceFailed { .. })
+            && err.to_string().contains("filesystem"),
+        "{err}"
+    );
+    assert!(b.snapshots("lab-vm-01").is_empty());
+    assert!(b.repo.list_points().unwrap().is_empty());
     let ok = b
         .backup("lab-vm-01", Consistency::ApplicationPreferred, None, "q2")
         .unwrap();
