@@ -152,3 +152,25 @@ fn filesystem_accepts_a_quiesced_snapshot_without_vss_and_says_nothing() {
     );
     assert_eq!(recorded(dir), ["filesystem"]);
 }
+
+#[test]
+fn a_windows_guest_whose_vss_writers_fail_is_recorded_filesystem_and_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    policy_dir(dir, "application-preferred");
+    coffer::lab::set_guest(&lab_state(dir), "lab-vm-01", GuestOs::Windows, true).unwrap();
+    // The host still takes the quiesced snapshot, without a VSS manifest.
+    let out = common::command_in(dir)
+        .env(coffer::lab::FAULTS_ENV, "vss-writers")
+        .args(["apply", "--no-mail", "-p", "."])
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(
+        s.contains("filesystem-consistent") && s.contains("VSS writers did not take part"),
+        "{s}"
+    );
+    assert_eq!(recorded(dir), ["filesystem"]);
+    assert_eq!(snapshot_count(dir), 0);
+}

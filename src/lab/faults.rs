@@ -6,8 +6,8 @@
 //! code (`LabHandle::faults`), from `COFFER_LAB_FAULTS` when the lab starts,
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
-//! `remove-snapshot`, `drop-after=<bytes>`, `unavailable=<count>`, or
-//! `clear`.
+//! `remove-snapshot`, `vss-writers`, `drop-after=<bytes>`,
+//! `unavailable=<count>`, or `clear`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -31,6 +31,12 @@ pub struct Faults {
     pub unavailable: AtomicU32,
     /// No guest reports a VMware Tools heartbeat.
     pub tools_off: AtomicBool,
+    /// The guests' VSS writers fail: a quiesced snapshot still succeeds, but
+    /// without a VSS manifest, file-system-consistent ("the VSS snapshot is
+    /// created with the vss-manifest file, or without this file in the
+    /// error case": VDDK Programming Guide, "Application-Consistent Backup
+    /// and Restore").
+    pub vss_writers: AtomicBool,
 }
 
 impl Faults {
@@ -53,6 +59,7 @@ impl Faults {
                 "snapshot" => self.snapshot.store(flag(), Ordering::SeqCst),
                 "remove-snapshot" => self.remove_snapshot.store(flag(), Ordering::SeqCst),
                 "tools-off" => self.tools_off.store(flag(), Ordering::SeqCst),
+                "vss-writers" => self.vss_writers.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -61,7 +68,7 @@ impl Faults {
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         tools-off, drop-after=<bytes>, unavailable=<count>, clear"
+                         tools-off, vss-writers, drop-after=<bytes>, unavailable=<count>, clear"
                     ));
                 }
             }
@@ -72,6 +79,7 @@ impl Faults {
     pub fn clear(&self) {
         self.quiesce.store(false, Ordering::SeqCst);
         self.tools_off.store(false, Ordering::SeqCst);
+        self.vss_writers.store(false, Ordering::SeqCst);
         self.snapshot.store(false, Ordering::SeqCst);
         self.remove_snapshot.store(false, Ordering::SeqCst);
         self.drop_after_bytes.store(0, Ordering::SeqCst);

@@ -28,6 +28,8 @@ pub struct SnapshotSpec {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Injected {
     pub quiesce: bool,
+    /// The guest's VSS writers fail: no VSS manifest.
+    pub vss_writers: bool,
     pub snapshot: bool,
     pub remove_snapshot: bool,
 }
@@ -115,7 +117,7 @@ pub fn create_snapshot_as(
         });
     }
     v.cbt_reset = false;
-    let vss_manifest = if spec.quiesce {
+    let vss_manifest = if spec.quiesce && !injected.vss_writers {
         super::guest::write_vss_manifest(v, root, id)?
     } else {
         None
