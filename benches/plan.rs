@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use coffer::plan::planner::{
-    Copies, CopyInfo, DrillRecord, PlanInput, PointDisk, PointInfo, plan, restic_retention,
+    Copies, CopyInfo, DrillRecord, PlanInput, PointConsistency, PointDisk, PointInfo, plan,
+    restic_retention,
 };
 use coffer::policy::Config;
 use coffer::repo::manifest::PointKind;
@@ -310,6 +311,7 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                 vm_name: vm_name.clone(),
                 point_id: format!("{}-{i:05}", created.format("%Y%m%dT%H%M%SZ")),
                 created,
+                consistency: PointConsistency::Crash,
                 kind: if j % 30 == 0 {
                     PointKind::Full
                 } else {

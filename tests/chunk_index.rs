@@ -469,6 +469,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
                 io_limit: None,
                 progress: None,
                 read: Default::default(),
+                max_snapshot_lifetime: None,
             },
         )
         .unwrap()

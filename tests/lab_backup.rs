@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use coffer::lab::guest::GuestOs;
 use coffer::lab::{Lab, LabConfig, LabHandle};
 use coffer::plan::cbt::CbtVerdict;
 use coffer::policy::model::{Consistency, TlsTrust};
@@ -95,6 +96,7 @@ impl Bed {
                 io_limit: None,
                 progress: None,
                 read: Default::default(),
+                max_snapshot_lifetime: None,
             },
         )
     }
@@ -131,6 +133,7 @@ impl Bed {
                 io_limit,
                 progress,
                 read: Default::default(),
+                max_snapshot_lifetime: None,
             },
         )
     }
@@ -174,10 +177,14 @@ impl Bed {
 #[test]
 fn full_then_incremental_reads_only_what_changed_and_restores_exactly() {
     let b = bed();
+    // A Windows guest with disk UUIDs: its VSS writers take part.
+    coffer::lab::set_guest(b.lab.state_dir(), "lab-vm-01", GuestOs::Windows, true).unwrap();
     let full = b
         .backup("lab-vm-01", Consistency::Application, None, "r1")
         .unwrap();
     assert_eq!(full.consistency, "application");
+    // The snapshot's VSS manifest is kept with the point.
+    assert!(b.repo.read_file(&full.manifest, "vss-manifest.zip").is_ok());
     // The VM's .vmx is kept with the point, for a restore to register it.
     let vmx = b.repo.read_file(&full.manifest, "lab-vm-01.vmx").unwrap();
     assert!(
@@ -249,6 +256,17 @@ fn quiesce_failure_follows_the_consistency_asked_for() {
         .backup("lab-vm-01", Consistency::Application, None, "q1")
         .unwrap_err();
     assert!(matches!(err, VmBackupError::QuiesceFailed { .. }), "{err}");
+    assert!(b.snapshots("lab-vm-01").is_empty());
+    assert!(b.repo.list_points().unwrap().is_empty());
+    // File-system consistency needs quiescing too.
+    let err = b
+        .backup("lab-vm-01", Consistency::Filesystem, None, "q0")
+        .unwrap_err();
+    assert!(
+        matches!(err, VmBackupError::QuiesceFailed { .. })
+            && err.to_string().contains("filesystem"),
+        "{err}"
+    );
     assert!(b.snapshots("lab-vm-01").is_empty());
     assert!(b.repo.list_points().unwrap().is_empty());
     let ok = b
@@ -636,6 +654,7 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
                 io_limit: None,
                 progress: None,
                 read: Default::default(),
+                max_snapshot_lifetime: None,
             },
         );
         assert!(

@@ -88,6 +88,7 @@ impl Bed {
                 io_limit: None,
                 progress: None,
                 read: Default::default(),
+                max_snapshot_lifetime: None,
             },
         )
     }

@@ -460,6 +460,7 @@ fn backup_loop(flavor: &str) {
         io_limit: None,
         progress: None,
         read: Default::default(),
+        max_snapshot_lifetime: None,
     };
     let full = backup_vm(&session, &repo, &request(&vm, None, "run-1")).unwrap();
     assert!(full.cbt_enabled_now);

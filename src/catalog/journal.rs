@@ -18,7 +18,79 @@ pub struct Unfinished {
     pub started: Option<DateTime<Utc>>,
 }
 
+/// How long a backup's snapshot was open, and the point it gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotLifetimeRecord {
+    pub run_id: String,
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub snapshot: String,
+    pub point_id: String,
+    pub created: DateTime<Utc>,
+    pub removed: DateTime<Utc>,
+}
+
 impl Catalog {
+    /// Records how long a backup's snapshot was open (migration 5).
+    pub fn record_snapshot_lifetime(
+        &mut self,
+        r: &SnapshotLifetimeRecord,
+    ) -> Result<(), CatalogError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshot_lifetimes \
+             (run_id, vm_uuid, vm_name, snapshot, point_id, created, removed) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                r.run_id,
+                r.vm_uuid,
+                r.vm_name,
+                r.snapshot,
+                r.point_id,
+                time_text(r.created),
+                time_text(r.removed)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// How long the snapshot `point_id` was read from was open, if this
+    /// catalog saw that backup.
+    pub fn snapshot_lifetime_of(
+        &self,
+        point_id: &str,
+    ) -> Result<Option<SnapshotLifetimeRecord>, CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, vm_uuid, vm_name, snapshot, created, removed \
+             FROM snapshot_lifetimes WHERE point_id = ?1 ORDER BY removed DESC LIMIT 1",
+        )?;
+        type Row = (String, String, String, String, String, String);
+        let row: Option<Row> = stmt
+            .query_map([point_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .next()
+            .transpose()?;
+        row.map(|(run_id, vm_uuid, vm_name, snapshot, created, removed)| {
+            Ok(SnapshotLifetimeRecord {
+                run_id,
+                vm_uuid,
+                vm_name,
+                snapshot,
+                point_id: point_id.to_string(),
+                created: parse_time("snapshot created", &created)?,
+                removed: parse_time("snapshot removed", &removed)?,
+            })
+        })
+        .transpose()
+    }
+
     /// Records that a run starts.
     pub fn start_run(&mut self, run_id: &str, command: &str) -> Result<(), CatalogError> {
         self.conn.execute(

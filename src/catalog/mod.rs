@@ -24,7 +24,7 @@ use rusqlite::Connection;
 
 use crate::repo::RepoError;
 
-pub use journal::Unfinished;
+pub use journal::{SnapshotLifetimeRecord, Unfinished};
 pub use query::{
     CopyRecord, CopyState, DiskRecord, DrillRun, PointRecord, TierRefresh, Verification,
     VerificationKind, VmRecord,

@@ -103,7 +103,7 @@ pub struct PointRecord {
     pub created: DateTime<Utc>,
     pub kind: PointKind,
     pub parent: Option<String>,
-    /// What was achieved: "application", "crash" or "image".
+    /// What was achieved: "application", "filesystem", "crash" or "image".
     pub consistency: String,
     pub duration_ms: u64,
     /// The source the VM was read from, as its manifest records it (`None`

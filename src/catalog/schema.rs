@@ -161,6 +161,26 @@ ALTER TABLE points ADD COLUMN vm_name TEXT;
     r#"
 ALTER TABLE point_disks ADD COLUMN backing TEXT;
 "#,
+    // 5 (snapshot lifetime, area h6-consistency): how long each backup's
+    // snapshot was open, from its CreateSnapshot task done to its
+    // RemoveSnapshot task done (a delta grows while a snapshot is open).
+    // Written after the snapshot is gone, so it lives here and not in the
+    // point's manifest, which is committed before; a rebuilt catalog has
+    // none for earlier points.
+    r#"
+CREATE TABLE snapshot_lifetimes (
+    run_id    TEXT NOT NULL,
+    vm_uuid   TEXT NOT NULL,
+    vm_name   TEXT NOT NULL,
+    snapshot  TEXT NOT NULL,
+    -- the point the backup recorded
+    point_id  TEXT NOT NULL,
+    created   TEXT NOT NULL,
+    removed   TEXT NOT NULL,
+    PRIMARY KEY (run_id, vm_uuid, snapshot)
+);
+CREATE INDEX snapshot_lifetimes_by_point ON snapshot_lifetimes(point_id);
+"#,
 ];
 
 /// The schema version this build writes.

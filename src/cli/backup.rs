@@ -81,7 +81,10 @@ pub fn run(args: Args) -> Result<u8> {
                 "parent": m.parent,
                 "consistency": outcome.consistency,
                 "quiesce_fallback": outcome.quiesce_fallback,
+                "consistency_alert": outcome.consistency_alert,
                 "snapshot": outcome.snapshot,
+                "snapshot_created": outcome.snapshot_lifetime.created.to_rfc3339(),
+                "snapshot_removed": outcome.snapshot_lifetime.removed.to_rfc3339(),
                 "leftovers_removed": outcome.leftovers_removed.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
                 "leftovers_kept": outcome.leftovers_kept.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
                 "duration_ms": m.duration_ms,
@@ -108,7 +111,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     writeln!(
         out,
-        "VM {}: {} point {} on tier `{tier}` ({}-consistent{}) in {:.1}s",
+        "VM {}: {} point {} on tier `{tier}` ({}-consistent{}) in {:.1}s, {}",
         vm,
         format!("{:?}", m.kind).to_lowercase(),
         m.point_id,
@@ -117,8 +120,13 @@ pub fn run(args: Args) -> Result<u8> {
             .quiesce_fallback
             .as_ref()
             .map(|w| format!("; quiescing failed: {w}"))
+            .or_else(|| outcome
+                .consistency_alert
+                .as_ref()
+                .map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
-        m.duration_ms as f64 / 1000.0
+        m.duration_ms as f64 / 1000.0,
+        outcome.snapshot_lifetime.describe()
     )?;
     for (d, e) in outcome.disks.iter().zip(&m.disks) {
         let how = match &d.verdict {

@@ -164,7 +164,10 @@ fn show(a: ShowArgs) -> Result<u8> {
                     "uuid": vm.uuid,
                     "name": vm.name,
                     "source": vm.source,
-                    "points": points.iter().map(point_json).collect::<Vec<_>>(),
+                    "points": points
+                        .iter()
+                        .map(|p| point_json(p, catalog.snapshot_lifetime_of(&p.point_id).ok().flatten()))
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -236,8 +239,20 @@ fn copies_text(p: &PointRecord) -> String {
         .join(", ")
 }
 
-fn point_json(p: &PointRecord) -> serde_json::Value {
+/// A point as `catalog show --json` prints it; `snapshot`: when the
+/// snapshot it was read from was created and removed, when this catalog
+/// recorded the backup.
+fn point_json(
+    p: &PointRecord,
+    snapshot: Option<catalog::SnapshotLifetimeRecord>,
+) -> serde_json::Value {
     json!({
+        "snapshot": snapshot.map(|s| json!({
+            "name": s.snapshot,
+            "created": catalog::time_text(s.created),
+            "removed": catalog::time_text(s.removed),
+            "open_ms": (s.removed - s.created).num_milliseconds(),
+        })),
         "point": p.point_id,
         "created": catalog::time_text(p.created),
         "kind": kind_text(p),

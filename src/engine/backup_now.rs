@@ -171,8 +171,27 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
         io_limit: io_limit.as_deref(),
         progress: None,
         read: conn.read,
+        max_snapshot_lifetime: policy.max_snapshot_lifetime,
     };
     let outcome = vm_backup::backup_vm(&conn.session, &repo, &request)?;
+    // The catalog keeps how long the snapshot was open, as `apply` has it
+    // keep; the point itself reaches the catalog with the next refresh.
+    // Best effort, and only into a catalog that exists: a missing or
+    // damaged one is left to `plan`, which builds it from the tiers.
+    let path = super::catalog::catalog_path(None, config);
+    if path.exists()
+        && let Ok(mut catalog) = crate::catalog::Catalog::open(&path)
+    {
+        let _ = catalog.record_snapshot_lifetime(&crate::catalog::SnapshotLifetimeRecord {
+            run_id: run_id.clone(),
+            vm_uuid: outcome.manifest.vm.uuid.clone(),
+            vm_name: outcome.manifest.vm.name.clone(),
+            snapshot: outcome.snapshot.clone(),
+            point_id: outcome.manifest.point_id.clone(),
+            created: outcome.snapshot_lifetime.created,
+            removed: outcome.snapshot_lifetime.removed,
+        });
+    }
     Ok(BackupTaken {
         run_id,
         vm: vm.name.clone(),

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 
 use super::tiers::open_tiers;
 use crate::catalog::{Catalog, CopyState};
-use crate::plan::planner::{self, Copies, CopyInfo, Plan, PlanInput, PointDisk, PointInfo};
+use crate::plan::planner::{
+    self, Copies, CopyInfo, Plan, PlanInput, PointConsistency, PointDisk, PointInfo,
+};
 use crate::policy::Config;
 use crate::run::connect;
 
@@ -146,6 +148,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                 point_id: p.point_id.clone(),
                 created: p.created,
                 kind: p.kind,
+                consistency: PointConsistency::parse(&p.consistency),
                 disks: p
                     .disks
                     .iter()

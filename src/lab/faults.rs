@@ -6,7 +6,7 @@
 //! code (`LabHandle::faults`), from `COFFER_LAB_FAULTS` when the lab starts,
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
-//! `remove-snapshot`, `expire-sessions`, `drop-after=<bytes>`,
+//! `remove-snapshot`, `vss-writers`, `expire-sessions`, `drop-after=<bytes>`,
 //! `unavailable=<count>`, or `clear`; and the file service's throttling (`FolderThrottle`):
 //! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
 
@@ -41,6 +41,12 @@ pub struct Faults {
     /// fail with NotAuthenticated and `/folder` answers 401. Clients keep
     /// sessions alive or log in again for this (govmomi's `session/keepalive`).
     pub expire_sessions: AtomicBool,
+    /// The guests' VSS writers fail: a quiesced snapshot still succeeds, but
+    /// without a VSS manifest, file-system-consistent ("the VSS snapshot is
+    /// created with the vss-manifest file, or without this file in the
+    /// error case": VDDK Programming Guide, "Application-Consistent Backup
+    /// and Restore").
+    pub vss_writers: AtomicBool,
 }
 
 /// The throttling of a host's file service (`/folder`), as a real ESXi host
@@ -160,6 +166,7 @@ impl Faults {
                 "remove-snapshot" => self.remove_snapshot.store(flag(), Ordering::SeqCst),
                 "tools-off" => self.tools_off.store(flag(), Ordering::SeqCst),
                 "expire-sessions" => self.expire_sessions.store(flag(), Ordering::SeqCst),
+                "vss-writers" => self.vss_writers.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -174,8 +181,8 @@ impl Faults {
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         tools-off, expire-sessions, drop-after=<bytes>, unavailable=<count>, folder-limit=<requests>, \
-                         folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
+                         tools-off, vss-writers, expire-sessions, drop-after=<bytes>, unavailable=<count>, \
+                         folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
                     ));
                 }
             }
@@ -186,6 +193,7 @@ impl Faults {
     pub fn clear(&self) {
         self.quiesce.store(false, Ordering::SeqCst);
         self.tools_off.store(false, Ordering::SeqCst);
+        self.vss_writers.store(false, Ordering::SeqCst);
         self.snapshot.store(false, Ordering::SeqCst);
         self.remove_snapshot.store(false, Ordering::SeqCst);
         self.drop_after_bytes.store(0, Ordering::SeqCst);

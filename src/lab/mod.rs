@@ -24,6 +24,7 @@ mod content;
 mod datastore;
 pub mod disk;
 pub mod faults;
+pub mod guest;
 mod http;
 pub mod net;
 pub mod ops;
@@ -524,6 +525,18 @@ pub fn add_vm(state_dir: &Path, name: &str, sizes: &[u64]) -> Result<(), Error> 
 pub fn set_disk_mode(state_dir: &Path, vm: &str, key: i32, mode: &str) -> Result<(), Error> {
     let store = state::Store::new(state_dir);
     Ok(store.update(|st, _| ops::set_disk_mode(st, vm, key, mode))?)
+}
+
+/// Sets `vm`'s guest family and `disk.EnableUUID` (see `guest::set_guest`):
+/// a quiesced snapshot of a Windows guest with it gets a VSS manifest.
+pub fn set_guest(
+    state_dir: &Path,
+    vm: &str,
+    os: guest::GuestOs,
+    disk_enable_uuid: bool,
+) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, root| guest::set_guest(st, root, vm, os, disk_enable_uuid))?)
 }
 
 /// Whether `vm`'s guest would boot from its disks as they are now.

@@ -28,6 +28,8 @@ pub struct SnapshotSpec {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Injected {
     pub quiesce: bool,
+    /// The guest's VSS writers fail: no VSS manifest.
+    pub vss_writers: bool,
     pub snapshot: bool,
     pub remove_snapshot: bool,
 }
@@ -115,6 +117,11 @@ pub fn create_snapshot_as(
         });
     }
     v.cbt_reset = false;
+    let vss_manifest = if spec.quiesce && !injected.vss_writers {
+        super::guest::write_vss_manifest(v, root, id)?
+    } else {
+        None
+    };
     v.snapshots.push(Snapshot {
         id,
         name: spec.name.clone(),
@@ -122,6 +129,7 @@ pub fn create_snapshot_as(
         create_time: Utc::now(),
         quiesced: spec.quiesce,
         disks,
+        vss_manifest,
     });
     state.next_id += 1;
     let at_once = state.vms.iter().filter(|v| !v.snapshots.is_empty()).count() as u32;
@@ -140,6 +148,11 @@ pub fn remove_snapshot(
     let (vm, id) = state.snapshot_owner(snapshot)?;
     let vm = vm.moref();
     let v = state.vm_mut(&vm)?;
+    for s in v.snapshots.iter().filter(|s| s.id == id) {
+        if let Some(rel) = &s.vss_manifest {
+            super::guest::remove_vss_manifest(root, rel);
+        }
+    }
     v.snapshots.retain(|s| s.id != id);
     for d in &mut v.disks {
         let Some(level) = d.level_of(id) else {

@@ -132,6 +132,19 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
             "snapshot" if !vm.snapshots.is_empty() => {
                 prop(path, "VirtualMachineSnapshotInfo", &snapshot_info(vm))
             }
+            // Asked by name only (never part of `VM_PATHS`), as coffer
+            // asks them after a quiesced snapshot.
+            "layoutEx.file" => prop(
+                path,
+                "ArrayOfVirtualMachineFileLayoutExFileInfo",
+                &layout_ex_files(vm),
+            ),
+            "config.guestId" => prop(
+                path,
+                "xsd:string",
+                &escape(&super::guest::guest_config(vm, root).guest_id),
+            ),
+            "config.extraConfig" => prop(path, "ArrayOfOptionValue", &extra_config(vm, root)),
             "parent" => format!(
                 "<propSet><name>parent</name>{}</propSet>",
                 moref("val", "Folder", VM_FOLDER)
@@ -142,6 +155,54 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
     }
     out.push_str("</objects>");
     out
+}
+
+/// `layoutEx.file`: the VM's files with their types (vSphere API
+/// reference, `VirtualMachineFileLayoutExFileInfo` and
+/// `VirtualMachineFileLayoutExFileType`): the .vmx, each disk layer's
+/// descriptor and extent, and each snapshot's VSS manifest. The API has no
+/// type of its own for `vss-manifest*.zip`; the lab gives it
+/// `snapshotManifestList`, the snapshot manifest metadata type, and coffer
+/// goes by the file's name, not its type.
+fn layout_ex_files(vm: &Vm) -> String {
+    let mut files: Vec<(String, &str)> = vec![(vm.vmx.clone(), "config")];
+    for d in &vm.disks {
+        for layer in &d.layers {
+            files.push((layer.descriptor.clone(), "diskDescriptor"));
+            files.push((layer.data_file.clone(), "diskExtent"));
+        }
+    }
+    for s in &vm.snapshots {
+        if let Some(m) = &s.vss_manifest {
+            files.push((m.clone(), "snapshotManifestList"));
+        }
+    }
+    let mut out = String::new();
+    for (key, (name, kind)) in files.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<VirtualMachineFileLayoutExFileInfo><key>{key}</key><name>{}</name><type>{kind}</type>\
+             <size>0</size><uniqueSize>0</uniqueSize><accessible>true</accessible>\
+             </VirtualMachineFileLayoutExFileInfo>",
+            escape(&format!("[{DATASTORE}] {name}"))
+        );
+    }
+    out
+}
+
+/// `config.extraConfig`: the .vmx options the lab knows a host reports
+/// there, `disk.EnableUUID` among them.
+fn extra_config(vm: &Vm, root: &Path) -> String {
+    let guest = super::guest::guest_config(vm, root);
+    format!(
+        "<OptionValue xsi:type=\"OptionValue\"><key>disk.EnableUUID</key>\
+         <value xsi:type=\"xsd:string\">{}</value></OptionValue>",
+        if guest.disk_enable_uuid {
+            "TRUE"
+        } else {
+            "FALSE"
+        }
+    )
 }
 
 fn controller() -> String {

@@ -79,6 +79,10 @@ pub struct Snapshot {
     pub create_time: DateTime<Utc>,
     pub quiesced: bool,
     pub disks: Vec<SnapshotDisk>,
+    /// The VSS manifest a quiesced snapshot of a Windows guest with
+    /// `disk.EnableUUID` got, relative to the datastore (see `guest`).
+    #[serde(default)]
+    pub vss_manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

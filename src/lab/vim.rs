@@ -259,6 +259,7 @@ impl Vim {
     ) -> Result<String, Fault> {
         let injected = || Injected {
             quiesce: faults.quiesce.load(Ordering::SeqCst),
+            vss_writers: faults.vss_writers.load(Ordering::SeqCst),
             snapshot: faults.snapshot.load(Ordering::SeqCst),
             remove_snapshot: faults.remove_snapshot.load(Ordering::SeqCst),
         };

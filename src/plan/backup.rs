@@ -12,9 +12,9 @@ use chrono::{DateTime, Timelike, Utc};
 
 use super::action::Action;
 use super::cbt::{self, CbtVerdict, LiveDisk};
-use super::input::{PointDisk, PointInfo};
+use super::input::{PointConsistency, PointDisk, PointInfo};
 use crate::inventory::VmRecord;
-use crate::policy::model::Policy;
+use crate::policy::model::{Consistency, Policy};
 use crate::repo::manifest::PointKind;
 
 fn window_opens(policy: &Policy, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -187,4 +187,37 @@ fn full_or_incremental(
         }
     }
     (false, format!("incremental from {}", base.point_id))
+}
+
+/// An alert when the newest good point of a VM whose policy asks for (or
+/// prefers) application consistency is weaker: file-system-consistent (the
+/// guest was quiesced without VSS writers: not Windows, or no
+/// `disk.EnableUUID`) or crash-consistent (quiescing failed). Said in every
+/// plan until a point is application-consistent again.
+pub(super) fn consistency_alert(
+    policy: &Policy,
+    vm: &VmRecord,
+    points: &[&PointInfo],
+) -> Option<Action> {
+    let wants = match policy.consistency {
+        Consistency::Application => "asks for",
+        Consistency::ApplicationPreferred => "prefers",
+        Consistency::Filesystem | Consistency::Crash => return None,
+    };
+    let newest = points.iter().find(|p| p.good())?;
+    let weaker = matches!(
+        newest.consistency,
+        PointConsistency::Filesystem | PointConsistency::Crash
+    );
+    weaker.then(|| Action::Alert {
+        vm: Some(vm.name.clone()),
+        message: format!(
+            "its newest point {} is {}-consistent, and policy `{}` {wants} application \
+             consistency (a quiesced snapshot is application-consistent only when the guest's \
+             VSS writers take part: Windows, with disk.EnableUUID = TRUE)",
+            newest.point_id,
+            newest.consistency.as_str(),
+            policy.name
+        ),
+    })
 }

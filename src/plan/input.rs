@@ -30,9 +30,44 @@ pub struct PointInfo {
     pub point_id: String,
     pub created: DateTime<Utc>,
     pub kind: PointKind,
+    /// What the snapshot was, as the manifest records it.
+    pub consistency: PointConsistency,
     pub disks: Box<[PointDisk]>,
     /// Tier name → that copy.
     pub copies: Copies,
+}
+
+/// The consistency a point records (the manifest's `consistency`), in
+/// one byte: a site holds a million points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointConsistency {
+    /// Quiesced, with a VSS manifest.
+    Application,
+    /// Quiesced without one.
+    Filesystem,
+    Crash,
+    /// A plain image backup ("image"), or a word this coffer does not know.
+    Other,
+}
+
+impl PointConsistency {
+    pub fn parse(text: &str) -> PointConsistency {
+        match text {
+            "application" => PointConsistency::Application,
+            "filesystem" => PointConsistency::Filesystem,
+            "crash" => PointConsistency::Crash,
+            _ => PointConsistency::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointConsistency::Application => "application",
+            PointConsistency::Filesystem => "filesystem",
+            PointConsistency::Crash => "crash",
+            PointConsistency::Other => "other",
+        }
+    }
 }
 
 /// What the planner needs of a point's disk: enough to judge it as the

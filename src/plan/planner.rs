@@ -22,7 +22,9 @@ use crate::policy::Config;
 use crate::policy::model::{Policy, VmFacts};
 
 pub use super::action::{Action, PLAN_FORMAT, Plan};
-pub use super::input::{Copies, CopyInfo, DrillRecord, PlanInput, PointDisk, PointInfo};
+pub use super::input::{
+    Copies, CopyInfo, DrillRecord, PlanInput, PointConsistency, PointDisk, PointInfo,
+};
 pub use super::tiers::{
     BASE_OF_NEXT_BACKUP, FAILED_VERIFICATION, Kept, MASS_PRUNE_FLOOR, restic_retention,
 };
@@ -234,6 +236,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             &merged
         };
         backup::plan_backup(policy, source, vm, points, now, &mut actions);
+        actions.extend(backup::consistency_alert(policy, vm, points));
         tiers::plan_tiers(
             input,
             policy,

@@ -318,6 +318,7 @@ fn build(world: &World) -> State {
                 } else {
                     PointKind::Incremental
                 },
+                consistency: PointConsistency::Crash,
                 disks: Box::new([disk_entry(Some("52 aa/3".into()))]),
                 copies,
             });
@@ -405,6 +406,7 @@ fn carry_out(state: &mut State, actions: &[Action]) -> Result<(), TestCaseError>
                     } else {
                         PointKind::Incremental
                     },
+                    consistency: PointConsistency::Crash,
                     disks: Box::new([disk_entry(change_id)]),
                     copies: [(tier.clone(), CopyInfo::default())].into_iter().collect(),
                 });

@@ -97,6 +97,7 @@ fn point(vm: &str, created: &str, kind: PointKind, tiers: &[&str]) -> PointInfo 
         point_id: format!("{}-{vm}", created.replace([':', '-'], "")),
         created: at(created),
         kind,
+        consistency: PointConsistency::Crash,
         disks: Box::new([PointDisk {
             device_key: 2000,
             size_bytes: 1 << 30,
@@ -941,4 +942,34 @@ fn disks_that_need_consolidation_are_an_alert_in_every_plan_and_consolidated_whe
         !l.iter().any(|l| l.starts_with("~ consolidate web01")),
         "{l:?}"
     );
+}
+
+#[test]
+fn a_newest_point_weaker_than_the_application_consistency_asked_is_alerted_until_one_is_not() {
+    use crate::policy::model::Consistency;
+    let mut c = config("");
+    c.policies.get_mut("nightly").unwrap().consistency = Consistency::ApplicationPreferred;
+    let mut fs = point("db01", "2026-11-25T01:00:05Z", PointKind::Full, &["local"]);
+    fs.consistency = PointConsistency::Filesystem;
+    let now = "2026-11-25T12:00:00Z";
+    let alerted = |c: &Config, points: Vec<PointInfo>| {
+        let p = plan(&input(c, vec![vm("db01")], points, now), &restic_retention);
+        lines(&p)
+            .into_iter()
+            .filter(|l| l.starts_with("! alert db01: its newest point"))
+            .collect::<Vec<_>>()
+    };
+    let said = alerted(&c, vec![fs.clone()]);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("is filesystem-consistent, and policy `nightly` prefers application"),
+        "{said:?}"
+    );
+    // A newer application-consistent point ends it.
+    let mut app = point("db01", "2026-11-25T06:00:05Z", PointKind::Full, &["local"]);
+    app.consistency = PointConsistency::Application;
+    assert!(alerted(&c, vec![app, fs.clone()]).is_empty());
+    // A policy content with file-system consistency says nothing.
+    c.policies.get_mut("nightly").unwrap().consistency = Consistency::Filesystem;
+    assert!(alerted(&c, vec![fs]).is_empty());
 }

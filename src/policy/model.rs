@@ -146,6 +146,7 @@ pub struct Tier {
 pub enum Consistency {
     Application,
     ApplicationPreferred,
+    Filesystem,
     Crash,
 }
 
@@ -231,6 +232,10 @@ pub struct Policy {
     pub consistency: Consistency,
     pub full_every: Option<Duration>,
     pub io_limit: Option<Rate>,
+    /// A backup's snapshot open longer than this stops the read, is removed
+    /// and fails the backup (a delta grows while it is open and slows the VM
+    /// as it is merged back; VMware KB 1025279).
+    pub max_snapshot_lifetime: Option<Duration>,
     pub window: Option<DailyWindow>,
     pub chunk_size: ByteSize,
     /// The tier backups are written to.

@@ -268,10 +268,17 @@ pub struct RawTier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConsistencyText {
-    /// Quiesce with VMware Tools (VSS); the backup fails when quiescing fails.
+    /// Quiesce with VMware Tools and require the guest's VSS writers to take
+    /// part (the host stores a VSS manifest with the snapshot); the backup
+    /// fails when quiescing fails or gives only file-system consistency.
     Application,
-    /// Try to quiesce; fall back to a crash-consistent snapshot, and say so.
+    /// Quiesce; application consistency when the guest's VSS writers take
+    /// part, else file-system consistency with an alert; when quiescing
+    /// fails, fall back to a crash-consistent snapshot, and say so.
     ApplicationPreferred,
+    /// Quiesce (file systems flushed and frozen, VSS writers when the guest
+    /// has them); the backup fails when quiescing fails.
+    Filesystem,
     /// Never quiesce.
     Crash,
 }
@@ -320,12 +327,16 @@ pub struct RawPolicy {
     pub timezone: Option<Sp<TimeZoneText>>,
     /// Recovery point objective: the newest good point may never be older than this.
     pub rpo: Option<Sp<DurationText>>,
-    /// "application", "application-preferred" or "crash". Default "crash".
+    /// "application", "application-preferred", "filesystem" or "crash". Default "crash".
     pub consistency: Option<Sp<ConsistencyText>>,
     /// Force a full backup when the newest full is older than this.
     pub full_every: Option<Sp<DurationText>>,
     /// Read limit against the datastore per backup, e.g. "200MiB/s".
     pub io_limit: Option<Sp<RateText>>,
+    /// The longest a backup's snapshot may stay open, e.g. "2h": past it the
+    /// read stops, the snapshot is removed and the backup fails. Default: no
+    /// limit but the run's --action-timeout.
+    pub max_snapshot_lifetime: Option<Sp<DurationText>>,
     /// Backups start only inside this daily window.
     pub window: Option<Sp<WindowText>>,
     /// Chunk size of the repository for these VMs: a power of two from 64KiB to 4MiB.

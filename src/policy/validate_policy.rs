@@ -181,6 +181,8 @@ impl Resolver<'_> {
 
         let full_every = self.duration(&r.full_every, f, "full_every");
         let io_limit = self.rate(&r.io_limit, f, "io_limit");
+        let max_snapshot_lifetime =
+            self.duration(&r.max_snapshot_lifetime, f, "max_snapshot_lifetime");
         let drills: Vec<Drill> = r
             .drills
             .iter()
@@ -190,6 +192,7 @@ impl Resolver<'_> {
         let consistency = match r.consistency.as_ref().map(|c| *c.get()) {
             Some(ConsistencyText::Application) => Consistency::Application,
             Some(ConsistencyText::ApplicationPreferred) => Consistency::ApplicationPreferred,
+            Some(ConsistencyText::Filesystem) => Consistency::Filesystem,
             Some(ConsistencyText::Crash) | None => Consistency::Crash,
         };
         let policy = Policy {
@@ -201,6 +204,7 @@ impl Resolver<'_> {
             consistency,
             full_every,
             io_limit,
+            max_snapshot_lifetime,
             window,
             chunk_size,
             backup_to: r.backup_to.get().clone(),

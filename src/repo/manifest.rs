@@ -80,7 +80,10 @@ pub struct Manifest {
     pub kind: PointKind,
     /// The point an incremental started from.
     pub parent: Option<String>,
-    /// "application", "crash", or "image" for a plain image backup.
+    /// "application" (quiesced, with a VSS manifest), "filesystem" (quiesced
+    /// without one: file systems only), "crash", or "image" for a plain
+    /// image backup. Points written before "filesystem" existed say
+    /// "application" for any quiesced snapshot.
     pub consistency: String,
     /// RFC 3339, UTC.
     pub created: String,

@@ -5,11 +5,13 @@
 
 pub mod cbt_reset;
 pub mod connect;
+pub mod consistency;
 pub mod drill;
 pub mod export;
 pub mod installation;
 pub mod partition;
 pub mod restore;
 pub mod runlock;
+pub mod snapshot_lifetime;
 pub mod throttle;
 pub mod vm_backup;

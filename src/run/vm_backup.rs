@@ -19,6 +19,12 @@
 //! removed snapshot therefore goes on and returns a mix of old and new
 //! blocks. So before the point is committed the backup asks the host
 //! whether its snapshot still exists; if not, it fails and records nothing.
+//!
+//! The consistency a point records is what the host gave (`consistency`):
+//! a policy asking for `application` that gets `filesystem` removes the
+//! snapshot and fails; `application-preferred` keeps the point and alerts.
+//! A snapshot open past the policy's `max_snapshot_lifetime`
+//! (`snapshot_lifetime`) stops the read, is removed, and fails the backup.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,6 +41,13 @@ use crate::vsphere::types::{ChangeId, MoRef, VmRecord};
 use crate::vsphere::{Error as VsphereError, Session, VimFault};
 
 pub use crate::plan::hygiene::{SNAPSHOT_PREFIX, snapshot_name};
+pub use crate::run::consistency::{
+    CONSISTENCY_APPLICATION, CONSISTENCY_CRASH, CONSISTENCY_FILESYSTEM, VSS_MANIFEST_FILE,
+};
+pub use crate::run::snapshot_lifetime::SnapshotLifetime;
+
+use crate::run::consistency::{self, Achieved, consistency_asked};
+use crate::run::snapshot_lifetime::SnapshotClock;
 
 /// What to back up and how.
 pub struct VmBackupRequest<'a> {
@@ -70,6 +83,10 @@ pub struct VmBackupRequest<'a> {
     /// How the source's datastores are read (request size, requests in
     /// flight, patience with a busy host).
     pub read: crate::vsphere::datastore::ReadOptions,
+    /// The longest the snapshot may stay open (the policy's
+    /// `max_snapshot_lifetime`): past it the read stops, the snapshot is
+    /// removed and the backup fails, recording nothing.
+    pub max_snapshot_lifetime: Option<Duration>,
 }
 
 /// What one disk's read was.
@@ -90,13 +107,20 @@ pub struct DiskOutcome {
 #[derive(Debug)]
 pub struct VmBackupOutcome {
     pub manifest: Manifest,
-    /// "application" or "crash".
+    /// What the host gave: "application" (quiesced, with a VSS manifest),
+    /// "filesystem" (quiesced without one) or "crash".
     pub consistency: String,
     /// Why an application-consistent snapshot fell back to crash-consistent.
     pub quiesce_fallback: Option<String>,
+    /// Said when the policy prefers application consistency and the host
+    /// gave file-system consistency: the point is kept, with this alert.
+    pub consistency_alert: Option<String>,
     pub cbt_enabled_now: bool,
     pub disks: Vec<DiskOutcome>,
     pub snapshot: String,
+    /// When the snapshot was there (its CreateSnapshot task done) and when
+    /// it was gone again (its RemoveSnapshot task done).
+    pub snapshot_lifetime: SnapshotLifetime,
     /// coffer snapshots of earlier runs found on the VM and removed first.
     pub leftovers_removed: Vec<Leftover>,
     /// coffer snapshots found on the VM and left alone (another
@@ -124,13 +148,20 @@ pub enum VmBackupError {
         source: Box<VsphereError>,
     },
     #[error(
-        "VM {vm}: the guest could not be quiesced ({source}) and the policy asks for application consistency"
+        "VM {vm}: the guest could not be quiesced ({source}) and the policy asks for {asked} consistency"
     )]
     QuiesceFailed {
         vm: String,
+        /// The policy's `consistency`.
+        asked: &'static str,
         #[source]
         source: Box<VsphereError>,
     },
+    #[error(
+        "VM {vm}: the snapshot is only file-system-consistent ({why}) and the policy asks for \
+         application consistency; the snapshot was removed and no point was recorded"
+    )]
+    NotApplicationConsistent { vm: String, why: String },
     #[error("VM {vm}: {source}")]
     Disk {
         vm: String,
@@ -145,6 +176,17 @@ pub enum VmBackupError {
     },
     #[error("VM {vm}: cancelled; the snapshot was removed and no point was recorded")]
     Cancelled { vm: String },
+    #[error(
+        "VM {vm}: snapshot {snapshot} was open longer than the policy's max_snapshot_lifetime \
+         of {limit}; the read was stopped and the snapshot removed, {lifetime}; no point was \
+         recorded"
+    )]
+    SnapshotOpenTooLong {
+        vm: String,
+        snapshot: String,
+        limit: String,
+        lifetime: String,
+    },
     #[error("VM {vm} was deleted while it was being backed up; no point was recorded")]
     VmGone { vm: String },
     #[error(
@@ -219,6 +261,7 @@ impl Drop for SnapshotGuard<'_> {
 struct Cancellable<'a> {
     inner: &'a dyn DiskReader,
     cancel: &'a AtomicBool,
+    clock: &'a SnapshotClock,
     progress: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
@@ -234,6 +277,12 @@ impl DiskReader for Cancellable<'_> {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,
                 "cancelled",
+            ));
+        }
+        if self.clock.past_deadline() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the snapshot has been open longer than max_snapshot_lifetime",
             ));
         }
         self.inner.read_exact_at(buf, offset)?;
@@ -357,6 +406,17 @@ pub fn backup_vm(
     let snap_name = snapshot_name(req.run_id);
     let description = snapshot_description(req.run_id, req.installation);
     let want_quiesce = req.consistency != Consistency::Crash;
+    // VSS manifests of other snapshots already among the VM's files are no
+    // evidence for this one. When the host does not say, any manifest
+    // found afterwards counts.
+    let manifests_before: Vec<String> = if want_quiesce {
+        session
+            .guest_quiesce_facts(&vm.moref)
+            .map(|f| f.vss_manifests)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let take = |quiesce: bool| {
         session.create_snapshot(
             &vm.moref,
@@ -369,16 +429,17 @@ pub fn backup_vm(
             req.task_timeout,
         )
     };
-    let (snapshot, consistency, quiesce_fallback) = match take(want_quiesce) {
-        Ok(s) => (s, if want_quiesce { "application" } else { "crash" }, None),
+    let (snapshot, quiesced, quiesce_fallback) = match take(want_quiesce) {
+        Ok(s) => (s, want_quiesce, None),
         Err(e)
             if want_quiesce
                 && e.fault()
                     .is_some_and(|f| matches!(f, VimFault::Quiesce { .. })) =>
         {
-            if req.consistency == Consistency::Application {
+            if req.consistency != Consistency::ApplicationPreferred {
                 return Err(VmBackupError::QuiesceFailed {
                     vm: name,
+                    asked: consistency_asked(req.consistency),
                     source: Box::new(e),
                 });
             }
@@ -386,14 +447,44 @@ pub fn backup_vm(
             let s = take(false).map_err(vs(
                 "creating a crash-consistent snapshot after quiescing failed",
             ))?;
-            (s, "crash", Some(why))
+            (s, false, Some(why))
         }
         Err(e) => return Err(vs("creating the snapshot")(e)),
     };
+    let created = chrono::Utc::now();
+    let clock = SnapshotClock::start(req.max_snapshot_lifetime);
     let mut guard = SnapshotGuard {
         session,
         snapshot: Some(snapshot.clone()),
         timeout: req.task_timeout,
+    };
+    // What the host gave, not what was asked: a quiesced snapshot is
+    // application-consistent only with a VSS manifest beside it.
+    let Achieved {
+        consistency,
+        vss_manifest,
+        filesystem_only,
+    } = consistency::achieved(session, &vm.moref, quiesced, &manifests_before);
+    let consistency_alert = match (&filesystem_only, req.consistency) {
+        (Some(why), Consistency::Application) => {
+            let cause = VmBackupError::NotApplicationConsistent {
+                vm: name.clone(),
+                why: why.clone(),
+            };
+            return match guard.remove() {
+                Ok(()) => Err(cause),
+                Err(e) => Err(VmBackupError::SnapshotLeft {
+                    vm: name,
+                    snapshot: snap_name,
+                    cause: cause.to_string(),
+                    removal: e.to_string(),
+                }),
+            };
+        }
+        (Some(why), Consistency::ApplicationPreferred) => Some(format!(
+            "file-system-consistent, not application-consistent: {why}"
+        )),
+        _ => None,
     };
 
     let result = read_disks(
@@ -403,6 +494,8 @@ pub fn backup_vm(
         &snapshot,
         &uuid,
         consistency,
+        vss_manifest.as_deref(),
+        &clock,
         cbt_was_enabled,
     )
     .map_err(|e| {
@@ -419,14 +512,38 @@ pub fn backup_vm(
         }
     });
     let removal = guard.remove();
+    let lifetime = SnapshotLifetime {
+        created,
+        removed: chrono::Utc::now(),
+    };
+    // A read the deadline stopped says so, with how long the snapshot was
+    // open, whatever error the stopped read surfaced as.
+    let result = match result {
+        Err(VmBackupError::Repo { .. } | VmBackupError::Disk { .. })
+            if clock.expired.load(Ordering::SeqCst) =>
+        {
+            Err(VmBackupError::SnapshotOpenTooLong {
+                vm: name.clone(),
+                snapshot: snap_name.clone(),
+                limit: clock
+                    .limit
+                    .map(crate::policy::units::format_duration)
+                    .unwrap_or_default(),
+                lifetime: lifetime.describe(),
+            })
+        }
+        other => other,
+    };
     match (result, removal) {
         (Ok((manifest, disks)), Ok(())) => Ok(VmBackupOutcome {
             manifest,
             consistency: consistency.to_string(),
             quiesce_fallback,
+            consistency_alert,
             cbt_enabled_now: true,
             disks,
             snapshot: snap_name,
+            snapshot_lifetime: lifetime,
             leftovers_removed,
             leftovers_kept,
         }),
@@ -454,6 +571,8 @@ fn read_disks(
     snapshot: &MoRef,
     uuid: &str,
     consistency: &str,
+    vss_manifest: Option<&str>,
+    clock: &SnapshotClock,
     cbt_was_enabled: bool,
 ) -> Result<(Manifest, Vec<DiskOutcome>), VmBackupError> {
     let vm = req.vm;
@@ -573,6 +692,7 @@ fn read_disks(
                 None => r as &dyn DiskReader,
             },
             cancel: req.cancel,
+            clock,
             progress: req.progress,
         })
         .collect();
@@ -608,6 +728,18 @@ fn read_disks(
         if resp.status == 200 {
             let name = vmx.path.rsplit('/').next().unwrap_or("vm.vmx").to_string();
             files.push((name, resp.body));
+        }
+    }
+    // The snapshot's VSS manifest (the backup components document and the
+    // writers' manifests), which the VDDK guide asks backup applications
+    // to keep with the backup ("Working with Microsoft Shadow Copy").
+    if let Some(path) = vss_manifest.and_then(DatastorePath::parse) {
+        let resp = session
+            .transport()
+            .datastore_get(&path.url(req.datacenter), None)
+            .map_err(vs("reading the snapshot's VSS manifest"))?;
+        if resp.status == 200 {
+            files.push((VSS_MANIFEST_FILE.to_string(), resp.body));
         }
     }
     // Asked after the last byte was read, before the point is committed.

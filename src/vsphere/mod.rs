@@ -35,7 +35,9 @@ use std::time::Duration;
 
 pub use fault::{QuiesceFault, VimFault};
 pub use session::Session;
-pub use types::{ChangeId, DiskChangeInfo, MoRef, ServiceContent, TaskInfo, VmDisk, VmRecord};
+pub use types::{
+    ChangeId, DiskChangeInfo, GuestQuiesceFacts, MoRef, ServiceContent, TaskInfo, VmDisk, VmRecord,
+};
 
 /// Everything that can go wrong talking to a vSphere endpoint.
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use super::response::{
     with_response,
 };
 use super::types::{
-    ChangeId, DiskBacking, MoRef, Page, PowerState, SnapshotNode, TaskInfo, TaskState, VmDisk,
-    VmRecord,
+    ChangeId, DiskBacking, GuestQuiesceFacts, MoRef, Page, PowerState, SnapshotNode, TaskInfo,
+    TaskState, VmDisk, VmRecord,
 };
 use super::xml::{child_text, children_named, find_child, moref_of, text_of, xsi_type};
 
@@ -224,4 +224,102 @@ pub(super) fn parse_snapshot_disks(xml: &str) -> Result<Vec<VmDisk>, Error> {
         .into_iter()
         .next()
         .ok_or_else(|| protocol(method, "the snapshot was not found"))
+}
+
+/// `config.guestId`, `config.extraConfig` and `layoutEx.file` of one VM.
+pub(super) fn parse_guest_quiesce_facts(xml: &str) -> Result<GuestQuiesceFacts, Error> {
+    let method = "RetrievePropertiesEx";
+    let page = parse_page(xml, method, |oc, _| {
+        let mut facts = GuestQuiesceFacts {
+            guest_id: oc
+                .props
+                .get("config.guestId")
+                .map(|v| text_of(*v).trim().to_string())
+                .filter(|s| !s.is_empty()),
+            ..GuestQuiesceFacts::default()
+        };
+        if let Some(options) = oc.props.get("config.extraConfig") {
+            for o in options.children().filter(|o| o.is_element()) {
+                if child_text(o, "key")
+                    .is_some_and(|k| k.trim().eq_ignore_ascii_case("disk.EnableUUID"))
+                {
+                    // The .vmx spelling: "TRUE", "true", "1".
+                    facts.disk_enable_uuid = child_text(o, "value")
+                        .map(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
+                }
+            }
+        }
+        if let Some(files) = oc.props.get("layoutEx.file") {
+            for f in files.children().filter(|f| f.is_element()) {
+                if let Some(name) = child_text(f, "name")
+                    && GuestQuiesceFacts::is_vss_manifest(&name)
+                {
+                    facts.vss_manifests.push(name);
+                }
+            }
+        }
+        Ok(facts)
+    })?;
+    page.items
+        .into_iter()
+        .next()
+        .ok_or_else(|| protocol(method, "the VM was not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(props: &str) -> String {
+        format!(
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+             xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body>\
+             <RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects>\
+             <obj type=\"VirtualMachine\">vm-7</obj>{props}</objects></returnval>\
+             </RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"
+        )
+    }
+
+    #[test]
+    fn a_vss_manifest_among_the_vm_files_is_found_by_name() {
+        let xml = answer(
+            "<propSet><name>config.guestId</name><val xsi:type=\"xsd:string\">windows2019srv_64Guest</val></propSet>\
+             <propSet><name>config.extraConfig</name><val xsi:type=\"ArrayOfOptionValue\">\
+             <OptionValue xsi:type=\"OptionValue\"><key>disk.EnableUUID</key><value xsi:type=\"xsd:string\">TRUE</value></OptionValue>\
+             </val></propSet>\
+             <propSet><name>layoutEx.file</name><val xsi:type=\"ArrayOfVirtualMachineFileLayoutExFileInfo\">\
+             <VirtualMachineFileLayoutExFileInfo><key>0</key><name>[ds1] w/w.vmx</name><type>config</type></VirtualMachineFileLayoutExFileInfo>\
+             <VirtualMachineFileLayoutExFileInfo><key>7</key><name>[ds1] w/vss-manifest3.zip</name><type>snapshotManifestList</type></VirtualMachineFileLayoutExFileInfo>\
+             <VirtualMachineFileLayoutExFileInfo><key>8</key><name>[ds1] w/w-aux.xml</name><type>snapshotManifestList</type></VirtualMachineFileLayoutExFileInfo>\
+             </val></propSet>",
+        );
+        let facts = parse_guest_quiesce_facts(&xml).unwrap();
+        assert_eq!(facts.guest_id.as_deref(), Some("windows2019srv_64Guest"));
+        assert_eq!(facts.disk_enable_uuid, Some(true));
+        assert_eq!(facts.vss_manifests, ["[ds1] w/vss-manifest3.zip"]);
+    }
+
+    #[test]
+    fn a_quiesce_without_vss_says_which_condition_failed() {
+        let linux = parse_guest_quiesce_facts(&answer(
+            "<propSet><name>config.guestId</name><val xsi:type=\"xsd:string\">ubuntu64Guest</val></propSet>",
+        ))
+        .unwrap();
+        assert!(linux.vss_manifests.is_empty());
+        assert!(
+            linux
+                .why_no_vss()
+                .contains("(ubuntu64Guest) is not Windows")
+        );
+        let no_uuid = GuestQuiesceFacts {
+            guest_id: Some("windows2019srv_64Guest".into()),
+            ..GuestQuiesceFacts::default()
+        };
+        assert!(no_uuid.why_no_vss().contains("disk.EnableUUID is not TRUE"));
+        let both = GuestQuiesceFacts {
+            disk_enable_uuid: Some(true),
+            ..no_uuid
+        };
+        assert!(both.why_no_vss().contains("VSS writers did not take part"));
+    }
 }

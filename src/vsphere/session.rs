@@ -11,7 +11,8 @@ use super::Error;
 use super::soap::{self, Objects, Request, SnapshotRequest};
 use super::transport::Transport;
 use super::types::{
-    ChangeId, DiskChangeInfo, MoRef, ServiceContent, TaskInfo, TaskState, VmDisk, VmRecord,
+    ChangeId, DiskChangeInfo, GuestQuiesceFacts, MoRef, ServiceContent, TaskInfo, TaskState,
+    VmDisk, VmRecord,
 };
 use crate::policy::model::TlsTrust;
 
@@ -224,6 +225,19 @@ impl Session {
     pub fn remove_snapshot(&self, snapshot: &MoRef, timeout: Duration) -> Result<(), Error> {
         self.run_task(&soap::remove_snapshot(snapshot), timeout)
             .map(|_| ())
+    }
+
+    /// The guest, `disk.EnableUUID` and the VSS manifests among the files
+    /// of `vm`: what tells a quiesced snapshot's consistency.
+    pub fn guest_quiesce_facts(&self, vm: &MoRef) -> Result<GuestQuiesceFacts, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "VirtualMachine",
+            soap::GUEST_QUIESCE_PROPERTIES,
+            &Objects::One(vm.clone()),
+            None,
+        );
+        self.call(&req, soap::parse_guest_quiesce_facts)
     }
 
     /// The disks of a snapshot as they were when it was taken.

@@ -470,6 +470,14 @@ pub fn parse_task_info(xml: &str) -> Result<TaskInfo, Error> {
 
 /// The disks of a snapshot (its `config.hardware.device`), which carry the
 /// change ids to record for the next incremental.
+/// The properties `parse_guest_quiesce_facts` reads.
+pub const GUEST_QUIESCE_PROPERTIES: &[&str] =
+    &["config.guestId", "config.extraConfig", "layoutEx.file"];
+
+pub fn parse_guest_quiesce_facts(xml: &str) -> Result<super::types::GuestQuiesceFacts, Error> {
+    super::props::parse_guest_quiesce_facts(xml)
+}
+
 pub fn parse_snapshot_disks(xml: &str) -> Result<Vec<super::types::VmDisk>, Error> {
     super::props::parse_snapshot_disks(xml)
 }

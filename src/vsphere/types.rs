@@ -111,3 +111,58 @@ pub struct Page<T> {
     /// Present when more pages follow.
     pub token: Option<String>,
 }
+
+/// What a VM says of how its guest is quiesced, read right after a
+/// quiesced snapshot: the guest, `disk.EnableUUID`, and the VSS manifests
+/// among its files. A quiesced snapshot is application-consistent only
+/// when the guest's VSS writers took part, and then the host stores a
+/// `vss-manifest*.zip` in the VM's snapshot directory (VDDK Programming
+/// Guide, "Working with Microsoft Shadow Copy" and "Application-Consistent
+/// Backup and Restore"); the VM's `layoutEx.file` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestQuiesceFacts {
+    /// `config.guestId` (`windows2019srv_64Guest`, `ubuntu64Guest`, …).
+    pub guest_id: Option<String>,
+    /// `disk.EnableUUID` of `config.extraConfig`; `None` when not set.
+    pub disk_enable_uuid: Option<bool>,
+    /// Datastore paths of `layoutEx.file` entries named `vss-manifest*.zip`.
+    pub vss_manifests: Vec<String>,
+}
+
+impl GuestQuiesceFacts {
+    /// Whether a file name (a datastore path or a bare name) is a VSS
+    /// manifest's. By name, since the file types of `layoutEx` have none of
+    /// their own for it.
+    pub fn is_vss_manifest(name: &str) -> bool {
+        let base = name
+            .rsplit(['/', ' '])
+            .next()
+            .unwrap_or(name)
+            .to_ascii_lowercase();
+        base.starts_with("vss-manifest") && base.ends_with(".zip")
+    }
+
+    /// Why a quiesced snapshot whose VM shows these facts got no VSS
+    /// manifest: what the host documents as the conditions of
+    /// application-consistent quiescing (VMware KB 1018194, KB 1028881).
+    pub fn why_no_vss(&self) -> String {
+        let windows = self
+            .guest_id
+            .as_deref()
+            .is_some_and(|g| g.to_ascii_lowercase().starts_with("win"));
+        match (&self.guest_id, windows, self.disk_enable_uuid) {
+            (Some(g), false, _) => format!(
+                "the guest ({g}) is not Windows, so VMware Tools quiesced its file systems \
+                 without VSS writers"
+            ),
+            (_, _, Some(false) | None) if windows => {
+                "disk.EnableUUID is not TRUE in the VM's configuration, so the guest's VSS \
+                 writers did not take part"
+                    .into()
+            }
+            _ => "the guest's VSS writers did not take part (dynamic or IDE disks, or a writer \
+                  failed; see the guest's event log)"
+                .into(),
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::catalog::SnapshotLifetimeRecord;
 use crate::engine::cancel::{self, SNAPSHOTS_OPEN};
 use crate::engine::observer::{Event, Observer};
 use crate::engine::tiers::open_tier;
@@ -45,12 +46,19 @@ fn transient(e: &anyhow::Error) -> bool {
     }
 }
 
+/// What a backup action did: its result line, and how long its snapshot
+/// was open, for the catalog.
+pub(super) struct BackupDone {
+    pub detail: String,
+    pub lifetime: SnapshotLifetimeRecord,
+}
+
 /// A backup, tried again (twice at most, after a pause) when it failed for
 /// a transient reason; every attempt removes its own snapshot.
 pub(super) fn backup_action_with_retries(
     job: &BackupJob<'_>,
     observer: &dyn Observer,
-) -> Result<String> {
+) -> Result<BackupDone> {
     let action = job.action;
     let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
         .ok()
@@ -59,8 +67,11 @@ pub(super) fn backup_action_with_retries(
     let mut attempt = 1;
     loop {
         match backup_action(job) {
-            Ok(detail) if attempt > 1 => {
-                return Ok(format!("{detail} (attempt {attempt})"));
+            Ok(done) if attempt > 1 => {
+                return Ok(BackupDone {
+                    detail: format!("{} (attempt {attempt})", done.detail),
+                    ..done
+                });
             }
             Err(e) if attempt < 3 && transient(&e) => {
                 observer.event(&Event::Message(format!(
@@ -92,7 +103,7 @@ pub(super) struct BackupJob<'a> {
 
 /// One backup action on a connected source (no shared state: backups run
 /// side by side), stopped after its time limit.
-fn backup_action(job: &BackupJob<'_>) -> Result<String> {
+fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
     let BackupJob {
         config,
         conn,
@@ -150,6 +161,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
         io_limit: io_limit.as_deref(),
         progress,
         read: conn.read,
+        max_snapshot_lifetime: policy.max_snapshot_lifetime,
     };
     let started = Instant::now();
     SNAPSHOTS_OPEN.fetch_add(1, Ordering::SeqCst);
@@ -204,14 +216,26 @@ fn backup_action(job: &BackupJob<'_>) -> Result<String> {
         0 => String::new(),
         n => format!("; the host was busy (503) {n} times and coffer slowed down"),
     };
-    Ok(format!(
-        "{} point {} ({}-consistent{}), read {} in {requests} requests{busy}{base_problem}{fell_back}{leftovers}",
+    let lifetime = SnapshotLifetimeRecord {
+        run_id: run_id.to_string(),
+        vm_uuid: o.manifest.vm.uuid.clone(),
+        vm_name: o.manifest.vm.name.clone(),
+        snapshot: o.snapshot.clone(),
+        point_id: o.manifest.point_id.clone(),
+        created: o.snapshot_lifetime.created,
+        removed: o.snapshot_lifetime.removed,
+    };
+    let detail = format!(
+        "{} point {} ({}-consistent{}), read {} in {requests} requests, {}{busy}{base_problem}{fell_back}{leftovers}",
         format!("{:?}", o.manifest.kind).to_lowercase(),
         o.manifest.point_id,
         o.consistency,
         o.quiesce_fallback
             .map(|w| format!(", quiescing failed: {w}"))
+            .or_else(|| o.consistency_alert.map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
-        crate::policy::units::format_size(read)
-    ))
+        crate::policy::units::format_size(read),
+        o.snapshot_lifetime.describe()
+    );
+    Ok(BackupDone { detail, lifetime })
 }

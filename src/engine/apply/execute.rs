@@ -90,11 +90,12 @@ impl Runner<'_> {
                     limit,
                     read_whole_disk,
                 };
-                let detail = backup_action_with_retries(&job, observer)?;
+                let done = backup_action_with_retries(&job, observer)?;
+                let _ = catalog.record_snapshot_lifetime(&done.lifetime);
                 if let Ok(repo) = open_tier(config, tier) {
                     let _ = catalog.refresh_tier(tier, &repo);
                 }
-                Ok(detail)
+                Ok(done.detail)
             }
             Action::Copy {
                 point, from, to, ..

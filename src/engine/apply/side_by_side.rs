@@ -187,12 +187,17 @@ impl Runner<'_> {
                                 read_whole_disk: cbt_reset.contains(&key(action)),
                             };
                             let result = backup_action_with_retries(&job, observer);
+                            let lifetime = result.as_ref().ok().map(|d| d.lifetime.clone());
+                            let result = result.map(|d| d.detail);
                             running_now
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .remove(&vm_name);
                             {
                                 let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(l) = &lifetime {
+                                    let _ = c.record_snapshot_lifetime(l);
+                                }
                                 if let Some(id) = id {
                                     let (ok, text) = match &result {
                                         Ok(t) => (true, t.clone()),
