@@ -121,16 +121,7 @@ fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
         );
     }
     let out = dir.join("restored.raw");
-    let index = repo.read_index(full, &full.disks[0]).unwrap();
-    coffer::repo::restore::restore_disk(
-        &repo,
-        &index,
-        &out,
-        coffer::repo::restore::DiskFormat::Raw,
-        true,
-        2,
-    )
-    .unwrap();
+    common::restore_bytes(&repo, full, &out);
     let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(lab_state(dir))).unwrap();
     let flat = std::fs::read(
         lab.datastore_dir()

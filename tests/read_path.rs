@@ -45,25 +45,16 @@ fn assert_restores_exactly(dir: &Path) {
     let mut points = repo.list_points().unwrap();
     points.sort();
     let m = repo.read_manifest(points.last().unwrap()).unwrap();
-    for (i, d) in m.disks.iter().enumerate() {
+    for i in 0..m.disks.len() {
         let flat = if i == 0 {
             "lab-vm-01-flat.vmdk".to_string()
         } else {
             format!("lab-vm-01_{i}-flat.vmdk")
         };
         let out = dir.join(format!("restored-{i}.raw"));
-        let index = repo.read_index(&m, d).unwrap();
-        coffer::repo::restore::restore_disk(
-            &repo,
-            &index,
-            &out,
-            coffer::repo::restore::DiskFormat::Raw,
-            true,
-            2,
-        )
-        .unwrap();
         assert!(
-            std::fs::read(&out).unwrap() == std::fs::read(lab_disk(dir, &flat)).unwrap(),
+            common::restore_disk_bytes(&repo, &m, i, &out)
+                == std::fs::read(lab_disk(dir, &flat)).unwrap(),
             "disk {i} restores to the lab's bytes"
         );
     }

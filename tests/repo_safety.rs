@@ -289,17 +289,7 @@ fn identical_backups_side_by_side(secret: Option<&'static str>, writers: usize) 
     let out = t.path().join("r.raw");
     for r in results {
         let m = r.unwrap();
-        let index = repo.read_index(&m, &m.disks[0]).unwrap();
-        coffer::repo::restore::restore_disk(
-            &repo,
-            &index,
-            &out,
-            coffer::repo::restore::DiskFormat::Raw,
-            true,
-            2,
-        )
-        .unwrap();
-        assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap());
+        assert!(common::restore_bytes(&repo, &m, &out) == std::fs::read(&image).unwrap());
     }
 }
 

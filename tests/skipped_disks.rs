@@ -59,16 +59,7 @@ fn an_independent_disk_is_left_out_and_said_and_the_other_disks_are_backed_up() 
     assert_eq!(m.skipped_disks[0].device_key, 2001);
     assert!(m.skipped_disks[0].reason.contains("independent"));
     let out = dir.join("disk0.raw");
-    let index = repo.read_index(&m, &m.disks[0]).unwrap();
-    coffer::repo::restore::restore_disk(
-        &repo,
-        &index,
-        &out,
-        coffer::repo::restore::DiskFormat::Raw,
-        true,
-        2,
-    )
-    .unwrap();
+    common::restore_bytes(&repo, &m, &out);
     let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(&lab_state)).unwrap();
     let flat = std::fs::read(lab.datastore_dir().join("lab-vm-01/lab-vm-01-flat.vmdk")).unwrap();
     drop(lab);

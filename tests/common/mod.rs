@@ -176,8 +176,18 @@ pub fn restore_bytes(
     m: &coffer::repo::manifest::Manifest,
     out: &Path,
 ) -> Vec<u8> {
+    restore_disk_bytes(repo, m, 0, out)
+}
+
+/// The bytes of disk `disk` (by position) of `m`, restored raw to `out`.
+pub fn restore_disk_bytes(
+    repo: &coffer::repo::Repository,
+    m: &coffer::repo::manifest::Manifest,
+    disk: usize,
+    out: &Path,
+) -> Vec<u8> {
     use coffer::repo::restore::{self, DiskFormat};
-    let index = repo.read_index(m, &m.disks[0]).unwrap();
+    let index = repo.read_index(m, &m.disks[disk]).unwrap();
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     std::fs::read(out).unwrap()
 }
