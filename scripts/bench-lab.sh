@@ -13,7 +13,9 @@
 # request, 400 MiB/s shared by all transfers.
 #
 # Printed per pattern: full MiB/s (disk data read ÷ wall time), requests
-# per GiB read, 503 answers, and for an incremental after scattered 64 KiB
+# per GiB read, 503 answers, the full's snapshot lifetime ÷ its read time
+# (how much longer than the read the snapshot stays open), and for an
+# incremental after scattered 64 KiB
 # writes over 2% of the disk: source bytes read ÷ changed bytes and its wall
 # time; then the ratios of coffer's pattern to the earlier one.
 set -euo pipefail
@@ -97,7 +99,13 @@ run coffer "$COFFER_PATTERN" incr
 
 python3 - "$DISK_GIB" "$FAULTS" <<'EOF'
 import json, sys
+from datetime import datetime
 gib, faults = sys.argv[1], sys.argv[2]
+def snap_over_read(j):
+    # How long the snapshot was open, for each second of reading (the
+    # point's duration_ms: first read to commit).
+    c, r = (datetime.fromisoformat(j[k]) for k in ("snapshot_created", "snapshot_removed"))
+    return (r - c).total_seconds() / max(0.001, j["duration_ms"] / 1000)
 def load(p, k):
     j = json.load(open(f"{p}-{k}.json"))
     t0, t1 = map(float, open(f"{p}-{k}.time").read().split())
@@ -119,16 +127,17 @@ for p in ("today", "coffer"):
         incr_ratio=disk_sum(i, "bytes_fetched") / max(1, disk_sum(i, "bytes_changed")),
         incr_s=i["wall"],
         full_s=f["wall"],
+        snap=snap_over_read(f),
         read_mib=read / 2**20,
     )
 print(f"lab VM bench-01: one {gib} GiB thin disk; lab throttling: {faults}")
 print()
-print(f"{'pattern':<8} {'full MiB/s':>10} {'full s':>7} {'req/GiB':>8} {'503s':>5} {'incr s':>7} {'read/changed':>13}")
+print(f"{'pattern':<8} {'full MiB/s':>10} {'full s':>7} {'req/GiB':>8} {'503s':>5} {'snap/read':>9} {'incr s':>7} {'read/changed':>13}")
 for p, r in rows.items():
     if r is None:
         print(f"{p:<8} failed (see {p}-*.err)")
         continue
-    print(f"{p:<8} {r['full_mibs']:>10.0f} {r['full_s']:>7.1f} {r['req_per_gib']:>8.0f} {r['busy']:>5} {r['incr_s']:>7.2f} {r['incr_ratio']:>12.2f}x")
+    print(f"{p:<8} {r['full_mibs']:>10.0f} {r['full_s']:>7.1f} {r['req_per_gib']:>8.0f} {r['busy']:>5} {r['snap']:>9.2f} {r['incr_s']:>7.2f} {r['incr_ratio']:>12.2f}x")
 a, b = rows.get("coffer"), rows.get("today")
 if a and b:
     print()
