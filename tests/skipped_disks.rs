@@ -84,3 +84,60 @@ fn an_independent_disk_is_left_out_and_said_and_the_other_disks_are_backed_up() 
         text(&refused)
     );
 }
+
+/// The lab's state file, as the lab keeps it between runs.
+fn lab_state_json(lab_state: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(lab_state.join("state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn an_encrypted_vm_is_refused_with_its_reason_before_any_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::one_vm_lab_policy(dir, "");
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    assert!(run(dir, &["inventory"]).status.success());
+    let lab_state = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    coffer::lab::set_encryption(&lab_state, "lab-vm-01", Some("key-7f3a")).unwrap();
+    let before = lab_state_json(&lab_state);
+
+    let inventory = run(dir, &["inventory", "--json"]);
+    let inv: serde_json::Value = serde_json::from_slice(&inventory.stdout).unwrap();
+    assert_eq!(
+        inv["vms"][0]["encryption_key"],
+        "key-7f3a@lab-kms",
+        "{}",
+        text(&inventory)
+    );
+
+    let reason = "the VM is encrypted (config.keyId key-7f3a@lab-kms): its disks would be read as ciphertext that cannot be restored without that key";
+    let plan = run(dir, &["plan"]);
+    let plan_text = text(&plan);
+    assert!(
+        plan_text.contains(&format!("! alert lab-vm-01: {reason}; it is not backed up")),
+        "{plan_text}"
+    );
+    assert!(plan_text.contains("plan: 0 backups"), "{plan_text}");
+
+    let applied = run(dir, &["apply", "--no-mail"]);
+    let applied_text = text(&applied);
+    assert!(applied_text.contains(reason), "{applied_text}");
+
+    let refused = run(dir, &["backup", "lab-vm-01"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains(reason), "{}", text(&refused));
+
+    // Nothing touched the VM: no snapshot was ever created (the lab numbers
+    // each one from next_id), change tracking was not switched on, and no
+    // point exists.
+    let after = lab_state_json(&lab_state);
+    assert_eq!(after["next_id"], before["next_id"]);
+    assert_eq!(after["most_snapshots_at_once"], 0);
+    assert_eq!(after["vms"][0]["cbt_enabled"], false);
+    let repo = Repository::open(
+        std::sync::Arc::new(LocalStore::new(dir.join("repo")).unwrap()),
+        None,
+    )
+    .unwrap();
+    assert!(repo.list_points().unwrap().is_empty());
+}

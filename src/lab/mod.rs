@@ -539,6 +539,13 @@ pub fn set_guest(
     Ok(store.update(|st, root| guest::set_guest(st, root, vm, os, disk_enable_uuid))?)
 }
 
+/// Encrypts `vm` with vSphere VM Encryption's key `key` (its
+/// `config.keyId`), or decrypts it with `None` (see `ops::set_encryption`).
+pub fn set_encryption(state_dir: &Path, vm: &str, key: Option<&str>) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, _| ops::set_encryption(st, vm, key))?)
+}
+
 /// Whether `vm`'s guest would boot from its disks as they are now.
 pub fn boots(state_dir: &Path, vm: &str) -> Result<bool, Error> {
     let store = state::Store::new(state_dir);

@@ -527,6 +527,7 @@ pub fn register(
         cbt_enabled: false,
         cbt_reset: false,
         consolidation_needed: false,
+        encryption_key: None,
         delta_format: None,
         disks,
         snapshots: Vec::new(),
@@ -592,6 +593,28 @@ fn disk_to_reconfigure<'s>(
 pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Result<(), Fault> {
     let d = disk_to_reconfigure(state, vm, key, "a disk's mode cannot change")?;
     d.mode = (mode != "persistent").then(|| mode.to_string());
+    Ok(())
+}
+
+/// ReconfigVM_Task with a `crypto` spec (CryptoSpecEncrypt, or
+/// CryptoSpecDecrypt for `None`): the VM's `config.keyId` is set to the key
+/// (vSphere API reference, VirtualMachineConfigSpec.crypto and
+/// VirtualMachineConfigInfo.keyId). vSphere encrypts or decrypts only a VM
+/// without snapshots (vSphere Security, "Virtual Machine Encryption
+/// Interoperability"), and so does the lab.
+pub fn set_encryption(state: &mut State, vm: &str, key: Option<&str>) -> Result<(), Fault> {
+    let v = state
+        .vms
+        .iter_mut()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    if !v.snapshots.is_empty() {
+        return Err(Fault::new(
+            "InvalidState",
+            format!("VM {vm} has snapshots: it cannot be encrypted or decrypted"),
+        ));
+    }
+    v.encryption_key = key.map(str::to_string);
     Ok(())
 }
 

@@ -56,6 +56,7 @@ const VM_PATHS: &[&str] = &[
     "config.hardware.device",
     "runtime.powerState",
     "runtime.consolidationNeeded",
+    "config.keyId",
     "guest.toolsRunningStatus",
     "guest.ipAddress",
     "guestHeartbeatStatus",
@@ -110,6 +111,19 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
             "runtime.consolidationNeeded" => {
                 prop(path, "xsd:boolean", &vm.consolidation_needed.to_string())
             }
+            // A CryptoKeyId, present only on an encrypted VM (vSphere API
+            // reference, VirtualMachineConfigInfo.keyId: "unset" otherwise).
+            "config.keyId" => match &vm.encryption_key {
+                Some(key) => prop(
+                    path,
+                    "CryptoKeyId",
+                    &format!(
+                        "<keyId>{}</keyId><providerId><id>lab-kms</id></providerId>",
+                        escape(key)
+                    ),
+                ),
+                None => continue,
+            },
             "guest.toolsRunningStatus" => prop(
                 path,
                 "xsd:string",

@@ -100,6 +100,11 @@ pub struct Vm {
     /// it on again starts a new change id.
     pub cbt_reset: bool,
     pub consolidation_needed: bool,
+    /// vSphere VM Encryption's key (`config.keyId`: its CryptoKeyId's
+    /// `keyId`), when the VM is encrypted; the lab keeps the disks in
+    /// clear, only the host's answers say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<String>,
     /// The delta format of this VM's next snapshots, when set; otherwise
     /// the datastore's (see `State::vmfs6`).
     #[serde(default)]
@@ -471,6 +476,7 @@ fn make_lab_vm(
         cbt_enabled: false,
         cbt_reset: false,
         consolidation_needed: false,
+        encryption_key: None,
         delta_format: None,
         disks,
         snapshots: Vec::new(),

@@ -329,6 +329,10 @@ pub fn backup_vm(
             reason: "the VM has no instance UUID".into(),
         });
     };
+    // Refused before anything touches the VM: no snapshot, no CBT change.
+    if let Some(reason) = vm.why_refused() {
+        return Err(VmBackupError::Unsupported { vm: name, reason });
+    }
     if vm.disks.is_empty() {
         return Err(VmBackupError::Unsupported {
             vm: name,

@@ -35,6 +35,7 @@ pub const VM_PROPERTIES: &[&str] = &[
     "guest.ipAddress",
     "config.changeTrackingEnabled",
     "runtime.consolidationNeeded",
+    "config.keyId",
     "config.hardware.device",
     "config.files.vmPathName",
     "snapshot",
