@@ -294,6 +294,17 @@ pub fn query_changed_disk_areas(
         .finish()
 }
 
+/// A Storage vMotion of `vm`'s disks to `datastore` (RelocateVM_Task with
+/// `spec.datastore`). coffer never moves a VM itself; tests move lab VMs
+/// with it, as an administrator would.
+pub fn relocate_vm(vm: &MoRef, datastore: &MoRef) -> Request {
+    Call::new("RelocateVM_Task", vm)
+        .open_typed("spec", "VirtualMachineRelocateSpec")
+        .moref("datastore", datastore)
+        .close("spec")
+        .finish()
+}
+
 pub fn consolidate_vm_disks(vm: &MoRef) -> Request {
     Call::new("ConsolidateVMDisks_Task", vm).finish()
 }
