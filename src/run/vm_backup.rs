@@ -859,7 +859,7 @@ fn read_disks(
         .map(|(datastore, keys, fault)| {
             format!(
                 "the host gives no allocated areas (`*`) on datastore {datastore} \
-                 (ESXi knows them only on VMFS; NFS and other datastores answer with a fault: {fault}): \
+                 (ESXi knows them only on VMFS, not on NFS; it answered: {fault}): \
                  disk {} read whole",
                 keys.iter()
                     .map(i32::to_string)
