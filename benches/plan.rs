@@ -248,6 +248,7 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                 ip_address: None,
                 change_tracking_enabled: true,
                 consolidation_needed: false,
+                encryption_key: None,
                 vmx_path: None,
                 disks: vec![VmDisk {
                     key: 2000,

@@ -158,6 +158,10 @@ pub struct VmRecord {
     pub ip_address: Option<String>,
     pub change_tracking_enabled: bool,
     pub consolidation_needed: bool,
+    /// The key of vSphere VM Encryption (`config.keyId`, a CryptoKeyId:
+    /// its `keyId`, and the key provider's id after a `@`), or `None` for
+    /// a VM that is not encrypted.
+    pub encryption_key: Option<String>,
     /// `[datastore] dir/name.vmx` (`config.files.vmPathName`).
     pub vmx_path: Option<String>,
     pub disks: Vec<VmDisk>,
@@ -166,6 +170,21 @@ pub struct VmRecord {
 }
 
 impl VmRecord {
+    /// Why coffer refuses to back up this VM at all, or `None`. An
+    /// encrypted VM's disk files hold ciphertext under a key its key
+    /// provider keeps (vSphere API reference, `VirtualMachineConfigInfo.keyId`:
+    /// set exactly when the VM is encrypted, since vSphere 6.5): read over
+    /// `/folder`, they would restore only where that key is, and never
+    /// with a guest check coffer can run.
+    pub fn why_refused(&self) -> Option<String> {
+        self.encryption_key.as_ref().map(|key| {
+            format!(
+                "the VM is encrypted (config.keyId {key}): its disks would be read as ciphertext \
+                 that cannot be restored without that key"
+            )
+        })
+    }
+
     /// Every snapshot of the VM, parents first.
     pub fn all_snapshots(&self) -> Vec<&SnapshotNode> {
         self.snapshots.iter().flat_map(|s| s.walk()).collect()

@@ -178,3 +178,185 @@ fn cbt_reset_on_request_starts_a_new_epoch_and_leaves_no_snapshot() {
     assert!(!unknown.status.success());
     assert!(text(&unknown).contains("no VM named `no-such-vm`"));
 }
+
+/// Restores disk `index` of point `m` and compares it with `file`, the
+/// disk's flat extent on the lab's datastore.
+fn restores_as(repo: &Repository, m: &Manifest, index: usize, file: &Path, out: &Path) {
+    let idx = repo.read_index(m, &m.disks[index]).unwrap();
+    coffer::repo::restore::restore_disk(
+        repo,
+        &idx,
+        out,
+        coffer::repo::restore::DiskFormat::Raw,
+        true,
+        2,
+    )
+    .unwrap();
+    let flat = std::fs::read(file).unwrap();
+    assert!(
+        std::fs::read(out).unwrap() == flat,
+        "disk {} restored from {} differs from {}",
+        m.disks[index].device_key,
+        m.point_id,
+        file.display()
+    );
+}
+
+fn inventory_disks(dir: &Path, vm: &str) -> Vec<serde_json::Value> {
+    let out = run(dir, &["inventory", "--json"]);
+    let inv: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    inv["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == vm)
+        .unwrap_or_else(|| panic!("{vm} in the inventory: {}", text(&out)))["disks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_storage_vmotion_to_nfs_resets_tracking_and_the_next_full_reads_the_disks_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    let first = run(dir, &["apply", "--no-mail"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let (_, before) = points(dir);
+    assert_eq!(before.len(), 1);
+    // On VMFS the first full read the allocated areas only.
+    assert!(before[0].disks[0].bytes_read < before[0].disks[0].size_bytes);
+
+    // An administrator moves the VM's disks to the NFS datastore.
+    coffer::lab::relocate(&lab_state(dir), "lab-vm-01", "nfs1").unwrap();
+    let moved = inventory_disks(dir, "lab-vm-01");
+    assert_eq!(moved[0]["file"], "[nfs1] lab-vm-01/lab-vm-01.vmdk");
+    // The move itself started a new change-id epoch on the host.
+    let live_id = moved[0]["change_id"].as_str().unwrap().to_string();
+    assert_ne!(
+        coffer::plan::cbt::change_id_epoch(&live_id),
+        epoch(&before[0], 0)
+    );
+
+    wait_until_due(dir);
+    let plan = run(dir, &["plan"]);
+    let plan_text = text(&plan);
+    let reset_line = plan_text
+        .lines()
+        .position(|l| {
+            l.starts_with(
+                "~ reset-cbt lab-vm-01: disk 2000 moved from [datastore1] lab-vm-01/lab-vm-01.vmdk \
+                 to [nfs1] lab-vm-01/lab-vm-01.vmdk (Storage vMotion)",
+            )
+        })
+        .unwrap_or_else(|| panic!("no reset-cbt for the move in the plan:\n{plan_text}"));
+    let backup_line = plan_text
+        .lines()
+        .position(|l| l.starts_with("+ backup lab-vm-01 → local (full"))
+        .unwrap_or_else(|| panic!("no full in the plan:\n{plan_text}"));
+    assert!(reset_line < backup_line, "{plan_text}");
+
+    let applied = run(dir, &["apply", "--no-mail"]);
+    let applied_text = text(&applied);
+    assert!(applied.status.success(), "{applied_text}");
+    assert!(
+        applied_text.contains("done ~ reset-cbt lab-vm-01"),
+        "{applied_text}"
+    );
+    assert_eq!(snapshot_count(dir), 0, "{applied_text}");
+    let (repo, after) = points(dir);
+    assert_eq!(after.len(), 2);
+    let full = &after[1];
+    assert_ne!(epoch(&before[0], 0), epoch(full, 0));
+    for d in &full.disks {
+        assert_eq!(
+            d.bytes_read, d.size_bytes,
+            "disk {} not read whole",
+            d.device_key
+        );
+        assert!(
+            d.backing
+                .as_deref()
+                .is_some_and(|b| b.starts_with("[nfs1] ")),
+            "{:?}",
+            d.backing
+        );
+    }
+    let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(lab_state(dir))).unwrap();
+    let nfs = lab.datastore_folder("nfs1");
+    drop(lab);
+    restores_as(
+        &repo,
+        full,
+        0,
+        &nfs.join("lab-vm-01/lab-vm-01-flat.vmdk"),
+        &dir.join("d0.raw"),
+    );
+    restores_as(
+        &repo,
+        full,
+        1,
+        &nfs.join("lab-vm-01/lab-vm-01_1-flat.vmdk"),
+        &dir.join("d1.raw"),
+    );
+
+    // The baseline on NFS holds: the next backup is an incremental.
+    coffer::lab::write(&lab_state(dir), "lab-vm-01", 1.0).unwrap();
+    wait_until_due(dir);
+    let next = run(dir, &["plan"]);
+    let next_text = text(&next);
+    assert!(!next_text.contains("reset-cbt"), "{next_text}");
+    assert!(
+        next_text.contains("+ backup lab-vm-01 → local (incremental"),
+        "{next_text}"
+    );
+}
+
+#[test]
+fn a_first_full_on_nfs_says_once_that_allocated_areas_are_unknown_and_reads_every_disk_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    write_policy(dir);
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    assert!(run(dir, &["inventory"]).status.success());
+    // A VM with two thin disks, moved to NFS before coffer ever saw it.
+    coffer::lab::add_vm(&lab_state(dir), "nfs-vm", &[16 << 20, 8 << 20]).unwrap();
+    coffer::lab::relocate(&lab_state(dir), "nfs-vm", "nfs1").unwrap();
+
+    let backup = run(dir, &["backup", "nfs-vm", "--json"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    let result: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap();
+    let notes = result["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = notes[0].as_str().unwrap();
+    assert!(
+        note.starts_with("the host gives no allocated areas (`*`) on datastore nfs1")
+            && note.ends_with("disk 2000, 2001 read whole"),
+        "{note}"
+    );
+    for d in result["disks"].as_array().unwrap() {
+        assert_eq!(d["mode"], "full");
+        assert_eq!(d["bytes_fetched"], d["size_bytes"], "{d}");
+    }
+    let (repo, ms) = points(dir);
+    let m = ms.iter().find(|m| m.vm.name == "nfs-vm").unwrap();
+    let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(lab_state(dir))).unwrap();
+    let nfs = lab.datastore_folder("nfs1");
+    drop(lab);
+    restores_as(
+        &repo,
+        m,
+        0,
+        &nfs.join("nfs-vm/nfs-vm-flat.vmdk"),
+        &dir.join("n0.raw"),
+    );
+    restores_as(
+        &repo,
+        m,
+        1,
+        &nfs.join("nfs-vm/nfs-vm_1-flat.vmdk"),
+        &dir.join("n1.raw"),
+    );
+}

@@ -741,3 +741,99 @@ fn the_cli_serves_and_writes() {
     child.wait().unwrap();
     result.unwrap();
 }
+
+#[test]
+fn a_storage_vmotion_to_the_nfs_datastore_moves_the_files_and_restarts_change_tracking() {
+    let t = tempfile::tempdir().unwrap();
+    let lab = start(t.path());
+    let session = connect(&lab);
+    let vm = vm_named(&session, "lab-vm-01");
+    session
+        .set_change_tracking(&vm.moref, true, Duration::from_secs(30))
+        .unwrap();
+    let first = session
+        .create_snapshot(&vm.moref, &snap("before", false), Duration::from_secs(30))
+        .unwrap();
+    let before = session.snapshot_disks(&first).unwrap();
+    session
+        .remove_snapshot(&first, Duration::from_secs(30))
+        .unwrap();
+    assert!(before[0].file_name.starts_with("[datastore1] "));
+
+    // The datastore reports its type, as a host does.
+    let nfs = MoRef::new("Datastore", "nfs1");
+    let req = soap::retrieve_properties_ex(
+        &session.service_content().property_collector,
+        "Datastore",
+        &["summary.type"],
+        &soap::Objects::One(nfs.clone()),
+        None,
+    );
+    let answer = session.call(&req, |xml| Ok(xml.to_string())).unwrap();
+    assert!(answer.contains(">NFS</val>"), "{answer}");
+
+    session
+        .run_task(&soap::relocate_vm(&vm.moref, &nfs), Duration::from_secs(30))
+        .unwrap();
+    let moved = vm_named(&session, "lab-vm-01");
+    assert_eq!(moved.disks[0].file_name, "[nfs1] lab-vm-01/lab-vm-01.vmdk");
+    assert_eq!(
+        moved.disks[0].datastore,
+        Some(MoRef::new("Datastore", "nfs1"))
+    );
+    assert!(
+        !lab.datastore_dir()
+            .join("lab-vm-01/lab-vm-01-flat.vmdk")
+            .exists()
+    );
+    // A new change-id epoch: the ids from before the move are not answered.
+    let snap2 = session
+        .create_snapshot(&vm.moref, &snap("after", false), Duration::from_secs(30))
+        .unwrap();
+    let after = session.snapshot_disks(&snap2).unwrap();
+    let epoch = |d: &coffer::vsphere::types::VmDisk| {
+        coffer::plan::cbt::change_id_epoch(&d.change_id.as_ref().unwrap().0).to_string()
+    };
+    assert_ne!(epoch(&before[0]), epoch(&after[0]));
+    let old = session.changed_disk_areas(
+        &vm.moref,
+        &snap2,
+        2000,
+        after[0].capacity_bytes,
+        before[0].change_id.as_ref().unwrap(),
+    );
+    assert!(old.is_err(), "{old:?}");
+    // On NFS the allocated-areas query faults.
+    let all = session.changed_disk_areas(
+        &vm.moref,
+        &snap2,
+        2000,
+        after[0].capacity_bytes,
+        &ChangeId::all(),
+    );
+    match all {
+        Err(Error::Fault(f)) => assert!(f.to_string().contains("only on VMFS"), "{f}"),
+        other => panic!("`*` on NFS answered {other:?}"),
+    }
+    // The files are served from the NFS datastore only.
+    let ds = Datastore::new(&lab);
+    let nfs_url = |p: &str| format!("{}/folder/{p}?dcPath=ha-datacenter&dsName=nfs1", ds.base);
+    let flat = std::fs::read(
+        lab.datastore_folder("nfs1")
+            .join("lab-vm-01/lab-vm-01-flat.vmdk"),
+    )
+    .unwrap();
+    let got = ds
+        .http
+        .get(nfs_url("lab-vm-01/lab-vm-01-flat.vmdk"))
+        .header("Cookie", &ds.cookie)
+        .header("Range", "bytes=0-65535")
+        .send()
+        .unwrap();
+    assert_eq!(got.status(), 206);
+    assert!(got.bytes().unwrap()[..] == flat[..65536]);
+    assert_eq!(ds.get("lab-vm-01/lab-vm-01-flat.vmdk", None).status(), 404);
+    session
+        .remove_snapshot(&snap2, Duration::from_secs(30))
+        .unwrap();
+}

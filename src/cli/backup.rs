@@ -86,6 +86,7 @@ pub fn run(args: Args) -> Result<u8> {
                 "snapshot_created": outcome.snapshot_lifetime.created.to_rfc3339(),
                 "snapshot_removed": outcome.snapshot_lifetime.removed.to_rfc3339(),
                 "leftovers_removed": outcome.leftovers_removed.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
+                "notes": outcome.notes,
                 "leftovers_kept": outcome.leftovers_kept.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
                 "duration_ms": m.duration_ms,
                 "disks": outcome.disks.iter().zip(&m.disks).map(|(d, e)| serde_json::json!({
@@ -158,6 +159,9 @@ pub fn run(args: Args) -> Result<u8> {
     }
     for d in &m.skipped_disks {
         writeln!(out, "  skipped: {}", d.reason)?;
+    }
+    for n in &outcome.notes {
+        writeln!(out, "  note: {n}")?;
     }
     writeln!(out, "snapshot {} removed", outcome.snapshot)?;
     Ok(EXIT_OK)

@@ -46,6 +46,7 @@ pub fn run(args: Args) -> Result<u8> {
                         "tools": vm.tools_running_status,
                         "cbt": vm.change_tracking_enabled,
                         "consolidation_needed": vm.consolidation_needed,
+                        "encryption_key": vm.encryption_key,
                         "disks": vm.disks.iter().map(|d| serde_json::json!({
                             "key": d.key,
                             "capacity_bytes": d.capacity_bytes,

@@ -99,6 +99,15 @@ pub fn run(args: Args) -> Result<u8> {
         m.created,
         m.disks.len()
     )?;
+    // Disks the backup left out are not in the point: said before anything
+    // is written, and the restored VM has no such disk.
+    for d in &m.skipped_disks {
+        writeln!(
+            out,
+            "  not restored: device {}: {}; the point does not hold it, and the restored VM has no such disk",
+            d.device_key, d.reason
+        )?;
+    }
     if let Some(dir) = &args.out {
         let only = (!args.disk.is_empty()).then_some(args.disk.as_slice());
         let r = restore::restore_local(&repo, &m, dir, &changes, only, args.force, threads)?;

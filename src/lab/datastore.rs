@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::faults::{Faults, Stats};
 use super::http::{Body, FileBody, Head, Payload, Response};
-use super::state::{DATACENTER, DATASTORE, Store};
+use super::state::{DATACENTER, Store, datastore_folder, datastore_type};
 
 /// Decodes `%XX` and, in a query, `+`.
 pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
@@ -91,13 +91,17 @@ pub fn handle(
     if !authenticated {
         return Response::text(401, "a valid vmware_soap_session cookie is needed");
     }
-    if ds.as_deref() != Some(DATASTORE) || dc.as_deref().is_some_and(|d| d != DATACENTER) {
+    let Some(ds) = ds
+        .clone()
+        .filter(|d| datastore_type(d).is_some())
+        .filter(|_| dc.as_deref().is_none_or(|d| d == DATACENTER))
+    else {
         return Response::text(404, format!("no datastore {ds:?} in datacenter {dc:?}"));
-    }
+    };
     if rel.is_empty() || rel.split('/').any(|p| p == ".." || p.is_empty()) {
         return Response::text(400, format!("bad datastore path {rel:?}"));
     }
-    let path = store.datastore_root().join(&rel);
+    let path = datastore_folder(&store.datastore_root(), &ds).join(&rel);
     match head.method.as_str() {
         "GET" | "HEAD" => {
             if head.method == "GET" && faults.take_unavailable() {

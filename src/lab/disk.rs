@@ -27,10 +27,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::state;
 use crate::vsphere::delta::{self, Delta, DeltaFormat};
 
 /// The unit of deltas, of change tracking and of guest writes.
@@ -155,6 +156,10 @@ pub struct Disk {
     /// `independent_persistent`, which snapshots leave out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// The datastore holding every layer's files, `datastore1` when
+    /// `None`; layer paths are relative to its folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
 }
 
 fn open_rw(root: &Path, rel: &str) -> io::Result<File> {
@@ -208,6 +213,21 @@ fn split_stem(descriptor: &str) -> (&str, &str) {
 }
 
 impl Disk {
+    /// The name of the datastore holding this disk.
+    pub fn datastore_name(&self) -> &str {
+        self.datastore.as_deref().unwrap_or(state::DATASTORE)
+    }
+
+    /// The folder of this disk's datastore, given `root`, `datastore1`'s.
+    pub fn folder(&self, root: &Path) -> PathBuf {
+        state::datastore_folder(root, self.datastore_name())
+    }
+
+    /// `[datastore] path` of one of this disk's files.
+    pub fn datastore_path(&self, rel: &str) -> String {
+        format!("[{}] {rel}", self.datastore_name())
+    }
+
     /// Left out of snapshots (`independent_persistent`,
     /// `independent_nonpersistent`).
     pub fn is_independent(&self) -> bool {
@@ -225,7 +245,7 @@ impl Disk {
     pub fn read(&self, root: &Path, level: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let files: Vec<File> = self.layers[..=level]
             .iter()
-            .map(|l| File::open(root.join(&l.data_file)))
+            .map(|l| File::open(self.folder(root).join(&l.data_file)))
             .collect::<io::Result<_>>()?;
         let mut done = 0usize;
         while done < buf.len() {
@@ -251,7 +271,7 @@ impl Disk {
     pub fn write_block(&mut self, root: &Path, block: u64, data: &[u8]) -> io::Result<()> {
         assert_eq!(data.len() as u64, BLOCK_BYTES, "whole blocks only");
         let top = self.top();
-        let file = open_rw(root, &self.layers[top].data_file)?;
+        let file = open_rw(&self.folder(root), &self.layers[top].data_file)?;
         write_layer(&self.layers[top], &file, data, block * BLOCK_BYTES)?;
         if top > 0 {
             self.layers[top].blocks.insert(block);
@@ -286,9 +306,9 @@ impl Disk {
             + ".vmdk";
         let delta_name = data_file.rsplit('/').next().unwrap_or(&data_file);
         // The child names its parent's content id, as the host writes it.
-        let parent_cid = descriptor_cid(root, &self.layers[self.top()].descriptor)?;
+        let parent_cid = descriptor_cid(&self.folder(root), &self.layers[self.top()].descriptor)?;
         std::fs::write(
-            root.join(&descriptor),
+            self.folder(root).join(&descriptor),
             delta::descriptor(
                 format,
                 self.capacity_bytes,
@@ -302,7 +322,7 @@ impl Disk {
             .read(true)
             .write(true)
             .create_new(true)
-            .open(root.join(&data_file))?;
+            .open(self.folder(root).join(&data_file))?;
         delta::create(&file, format, self.capacity_bytes)?;
         let top = self.top();
         self.layers[top].frozen_by = Some(snapshot);
@@ -327,8 +347,8 @@ impl Disk {
     /// layer is frozen by whatever froze the upper one.
     pub fn merge_up_into(&mut self, root: &Path, level: usize) -> io::Result<()> {
         let upper = self.layers[level + 1].clone();
-        let src = File::open(root.join(&upper.data_file))?;
-        let dst = open_rw(root, &self.layers[level].data_file)?;
+        let src = File::open(self.folder(root).join(&upper.data_file))?;
+        let dst = open_rw(&self.folder(root), &self.layers[level].data_file)?;
         let mut buf = vec![0u8; BLOCK_BYTES as usize];
         for &block in &upper.blocks {
             read_layer(&upper, &src, &mut buf, block * BLOCK_BYTES)?;
@@ -346,8 +366,8 @@ impl Disk {
         if let Some(child) = self.layers.get(level + 1) {
             let parent = &self.layers[level].descriptor;
             let parent_name = parent.rsplit('/').next().unwrap_or(parent);
-            let parent_cid = descriptor_cid(root, parent)?;
-            let path = root.join(&child.descriptor);
+            let parent_cid = descriptor_cid(&self.folder(root), parent)?;
+            let path = self.folder(root).join(&child.descriptor);
             let text = std::fs::read_to_string(&path)?;
             let rewritten: String = text
                 .lines()
@@ -362,7 +382,7 @@ impl Disk {
             std::fs::write(&path, rewritten)?;
         }
         for f in [&upper.descriptor, &upper.data_file] {
-            match std::fs::remove_file(root.join(f)) {
+            match std::fs::remove_file(self.folder(root).join(f)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -374,7 +394,7 @@ impl Disk {
     /// allocated areas (holes skipped) and every delta block.
     pub fn allocated_blocks(&self, root: &Path, level: usize) -> io::Result<BTreeSet<u64>> {
         let mut blocks = BTreeSet::new();
-        let base = File::open(root.join(&self.layers[0].data_file))?;
+        let base = File::open(self.folder(root).join(&self.layers[0].data_file))?;
         for range in data_ranges(&base, self.capacity_bytes)? {
             let first = range.start / BLOCK_BYTES;
             let last = range.end.div_ceil(BLOCK_BYTES);
@@ -487,6 +507,7 @@ mod tests {
             cbt: None,
             next_delta: 0,
             mode: None,
+            datastore: None,
         }
     }
 

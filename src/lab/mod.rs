@@ -417,6 +417,11 @@ impl LabHandle {
         self.shared.store.datastore_root()
     }
 
+    /// The folder of the lab's datastore `name` (`datastore1`, `nfs1`).
+    pub fn datastore_folder(&self, name: &str) -> PathBuf {
+        state::datastore_folder(&self.shared.store.datastore_root(), name)
+    }
+
     /// `write(state_dir, vm, percent)` on this lab's state.
     pub fn write(&self, vm: &str, percent: f64) -> Result<Vec<DiskWrite>, Error> {
         write(self.state_dir(), vm, percent)
@@ -537,6 +542,21 @@ pub fn set_guest(
 ) -> Result<(), Error> {
     let store = state::Store::new(state_dir);
     Ok(store.update(|st, root| guest::set_guest(st, root, vm, os, disk_enable_uuid))?)
+}
+
+/// A Storage vMotion of every disk of `vm` to the lab's datastore
+/// `datastore` (`datastore1`, VMFS, or `nfs1`, NFS): see
+/// `ops::relocate_disks`.
+pub fn relocate(state_dir: &Path, vm: &str, datastore: &str) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, root| ops::relocate_disks(st, root, vm, None, datastore))?)
+}
+
+/// Encrypts `vm` with vSphere VM Encryption's key `key` (its
+/// `config.keyId`), or decrypts it with `None` (see `ops::set_encryption`).
+pub fn set_encryption(state_dir: &Path, vm: &str, key: Option<&str>) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, _| ops::set_encryption(st, vm, key))?)
 }
 
 /// Whether `vm`'s guest would boot from its disks as they are now.

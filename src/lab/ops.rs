@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::content::{self, Rng};
 use super::disk::{BLOCK_BYTES, Cbt, ChangeIdError, Disk, Layer, block_ranges};
 use super::state::{
-    DATASTORE, Fault, Snapshot, SnapshotDisk, State, Vm, hex_id, new_cbt_id, uuid_of,
+    self, DATASTORE, Fault, Snapshot, SnapshotDisk, State, Vm, hex_id, new_cbt_id, uuid_of,
 };
 use crate::vsphere::delta::DeltaFormat;
 
@@ -166,12 +166,15 @@ pub fn remove_snapshot(
     }
     if injected.remove_snapshot {
         v.consolidation_needed = true;
-        let file = v.disks.first().map(|d| d.layers[d.top()].data_file.clone());
+        let file = v
+            .disks
+            .first()
+            .map(|d| d.datastore_path(&d.layers[d.top()].data_file));
         return Err(Fault::new(
             "FileLocked",
             "Unable to access file since it is locked: consolidation failed (fault injected by the lab).",
         )
-        .with("file", format!("[{DATASTORE}] {}", file.unwrap_or_default())));
+        .with("file", file.unwrap_or_else(|| format!("[{DATASTORE}] "))));
     }
     Ok(())
 }
@@ -272,10 +275,7 @@ pub fn changed_areas(
                 .with("invalidProperty", "deviceKey"),
         );
     };
-    let ctk = format!(
-        "[{DATASTORE}] {}",
-        disk.layers[0].descriptor.replace(".vmdk", "-ctk.vmdk")
-    );
+    let ctk = disk.datastore_path(&disk.layers[0].descriptor.replace(".vmdk", "-ctk.vmdk"));
     let (Some(cbt), Some(upto)) = (&disk.cbt, at.cbt_seq) else {
         return Err(Fault::new(
             "FileFault",
@@ -304,6 +304,23 @@ pub fn changed_areas(
     }
     let level = disk.level_of(id).expect("a snapshot freezes a layer");
     let blocks = if change_id.trim() == "*" {
+        // The allocated areas come from VMFS itself: "For CBT to identify
+        // disk sectors in use with the special \"*\" change ID, the virtual
+        // disk must be located on a VMFS volume" (VMware KB 1020128); on
+        // other storage the query "could fail" (VDDK Programming Guide,
+        // "About Changed Block Tracking"). The lab's NFS datastore fails it.
+        let kind = state::datastore_type(disk.datastore_name()).unwrap_or("VMFS");
+        if kind != "VMFS" {
+            return Err(Fault::new(
+                "FileFault",
+                format!(
+                    "Error caused by file {ctk}: the allocated areas (changeId \"*\") are \
+                     known only on VMFS, and {} is {kind}",
+                    disk.datastore_name()
+                ),
+            )
+            .with("file", ctk));
+        }
         disk.allocated_blocks(root, level)?
     } else {
         let since = cbt.sequence_of(change_id.trim()).map_err(|e| match e {
@@ -514,6 +531,7 @@ pub fn register(
             cbt: None,
             next_delta: 0,
             mode: None,
+            datastore: None,
         });
     }
     let id = state.next_id;
@@ -527,6 +545,7 @@ pub fn register(
         cbt_enabled: false,
         cbt_reset: false,
         consolidation_needed: false,
+        encryption_key: None,
         delta_format: None,
         disks,
         snapshots: Vec::new(),
@@ -556,6 +575,70 @@ pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
     let dir = v.dir();
     if !dir.is_empty() && !state.vms.iter().any(|o| o.dir() == dir) {
         std::fs::remove_dir_all(root.join(dir))?;
+        // Disks a Storage vMotion put on another datastore, in a folder
+        // of the same name there.
+        for d in v.disks.iter().filter(|d| d.datastore.is_some()) {
+            match std::fs::remove_dir_all(d.folder(root).join(dir)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RelocateVM_Task with a target datastore (`spec.datastore`, or a
+/// `spec.disk` locator per disk): a Storage vMotion of `vm`'s disks to
+/// `datastore`, every layer's files moved, snapshots and all, as vSphere
+/// 5 and later move a VM's snapshots with it (vSphere Virtual Machine
+/// Administration, "Storage vMotion Requirements and Limitations"). The
+/// lab keeps the VM's home (.vmx) where it is, as a relocation with a disk
+/// locator per disk does. The move is a stun of the VM that restarts change
+/// tracking: each tracked disk gets a new change-id epoch, and older change
+/// ids are no longer answered (VMware KB 1020128 lists migrations among
+/// what resets CBT; the tracking file does not follow the disk reliably,
+/// KB 2048201, which is why coffer resets it after a move, see
+/// `plan::cbt::reset_reason`). The disk's backing file name changes with
+/// its datastore.
+pub fn relocate_disks(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    keys: Option<&[i32]>,
+    datastore: &str,
+) -> Result<(), Fault> {
+    if state::datastore_type(datastore).is_none() {
+        return Err(Fault::not_found("Datastore", datastore));
+    }
+    let v = state
+        .vms
+        .iter_mut()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    let cbt_enabled = v.cbt_enabled;
+    let to = state::datastore_folder(root, datastore);
+    for d in v
+        .disks
+        .iter_mut()
+        .filter(|d| keys.is_none_or(|k| k.contains(&d.key)))
+    {
+        if d.datastore_name() == datastore {
+            continue;
+        }
+        let from = d.folder(root);
+        for layer in &d.layers {
+            for rel in [&layer.descriptor, &layer.data_file] {
+                let target = to.join(rel);
+                if let Some(dir) = target.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::rename(from.join(rel), target)?;
+            }
+        }
+        d.datastore = (datastore != DATASTORE).then(|| datastore.to_string());
+        if d.cbt.is_some() && cbt_enabled {
+            d.cbt = Some(Cbt::new(new_cbt_id()));
+        }
     }
     Ok(())
 }
@@ -595,6 +678,28 @@ pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Resul
     Ok(())
 }
 
+/// ReconfigVM_Task with a `crypto` spec (CryptoSpecEncrypt, or
+/// CryptoSpecDecrypt for `None`): the VM's `config.keyId` is set to the key
+/// (vSphere API reference, VirtualMachineConfigSpec.crypto and
+/// VirtualMachineConfigInfo.keyId). vSphere encrypts or decrypts only a VM
+/// without snapshots (vSphere Security, "Virtual Machine Encryption
+/// Interoperability"), and so does the lab.
+pub fn set_encryption(state: &mut State, vm: &str, key: Option<&str>) -> Result<(), Fault> {
+    let v = state
+        .vms
+        .iter_mut()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    if !v.snapshots.is_empty() {
+        return Err(Fault::new(
+            "InvalidState",
+            format!("VM {vm} has snapshots: it cannot be encrypted or decrypted"),
+        ));
+    }
+    v.encryption_key = key.map(str::to_string);
+    Ok(())
+}
+
 /// ReconfigVM_Task editing a VirtualDisk's `capacityInKB` upward: the disk
 /// grows in place (the new space reads as zeros), and its change tracking
 /// goes on as if nothing happened, which is exactly why a backup must not
@@ -619,11 +724,12 @@ pub fn extend_disk(
             ),
         ));
     }
+    let folder = d.folder(root);
     let base = &d.layers[0];
     let io = |e: std::io::Error| Fault::new("FileFault", e.to_string());
     std::fs::OpenOptions::new()
         .write(true)
-        .open(root.join(&base.data_file))
+        .open(folder.join(&base.data_file))
         .and_then(|f| f.set_len(capacity_bytes))
         .map_err(io)?;
     let flat_name = base
@@ -636,7 +742,7 @@ pub fn extend_disk(
     getrandom::fill(&mut cid).expect("the OS random source works");
     let cid = u32::from_le_bytes(cid);
     std::fs::write(
-        root.join(&base.descriptor),
+        folder.join(&base.descriptor),
         super::disk::flat_descriptor(capacity_bytes, &flat_name, cid),
     )
     .map_err(io)?;

@@ -56,6 +56,7 @@ const VM_PATHS: &[&str] = &[
     "config.hardware.device",
     "runtime.powerState",
     "runtime.consolidationNeeded",
+    "config.keyId",
     "guest.toolsRunningStatus",
     "guest.ipAddress",
     "guestHeartbeatStatus",
@@ -110,6 +111,19 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
             "runtime.consolidationNeeded" => {
                 prop(path, "xsd:boolean", &vm.consolidation_needed.to_string())
             }
+            // A CryptoKeyId, present only on an encrypted VM (vSphere API
+            // reference, VirtualMachineConfigInfo.keyId: "unset" otherwise).
+            "config.keyId" => match &vm.encryption_key {
+                Some(key) => prop(
+                    path,
+                    "CryptoKeyId",
+                    &format!(
+                        "<keyId>{}</keyId><providerId><id>lab-kms</id></providerId>",
+                        escape(key)
+                    ),
+                ),
+                None => continue,
+            },
             "guest.toolsRunningStatus" => prop(
                 path,
                 "xsd:string",
@@ -165,16 +179,17 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
 /// `snapshotManifestList`, the snapshot manifest metadata type, and coffer
 /// goes by the file's name, not its type.
 fn layout_ex_files(vm: &Vm) -> String {
-    let mut files: Vec<(String, &str)> = vec![(vm.vmx.clone(), "config")];
+    let home = |rel: &str| format!("[{DATASTORE}] {rel}");
+    let mut files: Vec<(String, &str)> = vec![(home(&vm.vmx), "config")];
     for d in &vm.disks {
         for layer in &d.layers {
-            files.push((layer.descriptor.clone(), "diskDescriptor"));
-            files.push((layer.data_file.clone(), "diskExtent"));
+            files.push((d.datastore_path(&layer.descriptor), "diskDescriptor"));
+            files.push((d.datastore_path(&layer.data_file), "diskExtent"));
         }
     }
     for s in &vm.snapshots {
         if let Some(m) = &s.vss_manifest {
-            files.push((m.clone(), "snapshotManifestList"));
+            files.push((home(m), "snapshotManifestList"));
         }
     }
     let mut out = String::new();
@@ -184,7 +199,7 @@ fn layout_ex_files(vm: &Vm) -> String {
             "<VirtualMachineFileLayoutExFileInfo><key>{key}</key><name>{}</name><type>{kind}</type>\
              <size>0</size><uniqueSize>0</uniqueSize><accessible>true</accessible>\
              </VirtualMachineFileLayoutExFileInfo>",
-            escape(&format!("[{DATASTORE}] {name}"))
+            escape(name)
         );
     }
     out
@@ -218,8 +233,8 @@ fn backing(d: &Disk, level: usize, change_id: Option<&str>, tag: &str) -> String
     let mut s = format!(
         "<{tag} xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName>{}\
          <diskMode>{}</diskMode><thinProvisioned>true</thinProvisioned><uuid>{}</uuid>",
-        escape(&format!("[{DATASTORE}] {}", layer.descriptor)),
-        moref("datastore", "Datastore", DATASTORE),
+        escape(&d.datastore_path(&layer.descriptor)),
+        moref("datastore", "Datastore", d.datastore_name()),
         escape(d.mode.as_deref().unwrap_or("persistent")),
         d.uuid
     );
@@ -286,6 +301,38 @@ fn snapshot_info(vm: &Vm) -> String {
             &state::snapshot_moref(current)
         )
     )
+}
+
+/// A Datastore's properties: its name and `summary` (name, type,
+/// accessible), as the property collector answers for `datastore-…` or,
+/// on a host, the datastore's name as its id.
+pub fn datastore_object(name: &str, paths: &[String], all: bool) -> Result<String, Fault> {
+    let kind = state::datastore_type(name).ok_or_else(|| Fault::not_found("Datastore", name))?;
+    let summary = format!(
+        "{}<name>{}</name><url>ds:///vmfs/volumes/{}/</url><capacity>0</capacity>\
+         <freeSpace>0</freeSpace><accessible>true</accessible><multipleHostAccess>false</multipleHostAccess>\
+         <type>{kind}</type>",
+        moref("datastore", "Datastore", name),
+        escape(name),
+        escape(name)
+    );
+    let wanted: Vec<&str> = if all || paths.is_empty() {
+        vec!["name", "summary"]
+    } else {
+        paths.iter().map(String::as_str).collect()
+    };
+    let mut out = format!("<objects>{}", moref("obj", "Datastore", name));
+    for path in wanted {
+        out.push_str(&match path {
+            "name" | "summary.name" => prop(path, "xsd:string", &escape(name)),
+            "summary.type" => prop(path, "xsd:string", kind),
+            "summary.accessible" => prop(path, "xsd:boolean", "true"),
+            "summary" => prop(path, "DatastoreSummary", &summary),
+            _ => continue,
+        });
+    }
+    out.push_str("</objects>");
+    Ok(out)
 }
 
 pub fn snapshot_object(st: &State, moref_value: &str) -> Result<String, Fault> {

@@ -21,6 +21,30 @@ use super::disk::{Disk, Layer, flat_descriptor};
 use crate::vsphere::delta::DeltaFormat;
 
 pub const DATASTORE: &str = "datastore1";
+/// The lab's second datastore, an NFS export as ESXi mounts one
+/// (`summary.type` "NFS"); disks get there by a Storage vMotion
+/// (`ops::relocate_disks`).
+pub const NFS_DATASTORE: &str = "nfs1";
+/// Every datastore of the lab with its `summary.type` (vSphere API
+/// reference, DatastoreSummary.type: "VMFS", "NFS", "NFS41", "vsan", …).
+pub const DATASTORES: &[(&str, &str)] = &[(DATASTORE, "VMFS"), (NFS_DATASTORE, "NFS")];
+
+/// The `summary.type` of the lab's datastore `name`.
+pub fn datastore_type(name: &str) -> Option<&'static str> {
+    DATASTORES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// The folder of datastore `name`, given `root`, the folder of
+/// `datastore1` (`Store::datastore_root`): the other datastores' folders
+/// sit beside it (`datastore-nfs1`), so no datastore's path reaches into
+/// another's.
+pub fn datastore_folder(root: &Path, name: &str) -> PathBuf {
+    if name == DATASTORE {
+        root.to_path_buf()
+    } else {
+        root.with_file_name(format!("datastore-{name}"))
+    }
+}
 pub const DATACENTER: &str = "ha-datacenter";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lab.lock";
@@ -100,6 +124,11 @@ pub struct Vm {
     /// it on again starts a new change id.
     pub cbt_reset: bool,
     pub consolidation_needed: bool,
+    /// vSphere VM Encryption's key (`config.keyId`: its CryptoKeyId's
+    /// `keyId`), when the VM is encrypted; the lab keeps the disks in
+    /// clear, only the host's answers say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<String>,
     /// The delta format of this VM's next snapshots, when set; otherwise
     /// the datastore's (see `State::vmfs6`).
     #[serde(default)]
@@ -458,6 +487,7 @@ fn make_lab_vm(
             cbt: None,
             next_delta: 0,
             mode: None,
+            datastore: None,
         });
     }
     let vmx_path = format!("{name}/{name}.vmx");
@@ -471,6 +501,7 @@ fn make_lab_vm(
         cbt_enabled: false,
         cbt_reset: false,
         consolidation_needed: false,
+        encryption_key: None,
         delta_format: None,
         disks,
         snapshots: Vec::new(),

@@ -307,6 +307,32 @@ impl Vim {
                     Ok(None)
                 })
             }
+            // A Storage vMotion: `spec.datastore` moves every disk, a
+            // `spec.disk` locator (diskId, datastore) one disk
+            // (VirtualMachineRelocateSpec, vSphere API reference).
+            "RelocateVM_Task" => {
+                let spec = child(call, "spec");
+                let all = spec.and_then(|s| arg_moref(s, "datastore")).map(|d| d.1);
+                let per_disk: Vec<(i32, String)> = spec
+                    .map(|s| {
+                        children(s, "disk")
+                            .filter_map(|l| {
+                                let key = arg(l, "diskId")?.trim().parse().ok()?;
+                                Some((key, arg_moref(l, "datastore")?.1))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.task(store, method, this, |st, root| {
+                    if let Some(ds) = &all {
+                        ops::relocate_disks(st, root, vm, None, ds)?;
+                    }
+                    for (key, ds) in &per_disk {
+                        ops::relocate_disks(st, root, vm, Some(&[*key]), ds)?;
+                    }
+                    Ok(None)
+                })
+            }
             "CreateSnapshot_Task" => {
                 let spec = SnapshotSpec {
                     name: arg(call, "name").unwrap_or_default(),
@@ -492,6 +518,7 @@ impl Vim {
                 "VirtualMachineSnapshot" => {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }
+                "Datastore" => out.push(super::props::datastore_object(&value, &paths, all)?),
                 "Task" => {
                     let task = lock(&self.tasks)
                         .get(&value)

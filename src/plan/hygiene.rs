@@ -216,6 +216,7 @@ mod tests {
             ip_address: None,
             change_tracking_enabled: true,
             consolidation_needed: false,
+            encryption_key: None,
             vmx_path: None,
             disks: vec![],
             snapshots: vec![node(

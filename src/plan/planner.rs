@@ -235,7 +235,16 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             merged = all;
             &merged
         };
-        backup::plan_backup(policy, source, vm, points, now, &mut actions);
+        // A VM coffer refuses (encrypted) gets no backup, only the reason,
+        // in every plan; it stays in compliance, where it shows as
+        // unprotected.
+        match vm.why_refused() {
+            Some(reason) => actions.push(Action::Alert {
+                vm: Some(vm.name.clone()),
+                message: format!("{reason}; it is not backed up"),
+            }),
+            None => backup::plan_backup(policy, source, vm, points, now, &mut actions),
+        }
         actions.extend(backup::consistency_alert(policy, vm, points));
         tiers::plan_tiers(
             input,

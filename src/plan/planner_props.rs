@@ -258,6 +258,7 @@ fn build(world: &World) -> State {
                     ip_address: None,
                     change_tracking_enabled: true,
                     consolidation_needed: false,
+                    encryption_key: None,
                     vmx_path: None,
                     disks: vec![VmDisk {
                         key: 2000,

@@ -75,6 +75,7 @@ fn vm(name: &str) -> VmRecord {
         ip_address: None,
         change_tracking_enabled: true,
         consolidation_needed: false,
+        encryption_key: None,
         vmx_path: None,
         disks: vec![VmDisk {
             key: 2000,
@@ -972,4 +973,24 @@ fn a_newest_point_weaker_than_the_application_consistency_asked_is_alerted_until
     // A policy content with file-system consistency says nothing.
     c.policies.get_mut("nightly").unwrap().consistency = Consistency::Filesystem;
     assert!(alerted(&c, vec![fs]).is_empty());
+}
+
+#[test]
+fn an_encrypted_vm_gets_no_backup_only_its_reason_and_stays_in_compliance() {
+    let c = config("");
+    let mut db = vm("db01");
+    db.encryption_key = Some("k1@kms".into());
+    let p = plan(
+        &input(&c, vec![db], vec![], "2026-11-25T02:00:00Z"),
+        &restic_retention,
+    );
+    assert_eq!(
+        lines(&p),
+        [
+            "! alert db01: the VM is encrypted (config.keyId k1@kms): its disks would be read as \
+             ciphertext that cannot be restored without that key; it is not backed up",
+        ]
+    );
+    assert_eq!(p.compliance.len(), 1);
+    assert!(!p.compliance[0].violations.is_empty());
 }

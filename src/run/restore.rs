@@ -41,9 +41,64 @@ pub fn disk_stem(name: &str, i: usize) -> String {
 /// the order the .vmx lists them, which is device-key order), and the
 /// changes asked for.
 pub fn rewrite_vmx(vmx: &str, c: &VmxChanges) -> String {
+    rewrite_vmx_leaving_out(vmx, c, &[])
+}
+
+/// The position of disk `device_key` among all the VM's disks at backup
+/// time, the ones the point left out included (device-key order, as the
+/// .vmx lists them): its restored file is `disk_stem(name, position)`.
+pub fn disk_position(m: &Manifest, device_key: i32) -> usize {
+    let mut keys: Vec<i32> = m
+        .disks
+        .iter()
+        .map(|d| d.device_key)
+        .chain(m.skipped_disks.iter().map(|d| d.device_key))
+        .collect();
+    keys.sort_unstable();
+    keys.iter().position(|k| *k == device_key).unwrap_or(0)
+}
+
+/// The positions (see `disk_position`) of the disks point `m` left out.
+pub fn left_out_positions(m: &Manifest) -> Vec<usize> {
+    m.skipped_disks
+        .iter()
+        .map(|d| disk_position(m, d.device_key))
+        .collect()
+}
+
+/// `rewrite_vmx`, with the disks at `left_out` (positions among the .vmx's
+/// disks) removed from the VM: every line of their device goes, since the
+/// restore has no file for them and a .vmx naming a missing disk does not
+/// register or power on. The other disks keep their positions in their
+/// file names, so each file is the disk the .vmx slot held.
+pub fn rewrite_vmx_leaving_out(vmx: &str, c: &VmxChanges, left_out: &[usize]) -> String {
+    let is_disk = |key: &str, value: &str| {
+        key.to_ascii_lowercase().ends_with(".filename") && value.ends_with(".vmdk")
+    };
+    let entry = |line: &str| {
+        line.split_once('=')
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+    };
+    // The device (`scsi0:1`) of each left-out disk.
+    let dropped: Vec<String> = vmx
+        .lines()
+        .filter_map(entry)
+        .filter(|(k, v)| is_disk(k, v))
+        .enumerate()
+        .filter(|(i, _)| left_out.contains(i))
+        .filter_map(|(_, (k, _))| k.rsplit_once('.').map(|(dev, _)| format!("{dev}.")))
+        .collect();
     let mut disk = 0;
     let mut out = String::new();
     for line in vmx.lines() {
+        if let Some((key, _)) = entry(line)
+            && dropped.iter().any(|d| key.starts_with(d.as_str()))
+        {
+            if key.to_ascii_lowercase().ends_with(".filename") {
+                disk += 1;
+            }
+            continue;
+        }
         let (key, value) = match line.split_once('=') {
             Some((k, v)) => (k.trim(), v.trim().trim_matches('"')),
             None => {
@@ -121,11 +176,14 @@ pub fn restore_local(
     // renamed into place: a failure on any disk leaves the directory as it
     // was, also with `force`.
     let mut prepared = Vec::new();
-    for (i, disk) in m.disks.iter().enumerate() {
+    for disk in &m.disks {
         if only.is_some_and(|o| !o.contains(&disk.device_key)) {
             continue;
         }
-        let out = dir.join(format!("{}.vmdk", disk_stem(stem.as_str(), i)));
+        let out = dir.join(format!(
+            "{}.vmdk",
+            disk_stem(stem.as_str(), disk_position(m, disk.device_key))
+        ));
         let index = repo.read_index(m, disk)?;
         prepared.push(
             restore::prepare_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
@@ -146,7 +204,12 @@ pub fn restore_local(
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         std::io::Write::write_all(
             &mut tmp,
-            rewrite_vmx(&String::from_utf8_lossy(&vmx), changes).as_bytes(),
+            rewrite_vmx_leaving_out(
+                &String::from_utf8_lossy(&vmx),
+                changes,
+                &left_out_positions(m),
+            )
+            .as_bytes(),
         )?;
         tmp.as_file().sync_all()?;
         vmx_out = Some((tmp, out));

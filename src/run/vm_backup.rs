@@ -126,6 +126,9 @@ pub struct VmBackupOutcome {
     /// coffer snapshots found on the VM and left alone (another
     /// installation's backup may be reading them).
     pub leftovers_kept: Vec<Leftover>,
+    /// What the backup had to do otherwise than asked, said once each
+    /// (a datastore without allocated-areas answers, read whole).
+    pub notes: Vec<String>,
 }
 
 /// A coffer snapshot a backup found on its VM, and why it was removed or
@@ -329,6 +332,10 @@ pub fn backup_vm(
             reason: "the VM has no instance UUID".into(),
         });
     };
+    // Refused before anything touches the VM: no snapshot, no CBT change.
+    if let Some(reason) = vm.why_refused() {
+        return Err(VmBackupError::Unsupported { vm: name, reason });
+    }
     if vm.disks.is_empty() {
         return Err(VmBackupError::Unsupported {
             vm: name,
@@ -535,7 +542,7 @@ pub fn backup_vm(
         other => other,
     };
     match (result, removal) {
-        (Ok((manifest, disks)), Ok(())) => Ok(VmBackupOutcome {
+        (Ok((manifest, disks, notes)), Ok(())) => Ok(VmBackupOutcome {
             manifest,
             consistency: consistency.to_string(),
             quiesce_fallback,
@@ -546,6 +553,7 @@ pub fn backup_vm(
             snapshot_lifetime: lifetime,
             leftovers_removed,
             leftovers_kept,
+            notes,
         }),
         (Ok(_), Err(e)) => Err(VmBackupError::SnapshotLeft {
             vm: name,
@@ -574,7 +582,7 @@ fn read_disks(
     vss_manifest: Option<&str>,
     clock: &SnapshotClock,
     cbt_was_enabled: bool,
-) -> Result<(Manifest, Vec<DiskOutcome>), VmBackupError> {
+) -> Result<(Manifest, Vec<DiskOutcome>, Vec<String>), VmBackupError> {
     let vm = req.vm;
     let skipped = skipped_disks(vm);
     let name = &vm.name;
@@ -589,6 +597,10 @@ fn read_disks(
         .snapshot_disks(snapshot)
         .map_err(vs("reading the snapshot's disks"))?;
     let mut plans = Vec::new();
+    // Datastores whose host refused the allocated-areas query (`*`): the
+    // datastore, the disks read whole there, the host's fault. Asked once
+    // per datastore and said once.
+    let mut no_allocated_areas: Vec<(String, Vec<i32>, String)> = Vec::new();
     for disk in disks
         .iter()
         .filter(|d| !skipped.iter().any(|s| s.device_key == d.key))
@@ -641,16 +653,33 @@ fn read_disks(
         }
         if matches!(verdict, CbtVerdict::Full { .. }) && disk.change_id.is_some() && !distrusted {
             // `*`: the allocated areas; a thin disk's holes are not read.
-            ranges = session
-                .changed_disk_areas(
+            // Only VMFS knows them ("the virtual disk must be located on a
+            // VMFS volume", VMware KB 1020128): on an NFS datastore the host
+            // answers with a fault, and the disk is read whole.
+            let datastore = DatastorePath::parse(&disk.file_name)
+                .map_or_else(|| disk.file_name.clone(), |p| p.datastore);
+            if let Some(known) = no_allocated_areas
+                .iter_mut()
+                .find(|(ds, _, _)| *ds == datastore)
+            {
+                known.1.push(disk.key);
+            } else {
+                match session.changed_disk_areas(
                     &vm.moref,
                     snapshot,
                     disk.key,
                     disk.capacity_bytes,
                     &ChangeId::all(),
-                )
-                .ok()
-                .map(|pages| pages.into_iter().flat_map(|p| p.changed).collect());
+                ) {
+                    Ok(pages) => ranges = Some(pages.into_iter().flat_map(|p| p.changed).collect()),
+                    Err(VsphereError::Fault(f)) => {
+                        no_allocated_areas.push((datastore, vec![disk.key], f.to_string()))
+                    }
+                    // Not a host's answer (a dropped connection): read whole,
+                    // as before, without blaming the datastore.
+                    Err(_) => {}
+                }
+            }
         }
         let path =
             DatastorePath::parse(&disk.file_name).ok_or_else(|| VmBackupError::Unsupported {
@@ -825,5 +854,19 @@ fn read_disks(
             }
         })
         .collect();
-    Ok((manifest, outcomes))
+    let notes = no_allocated_areas
+        .iter()
+        .map(|(datastore, keys, fault)| {
+            format!(
+                "the host gives no allocated areas (`*`) on datastore {datastore} \
+                 (ESXi knows them only on VMFS, not on NFS; it answered: {fault}): \
+                 disk {} read whole",
+                keys.iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    Ok((manifest, outcomes, notes))
 }

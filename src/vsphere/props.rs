@@ -98,9 +98,21 @@ pub(super) fn vm_record(oc: &ObjectContent<'_, '_>, method: &str) -> Result<VmRe
         change_tracking_enabled: text("config.changeTrackingEnabled")
             .is_some_and(|s| parse_bool(&s)),
         consolidation_needed: text("runtime.consolidationNeeded").is_some_and(|s| parse_bool(&s)),
+        encryption_key: oc.props.get("config.keyId").and_then(|k| crypto_key_id(*k)),
         vmx_path: text("config.files.vmPathName").filter(|s| !s.is_empty()),
         disks,
         snapshots,
+    })
+}
+
+/// A CryptoKeyId (`keyId`, `providerId.id`) as `key@provider`; `None`
+/// when the element holds no key id.
+fn crypto_key_id(node: Node<'_, '_>) -> Option<String> {
+    let key = child_text(node, "keyId").filter(|k| !k.trim().is_empty())?;
+    let provider = find_child(node, "providerId").and_then(|p| child_text(p, "id"));
+    Some(match provider.filter(|p| !p.trim().is_empty()) {
+        Some(p) => format!("{}@{}", key.trim(), p.trim()),
+        None => key.trim().to_string(),
     })
 }
 

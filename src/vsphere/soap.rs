@@ -35,6 +35,7 @@ pub const VM_PROPERTIES: &[&str] = &[
     "guest.ipAddress",
     "config.changeTrackingEnabled",
     "runtime.consolidationNeeded",
+    "config.keyId",
     "config.hardware.device",
     "config.files.vmPathName",
     "snapshot",
@@ -290,6 +291,17 @@ pub fn query_changed_disk_areas(
         .value("deviceKey", device_key)
         .value("startOffset", start_offset_bytes)
         .text("changeId", &change_id.0)
+        .finish()
+}
+
+/// A Storage vMotion of `vm`'s disks to `datastore` (RelocateVM_Task with
+/// `spec.datastore`). coffer never moves a VM itself; tests move lab VMs
+/// with it, as an administrator would.
+pub fn relocate_vm(vm: &MoRef, datastore: &MoRef) -> Request {
+    Call::new("RelocateVM_Task", vm)
+        .open_typed("spec", "VirtualMachineRelocateSpec")
+        .moref("datastore", datastore)
+        .close("spec")
         .finish()
 }
 

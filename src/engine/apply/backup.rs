@@ -225,8 +225,9 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         created: o.snapshot_lifetime.created,
         removed: o.snapshot_lifetime.removed,
     };
+    let notes: String = o.notes.iter().map(|n| format!("; {n}")).collect();
     let detail = format!(
-        "{} point {} ({}-consistent{}), read {} in {requests} requests, {}{busy}{base_problem}{fell_back}{leftovers}",
+        "{} point {} ({}-consistent{}), read {} in {requests} requests, {}{busy}{base_problem}{fell_back}{notes}{leftovers}",
         format!("{:?}", o.manifest.kind).to_lowercase(),
         o.manifest.point_id,
         o.consistency,
