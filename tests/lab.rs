@@ -329,10 +329,15 @@ fn full_then_incremental_backup_cycle() {
         rec.disks[0].file_name, disk.file_name,
         "the delta is merged"
     );
+    // Merged into the base, which the running VM now holds for writing:
+    // the host serves it to no one (a reader must read under a snapshot).
     let w = written[0].areas[0].clone();
-    let after = ds.read(&flat, w.clone());
+    let resp = ds.get(&flat, Some(w.clone()));
+    assert_eq!(resp.status(), 500);
+    assert!(resp.text().unwrap().contains("lock"));
+    let base = std::fs::read(lab.datastore_dir().join(&flat)).unwrap();
     assert!(
-        after.starts_with(b"coffer lab write block"),
+        base[w.start as usize..].starts_with(b"coffer lab write block"),
         "the writes are kept"
     );
 
@@ -469,6 +474,8 @@ fn injected_faults_give_their_own_errors() {
         "[datastore1] lab-vm-02/lab-vm-02.vmdk"
     );
 
+    // Powered off, the VM holds no lock on its disk: the host serves it.
+    session.run_task(&soap::power_off_vm(&vm), TASK).unwrap();
     let flat = "lab-vm-02/lab-vm-02-flat.vmdk";
     // The admin endpoint takes the same spec as the environment variable.
     let resp = ds
@@ -506,7 +513,6 @@ fn injected_faults_give_their_own_errors() {
     assert_eq!(resp.status(), 416);
 
     // Quiesce needs tools: a powered-off VM has none running.
-    session.run_task(&soap::power_off_vm(&vm), TASK).unwrap();
     let rec = vm_named(&session, "lab-vm-02");
     assert_eq!(rec.power_state, Some(PowerState::PoweredOff));
     let err = session

@@ -134,7 +134,23 @@ fn a_session_the_host_forgot_is_logged_in_again_for_datastore_reads() {
         coffer::vsphere::Session::connect(lab.url(), &lab.tls_trust(), lab.user(), lab.password())
             .unwrap();
     let vm = session.list_vms().unwrap().remove(0);
-    let path = DatastorePath::parse(&vm.disks[0].file_name).unwrap();
+    // Read under a snapshot, as a backup does (the running VM holds its
+    // own files locked).
+    let task = std::time::Duration::from_secs(30);
+    let snapshot = session
+        .create_snapshot(
+            &vm.moref,
+            &coffer::vsphere::soap::SnapshotRequest {
+                name: "read",
+                description: "",
+                memory: false,
+                quiesce: false,
+            },
+            task,
+        )
+        .unwrap();
+    let disks = session.snapshot_disks(&snapshot).unwrap();
+    let path = DatastorePath::parse(&disks[0].file_name).unwrap();
     let disk = DatastoreDisk::open(
         session.transport(),
         "ha-datacenter",
@@ -152,4 +168,5 @@ fn a_session_the_host_forgot_is_logged_in_again_for_datastore_reads() {
     assert!(before == after && before.iter().any(|b| *b != 0));
     lab.faults().apply("expire-sessions").unwrap();
     assert_eq!(session.list_vms().unwrap().len(), 1);
+    session.remove_snapshot(&snapshot, task).unwrap();
 }

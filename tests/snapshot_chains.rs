@@ -276,7 +276,17 @@ fn delta_formats_coffer_does_not_read_are_refused_by_name() {
     std::fs::write(dir.join("fake-delta.vmdk"), vec![0u8; 4096]).unwrap();
     let err = open("fake-000001.vmdk").unwrap_err();
     assert!(matches!(err, DiskError::Delta { .. }), "{err}");
-    // And the VM's own disk, with no snapshot, opens as a plain flat disk.
+    // The VM's own disk, with no snapshot, is locked by the running VM: the
+    // host serves it to no one.
+    let err = open(&format!("{VM}.vmdk")).unwrap_err();
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+    // Powered off, it opens as a plain flat disk.
+    b.session
+        .run_task(
+            &coffer::vsphere::soap::power_off_vm(&b.vm().moref),
+            Duration::from_secs(30),
+        )
+        .unwrap();
     let disk = open(&format!("{VM}.vmdk")).unwrap();
     assert_eq!((disk.chain_len(), disk.size_bytes()), (0, 64 << 20));
 }

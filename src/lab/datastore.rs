@@ -8,7 +8,23 @@ use std::sync::Arc;
 
 use super::faults::{Faults, Stats};
 use super::http::{Body, FileBody, Head, Payload, Response};
-use super::state::{DATACENTER, Store, datastore_folder, datastore_type};
+use super::state::{DATACENTER, State, Store, datastore_folder, datastore_type};
+
+/// The running VM whose disk chain has `rel` on datastore `ds` as its
+/// writable top (descriptor or data), if any.
+fn writer_of(state: &State, ds: &str, rel: &str) -> Option<String> {
+    state
+        .vms
+        .iter()
+        .filter(|vm| vm.powered_on)
+        .find(|vm| {
+            vm.disks.iter().any(|d| {
+                let top = &d.layers[d.top()];
+                d.datastore_name() == ds && (top.data_file == rel || top.descriptor == rel)
+            })
+        })
+        .map(|vm| vm.name.clone())
+}
 
 /// Decodes `%XX` and, in a query, `+`.
 pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
@@ -122,6 +138,33 @@ pub fn handle(
                 None
             };
             faults.folder.setup();
+            // A running VM holds its disks' writable files (the top of each
+            // chain) with an exclusive VMFS lock: no one else can open them
+            // until a snapshot makes them read-only and writes go to a new
+            // delta (VMware KB 10051, "Investigating virtual machine file
+            // locks on ESXi": a powered-on VM's disk files are locked by its
+            // host; vSphere Storage guide, "Snapshot Files": the parent disk
+            // is read-only while the snapshot exists). A reader must read
+            // under a snapshot, as coffer does; the lab refuses the rest.
+            let locks = !faults
+                .no_file_locks
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let writer = match locks {
+                true => store.read(|st, _| Ok(writer_of(st, &ds, &rel))),
+                false => Ok(None),
+            };
+            match writer {
+                Ok(Some(vm)) => {
+                    return Response::text(
+                        500,
+                        format!(
+                            "cannot open {rel}: failed to lock the file (held for writing by the running VM {vm})"
+                        ),
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => return Response::text(500, format!("lab state: {}", e.message)),
+            }
             let opened = store
                 .with_shared_lock(|| File::open(&path).and_then(|f| f.metadata().map(|m| (f, m))));
             let (file, meta) = match opened {

@@ -6,7 +6,7 @@
 //! code (`LabHandle::faults`), from `COFFER_LAB_FAULTS` when the lab starts,
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
-//! `remove-snapshot`, `vss-writers`, `expire-sessions`, `drop-after=<bytes>`,
+//! `remove-snapshot`, `vss-writers`, `expire-sessions`, `no-file-locks`, `drop-after=<bytes>`,
 //! `unavailable=<count>`, or `clear`; and the file service's throttling (`FolderThrottle`):
 //! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
 
@@ -47,6 +47,9 @@ pub struct Faults {
     /// error case": VDDK Programming Guide, "Application-Consistent Backup
     /// and Restore").
     pub vss_writers: AtomicBool,
+    /// Serve the files a running VM holds for writing, as no host does
+    /// (see `datastore::writer_of`): for tests of the lab's own protocol.
+    pub no_file_locks: AtomicBool,
 }
 
 /// The throttling of a host's file service (`/folder`), as a real ESXi host
@@ -167,6 +170,7 @@ impl Faults {
                 "tools-off" => self.tools_off.store(flag(), Ordering::SeqCst),
                 "expire-sessions" => self.expire_sessions.store(flag(), Ordering::SeqCst),
                 "vss-writers" => self.vss_writers.store(flag(), Ordering::SeqCst),
+                "no-file-locks" => self.no_file_locks.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -181,7 +185,7 @@ impl Faults {
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         tools-off, vss-writers, expire-sessions, drop-after=<bytes>, unavailable=<count>, \
+                         tools-off, vss-writers, expire-sessions, no-file-locks, drop-after=<bytes>, unavailable=<count>, \
                          folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
                     ));
                 }
@@ -199,6 +203,7 @@ impl Faults {
         self.drop_after_bytes.store(0, Ordering::SeqCst);
         self.unavailable.store(0, Ordering::SeqCst);
         self.folder.clear();
+        self.no_file_locks.store(false, Ordering::SeqCst);
     }
 
     /// Takes one 503 if any are left.

@@ -810,6 +810,11 @@ fn read_disks(
         },
         &still_there,
     );
+    // A read that failed because the snapshot was removed under it (the
+    // host then locks the files again for the running VM) is told as that.
+    if let Err(RepoError::SourceRead { .. }) = &result {
+        let _ = still_there();
+    }
     let manifest = match result {
         Ok(m) => m,
         Err(_) if snapshot_gone.load(Ordering::SeqCst) => {
