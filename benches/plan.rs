@@ -249,6 +249,8 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                 change_tracking_enabled: true,
                 consolidation_needed: false,
                 vmx_path: None,
+                datacenter: None,
+                host: None,
                 disks: vec![VmDisk {
                     key: 2000,
                     capacity_bytes: 40 << 30,

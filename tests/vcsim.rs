@@ -186,6 +186,17 @@ fn backup_cycle(flavor: &str, product_line: &str, vm_count: usize) {
         assert_eq!(vm.disks[0].capacity_bytes, 4 * MIB);
         assert!(vm.disks[0].file_name.ends_with("disk1.vmdk"), "{vm:?}");
         assert!(vm.snapshots.is_empty());
+        // Its datacenter, from its parent chain in the simulator's
+        // inventory, and the host that runs it.
+        assert_eq!(
+            vm.datacenter.as_deref(),
+            Some(sim.datacenter.as_str()),
+            "{vm:?}"
+        );
+        assert!(
+            vm.host.as_ref().is_some_and(|h| h.kind == "HostSystem"),
+            "{vm:?}"
+        );
     }
     let vm = vms[0].moref.clone();
     let disk = vms[0].disks[0].clone();

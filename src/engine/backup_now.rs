@@ -159,7 +159,7 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
         installation: &installation,
         snapshot_max_age: config.compliance.snapshot_max_age,
         source: &conn.source,
-        datacenter: &conn.datacenter,
+        datacenter: conn.datacenter_of(&vm)?,
         run_id: &run_id,
         consistency: policy.consistency,
         base: base.as_ref(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::faults::{Faults, Stats};
 use super::http::{Body, FileBody, Head, Payload, Response};
-use super::state::{DATACENTER, DATASTORE, Store};
+use super::state::{DATASTORE, Store};
 
 /// Decodes `%XX` and, in a query, `+`.
 pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
@@ -79,6 +79,7 @@ pub fn handle(
     faults: &Arc<Faults>,
     stats: &Arc<Stats>,
     authenticated: bool,
+    vcenter: bool,
     head: &Head,
     body: &mut Body<'_>,
 ) -> Response {
@@ -91,7 +92,16 @@ pub fn handle(
     if !authenticated {
         return Response::text(401, "a valid vmware_soap_session cookie is needed");
     }
-    if ds.as_deref() != Some(DATASTORE) || dc.as_deref().is_some_and(|d| d != DATACENTER) {
+    // A VM's files only through its own datacenter (see `inventory`).
+    // A standalone host's check needs no look at the state.
+    let dc_serves = if vcenter {
+        store
+            .read(|st, _| Ok(super::inventory::datacenter_serves(st, dc.as_deref(), &rel)))
+            .unwrap_or(false)
+    } else {
+        dc.as_deref().is_none_or(|d| d == super::state::DATACENTER)
+    };
+    if ds.as_deref() != Some(DATASTORE) || !dc_serves {
         return Response::text(404, format!("no datastore {ds:?} in datacenter {dc:?}"));
     }
     if rel.is_empty() || rel.split('/').any(|p| p == ".." || p.is_empty()) {

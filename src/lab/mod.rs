@@ -26,6 +26,7 @@ pub mod disk;
 pub mod faults;
 pub mod guest;
 mod http;
+pub mod inventory;
 pub mod net;
 pub mod ops;
 mod props;
@@ -106,6 +107,9 @@ pub struct LabConfig {
     /// Formats"), or VMFS5 (vmfsSparse).
     /// `None` keeps what the state says (VMFS5 for a new lab).
     pub vmfs6: Option<bool>,
+    /// Answer as a vCenter with two datacenters and a host in each (see
+    /// `inventory`) rather than as a standalone ESXi host.
+    pub vcenter: bool,
 }
 
 impl LabConfig {
@@ -120,6 +124,7 @@ impl LabConfig {
             changed_areas_window_bytes: 16 << 20,
             uuid_seed: None,
             vmfs6: None,
+            vcenter: false,
         }
     }
 }
@@ -194,6 +199,7 @@ impl http::Handler for Shared {
                 &self.faults,
                 &self.stats,
                 self.authenticated(head),
+                self.vim.vcenter,
                 head,
                 body,
             ),
@@ -324,6 +330,14 @@ impl Lab {
                 })
                 .map_err(Error::from)?;
         }
+        if config.vcenter != st.vcenter {
+            store
+                .update(|s, _| {
+                    s.vcenter = config.vcenter;
+                    Ok(())
+                })
+                .map_err(Error::from)?;
+        }
         let (chain, key, ca_pem) = certificate(&store)?;
         let leaf = chain
             .first()
@@ -349,6 +363,7 @@ impl Lab {
             vim: vim::Vim::new(
                 config.page_objects,
                 config.changed_areas_window_bytes.max(disk::BLOCK_BYTES),
+                config.vcenter,
             ),
             user: st.user,
             password: st.password,

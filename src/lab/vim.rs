@@ -18,6 +18,7 @@ use chrono::Utc;
 use roxmltree::{Document, Node};
 
 use super::faults::Faults;
+use super::inventory;
 use super::ops::{self, Injected, SnapshotSpec};
 use super::props::{service_content, snapshot_object, task_object, vm_object};
 use super::state::{self, Fault, State, Store};
@@ -44,6 +45,8 @@ pub struct Vim {
     counter: AtomicU64,
     pub page_objects: usize,
     pub window_bytes: u64,
+    /// Answer as a vCenter (see `inventory`), not as a standalone host.
+    pub vcenter: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,10 +148,11 @@ pub fn cookie_session(cookie: Option<&str>) -> Option<String> {
 }
 
 impl Vim {
-    pub fn new(page_objects: usize, window_bytes: u64) -> Vim {
+    pub fn new(page_objects: usize, window_bytes: u64, vcenter: bool) -> Vim {
         Vim {
             page_objects,
             window_bytes,
+            vcenter,
             ..Default::default()
         }
     }
@@ -199,7 +203,7 @@ impl Vim {
         let method = call.tag_name().name();
         let this = arg_moref(call, "_this").unwrap_or_default();
         match method {
-            "RetrieveServiceContent" => return ok(method, &service_content()),
+            "RetrieveServiceContent" => return ok(method, &service_content(self.vcenter)),
             "Login" => return self.login(call, creds),
             _ => {}
         }
@@ -457,10 +461,15 @@ impl Vim {
         let spec = child(call, "specSet").ok_or_else(|| invalid("specSet", "no specSet"))?;
         let mut paths: Vec<String> = Vec::new();
         let mut all = false;
+        // The types asked for: a container view answers only its objects
+        // of these types (coffer asks one type per query).
+        let mut kinds: Vec<String> = Vec::new();
         for p in children(spec, "propSet") {
             all |= arg_bool(p, "all");
             paths.extend(children(p, "pathSet").map(text));
+            kinds.extend(arg(p, "type"));
         }
+        let vcenter = self.vcenter;
         let mut objects = Vec::new();
         for o in children(spec, "objectSet") {
             let Some(obj) = arg_moref(o, "obj") else {
@@ -477,18 +486,40 @@ impl Vim {
         for (kind, value) in objects {
             match kind.as_str() {
                 "ContainerView" => {
-                    let xs = store.read(|st, root| {
-                        Ok(st
-                            .vms
-                            .iter()
-                            .map(|v| vm_object(v, root, &paths, all, tools_off))
-                            .collect::<Vec<_>>())
-                    })?;
-                    out.extend(xs);
+                    for kind in &kinds {
+                        if let Some(xs) = inventory::objects_of(vcenter, kind, &paths, all) {
+                            out.extend(xs);
+                            continue;
+                        }
+                        let xs = store.read(|st, root| {
+                            Ok(st
+                                .vms
+                                .iter()
+                                .map(|v| vm_object(v, root, &paths, all, tools_off, vcenter))
+                                .collect::<Vec<_>>())
+                        })?;
+                        out.extend(xs);
+                    }
                 }
                 "VirtualMachine" => out.push(store.read(|st, root| {
-                    Ok(vm_object(st.vm(&value)?, root, &paths, all, tools_off))
+                    Ok(vm_object(
+                        st.vm(&value)?,
+                        root,
+                        &paths,
+                        all,
+                        tools_off,
+                        vcenter,
+                    ))
                 })?),
+                "Folder" | "Datacenter" | "ComputeResource" | "HostSystem" => {
+                    let obj = moref("obj", &kind, &value);
+                    let found = inventory::objects_of(vcenter, &kind, &paths, all)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|o| o.contains(&obj))
+                        .ok_or_else(|| Fault::not_found(&kind, &value))?;
+                    out.push(found);
+                }
                 "VirtualMachineSnapshot" => {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }

@@ -217,6 +217,8 @@ mod tests {
             change_tracking_enabled: true,
             consolidation_needed: false,
             vmx_path: None,
+            datacenter: None,
+            host: None,
             disks: vec![],
             snapshots: vec![node(
                 "before upgrade",

@@ -259,6 +259,8 @@ fn build(world: &World) -> State {
                     change_tracking_enabled: true,
                     consolidation_needed: false,
                     vmx_path: None,
+                    datacenter: None,
+                    host: None,
                     disks: vec![VmDisk {
                         key: 2000,
                         capacity_bytes: 1 << 30,

@@ -76,6 +76,8 @@ fn vm(name: &str) -> VmRecord {
         change_tracking_enabled: true,
         consolidation_needed: false,
         vmx_path: None,
+        datacenter: None,
+        host: None,
         disks: vec![VmDisk {
             key: 2000,
             capacity_bytes: 1 << 30,

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::lab::{Lab, LabConfig, LabHandle};
-use crate::policy::model::{Source, SourceKind};
+use crate::policy::model::{LabMode, Source, SourceKind};
 use crate::repo::backup::ReadShape;
 use crate::vsphere::Session;
 use crate::vsphere::datastore::ReadOptions;
@@ -18,7 +18,10 @@ use crate::vsphere::datastore::ReadOptions;
 pub struct Connected {
     pub source: String,
     pub session: Session,
-    /// `dcPath` of datastore HTTP URLs.
+    /// `dcPath` of datastore HTTP URLs for what has no datacenter of its
+    /// own: the source's `datacenter`, `ha-datacenter` on a standalone
+    /// host, empty on a vCenter without one. A VM's files are read through
+    /// its own datacenter (`datacenter_of`).
     pub datacenter: String,
     /// The lab server, for a lab source: it stops when this is dropped.
     pub lab: Option<LabHandle>,
@@ -44,6 +47,21 @@ pub fn lab_state_dir(state_dir: &Path, source: &str) -> std::path::PathBuf {
 }
 
 impl Connected {
+    /// `dcPath` of `vm`'s datastore URLs: the datacenter its parent chain
+    /// leads to, else the source's `datacenter`.
+    pub fn datacenter_of<'a>(&'a self, vm: &'a crate::vsphere::VmRecord) -> Result<&'a str> {
+        match vm.datacenter.as_deref() {
+            Some(dc) => Ok(dc),
+            None if !self.datacenter.is_empty() => Ok(&self.datacenter),
+            None => bail!(
+                "the datacenter of VM {} on source `{}` is unknown (its inventory parents do not \
+                 lead to one); name it with `datacenter = \"…\"` on the source",
+                vm.name,
+                self.source
+            ),
+        }
+    }
+
     /// The VM named `name` on this source, as the host shows it now.
     pub fn vm(&self, name: &str) -> Result<crate::vsphere::VmRecord> {
         self.session
@@ -66,6 +84,11 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
     if source.kind == SourceKind::Lab {
         let mut config = LabConfig::new(lab_state_dir(state_dir, &source.name));
         config.vms = source.lab_vms;
+        config.vcenter = source.lab_mode == LabMode::Vcenter;
+        // What has no datacenter of its own goes to the first one.
+        let datacenter = crate::lab::inventory::datacenters(config.vcenter)[0]
+            .path
+            .to_string();
         let lab = Lab::start(config)
             .with_context(|| format!("starting the built-in lab of source `{}`", source.name))?;
         let session = Session::connect(lab.url(), &lab.tls_trust(), lab.user(), lab.password())
@@ -73,7 +96,7 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
         return Ok(Connected {
             source: source.name.clone(),
             session,
-            datacenter: "ha-datacenter".into(),
+            datacenter,
             lab: Some(lab),
             read: read_options(source),
         });
@@ -100,10 +123,8 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
     ) {
         (Some(dc), _) => dc.clone(),
         (None, false) => "ha-datacenter".to_string(),
-        (None, true) => bail!(
-            "source `{}` is a vCenter: name the datacenter of its VMs with `datacenter = \"…\"`",
-            source.name
-        ),
+        // Each VM's own datacenter is found from the inventory.
+        (None, true) => String::new(),
     };
     Ok(Connected {
         source: source.name.clone(),

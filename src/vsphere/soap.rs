@@ -38,6 +38,7 @@ pub const VM_PROPERTIES: &[&str] = &[
     "config.hardware.device",
     "config.files.vmPathName",
     "snapshot",
+    "runtime.host",
 ];
 
 /// A SOAP request ready to send: the vim25 method (for the SOAPAction
@@ -461,6 +462,11 @@ pub fn parse_changed_disk_areas(xml: &str) -> Result<DiskChangeInfo, Error> {
 /// ContinueRetrievePropertiesEx of `VM_PROPERTIES`.
 pub fn parse_vm_page(xml: &str, method: &str) -> Result<Page<VmRecord>, Error> {
     super::props::parse_page(xml, method, super::props::vm_record)
+}
+
+/// A page of `name` and `parent` of managed entities (see `placement`).
+pub fn parse_entity_page(xml: &str, method: &str) -> Result<Page<super::placement::Entity>, Error> {
+    super::props::parse_page(xml, method, super::props::entity)
 }
 
 /// The `info` of a Task, from a RetrievePropertiesEx of that one property.

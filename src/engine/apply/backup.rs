@@ -149,7 +149,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         installation: &installation,
         snapshot_max_age: config.compliance.snapshot_max_age,
         source,
-        datacenter: &conn.datacenter,
+        datacenter: conn.datacenter_of(&record)?,
         run_id,
         consistency: policy.consistency,
         base: base.as_ref(),
