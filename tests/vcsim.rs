@@ -465,6 +465,7 @@ fn backup_loop(flavor: &str) {
         snapshot_max_age: Duration::from_secs(24 * 3600),
         source: "vcsim",
         datacenter: &sim.datacenter,
+        host_route: None,
         run_id,
         consistency: Consistency::Crash,
         base,

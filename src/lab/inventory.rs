@@ -111,7 +111,7 @@ pub fn datacenters(vcenter: bool) -> &'static [Datacenter] {
 /// VMs alternate.
 pub fn placement(vcenter: bool, vm: &Vm) -> &'static Datacenter {
     if vcenter {
-        &VCENTER[usize::from(vm.id % 2 == 0)]
+        &VCENTER[usize::from(vm.id.is_multiple_of(2))]
     } else {
         &ESXI
     }
@@ -144,6 +144,29 @@ pub fn datacenter_serves(st: &State, dc: Option<&str>, rel: &str) -> bool {
     }
 }
 
+/// Whether the ESXi host `host` (a moref) has the file `rel`: the files of
+/// the VMs it runs, and any other file (its datastore is its datacenter's).
+pub fn host_serves(st: &State, host: &str, rel: &str) -> bool {
+    let dir = rel.split('/').next().unwrap_or("");
+    match st.vms.iter().find(|v| !dir.is_empty() && v.dir() == dir) {
+        Some(v) => placement(st.vcenter, v).host == host,
+        None => true,
+    }
+}
+
+/// Whether `rel` is a disk file of a VM (a flat extent or a snapshot
+/// delta), which the VM's host holds locked while the VM runs.
+pub fn is_locked_disk_file(st: &State, rel: &str) -> bool {
+    let dir = rel.split('/').next().unwrap_or("");
+    st.vms.iter().any(|v| {
+        !dir.is_empty()
+            && v.dir() == dir
+            && v.disks
+                .iter()
+                .any(|d| d.layers.iter().any(|l| l.data_file == rel))
+    })
+}
+
 fn prop_text(name: &str, value: &str) -> String {
     format!(
         "<propSet><name>{name}</name><val xsi:type=\"xsd:string\">{}</val></propSet>",
@@ -158,15 +181,13 @@ fn prop_moref(name: &str, kind: &str, value: &str) -> String {
     )
 }
 
+/// A property of an inventory object: its name and its value, a moref
+/// (type, value) or a text.
+type Prop<'a> = (&'a str, Option<(&'a str, &'a str)>, Option<&'a str>);
+
 /// One object with the asked `paths` among `name`, `parent` and the
 /// datacenter folders; `all` gives them all.
-fn object(
-    kind: &str,
-    id: &str,
-    props: &[(&str, Option<(&str, &str)>, Option<&str>)],
-    paths: &[String],
-    all: bool,
-) -> String {
+fn object(kind: &str, id: &str, props: &[Prop<'_>], paths: &[String], all: bool) -> String {
     let mut out = format!("<objects>{}", moref("obj", kind, id));
     for (name, as_moref, as_text) in props {
         if !all && !paths.iter().any(|p| p == name) {
@@ -185,7 +206,15 @@ fn object(
 /// The objects of type `kind` a container view from the root folder holds
 /// (Folder, Datacenter, ComputeResource, HostSystem), rendered with the
 /// asked properties; `None` for a type this module does not own.
-pub fn objects_of(vcenter: bool, kind: &str, paths: &[String], all: bool) -> Option<Vec<String>> {
+///
+/// `host_name` gives each host's `name`: the address it answers at.
+pub fn objects_of(
+    vcenter: bool,
+    kind: &str,
+    paths: &[String],
+    all: bool,
+    host_name: &dyn Fn(&Datacenter) -> String,
+) -> Option<Vec<String>> {
     let dcs = datacenters(vcenter);
     let mut out = Vec::new();
     match kind {
@@ -255,11 +284,12 @@ pub fn objects_of(vcenter: bool, kind: &str, paths: &[String], all: bool) -> Opt
         }
         "HostSystem" => {
             for d in dcs {
+                let name = host_name(d);
                 out.push(object(
                     "HostSystem",
                     d.host,
                     &[
-                        ("name", None, Some(d.host_name)),
+                        ("name", None, Some(&name)),
                         (
                             "parent",
                             Some(("ComputeResource", d.compute_resource)),

@@ -194,6 +194,13 @@ impl http::Handler for Shared {
                 }
                 r
             }
+            (_, p) if p.starts_with("/folder/") && self.proxy_picks_wrong_host(p) => {
+                Response::text(
+                    500,
+                    "Internal Server Error: the request went to a host that does not hold \
+                     the file's lock (fault injected by the lab)",
+                )
+            }
             (_, p) if p.starts_with("/folder/") => datastore::handle(
                 &self.store,
                 &self.faults,
@@ -225,6 +232,78 @@ impl http::Handler for Shared {
     }
 }
 
+impl Shared {
+    /// vCenter's `/folder` proxy under the `proxy-wrong-host` fault: a VM's
+    /// disk file is asked of a host without its lock (see `Faults`).
+    fn proxy_picks_wrong_host(&self, path: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.vim.vcenter || !self.faults.proxy_wrong_host.load(Ordering::SeqCst) {
+            return false;
+        }
+        let rel = datastore::percent_decode(path.trim_start_matches("/folder/"), false);
+        self.store
+            .read(|st, _| Ok(inventory::is_locked_disk_file(st, &rel)))
+            .unwrap_or(false)
+    }
+}
+
+/// One ESXi host of the lab's vCenter: its own `/folder`, for requests
+/// that carry a generic service ticket vCenter made for them (the cookie
+/// `vmware_cgi_ticket`, as govmomi's `object.Datastore.ServiceTicket`
+/// sends it), serving the files of the VMs it runs. It speaks as a host:
+/// `dcPath` is `ha-datacenter` or left out.
+struct HostHandler {
+    shared: Arc<Shared>,
+    /// The host's moref.
+    host: &'static str,
+    /// `127.0.0.1:port` it answers at.
+    addr: String,
+}
+
+/// The cookie a generic service ticket travels in.
+const TICKET_COOKIE: &str = "vmware_cgi_ticket";
+
+impl http::Handler for HostHandler {
+    fn handle(&self, head: &http::Head, body: &mut http::Body<'_>) -> http::Response {
+        use http::Response;
+        let Some(raw) = head.path().strip_prefix("/folder/") else {
+            return Response::text(404, "404 page not found");
+        };
+        if head.method != "GET" {
+            return Response::text(405, "the lab's hosts serve GET with a ticket only");
+        }
+        let ticket = head.header("cookie").and_then(|c| {
+            c.split(';').find_map(|kv| {
+                let (n, v) = kv.trim().split_once('=')?;
+                (n.trim() == TICKET_COOKIE).then(|| v.trim().trim_matches('"').to_string())
+            })
+        });
+        let valid =
+            ticket.is_some_and(|t| self.shared.vim.take_ticket(&t, &self.addr, &head.target));
+        if !valid {
+            return Response::text(401, "a valid vmware_cgi_ticket cookie is needed");
+        }
+        let rel = datastore::percent_decode(raw, false);
+        let here = self
+            .shared
+            .store
+            .read(|st, _| Ok(inventory::host_serves(st, self.host, &rel)))
+            .unwrap_or(false);
+        if !here {
+            return Response::text(404, format!("{rel}: not on this host's datastore"));
+        }
+        datastore::handle(
+            &self.shared.store,
+            &self.shared.faults,
+            &self.shared.stats,
+            true,
+            false,
+            head,
+            body,
+        )
+    }
+}
+
 /// Starts labs.
 pub struct Lab;
 
@@ -234,6 +313,8 @@ pub struct LabHandle {
     url: String,
     thumbprint: [u8; 32],
     ca_pem: String,
+    /// vCenter mode: the hosts' own listeners.
+    _hosts: Vec<http::Server>,
     // Dropped last: stops the server.
     _server: http::Server,
 }
@@ -370,13 +451,37 @@ impl Lab {
         });
         let listener = TcpListener::bind(("127.0.0.1", config.port))
             .map_err(io(format!("listening on 127.0.0.1:{}", config.port)))?;
-        let server = http::Server::start(listener, Arc::new(tls), shared.clone())
+        let tls_config = Arc::new(tls);
+        let server = http::Server::start(listener, tls_config.clone(), shared.clone())
             .map_err(io("starting the lab server"))?;
+        // vCenter mode: each host answers on a listener of its own.
+        let mut hosts = Vec::new();
+        if config.vcenter {
+            for dc in inventory::datacenters(true) {
+                let listener = TcpListener::bind(("127.0.0.1", 0))
+                    .map_err(io(format!("listening for host {}", dc.host)))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(io("the address of a host's listener"))?
+                    .to_string();
+                let handler = Arc::new(HostHandler {
+                    shared: shared.clone(),
+                    host: dc.host,
+                    addr: addr.clone(),
+                });
+                hosts.push(
+                    http::Server::start(listener, tls_config.clone(), handler)
+                        .map_err(io("starting a host's listener"))?,
+                );
+                vim::lock_map(&shared.vim.host_addrs).insert(dc.host.to_string(), addr);
+            }
+        }
         Ok(LabHandle {
             url: format!("https://{}/sdk", server.addr()),
             shared,
             thumbprint,
             ca_pem,
+            _hosts: hosts,
             _server: server,
         })
     }

@@ -47,10 +47,33 @@ pub struct Vim {
     pub window_bytes: u64,
     /// Answer as a vCenter (see `inventory`), not as a standalone host.
     pub vcenter: bool,
+    /// vCenter mode: the address (`127.0.0.1:port`) each host's own
+    /// listener answers at, by host moref; its HostSystem `name`.
+    pub host_addrs: Mutex<HashMap<String, String>>,
+    /// Generic service tickets handed out and not yet used.
+    tickets: Mutex<HashMap<String, Ticket>>,
 }
+
+/// A generic service ticket: one request (`GET` of one URL) on one host.
+#[derive(Debug, Clone)]
+struct Ticket {
+    /// `127.0.0.1:port` of the host the URL names.
+    addr: String,
+    /// The URL's path and query, as the request will carry them.
+    target: String,
+}
+
+/// The address that answers nothing: where the hosts' names lead under
+/// the `hosts-unreachable` fault.
+const NOWHERE: &str = "127.0.0.1:1";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `lock` for the lab's start, which fills `Vim::host_addrs`.
+pub fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock(m)
 }
 
 /// What one SOAP call answers: the HTTP status, the envelope and a
@@ -162,6 +185,74 @@ impl Vim {
             "{prefix}-{}",
             self.counter.fetch_add(1, Ordering::SeqCst) + 1
         )
+    }
+
+    /// A host's `name`: where its own listener answers.
+    pub fn host_name(&self, host: &str, faults: &Faults) -> String {
+        if faults.hosts_unreachable.load(Ordering::SeqCst) {
+            return NOWHERE.to_string();
+        }
+        lock(&self.host_addrs)
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| NOWHERE.to_string())
+    }
+
+    /// Uses up the ticket `id` for a GET of `target` on the host at `addr`:
+    /// a ticket is good for the one request it was made for ("a one-time
+    /// credential that may be used to make the specified request":
+    /// vSphere API reference, `SessionManager.AcquireGenericServiceTicket`).
+    pub fn take_ticket(&self, id: &str, addr: &str, target: &str) -> bool {
+        let mut tickets = lock(&self.tickets);
+        match tickets.get(id) {
+            Some(t) if t.addr == addr && t.target == target => {
+                tickets.remove(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// AcquireGenericServiceTicket for `spec` (a
+    /// SessionManagerHttpServiceRequestSpec): a vCenter hands out a ticket
+    /// for a GET of a URL on one of its hosts; the answer names the host.
+    fn service_ticket(&self, spec: Option<Node<'_, '_>>) -> Result<String, Fault> {
+        if !self.vcenter {
+            return Err(Fault::new(
+                "NotSupported",
+                "The lab as a standalone host hands out no service tickets.",
+            ));
+        }
+        let spec = spec.ok_or_else(|| invalid("spec", "a spec is required"))?;
+        let method = arg(spec, "method").unwrap_or_default();
+        if method != "httpGet" {
+            return Err(invalid(
+                "method",
+                "the lab hands out tickets for httpGet only",
+            ));
+        }
+        let url = arg(spec, "url").unwrap_or_default();
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| invalid("url", "an https URL is required"))?;
+        let (addr, target) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        let id = hex::encode(id);
+        lock(&self.tickets).insert(
+            id.clone(),
+            Ticket {
+                addr: addr.to_string(),
+                target: target.to_string(),
+            },
+        );
+        Ok(format!(
+            "<returnval><id>{id}</id><hostName>{}</hostName></returnval>",
+            escape(addr)
+        ))
     }
 
     /// Forgets every session (see `Faults::expire_sessions`).
@@ -279,6 +370,7 @@ impl Vim {
                 let active = self.is_session(Some(&id));
                 Ok(format!("<returnval>{active}</returnval>"))
             }
+            "AcquireGenericServiceTicket" => self.service_ticket(child(call, "spec")),
             "CreateContainerView" => Ok(moref(
                 "returnval",
                 "ContainerView",
@@ -470,6 +562,13 @@ impl Vim {
             kinds.extend(arg(p, "type"));
         }
         let vcenter = self.vcenter;
+        let host_name = |d: &inventory::Datacenter| {
+            if vcenter {
+                self.host_name(d.host, faults)
+            } else {
+                d.host_name.to_string()
+            }
+        };
         let mut objects = Vec::new();
         for o in children(spec, "objectSet") {
             let Some(obj) = arg_moref(o, "obj") else {
@@ -487,7 +586,9 @@ impl Vim {
             match kind.as_str() {
                 "ContainerView" => {
                     for kind in &kinds {
-                        if let Some(xs) = inventory::objects_of(vcenter, kind, &paths, all) {
+                        if let Some(xs) =
+                            inventory::objects_of(vcenter, kind, &paths, all, &host_name)
+                        {
                             out.extend(xs);
                             continue;
                         }
@@ -513,7 +614,7 @@ impl Vim {
                 })?),
                 "Folder" | "Datacenter" | "ComputeResource" | "HostSystem" => {
                     let obj = moref("obj", &kind, &value);
-                    let found = inventory::objects_of(vcenter, &kind, &paths, all)
+                    let found = inventory::objects_of(vcenter, &kind, &paths, all, &host_name)
                         .unwrap_or_default()
                         .into_iter()
                         .find(|o| o.contains(&obj))

@@ -5,19 +5,25 @@
 //! state (disks, snapshots, CBT) kept under the state directory.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::lab::{Lab, LabConfig, LabHandle};
-use crate::policy::model::{LabMode, Source, SourceKind};
+use crate::policy::model::{LabMode, Source, SourceKind, TlsTrust};
 use crate::repo::backup::ReadShape;
 use crate::vsphere::Session;
 use crate::vsphere::datastore::ReadOptions;
+use crate::vsphere::transport::{TicketSource, Transport};
 
 /// A logged-in source.
 pub struct Connected {
     pub source: String,
-    pub session: Session,
+    /// Shared with the ticket source of host reads (`host_route`).
+    pub session: Arc<Session>,
+    /// How the source's certificates are trusted; a host read through a
+    /// vCenter trusts the host's the same way.
+    pub trust: TlsTrust,
     /// `dcPath` of datastore HTTP URLs for what has no datacenter of its
     /// own: the source's `datacenter`, `ha-datacenter` on a standalone
     /// host, empty on a vCenter without one. A VM's files are read through
@@ -72,6 +78,57 @@ impl Connected {
     }
 }
 
+/// Where a VM's disks are read when the source is a vCenter.
+pub enum HostRoute {
+    /// From the file service of the ESXi host that runs the VM (`name`),
+    /// each request with a generic service ticket from the vCenter: not
+    /// through vCenter's own `/folder`, which proxies to a host (slow,
+    /// capped, and HTTP 500 when it picks a host that does not hold the
+    /// file's lock).
+    Host {
+        name: String,
+        transport: Box<Transport>,
+    },
+    /// Through vCenter's own `/folder`, and why not from the host.
+    Fallback(String),
+}
+
+impl Connected {
+    /// How `vm`'s disks are read: `None` on a standalone host (its own
+    /// `/folder`), else from the host that runs it or, when that host
+    /// cannot be named, through the vCenter.
+    pub fn host_route(&self, vm: &crate::vsphere::VmRecord) -> Option<HostRoute> {
+        if !self.session.service_content().about.is_vcenter() {
+            return None;
+        }
+        let Some(host) = &vm.host else {
+            return Some(HostRoute::Fallback(
+                "the vCenter does not say which host runs the VM".into(),
+            ));
+        };
+        let name = match self.session.host_name(host) {
+            Ok(n) => n,
+            Err(e) => {
+                return Some(HostRoute::Fallback(format!(
+                    "the name of host {} is unknown: {e}",
+                    host.value
+                )));
+            }
+        };
+        let session = self.session.clone();
+        let tickets: TicketSource = Box::new(move |url| Ok(session.service_ticket(url)?.id));
+        Some(
+            match Transport::for_host(&format!("https://{name}"), &self.trust, tickets) {
+                Ok(transport) => HostRoute::Host {
+                    name,
+                    transport: Box::new(transport),
+                },
+                Err(e) => HostRoute::Fallback(format!("host {name}: {e}")),
+            },
+        )
+    }
+}
+
 impl Drop for Connected {
     fn drop(&mut self) {
         let _ = self.session.logout();
@@ -95,7 +152,8 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
             .with_context(|| format!("logging in to the lab of source `{}`", source.name))?;
         return Ok(Connected {
             source: source.name.clone(),
-            session,
+            session: Arc::new(session),
+            trust: lab.tls_trust(),
             datacenter,
             lab: Some(lab),
             read: read_options(source),
@@ -128,7 +186,8 @@ pub fn connect(source: &Source, state_dir: &Path) -> Result<Connected> {
     };
     Ok(Connected {
         source: source.name.clone(),
-        session,
+        session: Arc::new(session),
+        trust: source.tls.clone(),
         datacenter,
         lab: None,
         read: read_options(source),

@@ -116,6 +116,34 @@ impl Session {
         Ok(datacenter_paths(&entities?))
     }
 
+    /// The `name` of a host: the address its own services answer at.
+    pub fn host_name(&self, host: &MoRef) -> Result<String, Error> {
+        let pc = &self.service_content().property_collector;
+        let req = soap::retrieve_properties_ex(
+            pc,
+            &host.kind,
+            &["name"],
+            &Objects::One(host.clone()),
+            None,
+        );
+        let page = self.call(&req, |x| soap::parse_entity_page(x, req.method))?;
+        page.items
+            .into_iter()
+            .find_map(|e| e.name)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::Protocol {
+                method: req.method.into(),
+                detail: format!("host {} has no name", host.value),
+            })
+    }
+
+    /// A generic service ticket for one GET of `url` on a host.
+    pub fn service_ticket(&self, url: &str) -> Result<soap::ServiceTicket, Error> {
+        let req =
+            soap::acquire_generic_service_ticket(&self.service_content().session_manager, url);
+        self.call(&req, soap::parse_service_ticket)
+    }
+
     fn entities(&self, view: &MoRef, kind: &str, paths: &[&str]) -> Result<Vec<Entity>, Error> {
         let pc = &self.service_content().property_collector;
         let first =
