@@ -66,7 +66,7 @@ pub struct VmBackupRequest<'a> {
     pub datacenter: &'a str,
     /// Through a vCenter: read from the host that runs the VM, or why not
     /// (`Connected::host_route`); `None` reads through the source itself.
-    pub host_route: Option<&'a crate::run::connect::HostRoute>,
+    pub host_route: Option<&'a HostRoute>,
     pub run_id: &'a str,
     pub consistency: Consistency,
     /// The newest good point of this VM on the tier, for an incremental.
