@@ -250,6 +250,8 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                 consolidation_needed: false,
                 encryption_key: None,
                 vmx_path: None,
+                datacenter: None,
+                host: None,
                 disks: vec![VmDisk {
                     key: 2000,
                     capacity_bytes: 40 << 30,

@@ -167,6 +167,13 @@ pub struct VmRecord {
     pub disks: Vec<VmDisk>,
     /// Root snapshots; each holds its children.
     pub snapshots: Vec<SnapshotNode>,
+    /// The inventory path of the VM's datacenter (`region-b/dc-2`), found
+    /// from its parent chain; `None` when the chain does not reach one.
+    /// On a vCenter each VM's datastore files are reached through its own
+    /// datacenter: two datacenters may each have a datastore of one name.
+    pub datacenter: Option<String>,
+    /// The ESXi host that runs the VM (`runtime.host`), when known.
+    pub host: Option<MoRef>,
 }
 
 impl VmRecord {

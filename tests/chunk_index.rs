@@ -458,6 +458,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
                 snapshot_max_age: Duration::from_secs(24 * 3600),
                 source: "lab",
                 datacenter: "ha-datacenter",
+                host_route: None,
                 run_id: run,
                 consistency: Consistency::Crash,
                 base,

@@ -77,6 +77,7 @@ impl Bed {
                 snapshot_max_age: Duration::from_secs(24 * 3600),
                 source: "lab",
                 datacenter: "ha-datacenter",
+                host_route: None,
                 run_id: run,
                 consistency: Consistency::Crash,
                 base,

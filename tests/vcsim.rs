@@ -87,8 +87,13 @@ struct Vcsim {
 
 impl Vcsim {
     fn start(flavor: &str) -> Vcsim {
+        Vcsim::start_with(&["-flavor", flavor])
+    }
+
+    /// The harness with these flags (`-flavor vpx -datacenters 2`).
+    fn start_with(args: &[&str]) -> Vcsim {
         let mut child = Command::new(harness_binary())
-            .args(["-flavor", flavor])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -186,6 +191,17 @@ fn backup_cycle(flavor: &str, product_line: &str, vm_count: usize) {
         assert_eq!(vm.disks[0].capacity_bytes, 4 * MIB);
         assert!(vm.disks[0].file_name.ends_with("disk1.vmdk"), "{vm:?}");
         assert!(vm.snapshots.is_empty());
+        // Its datacenter, from its parent chain in the simulator's
+        // inventory, and the host that runs it.
+        assert_eq!(
+            vm.datacenter.as_deref(),
+            Some(sim.datacenter.as_str()),
+            "{vm:?}"
+        );
+        assert!(
+            vm.host.as_ref().is_some_and(|h| h.kind == "HostSystem"),
+            "{vm:?}"
+        );
     }
     let vm = vms[0].moref.clone();
     let disk = vms[0].disks[0].clone();
@@ -449,6 +465,7 @@ fn backup_loop(flavor: &str) {
         snapshot_max_age: Duration::from_secs(24 * 3600),
         source: "vcsim",
         datacenter: &sim.datacenter,
+        host_route: None,
         run_id,
         consistency: Consistency::Crash,
         base,
@@ -542,6 +559,43 @@ fn esx_backup_loop_full_incremental_restore() {
 #[test]
 fn vcenter_backup_loop_full_incremental_restore() {
     backup_loop("vpx");
+}
+
+/// Through a vCenter with two datacenters, each VM's datacenter comes from
+/// its parent chain, and its files are read through that datacenter
+/// whatever the source's `datacenter` names.
+#[test]
+fn each_vm_of_a_two_datacenter_vcenter_is_read_through_its_own_datacenter() {
+    let sim = Vcsim::start_with(&["-flavor", "vpx", "-datacenters", "2"]);
+    let vms = sim.connect().list_vms().expect("list VMs");
+    let mut dcs: Vec<&str> = vms
+        .iter()
+        .map(|v| v.datacenter.as_deref().expect("every VM has a datacenter"))
+        .collect();
+    dcs.sort();
+    dcs.dedup();
+    assert_eq!(dcs, ["DC0", "DC1"]);
+    for vm in &vms {
+        // The simulator names a VM after its datacenter (`DC1_H0_VM0`).
+        let dc = vm.datacenter.as_deref().unwrap();
+        assert!(vm.name.starts_with(&format!("{dc}_")), "{vm:?}");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    // The policy names the harness's last datacenter; back up a VM of
+    // the other one.
+    write_policy(&sim, dir);
+    assert!(
+        coffer_cli(&sim, dir, &["repo", "init", "--tier", "local"])
+            .status
+            .success()
+    );
+    let other = vms
+        .iter()
+        .find(|v| v.datacenter.as_deref() != Some(sim.datacenter.as_str()))
+        .expect("a VM outside the policy's datacenter");
+    let full = json_of(&coffer_cli(&sim, dir, &["backup", &other.name, "--json"]));
+    assert_eq!(full["kind"], "full", "{full}");
 }
 
 fn write_policy(sim: &Vcsim, dir: &Path) {

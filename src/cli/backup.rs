@@ -96,6 +96,7 @@ pub fn run(args: Args) -> Result<u8> {
                     "bytes_fetched": d.bytes_fetched,
                     "requests": d.requests,
                     "busy_answers": d.busy_answers,
+                    "read_from": d.read_from,
                     "bytes_changed": d.bytes_changed,
                     "size_bytes": e.size_bytes,
                     "change_id": e.change_id,
@@ -103,6 +104,17 @@ pub fn run(args: Args) -> Result<u8> {
             })
         )?;
         return Ok(EXIT_OK);
+    }
+    for d in outcome
+        .disks
+        .iter()
+        .filter(|d| d.read_from.starts_with("vCenter"))
+    {
+        writeln!(
+            out,
+            "warning: disk {} read through {}",
+            d.device_key, d.read_from
+        )?;
     }
     for l in &outcome.leftovers_removed {
         writeln!(out, "removed snapshot {}: {}", l.name, l.why)?;

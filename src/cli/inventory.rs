@@ -41,6 +41,8 @@ pub fn run(args: Args) -> Result<u8> {
                         "source": source,
                         "name": vm.name,
                         "moref": vm.moref.value,
+                        "datacenter": vm.datacenter,
+                        "host": vm.host.as_ref().map(|h| h.value.clone()),
                         "instance_uuid": vm.instance_uuid,
                         "power_state": vm.power_state.map(|p| format!("{p:?}")),
                         "tools": vm.tools_running_status,

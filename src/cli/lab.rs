@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Port on 127.0.0.1 (0: any free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Answer as a vCenter with two datacenters and an ESXi host in each,
+    /// the VMs spread over them.
+    #[arg(long)]
+    pub vcenter: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +120,7 @@ fn serve(args: ServeArgs) -> Result<u8> {
     let mut config = LabConfig::new(&dir);
     config.vms = args.vms;
     config.port = args.port;
+    config.vcenter = args.vcenter;
     let lab = Lab::start(config)
         .with_context(|| format!("starting the lab with state in {}", dir.display()))?;
     let mut out = std::io::stdout().lock();

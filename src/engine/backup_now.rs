@@ -154,12 +154,14 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
     let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let installation = crate::run::installation::id(&config.settings.state_dir)?;
+    let host_route = conn.host_route(&vm);
     let request = VmBackupRequest {
         vm: &vm,
         installation: &installation,
         snapshot_max_age: config.compliance.snapshot_max_age,
         source: &conn.source,
-        datacenter: &conn.datacenter,
+        datacenter: conn.datacenter_of(&vm)?,
+        host_route: host_route.as_ref(),
         run_id: &run_id,
         consistency: policy.consistency,
         base: base.as_ref(),

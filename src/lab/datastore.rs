@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::faults::{Faults, Stats};
 use super::http::{Body, FileBody, Head, Payload, Response};
-use super::state::{DATACENTER, State, Store, datastore_folder, datastore_type};
+use super::state::{State, Store, datastore_folder, datastore_type};
 
 /// The running VM whose disk chain has `rel` on datastore `ds` as its
 /// writable top (descriptor or data), if any.
@@ -95,6 +95,7 @@ pub fn handle(
     faults: &Arc<Faults>,
     stats: &Arc<Stats>,
     authenticated: bool,
+    vcenter: bool,
     head: &Head,
     body: &mut Body<'_>,
 ) -> Response {
@@ -107,10 +108,19 @@ pub fn handle(
     if !authenticated {
         return Response::text(401, "a valid vmware_soap_session cookie is needed");
     }
+    // A VM's files only through its own datacenter (see `inventory`).
+    // A standalone host's check needs no look at the state.
+    let dc_serves = if vcenter {
+        store
+            .read(|st, _| Ok(super::inventory::datacenter_serves(st, dc.as_deref(), &rel)))
+            .unwrap_or(false)
+    } else {
+        dc.as_deref().is_none_or(|d| d == super::state::DATACENTER)
+    };
     let Some(ds) = ds
         .clone()
         .filter(|d| datastore_type(d).is_some())
-        .filter(|_| dc.as_deref().is_none_or(|d| d == DATACENTER))
+        .filter(|_| dc_serves)
     else {
         return Response::text(404, format!("no datastore {ds:?} in datacenter {dc:?}"));
     };

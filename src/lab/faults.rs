@@ -6,7 +6,8 @@
 //! code (`LabHandle::faults`), from `COFFER_LAB_FAULTS` when the lab starts,
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
-//! `remove-snapshot`, `vss-writers`, `expire-sessions`, `no-file-locks`, `drop-after=<bytes>`,
+//! `remove-snapshot`, `vss-writers`, `expire-sessions`, `no-file-locks`,
+//! `proxy-wrong-host`, `hosts-unreachable`, `drop-after=<bytes>`,
 //! `unavailable=<count>`, or `clear`; and the file service's throttling (`FolderThrottle`):
 //! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
 
@@ -50,6 +51,18 @@ pub struct Faults {
     /// Serve the files a running VM holds for writing, as no host does
     /// (see `datastore::writer_of`): for tests of the lab's own protocol.
     pub no_file_locks: AtomicBool,
+    /// vCenter mode: vCenter's own `/folder` proxy routes a request for a
+    /// VM's disk file to a host that does not hold the file's lock, and
+    /// answers 500, as it does when several hosts see the datastore: a
+    /// locked file can be read only from the host owning the lock
+    /// (vmware/vic issue 6867, `govc datastore.download` through vCenter
+    /// routed to the wrong host, "500 Internal Server Error";
+    /// vmware/pyvmomi issue 708; xen-orchestra issue 8339, a 500 for
+    /// `/folder/…-flat.vmdk` through vCenter).
+    pub proxy_wrong_host: AtomicBool,
+    /// vCenter mode: the hosts cannot be reached by their names (the
+    /// HostSystem names lead to an address where nothing answers).
+    pub hosts_unreachable: AtomicBool,
 }
 
 /// The throttling of a host's file service (`/folder`), as a real ESXi host
@@ -171,6 +184,8 @@ impl Faults {
                 "expire-sessions" => self.expire_sessions.store(flag(), Ordering::SeqCst),
                 "vss-writers" => self.vss_writers.store(flag(), Ordering::SeqCst),
                 "no-file-locks" => self.no_file_locks.store(flag(), Ordering::SeqCst),
+                "proxy-wrong-host" => self.proxy_wrong_host.store(flag(), Ordering::SeqCst),
+                "hosts-unreachable" => self.hosts_unreachable.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -185,7 +200,8 @@ impl Faults {
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
-                         tools-off, vss-writers, expire-sessions, no-file-locks, drop-after=<bytes>, unavailable=<count>, \
+                         tools-off, vss-writers, expire-sessions, no-file-locks, proxy-wrong-host, \
+                         hosts-unreachable, drop-after=<bytes>, unavailable=<count>, \
                          folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
                     ));
                 }
@@ -198,6 +214,8 @@ impl Faults {
         self.quiesce.store(false, Ordering::SeqCst);
         self.tools_off.store(false, Ordering::SeqCst);
         self.vss_writers.store(false, Ordering::SeqCst);
+        self.proxy_wrong_host.store(false, Ordering::SeqCst);
+        self.hosts_unreachable.store(false, Ordering::SeqCst);
         self.snapshot.store(false, Ordering::SeqCst);
         self.remove_snapshot.store(false, Ordering::SeqCst);
         self.drop_after_bytes.store(0, Ordering::SeqCst);

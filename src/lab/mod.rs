@@ -26,6 +26,7 @@ pub mod disk;
 pub mod faults;
 pub mod guest;
 mod http;
+pub mod inventory;
 pub mod net;
 pub mod ops;
 mod props;
@@ -106,6 +107,9 @@ pub struct LabConfig {
     /// Formats"), or VMFS5 (vmfsSparse).
     /// `None` keeps what the state says (VMFS5 for a new lab).
     pub vmfs6: Option<bool>,
+    /// Answer as a vCenter with two datacenters and a host in each (see
+    /// `inventory`) rather than as a standalone ESXi host.
+    pub vcenter: bool,
 }
 
 impl LabConfig {
@@ -120,6 +124,7 @@ impl LabConfig {
             changed_areas_window_bytes: 16 << 20,
             uuid_seed: None,
             vmfs6: None,
+            vcenter: false,
         }
     }
 }
@@ -189,11 +194,19 @@ impl http::Handler for Shared {
                 }
                 r
             }
+            (_, p) if p.starts_with("/folder/") && self.proxy_picks_wrong_host(p) => {
+                Response::text(
+                    500,
+                    "Internal Server Error: the request went to a host that does not hold \
+                     the file's lock (fault injected by the lab)",
+                )
+            }
             (_, p) if p.starts_with("/folder/") => datastore::handle(
                 &self.store,
                 &self.faults,
                 &self.stats,
                 self.authenticated(head),
+                self.vim.vcenter,
                 head,
                 body,
             ),
@@ -219,6 +232,78 @@ impl http::Handler for Shared {
     }
 }
 
+impl Shared {
+    /// vCenter's `/folder` proxy under the `proxy-wrong-host` fault: a VM's
+    /// disk file is asked of a host without its lock (see `Faults`).
+    fn proxy_picks_wrong_host(&self, path: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.vim.vcenter || !self.faults.proxy_wrong_host.load(Ordering::SeqCst) {
+            return false;
+        }
+        let rel = datastore::percent_decode(path.trim_start_matches("/folder/"), false);
+        self.store
+            .read(|st, _| Ok(inventory::is_locked_disk_file(st, &rel)))
+            .unwrap_or(false)
+    }
+}
+
+/// One ESXi host of the lab's vCenter: its own `/folder`, for requests
+/// that carry a generic service ticket vCenter made for them (the cookie
+/// `vmware_cgi_ticket`, as govmomi's `object.Datastore.ServiceTicket`
+/// sends it), serving the files of the VMs it runs. It speaks as a host:
+/// `dcPath` is `ha-datacenter` or left out.
+struct HostHandler {
+    shared: Arc<Shared>,
+    /// The host's moref.
+    host: &'static str,
+    /// `127.0.0.1:port` it answers at.
+    addr: String,
+}
+
+/// The cookie a generic service ticket travels in.
+const TICKET_COOKIE: &str = "vmware_cgi_ticket";
+
+impl http::Handler for HostHandler {
+    fn handle(&self, head: &http::Head, body: &mut http::Body<'_>) -> http::Response {
+        use http::Response;
+        let Some(raw) = head.path().strip_prefix("/folder/") else {
+            return Response::text(404, "404 page not found");
+        };
+        if head.method != "GET" {
+            return Response::text(405, "the lab's hosts serve GET with a ticket only");
+        }
+        let ticket = head.header("cookie").and_then(|c| {
+            c.split(';').find_map(|kv| {
+                let (n, v) = kv.trim().split_once('=')?;
+                (n.trim() == TICKET_COOKIE).then(|| v.trim().trim_matches('"').to_string())
+            })
+        });
+        let valid =
+            ticket.is_some_and(|t| self.shared.vim.take_ticket(&t, &self.addr, &head.target));
+        if !valid {
+            return Response::text(401, "a valid vmware_cgi_ticket cookie is needed");
+        }
+        let rel = datastore::percent_decode(raw, false);
+        let here = self
+            .shared
+            .store
+            .read(|st, _| Ok(inventory::host_serves(st, self.host, &rel)))
+            .unwrap_or(false);
+        if !here {
+            return Response::text(404, format!("{rel}: not on this host's datastore"));
+        }
+        datastore::handle(
+            &self.shared.store,
+            &self.shared.faults,
+            &self.shared.stats,
+            true,
+            false,
+            head,
+            body,
+        )
+    }
+}
+
 /// Starts labs.
 pub struct Lab;
 
@@ -228,6 +313,8 @@ pub struct LabHandle {
     url: String,
     thumbprint: [u8; 32],
     ca_pem: String,
+    /// vCenter mode: the hosts' own listeners.
+    _hosts: Vec<http::Server>,
     // Dropped last: stops the server.
     _server: http::Server,
 }
@@ -324,6 +411,14 @@ impl Lab {
                 })
                 .map_err(Error::from)?;
         }
+        if config.vcenter != st.vcenter {
+            store
+                .update(|s, _| {
+                    s.vcenter = config.vcenter;
+                    Ok(())
+                })
+                .map_err(Error::from)?;
+        }
         let (chain, key, ca_pem) = certificate(&store)?;
         let leaf = chain
             .first()
@@ -349,19 +444,44 @@ impl Lab {
             vim: vim::Vim::new(
                 config.page_objects,
                 config.changed_areas_window_bytes.max(disk::BLOCK_BYTES),
+                config.vcenter,
             ),
             user: st.user,
             password: st.password,
         });
         let listener = TcpListener::bind(("127.0.0.1", config.port))
             .map_err(io(format!("listening on 127.0.0.1:{}", config.port)))?;
-        let server = http::Server::start(listener, Arc::new(tls), shared.clone())
+        let tls_config = Arc::new(tls);
+        let server = http::Server::start(listener, tls_config.clone(), shared.clone())
             .map_err(io("starting the lab server"))?;
+        // vCenter mode: each host answers on a listener of its own.
+        let mut hosts = Vec::new();
+        if config.vcenter {
+            for dc in inventory::datacenters(true) {
+                let listener = TcpListener::bind(("127.0.0.1", 0))
+                    .map_err(io(format!("listening for host {}", dc.host)))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(io("the address of a host's listener"))?
+                    .to_string();
+                let handler = Arc::new(HostHandler {
+                    shared: shared.clone(),
+                    host: dc.host,
+                    addr: addr.clone(),
+                });
+                hosts.push(
+                    http::Server::start(listener, tls_config.clone(), handler)
+                        .map_err(io("starting a host's listener"))?,
+                );
+                vim::lock_map(&shared.vim.host_addrs).insert(dc.host.to_string(), addr);
+            }
+        }
         Ok(LabHandle {
             url: format!("https://{}/sdk", server.addr()),
             shared,
             thumbprint,
             ca_pem,
+            _hosts: hosts,
             _server: server,
         })
     }

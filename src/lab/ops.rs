@@ -134,6 +134,18 @@ pub fn create_snapshot_as(
     state.next_id += 1;
     let at_once = state.vms.iter().filter(|v| !v.snapshots.is_empty()).count() as u32;
     state.most_snapshots_at_once = state.most_snapshots_at_once.max(at_once);
+    let host = super::inventory::placement(state.vcenter, state.vm(vm)?).host;
+    let on_host = state
+        .vms
+        .iter()
+        .filter(|v| !v.snapshots.is_empty())
+        .filter(|v| super::inventory::placement(state.vcenter, v).host == host)
+        .count() as u32;
+    let most = state
+        .most_snapshots_per_host
+        .entry(host.to_string())
+        .or_default();
+    *most = (*most).max(on_host);
     Ok(id)
 }
 

@@ -11,21 +11,38 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::disk::Disk;
+use super::inventory;
 use super::state::{self, DATASTORE, Fault, State, Vm};
 use super::wire::{API_VERSION, TaskRecord, fault_fields, moref, time};
 use crate::vsphere::soap::escape;
 
-const ROOT_FOLDER: &str = "ha-folder-root";
-const VM_FOLDER: &str = "ha-folder-vm";
-
-pub fn service_content() -> String {
+/// The ServiceContent of a standalone host or, in vCenter mode, of a
+/// vCenter: `about.apiType` `VirtualCenter` and `productLineId` `vpx`
+/// (vSphere API reference, `AboutInfo`), and the root folder of its
+/// inventory (see `inventory`).
+pub fn service_content(vcenter: bool) -> String {
+    let about = if vcenter {
+        format!(
+            "<about><name>VMware vCenter Server</name><fullName>VMware vCenter Server {API_VERSION} (coffer lab)</fullName>\
+             <vendor>VMware, Inc.</vendor><version>{API_VERSION}</version><build>0</build><localeVersion>INTL</localeVersion>\
+             <localeBuild>000</localeBuild><osType>linux-x64</osType><productLineId>vpx</productLineId>\
+             <apiType>VirtualCenter</apiType><apiVersion>{API_VERSION}</apiVersion>\
+             <instanceUuid>{}</instanceUuid><licenseProductName>VMware VirtualCenter Server</licenseProductName>\
+             <licenseProductVersion>8.0</licenseProductVersion></about>",
+            VCENTER_UUID
+        )
+    } else {
+        format!(
+            "<about><name>VMware ESXi</name><fullName>VMware ESXi {API_VERSION} (coffer lab)</fullName>\
+             <vendor>VMware, Inc.</vendor><version>{API_VERSION}</version><build>0</build><localeVersion>INTL</localeVersion>\
+             <localeBuild>000</localeBuild><osType>vmnix-x86</osType><productLineId>embeddedEsx</productLineId>\
+             <apiType>HostAgent</apiType><apiVersion>{API_VERSION}</apiVersion><licenseProductName>VMware ESX Server</licenseProductName>\
+             <licenseProductVersion>8.0</licenseProductVersion></about>"
+        )
+    };
     format!(
-        "<returnval>{}{}<about><name>VMware ESXi</name><fullName>VMware ESXi {API_VERSION} (coffer lab)</fullName>\
-         <vendor>VMware, Inc.</vendor><version>{API_VERSION}</version><build>0</build><localeVersion>INTL</localeVersion>\
-         <localeBuild>000</localeBuild><osType>vmnix-x86</osType><productLineId>embeddedEsx</productLineId>\
-         <apiType>HostAgent</apiType><apiVersion>{API_VERSION}</apiVersion><licenseProductName>VMware ESX Server</licenseProductName>\
-         <licenseProductVersion>8.0</licenseProductVersion></about>{}{}{}{}{}</returnval>",
-        moref("rootFolder", "Folder", ROOT_FOLDER),
+        "<returnval>{}{}{about}{}{}{}{}{}</returnval>",
+        moref("rootFolder", "Folder", inventory::root_folder(vcenter)),
         moref(
             "propertyCollector",
             "PropertyCollector",
@@ -42,6 +59,9 @@ pub fn service_content() -> String {
         moref("searchIndex", "SearchIndex", "ha-searchindex"),
     )
 }
+
+/// The instance UUID the lab's vCenter reports.
+const VCENTER_UUID: &str = "6c0ffee0-1ab0-4c0f-bfe0-000000000001";
 
 fn prop(name: &str, xsi_type: &str, inner: &str) -> String {
     format!("<propSet><name>{name}</name><val xsi:type=\"{xsi_type}\">{inner}</val></propSet>")
@@ -62,11 +82,21 @@ const VM_PATHS: &[&str] = &[
     "guestHeartbeatStatus",
     "snapshot",
     "parent",
+    "runtime.host",
 ];
 
 /// `tools_off`: the injected fault that makes every guest's VMware Tools
-/// silent (a VM that never reports a heartbeat).
-pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: bool) -> String {
+/// silent (a VM that never reports a heartbeat); `vcenter`: the lab's mode,
+/// which decides the VM's folder and host (see `inventory`).
+pub fn vm_object(
+    vm: &Vm,
+    root: &Path,
+    paths: &[String],
+    all: bool,
+    tools_off: bool,
+    vcenter: bool,
+) -> String {
+    let place = inventory::placement(vcenter, vm);
     let wanted: Vec<&str> = if all || paths.is_empty() {
         VM_PATHS.to_vec()
     } else {
@@ -161,7 +191,11 @@ pub fn vm_object(vm: &Vm, root: &Path, paths: &[String], all: bool, tools_off: b
             "config.extraConfig" => prop(path, "ArrayOfOptionValue", &extra_config(vm, root)),
             "parent" => format!(
                 "<propSet><name>parent</name>{}</propSet>",
-                moref("val", "Folder", VM_FOLDER)
+                moref("val", "Folder", place.vm_folder)
+            ),
+            "runtime.host" => format!(
+                "<propSet><name>runtime.host</name>{}</propSet>",
+                moref("val", "HostSystem", place.host)
             ),
             _ => continue,
         };

@@ -184,6 +184,14 @@ pub struct State {
     /// docs.vmware.com GUID-88E5A594-DEBC-4662-812F-EA421591C70F).
     #[serde(default)]
     pub vmfs6: bool,
+    /// The lab answers as a vCenter with two datacenters and a host in
+    /// each (see `inventory`), not as a standalone host.
+    #[serde(default)]
+    pub vcenter: bool,
+    /// By host moref, the most of its VMs that had a snapshot at the same
+    /// moment: how tests see a runner's per-host limit.
+    #[serde(default)]
+    pub most_snapshots_per_host: std::collections::BTreeMap<String, u32>,
 }
 
 /// The state directory.
@@ -323,6 +331,8 @@ impl Store {
                     vms: Vec::new(),
                     most_snapshots_at_once: 0,
                     vmfs6: false,
+                    vcenter: false,
+                    most_snapshots_per_host: Default::default(),
                 }
             }
         };

@@ -18,6 +18,7 @@ use chrono::Utc;
 use roxmltree::{Document, Node};
 
 use super::faults::Faults;
+use super::inventory;
 use super::ops::{self, Injected, SnapshotSpec};
 use super::props::{service_content, snapshot_object, task_object, vm_object};
 use super::state::{self, Fault, State, Store};
@@ -44,10 +45,35 @@ pub struct Vim {
     counter: AtomicU64,
     pub page_objects: usize,
     pub window_bytes: u64,
+    /// Answer as a vCenter (see `inventory`), not as a standalone host.
+    pub vcenter: bool,
+    /// vCenter mode: the address (`127.0.0.1:port`) each host's own
+    /// listener answers at, by host moref; its HostSystem `name`.
+    pub host_addrs: Mutex<HashMap<String, String>>,
+    /// Generic service tickets handed out and not yet used.
+    tickets: Mutex<HashMap<String, Ticket>>,
 }
+
+/// A generic service ticket: one request (`GET` of one URL) on one host.
+#[derive(Debug, Clone)]
+struct Ticket {
+    /// `127.0.0.1:port` of the host the URL names.
+    addr: String,
+    /// The URL's path and query, as the request will carry them.
+    target: String,
+}
+
+/// The address that answers nothing: where the hosts' names lead under
+/// the `hosts-unreachable` fault.
+const NOWHERE: &str = "127.0.0.1:1";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `lock` for the lab's start, which fills `Vim::host_addrs`.
+pub fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock(m)
 }
 
 /// What one SOAP call answers: the HTTP status, the envelope and a
@@ -145,10 +171,11 @@ pub fn cookie_session(cookie: Option<&str>) -> Option<String> {
 }
 
 impl Vim {
-    pub fn new(page_objects: usize, window_bytes: u64) -> Vim {
+    pub fn new(page_objects: usize, window_bytes: u64, vcenter: bool) -> Vim {
         Vim {
             page_objects,
             window_bytes,
+            vcenter,
             ..Default::default()
         }
     }
@@ -158,6 +185,74 @@ impl Vim {
             "{prefix}-{}",
             self.counter.fetch_add(1, Ordering::SeqCst) + 1
         )
+    }
+
+    /// A host's `name`: where its own listener answers.
+    pub fn host_name(&self, host: &str, faults: &Faults) -> String {
+        if faults.hosts_unreachable.load(Ordering::SeqCst) {
+            return NOWHERE.to_string();
+        }
+        lock(&self.host_addrs)
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| NOWHERE.to_string())
+    }
+
+    /// Uses up the ticket `id` for a GET of `target` on the host at `addr`:
+    /// a ticket is good for the one request it was made for ("a one-time
+    /// credential that may be used to make the specified request":
+    /// vSphere API reference, `SessionManager.AcquireGenericServiceTicket`).
+    pub fn take_ticket(&self, id: &str, addr: &str, target: &str) -> bool {
+        let mut tickets = lock(&self.tickets);
+        match tickets.get(id) {
+            Some(t) if t.addr == addr && t.target == target => {
+                tickets.remove(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// AcquireGenericServiceTicket for `spec` (a
+    /// SessionManagerHttpServiceRequestSpec): a vCenter hands out a ticket
+    /// for a GET of a URL on one of its hosts; the answer names the host.
+    fn service_ticket(&self, spec: Option<Node<'_, '_>>) -> Result<String, Fault> {
+        if !self.vcenter {
+            return Err(Fault::new(
+                "NotSupported",
+                "The lab as a standalone host hands out no service tickets.",
+            ));
+        }
+        let spec = spec.ok_or_else(|| invalid("spec", "a spec is required"))?;
+        let method = arg(spec, "method").unwrap_or_default();
+        if method != "httpGet" {
+            return Err(invalid(
+                "method",
+                "the lab hands out tickets for httpGet only",
+            ));
+        }
+        let url = arg(spec, "url").unwrap_or_default();
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| invalid("url", "an https URL is required"))?;
+        let (addr, target) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        let id = hex::encode(id);
+        lock(&self.tickets).insert(
+            id.clone(),
+            Ticket {
+                addr: addr.to_string(),
+                target: target.to_string(),
+            },
+        );
+        Ok(format!(
+            "<returnval><id>{id}</id><hostName>{}</hostName></returnval>",
+            escape(addr)
+        ))
     }
 
     /// Forgets every session (see `Faults::expire_sessions`).
@@ -199,7 +294,7 @@ impl Vim {
         let method = call.tag_name().name();
         let this = arg_moref(call, "_this").unwrap_or_default();
         match method {
-            "RetrieveServiceContent" => return ok(method, &service_content()),
+            "RetrieveServiceContent" => return ok(method, &service_content(self.vcenter)),
             "Login" => return self.login(call, creds),
             _ => {}
         }
@@ -275,6 +370,7 @@ impl Vim {
                 let active = self.is_session(Some(&id));
                 Ok(format!("<returnval>{active}</returnval>"))
             }
+            "AcquireGenericServiceTicket" => self.service_ticket(child(call, "spec")),
             "CreateContainerView" => Ok(moref(
                 "returnval",
                 "ContainerView",
@@ -483,10 +579,22 @@ impl Vim {
         let spec = child(call, "specSet").ok_or_else(|| invalid("specSet", "no specSet"))?;
         let mut paths: Vec<String> = Vec::new();
         let mut all = false;
+        // The types asked for: a container view answers only its objects
+        // of these types (coffer asks one type per query).
+        let mut kinds: Vec<String> = Vec::new();
         for p in children(spec, "propSet") {
             all |= arg_bool(p, "all");
             paths.extend(children(p, "pathSet").map(text));
+            kinds.extend(arg(p, "type"));
         }
+        let vcenter = self.vcenter;
+        let host_name = |d: &inventory::Datacenter| {
+            if vcenter {
+                self.host_name(d.host, faults)
+            } else {
+                d.host_name.to_string()
+            }
+        };
         let mut objects = Vec::new();
         for o in children(spec, "objectSet") {
             let Some(obj) = arg_moref(o, "obj") else {
@@ -503,18 +611,42 @@ impl Vim {
         for (kind, value) in objects {
             match kind.as_str() {
                 "ContainerView" => {
-                    let xs = store.read(|st, root| {
-                        Ok(st
-                            .vms
-                            .iter()
-                            .map(|v| vm_object(v, root, &paths, all, tools_off))
-                            .collect::<Vec<_>>())
-                    })?;
-                    out.extend(xs);
+                    for kind in &kinds {
+                        if let Some(xs) =
+                            inventory::objects_of(vcenter, kind, &paths, all, &host_name)
+                        {
+                            out.extend(xs);
+                            continue;
+                        }
+                        let xs = store.read(|st, root| {
+                            Ok(st
+                                .vms
+                                .iter()
+                                .map(|v| vm_object(v, root, &paths, all, tools_off, vcenter))
+                                .collect::<Vec<_>>())
+                        })?;
+                        out.extend(xs);
+                    }
                 }
                 "VirtualMachine" => out.push(store.read(|st, root| {
-                    Ok(vm_object(st.vm(&value)?, root, &paths, all, tools_off))
+                    Ok(vm_object(
+                        st.vm(&value)?,
+                        root,
+                        &paths,
+                        all,
+                        tools_off,
+                        vcenter,
+                    ))
                 })?),
+                "Folder" | "Datacenter" | "ComputeResource" | "HostSystem" => {
+                    let obj = moref("obj", &kind, &value);
+                    let found = inventory::objects_of(vcenter, &kind, &paths, all, &host_name)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|o| o.contains(&obj))
+                        .ok_or_else(|| Fault::not_found(&kind, &value))?;
+                    out.push(found);
+                }
                 "VirtualMachineSnapshot" => {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }

@@ -218,6 +218,8 @@ mod tests {
             consolidation_needed: false,
             encryption_key: None,
             vmx_path: None,
+            datacenter: None,
+            host: None,
             disks: vec![],
             snapshots: vec![node(
                 "before upgrade",

@@ -260,6 +260,8 @@ fn build(world: &World) -> State {
                     consolidation_needed: false,
                     encryption_key: None,
                     vmx_path: None,
+                    datacenter: None,
+                    host: None,
                     disks: vec![VmDisk {
                         key: 2000,
                         capacity_bytes: 1 << 30,

@@ -12,7 +12,7 @@ use globset::GlobMatcher;
 use super::schedule::Schedule;
 use super::units::{ByteSize, DailyWindow, Rate};
 
-pub use super::raw::{BackendKind, Media, SendWhen, SmtpSecurity, SourceKind};
+pub use super::raw::{BackendKind, LabMode, Media, SendWhen, SmtpSecurity, SourceKind};
 
 /// The whole policy directory, resolved.
 #[derive(Debug, Clone)]
@@ -106,6 +106,8 @@ pub struct Source {
     pub max_per_host: u32,
     pub max_per_datastore: u32,
     pub lab_vms: u32,
+    /// What the lab answers as (lab sources only).
+    pub lab_mode: LabMode,
     /// Datastore read requests in flight at once to one host.
     pub max_requests: u32,
     /// The largest datastore read request, in bytes.

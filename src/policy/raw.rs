@@ -177,6 +177,17 @@ pub enum SourceKind {
     Lab,
 }
 
+/// What the built-in lab answers as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LabMode {
+    /// A standalone ESXi host.
+    #[default]
+    Esxi,
+    /// A vCenter with two datacenters and an ESXi host in each.
+    Vcenter,
+}
+
 /// `[sources.NAME]`
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +214,8 @@ pub struct RawSource {
     pub max_per_datastore: Option<Sp<u32>>,
     /// Number of VMs the lab creates (lab only). Default 3.
     pub lab_vms: Option<Sp<u32>>,
+    /// What the lab answers as (lab only): "esxi" (default) or "vcenter" (two datacenters, a host in each, VMs spread over them).
+    pub lab_mode: Option<Sp<LabMode>>,
     /// Datastore read requests in flight at once to one host; halved while the host answers 503 (busy), grown again on success. Default 4.
     pub max_requests: Option<Sp<u32>>,
     /// The largest datastore read request, from 256KiB to 64MiB. Default "16MiB".

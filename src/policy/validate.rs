@@ -493,6 +493,15 @@ impl Resolver<'_> {
                 "remove the key".into(),
             );
         }
+        if let Some(m) = r.lab_mode.as_ref().filter(|_| remote) {
+            self.err(
+                "not-applicable",
+                f,
+                m.span(),
+                "`lab_mode` applies to `kind = \"lab\"` only".into(),
+                "remove the key".into(),
+            );
+        }
         let password = self.secret(&r.password, f, "password");
         let tls = match (&r.thumbprint, &r.ca_file) {
             (Some(t), Some(c)) => {
@@ -538,6 +547,7 @@ impl Resolver<'_> {
             max_per_host: self.positive(&r.max_per_host, 2, f, "max_per_host"),
             max_per_datastore: self.positive(&r.max_per_datastore, 4, f, "max_per_datastore"),
             lab_vms: self.positive(&r.lab_vms, 3, f, "lab_vms"),
+            lab_mode: r.lab_mode.as_ref().map(|m| *m.get()).unwrap_or_default(),
             max_requests: self.positive(&r.max_requests, 4, f, "max_requests"),
             read_request: self.size_within(
                 &r.read_request,

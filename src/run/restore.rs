@@ -279,6 +279,13 @@ pub fn restore_to_host(
 ) -> Result<HostRestore> {
     let started = Instant::now();
     restored_name(changes)?;
+    // A vCenter source names no datacenter unless told: VMs have their
+    // own, a new VM has none.
+    if target.datacenter.is_empty() {
+        bail!(
+            "the host's source names no datacenter to restore into; set `datacenter = \"…\"` on it"
+        );
+    }
     let session = target.session;
     if session.list_vms()?.iter().any(|v| v.name == changes.name) {
         bail!(

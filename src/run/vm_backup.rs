@@ -46,6 +46,7 @@ pub use crate::run::consistency::{
 };
 pub use crate::run::snapshot_lifetime::SnapshotLifetime;
 
+use crate::run::connect::HostRoute;
 use crate::run::consistency::{self, Achieved, consistency_asked};
 use crate::run::snapshot_lifetime::SnapshotClock;
 
@@ -63,6 +64,9 @@ pub struct VmBackupRequest<'a> {
     pub source: &'a str,
     /// `dcPath` of datastore URLs: `ha-datacenter` on a standalone ESXi host.
     pub datacenter: &'a str,
+    /// Through a vCenter: read from the host that runs the VM, or why not
+    /// (`Connected::host_route`); `None` reads through the source itself.
+    pub host_route: Option<&'a HostRoute>,
     pub run_id: &'a str,
     pub consistency: Consistency,
     /// The newest good point of this VM on the tier, for an incremental.
@@ -102,6 +106,9 @@ pub struct DiskOutcome {
     pub busy_answers: u64,
     /// For an incremental, the bytes change tracking named as changed.
     pub bytes_changed: Option<u64>,
+    /// Where the disk was read: the source, an ESXi host, or vCenter's
+    /// own `/folder` and why not the host.
+    pub read_from: String,
 }
 
 #[derive(Debug)]
@@ -690,7 +697,30 @@ fn read_disks(
     }
     let transport = session.transport();
     let mut readers = Vec::new();
+    let mut read_from = Vec::new();
+    // Through a vCenter, from the host that runs the VM; a host that
+    // cannot be read sends this disk and the next ones through vCenter's
+    // own `/folder`, said in the outcome.
+    let (mut via_host, mut fallback) = match req.host_route {
+        Some(HostRoute::Host { name, transport }) => (Some((name.as_str(), &**transport)), None),
+        Some(HostRoute::Fallback(why)) => (None, Some(why.clone())),
+        None => (None, None),
+    };
     for (disk, _, _, path) in &plans {
+        if let Some((host, t)) = via_host {
+            // A host speaks of its own datacenter only.
+            match DatastoreDisk::open(t, "ha-datacenter", path, disk.capacity_bytes, &req.read) {
+                Ok(r) => {
+                    readers.push(r);
+                    read_from.push(format!("host {host}"));
+                    continue;
+                }
+                Err(e) => {
+                    fallback = Some(format!("host {host} could not be read: {e}"));
+                    via_host = None;
+                }
+            }
+        }
         readers.push(
             DatastoreDisk::open(
                 transport,
@@ -704,6 +734,10 @@ fn read_disks(
                 source: Box::new(source),
             })?,
         );
+        read_from.push(match &fallback {
+            Some(why) => format!("vCenter's /folder ({why})"),
+            None => "the source's /folder".to_string(),
+        });
     }
     let throttled: Vec<Option<crate::run::throttle::ThrottledReader<'_>>> = readers
         .iter()
@@ -837,27 +871,31 @@ fn read_disks(
         .iter()
         .zip(&readers)
         .zip(&manifest.disks)
-        .map(|(((disk, verdict, ranges, _), reader), entry)| {
-            let (bytes_fetched, requests) = reader.fetched();
-            let bytes_changed = ranges
-                .as_ref()
-                .filter(|_| matches!(verdict, CbtVerdict::Incremental { .. }))
-                .map(|r| {
-                    backup::normalize_ranges(r.clone(), disk.capacity_bytes)
-                        .iter()
-                        .map(|r| r.end - r.start)
-                        .sum()
-                });
-            DiskOutcome {
-                device_key: disk.key,
-                label: entry.label.clone(),
-                verdict: verdict.clone(),
-                bytes_fetched,
-                requests,
-                busy_answers: reader.busy_answers(),
-                bytes_changed,
-            }
-        })
+        .zip(read_from)
+        .map(
+            |((((disk, verdict, ranges, _), reader), entry), read_from)| {
+                let (bytes_fetched, requests) = reader.fetched();
+                let bytes_changed = ranges
+                    .as_ref()
+                    .filter(|_| matches!(verdict, CbtVerdict::Incremental { .. }))
+                    .map(|r| {
+                        backup::normalize_ranges(r.clone(), disk.capacity_bytes)
+                            .iter()
+                            .map(|r| r.end - r.start)
+                            .sum()
+                    });
+                DiskOutcome {
+                    device_key: disk.key,
+                    label: entry.label.clone(),
+                    verdict: verdict.clone(),
+                    bytes_fetched,
+                    requests,
+                    busy_answers: reader.busy_answers(),
+                    bytes_changed,
+                    read_from,
+                }
+            },
+        )
         .collect();
     let notes = no_allocated_areas
         .iter()

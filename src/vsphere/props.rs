@@ -102,6 +102,22 @@ pub(super) fn vm_record(oc: &ObjectContent<'_, '_>, method: &str) -> Result<VmRe
         vmx_path: text("config.files.vmPathName").filter(|s| !s.is_empty()),
         disks,
         snapshots,
+        // Filled in from the parent chains by `placement`.
+        datacenter: None,
+        host: oc.props.get("runtime.host").and_then(|v| moref_of(*v)),
+    })
+}
+
+/// `name` and `parent` of any managed entity (a folder, a datacenter, a
+/// VM), for `placement`.
+pub(super) fn entity(
+    oc: &ObjectContent<'_, '_>,
+    _method: &str,
+) -> Result<super::placement::Entity, Error> {
+    Ok(super::placement::Entity {
+        obj: oc.obj.clone(),
+        name: oc.props.get("name").map(|v| text_of(*v).trim().to_string()),
+        parent: oc.props.get("parent").and_then(|v| moref_of(*v)),
     })
 }
 

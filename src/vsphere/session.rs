@@ -129,7 +129,16 @@ impl Session {
         // The view lives until the session ends; dropping it early is tidy, not vital.
         let destroy = soap::destroy_view(&view);
         let _ = self.call(&destroy, |x| soap::parse_empty(x, destroy.method));
-        result
+        let mut vms = result?;
+        // Each VM's datacenter, from the parent chains. A server that
+        // cannot answer leaves them unknown: the source's `datacenter` is
+        // used instead (see `run::connect`).
+        if let Ok(paths) = self.datacenter_paths() {
+            for vm in &mut vms {
+                vm.datacenter = paths.get(&vm.moref).cloned();
+            }
+        }
+        Ok(vms)
     }
 
     fn collect_vms(&self, view: &MoRef) -> Result<Vec<VmRecord>, Error> {

@@ -39,6 +39,7 @@ pub const VM_PROPERTIES: &[&str] = &[
     "config.hardware.device",
     "config.files.vmPathName",
     "snapshot",
+    "runtime.host",
 ];
 
 /// A SOAP request ready to send: the vim25 method (for the SOAPAction
@@ -149,6 +150,37 @@ pub fn login(session_manager: &MoRef, user: &str, password: &str) -> Request {
         .text("userName", user)
         .text("password", password)
         .finish()
+}
+
+/// AcquireGenericServiceTicket: a one-time credential for one GET of `url`
+/// (a host's `/folder` URL), as govmomi's `object.Datastore.ServiceTicket`
+/// asks for it (`SessionManagerHttpServiceRequestSpec`, method `httpGet`).
+pub fn acquire_generic_service_ticket(session_manager: &MoRef, url: &str) -> Request {
+    Call::new("AcquireGenericServiceTicket", session_manager)
+        .open_typed("spec", "SessionManagerHttpServiceRequestSpec")
+        .text("method", "httpGet")
+        .text("url", url)
+        .close("spec")
+        .finish()
+}
+
+/// A generic service ticket: its `id` (sent as the cookie
+/// `vmware_cgi_ticket`) and the host it is for, when the server names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTicket {
+    pub id: String,
+    pub host_name: Option<String>,
+}
+
+pub fn parse_service_ticket(xml: &str) -> Result<ServiceTicket, Error> {
+    let method = "AcquireGenericServiceTicket";
+    with_response(xml, method, |resp| {
+        let rv = find_child(resp, "returnval").ok_or_else(|| protocol(method, "no returnval"))?;
+        Ok(ServiceTicket {
+            id: required_text(rv, "id", method)?,
+            host_name: child_text(rv, "hostName").filter(|h| !h.is_empty()),
+        })
+    })
 }
 
 pub fn logout(session_manager: &MoRef) -> Request {
@@ -473,6 +505,11 @@ pub fn parse_changed_disk_areas(xml: &str) -> Result<DiskChangeInfo, Error> {
 /// ContinueRetrievePropertiesEx of `VM_PROPERTIES`.
 pub fn parse_vm_page(xml: &str, method: &str) -> Result<Page<VmRecord>, Error> {
     super::props::parse_page(xml, method, super::props::vm_record)
+}
+
+/// A page of `name` and `parent` of managed entities (see `placement`).
+pub fn parse_entity_page(xml: &str, method: &str) -> Result<Page<super::placement::Entity>, Error> {
+    super::props::parse_page(xml, method, super::props::entity)
 }
 
 /// The `info` of a Task, from a RetrievePropertiesEx of that one property.

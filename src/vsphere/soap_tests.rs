@@ -787,3 +787,28 @@ fn a_lost_session_in_a_missing_set_fails_the_call() {
             .is_not_authenticated()
     );
 }
+
+#[test]
+fn a_service_ticket_is_asked_for_one_get_of_one_url_and_read_back() {
+    let sm = MoRef::new("SessionManager", "SessionManager");
+    let url = "https://esx-1.example.com/folder/db/db-flat.vmdk?dcPath=ha-datacenter&dsName=ds1";
+    let req = soap::acquire_generic_service_ticket(&sm, url);
+    assert_eq!(req.method, "AcquireGenericServiceTicket");
+    assert!(
+        req.envelope
+            .contains("xsi:type=\"SessionManagerHttpServiceRequestSpec\""),
+        "{}",
+        req.envelope
+    );
+    assert!(req.envelope.contains("<method>httpGet</method>"));
+    assert!(req.envelope.contains(&soap::escape(url)));
+    let answer = "<?xml version=\"1.0\"?><soapenv:Envelope \
+        xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body>\
+        <AcquireGenericServiceTicketResponse xmlns=\"urn:vim25\"><returnval>\
+        <id>52a1-ticket</id><hostName>esx-1.example.com</hostName>\
+        <sslThumbprint>AB:CD</sslThumbprint></returnval>\
+        </AcquireGenericServiceTicketResponse></soapenv:Body></soapenv:Envelope>";
+    let ticket = soap::parse_service_ticket(answer).unwrap();
+    assert_eq!(ticket.id, "52a1-ticket");
+    assert_eq!(ticket.host_name.as_deref(), Some("esx-1.example.com"));
+}

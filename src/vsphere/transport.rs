@@ -157,7 +157,13 @@ pub struct Transport {
     cookie: Mutex<Option<String>>,
     /// What a fresh Login needs, once the session has logged in.
     login: Mutex<Option<LoginDetails>>,
+    /// For a host read with generic service tickets (`for_host`): makes
+    /// the ticket for one GET of a URL; used instead of the session cookie.
+    tickets: Option<TicketSource>,
 }
+
+/// Makes a one-time ticket (its id) for a GET of the URL it is given.
+pub type TicketSource = Box<dyn Fn(&str) -> Result<String, Error> + Send + Sync>;
 
 /// The SessionManager and credentials of the session, for logging in again.
 struct LoginDetails {
@@ -209,7 +215,22 @@ impl Transport {
             soap_action: Mutex::new(super::soap::soap_action("6.0")),
             cookie: Mutex::new(None),
             login: Mutex::new(None),
+            tickets: None,
         })
+    }
+
+    /// A transport to an ESXi host's datastore file service whose every
+    /// request carries a generic service ticket `tickets` makes for it
+    /// (the cookie `vmware_cgi_ticket`, as govmomi's
+    /// `object.Datastore.ServiceTicket` sends it); no session of its own.
+    pub fn for_host(
+        url: &str,
+        trust: &TlsTrust,
+        tickets: TicketSource,
+    ) -> Result<Transport, Error> {
+        let mut t = Transport::new(url, trust)?;
+        t.tickets = Some(tickets);
+        Ok(t)
     }
 
     /// `name:port` of the endpoint, as the URL gives it.
@@ -391,6 +412,13 @@ impl Transport {
         let used = lock(&self.cookie).clone();
         let again = req.try_clone();
         let resp = self.raw_once(req, url)?;
+        if self.tickets.is_some() {
+            // A ticket refused (expired before use): one more, once.
+            return match again {
+                Some(again) if resp.status == 401 => self.raw_once(again, url),
+                _ => Ok(resp),
+            };
+        }
         match again {
             Some(again) if resp.status == 401 && lock(&self.login).is_some() => {
                 self.login_again(Some(used))?;
@@ -405,7 +433,9 @@ impl Transport {
         mut req: reqwest::blocking::RequestBuilder,
         url: &str,
     ) -> Result<RawResponse, Error> {
-        if let Some(cookie) = lock(&self.cookie).clone() {
+        if let Some(tickets) = &self.tickets {
+            req = req.header(COOKIE, format!("vmware_cgi_ticket={}", tickets(url)?));
+        } else if let Some(cookie) = lock(&self.cookie).clone() {
             req = req.header(COOKIE, cookie);
         }
         let resp = req.send().map_err(|e| self.send_error(url, e))?;

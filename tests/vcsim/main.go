@@ -109,6 +109,7 @@ func main() {
 	flavor := flag.String("flavor", "esx", "esx (a standalone host) or vpx (vCenter)")
 	diskMiB := flag.Int64("disk-mib", 4, "size of every VM disk in MiB")
 	flag.IntVar(&pageObjects, "page-objects", 1, "most objects in one RetrievePropertiesEx answer")
+	datacenters := flag.Int("datacenters", 1, "datacenters of a vCenter (vpx), each with its hosts, datastore and VMs")
 	flag.Parse()
 
 	var model *simulator.Model
@@ -117,6 +118,7 @@ func main() {
 		model = simulator.ESX()
 	case "vpx":
 		model = simulator.VPX()
+		model.Datacenter = *datacenters
 	default:
 		log.Fatalf("unknown flavor %q (esx or vpx)", *flavor)
 	}
@@ -248,7 +250,7 @@ func writeDisks(vm *simulator.VirtualMachine, capacity int64) error {
 			continue
 		}
 		backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-		descPath, err := datastoreFile(backing.FileName)
+		descPath, err := datastoreFile(backing.FileName, vm.Datastore)
 		if err != nil {
 			return err
 		}
@@ -304,7 +306,9 @@ func diskUUID(vmUUID string, key int32) string {
 }
 
 // datastoreFile maps "[ds] dir/file.vmdk" to the file inside the datastore's directory.
-func datastoreFile(name string) (string, error) {
+// Two datacenters may each have a datastore of one name: the VM's own
+// datastores (`of`) decide which.
+func datastoreFile(name string, of []types.ManagedObjectReference) (string, error) {
 	end := strings.Index(name, "]")
 	if !strings.HasPrefix(name, "[") || end < 0 {
 		return "", fmt.Errorf("not a datastore path: %q", name)
@@ -312,7 +316,11 @@ func datastoreFile(name string) (string, error) {
 	dsName, rel := name[1:end], strings.TrimSpace(name[end+1:])
 	for _, entity := range simulator.Map.All("Datastore") {
 		ds := entity.(*simulator.Datastore)
-		if ds.Name == dsName {
+		mine := len(of) == 0
+		for _, ref := range of {
+			mine = mine || ref == ds.Self
+		}
+		if ds.Name == dsName && mine {
 			return filepath.Join(ds.Info.GetDatastoreInfo().Url, rel), nil
 		}
 	}

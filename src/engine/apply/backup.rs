@@ -144,12 +144,14 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
     let finished = &std::sync::atomic::AtomicBool::new(false);
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let installation = crate::run::installation::id(&config.settings.state_dir)?;
+    let host_route = conn.host_route(&record);
     let request = VmBackupRequest {
         vm: &record,
         installation: &installation,
         snapshot_max_age: config.compliance.snapshot_max_age,
         source,
-        datacenter: &conn.datacenter,
+        datacenter: conn.datacenter_of(&record)?,
+        host_route: host_route.as_ref(),
         run_id,
         consistency: policy.consistency,
         base: base.as_ref(),
@@ -212,6 +214,13 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         })
         .collect();
     let requests: u64 = o.disks.iter().map(|d| d.requests).sum();
+    // A host read through a vCenter that fell back to vCenter's /folder.
+    let via_vcenter = o
+        .disks
+        .iter()
+        .find(|d| d.read_from.starts_with("vCenter"))
+        .map(|d| format!("; read through {}", d.read_from))
+        .unwrap_or_default();
     let busy = match o.disks.iter().map(|d| d.busy_answers).sum::<u64>() {
         0 => String::new(),
         n => format!("; the host was busy (503) {n} times and coffer slowed down"),
@@ -227,7 +236,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
     };
     let notes: String = o.notes.iter().map(|n| format!("; {n}")).collect();
     let detail = format!(
-        "{} point {} ({}-consistent{}), read {} in {requests} requests, {}{busy}{base_problem}{fell_back}{notes}{leftovers}",
+        "{} point {} ({}-consistent{}), read {} in {requests} requests, {}{busy}{via_vcenter}{base_problem}{fell_back}{notes}{leftovers}",
         format!("{:?}", o.manifest.kind).to_lowercase(),
         o.manifest.point_id,
         o.consistency,

@@ -194,6 +194,7 @@ impl Runner<'_> {
         catalog: &mut Catalog,
         actions: Vec<&Action>,
         datastores: &BTreeMap<(String, String), Vec<String>>,
+        hosts: &BTreeMap<(String, String), String>,
         parallel: usize,
     ) {
         let (backups, others): (Vec<&Action>, Vec<&Action>) = actions
@@ -205,7 +206,8 @@ impl Runner<'_> {
             }
         }
         if !backups.is_empty() && !cancel::requested() {
-            self.run_backups(&backups, datastores, parallel, catalog, cancel::flag());
+            let limits = side_by_side::Placement { datastores, hosts };
+            self.run_backups(&backups, &limits, parallel, catalog, cancel::flag());
         }
     }
 }
@@ -219,11 +221,32 @@ fn datastores_of(g: &Gathered) -> BTreeMap<(String, String), Vec<String>> {
                 .disks
                 .iter()
                 .filter_map(|d| crate::vsphere::datastore::DatastorePath::parse(&d.file_name))
-                .map(|p| p.datastore)
+                // Two datacenters of a vCenter may each have a datastore
+                // of one name: they are two datastores.
+                .map(|p| match &vm.datacenter {
+                    Some(dc) => format!("{dc}/{}", p.datastore),
+                    None => p.datastore,
+                })
                 .collect();
             ds.sort();
             ds.dedup();
             ((source.clone(), vm.name.clone()), ds)
+        })
+        .collect()
+}
+
+/// The ESXi host each VM runs on, by (source, VM name), for the per-host
+/// limit: `source/host-moref`, or the source alone when the host is not
+/// known (a standalone host is its own only host).
+fn hosts_of(g: &Gathered) -> BTreeMap<(String, String), String> {
+    g.inventory
+        .iter()
+        .map(|(source, vm)| {
+            let host = match &vm.host {
+                Some(h) => format!("{source}/{}", h.value),
+                None => source.clone(),
+            };
+            ((source.clone(), vm.name.clone()), host)
         })
         .collect()
 }
@@ -373,6 +396,7 @@ pub fn apply(
             catalog,
             actions,
             &datastores_of(&gathered),
+            &hosts_of(&gathered),
             options.parallel,
         );
         if cancel::requested() {

@@ -1,6 +1,10 @@
 //! Phase 1 of a run: backups side by side, as many at once as the
 //! limits allow (`--parallel`, each tier's `max_parallel`, each source's
 //! `max_per_host` and `max_per_datastore`), with progress while they read.
+//!
+//! `max_per_host` counts per ESXi host, the one that runs each VM
+//! (`runtime.host`), so through a vCenter the limit holds on every host of
+//! it, not on the vCenter as a whole.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -12,15 +16,22 @@ use crate::engine::observer::{Event, Progress};
 use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
 
+/// Where each VM of the run is, for the limits: its datastores and its
+/// host key (see `hosts_of`), by (source, VM name).
+pub(super) struct Placement<'a> {
+    pub datastores: &'a BTreeMap<(String, String), Vec<String>>,
+    pub hosts: &'a BTreeMap<(String, String), String>,
+}
+
 impl Runner<'_> {
     /// Phase 1's backups side by side within the limits: at most
-    /// `max_per_host` at once per source, `max_per_datastore` VMs with a
+    /// `max_per_host` at once per ESXi host, `max_per_datastore` VMs with a
     /// snapshot at once per datastore, `parallel` in all. Each is journaled
     /// like any action.
     pub(super) fn run_backups(
         &mut self,
         actions: &[&Action],
-        datastores: &BTreeMap<(String, String), Vec<String>>,
+        placement: &Placement<'_>,
         parallel: usize,
         catalog: &mut crate::catalog::Catalog,
         cancel: &std::sync::atomic::AtomicBool,
@@ -39,7 +50,7 @@ impl Runner<'_> {
         }
         struct Slots {
             next: Vec<usize>,
-            per_source: BTreeMap<String, u32>,
+            per_host: BTreeMap<String, u32>,
             per_datastore: BTreeMap<String, u32>,
             per_tier: BTreeMap<String, u32>,
             running: usize,
@@ -53,11 +64,20 @@ impl Runner<'_> {
         let cbt_reset = &self.cbt_reset;
         let slots = Mutex::new(Slots {
             next: (0..runnable.len()).collect(),
-            per_source: BTreeMap::new(),
+            per_host: BTreeMap::new(),
             per_datastore: BTreeMap::new(),
             per_tier: BTreeMap::new(),
             running: 0,
         });
+        let datastores = placement.datastores;
+        // A VM whose host is not known counts against its source.
+        let host_of = |source: &str, vm: &str| {
+            placement
+                .hosts
+                .get(&(source.to_string(), vm.to_string()))
+                .cloned()
+                .unwrap_or_else(|| source.to_string())
+        };
         let wake = Condvar::new();
         let catalog = Mutex::new(catalog);
         let outcomes = Mutex::new(Vec::new());
@@ -115,7 +135,7 @@ impl Runner<'_> {
                     inner.spawn(|| {
                         loop {
                             // Take the first backup whose limits allow it.
-                            let (i, source, dss) = {
+                            let (i, source, host, dss) = {
                                 let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
                                 loop {
                                     if s.next.is_empty() || cancel.load(Ordering::SeqCst) {
@@ -124,6 +144,7 @@ impl Runner<'_> {
                                     let pick = s.next.iter().position(|&i| {
                                         let (source, vm) = key(runnable[i]);
                                         let src = &config.sources[&source];
+                                        let host = host_of(&source, &vm);
                                         let dss = datastores
                                             .get(&(source.clone(), vm))
                                             .cloned()
@@ -131,7 +152,7 @@ impl Runner<'_> {
                                         let tier = tier_of(runnable[i]);
                                         s.per_tier.get(&tier).copied().unwrap_or(0)
                                             < tier_limit(&tier)
-                                            && s.per_source.get(&source).copied().unwrap_or(0)
+                                            && s.per_host.get(&host).copied().unwrap_or(0)
                                                 < src.max_per_host.max(1)
                                             && dss.iter().all(|d| {
                                                 s.per_datastore.get(d).copied().unwrap_or(0)
@@ -141,17 +162,18 @@ impl Runner<'_> {
                                     if let Some(p) = pick {
                                         let i = s.next.remove(p);
                                         let (source, vm) = key(runnable[i]);
+                                        let host = host_of(&source, &vm);
                                         let dss = datastores
                                             .get(&(source.clone(), vm))
                                             .cloned()
                                             .unwrap_or_default();
-                                        *s.per_source.entry(source.clone()).or_default() += 1;
+                                        *s.per_host.entry(host.clone()).or_default() += 1;
                                         *s.per_tier.entry(tier_of(runnable[i])).or_default() += 1;
                                         for d in &dss {
                                             *s.per_datastore.entry(d.clone()).or_default() += 1;
                                         }
                                         s.running += 1;
-                                        break (i, source, dss);
+                                        break (i, source, host, dss);
                                     }
                                     s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
                                 }
@@ -216,7 +238,7 @@ impl Runner<'_> {
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push(outcome_of(action, started, result, observer));
                             let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-                            *s.per_source.entry(source).or_default() -= 1;
+                            *s.per_host.entry(host).or_default() -= 1;
                             *s.per_tier.entry(tier_of(action)).or_default() -= 1;
                             for d in &dss {
                                 *s.per_datastore.entry(d.clone()).or_default() -= 1;
