@@ -64,6 +64,46 @@ fn epoch(m: &Manifest, disk: usize) -> String {
     coffer::plan::cbt::change_id_epoch(&id).to_string()
 }
 
+/// Once the next backup is due: `plan` shows `reset-cbt` for lab-vm-01,
+/// with `reason` (its start), before a full; `apply` carries both out and
+/// leaves no snapshot. Answers the tier's points, oldest first.
+fn plan_and_apply_reset_then_full(dir: &Path, reason: &str) -> (Repository, Vec<Manifest>) {
+    wait_until_due(dir);
+    let plan_text = text(&run(dir, &["plan"]));
+    let reset_line = plan_text
+        .lines()
+        .position(|l| l.starts_with(&format!("~ reset-cbt lab-vm-01: {reason}")))
+        .unwrap_or_else(|| panic!("no reset-cbt ({reason}) in the plan:\n{plan_text}"));
+    let backup_line = plan_text
+        .lines()
+        .position(|l| l.starts_with("+ backup lab-vm-01 → local (full"))
+        .unwrap_or_else(|| panic!("no full in the plan:\n{plan_text}"));
+    assert!(reset_line < backup_line, "{plan_text}");
+    let applied = run(dir, &["apply", "--no-mail"]);
+    let applied_text = text(&applied);
+    assert!(applied.status.success(), "{applied_text}");
+    assert!(
+        applied_text.contains("done ~ reset-cbt lab-vm-01"),
+        "{applied_text}"
+    );
+    assert_eq!(snapshot_count(dir), 0, "{applied_text}");
+    points(dir)
+}
+
+/// After guest writes, the next plan backs lab-vm-01 up as an incremental,
+/// with no reset: the new baseline holds.
+fn assert_next_backup_is_incremental(dir: &Path) {
+    coffer::lab::write(&lab_state(dir), "lab-vm-01", 1.0).unwrap();
+    wait_until_due(dir);
+    let next = run(dir, &["plan"]);
+    let next_text = text(&next);
+    assert!(!next_text.contains("reset-cbt"), "{next_text}");
+    assert!(
+        next_text.contains("+ backup lab-vm-01 → local (incremental"),
+        "{next_text}"
+    );
+}
+
 fn lab_state(dir: &Path) -> std::path::PathBuf {
     coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
 }
@@ -86,28 +126,7 @@ fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
     // An administrator extends the first disk by 64 MiB.
     let grown = size + (64 << 20);
     coffer::lab::extend_disk(&lab_state(dir), "lab-vm-01", 2000, grown).unwrap();
-    wait_until_due(dir);
-    let plan = run(dir, &["plan"]);
-    let plan_text = text(&plan);
-    let reset_line = plan_text
-        .lines()
-        .position(|l| l.starts_with("~ reset-cbt lab-vm-01: disk 2000 resized from"))
-        .unwrap_or_else(|| panic!("no reset-cbt in the plan:\n{plan_text}"));
-    let backup_line = plan_text
-        .lines()
-        .position(|l| l.starts_with("+ backup lab-vm-01 → local (full"))
-        .unwrap_or_else(|| panic!("no full in the plan:\n{plan_text}"));
-    assert!(reset_line < backup_line, "{plan_text}");
-
-    let applied = run(dir, &["apply", "--no-mail"]);
-    let applied_text = text(&applied);
-    assert!(applied.status.success(), "{applied_text}");
-    assert!(
-        applied_text.contains("done ~ reset-cbt lab-vm-01"),
-        "{applied_text}"
-    );
-    assert_eq!(snapshot_count(dir), 0, "{applied_text}");
-    let (repo, after) = points(dir);
+    let (repo, after) = plan_and_apply_reset_then_full(dir, "disk 2000 resized from");
     assert_eq!(after.len(), 2);
     let full = &after[1];
     assert_eq!(full.disks[0].size_bytes, grown);
@@ -137,15 +156,7 @@ fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
     );
 
     // The baseline holds: the next backup is an incremental, no reset.
-    coffer::lab::write(&lab_state(dir), "lab-vm-01", 1.0).unwrap();
-    wait_until_due(dir);
-    let next = run(dir, &["plan"]);
-    let next_text = text(&next);
-    assert!(!next_text.contains("reset-cbt"), "{next_text}");
-    assert!(
-        next_text.contains("+ backup lab-vm-01 → local (incremental"),
-        "{next_text}"
-    );
+    assert_next_backup_is_incremental(dir);
 }
 
 #[test]
@@ -240,33 +251,11 @@ fn a_storage_vmotion_to_nfs_resets_tracking_and_the_next_full_reads_the_disks_wh
         epoch(&before[0], 0)
     );
 
-    wait_until_due(dir);
-    let plan = run(dir, &["plan"]);
-    let plan_text = text(&plan);
-    let reset_line = plan_text
-        .lines()
-        .position(|l| {
-            l.starts_with(
-                "~ reset-cbt lab-vm-01: disk 2000 moved from [datastore1] lab-vm-01/lab-vm-01.vmdk \
-                 to [nfs1] lab-vm-01/lab-vm-01.vmdk (Storage vMotion)",
-            )
-        })
-        .unwrap_or_else(|| panic!("no reset-cbt for the move in the plan:\n{plan_text}"));
-    let backup_line = plan_text
-        .lines()
-        .position(|l| l.starts_with("+ backup lab-vm-01 → local (full"))
-        .unwrap_or_else(|| panic!("no full in the plan:\n{plan_text}"));
-    assert!(reset_line < backup_line, "{plan_text}");
-
-    let applied = run(dir, &["apply", "--no-mail"]);
-    let applied_text = text(&applied);
-    assert!(applied.status.success(), "{applied_text}");
-    assert!(
-        applied_text.contains("done ~ reset-cbt lab-vm-01"),
-        "{applied_text}"
+    let (repo, after) = plan_and_apply_reset_then_full(
+        dir,
+        "disk 2000 moved from [datastore1] lab-vm-01/lab-vm-01.vmdk \
+         to [nfs1] lab-vm-01/lab-vm-01.vmdk (Storage vMotion)",
     );
-    assert_eq!(snapshot_count(dir), 0, "{applied_text}");
-    let (repo, after) = points(dir);
     assert_eq!(after.len(), 2);
     let full = &after[1];
     assert_ne!(epoch(&before[0], 0), epoch(full, 0));
@@ -303,15 +292,7 @@ fn a_storage_vmotion_to_nfs_resets_tracking_and_the_next_full_reads_the_disks_wh
     );
 
     // The baseline on NFS holds: the next backup is an incremental.
-    coffer::lab::write(&lab_state(dir), "lab-vm-01", 1.0).unwrap();
-    wait_until_due(dir);
-    let next = run(dir, &["plan"]);
-    let next_text = text(&next);
-    assert!(!next_text.contains("reset-cbt"), "{next_text}");
-    assert!(
-        next_text.contains("+ backup lab-vm-01 → local (incremental"),
-        "{next_text}"
-    );
+    assert_next_backup_is_incremental(dir);
 }
 
 #[test]

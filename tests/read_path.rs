@@ -5,15 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{snapshot_count, text};
-
-fn lab_disk(dir: &Path, file: &str) -> PathBuf {
-    coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
-        .join("datastore/lab-vm-01")
-        .join(file)
-}
 
 /// `coffer backup lab-vm-01 --json` with `faults` set on the lab.
 fn backup(dir: &Path, faults: &str) -> serde_json::Value {
@@ -45,19 +39,9 @@ fn assert_restores_exactly(dir: &Path) {
     let mut points = repo.list_points().unwrap();
     points.sort();
     let m = repo.read_manifest(points.last().unwrap()).unwrap();
-    for i in 0..m.disks.len() {
-        let flat = if i == 0 {
-            "lab-vm-01-flat.vmdk".to_string()
-        } else {
-            format!("lab-vm-01_{i}-flat.vmdk")
-        };
-        let out = dir.join(format!("restored-{i}.raw"));
-        assert!(
-            common::restore_disk_bytes(&repo, &m, i, &out)
-                == std::fs::read(lab_disk(dir, &flat)).unwrap(),
-            "disk {i} restores to the lab's bytes"
-        );
-    }
+    let datastore =
+        coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab").join("datastore");
+    common::assert_point_restores_to_lab(&repo, &m, &datastore, dir);
 }
 
 fn setup(source_extra: &str) -> tempfile::TempDir {

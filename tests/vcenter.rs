@@ -66,29 +66,7 @@ fn every_vm_of_a_two_datacenter_vcenter_is_read_through_its_own_datacenter_and_r
     for p in &points {
         let m = repo.read_manifest(p).unwrap();
         let vm = m.vm.name.clone();
-        for (i, d) in m.disks.iter().enumerate() {
-            let flat = if i == 0 {
-                format!("{vm}-flat.vmdk")
-            } else {
-                format!("{vm}_{i}-flat.vmdk")
-            };
-            let out = dir.join(format!("{vm}-{i}.raw"));
-            let index = repo.read_index(&m, d).unwrap();
-            coffer::repo::restore::restore_disk(
-                &repo,
-                &index,
-                &out,
-                coffer::repo::restore::DiskFormat::Raw,
-                true,
-                2,
-            )
-            .unwrap();
-            let lab = std::fs::read(lab_dir(dir).join("datastore").join(&vm).join(&flat)).unwrap();
-            assert!(
-                std::fs::read(&out).unwrap() == lab,
-                "disk {i} of {vm} restores to the lab's bytes"
-            );
-        }
+        common::assert_point_restores_to_lab(&repo, &m, &lab_dir(dir).join("datastore"), dir);
         names.push(vm);
     }
     names.sort();
@@ -144,29 +122,8 @@ fn assert_newest_point_restores_exactly(dir: &Path, vm: &str, point: &str) {
     .unwrap();
     let p = repo.find_point(point).unwrap();
     let m = repo.read_manifest(&p).unwrap();
-    for (i, d) in m.disks.iter().enumerate() {
-        let flat = if i == 0 {
-            format!("{vm}-flat.vmdk")
-        } else {
-            format!("{vm}_{i}-flat.vmdk")
-        };
-        let out = dir.join(format!("{vm}-{i}.raw"));
-        let index = repo.read_index(&m, d).unwrap();
-        coffer::repo::restore::restore_disk(
-            &repo,
-            &index,
-            &out,
-            coffer::repo::restore::DiskFormat::Raw,
-            true,
-            2,
-        )
-        .unwrap();
-        let lab = std::fs::read(lab_dir(dir).join("datastore").join(vm).join(&flat)).unwrap();
-        assert!(
-            std::fs::read(&out).unwrap() == lab,
-            "disk {i} of {vm} restores to the lab's bytes"
-        );
-    }
+    assert_eq!(m.vm.name, vm);
+    common::assert_point_restores_to_lab(&repo, &m, &lab_dir(dir).join("datastore"), dir);
 }
 
 /// Through a vCenter whose `/folder` proxy sends a disk request to a host

@@ -655,14 +655,13 @@ pub fn relocate_disks(
     Ok(())
 }
 
-/// Disk `key` of `vm` (by name or reference) for a ReconfigVM_Task that
-/// edits it, refused with `refusal` while the VM has snapshots.
-fn disk_to_reconfigure<'s>(
+/// VM `vm` (by name or moref) for a reconfiguration ESXi makes only while
+/// the VM has no snapshot; `refusal` says what cannot happen otherwise.
+fn vm_to_reconfigure<'s>(
     state: &'s mut State,
     vm: &str,
-    key: i32,
     refusal: &str,
-) -> Result<&'s mut Disk, Fault> {
+) -> Result<&'s mut Vm, Fault> {
     let v = state
         .vms
         .iter_mut()
@@ -674,7 +673,19 @@ fn disk_to_reconfigure<'s>(
             format!("VM {vm} has snapshots: {refusal}"),
         ));
     }
-    v.disks
+    Ok(v)
+}
+
+/// Disk `key` of `vm` (by name or reference) for a ReconfigVM_Task that
+/// edits it, refused with `refusal` while the VM has snapshots.
+fn disk_to_reconfigure<'s>(
+    state: &'s mut State,
+    vm: &str,
+    key: i32,
+    refusal: &str,
+) -> Result<&'s mut Disk, Fault> {
+    vm_to_reconfigure(state, vm, refusal)?
+        .disks
         .iter_mut()
         .find(|d| d.key == key)
         .ok_or_else(|| Fault::not_found("VirtualDisk", &key.to_string()))
@@ -697,17 +708,7 @@ pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Resul
 /// without snapshots (vSphere Security, "Virtual Machine Encryption
 /// Interoperability"), and so does the lab.
 pub fn set_encryption(state: &mut State, vm: &str, key: Option<&str>) -> Result<(), Fault> {
-    let v = state
-        .vms
-        .iter_mut()
-        .find(|v| v.name == vm || v.moref() == vm)
-        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
-    if !v.snapshots.is_empty() {
-        return Err(Fault::new(
-            "InvalidState",
-            format!("VM {vm} has snapshots: it cannot be encrypted or decrypted"),
-        ));
-    }
+    let v = vm_to_reconfigure(state, vm, "it cannot be encrypted or decrypted")?;
     v.encryption_key = key.map(str::to_string);
     Ok(())
 }

@@ -191,3 +191,27 @@ pub fn restore_disk_bytes(
     restore::restore_disk(repo, &index, out, DiskFormat::Raw, true, 2).unwrap();
     std::fs::read(out).unwrap()
 }
+
+/// Every disk of point `m` restores (raw, into `out_dir`) to the bytes of
+/// the lab's flat file of that disk under `datastore` (the lab's datastore
+/// folder: `<vm>/<vm>-flat.vmdk`, `<vm>/<vm>_<i>-flat.vmdk`).
+pub fn assert_point_restores_to_lab(
+    repo: &coffer::repo::Repository,
+    m: &coffer::repo::manifest::Manifest,
+    datastore: &Path,
+    out_dir: &Path,
+) {
+    let vm = &m.vm.name;
+    for i in 0..m.disks.len() {
+        let flat = match i {
+            0 => format!("{vm}-flat.vmdk"),
+            i => format!("{vm}_{i}-flat.vmdk"),
+        };
+        let out = out_dir.join(format!("{vm}-{i}.raw"));
+        assert!(
+            restore_disk_bytes(repo, m, i, &out)
+                == std::fs::read(datastore.join(vm).join(&flat)).unwrap(),
+            "disk {i} of {vm} restores to the lab's bytes"
+        );
+    }
+}
