@@ -62,7 +62,9 @@ pub enum PowerState {
 pub enum DiskBacking {
     /// A VMDK on a datastore (flat, thin or thick): readable and CBT-capable.
     Vmdk,
-    /// A raw device mapping; physical mode cannot be snapshotted.
+    /// A raw device mapping (`virtualMode` or `physicalMode`): virtual mode
+    /// is read through its mapping file like a VMDK, physical mode cannot
+    /// be snapshotted.
     RawDeviceMapping { compatibility_mode: Option<String> },
     /// Anything else (sparse, SE sparse, vvol…), by its backing type name.
     Other(String),
@@ -95,24 +97,40 @@ impl VmDisk {
         matches!(self.backing, DiskBacking::RawDeviceMapping { .. })
     }
 
-    /// Why a backup leaves this disk out, or `None` when it is read. An
-    /// independent disk is not part of any snapshot ("Independent disks are
-    /// not affected by snapshots", vSphere Virtual Machine Administration,
-    /// "Virtual disk modes"), so reading it would give a disk in motion; a
-    /// raw device mapping has no VMDK file to read.
+    /// Whether this is a raw device mapping in physical compatibility mode
+    /// (or one whose mode the host did not say: taken as physical, the
+    /// mode that cannot be snapshotted).
+    pub fn is_physical_rdm(&self) -> bool {
+        matches!(&self.backing, DiskBacking::RawDeviceMapping { compatibility_mode }
+            if compatibility_mode.as_deref() != Some("virtualMode"))
+    }
+
+    /// Why a backup leaves this disk out, or `None` when it is read. A raw
+    /// device mapping in physical compatibility mode cannot be held by a
+    /// snapshot ("If you are using the RDM in physical compatibility mode,
+    /// you cannot use a snapshot with the disk", vSphere Storage guide,
+    /// "RDM Considerations and Limitations"), and its LUN takes the guest's
+    /// SCSI commands unseen by the host; one in virtual mode is read like
+    /// any disk, through its mapping file. An independent disk is not part
+    /// of any snapshot ("Independent disks are not affected by snapshots",
+    /// vSphere Virtual Machine Administration, "Virtual disk modes"), so
+    /// reading it would give a disk in motion.
     pub fn why_not_backed_up(&self) -> Option<String> {
+        if let DiskBacking::RawDeviceMapping { compatibility_mode } = &self.backing
+            && self.is_physical_rdm()
+        {
+            return Some(format!(
+                "disk {} is a raw device mapping in physical compatibility mode ({}): \
+                 snapshots leave it out",
+                self.file_name,
+                compatibility_mode.as_deref().unwrap_or("mode not reported")
+            ));
+        }
         if self.is_independent() {
             return Some(format!(
                 "disk {} is independent ({}): snapshots leave it out",
                 self.file_name,
                 self.disk_mode.as_deref().unwrap_or("independent")
-            ));
-        }
-        if let DiskBacking::RawDeviceMapping { compatibility_mode } = &self.backing {
-            return Some(format!(
-                "disk {} is a raw device mapping ({}), which has no VMDK file to read",
-                self.file_name,
-                compatibility_mode.as_deref().unwrap_or("unknown mode")
             ));
         }
         if let DiskBacking::Other(kind) = &self.backing {
@@ -235,5 +253,65 @@ impl DatastorePath {
 impl fmt::Display for DatastorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}] {}", self.datastore, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(mode: Option<&str>, backing: DiskBacking) -> VmDisk {
+        VmDisk {
+            key: 2001,
+            capacity_bytes: 1 << 30,
+            file_name: "[ds1] db01/db01_1.vmdk".into(),
+            datastore: None,
+            change_id: None,
+            disk_mode: mode.map(str::to_string),
+            backing,
+        }
+    }
+
+    fn rdm(mode: Option<&str>) -> DiskBacking {
+        DiskBacking::RawDeviceMapping {
+            compatibility_mode: mode.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_virtual_mode_rdm_is_backed_up_unless_independent() {
+        let virtual_rdm = disk(Some("persistent"), rdm(Some("virtualMode")));
+        assert!(virtual_rdm.is_rdm() && !virtual_rdm.is_physical_rdm());
+        assert_eq!(virtual_rdm.why_not_backed_up(), None);
+        let independent = disk(Some("independent_persistent"), rdm(Some("virtualMode")));
+        assert_eq!(
+            independent.why_not_backed_up().as_deref(),
+            Some(
+                "disk [ds1] db01/db01_1.vmdk is independent (independent_persistent): snapshots leave it out"
+            )
+        );
+    }
+
+    #[test]
+    fn a_physical_mode_rdm_is_left_out_for_its_mode_whatever_its_disk_mode() {
+        let why = "disk [ds1] db01/db01_1.vmdk is a raw device mapping in physical compatibility mode (physicalMode): snapshots leave it out";
+        for mode in [None, Some("persistent"), Some("independent_persistent")] {
+            let d = disk(mode, rdm(Some("physicalMode")));
+            assert!(d.is_physical_rdm());
+            assert_eq!(d.why_not_backed_up().as_deref(), Some(why));
+        }
+        // A mapping whose mode the host did not say is taken as physical.
+        let unknown = disk(Some("persistent"), rdm(None));
+        assert!(
+            unknown
+                .why_not_backed_up()
+                .is_some_and(|w| w.contains("(mode not reported)")),
+            "{:?}",
+            unknown.why_not_backed_up()
+        );
+        assert_eq!(
+            disk(Some("persistent"), DiskBacking::Vmdk).why_not_backed_up(),
+            None
+        );
     }
 }

@@ -55,6 +55,14 @@ pub fn run(args: Args) -> Result<u8> {
                             "file": d.file_name,
                             "change_id": d.change_id.as_ref().map(|c| c.0.clone()),
                             "mode": d.disk_mode,
+                            // `virtualMode` / `physicalMode` for a raw
+                            // device mapping, else absent.
+                            "raw_device_mapping": match &d.backing {
+                                crate::inventory::DiskBacking::RawDeviceMapping { compatibility_mode } => {
+                                    Some(compatibility_mode.as_deref().unwrap_or("unknown"))
+                                }
+                                _ => None,
+                            },
                         })).collect::<Vec<_>>(),
                         "snapshots": vm.all_snapshots().iter().map(|s| serde_json::json!({
                             "name": s.name,

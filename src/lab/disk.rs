@@ -160,6 +160,60 @@ pub struct Disk {
     /// `None`; layer paths are relative to its folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore: Option<String>,
+    /// Set when the disk is a raw device mapping (see `RawMapping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdm: Option<RawMapping>,
+}
+
+/// A raw device mapping's compatibility mode, as the vSphere API names it
+/// (`VirtualDiskRawDiskMappingVer1BackingInfo.compatibilityMode`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RdmMode {
+    /// The host virtualises the LUN as it does a VMDK: snapshots, disk
+    /// modes and change tracking apply.
+    #[serde(rename = "virtualMode")]
+    Virtual,
+    /// SCSI commands pass to the LUN; snapshots and disk modes do not apply.
+    #[serde(rename = "physicalMode")]
+    Physical,
+}
+
+impl RdmMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RdmMode::Virtual => "virtualMode",
+            RdmMode::Physical => "physicalMode",
+        }
+    }
+
+    /// `virtual`, `virtualMode`, `physical` or `physicalMode`.
+    pub fn parse(text: &str) -> Option<RdmMode> {
+        match text {
+            "virtual" | "virtualMode" => Some(RdmMode::Virtual),
+            "physical" | "physicalMode" => Some(RdmMode::Physical),
+            _ => None,
+        }
+    }
+}
+
+/// A disk whose base is a LUN mapped through a file on the datastore: the
+/// descriptor (`<name>.vmdk`, createType `vmfsRawDeviceMap` or
+/// `vmfsPassthroughRawDeviceMap`) names the mapping file (`<name>-rdm.vmdk`
+/// in virtual mode, `<name>-rdmp.vmdk` in physical mode: VMware KB 1026256,
+/// "Recreating pass-through Raw Device Mapping (RDM) files") in a `VMFSRDM`
+/// extent. The LUN's bytes live outside every datastore, in
+/// `<state>/luns/<lun>`; the mapping file is a symbolic link to them, so a
+/// read or write of the mapping file reaches the LUN, as on VMFS: "using
+/// the mapping file as a proxy. Most operations that are valid for an
+/// ordinary file can be applied to the mapping file and are redirected to
+/// operate on the mapped device" (vSphere Storage guide, "Raw Device
+/// Mapping", "File System Operations"). Deltas of snapshots sit on it like
+/// on any base.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RawMapping {
+    pub mode: RdmMode,
+    /// The LUN's canonical name (`naa.…`).
+    pub lun: String,
 }
 
 fn open_rw(root: &Path, rel: &str) -> io::Result<File> {
@@ -193,8 +247,31 @@ pub fn flat_descriptor(capacity_bytes: u64, flat_name: &str, cid: u32) -> String
     )
 }
 
+/// The descriptor of a raw device mapping (see `RawMapping`): one
+/// `VMFSRDM` extent naming the mapping file, as `vmkfstools -r` (virtual)
+/// and `vmkfstools -z` (physical) write it.
+pub fn rdm_descriptor(capacity_bytes: u64, mapping_name: &str, cid: u32, mode: RdmMode) -> String {
+    let create_type = match mode {
+        RdmMode::Virtual => "vmfsRawDeviceMap",
+        RdmMode::Physical => "vmfsPassthroughRawDeviceMap",
+    };
+    format!(
+        "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID={cid:08x}\nparentCID=ffffffff\n\
+         createType=\"{create_type}\"\n\n# Extent description\nRW {} VMFSRDM \"{mapping_name}\"\n\n\
+         # The Disk Data Base\n#DDB\n\nddb.adapterType = \"lsilogic\"\nddb.virtualHWVersion = \"19\"\n",
+        capacity_bytes / 512
+    )
+}
+
+/// The folder that holds the lab's LUNs (the mapped devices of raw
+/// device mappings), beside the datastores' folders: no datastore path
+/// reaches it.
+pub fn lun_folder(root: &Path) -> PathBuf {
+    root.with_file_name("luns")
+}
+
 /// The content id (`CID=`) a descriptor names.
-fn descriptor_cid(root: &Path, descriptor: &str) -> io::Result<u32> {
+pub(super) fn descriptor_cid(root: &Path, descriptor: &str) -> io::Result<u32> {
     let text = std::fs::read_to_string(root.join(descriptor))?;
     Ok(text
         .lines()
@@ -204,7 +281,7 @@ fn descriptor_cid(root: &Path, descriptor: &str) -> io::Result<u32> {
 }
 
 /// `dir/name.vmdk` → (`dir/`, `name`).
-fn split_stem(descriptor: &str) -> (&str, &str) {
+pub(super) fn split_stem(descriptor: &str) -> (&str, &str) {
     let (dir, file) = match descriptor.rfind('/') {
         Some(i) => descriptor.split_at(i + 1),
         None => ("", descriptor),
@@ -234,6 +311,25 @@ impl Disk {
         self.mode
             .as_deref()
             .is_some_and(|m| m.starts_with("independent"))
+    }
+
+    /// Left out of every snapshot: an independent disk, or a raw device
+    /// mapping in physical mode. "If you are using the RDM in physical
+    /// compatibility mode, you cannot use a snapshot with the disk"
+    /// (vSphere Storage guide, "RDM Considerations and Limitations"); the
+    /// host still snapshots the VM's other disks and leaves the LUN alone,
+    /// as backup products that snapshot such VMs document ("Physical
+    /// compatibility mode RDM disks are not backed up because they are not
+    /// included in a VMware snapshot", Hitachi Ops Center Protector, "About
+    /// VMware policy classifications"). The vSphere documentation says only
+    /// that such snapshots are "not supported"; the lab models what those
+    /// products report.
+    pub fn left_out_of_snapshots(&self) -> bool {
+        self.is_independent()
+            || self
+                .rdm
+                .as_ref()
+                .is_some_and(|r| r.mode == RdmMode::Physical)
     }
 
     pub fn top(&self) -> usize {
@@ -508,6 +604,7 @@ mod tests {
             next_delta: 0,
             mode: None,
             datastore: None,
+            rdm: None,
         }
     }
 

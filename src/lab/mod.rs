@@ -652,6 +652,18 @@ pub fn set_disk_mode(state_dir: &Path, vm: &str, key: i32, mode: &str) -> Result
     Ok(store.update(|st, _| ops::set_disk_mode(st, vm, key, mode))?)
 }
 
+/// Makes disk `key` of `vm` a raw device mapping in compatibility mode
+/// `mode` (see `ops::map_raw_device`).
+pub fn map_raw_device(
+    state_dir: &Path,
+    vm: &str,
+    key: i32,
+    mode: disk::RdmMode,
+) -> Result<(), Error> {
+    let store = state::Store::new(state_dir);
+    Ok(store.update(|st, root| ops::map_raw_device(st, root, vm, key, mode))?)
+}
+
 /// Sets `vm`'s guest family and `disk.EnableUUID` (see `guest::set_guest`):
 /// a quiesced snapshot of a Windows guest with it gets a VSS manifest.
 pub fn set_guest(

@@ -9,7 +9,10 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::content::{self, Rng};
-use super::disk::{BLOCK_BYTES, Cbt, ChangeIdError, Disk, Layer, block_ranges};
+use super::disk::{
+    BLOCK_BYTES, Cbt, ChangeIdError, Disk, Layer, RawMapping, RdmMode, block_ranges,
+    descriptor_cid, lun_folder, rdm_descriptor, split_stem,
+};
 use super::state::{
     self, DATASTORE, Fault, Snapshot, SnapshotDisk, State, Vm, hex_id, new_cbt_id, uuid_of,
 };
@@ -97,8 +100,9 @@ pub fn create_snapshot_as(
     for (d, format) in v.disks.iter_mut().zip(formats) {
         // "Independent disks are not affected by snapshots" (vSphere
         // Virtual Machine Administration, "Virtual disk modes"): no delta,
-        // and the snapshot does not hold the disk.
-        if d.is_independent() {
+        // and the snapshot does not hold the disk. Nor does it hold a
+        // physical-mode raw device mapping (see `Disk::left_out_of_snapshots`).
+        if d.left_out_of_snapshots() {
             continue;
         }
         if !v.cbt_enabled || v.cbt_reset {
@@ -321,6 +325,19 @@ pub fn changed_areas(
         // disk must be located on a VMFS volume" (VMware KB 1020128); on
         // other storage the query "could fail" (VDDK Programming Guide,
         // "About Changed Block Tracking"). The lab's NFS datastore fails it.
+        // A raw device mapping's data is on its LUN, not in a VMFS file:
+        // VMFS has no allocation of it to report.
+        if let Some(rdm) = &disk.rdm {
+            return Err(Fault::new(
+                "FileFault",
+                format!(
+                    "Error caused by file {ctk}: the allocated areas (changeId \"*\") are \
+                     known only on VMFS, and disk {key} is a raw device mapping of LUN {}",
+                    rdm.lun
+                ),
+            )
+            .with("file", ctk));
+        }
         let kind = state::datastore_type(disk.datastore_name()).unwrap_or("VMFS");
         if kind != "VMFS" {
             return Err(Fault::new(
@@ -544,6 +561,7 @@ pub fn register(
             next_delta: 0,
             mode: None,
             datastore: None,
+            rdm: None,
         });
     }
     let id = state.next_id;
@@ -629,6 +647,21 @@ pub fn relocate_disks(
         .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
     let cbt_enabled = v.cbt_enabled;
     let to = state::datastore_folder(root, datastore);
+    // The lab does not model moving a mapping file (or converting a mapped
+    // LUN into a VMDK, which a Storage vMotion may do).
+    if let Some(d) = v.disks.iter().find(|d| {
+        d.rdm.is_some()
+            && keys.is_none_or(|k| k.contains(&d.key))
+            && d.datastore_name() != datastore
+    }) {
+        return Err(Fault::new(
+            "NotSupported",
+            format!(
+                "disk {} of {vm} is a raw device mapping, which the lab does not move",
+                d.key
+            ),
+        ));
+    }
     for d in v
         .disks
         .iter_mut()
@@ -701,6 +734,56 @@ pub fn set_disk_mode(state: &mut State, vm: &str, key: i32, mode: &str) -> Resul
     Ok(())
 }
 
+/// ReconfigVM_Task replacing disk `key` of `vm` with a raw device mapping
+/// of a LUN that holds what the disk held (the disk's flat extent becomes
+/// the LUN's bytes), in compatibility mode `mode` (see `RawMapping`): the
+/// descriptor is rewritten as `vmkfstools -r`/`-z` writes one, the mapping
+/// file is the LUN's proxy on the datastore, and the disk's backing in the
+/// inventory becomes a `VirtualDiskRawDiskMappingVer1BackingInfo`. Like
+/// any change of a disk's backing, refused while the VM has snapshots.
+pub fn map_raw_device(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    key: i32,
+    mode: RdmMode,
+) -> Result<(), Fault> {
+    let d = disk_to_reconfigure(state, vm, key, "a disk's backing cannot change")?;
+    if d.rdm.is_some() {
+        return Err(Fault::new(
+            "InvalidDeviceSpec",
+            format!("disk {key} of {vm} is a raw device mapping already"),
+        ));
+    }
+    let io = |e: std::io::Error| Fault::new("FileFault", e.to_string());
+    let folder = d.folder(root);
+    let base = d.layers[0].clone();
+    let (dir, stem) = split_stem(&base.descriptor);
+    let suffix = match mode {
+        RdmMode::Virtual => "rdm",
+        RdmMode::Physical => "rdmp",
+    };
+    let mapping_name = format!("{stem}-{suffix}.vmdk");
+    let mapping = format!("{dir}{mapping_name}");
+    let lun = format!("naa.6000c29{}", hex_id(&format!("lun/{}", d.uuid), 25));
+    let luns = lun_folder(root);
+    std::fs::create_dir_all(&luns).map_err(io)?;
+    std::fs::rename(folder.join(&base.data_file), luns.join(&lun)).map_err(io)?;
+    // From the mapping file's folder up to the state directory, which
+    // holds every datastore's folder and `luns`.
+    let up = "../".repeat(mapping.matches('/').count() + 1);
+    std::os::unix::fs::symlink(format!("{up}luns/{lun}"), folder.join(&mapping)).map_err(io)?;
+    let cid = descriptor_cid(&folder, &base.descriptor).map_err(io)?;
+    std::fs::write(
+        folder.join(&base.descriptor),
+        rdm_descriptor(d.capacity_bytes, &mapping_name, cid, mode),
+    )
+    .map_err(io)?;
+    d.layers[0].data_file = mapping;
+    d.rdm = Some(RawMapping { mode, lun });
+    Ok(())
+}
+
 /// ReconfigVM_Task with a `crypto` spec (CryptoSpecEncrypt, or
 /// CryptoSpecDecrypt for `None`): the VM's `config.keyId` is set to the key
 /// (vSphere API reference, VirtualMachineConfigSpec.crypto and
@@ -728,6 +811,14 @@ pub fn extend_disk(
     capacity_bytes: u64,
 ) -> Result<(), Fault> {
     let d = disk_to_reconfigure(state, vm, key, "a disk cannot be extended")?;
+    // A raw device mapping is as large as its LUN, which grows on the
+    // storage array, not through the VM.
+    if d.rdm.is_some() {
+        return Err(Fault::new(
+            "InvalidDeviceSpec",
+            format!("disk {key} of {vm} is a raw device mapping: its LUN sets its size"),
+        ));
+    }
     if capacity_bytes < d.capacity_bytes || !capacity_bytes.is_multiple_of(512) {
         return Err(Fault::new(
             "InvalidArgument",

@@ -262,16 +262,36 @@ fn controller() -> String {
         .to_string()
 }
 
+/// A disk's backing at `level` of its chain, its parents nested. A raw
+/// device mapping is a `VirtualDiskRawDiskMappingVer1BackingInfo` at every
+/// level: "the type of the backing is consistent throughout the chain; any
+/// new delta disk backings which are added must be of the same type as the
+/// root disk backing. As such, this only applies to disks in virtual
+/// compatibility mode" (vSphere API reference, its `parent`).
 fn backing(d: &Disk, level: usize, change_id: Option<&str>, tag: &str) -> String {
     let layer = &d.layers[level];
-    let mut s = format!(
-        "<{tag} xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName>{}\
-         <diskMode>{}</diskMode><thinProvisioned>true</thinProvisioned><uuid>{}</uuid>",
+    let file = format!(
+        "<fileName>{}</fileName>{}",
         escape(&d.datastore_path(&layer.descriptor)),
         moref("datastore", "Datastore", d.datastore_name()),
-        escape(d.mode.as_deref().unwrap_or("persistent")),
-        d.uuid
     );
+    let mode = escape(d.mode.as_deref().unwrap_or("persistent"));
+    let mut s = match &d.rdm {
+        Some(rdm) => format!(
+            "<{tag} xsi:type=\"VirtualDiskRawDiskMappingVer1BackingInfo\">{file}\
+             <lunUuid>0200000000{}</lunUuid><deviceName>/vmfs/devices/disks/{}</deviceName>\
+             <compatibilityMode>{}</compatibilityMode><diskMode>{mode}</diskMode><uuid>{}</uuid>",
+            rdm.lun.trim_start_matches("naa."),
+            rdm.lun,
+            rdm.mode.as_str(),
+            d.uuid
+        ),
+        None => format!(
+            "<{tag} xsi:type=\"VirtualDiskFlatVer2BackingInfo\">{file}\
+             <diskMode>{mode}</diskMode><thinProvisioned>true</thinProvisioned><uuid>{}</uuid>",
+            d.uuid
+        ),
+    };
     if let Some(c) = change_id {
         let _ = write!(s, "<changeId>{}</changeId>", escape(c));
     }

@@ -498,6 +498,7 @@ fn make_lab_vm(
             next_delta: 0,
             mode: None,
             datastore: None,
+            rdm: None,
         });
     }
     let vmx_path = format!("{name}/{name}.vmx");

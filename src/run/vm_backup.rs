@@ -608,6 +608,8 @@ fn read_disks(
     // datastore, the disks read whole there, the host's fault. Asked once
     // per datastore and said once.
     let mut no_allocated_areas: Vec<(String, Vec<i32>, String)> = Vec::new();
+    // Raw device mappings whose host refused it: the disk, the fault.
+    let mut no_rdm_allocated_areas: Vec<(i32, String)> = Vec::new();
     for disk in disks
         .iter()
         .filter(|d| !skipped.iter().any(|s| s.device_key == d.key))
@@ -663,11 +665,14 @@ fn read_disks(
             // Only VMFS knows them ("the virtual disk must be located on a
             // VMFS volume", VMware KB 1020128): on an NFS datastore the host
             // answers with a fault, and the disk is read whole.
+            // Nor of a raw device mapping's LUN, which is no VMFS file
+            // (the lab answers with a fault, as for NFS): asked per disk,
+            // never blamed on its datastore.
             let datastore = DatastorePath::parse(&disk.file_name)
                 .map_or_else(|| disk.file_name.clone(), |p| p.datastore);
             if let Some(known) = no_allocated_areas
                 .iter_mut()
-                .find(|(ds, _, _)| *ds == datastore)
+                .find(|(ds, _, _)| *ds == datastore && !disk.is_rdm())
             {
                 known.1.push(disk.key);
             } else {
@@ -679,6 +684,9 @@ fn read_disks(
                     &ChangeId::all(),
                 ) {
                     Ok(pages) => ranges = Some(pages.into_iter().flat_map(|p| p.changed).collect()),
+                    Err(VsphereError::Fault(f)) if disk.is_rdm() => {
+                        no_rdm_allocated_areas.push((disk.key, f.to_string()))
+                    }
                     Err(VsphereError::Fault(f)) => {
                         no_allocated_areas.push((datastore, vec![disk.key], f.to_string()))
                     }
@@ -910,6 +918,12 @@ fn read_disks(
                     .join(", ")
             )
         })
+        .chain(no_rdm_allocated_areas.iter().map(|(key, fault)| {
+            format!(
+                "the host gives no allocated areas (`*`) of raw device mapping disk {key} \
+                 (its data is on a LUN, not in a VMFS file; it answered: {fault}): read whole"
+            )
+        }))
         .collect();
     Ok((manifest, outcomes, notes))
 }

@@ -25,9 +25,11 @@
 //! follows the hints, opens every delta (`vmfsSparse` or `SEsparse`, see
 //! `delta`) and reads each area through the chain: a grain the top delta
 //! holds from there, the rest from the next one down, the base last, all
-//! with the same Range requests and back-off. Formats it does not read (a
-//! hosted `sparse` disk, a monolithic file, a raw device mapping) are
-//! refused with their name.
+//! with the same Range requests and back-off. The base is flat extents, or
+//! the mapping file of a raw device mapping in virtual compatibility mode,
+//! which the host serves as the mapped LUN's bytes. Formats it does not
+//! read (a hosted `sparse` disk, a monolithic file, a physical-mode raw
+//! device mapping) are refused with their name.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,6 +145,39 @@ pub fn parse_descriptor(text: &str) -> Result<Descriptor, String> {
         parent_file_name_hint: parent,
         extents,
     })
+}
+
+/// Whether extent `e` of the base descriptor `desc` (the bottom of a
+/// chain) is a file coffer reads by disk offset, or why not. Flat extents
+/// are; so is the mapping file of a raw device mapping in virtual
+/// compatibility mode (`vmfsRawDeviceMap`, a `VMFSRDM` extent): VMFS
+/// serves it as the mapped LUN's bytes, "using the mapping file as a
+/// proxy. Most operations that are valid for an ordinary file can be
+/// applied to the mapping file and are redirected to operate on the mapped
+/// device" (vSphere Storage guide, "Raw Device Mapping", "File System
+/// Operations"), and snapshots put their deltas over it as over any disk.
+/// A physical-mode mapping (`vmfsPassthroughRawDeviceMap`) is not: no
+/// snapshot holds its LUN, so what would be read is the LUN as the guest
+/// writes it now, not as it was at coffer's snapshot.
+pub fn base_extent_readable(desc: &Descriptor, e: &Extent) -> Result<(), String> {
+    match (e.kind.as_str(), desc.create_type.as_str()) {
+        ("FLAT" | "VMFS", _) => Ok(()),
+        ("VMFSRDM", "vmfsRawDeviceMap") => Ok(()),
+        ("VMFSRDM", "vmfsPassthroughRawDeviceMap") => Err(format!(
+            "a raw device mapping in physical compatibility mode (createType \"{}\", mapping file {}): \
+             snapshots do not hold its LUN, so it cannot be read as it was at the snapshot",
+            desc.create_type, e.file
+        )),
+        ("VMFSRDM" | "VMFSRAW", create_type) => Err(format!(
+            "a raw device mapping ({} extent, createType \"{create_type}\"); coffer reads \
+             virtual-mode mappings (createType \"vmfsRawDeviceMap\") only",
+            e.kind
+        )),
+        (other, create_type) => Err(format!(
+            "{other} extents (createType \"{create_type}\") are not flat files; coffer reads \
+             flat disks, virtual-mode raw device mappings and vmfsSparse and SEsparse deltas over them"
+        )),
+    }
 }
 
 /// Why a disk cannot be read through the datastore interface.
@@ -513,27 +548,10 @@ impl<'a> DatastoreDisk<'a> {
         let mut pieces = Vec::new();
         let mut at = 0u64;
         for e in &desc.extents {
-            match e.kind.as_str() {
-                "FLAT" | "VMFS" => {}
-                "VMFSRDM" | "VMFSRAW" => {
-                    return Err(DiskError::Unsupported {
-                        disk: name,
-                        reason: format!(
-                            "a raw device mapping ({} extent) cannot be read through the datastore",
-                            e.kind
-                        ),
-                    });
-                }
-                other => {
-                    return Err(DiskError::Unsupported {
-                        disk: name,
-                        reason: format!(
-                            "{other} extents (createType \"{}\") are not flat files; coffer reads flat disks and vmfsSparse and SEsparse deltas over them",
-                            desc.create_type
-                        ),
-                    });
-                }
-            }
+            base_extent_readable(&desc, e).map_err(|reason| DiskError::Unsupported {
+                disk: name.clone(),
+                reason,
+            })?;
             let file = current.sibling(&e.file);
             pieces.push(Piece {
                 disk_start: at,
@@ -793,5 +811,53 @@ mod tests {
         .unwrap();
         assert_eq!(delta.parent_file_name_hint.as_deref(), Some("db01.vmdk"));
         assert!(parse_descriptor("<html>login</html>").is_err());
+    }
+
+    /// The descriptors `vmkfstools -r` (virtual) and `-z` (physical) write:
+    /// one VMFSRDM extent naming the mapping file, without an offset.
+    const VIRTUAL_RDM: &str = "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=4e3b2c1a\nparentCID=ffffffff\ncreateType=\"vmfsRawDeviceMap\"\n\n# Extent description\nRW 2097152 VMFSRDM \"db01_1-rdm.vmdk\"\n\n# The Disk Data Base\n#DDB\n\nddb.adapterType = \"lsilogic\"\n";
+    const PHYSICAL_RDM: &str = "# Disk DescriptorFile\nversion=1\nCID=4e3b2c1b\nparentCID=ffffffff\ncreateType=\"vmfsPassthroughRawDeviceMap\"\n\n# Extent description\nRW 2097152 VMFSRDM \"db01_2-rdmp.vmdk\"\n";
+
+    #[test]
+    fn a_virtual_mode_rdm_is_read_through_its_mapping_file() {
+        let d = parse_descriptor(VIRTUAL_RDM).unwrap();
+        assert_eq!(d.create_type, "vmfsRawDeviceMap");
+        assert_eq!(d.parent_file_name_hint, None);
+        assert_eq!(
+            d.extents,
+            vec![Extent {
+                access: "RW".into(),
+                sectors: 2097152,
+                kind: "VMFSRDM".into(),
+                file: "db01_1-rdm.vmdk".into(),
+                offset_sectors: 0
+            }]
+        );
+        assert_eq!(base_extent_readable(&d, &d.extents[0]), Ok(()));
+    }
+
+    #[test]
+    fn a_physical_mode_rdm_or_an_old_raw_extent_is_refused_with_why() {
+        let d = parse_descriptor(PHYSICAL_RDM).unwrap();
+        assert_eq!(d.extents[0].file, "db01_2-rdmp.vmdk");
+        let why = base_extent_readable(&d, &d.extents[0]).unwrap_err();
+        assert!(
+            why.contains("physical compatibility mode")
+                && why.contains("snapshots do not hold its LUN"),
+            "{why}"
+        );
+        // A VMFSRDM extent under any other createType, and ESX 2's VMFSRAW.
+        let odd = parse_descriptor("createType=\"vmfs\"\nRW 8 VMFSRDM \"x-rdm.vmdk\"\n").unwrap();
+        assert!(base_extent_readable(&odd, &odd.extents[0]).is_err());
+        let raw = parse_descriptor(
+            "createType=\"vmfsRaw\"\nRW 8 VMFSRAW \"/vmfs/devices/disks/naa.1\"\n",
+        )
+        .unwrap();
+        let why = base_extent_readable(&raw, &raw.extents[0]).unwrap_err();
+        assert!(why.contains("VMFSRAW"), "{why}");
+        let sparse =
+            parse_descriptor("createType=\"monolithicSparse\"\nRW 8 SPARSE \"x.vmdk\"\n").unwrap();
+        let why = base_extent_readable(&sparse, &sparse.extents[0]).unwrap_err();
+        assert!(why.contains("not flat files"), "{why}");
     }
 }

@@ -194,7 +194,9 @@ pub fn restore_disk_bytes(
 
 /// Every disk of point `m` restores (raw, into `out_dir`) to the bytes of
 /// the lab's flat file of that disk under `datastore` (the lab's datastore
-/// folder: `<vm>/<vm>-flat.vmdk`, `<vm>/<vm>_<i>-flat.vmdk`).
+/// folder: `<vm>/<vm>-flat.vmdk`, `<vm>/<vm>_<i>-flat.vmdk`), or of its
+/// mapping file when the disk is a virtual-mode raw device mapping
+/// (`<vm>/<vm>_<i>-rdm.vmdk`, which reads as the mapped LUN).
 pub fn assert_point_restores_to_lab(
     repo: &coffer::repo::Repository,
     m: &coffer::repo::manifest::Manifest,
@@ -203,10 +205,14 @@ pub fn assert_point_restores_to_lab(
 ) {
     let vm = &m.vm.name;
     for i in 0..m.disks.len() {
-        let flat = match i {
-            0 => format!("{vm}-flat.vmdk"),
-            i => format!("{vm}_{i}-flat.vmdk"),
+        let stem = match i {
+            0 => vm.to_string(),
+            i => format!("{vm}_{i}"),
         };
+        let flat = [format!("{stem}-flat.vmdk"), format!("{stem}-rdm.vmdk")]
+            .into_iter()
+            .find(|f| datastore.join(vm).join(f).exists())
+            .unwrap_or_else(|| panic!("the lab has no flat or mapping file for disk {i} of {vm}"));
         let out = out_dir.join(format!("{vm}-{i}.raw"));
         assert!(
             restore_disk_bytes(repo, m, i, &out)
