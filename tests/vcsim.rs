@@ -83,6 +83,9 @@ struct Vcsim {
     /// Datastore name → the directory holding its files.
     datastores: std::collections::HashMap<String, PathBuf>,
     datacenter: String,
+    /// With `-independent-disk`: the VM (`vm`), device key (`key`) and
+    /// file (`file`) of the disk the harness added; else null.
+    independent_disk: serde_json::Value,
 }
 
 impl Vcsim {
@@ -131,6 +134,7 @@ impl Vcsim {
                 .map(|(k, v)| (k.clone(), PathBuf::from(v.as_str().unwrap())))
                 .collect(),
             datacenter: field("datacenter"),
+            independent_disk: info["independent_disk"].clone(),
         }
     }
 
@@ -442,6 +446,90 @@ fn restore(repo: &Repository, m: &coffer::repo::manifest::Manifest, out: &Path) 
     )
     .unwrap();
     std::fs::read(out).unwrap()
+}
+
+/// A disk made independent the way an administrator makes one (a
+/// ReconfigVM_Task adding it in mode independent_persistent, which vcsim
+/// carries out and then reports in the disk's backing): coffer backs up
+/// the VM's other disk, byte for byte, and records the independent one in
+/// the point as skipped, with the reason.
+#[test]
+fn an_independent_disk_added_by_reconfigure_is_skipped_and_the_other_disk_backed_up() {
+    let sim = Vcsim::start_with(&["-flavor", "esx", "-independent-disk"]);
+    let added = &sim.independent_disk;
+    let (name, key, file) = (
+        added["vm"].as_str().expect("the harness names the VM"),
+        added["key"].as_i64().expect("and the disk's key") as i32,
+        added["file"].as_str().expect("and its file"),
+    );
+    let session = sim.connect();
+    let vm = session
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == name)
+        .unwrap();
+    assert_eq!(vm.disks.len(), 2, "{:?}", vm.disks);
+    let independent = vm.disks.iter().find(|d| d.key == key).unwrap();
+    assert_eq!(
+        independent.disk_mode.as_deref(),
+        Some("independent_persistent")
+    );
+    assert_eq!(independent.file_name, file);
+    let other = vm.disks.iter().find(|d| d.key != key).unwrap();
+
+    let t = tempfile::tempdir().unwrap();
+    let repo = Repository::init(
+        std::sync::Arc::new(LocalStore::new(t.path().join("repo")).unwrap()),
+        None,
+    )
+    .unwrap();
+    let cancel = AtomicBool::new(false);
+    let outcome = backup_vm(
+        &session,
+        &repo,
+        &VmBackupRequest {
+            vm: &vm,
+            installation: "00112233aabbccdd",
+            snapshot_max_age: Duration::from_secs(24 * 3600),
+            source: "vcsim",
+            datacenter: &sim.datacenter,
+            host_route: None,
+            run_id: "run-1",
+            consistency: Consistency::Crash,
+            base: None,
+            chunk_size_bytes: 64 << 10,
+            threads: 2,
+            task_timeout: TASK_TIMEOUT,
+            cancel: &cancel,
+            read_whole_disk: false,
+            io_limit: None,
+            progress: None,
+            read: Default::default(),
+            max_snapshot_lifetime: None,
+        },
+    )
+    .unwrap();
+    let m = &outcome.manifest;
+    assert_eq!(
+        m.disks.iter().map(|d| d.device_key).collect::<Vec<_>>(),
+        [other.key]
+    );
+    assert_eq!(m.skipped_disks.len(), 1, "{:?}", m.skipped_disks);
+    assert_eq!(m.skipped_disks[0].device_key, key);
+    assert_eq!(m.skipped_disks[0].file, file);
+    assert_eq!(
+        m.skipped_disks[0].reason,
+        format!("disk {file} is independent (independent_persistent): snapshots leave it out")
+    );
+    assert!(
+        restore(&repo, m, &t.path().join("other.raw")) == flat_bytes(&sim, &other.file_name),
+        "the other disk restores byte for byte"
+    );
+    assert!(
+        snapshot_names(&session, &vm.moref).is_empty(),
+        "snapshot removed"
+    );
 }
 
 /// coffer's own backup loop end to end: a full, a write, an incremental

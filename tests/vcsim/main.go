@@ -14,7 +14,11 @@
 //     allocated areas, a change id gives what was written after it;
 //   - RetrievePropertiesEx answers at most -page-objects objects at a time
 //     (the simulator ignores maxObjects), the rest through
-//     ContinueRetrievePropertiesEx and a token, as a large vCenter does.
+//     ContinueRetrievePropertiesEx and a token, as a large vCenter does;
+//   - with -independent-disk, the first VM gets a second disk in mode
+//     independent_persistent, added through the simulator's own
+//     ReconfigVM_Task as `govc vm.disk.create -mode independent_persistent`
+//     adds one, and named in the JSON line ("independent_disk").
 //
 // Both are added by wrapping simulator.VirtualMachine (simulator.Map.Put of a
 // type embedding it). Parts of the simulator assert that the registry holds a
@@ -26,6 +30,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -49,6 +54,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/soap"
@@ -110,6 +117,7 @@ func main() {
 	diskMiB := flag.Int64("disk-mib", 4, "size of every VM disk in MiB")
 	flag.IntVar(&pageObjects, "page-objects", 1, "most objects in one RetrievePropertiesEx answer")
 	datacenters := flag.Int("datacenters", 1, "datacenters of a vCenter (vpx), each with its hosts, datastore and VMs")
+	independentDisk := flag.Bool("independent-disk", false, "give the first VM a second disk in mode independent_persistent")
 	flag.Parse()
 
 	var model *simulator.Model
@@ -149,6 +157,15 @@ func main() {
 	} else {
 		log.Fatalf("no property collector %v", pcRef)
 	}
+	var independent map[string]interface{}
+	if *independentDisk {
+		vm := simulator.Map.All("VirtualMachine")[0].(*simulator.VirtualMachine)
+		key, file, err := addIndependentDisk(server.URL, vm.Self, *diskMiB*mib)
+		if err != nil {
+			log.Fatal(err)
+		}
+		independent = map[string]interface{}{"vm": vm.Name, "key": key, "file": file}
+	}
 	for _, entity := range simulator.Map.All("VirtualMachine") {
 		vm := entity.(*simulator.VirtualMachine)
 		if err := writeDisks(vm, *diskMiB*mib); err != nil {
@@ -178,19 +195,68 @@ func main() {
 		datacenter = entity.(*simulator.Datacenter).Name
 	}
 	line, _ := json.Marshal(map[string]interface{}{
-		"url":        u.String(),
-		"username":   login.Username(),
-		"password":   password,
-		"thumbprint": "sha256:" + strings.Join(hexes, ":"),
-		"ca":         string(caPEM),
-		"flavor":     *flavor,
-		"datastores": datastores,
-		"datacenter": datacenter,
+		"url":              u.String(),
+		"username":         login.Username(),
+		"password":         password,
+		"thumbprint":       "sha256:" + strings.Join(hexes, ":"),
+		"ca":               string(caPEM),
+		"flavor":           *flavor,
+		"datastores":       datastores,
+		"datacenter":       datacenter,
+		"independent_disk": independent,
 	})
 	fmt.Println(string(line))
 
 	// Serve until the parent closes our standard input.
 	_, _ = bufio.NewReader(os.Stdin).ReadString(0)
+}
+
+// addIndependentDisk adds a disk of capacity bytes in mode
+// independent_persistent to the VM, beside its first disk, through the
+// simulator's SOAP endpoint (ReconfigVM_Task, a deviceChange "add" with
+// fileOperation "create"), as govc's vm.disk.create does. It answers the new
+// disk's device key and file name as the simulator then reports them.
+func addIndependentDisk(u *url.URL, ref types.ManagedObjectReference, capacity int64) (int32, string, error) {
+	ctx := context.Background()
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = c.Logout(ctx) }()
+	vm := object.NewVirtualMachine(c.Client, ref)
+	devices, err := vm.Device(ctx)
+	if err != nil {
+		return 0, "", err
+	}
+	controller, err := devices.FindDiskController("")
+	if err != nil {
+		return 0, "", err
+	}
+	disks := devices.SelectByType((*types.VirtualDisk)(nil))
+	if len(disks) == 0 {
+		return 0, "", fmt.Errorf("VM %s has no disk", ref.Value)
+	}
+	first := disks[0].(*types.VirtualDisk).Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	var at object.DatastorePath
+	at.FromString(first.FileName)
+	at.Path = filepath.Join(filepath.Dir(at.Path), "independent.vmdk")
+	disk := devices.CreateDisk(controller, *first.Datastore, at.String())
+	disk.CapacityInKB = capacity / 1024
+	disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).DiskMode = string(types.VirtualDiskModeIndependent_persistent)
+	if err := vm.AddDevice(ctx, disk); err != nil {
+		return 0, "", err
+	}
+	devices, err = vm.Device(ctx)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+		b := d.(*types.VirtualDisk).Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if b.DiskMode == string(types.VirtualDiskModeIndependent_persistent) {
+			return d.GetVirtualDevice().Key, b.FileName, nil
+		}
+	}
+	return 0, "", fmt.Errorf("the simulator kept no independent disk on VM %s", ref.Value)
 }
 
 // makeCertificate makes a throw-away CA and a certificate it signs for
