@@ -319,3 +319,52 @@ fn a_snapshot_holds_a_virtual_mode_rdm_and_leaves_a_physical_mode_one_out() {
         "{delta}"
     );
 }
+
+/// A host that refuses to snapshot a VM with a physical-mode RDM (the lab
+/// with `prdm-snapshot`): the backup fails before reading anything, with
+/// the host's words, and leaves no snapshot and no point. Made
+/// independent, the mapping is left out of the snapshot there too, and the
+/// VM's other disk is backed up.
+#[test]
+fn a_host_refusing_snapshots_with_a_physical_mode_rdm_fails_the_backup_clearly_and_leaves_nothing()
+{
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let lab_state = one_vm_lab(dir);
+    coffer::lab::map_raw_device(&lab_state, "lab-vm-01", 2001, RdmMode::Physical).unwrap();
+    let backup = || {
+        common::command_in(dir)
+            .args(["backup", "lab-vm-01", "-p", "."])
+            .env("COFFER_LAB_FAULTS", "prdm-snapshot")
+            .output()
+            .unwrap()
+    };
+
+    let refused = backup();
+    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("SnapshotIncompatibleDeviceInVm")
+            && said.contains("is a raw device mapping in physical compatibility mode"),
+        "{said}"
+    );
+    assert_eq!(common::snapshot_count(dir), 0);
+    assert!(points(dir).1.is_empty());
+
+    coffer::lab::set_disk_mode(&lab_state, "lab-vm-01", 2001, "independent_persistent").unwrap();
+    let done = backup();
+    assert!(done.status.success(), "{}", text(&done));
+    let (_, ms) = points(dir);
+    assert_eq!(ms.len(), 1);
+    assert_eq!(
+        ms[0].disks.iter().map(|d| d.device_key).collect::<Vec<_>>(),
+        [2000]
+    );
+    assert!(
+        ms[0].skipped_disks[0]
+            .reason
+            .contains("physical compatibility mode"),
+        "{:?}",
+        ms[0].skipped_disks
+    );
+}

@@ -6,7 +6,7 @@
 //! code (`LabHandle::faults`), from `COFFER_LAB_FAULTS` when the lab starts,
 //! or over HTTPS (`POST /lab/faults`) for tests that drive the binary. All
 //! three take the same spec: comma-separated `quiesce`, `snapshot`,
-//! `remove-snapshot`, `vss-writers`, `expire-sessions`, `no-file-locks`,
+//! `remove-snapshot`, `prdm-snapshot`, `vss-writers`, `expire-sessions`, `no-file-locks`,
 //! `proxy-wrong-host`, `hosts-unreachable`, `drop-after=<bytes>`,
 //! `unavailable=<count>`, or `clear`; and the file service's throttling (`FolderThrottle`):
 //! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
@@ -28,6 +28,11 @@ pub struct Faults {
     /// RemoveSnapshot drops the snapshot but fails to consolidate: the VM
     /// then needs consolidation, as on ESXi.
     pub remove_snapshot: AtomicBool,
+    /// CreateSnapshot of a VM with a physical-mode raw device mapping that
+    /// is not independent fails, instead of leaving the mapping out (see
+    /// `disk::Disk::left_out_of_snapshots`): VMware documents such snapshots
+    /// only as "not supported", so a host may refuse them; this is that host.
+    pub prdm_snapshot: AtomicBool,
     /// The next datastore download is cut after this many bytes (0: off).
     pub drop_after_bytes: AtomicU64,
     /// The next this-many datastore downloads answer 503.
@@ -180,6 +185,7 @@ impl Faults {
                 "quiesce" => self.quiesce.store(flag(), Ordering::SeqCst),
                 "snapshot" => self.snapshot.store(flag(), Ordering::SeqCst),
                 "remove-snapshot" => self.remove_snapshot.store(flag(), Ordering::SeqCst),
+                "prdm-snapshot" => self.prdm_snapshot.store(flag(), Ordering::SeqCst),
                 "tools-off" => self.tools_off.store(flag(), Ordering::SeqCst),
                 "expire-sessions" => self.expire_sessions.store(flag(), Ordering::SeqCst),
                 "vss-writers" => self.vss_writers.store(flag(), Ordering::SeqCst),
@@ -199,7 +205,7 @@ impl Faults {
                 "clear" => self.clear(),
                 other => {
                     return Err(format!(
-                        "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, \
+                        "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, prdm-snapshot, \
                          tools-off, vss-writers, expire-sessions, no-file-locks, proxy-wrong-host, \
                          hosts-unreachable, drop-after=<bytes>, unavailable=<count>, \
                          folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
@@ -218,6 +224,7 @@ impl Faults {
         self.hosts_unreachable.store(false, Ordering::SeqCst);
         self.snapshot.store(false, Ordering::SeqCst);
         self.remove_snapshot.store(false, Ordering::SeqCst);
+        self.prdm_snapshot.store(false, Ordering::SeqCst);
         self.drop_after_bytes.store(0, Ordering::SeqCst);
         self.unavailable.store(0, Ordering::SeqCst);
         self.folder.clear();

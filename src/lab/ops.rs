@@ -35,6 +35,9 @@ pub struct Injected {
     pub vss_writers: bool,
     pub snapshot: bool,
     pub remove_snapshot: bool,
+    /// A physical-mode raw device mapping that is not independent makes
+    /// the snapshot fail (see `Faults::prdm_snapshot`).
+    pub physical_rdm_snapshot: bool,
 }
 
 /// CreateSnapshot: the stun applies a pending CBT change, advances the
@@ -89,6 +92,24 @@ pub fn create_snapshot_as(
         return Err(Fault::new(
             "SnapshotLocked",
             "An error occurred while saving the snapshot: the snapshot files are locked (fault injected by the lab).",
+        ));
+    }
+    if injected.physical_rdm_snapshot
+        && let Some(d) = v.disks.iter().find(|d| {
+            !d.is_independent() && d.rdm.as_ref().is_some_and(|r| r.mode == RdmMode::Physical)
+        })
+    {
+        // The fault vim25 has for a device that keeps a VM from being
+        // snapshotted (SnapshotIncompatibleDeviceInVm), worded as ESXi
+        // words it for a bus-sharing controller.
+        return Err(Fault::new(
+            "SnapshotIncompatibleDeviceInVm",
+            format!(
+                "Virtual machine is configured to use a device that prevents the snapshot \
+                 operation: Device '{}' is a raw device mapping in physical compatibility mode \
+                 (fault injected by the lab).",
+                d.datastore_path(&d.layers[0].descriptor)
+            ),
         ));
     }
     let formats: Vec<DeltaFormat> = v

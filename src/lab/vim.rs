@@ -357,6 +357,7 @@ impl Vim {
             vss_writers: faults.vss_writers.load(Ordering::SeqCst),
             snapshot: faults.snapshot.load(Ordering::SeqCst),
             remove_snapshot: faults.remove_snapshot.load(Ordering::SeqCst),
+            physical_rdm_snapshot: faults.prdm_snapshot.load(Ordering::SeqCst),
         };
         let vm = this.1.as_str();
         match method {
