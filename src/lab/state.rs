@@ -133,9 +133,37 @@ pub struct Vm {
     /// the datastore's (see `State::vmfs6`).
     #[serde(default)]
     pub delta_format: Option<DeltaFormat>,
+    /// The question the VM asks (`runtime.question`), holding up the
+    /// power-on task `task` until AnswerVM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
     pub disks: Vec<Disk>,
     /// The snapshot chain, root first; the last one is the current one.
     pub snapshots: Vec<Snapshot>,
+}
+
+/// A question a lab VM asks: only "moved or copied?" (`msg.uuid.altered`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    pub id: String,
+    /// The PowerOnVM_Task that waits for the answer.
+    pub task: String,
+}
+
+/// The `uuid.location` a host writes for a VM whose .vmx is at `vmx`: a
+/// hash of the path, so a VM whose files moved finds another one. The
+/// format is the .vmx's: 16 bytes, a dash after the eighth.
+pub fn location_uuid(vmx: &str) -> String {
+    uuid_bytes(&format!("location/{vmx}"))
+}
+
+/// 16 bytes derived from `text`, as a .vmx writes UUIDs (`uuid.bios`,
+/// `uuid.location`): "56 4d 12 … 9a-bc de … 01".
+pub fn uuid_bytes(text: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    let hex: Vec<String> = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}", hex[..8].join(" "), hex[8..].join(" "))
 }
 
 impl Vm {
@@ -448,6 +476,15 @@ fn instance_uuid(name: &str, uuid_seed: Option<&str>) -> String {
     }
 }
 
+/// A generated MAC address for the lab's VM `name`, under the OUI the host
+/// generates addresses with (00:0C:29; VMware ESX Server Administration
+/// Guide, "Using MAC Addresses").
+pub fn lab_mac(name: &str) -> String {
+    let mut rng = content::Rng::from_text(&format!("mac/{name}"));
+    let b = rng.next_u64().to_le_bytes();
+    format!("00:0c:29:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
 fn make_lab_vm(
     root: &Path,
     id: u64,
@@ -461,8 +498,20 @@ fn make_lab_vm(
         ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\n\
          displayName = \"{name}\"\nguestOS = \"other5xlinux-64\"\nmemSize = \"512\"\n\
          numvcpus = \"1\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"lsilogic\"\n\
-         guestinfo.lab.tcp_ports = \"22,8022\"\n"
+         guestinfo.lab.tcp_ports = \"22,8022\"\nnvram = \"{name}.nvram\"\n\
+         ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n\
+         ethernet0.networkName = \"VM Network\"\nethernet0.addressType = \"generated\"\n\
+         ethernet0.generatedAddress = \"{}\"\nuuid.bios = \"{}\"\nuuid.location = \"{}\"\n",
+        lab_mac(name),
+        uuid_bytes(&format!("bios/{name}")),
+        location_uuid(&format!("{name}/{name}.vmx")),
     );
+    // The VM's NVRAM, beside its .vmx as the host keeps it (vSphere
+    // Virtual Machine Administration, "Virtual Machine Files": `.nvram`
+    // holds the BIOS or EFI configuration): 8 KiB of the VM's own bytes.
+    let mut nvram = vec![0u8; 8192];
+    content::Rng::from_text(&format!("nvram/{name}")).fill(&mut nvram);
+    std::fs::write(root.join(name).join(format!("{name}.nvram")), nvram)?;
     for (i, &capacity) in sizes.iter().enumerate() {
         let stem = if i == 0 {
             name.to_string()
@@ -513,6 +562,7 @@ fn make_lab_vm(
         consolidation_needed: false,
         encryption_key: None,
         delta_format: None,
+        question: None,
         disks,
         snapshots: Vec::new(),
     })
