@@ -11,6 +11,7 @@ mod cbt;
 mod compliance;
 mod daemon;
 mod export;
+mod init;
 mod inventory;
 mod lab;
 mod plan;
@@ -38,7 +39,7 @@ pub const EXIT_INVALID_CONFIG: u8 = 10;
 #[derive(Debug, Parser)]
 #[command(
     name = "coffer",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("COFFER_COMMIT"), ")"),
     about = "Declarative backup policies for VMware ESXi and vCenter"
 )]
 pub struct Cli {
@@ -72,6 +73,8 @@ pub struct Location {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a policy directory: commented, valid, against the lab or a host.
+    Init(init::Args),
     /// Check a policy directory and report every problem with file:line:column.
     Validate(validate::Args),
     /// Print the JSON Schema of policy files.
@@ -145,6 +148,7 @@ pub fn run() -> Result<u8> {
 
 fn run_command(command: Command) -> Result<u8> {
     match command {
+        Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Schedule { command } => schedule::run(command),
