@@ -160,3 +160,97 @@ fn the_version_names_the_commit_it_was_built_from() {
         None => assert!(s.ends_with("(commit unknown)"), "{s}"),
     }
 }
+
+/// Completions and manual pages come from the same definitions as the
+/// parser: every command is in them, and bash accepts the script.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let bash = coffer(dir, &["completions", "bash"], &[]);
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    for command in ["init", "plan", "apply", "restore", "verify", "completions"] {
+        assert!(
+            script.contains(command),
+            "{command} in the bash completions"
+        );
+    }
+    std::fs::write(dir.join("coffer.bash"), &script).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(dir.join("coffer.bash"))
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    for (shell, marker) in [("zsh", "#compdef coffer"), ("fish", "complete -c coffer")] {
+        let out = coffer(dir, &["completions", shell], &[]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{shell}"
+        );
+    }
+
+    let page = coffer(dir, &["man"], &[]);
+    let page = String::from_utf8(page.stdout).unwrap();
+    assert!(page.contains(".TH coffer"), "{page}");
+    assert!(page.contains("coffer\\-restore"), "{page}");
+    let out = coffer(dir, &["man", "--out", "man"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    for name in [
+        "coffer.1",
+        "coffer-apply.1",
+        "coffer-repo-verify.1",
+        "coffer-init.1",
+    ] {
+        let page = std::fs::read_to_string(dir.join("man").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(page.starts_with(".ie") || page.contains(".TH"), "{name}");
+    }
+}
+
+/// A typo on the command line names what was likely meant.
+#[test]
+fn unknown_names_on_the_command_line_suggest_the_likely_one() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    assert!(coffer(dir, &["init"], &[]).status.success());
+    assert!(
+        coffer(dir, &["repo", "init", "--all"], &[])
+            .status
+            .success()
+    );
+    for (args, said) in [
+        (
+            &["backup", "lab-vm-1"][..],
+            "no VM named `lab-vm-1`; did you mean `lab-vm-01`?",
+        ),
+        (
+            &["inventory", "--source", "labb"],
+            "no source named `labb`; did you mean `lab`?",
+        ),
+        (
+            &["repo", "ls", "--tier", "locl"],
+            "no tier named `locl`; did you mean `local`?",
+        ),
+        (
+            &["schedule", "explain", "nightli"],
+            "no policy named `nightli`; did you mean `nightly`?",
+        ),
+    ] {
+        let out = coffer(dir, args, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(text(&out).contains(said), "{args:?}: {}", text(&out));
+    }
+    assert!(coffer(dir, &["backup", "lab-vm-01"], &[]).status.success());
+    let out = coffer(dir, &["restore", "lab-vm-1", "-o", "r"], &[]);
+    assert!(
+        text(&out).contains("no point of VM `lab-vm-1` on any tier; did you mean `lab-vm-01`?"),
+        "{}",
+        text(&out)
+    );
+}

@@ -21,6 +21,7 @@ mod restore;
 mod retention;
 mod schedule;
 mod schema;
+mod shell;
 mod terminal;
 mod validate;
 
@@ -129,6 +130,19 @@ pub enum Command {
         #[command(subcommand)]
         command: lab::Command,
     },
+    /// Print shell completions, e.g. `coffer completions bash >
+    /// /etc/bash_completion.d/coffer`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (`coffer man | man -l -`), or write
+    /// one page per command into a directory.
+    Man {
+        /// Write `coffer.1`, `coffer-apply.1`, … into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// A command that needs the policy directory found it invalid (the
@@ -167,6 +181,8 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Compliance(args) => compliance::run(args),
         Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),
+        Command::Completions { shell } => shell::completions(shell),
+        Command::Man { out } => shell::man(out),
     }
 }
 
