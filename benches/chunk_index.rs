@@ -68,6 +68,7 @@ fn run(repo: &Repository, image: &Path, parent: Option<&Manifest>) -> Manifest {
                 change_id: None,
                 from_parent: parent.is_some(),
                 backing: None,
+                slot: None,
                 ranges,
             }],
             files: vec![],

@@ -263,6 +263,7 @@ fn site(vms: usize, now: DateTime<Utc>) -> Site {
                     ))),
                     disk_mode: Some("persistent".into()),
                     backing: DiskBacking::Vmdk,
+                    slot: None,
                 }],
                 snapshots,
             },

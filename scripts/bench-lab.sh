@@ -7,7 +7,13 @@
 #
 #   scripts/bench-lab.sh [DISK_GIB] [FAULTS]
 #
-# DISK_GIB defaults to 4 (a thin disk, about a third of it data). FAULTS is
+# DISK_GIB defaults to 4: a thin disk, about a third of it data. With
+# e2fsprogs (mke2fs) the disk is a real ext4 file system in a partition at
+# 1 MiB, filled (mke2fs -d) with BENCH_DATA_MIB (default a third of the
+# disk) of files copied from /usr/lib and /usr/share, imported with
+# `coffer lab add-vm --disk image=FILE` (sparsely: the file system's free
+# space stays holes); without it, or with BENCH_DISK=synthetic, the lab's
+# made-up disk (`--disk SIZE`). The output says which was used. FAULTS is
 # the lab's throttling, default "folder-limit=2,folder-setup-ms=10,folder-mibps=400":
 # at most two transfers at once (more are answered 503), 10 ms of setup per
 # request, 400 MiB/s shared by all transfers.
@@ -23,9 +29,16 @@ cd "$(dirname "$0")/.."
 DISK_GIB=${1:-4}
 FAULTS=${2:-folder-limit=2,folder-setup-ms=10,folder-mibps=400}
 WORK=${BENCH_DIR:-/tmp/coffer-bench-lab}
+DATA_MIB=${BENCH_DATA_MIB:-$((DISK_GIB * 1024 / 3))}
+DISK_KIND=${BENCH_DISK:-ext4}
+MKE2FS=$(command -v mke2fs || command -v /sbin/mke2fs || true)
+if [ "$DISK_KIND" = ext4 ] && [ -z "$MKE2FS" ]; then
+  echo "mke2fs (e2fsprogs) not found: the lab's made-up disk is used" >&2
+  DISK_KIND=synthetic
+fi
 
 cargo build --release --quiet
-COFFER=$PWD/target/release/coffer
+COFFER=${CARGO_TARGET_DIR:-$PWD/target}/release/coffer
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 cd "$WORK"
@@ -70,8 +83,32 @@ policy "$COFFER_PATTERN"
 "$COFFER" repo init --tier coffer -p . >/dev/null
 "$COFFER" inventory -p . >/dev/null
 LAB=$WORK/.coffer/lab/lab
-echo "== making bench-01 with a ${DISK_GIB} GiB disk" >&2
-"$COFFER" lab add-vm bench-01 --disk "${DISK_GIB}GiB" --state "$LAB" >&2
+if [ "$DISK_KIND" = ext4 ]; then
+  echo "== making bench-01 from a ${DISK_GIB} GiB ext4 image with ${DATA_MIB} MiB of files from /usr" >&2
+  mkdir fs-src
+  (tar cf - /usr/lib /usr/share 2>/dev/null || true) | head -c "${DATA_MIB}M" | (tar xf - -C fs-src 2>/dev/null || true)
+  truncate -s "${DISK_GIB}G" disk.img
+  # The file system starts at 1 MiB, where partitioning tools put the
+  # first partition; an MBR names it (no root or loop device needed).
+  "$MKE2FS" -q -F -t ext4 -E offset=1048576 -d fs-src disk.img "$((DISK_GIB * 1024 - 1))M"
+  python3 - "$DISK_GIB" <<'PY'
+import struct, sys
+size = int(sys.argv[1]) << 30
+mbr = bytearray(512)
+mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", 2048, size // 512 - 2048)
+mbr[510:512] = b"\x55\xaa"
+with open("disk.img", "r+b") as f:
+    f.write(mbr)
+PY
+  rm -rf fs-src
+  "$COFFER" lab add-vm bench-01 --disk "image=$WORK/disk.img" --state "$LAB" | tee add-vm.out >&2
+  rm -f disk.img
+  DISK_DESC="an ext4 file system (mke2fs -d, in a partition at 1 MiB) with ${DATA_MIB} MiB of files from /usr/lib and /usr/share, imported with --disk image="
+else
+  echo "== making bench-01 with a ${DISK_GIB} GiB disk of the lab's made-up data" >&2
+  "$COFFER" lab add-vm bench-01 --disk "${DISK_GIB}GiB" --state "$LAB" | tee add-vm.out >&2
+  DISK_DESC="the lab's made-up data (--disk ${DISK_GIB}GiB)"
+fi
 
 # $1 pattern name, $2 its settings, $3 kind (full|incr): one JSON line.
 run() {
@@ -97,10 +134,10 @@ echo "== guest writes over 2% of the disk, then incrementals" >&2
 run today "$TODAY" incr
 run coffer "$COFFER_PATTERN" incr
 
-python3 - "$DISK_GIB" "$FAULTS" <<'EOF'
+python3 - "$DISK_GIB" "$FAULTS" "$DISK_DESC" <<'EOF'
 import json, sys
 from datetime import datetime
-gib, faults = sys.argv[1], sys.argv[2]
+gib, faults, disk = sys.argv[1], sys.argv[2], sys.argv[3]
 def snap_over_read(j):
     # How long the snapshot was open, for each second of reading (the
     # point's duration_ms: first read to commit).
@@ -130,8 +167,10 @@ for p in ("today", "coffer"):
         snap=snap_over_read(f),
         read_mib=read / 2**20,
     )
-print(f"lab VM bench-01: one {gib} GiB thin disk; lab throttling: {faults}")
+print(f"lab VM bench-01: one {gib} GiB thin disk: {disk}")
+print(f"lab throttling: {faults}")
 print()
+# snap/read: the full's snapshot lifetime ÷ its read time.
 print(f"{'pattern':<8} {'full MiB/s':>10} {'full s':>7} {'req/GiB':>8} {'503s':>5} {'snap/read':>9} {'incr s':>7} {'read/changed':>13}")
 for p, r in rows.items():
     if r is None:

@@ -83,6 +83,9 @@ pub struct VmDisk {
     /// persistent, independent_persistent, independent_nonpersistent, …
     pub disk_mode: Option<String>,
     pub backing: DiskBacking,
+    /// Where the .vmx holds the disk: its controller and unit (`scsi0:1`),
+    /// when the host named the controller.
+    pub slot: Option<String>,
 }
 
 impl VmDisk {

@@ -591,7 +591,25 @@ fn tools_run_only_on_a_disk_that_boots() {
     assert_eq!(rec.power_state, Some(PowerState::PoweredOff));
     assert_eq!(rec.disks.len(), 2);
     assert_eq!(rec.disks[1].capacity_bytes, 32 * MIB);
-    session.run_task(&soap::power_on_vm(&new_vm), TASK).unwrap();
+    // Its .vmx still records lab-vm-01's place: the host asks "moved or
+    // copied?", and the power-on waits for the answer; Cancel fails it.
+    let power_on = soap::power_on_vm(&new_vm);
+    let task = session
+        .call(&power_on, |x| soap::parse_moref_result(x, "PowerOnVM_Task"))
+        .unwrap();
+    assert!(matches!(
+        session.wait_for_task(&task, std::time::Duration::from_secs(1)),
+        Err(coffer::vsphere::Error::TaskTimeout { .. })
+    ));
+    let question = session.vm_question(&new_vm).unwrap().expect("a question");
+    assert!(question.is_moved_or_copied(), "{question:?}");
+    let cancel = soap::answer_vm(&new_vm, &question.id, "0");
+    session
+        .call(&cancel, |x| soap::parse_empty(x, "AnswerVM"))
+        .unwrap();
+    assert!(session.wait_for_task(&task, TASK).is_err(), "cancelled");
+    assert_eq!(session.vm_question(&new_vm).unwrap(), None);
+    session.power_on_answering(&new_vm, true, TASK).unwrap();
     let rec = vm_named(&session, "restored-01");
     assert_eq!(
         rec.tools_running_status.as_deref(),

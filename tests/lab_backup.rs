@@ -722,6 +722,59 @@ fn a_backup_whose_snapshot_is_removed_mid_read_records_nothing() {
     assert!(b.snapshots("lab-vm-02").is_empty());
 }
 
+/// A Storage vMotion of the VM while its backup reads the snapshot: the
+/// snapshot's files move with the disks, the backup fails naming the move,
+/// no point is recorded, the snapshot is removed, and the next backup of
+/// the VM on its new datastore is good.
+#[test]
+fn a_disk_moved_mid_read_records_nothing() {
+    let b = bed();
+    let slow = Throttle::new(4 << 20);
+    let progress = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let backup = s.spawn(|| {
+            b.backup_as(
+                "lab-vm-02",
+                INSTALLATION,
+                "run-a",
+                Some(&slow),
+                Some(&progress),
+            )
+        });
+        wait_for("the backup to read", || {
+            progress.load(Ordering::Relaxed) > 0
+        });
+        coffer::lab::relocate(&b.dir.join("lab"), "lab-vm-02", "nfs1").unwrap();
+        assert!(!backup.is_finished(), "the backup must still be reading");
+        match backup.join().unwrap() {
+            Err(VmBackupError::DiskMoved {
+                disk,
+                before,
+                after,
+                ..
+            }) => {
+                assert_eq!(disk, "disk 2000");
+                assert!(before.starts_with("[datastore1] lab-vm-02/"), "{before}");
+                assert!(after.starts_with("[nfs1] lab-vm-02/"), "{after}");
+            }
+            other => panic!("the backup must fail naming the move: {other:?}"),
+        }
+    });
+    assert!(b.repo.list_points().unwrap().is_empty());
+    assert!(b.snapshots("lab-vm-02").is_empty());
+    let again = b
+        .backup("lab-vm-02", Consistency::Crash, None, "run-b")
+        .unwrap();
+    let moved_flat = b
+        .lab
+        .datastore_folder("nfs1")
+        .join("lab-vm-02/lab-vm-02-flat.vmdk");
+    assert_eq!(
+        b.restore(&again.manifest, 0),
+        std::fs::read(moved_flat).unwrap()
+    );
+}
+
 /// Two coffers with their own state dirs (two installations) on one lab:
 /// the second runs `coffer backup VM` while the first's backup of that VM
 /// is still reading its snapshot. The second leaves the snapshot alone and

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use super::EXIT_OK;
-use crate::lab::{Lab, LabConfig};
+use crate::lab::{Lab, LabConfig, NewDisk};
+use crate::policy::units::format_size;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -19,7 +20,8 @@ pub enum Command {
     /// Write scattered 64 KiB blocks over a share of a lab VM's disks.
     Write(WriteArgs),
     /// Add a VM with disks of the sizes given (thin, a third of each filled
-    /// with file-like data), e.g. a multi-GiB one for a benchmark.
+    /// with file-like data) or made from raw disk images, e.g. a multi-GiB
+    /// one for a benchmark.
     AddVm(AddVmArgs),
 }
 
@@ -27,8 +29,16 @@ pub enum Command {
 pub struct AddVmArgs {
     /// The new VM's name.
     pub name: String,
-    /// A disk's size (`4GiB`); once per disk.
-    #[arg(long = "disk", required = true)]
+    /// One disk, in order: a size (`4GiB`: thin, a third filled with
+    /// file-like data), or `image=FILE[,size=SIZE]`: the content of the raw
+    /// disk image FILE, copied sparsely (holes and zero blocks stay holes),
+    /// on a disk of the image's size rounded up to a MiB, or SIZE when
+    /// larger.
+    #[arg(
+        long = "disk",
+        required = true,
+        value_name = "SIZE|image=FILE[,size=SIZE]"
+    )]
     pub disks: Vec<String>,
     #[command(flatten)]
     pub state: StateArg,
@@ -92,26 +102,65 @@ pub fn run(command: Command) -> Result<u8> {
     }
 }
 
+/// A `--disk` value: `SIZE` or `image=FILE[,size=SIZE]`.
+fn parse_disk(spec: &str) -> Result<NewDisk> {
+    let size = |s: &str| {
+        crate::policy::units::parse_size(s)
+            .map(|s| s.0)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--disk {spec}: {e}; give a size (`4GiB`) or `image=FILE[,size=SIZE]`"
+                )
+            })
+    };
+    let Some(rest) = spec.strip_prefix("image=") else {
+        return Ok(NewDisk::Generated {
+            capacity_bytes: size(spec)?,
+        });
+    };
+    let (path, capacity_bytes) = match rest.rsplit_once(",size=") {
+        Some((path, s)) => (path, Some(size(s)?)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        anyhow::bail!("--disk {spec}: no image file after `image=`");
+    }
+    Ok(NewDisk::Image {
+        path: PathBuf::from(path),
+        capacity_bytes,
+    })
+}
+
 fn add_vm(args: AddVmArgs) -> Result<u8> {
     let dir = args.state.resolve();
-    let sizes = args
+    let disks = args
         .disks
         .iter()
-        .map(|d| {
-            crate::policy::units::parse_size(d)
-                .map(|s| s.0)
-                .map_err(|e| anyhow::anyhow!("--disk {d}: {e}"))
-        })
-        .collect::<Result<Vec<u64>>>()?;
-    crate::lab::add_vm(&dir, &args.name, &sizes)?;
-    let total: u64 = sizes.iter().sum();
-    println!(
+        .map(|d| parse_disk(d))
+        .collect::<Result<Vec<_>>>()?;
+    let made = crate::lab::add_vm_with(&dir, &args.name, &disks)?;
+    let total: u64 = made.iter().map(|d| d.capacity_bytes).sum();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "added VM {} with {} disk(s), {} in all, to the lab in {}",
         args.name,
-        sizes.len(),
-        crate::policy::units::format_size(total),
+        made.len(),
+        format_size(total),
         dir.display()
-    );
+    )?;
+    for (i, (d, spec)) in made.iter().zip(&disks).enumerate() {
+        let from = match spec {
+            NewDisk::Image { path, .. } => format!("from image {}", path.display()),
+            NewDisk::Generated { .. } => "made-up data".to_string(),
+        };
+        writeln!(
+            out,
+            "  disk {i}: {}, {from}, {} allocated",
+            format_size(d.capacity_bytes),
+            format_size(d.allocated_bytes)
+        )?;
+    }
     Ok(EXIT_OK)
 }
 

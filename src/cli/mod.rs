@@ -11,6 +11,7 @@ mod cbt;
 mod compliance;
 mod daemon;
 mod export;
+mod init;
 mod inventory;
 mod lab;
 mod plan;
@@ -20,6 +21,7 @@ mod restore;
 mod retention;
 mod schedule;
 mod schema;
+mod shell;
 mod terminal;
 mod validate;
 
@@ -38,7 +40,7 @@ pub const EXIT_INVALID_CONFIG: u8 = 10;
 #[derive(Debug, Parser)]
 #[command(
     name = "coffer",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("COFFER_COMMIT"), ")"),
     about = "Declarative backup policies for VMware ESXi and vCenter"
 )]
 pub struct Cli {
@@ -72,6 +74,8 @@ pub struct Location {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a policy directory: commented, valid, against the lab or a host.
+    Init(init::Args),
     /// Check a policy directory and report every problem with file:line:column.
     Validate(validate::Args),
     /// Print the JSON Schema of policy files.
@@ -126,6 +130,19 @@ pub enum Command {
         #[command(subcommand)]
         command: lab::Command,
     },
+    /// Print shell completions, e.g. `coffer completions bash >
+    /// /etc/bash_completion.d/coffer`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (`coffer man | man -l -`), or write
+    /// one page per command into a directory.
+    Man {
+        /// Write `coffer.1`, `coffer-apply.1`, … into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// A command that needs the policy directory found it invalid (the
@@ -145,6 +162,7 @@ pub fn run() -> Result<u8> {
 
 fn run_command(command: Command) -> Result<u8> {
     match command {
+        Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Schedule { command } => schedule::run(command),
@@ -163,6 +181,8 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Compliance(args) => compliance::run(args),
         Command::Retention { command } => retention::run(command),
         Command::Lab { command } => lab::run(command),
+        Command::Completions { shell } => shell::completions(shell),
+        Command::Man { out } => shell::man(out),
     }
 }
 

@@ -44,7 +44,9 @@ pub struct Args {
     /// Power the restored VM on.
     #[arg(long)]
     pub power_on: bool,
-    /// Give the restored VM new UUIDs.
+    /// Give the restored VM new UUIDs and MAC addresses (the host makes
+    /// them at power-on); without it the VM keeps its identity and a
+    /// power-on answers the host's "moved or copied?" with "moved".
     #[arg(long)]
     pub new_uuid: bool,
     /// Restore with its network cards disconnected.

@@ -61,7 +61,7 @@ pub fn run(command: Command) -> Result<u8> {
             let policy = config
                 .policies
                 .get(p)
-                .ok_or_else(|| anyhow!("no policy named `{p}`"))?;
+                .ok_or_else(|| anyhow!("{}", config.no_such_policy(p)))?;
             let rules = policy
                 .retain
                 .get(t)

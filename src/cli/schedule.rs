@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERROR, EXIT_OK, PolicyArgs, load_or_report};
-use crate::policy::diag::one_of;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -36,12 +35,7 @@ pub fn run(command: Command) -> Result<u8> {
         Err(code) => return Ok(code),
     };
     let Some(policy) = config.policies.get(&args.policy_name) else {
-        let names: Vec<&str> = config.policies.keys().map(String::as_str).collect();
-        eprintln!(
-            "error: no policy named `{}`; defined policies: {}",
-            args.policy_name,
-            one_of(&names)
-        );
+        eprintln!("error: {}", config.no_such_policy(&args.policy_name));
         return Ok(EXIT_ERROR);
     };
     let from: DateTime<Utc> = match &args.from {

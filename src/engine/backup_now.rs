@@ -65,17 +65,26 @@ fn find_vm(
     vm: &str,
     source: Option<&str>,
 ) -> Result<(Connected, crate::vsphere::VmRecord)> {
+    if let Some(name) = source {
+        config.source_named(name)?;
+    }
+    let mut seen = Vec::new();
     for s in config.sources.values() {
         if source.is_some_and(|name| name != s.name) {
             continue;
         }
         let conn = connect::connect(s, &config.settings.state_dir)?;
-        if let Some(record) = conn.session.list_vms()?.into_iter().find(|v| v.name == vm) {
+        let vms = conn.session.list_vms()?;
+        if let Some(record) = vms.iter().find(|v| v.name == vm) {
+            let record = record.clone();
             return Ok((conn, record));
         }
+        seen.extend(vms.into_iter().map(|v| v.name));
     }
+    let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
     bail!(
-        "no VM named `{vm}` on the sources of {}",
+        "{} on the sources of {}",
+        crate::policy::diag::no_such("VM", vm, &seen),
         config.dir.display()
     )
 }
@@ -111,7 +120,7 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
         Some(name) => config
             .policies
             .get(name)
-            .ok_or_else(|| anyhow!("no policy named `{name}`"))?,
+            .ok_or_else(|| anyhow!("{}", config.no_such_policy(name)))?,
         None => {
             let names: Vec<&str> = crate::plan::planner::policies_of(config, &conn.source, &vm)
                 .into_iter()

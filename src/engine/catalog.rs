@@ -136,7 +136,12 @@ pub fn contents(catalog: &Catalog, vm: Option<&str>) -> Result<Contents> {
     if let Some(name) = vm
         && vms.is_empty()
     {
-        bail!("the catalog knows no VM named `{name}`");
+        let known = catalog.vms()?;
+        let known: Vec<&str> = known.iter().map(|v| v.name.as_str()).collect();
+        bail!(
+            "the catalog knows {}",
+            crate::policy::diag::no_such("VM", name, &known)
+        );
     }
     let mut listed = Vec::new();
     for v in vms {

@@ -143,6 +143,7 @@ pub fn backup_image(
                 from_parent: parent.is_some(),
                 ranges,
                 backing: None,
+                slot: None,
             }],
             files: vec![],
             skipped_disks: vec![],

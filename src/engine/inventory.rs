@@ -28,6 +28,9 @@ pub fn inventory(config: &Config, only: Option<&str>) -> Result<Vec<InventoryRow
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
     let dead_installation = super::gather::dead_installation(&config.settings.state_dir);
+    if let Some(name) = only {
+        config.source_named(name)?;
+    }
     for source in config.sources.values() {
         if only.is_some_and(|s| s != source.name) {
             continue;

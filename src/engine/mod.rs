@@ -41,6 +41,7 @@ pub mod catalog;
 pub mod daemon;
 pub mod gather;
 pub mod image;
+pub mod init;
 pub mod inventory;
 pub mod observer;
 pub mod report;

@@ -33,6 +33,8 @@ pub fn find_point(
         None => config.tiers.keys().map(String::as_str).collect(),
     };
     tiers.sort_by_key(|t| !matches!(config.tiers[*t].backend, TierBackend::Local { .. }));
+    // The VMs the tiers hold points of, for a likely typo.
+    let mut backed_up = std::collections::BTreeSet::new();
     for t in tiers {
         let repo = open_tier(config, t)?;
         let mut best: Option<Manifest> = None;
@@ -44,6 +46,7 @@ pub fn find_point(
             let Ok(m) = repo.read_manifest(&p) else {
                 continue;
             };
+            backed_up.insert(m.vm.name.clone());
             if m.vm.name != vm
                 || source.is_some_and(|s| m.vm.source.as_deref().is_some_and(|own| own != s))
             {
@@ -78,10 +81,17 @@ pub fn find_point(
             return Ok((t.to_string(), repo, m));
         }
     }
+    let near = if backed_up.contains(vm) {
+        None
+    } else {
+        crate::policy::diag::nearest(vm, backed_up.iter().map(String::as_str))
+    };
     bail!(
-        "no point of VM `{vm}`{} on {}",
+        "no point of VM `{vm}`{} on {}{}",
         point.map(|p| format!(" with id {p}")).unwrap_or_default(),
-        tier.map_or("any tier".to_string(), |t| format!("tier `{t}`"))
+        tier.map_or("any tier".to_string(), |t| format!("tier `{t}`")),
+        near.map(|n| format!("; did you mean `{n}`?"))
+            .unwrap_or_default()
     )
 }
 

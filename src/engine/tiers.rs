@@ -96,10 +96,7 @@ impl RepoSpec {
 fn tier_of<'c>(config: &'c Config, name: &str) -> Result<&'c Tier> {
     config.tiers.get(name).ok_or_else(|| {
         let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
-        anyhow!(
-            "no tier named `{name}`; defined tiers: {}",
-            crate::policy::diag::one_of(&names)
-        )
+        anyhow!("{}", crate::policy::diag::no_such("tier", name, &names))
     })
 }
 

@@ -4,9 +4,11 @@
 //! of text, random and compressible data, all derived from the VM's name, so
 //! the same VM always gets the same bytes. Everything else is a hole.
 //!
-//! The header is what the lab's "boot" check looks for: a restored disk that
-//! carries a valid partition table and header boots, one that does not,
-//! never gets its tools running.
+//! The header is what the lab's "boot" check (`boot`) looks for on a disk
+//! whose MBR carries the lab's boot code: a restored disk that carries a
+//! valid partition table and header boots, one that does not, never gets
+//! its tools running. A disk imported from an image (`image`) holds none of
+//! this.
 
 use std::fs::File;
 use std::io;
@@ -22,6 +24,9 @@ pub const HEADER_BYTES: usize = 4096;
 /// Data extents and guest writes stay above this, clear of the boot area.
 pub const DATA_START_BYTES: u64 = 2 * MIB;
 pub const MAGIC: &[u8; 8] = b"CFLABFS1";
+/// The start of the boot code of every MBR the lab makes: how the boot
+/// check tells the lab's own disks from imported ones.
+pub const BOOT_CODE: &[u8] = b"coffer lab boot sector";
 const SECTOR: u64 = 512;
 const MAX_EXTENTS: usize = 32;
 const CHECKSUM_AT: usize = HEADER_BYTES - 32;
@@ -180,8 +185,7 @@ fn compressible_block(rng: &mut Rng, buf: &mut [u8], base: u64) {
 
 fn mbr(capacity_bytes: u64, seed: &mut Rng) -> [u8; 512] {
     let mut m = [0u8; 512];
-    let boot = b"coffer lab boot sector";
-    m[..boot.len()].copy_from_slice(boot);
+    m[..BOOT_CODE.len()].copy_from_slice(BOOT_CODE);
     m[440..444].copy_from_slice(&(seed.next_u64() as u32).to_le_bytes());
     let e = &mut m[446..462];
     e[0] = 0x80;
@@ -250,20 +254,9 @@ pub fn generate(path: &Path, vm: &str, index: usize, capacity_bytes: u64) -> io:
     file.sync_all()
 }
 
-/// The bytes the boot check reads: the MBR and the header block.
-pub const BOOT_AREA: [(u64, usize); 2] = [(0, 512), (PARTITION_START_BYTES, HEADER_BYTES)];
-
-/// Whether `mbr` and `header` (read from a disk at `BOOT_AREA`) are a
-/// partition table and a valid file system header: what a guest needs to
-/// boot. The error says what is broken.
-pub fn boot_check(mbr: &[u8], header: &[u8]) -> Result<(), String> {
-    if mbr.len() < 512 || mbr[510..512] != [0x55, 0xAA] {
-        return Err("no MBR signature".into());
-    }
-    let start = u32::from_le_bytes(mbr[454..458].try_into().expect("4 bytes")) as u64;
-    if mbr[450] != 0x83 || start * SECTOR != PARTITION_START_BYTES {
-        return Err("the partition table does not hold the lab's partition".into());
-    }
+/// Whether `header` (read at the partition start) is a valid file system
+/// header of a lab disk; the error says what is broken.
+pub fn check_header(header: &[u8]) -> Result<(), String> {
     if header.len() < HEADER_BYTES || &header[..8] != MAGIC {
         return Err("no file system header at the partition start".into());
     }
@@ -300,14 +293,11 @@ mod tests {
         let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert_eq!(da, db);
         let h = PARTITION_START_BYTES as usize;
-        boot_check(&da[..512], &da[h..h + HEADER_BYTES]).unwrap();
+        check_header(&da[h..h + HEADER_BYTES]).unwrap();
+        assert!(da.starts_with(BOOT_CODE));
         let mut broken = da[h..h + HEADER_BYTES].to_vec();
         broken[100] ^= 1;
-        assert!(
-            boot_check(&da[..512], &broken)
-                .unwrap_err()
-                .contains("checksum")
-        );
+        assert!(check_header(&broken).unwrap_err().contains("checksum"));
         let c = dir.path().join("c");
         generate(&c, "vm2", 0, 8 * MIB).unwrap();
         assert_ne!(std::fs::read(&c).unwrap(), da);

@@ -527,7 +527,7 @@ fn write_layer(layer: &Layer, file: &File, data: &[u8], at: u64) -> io::Result<(
 }
 
 /// The data (non-hole) ranges of a file, by SEEK_DATA / SEEK_HOLE.
-fn data_ranges(file: &File, len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
+pub(super) fn data_ranges(file: &File, len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut at: i64 = 0;

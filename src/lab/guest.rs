@@ -25,6 +25,7 @@
 use std::path::Path;
 
 use super::state::{Fault, State, Vm};
+use crate::vsphere::vmx::value as vmx_value;
 
 /// The guest family a lab VM's .vmx names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,15 +60,6 @@ pub struct GuestConfig {
 
 fn vmx_text(vm: &Vm, root: &Path) -> String {
     std::fs::read_to_string(root.join(&vm.vmx)).unwrap_or_default()
-}
-
-fn vmx_value<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(key)
-            .then(|| v.trim().trim_matches('"'))
-    })
 }
 
 /// The API's guest id of a .vmx `guestOS` value (vSphere API reference,

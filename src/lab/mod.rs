@@ -7,7 +7,8 @@
 //! snapshot in the formats ESXi writes (`vmfsSparse`, or `SEsparse` on a
 //! VMFS6 datastore, as the vSphere Storage guide's "Snapshot Formats" says;
 //! see `disk`), snapshots a user took before coffer (`user_snapshot`),
-//! change tracking, the made-up guest data (`content`),
+//! change tracking, the made-up guest data (`content`) or the content of
+//! a disk image (`image`), what a guest needs to boot (`boot`),
 //! all persisted under an flock (`state`) so a backup in one run and an
 //! incremental in the next work, and `coffer lab write` can change a VM's
 //! disks beside a running lab. It serves HTTPS with a certificate of its
@@ -20,12 +21,14 @@
 //! It must never be mistaken for a host: it binds to 127.0.0.1 only, and it
 //! implements the subset `src/vsphere` speaks, not vim25 at large.
 
+mod boot;
 mod content;
 mod datastore;
 pub mod disk;
 pub mod faults;
 pub mod guest;
 mod http;
+mod image;
 pub mod inventory;
 pub mod net;
 pub mod ops;
@@ -43,6 +46,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use faults::{FAULTS_ENV, Faults, Stats};
 pub use ops::DiskWrite;
+pub use state::{MadeDisk, NewDisk};
 
 use crate::policy::model::TlsTrust;
 use crate::vsphere::delta::DeltaFormat;
@@ -635,11 +639,25 @@ pub fn extend_disk(state_dir: &Path, vm: &str, key: i32, capacity_bytes: u64) ->
     Ok(store.update(|st, root| ops::extend_disk(st, root, vm, key, capacity_bytes))?)
 }
 
-/// Adds a VM `name` with disks of `sizes` bytes to the lab in `state_dir`
-/// (see `Store::add_vm`).
+/// Adds a VM `name` with disks of `sizes` bytes of made-up data to the lab
+/// in `state_dir` (see `Store::add_vm`).
 pub fn add_vm(state_dir: &Path, name: &str, sizes: &[u64]) -> Result<(), Error> {
+    let disks: Vec<NewDisk> = sizes
+        .iter()
+        .map(|&capacity_bytes| NewDisk::Generated { capacity_bytes })
+        .collect();
+    add_vm_with(state_dir, name, &disks).map(|_| ())
+}
+
+/// Adds a VM `name` with `disks` (made-up data or disk images) to the lab
+/// in `state_dir` (see `Store::add_vm`); answers what each disk holds.
+pub fn add_vm_with(
+    state_dir: &Path,
+    name: &str,
+    disks: &[NewDisk],
+) -> Result<Vec<MadeDisk>, Error> {
     state::Store::new(state_dir)
-        .add_vm(name, sizes)
+        .add_vm(name, disks)
         .map_err(io(format!(
             "adding VM {name} to the lab in {}",
             state_dir.display()

@@ -17,6 +17,7 @@ use super::state::{
     self, DATASTORE, Fault, Snapshot, SnapshotDisk, State, Vm, hex_id, new_cbt_id, uuid_of,
 };
 use crate::vsphere::delta::DeltaFormat;
+use crate::vsphere::vmx;
 
 /// What a snapshot request asks.
 #[derive(Debug, Clone)]
@@ -466,6 +467,149 @@ pub fn set_power(state: &mut State, vm: &str, on: bool) -> Result<(), Fault> {
     Ok(())
 }
 
+/// PowerOnVM_Task, run as task `task`: `Ok(true)` when the VM asks a
+/// question first and the task waits for AnswerVM (see `answer`). A host
+/// compares the .vmx's `uuid.location`, a hash of where the VM's files
+/// were, with where they are now; when they differ the VM "may have been
+/// moved or copied" (`msg.uuid.altered`) and the power-on waits for the
+/// answer (VMware Workstation and ESX documentation, "Virtual machine UUID":
+/// the UUID changes only when the VM is moved or copied, and the user is
+/// asked which; Apache CloudStack's VMware resource answers this question
+/// programmatically before its power-ons complete). A .vmx without
+/// `uuid.location` gets one, and a `uuid.bios`, without a question.
+pub fn power_on(state: &mut State, root: &Path, vm: &str, task: &str) -> Result<bool, Fault> {
+    let next = state.next_id;
+    let v = state.vm_mut(vm)?;
+    if v.question.is_some() {
+        return Err(Fault::new(
+            "InvalidState",
+            format!("VM {} is waiting for an answer to its question", v.name),
+        ));
+    }
+    if v.powered_on {
+        return set_power(state, vm, true).map(|()| false);
+    }
+    let path = root.join(&v.vmx);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let here = state::location_uuid(&v.vmx);
+    match vmx::value(&text, "uuid.location") {
+        Some(there) if there != here => {
+            v.question = Some(state::Question {
+                id: next.to_string(),
+                task: task.to_string(),
+            });
+            state.next_id += 1;
+            Ok(true)
+        }
+        Some(_) => {
+            std::fs::write(&path, with_generated_macs(&text, &v.vmx))?;
+            set_power(state, vm, true).map(|()| false)
+        }
+        None => {
+            let mut text = vmx::with_value(&text, "uuid.location", &here);
+            if vmx::value(&text, "uuid.bios").is_none() {
+                text = vmx::with_value(
+                    &text,
+                    "uuid.bios",
+                    &state::uuid_bytes(&format!("bios/{}", v.vmx)),
+                );
+            }
+            std::fs::write(&path, with_generated_macs(&text, &v.vmx))?;
+            set_power(state, vm, true).map(|()| false)
+        }
+    }
+}
+
+/// `text` with a generated MAC address for every present network card
+/// that has none: a host generates one at power-on for a card whose
+/// `address`, `addressType` and `generatedAddress` are gone (VMware ESX
+/// Server Administration Guide, "Using MAC Addresses").
+fn with_generated_macs(text: &str, seed: &str) -> String {
+    let cards: Vec<String> = vmx::entries(text)
+        .filter(|(k, v)| {
+            k.to_ascii_lowercase().ends_with(".present") && v.eq_ignore_ascii_case("true")
+        })
+        .filter_map(|(k, _)| k.split_once('.').map(|(card, _)| card.to_string()))
+        .filter(|card| card.to_ascii_lowercase().starts_with("ethernet"))
+        .collect();
+    let mut out = text.to_string();
+    for card in cards {
+        let has = |key: &str| vmx::value(&out, &format!("{card}.{key}")).is_some();
+        if !has("address") && !has("generatedAddress") {
+            out = vmx::with_value(&out, &format!("{card}.addressType"), "generated");
+            out = vmx::with_value(
+                &out,
+                &format!("{card}.generatedAddress"),
+                &state::lab_mac(&format!("{seed}/{card}")),
+            );
+        }
+    }
+    out
+}
+
+/// AnswerVM: `choice` "1" (I moved it) keeps the VM's BIOS UUID and MAC
+/// addresses and records where it is now; "2" (I copied it) gives it a new
+/// BIOS UUID and new generated MAC addresses; "0" (Cancel) fails the
+/// power-on. Answers the power-on task the question held and its outcome.
+pub fn answer(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    question_id: &str,
+    choice: &str,
+) -> Result<(String, Result<(), Fault>), Fault> {
+    let v = state.vm_mut(vm)?;
+    let question = v
+        .question
+        .clone()
+        .filter(|q| q.id == question_id)
+        .ok_or_else(|| {
+            Fault::new(
+                "InvalidArgument",
+                format!("no question {question_id} on VM {}", v.name),
+            )
+            .with("invalidProperty", "questionId")
+        })?;
+    if !matches!(choice, "0" | "1" | "2") {
+        return Err(Fault::new("InvalidArgument", format!("no choice {choice}"))
+            .with("invalidProperty", "answerChoice"));
+    }
+    v.question = None;
+    if choice == "0" {
+        return Ok((
+            question.task,
+            Err(Fault::new(
+                "RequestCanceled",
+                "The power-on was cancelled: the question whether the VM was moved or copied was not answered",
+            )),
+        ));
+    }
+    let path = root.join(&v.vmx);
+    let mut text = std::fs::read_to_string(&path)?;
+    text = vmx::with_value(&text, "uuid.location", &state::location_uuid(&v.vmx));
+    if choice == "2" {
+        text = vmx::with_value(
+            &text,
+            "uuid.bios",
+            &state::uuid_bytes(&format!("bios/{}/{}", v.vmx, v.id)),
+        );
+        let cards: Vec<String> = vmx::entries(&text)
+            .filter(|(k, _)| k.to_ascii_lowercase().ends_with(".generatedaddress"))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        for key in cards {
+            text = vmx::with_value(
+                &text,
+                &key,
+                &state::lab_mac(&format!("{}/{}/{key}", v.vmx, v.id)),
+            );
+        }
+    }
+    std::fs::write(&path, with_generated_macs(&text, &v.vmx))?;
+    let done = set_power(state, vm, true);
+    Ok((question.task, done))
+}
+
 /// `[datastore1] dir/file` → `dir/file`.
 pub fn datastore_path(path: &str) -> Result<String, Fault> {
     let rest = path
@@ -491,9 +635,8 @@ pub fn datastore_path(path: &str) -> Result<String, Fault> {
 
 /// `key = "value"` lines of a .vmx.
 fn vmx_values(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+    crate::vsphere::vmx::entries(text)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
@@ -598,6 +741,7 @@ pub fn register(
         consolidation_needed: false,
         encryption_key: None,
         delta_format: None,
+        question: None,
         disks,
         snapshots: Vec::new(),
     };

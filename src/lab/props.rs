@@ -76,6 +76,7 @@ const VM_PATHS: &[&str] = &[
     "config.hardware.device",
     "runtime.powerState",
     "runtime.consolidationNeeded",
+    "runtime.question",
     "config.keyId",
     "guest.toolsRunningStatus",
     "guest.ipAddress",
@@ -141,6 +142,13 @@ pub fn vm_object(
             "runtime.consolidationNeeded" => {
                 prop(path, "xsd:boolean", &vm.consolidation_needed.to_string())
             }
+            // Unset unless the VM asks (vSphere API reference,
+            // VirtualMachineRuntimeInfo.question); the choices are the
+            // host's for `msg.uuid.altered`: Cancel, I moved it, I copied it.
+            "runtime.question" => match &vm.question {
+                Some(q) => prop(path, "VirtualMachineQuestionInfo", &question_info(&q.id)),
+                None => continue,
+            },
             // A CryptoKeyId, present only on an encrypted VM (vSphere API
             // reference, VirtualMachineConfigInfo.keyId: "unset" otherwise).
             "config.keyId" => match &vm.encryption_key {
@@ -416,6 +424,24 @@ pub fn snapshot_object(st: &State, moref_value: &str) -> Result<String, Fault> {
     ))
 }
 
+/// The VirtualMachineQuestionInfo of the "moved or copied?" question.
+fn question_info(id: &str) -> String {
+    let choice = |key: &str, label: &str, summary: &str| {
+        format!(
+            "<choiceInfo><label>{label}</label><summary>{summary}</summary><key>{key}</key></choiceInfo>"
+        )
+    };
+    format!(
+        "<id>{}</id><text>msg.uuid.altered:This virtual machine might have been moved or copied.</text>\
+         <choice>{}{}{}<defaultIndex>2</defaultIndex></choice>\
+         <message><id>msg.uuid.altered</id><text>This virtual machine might have been moved or copied.</text></message>",
+        escape(id),
+        choice("0", "button.uuid.cancel", "Cancel"),
+        choice("1", "button.uuid.movedTheVM", "I _moved it"),
+        choice("2", "button.uuid.copiedTheVM", "I _copied it"),
+    )
+}
+
 pub fn task_object(t: &TaskRecord) -> String {
     let mut info = format!(
         "<key>{id}</key>{}<descriptionId>VirtualMachine.{}</descriptionId>{}<entityName>{}</entityName>\
@@ -425,7 +451,9 @@ pub fn task_object(t: &TaskRecord) -> String {
         moref("entity", &t.entity.0, &t.entity.1),
         escape(&t.entity_name),
         t.name,
-        if t.error.is_some() {
+        if t.running {
+            "running"
+        } else if t.error.is_some() {
             "error"
         } else {
             "success"

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::content;
 use super::disk::{Disk, Layer, flat_descriptor};
+use super::image::Image;
+use super::{boot, content};
 use crate::vsphere::delta::DeltaFormat;
 
 pub const DATASTORE: &str = "datastore1";
@@ -133,9 +134,37 @@ pub struct Vm {
     /// the datastore's (see `State::vmfs6`).
     #[serde(default)]
     pub delta_format: Option<DeltaFormat>,
+    /// The question the VM asks (`runtime.question`), holding up the
+    /// power-on task `task` until AnswerVM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
     pub disks: Vec<Disk>,
     /// The snapshot chain, root first; the last one is the current one.
     pub snapshots: Vec<Snapshot>,
+}
+
+/// A question a lab VM asks: only "moved or copied?" (`msg.uuid.altered`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    pub id: String,
+    /// The PowerOnVM_Task that waits for the answer.
+    pub task: String,
+}
+
+/// The `uuid.location` a host writes for a VM whose .vmx is at `vmx`: a
+/// hash of the path, so a VM whose files moved finds another one. The
+/// format is the .vmx's: 16 bytes, a dash after the eighth.
+pub fn location_uuid(vmx: &str) -> String {
+    uuid_bytes(&format!("location/{vmx}"))
+}
+
+/// 16 bytes derived from `text`, as a .vmx writes UUIDs (`uuid.bios`,
+/// `uuid.location`): "56 4d 12 … 9a-bc de … 01".
+pub fn uuid_bytes(text: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    let hex: Vec<String> = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}", hex[..8].join(" "), hex[8..].join(" "))
 }
 
 impl Vm {
@@ -147,19 +176,19 @@ impl Vm {
         self.vmx.rsplit_once('/').map_or("", |(d, _)| d)
     }
 
-    /// Whether the guest boots: every disk still carries its partition
-    /// table and file system header (read through the live view).
+    /// Whether the guest boots: every disk still carries what `boot::check`
+    /// looks for (read through the live view).
     pub fn boots(&self, root: &Path) -> bool {
         !self.disks.is_empty()
             && self.disks.iter().all(|d| {
-                let read = |(at, len): (u64, usize)| {
+                let read = |at: u64, len: usize| {
+                    if at.saturating_add(len as u64) > d.capacity_bytes {
+                        return Err(io::Error::other("beyond the end of the disk"));
+                    }
                     let mut buf = vec![0u8; len];
                     d.read(root, d.top(), at, &mut buf).map(|_| buf)
                 };
-                match (read(content::BOOT_AREA[0]), read(content::BOOT_AREA[1])) {
-                    (Ok(mbr), Ok(header)) => content::boot_check(&mbr, &header).is_ok(),
-                    _ => false,
-                }
+                boot::check(d.capacity_bytes, &read).is_ok()
             })
     }
 
@@ -192,6 +221,73 @@ pub struct State {
     /// moment: how tests see a runner's per-host limit.
     #[serde(default)]
     pub most_snapshots_per_host: std::collections::BTreeMap<String, u32>,
+}
+
+/// What a new lab disk holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewDisk {
+    /// `capacity_bytes` (a whole number of MiB) of the lab's made-up,
+    /// file-like data (see `content`).
+    Generated { capacity_bytes: u64 },
+    /// The content of the raw disk image at `path`, copied sparsely (see
+    /// `image`); the disk is the image's size rounded up to a MiB, or
+    /// `capacity_bytes` when that is given and larger.
+    Image {
+        path: PathBuf,
+        capacity_bytes: Option<u64>,
+    },
+}
+
+/// A disk `Store::add_vm` made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MadeDisk {
+    pub capacity_bytes: u64,
+    /// What its flat extent holds outside holes: what the allocated-areas
+    /// query (`*`) reports, and a first full reads.
+    pub allocated_bytes: u64,
+}
+
+/// A disk to make: its capacity and, for an imported one, the image.
+struct DiskPlan {
+    capacity_bytes: u64,
+    image: Option<Image>,
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// A whole, non-zero number of MiB, as every lab disk is.
+fn check_mib(bytes: u64) -> io::Result<u64> {
+    if bytes == 0 || !bytes.is_multiple_of(content::MIB) {
+        return Err(invalid(format!(
+            "a lab disk is a whole number of MiB, not {bytes} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+impl NewDisk {
+    /// Checks the size and opens the image, before anything is made.
+    fn plan(&self) -> io::Result<DiskPlan> {
+        match self {
+            NewDisk::Generated { capacity_bytes } => Ok(DiskPlan {
+                capacity_bytes: check_mib(*capacity_bytes)?,
+                image: None,
+            }),
+            NewDisk::Image {
+                path,
+                capacity_bytes,
+            } => {
+                let wanted = capacity_bytes.map(check_mib).transpose()?;
+                let image = Image::open(path)?;
+                Ok(DiskPlan {
+                    capacity_bytes: image.capacity_bytes(wanted)?,
+                    image: Some(image),
+                })
+            }
+        }
+    }
 }
 
 /// The state directory.
@@ -348,40 +444,44 @@ impl Store {
             } else {
                 &[64 * content::MIB]
             };
+            let plans: Vec<DiskPlan> = sizes
+                .iter()
+                .map(|&capacity_bytes| DiskPlan {
+                    capacity_bytes,
+                    image: None,
+                })
+                .collect();
             let id = state.next_id;
             state.next_id += 1;
             state
                 .vms
-                .push(make_lab_vm(&root, id, &name, sizes, uuid_seed)?);
+                .push(make_lab_vm(&root, id, &name, &plans, uuid_seed)?);
         }
         self.save(&state)?;
         Ok(state)
     }
 
-    /// Adds a VM named `name` with disks of `sizes` bytes (thin, their data
-    /// made as for every lab VM), for tests and benchmarks that need other
-    /// shapes than the numbered lab VMs. A name in use is refused.
-    pub fn add_vm(&self, name: &str, sizes: &[u64]) -> io::Result<()> {
+    /// Adds a VM named `name` with `disks` (thin: made-up data, or the
+    /// content of a disk image), for tests and benchmarks that need other
+    /// shapes than the numbered lab VMs. A name in use is refused; a bad
+    /// size or an image that cannot be read is refused before anything is
+    /// made.
+    pub fn add_vm(&self, name: &str, disks: &[NewDisk]) -> io::Result<Vec<MadeDisk>> {
         let valid = !name.is_empty()
             && name.len() <= 80
             && !name.starts_with('.')
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid || sizes.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "a lab VM needs a name of letters, digits, `-`, `_` and `.` and at least one disk; got `{name}`"
-                ),
-            ));
+        if !valid || disks.is_empty() {
+            return Err(invalid(format!(
+                "a lab VM needs a name of letters, digits, `-`, `_` and `.` and at least one disk; got `{name}`"
+            )));
         }
-        if let Some(s) = sizes.iter().find(|s| **s == 0 || **s % content::MIB != 0) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a lab disk is a whole number of MiB, not {s} bytes"),
-            ));
-        }
+        let plans = disks
+            .iter()
+            .map(NewDisk::plan)
+            .collect::<io::Result<Vec<_>>>()?;
         let _lock = FileLock::take(&self.dir.join(LOCK_FILE), true)?;
         let mut state = self.load()?.ok_or_else(|| {
             io::Error::new(
@@ -397,9 +497,26 @@ impl Store {
         }
         let id = state.next_id;
         state.next_id += 1;
-        let vm = make_lab_vm(&self.datastore_root(), id, name, sizes, None)?;
+        let root = self.datastore_root();
+        let vm = make_lab_vm(&root, id, name, &plans, None)?;
+        let made = vm
+            .disks
+            .iter()
+            .map(|d| {
+                let flat = File::open(root.join(&d.layers[0].data_file))?;
+                let allocated_bytes = super::disk::data_ranges(&flat, d.capacity_bytes)?
+                    .iter()
+                    .map(|r| r.end - r.start)
+                    .sum();
+                Ok(MadeDisk {
+                    capacity_bytes: d.capacity_bytes,
+                    allocated_bytes,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         state.vms.push(vm);
-        self.save(&state)
+        self.save(&state)?;
+        Ok(made)
     }
 
     /// Runs `f` on the current state under an exclusive lock and saves
@@ -448,11 +565,20 @@ fn instance_uuid(name: &str, uuid_seed: Option<&str>) -> String {
     }
 }
 
+/// A generated MAC address for the lab's VM `name`, under the OUI the host
+/// generates addresses with (00:0C:29; VMware ESX Server Administration
+/// Guide, "Using MAC Addresses").
+pub fn lab_mac(name: &str) -> String {
+    let mut rng = content::Rng::from_text(&format!("mac/{name}"));
+    let b = rng.next_u64().to_le_bytes();
+    format!("00:0c:29:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
 fn make_lab_vm(
     root: &Path,
     id: u64,
     name: &str,
-    sizes: &[u64],
+    disk_plans: &[DiskPlan],
     uuid_seed: Option<&str>,
 ) -> io::Result<Vm> {
     std::fs::create_dir_all(root.join(name))?;
@@ -461,9 +587,22 @@ fn make_lab_vm(
         ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\n\
          displayName = \"{name}\"\nguestOS = \"other5xlinux-64\"\nmemSize = \"512\"\n\
          numvcpus = \"1\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"lsilogic\"\n\
-         guestinfo.lab.tcp_ports = \"22,8022\"\n"
+         guestinfo.lab.tcp_ports = \"22,8022\"\nnvram = \"{name}.nvram\"\n\
+         ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n\
+         ethernet0.networkName = \"VM Network\"\nethernet0.addressType = \"generated\"\n\
+         ethernet0.generatedAddress = \"{}\"\nuuid.bios = \"{}\"\nuuid.location = \"{}\"\n",
+        lab_mac(name),
+        uuid_bytes(&format!("bios/{name}")),
+        location_uuid(&format!("{name}/{name}.vmx")),
     );
-    for (i, &capacity) in sizes.iter().enumerate() {
+    // The VM's NVRAM, beside its .vmx as the host keeps it (vSphere
+    // Virtual Machine Administration, "Virtual Machine Files": `.nvram`
+    // holds the BIOS or EFI configuration): 8 KiB of the VM's own bytes.
+    let mut nvram = vec![0u8; 8192];
+    content::Rng::from_text(&format!("nvram/{name}")).fill(&mut nvram);
+    std::fs::write(root.join(name).join(format!("{name}.nvram")), nvram)?;
+    for (i, plan) in disk_plans.iter().enumerate() {
+        let capacity = plan.capacity_bytes;
         let stem = if i == 0 {
             name.to_string()
         } else {
@@ -471,7 +610,12 @@ fn make_lab_vm(
         };
         let descriptor = format!("{name}/{stem}.vmdk");
         let flat = format!("{name}/{stem}-flat.vmdk");
-        content::generate(&root.join(&flat), name, i, capacity)?;
+        match &plan.image {
+            None => content::generate(&root.join(&flat), name, i, capacity)?,
+            Some(image) => {
+                image.write_flat(&root.join(&flat), capacity)?;
+            }
+        }
         std::fs::write(
             root.join(&descriptor),
             flat_descriptor(
@@ -514,6 +658,7 @@ fn make_lab_vm(
         consolidation_needed: false,
         encryption_key: None,
         delta_format: None,
+        question: None,
         disks,
         snapshots: Vec::new(),
     })

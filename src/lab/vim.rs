@@ -464,9 +464,35 @@ impl Vim {
             "ConsolidateVMDisks_Task" => self.task(store, method, this, |st, root| {
                 ops::consolidate(st, root, vm).map(|_| None)
             }),
-            "PowerOnVM_Task" => self.task(store, method, this, |st, _| {
-                ops::set_power(st, vm, true).map(|_| None)
-            }),
+            "PowerOnVM_Task" => {
+                let name = store.read(|st, _| Ok(st.vm(vm)?.name.clone()))?;
+                let id = self.next("haTask");
+                let outcome = store.update(|st, root| ops::power_on(st, root, vm, &id));
+                let record = TaskRecord {
+                    id: id.clone(),
+                    name: "PowerOnVM".into(),
+                    entity: this.clone(),
+                    entity_name: name,
+                    result: None,
+                    running: outcome.as_ref().is_ok_and(|asked| *asked),
+                    error: outcome.err(),
+                    time: Utc::now(),
+                };
+                lock(&self.tasks).insert(id.clone(), record);
+                Ok(moref("returnval", "Task", &id))
+            }
+            "AnswerVM" => {
+                let question = arg(call, "questionId").unwrap_or_default();
+                let choice = arg(call, "answerChoice").unwrap_or_default();
+                let (task, outcome) =
+                    store.update(|st, root| ops::answer(st, root, vm, &question, &choice))?;
+                if let Some(t) = lock(&self.tasks).get_mut(&task) {
+                    t.running = false;
+                    t.error = outcome.err();
+                    t.time = Utc::now();
+                }
+                Ok(String::new())
+            }
             "PowerOffVM_Task" => self.task(store, method, this, |st, _| {
                 ops::set_power(st, vm, false).map(|_| None)
             }),
@@ -562,6 +588,7 @@ impl Vim {
             result: outcome.as_ref().ok().cloned().flatten(),
             error: outcome.err(),
             time: Utc::now(),
+            running: false,
         };
         lock(&self.tasks).insert(id.clone(), record);
         Ok(moref("returnval", "Task", &id))

@@ -24,6 +24,8 @@ pub struct TaskRecord {
     pub result: Option<(String, String)>,
     pub error: Option<Fault>,
     pub time: DateTime<Utc>,
+    /// Still running: a power-on waiting for the answer to a question.
+    pub running: bool,
 }
 
 pub fn fault_fields(f: &Fault) -> String {

@@ -131,6 +131,7 @@ mod tests {
             index_sha256: String::new(),
             change_id: Some("52 aa bb-cc dd/7".into()),
             backing: Some("[ds1] db01/db01.vmdk".into()),
+            slot: None,
             bytes_read: 0,
             chunks_new: 0,
             bytes_stored_new: 0,

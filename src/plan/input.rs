@@ -94,6 +94,7 @@ impl PointDisk {
             index_sha256: String::new(),
             change_id: self.change_id.as_deref().map(str::to_string),
             backing: self.backing.clone(),
+            slot: None,
             bytes_read: 0,
             chunks_new: 0,
             bytes_stored_new: 0,

@@ -270,6 +270,7 @@ fn build(world: &World) -> State {
                         change_id: Some(ChangeId("52 aa/9".into())),
                         disk_mode: Some("persistent".into()),
                         backing: DiskBacking::Vmdk,
+                        slot: None,
                     }],
                     snapshots: spec
                         .snapshots

@@ -87,6 +87,7 @@ fn vm(name: &str) -> VmRecord {
             change_id: Some(ChangeId("52 aa/9".into())),
             disk_mode: Some("persistent".into()),
             backing: DiskBacking::Vmdk,
+            slot: None,
         }],
         snapshots: vec![],
     }

@@ -279,6 +279,19 @@ pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// "no {what} named `name`", then the likely typo ("did you mean `x`?")
+/// or, for a few, what exists: what an unknown VM, source, tier, policy or
+/// drill on the command line answers.
+pub fn no_such(what: &str, name: &str, known: &[&str]) -> String {
+    let mut out = format!("no {what} named `{name}`");
+    if let Some(near) = nearest(name, known.iter().copied()) {
+        out.push_str(&format!("; did you mean `{near}`?"));
+    } else if known.len() <= 12 {
+        out.push_str(&format!("; there are {}", one_of(known)));
+    }
+    out
+}
+
 /// "a, b or c" for hints listing what exists.
 pub fn one_of(names: &[&str]) -> String {
     match names {

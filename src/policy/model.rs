@@ -27,6 +27,23 @@ pub struct Config {
     pub notify: BTreeMap<String, Notifier>,
 }
 
+impl Config {
+    /// The source named `name`, or an error saying which one was likely
+    /// meant.
+    pub fn source_named(&self, name: &str) -> anyhow::Result<&Source> {
+        self.sources.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            anyhow::anyhow!("{}", super::diag::no_such("source", name, &names))
+        })
+    }
+
+    /// "no policy named `name`" and the likely one.
+    pub fn no_such_policy(&self, name: &str) -> String {
+        let names: Vec<&str> = self.policies.keys().map(String::as_str).collect();
+        super::diag::no_such("policy", name, &names)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub state_dir: PathBuf,

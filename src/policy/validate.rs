@@ -890,7 +890,7 @@ fn vms_span(p: &RawPolicy, name: &str) -> Option<std::ops::Range<usize>> {
         .map(Sp::span)
 }
 
-fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
+pub(crate) fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
     let hint = "write `sha256:` and the certificate's SHA-256 fingerprint (64 hex digits, colons allowed); \
         `openssl s_client -connect HOST:443 </dev/null | openssl x509 -noout -fingerprint -sha256` prints it";
     let Some(hex) = text.strip_prefix("sha256:") else {

@@ -152,6 +152,8 @@ pub struct DiskSource<'a> {
     /// Where the disk lives (`[datastore] dir/name.vmdk`), recorded so the
     /// next backup can tell a moved disk (Storage vMotion).
     pub backing: Option<String>,
+    /// The disk's controller and unit in the .vmx (`scsi0:1`).
+    pub slot: Option<String>,
 }
 
 impl<'a> DiskSource<'a> {
@@ -165,6 +167,7 @@ impl<'a> DiskSource<'a> {
             ranges: None,
             from_parent: false,
             backing: None,
+            slot: None,
         }
     }
 }
@@ -380,6 +383,7 @@ pub fn backup_checked(
             index_sha256,
             change_id: d.change_id.clone(),
             backing: d.backing.clone(),
+            slot: d.slot.clone(),
             bytes_read: stats.bytes_read.into_inner(),
             chunks_new: stats.chunks_new.into_inner(),
             bytes_stored_new: stats.bytes_stored_new.into_inner(),

@@ -53,6 +53,11 @@ pub struct DiskEntry {
     /// `[datastore] dir/name.vmdk` of the disk when it was read (VM backups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing: Option<String>,
+    /// The disk's place in the VM's .vmx, its controller and unit
+    /// (`scsi0:1`): a restore puts the disk back there. Points written
+    /// before it was recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
     /// Bytes read from the source for this disk.
     pub bytes_read: u64,
     /// Chunks that were new to the repository, and their stored bytes.
@@ -69,6 +74,9 @@ pub struct SkippedDisk {
     /// `[datastore] dir/name.vmdk`
     pub file: String,
     pub reason: String,
+    /// Its place in the .vmx (`scsi0:2`), as for `DiskEntry::slot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
 }
 
 /// A restore point's manifest.

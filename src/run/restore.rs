@@ -37,16 +37,142 @@ pub fn disk_stem(name: &str, i: usize) -> String {
     }
 }
 
-/// Rewrites a .vmx for the restored VM: its name, its disks' file names (in
-/// the order the .vmx lists them, which is device-key order), and the
-/// changes asked for.
+/// Where a disk of the .vmx comes from in a restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SlotFill {
+    /// The point's disk at this position (see `disk_position`): its file
+    /// is `disk_stem(name, position)`.
+    Restored(usize),
+    /// The point does not hold this disk: its device leaves the .vmx.
+    LeftOut,
+}
+
+/// The disks of a .vmx: each device (`scsi0:1`) with a `.fileName` that
+/// names a VMDK, and that file name, in the .vmx's line order.
+fn vmx_disk_lines(vmx: &str) -> Vec<(String, String)> {
+    crate::vsphere::vmx::entries(vmx)
+        .filter_map(|(k, v)| {
+            let device = k
+                .len()
+                .checked_sub(".filename".len())
+                .filter(|at| k[*at..].eq_ignore_ascii_case(".filename"))
+                .map(|at| &k[..at])?;
+            v.to_ascii_lowercase()
+                .ends_with(".vmdk")
+                .then(|| (device.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// A disk file's name without folder, `.vmdk` and a snapshot's `-000001`:
+/// the .vmx read during a backup names the running delta (`db01-000001.vmdk`)
+/// of the disk whose base the point recorded (`[ds] db01/db01.vmdk`).
+fn disk_base_name(file: &str) -> String {
+    let name = file.rsplit(['/', ' ', ']']).next().unwrap_or(file);
+    let stem = name
+        .len()
+        .checked_sub(5)
+        .filter(|at| name[*at..].eq_ignore_ascii_case(".vmdk"))
+        .map_or(name, |at| &name[..at]);
+    match stem.rsplit_once('-') {
+        Some((base, n)) if n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => stem,
+    }
+    .to_string()
+}
+
+/// What the restore puts in each disk device of `vmx` for point `m`. A
+/// disk goes back to the controller and unit it had (`slot` in the
+/// manifest); a point written before slots were recorded matches the
+/// .vmx's file names to the disks' (a snapshot's `-000001` aside), and
+/// when those do not match one to one, falls back to the order of the
+/// .vmx's lines. A device the point does not hold leaves the .vmx.
+fn slot_fills(vmx: &str, m: &Manifest) -> Vec<(String, SlotFill)> {
+    let lines = vmx_disk_lines(vmx);
+    // (slot, base name, fill) of every disk the VM had at backup time.
+    let known: Vec<(Option<&str>, Option<String>, SlotFill)> = m
+        .disks
+        .iter()
+        .map(|d| {
+            (
+                d.slot.as_deref(),
+                d.backing.as_deref().map(disk_base_name),
+                SlotFill::Restored(disk_position(m, d.device_key)),
+            )
+        })
+        .chain(m.skipped_disks.iter().map(|d| {
+            (
+                d.slot.as_deref(),
+                Some(disk_base_name(&d.file)),
+                SlotFill::LeftOut,
+            )
+        }))
+        .collect();
+    if known.iter().any(|(slot, _, _)| slot.is_some()) {
+        return lines
+            .into_iter()
+            .map(|(device, _)| {
+                let fill = known
+                    .iter()
+                    .find(|(slot, _, _)| slot.is_some_and(|s| s.eq_ignore_ascii_case(&device)))
+                    .map_or(SlotFill::LeftOut, |(_, _, f)| f.clone());
+                (device, fill)
+            })
+            .collect();
+    }
+    let by_name: Vec<Option<SlotFill>> = lines
+        .iter()
+        .map(|(_, file)| {
+            let base = disk_base_name(file);
+            let mut matching = known.iter().filter(|(_, b, _)| b.as_deref() == Some(&base));
+            match (matching.next(), matching.next()) {
+                (Some((_, _, fill)), None) => Some(fill.clone()),
+                _ => None,
+            }
+        })
+        .collect();
+    let one_to_one = by_name.iter().all(Option::is_some)
+        && by_name.len() == known.len()
+        && (0..by_name.len()).all(|i| !by_name[..i].contains(&by_name[i]));
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, (device, _))| {
+            let fill = if one_to_one {
+                by_name[i].clone().expect("checked")
+            } else if left_out_positions(m).contains(&i) {
+                // By line order: the i-th disk of the VM at backup time.
+                SlotFill::LeftOut
+            } else {
+                SlotFill::Restored(i)
+            };
+            (device, fill)
+        })
+        .collect()
+}
+
+/// Rewrites the .vmx of a point that holds every disk of it in the
+/// order the .vmx lists them (an image, a test): see `rewrite_vmx_for`.
 pub fn rewrite_vmx(vmx: &str, c: &VmxChanges) -> String {
-    rewrite_vmx_leaving_out(vmx, c, &[])
+    let fills = vmx_disk_lines(vmx)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (device, _))| (device, SlotFill::Restored(i)))
+        .collect::<Vec<_>>();
+    rewrite_vmx_with(vmx, c, &fills)
+}
+
+/// Rewrites the .vmx of point `m` for the restored VM: its name, each disk
+/// device's file (see `slot_fills`), the devices of disks the point left
+/// out removed (the restore has no file for them, and a .vmx naming a
+/// missing disk does not register or power on), and the changes asked for.
+pub fn rewrite_vmx_for(vmx: &str, c: &VmxChanges, m: &Manifest) -> String {
+    rewrite_vmx_with(vmx, c, &slot_fills(vmx, m))
 }
 
 /// The position of disk `device_key` among all the VM's disks at backup
-/// time, the ones the point left out included (device-key order, as the
-/// .vmx lists them): its restored file is `disk_stem(name, position)`.
+/// time, the ones the point left out included (device-key order): its
+/// restored file is `disk_stem(name, position)`.
 pub fn disk_position(m: &Manifest, device_key: i32) -> usize {
     let mut keys: Vec<i32> = m
         .disks
@@ -66,62 +192,76 @@ pub fn left_out_positions(m: &Manifest) -> Vec<usize> {
         .collect()
 }
 
-/// `rewrite_vmx`, with the disks at `left_out` (positions among the .vmx's
-/// disks) removed from the VM: every line of their device goes, since the
-/// restore has no file for them and a .vmx naming a missing disk does not
-/// register or power on. The other disks keep their positions in their
-/// file names, so each file is the disk the .vmx slot held.
-pub fn rewrite_vmx_leaving_out(vmx: &str, c: &VmxChanges, left_out: &[usize]) -> String {
-    let is_disk = |key: &str, value: &str| {
-        key.to_ascii_lowercase().ends_with(".filename") && value.ends_with(".vmdk")
-    };
-    let entry = |line: &str| {
-        line.split_once('=')
-            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-    };
-    // The device (`scsi0:1`) of each left-out disk.
-    let dropped: Vec<String> = vmx
-        .lines()
-        .filter_map(entry)
-        .filter(|(k, v)| is_disk(k, v))
-        .enumerate()
-        .filter(|(i, _)| left_out.contains(i))
-        .filter_map(|(_, (k, _))| k.rsplit_once('.').map(|(dev, _)| format!("{dev}.")))
+/// Whether .vmx key `key` belongs to one of a VM's network cards
+/// (`ethernet0.…`), and to which.
+fn network_card(key: &str) -> Option<&str> {
+    let (card, _) = key.split_once('.')?;
+    card.to_ascii_lowercase()
+        .starts_with("ethernet")
+        .then_some(card)
+}
+
+fn rewrite_vmx_with(vmx: &str, c: &VmxChanges, fills: &[(String, SlotFill)]) -> String {
+    let dropped: Vec<String> = fills
+        .iter()
+        .filter(|(_, f)| *f == SlotFill::LeftOut)
+        .map(|(device, _)| format!("{}.", device.to_ascii_lowercase()))
         .collect();
-    let mut disk = 0;
     let mut out = String::new();
+    let mut cards = std::collections::BTreeSet::new();
     for line in vmx.lines() {
-        if let Some((key, _)) = entry(line)
-            && dropped.iter().any(|d| key.starts_with(d.as_str()))
-        {
-            if key.to_ascii_lowercase().ends_with(".filename") {
-                disk += 1;
-            }
+        let Some((key, value)) = line
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+        else {
+            out.push_str(line);
+            out.push('\n');
             continue;
-        }
-        let (key, value) = match line.split_once('=') {
-            Some((k, v)) => (k.trim(), v.trim().trim_matches('"')),
-            None => {
-                out.push_str(line);
-                out.push('\n');
-                continue;
-            }
         };
         let lower = key.to_ascii_lowercase();
+        if dropped.iter().any(|d| lower.starts_with(d.as_str())) {
+            continue;
+        }
+        if let Some(card) = network_card(key) {
+            cards.insert(card.to_string());
+        }
+        let fill = lower
+            .strip_suffix(".filename")
+            .filter(|_| value.to_ascii_lowercase().ends_with(".vmdk"))
+            .and_then(|device| {
+                fills
+                    .iter()
+                    .find(|(d, _)| d.eq_ignore_ascii_case(device))
+                    .map(|(_, f)| f)
+            });
+        let card_key = network_card(key).map(|card| lower[card.len() + 1..].to_string());
         if lower == "displayname" {
             out.push_str(&format!("displayName = \"{}\"\n", c.name));
-        } else if lower.ends_with(".filename") && value.ends_with(".vmdk") {
-            out.push_str(&format!("{key} = \"{}.vmdk\"\n", disk_stem(&c.name, disk)));
-            disk += 1;
+        } else if let Some(SlotFill::Restored(position)) = fill {
+            out.push_str(&format!(
+                "{key} = \"{}.vmdk\"\n",
+                disk_stem(&c.name, *position)
+            ));
         } else if lower == "nvram" {
             out.push_str(&format!("nvram = \"{}.nvram\"\n", c.name));
-        } else if (c.new_uuid
-            && (lower == "uuid.bios" || lower == "uuid.location" || lower == "vc.uuid"))
-            || (c.disconnect_network
-                && lower.starts_with("ethernet")
-                && lower.ends_with(".startconnected"))
+        } else if c.new_uuid
+            && (lower == "uuid.bios" || lower == "uuid.location" || lower == "vc.uuid")
         {
-            // Dropped: the host makes new UUIDs; connection is set below.
+            // Dropped: the host makes new UUIDs at the first power-on.
+            continue;
+        } else if c.new_uuid
+            && matches!(
+                card_key.as_deref(),
+                Some("generatedaddress" | "generatedaddressoffset" | "address" | "addresstype")
+            )
+        {
+            // Dropped: without them the host generates a new MAC address
+            // at power-on (VMware ESX Server Administration Guide, "Using
+            // MAC Addresses": remove `ethernet<n>.address`, `addressType`
+            // and `generatedAddressOffset` and the VM gets a generated one).
+            continue;
+        } else if c.disconnect_network && card_key.as_deref() == Some("startconnected") {
+            // Set below.
             continue;
         } else {
             out.push_str(line);
@@ -129,11 +269,6 @@ pub fn rewrite_vmx_leaving_out(vmx: &str, c: &VmxChanges, left_out: &[usize]) ->
         }
     }
     if c.disconnect_network {
-        let cards: std::collections::BTreeSet<String> = vmx
-            .lines()
-            .filter_map(|l| l.split_once('.').map(|(k, _)| k.trim().to_string()))
-            .filter(|k| k.to_ascii_lowercase().starts_with("ethernet"))
-            .collect();
         for card in cards {
             out.push_str(&format!("{card}.startConnected = \"FALSE\"\n"));
         }
@@ -191,35 +326,37 @@ pub fn restore_local(
         );
         bytes += disk.size_bytes;
     }
-    let mut vmx_out = None;
+    // The .vmx (rewritten for the restored VM) and the NVRAM, when the
+    // point kept them.
+    let mut small = Vec::new();
     if let Some((name, _)) = m.files.iter().find(|(n, _)| n.ends_with(".vmx")) {
         let vmx = repo.read_file(m, name)?;
-        let out = dir.join(format!("{stem}.vmx"));
+        let text = rewrite_vmx_for(&String::from_utf8_lossy(&vmx), changes, m);
+        small.push((format!("{stem}.vmx"), text.into_bytes()));
+    }
+    if let Some((name, _)) = m.files.iter().find(|(n, _)| n.ends_with(".nvram")) {
+        small.insert(0, (format!("{stem}.nvram"), repo.read_file(m, name)?));
+    }
+    let mut small_out = Vec::new();
+    for (name, bytes) in small {
+        let out = dir.join(&name);
         if out.exists() && !force {
             bail!("{} exists; give --force to replace it", out.display());
         }
         let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{stem}.vmx.coffer-restore-"))
+            .prefix(&format!(".{name}.coffer-restore-"))
             .tempfile_in(dir)
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        std::io::Write::write_all(
-            &mut tmp,
-            rewrite_vmx_leaving_out(
-                &String::from_utf8_lossy(&vmx),
-                changes,
-                &left_out_positions(m),
-            )
-            .as_bytes(),
-        )?;
+        std::io::Write::write_all(&mut tmp, &bytes)?;
         tmp.as_file().sync_all()?;
-        vmx_out = Some((tmp, out));
+        small_out.push((tmp, out));
     }
     let mut files = Vec::new();
     for p in prepared {
         files.extend(p.publish()?.files);
     }
     // The .vmx last: a directory with a .vmx holds its disks.
-    if let Some((tmp, out)) = vmx_out {
+    for (tmp, out) in small_out {
         tmp.persist(&out)
             .map_err(|e| anyhow!("renaming into {}: {}", out.display(), e.error))?;
         files.push(out);
@@ -310,6 +447,8 @@ pub fn restore_to_host(
             0
         } else if n.ends_with(".vmdk") {
             1
+        } else if n.ends_with(".vmx") {
+            3
         } else {
             2
         }
@@ -343,7 +482,11 @@ pub fn restore_to_host(
         .result
         .ok_or_else(|| anyhow!("RegisterVM answered no VM"))?;
     if power_on {
-        session.run_task(&soap::power_on_vm(&vm), Duration::from_secs(600))?;
+        // The VM's files are in a new folder: a host whose .vmx still
+        // holds the old `uuid.location` asks "moved or copied?" before it
+        // powers on. "I moved it" keeps the VM's identity; with a new
+        // UUID asked for, "I copied it".
+        session.power_on_answering(&vm, !changes.new_uuid, Duration::from_secs(600))?;
     }
     Ok(HostRestore {
         vm,
@@ -355,6 +498,119 @@ pub fn restore_to_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::manifest::{DiskEntry, PointKind, SkippedDisk, VmIdentity};
+
+    fn disk(key: i32, backing: &str, slot: Option<&str>) -> DiskEntry {
+        DiskEntry {
+            device_key: key,
+            label: format!("Hard disk {}", key - 1999),
+            size_bytes: 1 << 20,
+            chunk_size_bytes: 1 << 18,
+            index_key: String::new(),
+            index_sha256: String::new(),
+            change_id: None,
+            backing: Some(backing.into()),
+            slot: slot.map(str::to_string),
+            bytes_read: 0,
+            chunks_new: 0,
+            bytes_stored_new: 0,
+            chunks_data: 0,
+        }
+    }
+
+    fn point(disks: Vec<DiskEntry>, skipped: Vec<SkippedDisk>) -> Manifest {
+        Manifest {
+            format: crate::repo::manifest::FORMAT,
+            point_id: "p".into(),
+            vm: VmIdentity::new("db01", "u"),
+            kind: PointKind::Full,
+            parent: None,
+            consistency: "crash".into(),
+            created: String::new(),
+            duration_ms: 0,
+            disks,
+            files: vec![],
+            skipped_disks: skipped,
+            mac: None,
+        }
+    }
+
+    fn drill() -> VmxChanges {
+        VmxChanges {
+            name: "db01-r".into(),
+            new_uuid: false,
+            disconnect_network: false,
+        }
+    }
+
+    /// The .vmx lists its disks in any order (a disk added later is
+    /// written where the host puts it): each restored disk goes back to
+    /// its controller and unit, not to the n-th line.
+    #[test]
+    fn disks_go_back_to_their_controller_and_unit_whatever_the_line_order() {
+        let vmx =
+            "scsi0:1.fileName = \"db01_1-000001.vmdk\"\nscsi0:0.fileName = \"db01-000001.vmdk\"\n";
+        let m = point(
+            vec![
+                disk(2000, "[ds] db01/db01.vmdk", Some("scsi0:0")),
+                disk(2001, "[ds] db01/db01_1.vmdk", Some("scsi0:1")),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            rewrite_vmx_for(vmx, &drill(), &m),
+            "scsi0:1.fileName = \"db01-r_1.vmdk\"\nscsi0:0.fileName = \"db01-r.vmdk\"\n"
+        );
+        // A point without slots: by the files' names, a snapshot's
+        // `-000001` aside.
+        let old = point(
+            vec![
+                disk(2000, "[ds] db01/db01.vmdk", None),
+                disk(2001, "[ds] db01/db01_1.vmdk", None),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            rewrite_vmx_for(vmx, &drill(), &old),
+            "scsi0:1.fileName = \"db01-r_1.vmdk\"\nscsi0:0.fileName = \"db01-r.vmdk\"\n"
+        );
+    }
+
+    #[test]
+    fn a_left_out_disk_leaves_the_vmx_by_its_slot() {
+        let vmx = "scsi0:2.present = \"TRUE\"\nscsi0:2.fileName = \"db01_2.vmdk\"\nscsi0:0.fileName = \"db01-000001.vmdk\"\nscsi0:2.mode = \"independent-persistent\"\nscsi0:1.fileName = \"db01_1-000001.vmdk\"\n";
+        let m = point(
+            vec![
+                disk(2000, "[ds] db01/db01.vmdk", Some("scsi0:0")),
+                disk(2001, "[ds] db01/db01_1.vmdk", Some("scsi0:1")),
+            ],
+            vec![SkippedDisk {
+                device_key: 2002,
+                file: "[ds] db01/db01_2.vmdk".into(),
+                reason: "independent".into(),
+                slot: Some("scsi0:2".into()),
+            }],
+        );
+        assert_eq!(
+            rewrite_vmx_for(vmx, &drill(), &m),
+            "scsi0:0.fileName = \"db01-r.vmdk\"\nscsi0:1.fileName = \"db01-r_1.vmdk\"\n"
+        );
+    }
+
+    #[test]
+    fn a_new_uuid_brings_new_mac_addresses() {
+        let vmx = "ethernet0.present = \"TRUE\"\nethernet0.addressType = \"static\"\nethernet0.address = \"00:50:56:00:00:01\"\nethernet1.addressType = \"vpx\"\nethernet1.generatedAddress = \"00:50:56:9a:12:34\"\nethernet1.generatedAddressOffset = \"0\"\nuuid.bios = \"42 1a\"\n";
+        let out = rewrite_vmx(
+            vmx,
+            &VmxChanges {
+                new_uuid: true,
+                ..drill()
+            },
+        );
+        assert_eq!(out, "ethernet0.present = \"TRUE\"\n");
+        // Without --new-uuid the addresses stay.
+        assert_eq!(rewrite_vmx(vmx, &drill()), vmx);
+    }
 
     #[test]
     fn the_vmx_gets_the_new_name_disks_and_isolation() {

@@ -37,7 +37,7 @@ use crate::repo::manifest::{Manifest, SkippedDisk, VmIdentity};
 use crate::repo::{RepoError, Repository};
 use crate::vsphere::datastore::{DatastoreDisk, DatastorePath, DiskError};
 use crate::vsphere::soap::{self, SnapshotRequest};
-use crate::vsphere::types::{ChangeId, MoRef, VmRecord};
+use crate::vsphere::types::{ChangeId, MoRef, VmDisk, VmRecord};
 use crate::vsphere::{Error as VsphereError, Session, VimFault};
 
 pub use crate::plan::hygiene::{SNAPSHOT_PREFIX, snapshot_name};
@@ -205,6 +205,17 @@ pub enum VmBackupError {
     )]
     SnapshotGone { vm: String, snapshot: String },
     #[error(
+        "VM {vm}: {disk} moved while it was being read ({before} → {after}: a Storage vMotion, \
+         or the disk was changed); what was read may mix old and new data, so no point was \
+         recorded"
+    )]
+    DiskMoved {
+        vm: String,
+        disk: String,
+        before: String,
+        after: String,
+    },
+    #[error(
         "VM {vm}: snapshot {snapshot} is left alone ({why}); coffer cannot read a VM with \
          another snapshot on top, so this backup waits for the next run"
     )]
@@ -312,6 +323,7 @@ fn skipped_disks(vm: &VmRecord) -> Vec<SkippedDisk> {
                 device_key: d.key,
                 file: d.file_name.clone(),
                 reason,
+                slot: d.slot.clone(),
             })
         })
         .collect()
@@ -783,12 +795,14 @@ fn read_disks(
             ranges: ranges.clone(),
             from_parent: matches!(verdict, CbtVerdict::Incremental { .. }),
             backing: Some(disk.file_name.clone()),
+            slot: disk.slot.clone(),
         })
         .collect();
     // The VM's configuration, kept with the point so a restore can
     // register the VM again. A host that does not serve it (some vCenter
     // setups forbid /folder for .vmx) leaves the point without it.
     let mut files = Vec::new();
+    let mut notes = Vec::new();
     if let Some(vmx) = vm.vmx_path.as_deref().and_then(DatastorePath::parse) {
         let resp = crate::vsphere::datastore::fetch_small_file(
             session.transport(),
@@ -798,6 +812,36 @@ fn read_disks(
         .map_err(vs("reading the VM's .vmx"))?;
         if resp.status == 200 {
             let name = vmx.path.rsplit('/').next().unwrap_or("vm.vmx").to_string();
+            // The VM's NVRAM (its BIOS or EFI variables: boot order, secure
+            // boot keys) is the file the .vmx's `nvram` names beside it
+            // (vSphere Virtual Machine Administration, "Virtual Machine
+            // Files"); a restore without it boots with factory settings.
+            if let Some(nvram) =
+                crate::vsphere::vmx::value(&String::from_utf8_lossy(&resp.body), "nvram")
+                    .filter(|n| !n.is_empty() && !n.contains('/'))
+                    .map(str::to_string)
+            {
+                let path = DatastorePath {
+                    datastore: vmx.datastore.clone(),
+                    path: match vmx.path.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{nvram}"),
+                        None => nvram.clone(),
+                    },
+                };
+                let got = crate::vsphere::datastore::fetch_small_file(
+                    session.transport(),
+                    &req.read,
+                    &path.url(req.datacenter),
+                );
+                match got {
+                    Ok(r) if r.status == 200 => files.push((nvram, r.body)),
+                    Ok(r) => notes.push(format!(
+                        "the VM's NVRAM ({nvram}) was not kept: the host answered HTTP {}",
+                        r.status
+                    )),
+                    Err(e) => notes.push(format!("the VM's NVRAM ({nvram}) was not kept: {e}")),
+                }
+            }
             files.push((name, resp.body));
         }
     }
@@ -813,8 +857,15 @@ fn read_disks(
             files.push((VSS_MANIFEST_FILE.to_string(), resp.body));
         }
     }
-    // Asked after the last byte was read, before the point is committed.
+    // Asked after the last byte was read, before the point is committed:
+    // the snapshot is still there, and each disk read is still the file it
+    // was when the read began. A Storage vMotion moves a VM's snapshot
+    // files with its disks ("Storage vMotion of virtual machines with
+    // snapshots is supported", vSphere vCenter Server and Host Management,
+    // "Storage vMotion Requirements and Limitations"), so the snapshot's
+    // `config.hardware.device` then names other files.
     let snapshot_gone = AtomicBool::new(false);
+    let moved: std::sync::Mutex<Option<(String, String, String)>> = Default::default();
     let still_there = || -> Result<(), RepoError> {
         let vms = session.list_vms().map_err(|e| {
             RepoError::Invalid(format!(
@@ -826,12 +877,21 @@ fn read_disks(
             .filter(|v| v.moref == vm.moref)
             .flat_map(|v| v.all_snapshots())
             .any(|s| &s.snapshot == snapshot);
-        if exists {
-            Ok(())
-        } else {
+        if !exists {
             snapshot_gone.store(true, Ordering::SeqCst);
-            Err(RepoError::Invalid(format!("snapshot {snapshot} is gone")))
+            return Err(RepoError::Invalid(format!("snapshot {snapshot} is gone")));
         }
+        let now = session.snapshot_disks(snapshot).map_err(|e| {
+            RepoError::Invalid(format!(
+                "could not confirm that the disks of snapshot {snapshot} did not move: {e}"
+            ))
+        })?;
+        if let Some(change) = disk_moved(plans.iter().map(|(d, ..)| *d), &now) {
+            let said = format!("{} moved: {} → {}", change.0, change.1, change.2);
+            *moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(change);
+            return Err(RepoError::Invalid(said));
+        }
+        Ok(())
     };
     let result = backup::backup_checked(
         repo,
@@ -857,8 +917,18 @@ fn read_disks(
     if let Err(RepoError::SourceRead { .. }) = &result {
         let _ = still_there();
     }
+    let moved = moved.into_inner().unwrap_or_else(|p| p.into_inner());
     let manifest = match result {
         Ok(m) => m,
+        Err(_) if moved.is_some() => {
+            let (disk, before, after) = moved.expect("checked");
+            return Err(VmBackupError::DiskMoved {
+                vm: name.clone(),
+                disk,
+                before,
+                after,
+            });
+        }
         Err(_) if snapshot_gone.load(Ordering::SeqCst) => {
             return Err(VmBackupError::SnapshotGone {
                 vm: name.clone(),
@@ -905,25 +975,49 @@ fn read_disks(
             },
         )
         .collect();
-    let notes = no_allocated_areas
-        .iter()
-        .map(|(datastore, keys, fault)| {
-            format!(
-                "the host gives no allocated areas (`*`) on datastore {datastore} \
-                 (ESXi knows them only on VMFS, not on NFS; it answered: {fault}): \
-                 disk {} read whole",
-                keys.iter()
-                    .map(i32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-        .chain(no_rdm_allocated_areas.iter().map(|(key, fault)| {
-            format!(
-                "the host gives no allocated areas (`*`) of raw device mapping disk {key} \
-                 (its data is on a LUN, not in a VMFS file; it answered: {fault}): read whole"
-            )
-        }))
-        .collect();
+    notes.extend(
+        no_allocated_areas
+            .iter()
+            .map(|(datastore, keys, fault)| {
+                format!(
+                    "the host gives no allocated areas (`*`) on datastore {datastore} \
+                     (ESXi knows them only on VMFS, not on NFS; it answered: {fault}): \
+                     disk {} read whole",
+                    keys.iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .chain(no_rdm_allocated_areas.iter().map(|(key, fault)| {
+                format!(
+                    "the host gives no allocated areas (`*`) of raw device mapping disk {key} \
+                     (its data is on a LUN, not in a VMFS file; it answered: {fault}): read whole"
+                )
+            })),
+    );
     Ok((manifest, outcomes, notes))
+}
+
+/// The first of `read` (the snapshot's disks as the read began) that `now`
+/// (as they are after it) holds as another file or size, or no longer
+/// holds: its label, what it was and what it is.
+fn disk_moved<'a>(
+    read: impl IntoIterator<Item = &'a VmDisk>,
+    now: &[VmDisk],
+) -> Option<(String, String, String)> {
+    read.into_iter().find_map(|before| {
+        let describe = |d: &VmDisk| format!("{} ({} bytes)", d.file_name, d.capacity_bytes);
+        let label = format!("disk {}", before.key);
+        match now.iter().find(|d| d.key == before.key) {
+            None => Some((label, describe(before), "no such disk".into())),
+            Some(after)
+                if after.file_name != before.file_name
+                    || after.capacity_bytes != before.capacity_bytes =>
+            {
+                Some((label, describe(before), describe(after)))
+            }
+            Some(_) => None,
+        }
+    })
 }

@@ -27,6 +27,7 @@ pub mod session;
 pub mod soap;
 pub mod transport;
 pub mod types;
+pub mod vmx;
 mod xml;
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::response::{
 };
 use super::types::{
     ChangeId, DiskBacking, GuestQuiesceFacts, MoRef, Page, PowerState, SnapshotNode, TaskInfo,
-    TaskState, VmDisk, VmRecord,
+    TaskState, VmDisk, VmQuestion, VmRecord,
 };
 use super::xml::{child_text, children_named, find_child, moref_of, text_of, xsi_type};
 
@@ -132,13 +132,50 @@ fn crypto_key_id(node: Node<'_, '_>) -> Option<String> {
     })
 }
 
+/// The .vmx device prefix of a controller type: a disk on bus 0 of a SCSI
+/// controller at unit 1 is `scsi0:1` in the .vmx (`scsi0:1.fileName`). The
+/// types are the vSphere API reference's VirtualController subtypes; the
+/// prefixes are the .vmx's, as ESXi writes them and as other readers of
+/// .vmx files take them (Proxmox's ESXi importer, qemu's `vmdk` tools).
+fn vmx_prefix(controller_type: &str) -> Option<&'static str> {
+    match controller_type {
+        "VirtualLsiLogicController"
+        | "VirtualLsiLogicSASController"
+        | "ParaVirtualSCSIController"
+        | "VirtualBusLogicController" => Some("scsi"),
+        "VirtualIDEController" => Some("ide"),
+        "VirtualAHCIController" => Some("sata"),
+        "VirtualNVMEController" => Some("nvme"),
+        _ => None,
+    }
+}
+
 /// The VirtualDisks of an ArrayOfVirtualDevice; other devices are skipped.
 fn parse_disks(devices: Node<'_, '_>, method: &str) -> Result<Vec<VmDisk>, Error> {
     let mut disks = Vec::new();
+    // Controller key → `scsi0`, `sata1`, …: the first half of a disk's slot.
+    let controllers: Vec<(String, String)> = devices
+        .children()
+        .filter(|d| d.is_element())
+        .filter_map(|d| {
+            let prefix = vmx_prefix(xsi_type(d)?.as_str())?;
+            Some((
+                child_text(d, "key")?.trim().to_string(),
+                format!("{prefix}{}", child_text(d, "busNumber")?.trim()),
+            ))
+        })
+        .collect();
     for dev in devices.children().filter(|d| d.is_element()) {
         if xsi_type(dev).as_deref() != Some("VirtualDisk") {
             continue;
         }
+        let slot = child_text(dev, "controllerKey").and_then(|c| {
+            let (_, controller) = controllers.iter().find(|(k, _)| *k == c.trim())?;
+            Some(format!(
+                "{controller}:{}",
+                child_text(dev, "unitNumber")?.trim()
+            ))
+        });
         let key: i32 = parse_number(&required_text(dev, "key", method)?, "key", method)?;
         let capacity_bytes = match child_text(dev, "capacityInBytes") {
             Some(b) => parse_number(&b, "capacityInBytes", method)?,
@@ -177,6 +214,7 @@ fn parse_disks(devices: Node<'_, '_>, method: &str) -> Result<Vec<VmDisk>, Error
             change_id: field("changeId").map(ChangeId),
             disk_mode: field("diskMode"),
             backing: kind,
+            slot,
         });
     }
     Ok(disks)
@@ -292,6 +330,35 @@ pub(super) fn parse_guest_quiesce_facts(xml: &str) -> Result<GuestQuiesceFacts, 
         .into_iter()
         .next()
         .ok_or_else(|| protocol(method, "the VM was not found"))
+}
+
+/// `runtime.question` of one VM, `None` when it asks nothing.
+pub(super) fn parse_vm_question(xml: &str) -> Result<Option<VmQuestion>, Error> {
+    let method = "RetrievePropertiesEx";
+    let page = parse_page(xml, method, |oc, _| {
+        Ok(oc.props.get("runtime.question").map(|q| {
+            let text = |n: Node<'_, '_>, name: &str| {
+                child_text(n, name)
+                    .map(|t| t.trim().to_string())
+                    .unwrap_or_default()
+            };
+            VmQuestion {
+                id: text(*q, "id"),
+                text: text(*q, "text"),
+                message_ids: children_named(*q, "message")
+                    .map(|m| text(m, "id"))
+                    .collect(),
+                choices: find_child(*q, "choice")
+                    .map(|c| {
+                        children_named(c, "choiceInfo")
+                            .map(|i| (text(i, "key"), text(i, "label"), text(i, "summary")))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        }))
+    })?;
+    Ok(page.items.into_iter().next().flatten())
 }
 
 #[cfg(test)]

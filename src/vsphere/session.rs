@@ -12,7 +12,7 @@ use super::soap::{self, Objects, Request, SnapshotRequest};
 use super::transport::Transport;
 use super::types::{
     ChangeId, DiskChangeInfo, GuestQuiesceFacts, MoRef, ServiceContent, TaskInfo, TaskState,
-    VmDisk, VmRecord,
+    VmDisk, VmQuestion, VmRecord,
 };
 use crate::policy::model::TlsTrust;
 
@@ -234,6 +234,69 @@ impl Session {
     pub fn remove_snapshot(&self, snapshot: &MoRef, timeout: Duration) -> Result<(), Error> {
         self.run_task(&soap::remove_snapshot(snapshot), timeout)
             .map(|_| ())
+    }
+
+    /// The question `vm` is asking, if any (`runtime.question`).
+    pub fn vm_question(&self, vm: &MoRef) -> Result<Option<VmQuestion>, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "VirtualMachine",
+            &["runtime.question"],
+            &Objects::One(vm.clone()),
+            None,
+        );
+        self.call(&req, soap::parse_vm_question)
+    }
+
+    /// Powers `vm` on, answering the "moved or copied" question a host
+    /// asks when the VM's files are not where its .vmx says they were:
+    /// "I moved it" when `moved` (the VM keeps its BIOS UUID and MAC
+    /// addresses), "I copied it" otherwise (the host makes new ones). A
+    /// power-on with a question pending waits forever, so any other
+    /// question fails the power-on with its text.
+    pub fn power_on_answering(
+        &self,
+        vm: &MoRef,
+        moved: bool,
+        timeout: Duration,
+    ) -> Result<TaskInfo, Error> {
+        let req = soap::power_on_vm(vm);
+        let task = self.call(&req, |x| soap::parse_moref_result(x, req.method))?;
+        let start = Instant::now();
+        let mut answered = false;
+        loop {
+            match self.wait_for_task(&task, Duration::from_millis(500)) {
+                Err(Error::TaskTimeout { .. }) => {}
+                done => return done,
+            }
+            if let Some(q) = self.vm_question(vm)? {
+                match q.uuid_choice(moved).filter(|_| q.is_moved_or_copied()) {
+                    Some(choice) if !answered => {
+                        let answer = soap::answer_vm(vm, &q.id, choice);
+                        self.call(&answer, |x| soap::parse_empty(x, answer.method))?;
+                        answered = true;
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(Error::Protocol {
+                            method: req.method.into(),
+                            detail: format!(
+                                "the VM asks a question coffer cannot answer (question {}: {}); \
+                                 answer it in the vSphere Client",
+                                q.id,
+                                q.text.replace('\n', " ")
+                            ),
+                        });
+                    }
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::TaskTimeout {
+                    task,
+                    waited: start.elapsed(),
+                });
+            }
+        }
     }
 
     /// The guest, `disk.EnableUUID` and the VSS manifests among the files

@@ -369,6 +369,14 @@ pub fn power_on_vm(vm: &MoRef) -> Request {
     Call::new("PowerOnVM_Task", vm).finish()
 }
 
+/// AnswerVM: answers question `question_id` of `vm` with choice `choice`.
+pub fn answer_vm(vm: &MoRef, question_id: &str, choice: &str) -> Request {
+    let mut call = Call::new("AnswerVM", vm);
+    call.text("questionId", question_id);
+    call.text("answerChoice", choice);
+    call.finish()
+}
+
 pub fn power_off_vm(vm: &MoRef) -> Request {
     Call::new("PowerOffVM_Task", vm).finish()
 }
@@ -525,6 +533,10 @@ pub const GUEST_QUIESCE_PROPERTIES: &[&str] =
 
 pub fn parse_guest_quiesce_facts(xml: &str) -> Result<super::types::GuestQuiesceFacts, Error> {
     super::props::parse_guest_quiesce_facts(xml)
+}
+
+pub fn parse_vm_question(xml: &str) -> Result<Option<super::types::VmQuestion>, Error> {
+    super::props::parse_vm_question(xml)
 }
 
 pub fn parse_snapshot_disks(xml: &str) -> Result<Vec<super::types::VmDisk>, Error> {

@@ -31,6 +31,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A property collection of a large vCenter can take a while.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The slowest upload an upload's deadline allows for: a restored disk
+/// of 30 GiB has more than eight hours, one of 4 GiB more than an hour.
+const UPLOAD_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
+
+/// How long an upload of `len` bytes may take: the request timeout plus
+/// the time at `UPLOAD_FLOOR_BYTES_PER_SEC`. One deadline for the whole
+/// request would cut any disk larger than what five minutes carry.
+pub fn upload_deadline(len: u64) -> Duration {
+    REQUEST_TIMEOUT + Duration::from_secs(len / UPLOAD_FLOOR_BYTES_PER_SEC)
+}
+
 /// `sha256:AB:CD:…`, the form the policy and the error messages use.
 pub fn format_thumbprint(digest: &[u8; 32]) -> String {
     let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
@@ -399,6 +410,7 @@ impl Transport {
             .http
             .put(&url)
             .header(CONTENT_TYPE, "application/octet-stream")
+            .timeout(upload_deadline(len))
             .body(reqwest::blocking::Body::sized(file, len));
         self.raw(req, &url)
     }
@@ -509,6 +521,14 @@ fn not_soap(url: &str, status: u16, content_type: &str, body: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_has_time_in_proportion_to_its_size() {
+        assert_eq!(upload_deadline(0), REQUEST_TIMEOUT);
+        // A 30 GiB disk at the floor rate: more than eight hours.
+        assert!(upload_deadline(30 << 30) > Duration::from_secs(8 * 3600));
+        assert!(upload_deadline(30 << 30) > upload_deadline(4 << 30));
+    }
 
     #[test]
     fn base_url_drops_sdk_and_slashes() {

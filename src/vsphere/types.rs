@@ -166,3 +166,38 @@ impl GuestQuiesceFacts {
         }
     }
 }
+
+/// A question a VM asks before it goes on (`runtime.question`, a
+/// VirtualMachineQuestionInfo): a power-on waits until it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmQuestion {
+    pub id: String,
+    pub text: String,
+    /// The ids of its messages (`msg.uuid.altered`: "moved or copied?").
+    pub message_ids: Vec<String>,
+    /// Its choices: key, label, summary.
+    pub choices: Vec<(String, String, String)>,
+}
+
+impl VmQuestion {
+    /// The "This virtual machine might have been moved or copied" question
+    /// a host asks at power-on when the .vmx's `uuid.location` is not
+    /// where the VM now is.
+    pub fn is_moved_or_copied(&self) -> bool {
+        self.message_ids.iter().any(|m| m == "msg.uuid.altered")
+    }
+
+    /// The key of the choice "I moved it" (`moved`) or "I copied it",
+    /// found by its label (`button.uuid.movedTheVM`) or summary
+    /// (`I _moved it`): the keys themselves are only numbers.
+    pub fn uuid_choice(&self, moved: bool) -> Option<&str> {
+        let word = if moved { "moved" } else { "copied" };
+        self.choices
+            .iter()
+            .find(|(_, label, summary)| {
+                label.to_ascii_lowercase().contains(word)
+                    || summary.replace('_', "").to_ascii_lowercase().contains(word)
+            })
+            .map(|(key, _, _)| key.as_str())
+    }
+}
