@@ -272,6 +272,7 @@ mod tests {
             change_id: None,
             disk_mode: mode.map(str::to_string),
             backing,
+            slot: Some("scsi0:1".into()),
         }
     }
 
