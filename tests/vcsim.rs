@@ -994,3 +994,106 @@ send = ["always"]
     assert!(!stdout.contains("done + backup"), "{stdout}");
     assert!(!stdout.contains("done ? drill"), "{stdout}");
 }
+
+/// Through a vCenter (vcsim), `coffer backup` asks for a generic service
+/// ticket for the host that runs the VM, as a real vCenter answers it; the
+/// simulator's host names lead nowhere, so the disks are read through the
+/// vCenter's own `/folder` and the result says so and why. The point
+/// restores to the simulator's disk.
+#[test]
+fn through_a_vcenter_an_unreachable_host_is_read_through_the_vcenters_folder() {
+    let sim = Vcsim::start("vpx");
+    let session = sim.connect();
+    let ticket = session
+        .service_ticket("https://DC0_H0/folder/x?dcPath=DC0&dsName=LocalDS_0")
+        .expect("vcsim answers AcquireGenericServiceTicket");
+    assert!(!ticket.id.is_empty());
+
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    // The harness's URL carries its login; a policy names it apart.
+    let url = sim
+        .url
+        .split_once('@')
+        .map_or(sim.url.clone(), |(scheme_user, rest)| {
+            format!(
+                "{}://{rest}",
+                scheme_user.split("://").next().unwrap_or("https")
+            )
+        });
+    let url = url.trim_end_matches("/sdk");
+    let thumbprint = coffer::vsphere::transport::format_thumbprint(&sim.thumbprint);
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"[settings]
+timezone = "UTC"
+
+[sources.vc]
+kind = "vcenter"
+url = "{url}"
+user = "{user}"
+password = {{ env = "COFFER_VCSIM_PASSWORD" }}
+thumbprint = "{thumbprint}"
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[policies.all]
+sources = ["vc"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+"#,
+            user = sim.user
+        ),
+    )
+    .unwrap();
+    let coffer = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(args)
+            .args(["-p", "."])
+            .current_dir(dir)
+            .env("COFFER_VCSIM_PASSWORD", &sim.password)
+            .output()
+            .unwrap()
+    };
+    let init = coffer(&["repo", "init", "--all"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let vm = session
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|v| !v.disks.is_empty())
+        .expect("a VM with a disk");
+    let out = coffer(&["backup", &vm.name, "--json"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&said);
+    let read_from = json["disks"][0]["read_from"].as_str().unwrap_or_default();
+    assert!(read_from.starts_with("vCenter's /folder ("), "{said}");
+    assert!(read_from.contains("DC0_H0"), "{said}");
+    let repo = Repository::open(
+        std::sync::Arc::new(coffer::repo::local::LocalStore::new(dir.join("repo")).unwrap()),
+        None,
+    )
+    .unwrap();
+    let point = repo.list_points().unwrap().remove(0);
+    let m = repo.read_manifest(&point).unwrap();
+    let restored = restore(&repo, &m, &dir.join("disk.raw"));
+    assert!(restored == flat_bytes(&sim, &vm.disks[0].file_name));
+}
