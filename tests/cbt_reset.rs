@@ -13,7 +13,6 @@ use std::process::Output;
 use common::{snapshot_count, text};
 
 use coffer::repo::Repository;
-use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::Manifest;
 
 fn write_policy(dir: &Path) {
@@ -25,27 +24,10 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     common::in_policy_dir(dir, args)
 }
 
-/// The points on the tier, oldest first.
-fn points(dir: &Path) -> (Repository, Vec<Manifest>) {
-    let repo = Repository::open(
-        std::sync::Arc::new(LocalStore::new(dir.join("repo")).unwrap()),
-        None,
-    )
-    .unwrap();
-    let mut ms: Vec<Manifest> = repo
-        .list_points()
-        .unwrap()
-        .iter()
-        .map(|p| repo.read_manifest(p).unwrap())
-        .collect();
-    ms.sort_by(|a, b| a.point_id.cmp(&b.point_id));
-    (repo, ms)
-}
-
 /// Waits until the newest point on the tier is more than the policy's RPO
 /// (1s) old, so a backup is due again (the point's time has whole seconds).
 fn wait_until_due(dir: &Path) {
-    let (_, ms) = points(dir);
+    let (_, ms) = common::local_points(dir);
     let newest = ms.last().expect("a point");
     let created = chrono::DateTime::parse_from_rfc3339(&newest.created).unwrap();
     let due = created + chrono::Duration::milliseconds(2100);
@@ -87,7 +69,7 @@ fn plan_and_apply_reset_then_full(dir: &Path, reason: &str) -> (Repository, Vec<
         "{applied_text}"
     );
     assert_eq!(snapshot_count(dir), 0, "{applied_text}");
-    points(dir)
+    common::local_points(dir)
 }
 
 /// After guest writes, the next plan backs lab-vm-01 up as an incremental,
@@ -116,7 +98,7 @@ fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
     assert!(run(dir, &["repo", "init", "--all"]).status.success());
     let first = run(dir, &["apply", "--no-mail"]);
     assert!(first.status.success(), "{}", text(&first));
-    let (_, before) = points(dir);
+    let (_, before) = common::local_points(dir);
     assert_eq!(before.len(), 1);
     let size = before[0].disks[0].size_bytes;
     // The first full read the allocated areas only (a thin disk's holes
@@ -182,7 +164,7 @@ fn cbt_reset_on_request_starts_a_new_epoch_and_leaves_no_snapshot() {
         text(&plan)
     );
     assert!(run(dir, &["apply", "--no-mail"]).status.success());
-    let (_, ms) = points(dir);
+    let (_, ms) = common::local_points(dir);
     assert_eq!(ms.len(), 2);
     assert_ne!(epoch(&ms[0], 0), epoch(&ms[1], 0));
     let unknown = run(dir, &["cbt", "reset", "no-such-vm"]);
@@ -235,7 +217,7 @@ fn a_storage_vmotion_to_nfs_resets_tracking_and_the_next_full_reads_the_disks_wh
     assert!(run(dir, &["repo", "init", "--all"]).status.success());
     let first = run(dir, &["apply", "--no-mail"]);
     assert!(first.status.success(), "{}", text(&first));
-    let (_, before) = points(dir);
+    let (_, before) = common::local_points(dir);
     assert_eq!(before.len(), 1);
     // On VMFS the first full read the allocated areas only.
     assert!(before[0].disks[0].bytes_read < before[0].disks[0].size_bytes);
@@ -321,7 +303,7 @@ fn a_first_full_on_nfs_says_once_that_allocated_areas_are_unknown_and_reads_ever
         assert_eq!(d["mode"], "full");
         assert_eq!(d["bytes_fetched"], d["size_bytes"], "{d}");
     }
-    let (repo, ms) = points(dir);
+    let (repo, ms) = common::local_points(dir);
     let m = ms.iter().find(|m| m.vm.name == "nfs-vm").unwrap();
     let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(lab_state(dir))).unwrap();
     let nfs = lab.datastore_folder("nfs1");

@@ -165,6 +165,28 @@ impl Bed {
         std::fs::read(out).unwrap()
     }
 
+    /// A crash-consistent full of `vm` read at 4 MiB/s (so it is still
+    /// reading while `meanwhile` runs, which this asserts), run once the
+    /// read has begun; answers the backup's result.
+    fn backup_while_reading(
+        &self,
+        vm: &str,
+        meanwhile: impl FnOnce(),
+    ) -> Result<VmBackupOutcome, VmBackupError> {
+        let slow = Throttle::new(4 << 20);
+        let progress = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            let backup =
+                s.spawn(|| self.backup_as(vm, INSTALLATION, "run-a", Some(&slow), Some(&progress)));
+            wait_for("the backup to read", || {
+                progress.load(Ordering::Relaxed) > 0
+            });
+            meanwhile();
+            assert!(!backup.is_finished(), "the backup must still be reading");
+            backup.join().unwrap()
+        })
+    }
+
     fn flat_bytes_served(&self) -> u64 {
         self.lab
             .stats()
@@ -689,8 +711,6 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
 #[test]
 fn a_backup_whose_snapshot_is_removed_mid_read_records_nothing() {
     let b = bed();
-    let slow = Throttle::new(4 << 20);
-    let progress = AtomicU64::new(0);
     let other_session = Session::connect(
         b.lab.url(),
         &b.lab.tls_trust(),
@@ -698,26 +718,14 @@ fn a_backup_whose_snapshot_is_removed_mid_read_records_nothing() {
         b.lab.password(),
     )
     .unwrap();
-    std::thread::scope(|s| {
-        let backup = s.spawn(|| {
-            b.backup_as(
-                "lab-vm-02",
-                INSTALLATION,
-                "run-a",
-                Some(&slow),
-                Some(&progress),
-            )
-        });
-        wait_for("the backup to read", || {
-            progress.load(Ordering::Relaxed) > 0
-        });
-        let snap = b.vm("lab-vm-02").all_snapshots()[0].snapshot.clone();
-        b.lab.write("lab-vm-02", 5.0).unwrap();
-        other_session.remove_snapshot(&snap, TASK).unwrap();
-        assert!(!backup.is_finished(), "the backup must still be reading");
-        let err = backup.join().unwrap().unwrap_err();
-        assert!(matches!(err, VmBackupError::SnapshotGone { .. }), "{err}");
-    });
+    let err = b
+        .backup_while_reading("lab-vm-02", || {
+            let snap = b.vm("lab-vm-02").all_snapshots()[0].snapshot.clone();
+            b.lab.write("lab-vm-02", 5.0).unwrap();
+            other_session.remove_snapshot(&snap, TASK).unwrap();
+        })
+        .unwrap_err();
+    assert!(matches!(err, VmBackupError::SnapshotGone { .. }), "{err}");
     assert!(b.repo.list_points().unwrap().is_empty());
     assert!(b.snapshots("lab-vm-02").is_empty());
 }
@@ -729,37 +737,22 @@ fn a_backup_whose_snapshot_is_removed_mid_read_records_nothing() {
 #[test]
 fn a_disk_moved_mid_read_records_nothing() {
     let b = bed();
-    let slow = Throttle::new(4 << 20);
-    let progress = AtomicU64::new(0);
-    std::thread::scope(|s| {
-        let backup = s.spawn(|| {
-            b.backup_as(
-                "lab-vm-02",
-                INSTALLATION,
-                "run-a",
-                Some(&slow),
-                Some(&progress),
-            )
-        });
-        wait_for("the backup to read", || {
-            progress.load(Ordering::Relaxed) > 0
-        });
+    let moved = b.backup_while_reading("lab-vm-02", || {
         coffer::lab::relocate(&b.dir.join("lab"), "lab-vm-02", "nfs1").unwrap();
-        assert!(!backup.is_finished(), "the backup must still be reading");
-        match backup.join().unwrap() {
-            Err(VmBackupError::DiskMoved {
-                disk,
-                before,
-                after,
-                ..
-            }) => {
-                assert_eq!(disk, "disk 2000");
-                assert!(before.starts_with("[datastore1] lab-vm-02/"), "{before}");
-                assert!(after.starts_with("[nfs1] lab-vm-02/"), "{after}");
-            }
-            other => panic!("the backup must fail naming the move: {other:?}"),
-        }
     });
+    match moved {
+        Err(VmBackupError::DiskMoved {
+            disk,
+            before,
+            after,
+            ..
+        }) => {
+            assert_eq!(disk, "disk 2000");
+            assert!(before.starts_with("[datastore1] lab-vm-02/"), "{before}");
+            assert!(after.starts_with("[nfs1] lab-vm-02/"), "{after}");
+        }
+        other => panic!("the backup must fail naming the move: {other:?}"),
+    }
     assert!(b.repo.list_points().unwrap().is_empty());
     assert!(b.snapshots("lab-vm-02").is_empty());
     let again = b

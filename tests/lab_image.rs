@@ -13,8 +13,6 @@ use std::process::Output;
 
 use common::text;
 
-use coffer::repo::Repository;
-use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::Manifest;
 
 const MIB: u64 = 1 << 20;
@@ -94,20 +92,8 @@ fn write_image(path: &Path) -> (Vec<u8>, u64) {
 
 /// The points of `vm` on the tier, oldest first.
 fn points_of(dir: &Path, vm: &str) -> Vec<Manifest> {
-    let repo = Repository::open(
-        std::sync::Arc::new(LocalStore::new(dir.join("repo")).unwrap()),
-        None,
-    )
-    .unwrap();
-    let mut ms: Vec<Manifest> = repo
-        .list_points()
-        .unwrap()
-        .iter()
-        .map(|p| repo.read_manifest(p).unwrap())
-        .filter(|m| m.vm.name == vm)
-        .collect();
-    ms.sort_by(|a, b| a.point_id.cmp(&b.point_id));
-    ms
+    let (_, ms) = common::local_points(dir);
+    ms.into_iter().filter(|m| m.vm.name == vm).collect()
 }
 
 /// Restores `point`'s first disk as a raw file and answers its bytes.

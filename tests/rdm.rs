@@ -14,38 +14,9 @@ use std::process::Output;
 use common::text;
 
 use coffer::lab::disk::RdmMode;
-use coffer::repo::Repository;
-use coffer::repo::local::LocalStore;
-use coffer::repo::manifest::Manifest;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     common::in_policy_dir(dir, args)
-}
-
-/// A policy directory in `dir` with the one-VM lab (`lab-vm-01`: disk 2000
-/// of 64 MiB, disk 2001 of 32 MiB) and its tier made, the lab started
-/// once; answers the lab's state directory.
-fn one_vm_lab(dir: &Path) -> PathBuf {
-    common::one_vm_lab_policy(dir, "");
-    assert!(run(dir, &["repo", "init", "--all"]).status.success());
-    assert!(run(dir, &["inventory"]).status.success());
-    coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
-}
-
-fn points(dir: &Path) -> (Repository, Vec<Manifest>) {
-    let repo = Repository::open(
-        std::sync::Arc::new(LocalStore::new(dir.join("repo")).unwrap()),
-        None,
-    )
-    .unwrap();
-    let mut ms: Vec<Manifest> = repo
-        .list_points()
-        .unwrap()
-        .iter()
-        .map(|p| repo.read_manifest(p).unwrap())
-        .collect();
-    ms.sort_by(|a, b| a.point_id.cmp(&b.point_id));
-    (repo, ms)
 }
 
 /// The lab's datastore folder (started as the policy has it: one VM).
@@ -74,7 +45,7 @@ fn disk_json(backup: &serde_json::Value, key: i32) -> &serde_json::Value {
 fn the_lab_maps_a_lun_behind_a_real_rdm_descriptor_and_lists_the_backing() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     let ds = datastore(&lab_state);
     let before = std::fs::read(ds.join("lab-vm-01/lab-vm-01_1-flat.vmdk")).unwrap();
     coffer::lab::map_raw_device(&lab_state, "lab-vm-01", 2001, RdmMode::Virtual).unwrap();
@@ -119,7 +90,7 @@ fn the_lab_maps_a_lun_behind_a_real_rdm_descriptor_and_lists_the_backing() {
 fn a_virtual_mode_rdm_is_backed_up_full_then_incremental_and_restores_byte_for_byte() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     coffer::lab::map_raw_device(&lab_state, "lab-vm-01", 2001, RdmMode::Virtual).unwrap();
 
     let plan = run(dir, &["plan"]);
@@ -155,7 +126,7 @@ fn a_virtual_mode_rdm_is_backed_up_full_then_incremental_and_restores_byte_for_b
         "{flat}"
     );
 
-    let (repo, ms) = points(dir);
+    let (repo, ms) = common::local_points(dir);
     assert_eq!(ms.len(), 1);
     assert_eq!(
         ms[0].disks.iter().map(|d| d.device_key).collect::<Vec<_>>(),
@@ -210,7 +181,7 @@ fn a_virtual_mode_rdm_is_backed_up_full_then_incremental_and_restores_byte_for_b
         "read {fetched} bytes for {areas} changed: {rdm}"
     );
 
-    let (repo, ms) = points(dir);
+    let (repo, ms) = common::local_points(dir);
     assert_eq!(ms.len(), 2);
     common::assert_point_restores_to_lab(&repo, &ms[1], &ds, dir);
 
@@ -240,7 +211,7 @@ fn a_virtual_mode_rdm_is_backed_up_full_then_incremental_and_restores_byte_for_b
 fn a_physical_mode_rdm_is_left_out_with_its_reason_and_the_other_disks_are_backed_up() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     coffer::lab::map_raw_device(&lab_state, "lab-vm-01", 2001, RdmMode::Physical).unwrap();
     let ds = datastore(&lab_state);
     let descriptor = std::fs::read_to_string(ds.join("lab-vm-01/lab-vm-01_1.vmdk")).unwrap();
@@ -265,7 +236,7 @@ fn a_physical_mode_rdm_is_left_out_with_its_reason_and_the_other_disks_are_backe
         "{applied_text}"
     );
 
-    let (repo, ms) = points(dir);
+    let (repo, ms) = common::local_points(dir);
     assert_eq!(ms.len(), 1);
     let m = &ms[0];
     assert_eq!(
@@ -330,7 +301,7 @@ fn a_host_refusing_snapshots_with_a_physical_mode_rdm_fails_the_backup_clearly_a
 {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     coffer::lab::map_raw_device(&lab_state, "lab-vm-01", 2001, RdmMode::Physical).unwrap();
     let backup = || {
         common::command_in(dir)
@@ -349,12 +320,12 @@ fn a_host_refusing_snapshots_with_a_physical_mode_rdm_fails_the_backup_clearly_a
         "{said}"
     );
     assert_eq!(common::snapshot_count(dir), 0);
-    assert!(points(dir).1.is_empty());
+    assert!(common::local_points(dir).1.is_empty());
 
     coffer::lab::set_disk_mode(&lab_state, "lab-vm-01", 2001, "independent_persistent").unwrap();
     let done = backup();
     assert!(done.status.success(), "{}", text(&done));
-    let (_, ms) = points(dir);
+    let (_, ms) = common::local_points(dir);
     assert_eq!(ms.len(), 1);
     assert_eq!(
         ms[0].disks.iter().map(|d| d.device_key).collect::<Vec<_>>(),

@@ -20,10 +20,7 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 /// once after `prepare` edited the VM's files; answers the lab's datastore
 /// folder.
 fn backed_up(dir: &Path, prepare: impl FnOnce(&Path)) -> PathBuf {
-    common::one_vm_lab_policy(dir, "");
-    assert!(run(dir, &["repo", "init", "--all"]).status.success());
-    assert!(run(dir, &["inventory"]).status.success());
-    let lab_state = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    let lab_state = common::one_vm_lab(dir);
     let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(&lab_state)).unwrap();
     let ds = lab.datastore_dir();
     drop(lab);

@@ -17,21 +17,11 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     common::in_policy_dir(dir, args)
 }
 
-/// A policy directory in `dir` with the one-VM lab and its tiers made, the
-/// lab started once; answers the lab's state directory.
-fn one_vm_lab(dir: &Path) -> std::path::PathBuf {
-    common::one_vm_lab_policy(dir, "");
-    assert!(run(dir, &["repo", "init", "--all"]).status.success());
-    // The lab exists once a command has started it.
-    assert!(run(dir, &["inventory"]).status.success());
-    coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
-}
-
 #[test]
 fn an_independent_disk_is_left_out_and_said_and_the_other_disks_are_backed_up() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     coffer::lab::set_disk_mode(&lab_state, "lab-vm-01", 2001, "independent_persistent").unwrap();
 
     let plan = run(dir, &["plan"]);
@@ -91,7 +81,7 @@ fn lab_state_json(lab_state: &Path) -> serde_json::Value {
 fn an_encrypted_vm_is_refused_with_its_reason_before_any_snapshot() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     coffer::lab::set_encryption(&lab_state, "lab-vm-01", Some("key-7f3a")).unwrap();
     let before = lab_state_json(&lab_state);
 
@@ -149,7 +139,7 @@ fn vmx_disks(vmx: &str) -> Vec<(String, String)> {
 fn a_point_without_its_first_disk_restores_the_others_in_their_slots_and_names_the_one_left_out() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let lab_state = one_vm_lab(dir);
+    let lab_state = common::one_vm_lab(dir);
     coffer::lab::set_disk_mode(&lab_state, "lab-vm-01", 2000, "independent_persistent").unwrap();
     let backup = run(dir, &["backup", "lab-vm-01"]);
     assert!(backup.status.success(), "{}", text(&backup));

@@ -82,6 +82,43 @@ last = 5
     .expect("the policy directory is writable");
 }
 
+/// A policy directory in `dir` with the one-VM lab (`lab-vm-01`: disk 2000
+/// of 64 MiB, disk 2001 of 32 MiB) and its tier made, the lab started
+/// once; answers the lab's state directory.
+pub fn one_vm_lab(dir: &Path) -> PathBuf {
+    one_vm_lab_policy(dir, "");
+    assert!(
+        in_policy_dir(dir, &["repo", "init", "--all"])
+            .status
+            .success()
+    );
+    assert!(in_policy_dir(dir, &["inventory"]).status.success());
+    coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
+}
+
+/// The repository of the local tier at `dir/repo` and its points, oldest
+/// first.
+pub fn local_points(
+    dir: &Path,
+) -> (
+    coffer::repo::Repository,
+    Vec<coffer::repo::manifest::Manifest>,
+) {
+    let repo = coffer::repo::Repository::open(
+        std::sync::Arc::new(coffer::repo::local::LocalStore::new(dir.join("repo")).unwrap()),
+        None,
+    )
+    .unwrap();
+    let mut ms: Vec<_> = repo
+        .list_points()
+        .unwrap()
+        .iter()
+        .map(|p| repo.read_manifest(p).unwrap())
+        .collect();
+    ms.sort_by(|a, b| a.point_id.cmp(&b.point_id));
+    (repo, ms)
+}
+
 /// Snapshots on every VM of the policy directory `dir`'s sources, as
 /// `coffer inventory --json` lists them.
 pub fn snapshot_count(dir: &Path) -> usize {
