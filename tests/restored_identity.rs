@@ -83,6 +83,18 @@ fn each_disk_goes_back_to_its_controller_and_unit_and_the_nvram_comes_back() {
             "{restored} holds the bytes of {original}"
         );
     }
+    // The point records each disk's slot, in manifest format 2, which a
+    // coffer that knows only format 1 refuses by number.
+    let (_, points) = common::local_points(dir);
+    let m = &points[0];
+    assert_eq!(m.format, 2);
+    assert_eq!(
+        m.disks
+            .iter()
+            .map(|d| d.slot.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("scsi0:0"), Some("scsi0:1")]
+    );
     assert_eq!(vmx_value(&vmx, "nvram").as_deref(), Some("r.nvram"));
     let nvram = std::fs::read(out_dir.join("r.nvram")).unwrap();
     assert_eq!(nvram.len(), 8192);

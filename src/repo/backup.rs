@@ -390,7 +390,7 @@ pub fn backup_checked(
             chunks_data: index.chunks.iter().filter(|c| **c != ZERO_DIGEST).count() as u64,
         });
     }
-    let m = Manifest {
+    let mut m = Manifest {
         format: manifest::FORMAT,
         point_id,
         vm: req.vm,
@@ -412,6 +412,7 @@ pub fn backup_checked(
         skipped_disks: req.skipped_disks,
         mac: None,
     };
+    m.format = manifest::format_needed(&m);
     still_valid()?;
     let committed = repo.commit_manifest(m)?;
     // After the store's flush (in the commit): a row never names a chunk a

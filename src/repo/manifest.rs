@@ -7,7 +7,22 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{IdError, PointId, VmUuid};
 
-pub const FORMAT: u32 = 1;
+/// The newest manifest format this coffer reads and writes. Format 2 adds
+/// `skipped_disks` and each disk's `slot`; a manifest that uses neither is
+/// written as format 1, which every earlier coffer reads. A format 1
+/// reader refuses format 2 by its number ("newer than this coffer")
+/// rather than misreading it: on an encrypted tier it would otherwise take
+/// the fields it does not know for tampering (the MAC covers them).
+pub const FORMAT: u32 = 2;
+
+/// The format a manifest needs: the lowest that holds every field it uses.
+pub fn format_needed(m: &Manifest) -> u32 {
+    if m.skipped_disks.is_empty() && m.disks.iter().all(|d| d.slot.is_none()) {
+        1
+    } else {
+        2
+    }
+}
 
 /// A VM's identity as the repository records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
