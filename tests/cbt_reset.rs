@@ -86,6 +86,18 @@ fn assert_next_backup_is_incremental(dir: &Path) {
     );
 }
 
+/// The policy written in `dir`, its tier made and applied once: the one
+/// point, a full.
+fn first_full(dir: &Path) -> Vec<Manifest> {
+    write_policy(dir);
+    assert!(run(dir, &["repo", "init", "--all"]).status.success());
+    let first = run(dir, &["apply", "--no-mail"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let (_, before) = common::local_points(dir);
+    assert_eq!(before.len(), 1);
+    before
+}
+
 fn lab_state(dir: &Path) -> std::path::PathBuf {
     coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab")
 }
@@ -94,12 +106,7 @@ fn lab_state(dir: &Path) -> std::path::PathBuf {
 fn a_resized_disk_gets_its_tracking_reset_and_a_full_that_reads_it_whole() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    write_policy(dir);
-    assert!(run(dir, &["repo", "init", "--all"]).status.success());
-    let first = run(dir, &["apply", "--no-mail"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let (_, before) = common::local_points(dir);
-    assert_eq!(before.len(), 1);
+    let before = first_full(dir);
     let size = before[0].disks[0].size_bytes;
     // The first full read the allocated areas only (a thin disk's holes
     // are not read): the whole-disk read below is a different request.
@@ -213,12 +220,7 @@ fn inventory_disks(dir: &Path, vm: &str) -> Vec<serde_json::Value> {
 fn a_storage_vmotion_to_nfs_resets_tracking_and_the_next_full_reads_the_disks_whole() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    write_policy(dir);
-    assert!(run(dir, &["repo", "init", "--all"]).status.success());
-    let first = run(dir, &["apply", "--no-mail"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let (_, before) = common::local_points(dir);
-    assert_eq!(before.len(), 1);
+    let before = first_full(dir);
     // On VMFS the first full read the allocated areas only.
     assert!(before[0].disks[0].bytes_read < before[0].disks[0].size_bytes);
 

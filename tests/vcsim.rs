@@ -485,31 +485,7 @@ fn an_independent_disk_added_by_reconfigure_is_skipped_and_the_other_disk_backed
     )
     .unwrap();
     let cancel = AtomicBool::new(false);
-    let outcome = backup_vm(
-        &session,
-        &repo,
-        &VmBackupRequest {
-            vm: &vm,
-            installation: "00112233aabbccdd",
-            snapshot_max_age: Duration::from_secs(24 * 3600),
-            source: "vcsim",
-            datacenter: &sim.datacenter,
-            host_route: None,
-            run_id: "run-1",
-            consistency: Consistency::Crash,
-            base: None,
-            chunk_size_bytes: 64 << 10,
-            threads: 2,
-            task_timeout: TASK_TIMEOUT,
-            cancel: &cancel,
-            read_whole_disk: false,
-            io_limit: None,
-            progress: None,
-            read: Default::default(),
-            max_snapshot_lifetime: None,
-        },
-    )
-    .unwrap();
+    let outcome = backup_vm(&session, &repo, &request(&sim, &vm, &cancel, None, "run-1")).unwrap();
     let m = &outcome.manifest;
     assert_eq!(
         m.disks.iter().map(|d| d.device_key).collect::<Vec<_>>(),
@@ -532,6 +508,37 @@ fn an_independent_disk_added_by_reconfigure_is_skipped_and_the_other_disk_backed
     );
 }
 
+/// A crash-consistent backup request of `vm` on the simulator, as run
+/// `run_id`, an incremental from `base` when given.
+fn request<'a>(
+    sim: &'a Vcsim,
+    vm: &'a coffer::vsphere::VmRecord,
+    cancel: &'a AtomicBool,
+    base: Option<&'a coffer::repo::manifest::Manifest>,
+    run_id: &'a str,
+) -> VmBackupRequest<'a> {
+    VmBackupRequest {
+        vm,
+        installation: "00112233aabbccdd",
+        snapshot_max_age: Duration::from_secs(24 * 3600),
+        source: "vcsim",
+        datacenter: &sim.datacenter,
+        host_route: None,
+        run_id,
+        consistency: Consistency::Crash,
+        base,
+        chunk_size_bytes: 64 << 10,
+        threads: 2,
+        task_timeout: TASK_TIMEOUT,
+        cancel,
+        read_whole_disk: false,
+        io_limit: None,
+        progress: None,
+        read: Default::default(),
+        max_snapshot_lifetime: None,
+    }
+}
+
 /// coffer's own backup loop end to end: a full, a write, an incremental
 /// that reads only the written area, both restoring byte for byte, and no
 /// snapshot left behind.
@@ -547,26 +554,7 @@ fn backup_loop(flavor: &str) {
     let cancel = AtomicBool::new(false);
     let vm = session.list_vms().unwrap().remove(0);
     assert!(!vm.change_tracking_enabled);
-    let request = |vm, base, run_id| VmBackupRequest {
-        vm,
-        installation: "00112233aabbccdd",
-        snapshot_max_age: Duration::from_secs(24 * 3600),
-        source: "vcsim",
-        datacenter: &sim.datacenter,
-        host_route: None,
-        run_id,
-        consistency: Consistency::Crash,
-        base,
-        chunk_size_bytes: 64 << 10,
-        threads: 2,
-        task_timeout: TASK_TIMEOUT,
-        cancel: &cancel,
-        read_whole_disk: false,
-        io_limit: None,
-        progress: None,
-        read: Default::default(),
-        max_snapshot_lifetime: None,
-    };
+    let request = |vm, base, run_id| request(&sim, vm, &cancel, base, run_id);
     let full = backup_vm(&session, &repo, &request(&vm, None, "run-1")).unwrap();
     assert!(full.cbt_enabled_now);
     assert!(

@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use super::state::{Fault, State, Vm};
-use crate::vsphere::vmx::value as vmx_value;
+use crate::vsphere::vmx::{self, value as vmx_value};
 
 /// The guest family a lab VM's .vmx names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,23 +98,13 @@ pub fn set_guest(
         .iter()
         .find(|v| v.name == vm || v.moref() == vm)
         .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
-    let text = vmx_text(v, root);
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| {
-            let key = l.split_once('=').map(|(k, _)| k.trim());
-            !key.is_some_and(|k| {
-                k.eq_ignore_ascii_case("guestOS") || k.eq_ignore_ascii_case("disk.EnableUUID")
-            })
-        })
-        .map(str::to_string)
-        .collect();
-    lines.push(format!("guestOS = \"{}\"", os.vmx_value()));
-    lines.push(format!(
-        "disk.EnableUUID = \"{}\"",
-        if disk_enable_uuid { "TRUE" } else { "FALSE" }
-    ));
-    std::fs::write(root.join(&v.vmx), lines.join("\n") + "\n")?;
+    let text = vmx::with_value(&vmx_text(v, root), "guestOS", os.vmx_value());
+    let text = vmx::with_value(
+        &text,
+        "disk.EnableUUID",
+        if disk_enable_uuid { "TRUE" } else { "FALSE" },
+    );
+    std::fs::write(root.join(&v.vmx), text)?;
     Ok(())
 }
 

@@ -30,6 +30,7 @@ pub mod guest;
 mod http;
 mod image;
 pub mod inventory;
+pub mod lifecycle;
 pub mod net;
 pub mod ops;
 mod props;

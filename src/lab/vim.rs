@@ -19,6 +19,7 @@ use roxmltree::{Document, Node};
 
 use super::faults::Faults;
 use super::inventory;
+use super::lifecycle;
 use super::ops::{self, Injected, SnapshotSpec};
 use super::props::{service_content, snapshot_object, task_object, vm_object};
 use super::state::{self, Fault, State, Store};
@@ -467,7 +468,7 @@ impl Vim {
             "PowerOnVM_Task" => {
                 let name = store.read(|st, _| Ok(st.vm(vm)?.name.clone()))?;
                 let id = self.next("haTask");
-                let outcome = store.update(|st, root| ops::power_on(st, root, vm, &id));
+                let outcome = store.update(|st, root| lifecycle::power_on(st, root, vm, &id));
                 let record = TaskRecord {
                     id: id.clone(),
                     name: "PowerOnVM".into(),
@@ -485,7 +486,7 @@ impl Vim {
                 let question = arg(call, "questionId").unwrap_or_default();
                 let choice = arg(call, "answerChoice").unwrap_or_default();
                 let (task, outcome) =
-                    store.update(|st, root| ops::answer(st, root, vm, &question, &choice))?;
+                    store.update(|st, root| lifecycle::answer(st, root, vm, &question, &choice))?;
                 if let Some(t) = lock(&self.tasks).get_mut(&task) {
                     t.running = false;
                     t.error = outcome.err();
@@ -494,20 +495,20 @@ impl Vim {
                 Ok(String::new())
             }
             "PowerOffVM_Task" => self.task(store, method, this, |st, _| {
-                ops::set_power(st, vm, false).map(|_| None)
+                lifecycle::set_power(st, vm, false).map(|_| None)
             }),
             "Destroy_Task" => self.task(store, method, this, |st, root| {
-                ops::destroy(st, root, vm).map(|_| None)
+                lifecycle::destroy(st, root, vm).map(|_| None)
             }),
             "UnregisterVM" => store
-                .update(|st, _| ops::unregister(st, vm))
+                .update(|st, _| lifecycle::unregister(st, vm))
                 .map(|_| String::new()),
             "RegisterVM_Task" => {
                 let path = arg(call, "path").unwrap_or_default();
                 let name = arg(call, "name");
                 let folder = this.clone();
                 self.task_on(store, method, folder, String::new(), |st, root| {
-                    let id = ops::register(st, root, &path, name.as_deref())?;
+                    let id = lifecycle::register(st, root, &path, name.as_deref())?;
                     Ok(Some(("VirtualMachine".into(), id)))
                 })
             }

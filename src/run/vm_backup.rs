@@ -821,13 +821,7 @@ fn read_disks(
                     .filter(|n| !n.is_empty() && !n.contains('/'))
                     .map(str::to_string)
             {
-                let path = DatastorePath {
-                    datastore: vmx.datastore.clone(),
-                    path: match vmx.path.rsplit_once('/') {
-                        Some((dir, _)) => format!("{dir}/{nvram}"),
-                        None => nvram.clone(),
-                    },
-                };
+                let path = vmx.sibling(&nvram);
                 let got = crate::vsphere::datastore::fetch_small_file(
                     session.transport(),
                     &req.read,
