@@ -3,7 +3,8 @@
 #   moto (PyPI), an S3-compatible server, for the S3 backend and Object Lock;
 #   aiosmtpd (PyPI), an SMTP server with STARTTLS and AUTH, for the email tests;
 #   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim);
-#   e2fsprogs (mkfs.ext4, e2fsck), for the restore drill's partition checks.
+#   e2fsprogs (mkfs.ext4, e2fsck), for the restore drill's partition checks;
+#   jsonschema (PyPI), which validates every --json output against its schema.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,11 @@ fi
 if ! python3 -c 'import aiosmtpd, cryptography' 2>/dev/null; then
   echo "== installing aiosmtpd (SMTP test server) from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2' cryptography
+fi
+
+if ! python3 -c 'import jsonschema, rfc3339_validator' 2>/dev/null; then
+  echo "== installing jsonschema (JSON Schema validator) from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'jsonschema[format-nongpl]>=4.18,<5'
 fi
 
 if ! command -v mkfs.ext4 >/dev/null && ! [ -x /usr/sbin/mkfs.ext4 ] && ! [ -x /sbin/mkfs.ext4 ]; then

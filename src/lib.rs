@@ -6,13 +6,15 @@
 //! points, `vsphere` talks to the hosts,
 //! `run` holds the jobs (one VM's backup, a drill, a restore, an export),
 //! `engine` runs them (a workspace: gather, plan, apply, report, with an
-//! observer that hears everything), `report` renders and mails, and `cli`
-//! only parses arguments and prints what the engine answers.
+//! observer that hears everything), `report` renders and mails, `json`
+//! holds the shapes of the machine-readable output, and `cli` only parses
+//! arguments and prints what the engine answers.
 
 pub mod catalog;
 pub mod cli;
 pub mod engine;
 pub mod inventory;
+pub mod json;
 pub mod lab;
 pub mod plan;
 pub mod policy;

@@ -254,3 +254,37 @@ fn unknown_names_on_the_command_line_suggest_the_likely_one() {
         text(&out)
     );
 }
+
+#[test]
+fn the_policy_directory_is_taken_before_or_after_the_command() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    assert!(coffer(dir, &["init", "mine"], &[]).status.success());
+    // The default `policies` does not exist here: each form must find
+    // `mine`, and the one after the command wins over the environment.
+    for args in [
+        &["-p", "mine", "validate"][..],
+        &["--policies", "mine", "validate"],
+        &["validate", "-p", "mine"],
+        &["--policies=mine", "validate"],
+    ] {
+        let out = coffer(dir, args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("mine: valid"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = coffer(
+        dir,
+        &["-p", "mine", "validate"],
+        &[("COFFER_POLICIES", "elsewhere")],
+    );
+    assert!(text(&out).contains("mine: valid"), "{}", text(&out));
+    let out = coffer(dir, &["validate"], &[]);
+    assert!(
+        !out.status.success(),
+        "without -p the default `policies` is used"
+    );
+}

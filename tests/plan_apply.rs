@@ -398,7 +398,7 @@ fn apply_json_emits_one_event_per_line() {
         .iter()
         .find(|e| e["event"] == "action-started")
         .unwrap();
-    assert_eq!(backup["detail"]["action"], "backup");
+    assert_eq!(backup["plan_action"]["action"], "backup");
 }
 
 /// A host that stays busy longer than the datastore reader's patience

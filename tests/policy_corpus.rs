@@ -124,7 +124,7 @@ fn json_output_is_versioned_and_locates_every_problem() {
     // The corpus as one directory: every case merged, many problems at once.
     assert_eq!(out.status.code(), Some(10));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
-    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["format"], coffer::json::FORMAT);
     assert_eq!(doc["valid"], false);
     let diags = doc["diagnostics"].as_array().unwrap();
     assert!(

@@ -69,40 +69,8 @@ pub fn run(args: Args) -> Result<u8> {
     let m = &outcome.manifest;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({
-                "run_id": run_id,
-                "vm": vm,
-                "point": m.point_id,
-                "tier": tier,
-                "kind": m.kind,
-                "parent": m.parent,
-                "consistency": outcome.consistency,
-                "quiesce_fallback": outcome.quiesce_fallback,
-                "consistency_alert": outcome.consistency_alert,
-                "snapshot": outcome.snapshot,
-                "snapshot_created": outcome.snapshot_lifetime.created.to_rfc3339(),
-                "snapshot_removed": outcome.snapshot_lifetime.removed.to_rfc3339(),
-                "leftovers_removed": outcome.leftovers_removed.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
-                "notes": outcome.notes,
-                "leftovers_kept": outcome.leftovers_kept.iter().map(|l| serde_json::json!({"snapshot": l.name, "why": l.why})).collect::<Vec<_>>(),
-                "duration_ms": m.duration_ms,
-                "disks": outcome.disks.iter().zip(&m.disks).map(|(d, e)| serde_json::json!({
-                    "device_key": d.device_key,
-                    "mode": match &d.verdict { CbtVerdict::Incremental { .. } => "incremental", CbtVerdict::Full { .. } => "full" },
-                    "reason": match &d.verdict { CbtVerdict::Incremental { since } => format!("changed since {since}"), CbtVerdict::Full { reason } => reason.clone() },
-                    "bytes_fetched": d.bytes_fetched,
-                    "requests": d.requests,
-                    "busy_answers": d.busy_answers,
-                    "read_from": d.read_from,
-                    "bytes_changed": d.bytes_changed,
-                    "size_bytes": e.size_bytes,
-                    "change_id": e.change_id,
-                })).collect::<Vec<_>>(),
-            })
-        )?;
+        let doc = crate::json::Backup::new(&run_id, &vm, &tier, &outcome);
+        writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
     for d in outcome

@@ -5,16 +5,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use serde_json::json;
 
 use super::terminal::Terminal;
 use super::{EXIT_OK, Location, PolicyArgs, load_or_report};
-use crate::catalog::{self, Drift, DriftKind, PointRecord};
+use crate::catalog::{self, DriftKind, PointRecord};
 use crate::engine;
 use crate::policy::Config;
-
-/// Version of the `--json` output formats of this file.
-const JSON_FORMAT: u32 = 1;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -91,12 +87,10 @@ fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Res
     let drifts = engine::catalog::sync_tiers(&config, &mut catalog, tiers, rebuild)?;
     let mut out = std::io::stdout().lock();
     if json {
-        let tiers: Vec<_> = drifts.iter().map(drift_json).collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({ "format": JSON_FORMAT, "tiers": tiers }))?
-        )?;
+        let doc = crate::json::CatalogSync {
+            tiers: drifts.iter().map(Into::into).collect(),
+        };
+        writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
     for d in &drifts {
@@ -122,28 +116,6 @@ fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Res
     Ok(EXIT_OK)
 }
 
-fn drift_json(d: &Drift) -> serde_json::Value {
-    let items: Vec<_> = d
-        .items
-        .iter()
-        .map(|i| {
-            let (kind, reason) = match &i.kind {
-                DriftKind::Missing => ("missing", None),
-                DriftKind::NeverSeen => ("never-seen", None),
-                DriftKind::Appeared => ("appeared", None),
-                DriftKind::Corrupt { reason } => ("corrupt", Some(reason.as_str())),
-            };
-            json!({
-                "point": i.point.point_id,
-                "vm_uuid": i.point.vm_uuid,
-                "kind": kind,
-                "reason": reason,
-            })
-        })
-        .collect();
-    json!({ "tier": d.tier, "listed": d.listed, "drift": items })
-}
-
 fn show(a: ShowArgs) -> Result<u8> {
     let path = catalog_path(&a.location)?;
     if !path.exists() {
@@ -157,38 +129,34 @@ fn show(a: ShowArgs) -> Result<u8> {
         engine::catalog::contents(&catalog, a.vm.as_deref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        let vms: Vec<_> = listed
-            .iter()
-            .map(|(vm, points)| {
-                json!({
-                    "uuid": vm.uuid,
-                    "name": vm.name,
-                    "source": vm.source,
-                    "points": points
+        let doc = crate::json::CatalogShow {
+            vms: listed
+                .iter()
+                .map(|(vm, points)| crate::json::CatalogVm {
+                    uuid: vm.uuid.clone(),
+                    name: vm.name.clone(),
+                    source: vm.source.clone(),
+                    points: points
                         .iter()
-                        .map(|p| point_json(p, catalog.snapshot_lifetime_of(&p.point_id).ok().flatten()))
-                        .collect::<Vec<_>>(),
+                        .map(|p| {
+                            let lifetime = catalog.snapshot_lifetime_of(&p.point_id).ok().flatten();
+                            crate::json::CatalogPoint::new(p, lifetime)
+                        })
+                        .collect(),
                 })
-            })
-            .collect();
-        let unreadable: Vec<_> = unreadable
-            .iter()
-            .map(|(p, c)| {
-                json!({
-                    "point": p.point_id, "vm_uuid": p.vm_uuid, "tier": c.tier,
-                    "state": c.state.as_str(), "detail": c.detail,
+                .collect(),
+            unreadable: unreadable
+                .iter()
+                .map(|(p, c)| crate::json::CatalogUnreadable {
+                    point: p.point_id.clone(),
+                    vm_uuid: p.vm_uuid.clone(),
+                    tier: c.tier.clone(),
+                    state: c.state.as_str().into(),
+                    detail: c.detail.clone(),
                 })
-            })
-            .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "format": JSON_FORMAT,
-                "vms": vms,
-                "unreadable": unreadable,
-            }))?
-        )?;
+                .collect(),
+        };
+        writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
     for (vm, points) in &listed {
@@ -237,36 +205,4 @@ fn copies_text(p: &PointRecord) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A point as `catalog show --json` prints it; `snapshot`: when the
-/// snapshot it was read from was created and removed, when this catalog
-/// recorded the backup.
-fn point_json(
-    p: &PointRecord,
-    snapshot: Option<catalog::SnapshotLifetimeRecord>,
-) -> serde_json::Value {
-    json!({
-        "snapshot": snapshot.map(|s| json!({
-            "name": s.snapshot,
-            "created": catalog::time_text(s.created),
-            "removed": catalog::time_text(s.removed),
-            "open_ms": (s.removed - s.created).num_milliseconds(),
-        })),
-        "point": p.point_id,
-        "created": catalog::time_text(p.created),
-        "kind": kind_text(p),
-        "parent": p.parent,
-        "consistency": p.consistency,
-        "duration_ms": p.duration_ms,
-        "disks": p.disks.iter().map(|d| json!({
-            "device_key": d.device_key, "label": d.label, "size_bytes": d.size_bytes,
-            "chunk_size_bytes": d.chunk_size_bytes, "index_sha256": d.index_sha256,
-            "change_id": d.change_id,
-        })).collect::<Vec<_>>(),
-        "copies": p.copies.iter().map(|c| json!({
-            "tier": c.tier, "state": c.state.as_str(), "detail": c.detail,
-            "locked_until": c.locked_until.map(catalog::time_text),
-        })).collect::<Vec<_>>(),
-    })
 }

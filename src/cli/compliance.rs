@@ -31,22 +31,13 @@ pub fn run(args: Args) -> Result<u8> {
     let config = &ws.config;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "format": 1,
-                "now": plan.now,
-                "notes": gathered.notes,
-                "vms": plan.compliance,
-                "drills": gathered.drill_runs.iter().map(|r| serde_json::json!({
-                    "drill": r.drill, "kind": r.kind, "vm_uuid": r.vm_uuid, "point": r.point_id,
-                    "finished": r.finished, "ok": r.ok, "detail": r.detail,
-                    "data_ok": r.data_ok, "guest_ok": r.guest_ok, "guest_detail": r.guest_detail,
-                    "restore_seconds": r.restore_seconds,
-                })).collect::<Vec<_>>(),
-            }))?
-        )?;
+        let doc = crate::json::Compliance {
+            now: plan.now,
+            notes: gathered.notes.clone(),
+            vms: plan.compliance.clone(),
+            drills: gathered.drill_runs.iter().map(Into::into).collect(),
+        };
+        writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
         for n in &gathered.notes {
             writeln!(out, "note: {n}")?;

@@ -28,56 +28,10 @@ pub fn run(args: Args) -> Result<u8> {
     let alerts: Vec<&SnapshotAlert> = rows.iter().flat_map(|r| &r.alerts).collect();
     let mut out = std::io::stdout().lock();
     if args.json {
-        let vms: Vec<_> = rows
-            .iter()
-            .map(
-                |InventoryRow {
-                     source,
-                     vm,
-                     policies,
-                     alerts: found,
-                 }| {
-                    serde_json::json!({
-                        "source": source,
-                        "name": vm.name,
-                        "moref": vm.moref.value,
-                        "datacenter": vm.datacenter,
-                        "host": vm.host.as_ref().map(|h| h.value.clone()),
-                        "instance_uuid": vm.instance_uuid,
-                        "power_state": vm.power_state.map(|p| format!("{p:?}")),
-                        "tools": vm.tools_running_status,
-                        "cbt": vm.change_tracking_enabled,
-                        "consolidation_needed": vm.consolidation_needed,
-                        "encryption_key": vm.encryption_key,
-                        "disks": vm.disks.iter().map(|d| serde_json::json!({
-                            "key": d.key,
-                            "capacity_bytes": d.capacity_bytes,
-                            "file": d.file_name,
-                            "change_id": d.change_id.as_ref().map(|c| c.0.clone()),
-                            "mode": d.disk_mode,
-                            // `virtualMode` / `physicalMode` for a raw
-                            // device mapping, else absent.
-                            "raw_device_mapping": match &d.backing {
-                                crate::inventory::DiskBacking::RawDeviceMapping { compatibility_mode } => {
-                                    Some(compatibility_mode.as_deref().unwrap_or("unknown"))
-                                }
-                                _ => None,
-                            },
-                        })).collect::<Vec<_>>(),
-                        "snapshots": vm.all_snapshots().iter().map(|s| serde_json::json!({
-                            "name": s.name,
-                            "created": s.create_time.to_rfc3339(),
-                        })).collect::<Vec<_>>(),
-                        "policies": policies,
-                        "alerts": found.iter().map(SnapshotAlert::describe).collect::<Vec<_>>(),
-                    })
-                },
-            )
-            .collect();
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "vms": vms }))?
+            crate::json::render(&crate::json::Inventory::new(&rows))
         )?;
     } else {
         writeln!(

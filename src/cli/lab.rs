@@ -205,11 +205,8 @@ fn write(args: WriteArgs) -> Result<u8> {
         .with_context(|| format!("writing to {} in the lab at {}", args.vm, dir.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "vm": args.vm, "disks": written })
-        )?;
+        let doc = crate::json::LabWrite::new(&args.vm, &written);
+        writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
     for d in &written {

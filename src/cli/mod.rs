@@ -44,6 +44,16 @@ pub const EXIT_INVALID_CONFIG: u8 = 10;
     about = "Declarative backup policies for VMware ESXi and vCenter"
 )]
 pub struct Cli {
+    /// Policy directory, for the commands that read policies: accepted
+    /// before the command too (`coffer -p DIR plan`).
+    #[arg(
+        short = 'p',
+        long = "policies",
+        id = "dir",
+        value_name = "DIR",
+        global = true
+    )]
+    pub policies: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -47,19 +47,18 @@ pub fn run(args: Args) -> Result<u8> {
     let mut ws = Workspace::open(config, args.location.state.as_deref(), &terminal)?;
     let gathered = ws.refresh()?;
     let plan = ws.plan(&gathered, now, args.allow_mass_prune);
-    let json = serde_json::to_string_pretty(&serde_json::json!({
-        "format": plan.format,
-        "now": plan.now,
-        "notes": gathered.notes,
-        "actions": plan.actions,
-        "compliance": plan.compliance,
-    }))?;
     if let Some(out) = &args.out {
         ws.save_plan(out, &gathered, &plan)?;
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{json}")?;
+        let doc = crate::json::PlanDoc {
+            now: plan.now,
+            notes: gathered.notes.clone(),
+            actions: plan.actions.clone(),
+            compliance: plan.compliance.clone(),
+        };
+        writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
         print_plan(&mut out, &plan, &gathered)?;
     }

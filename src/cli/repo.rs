@@ -135,7 +135,7 @@ pub enum Command {
     /// Create an empty repository.
     Init(InitArgs),
     /// List restore points.
-    Ls(Target),
+    Ls(LsArgs),
     /// Re-read chunks and prove them; exit 4 when anything is damaged.
     Verify(VerifyArgs),
     /// Delete chunks no point references (older than the grace period).
@@ -151,9 +151,21 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print the points as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub target: Target,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
     /// Only this point.
     #[arg(long)]
     pub point: Option<String>,
@@ -260,33 +272,7 @@ pub fn run(command: Command) -> Result<u8> {
                 repo.config.version
             )?;
         }
-        Command::Ls(t) => {
-            let repo = t.open()?;
-            writeln!(
-                out,
-                "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
-                "POINT", "VM", "KIND", "CREATED", "SIZE", "CHUNKS"
-            )?;
-            let (points, refused) = repo.list_points_checked()?;
-            for key in &refused {
-                writeln!(out, "skipped {key:?}: not a valid point name (never read)")?;
-            }
-            for p in points {
-                match repo.read_manifest(&p) {
-                    Ok(m) => writeln!(
-                        out,
-                        "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
-                        m.point_id,
-                        m.vm.name,
-                        format!("{:?}", m.kind).to_lowercase(),
-                        m.created,
-                        m.disks.iter().map(|d| d.size_bytes).sum::<u64>(),
-                        m.disks.iter().map(|d| d.chunks_data).sum::<u64>()
-                    )?,
-                    Err(e) => writeln!(out, "{:<26} unreadable: {e}", p.point_id)?,
-                }
-            }
-        }
+        Command::Ls(a) => list(&a.target.open()?, a.json, &mut out)?,
         Command::Verify(a) => {
             let repo = a.target.open()?;
             let only = a
@@ -298,13 +284,41 @@ pub fn run(command: Command) -> Result<u8> {
             let sample = a.sample.as_deref().map(parse_sample).transpose()?;
             let started = Instant::now();
             let r = ops::verify(&repo, only.as_deref(), sample, threads())?;
+            let seconds = started.elapsed().as_secs_f64();
+            if a.json {
+                let doc = crate::json::RepoVerify {
+                    ok: r.ok(),
+                    points: r.points,
+                    chunks_checked: r.chunks_checked,
+                    bytes_checked: r.bytes_checked,
+                    seconds,
+                    damaged_chunks: r
+                        .bad_chunks
+                        .iter()
+                        .map(|b| crate::json::DamagedChunk {
+                            digest: b.digest.to_hex(),
+                            detail: b.error.to_string(),
+                            points: b.points.clone(),
+                        })
+                        .collect(),
+                    damaged_points: r
+                        .bad_points
+                        .iter()
+                        .map(|(p, why)| crate::json::RepoUnreadable {
+                            point: p.clone(),
+                            detail: why.to_string(),
+                        })
+                        .collect(),
+                    foreign: r.refused_keys.clone(),
+                    failed_points: r.failed_points.iter().cloned().collect(),
+                };
+                writeln!(out, "{}", crate::json::render(&doc))?;
+                return Ok(if r.ok() { EXIT_OK } else { EXIT_DAMAGED });
+            }
             writeln!(
                 out,
-                "checked {} points, {} chunks, {} bytes in {:.1}s",
-                r.points,
-                r.chunks_checked,
-                r.bytes_checked,
-                started.elapsed().as_secs_f64()
+                "checked {} points, {} chunks, {} bytes in {seconds:.1}s",
+                r.points, r.chunks_checked, r.bytes_checked,
             )?;
             for b in &r.bad_chunks {
                 writeln!(
@@ -440,6 +454,54 @@ pub fn run(command: Command) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// `repo ls`: a table, or the points as JSON.
+fn list(repo: &Repository, json: bool, out: &mut impl Write) -> Result<()> {
+    let (points, refused) = repo.list_points_checked()?;
+    let mut doc = crate::json::RepoLs {
+        repository: repo.describe(),
+        points: Vec::new(),
+        unreadable: Vec::new(),
+        refused,
+    };
+    for p in &points {
+        match repo.read_manifest(p) {
+            Ok(m) => doc.points.push((&m).into()),
+            Err(e) => doc.unreadable.push(crate::json::RepoUnreadable {
+                point: p.point_id.clone(),
+                detail: format!("{e:#}"),
+            }),
+        }
+    }
+    if json {
+        writeln!(out, "{}", crate::json::render(&doc))?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
+        "POINT", "VM", "KIND", "CREATED", "SIZE", "CHUNKS"
+    )?;
+    for key in &doc.refused {
+        writeln!(out, "skipped {key:?}: not a valid point name (never read)")?;
+    }
+    for p in &doc.points {
+        writeln!(
+            out,
+            "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
+            p.point,
+            p.vm,
+            format!("{:?}", p.kind).to_lowercase(),
+            p.created,
+            p.size_bytes,
+            p.chunks
+        )?;
+    }
+    for u in &doc.unreadable {
+        writeln!(out, "{:<26} unreadable: {}", u.point, u.detail)?;
+    }
+    Ok(())
+}
+
 fn parse_sample(s: &str) -> Result<Sample> {
     let (a, b) = s
         .split_once('/')
@@ -467,14 +529,8 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let d = &m.disks[0];
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({
-                "point": m.point_id, "kind": m.kind, "seconds": secs, "disk_bytes": d.size_bytes,
-                "bytes_read": d.bytes_read, "chunks_new": d.chunks_new, "bytes_stored_new": d.bytes_stored_new,
-            })
-        )?;
+        let doc = crate::json::BackupImage::new(&m, secs);
+        writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
         writeln!(
             out,

@@ -121,21 +121,17 @@ pub fn run(command: Command) -> Result<u8> {
     let verdicts = retention::apply(&points, &rules, tz);
     let mut out = std::io::stdout().lock();
     if a.json {
-        let list: Vec<_> = verdicts
-            .iter()
-            .map(|v| {
-                serde_json::json!({
-                    "time": v.created.to_rfc3339(),
-                    "keep": v.keep,
-                    "reasons": v.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        let doc = crate::json::Retention {
+            points: verdicts
+                .iter()
+                .map(|v| crate::json::RetentionPoint {
+                    time: v.created,
+                    keep: v.keep,
+                    reasons: v.reasons.iter().map(|r| r.to_string()).collect(),
                 })
-            })
-            .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "format": 1, "points": list }))?
-        )?;
+                .collect(),
+        };
+        writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
     let kept = verdicts.iter().filter(|v| v.keep).count();

@@ -29,20 +29,6 @@ impl Terminal {
     pub fn human() -> Terminal {
         Terminal::new(false)
     }
-
-    fn json_line(&self, v: &serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        match v {
-            serde_json::Value::Array(items) => {
-                for i in items {
-                    let _ = writeln!(out, "{i}");
-                }
-            }
-            v => {
-                let _ = writeln!(out, "{v}");
-            }
-        }
-    }
 }
 
 impl Observer for Terminal {
@@ -55,11 +41,16 @@ impl Observer for Terminal {
             eprintln!("{m}");
             return;
         }
-        if self.json
-            && let Some(v) = event.to_json()
-        {
-            self.json_line(&v);
-            return;
+        if self.json {
+            let lines = crate::json::event_lines(event, chrono::Utc::now());
+            if !lines.is_empty() {
+                let mut out = std::io::stdout().lock();
+                for line in lines {
+                    let _ = serde_json::to_writer(&mut out, &line);
+                    let _ = writeln!(out);
+                }
+                return;
+            }
         }
         match event {
             Event::RunStarted { run_id } => println!("run {run_id}"),

@@ -26,15 +26,18 @@ pub fn run(args: Args) -> Result<u8> {
     let warnings = loaded.diagnostics.len() - errors;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = serde_json::json!({
-            "version": 1,
-            "valid": errors == 0,
-            "files": loaded.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-            "errors": errors,
-            "warnings": warnings,
-            "diagnostics": diag::to_json(&loaded.diagnostics, &loaded.sources),
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        let doc = crate::json::Validate {
+            valid: errors == 0,
+            files: loaded
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            errors,
+            warnings,
+            diagnostics: diag::to_json(&loaded.diagnostics, &loaded.sources),
+        };
+        writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
         write!(out, "{}", loaded.render())?;
         if let Some(config) = &loaded.config {

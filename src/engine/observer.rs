@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::gather::Gathered;
 use crate::plan::planner::{Action, Plan};
@@ -106,74 +106,16 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    /// The event as one JSON object (`apply --json`'s format); `None` for
-    /// events that are not part of that stream (messages, progress ends,
-    /// the daemon's own lines).
+    /// The event as `apply --json` streams it: one object, an array of
+    /// them for a progress event, `None` for events that are not part of
+    /// that stream (messages, progress ends, the daemon's own lines).
     pub fn to_json(&self) -> Option<Value> {
-        Some(match self {
-            Event::RunStarted { run_id } => json!({ "event": "run-started", "run_id": run_id }),
-            Event::Recovered { note } => json!({ "event": "recovered", "note": note }),
-            Event::Planned { plan, gathered } => json!({
-                "event": "plan",
-                "notes": gathered.notes,
-                "actions": plan.actions,
-            }),
-            Event::ActionStarted { action } => json!({
-                "event": "action-started",
-                "action": action.line(),
-                "detail": action,
-            }),
-            Event::ActionFinished { outcome } => json!({
-                "event": if outcome.ok { "action-finished" } else { "action-failed" },
-                "action": outcome.action,
-                "detail": outcome.detail,
-                "seconds": outcome.seconds,
-            }),
-            Event::Progress { running } => Value::Array(
-                running
-                    .iter()
-                    .map(|p| {
-                        json!({
-                            "event": "action-progress",
-                            "vm": p.vm,
-                            "bytes_read": p.bytes_read,
-                            "bytes_per_second": p.bytes_per_second,
-                        })
-                    })
-                    .collect(),
-            ),
-            Event::RunFinished {
-                run_id,
-                subject,
-                failed,
-                cancelled,
-                report,
-            } => json!({
-                "event": "run-finished",
-                "run_id": run_id,
-                "subject": subject,
-                "failed": failed,
-                "cancelled": cancelled,
-                "report": report.with_extension("txt"),
-            }),
-            Event::Mailed {
-                report: ReportKind::Run,
-                notifier,
-                to,
-            } => json!({ "event": "mailed", "notifier": notifier, "to": to }),
-            Event::MailFailed {
-                report: ReportKind::Run,
-                notifier,
-                error,
-                ..
-            } => json!({ "event": "mail-failed", "notifier": notifier, "error": error }),
-            Event::Message(_)
-            | Event::ProgressEnded
-            | Event::Mailed { .. }
-            | Event::MailFailed { .. }
-            | Event::DaemonApplying { .. }
-            | Event::DaemonSleeping { .. } => return None,
-        })
+        let lines = crate::json::event_lines(self, Utc::now());
+        match lines.len() {
+            0 => None,
+            1 if !matches!(self, Event::Progress { .. }) => serde_json::to_value(&lines[0]).ok(),
+            _ => serde_json::to_value(&lines).ok(),
+        }
     }
 
     /// A short name of the event's kind, for recorders and logs.

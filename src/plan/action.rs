@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 
 use super::compliance::VmCompliance;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case", tag = "action")]
 pub enum Action {
     Backup {

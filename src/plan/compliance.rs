@@ -13,7 +13,7 @@ use crate::policy::Config;
 use crate::policy::model::{Policy, VmFacts};
 
 /// Where a VM stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Standing {
     Ok,
@@ -24,7 +24,8 @@ pub enum Standing {
 }
 
 /// 3-2-1-1-0 and RPO for one VM.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct VmCompliance {
     pub vm: String,
     pub vm_uuid: String,

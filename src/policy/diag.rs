@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 /// How bad a problem is: errors make a policy directory invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -205,8 +205,9 @@ fn render_snippet(out: &mut String, sources: &SourceMap, loc: &Location, note: O
     );
 }
 
-/// One diagnostic as JSON (the `validate --json` format, version 1).
-#[derive(Debug, Serialize)]
+/// One diagnostic as JSON (in `validate --json`).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct JsonDiagnostic {
     pub severity: Severity,
     pub code: &'static str,
@@ -221,7 +222,8 @@ pub struct JsonDiagnostic {
 }
 
 /// A related place in JSON output.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct JsonRelated {
     pub file: String,
     pub line: usize,
