@@ -4,9 +4,23 @@
 #   aiosmtpd (PyPI), an SMTP server with STARTTLS and AUTH, for the email tests;
 #   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim);
 #   e2fsprogs (mkfs.ext4, e2fsck), for the restore drill's partition checks;
-#   jsonschema (PyPI), which validates every --json output against its schema.
+#   jsonschema (PyPI), which validates every --json output against its schema;
+#   promtool (Debian's prometheus), which checks the daemon's metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages, with the package lists read once when one is missing.
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+APT_UPDATED=""
+apt_install() {
+  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; then
+    [ -n "$APT_UPDATED" ] && return 1
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+  fi
+}
 
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "== installing moto (S3-compatible test server) from PyPI"
@@ -24,11 +38,12 @@ fi
 
 if ! command -v mkfs.ext4 >/dev/null && ! [ -x /usr/sbin/mkfs.ext4 ] && ! [ -x /sbin/mkfs.ext4 ]; then
   echo "== installing e2fsprogs (mkfs.ext4, e2fsck) for the drill tests"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get install -y -q e2fsprogs
-  else
-    sudo apt-get install -y -q e2fsprogs
-  fi
+  apt_install e2fsprogs
+fi
+
+if ! command -v promtool >/dev/null; then
+  echo "== installing promtool (Debian's prometheus) for the metrics test"
+  apt_install prometheus
 fi
 
 echo "== vcsim harness"

@@ -9,6 +9,7 @@ use super::backup::EXIT_CANCELLED;
 use super::terminal::Terminal;
 use super::{EXIT_OK, load_or_report};
 use crate::engine::daemon::{DaemonEnd, DaemonOptions, FAKE_CLOCK_ENV, run_daemon};
+use crate::engine::metrics::{self, Both};
 use crate::engine::{ApplyOptions, cancel};
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,10 @@ pub struct Args {
     /// Backups at once, in all.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464; port 0 picks a free one and prints it).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -53,7 +58,18 @@ pub fn run(args: Args) -> Result<u8> {
             .map_err(|_| anyhow::Error::from(crate::cli::InvalidPolicyDir))
     };
     super::apply::exit_on_second_interrupt();
-    match run_daemon(&load, &options, &Terminal::human())? {
+    let config = load()?;
+    let state = args
+        .location
+        .state
+        .clone()
+        .unwrap_or_else(|| config.settings.state_dir.clone());
+    let (metrics, served) = metrics::for_daemon(&state, args.metrics.as_deref())?;
+    if let Some(addr) = served {
+        eprintln!("coffer daemon: metrics at http://{addr}/metrics");
+    }
+    let terminal = Terminal::human();
+    match run_daemon(&load, &options, &Both(&terminal, metrics.as_ref()))? {
         DaemonEnd::Cancelled => Ok(EXIT_CANCELLED),
         DaemonEnd::MaxRuns => Ok(EXIT_OK),
     }

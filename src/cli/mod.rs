@@ -22,6 +22,7 @@ mod retention;
 mod schedule;
 mod schema;
 mod shell;
+mod status;
 mod terminal;
 mod validate;
 
@@ -122,6 +123,8 @@ pub enum Command {
     },
     /// Apply whenever a policy is due, forever (one catch-up run at start).
     Daemon(daemon::Args),
+    /// What the daemon is doing now and when it runs next.
+    Status(status::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
     Restore(restore::Args),
     /// Export a VM's point as an OVA or streamOptimized VMDKs for other tools.
@@ -185,6 +188,7 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Catalog { command } => catalog::run(command),
         Command::Cbt { command } => cbt::run(command),
         Command::Daemon(args) => daemon::run(args),
+        Command::Status(args) => status::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),

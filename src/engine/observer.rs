@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::gather::Gathered;
+use crate::plan::compliance::VmCompliance;
 use crate::plan::planner::{Action, Plan};
 
 /// What one action came to.
@@ -21,6 +22,19 @@ pub struct Outcome {
     pub ok: bool,
     pub detail: String,
     pub seconds: f64,
+    /// The action as planned (its kind, VM and policy, for metrics).
+    #[serde(skip)]
+    pub planned: Option<Action>,
+    /// What a backup read from the host and stored as new chunks.
+    #[serde(skip)]
+    pub bytes: Option<Bytes>,
+}
+
+/// What a backup moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes {
+    pub read: u64,
+    pub stored: u64,
 }
 
 /// A running backup's progress.
@@ -81,6 +95,8 @@ pub enum Event<'a> {
         failed: bool,
         cancelled: bool,
         report: &'a Path,
+        /// Every VM's standing after the run.
+        compliance: &'a [VmCompliance],
     },
     /// A report went out through a notifier.
     Mailed {

@@ -123,6 +123,7 @@ pub fn event_lines(event: &Event<'_>, time: DateTime<Utc>) -> Vec<EventLine> {
             failed,
             cancelled,
             report,
+            ..
         } => vec![EventBody::RunFinished {
             run_id: run_id.to_string(),
             subject: subject.to_string(),

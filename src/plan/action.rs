@@ -129,6 +129,50 @@ impl Action {
         }
     }
 
+    /// The action's kind as its JSON form names it (`backup`, `copy`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Backup { .. } => "backup",
+            Action::Wait { .. } => "wait",
+            Action::Copy { .. } => "copy",
+            Action::Prune { .. } => "prune",
+            Action::KeepBlocked { .. } => "keep-blocked",
+            Action::Gc { .. } => "gc",
+            Action::Drill { .. } => "drill",
+            Action::RemoveSnapshot { .. } => "remove-snapshot",
+            Action::Consolidate { .. } => "consolidate",
+            Action::ResetCbt { .. } => "reset-cbt",
+            Action::Alert { .. } => "alert",
+        }
+    }
+
+    /// The VM the action is about, if one.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            Action::Backup { vm, .. }
+            | Action::Wait { vm, .. }
+            | Action::Copy { vm, .. }
+            | Action::Prune { vm, .. }
+            | Action::KeepBlocked { vm, .. }
+            | Action::Drill { vm, .. }
+            | Action::RemoveSnapshot { vm, .. }
+            | Action::Consolidate { vm, .. }
+            | Action::ResetCbt { vm, .. } => Some(vm),
+            Action::Alert { vm, .. } => vm.as_deref(),
+            Action::Gc { .. } => None,
+        }
+    }
+
+    /// The policy the action follows, if one.
+    pub fn policy(&self) -> Option<&str> {
+        match self {
+            Action::Backup { policy, .. }
+            | Action::Wait { policy, .. }
+            | Action::Drill { policy, .. } => Some(policy),
+            _ => None,
+        }
+    }
+
     /// One line for people: symbol, target, reason.
     pub fn line(&self) -> String {
         match self {

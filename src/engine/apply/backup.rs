@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::catalog::SnapshotLifetimeRecord;
 use crate::engine::cancel::{self, SNAPSHOTS_OPEN};
-use crate::engine::observer::{Event, Observer};
+use crate::engine::observer::{Bytes, Event, Observer};
 use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
 use crate::policy::Config;
@@ -51,6 +51,7 @@ fn transient(e: &anyhow::Error) -> bool {
 pub(super) struct BackupDone {
     pub detail: String,
     pub lifetime: SnapshotLifetimeRecord,
+    pub bytes: Bytes,
 }
 
 /// A backup, tried again (twice at most, after a pause) when it failed for
@@ -247,5 +248,13 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         crate::policy::units::format_size(read),
         o.snapshot_lifetime.describe()
     );
-    Ok(BackupDone { detail, lifetime })
+    let bytes = Bytes {
+        read,
+        stored: o.manifest.disks.iter().map(|d| d.bytes_stored_new).sum(),
+    };
+    Ok(BackupDone {
+        detail,
+        lifetime,
+        bytes,
+    })
 }

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 
 use super::cancel;
 use super::gather::{Gathered, gather, make_plan};
-use super::observer::{Event, Observer, Outcome, ReportKind};
+use super::observer::{Bytes, Event, Observer, Outcome, ReportKind};
 use super::saved_plan::{Fingerprint, load_plan};
 use super::tiers::open_tier;
 use crate::catalog::{Catalog, tierlog};
@@ -110,6 +110,7 @@ fn outcome_of(
     action: &Action,
     started: Instant,
     result: Result<String>,
+    bytes: Option<Bytes>,
     observer: &dyn Observer,
 ) -> Outcome {
     let (ok, detail) = match result {
@@ -121,6 +122,8 @@ fn outcome_of(
         ok,
         detail,
         seconds: started.elapsed().as_secs_f64(),
+        planned: Some(action.clone()),
+        bytes,
     };
     observer.event(&Event::ActionFinished { outcome: &outcome });
     outcome
@@ -141,7 +144,7 @@ impl Runner<'_> {
     }
 
     fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
-        let outcome = outcome_of(action, started, result, self.observer);
+        let outcome = outcome_of(action, started, result, None, self.observer);
         self.outcomes.push(outcome);
     }
 
@@ -446,6 +449,7 @@ pub fn apply(
         failed,
         cancelled,
         report: &base,
+        compliance: &after.compliance,
     });
     if options.mail {
         for n in config.notify.values() {

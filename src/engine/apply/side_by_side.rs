@@ -210,6 +210,7 @@ impl Runner<'_> {
                             };
                             let result = backup_action_with_retries(&job, observer);
                             let lifetime = result.as_ref().ok().map(|d| d.lifetime.clone());
+                            let bytes = result.as_ref().ok().map(|d| d.bytes);
                             let result = result.map(|d| d.detail);
                             running_now
                                 .lock()
@@ -236,7 +237,7 @@ impl Runner<'_> {
                             outcomes
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .push(outcome_of(action, started, result, observer));
+                                .push(outcome_of(action, started, result, bytes, observer));
                             let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
                             *s.per_host.entry(host).or_default() -= 1;
                             *s.per_tier.entry(tier_of(action)).or_default() -= 1;

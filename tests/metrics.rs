@@ -1,0 +1,187 @@
+//! `coffer daemon --metrics`: Prometheus metrics scraped over HTTP while a
+//! run is in progress and after it, checked by `promtool check metrics`
+//! (Debian's prometheus package), and `coffer status` telling what the
+//! daemon does.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{command_in, in_policy_dir, one_vm_lab, snapshot_count, stdout, text};
+
+/// `GET path` over plain HTTP/1.1: the status line and the body.
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("the metrics listener accepts");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, exactly), if present.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn promtool_accepts(metrics: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/test-deps.sh installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n--- metrics:\n{metrics}",
+        text(&out)
+    );
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(dir: &Path) -> (Option<i32>, String) {
+    let o = in_policy_dir(dir, &["status"]);
+    (o.status.code(), stdout(&o))
+}
+
+#[test]
+fn the_daemon_serves_metrics_promtool_accepts_during_and_after_a_run() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    one_vm_lab(dir);
+    let (code, out) = status(dir);
+    assert_eq!(code, Some(3), "no daemon yet: {out}");
+
+    // Reads throttled to 4 MiB/s: the first full (~30 MiB) runs for
+    // seconds, long enough to scrape it in progress.
+    let mut daemon = command_in(dir)
+        .args(["daemon", "-p", ".", "--no-mail", "--metrics", "127.0.0.1:0"])
+        .env("COFFER_LAB_FAULTS", "folder-mibps=4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(daemon.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("coffer daemon: metrics at http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("the daemon says where its metrics are: {first:?}"))
+        .to_string();
+    // The rest of stderr is drained so the daemon never blocks on it.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+    });
+
+    // In progress: the backup is running and holds its snapshot.
+    let mut during = String::new();
+    wait_until("a backup in progress", Duration::from_secs(60), || {
+        during = get(&addr, "/metrics").1;
+        sample(&during, "coffer_actions_running{action=\"backup\"}") == Some(1.0)
+            && sample(&during, "coffer_snapshots_open") == Some(1.0)
+    });
+    assert_eq!(sample(&during, "coffer_run_in_progress"), Some(1.0));
+    promtool_accepts(&during);
+    let (code, now) = status(dir);
+    assert_eq!(code, Some(0), "{now}");
+    assert!(now.contains("daemon: running"), "{now}");
+    assert!(now.contains("1 running"), "{now}");
+    assert!(now.contains("+ backup lab-vm-01"), "{now}");
+    assert!(
+        now.contains(&format!("metrics: http://{addr}/metrics")),
+        "{now}"
+    );
+
+    // After: one successful run, the backup's result and bytes, no
+    // snapshot open, the next run known.
+    let mut after = String::new();
+    wait_until("the run to end", Duration::from_secs(120), || {
+        after = get(&addr, "/metrics").1;
+        sample(&after, "coffer_runs_total{result=\"success\"}") == Some(1.0)
+            && sample(&after, "coffer_next_run_timestamp_seconds").is_some()
+    });
+    promtool_accepts(&after);
+    let vm = "{vm=\"lab-vm-01\",policy=\"all\"}";
+    assert_eq!(
+        sample(&after, &format!("coffer_backup_last_result{vm}")),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &after,
+            &format!("coffer_backup_last_success_timestamp_seconds{vm}")
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    let read = sample(&after, "coffer_backup_read_bytes_total{vm=\"lab-vm-01\"}").unwrap();
+    assert!(read > 1e6, "{after}");
+    assert!(sample(&after, "coffer_backup_stored_bytes_total{vm=\"lab-vm-01\"}").unwrap() > 0.0);
+    assert_eq!(sample(&after, "coffer_snapshots_open"), Some(0.0));
+    assert_eq!(sample(&after, "coffer_run_in_progress"), Some(0.0));
+    assert_eq!(
+        sample(
+            &after,
+            "coffer_actions_total{action=\"backup\",result=\"success\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "coffer_action_duration_seconds_count{action=\"backup\"}"
+        ),
+        Some(1.0)
+    );
+    // The standing after the run: production and the new point.
+    assert_eq!(sample(&after, &format!("coffer_vm_copies{vm}")), Some(2.0));
+    assert!(
+        sample(
+            &after,
+            &format!("coffer_vm_newest_good_point_timestamp_seconds{vm}")
+        )
+        .is_some()
+    );
+    assert_eq!(snapshot_count(dir), 0, "no snapshot is left on the host");
+    let (_, now) = status(dir);
+    assert!(now.contains("now: sleeping; next run"), "{now}");
+    assert!(now.contains(" success "), "{now}");
+
+    let (line, _) = get(&addr, "/nothing");
+    assert!(line.contains("404"), "{line}");
+
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    let _ = daemon.wait().unwrap();
+    let (code, now) = status(dir);
+    assert_eq!(code, Some(3), "{now}");
+    assert!(now.contains("daemon: not running"), "{now}");
+}
