@@ -55,6 +55,14 @@ pub struct Cli {
         global = true
     )]
     pub policies: Option<PathBuf>,
+    /// Log more to stderr: -v each run and action, -vv each SOAP call and
+    /// point written, -vvv each datastore read (`COFFER_LOG` takes a
+    /// filter such as `coffer::vsphere=debug` instead).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log lines as text or as JSON objects (for journald, Loki, …).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: crate::engine::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -167,6 +175,7 @@ pub struct InvalidPolicyDir;
 /// Parses the command line and runs the command; returns the exit code.
 pub fn run() -> Result<u8> {
     let cli = Cli::parse();
+    crate::engine::logging::init(cli.verbose, cli.log_format)?;
     match run_command(cli.command) {
         Err(e) if e.downcast_ref::<InvalidPolicyDir>().is_some() => Ok(EXIT_INVALID_CONFIG),
         other => other,

@@ -133,6 +133,7 @@ pub fn run_daemon(
             )
             .min()
             .ok_or_else(|| anyhow!("no policy has a next fire time"))?;
+        tracing::info!(until = %next, "daemon sleeping");
         observer.event(&Event::DaemonSleeping { until: next });
     }
 }

@@ -43,6 +43,7 @@ pub mod gather;
 pub mod image;
 pub mod init;
 pub mod inventory;
+pub mod logging;
 pub mod metrics;
 pub mod observer;
 pub mod report;

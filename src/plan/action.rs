@@ -163,6 +163,23 @@ impl Action {
         }
     }
 
+    /// Why the action is in the plan (an alert's message).
+    pub fn reason(&self) -> &str {
+        match self {
+            Action::Backup { reason, .. }
+            | Action::Wait { reason, .. }
+            | Action::Copy { reason, .. }
+            | Action::Prune { reason, .. }
+            | Action::KeepBlocked { reason, .. }
+            | Action::Gc { reason, .. }
+            | Action::Drill { reason, .. }
+            | Action::RemoveSnapshot { reason, .. }
+            | Action::Consolidate { reason, .. }
+            | Action::ResetCbt { reason, .. } => reason,
+            Action::Alert { message, .. } => message,
+        }
+    }
+
     /// The policy the action follows, if one.
     pub fn policy(&self) -> Option<&str> {
         match self {

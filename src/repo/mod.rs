@@ -410,6 +410,7 @@ impl Repository {
     /// durable first.
     pub fn commit_manifest(&self, mut m: Manifest) -> Result<Manifest, RepoError> {
         let key = m.key()?;
+        tracing::debug!(repository = %self.describe(), point = %m.point_id, vm = %m.vm.name, "committing a point");
         check_manifest_keys(&m).map_err(|reason| RepoError::BadManifest {
             key: key.clone(),
             reason,

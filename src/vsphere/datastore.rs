@@ -645,6 +645,13 @@ fn fetch_range(
                     }
                     if resp.body.len() as u64 == range.end - range.start {
                         permit.done();
+                        tracing::trace!(
+                            file = %file.name,
+                            offset = range.start,
+                            bytes = resp.body.len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "datastore read"
+                        );
                         counters
                             .bytes_fetched
                             .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
@@ -661,6 +668,7 @@ fn fetch_range(
                 503 => {
                     permit.busy();
                     counters.busy_answers.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(file = %file.name, offset = range.start, "the host is busy (503); asking again");
                     if started.elapsed() >= reads.busy_patience {
                         return Err(io_error(format!(
                             "{}: {} not read: the host answered 503 (busy) for {}s",
@@ -704,6 +712,7 @@ fn fetch_range(
         };
         permit.busy();
         broken += 1;
+        tracing::debug!(file = %file.name, offset = range.start, attempt = broken, %failure, "datastore read failed");
         if broken >= READ_ATTEMPTS {
             return Err(io_error(format!(
                 "{}: {} failed {READ_ATTEMPTS} times, last: {failure}",

@@ -337,6 +337,19 @@ impl Transport {
     /// POSTs one envelope; answers the body of a 200 or of a 500 (SOAP
     /// faults come with 500), anything else is an error.
     pub fn post(&self, request: &Request) -> Result<String, Error> {
+        let started = std::time::Instant::now();
+        let answer = self.post_once(request);
+        let ms = started.elapsed().as_millis() as u64;
+        match &answer {
+            Ok(_) => tracing::debug!(host = %self.host, method = request.method, ms, "SOAP call"),
+            Err(e) => {
+                tracing::debug!(host = %self.host, method = request.method, ms, error = %e, "SOAP call failed")
+            }
+        }
+        answer
+    }
+
+    fn post_once(&self, request: &Request) -> Result<String, Error> {
         let url = self.sdk_url();
         let mut req = self
             .http

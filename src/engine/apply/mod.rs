@@ -125,6 +125,11 @@ fn outcome_of(
         planned: Some(action.clone()),
         bytes,
     };
+    if ok {
+        tracing::info!(seconds = outcome.seconds, detail = %outcome.detail, "action finished");
+    } else {
+        tracing::error!(seconds = outcome.seconds, detail = %outcome.detail, "action failed");
+    }
     observer.event(&Event::ActionFinished { outcome: &outcome });
     outcome
 }
@@ -166,6 +171,9 @@ impl Runner<'_> {
                     None
                 }
             };
+        let span = super::logging::action_span(&self.run_id, action);
+        let _in_span = span.enter();
+        tracing::info!(reason = action.reason(), "action started");
         self.observer.event(&Event::ActionStarted { action });
         let started = Instant::now();
         let result = self.execute(action, catalog);
@@ -336,6 +344,7 @@ pub fn apply(
         &config.settings.state_dir,
         &format!("coffer apply, run {run_id}"),
     )?;
+    tracing::info!(run_id = %run_id, "run started");
     observer.event(&Event::RunStarted { run_id: &run_id });
     let run_started = Utc::now();
     catalog.start_run(&run_id, "apply")?;
@@ -443,6 +452,7 @@ pub fn apply(
         }
     }
     let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
+    tracing::info!(run_id = %run_id, failed, cancelled, breach, "run finished");
     observer.event(&Event::RunFinished {
         run_id: &run_id,
         subject: &mail_body.subject,

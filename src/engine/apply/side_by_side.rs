@@ -191,6 +191,9 @@ impl Runner<'_> {
                                     json["reason"].as_str().unwrap_or(""),
                                 )
                                 .ok();
+                            let span = crate::engine::logging::action_span(&run_id, action);
+                            let _in_span = span.enter();
+                            tracing::info!(reason = action.reason(), "action started");
                             observer.event(&Event::ActionStarted { action });
                             let started = Instant::now();
                             let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
