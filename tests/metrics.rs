@@ -185,3 +185,144 @@ fn the_daemon_serves_metrics_promtool_accepts_during_and_after_a_run() {
     assert_eq!(code, Some(3), "{now}");
     assert!(now.contains("daemon: not running"), "{now}");
 }
+
+/// A loopback HTTP server that records each request's method, path and
+/// body, and answers 200.
+struct PingServer {
+    addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl PingServer {
+    fn start() -> PingServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut parts = line.split_whitespace();
+                record.lock().unwrap().push((
+                    parts.next().unwrap().to_string(),
+                    parts.next().unwrap().to_string(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let mut conn = conn;
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK",
+                );
+            }
+        });
+        PingServer { addr, seen }
+    }
+
+    fn take(&self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+#[test]
+fn every_run_pings_the_healthcheck_at_start_and_with_its_result() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    one_vm_lab(dir);
+    let server = PingServer::start();
+    let toml = dir.join("coffer.toml");
+    let mut text_of = std::fs::read_to_string(&toml).unwrap();
+    text_of.push_str(&format!(
+        "\n[settings]\nhealthcheck_url = \"http://{}/ping/site-a\"\n",
+        server.addr
+    ));
+    std::fs::write(&toml, text_of).unwrap();
+
+    let o = in_policy_dir(dir, &["apply", "--no-mail"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run_id = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").map(str::to_string))
+        .unwrap();
+    let pings = server.take();
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    assert_eq!(
+        (pings[0].0.as_str(), pings[0].1.as_str()),
+        ("POST", "/ping/site-a/start")
+    );
+    assert!(pings[0].2.contains(&run_id), "{pings:?}");
+    assert_eq!(
+        (pings[1].0.as_str(), pings[1].1.as_str()),
+        ("POST", "/ping/site-a")
+    );
+    assert!(pings[1].2.contains(&run_id) && pings[1].2.contains("lab-vm-01"));
+
+    // Nothing is due now: the run succeeds and says so.
+    let o = in_policy_dir(dir, &["apply", "--no-mail"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pings = server.take();
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    assert_eq!(pings[1].1, "/ping/site-a");
+    // A backup outside apply is not a run of the installation.
+    let o = in_policy_dir(dir, &["backup", "lab-vm-01"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        server.take().is_empty(),
+        "a backup outside apply pings nothing"
+    );
+}
+
+fn lab_pinging(url: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    one_vm_lab(t.path());
+    let toml = t.path().join("coffer.toml");
+    let mut text_of = std::fs::read_to_string(&toml).unwrap();
+    text_of.push_str(&format!("\n[settings]\nhealthcheck_url = \"{url}\"\n"));
+    std::fs::write(&toml, text_of).unwrap();
+    t
+}
+
+#[test]
+fn a_failed_run_pings_fail_and_a_dead_healthcheck_changes_nothing() {
+    let server = PingServer::start();
+    let t = lab_pinging(&format!("http://{}/ping/site-b/", server.addr));
+    // The host refuses snapshots: the backup fails, the run fails.
+    let o = command_in(t.path())
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "snapshot")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let pings = server.take();
+    let paths: Vec<&str> = pings.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(paths, ["/ping/site-b/start", "/ping/site-b/fail"]);
+    assert!(pings[1].2.contains("failed"), "{pings:?}");
+
+    // Nobody listens at the healthcheck: the run is what it would be.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ping", closed.local_addr().unwrap());
+    drop(closed);
+    let t = lab_pinging(&url);
+    let o = in_policy_dir(t.path(), &["apply", "--no-mail"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        common::stderr(&o).contains("healthcheck ping to"),
+        "{}",
+        text(&o)
+    );
+    let (_, points) = common::local_points(t.path());
+    assert_eq!(points.len(), 1, "the backup was taken");
+}

@@ -40,6 +40,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod daemon;
 pub mod gather;
+pub mod healthcheck;
 pub mod image;
 pub mod init;
 pub mod inventory;

@@ -50,6 +50,8 @@ pub struct Settings {
     pub catalog: PathBuf,
     pub timezone: Tz,
     pub report_dir: PathBuf,
+    /// Pinged at every run (start, success, failure).
+    pub healthcheck_url: Option<String>,
 }
 
 /// Where a secret is read from when it is needed.

@@ -163,6 +163,10 @@ pub struct RawSettings {
     pub timezone: Option<Sp<TimeZoneText>>,
     /// Where reports are written. Default "<state_dir>/reports".
     pub report_dir: Option<Sp<String>>,
+    /// Pinged at every run, healthchecks.io style: URL/start when it
+    /// starts, URL when it succeeds, URL/fail when an action failed or it
+    /// was cancelled. E.g. "https://hc-ping.com/<uuid>".
+    pub healthcheck_url: Option<Sp<String>>,
 }
 
 /// The kind of a source.

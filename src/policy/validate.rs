@@ -437,6 +437,23 @@ impl Resolver<'_> {
                 .map_or_else(|| state_dir.join("reports"), |c| dir.join(c.get())),
             state_dir,
             timezone,
+            healthcheck_url: raw.healthcheck_url.as_ref().and_then(|u| {
+                let text = u.get().trim_end_matches('/');
+                let scheme = ["https://", "http://"]
+                    .iter()
+                    .find_map(|s| text.strip_prefix(s));
+                if scheme.is_some_and(|rest| !rest.is_empty()) {
+                    return Some(text.to_string());
+                }
+                self.err(
+                    "bad-url",
+                    &file,
+                    u.span(),
+                    format!("`healthcheck_url = \"{}\"` is not an http(s) URL", u.get()),
+                    "write the check's ping URL, e.g. `https://hc-ping.com/<uuid>`".into(),
+                );
+                None
+            }),
         }
     }
 

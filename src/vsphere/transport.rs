@@ -105,6 +105,19 @@ impl ServerCertVerifier for PinnedCertificate {
     }
 }
 
+/// An HTTP client for plain requests to other services (a healthcheck
+/// ping): the system's roots for https, `timeout` for the whole request.
+pub fn plain_client(timeout: Duration) -> Result<Client, Error> {
+    let tls = tls_config(&TlsTrust::SystemRoots, Arc::new(Mutex::new(None)))?;
+    Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Tls(e.to_string()))
+}
+
 fn tls_config(
     trust: &TlsTrust,
     presented: Arc<Mutex<Option<[u8; 32]>>>,

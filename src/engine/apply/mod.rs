@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 
 use super::cancel;
 use super::gather::{Gathered, gather, make_plan};
+use super::healthcheck::Ping;
 use super::observer::{Bytes, Event, Observer, Outcome, ReportKind};
 use super::saved_plan::{Fingerprint, load_plan};
 use super::tiers::open_tier;
@@ -103,6 +104,17 @@ pub(super) struct Runner<'a> {
     /// read whole disks.
     cbt_reset: BTreeSet<(String, String)>,
     observer: &'a dyn Observer,
+}
+
+/// Pings the healthcheck URL, if the policies name one; a ping that fails
+/// is said, never more.
+fn healthcheck(config: &Config, ping: Ping, body: &str, observer: &dyn Observer) {
+    let Some(url) = &config.settings.healthcheck_url else {
+        return;
+    };
+    if let Err(e) = super::healthcheck::ping(url, ping, body) {
+        observer.event(&Event::Message(format!("coffer: {e:#}")));
+    }
 }
 
 /// An action's outcome, told to the observer as it is known.
@@ -346,6 +358,12 @@ pub fn apply(
     )?;
     tracing::info!(run_id = %run_id, "run started");
     observer.event(&Event::RunStarted { run_id: &run_id });
+    healthcheck(
+        config,
+        Ping::Start,
+        &format!("run {run_id} started"),
+        observer,
+    );
     let run_started = Utc::now();
     catalog.start_run(&run_id, "apply")?;
     let mut runner = Runner {
@@ -453,6 +471,12 @@ pub fn apply(
     }
     let breach = after.compliance.iter().any(|c| !c.violations.is_empty());
     tracing::info!(run_id = %run_id, failed, cancelled, breach, "run finished");
+    let ping = if failed || cancelled {
+        Ping::Fail
+    } else {
+        Ping::Success
+    };
+    healthcheck(config, ping, &mail_body.text, observer);
     observer.event(&Event::RunFinished {
         run_id: &run_id,
         subject: &mail_body.subject,
