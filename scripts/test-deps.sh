@@ -5,7 +5,9 @@
 #   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim);
 #   e2fsprogs (mkfs.ext4, e2fsck), for the restore drill's partition checks;
 #   jsonschema (PyPI), which validates every --json output against its schema;
-#   promtool (Debian's prometheus), which checks the daemon's metrics.
+#   promtool (Debian's prometheus), which checks the daemon's metrics;
+#   systemd-analyze (Debian's systemd), which verifies the example unit;
+#   Chromium (Debian's chromium), which renders the reports for screenshots.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,16 @@ fi
 if ! command -v promtool >/dev/null; then
   echo "== installing promtool (Debian's prometheus) for the metrics test"
   apt_install prometheus
+fi
+
+if ! command -v systemd-analyze >/dev/null; then
+  echo "== installing systemd-analyze (Debian's systemd) for the unit test"
+  apt_install systemd
+fi
+
+if ! [ -x /usr/bin/chromium ]; then
+  echo "== installing Chromium (Debian's chromium) for the report screenshots"
+  apt_install chromium
 fi
 
 echo "== vcsim harness"

@@ -60,6 +60,14 @@ fn delivered(security: SmtpSecurity, implicit: bool) {
         serde_json::json!(["ops@example.com", "storage@example.com"])
     );
     assert_eq!(m["content_type"], "multipart/alternative");
+    // RFC 5322: a Date, and a Message-ID `<id@host>`.
+    let date = m["date"].as_str().expect("a Date header");
+    chrono::DateTime::parse_from_rfc2822(date).unwrap_or_else(|e| panic!("Date {date}: {e}"));
+    let id = m["message_id"].as_str().expect("a Message-ID header");
+    assert!(
+        id.starts_with('<') && id.ends_with('>') && id.contains('@'),
+        "{id}"
+    );
     assert_eq!(m["tls"], true);
     assert_eq!(m["authenticated"], true);
     assert_eq!(

@@ -98,9 +98,14 @@ compliance_schedule = "0 0 8 * * MON"
     let out = run(&["report", "--compliance", "--send"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let m = &server.messages(1, Duration::from_secs(10))[0];
+    // The subject names the installation (the host, no `settings.name`
+    // here) and the standing.
     assert_eq!(
         m["subject"],
-        "coffer compliance: 0 of 2 VMs meet their policy"
+        format!(
+            "[coffer {}] 2 of 2 VMs out of policy",
+            coffer::policy::model::host_name()
+        )
     );
     let text = m["text"].as_str().unwrap();
     for vm in ["lab-vm-01", "lab-vm-02"] {
@@ -120,7 +125,10 @@ compliance_schedule = "0 0 8 * * MON"
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("compliance-"))
         .count();
-    assert_eq!(stored, 2, "text and HTML stay on disk");
+    assert_eq!(
+        stored, 3,
+        "text, HTML and the figures the next report's charts use stay on disk"
+    );
     // The newest run report, on demand.
     let last = run(&["report"]);
     assert!(

@@ -52,6 +52,20 @@ pub struct Settings {
     pub report_dir: PathBuf,
     /// Pinged at every run (start, success, failure).
     pub healthcheck_url: Option<String>,
+    /// What reports and mail subjects call this installation.
+    pub name: String,
+}
+
+/// The machine's host name ("coffer" when it has none).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => "coffer".to_string(),
+    }
 }
 
 /// Where a secret is read from when it is needed.

@@ -163,6 +163,9 @@ pub struct RawSettings {
     pub timezone: Option<Sp<TimeZoneText>>,
     /// Where reports are written. Default "<state_dir>/reports".
     pub report_dir: Option<Sp<String>>,
+    /// What reports and mail subjects call this installation, e.g.
+    /// "site-a". Default: the machine's host name.
+    pub name: Option<Sp<String>>,
     /// Pinged at every run, healthchecks.io style: URL/start when it
     /// starts, URL when it succeeds, URL/fail when an action failed or it
     /// was cancelled. E.g. "https://hc-ping.com/<uuid>".

@@ -437,6 +437,12 @@ impl Resolver<'_> {
                 .map_or_else(|| state_dir.join("reports"), |c| dir.join(c.get())),
             state_dir,
             timezone,
+            name: raw
+                .name
+                .as_ref()
+                .map(|n| n.get().trim().to_string())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(super::model::host_name),
             healthcheck_url: raw.healthcheck_url.as_ref().and_then(|u| {
                 let text = u.get().trim_end_matches('/');
                 let scheme = ["https://", "http://"]

@@ -65,6 +65,10 @@ fn build(n: &Notifier, mail: &Mail) -> Result<Message, MailError> {
     let mut builder = Message::builder()
         .from(from)
         .subject(mail.subject.clone())
+        // RFC 5322 §3.6: a Date, and a Message-ID that threads and
+        // de-duplicates (`<random@this host>`).
+        .date_now()
+        .message_id(None)
         .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")).to_string());
     for to in &n.to {
         let mb: Mailbox = to

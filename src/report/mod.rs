@@ -4,6 +4,7 @@
 //! reads results, it never changes them, and a failure to deliver never
 //! fails the work being reported.
 
+pub mod charts;
 pub mod mail;
 pub mod model;
 pub mod render;

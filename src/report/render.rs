@@ -110,6 +110,26 @@ mod tests {
             last_drill: ok.then(|| {
                 "last drill boot-db (boot) 2026-11-24 03:00 UTC: passed, restore time 42.0s".into()
             }),
+            short: Shortfalls {
+                offsite: !ok,
+                guest_check_failures: !ok,
+                rpo: !ok,
+                ..Shortfalls::default()
+            },
+        }
+    }
+
+    fn summary(failed: usize) -> RunSummary {
+        RunSummary {
+            site: "site-a".into(),
+            vms_ok: 1,
+            vms_total: 2,
+            actions: 2,
+            failed,
+            read: "1.2 MiB".into(),
+            stored: "300.0 KiB".into(),
+            duration: "4s".into(),
+            next_run: Some("2026-11-26 01:00 +00:00".into()),
         }
     }
 
@@ -118,9 +138,25 @@ mod tests {
         let r = Renderer::new(Path::new("/nonexistent")).unwrap();
         let model = RunReport {
             run_id: "20261125T010000Z-ab12".into(),
-            subject: "coffer: run 20261125T010000Z-ab12 partial (2 actions, 1 failed)".into(),
+            subject: "[coffer site-a] run 20261125T010000Z-ab12 partial (2 actions, 1 failed, 1 of 2 VMs out of policy)".into(),
             status: "partial".into(),
             failed: true,
+            summary: summary(1),
+            failures: vec![FailureLine {
+                action: "+ backup <web01> → local (full, policy gold): first".into(),
+                reason: "VM web01: the guest could not be quiesced".into(),
+                next: "the next run (2026-11-26 01:00 +00:00) backs the VM up again; its older points stay until then".into(),
+            }],
+            chart: crate::report::charts::bars(
+                "Backups of this run: bytes read per VM",
+                &[crate::report::charts::Bar {
+                    label: "db01".into(),
+                    value: 1.2,
+                    color: crate::report::charts::NEUTRAL,
+                    text: "1.2 MiB in 3.2s".into(),
+                }],
+            ),
+            chart_lines: vec!["db01: read 1.2 MiB in 3.2s".into()],
             actions: vec![
                 ActionLine {
                     ok: true,
@@ -138,6 +174,7 @@ mod tests {
             compliance: vec![vm("db01", true), vm("web01", false)],
         };
         let m = r.render("run", &model.subject, &model).unwrap();
+        assert!(m.html.contains("<svg"), "the chart is inline");
         insta::assert_snapshot!("run_txt", m.text);
         insta::assert_snapshot!("run_html", m.html);
         assert!(m.html.contains("&lt;web01&gt;"), "HTML is escaped");
@@ -148,7 +185,8 @@ mod tests {
     fn the_built_in_compliance_report_renders_with_its_chart() {
         let r = Renderer::new(Path::new("/nonexistent")).unwrap();
         let model = ComplianceReport {
-            generated: "2026-11-25 08:00 UTC".into(),
+            site: "site-a".into(),
+            generated: "2026-11-25 08:00 +00:00".into(),
             total: 2,
             ok_count: 1,
             breach_count: 1,
@@ -169,16 +207,23 @@ mod tests {
                     name: "local".into(),
                     points: 14,
                     stored: "41.2 GiB".into(),
+                    stored_bytes: Some(44_238_137_753),
                     error: None,
                 },
                 TierLine {
                     name: "offsite".into(),
                     points: 30,
                     stored: "?".into(),
+                    stored_bytes: None,
                     error: Some("its listing failed".into()),
                 },
             ],
             policy_changes: vec!["3f2a1c9 2026-11-24 ops: retention of gold: daily 14 → 30".into()],
+            charts: vec![Chart {
+                svg: "<svg><title>t</title></svg>".into(),
+                title: "RPO margin per VM".into(),
+                lines: vec!["web01: 3.0 h overdue".into()],
+            }],
         };
         let m = r.render("compliance", "subject", &model).unwrap();
         insta::assert_snapshot!("compliance_txt", m.text);
@@ -200,8 +245,12 @@ mod tests {
             subject: "s".into(),
             status: "success".into(),
             failed: false,
+            summary: summary(0),
+            failures: vec![],
             actions: vec![],
             compliance: vec![],
+            chart: String::new(),
+            chart_lines: vec![],
         };
         let m = r.render("run", "s", &model).unwrap();
         assert_eq!(m.text, "RUN r1: success\n");

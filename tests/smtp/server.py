@@ -106,6 +106,8 @@ class Store:
             "subject": str(msg["subject"]),
             "from": str(msg["from"]),
             "to": str(msg["to"]),
+            "date": str(msg["date"]) if msg["date"] else None,
+            "message_id": str(msg["message-id"]) if msg["message-id"] else None,
             "content_type": msg.get_content_type(),
             "text": parts.get("plain"),
             "html": parts.get("html"),

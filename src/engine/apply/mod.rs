@@ -438,8 +438,15 @@ pub fn apply(
     let after = make_plan(config, &gathered, clock(), options.allow_mass_prune);
     let cancelled = cancel::requested();
     let outcomes = std::mem::take(&mut runner.outcomes);
-    let mail_body =
-        super::report::run_mail(config, &run_id, &after, &gathered, &outcomes, cancelled)?;
+    let mail_body = super::report::run_mail(
+        config,
+        &run_id,
+        run_started,
+        &after,
+        &gathered,
+        &outcomes,
+        cancelled,
+    )?;
     std::fs::create_dir_all(&config.settings.report_dir)
         .with_context(|| format!("creating {}", config.settings.report_dir.display()))?;
     let base = config.settings.report_dir.join(format!("run-{run_id}"));
