@@ -682,8 +682,16 @@ pub struct LabDiskWrite {
     pub file: String,
     /// 64 KiB blocks written.
     pub blocks: usize,
-    /// The byte ranges written, as `[start, end)` pairs.
-    pub areas: Vec<[u64; 2]>,
+    /// The byte ranges written.
+    pub areas: Vec<Area>,
+}
+
+/// Bytes `start` (included) to `end` (excluded).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Area {
+    pub start: u64,
+    pub end: u64,
 }
 
 impl LabWrite {
@@ -696,7 +704,14 @@ impl LabWrite {
                     key: d.key,
                     file: d.file.clone(),
                     blocks: d.blocks,
-                    areas: d.areas.iter().map(|r| [r.start, r.end]).collect(),
+                    areas: d
+                        .areas
+                        .iter()
+                        .map(|r| Area {
+                            start: r.start,
+                            end: r.end,
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
