@@ -111,7 +111,13 @@ pub fn run(args: Args) -> Result<u8> {
     )?;
     for (d, e) in outcome.disks.iter().zip(&m.disks) {
         let how = match &d.verdict {
-            CbtVerdict::Incremental { since } => format!("incremental, changed since {since}"),
+            // Change ids are for whoever debugs change tracking (`-v`).
+            CbtVerdict::Incremental { since } if super::verbose() => {
+                format!("incremental, changed since change id {since}")
+            }
+            CbtVerdict::Incremental { .. } => {
+                "incremental, what changed since the last point".to_string()
+            }
             CbtVerdict::Full { reason } => format!("full ({reason})"),
         };
         let changed = d

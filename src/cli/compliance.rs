@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<u8> {
         let c = &config.compliance;
         writeln!(
             out,
-            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<20} STANDING",
+            "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<23} STANDING",
             "VM",
             "POLICY",
             "COPIES",
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<u8> {
         for v in &plan.compliance {
             writeln!(
                 out,
-                "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<20} {}",
+                "{:<24} {:<14} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6}  {:<23} {}",
                 vm_label(v, &plan.compliance),
                 v.policy,
                 v.copies,
@@ -73,9 +73,9 @@ pub fn run(args: Args) -> Result<u8> {
                 v.immutable,
                 v.verify_errors,
                 v.guest_check_failures,
-                v.newest_good.map_or("none".to_string(), |t| t
-                    .format("%Y-%m-%d %H:%M UTC")
-                    .to_string()),
+                v.newest_good.map_or("none".to_string(), |t| {
+                    crate::engine::report::local_time(config, t)
+                }),
                 if v.violations.is_empty() {
                     "ok".to_string()
                 } else {

@@ -172,10 +172,20 @@ pub enum Command {
 #[error("the policy directory is invalid")]
 pub struct InvalidPolicyDir;
 
+/// How many `-v` the command line has: printing shows details (change
+/// ids) only from 1 on.
+static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether the command line asked for details (`-v`).
+pub(crate) fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
 /// Parses the command line and runs the command; returns the exit code.
 pub fn run() -> Result<u8> {
     let cli = Cli::parse();
     crate::engine::logging::init(cli.verbose, cli.log_format)?;
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match run_command(cli.command) {
         Err(e) if e.downcast_ref::<InvalidPolicyDir>().is_some() => Ok(EXIT_INVALID_CONFIG),
         other => other,

@@ -58,12 +58,17 @@ impl Observer for Terminal {
             Event::Planned { plan, gathered } => {
                 let _ = print_plan(&mut std::io::stdout().lock(), plan, gathered);
             }
+            // The plan showed each action with its reason: the result
+            // line names the action and says what it came to.
             Event::ActionFinished { outcome } => println!(
-                "{} {}\n    {} ({:.1}s)",
+                "{} {} ({:.1}s)\n    {}",
                 if outcome.ok { "done" } else { "FAILED" },
-                outcome.action,
+                outcome
+                    .planned
+                    .as_ref()
+                    .map_or_else(|| outcome.action.clone(), |a| a.short_line()),
+                outcome.seconds,
                 outcome.detail,
-                outcome.seconds
             ),
             Event::Progress { running } => {
                 let size = crate::policy::units::format_size;
@@ -153,19 +158,27 @@ pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered) -> Result<()> 
     for a in &plan.actions {
         writeln!(out, "{}", a.line())?;
     }
-    for c in &plan.compliance {
-        let vm = vm_label(c, &plan.compliance);
-        if c.violations.is_empty() {
-            writeln!(out, "compliance {vm} ({}): ok", c.policy)?;
-        } else {
-            writeln!(
-                out,
-                "compliance {vm} ({}): {}: {}",
-                c.policy,
-                standing_word(c),
-                c.violations.join("; ")
-            )?;
-        }
+    // A compact standing: the count, and only the VMs out of policy in
+    // full (`coffer compliance` lists every VM).
+    let ok = plan
+        .compliance
+        .iter()
+        .filter(|c| c.violations.is_empty())
+        .count();
+    writeln!(
+        out,
+        "compliance: {ok} of {} VMs meet their policy",
+        plan.compliance.len()
+    )?;
+    for c in plan.compliance.iter().filter(|c| !c.violations.is_empty()) {
+        writeln!(
+            out,
+            "compliance {} ({}): {}: {}",
+            vm_label(c, &plan.compliance),
+            c.policy,
+            standing_word(c),
+            c.violations.join("; ")
+        )?;
     }
     let count = |p: fn(&planner::Action) -> bool| plan.actions.iter().filter(|a| p(a)).count();
     writeln!(

@@ -190,6 +190,16 @@ impl Action {
         }
     }
 
+    /// The line without its reason: what the action does, for a result
+    /// line that follows the plan's own line.
+    pub fn short_line(&self) -> String {
+        let line = self.line();
+        match line.strip_suffix(self.reason()) {
+            Some(head) => head.trim_end().trim_end_matches(':').to_string(),
+            None => line,
+        }
+    }
+
     /// One line for people: symbol, target, reason.
     pub fn line(&self) -> String {
         match self {
