@@ -288,3 +288,29 @@ fn the_policy_directory_is_taken_before_or_after_the_command() {
         "without -p the default `policies` is used"
     );
 }
+
+#[test]
+fn every_argument_of_every_command_has_help_text() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if a.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                let name = a.get_long().map_or(id.to_string(), |l| format!("--{l}"));
+                missing.push(format!("{path} {name}"));
+            }
+        }
+        for s in cmd.get_subcommands() {
+            walk(s, &format!("{path} {}", s.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&coffer::cli::Cli::command(), "coffer", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "arguments without help text: {missing:#?}"
+    );
+}

@@ -55,6 +55,7 @@ pub struct ShowArgs {
     pub vm: Option<String>,
     #[command(flatten)]
     pub location: Location,
+    /// Print the points as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -19,6 +19,7 @@ pub const EXIT_BREACH: u8 = 3;
 pub struct Args {
     #[command(flatten)]
     pub location: Location,
+    /// Print the standing as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -19,8 +19,10 @@ pub struct Args {
     /// Stop after this many runs (default: never).
     #[arg(long)]
     pub max_runs: Option<u32>,
+    /// Let a run prune more than half of a tier's points.
     #[arg(long)]
     pub allow_mass_prune: bool,
+    /// Write reports but mail nothing.
     #[arg(long)]
     pub no_mail: bool,
     /// Backups at once, in all.

@@ -154,6 +154,7 @@ pub enum Command {
     /// Print shell completions, e.g. `coffer completions bash >
     /// /etc/bash_completion.d/coffer`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },

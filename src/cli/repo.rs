@@ -188,6 +188,7 @@ pub struct GcArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
+    /// The point's id, as `repo ls` lists it.
     pub point: String,
     #[command(flatten)]
     pub target: Target,
@@ -207,12 +208,14 @@ pub struct CopyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
+    /// The point's id, as `repo ls` lists it.
     pub point: String,
     #[command(flatten)]
     pub target: Target,
     /// Output file (for vmdk: the descriptor; the extent goes beside it).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// What to write: a raw image, or a VMDK (descriptor and flat extent).
     #[arg(long, value_enum, default_value = "raw")]
     pub format: DiskFormat,
     /// Device key of the disk (default: the first disk).
@@ -225,6 +228,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PointArgs {
+    /// The point's id, as `repo ls` lists it.
     pub point: String,
     #[command(flatten)]
     pub target: Target,
@@ -243,6 +247,7 @@ pub struct BackupImageArgs {
     /// (default: the newest point of this VM): an incremental.
     #[arg(long)]
     pub changed: Option<PathBuf>,
+    /// The point the changed ranges are relative to.
     #[arg(long, requires = "changed")]
     pub base: Option<String>,
     /// Chunk size, a power of two from 64KiB to 4MiB (default chosen by

@@ -26,19 +26,25 @@ pub struct SimulateArgs {
     /// Take the rules of this policy's retention on --tier.
     #[arg(long, requires = "tier")]
     pub policy: Option<String>,
+    /// With --policy: the tier whose retention to use.
     #[arg(long, requires = "policy")]
     pub tier: Option<String>,
     /// Or give the rules here (restic's `forget` rules).
     #[arg(long)]
     pub last: Option<u32>,
+    /// Keep the newest point of each of the last N hours.
     #[arg(long)]
     pub hourly: Option<u32>,
+    /// Keep the newest point of each of the last N days.
     #[arg(long)]
     pub daily: Option<u32>,
+    /// Keep the newest point of each of the last N weeks.
     #[arg(long)]
     pub weekly: Option<u32>,
+    /// Keep the newest point of each of the last N months.
     #[arg(long)]
     pub monthly: Option<u32>,
+    /// Keep the newest point of each of the last N years.
     #[arg(long)]
     pub yearly: Option<u32>,
     /// Keep everything within this long of the newest point, e.g. 14d.
@@ -47,6 +53,7 @@ pub struct SimulateArgs {
     /// Time zone of the buckets (default: the policy's, else UTC).
     #[arg(long)]
     pub timezone: Option<String>,
+    /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
