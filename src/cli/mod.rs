@@ -60,6 +60,9 @@ pub struct Cli {
     /// filter such as `coffer::vsphere=debug` instead).
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Colour on a terminal: auto (unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub color: terminal::ColorChoice,
     /// Log lines as text or as JSON objects (for journald, Loki, …).
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: crate::engine::logging::LogFormat,
@@ -187,6 +190,7 @@ pub fn run() -> Result<u8> {
     let cli = Cli::parse();
     crate::engine::logging::init(cli.verbose, cli.log_format)?;
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    terminal::set_colour(cli.color);
     match run_command(cli.command) {
         Err(e) if e.downcast_ref::<InvalidPolicyDir>().is_some() => Ok(EXIT_INVALID_CONFIG),
         other => other,

@@ -60,7 +60,12 @@ pub fn run(args: Args) -> Result<u8> {
         };
         writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
-        print_plan(&mut out, &plan, &gathered)?;
+        print_plan(
+            &mut out,
+            &plan,
+            &gathered,
+            super::terminal::colour_on_stdout(),
+        )?;
     }
     if !args.detailed_exitcode {
         return Ok(EXIT_OK);

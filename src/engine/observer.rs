@@ -43,6 +43,8 @@ pub struct Progress {
     pub vm: String,
     pub bytes_read: u64,
     pub bytes_per_second: u64,
+    /// What the backup plans to read (0 until known).
+    pub bytes_planned: u64,
 }
 
 /// Which report a mail event is about.

@@ -55,6 +55,8 @@ pub enum EventBody {
         vm: String,
         bytes_read: u64,
         bytes_per_second: u64,
+        /// What the backup plans to read (0 until known).
+        bytes_planned: u64,
     },
     /// The run is over; `report` is its text report.
     RunFinished {
@@ -115,6 +117,7 @@ pub fn event_lines(event: &Event<'_>, time: DateTime<Utc>) -> Vec<EventLine> {
                 vm: p.vm.clone(),
                 bytes_read: p.bytes_read,
                 bytes_per_second: p.bytes_per_second,
+                bytes_planned: p.bytes_planned,
             })
             .collect(),
         Event::RunFinished {

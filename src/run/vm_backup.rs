@@ -83,7 +83,7 @@ pub struct VmBackupRequest<'a> {
     /// The policy's `io_limit` on reads from the host, shared by its backups.
     pub io_limit: Option<&'a crate::run::throttle::Throttle>,
     /// Counts the bytes read from the host, for progress reports.
-    pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+    pub progress: Option<&'a ReadProgress>,
     /// How the source's datastores are read (request size, requests in
     /// flight, patience with a busy host).
     pub read: crate::vsphere::datastore::ReadOptions,
@@ -278,12 +278,20 @@ impl Drop for SnapshotGuard<'_> {
     }
 }
 
+/// How far a backup's read is: bytes read so far, and what it plans to
+/// read (0 until the areas to read are known), for progress bars.
+#[derive(Debug, Default)]
+pub struct ReadProgress {
+    pub read: std::sync::atomic::AtomicU64,
+    pub planned: std::sync::atomic::AtomicU64,
+}
+
 /// Fails reads once the cancel flag is set, so a running read stops soon.
 struct Cancellable<'a> {
     inner: &'a dyn DiskReader,
     cancel: &'a AtomicBool,
     clock: &'a SnapshotClock,
-    progress: Option<&'a std::sync::atomic::AtomicU64>,
+    progress: Option<&'a ReadProgress>,
 }
 
 impl DiskReader for Cancellable<'_> {
@@ -308,7 +316,7 @@ impl DiskReader for Cancellable<'_> {
         }
         self.inner.read_exact_at(buf, offset)?;
         if let Some(p) = self.progress {
-            p.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            p.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -653,7 +661,7 @@ fn read_disks(
                 reason: format!("parent index missing or unreadable ({e})"),
             };
         }
-        let mut ranges = None;
+        let mut ranges: Option<Vec<std::ops::Range<u64>>> = None;
         if let CbtVerdict::Incremental { since } = &verdict {
             match session.changed_disk_areas(
                 &vm.moref,
@@ -714,6 +722,16 @@ fn read_disks(
                 reason: format!("disk {} is not on a datastore", disk.file_name),
             })?;
         plans.push((disk, verdict, ranges, path));
+    }
+    if let Some(p) = req.progress {
+        let planned: u64 = plans
+            .iter()
+            .map(|(disk, _, ranges, _)| match ranges {
+                Some(r) => r.iter().map(|r| r.end - r.start).sum(),
+                None => disk.capacity_bytes,
+            })
+            .sum();
+        p.planned.store(planned, Ordering::Relaxed);
     }
     let transport = session.transport();
     let mut readers = Vec::new();

@@ -95,7 +95,7 @@ pub(super) struct BackupJob<'a> {
     pub run_id: &'a str,
     pub action: &'a Action,
     /// Bytes read so far, for progress reports.
-    pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+    pub progress: Option<&'a crate::run::vm_backup::ReadProgress>,
     /// The longest the backup may take.
     pub limit: Duration,
     /// Read every disk whole (its change tracking was just reset).

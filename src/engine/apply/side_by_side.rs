@@ -15,6 +15,7 @@ use super::{Runner, outcome_of};
 use crate::engine::observer::{Event, Progress};
 use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
+use crate::run::vm_backup::ReadProgress;
 
 /// Where each VM of the run is, for the limits: its datastores and its
 /// host key (see `hosts_of`), by (source, VM name).
@@ -96,7 +97,7 @@ impl Runner<'_> {
                 .map_or(u32::MAX, |t| t.max_parallel.max(1))
         };
         // Bytes read so far by each running backup, for progress reports.
-        type Running = BTreeMap<String, (std::sync::Arc<std::sync::atomic::AtomicU64>, Instant)>;
+        type Running = BTreeMap<String, (std::sync::Arc<ReadProgress>, Instant)>;
         let running_now: Mutex<Running> = Mutex::new(BTreeMap::new());
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
@@ -112,13 +113,14 @@ impl Runner<'_> {
                             .unwrap_or_else(|e| e.into_inner())
                             .iter()
                             .map(|(vm, (c, t))| {
-                                let b = c.load(Ordering::Relaxed);
+                                let b = c.read.load(Ordering::Relaxed);
                                 Progress {
                                     vm: vm.clone(),
                                     bytes_read: b,
                                     bytes_per_second: (b as f64
                                         / t.elapsed().as_secs_f64().max(0.001))
                                         as u64,
+                                    bytes_planned: c.planned.load(Ordering::Relaxed),
                                 }
                             })
                             .collect();
@@ -196,7 +198,7 @@ impl Runner<'_> {
                             tracing::info!(reason = action.reason(), "action started");
                             observer.event(&Event::ActionStarted { action });
                             let started = Instant::now();
-                            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                            let counter = std::sync::Arc::new(ReadProgress::default());
                             let vm_name = key(action).1;
                             running_now
                                 .lock()
