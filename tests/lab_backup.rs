@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coffer::lab::guest::GuestOs;
@@ -22,6 +22,7 @@ use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::Manifest;
 use coffer::repo::restore::{self, DiskFormat};
 use coffer::run::throttle::Throttle;
+use coffer::run::vm_backup::ReadProgress;
 use coffer::run::vm_backup::{VmBackupError, VmBackupOutcome, VmBackupRequest, backup_vm};
 use coffer::vsphere::types::VmRecord;
 use coffer::vsphere::{Session, VimFault};
@@ -110,7 +111,7 @@ impl Bed {
         installation: &str,
         run: &str,
         io_limit: Option<&Throttle>,
-        progress: Option<&AtomicU64>,
+        progress: Option<&ReadProgress>,
     ) -> Result<VmBackupOutcome, VmBackupError> {
         let vm = self.vm(name);
         let cancel = AtomicBool::new(false);
@@ -174,12 +175,12 @@ impl Bed {
         meanwhile: impl FnOnce(),
     ) -> Result<VmBackupOutcome, VmBackupError> {
         let slow = Throttle::new(4 << 20);
-        let progress = AtomicU64::new(0);
+        let progress = ReadProgress::default();
         std::thread::scope(|s| {
             let backup =
                 s.spawn(|| self.backup_as(vm, INSTALLATION, "run-a", Some(&slow), Some(&progress)));
             wait_for("the backup to read", || {
-                progress.load(Ordering::Relaxed) > 0
+                progress.read.load(Ordering::Relaxed) > 0
             });
             meanwhile();
             assert!(!backup.is_finished(), "the backup must still be reading");
@@ -634,7 +635,7 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
     let b = bed();
     let at_snapshot = b.flat("lab-vm-02", 0);
     let slow = Throttle::new(4 << 20);
-    let progress = AtomicU64::new(0);
+    let progress = ReadProgress::default();
     let other_session = Session::connect(
         b.lab.url(),
         &b.lab.tls_trust(),
@@ -653,7 +654,7 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
             )
         });
         wait_for("the first backup to read", || {
-            progress.load(Ordering::Relaxed) > 0
+            progress.read.load(Ordering::Relaxed) > 0
         });
         b.lab.write("lab-vm-02", 5.0).unwrap();
         let vm = b.vm("lab-vm-02");
