@@ -61,11 +61,7 @@ pub fn run(args: Args) -> Result<u8> {
     };
     super::apply::exit_on_second_interrupt();
     let config = load()?;
-    let state = args
-        .location
-        .state
-        .clone()
-        .unwrap_or_else(|| config.settings.state_dir.clone());
+    let state = args.location.state_dir(&config);
     let (metrics, served) = metrics::for_daemon(&state, args.metrics.as_deref())?;
     if let Some(addr) = served {
         eprintln!("coffer daemon: metrics at http://{addr}/metrics");

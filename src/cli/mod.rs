@@ -94,6 +94,15 @@ pub struct Location {
     pub policy: PolicyArgs,
 }
 
+impl Location {
+    /// The state directory: `--state DIR`, else the policy's.
+    pub fn state_dir(&self, config: &crate::policy::Config) -> PathBuf {
+        self.state
+            .clone()
+            .unwrap_or_else(|| config.settings.state_dir.clone())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a policy directory: commented, valid, against the lab or a host.

@@ -19,11 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let state = args
-        .location
-        .state
-        .clone()
-        .unwrap_or_else(|| config.settings.state_dir.clone());
+    let state = args.location.state_dir(&config);
     let mut out = std::io::stdout().lock();
     let time = |t: chrono::DateTime<chrono::Utc>| {
         t.with_timezone(&config.settings.timezone)

@@ -170,19 +170,21 @@ impl Runner<'_> {
     fn run_action(&mut self, action: &Action, catalog: &mut Catalog) -> bool {
         self.seq += 1;
         let json = serde_json::to_value(action).unwrap_or_default();
-        let kind = json["action"].as_str().unwrap_or("action").to_string();
-        let reason = json["reason"].as_str().unwrap_or("").to_string();
-        let id =
-            match catalog.action_started(&self.run_id, self.seq, &kind, &json.to_string(), &reason)
-            {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    self.observer.event(&Event::Message(format!(
-                        "coffer: the journal could not record the action: {e}"
-                    )));
-                    None
-                }
-            };
+        let id = match catalog.action_started(
+            &self.run_id,
+            self.seq,
+            action.kind(),
+            &json.to_string(),
+            action.reason(),
+        ) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.observer.event(&Event::Message(format!(
+                    "coffer: the journal could not record the action: {e}"
+                )));
+                None
+            }
+        };
         let span = super::logging::action_span(&self.run_id, action);
         let _in_span = span.enter();
         tracing::info!(reason = action.reason(), "action started");

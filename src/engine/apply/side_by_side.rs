@@ -190,7 +190,7 @@ impl Runner<'_> {
                                     first_seq + 1 + i as i64,
                                     "backup",
                                     &json.to_string(),
-                                    json["reason"].as_str().unwrap_or(""),
+                                    action.reason(),
                                 )
                                 .ok();
                             let span = crate::engine::logging::action_span(&run_id, action);
