@@ -7,7 +7,8 @@
 //! `run` holds the jobs (one VM's backup, a drill, a restore, an export),
 //! `engine` runs them (a workspace: gather, plan, apply, report, with an
 //! observer that hears everything), `report` renders and mails, `json`
-//! holds the shapes of the machine-readable output, and `cli` only parses
+//! holds the shapes of the machine-readable output, `progress` counts
+//! bytes for progress bars, and `cli` only parses
 //! arguments and prints what the engine answers.
 
 pub mod catalog;
@@ -18,6 +19,7 @@ pub mod json;
 pub mod lab;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 pub mod repo;
 pub mod report;
 pub mod run;

@@ -285,13 +285,14 @@ fn the_daemon_catches_up_once_then_runs_at_the_next_fire_time() {
     assert_eq!(runs.len(), 2, "{s}");
     // Catch-up: one backup per VM for the missed nights.
     assert_eq!(runs[0].matches("done + backup").count(), 2, "{}", runs[0]);
-    // Then at the next fire time, 01:00 Berlin (00:00 UTC is already past).
-    let day = &later[..10];
-    assert!(
-        runs[1].starts_with(&format!("{day} 00:00:00 UTC")) || runs[1].contains("done + backup"),
-        "{}",
-        runs[1]
-    );
+    // Then at the next fire time, 01:00 Berlin, shown in Berlin time with
+    // its offset (00:00 UTC of `later`'s day is already past: the next
+    // night).
+    let next = (chrono::DateTime::parse_from_rfc3339(&later).unwrap() + chrono::Duration::days(1))
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y-%m-%d 01:00 %:z")
+        .to_string();
+    assert!(runs[1].starts_with(&next), "{next}: {}", runs[1]);
     assert!(s.contains("daemon: next run at"), "{s}");
 }
 

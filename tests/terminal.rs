@@ -78,3 +78,55 @@ fn a_terminal_shows_bars_above_which_results_print_and_colour_unless_no_color() 
         text(&o)
     );
 }
+
+#[test]
+fn backup_and_restore_show_a_bar_on_a_terminal_and_none_elsewhere() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    one_vm_lab(dir);
+    // `coffer backup`: the read at 8 MiB/s takes seconds, drawn as a bar.
+    let shown = on_terminal(
+        dir,
+        &["backup", "lab-vm-01"],
+        &[("COFFER_LAB_FAULTS", "folder-mibps=8")],
+    );
+    assert!(shown.contains("ETA"), "a bar with its ETA: {shown:?}");
+    assert!(shown.contains("MiB/s"), "{shown:?}");
+    let result = shown
+        .split(['\n', '\r'])
+        .find(|l| l.contains("point") && l.contains("on tier `local`"))
+        .unwrap_or_else(|| panic!("the result line: {shown:?}"));
+    assert!(!result.contains("ETA"), "a result glued to a bar: {result:?}");
+
+    // `coffer restore --to-source`: the upload at 16 MiB/s is drawn, under
+    // the restored VM's name.
+    let shown = on_terminal(
+        dir,
+        &["restore", "lab-vm-01", "--to-source", "lab", "--name", "back"],
+        &[("COFFER_LAB_FAULTS", "folder-mibps=16")],
+    );
+    assert!(shown.contains("registered VM `back`"), "{shown}");
+    let bars: Vec<&str> = shown
+        .split(['\n', '\r'])
+        .filter(|l| l.contains("ETA"))
+        .collect();
+    assert!(
+        bars.iter().any(|l| l.contains("back")),
+        "a bar named after the restored VM: {shown:?}"
+    );
+
+    // Not a terminal: the same commands draw nothing.
+    let o = command_in(dir)
+        .args(["backup", "lab-vm-01", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "folder-mibps=16")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("ETA"), "{}", text(&o));
+    let o = command_in(dir)
+        .args(["restore", "lab-vm-01", "--out", "files", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("ETA"), "{}", text(&o));
+}

@@ -81,7 +81,7 @@ pub fn exit_code(r: &RunOutcome) -> u8 {
 pub fn run(args: Args) -> Result<u8> {
     cancel::install_signal_handler();
     let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let terminal = Terminal::new(args.json);
+    let terminal = Terminal::new(args.json).in_zone(config.settings.timezone);
     let mut ws = Workspace::open_for_run(config, args.location.state.as_deref(), &terminal)?;
     exit_on_second_interrupt();
     let action_timeout = crate::policy::units::parse_duration(&args.action_timeout)

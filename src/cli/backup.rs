@@ -7,6 +7,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::backup_now::{BackupNow, BackupTaken, backup_now};
 use crate::engine::cancel;
@@ -54,7 +55,7 @@ pub fn run(args: Args) -> Result<u8> {
         vm,
         tier,
         outcome,
-    } = match backup_now(&config, &what) {
+    } = match backup_now(&config, &what, &Terminal::human()) {
         Ok(t) => t,
         Err(e) => {
             if let Some(VmBackupError::Cancelled { vm }) = e.downcast_ref::<VmBackupError>() {
@@ -107,7 +108,7 @@ pub fn run(args: Args) -> Result<u8> {
                 .map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
         m.duration_ms as f64 / 1000.0,
-        outcome.snapshot_lifetime.describe()
+        outcome.snapshot_lifetime.describe_in(config.settings.timezone)
     )?;
     for (d, e) in outcome.disks.iter().zip(&m.disks) {
         let how = match &d.verdict {

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<u8> {
                     format!("{}: {}", standing_word(v), v.violations.join("; "))
                 }
             )?;
-            if let Some(d) = gathered.last_drill(&v.vm_uuid) {
+            if let Some(d) = gathered.last_drill(&v.vm_uuid, config.settings.timezone) {
                 writeln!(out, "{:<24} {d}", "")?;
             }
         }

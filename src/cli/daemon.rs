@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(addr) = served {
         eprintln!("coffer daemon: metrics at http://{addr}/metrics");
     }
-    let terminal = Terminal::human();
+    let terminal = Terminal::human().in_zone(config.settings.timezone);
     match run_daemon(&load, &options, &Both(&terminal, metrics.as_ref()))? {
         DaemonEnd::Cancelled => Ok(EXIT_CANCELLED),
         DaemonEnd::MaxRuns => Ok(EXIT_OK),

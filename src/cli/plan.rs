@@ -43,7 +43,8 @@ pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let now = super::restore::parse_at(args.at.as_deref())?.unwrap_or_else(Utc::now);
     crate::engine::tiers::check_secrets(&config)?;
-    let terminal = Terminal::human();
+    let zone = config.settings.timezone;
+    let terminal = Terminal::human().in_zone(zone);
     let mut ws = Workspace::open(config, args.location.state.as_deref(), &terminal)?;
     let gathered = ws.refresh()?;
     let plan = ws.plan(&gathered, now, args.allow_mass_prune);
@@ -65,6 +66,7 @@ pub fn run(args: Args) -> Result<u8> {
             &plan,
             &gathered,
             super::terminal::colour_on_stdout(),
+            zone,
         )?;
     }
     if !args.detailed_exitcode {

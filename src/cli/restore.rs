@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::engine::restore::{find_point, restore_to_source};
-use crate::run::restore::{self, VmxChanges};
+use super::terminal::Terminal;
+use crate::engine::restore::{find_point, restore_to_dir, restore_to_source};
+use crate::run::restore::VmxChanges;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -91,7 +92,7 @@ pub fn run(args: Args) -> Result<u8> {
         new_uuid: args.new_uuid,
         disconnect_network: args.disconnect_network,
     };
-    let threads = crate::engine::threads();
+    let terminal = Terminal::human();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     if let Some(dir) = &args.out {
         let only = (!args.disk.is_empty()).then_some(args.disk.as_slice());
-        let r = restore::restore_local(&repo, &m, dir, &changes, only, args.force, threads)?;
+        let r = restore_to_dir(&repo, &m, dir, &changes, only, args.force, &terminal)?;
         for f in &r.files {
             writeln!(out, "  wrote {}", f.display())?;
         }
@@ -133,6 +134,7 @@ pub fn run(args: Args) -> Result<u8> {
         &args.datastore,
         &changes,
         args.power_on,
+        &terminal,
     )?;
     writeln!(
         out,

@@ -17,6 +17,7 @@ use crate::engine::Gathered;
 use crate::engine::observer::{Event, Observer, ReportKind};
 use crate::engine::report::{standing_word, vm_label};
 use crate::plan::planner::{self, Plan};
+use crate::policy::units::format_time;
 
 pub struct Terminal {
     /// JSON events instead of lines for people.
@@ -27,6 +28,8 @@ pub struct Terminal {
     colour: bool,
     /// The bars of the backups reading now.
     progress: Mutex<Option<Bars>>,
+    /// The time zone times are shown in (the policy's).
+    zone: chrono_tz::Tz,
 }
 
 struct Bars {
@@ -106,7 +109,14 @@ impl Terminal {
             bars,
             colour: !json && colour_on_stdout(),
             progress: Mutex::new(None),
+            zone: chrono_tz::UTC,
         }
+    }
+
+    /// Shows times in `zone` (the policy's time zone).
+    pub fn in_zone(mut self, zone: chrono_tz::Tz) -> Terminal {
+        self.zone = zone;
+        self
     }
 
     /// Lines for people.
@@ -218,7 +228,13 @@ impl Terminal {
             Event::RunStarted { run_id } => println!("run {run_id}"),
             Event::Recovered { note } => println!("recovered: {note}"),
             Event::Planned { plan, gathered } => {
-                let _ = print_plan(&mut std::io::stdout().lock(), plan, gathered, self.colour);
+                let _ = print_plan(
+                    &mut std::io::stdout().lock(),
+                    plan,
+                    gathered,
+                    self.colour,
+                    self.zone,
+                );
             }
             // The plan showed each action with its reason: the result
             // line names the action and says what it came to.
@@ -281,13 +297,10 @@ impl Terminal {
                 ..
             } => eprintln!("warning: {error}"),
             Event::DaemonApplying { at } => {
-                println!("daemon: applying at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+                println!("daemon: applying at {}", format_time(self.zone, *at))
             }
             Event::DaemonSleeping { until } => {
-                println!(
-                    "daemon: next run at {}",
-                    until.format("%Y-%m-%d %H:%M:%S UTC")
-                )
+                println!("daemon: next run at {}", format_time(self.zone, *until))
             }
             // People see an action when its result is known; progress is
             // drawn as bars.
@@ -300,13 +313,19 @@ impl Terminal {
 }
 
 /// Prints a plan for people: notes, one line per action, compliance, a summary.
-pub fn print_plan(out: &mut dyn Write, plan: &Plan, g: &Gathered, colour: bool) -> Result<()> {
+pub fn print_plan(
+    out: &mut dyn Write,
+    plan: &Plan,
+    g: &Gathered,
+    colour: bool,
+    zone: chrono_tz::Tz,
+) -> Result<()> {
     let notes = &g.notes;
     for n in notes {
         writeln!(out, "note: {n}")?;
     }
     for a in &plan.actions {
-        writeln!(out, "{}", paint_action(colour, &a.line()))?;
+        writeln!(out, "{}", paint_action(colour, &a.line_in(zone)))?;
     }
     // A compact standing: the count, and only the VMs out of policy in
     // full (`coffer compliance` lists every VM).

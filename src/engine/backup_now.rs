@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::cancel;
+use super::observer::{Observer, ProgressBoard};
 use super::tiers::RepoSpec;
 use crate::policy::Config;
 use crate::repo::Repository;
@@ -114,7 +115,11 @@ pub fn reset_cbt_now(config: &Config, vm: &str, source: Option<&str>) -> Result<
 /// Takes the backup. `Err(VmBackupError::Cancelled)` (inside the anyhow
 /// error) when it was cancelled: its snapshot was removed and no point
 /// was recorded.
-pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
+pub fn backup_now(
+    config: &Config,
+    what: &BackupNow,
+    observer: &dyn Observer,
+) -> Result<BackupTaken> {
     let (conn, vm) = find_vm(config, &what.vm, what.source.as_deref())?;
     let policy = match &what.policy {
         Some(name) => config
@@ -164,6 +169,8 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let installation = crate::run::installation::id(&config.settings.state_dir)?;
     let host_route = conn.host_route(&vm);
+    let board = ProgressBoard::default();
+    let progress = board.start(&vm.name);
     let request = VmBackupRequest {
         vm: &vm,
         installation: &installation,
@@ -180,11 +187,15 @@ pub fn backup_now(config: &Config, what: &BackupNow) -> Result<BackupTaken> {
         cancel: cancel::flag(),
         read_whole_disk: false,
         io_limit: io_limit.as_deref(),
-        progress: None,
+        progress: Some(&progress),
         read: conn.read,
         max_snapshot_lifetime: policy.max_snapshot_lifetime,
     };
-    let outcome = vm_backup::backup_vm(&conn.session, &repo, &request)?;
+    let outcome = board.report_while(observer, || {
+        vm_backup::backup_vm(&conn.session, &repo, &request)
+    });
+    board.finish(&vm.name);
+    let outcome = outcome?;
     // The catalog keeps how long the snapshot was open, as `apply` has it
     // keep; the point itself reaches the catalog with the next refresh.
     // Best effort, and only into a catalog that exists: a missing or

@@ -199,8 +199,8 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
 
 impl Gathered {
     /// The newest drill of a VM, in words: name, kind, when, result, and
-    /// the measured restore time.
-    pub fn last_drill(&self, vm_uuid: &str) -> Option<String> {
+    /// the measured restore time; its time in `zone`.
+    pub fn last_drill(&self, vm_uuid: &str, zone: chrono_tz::Tz) -> Option<String> {
         let r = self
             .drill_runs
             .iter()
@@ -210,7 +210,7 @@ impl Gathered {
             "last drill {} ({}) {}: {}{}",
             r.drill,
             r.kind,
-            r.finished.format("%Y-%m-%d %H:%M UTC"),
+            crate::policy::units::format_time(zone, r.finished),
             match (r.ok, r.data_ok, r.guest_ok) {
                 (true, _, _) => "passed",
                 (false, Some(true), Some(false)) => "guest checks FAILED (data verified)",

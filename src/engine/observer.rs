@@ -5,8 +5,11 @@
 //! tests record them. An observer is called from the runner's worker
 //! threads, so it is `Sync`, and it must be quick: a backup waits for it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -165,6 +168,80 @@ pub trait Observer: Sync {
     /// or a JSON stream wants it; a log file does not).
     fn wants_progress(&self) -> bool {
         false
+    }
+}
+
+/// The jobs running now (backups, restores), each with its byte counter,
+/// reported to an observer as [`Event::Progress`] about once a second
+/// while work runs.
+#[derive(Debug, Default)]
+pub struct ProgressBoard {
+    running: Mutex<BTreeMap<String, (Arc<crate::progress::ReadProgress>, Instant)>>,
+}
+
+impl ProgressBoard {
+    /// A job named `label` starts: its counter.
+    pub fn start(&self, label: &str) -> Arc<crate::progress::ReadProgress> {
+        let counter = Arc::new(crate::progress::ReadProgress::default());
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(label.to_string(), (counter.clone(), Instant::now()));
+        counter
+    }
+
+    /// The job named `label` is over: its bar goes.
+    pub fn finish(&self, label: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(label);
+    }
+
+    fn now(&self) -> Vec<Progress> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(vm, (c, t))| {
+                let b = c.read.load(Ordering::Relaxed);
+                Progress {
+                    vm: vm.clone(),
+                    bytes_read: b,
+                    bytes_per_second: (b as f64 / t.elapsed().as_secs_f64().max(0.001)) as u64,
+                    bytes_planned: c.planned.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `work` while the running jobs are reported to `observer` each
+    /// second (when it wants progress), then [`Event::ProgressEnded`].
+    pub fn report_while<T>(&self, observer: &dyn Observer, work: impl FnOnce() -> T) -> T {
+        if !observer.wants_progress() {
+            return work();
+        }
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut last = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                    last = Instant::now();
+                    let now = self.now();
+                    if !now.is_empty() {
+                        observer.event(&Event::Progress { running: &now });
+                    }
+                }
+                observer.event(&Event::ProgressEnded);
+            });
+            let result = work();
+            done.store(true, Ordering::Relaxed);
+            result
+        })
     }
 }
 

@@ -37,9 +37,7 @@ fn next_run(config: &Config, after: DateTime<Utc>) -> Option<String> {
 
 /// A time as reports show it: in the policies' time zone, with its offset.
 pub fn local_time(config: &Config, t: DateTime<Utc>) -> String {
-    t.with_timezone(&config.settings.timezone)
-        .format("%Y-%m-%d %H:%M %:z")
-        .to_string()
+    crate::policy::units::format_time(config.settings.timezone, t)
 }
 
 /// What coffer does next about a failed action.
@@ -203,7 +201,7 @@ pub fn vm_lines(config: &Config, plan: &Plan, g: &Gathered) -> Vec<VmLine> {
             rpo: c
                 .rpo_met
                 .map(|m| if m { "met" } else { "breached" }.to_string()),
-            last_drill: g.last_drill(&c.vm_uuid),
+            last_drill: g.last_drill(&c.vm_uuid, config.settings.timezone),
             short: Shortfalls {
                 copies: c.copies < req.copies,
                 media: c.media < req.media,

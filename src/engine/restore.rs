@@ -4,16 +4,19 @@
 //! sources are two VMs), and restoring it onto a source of the policy as a
 //! new VM.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 
+use super::observer::{Observer, ProgressBoard};
 use super::tiers::open_tier;
 use crate::policy::Config;
 use crate::policy::model::TierBackend;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::connect;
-use crate::run::restore::{self, HostRestore, HostTarget, VmxChanges};
+use crate::run::restore::{self, HostRestore, HostTarget, LocalRestore, VmxChanges};
 
 /// The point to restore: by id, the newest at a time, or the newest, of
 /// the VM `vm` of `source`. VMs of one name on two sources are two VMs:
@@ -96,7 +99,9 @@ pub fn find_point(
 }
 
 /// Restores `m` onto the source `source_name` of the policy as a new VM
-/// (files staged in a scratch directory under the state directory).
+/// (files staged in a scratch directory under the state directory), its
+/// progress shown to `observer`.
+#[allow(clippy::too_many_arguments)]
 pub fn restore_to_source(
     config: &Config,
     repo: &Repository,
@@ -105,6 +110,7 @@ pub fn restore_to_source(
     datastore: &str,
     changes: &VmxChanges,
     power_on: bool,
+    observer: &dyn Observer,
 ) -> Result<HostRestore> {
     let source = config
         .sources
@@ -120,13 +126,46 @@ pub fn restore_to_source(
         .or_else(|_| tempfile::tempdir())
         .context("a scratch directory for the restored files")?;
     let target = HostTarget::esxi(&conn, datastore);
-    restore::restore_to_host(
-        repo,
-        m,
-        &target,
-        changes,
-        power_on,
-        scratch.path(),
-        super::threads(),
-    )
+    let board = ProgressBoard::default();
+    let progress = board.start(&changes.name);
+    board.report_while(observer, || {
+        restore::restore_to_host(
+            repo,
+            m,
+            &target,
+            changes,
+            power_on,
+            scratch.path(),
+            super::threads(),
+            Some(&progress),
+        )
+    })
+}
+
+/// Restores `m` into `dir` as files (see `run::restore::restore_local`),
+/// its progress shown to `observer`.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_to_dir(
+    repo: &Repository,
+    m: &Manifest,
+    dir: &Path,
+    changes: &VmxChanges,
+    only: Option<&[i32]>,
+    force: bool,
+    observer: &dyn Observer,
+) -> Result<LocalRestore> {
+    let board = ProgressBoard::default();
+    let progress = board.start(&changes.name);
+    board.report_while(observer, || {
+        restore::restore_local_counted(
+            repo,
+            m,
+            dir,
+            changes,
+            only,
+            force,
+            super::threads(),
+            Some(&progress),
+        )
+    })
 }

@@ -234,9 +234,12 @@ pub fn handle(
                 let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
                 tmp_name.push(".coffer-upload");
                 let tmp = path.with_file_name(tmp_name);
-                let mut f = File::create(&tmp)?;
+                let mut f = Paced {
+                    inner: File::create(&tmp)?,
+                    throttle: &faults.folder,
+                };
                 body.copy_to(&mut f)?;
-                f.sync_all()?;
+                f.inner.sync_all()?;
                 std::fs::rename(&tmp, &path)?;
                 Ok(existed)
             })();
@@ -275,5 +278,25 @@ mod tests {
         );
         assert_eq!(percent_decode("ha-datacenter+x", true), "ha-datacenter x");
         assert_eq!(percent_decode("100%", false), "100%");
+    }
+}
+
+/// An upload's body crosses the same link as downloads: `folder-mibps`
+/// paces it too (the throttle's bandwidth is the host's, shared by all
+/// bodies in both directions).
+struct Paced<'a> {
+    inner: File,
+    throttle: &'a super::faults::FolderThrottle,
+}
+
+impl std::io::Write for Paced<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.throttle.pace(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -200,8 +200,13 @@ impl Action {
         }
     }
 
-    /// One line for people: symbol, target, reason.
+    /// One line for people: symbol, target, reason (times in UTC).
     pub fn line(&self) -> String {
+        self.line_in(chrono_tz::UTC)
+    }
+
+    /// [`Action::line`] with its times in the policy's time zone `zone`.
+    pub fn line_in(&self, zone: chrono_tz::Tz) -> String {
         match self {
             Action::Backup {
                 policy,
@@ -218,7 +223,7 @@ impl Action {
                 vm, until, reason, ..
             } => format!(
                 "… wait {vm} until {}: {reason}",
-                until.format("%Y-%m-%d %H:%M UTC")
+                crate::policy::units::format_time(zone, *until)
             ),
             Action::Copy {
                 vm,

@@ -59,11 +59,16 @@ pub(super) fn plan_backup(
                 Some(format!(
                     "RPO {} breached: newest good point is from {}",
                     crate::policy::units::format_duration(policy.rpo.unwrap_or_default()),
-                    p.created.format("%Y-%m-%d %H:%M UTC")
+                    crate::policy::units::format_time(policy.timezone(), p.created)
                 ))
             } else {
                 fire.filter(|f| *f > p.created)
-                    .map(|f| format!("scheduled at {}", f.format("%Y-%m-%d %H:%M UTC")))
+                    .map(|f| {
+                        format!(
+                            "scheduled at {}",
+                            crate::policy::units::format_time(policy.timezone(), f)
+                        )
+                    })
             }
         }
     };

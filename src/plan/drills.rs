@@ -115,7 +115,7 @@ pub(super) fn guest_check_findings(
                 "guest check of drill `{}` failed on point {} ({}); the point's data is not affected and it is kept: {}",
                 drill.name,
                 r.point_id,
-                r.finished.format("%Y-%m-%d %H:%M UTC"),
+                crate::policy::units::format_time(policy.timezone(), r.finished),
                 r.guest_detail.as_deref().unwrap_or("no detail recorded")
             ),
         });

@@ -115,6 +115,11 @@ pub struct SnapshotAlert {
 
 impl SnapshotAlert {
     pub fn describe(&self) -> String {
+        self.describe_in(chrono_tz::UTC)
+    }
+
+    /// The alert's line, its time in the policy's time zone `zone`.
+    pub fn describe_in(&self, zone: chrono_tz::Tz) -> String {
         let age = crate::policy::units::format_duration(self.age);
         let mut parts = Vec::new();
         for i in &self.issues {
@@ -129,7 +134,7 @@ impl SnapshotAlert {
             "VM {}: snapshot \"{}\" ({}): {}",
             self.vm,
             self.name,
-            self.created.format("%Y-%m-%d %H:%M UTC"),
+            crate::policy::units::format_time(zone, self.created),
             parts.join(", ")
         )
     }

@@ -141,7 +141,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
         ) {
             actions.push(Action::Alert {
                 vm: Some(vm.name.clone()),
-                message: alert.describe(),
+                message: alert.describe_in(config.settings.timezone),
             });
             if alert.left_by_coffer() {
                 actions.push(Action::RemoveSnapshot {

@@ -191,7 +191,7 @@ fn backups_follow_the_schedule_and_cbt_decides_full_or_incremental() {
         &restic_retention,
     );
     assert!(lines(&p).contains(&format!(
-        "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 UTC; incremental from {}",
+        "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 +00:00; incremental from {}",
         before_fire.point_id
     )), "{:?}", lines(&p));
     let mut resized = vm("db01");
@@ -313,7 +313,7 @@ fn a_closed_window_makes_the_backup_wait_until_it_opens() {
     );
     assert_eq!(
         lines(&p)[0],
-        "… wait db01 until 2026-11-25 22:00 UTC: no restore point yet; outside the backup window"
+        "… wait db01 until 2026-11-25 22:00 +00:00: no restore point yet; outside the backup window"
     );
 }
 
@@ -376,7 +376,7 @@ fn retention_copies_what_a_tier_keeps_and_prunes_the_rest_with_floors() {
     locked[0].copies.get_mut("offsite").unwrap().locked_until = Some(at("2026-12-21T00:00:00Z"));
     i.points = locked;
     let l = lines(&plan(&i, &restic_retention));
-    assert!(l.iter().any(|x| x == "= keep db01 20261121T010005Z-db01 on offsite: locked (immutable) until 2026-12-21 00:00 UTC"), "{l:?}");
+    assert!(l.iter().any(|x| x == "= keep db01 20261121T010005Z-db01 on offsite: locked (immutable) until 2026-12-21 00:00 +00:00"), "{l:?}");
 
     // A tier whose listing failed prunes nothing.
     i.points = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
@@ -663,7 +663,7 @@ fsck = "e2fsck -fn {image}"
     assert!(!l.iter().any(|x| x.starts_with("- prune")), "{l:?}");
     assert!(
         l.iter().any(|x| x
-            == "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 UTC; incremental from 20261124T010005Z-db01"),
+            == "+ backup db01 → local (incremental, policy nightly): scheduled at 2026-11-25 01:00 +00:00; incremental from 20261124T010005Z-db01"),
         "{l:?}"
     );
     let alert = l

@@ -163,7 +163,7 @@ pub(super) fn plan_tiers<'a>(
                 copy.locked_until.filter(|_| locked(copy)).map(|u| {
                     format!(
                         "locked (immutable) until {}",
-                        u.format("%Y-%m-%d %H:%M UTC")
+                        crate::policy::units::format_time(policy.timezone(), u)
                     )
                 })
             };

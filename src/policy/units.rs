@@ -88,6 +88,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// An instant as people read it: in the policy's time zone `zone`, to the
+/// minute, with the offset (`2026-11-25 02:00 +01:00`).
+pub fn format_time(zone: chrono_tz::Tz, t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M %:z")
+        .to_string()
+}
+
 /// Renders a duration back in the largest exact units, e.g. `1d2h`.
 pub fn format_duration(d: Duration) -> String {
     let mut s = d.as_secs();
@@ -194,6 +202,24 @@ pub fn parse_window(text: &str) -> Result<DailyWindow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_in_the_policy_zone_with_the_offset() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T00:30:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            format_time(chrono_tz::Europe::Berlin, t),
+            "2026-12-02 01:30 +01:00"
+        );
+        assert_eq!(format_time(chrono_tz::UTC, t), "2026-12-02 00:30 +00:00");
+        // Summer time moves the offset, not the instant.
+        let summer = t + chrono::Duration::days(200);
+        assert_eq!(
+            format_time(chrono_tz::Europe::Berlin, summer),
+            "2027-06-20 02:30 +02:00"
+        );
+    }
 
     #[test]
     fn durations_parse_and_compose() {

@@ -13,6 +13,7 @@ use super::chunk::{Codec, ZERO_DIGEST};
 use super::index::DiskIndex;
 use super::parallel;
 use super::{RepoError, Repository};
+use crate::progress::ReadProgress;
 
 /// What a restore wrote.
 #[derive(Debug, Clone, Default)]
@@ -29,18 +30,28 @@ pub enum DiskFormat {
     Vmdk,
 }
 
-/// Writes the disk of `index` into `out` (already sized) in parallel.
+/// Writes the disk of `index` into `out` (already sized) in parallel,
+/// counting into `progress` the bytes of the disk done (zero chunks are
+/// done at once: they are holes).
 pub fn restore_into(
     repo: &Repository,
     index: &DiskIndex,
     out: &File,
     threads: usize,
+    progress: Option<&ReadProgress>,
 ) -> Result<RestoreStats, RepoError> {
     let written = AtomicU64::new(0);
     let read = AtomicU64::new(0);
     let work: Vec<usize> = (0..index.chunks.len())
         .filter(|i| index.chunks[*i] != ZERO_DIGEST)
         .collect();
+    if let Some(p) = progress {
+        let holes: u64 = (0..index.chunks.len())
+            .filter(|i| index.chunks[*i] == ZERO_DIGEST)
+            .map(|i| index.range(i).end - index.range(i).start)
+            .sum();
+        p.add(holes);
+    }
     parallel::for_each(
         &work,
         threads,
@@ -57,6 +68,9 @@ pub fn restore_into(
             out.write_all_at(&plain, range.start)
                 .map_err(|e| RepoError::Invalid(format!("writing the restored disk: {e}")))?;
             written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            if let Some(p) = progress {
+                p.add(plain.len() as u64);
+            }
             read.fetch_add(1, Ordering::Relaxed);
             Ok(())
         },
@@ -162,7 +176,7 @@ pub fn restore_disk(
     overwrite: bool,
     threads: usize,
 ) -> Result<RestoreStats, RepoError> {
-    prepare_disk(repo, index, path, format, overwrite, threads)?.publish()
+    prepare_disk(repo, index, path, format, overwrite, threads, None)?.publish()
 }
 
 /// A disk restored and proven under temporary names, not yet in place:
@@ -201,11 +215,12 @@ pub fn prepare_disk(
     format: DiskFormat,
     overwrite: bool,
     threads: usize,
+    progress: Option<&ReadProgress>,
 ) -> Result<PreparedDisk, RepoError> {
     match format {
         DiskFormat::Raw => {
             let out = PendingFile::create(path, index.disk_size_bytes, overwrite)?;
-            let stats = restore_into(repo, index, out.file(), threads)?;
+            let stats = restore_into(repo, index, out.file(), threads, progress)?;
             Ok(PreparedDisk {
                 files: vec![out],
                 overwrite,
@@ -223,7 +238,7 @@ pub fn prepare_disk(
             // A VMDK extent is a whole number of 512-byte sectors.
             let size = index.disk_size_bytes.div_ceil(512) * 512;
             let extent = PendingFile::create(&flat, size, overwrite)?;
-            let stats = restore_into(repo, index, extent.file(), threads)?;
+            let stats = restore_into(repo, index, extent.file(), threads, progress)?;
             let descriptor = PendingFile::create(path, 0, overwrite)?;
             {
                 let mut f = descriptor.file();

@@ -479,7 +479,7 @@ pub fn boot_drill(
         disconnect_network: true,
     };
     let dir = scratch.join(&name);
-    let restored = restore::restore_to_host(repo, m, target, &changes, true, &dir, threads);
+    let restored = restore::restore_to_host(repo, m, target, &changes, true, &dir, threads, None);
     let _ = std::fs::remove_dir_all(&dir);
     let restored = match restored {
         Ok(r) => r,

@@ -4,10 +4,12 @@
 //! and optionally powered on. Nothing existing is overwritten unless asked.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::progress::ReadProgress;
 use crate::repo::Repository;
 use crate::repo::ids::FileStem;
 use crate::repo::manifest::Manifest;
@@ -303,6 +305,21 @@ pub fn restore_local(
     force: bool,
     threads: usize,
 ) -> Result<LocalRestore> {
+    restore_local_counted(repo, m, dir, changes, only, force, threads, None)
+}
+
+/// [`restore_local`], counting the disks' bytes done into `progress`.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_local_counted(
+    repo: &Repository,
+    m: &Manifest,
+    dir: &Path,
+    changes: &VmxChanges,
+    only: Option<&[i32]>,
+    force: bool,
+    threads: usize,
+    progress: Option<&ReadProgress>,
+) -> Result<LocalRestore> {
     let started = Instant::now();
     let stem = restored_name(changes)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -320,8 +337,19 @@ pub fn restore_local(
             disk_stem(stem.as_str(), disk_position(m, disk.device_key))
         ));
         let index = repo.read_index(m, disk)?;
+        if let Some(p) = progress {
+            p.plan(index.disk_size_bytes);
+        }
         prepared.push(
-            restore::prepare_disk(repo, &index, &out, DiskFormat::Vmdk, force, threads)
+            restore::prepare_disk(
+                repo,
+                &index,
+                &out,
+                DiskFormat::Vmdk,
+                force,
+                threads,
+                progress,
+            )
                 .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?,
         );
         bytes += disk.size_bytes;
@@ -404,7 +432,9 @@ pub struct HostRestore {
 
 /// Restores `m` as a new VM on a host: local files in `scratch`, uploaded to
 /// `[datastore] <name>/`, registered, powered on when asked. Refuses a name
-/// a VM already has and a folder that already holds the files.
+/// a VM already has and a folder that already holds the files. `progress`
+/// counts the disks restored, then the bytes uploaded.
+#[allow(clippy::too_many_arguments)]
 pub fn restore_to_host(
     repo: &Repository,
     m: &Manifest,
@@ -413,6 +443,7 @@ pub fn restore_to_host(
     power_on: bool,
     scratch: &Path,
     threads: usize,
+    progress: Option<&Arc<ReadProgress>>,
 ) -> Result<HostRestore> {
     let started = Instant::now();
     restored_name(changes)?;
@@ -436,7 +467,25 @@ pub fn restore_to_host(
             m.point_id
         );
     }
-    let local = restore_local(repo, m, scratch, changes, None, true, threads)?;
+    let local = restore_local_counted(
+        repo,
+        m,
+        scratch,
+        changes,
+        None,
+        true,
+        threads,
+        progress.map(|p| &**p),
+    )?;
+    if let Some(p) = progress {
+        let total: u64 = local
+            .files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|md| md.len())
+            .sum();
+        p.plan(total);
+    }
     let mut uploaded = 0;
     // Flat extents first, descriptors next, the .vmx last: a half-done
     // upload never looks like a registrable VM.
@@ -462,7 +511,14 @@ pub fn restore_to_host(
             datastore: target.datastore.to_string(),
             path: format!("{}/{file_name}", changes.name),
         };
-        uploaded += datastore::upload(session.transport(), target.datacenter, &dest, f, false)?;
+        uploaded += datastore::upload_counted(
+            session.transport(),
+            target.datacenter,
+            &dest,
+            f,
+            false,
+            progress.cloned(),
+        )?;
     }
     let vmx = format!(
         "[{}] {}/{}.vmx",

@@ -22,13 +22,19 @@ impl SnapshotLifetime {
         (self.removed - self.created).to_std().unwrap_or_default()
     }
 
-    /// `snapshot open 3.2s (04:50:01 → 04:50:04 UTC)`.
+    /// `snapshot open 3.2s (04:50:01 → 04:50:04 +00:00)`.
     pub fn describe(&self) -> String {
+        self.describe_in(chrono_tz::UTC)
+    }
+
+    /// [`SnapshotLifetime::describe`] in the policy's time zone `zone`.
+    pub fn describe_in(&self, zone: chrono_tz::Tz) -> String {
+        let created = self.created.with_timezone(&zone);
         format!(
-            "snapshot open {} ({} → {} UTC)",
+            "snapshot open {} ({} → {})",
             format_open(self.open()),
-            self.created.format("%H:%M:%S"),
-            self.removed.format("%H:%M:%S")
+            created.format("%H:%M:%S"),
+            self.removed.with_timezone(&zone).format("%H:%M:%S %:z")
         )
     }
 }

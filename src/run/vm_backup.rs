@@ -26,6 +26,7 @@
 //! A snapshot open past the policy's `max_snapshot_lifetime`
 //! (`snapshot_lifetime`) stops the read, is removed, and fails the backup.
 
+pub use crate::progress::ReadProgress;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -278,13 +279,6 @@ impl Drop for SnapshotGuard<'_> {
     }
 }
 
-/// How far a backup's read is: bytes read so far, and what it plans to
-/// read (0 until the areas to read are known), for progress bars.
-#[derive(Debug, Default)]
-pub struct ReadProgress {
-    pub read: std::sync::atomic::AtomicU64,
-    pub planned: std::sync::atomic::AtomicU64,
-}
 
 /// Fails reads once the cancel flag is set, so a running read stops soon.
 struct Cancellable<'a> {

@@ -218,6 +218,18 @@ pub fn upload(
     local: &std::path::Path,
     overwrite: bool,
 ) -> Result<u64, DiskError> {
+    upload_counted(transport, datacenter, dest, local, overwrite, None)
+}
+
+/// [`upload`], counting the bytes sent into `progress`.
+pub fn upload_counted(
+    transport: &Transport,
+    datacenter: &str,
+    dest: &DatastorePath,
+    local: &std::path::Path,
+    overwrite: bool,
+    progress: Option<std::sync::Arc<crate::progress::ReadProgress>>,
+) -> Result<u64, DiskError> {
     let name = dest.to_string();
     let vs = |source| DiskError::Vsphere {
         disk: name.clone(),
@@ -240,7 +252,7 @@ pub fn upload(
     })?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let resp = transport
-        .datastore_put_file(&dest.url(datacenter), file, len)
+        .datastore_put_file(&dest.url(datacenter), file, len, progress)
         .map_err(vs)?;
     match resp.status {
         200 | 201 | 204 => Ok(len),

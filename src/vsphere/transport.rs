@@ -430,14 +430,25 @@ impl Transport {
         path_and_query: &str,
         file: std::fs::File,
         len: u64,
+        progress: Option<std::sync::Arc<crate::progress::ReadProgress>>,
     ) -> Result<RawResponse, Error> {
         let url = format!("{}{path_and_query}", self.base);
+        let body = match progress {
+            Some(progress) => reqwest::blocking::Body::sized(
+                crate::progress::Counted {
+                    inner: file,
+                    progress,
+                },
+                len,
+            ),
+            None => reqwest::blocking::Body::sized(file, len),
+        };
         let req = self
             .http
             .put(&url)
             .header(CONTENT_TYPE, "application/octet-stream")
             .timeout(upload_deadline(len))
-            .body(reqwest::blocking::Body::sized(file, len));
+            .body(body);
         self.raw(req, &url)
     }
 

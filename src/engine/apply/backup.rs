@@ -246,7 +246,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
             .or_else(|| o.consistency_alert.map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
         crate::policy::units::format_size(read),
-        o.snapshot_lifetime.describe()
+        o.snapshot_lifetime.describe_in(policy.timezone())
     );
     let bytes = Bytes {
         read,

@@ -8,14 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::backup::{BackupJob, backup_action_with_retries};
 use super::{Runner, outcome_of};
-use crate::engine::observer::{Event, Progress};
+use crate::engine::observer::{Event, ProgressBoard};
 use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
-use crate::run::vm_backup::ReadProgress;
 
 /// Where each VM of the run is, for the limits: its datastores and its
 /// host key (see `hosts_of`), by (source, VM name).
@@ -97,40 +96,9 @@ impl Runner<'_> {
                 .map_or(u32::MAX, |t| t.max_parallel.max(1))
         };
         // Bytes read so far by each running backup, for progress reports.
-        type Running = BTreeMap<String, (std::sync::Arc<ReadProgress>, Instant)>;
-        let running_now: Mutex<Running> = Mutex::new(BTreeMap::new());
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            // Progress, each second, to an observer that wants it.
-            let observer = self.observer;
-            if observer.wants_progress() {
-                let (running_now, done) = (&running_now, &done);
-                scope.spawn(move || {
-                    while !done.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_secs(1));
-                        let now: Vec<Progress> = running_now
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .iter()
-                            .map(|(vm, (c, t))| {
-                                let b = c.read.load(Ordering::Relaxed);
-                                Progress {
-                                    vm: vm.clone(),
-                                    bytes_read: b,
-                                    bytes_per_second: (b as f64
-                                        / t.elapsed().as_secs_f64().max(0.001))
-                                        as u64,
-                                    bytes_planned: c.planned.load(Ordering::Relaxed),
-                                }
-                            })
-                            .collect();
-                        if !now.is_empty() {
-                            observer.event(&Event::Progress { running: &now });
-                        }
-                    }
-                    observer.event(&Event::ProgressEnded);
-                });
-            }
+        let board = ProgressBoard::default();
+        let observer = self.observer;
+        board.report_while(observer, || {
             let workers: Vec<_> = (0..parallel.max(1).min(runnable.len().max(1))).collect();
             std::thread::scope(|inner| {
                 for _ in workers {
@@ -198,12 +166,8 @@ impl Runner<'_> {
                             tracing::info!(reason = action.reason(), "action started");
                             observer.event(&Event::ActionStarted { action });
                             let started = Instant::now();
-                            let counter = std::sync::Arc::new(ReadProgress::default());
                             let vm_name = key(action).1;
-                            running_now
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(vm_name.clone(), (counter.clone(), Instant::now()));
+                            let counter = board.start(&vm_name);
                             let job = BackupJob {
                                 config,
                                 conn: &sessions[&source],
@@ -217,10 +181,7 @@ impl Runner<'_> {
                             let lifetime = result.as_ref().ok().map(|d| d.lifetime.clone());
                             let bytes = result.as_ref().ok().map(|d| d.bytes);
                             let result = result.map(|d| d.detail);
-                            running_now
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&vm_name);
+                            board.finish(&vm_name);
                             {
                                 let mut c = catalog.lock().unwrap_or_else(|e| e.into_inner());
                                 if let Some(l) = &lifetime {
@@ -255,7 +216,6 @@ impl Runner<'_> {
                     });
                 }
             });
-            done.store(true, Ordering::Relaxed);
         });
         self.outcomes
             .extend(outcomes.into_inner().unwrap_or_else(|e| e.into_inner()));
