@@ -531,3 +531,119 @@ fn a_failed_fsck_never_prunes_a_good_point_nor_forces_a_full() {
     assert!(c.contains("guest checks FAILED (data verified)"), "{c}");
     assert!(!c.contains("failed data verification"), "{c}");
 }
+
+/// The switch names of the lab host's network (its state file).
+fn lab_switches(dir: &Path) -> Vec<String> {
+    let state = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab").join("state.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    match v["host_networks"]["ha-host"]["vswitches"].as_array() {
+        Some(s) => s
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect(),
+        // Never changed: an installation's vSwitch0 only.
+        None => vec!["vSwitch0".to_string()],
+    }
+}
+
+#[test]
+fn a_boot_drill_runs_on_a_switch_without_uplink_and_leaves_no_network_behind() {
+    // No `network`: isolated, built by coffer. The guest answers on its
+    // port only when its card is connected to a port group the host has
+    // (a disconnected card, as boot drills had before, fails the check).
+    let t = setup(
+        r#"
+[[policies.all.drills]]
+name = "iso"
+kind = "boot"
+every = "7d"
+host = "lab"
+checks = [{ heartbeat = true }, { tcp = 8022, timeout = "20s" }]
+
+[[policies.all.drills]]
+name = "prod"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "VM Network"
+
+[[policies.all.drills]]
+name = "typo"
+kind = "boot"
+every = "7d"
+host = "lab"
+network = "drill-isolatd"
+"#,
+    );
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("done ? drill iso lab-vm-01"), "{s}");
+    assert!(
+        s.contains("isolated port group coffer-drill-isolated on switch coffer-drill (no uplink), built for the drill"),
+        "{s}"
+    );
+    assert!(s.contains(":8022 passed"), "{s}");
+    // A port group on the production switch is refused before anything is
+    // restored, and so is one the host does not have.
+    assert!(s.contains("FAILED ? drill prod"), "{s}");
+    assert!(
+        s.contains("`VM Network` is on switch vSwitch0, which has the uplink(s) vmnic0"),
+        "{s}"
+    );
+    assert!(s.contains("FAILED ? drill typo"), "{s}");
+    assert!(
+        s.contains("port group `drill-isolatd` does not exist on the drill host"),
+        "{s}"
+    );
+    assert!(s.contains("nothing was restored"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "no drill VM is left");
+    assert_eq!(
+        lab_switches(t.path()),
+        ["vSwitch0"],
+        "no drill switch is left"
+    );
+}
+
+#[test]
+fn a_drill_switch_a_killed_run_left_is_reused_and_then_removed() {
+    let t = setup(
+        r#"
+[[policies.all.drills]]
+name = "iso"
+kind = "boot"
+every = "1s"
+host = "lab"
+network = "isolated"
+"#,
+    );
+    // A first apply makes the lab and a point; the drill runs too.
+    assert!(run(t.path(), &["apply", "--no-mail"]).status.success());
+    // What a run killed mid-drill leaves: coffer's switch and port group.
+    let state =
+        coffer::run::connect::lab_state_dir(&t.path().join(".coffer"), "lab").join("state.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    v["host_networks"]["ha-host"] = serde_json::json!({
+        "vswitches": [
+            { "name": "vSwitch0", "uplinks": ["vmnic0"], "num_ports": 128 },
+            { "name": "coffer-drill", "uplinks": [], "num_ports": 128 }
+        ],
+        "port_groups": [
+            { "name": "Management Network", "vswitch": "vSwitch0", "vlan": 0 },
+            { "name": "VM Network", "vswitch": "vSwitch0", "vlan": 0 },
+            { "name": "coffer-drill-isolated", "vswitch": "coffer-drill", "vlan": 0 }
+        ]
+    });
+    std::fs::write(&state, v.to_string()).unwrap();
+    assert_eq!(lab_switches(t.path()), ["vSwitch0", "coffer-drill"]);
+    // The drill is due again (every second).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains("done ? drill iso"), "{s}");
+    assert!(s.contains("left by an earlier drill"), "{s}");
+    assert_eq!(lab_switches(t.path()), ["vSwitch0"], "{s}");
+}

@@ -96,13 +96,23 @@ fn backup_and_restore_show_a_bar_on_a_terminal_and_none_elsewhere() {
         .split(['\n', '\r'])
         .find(|l| l.contains("point") && l.contains("on tier `local`"))
         .unwrap_or_else(|| panic!("the result line: {shown:?}"));
-    assert!(!result.contains("ETA"), "a result glued to a bar: {result:?}");
+    assert!(
+        !result.contains("ETA"),
+        "a result glued to a bar: {result:?}"
+    );
 
     // `coffer restore --to-source`: the upload at 16 MiB/s is drawn, under
     // the restored VM's name.
     let shown = on_terminal(
         dir,
-        &["restore", "lab-vm-01", "--to-source", "lab", "--name", "back"],
+        &[
+            "restore",
+            "lab-vm-01",
+            "--to-source",
+            "lab",
+            "--name",
+            "back",
+        ],
         &[("COFFER_LAB_FAULTS", "folder-mibps=16")],
     );
     assert!(shown.contains("registered VM `back`"), "{shown}");

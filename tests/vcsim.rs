@@ -334,6 +334,43 @@ fn vcenter_backup_cycle() {
     backup_cycle("vpx", "vpx", 4);
 }
 
+/// The isolated drill network against vcsim's HostNetworkSystem: built
+/// with no uplink, seen in `networkInfo`, reused when left, gone after.
+#[test]
+fn the_isolated_drill_network_is_built_and_removed_on_vcsim() {
+    use coffer::run::drill_network::{DrillNetwork, ISOLATED_PORT_GROUP, ISOLATED_SWITCH, prepare};
+    let sim = Vcsim::start("esx");
+    let session = sim.connect();
+    let host = MoRef::new("HostSystem", "ha-host");
+    let system = session.network_system(&host).unwrap();
+    let before = session.host_network(&system).unwrap();
+    assert!(
+        before.switch_of(ISOLATED_PORT_GROUP).is_none(),
+        "{before:?}"
+    );
+    {
+        let n = prepare(&session, &host, &DrillNetwork::Isolated).unwrap();
+        assert_eq!(n.port_group, ISOLATED_PORT_GROUP);
+        let now = session.host_network(&system).unwrap();
+        let switch = now
+            .switch_of(ISOLATED_PORT_GROUP)
+            .expect("the port group is there");
+        assert_eq!(switch.name, ISOLATED_SWITCH);
+        assert!(switch.uplinks.is_empty(), "{switch:?}");
+    }
+    let after = session.host_network(&system).unwrap();
+    assert!(after.switch_of(ISOLATED_PORT_GROUP).is_none(), "{after:?}");
+    assert!(
+        !after.vswitches.iter().any(|v| v.name == ISOLATED_SWITCH),
+        "{after:?}"
+    );
+    // A named port group the host lacks is refused.
+    let e = prepare(&session, &host, &DrillNetwork::PortGroup("nope".into()))
+        .err()
+        .unwrap();
+    assert!(e.contains("does not exist on the drill host"), "{e}");
+}
+
 #[test]
 fn wrong_password_is_invalid_login() {
     let sim = Vcsim::start("esx");

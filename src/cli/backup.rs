@@ -108,7 +108,9 @@ pub fn run(args: Args) -> Result<u8> {
                 .map(|a| format!("; alert: {a}")))
             .unwrap_or_default(),
         m.duration_ms as f64 / 1000.0,
-        outcome.snapshot_lifetime.describe_in(config.settings.timezone)
+        outcome
+            .snapshot_lifetime
+            .describe_in(config.settings.timezone)
     )?;
     for (d, e) in outcome.disks.iter().zip(&m.disks) {
         let how = match &d.verdict {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
 use super::terminal::Terminal;
+use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::restore::{find_point, restore_to_dir, restore_to_source};
 use crate::run::restore::VmxChanges;
 
@@ -91,6 +91,7 @@ pub fn run(args: Args) -> Result<u8> {
             .unwrap_or_else(|| format!("{}-restored", args.vm)),
         new_uuid: args.new_uuid,
         disconnect_network: args.disconnect_network,
+        network: None,
     };
     let terminal = Terminal::human();
     let mut out = std::io::stdout().lock();

@@ -253,6 +253,26 @@ pub fn handle(
     }
 }
 
+/// An upload's body crosses the same link as downloads: `folder-mibps`
+/// paces it too (the throttle's bandwidth is the host's, shared by all
+/// bodies in both directions).
+struct Paced<'a> {
+    inner: File,
+    throttle: &'a super::faults::FolderThrottle,
+}
+
+impl std::io::Write for Paced<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.throttle.pace(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,25 +298,5 @@ mod tests {
         );
         assert_eq!(percent_decode("ha-datacenter+x", true), "ha-datacenter x");
         assert_eq!(percent_decode("100%", false), "100%");
-    }
-}
-
-/// An upload's body crosses the same link as downloads: `folder-mibps`
-/// paces it too (the throttle's bandwidth is the host's, shared by all
-/// bodies in both directions).
-struct Paced<'a> {
-    inner: File,
-    throttle: &'a super::faults::FolderThrottle,
-}
-
-impl std::io::Write for Paced<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.throttle.pace(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }

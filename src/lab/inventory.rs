@@ -285,6 +285,7 @@ pub fn objects_of(
         "HostSystem" => {
             for d in dcs {
                 let name = host_name(d);
+                let network_system = super::hostnet::network_system_of(d.host);
                 out.push(object(
                     "HostSystem",
                     d.host,
@@ -293,6 +294,11 @@ pub fn objects_of(
                         (
                             "parent",
                             Some(("ComputeResource", d.compute_resource)),
+                            None,
+                        ),
+                        (
+                            "configManager.networkSystem",
+                            Some(("HostNetworkSystem", &network_system)),
                             None,
                         ),
                     ],

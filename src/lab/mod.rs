@@ -27,6 +27,7 @@ mod datastore;
 pub mod disk;
 pub mod faults;
 pub mod guest;
+pub mod hostnet;
 mod http;
 mod image;
 pub mod inventory;

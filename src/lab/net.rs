@@ -3,7 +3,13 @@
 //! at its own loopback address (`127.77.x.y`, from its id), and reports that
 //! address as `guest.ipAddress`. A guest that stops running (powered off,
 //! destroyed, a disk that no longer boots) stops listening, so a TCP check
-//! against it fails as it would on a real host.
+//! against it fails as it would on a real host; so does a guest with no
+//! card connected to a port group of its host (`hostnet::online`).
+//!
+//! Not modelled: reachability. Every lab guest's address is on loopback,
+//! so coffer reaches a guest on an isolated switch (no uplink) as well as
+//! one on `VM Network`; on a real host coffer's own machine reaches a drill
+//! VM's ports only when it is attached to that network itself.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -46,10 +52,9 @@ pub fn declared_ports(vm: &Vm, root: &Path) -> Vec<u16> {
 fn running(store: &Store, id: u64) -> bool {
     store
         .read(|st, root| {
-            Ok(st
-                .vms
-                .iter()
-                .any(|v| v.id == id && v.powered_on && v.boots(root)))
+            Ok(st.vms.iter().any(|v| {
+                v.id == id && v.powered_on && v.boots(root) && super::hostnet::online(st, v, root)
+            }))
         })
         .unwrap_or(false)
 }
@@ -62,7 +67,7 @@ pub fn ensure_listeners(store: &Store) {
         Ok(st
             .vms
             .iter()
-            .filter(|v| v.powered_on && v.boots(root))
+            .filter(|v| v.powered_on && v.boots(root) && super::hostnet::online(st, v, root))
             .flat_map(|v| {
                 let ip = guest_ip(v);
                 declared_ports(v, root)

@@ -221,6 +221,10 @@ pub struct State {
     /// moment: how tests see a runner's per-host limit.
     #[serde(default)]
     pub most_snapshots_per_host: std::collections::BTreeMap<String, u32>,
+    /// By host moref, its switches and port groups, once changed (an
+    /// unchanged host has an installation's defaults, see `hostnet`).
+    #[serde(default)]
+    pub host_networks: std::collections::BTreeMap<String, super::hostnet::HostNetwork>,
 }
 
 /// What a new lab disk holds.
@@ -429,6 +433,7 @@ impl Store {
                     vmfs6: false,
                     vcenter: false,
                     most_snapshots_per_host: Default::default(),
+                    host_networks: Default::default(),
                 }
             }
         };

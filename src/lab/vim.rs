@@ -18,6 +18,7 @@ use chrono::Utc;
 use roxmltree::{Document, Node};
 
 use super::faults::Faults;
+use super::hostnet;
 use super::inventory;
 use super::lifecycle;
 use super::ops::{self, Injected, SnapshotSpec};
@@ -512,6 +513,38 @@ impl Vim {
                     Ok(Some(("VirtualMachine".into(), id)))
                 })
             }
+            // A host's standard switches and port groups (see `hostnet`).
+            "AddVirtualSwitch" => {
+                let name = arg(call, "vswitchName").unwrap_or_default();
+                let ports = child(call, "spec")
+                    .and_then(|s| arg(s, "numPorts"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(128);
+                store
+                    .update(|st, _| hostnet::add_vswitch(st, vm, &name, ports))
+                    .map(|()| String::new())
+            }
+            "AddPortGroup" => {
+                let spec = child(call, "portgrp");
+                let field = |k: &str| spec.and_then(|s| arg(s, k)).unwrap_or_default();
+                let (name, vswitch) = (field("name"), field("vswitchName"));
+                let vlan = field("vlanId").trim().parse().unwrap_or(0);
+                store
+                    .update(|st, _| hostnet::add_port_group(st, vm, &name, &vswitch, vlan))
+                    .map(|()| String::new())
+            }
+            "RemovePortGroup" => {
+                let name = arg(call, "pgName").unwrap_or_default();
+                store
+                    .update(|st, root| hostnet::remove_port_group(st, root, vm, &name))
+                    .map(|()| String::new())
+            }
+            "RemoveVirtualSwitch" => {
+                let name = arg(call, "vswitchName").unwrap_or_default();
+                store
+                    .update(|st, root| hostnet::remove_vswitch(st, root, vm, &name))
+                    .map(|()| String::new())
+            }
             "QueryChangedDiskAreas" => {
                 let snapshot = arg_moref(call, "snapshot")
                     .ok_or_else(|| invalid("snapshot", "a snapshot is required"))?;
@@ -680,6 +713,9 @@ impl Vim {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }
                 "Datastore" => out.push(super::props::datastore_object(&value, &paths, all)?),
+                "HostNetworkSystem" => {
+                    out.push(store.read(|st, _| hostnet::object(st, &value, &paths, all))?)
+                }
                 "Task" => {
                     let task = lock(&self.tasks)
                         .get(&value)

@@ -62,13 +62,12 @@ pub(super) fn plan_backup(
                     crate::policy::units::format_time(policy.timezone(), p.created)
                 ))
             } else {
-                fire.filter(|f| *f > p.created)
-                    .map(|f| {
-                        format!(
-                            "scheduled at {}",
-                            crate::policy::units::format_time(policy.timezone(), f)
-                        )
-                    })
+                fire.filter(|f| *f > p.created).map(|f| {
+                    format!(
+                        "scheduled at {}",
+                        crate::policy::units::format_time(policy.timezone(), f)
+                    )
+                })
             }
         }
     };

@@ -396,7 +396,7 @@ pub struct RawDrill {
     pub tier: Option<Sp<String>>,
     /// Source that hosts boot drills (boot only).
     pub host: Option<Sp<String>>,
-    /// Isolated port group boot drills connect to (boot only).
+    /// Network boot drills connect to (boot only): "isolated" (the default) for a switch without uplink that coffer builds and removes, or an existing port group on a switch without uplink.
     pub network: Option<Sp<String>>,
     /// Command run on each partition of a restored disk that holds a known file system (or on the whole image): "{image}", "{partition}", "{offset}", "{size}", "{fstype}" are replaced (restore only), e.g. "e2fsck -fn '{image}?offset={offset}'".
     pub fsck: Option<Sp<String>>,

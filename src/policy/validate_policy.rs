@@ -348,10 +348,19 @@ impl Resolver<'_> {
                     "add `host = \"SOURCE\"`: the ESXi host or lab that runs drills".into(),
                 ),
             }
-            if r.network.is_none() {
-                self.err("missing-key", f, d.span(), "a boot drill needs an isolated `network`".into(),
-                    "add `network = \"drill-isolated\"`: a port group with no uplink, so the copy cannot meet production".into());
-            }
+        }
+        if let Some(n) = &r.network
+            && n.get().chars().any(|c| c == '"' || c.is_control())
+        {
+            // It is written into the drill VM's .vmx (`networkName`).
+            self.err(
+                "bad-value",
+                f,
+                n.span(),
+                "`network` holds a quote or a control character".into(),
+                "write the port group's name as the vSphere Client shows it, or \"isolated\""
+                    .into(),
+            );
         }
         let checks = r.checks.iter().filter_map(|c| self.check(c, f)).collect();
         let every = self.duration(&Some(r.every.clone()), f, "every");

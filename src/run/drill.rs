@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::policy::model::{Check, Drill};
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
+use crate::run::drill_network::{self, DrillNetwork};
 use crate::run::restore::{self, HostTarget, VmxChanges};
 use crate::vsphere::Session;
 use crate::vsphere::soap;
@@ -473,10 +474,27 @@ pub fn boot_drill(
 ) -> DrillOutcome {
     let started = Instant::now();
     let name = format!("{}-drill-{}", m.vm.name, drill.name);
+    // The network first, so nothing is restored for a drill that could
+    // meet production; dropped after the VM (declared before it).
+    let wanted = DrillNetwork::from_policy(drill.network.as_deref());
+    let network = match drill_network::prepare(target.session, &target.host, &wanted) {
+        Ok(n) => n,
+        Err(e) => {
+            return DrillOutcome {
+                ok: false,
+                detail: format!("the drill network is not ready, nothing was restored: {e}"),
+                data_ok: None,
+                guest_ok: None,
+                guest_detail: None,
+                restore_seconds: None,
+            };
+        }
+    };
     let changes = VmxChanges {
         name: name.clone(),
         new_uuid: true,
         disconnect_network: true,
+        network: Some(network.port_group.clone()),
     };
     let dir = scratch.join(&name);
     let restored = restore::restore_to_host(repo, m, target, &changes, true, &dir, threads, None);
@@ -499,8 +517,8 @@ pub fn boot_drill(
         vm: Some(restored.vm.clone()),
     };
     let mut notes = vec![format!(
-        "restored as {name} and powered on in {:.1}s",
-        restored.seconds
+        "restored as {name} and powered on in {:.1}s; {}",
+        restored.seconds, network.note
     )];
     let checks: Vec<Check> = if drill.checks.is_empty() {
         vec![Check::Heartbeat {

@@ -7,6 +7,7 @@ pub mod cbt_reset;
 pub mod connect;
 pub mod consistency;
 pub mod drill;
+pub mod drill_network;
 pub mod export;
 pub mod installation;
 pub mod partition;

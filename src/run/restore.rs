@@ -28,6 +28,9 @@ pub struct VmxChanges {
     pub new_uuid: bool,
     /// Network cards start disconnected (an isolated restore or drill).
     pub disconnect_network: bool,
+    /// Every network card on this port group, connected at power-on (a
+    /// boot drill's isolated network); wins over `disconnect_network`.
+    pub network: Option<String>,
 }
 
 /// The file stem of disk `i` of a VM named `name`, as ESXi names them.
@@ -262,15 +265,27 @@ fn rewrite_vmx_with(vmx: &str, c: &VmxChanges, fills: &[(String, SlotFill)]) -> 
             // MAC Addresses": remove `ethernet<n>.address`, `addressType`
             // and `generatedAddressOffset` and the VM gets a generated one).
             continue;
-        } else if c.disconnect_network && card_key.as_deref() == Some("startconnected") {
+        } else if (c.disconnect_network || c.network.is_some())
+            && card_key.as_deref() == Some("startconnected")
+        {
             // Set below.
+            continue;
+        } else if c.network.is_some() && card_key.as_deref() == Some("networkname") {
+            // Set below: on a standalone host a card's port group is its
+            // `ethernet<n>.networkName`.
             continue;
         } else {
             out.push_str(line);
             out.push('\n');
         }
     }
-    if c.disconnect_network {
+    if let Some(pg) = &c.network {
+        for card in cards {
+            out.push_str(&format!(
+                "{card}.networkName = \"{pg}\"\n{card}.startConnected = \"TRUE\"\n"
+            ));
+        }
+    } else if c.disconnect_network {
         for card in cards {
             out.push_str(&format!("{card}.startConnected = \"FALSE\"\n"));
         }
@@ -350,7 +365,7 @@ pub fn restore_local_counted(
                 threads,
                 progress,
             )
-                .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?,
+            .with_context(|| format!("restoring {} of point {}", disk.label, m.point_id))?,
         );
         bytes += disk.size_bytes;
     }
@@ -406,6 +421,8 @@ pub struct HostTarget<'a> {
     pub folder: MoRef,
     /// Resource pool (`ha-root-pool` on a standalone ESXi host).
     pub pool: Option<MoRef>,
+    /// The host that runs the VM (`ha-host` on a standalone ESXi host).
+    pub host: MoRef,
 }
 
 impl<'a> HostTarget<'a> {
@@ -418,6 +435,7 @@ impl<'a> HostTarget<'a> {
             datastore,
             folder: MoRef::new("Folder", "ha-folder-vm"),
             pool: Some(MoRef::new("ResourcePool", "ha-root-pool")),
+            host: MoRef::new("HostSystem", "ha-host"),
         }
     }
 }
@@ -594,8 +612,7 @@ mod tests {
     fn drill() -> VmxChanges {
         VmxChanges {
             name: "db01-r".into(),
-            new_uuid: false,
-            disconnect_network: false,
+            ..VmxChanges::default()
         }
     }
 
@@ -677,11 +694,36 @@ mod tests {
                 name: "db01-drill".into(),
                 new_uuid: true,
                 disconnect_network: true,
+                network: None,
             },
         );
         assert_eq!(
             out,
             "displayName = \"db01-drill\"\nscsi0:0.fileName = \"db01-drill.vmdk\"\nscsi0:1.fileName = \"db01-drill_1.vmdk\"\nethernet0.present = \"TRUE\"\nnvram = \"db01-drill.nvram\"\nethernet0.startConnected = \"FALSE\"\n"
         );
+    }
+
+    #[test]
+    fn a_drill_network_puts_every_card_on_its_port_group_connected() {
+        let vmx = "ethernet0.present = \"TRUE\"\nethernet0.networkName = \"VM Network\"\nethernet0.startConnected = \"FALSE\"\nethernet1.present = \"TRUE\"\nethernet1.networkName = \"Storage\"\n";
+        let out = rewrite_vmx(
+            vmx,
+            &VmxChanges {
+                disconnect_network: true,
+                network: Some("coffer-drill-isolated".into()),
+                ..drill()
+            },
+        );
+        assert!(
+            !out.contains("VM Network") && !out.contains("Storage"),
+            "{out}"
+        );
+        assert!(!out.contains("FALSE"), "{out}");
+        for card in ["ethernet0", "ethernet1"] {
+            assert!(
+                out.contains(&format!("{card}.networkName = \"coffer-drill-isolated\"\n{card}.startConnected = \"TRUE\"")),
+                "{out}"
+            );
+        }
     }
 }

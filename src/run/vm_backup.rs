@@ -279,7 +279,6 @@ impl Drop for SnapshotGuard<'_> {
     }
 }
 
-
 /// Fails reads once the cancel flag is set, so a running read stops soon.
 struct Cancellable<'a> {
     inner: &'a dyn DiskReader,

@@ -18,8 +18,8 @@ use super::response::{
     with_response,
 };
 use super::types::{
-    ChangeId, DiskBacking, GuestQuiesceFacts, MoRef, Page, PowerState, SnapshotNode, TaskInfo,
-    TaskState, VmDisk, VmQuestion, VmRecord,
+    ChangeId, DiskBacking, GuestQuiesceFacts, HostNetwork, MoRef, Page, PortGroupInfo, PowerState,
+    SnapshotNode, TaskInfo, TaskState, VSwitchInfo, VmDisk, VmQuestion, VmRecord,
 };
 use super::xml::{child_text, children_named, find_child, moref_of, text_of, xsi_type};
 
@@ -333,6 +333,50 @@ pub(super) fn parse_guest_quiesce_facts(xml: &str) -> Result<GuestQuiesceFacts, 
 }
 
 /// `runtime.question` of one VM, `None` when it asks nothing.
+/// `configManager.networkSystem` of a HostSystem.
+pub(super) fn parse_network_system(xml: &str) -> Result<Option<MoRef>, Error> {
+    let page = parse_page(xml, "RetrievePropertiesEx", |oc, _| {
+        Ok(oc
+            .props
+            .get("configManager.networkSystem")
+            .and_then(|v| moref_of(*v)))
+    })?;
+    Ok(page.items.into_iter().next().flatten())
+}
+
+/// `networkInfo` of a HostNetworkSystem: each switch's name and uplinks,
+/// each port group's name and switch (`spec.vswitchName`).
+pub(super) fn parse_host_network(xml: &str) -> Result<HostNetwork, Error> {
+    let page = parse_page(xml, "RetrievePropertiesEx", |oc, _| {
+        let Some(info) = oc.props.get("networkInfo") else {
+            return Ok(HostNetwork::default());
+        };
+        let text = |n: Node<'_, '_>, name: &str| {
+            child_text(n, name)
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default()
+        };
+        Ok(HostNetwork {
+            vswitches: children_named(*info, "vswitch")
+                .map(|v| VSwitchInfo {
+                    name: text(v, "name"),
+                    uplinks: children_named(v, "pnic")
+                        .map(|p| text_of(p).trim().to_string())
+                        .collect(),
+                })
+                .collect(),
+            port_groups: children_named(*info, "portgroup")
+                .filter_map(|p| find_child(p, "spec"))
+                .map(|spec| PortGroupInfo {
+                    name: text(spec, "name"),
+                    vswitch: text(spec, "vswitchName"),
+                })
+                .collect(),
+        })
+    })?;
+    Ok(page.items.into_iter().next().unwrap_or_default())
+}
+
 pub(super) fn parse_vm_question(xml: &str) -> Result<Option<VmQuestion>, Error> {
     let method = "RetrievePropertiesEx";
     let page = parse_page(xml, method, |oc, _| {

@@ -11,8 +11,8 @@ use super::Error;
 use super::soap::{self, Objects, Request, SnapshotRequest};
 use super::transport::Transport;
 use super::types::{
-    ChangeId, DiskChangeInfo, GuestQuiesceFacts, MoRef, ServiceContent, TaskInfo, TaskState,
-    VmDisk, VmQuestion, VmRecord,
+    ChangeId, DiskChangeInfo, GuestQuiesceFacts, HostNetwork, MoRef, ServiceContent, TaskInfo,
+    TaskState, VmDisk, VmQuestion, VmRecord,
 };
 use crate::policy::model::TlsTrust;
 
@@ -234,6 +234,41 @@ impl Session {
     pub fn remove_snapshot(&self, snapshot: &MoRef, timeout: Duration) -> Result<(), Error> {
         self.run_task(&soap::remove_snapshot(snapshot), timeout)
             .map(|_| ())
+    }
+
+    /// The network system of `host` (`configManager.networkSystem`).
+    pub fn network_system(&self, host: &MoRef) -> Result<MoRef, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "HostSystem",
+            &["configManager.networkSystem"],
+            &Objects::One(host.clone()),
+            None,
+        );
+        self.call(&req, soap::parse_network_system)?
+            .ok_or_else(|| Error::Protocol {
+                method: req.method.into(),
+                detail: format!("host {host} names no network system"),
+            })
+    }
+
+    /// The switches and port groups of a host (`networkInfo` of its network
+    /// system).
+    pub fn host_network(&self, network_system: &MoRef) -> Result<HostNetwork, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "HostNetworkSystem",
+            &["networkInfo"],
+            &Objects::One(network_system.clone()),
+            None,
+        );
+        self.call(&req, soap::parse_host_network)
+    }
+
+    /// Sends a call that answers nothing (adding or removing a switch or a
+    /// port group).
+    pub fn call_empty(&self, req: &Request) -> Result<(), Error> {
+        self.call(req, |x| soap::parse_empty(x, req.method))
     }
 
     /// The question `vm` is asking, if any (`runtime.question`).

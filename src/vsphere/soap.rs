@@ -535,6 +535,51 @@ pub fn parse_guest_quiesce_facts(xml: &str) -> Result<super::types::GuestQuiesce
     super::props::parse_guest_quiesce_facts(xml)
 }
 
+/// `AddVirtualSwitch` of `name` without a bridge: a switch with no
+/// physical uplink (HostVirtualSwitchSpec; `numPorts` is required).
+pub fn add_virtual_switch(network_system: &MoRef, name: &str) -> Request {
+    let mut call = Call::new("AddVirtualSwitch", network_system);
+    call.text("vswitchName", name)
+        .open("spec")
+        .value("numPorts", 128)
+        .close("spec");
+    call.finish()
+}
+
+/// `AddPortGroup` `name` on switch `vswitch`, no VLAN, the switch's
+/// policy (an empty HostNetworkPolicy inherits it).
+pub fn add_port_group(network_system: &MoRef, name: &str, vswitch: &str) -> Request {
+    let mut call = Call::new("AddPortGroup", network_system);
+    call.open("portgrp")
+        .text("name", name)
+        .value("vlanId", 0)
+        .text("vswitchName", vswitch)
+        .open("policy")
+        .close("policy")
+        .close("portgrp");
+    call.finish()
+}
+
+pub fn remove_port_group(network_system: &MoRef, name: &str) -> Request {
+    let mut call = Call::new("RemovePortGroup", network_system);
+    call.text("pgName", name);
+    call.finish()
+}
+
+pub fn remove_virtual_switch(network_system: &MoRef, name: &str) -> Request {
+    let mut call = Call::new("RemoveVirtualSwitch", network_system);
+    call.text("vswitchName", name);
+    call.finish()
+}
+
+pub fn parse_network_system(xml: &str) -> Result<Option<MoRef>, Error> {
+    super::props::parse_network_system(xml)
+}
+
+pub fn parse_host_network(xml: &str) -> Result<super::types::HostNetwork, Error> {
+    super::props::parse_host_network(xml)
+}
+
 pub fn parse_vm_question(xml: &str) -> Result<Option<super::types::VmQuestion>, Error> {
     super::props::parse_vm_question(xml)
 }

@@ -167,6 +167,35 @@ impl GuestQuiesceFacts {
     }
 }
 
+/// A host's standard switches and port groups (`HostNetworkSystem.networkInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostNetwork {
+    pub vswitches: Vec<VSwitchInfo>,
+    pub port_groups: Vec<PortGroupInfo>,
+}
+
+/// A standard switch and its physical uplinks (`pnic` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VSwitchInfo {
+    pub name: String,
+    pub uplinks: Vec<String>,
+}
+
+/// A port group and the switch it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortGroupInfo {
+    pub name: String,
+    pub vswitch: String,
+}
+
+impl HostNetwork {
+    /// The switch of port group `name`.
+    pub fn switch_of(&self, port_group: &str) -> Option<&VSwitchInfo> {
+        let pg = self.port_groups.iter().find(|p| p.name == port_group)?;
+        self.vswitches.iter().find(|v| v.name == pg.vswitch)
+    }
+}
+
 /// A question a VM asks before it goes on (`runtime.question`, a
 /// VirtualMachineQuestionInfo): a power-on waits until it is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
