@@ -7,9 +7,10 @@
 //! `run` holds the jobs (one VM's backup, a drill, a restore, an export),
 //! `engine` runs them (a workspace: gather, plan, apply, report, with an
 //! observer that hears everything), `report` renders and mails, `json`
-//! holds the shapes of the machine-readable output, `progress` counts
-//! bytes for progress bars, and `cli` only parses
-//! arguments and prints what the engine answers.
+//! holds the shapes of the machine-readable output and `text` how the same
+//! results read for people, `progress` counts bytes for progress bars, and
+//! `cli` only parses arguments, calls the engine and writes its answer in
+//! one of those two forms.
 
 pub mod catalog;
 pub mod cli;
@@ -23,4 +24,5 @@ pub mod progress;
 pub mod repo;
 pub mod report;
 pub mod run;
+pub mod text;
 pub mod vsphere;

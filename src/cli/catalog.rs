@@ -8,9 +8,9 @@ use anyhow::{Result, bail};
 
 use super::terminal::Terminal;
 use super::{EXIT_OK, Location, PolicyArgs, load_or_report};
-use crate::catalog::{self, DriftKind, PointRecord};
 use crate::engine;
 use crate::policy::Config;
+use crate::text;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -88,32 +88,11 @@ fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Res
     let drifts = engine::catalog::sync_tiers(&config, &mut catalog, tiers, rebuild)?;
     let mut out = std::io::stdout().lock();
     if json {
-        let doc = crate::json::CatalogSync {
-            tiers: drifts.iter().map(Into::into).collect(),
-        };
+        let doc = crate::json::CatalogSync::new(&drifts);
         writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
-    for d in &drifts {
-        writeln!(
-            out,
-            "tier `{}`: {} points listed; {} never seen, {} appeared, {} missing, {} corrupt",
-            d.tier,
-            d.listed,
-            d.never_seen().len(),
-            d.appeared().len(),
-            d.missing().len(),
-            d.corrupt().len()
-        )?;
-        // After a rebuild every point is new to the tier: only problems
-        // are worth a line each.
-        for item in d.items.iter().filter(|i| {
-            !rebuild || matches!(i.kind, DriftKind::Missing | DriftKind::Corrupt { .. })
-        }) {
-            writeln!(out, "  {item}")?;
-        }
-    }
-    writeln!(out, "catalog: {}", path.display())?;
+    write!(out, "{}", text::catalog_synced(&drifts, rebuild, &path))?;
     Ok(EXIT_OK)
 }
 
@@ -126,84 +105,14 @@ fn show(a: ShowArgs) -> Result<u8> {
         );
     }
     let catalog = engine::catalog::open_catalog(&path, None, &Terminal::human())?;
-    let engine::catalog::Contents { listed, unreadable } =
-        engine::catalog::contents(&catalog, a.vm.as_deref())?;
+    let contents = engine::catalog::contents(&catalog, a.vm.as_deref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        let doc = crate::json::CatalogShow {
-            vms: listed
-                .iter()
-                .map(|(vm, points)| crate::json::CatalogVm {
-                    uuid: vm.uuid.clone(),
-                    name: vm.name.clone(),
-                    source: vm.source.clone(),
-                    points: points
-                        .iter()
-                        .map(|p| {
-                            let lifetime = catalog.snapshot_lifetime_of(&p.point_id).ok().flatten();
-                            crate::json::CatalogPoint::new(p, lifetime)
-                        })
-                        .collect(),
-                })
-                .collect(),
-            unreadable: unreadable
-                .iter()
-                .map(|(p, c)| crate::json::CatalogUnreadable {
-                    point: p.point_id.clone(),
-                    vm_uuid: p.vm_uuid.clone(),
-                    tier: c.tier.clone(),
-                    state: c.state.as_str().into(),
-                    detail: c.detail.clone(),
-                })
-                .collect(),
-        };
+        let lifetime = |p: &str| catalog.snapshot_lifetime_of(p).ok().flatten();
+        let doc = crate::json::CatalogShow::new(&contents, lifetime);
         writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
-    for (vm, points) in &listed {
-        writeln!(out, "{} ({}): {} points", vm.name, vm.uuid, points.len())?;
-        for p in points {
-            writeln!(
-                out,
-                "  {:<26} {:<20} {:<11} {}",
-                p.point_id,
-                p.created.format("%Y-%m-%d %H:%M:%SZ"),
-                kind_text(p),
-                copies_text(p)
-            )?;
-        }
-    }
-    for (p, c) in &unreadable {
-        writeln!(
-            out,
-            "unreadable: point {} of VM {} on tier `{}`: {}",
-            p.point_id,
-            p.vm_uuid,
-            c.tier,
-            c.detail.as_deref().unwrap_or(c.state.as_str())
-        )?;
-    }
+    write!(out, "{}", text::catalog_contents(&contents))?;
     Ok(EXIT_OK)
-}
-
-fn kind_text(p: &PointRecord) -> &'static str {
-    match p.kind {
-        crate::repo::manifest::PointKind::Full => "full",
-        crate::repo::manifest::PointKind::Incremental => "incremental",
-    }
-}
-
-/// `local, offsite (missing)`: where the copies are.
-fn copies_text(p: &PointRecord) -> String {
-    if p.copies.is_empty() {
-        return "no copies".into();
-    }
-    p.copies
-        .iter()
-        .map(|c| match c.state {
-            catalog::CopyState::Present => c.tier.clone(),
-            state => format!("{} ({})", c.tier, state.as_str()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -10,6 +10,7 @@ use anyhow::Result;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::restore::find_point;
 use crate::run::export::{self, ExportFormat};
+use crate::text;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,27 +57,11 @@ pub fn run(args: Args) -> Result<u8> {
     )?;
     let threads = crate::engine::threads();
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "exporting point {} of {} ({}, {} disks) from tier `{tier}`",
-        m.point_id,
-        m.vm.name,
-        m.created,
-        m.disks.len()
-    )?;
+    write!(out, "{}", text::reading_point("exporting", &m, &tier))?;
     let r = match args.format {
         ExportFormat::Ova => export::export_ova(&repo, &m, &args.out, args.force, threads)?,
         ExportFormat::Vmdk => export::export_vmdk(&repo, &m, &args.out, args.force, threads)?,
     };
-    for f in &r.files {
-        writeln!(out, "  wrote {}", f.display())?;
-    }
-    writeln!(
-        out,
-        "exported {} of disks as {} in {:.2}s",
-        crate::policy::units::format_size(r.disk_bytes),
-        crate::policy::units::format_size(r.bytes_written),
-        r.seconds
-    )?;
+    write!(out, "{}", text::exported(&r))?;
     Ok(EXIT_OK)
 }

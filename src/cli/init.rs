@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use super::EXIT_OK;
 use crate::engine::init::{self, Origin};
+use crate::text;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,7 +39,7 @@ pub fn run(args: Args) -> Result<u8> {
         None => Origin::Lab,
         Some(url) => {
             let thumbprint = init::presented_thumbprint(url)?;
-            writeln!(out, "{url} presents the certificate {thumbprint}")?;
+            write!(out, "{}", text::host_presents(url, &thumbprint))?;
             let password = std::env::var(&args.password_env).with_context(|| {
                 format!(
                     "set {} to the password of {} (the policy reads it from there too)",
@@ -47,30 +48,16 @@ pub fn run(args: Args) -> Result<u8> {
             })?;
             let facts =
                 init::read_host(url, &thumbprint, &args.user, &password, &args.password_env)?;
-            writeln!(
-                out,
-                "{}: {} ({}), {} VMs",
-                facts.source,
-                facts.product,
-                if facts.vcenter { "vCenter" } else { "ESXi" },
-                facts.vms.len()
-            )?;
+            write!(out, "{}", text::host_read(&facts))?;
             Origin::Host(facts)
         }
     };
-    for file in init::write(&args.dir, &origin)? {
-        writeln!(out, "wrote {}", file.display())?;
-    }
-    let p = args.dir.display();
-    if matches!(origin, Origin::Host(_)) {
-        writeln!(
-            out,
-            "compare the thumbprint above with the one the host shows before you go on"
-        )?;
-    }
-    writeln!(
+    let files = init::write(&args.dir, &origin)?;
+    let from_host = matches!(origin, Origin::Host(_));
+    write!(
         out,
-        "next: coffer validate -p {p}; coffer repo init --all -p {p}; coffer plan -p {p}; coffer apply -p {p}"
+        "{}",
+        text::policy_dir_written(&files, &args.dir, from_host)
     )?;
     Ok(EXIT_OK)
 }

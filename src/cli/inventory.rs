@@ -7,8 +7,8 @@ use std::io::Write;
 use anyhow::Result;
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::engine::inventory::{InventoryRow, inventory};
-use crate::plan::hygiene::SnapshotAlert;
+use crate::engine::inventory::inventory;
+use crate::text;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,7 +25,6 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
     let rows = inventory(&config, args.source.as_deref())?;
-    let alerts: Vec<&SnapshotAlert> = rows.iter().flat_map(|r| &r.alerts).collect();
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(
@@ -34,47 +33,7 @@ pub fn run(args: Args) -> Result<u8> {
             crate::json::render(&crate::json::Inventory::new(&rows))
         )?;
     } else {
-        writeln!(
-            out,
-            "{:<12} {:<24} {:<11} {:<10} {:<4} {:>5} {:>12} {:>5}  POLICY",
-            "SOURCE", "VM", "POWER", "TOOLS", "CBT", "DISKS", "SIZE", "SNAPS"
-        )?;
-        for InventoryRow {
-            source,
-            vm,
-            policies,
-            ..
-        } in &rows
-        {
-            writeln!(
-                out,
-                "{:<12} {:<24} {:<11} {:<10} {:<4} {:>5} {:>12} {:>5}  {}",
-                source,
-                vm.name,
-                vm.power_state.map_or("?".into(), |p| format!("{p:?}")),
-                match vm.tools_running_status.as_deref() {
-                    Some("guestToolsRunning") => "running",
-                    Some(_) => "not running",
-                    None => "?",
-                },
-                if vm.change_tracking_enabled {
-                    "on"
-                } else {
-                    "off"
-                },
-                vm.disks.len(),
-                crate::policy::units::format_size(vm.disks.iter().map(|d| d.capacity_bytes).sum()),
-                vm.all_snapshots().len(),
-                if policies.is_empty() {
-                    "(none: not backed up)".to_string()
-                } else {
-                    policies.join(", ")
-                }
-            )?;
-        }
-        for a in &alerts {
-            writeln!(out, "warning: {}", a.describe())?;
-        }
+        write!(out, "{}", text::inventory(&rows))?;
     }
     // Hygiene findings are warnings here; `plan` turns them into actions.
     Ok(EXIT_OK)

@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use super::EXIT_OK;
 use crate::lab::{Lab, LabConfig, NewDisk};
-use crate::policy::units::format_size;
+use crate::text;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -139,28 +139,8 @@ fn add_vm(args: AddVmArgs) -> Result<u8> {
         .map(|d| parse_disk(d))
         .collect::<Result<Vec<_>>>()?;
     let made = crate::lab::add_vm_with(&dir, &args.name, &disks)?;
-    let total: u64 = made.iter().map(|d| d.capacity_bytes).sum();
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "added VM {} with {} disk(s), {} in all, to the lab in {}",
-        args.name,
-        made.len(),
-        format_size(total),
-        dir.display()
-    )?;
-    for (i, (d, spec)) in made.iter().zip(&disks).enumerate() {
-        let from = match spec {
-            NewDisk::Image { path, .. } => format!("from image {}", path.display()),
-            NewDisk::Generated { .. } => "made-up data".to_string(),
-        };
-        writeln!(
-            out,
-            "  disk {i}: {}, {from}, {} allocated",
-            format_size(d.capacity_bytes),
-            format_size(d.allocated_bytes)
-        )?;
-    }
+    let added = text::lab_vm_added(&args.name, &made, &disks, &dir);
+    write!(std::io::stdout().lock(), "{added}")?;
     Ok(EXIT_OK)
 }
 
@@ -173,20 +153,7 @@ fn serve(args: ServeArgs) -> Result<u8> {
     let lab = Lab::start(config)
         .with_context(|| format!("starting the lab with state in {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "coffer lab: state in {}", dir.display())?;
-    writeln!(out, "url:        {}", lab.url())?;
-    writeln!(out, "thumbprint: {}", lab.thumbprint())?;
-    writeln!(out, "user:       {}", lab.user())?;
-    writeln!(out, "password:   {}", lab.password())?;
-    let json = serde_json::json!({
-        "url": lab.url(),
-        "thumbprint": lab.thumbprint(),
-        "user": lab.user(),
-        "password": lab.password(),
-        "state": dir,
-        "ca": lab.ca_pem(),
-    });
-    writeln!(out, "{json}")?;
+    write!(out, "{}", text::lab_serving(&lab, &dir))?;
     out.flush()?;
     drop(out);
     // Serve until the process is interrupted; the state is saved after
@@ -209,17 +176,6 @@ fn write(args: WriteArgs) -> Result<u8> {
         writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
-    for d in &written {
-        writeln!(
-            out,
-            "{}: disk {} got {} blocks of 64 KiB ({} KiB) in {} areas, into {}",
-            args.vm,
-            d.key,
-            d.blocks,
-            d.blocks * 64,
-            d.areas.len(),
-            d.file
-        )?;
-    }
+    write!(out, "{}", text::lab_written(&args.vm, &written))?;
     Ok(EXIT_OK)
 }

@@ -1,8 +1,10 @@
 //! Command-line interface: one file per subcommand. This part parses what the
-//! user typed, hands it to the engine (`crate::engine`) and prints what comes
-//! back (`terminal.rs` renders the engine's events); it owns exit codes and
-//! output formats, never decisions. No file here opens a tier, talks to a
-//! host or writes the catalog.
+//! user typed, hands it to the engine (`crate::engine`) and writes what comes
+//! back, for people (`crate::text`) or for machines (`crate::json`);
+//! `terminal.rs` shows the engine's events, with progress bars and colour.
+//! It owns the streams, exit codes and the choice of form, never decisions
+//! nor the wording of results. No file here opens a tier, talks to a host
+//! or writes the catalog.
 
 mod apply;
 mod backup;

@@ -9,10 +9,11 @@ use anyhow::Result;
 use chrono::Utc;
 
 use super::Location;
-use super::terminal::{Terminal, print_plan};
+use super::terminal::{Terminal, colour_on_stdout};
 use super::{EXIT_OK, load_or_report};
 use crate::engine::Workspace;
 use crate::plan::planner;
+use crate::text;
 
 /// `--detailed-exitcode`: actions are pending.
 pub const EXIT_CHANGES: u8 = 2;
@@ -53,21 +54,11 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = crate::json::PlanDoc {
-            now: plan.now,
-            notes: gathered.notes.clone(),
-            actions: plan.actions.clone(),
-            compliance: plan.compliance.clone(),
-        };
+        let doc = crate::json::PlanDoc::new(&plan, &gathered);
         writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
-        print_plan(
-            &mut out,
-            &plan,
-            &gathered,
-            super::terminal::colour_on_stdout(),
-            zone,
-        )?;
+        let colour = colour_on_stdout();
+        write!(out, "{}", text::plan(&plan, &gathered, colour, zone))?;
     }
     if !args.detailed_exitcode {
         return Ok(EXIT_OK);

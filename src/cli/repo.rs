@@ -11,13 +11,14 @@ use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::image::{ImageBackup, backup_image as backup_image_into};
 use crate::engine::threads;
-use crate::engine::tiers::{RepoSpec, TierInit, init_tiers};
+use crate::engine::tiers::{RepoSpec, init_tiers};
 use crate::policy::Config;
 use crate::policy::model::SecretRef;
 use crate::policy::units;
 use crate::repo::Repository;
 use crate::repo::ops::{self, Sample};
 use crate::repo::restore::{self, DiskFormat};
+use crate::text;
 
 /// Verification found damage.
 pub const EXIT_DAMAGED: u8 = 4;
@@ -107,26 +108,7 @@ pub struct InitArgs {
 /// `repo init --all`: one line per tier, created or already there.
 fn init_all(policy: &PolicyArgs, out: &mut impl Write) -> Result<()> {
     let config = load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    for (name, done) in init_tiers(&config)? {
-        match done {
-            TierInit::Created {
-                describe,
-                encrypted,
-            } => writeln!(
-                out,
-                "tier `{name}`: created repository {describe} ({})",
-                if encrypted {
-                    "encrypted"
-                } else {
-                    "not encrypted"
-                }
-            )?,
-            TierInit::AlreadyThere { what } => writeln!(
-                out,
-                "tier `{name}`: {what} is already a repository; left as it is"
-            )?,
-        }
-    }
+    write!(out, "{}", text::tiers_initialised(&init_tiers(&config)?))?;
     Ok(())
 }
 
@@ -265,17 +247,7 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Init(InitArgs { all: true, target }) => init_all(&target.policy, &mut out)?,
         Command::Init(InitArgs { target: t, .. }) => {
             let (repo, encrypted) = t.init()?;
-            writeln!(
-                out,
-                "created repository {} ({}, format {})",
-                repo.describe(),
-                if encrypted {
-                    "encrypted"
-                } else {
-                    "not encrypted"
-                },
-                repo.config.version
-            )?;
+            write!(out, "{}", text::repo_created(&repo, encrypted))?;
         }
         Command::Ls(a) => list(&a.target.open()?, a.json, &mut out)?,
         Command::Verify(a) => {
@@ -291,89 +263,20 @@ pub fn run(command: Command) -> Result<u8> {
             let r = ops::verify(&repo, only.as_deref(), sample, threads())?;
             let seconds = started.elapsed().as_secs_f64();
             if a.json {
-                let doc = crate::json::RepoVerify {
-                    ok: r.ok(),
-                    points: r.points,
-                    chunks_checked: r.chunks_checked,
-                    bytes_checked: r.bytes_checked,
-                    seconds,
-                    damaged_chunks: r
-                        .bad_chunks
-                        .iter()
-                        .map(|b| crate::json::DamagedChunk {
-                            digest: b.digest.to_hex(),
-                            detail: b.error.to_string(),
-                            points: b.points.clone(),
-                        })
-                        .collect(),
-                    damaged_points: r
-                        .bad_points
-                        .iter()
-                        .map(|(p, why)| crate::json::RepoUnreadable {
-                            point: p.clone(),
-                            detail: why.to_string(),
-                        })
-                        .collect(),
-                    foreign: r.refused_keys.clone(),
-                    failed_points: r.failed_points.iter().cloned().collect(),
-                };
+                let doc = crate::json::RepoVerify::new(&r, seconds);
                 writeln!(out, "{}", crate::json::render(&doc))?;
-                return Ok(if r.ok() { EXIT_OK } else { EXIT_DAMAGED });
-            }
-            writeln!(
-                out,
-                "checked {} points, {} chunks, {} bytes in {seconds:.1}s",
-                r.points, r.chunks_checked, r.bytes_checked,
-            )?;
-            for b in &r.bad_chunks {
-                writeln!(
-                    out,
-                    "DAMAGED chunk {}: {}; used by points {}",
-                    b.digest.to_hex(),
-                    b.error,
-                    b.points.join(", ")
-                )?;
-            }
-            for (p, why) in &r.bad_points {
-                writeln!(out, "DAMAGED point {p}: {why}")?;
-            }
-            for key in &r.refused_keys {
-                writeln!(
-                    out,
-                    "FOREIGN object {key:?}: a manifest under a name that is not a valid point (never read)"
-                )?;
+            } else {
+                write!(out, "{}", text::verify_report(&r, seconds))?;
             }
             if !r.ok() {
-                writeln!(
-                    out,
-                    "verification FAILED: {} points affected",
-                    r.failed_points.len()
-                )?;
                 return Ok(EXIT_DAMAGED);
             }
-            writeln!(out, "verification passed")?;
         }
         Command::Gc(a) => {
             let repo = a.target.open()?;
             let grace = units::parse_duration(&a.grace).map_err(|e| anyhow!("--grace: {e}"))?;
             let r = ops::gc(&repo, grace, a.dry_run)?;
-            writeln!(
-                out,
-                "{}{} chunks referenced; deleted {} unreferenced chunks, {} incomplete objects, {} stale locks and {} empty directories, {} bytes freed; kept {} young unreferenced chunks{}",
-                if a.dry_run { "dry run: " } else { "" },
-                r.chunks_referenced,
-                r.chunks_deleted,
-                r.incomplete_deleted,
-                r.stale_locks_removed,
-                r.empty_dirs_removed,
-                r.bytes_freed,
-                r.chunks_kept_young,
-                if r.chunks_locked > 0 {
-                    format!(" and {} still locked (immutable tier)", r.chunks_locked)
-                } else {
-                    String::new()
-                }
-            )?;
+            write!(out, "{}", text::gc_report(&r, a.dry_run))?;
         }
         Command::Copy(a) => {
             let from = a.target.open()?;
@@ -390,11 +293,7 @@ pub fn run(command: Command) -> Result<u8> {
             .context("opening the destination")?;
             let p = from.find_point(&a.point)?;
             let (_, r) = ops::copy_point(&from, &to, &p, threads())?;
-            writeln!(
-                out,
-                "copied point {}: {} chunks sent ({} bytes), {} already there",
-                a.point, r.chunks_sent, r.bytes_sent, r.chunks_present
-            )?;
+            write!(out, "{}", text::point_copied(&a.point, &r))?;
         }
         Command::Restore(a) => {
             let repo = a.target.open()?;
@@ -415,45 +314,19 @@ pub fn run(command: Command) -> Result<u8> {
             let index = repo.read_index(&m, disk)?;
             let stats = restore::restore_disk(&repo, &index, &a.out, a.format, a.force, threads())?;
             let secs = started.elapsed().as_secs_f64();
-            writeln!(
-                out,
-                "restored disk {} of point {} ({} bytes, {} written) to {} in {:.2}s ({:.0} MiB/s)",
-                disk.label,
-                a.point,
-                disk.size_bytes,
-                stats.bytes_written,
-                stats
-                    .files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" + "),
-                secs,
-                disk.size_bytes as f64 / secs.max(1e-9) / 1048576.0
-            )?;
+            write!(out, "{}", text::disk_restored(&a.point, disk, &stats, secs))?;
         }
         Command::Unlock(t) => {
             let repo = t.open()?;
             let removed = repo.remove_stale_locks()?;
-            for r in &removed {
-                writeln!(out, "removed stale lock: {r}")?;
-            }
             let live = crate::repo::lock::list_locks(repo.store())?.len();
-            writeln!(
-                out,
-                "{} stale locks removed; {live} live locks remain",
-                removed.len()
-            )?;
+            write!(out, "{}", text::unlocked(&removed, live))?;
         }
         Command::Prune(a) => {
             let repo = a.target.open()?;
             let p = repo.find_point(&a.point)?;
             ops::prune_point(&repo, &p)?;
-            writeln!(
-                out,
-                "pruned point {}; run `coffer repo gc` to free its chunks",
-                a.point
-            )?;
+            write!(out, "{}", text::point_pruned(&a.point))?;
         }
     }
     Ok(EXIT_OK)
@@ -481,29 +354,7 @@ fn list(repo: &Repository, json: bool, out: &mut impl Write) -> Result<()> {
         writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
-        "POINT", "VM", "KIND", "CREATED", "SIZE", "CHUNKS"
-    )?;
-    for key in &doc.refused {
-        writeln!(out, "skipped {key:?}: not a valid point name (never read)")?;
-    }
-    for p in &doc.points {
-        writeln!(
-            out,
-            "{:<26} {:<20} {:<11} {:<20} {:>12} {:>9}",
-            p.point,
-            p.vm,
-            format!("{:?}", p.kind).to_lowercase(),
-            p.created,
-            p.size_bytes,
-            p.chunks
-        )?;
-    }
-    for u in &doc.unreadable {
-        writeln!(out, "{:<26} unreadable: {}", u.point, u.detail)?;
-    }
+    write!(out, "{}", text::point_list(&doc))?;
     Ok(())
 }
 
@@ -531,25 +382,12 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let started = Instant::now();
     let (m, name) = backup_image_into(&repo, &image, &Terminal::human())?;
     let secs = started.elapsed().as_secs_f64();
-    let d = &m.disks[0];
     let mut out = std::io::stdout().lock();
     if a.json {
         let doc = crate::json::BackupImage::new(&m, secs);
         writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
-        writeln!(
-            out,
-            "point {} ({:?}) of {}: {} bytes disk, {} bytes read, {} new chunks ({} bytes stored) in {:.2}s ({:.0} MiB/s of disk)",
-            m.point_id,
-            m.kind,
-            name,
-            d.size_bytes,
-            d.bytes_read,
-            d.chunks_new,
-            d.bytes_stored_new,
-            secs,
-            d.size_bytes as f64 / secs.max(1e-9) / 1048576.0
-        )?;
+        write!(out, "{}", text::image_backed_up(&m, &name, secs))?;
     }
     Ok(EXIT_OK)
 }

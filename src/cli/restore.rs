@@ -11,6 +11,7 @@ use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::restore::{find_point, restore_to_dir, restore_to_source};
 use crate::run::restore::VmxChanges;
+use crate::text;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -95,35 +96,14 @@ pub fn run(args: Args) -> Result<u8> {
     };
     let terminal = Terminal::human();
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "restoring point {} of {} ({}, {} disks) from tier `{tier}`",
-        m.point_id,
-        m.vm.name,
-        m.created,
-        m.disks.len()
-    )?;
+    write!(out, "{}", text::reading_point("restoring", &m, &tier))?;
     // Disks the backup left out are not in the point: said before anything
     // is written, and the restored VM has no such disk.
-    for d in &m.skipped_disks {
-        writeln!(
-            out,
-            "  not restored: device {}: {}; the point does not hold it, and the restored VM has no such disk",
-            d.device_key, d.reason
-        )?;
-    }
+    write!(out, "{}", text::not_restored(&m))?;
     if let Some(dir) = &args.out {
         let only = (!args.disk.is_empty()).then_some(args.disk.as_slice());
         let r = restore_to_dir(&repo, &m, dir, &changes, only, args.force, &terminal)?;
-        for f in &r.files {
-            writeln!(out, "  wrote {}", f.display())?;
-        }
-        writeln!(
-            out,
-            "restored {} of disks in {:.2}s",
-            crate::policy::units::format_size(r.bytes),
-            r.seconds
-        )?;
+        write!(out, "{}", text::restored_to_dir(&r))?;
         return Ok(EXIT_OK);
     }
     let source_name = args.to_source.as_deref().expect("clap requires one");
@@ -137,14 +117,7 @@ pub fn run(args: Args) -> Result<u8> {
         args.power_on,
         &terminal,
     )?;
-    writeln!(
-        out,
-        "registered VM `{}` ({}) on source `{source_name}`{}; uploaded {} in {:.2}s",
-        changes.name,
-        r.vm.value,
-        if args.power_on { ", powered on" } else { "" },
-        crate::policy::units::format_size(r.bytes_uploaded),
-        r.seconds
-    )?;
+    let done = text::restored_to_source(&changes.name, source_name, args.power_on, &r);
+    write!(out, "{done}")?;
     Ok(EXIT_OK)
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::plan::retention::{self, PointTime};
 use crate::policy::model::Retention;
+use crate::text;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -128,33 +129,10 @@ pub fn run(command: Command) -> Result<u8> {
     let verdicts = retention::apply(&points, &rules, tz);
     let mut out = std::io::stdout().lock();
     if a.json {
-        let doc = crate::json::Retention {
-            points: verdicts
-                .iter()
-                .map(|v| crate::json::RetentionPoint {
-                    time: v.created,
-                    keep: v.keep,
-                    reasons: v.reasons.iter().map(|r| r.to_string()).collect(),
-                })
-                .collect(),
-        };
+        let doc = crate::json::Retention::new(&verdicts);
         writeln!(out, "{}", crate::json::render(&doc))?;
         return Ok(EXIT_OK);
     }
-    let kept = verdicts.iter().filter(|v| v.keep).count();
-    for v in &verdicts {
-        let local = v.created.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z");
-        if v.keep {
-            writeln!(out, "keep    {local}  {}", v.reasons_text())?;
-        } else {
-            writeln!(out, "remove  {local}")?;
-        }
-    }
-    writeln!(
-        out,
-        "{kept} kept, {} removed of {}",
-        verdicts.len() - kept,
-        verdicts.len()
-    )?;
+    write!(out, "{}", text::retention(&verdicts, tz))?;
     Ok(EXIT_OK)
 }

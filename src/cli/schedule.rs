@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERROR, EXIT_OK, PolicyArgs, load_or_report};
+use crate::text;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -46,19 +47,11 @@ pub fn run(command: Command) -> Result<u8> {
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let s = &policy.schedule;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "policy {}: `{}` in {}", policy.name, s.text, s.tz)?;
-    for fire in s.upcoming(from, args.count) {
-        let mut line = format!(
-            "  {}  ({})",
-            fire.local.format("%a %Y-%m-%d %H:%M:%S %Z (%:z)"),
-            fire.at.format("%Y-%m-%dT%H:%M:%SZ")
-        );
-        if let Some((before, after)) = &fire.offset_change {
-            line.push_str(&format!("  <- DST change {before} -> {after}"));
-        }
-        writeln!(out, "{line}")?;
-    }
+    let fires = policy.schedule.upcoming(from, args.count);
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        text::schedule(policy, &fires)
+    )?;
     Ok(EXIT_OK)
 }

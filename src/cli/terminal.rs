@@ -1,23 +1,19 @@
-//! How the engine's events look on a terminal: lines for people (results on
-//! stdout, warnings on stderr, one progress bar per running backup on a
-//! terminal's stderr, with lines printed above the bars), or
-//! newline-delimited JSON events on stdout (`--json`). Colour marks the
-//! actions' symbols and the standings on a terminal, unless `NO_COLOR` or
-//! `--color never`.
+//! How the engine's events reach a terminal: the lines `text::event` makes
+//! for people (results on stdout, warnings on stderr), one progress bar per
+//! running backup on a terminal's stderr with those lines printed above the
+//! bars, or newline-delimited JSON events on stdout (`--json`). Colour
+//! marks the actions' symbols and the standings on a terminal, unless
+//! `NO_COLOR` or `--color never`; this file decides when, `text` how.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::engine::Gathered;
-use crate::engine::observer::{Event, Observer, ReportKind};
-use crate::engine::report::{standing_word, vm_label};
-use crate::plan::planner::{self, Plan};
-use crate::policy::units::format_time;
+use crate::engine::observer::{Event, Observer};
+use crate::text::{self, Line, Stream};
 
 pub struct Terminal {
     /// JSON events instead of lines for people.
@@ -72,32 +68,6 @@ pub fn colour_on_stdout() -> bool {
             tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     }
-}
-
-/// `text` in an ANSI colour when `on`.
-fn paint(on: bool, code: &str, text: &str) -> String {
-    if on {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
-
-/// An action's line with its symbol coloured by what it does: `+` backups
-/// green, `-` removals yellow, `!` alerts bold red, `>` copies cyan, `?`
-/// drills blue, `~` repairs magenta.
-pub fn paint_action(on: bool, line: &str) -> String {
-    let code = match line.chars().next() {
-        Some('+') => "32",
-        Some('-') => "33",
-        Some('!') => "1;31",
-        Some('>') => "36",
-        Some('?') => "34",
-        Some('~') => "35",
-        _ => return line.to_string(),
-    };
-    let (symbol, rest) = line.split_at(1);
-    format!("{}{rest}", paint(on, code, symbol))
 }
 
 impl Terminal {
@@ -191,8 +161,8 @@ impl Observer for Terminal {
     }
 
     fn event(&self, event: &Event<'_>) {
-        if let Event::Message(m) = event {
-            self.above_bars(|| eprintln!("{m}"));
+        if let Event::Message(_) = event {
+            self.above_bars(|| self.say(event));
             return;
         }
         if self.json {
@@ -222,194 +192,25 @@ impl Observer for Terminal {
 }
 
 impl Terminal {
-    /// An event as lines for people.
+    /// An event as lines for people, on the stream they belong to. A
+    /// closed stream (`coffer apply | head`) loses the line, never the run:
+    /// the runner's threads call this, and a panic there would stop them
+    /// mid-action.
     fn say(&self, event: &Event<'_>) {
-        match event {
-            Event::RunStarted { run_id } => println!("run {run_id}"),
-            Event::Recovered { note } => println!("recovered: {note}"),
-            Event::Planned { plan, gathered } => {
-                let _ = print_plan(
-                    &mut std::io::stdout().lock(),
-                    plan,
-                    gathered,
-                    self.colour,
-                    self.zone,
-                );
+        match text::event(event, self.colour, self.zone) {
+            Some(Line {
+                stream: Stream::Stdout,
+                text,
+            }) => {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
             }
-            // The plan showed each action with its reason: the result
-            // line names the action and says what it came to.
-            Event::ActionFinished { outcome } => println!(
-                "{} {} ({:.1}s)\n    {}",
-                if outcome.ok {
-                    paint(self.colour, "32", "done")
-                } else {
-                    paint(self.colour, "1;31", "FAILED")
-                },
-                outcome
-                    .planned
-                    .as_ref()
-                    .map_or_else(|| outcome.action.clone(), |a| a.short_line()),
-                outcome.seconds,
-                outcome.detail,
-            ),
-            Event::RunFinished {
-                subject, report, ..
-            } => println!("{subject}\nreport: {}.txt and .html", report.display()),
-            Event::Mailed {
-                report: ReportKind::Run,
-                notifier,
-                to,
-            } => println!(
-                "mailed the report through `{notifier}` to {}",
-                to.join(", ")
-            ),
-            Event::MailFailed {
-                report: ReportKind::Run,
-                error,
-                kept_in,
-                ..
-            } => println!(
-                "warning: {error}; the report stays in {}",
-                kept_in.display()
-            ),
-            Event::Mailed {
-                report: ReportKind::Compliance,
-                notifier,
-                ..
-            } => println!("mailed the compliance report through `{notifier}`"),
-            Event::MailFailed {
-                report: ReportKind::Compliance,
-                error,
-                kept_in,
-                ..
-            } => eprintln!(
-                "warning: {error}; the report stays in {}",
-                kept_in.display()
-            ),
-            Event::Mailed {
-                report: ReportKind::StoredRun,
-                notifier,
-                ..
-            } => println!("mailed the run report through `{notifier}`"),
-            Event::MailFailed {
-                report: ReportKind::StoredRun,
-                error,
-                ..
-            } => eprintln!("warning: {error}"),
-            Event::DaemonApplying { at } => {
-                println!("daemon: applying at {}", format_time(self.zone, *at))
+            Some(Line {
+                stream: Stream::Stderr,
+                text,
+            }) => {
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
             }
-            Event::DaemonSleeping { until } => {
-                println!("daemon: next run at {}", format_time(self.zone, *until))
-            }
-            // People see an action when its result is known; progress is
-            // drawn as bars.
-            Event::ActionStarted { .. }
-            | Event::Message(_)
-            | Event::Progress { .. }
-            | Event::ProgressEnded => {}
+            None => {}
         }
     }
-}
-
-/// Prints a plan for people: notes, one line per action, compliance, a summary.
-pub fn print_plan(
-    out: &mut dyn Write,
-    plan: &Plan,
-    g: &Gathered,
-    colour: bool,
-    zone: chrono_tz::Tz,
-) -> Result<()> {
-    let notes = &g.notes;
-    for n in notes {
-        writeln!(out, "note: {n}")?;
-    }
-    for a in &plan.actions {
-        writeln!(out, "{}", paint_action(colour, &a.line_in(zone)))?;
-    }
-    // A compact standing: the count, and only the VMs out of policy in
-    // full (`coffer compliance` lists every VM).
-    let ok = plan
-        .compliance
-        .iter()
-        .filter(|c| c.violations.is_empty())
-        .count();
-    writeln!(
-        out,
-        "compliance: {ok} of {} VMs meet their policy",
-        plan.compliance.len()
-    )?;
-    for c in plan.compliance.iter().filter(|c| !c.violations.is_empty()) {
-        writeln!(
-            out,
-            "compliance {} ({}): {}: {}",
-            vm_label(c, &plan.compliance),
-            c.policy,
-            paint(colour, "1;31", standing_word(c)),
-            c.violations.join("; ")
-        )?;
-    }
-    let count = |p: fn(&planner::Action) -> bool| plan.actions.iter().filter(|a| p(a)).count();
-    writeln!(
-        out,
-        "plan: {} backups, {} copies, {} prunes, {} drills, {} snapshot removals, {} kept by a safety floor, {} alerts",
-        count(|a| matches!(a, planner::Action::Backup { .. })),
-        count(|a| matches!(a, planner::Action::Copy { .. })),
-        count(|a| matches!(a, planner::Action::Prune { .. })),
-        count(|a| matches!(a, planner::Action::Drill { .. })),
-        count(|a| matches!(a, planner::Action::RemoveSnapshot { .. })),
-        count(|a| matches!(a, planner::Action::KeepBlocked { .. })),
-        count(|a| matches!(a, planner::Action::Alert { .. })),
-    )?;
-    let (full, incremental, copy, prune) = volumes(plan, g);
-    if full + copy + prune > 0 || incremental > 0 {
-        let size = crate::policy::units::format_size;
-        writeln!(
-            out,
-            "volume: full backups read at most {} (allocated areas only){}; copies cover {} of disks (only chunks the target lacks are sent); prunes release points of {} of disks (gc frees what no other point shares)",
-            size(full),
-            if incremental > 0 {
-                format!(", {incremental} incremental backups read only what CBT reports changed")
-            } else {
-                String::new()
-            },
-            size(copy),
-            size(prune)
-        )?;
-    }
-    Ok(())
-}
-
-/// What a plan moves, in bytes of disk: full backups (their disks'
-/// capacity, an upper bound), the number of incrementals, copies and
-/// prunes (the points' disk sizes).
-fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
-    let point_bytes = |id: &str| -> u64 {
-        g.points
-            .iter()
-            .find(|p| p.point_id == id)
-            .map_or(0, |p| p.disks.iter().map(|d| d.size_bytes).sum())
-    };
-    let (mut full, mut incremental, mut copy, mut prune) = (0, 0, 0, 0);
-    for a in &plan.actions {
-        match a {
-            planner::Action::Backup {
-                source,
-                vm,
-                full: true,
-                ..
-            } => {
-                full += g
-                    .inventory
-                    .iter()
-                    .find(|(s, v)| s == source && &v.name == vm)
-                    .map_or(0, |(_, v)| v.disks.iter().map(|d| d.capacity_bytes).sum());
-            }
-            planner::Action::Backup { .. } => incremental += 1,
-            planner::Action::Copy { point, .. } => copy += point_bytes(point),
-            planner::Action::Prune { point, .. } => prune += point_bytes(point),
-            _ => {}
-        }
-    }
-    (full, incremental, copy, prune)
 }

@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::Result;
 
 use super::{EXIT_INVALID_CONFIG, EXIT_OK, PolicyArgs};
-use crate::policy::{self, Severity, diag};
+use crate::policy::{self, Severity};
+use crate::text;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,44 +27,11 @@ pub fn run(args: Args) -> Result<u8> {
     let warnings = loaded.diagnostics.len() - errors;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = crate::json::Validate {
-            valid: errors == 0,
-            files: loaded
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect(),
-            errors,
-            warnings,
-            diagnostics: diag::to_json(&loaded.diagnostics, &loaded.sources),
-        };
+        let doc = crate::json::Validate::new(&loaded, errors, warnings);
         writeln!(out, "{}", crate::json::render(&doc))?;
     } else {
-        write!(out, "{}", loaded.render())?;
-        if let Some(config) = &loaded.config {
-            writeln!(
-                out,
-                "{}: valid ({} files; {} sources, {} tiers, {} policies, {} drills, {} notifiers; {} warnings)",
-                args.policy.dir.display(),
-                loaded.files.len(),
-                config.sources.len(),
-                config.tiers.len(),
-                config.policies.len(),
-                config
-                    .policies
-                    .values()
-                    .map(|p| p.drills.len())
-                    .sum::<usize>(),
-                config.notify.len(),
-                warnings,
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{}: invalid ({errors} errors, {warnings} warnings)",
-                args.policy.dir.display()
-            )?;
-        }
+        let dir = &args.policy.dir;
+        write!(out, "{}", text::validated(&loaded, dir, errors, warnings))?;
     }
     Ok(if errors == 0 {
         EXIT_OK

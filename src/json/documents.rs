@@ -6,12 +6,15 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::Document;
-use crate::catalog::{self, Drift, DriftKind, PointRecord};
+use crate::catalog;
+use crate::engine::Gathered;
 use crate::engine::inventory::InventoryRow;
 use crate::plan::cbt::CbtVerdict;
 use crate::plan::compliance::VmCompliance;
-use crate::plan::planner::Action;
-use crate::policy::diag::JsonDiagnostic;
+use crate::plan::planner::{Action, Plan};
+use crate::plan::retention::Verdict;
+use crate::policy::Loaded;
+use crate::policy::diag::{self, JsonDiagnostic};
 use crate::repo::manifest::{Manifest, PointKind};
 use crate::run::vm_backup::{Leftover, VmBackupOutcome};
 
@@ -29,6 +32,22 @@ pub struct Validate {
 impl Document for Validate {
     const COMMAND: &'static str = "validate";
     const USAGE: &'static str = "coffer validate --json";
+}
+
+impl Validate {
+    pub fn new(loaded: &Loaded, errors: usize, warnings: usize) -> Validate {
+        Validate {
+            valid: errors == 0,
+            files: loaded
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            errors,
+            warnings,
+            diagnostics: diag::to_json(&loaded.diagnostics, &loaded.sources),
+        }
+    }
 }
 
 /// `coffer inventory --json`.
@@ -163,6 +182,17 @@ impl Document for PlanDoc {
     const USAGE: &'static str = "coffer plan --json";
 }
 
+impl PlanDoc {
+    pub fn new(plan: &Plan, gathered: &Gathered) -> PlanDoc {
+        PlanDoc {
+            now: plan.now,
+            notes: gathered.notes.clone(),
+            actions: plan.actions.clone(),
+            compliance: plan.compliance.clone(),
+        }
+    }
+}
+
 /// `coffer compliance --json`.
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -177,6 +207,17 @@ pub struct Compliance {
 impl Document for Compliance {
     const COMMAND: &'static str = "compliance";
     const USAGE: &'static str = "coffer compliance --json";
+}
+
+impl Compliance {
+    pub fn new(plan: &Plan, gathered: &Gathered) -> Compliance {
+        Compliance {
+            now: plan.now,
+            notes: gathered.notes.clone(),
+            vms: plan.compliance.clone(),
+            drills: gathered.drill_runs.iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// A finished drill.
@@ -380,6 +421,21 @@ impl Document for Retention {
     const USAGE: &'static str = "coffer retention simulate --json";
 }
 
+impl Retention {
+    pub fn new(verdicts: &[Verdict]) -> Retention {
+        Retention {
+            points: verdicts
+                .iter()
+                .map(|v| RetentionPoint {
+                    time: v.created,
+                    keep: v.keep,
+                    reasons: v.reasons.iter().map(|r| r.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RetentionPoint {
@@ -387,277 +443,6 @@ pub struct RetentionPoint {
     pub keep: bool,
     /// The rules that keep it (`daily 3`, …).
     pub reasons: Vec<String>,
-}
-
-/// `coffer repo ls --json`.
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct RepoLs {
-    /// The repository (a directory or `s3://bucket/prefix`).
-    pub repository: String,
-    pub points: Vec<RepoPoint>,
-    /// Manifests whose manifest could not be read, and why.
-    pub unreadable: Vec<RepoUnreadable>,
-    /// Object names that are not valid point names (never read).
-    pub refused: Vec<String>,
-}
-
-impl Document for RepoLs {
-    const COMMAND: &'static str = "repo-ls";
-    const USAGE: &'static str = "coffer repo ls --json";
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct RepoPoint {
-    pub point: String,
-    pub vm: String,
-    pub vm_uuid: String,
-    pub kind: PointKind,
-    /// As the manifest records it (RFC 3339).
-    pub created: String,
-    pub parent: Option<String>,
-    pub consistency: String,
-    /// The disks' sizes together.
-    pub size_bytes: u64,
-    /// Data chunks the disks reference.
-    pub chunks: u64,
-}
-
-impl From<&Manifest> for RepoPoint {
-    fn from(m: &Manifest) -> RepoPoint {
-        RepoPoint {
-            point: m.point_id.clone(),
-            vm: m.vm.name.clone(),
-            vm_uuid: m.vm.uuid.clone(),
-            kind: m.kind,
-            created: m.created.clone(),
-            parent: m.parent.clone(),
-            consistency: m.consistency.clone(),
-            size_bytes: m.disks.iter().map(|d| d.size_bytes).sum(),
-            chunks: m.disks.iter().map(|d| d.chunks_data).sum(),
-        }
-    }
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct RepoUnreadable {
-    pub point: String,
-    pub detail: String,
-}
-
-/// `coffer repo verify --json`.
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct RepoVerify {
-    pub ok: bool,
-    pub points: usize,
-    pub chunks_checked: usize,
-    pub bytes_checked: u64,
-    pub seconds: f64,
-    pub damaged_chunks: Vec<DamagedChunk>,
-    pub damaged_points: Vec<RepoUnreadable>,
-    /// Manifests under names that are not valid points (never read).
-    pub foreign: Vec<String>,
-    /// Every point that cannot be restored as it was.
-    pub failed_points: Vec<String>,
-}
-
-impl Document for RepoVerify {
-    const COMMAND: &'static str = "repo-verify";
-    const USAGE: &'static str = "coffer repo verify --json";
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct DamagedChunk {
-    pub digest: String,
-    pub detail: String,
-    /// The points that use it.
-    pub points: Vec<String>,
-}
-
-/// `coffer catalog rebuild --json` and `catalog refresh --json`.
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CatalogSync {
-    pub tiers: Vec<TierDrift>,
-}
-
-impl Document for CatalogSync {
-    const COMMAND: &'static str = "catalog-sync";
-    const USAGE: &'static str = "coffer catalog rebuild --json, coffer catalog refresh --json";
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct TierDrift {
-    pub tier: String,
-    /// Points the tier lists (readable or not).
-    pub listed: usize,
-    pub drift: Vec<DriftDoc>,
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct DriftDoc {
-    pub point: String,
-    pub vm_uuid: String,
-    /// `missing`, `never-seen`, `appeared` or `corrupt`.
-    pub kind: String,
-    /// Why a manifest is corrupt.
-    pub detail: Option<String>,
-}
-
-impl From<&Drift> for TierDrift {
-    fn from(d: &Drift) -> TierDrift {
-        TierDrift {
-            tier: d.tier.clone(),
-            listed: d.listed,
-            drift: d
-                .items
-                .iter()
-                .map(|i| {
-                    let (kind, detail) = match &i.kind {
-                        DriftKind::Missing => ("missing", None),
-                        DriftKind::NeverSeen => ("never-seen", None),
-                        DriftKind::Appeared => ("appeared", None),
-                        DriftKind::Corrupt { reason } => ("corrupt", Some(reason.clone())),
-                    };
-                    DriftDoc {
-                        point: i.point.point_id.clone(),
-                        vm_uuid: i.point.vm_uuid.clone(),
-                        kind: kind.into(),
-                        detail,
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
-/// `coffer catalog show --json`.
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CatalogShow {
-    pub vms: Vec<CatalogVm>,
-    /// Copies whose manifest could not be read.
-    pub unreadable: Vec<CatalogUnreadable>,
-}
-
-impl Document for CatalogShow {
-    const COMMAND: &'static str = "catalog-show";
-    const USAGE: &'static str = "coffer catalog show --json";
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CatalogVm {
-    pub uuid: String,
-    pub name: String,
-    pub source: Option<String>,
-    pub points: Vec<CatalogPoint>,
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CatalogPoint {
-    pub point: String,
-    pub created: DateTime<Utc>,
-    pub kind: PointKind,
-    pub parent: Option<String>,
-    pub consistency: String,
-    pub duration_ms: u64,
-    /// When the snapshot it was read from was created and removed, when
-    /// this catalog recorded the backup.
-    pub snapshot: Option<SnapshotDoc>,
-    pub disks: Vec<CatalogDisk>,
-    pub copies: Vec<CopyDoc>,
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct SnapshotDoc {
-    pub name: String,
-    pub created: DateTime<Utc>,
-    pub removed: DateTime<Utc>,
-    pub open_ms: i64,
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CatalogDisk {
-    pub device_key: i32,
-    pub label: String,
-    pub size_bytes: u64,
-    pub chunk_size_bytes: u32,
-    pub index_sha256: String,
-    pub change_id: Option<String>,
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CopyDoc {
-    pub tier: String,
-    /// `present`, `missing`, `corrupt`, …
-    pub state: String,
-    pub detail: Option<String>,
-    /// Object Lock retention of an immutable copy.
-    pub locked_until: Option<DateTime<Utc>>,
-}
-
-impl CatalogPoint {
-    pub fn new(p: &PointRecord, snapshot: Option<catalog::SnapshotLifetimeRecord>) -> CatalogPoint {
-        CatalogPoint {
-            point: p.point_id.clone(),
-            created: p.created,
-            kind: p.kind,
-            parent: p.parent.clone(),
-            consistency: p.consistency.clone(),
-            duration_ms: p.duration_ms,
-            snapshot: snapshot.map(|s| SnapshotDoc {
-                open_ms: (s.removed - s.created).num_milliseconds(),
-                name: s.snapshot,
-                created: s.created,
-                removed: s.removed,
-            }),
-            disks: p
-                .disks
-                .iter()
-                .map(|d| CatalogDisk {
-                    device_key: d.device_key,
-                    label: d.label.clone(),
-                    size_bytes: d.size_bytes,
-                    chunk_size_bytes: d.chunk_size_bytes,
-                    index_sha256: d.index_sha256.clone(),
-                    change_id: d.change_id.clone(),
-                })
-                .collect(),
-            copies: p.copies.iter().map(CopyDoc::from).collect(),
-        }
-    }
-}
-
-impl From<&catalog::CopyRecord> for CopyDoc {
-    fn from(c: &catalog::CopyRecord) -> CopyDoc {
-        CopyDoc {
-            tier: c.tier.clone(),
-            state: c.state.as_str().into(),
-            detail: c.detail.clone(),
-            locked_until: c.locked_until,
-        }
-    }
-}
-
-#[derive(Serialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct CatalogUnreadable {
-    pub point: String,
-    pub vm_uuid: String,
-    pub tier: String,
-    pub state: String,
-    pub detail: Option<String>,
 }
 
 /// `coffer lab write --json`.

@@ -17,6 +17,7 @@
 
 mod documents;
 mod events;
+mod stored;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -26,6 +27,7 @@ use serde_json::Value as Json;
 
 pub use documents::*;
 pub use events::{EventLine, event_lines};
+pub use stored::*;
 
 /// Version of coffer's JSON output formats. 2: every document has
 /// `format`, `command` and `generated`, every event a `time`; `detail` is

@@ -1,0 +1,78 @@
+//! The daemon's status for people (`coffer status`): whether it runs, what
+//! it does now, when it runs next, and how its last run ended.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::metrics::Status;
+
+/// No daemon has written a status into `state_dir`.
+pub fn no_daemon(state_dir: &Path) -> String {
+    format!(
+        "no daemon has run with the state directory {}\n",
+        state_dir.display()
+    )
+}
+
+/// A daemon's status, `running` or gone, with times in `zone`.
+pub fn daemon_status(s: &Status, running: bool, zone: chrono_tz::Tz) -> String {
+    let time = |t: DateTime<Utc>| {
+        t.with_timezone(&zone)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
+    };
+    let mut out = String::new();
+    if running {
+        let _ = writeln!(
+            out,
+            "daemon: running (pid {}, since {})",
+            s.pid,
+            s.started.map(time).unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "daemon: not running (pid {} is gone; last heard of {})",
+            s.pid,
+            s.updated.map(time).unwrap_or_default()
+        );
+    }
+    if let Some(m) = &s.metrics {
+        let _ = writeln!(out, "metrics: {m}");
+    }
+    let _ = match (&s.run, running) {
+        (Some(run), true) => {
+            let _ = writeln!(
+                out,
+                "now: run {run}, since {}; {} running, {} queued",
+                s.run_started.map(time).unwrap_or_default(),
+                s.running.len(),
+                s.queued
+            );
+            for line in &s.running {
+                let _ = writeln!(out, "  {line}");
+            }
+            Ok(())
+        }
+        (Some(run), false) => writeln!(
+            out,
+            "run {run} was in progress when the daemon stopped; the next apply recovers it"
+        ),
+        (None, true) => match s.next_run {
+            Some(t) => writeln!(out, "now: sleeping; next run {}", time(t)),
+            None => writeln!(out, "now: starting a run"),
+        },
+        (None, false) => Ok(()),
+    };
+    if let (Some(run), Some(t)) = (&s.last_run, s.last_run_finished) {
+        let _ = writeln!(
+            out,
+            "last run: {run}, ended {}: {}",
+            time(t),
+            s.last_run_subject.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
