@@ -168,11 +168,11 @@ fn a_failed_restore_leaves_no_partial_file_and_never_damages_a_good_one() {
         }
         let earlier = contents(&vm_dir);
         for force in [false, true] {
-            assert!(restore_local(&repo, &m, &vm_dir, &changes, None, force, 2).is_err());
+            assert!(restore_local(&repo, &m, &vm_dir, &changes, None, force, 2, None).is_err());
             assert_eq!(contents(&vm_dir), earlier, "force: {force}");
         }
         let fresh = t.path().join("fresh");
-        assert!(restore_local(&repo, &m, &fresh, &changes, None, false, 2).is_err());
+        assert!(restore_local(&repo, &m, &fresh, &changes, None, false, 2, None).is_err());
         assert!(
             contents(&fresh).is_empty(),
             "nothing is left of a failed restore: {:?}",
@@ -221,7 +221,7 @@ fn a_failed_export_or_restore_of_a_later_disk_leaves_the_earlier_disks_files_unt
         name: "db01-restored".into(),
         ..VmxChanges::default()
     };
-    assert!(restore_local(&repo, &m, &vm_dir, &changes, None, true, 2).is_err());
+    assert!(restore_local(&repo, &m, &vm_dir, &changes, None, true, 2, None).is_err());
     assert_eq!(
         contents(&vm_dir),
         earlier,

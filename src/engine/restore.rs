@@ -157,7 +157,7 @@ pub fn restore_to_dir(
     let board = ProgressBoard::default();
     let progress = board.start(&changes.name);
     board.report_while(observer, || {
-        restore::restore_local_counted(
+        restore::restore_local(
             repo,
             m,
             dir,

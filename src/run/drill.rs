@@ -344,7 +344,7 @@ pub fn restore_drill(
         name: format!("{}-drill", m.vm.name),
         ..VmxChanges::default()
     };
-    let outcome = match restore::restore_local(repo, m, &dir, &changes, None, true, threads) {
+    let outcome = match restore::restore_local(repo, m, &dir, &changes, None, true, threads, None) {
         Err(e) => DrillOutcome {
             ok: false,
             detail: format!("restore failed: {e:#}"),

@@ -310,22 +310,10 @@ pub struct LocalRestore {
 }
 
 /// Restores every disk (or the ones in `only`) of `m` as VMDKs named after
-/// `changes.name` into `dir`, and the .vmx when the point has one.
-pub fn restore_local(
-    repo: &Repository,
-    m: &Manifest,
-    dir: &Path,
-    changes: &VmxChanges,
-    only: Option<&[i32]>,
-    force: bool,
-    threads: usize,
-) -> Result<LocalRestore> {
-    restore_local_counted(repo, m, dir, changes, only, force, threads, None)
-}
-
-/// [`restore_local`], counting the disks' bytes done into `progress`.
+/// `changes.name` into `dir`, and the .vmx when the point has one, counting
+/// the disks' bytes done into `progress`.
 #[allow(clippy::too_many_arguments)]
-pub fn restore_local_counted(
+pub fn restore_local(
     repo: &Repository,
     m: &Manifest,
     dir: &Path,
@@ -485,7 +473,7 @@ pub fn restore_to_host(
             m.point_id
         );
     }
-    let local = restore_local_counted(
+    let local = restore_local(
         repo,
         m,
         scratch,
