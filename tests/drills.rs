@@ -647,3 +647,100 @@ network = "isolated"
     assert!(s.contains("left by an earlier drill"), "{s}");
     assert_eq!(lab_switches(t.path()), ["vSwitch0"], "{s}");
 }
+
+#[test]
+fn guest_checks_run_inside_the_isolated_guest_and_fail_with_their_own_output() {
+    // The lab guest's `root` has the password `coffer-lab`; its only
+    // active service is sshd, and it listens on 22 and 8022.
+    let t = setup(
+        r#"
+[[policies.all.drills]]
+name = "svc"
+kind = "boot"
+every = "7d"
+host = "lab"
+guest_user = "root"
+guest_password = { env = "COFFER_TEST_GUEST_PASSWORD" }
+checks = [{ guest = "systemctl is-active sshd" }, { tcp = 8022 }]
+
+[[policies.all.drills]]
+name = "db"
+kind = "boot"
+every = "7d"
+host = "lab"
+guest_user = "root"
+guest_password = { env = "COFFER_TEST_GUEST_PASSWORD" }
+checks = [{ guest = "systemctl is-active postgresql" }]
+
+[[policies.all.drills]]
+name = "port"
+kind = "boot"
+every = "7d"
+host = "lab"
+guest_user = "root"
+guest_password = { env = "COFFER_TEST_GUEST_PASSWORD" }
+checks = [{ tcp = 5432, timeout = "3s" }]
+
+[[policies.all.drills]]
+name = "login"
+kind = "boot"
+every = "7d"
+host = "lab"
+guest_user = "root"
+guest_password = { env = "COFFER_TEST_WRONG_PASSWORD" }
+checks = [{ guest = "true" }]
+"#,
+    );
+    let out = common::command_in(t.path())
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_TEST_GUEST_PASSWORD", "coffer-lab")
+        .env("COFFER_TEST_WRONG_PASSWORD", "not-it")
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("done ? drill svc"), "{s}");
+    assert!(s.contains("guest `systemctl is-active sshd` passed"), "{s}");
+    assert!(
+        s.contains(":8022 from inside the guest passed"),
+        "the TCP check ran in the guest: {s}"
+    );
+    // A service that is down fails the drill with the guest's own words.
+    assert!(s.contains("FAILED ? drill db"), "{s}");
+    assert!(
+        s.contains("`systemctl is-active postgresql` failed in the guest (exit code 3); its output: inactive"),
+        "{s}"
+    );
+    assert!(s.contains("FAILED ? drill port"), "{s}");
+    assert!(s.contains("Connection refused"), "{s}");
+    assert!(s.contains("FAILED ? drill login"), "{s}");
+    assert!(
+        s.contains("Failed to authenticate with the guest operating system"),
+        "{s}"
+    );
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "no drill VM is left");
+    assert_eq!(
+        lab_switches(t.path()),
+        ["vSwitch0"],
+        "no drill switch is left"
+    );
+    // A guest check without credentials is refused when the policy loads.
+    policy(
+        t.path(),
+        r#"
+[[policies.all.drills]]
+name = "nocreds"
+kind = "boot"
+every = "7d"
+host = "lab"
+checks = [{ guest = "true" }]
+"#,
+    );
+    let v = run(t.path(), &["validate"]);
+    assert_eq!(v.status.code(), Some(10), "{}", text(&v));
+    assert!(
+        text(&v).contains("needs `guest_user` and `guest_password`"),
+        "{}",
+        text(&v)
+    );
+}

@@ -27,6 +27,7 @@ mod datastore;
 pub mod disk;
 pub mod faults;
 pub mod guest;
+pub mod guestops;
 pub mod hostnet;
 mod http;
 mod image;
@@ -216,6 +217,25 @@ impl http::Handler for Shared {
                 head,
                 body,
             ),
+            // A guest file, once, by the token of its transfer (see
+            // `guestops`): the token is the authorisation, as on a host.
+            ("GET", "/guestFile") => {
+                let id = head
+                    .query()
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("id="))
+                    .unwrap_or_default();
+                let taken = self
+                    .vim
+                    .guest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take_transfer(id);
+                match taken {
+                    Some(bytes) => Response::new(200, "application/octet-stream", bytes),
+                    None => Response::text(404, "no such transfer"),
+                }
+            }
             ("POST", "/lab/faults") => {
                 if !self.authenticated(head) {
                     return Response::text(401, "log in, or use basic auth with the lab's user");

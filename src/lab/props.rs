@@ -41,7 +41,7 @@ pub fn service_content(vcenter: bool) -> String {
         )
     };
     format!(
-        "<returnval>{}{}{about}{}{}{}{}{}</returnval>",
+        "<returnval>{}{}{about}{}{}{}{}{}{}</returnval>",
         moref("rootFolder", "Folder", inventory::root_folder(vcenter)),
         moref(
             "propertyCollector",
@@ -57,6 +57,11 @@ pub fn service_content(vcenter: bool) -> String {
             "ha-vdiskmanager"
         ),
         moref("searchIndex", "SearchIndex", "ha-searchindex"),
+        moref(
+            "guestOperationsManager",
+            "GuestOperationsManager",
+            "ha-guest-operations-manager"
+        ),
     )
 }
 

@@ -18,6 +18,7 @@ use chrono::Utc;
 use roxmltree::{Document, Node};
 
 use super::faults::Faults;
+use super::guestops;
 use super::hostnet;
 use super::inventory;
 use super::lifecycle;
@@ -54,6 +55,8 @@ pub struct Vim {
     pub host_addrs: Mutex<HashMap<String, String>>,
     /// Generic service tickets handed out and not yet used.
     tickets: Mutex<HashMap<String, Ticket>>,
+    /// The guests' processes and files (see `guestops`).
+    pub guest: Mutex<guestops::GuestOps>,
 }
 
 /// A generic service ticket: one request (`GET` of one URL) on one host.
@@ -513,6 +516,11 @@ impl Vim {
                     Ok(Some(("VirtualMachine".into(), id)))
                 })
             }
+            // VMware Tools guest operations (see `guestops`).
+            "StartProgramInGuest"
+            | "ListProcessesInGuest"
+            | "InitiateFileTransferFromGuest"
+            | "DeleteFileInGuest" => self.guest_operation(store, method, call),
             // A host's standard switches and port groups (see `hostnet`).
             "AddVirtualSwitch" => {
                 let name = arg(call, "vswitchName").unwrap_or_default();
@@ -593,6 +601,53 @@ impl Vim {
     }
 
     /// Runs a task's work on the VM `this` and records its TaskInfo.
+    /// A guest operation on the VM `vm` of the call, as the user of its
+    /// `auth` (see `guestops`).
+    fn guest_operation(
+        &self,
+        store: &Store,
+        method: &str,
+        call: Node<'_, '_>,
+    ) -> Result<String, Fault> {
+        let vm = arg_moref(call, "vm")
+            .map(|m| m.1)
+            .ok_or_else(|| invalid("vm", "a VM is required"))?;
+        let auth = child(call, "auth");
+        let field =
+            |n: Option<Node<'_, '_>>, k: &str| n.and_then(|n| arg(n, k)).unwrap_or_default();
+        let (user, password) = (field(auth, "username"), field(auth, "password"));
+        store.read(|st, root| {
+            let v = st.vm(&vm)?;
+            guestops::admit(v, root, &user, &password)?;
+            let mut guest = lock(&self.guest);
+            match method {
+                "StartProgramInGuest" => {
+                    let spec = child(call, "spec");
+                    let pid = guest.start(
+                        v,
+                        root,
+                        &field(spec, "programPath"),
+                        &field(spec, "arguments"),
+                    )?;
+                    Ok(format!("<returnval>{pid}</returnval>"))
+                }
+                "ListProcessesInGuest" => {
+                    let pids: Vec<u64> = children(call, "pids")
+                        .filter_map(|p| text(p).trim().parse().ok())
+                        .collect();
+                    Ok(guest.list(v, &pids))
+                }
+                "InitiateFileTransferFromGuest" => {
+                    let token = self.next("guest-file");
+                    guest.initiate_from(v, &arg(call, "guestFilePath").unwrap_or_default(), token)
+                }
+                _ => guest
+                    .delete(v, &arg(call, "filePath").unwrap_or_default())
+                    .map(|()| String::new()),
+            }
+        })
+    }
+
     fn task(
         &self,
         store: &Store,
@@ -713,6 +768,12 @@ impl Vim {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }
                 "Datastore" => out.push(super::props::datastore_object(&value, &paths, all)?),
+                "GuestOperationsManager" => out.push(format!(
+                    "<objects>{}{}{}</objects>",
+                    moref("obj", &kind, &value),
+                    guestops::manager_prop(&paths, all, "processManager", "GuestProcessManager"),
+                    guestops::manager_prop(&paths, all, "fileManager", "GuestFileManager"),
+                )),
                 "HostNetworkSystem" => {
                     out.push(store.read(|st, _| hostnet::object(st, &value, &paths, all))?)
                 }

@@ -295,9 +295,23 @@ pub enum DrillKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    Tcp { port: u16, timeout: Duration },
-    Heartbeat { timeout: Duration },
-    Script { path: String, timeout: Duration },
+    Tcp {
+        port: u16,
+        timeout: Duration,
+    },
+    Heartbeat {
+        timeout: Duration,
+    },
+    Script {
+        path: String,
+        timeout: Duration,
+    },
+    /// A command run inside the guest through VMware Tools (guest
+    /// operations), with the drill's guest credentials; exit 0 passes.
+    Guest {
+        command: String,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +325,9 @@ pub struct Drill {
     pub fsck: Option<String>,
     pub timeout: Duration,
     pub checks: Vec<Check>,
+    /// The guest account `guest` checks (and in-guest TCP checks) run as.
+    pub guest_user: Option<String>,
+    pub guest_password: Option<SecretRef>,
 }
 
 /// The 3-2-1-1-0 rule and hygiene limits.

@@ -402,12 +402,16 @@ pub struct RawDrill {
     pub fsck: Option<Sp<String>>,
     /// Limit for the whole drill. Default "1h".
     pub timeout: Option<Sp<DurationText>>,
+    /// Guest account for `guest` checks (boot only), e.g. "root".
+    pub guest_user: Option<Sp<String>>,
+    /// Its password: { env = "NAME" } or { file = "/path" } (boot only).
+    pub guest_password: Option<Sp<SecretValue>>,
     /// Checks run once the VM is up (boot only).
     #[serde(default)]
     pub checks: Vec<Sp<RawCheck>>,
 }
 
-/// One check of a boot drill: exactly one of `tcp`, `heartbeat`, `script`.
+/// One check of a boot drill: exactly one of `tcp`, `heartbeat`, `script`, `guest`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
@@ -417,6 +421,9 @@ pub struct RawCheck {
     pub heartbeat: Option<Sp<bool>>,
     /// A script run with the VM's address and name; exit 0 passes.
     pub script: Option<Sp<String>>,
+    /// A command run inside the guest through VMware Tools, as the drill's
+    /// guest_user (e.g. "systemctl is-active postgresql"); exit 0 passes.
+    pub guest: Option<Sp<String>>,
     /// Limit for this check. Default "5m".
     pub timeout: Option<Sp<DurationText>>,
 }

@@ -302,6 +302,8 @@ impl Resolver<'_> {
             for (key, span) in [
                 ("host", r.host.as_ref().map(Sp::span)),
                 ("network", r.network.as_ref().map(Sp::span)),
+                ("guest_user", r.guest_user.as_ref().map(Sp::span)),
+                ("guest_password", r.guest_password.as_ref().map(Sp::span)),
             ]
             .into_iter()
             .filter_map(|(k, s)| s.map(|s| (k, s)))
@@ -362,7 +364,20 @@ impl Resolver<'_> {
                     .into(),
             );
         }
-        let checks = r.checks.iter().filter_map(|c| self.check(c, f)).collect();
+        let checks: Vec<Check> = r.checks.iter().filter_map(|c| self.check(c, f)).collect();
+        let guest_user = self.text(&r.guest_user, f, "guest_user");
+        let guest_password = self.secret(&r.guest_password, f, "guest_password");
+        if checks.iter().any(|c| matches!(c, Check::Guest { .. }))
+            && (r.guest_user.is_none() || r.guest_password.is_none())
+        {
+            self.err(
+                "missing-key",
+                f,
+                d.span(),
+                "a `guest` check runs inside the guest and needs `guest_user` and `guest_password`".into(),
+                "add `guest_user = \"root\"` and `guest_password = { env = \"COFFER_GUEST_PASSWORD\" }`".into(),
+            );
+        }
         let every = self.duration(&Some(r.every.clone()), f, "every");
         let timeout = self
             .duration(&r.timeout, f, "timeout")
@@ -377,6 +392,8 @@ impl Resolver<'_> {
             fsck: r.fsck.as_ref().map(|c| c.get().clone()),
             timeout,
             checks,
+            guest_user,
+            guest_password,
         };
         (count_errors(self.diags) == before).then_some(drill)
     }
@@ -386,19 +403,23 @@ impl Resolver<'_> {
         let timeout = self
             .duration(&r.timeout, f, "timeout")
             .unwrap_or(Duration::from_secs(300));
-        match (&r.tcp, &r.heartbeat, &r.script) {
-            (Some(p), None, None) if *p.get() > 0 => Some(Check::Tcp {
+        match (&r.tcp, &r.heartbeat, &r.script, &r.guest) {
+            (Some(p), None, None, None) if *p.get() > 0 => Some(Check::Tcp {
                 port: *p.get(),
                 timeout,
             }),
-            (None, Some(h), None) if *h.get() => Some(Check::Heartbeat { timeout }),
-            (None, None, Some(s)) if !s.get().trim().is_empty() => Some(Check::Script {
+            (None, Some(h), None, None) if *h.get() => Some(Check::Heartbeat { timeout }),
+            (None, None, Some(s), None) if !s.get().trim().is_empty() => Some(Check::Script {
                 path: s.get().clone(),
                 timeout,
             }),
+            (None, None, None, Some(g)) if !g.get().trim().is_empty() => Some(Check::Guest {
+                command: g.get().clone(),
+                timeout,
+            }),
             _ => {
-                self.err("bad-check", f, c.span(), "a check needs exactly one of `tcp`, `heartbeat`, `script`".into(),
-                    "e.g. `{ tcp = 443 }`, `{ heartbeat = true }` or `{ script = \"/etc/coffer/checks/web.sh\" }`".into());
+                self.err("bad-check", f, c.span(), "a check needs exactly one of `tcp`, `heartbeat`, `script`, `guest`".into(),
+                    "e.g. `{ tcp = 443 }`, `{ heartbeat = true }`, `{ script = \"/etc/coffer/checks/web.sh\" }` or `{ guest = \"systemctl is-active postgresql\" }`".into());
                 None
             }
         }

@@ -18,10 +18,11 @@ use crate::policy::model::{Check, Drill};
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::drill_network::{self, DrillNetwork};
+use crate::run::guest_check::{self, Shell};
 use crate::run::restore::{self, HostTarget, VmxChanges};
 use crate::vsphere::Session;
 use crate::vsphere::soap;
-use crate::vsphere::types::MoRef;
+use crate::vsphere::types::{GuestAuth, MoRef};
 
 /// What a drill found: two separate facts, the data (every chunk read
 /// back and proven) and the guest checks (fsck, heartbeat, TCP, scripts).
@@ -69,7 +70,7 @@ const OUTPUT_LIMIT_BYTES: usize = 2000;
 
 /// A check's output for a message: stderr then stdout, blank lines
 /// dropped, lines joined with " / ", at most [`OUTPUT_LIMIT_BYTES`].
-fn bounded_output(stderr: &[u8], stdout: &[u8], truncated: bool) -> String {
+pub(crate) fn bounded_output(stderr: &[u8], stdout: &[u8], truncated: bool) -> String {
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(stderr),
@@ -426,6 +427,24 @@ fn wait_for_heartbeat(session: &Session, name: &str, timeout: Duration) -> Resul
     }
 }
 
+/// The `guestOS` of the point's .vmx, when it kept one.
+fn guest_os(repo: &Repository, m: &Manifest) -> Option<String> {
+    let (name, _) = m.files.iter().find(|(n, _)| n.ends_with(".vmx"))?;
+    let text = repo.read_file(m, name).ok()?;
+    crate::vsphere::vmx::value(&String::from_utf8_lossy(&text), "guestOS").map(str::to_string)
+}
+
+/// The address VMware Tools reports for the VM `name`, else the guest's
+/// loopback.
+fn vm_address(session: &Session, name: &str) -> String {
+    session
+        .list_vms()
+        .ok()
+        .and_then(|vms| vms.into_iter().find(|v| v.name == name))
+        .and_then(|v| v.ip_address)
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
 /// Connects to the drill VM's `port` at the address its VMware Tools
 /// reports, retrying until `timeout`.
 fn wait_for_port(
@@ -520,6 +539,21 @@ pub fn boot_drill(
         "restored as {name} and powered on in {:.1}s; {}",
         restored.seconds, network.note
     )];
+    // Guest checks, and TCP checks when the drill has guest credentials,
+    // run inside the guest: coffer needs no route into the drill network.
+    let guest = drill.guest_user.as_ref().map(|user| {
+        let password = drill
+            .guest_password
+            .as_ref()
+            .map(|p| p.read())
+            .transpose()?
+            .unwrap_or_default();
+        Ok::<_, String>(GuestAuth {
+            user: user.clone(),
+            password,
+        })
+    });
+    let shell = Shell::of_guest_os(guest_os(repo, m).as_deref());
     let checks: Vec<Check> = if drill.checks.is_empty() {
         vec![Check::Heartbeat {
             timeout: drill.timeout,
@@ -531,9 +565,31 @@ pub fn boot_drill(
         let result = match check {
             Check::Heartbeat { timeout } => wait_for_heartbeat(target.session, &name, *timeout)
                 .map(|()| "heartbeat".to_string()),
-            Check::Tcp { port, timeout } => {
-                wait_for_port(target.session, &name, *port, *timeout).map(|a| format!("TCP {a}"))
-            }
+            Check::Tcp { port, timeout } => match &guest {
+                Some(Ok(auth)) => {
+                    let addr = vm_address(target.session, &name);
+                    guest_check::run(
+                        target.session,
+                        &restored.vm,
+                        auth,
+                        shell,
+                        &shell.tcp_probe(&addr, *port),
+                        *timeout,
+                    )
+                    .map(|()| format!("TCP {addr}:{port} from inside the guest"))
+                }
+                Some(Err(e)) => Err(format!("the guest password: {e}")),
+                None => wait_for_port(target.session, &name, *port, *timeout)
+                    .map(|a| format!("TCP {a}")),
+            },
+            Check::Guest { command, timeout } => match &guest {
+                Some(Ok(auth)) => {
+                    guest_check::run(target.session, &restored.vm, auth, shell, command, *timeout)
+                        .map(|()| format!("guest `{command}`"))
+                }
+                Some(Err(e)) => Err(format!("the guest password: {e}")),
+                None => Err("a guest check needs the drill's guest_user and guest_password".into()),
+            },
             Check::Script { path, timeout } => run_with_timeout(
                 std::process::Command::new(path)
                     .arg(&name)

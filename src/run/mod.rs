@@ -9,6 +9,7 @@ pub mod consistency;
 pub mod drill;
 pub mod drill_network;
 pub mod export;
+pub mod guest_check;
 pub mod installation;
 pub mod partition;
 pub mod restore;

@@ -333,6 +333,17 @@ pub(super) fn parse_guest_quiesce_facts(xml: &str) -> Result<GuestQuiesceFacts, 
 }
 
 /// `runtime.question` of one VM, `None` when it asks nothing.
+/// `processManager` and `fileManager` of a GuestOperationsManager.
+pub(super) fn parse_guest_managers(xml: &str) -> Result<(Option<MoRef>, Option<MoRef>), Error> {
+    let page = parse_page(xml, "RetrievePropertiesEx", |oc, _| {
+        Ok((
+            oc.props.get("processManager").and_then(|v| moref_of(*v)),
+            oc.props.get("fileManager").and_then(|v| moref_of(*v)),
+        ))
+    })?;
+    Ok(page.items.into_iter().next().unwrap_or((None, None)))
+}
+
 /// `configManager.networkSystem` of a HostSystem.
 pub(super) fn parse_network_system(xml: &str) -> Result<Option<MoRef>, Error> {
     let page = parse_page(xml, "RetrievePropertiesEx", |oc, _| {

@@ -11,8 +11,8 @@ use super::Error;
 use super::soap::{self, Objects, Request, SnapshotRequest};
 use super::transport::Transport;
 use super::types::{
-    ChangeId, DiskChangeInfo, GuestQuiesceFacts, HostNetwork, MoRef, ServiceContent, TaskInfo,
-    TaskState, VmDisk, VmQuestion, VmRecord,
+    ChangeId, DiskChangeInfo, GuestAuth, GuestProcess, GuestQuiesceFacts, HostNetwork, MoRef,
+    ServiceContent, TaskInfo, TaskState, VmDisk, VmQuestion, VmRecord,
 };
 use crate::policy::model::TlsTrust;
 
@@ -234,6 +234,91 @@ impl Session {
     pub fn remove_snapshot(&self, snapshot: &MoRef, timeout: Duration) -> Result<(), Error> {
         self.run_task(&soap::remove_snapshot(snapshot), timeout)
             .map(|_| ())
+    }
+
+    /// The guest process and file managers (`guestOperationsManager`'s
+    /// `processManager` and `fileManager`).
+    pub fn guest_managers(&self) -> Result<(MoRef, MoRef), Error> {
+        let missing = |what: &str| Error::Protocol {
+            method: "RetrievePropertiesEx".into(),
+            detail: format!("the server offers no {what}: guest operations are not available"),
+        };
+        let gom = self
+            .content
+            .guest_operations_manager
+            .clone()
+            .ok_or_else(|| missing("guestOperationsManager"))?;
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            "GuestOperationsManager",
+            &["processManager", "fileManager"],
+            &Objects::One(gom),
+            None,
+        );
+        let (pm, fm) = self.call(&req, soap::parse_guest_managers)?;
+        Ok((
+            pm.ok_or_else(|| missing("processManager"))?,
+            fm.ok_or_else(|| missing("fileManager"))?,
+        ))
+    }
+
+    /// Starts `program arguments` in the guest of `vm`; its pid.
+    pub fn start_program_in_guest(
+        &self,
+        process_manager: &MoRef,
+        vm: &MoRef,
+        auth: &GuestAuth,
+        program: &str,
+        arguments: &str,
+    ) -> Result<i64, Error> {
+        let req = soap::start_program_in_guest(process_manager, vm, auth, program, arguments);
+        self.call(&req, soap::parse_pid)
+    }
+
+    /// The guest process `pid` of `vm`, if the guest still lists it.
+    pub fn guest_process(
+        &self,
+        process_manager: &MoRef,
+        vm: &MoRef,
+        auth: &GuestAuth,
+        pid: i64,
+    ) -> Result<Option<GuestProcess>, Error> {
+        let req = soap::list_processes_in_guest(process_manager, vm, auth, pid);
+        Ok(self
+            .call(&req, soap::parse_guest_processes)?
+            .into_iter()
+            .find(|p| p.pid == pid))
+    }
+
+    /// The content of `path` in the guest of `vm`, through a file transfer
+    /// (the URL's host `*` stands for the host coffer talks to), then the
+    /// file deleted in the guest.
+    pub fn take_guest_file(
+        &self,
+        file_manager: &MoRef,
+        vm: &MoRef,
+        auth: &GuestAuth,
+        path: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let req = soap::initiate_file_transfer_from_guest(file_manager, vm, auth, path);
+        let url = self.call(&req, soap::parse_file_transfer_url)?;
+        let path_and_query = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+            .ok_or_else(|| Error::Protocol {
+                method: req.method.into(),
+                detail: format!("a transfer URL without a path: {url}"),
+            })?;
+        let resp = self.transport.datastore_get(&path_and_query, None)?;
+        if resp.status != 200 {
+            return Err(Error::Protocol {
+                method: req.method.into(),
+                detail: format!("the guest file transfer answered HTTP {}", resp.status),
+            });
+        }
+        let delete = soap::delete_file_in_guest(file_manager, vm, auth, path);
+        self.call(&delete, |x| soap::parse_empty(x, delete.method))?;
+        Ok(resp.body)
     }
 
     /// The network system of `host` (`configManager.networkSystem`).

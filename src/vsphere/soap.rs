@@ -431,6 +431,8 @@ pub fn parse_service_content(xml: &str) -> Result<ServiceContent, Error> {
             property_collector: required_moref(rv, "propertyCollector", method)?,
             view_manager: required_moref(rv, "viewManager", method)?,
             session_manager: required_moref(rv, "sessionManager", method)?,
+            guest_operations_manager: find_child(rv, "guestOperationsManager")
+                .and_then(super::xml::moref_of),
             about: super::types::AboutInfo {
                 full_name: child_text(about, "fullName").unwrap_or_default(),
                 api_version: required_text(about, "apiVersion", method)?,
@@ -533,6 +535,118 @@ pub const GUEST_QUIESCE_PROPERTIES: &[&str] =
 
 pub fn parse_guest_quiesce_facts(xml: &str) -> Result<super::types::GuestQuiesceFacts, Error> {
     super::props::parse_guest_quiesce_facts(xml)
+}
+
+/// The `auth` of a guest operation: a user and password, not interactive.
+fn guest_auth(call: &mut Call, auth: &super::types::GuestAuth) {
+    call.open_typed("auth", "NamePasswordAuthentication")
+        .value("interactiveSession", false)
+        .text("username", &auth.user)
+        .text("password", &auth.password)
+        .close("auth");
+}
+
+/// `StartProgramInGuest`: runs `program` with `arguments` in the guest.
+pub fn start_program_in_guest(
+    process_manager: &MoRef,
+    vm: &MoRef,
+    auth: &super::types::GuestAuth,
+    program: &str,
+    arguments: &str,
+) -> Request {
+    let mut call = Call::new("StartProgramInGuest", process_manager);
+    call.moref("vm", vm);
+    guest_auth(&mut call, auth);
+    call.open_typed("spec", "GuestProgramSpec")
+        .text("programPath", program)
+        .text("arguments", arguments)
+        .close("spec");
+    call.finish()
+}
+
+/// `ListProcessesInGuest` of one pid.
+pub fn list_processes_in_guest(
+    process_manager: &MoRef,
+    vm: &MoRef,
+    auth: &super::types::GuestAuth,
+    pid: i64,
+) -> Request {
+    let mut call = Call::new("ListProcessesInGuest", process_manager);
+    call.moref("vm", vm);
+    guest_auth(&mut call, auth);
+    call.value("pids", pid);
+    call.finish()
+}
+
+/// `InitiateFileTransferFromGuest` of `path`: answers a URL to GET it from.
+pub fn initiate_file_transfer_from_guest(
+    file_manager: &MoRef,
+    vm: &MoRef,
+    auth: &super::types::GuestAuth,
+    path: &str,
+) -> Request {
+    let mut call = Call::new("InitiateFileTransferFromGuest", file_manager);
+    call.moref("vm", vm);
+    guest_auth(&mut call, auth);
+    call.text("guestFilePath", path);
+    call.finish()
+}
+
+pub fn delete_file_in_guest(
+    file_manager: &MoRef,
+    vm: &MoRef,
+    auth: &super::types::GuestAuth,
+    path: &str,
+) -> Request {
+    let mut call = Call::new("DeleteFileInGuest", file_manager);
+    call.moref("vm", vm);
+    guest_auth(&mut call, auth);
+    call.text("filePath", path);
+    call.finish()
+}
+
+/// The pid `StartProgramInGuest` answers.
+pub fn parse_pid(xml: &str) -> Result<i64, Error> {
+    let method = "StartProgramInGuest";
+    with_response(xml, method, |resp| {
+        parse_number(
+            &required_text(resp, "returnval", method)?,
+            "returnval",
+            method,
+        )
+    })
+}
+
+/// The processes `ListProcessesInGuest` answers.
+pub fn parse_guest_processes(xml: &str) -> Result<Vec<super::types::GuestProcess>, Error> {
+    let method = "ListProcessesInGuest";
+    with_response(xml, method, |resp| {
+        children_named(resp, "returnval")
+            .map(|p| {
+                Ok(super::types::GuestProcess {
+                    pid: parse_number(&required_text(p, "pid", method)?, "pid", method)?,
+                    exit_code: child_text(p, "exitCode")
+                        .filter(|_| child_text(p, "endTime").is_some())
+                        .map(|c| parse_number(c.trim(), "exitCode", method))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    })
+}
+
+/// The `url` of a FileTransferInformation.
+pub fn parse_file_transfer_url(xml: &str) -> Result<String, Error> {
+    let method = "InitiateFileTransferFromGuest";
+    with_response(xml, method, |resp| {
+        let rv = find_child(resp, "returnval").ok_or_else(|| protocol(method, "no returnval"))?;
+        required_text(rv, "url", method)
+    })
+}
+
+/// `processManager` and `fileManager` of the GuestOperationsManager.
+pub fn parse_guest_managers(xml: &str) -> Result<(Option<MoRef>, Option<MoRef>), Error> {
+    super::props::parse_guest_managers(xml)
 }
 
 /// `AddVirtualSwitch` of `name` without a bridge: a switch with no

@@ -65,7 +65,31 @@ pub struct ServiceContent {
     pub property_collector: MoRef,
     pub view_manager: MoRef,
     pub session_manager: MoRef,
+    /// Guest operations through VMware Tools (absent on old or stripped
+    /// servers).
+    pub guest_operations_manager: Option<MoRef>,
     pub about: AboutInfo,
+}
+
+/// Who a guest operation runs as (`NamePasswordAuthentication`).
+#[derive(Clone)]
+pub struct GuestAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for GuestAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GuestAuth({}, password hidden)", self.user)
+    }
+}
+
+/// A guest process as `ListProcessesInGuest` tells it: its exit code once
+/// it has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestProcess {
+    pub pid: i64,
+    pub exit_code: Option<i32>,
 }
 
 /// The answer of QueryChangedDiskAreas for one call: the areas changed in
