@@ -537,13 +537,22 @@ pub fn parse_guest_quiesce_facts(xml: &str) -> Result<super::types::GuestQuiesce
     super::props::parse_guest_quiesce_facts(xml)
 }
 
-/// The `auth` of a guest operation: a user and password, not interactive.
-fn guest_auth(call: &mut Call, auth: &super::types::GuestAuth) {
-    call.open_typed("auth", "NamePasswordAuthentication")
+/// A guest operation's call on `manager` for the guest of `vm`, with its
+/// `auth`: a user and password, not interactive.
+fn guest_call(
+    method: &'static str,
+    manager: &MoRef,
+    vm: &MoRef,
+    auth: &super::types::GuestAuth,
+) -> Call {
+    let mut call = Call::new(method, manager);
+    call.moref("vm", vm)
+        .open_typed("auth", "NamePasswordAuthentication")
         .value("interactiveSession", false)
         .text("username", &auth.user)
         .text("password", &auth.password)
         .close("auth");
+    call
 }
 
 /// `StartProgramInGuest`: runs `program` with `arguments` in the guest.
@@ -554,14 +563,12 @@ pub fn start_program_in_guest(
     program: &str,
     arguments: &str,
 ) -> Request {
-    let mut call = Call::new("StartProgramInGuest", process_manager);
-    call.moref("vm", vm);
-    guest_auth(&mut call, auth);
-    call.open_typed("spec", "GuestProgramSpec")
+    guest_call("StartProgramInGuest", process_manager, vm, auth)
+        .open_typed("spec", "GuestProgramSpec")
         .text("programPath", program)
         .text("arguments", arguments)
-        .close("spec");
-    call.finish()
+        .close("spec")
+        .finish()
 }
 
 /// `ListProcessesInGuest` of one pid.
@@ -571,11 +578,9 @@ pub fn list_processes_in_guest(
     auth: &super::types::GuestAuth,
     pid: i64,
 ) -> Request {
-    let mut call = Call::new("ListProcessesInGuest", process_manager);
-    call.moref("vm", vm);
-    guest_auth(&mut call, auth);
-    call.value("pids", pid);
-    call.finish()
+    guest_call("ListProcessesInGuest", process_manager, vm, auth)
+        .value("pids", pid)
+        .finish()
 }
 
 /// `InitiateFileTransferFromGuest` of `path`: answers a URL to GET it from.
@@ -585,11 +590,9 @@ pub fn initiate_file_transfer_from_guest(
     auth: &super::types::GuestAuth,
     path: &str,
 ) -> Request {
-    let mut call = Call::new("InitiateFileTransferFromGuest", file_manager);
-    call.moref("vm", vm);
-    guest_auth(&mut call, auth);
-    call.text("guestFilePath", path);
-    call.finish()
+    guest_call("InitiateFileTransferFromGuest", file_manager, vm, auth)
+        .text("guestFilePath", path)
+        .finish()
 }
 
 pub fn delete_file_in_guest(
@@ -598,11 +601,9 @@ pub fn delete_file_in_guest(
     auth: &super::types::GuestAuth,
     path: &str,
 ) -> Request {
-    let mut call = Call::new("DeleteFileInGuest", file_manager);
-    call.moref("vm", vm);
-    guest_auth(&mut call, auth);
-    call.text("filePath", path);
-    call.finish()
+    guest_call("DeleteFileInGuest", file_manager, vm, auth)
+        .text("filePath", path)
+        .finish()
 }
 
 /// The pid `StartProgramInGuest` answers.
