@@ -9,9 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::cancel;
+use std::sync::Arc;
+
 use super::observer::{Observer, ProgressBoard};
 use super::tiers::RepoSpec;
 use crate::policy::Config;
+use crate::progress::ReadProgress;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::connect::{self, Connected};
@@ -169,33 +172,31 @@ pub fn backup_now(
     let io_limit = crate::run::throttle::policy_throttle(policy);
     let installation = crate::run::installation::id(&config.settings.state_dir)?;
     let host_route = conn.host_route(&vm);
-    let board = ProgressBoard::default();
-    let progress = board.start(&vm.name);
-    let request = VmBackupRequest {
-        vm: &vm,
-        installation: &installation,
-        snapshot_max_age: config.compliance.snapshot_max_age,
-        source: &conn.source,
-        datacenter: conn.datacenter_of(&vm)?,
-        host_route: host_route.as_ref(),
-        run_id: &run_id,
-        consistency: policy.consistency,
-        base: base.as_ref(),
-        chunk_size_bytes: chunk,
-        threads: super::threads(),
-        task_timeout: Duration::from_secs(30 * 60),
-        cancel: cancel::flag(),
-        read_whole_disk: false,
-        io_limit: io_limit.as_deref(),
-        progress: Some(&progress),
-        read: conn.read,
-        max_snapshot_lifetime: policy.max_snapshot_lifetime,
-    };
-    let outcome = board.report_while(observer, || {
+    let datacenter = conn.datacenter_of(&vm)?;
+    let backup = |progress: &Arc<ReadProgress>| {
+        let request = VmBackupRequest {
+            vm: &vm,
+            installation: &installation,
+            snapshot_max_age: config.compliance.snapshot_max_age,
+            source: &conn.source,
+            datacenter,
+            host_route: host_route.as_ref(),
+            run_id: &run_id,
+            consistency: policy.consistency,
+            base: base.as_ref(),
+            chunk_size_bytes: chunk,
+            threads: super::threads(),
+            task_timeout: Duration::from_secs(30 * 60),
+            cancel: cancel::flag(),
+            read_whole_disk: false,
+            io_limit: io_limit.as_deref(),
+            progress: Some(progress),
+            read: conn.read,
+            max_snapshot_lifetime: policy.max_snapshot_lifetime,
+        };
         vm_backup::backup_vm(&conn.session, &repo, &request)
-    });
-    board.finish(&vm.name);
-    let outcome = outcome?;
+    };
+    let outcome = ProgressBoard::track(observer, &vm.name, backup)?;
     // The catalog keeps how long the snapshot was open, as `apply` has it
     // keep; the point itself reaches the catalog with the next refresh.
     // Best effort, and only into a catalog that exists: a missing or

@@ -215,6 +215,18 @@ impl ProgressBoard {
             .collect()
     }
 
+    /// Runs one job named `label`, handing `work` its counter, while its
+    /// progress is reported to `observer`.
+    pub fn track<T>(
+        observer: &dyn Observer,
+        label: &str,
+        work: impl FnOnce(&Arc<crate::progress::ReadProgress>) -> T,
+    ) -> T {
+        let board = ProgressBoard::default();
+        let counter = board.start(label);
+        board.report_while(observer, || work(&counter))
+    }
+
     /// Runs `work` while the running jobs are reported to `observer` each
     /// second (when it wants progress), then [`Event::ProgressEnded`].
     pub fn report_while<T>(&self, observer: &dyn Observer, work: impl FnOnce() -> T) -> T {

@@ -126,9 +126,7 @@ pub fn restore_to_source(
         .or_else(|_| tempfile::tempdir())
         .context("a scratch directory for the restored files")?;
     let target = HostTarget::esxi(&conn, datastore);
-    let board = ProgressBoard::default();
-    let progress = board.start(&changes.name);
-    board.report_while(observer, || {
+    ProgressBoard::track(observer, &changes.name, |progress| {
         restore::restore_to_host(
             repo,
             m,
@@ -137,7 +135,7 @@ pub fn restore_to_source(
             power_on,
             scratch.path(),
             super::threads(),
-            Some(&progress),
+            Some(progress),
         )
     })
 }
@@ -154,9 +152,7 @@ pub fn restore_to_dir(
     force: bool,
     observer: &dyn Observer,
 ) -> Result<LocalRestore> {
-    let board = ProgressBoard::default();
-    let progress = board.start(&changes.name);
-    board.report_while(observer, || {
+    ProgressBoard::track(observer, &changes.name, |progress| {
         restore::restore_local(
             repo,
             m,
@@ -165,7 +161,7 @@ pub fn restore_to_dir(
             only,
             force,
             super::threads(),
-            Some(&progress),
+            Some(progress),
         )
     })
 }

@@ -58,10 +58,6 @@ pub struct GuestConfig {
     pub disk_enable_uuid: bool,
 }
 
-fn vmx_text(vm: &Vm, root: &Path) -> String {
-    std::fs::read_to_string(root.join(&vm.vmx)).unwrap_or_default()
-}
-
 /// The API's guest id of a .vmx `guestOS` value (vSphere API reference,
 /// `VirtualMachineGuestOsIdentifier`), for the values the lab writes.
 fn guest_id(vmx_guest_os: &str) -> String {
@@ -73,7 +69,7 @@ fn guest_id(vmx_guest_os: &str) -> String {
 }
 
 pub fn guest_config(vm: &Vm, root: &Path) -> GuestConfig {
-    let text = vmx_text(vm, root);
+    let text = vm.vmx_text(root);
     let os = vmx_value(&text, "guestOS").unwrap_or("other5xlinux-64");
     GuestConfig {
         guest_id: guest_id(os),
@@ -98,7 +94,7 @@ pub fn set_guest(
         .iter()
         .find(|v| v.name == vm || v.moref() == vm)
         .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
-    let text = vmx::with_value(&vmx_text(v, root), "guestOS", os.vmx_value());
+    let text = vmx::with_value(&v.vmx_text(root), "guestOS", os.vmx_value());
     let text = vmx::with_value(
         &text,
         "disk.EnableUUID",

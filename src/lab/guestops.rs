@@ -75,10 +75,6 @@ struct Process {
     exit_code: i32,
 }
 
-fn vmx_text(vm: &Vm, root: &Path) -> String {
-    std::fs::read_to_string(root.join(&vm.vmx)).unwrap_or_default()
-}
-
 /// The checks every guest operation makes: Tools running, credentials.
 pub fn admit(vm: &Vm, root: &Path, user: &str, password: &str) -> Result<(), Fault> {
     if !vm.tools_running(root) {
@@ -87,7 +83,7 @@ pub fn admit(vm: &Vm, root: &Path, user: &str, password: &str) -> Result<(), Fau
             "The guest operations agent could not be contacted.",
         ));
     }
-    let text = vmx_text(vm, root);
+    let text = vm.vmx_text(root);
     let wanted = crate::vsphere::vmx::value(&text, "guestinfo.lab.guest_password")
         .unwrap_or(DEFAULT_GUEST_PASSWORD);
     if user != "root" || password != wanted {
@@ -111,7 +107,7 @@ fn redirected(arguments: &str) -> Option<(String, String)> {
 
 /// Runs a built-in command: (exit code, output).
 fn run_builtin(command: &str, vm: &Vm, root: &Path) -> (i32, String) {
-    let text = vmx_text(vm, root);
+    let text = vm.vmx_text(root);
     let words: Vec<&str> = command.split_whitespace().collect();
     let words: &[&str] = match words.as_slice() {
         ["timeout", _, rest @ ..] => rest,

@@ -88,11 +88,12 @@ fn network_mut<'s>(st: &'s mut State, system: &str) -> Result<&'s mut HostNetwor
 
 /// The network of the host of `system`, as it is now.
 pub fn network(st: &State, system: &str) -> Result<HostNetwork, Fault> {
-    Ok(st
-        .host_networks
-        .get(&host_of(system)?)
-        .cloned()
-        .unwrap_or_default())
+    Ok(network_of_host(st, &host_of(system)?))
+}
+
+/// The network of `host`: an installation's until changed.
+fn network_of_host(st: &State, host: &str) -> HostNetwork {
+    st.host_networks.get(host).cloned().unwrap_or_default()
 }
 
 fn already_exists(name: &str) -> Fault {
@@ -162,52 +163,45 @@ pub fn add_port_group(
     Ok(())
 }
 
-/// The port groups the powered-on VMs of the host of `system` are
-/// connected to (their `.vmx`'s `ethernetN.networkName`).
+/// The port groups the powered-on VMs of the host of `system` have
+/// cards on.
 fn in_use(st: &State, root: &Path, system: &str) -> Result<BTreeSet<String>, Fault> {
     let host = host_of(system)?;
-    let mut used = BTreeSet::new();
-    for vm in st.vms.iter().filter(|v| v.powered_on) {
-        if super::inventory::placement(st.vcenter, vm).host == host {
-            used.extend(port_groups_of(vm, root));
-        }
-    }
-    Ok(used)
+    Ok(st
+        .vms
+        .iter()
+        .filter(|v| v.powered_on && super::inventory::placement(st.vcenter, v).host == host)
+        .flat_map(|v| cards(&v.vmx_text(root)))
+        .map(|(port_group, _)| port_group)
+        .collect())
 }
 
-/// Whether a VM's guest is on a network: one of its cards is present,
-/// connects at power-on (`startConnected`, TRUE when absent) and names a
-/// port group its host has. A card whose port group the host lacks stays
-/// disconnected ("the network is not accessible"), as one set not to
-/// connect does.
+/// Whether a VM's guest is on a network: one of its cards connects at
+/// power-on and names a port group its host has. A card whose port group
+/// the host lacks stays disconnected ("the network is not accessible"), as
+/// one set not to connect does.
 pub fn online(st: &State, vm: &Vm, root: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(root.join(&vm.vmx)) else {
-        return false;
-    };
     let host = super::inventory::placement(st.vcenter, vm).host;
-    let net = st.host_networks.get(host).cloned().unwrap_or_default();
-    let value = |card: &str, key: &str| {
-        crate::vsphere::vmx::value(&text, &format!("{card}.{key}")).map(str::to_ascii_lowercase)
-    };
-    (0..10).map(|n| format!("ethernet{n}")).any(|card| {
-        value(&card, "present").as_deref() == Some("true")
-            && value(&card, "startconnected").as_deref() != Some("false")
-            && crate::vsphere::vmx::value(&text, &format!("{card}.networkName"))
-                .is_some_and(|pg| net.port_groups.iter().any(|p| p.name == pg))
-    })
+    let net = network_of_host(st, host);
+    cards(&vm.vmx_text(root))
+        .into_iter()
+        .any(|(pg, connects)| connects && net.port_groups.iter().any(|p| p.name == pg))
 }
 
-/// The port groups a VM's network cards name.
-pub fn port_groups_of(vm: &Vm, root: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(root.join(&vm.vmx)) else {
-        return Vec::new();
-    };
-    crate::vsphere::vmx::entries(&text)
-        .filter(|(k, _)| {
-            let k = k.to_ascii_lowercase();
-            k.starts_with("ethernet") && k.ends_with(".networkname")
+/// The present network cards of a .vmx (`ethernet0` … `ethernet9`): each
+/// one's port group (`networkName`) and whether it connects at power-on
+/// (`startConnected`, TRUE when absent).
+fn cards(vmx: &str) -> Vec<(String, bool)> {
+    let value = |card: &str, key: &str| crate::vsphere::vmx::value(vmx, &format!("{card}.{key}"));
+    (0..10)
+        .map(|n| format!("ethernet{n}"))
+        .filter(|c| value(c, "present").is_some_and(|v| v.eq_ignore_ascii_case("true")))
+        .filter_map(|c| {
+            let pg = value(&c, "networkName")?.to_string();
+            let connects =
+                value(&c, "startConnected").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+            Some((pg, connects))
         })
-        .map(|(_, v)| v.to_string())
         .collect()
 }
 

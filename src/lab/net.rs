@@ -33,10 +33,8 @@ pub fn guest_ip(vm: &Vm) -> String {
 
 /// The ports the guest's .vmx declares.
 pub fn declared_ports(vm: &Vm, root: &Path) -> Vec<u16> {
-    let Ok(text) = std::fs::read_to_string(root.join(&vm.vmx)) else {
-        return Vec::new();
-    };
-    text.lines()
+    vm.vmx_text(root)
+        .lines()
         .filter_map(|l| l.split_once('='))
         .filter(|(k, _)| k.trim().eq_ignore_ascii_case(PORTS_KEY))
         .flat_map(|(_, v)| {

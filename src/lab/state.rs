@@ -192,6 +192,11 @@ impl Vm {
             })
     }
 
+    /// The VM's .vmx as the host reads it now (empty when it cannot).
+    pub fn vmx_text(&self, root: &Path) -> String {
+        std::fs::read_to_string(root.join(&self.vmx)).unwrap_or_default()
+    }
+
     pub fn tools_running(&self, root: &Path) -> bool {
         self.powered_on && self.boots(root)
     }

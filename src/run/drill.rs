@@ -434,15 +434,14 @@ fn guest_os(repo: &Repository, m: &Manifest) -> Option<String> {
     crate::vsphere::vmx::value(&String::from_utf8_lossy(&text), "guestOS").map(str::to_string)
 }
 
-/// The address VMware Tools reports for the VM `name`, else the guest's
-/// loopback.
-fn vm_address(session: &Session, name: &str) -> String {
-    session
+/// The address VMware Tools reports for the VM `name`, if any.
+fn reported_ip(session: &Session, name: &str) -> Result<Option<String>, String> {
+    Ok(session
         .list_vms()
-        .ok()
-        .and_then(|vms| vms.into_iter().find(|v| v.name == name))
-        .and_then(|v| v.ip_address)
-        .unwrap_or_else(|| "127.0.0.1".into())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.ip_address))
 }
 
 /// Connects to the drill VM's `port` at the address its VMware Tools
@@ -456,13 +455,7 @@ fn wait_for_port(
     let started = Instant::now();
     let mut last = "the VM reports no address".to_string();
     loop {
-        let ip = session
-            .list_vms()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|v| v.name == name)
-            .and_then(|v| v.ip_address);
-        if let Some(ip) = ip {
+        if let Some(ip) = reported_ip(session, name)? {
             let addr = format!("{ip}:{port}");
             match addr.parse::<std::net::SocketAddr>() {
                 Ok(sa) => match std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
@@ -512,8 +505,8 @@ pub fn boot_drill(
     let changes = VmxChanges {
         name: name.clone(),
         new_uuid: true,
-        disconnect_network: true,
         network: Some(network.port_group.clone()),
+        ..VmxChanges::default()
     };
     let dir = scratch.join(&name);
     let restored = restore::restore_to_host(repo, m, target, &changes, true, &dir, threads, None);
@@ -554,6 +547,13 @@ pub fn boot_drill(
         })
     });
     let shell = Shell::of_guest_os(guest_os(repo, m).as_deref());
+    let in_guest = |command: &str, timeout: Duration| match &guest {
+        Some(Ok(auth)) => {
+            guest_check::run(target.session, &restored.vm, auth, shell, command, timeout)
+        }
+        Some(Err(e)) => Err(format!("the guest password: {e}")),
+        None => Err("a guest check needs the drill's guest_user and guest_password".into()),
+    };
     let checks: Vec<Check> = if drill.checks.is_empty() {
         vec![Check::Heartbeat {
             timeout: drill.timeout,
@@ -565,31 +565,22 @@ pub fn boot_drill(
         let result = match check {
             Check::Heartbeat { timeout } => wait_for_heartbeat(target.session, &name, *timeout)
                 .map(|()| "heartbeat".to_string()),
-            Check::Tcp { port, timeout } => match &guest {
-                Some(Ok(auth)) => {
-                    let addr = vm_address(target.session, &name);
-                    guest_check::run(
-                        target.session,
-                        &restored.vm,
-                        auth,
-                        shell,
-                        &shell.tcp_probe(&addr, *port),
-                        *timeout,
-                    )
+            // With guest credentials, against the VM's own address from
+            // inside it (its loopback when Tools report none).
+            Check::Tcp { port, timeout } if guest.is_some() => {
+                let addr = reported_ip(target.session, &name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                in_guest(&shell.tcp_probe(&addr, *port), *timeout)
                     .map(|()| format!("TCP {addr}:{port} from inside the guest"))
-                }
-                Some(Err(e)) => Err(format!("the guest password: {e}")),
-                None => wait_for_port(target.session, &name, *port, *timeout)
-                    .map(|a| format!("TCP {a}")),
-            },
-            Check::Guest { command, timeout } => match &guest {
-                Some(Ok(auth)) => {
-                    guest_check::run(target.session, &restored.vm, auth, shell, command, *timeout)
-                        .map(|()| format!("guest `{command}`"))
-                }
-                Some(Err(e)) => Err(format!("the guest password: {e}")),
-                None => Err("a guest check needs the drill's guest_user and guest_password".into()),
-            },
+            }
+            Check::Tcp { port, timeout } => {
+                wait_for_port(target.session, &name, *port, *timeout).map(|a| format!("TCP {a}"))
+            }
+            Check::Guest { command, timeout } => {
+                in_guest(command, *timeout).map(|()| format!("guest `{command}`"))
+            }
             Check::Script { path, timeout } => run_with_timeout(
                 std::process::Command::new(path)
                     .arg(&name)

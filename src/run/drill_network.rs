@@ -47,7 +47,6 @@ pub struct Prepared<'a> {
 struct Built<'a> {
     session: &'a Session,
     system: MoRef,
-    switch_made: bool,
 }
 
 /// Makes the drill's network ready on `host`.
@@ -85,20 +84,21 @@ pub fn prepare<'a>(
             })
         }
         DrillNetwork::Isolated => {
+            // What an earlier drill left is reused, but never a switch, or
+            // a port group of that name on another switch, that someone
+            // gave an uplink.
             let switch = net.vswitches.iter().find(|v| v.name == ISOLATED_SWITCH);
-            if let Some(s) = switch {
+            for s in switch
+                .iter()
+                .copied()
+                .chain(net.switch_of(ISOLATED_PORT_GROUP))
+            {
                 refuse_uplinks(ISOLATED_PORT_GROUP, &s.name, &s.uplinks)?;
             }
-            let mut built = Built {
-                session,
-                system: system.clone(),
-                switch_made: false,
-            };
             if switch.is_none() {
                 session
                     .call_empty(&soap::add_virtual_switch(&system, ISOLATED_SWITCH))
                     .map_err(|e| format!("creating switch {ISOLATED_SWITCH}: {e}"))?;
-                built.switch_made = true;
             }
             if net.switch_of(ISOLATED_PORT_GROUP).is_none() {
                 session
@@ -113,13 +113,13 @@ pub fn prepare<'a>(
                 port_group: ISOLATED_PORT_GROUP.into(),
                 note: format!(
                     "network: isolated port group {ISOLATED_PORT_GROUP} on switch {ISOLATED_SWITCH} (no uplink){}",
-                    if built.switch_made {
+                    if switch.is_none() {
                         ", built for the drill"
                     } else {
                         ", left by an earlier drill"
                     }
                 ),
-                built: Some(built),
+                built: Some(Built { session, system }),
             })
         }
     }

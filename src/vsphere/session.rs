@@ -162,14 +162,7 @@ impl Session {
 
     /// The current state of a task.
     pub fn task_info(&self, task: &MoRef) -> Result<TaskInfo, Error> {
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "Task",
-            &["info"],
-            &Objects::One(task.clone()),
-            None,
-        );
-        self.call(&req, soap::parse_task_info)
+        self.properties_of(task, &["info"], soap::parse_task_info)
     }
 
     /// Polls `task` until it ends (from 100 ms up to 2 s apart). A task that
@@ -236,6 +229,24 @@ impl Session {
             .map(|_| ())
     }
 
+    /// `paths` of the one object `obj` (of the type its moref names),
+    /// parsed by `parse`.
+    fn properties_of<T>(
+        &self,
+        obj: &MoRef,
+        paths: &[&str],
+        parse: impl Fn(&str) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let req = soap::retrieve_properties_ex(
+            &self.content.property_collector,
+            &obj.kind,
+            paths,
+            &Objects::One(obj.clone()),
+            None,
+        );
+        self.call(&req, parse)
+    }
+
     /// The guest process and file managers (`guestOperationsManager`'s
     /// `processManager` and `fileManager`).
     pub fn guest_managers(&self) -> Result<(MoRef, MoRef), Error> {
@@ -248,14 +259,11 @@ impl Session {
             .guest_operations_manager
             .clone()
             .ok_or_else(|| missing("guestOperationsManager"))?;
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "GuestOperationsManager",
+        let (pm, fm) = self.properties_of(
+            &gom,
             &["processManager", "fileManager"],
-            &Objects::One(gom),
-            None,
-        );
-        let (pm, fm) = self.call(&req, soap::parse_guest_managers)?;
+            soap::parse_guest_managers,
+        )?;
         Ok((
             pm.ok_or_else(|| missing("processManager"))?,
             fm.ok_or_else(|| missing("fileManager"))?,
@@ -323,31 +331,21 @@ impl Session {
 
     /// The network system of `host` (`configManager.networkSystem`).
     pub fn network_system(&self, host: &MoRef) -> Result<MoRef, Error> {
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "HostSystem",
+        self.properties_of(
+            host,
             &["configManager.networkSystem"],
-            &Objects::One(host.clone()),
-            None,
-        );
-        self.call(&req, soap::parse_network_system)?
-            .ok_or_else(|| Error::Protocol {
-                method: req.method.into(),
-                detail: format!("host {host} names no network system"),
-            })
+            soap::parse_network_system,
+        )?
+        .ok_or_else(|| Error::Protocol {
+            method: "RetrievePropertiesEx".into(),
+            detail: format!("host {host} names no network system"),
+        })
     }
 
     /// The switches and port groups of a host (`networkInfo` of its network
     /// system).
     pub fn host_network(&self, network_system: &MoRef) -> Result<HostNetwork, Error> {
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "HostNetworkSystem",
-            &["networkInfo"],
-            &Objects::One(network_system.clone()),
-            None,
-        );
-        self.call(&req, soap::parse_host_network)
+        self.properties_of(network_system, &["networkInfo"], soap::parse_host_network)
     }
 
     /// Sends a call that answers nothing (adding or removing a switch or a
@@ -358,14 +356,7 @@ impl Session {
 
     /// The question `vm` is asking, if any (`runtime.question`).
     pub fn vm_question(&self, vm: &MoRef) -> Result<Option<VmQuestion>, Error> {
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "VirtualMachine",
-            &["runtime.question"],
-            &Objects::One(vm.clone()),
-            None,
-        );
-        self.call(&req, soap::parse_vm_question)
+        self.properties_of(vm, &["runtime.question"], soap::parse_vm_question)
     }
 
     /// Powers `vm` on, answering the "moved or copied" question a host
@@ -422,26 +413,20 @@ impl Session {
     /// The guest, `disk.EnableUUID` and the VSS manifests among the files
     /// of `vm`: what tells a quiesced snapshot's consistency.
     pub fn guest_quiesce_facts(&self, vm: &MoRef) -> Result<GuestQuiesceFacts, Error> {
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "VirtualMachine",
+        self.properties_of(
+            vm,
             soap::GUEST_QUIESCE_PROPERTIES,
-            &Objects::One(vm.clone()),
-            None,
-        );
-        self.call(&req, soap::parse_guest_quiesce_facts)
+            soap::parse_guest_quiesce_facts,
+        )
     }
 
     /// The disks of a snapshot as they were when it was taken.
     pub fn snapshot_disks(&self, snapshot: &MoRef) -> Result<Vec<VmDisk>, Error> {
-        let req = soap::retrieve_properties_ex(
-            &self.content.property_collector,
-            "VirtualMachineSnapshot",
+        self.properties_of(
+            snapshot,
             &["config.hardware.device"],
-            &Objects::One(snapshot.clone()),
-            None,
-        );
-        self.call(&req, soap::parse_snapshot_disks)
+            soap::parse_snapshot_disks,
+        )
     }
 
     /// Every changed area of one disk of `snapshot` since `change_id`, over
