@@ -15,6 +15,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod engine;
+pub mod instant;
 pub mod inventory;
 pub mod json;
 pub mod lab;
