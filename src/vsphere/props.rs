@@ -346,11 +346,14 @@ pub(super) fn parse_guest_managers(xml: &str) -> Result<(Option<MoRef>, Option<M
 
 /// `configManager.networkSystem` of a HostSystem.
 pub(super) fn parse_network_system(xml: &str) -> Result<Option<MoRef>, Error> {
+    parse_moref_property(xml, "configManager.networkSystem")
+}
+
+/// A property holding one managed object reference
+/// (`configManager.datastoreSystem` of a HostSystem, say).
+pub(super) fn parse_moref_property(xml: &str, path: &str) -> Result<Option<MoRef>, Error> {
     let page = parse_page(xml, "RetrievePropertiesEx", |oc, _| {
-        Ok(oc
-            .props
-            .get("configManager.networkSystem")
-            .and_then(|v| moref_of(*v)))
+        Ok(oc.props.get(path).and_then(|v| moref_of(*v)))
     })?;
     Ok(page.items.into_iter().next().flatten())
 }

@@ -342,6 +342,36 @@ impl Session {
         })
     }
 
+    /// A host's datastore system (`configManager.datastoreSystem`).
+    pub fn datastore_system(&self, host: &MoRef) -> Result<MoRef, Error> {
+        self.properties_of(host, &["configManager.datastoreSystem"], |x| {
+            soap::parse_moref_property(x, "configManager.datastoreSystem")
+        })?
+        .ok_or_else(|| Error::Protocol {
+            method: "RetrievePropertiesEx".into(),
+            detail: format!("host {host} names no datastore system"),
+        })
+    }
+
+    /// Mounts an NFS v3 export on `host` as datastore `name`.
+    pub fn create_nas_datastore(
+        &self,
+        host: &MoRef,
+        remote_host: &str,
+        remote_path: &str,
+        name: &str,
+    ) -> Result<MoRef, Error> {
+        let system = self.datastore_system(host)?;
+        let req = soap::create_nas_datastore(&system, remote_host, remote_path, name);
+        self.call(&req, |x| soap::parse_moref_result(x, req.method))
+    }
+
+    /// Unmounts datastore `datastore` from `host`.
+    pub fn remove_datastore(&self, host: &MoRef, datastore: &MoRef) -> Result<(), Error> {
+        let system = self.datastore_system(host)?;
+        self.call_empty(&soap::remove_datastore(&system, datastore))
+    }
+
     /// The switches and port groups of a host (`networkInfo` of its network
     /// system).
     pub fn host_network(&self, network_system: &MoRef) -> Result<HostNetwork, Error> {

@@ -687,6 +687,37 @@ pub fn remove_virtual_switch(network_system: &MoRef, name: &str) -> Request {
     call.finish()
 }
 
+/// `CreateNasDatastore`: mounts `remote_path` of the NFS v3 server
+/// `remote_host` read-write as datastore `name` (HostNasVolumeSpec; the
+/// spec has no port: the host asks the server's portmapper).
+pub fn create_nas_datastore(
+    datastore_system: &MoRef,
+    remote_host: &str,
+    remote_path: &str,
+    name: &str,
+) -> Request {
+    let mut call = Call::new("CreateNasDatastore", datastore_system);
+    call.open("spec")
+        .text("remoteHost", remote_host)
+        .text("remotePath", remote_path)
+        .text("localPath", name)
+        .text("accessMode", "readWrite")
+        .text("type", "NFS")
+        .close("spec");
+    call.finish()
+}
+
+/// `RemoveDatastore`: unmounts a NAS datastore from the host.
+pub fn remove_datastore(datastore_system: &MoRef, datastore: &MoRef) -> Request {
+    let mut call = Call::new("RemoveDatastore", datastore_system);
+    call.moref("datastore", datastore);
+    call.finish()
+}
+
+pub fn parse_moref_property(xml: &str, path: &str) -> Result<Option<MoRef>, Error> {
+    super::props::parse_moref_property(xml, path)
+}
+
 pub fn parse_network_system(xml: &str) -> Result<Option<MoRef>, Error> {
     super::props::parse_network_system(xml)
 }
