@@ -14,6 +14,7 @@ mod compliance;
 mod daemon;
 mod export;
 mod init;
+mod instant;
 mod inventory;
 mod lab;
 mod plan;
@@ -149,6 +150,8 @@ pub enum Command {
     Status(status::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
     Restore(restore::Args),
+    /// Boot a VM straight from a restore point over NFS (list, stop NAME).
+    InstantRecover(instant::Args),
     /// Export a VM's point as an OVA or streamOptimized VMDKs for other tools.
     Export(export::Args),
     /// The compliance report (rendered, stored, optionally mailed) or the newest run report.
@@ -225,6 +228,7 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::InstantRecover(args) => instant::run(args),
         Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
         Command::Compliance(args) => compliance::run(args),

@@ -43,6 +43,7 @@ pub mod gather;
 pub mod healthcheck;
 pub mod image;
 pub mod init;
+pub mod instant;
 pub mod inventory;
 pub mod logging;
 pub mod metrics;

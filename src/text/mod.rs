@@ -16,6 +16,7 @@
 mod backup;
 mod catalog;
 mod events;
+mod instant;
 mod lab;
 mod paint;
 mod plan;
@@ -27,6 +28,7 @@ mod tables;
 pub use backup::*;
 pub use catalog::*;
 pub use events::*;
+pub use instant::*;
 pub use lab::*;
 pub use paint::*;
 pub use plan::*;

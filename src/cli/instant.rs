@@ -1,0 +1,128 @@
+//! `coffer instant-recover`: boot a VM straight from a restore point, list
+//! the sessions, stop one.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use anyhow::{Result, anyhow};
+
+use super::{EXIT_OK, PolicyArgs, load_or_report};
+use crate::engine::instant::{self, StartArgs};
+use crate::text;
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The VM whose point to boot.
+    pub vm: Option<String>,
+    /// The source the VM was backed up from, when names repeat.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The point (default: the newest).
+    #[arg(long, conflicts_with = "at")]
+    pub point: Option<String>,
+    /// The newest point at or before this time (RFC 3339).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The tier to serve it from (default: the first that holds it, local
+    /// tiers first).
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// The source (ESXi host) to run the VM on (default: the VM's own).
+    #[arg(long)]
+    pub to_source: Option<String>,
+    /// The recovered VM's name (default: VM-instant).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// This machine's address that the host reaches for NFS, ports 111
+    /// and 2049 (default: 127.0.0.1 for the built-in lab).
+    #[arg(long)]
+    pub listen: Option<IpAddr>,
+    /// Connect every network card to this port group.
+    #[arg(long, conflicts_with = "disconnect_network")]
+    pub network: Option<String>,
+    /// Network cards start disconnected.
+    #[arg(long)]
+    pub disconnect_network: bool,
+    /// New BIOS UUID and MAC addresses (the original still runs).
+    #[arg(long)]
+    pub new_uuid: bool,
+    /// How long to wait for the guest's VMware Tools heartbeat.
+    #[arg(long, default_value = "10m")]
+    pub heartbeat_timeout: String,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The running sessions, with their overlay size.
+    List {
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
+    /// Power off, unregister, unmount, stop serving, drop the overlay.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
+    /// The NFS server of a session (started by `instant-recover VM`).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        session_dir: std::path::PathBuf,
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
+}
+
+fn config(p: &PolicyArgs) -> Result<crate::policy::Config> {
+    load_or_report(p).map_err(|_| crate::cli::InvalidPolicyDir.into())
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        Some(Command::List { policies }) => {
+            let listed = instant::list(&config(&policies)?)?;
+            write!(out, "{}", text::instant_sessions(&listed))?;
+        }
+        Some(Command::Stop { name, policies }) => {
+            let stopped = instant::stop(&config(&policies)?, &name)?;
+            write!(out, "{}", text::instant_stopped(&stopped))?;
+        }
+        Some(Command::Serve {
+            session_dir,
+            policies,
+        }) => instant::serve_session(&config(&policies)?, &session_dir)?,
+        None => {
+            let vm = args
+                .vm
+                .ok_or_else(|| anyhow!("name the VM to recover (or list, stop NAME)"))?;
+            let config = config(&args.policies)?;
+            let timeout = crate::policy::units::parse_duration(&args.heartbeat_timeout)
+                .map_err(|e| anyhow!("--heartbeat-timeout: {e}"))?;
+            let a = StartArgs {
+                vm,
+                source: args.source,
+                point: args.point,
+                at: super::restore::parse_at(args.at.as_deref())?,
+                tier: args.tier,
+                to_source: args.to_source,
+                name: args.name,
+                address: args.listen,
+                network: args.network,
+                disconnect_network: args.disconnect_network,
+                new_uuid: args.new_uuid,
+                heartbeat_timeout: timeout,
+                server_program: std::env::current_exe()?,
+            };
+            let started = instant::start(&config, &args.policies.dir, &a)?;
+            write!(out, "{}", text::instant_started(&started))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
