@@ -96,9 +96,13 @@ pub fn start(config: &Config, policies: &Path, a: &StartArgs) -> Result<Started>
         a.point.as_deref(),
         a.at,
     )?;
-    let name = a.name.clone().unwrap_or_else(|| format!("{}-instant", a.vm));
-    crate::repo::ids::FileStem::parse(&name)
-        .map_err(|e| anyhow!("the recovered VM's name cannot be used: {e}; choose another --name"))?;
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-instant", a.vm));
+    crate::repo::ids::FileStem::parse(&name).map_err(|e| {
+        anyhow!("the recovered VM's name cannot be used: {e}; choose another --name")
+    })?;
     let source_name = a
         .to_source
         .clone()

@@ -7,5 +7,5 @@
 //! `migrate` (the VM moved onto a production datastore).
 
 pub mod export;
-pub mod session;
 pub mod serve;
+pub mod session;

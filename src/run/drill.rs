@@ -405,7 +405,11 @@ impl Drop for Teardown<'_> {
     }
 }
 
-pub(crate) fn wait_for_heartbeat(session: &Session, name: &str, timeout: Duration) -> Result<(), String> {
+pub(crate) fn wait_for_heartbeat(
+    session: &Session,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     let started = Instant::now();
     loop {
         let vms = session.list_vms().map_err(|e| e.to_string())?;

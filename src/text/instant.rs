@@ -38,7 +38,11 @@ pub fn instant_sessions(list: &[Listed]) -> String {
             s.name,
             s.point,
             s.source,
-            if l.server_running { "running" } else { "STOPPED" },
+            if l.server_running {
+                "running"
+            } else {
+                "STOPPED"
+            },
             format_size(l.overlay_bytes),
             s.datastore
         ));
