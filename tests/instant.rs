@@ -248,5 +248,9 @@ fn a_failed_start_leaves_no_session_and_nothing_on_the_host() {
     assert!(!failed.status.success());
     assert!(text(&failed).contains("NFS server"), "{}", text(&failed));
     assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
-    assert_eq!(lab_vm_names(&lab_dir), vms, "nothing registered on the host");
+    assert_eq!(
+        lab_vm_names(&lab_dir),
+        vms,
+        "nothing registered on the host"
+    );
 }

@@ -23,6 +23,16 @@ pub enum Command {
     /// with file-like data) or made from raw disk images, e.g. a multi-GiB
     /// one for a benchmark.
     AddVm(AddVmArgs),
+    /// Read a file of an NFS v3 export sequentially with the lab host's
+    /// NFS client (mounted through the portmapper), and say how fast.
+    NfsRead {
+        /// The NFS server's address.
+        host: String,
+        /// The export (`/coffer-NAME`).
+        export: String,
+        /// The file, relative to the export.
+        file: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +108,25 @@ pub fn run(command: Command) -> Result<u8> {
     match command {
         Command::Serve(args) => serve(args),
         Command::Write(args) => write(args),
+        Command::NfsRead { host, export, file } => {
+            let started = std::time::Instant::now();
+            let mut nas = crate::lab::nas::Nas::mount(&host, &export)?;
+            let size = nas.size(&file)?;
+            let mut bytes = 0;
+            while bytes < size {
+                let got = nas.read_at(&file, bytes, 8 << 20)?.len() as u64;
+                if got == 0 {
+                    break;
+                }
+                bytes += got;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"bytes\": {bytes}, \"seconds\": {secs:.3}, \"mib_per_s\": {:.1}}}",
+                bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+            );
+            Ok(EXIT_OK)
+        }
         Command::AddVm(args) => add_vm(args),
     }
 }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Instant recovery against a full restore, on the lab: a VM with a disk of
+# real data (an ext4 file system filled with files from /usr, as in
+# bench-lab.sh) is backed up, then recovered
+#   (a) by a full restore onto the lab host, powered on (`coffer restore
+#       --to-source lab --power-on`), and
+#   (b) by instant recovery (`coffer instant-recover`), booted from the
+#       repository over NFS v3,
+# and both times to the guest's VMware Tools heartbeat are printed with
+# their ratio. Then the instant VM's disk is read sequentially through the
+# lab host's NFS client (coffer's NFS server fetching the repository's
+# chunks), against a local restore of the same disk to files.
+#
+#   scripts/bench-instant.sh [DISK_GIB]      (default 2; needs root for
+#                                             ports 111 and 2049)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DISK_GIB=${1:-2}
+WORK=${BENCH_DIR:-/tmp/coffer-bench-instant}
+DATA_MIB=${BENCH_DATA_MIB:-$((DISK_GIB * 1024 / 3))}
+MKE2FS=$(command -v mke2fs || command -v /sbin/mke2fs || true)
+[ -n "$MKE2FS" ] || { echo "mke2fs (e2fsprogs) is needed for the ext4 disk" >&2; exit 2; }
+ADDRESS=${BENCH_ADDRESS:-127.0.0.77}
+
+cargo build --release --quiet
+COFFER=${CARGO_TARGET_DIR:-$PWD/target}/release/coffer
+rm -rf "$WORK" && mkdir -p "$WORK"
+cd "$WORK"
+cat >coffer.toml <<EOF
+[sources.lab]
+kind = "lab"
+lab_vms = 0
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[policies.bench]
+sources = ["lab"]
+vms = ["bench-01"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.bench.retain.local]
+last = 5
+EOF
+"$COFFER" repo init --tier local -p . >/dev/null
+"$COFFER" inventory -p . >/dev/null
+LAB=$WORK/.coffer/lab/lab
+echo "== bench-01: a ${DISK_GIB} GiB ext4 disk with ${DATA_MIB} MiB of files from /usr" >&2
+mkdir fs-src
+(tar cf - /usr/lib /usr/share 2>/dev/null || true) | head -c "${DATA_MIB}M" | (tar xf - -C fs-src 2>/dev/null || true)
+truncate -s "${DISK_GIB}G" disk.img
+"$MKE2FS" -q -F -t ext4 -E offset=1048576 -d fs-src disk.img "$((DISK_GIB * 1024 - 1))M"
+python3 - "$DISK_GIB" <<'PY'
+import struct, sys
+size = int(sys.argv[1]) << 30
+mbr = bytearray(512)
+mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", 2048, size // 512 - 2048)
+mbr[510:512] = b"\x55\xaa"
+with open("disk.img", "r+b") as f:
+    f.write(mbr)
+PY
+rm -rf fs-src
+"$COFFER" lab add-vm bench-01 --disk "image=$WORK/disk.img" --state "$LAB" >/dev/null
+rm -f disk.img
+"$COFFER" backup bench-01 -p . >/dev/null
+
+now() { date +%s.%N; }
+echo "== (a) full restore onto the lab host, powered on" >&2
+t0=$(now)
+"$COFFER" restore bench-01 --to-source lab --name bench-full --power-on -p . >restore.out
+t1=$(now)
+echo "== (b) instant recovery" >&2
+"$COFFER" instant-recover bench-01 --listen "$ADDRESS" -p . >instant.out
+cat instant.out >&2
+echo "== sequential read of the instant VM's disk through NFS" >&2
+"$COFFER" lab nfs-read "$ADDRESS" /coffer-bench-01-instant bench-01-instant/bench-01-instant-flat.vmdk >nfs.json
+echo "== local restore of the same disk to files" >&2
+t2=$(now)
+"$COFFER" restore bench-01 -o local-restore -p . >/dev/null
+t3=$(now)
+"$COFFER" instant-recover stop bench-01-instant -p . >/dev/null
+
+python3 - "$t0" "$t1" "$t2" "$t3" "$DISK_GIB" <<'PY'
+import json, re, sys
+t0, t1, t2, t3, gib = map(float, sys.argv[1:6])
+full = t1 - t0
+m = re.search(r"heartbeat after ([0-9.]+) s", open("instant.out").read())
+instant = float(m.group(1))
+nfs = json.load(open("nfs.json"))
+local = (gib * 1024) / (t3 - t2)
+print(f"disk: {gib:g} GiB (ext4 with real files)")
+print(f"{'':34} {'seconds':>9}")
+print(f"{'full restore + power-on':34} {full:9.2f}")
+print(f"{'instant recovery to heartbeat':34} {instant:9.2f}")
+print(f"{'ratio full / instant':34} {full / instant:9.1f}x")
+print(f"{'':34} {'MiB/s':>9}")
+print(f"{'instant VM sequential read (NFS)':34} {nfs['mib_per_s']:9.1f}")
+print(f"{'local restore to files':34} {local:9.1f}")
+print(f"{'ratio NFS / local restore':34} {nfs['mib_per_s'] / local:9.2f}")
+PY
