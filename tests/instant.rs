@@ -335,6 +335,12 @@ fn instant_boot_round(vcenter: bool, n: u8) {
         Some("guestToolsRunning")
     );
     assert_eq!(heartbeat(&session, &vm), "green");
+    // Its guest answers on the ports its .vmx declares.
+    let ip = rec
+        .ip_address
+        .clone()
+        .expect("the guest reports an address");
+    std::net::TcpStream::connect((ip.as_str(), 22)).expect("the guest listens on port 22");
     assert_eq!(
         rec.vmx_path.as_deref(),
         Some("[coffer-ir] lab-vm-01-ir/lab-vm-01-ir.vmx")
@@ -382,6 +388,13 @@ fn instant_boot_round(vcenter: bool, n: u8) {
                 memory: false,
                 quiesce: false,
             },
+            TASK,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("NAS datastores"), "{err}");
+    let err = session
+        .run_task(
+            &soap::relocate_vm(&vm, &MoRef::new("Datastore", "datastore1")),
             TASK,
         )
         .unwrap_err();
