@@ -486,15 +486,13 @@ pub fn relocate_disks(
     if let Some(v) = state.vms.iter().find(|v| v.name == vm || v.moref() == vm) {
         super::datastore_system::refuse_nas(v, "move the disks of")?;
     }
+    if state.nas(datastore).is_some() {
+        return Err(Fault::new(
+            "NotSupported",
+            format!("the lab does not move disks to NAS datastores ({datastore})"),
+        ));
+    }
     if state::datastore_type(datastore).is_none() {
-        let what = if state.nas(datastore).is_some() {
-            "the lab does not move disks to NAS datastores"
-        } else {
-            ""
-        };
-        if !what.is_empty() {
-            return Err(Fault::new("NotSupported", what));
-        }
         return Err(Fault::not_found("Datastore", datastore));
     }
     let v = state
