@@ -10,7 +10,11 @@ use std::path::Path;
 use coffer::instant::export::PointExport;
 use coffer::instant::serve;
 use coffer::lab::nas::Nas;
+use coffer::lab::{Lab, LabConfig, LabHandle};
 use coffer::run::restore::VmxChanges;
+use coffer::vsphere::soap::{self, Objects};
+use coffer::vsphere::types::MoRef;
+use coffer::vsphere::{Error, Session, VimFault};
 use common::text;
 
 /// A loopback address of this test's own, so that servers of tests
@@ -156,7 +160,7 @@ fn instant_recover_boots_from_the_repository_and_stop_leaves_nothing() {
     let dir = t.path();
     let ds = backed_up(dir);
     let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
-    let address = own_address(3);
+    let address = own_address(5);
     let listen = address.to_string();
     let run = |args: &[&str]| common::in_policy_dir(dir, args);
 
@@ -253,4 +257,331 @@ fn a_failed_start_leaves_no_session_and_nothing_on_the_host() {
         vms,
         "nothing registered on the host"
     );
+}
+
+// ---- the lab's NAS datastores ----------------------------------------------
+
+const TASK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The name of a vim25 fault an answer carries.
+fn fault_name(e: &Error) -> String {
+    match e {
+        Error::Fault(VimFault::Other { name, .. }) => name.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// lab-vm-01 backed up, its boot sector wiped first when `wipe_boot`,
+/// and its last point served at `address` as export `/coffer-test`.
+fn served_point(
+    dir: &Path,
+    address: IpAddr,
+    wipe_boot: bool,
+) -> (PointExport, std::path::PathBuf, serve::Server) {
+    let lab_state = common::one_vm_lab(dir);
+    let lab = Lab::start(LabConfig::new(&lab_state)).unwrap();
+    if wipe_boot {
+        let flat = lab.datastore_dir().join("lab-vm-01/lab-vm-01-flat.vmdk");
+        let file = std::fs::OpenOptions::new().write(true).open(flat).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 512], 0).unwrap();
+        assert!(!coffer::lab::boots(&lab_state, "lab-vm-01").unwrap());
+    }
+    drop(lab);
+    let backup = common::in_policy_dir(dir, &["backup", "lab-vm-01"]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    let (repo, points) = common::local_points(dir);
+    let overlay = dir.join("overlay");
+    let changes = VmxChanges {
+        name: "lab-vm-01-ir".into(),
+        ..VmxChanges::default()
+    };
+    let export = PointExport::new(repo, points.last().unwrap(), &changes, &overlay).unwrap();
+    let server = serve::serve(
+        export.clone(),
+        "coffer-test",
+        address,
+        &[serve::PORTMAP_PORT, serve::NFS_PORT],
+    )
+    .unwrap();
+    (export, overlay, server)
+}
+
+/// A host's (or any object's) properties `paths`, as the raw answer.
+fn raw_properties(session: &Session, obj: &MoRef, paths: &[&str]) -> String {
+    let req = soap::retrieve_properties_ex(
+        &session.service_content().property_collector,
+        &obj.kind,
+        paths,
+        &Objects::One(obj.clone()),
+        None,
+    );
+    session.transport().post(&req).unwrap()
+}
+
+fn lab_nas_datastores(lab: &LabHandle) -> Vec<String> {
+    coffer::lab::state::Store::new(lab.state_dir())
+        .read(|st, _| Ok(st.nas_datastores.iter().map(|d| d.name.clone()).collect()))
+        .unwrap()
+}
+
+/// The VM `vm`'s heartbeat (`guestHeartbeatStatus`: gray, green, red).
+fn heartbeat(session: &Session, vm: &MoRef) -> String {
+    let xml = raw_properties(session, vm, &["guestHeartbeatStatus"]);
+    ["green", "red", "gray", "yellow"]
+        .iter()
+        .find(|c| xml.contains(&format!(">{c}</val>")))
+        .map(|c| c.to_string())
+        .unwrap_or(xml)
+}
+
+/// What instant recovery does with a host: mount the export as a NAS
+/// datastore, register the VM from it and power it on answering "moved",
+/// on `host` in `folder`. Answers the datastore and the VM.
+fn boot_from_export(
+    session: &Session,
+    address: IpAddr,
+    host: &MoRef,
+    folder: &MoRef,
+) -> (MoRef, MoRef) {
+    let ds = session
+        .create_nas_datastore(host, &address.to_string(), "/coffer-test", "coffer-ir")
+        .unwrap();
+    assert_eq!(ds, MoRef::new("Datastore", "coffer-ir"));
+    let info = session
+        .run_task(
+            &soap::register_vm(
+                folder,
+                "[coffer-ir] lab-vm-01-ir/lab-vm-01-ir.vmx",
+                Some("lab-vm-01-ir"),
+                None,
+                Some(host),
+            ),
+            TASK,
+        )
+        .expect("register from the NAS datastore");
+    let vm = info.result.expect("the registered VM");
+    session.power_on_answering(&vm, true, TASK).unwrap();
+    (ds, vm)
+}
+
+fn nas_vm_record(session: &Session) -> coffer::inventory::VmRecord {
+    session
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "lab-vm-01-ir")
+        .expect("the NAS VM is listed")
+}
+
+fn locks(nas: &mut Nas) -> Vec<String> {
+    nas.list("lab-vm-01-ir")
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.starts_with(".lck-"))
+        .collect()
+}
+
+/// The whole round: boot the point from the export, see the guest run,
+/// its lock files and .vmx on the export, its writes in the overlay, then
+/// power off, unregister and unmount.
+fn instant_boot_round(vcenter: bool, n: u8) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let address = own_address(n);
+    let (export, overlay, server) = served_point(dir, address, false);
+    let mut config = LabConfig::new(dir.join("host"));
+    config.vcenter = vcenter;
+    let lab = Lab::start(config).unwrap();
+    let session = Session::connect(lab.url(), &lab.tls_trust(), lab.user(), lab.password())
+        .expect("login to the lab");
+    // On a vCenter, the second host, in the datacenter inside a folder.
+    let (host, folder, system) = if vcenter {
+        (
+            MoRef::new("HostSystem", "host-2"),
+            MoRef::new("Folder", "group-v2"),
+            "datastoreSystem-host-2",
+        )
+    } else {
+        (
+            MoRef::new("HostSystem", "ha-host"),
+            MoRef::new("Folder", "ha-folder-vm"),
+            "ha-datastoresystem",
+        )
+    };
+    assert_eq!(
+        session.datastore_system(&host).unwrap(),
+        MoRef::new("HostDatastoreSystem", system)
+    );
+
+    // Nothing listens at another address of ours: the mount fails.
+    let err = session
+        .create_nas_datastore(
+            &host,
+            &own_address(n + 100).to_string(),
+            "/coffer-test",
+            "gone",
+        )
+        .unwrap_err();
+    assert_eq!(fault_name(&err), "HostConfigFault", "{err}");
+    assert!(err.to_string().contains("NFS mount"), "{err}");
+    assert!(lab_nas_datastores(&lab).is_empty());
+
+    let (ds, vm) = boot_from_export(&session, address, &host, &folder);
+    assert_eq!(lab_nas_datastores(&lab), ["coffer-ir"]);
+    // A name in use, and the same export again.
+    for (remote, name, fault) in [
+        ("/coffer-test", "datastore1", "DuplicateName"),
+        ("/coffer-test", "coffer-ir", "DuplicateName"),
+        ("/coffer-test", "coffer-ir-2", "AlreadyExists"),
+    ] {
+        let err = session
+            .create_nas_datastore(&host, &address.to_string(), remote, name)
+            .unwrap_err();
+        assert_eq!(fault_name(&err), fault, "{name}: {err}");
+    }
+    // The host and the datastore say so.
+    let host_props = raw_properties(&session, &host, &["datastore"]);
+    assert!(host_props.contains(">coffer-ir<"), "{host_props}");
+    let ds_props = raw_properties(
+        &session,
+        &ds,
+        &["summary.type", "info.nas.remoteHost", "info.nas.remotePath"],
+    );
+    assert!(ds_props.contains(">NFS<"), "{ds_props}");
+    assert!(ds_props.contains(&format!(">{address}<")), "{ds_props}");
+    assert!(ds_props.contains(">/coffer-test<"), "{ds_props}");
+
+    let rec = nas_vm_record(&session);
+    assert_eq!(
+        rec.tools_running_status.as_deref(),
+        Some("guestToolsRunning")
+    );
+    assert_eq!(heartbeat(&session, &vm), "green");
+    // Its guest answers on the ports its .vmx declares.
+    let ip = rec
+        .ip_address
+        .clone()
+        .expect("the guest reports an address");
+    std::net::TcpStream::connect((ip.as_str(), 22)).expect("the guest listens on port 22");
+    assert_eq!(
+        rec.vmx_path.as_deref(),
+        Some("[coffer-ir] lab-vm-01-ir/lab-vm-01-ir.vmx")
+    );
+    assert_eq!(rec.host.as_ref(), Some(&host));
+    assert!(
+        rec.disks[0]
+            .file_name
+            .starts_with("[coffer-ir] lab-vm-01-ir/"),
+        "{:?}",
+        rec.disks[0]
+    );
+
+    // On the export: a lock file per disk, and the .vmx the host rewrote
+    // (its new place), kept in the overlay.
+    let mut nas = Nas::mount(&address.to_string(), "/coffer-test").unwrap();
+    assert_eq!(locks(&mut nas).len(), 2, "{:?}", nas.list("lab-vm-01-ir"));
+    let vmx = String::from_utf8(nas.read_all("lab-vm-01-ir/lab-vm-01-ir.vmx").unwrap()).unwrap();
+    assert_eq!(
+        coffer::vsphere::vmx::value(&vmx, "uuid.location"),
+        Some(coffer::lab::state::location_uuid("lab-vm-01-ir/lab-vm-01-ir.vmx").as_str())
+    );
+    assert!(PointExport::overlay_bytes(&overlay) > 0);
+
+    // The guest writes: through NFS WRITE, into the overlay.
+    let before = PointExport::overlay_bytes(&overlay);
+    let writes = coffer::lab::write(lab.state_dir(), "lab-vm-01-ir", 1.0).unwrap();
+    let area = writes[0].areas[0].clone();
+    let flat = "lab-vm-01-ir/lab-vm-01-ir-flat.vmdk";
+    let seen = nas.read_at(flat, area.start, 64).unwrap();
+    assert!(
+        seen.starts_with(b"coffer lab write block"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(PointExport::overlay_bytes(&overlay) > before);
+
+    // What the lab does not do on NAS: snapshots (so backups) and moves.
+    let err = session
+        .create_snapshot(
+            &vm,
+            &soap::SnapshotRequest {
+                name: "no",
+                description: "",
+                memory: false,
+                quiesce: false,
+            },
+            TASK,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("NAS datastores"), "{err}");
+    let err = session
+        .run_task(
+            &soap::relocate_vm(&vm, &MoRef::new("Datastore", "datastore1")),
+            TASK,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("NAS datastores"), "{err}");
+
+    session.run_task(&soap::power_off_vm(&vm), TASK).unwrap();
+    assert!(locks(&mut nas).is_empty(), "the host let go of its locks");
+    assert_eq!(heartbeat(&session, &vm), "gray");
+    // Still registered: the datastore is in use.
+    let err = session.remove_datastore(&host, &ds).unwrap_err();
+    assert_eq!(fault_name(&err), "ResourceInUse", "{err}");
+    session.call_empty(&soap::unregister_vm(&vm)).unwrap();
+    session.remove_datastore(&host, &ds).unwrap();
+    assert!(lab_nas_datastores(&lab).is_empty());
+    let host_props = raw_properties(&session, &host, &["datastore"]);
+    assert!(!host_props.contains(">coffer-ir<"), "{host_props}");
+    // The files stay on the export: unregistering deletes nothing.
+    assert!(nas.size(flat).is_ok());
+    nas.unmount().unwrap();
+    drop(server);
+    drop(export);
+}
+
+#[test]
+fn a_lab_host_boots_a_point_from_coffers_nfs_export() {
+    instant_boot_round(false, 2);
+}
+
+#[test]
+fn a_lab_vcenter_boots_a_point_from_coffers_nfs_export_on_its_second_host() {
+    instant_boot_round(true, 3);
+}
+
+#[test]
+fn a_point_without_a_boot_sector_does_not_boot_from_the_export() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let address = own_address(4);
+    let (_export, _overlay, _server) = served_point(dir, address, true);
+    let lab = Lab::start(LabConfig::new(dir.join("host"))).unwrap();
+    let session = Session::connect(lab.url(), &lab.tls_trust(), lab.user(), lab.password())
+        .expect("login to the lab");
+    let host = MoRef::new("HostSystem", "ha-host");
+    let (ds, vm) = boot_from_export(
+        &session,
+        address,
+        &host,
+        &MoRef::new("Folder", "ha-folder-vm"),
+    );
+    let rec = nas_vm_record(&session);
+    assert_eq!(
+        rec.power_state,
+        Some(coffer::vsphere::types::PowerState::PoweredOn)
+    );
+    assert_eq!(
+        rec.tools_running_status.as_deref(),
+        Some("guestToolsNotRunning")
+    );
+    assert_eq!(heartbeat(&session, &vm), "red");
+    // Destroy: unregistered, its files removed through NFS.
+    session.run_task(&soap::power_off_vm(&vm), TASK).unwrap();
+    session.run_task(&soap::destroy(&vm), TASK).unwrap();
+    let mut nas = Nas::mount(&address.to_string(), "/coffer-test").unwrap();
+    assert!(nas.list("lab-vm-01-ir").unwrap_or_default().is_empty());
+    nas.unmount().unwrap();
+    session.remove_datastore(&host, &ds).unwrap();
+    assert!(lab_nas_datastores(&lab).is_empty());
 }

@@ -94,6 +94,7 @@ pub fn set_guest(
         .iter()
         .find(|v| v.name == vm || v.moref() == vm)
         .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    super::datastore_system::refuse_nas(v, "change the guest of")?;
     let text = vmx::with_value(&v.vmx_text(root), "guestOS", os.vmx_value());
     let text = vmx::with_value(
         &text,

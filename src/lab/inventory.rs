@@ -24,6 +24,7 @@
 //! It only answers questions about the tree and renders it; it must never
 //! change the lab's state.
 
+use super::datastore_system::{NasDatastore, datastore_system_of, datastores_of, datastores_prop};
 use super::state::{DATACENTER, State, Vm};
 use super::wire::moref;
 use crate::vsphere::soap::escape;
@@ -106,10 +107,17 @@ pub fn datacenters(vcenter: bool) -> &'static [Datacenter] {
     }
 }
 
-/// The datacenter (and so the host) `vm` lives in: on a vCenter, VMs with
-/// an odd id in the first, the others in the second, so consecutive lab
-/// VMs alternate.
+/// The datacenter (and so the host) `vm` lives in: on a vCenter, the one
+/// of the host it was registered on (a NAS VM's), else VMs with an odd id
+/// in the first, the others in the second, so consecutive lab VMs
+/// alternate.
 pub fn placement(vcenter: bool, vm: &Vm) -> &'static Datacenter {
+    if let Some(d) = VCENTER
+        .iter()
+        .find(|d| vcenter && vm.host.as_deref() == Some(d.host))
+    {
+        return d;
+    }
     if vcenter {
         &VCENTER[usize::from(vm.id.is_multiple_of(2))]
     } else {
@@ -207,14 +215,25 @@ fn object(kind: &str, id: &str, props: &[Prop<'_>], paths: &[String], all: bool)
 /// (Folder, Datacenter, ComputeResource, HostSystem), rendered with the
 /// asked properties; `None` for a type this module does not own.
 ///
-/// `host_name` gives each host's `name`: the address it answers at.
+/// `host_name` gives each host's `name`: the address it answers at;
+/// `nas` the NAS datastores the hosts mounted, which join the lab's own
+/// in a host's and its datacenter's `datastore` (vSphere API reference,
+/// HostSystem.datastore and Datacenter.datastore).
 pub fn objects_of(
     vcenter: bool,
     kind: &str,
     paths: &[String],
     all: bool,
     host_name: &dyn Fn(&Datacenter) -> String,
+    nas: &[NasDatastore],
 ) -> Option<Vec<String>> {
+    let with_datastores = |obj: String, host: &str| {
+        if !all && !paths.iter().any(|p| p == "datastore") {
+            return obj;
+        }
+        let list = datastores_prop("datastore", &datastores_of(nas, host));
+        obj.replace("</objects>", &(list + "</objects>"))
+    };
     let dcs = datacenters(vcenter);
     let mut out = Vec::new();
     match kind {
@@ -249,22 +268,25 @@ pub fn objects_of(
         }
         "Datacenter" => {
             for d in dcs {
-                out.push(object(
-                    "Datacenter",
-                    d.moref,
-                    &[
-                        ("name", None, Some(d.name)),
-                        ("parent", Some(("Folder", d.parent)), None),
-                        ("vmFolder", Some(("Folder", d.vm_folder)), None),
-                        ("hostFolder", Some(("Folder", d.host_folder)), None),
-                        (
-                            "datastoreFolder",
-                            Some(("Folder", d.datastore_folder)),
-                            None,
-                        ),
-                    ],
-                    paths,
-                    all,
+                out.push(with_datastores(
+                    object(
+                        "Datacenter",
+                        d.moref,
+                        &[
+                            ("name", None, Some(d.name)),
+                            ("parent", Some(("Folder", d.parent)), None),
+                            ("vmFolder", Some(("Folder", d.vm_folder)), None),
+                            ("hostFolder", Some(("Folder", d.host_folder)), None),
+                            (
+                                "datastoreFolder",
+                                Some(("Folder", d.datastore_folder)),
+                                None,
+                            ),
+                        ],
+                        paths,
+                        all,
+                    ),
+                    d.host,
                 ));
             }
         }
@@ -286,24 +308,33 @@ pub fn objects_of(
             for d in dcs {
                 let name = host_name(d);
                 let network_system = super::hostnet::network_system_of(d.host);
-                out.push(object(
-                    "HostSystem",
+                let datastore_system = datastore_system_of(d.host);
+                out.push(with_datastores(
+                    object(
+                        "HostSystem",
+                        d.host,
+                        &[
+                            ("name", None, Some(&name)),
+                            (
+                                "parent",
+                                Some(("ComputeResource", d.compute_resource)),
+                                None,
+                            ),
+                            (
+                                "configManager.networkSystem",
+                                Some(("HostNetworkSystem", &network_system)),
+                                None,
+                            ),
+                            (
+                                "configManager.datastoreSystem",
+                                Some(("HostDatastoreSystem", &datastore_system)),
+                                None,
+                            ),
+                        ],
+                        paths,
+                        all,
+                    ),
                     d.host,
-                    &[
-                        ("name", None, Some(&name)),
-                        (
-                            "parent",
-                            Some(("ComputeResource", d.compute_resource)),
-                            None,
-                        ),
-                        (
-                            "configManager.networkSystem",
-                            Some(("HostNetworkSystem", &network_system)),
-                            None,
-                        ),
-                    ],
-                    paths,
-                    all,
                 ));
             }
         }

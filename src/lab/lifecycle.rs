@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::datastore_system::{self, Files};
 use super::disk::{Disk, Layer};
 use super::state::{self, DATASTORE, Fault, State, Vm, hex_id, uuid_of};
 use crate::vsphere::vmx;
@@ -35,6 +36,7 @@ pub fn set_power(state: &mut State, vm: &str, on: bool) -> Result<(), Fault> {
 /// `uuid.location` gets one, and a `uuid.bios`, without a question.
 pub fn power_on(state: &mut State, root: &Path, vm: &str, task: &str) -> Result<bool, Fault> {
     let next = state.next_id;
+    let mut files = Files::of(state, root, state.vm(vm)?)?;
     let v = state.vm_mut(vm)?;
     if v.question.is_some() {
         return Err(Fault::new(
@@ -45,8 +47,7 @@ pub fn power_on(state: &mut State, root: &Path, vm: &str, task: &str) -> Result<
     if v.powered_on {
         return set_power(state, vm, true).map(|()| false);
     }
-    let path = root.join(&v.vmx);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = files.read_string(&v.vmx).unwrap_or_default();
     let here = state::location_uuid(&v.vmx);
     match vmx::value(&text, "uuid.location") {
         Some(there) if there != here => {
@@ -58,8 +59,9 @@ pub fn power_on(state: &mut State, root: &Path, vm: &str, task: &str) -> Result<
             Ok(true)
         }
         Some(_) => {
-            std::fs::write(&path, with_generated_macs(&text, &v.vmx))?;
-            set_power(state, vm, true).map(|()| false)
+            let vmx = v.vmx.clone();
+            files.write(&vmx, with_generated_macs(&text, &vmx).as_bytes())?;
+            start(state, vm, files).map(|()| false)
         }
         None => {
             let mut text = vmx::with_value(&text, "uuid.location", &here);
@@ -70,10 +72,57 @@ pub fn power_on(state: &mut State, root: &Path, vm: &str, task: &str) -> Result<
                     &state::uuid_bytes(&format!("bios/{}", v.vmx)),
                 );
             }
-            std::fs::write(&path, with_generated_macs(&text, &v.vmx))?;
-            set_power(state, vm, true).map(|()| false)
+            let vmx = v.vmx.clone();
+            files.write(&vmx, with_generated_macs(&text, &vmx).as_bytes())?;
+            start(state, vm, files).map(|()| false)
         }
     }
+}
+
+/// The end of a power-on, once the .vmx is written. A NAS VM's host locks
+/// the disks it opens with a lock file beside each (VMware KB 1007909),
+/// reads the .vmx back and boots the guest from its disks read through
+/// NFS; what it found is kept for property reads.
+fn start(state: &mut State, vm: &str, files: Files) -> Result<(), Fault> {
+    if let Files::Nas(mut nas) = files {
+        let v = state.vm(vm)?.clone();
+        let owner = v.host.clone().unwrap_or_else(|| "ha-host".into());
+        let mut locks = Vec::new();
+        for d in &v.disks {
+            locks.push(datastore_system::take_lock(
+                &mut nas,
+                &d.layers[0].data_file,
+                &owner,
+            )?);
+        }
+        let text = String::from_utf8_lossy(&nas.read_all(&v.vmx)?).into_owned();
+        let boots = datastore_system::boots_over_nfs(&mut nas, &v);
+        let v = state.vm_mut(vm)?;
+        v.nas_locks = locks;
+        v.nas_vmx = Some(text);
+        v.nas_boots = Some(boots);
+    }
+    set_power(state, vm, true)
+}
+
+/// PowerOffVM_Task. A NAS VM's host lets go of its lock files; when the
+/// NFS server is gone the VM is off all the same and the stale lock files
+/// stay, as on ESXi (VMware KB 1007909 tells how to remove them).
+pub fn power_off(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
+    set_power(state, vm, false)?;
+    let v = state.vm(vm)?;
+    if v.nas.is_none() {
+        return Ok(());
+    }
+    if let Ok(Files::Nas(mut nas)) = Files::of(state, root, v) {
+        for lock in &v.nas_locks {
+            let _ = nas.remove(lock);
+        }
+    }
+    let v = state.vm_mut(vm)?;
+    v.nas_locks.clear();
+    v.nas_boots = None;
+    Ok(())
 }
 
 /// `text` with a generated MAC address for every present network card
@@ -114,6 +163,7 @@ pub fn answer(
     question_id: &str,
     choice: &str,
 ) -> Result<(String, Result<(), Fault>), Fault> {
+    let mut files = Files::of(state, root, state.vm(vm)?)?;
     let v = state.vm_mut(vm)?;
     let question = v
         .question
@@ -140,8 +190,7 @@ pub fn answer(
             )),
         ));
     }
-    let path = root.join(&v.vmx);
-    let mut text = std::fs::read_to_string(&path)?;
+    let mut text = files.read_string(&v.vmx)?;
     text = vmx::with_value(&text, "uuid.location", &state::location_uuid(&v.vmx));
     if choice == "2" {
         text = vmx::with_value(
@@ -161,32 +210,40 @@ pub fn answer(
             );
         }
     }
-    std::fs::write(&path, with_generated_macs(&text, &v.vmx))?;
-    let done = set_power(state, vm, true);
+    let vmx = v.vmx.clone();
+    files.write(&vmx, with_generated_macs(&text, &vmx).as_bytes())?;
+    let done = start(state, vm, files);
     Ok((question.task, done))
 }
 
 /// `[datastore1] dir/file` → `dir/file`.
 pub fn datastore_path(path: &str) -> Result<String, Fault> {
-    let rest = path
-        .trim()
-        .strip_prefix(&format!("[{DATASTORE}]"))
-        .ok_or_else(|| {
-            Fault::new(
-                "InvalidDatastorePath",
-                format!("Invalid datastore path '{path}'."),
-            )
-            .with("datastorePath", path)
-        })?;
-    let rel = rest.trim().trim_start_matches('/').to_string();
-    if rel.split('/').any(|p| p == "..") || rel.is_empty() {
-        return Err(Fault::new(
-            "InvalidDatastorePath",
-            format!("Invalid datastore path '{path}'."),
-        )
-        .with("datastorePath", path));
+    match split_datastore_path(path)? {
+        (ds, rel) if ds == DATASTORE => Ok(rel),
+        _ => Err(invalid_path(path)),
     }
-    Ok(rel)
+}
+
+fn invalid_path(path: &str) -> Fault {
+    Fault::new(
+        "InvalidDatastorePath",
+        format!("Invalid datastore path '{path}'."),
+    )
+    .with("datastorePath", path)
+}
+
+/// `[name] dir/file` → (`name`, `dir/file`), for any datastore name.
+pub fn split_datastore_path(path: &str) -> Result<(String, String), Fault> {
+    let (ds, rest) = path
+        .trim()
+        .strip_prefix('[')
+        .and_then(|p| p.split_once(']'))
+        .ok_or_else(|| invalid_path(path))?;
+    let rel = rest.trim().trim_start_matches('/').to_string();
+    if rel.split('/').any(|p| p == "..") || rel.is_empty() || ds.is_empty() {
+        return Err(invalid_path(path));
+    }
+    Ok((ds.to_string(), rel))
 }
 
 /// `key = "value"` lines of a .vmx.
@@ -216,8 +273,16 @@ pub fn register(
     vmx_path: &str,
     name: Option<&str>,
 ) -> Result<String, Fault> {
-    let rel = datastore_path(vmx_path)?;
-    let text = std::fs::read_to_string(root.join(&rel)).map_err(|e| {
+    let (ds, rel) = split_datastore_path(vmx_path)?;
+    if ds != DATASTORE && state.nas(&ds).is_none() {
+        return Err(invalid_path(vmx_path));
+    }
+    // A VM on a NAS datastore is read through NFS by the host that
+    // mounted it, and sits on that host.
+    let nas = (ds != DATASTORE).then(|| ds.clone());
+    let host = state.nas(&ds).map(|d| d.host.clone());
+    let mut files = Files::of_datastore(state, root, &ds)?;
+    let text = files.read_string(&rel).map_err(|e| {
         Fault::new("NotFound", format!("File {vmx_path} was not found: {e}")).with("file", vmx_path)
     })?;
     let dir = rel.rsplit_once('/').map_or("", |(d, _)| d).to_string();
@@ -230,7 +295,11 @@ pub fn register(
         .map(str::to_string)
         .or(display)
         .unwrap_or_else(|| rel.clone());
-    if state.vms.iter().any(|v| v.vmx == rel) {
+    if state
+        .vms
+        .iter()
+        .any(|v| v.vmx == rel && v.home_datastore() == ds)
+    {
         return Err(Fault::new(
             "AlreadyExists",
             format!("The specified key, name, or identifier '{vmx_path}' already exists."),
@@ -250,7 +319,7 @@ pub fn register(
         } else {
             format!("{dir}/{v}")
         };
-        let text = std::fs::read_to_string(root.join(&descriptor)).map_err(|e| {
+        let text = files.read_string(&descriptor).map_err(|e| {
             Fault::new("FileNotFound", format!("{descriptor}: {e}"))
                 .with("file", descriptor.clone())
         })?;
@@ -280,7 +349,7 @@ pub fn register(
             cbt: None,
             next_delta: 0,
             mode: None,
-            datastore: None,
+            datastore: nas.clone(),
             rdm: None,
         });
     }
@@ -300,6 +369,11 @@ pub fn register(
         question: None,
         disks,
         snapshots: Vec::new(),
+        nas_vmx: nas.is_some().then_some(text),
+        nas,
+        host,
+        nas_boots: None,
+        nas_locks: Vec::new(),
     };
     let moref = vm.moref();
     state.vms.push(vm);
@@ -322,6 +396,9 @@ pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
         )
         .with("existingState", "poweredOn"));
     }
+    if v.nas.is_some() {
+        return destroy_on_nas(state, root, &v);
+    }
     unregister(state, vm)?;
     let dir = v.dir();
     if !dir.is_empty() && !state.vms.iter().any(|o| o.dir() == dir) {
@@ -333,6 +410,34 @@ pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             }
+        }
+    }
+    Ok(())
+}
+
+/// Destroy_Task of a VM on a NAS datastore: unregistered and the files in
+/// its folder removed through NFS REMOVE. The folder itself stays when
+/// the server refuses to remove it (coffer's export keeps its VM folder).
+fn destroy_on_nas(state: &mut State, root: &Path, v: &Vm) -> Result<(), Fault> {
+    let Files::Nas(mut nas) = Files::of(state, root, v)? else {
+        unreachable!("a NAS VM's files are on NFS");
+    };
+    unregister(state, &v.moref())?;
+    let dir = v.dir();
+    for name in nas.list(dir)? {
+        let path = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
+        nas.remove(&path)?;
+    }
+    if !dir.is_empty() {
+        // ESXi removes the VM's folder too; an export that keeps it (as
+        // coffer's does) answers NFS3ERR_ACCES, and the files are gone.
+        match nas.remove_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => return Err(e.into()),
+            _ => {}
         }
     }
     Ok(())

@@ -24,6 +24,7 @@
 mod boot;
 mod content;
 mod datastore;
+pub mod datastore_system;
 pub mod disk;
 pub mod faults;
 pub mod guest;

@@ -13,8 +13,8 @@ use std::io;
 
 use nfs3_client::nfs3_types::nfs3::{
     CREATE3args, GETATTR3args, LOOKUP3args, Nfs3Option, Nfs3Result, READ3args, READDIR3args,
-    REMOVE3args, SETATTR3args, WRITE3args, cookieverf3, createhow3, diropargs3, fattr3, filename3,
-    nfs_fh3, sattr3, stable_how,
+    REMOVE3args, RMDIR3args, SETATTR3args, WRITE3args, cookieverf3, createhow3, diropargs3, fattr3,
+    filename3, nfs_fh3, sattr3, stable_how,
 };
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::tokio::{TokioConnector, TokioIo};
@@ -216,6 +216,20 @@ impl Nas {
         };
         let r = self.rt.block_on(self.conn.remove(&args)).map_err(rpc)?;
         status(r, &format!("REMOVE {path}")).map(|_| ())
+    }
+
+    /// Removes the empty folder `path` (RMDIR, RFC 1813 §3.3.13).
+    pub fn remove_dir(&mut self, path: &str) -> io::Result<()> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let (dir_fh, _) = self.resolve(dir)?;
+        let args = RMDIR3args {
+            object: diropargs3 {
+                dir: dir_fh,
+                name: filename3(Opaque::owned(name.as_bytes().to_vec())),
+            },
+        };
+        let r = self.rt.block_on(self.conn.rmdir(&args)).map_err(rpc)?;
+        status(r, &format!("RMDIR {path}")).map(|_| ())
     }
 
     /// The names in folder `dir` ("" for the export's root), without `.`

@@ -74,6 +74,7 @@ pub fn create_snapshot_as(
     let id = state.next_id;
     let vmfs6 = state.vmfs6;
     let v = state.vm_mut(vm)?;
+    super::datastore_system::refuse_nas(v, "snapshot")?;
     if spec.quiesce && !v.tools_running(root) {
         return Err(Fault::new(
             "ToolsUnavailable",
@@ -417,6 +418,15 @@ pub fn write_percent(
     percent: f64,
     seed: u64,
 ) -> Result<Vec<DiskWrite>, Fault> {
+    // A NAS VM's guest writes go to the NFS server (WRITE, RFC 1813
+    // §3.3.7), as its host sends them; change tracking never runs there.
+    let mut nas = match state.vms.iter().find(|v| v.name == vm || v.moref() == vm) {
+        Some(v) if v.nas.is_some() => match super::datastore_system::Files::of(state, root, v)? {
+            super::datastore_system::Files::Nas(nas) => Some(nas),
+            super::datastore_system::Files::Local(_) => None,
+        },
+        _ => None,
+    };
     let v = state
         .vms
         .iter_mut()
@@ -438,7 +448,10 @@ pub fn write_percent(
             rng.fill(&mut data);
             let stamp = format!("coffer lab write block {b} seed {seed}\n");
             data[..stamp.len()].copy_from_slice(stamp.as_bytes());
-            d.write_block(root, b, &data)?;
+            match &mut nas {
+                Some(nas) => nas.write_at(&d.layers[d.top()].data_file, b * BLOCK_BYTES, &data)?,
+                None => d.write_block(root, b, &data)?,
+            }
         }
         out.push(DiskWrite {
             key: d.key,
@@ -470,6 +483,15 @@ pub fn relocate_disks(
     keys: Option<&[i32]>,
     datastore: &str,
 ) -> Result<(), Fault> {
+    if let Some(v) = state.vms.iter().find(|v| v.name == vm || v.moref() == vm) {
+        super::datastore_system::refuse_nas(v, "move the disks of")?;
+    }
+    if state.nas(datastore).is_some() {
+        return Err(Fault::new(
+            "NotSupported",
+            format!("the lab does not move disks to NAS datastores ({datastore})"),
+        ));
+    }
     if state::datastore_type(datastore).is_none() {
         return Err(Fault::not_found("Datastore", datastore));
     }
@@ -533,6 +555,7 @@ fn vm_to_reconfigure<'s>(
         .iter_mut()
         .find(|v| v.name == vm || v.moref() == vm)
         .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?;
+    super::datastore_system::refuse_nas(v, "reconfigure the disks of")?;
     if !v.snapshots.is_empty() {
         return Err(Fault::new(
             "InvalidState",

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::disk::Disk;
 use super::inventory;
-use super::state::{self, DATASTORE, Fault, State, Vm};
+use super::state::{self, Fault, State, Vm};
 use super::wire::{API_VERSION, TaskRecord, fault_fields, moref, time};
 use crate::vsphere::soap::escape;
 
@@ -120,7 +120,7 @@ pub fn vm_object(
             "config.files.vmPathName" => prop(
                 path,
                 "xsd:string",
-                &escape(&format!("[{DATASTORE}] {}", vm.vmx)),
+                &escape(&format!("[{}] {}", vm.home_datastore(), vm.vmx)),
             ),
             "config.hardware.device" => {
                 let devices: Vec<String> = vm
@@ -226,7 +226,7 @@ pub fn vm_object(
 /// `snapshotManifestList`, the snapshot manifest metadata type, and coffer
 /// goes by the file's name, not its type.
 fn layout_ex_files(vm: &Vm) -> String {
-    let home = |rel: &str| format!("[{DATASTORE}] {rel}");
+    let home = |rel: &str| format!("[{}] {rel}", vm.home_datastore());
     let mut files: Vec<(String, &str)> = vec![(home(&vm.vmx), "config")];
     for d in &vm.disks {
         for layer in &d.layers {

@@ -141,6 +141,27 @@ pub struct Vm {
     pub disks: Vec<Disk>,
     /// The snapshot chain, root first; the last one is the current one.
     pub snapshots: Vec<Snapshot>,
+    /// The NAS datastore holding the VM's files (its .vmx, `vmx` relative
+    /// to it, and its disks), when not `datastore1`: the host reaches
+    /// them through NFS (see `datastore_system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nas: Option<String>,
+    /// The host the VM was registered on, when the lab's placement by id
+    /// does not say (a NAS VM sits on the host that mounted its datastore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// A NAS VM's .vmx as the host last read or wrote it through NFS, so
+    /// property reads do not go to the NFS server each time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nas_vmx: Option<String>,
+    /// Whether a NAS VM's guest booted: `boot::check` read through NFS at
+    /// its power-on; `None` while it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nas_boots: Option<bool>,
+    /// The lock files the host holds in a NAS VM's folder while it runs
+    /// (see `datastore_system::take_lock`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nas_locks: Vec<String>,
 }
 
 /// A question a lab VM asks: only "moved or copied?" (`msg.uuid.altered`).
@@ -176,9 +197,18 @@ impl Vm {
         self.vmx.rsplit_once('/').map_or("", |(d, _)| d)
     }
 
+    /// The datastore of the VM's home (its .vmx).
+    pub fn home_datastore(&self) -> &str {
+        self.nas.as_deref().unwrap_or(DATASTORE)
+    }
+
     /// Whether the guest boots: every disk still carries what `boot::check`
-    /// looks for (read through the live view).
+    /// looks for (read through the live view). A NAS VM answers what its
+    /// last power-on read through NFS.
     pub fn boots(&self, root: &Path) -> bool {
+        if self.nas.is_some() {
+            return self.nas_boots.unwrap_or(false);
+        }
         !self.disks.is_empty()
             && self.disks.iter().all(|d| {
                 let read = |at: u64, len: usize| {
@@ -194,6 +224,9 @@ impl Vm {
 
     /// The VM's .vmx as the host reads it now (empty when it cannot).
     pub fn vmx_text(&self, root: &Path) -> String {
+        if self.nas.is_some() {
+            return self.nas_vmx.clone().unwrap_or_default();
+        }
         std::fs::read_to_string(root.join(&self.vmx)).unwrap_or_default()
     }
 
@@ -230,6 +263,10 @@ pub struct State {
     /// unchanged host has an installation's defaults, see `hostnet`).
     #[serde(default)]
     pub host_networks: std::collections::BTreeMap<String, super::hostnet::HostNetwork>,
+    /// The NFS exports the hosts mounted as datastores (see
+    /// `datastore_system`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nas_datastores: Vec<super::datastore_system::NasDatastore>,
 }
 
 /// What a new lab disk holds.
@@ -439,6 +476,7 @@ impl Store {
                     vcenter: false,
                     most_snapshots_per_host: Default::default(),
                     host_networks: Default::default(),
+                    nas_datastores: Vec::new(),
                 }
             }
         };
@@ -671,6 +709,11 @@ fn make_lab_vm(
         question: None,
         disks,
         snapshots: Vec::new(),
+        nas: None,
+        host: None,
+        nas_vmx: None,
+        nas_boots: None,
+        nas_locks: Vec::new(),
     })
 }
 

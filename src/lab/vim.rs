@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Utc;
 use roxmltree::{Document, Node};
 
+use super::datastore_system;
 use super::faults::Faults;
 use super::guestops;
 use super::hostnet;
@@ -498,8 +499,8 @@ impl Vim {
                 }
                 Ok(String::new())
             }
-            "PowerOffVM_Task" => self.task(store, method, this, |st, _| {
-                lifecycle::set_power(st, vm, false).map(|_| None)
+            "PowerOffVM_Task" => self.task(store, method, this, |st, root| {
+                lifecycle::power_off(st, root, vm).map(|_| None)
             }),
             "Destroy_Task" => self.task(store, method, this, |st, root| {
                 lifecycle::destroy(st, root, vm).map(|_| None)
@@ -521,6 +522,28 @@ impl Vim {
             | "ListProcessesInGuest"
             | "InitiateFileTransferFromGuest"
             | "DeleteFileInGuest" => self.guest_operation(store, method, call),
+            // A host's NAS datastores (see `datastore_system`); `_this`
+            // is its datastore system.
+            "CreateNasDatastore" => {
+                let spec = child(call, "spec");
+                let field = |k: &str| spec.and_then(|s| arg(s, k)).unwrap_or_default();
+                let spec = datastore_system::NasSpec {
+                    remote_host: field("remoteHost"),
+                    remote_path: field("remotePath"),
+                    local_path: field("localPath"),
+                    access_mode: field("accessMode"),
+                    kind: Some(field("type"))
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| "NFS".into()),
+                };
+                let name = datastore_system::create(store, vm, &spec)?;
+                Ok(moref("returnval", "Datastore", &name))
+            }
+            "RemoveDatastore" => {
+                let ds = arg_moref(call, "datastore")
+                    .ok_or_else(|| invalid("datastore", "a datastore is required"))?;
+                datastore_system::remove(store, vm, &ds.1).map(|()| String::new())
+            }
             // A host's standard switches and port groups (see `hostnet`).
             "AddVirtualSwitch" => {
                 let name = arg(call, "vswitchName").unwrap_or_default();
@@ -712,6 +735,7 @@ impl Vim {
                 d.host_name.to_string()
             }
         };
+        let nas = store.read(|st, _| Ok(st.nas_datastores.clone()))?;
         let mut objects = Vec::new();
         for o in children(spec, "objectSet") {
             let Some(obj) = arg_moref(o, "obj") else {
@@ -730,7 +754,7 @@ impl Vim {
                 "ContainerView" => {
                     for kind in &kinds {
                         if let Some(xs) =
-                            inventory::objects_of(vcenter, kind, &paths, all, &host_name)
+                            inventory::objects_of(vcenter, kind, &paths, all, &host_name, &nas)
                         {
                             out.extend(xs);
                             continue;
@@ -757,17 +781,24 @@ impl Vim {
                 })?),
                 "Folder" | "Datacenter" | "ComputeResource" | "HostSystem" => {
                     let obj = moref("obj", &kind, &value);
-                    let found = inventory::objects_of(vcenter, &kind, &paths, all, &host_name)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .find(|o| o.contains(&obj))
-                        .ok_or_else(|| Fault::not_found(&kind, &value))?;
+                    let found =
+                        inventory::objects_of(vcenter, &kind, &paths, all, &host_name, &nas)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find(|o| o.contains(&obj))
+                            .ok_or_else(|| Fault::not_found(&kind, &value))?;
                     out.push(found);
                 }
                 "VirtualMachineSnapshot" => {
                     out.push(store.read(|st, _| snapshot_object(st, &value))?)
                 }
-                "Datastore" => out.push(super::props::datastore_object(&value, &paths, all)?),
+                "Datastore" => match nas.iter().find(|d| d.name == value) {
+                    Some(d) => out.push(datastore_system::nas_datastore_object(d, &paths, all)),
+                    None => out.push(super::props::datastore_object(&value, &paths, all)?),
+                },
+                "HostDatastoreSystem" => {
+                    out.push(store.read(|st, _| datastore_system::object(st, &value, &paths, all))?)
+                }
                 "GuestOperationsManager" => out.push(format!(
                     "<objects>{}{}{}</objects>",
                     moref("obj", &kind, &value),
