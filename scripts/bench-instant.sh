@@ -29,7 +29,7 @@ cd "$WORK"
 cat >coffer.toml <<EOF
 [sources.lab]
 kind = "lab"
-lab_vms = 0
+lab_vms = 1
 
 [tiers.local]
 backend = "local"
