@@ -30,9 +30,10 @@
 //!
 //! Around the run: `daemon.rs` loops over apply on the policies'
 //! schedules; `cancel.rs` is the one stop flag (Ctrl-C in the CLI);
-//! `backup_now.rs`, `restore.rs`, `image.rs` and `inventory.rs` serve the
-//! commands that work outside a plan (one backup now, restore and export,
-//! disk images, the inventory table).
+//! `backup_now.rs`, `restore.rs`, `instant.rs`, `image.rs` and
+//! `inventory.rs` serve the commands that work outside a plan (one backup
+//! now, restore and export, instant-recovery sessions, disk images, the
+//! inventory table).
 
 pub mod apply;
 pub mod backup_now;
