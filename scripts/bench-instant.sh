@@ -15,11 +15,10 @@
 #                                             ports 111 and 2049)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 DISK_GIB=${1:-2}
 WORK=${BENCH_DIR:-/tmp/coffer-bench-instant}
 DATA_MIB=${BENCH_DATA_MIB:-$((DISK_GIB * 1024 / 3))}
-MKE2FS=$(command -v mke2fs || command -v /sbin/mke2fs || true)
-[ -n "$MKE2FS" ] || { echo "mke2fs (e2fsprogs) is needed for the ext4 disk" >&2; exit 2; }
 ADDRESS=${BENCH_ADDRESS:-127.0.0.77}
 
 cargo build --release --quiet
@@ -49,20 +48,7 @@ EOF
 "$COFFER" inventory -p . >/dev/null
 LAB=$WORK/.coffer/lab/lab
 echo "== bench-01: a ${DISK_GIB} GiB ext4 disk with ${DATA_MIB} MiB of files from /usr" >&2
-mkdir fs-src
-(tar cf - /usr/lib /usr/share 2>/dev/null || true) | head -c "${DATA_MIB}M" | (tar xf - -C fs-src 2>/dev/null || true)
-truncate -s "${DISK_GIB}G" disk.img
-"$MKE2FS" -q -F -t ext4 -E offset=1048576 -d fs-src disk.img "$((DISK_GIB * 1024 - 1))M"
-python3 - "$DISK_GIB" <<'PY'
-import struct, sys
-size = int(sys.argv[1]) << 30
-mbr = bytearray(512)
-mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", 2048, size // 512 - 2048)
-mbr[510:512] = b"\x55\xaa"
-with open("disk.img", "r+b") as f:
-    f.write(mbr)
-PY
-rm -rf fs-src
+"$ROOT/scripts/ext4-disk.sh" disk.img "$DISK_GIB" "$DATA_MIB"
 "$COFFER" lab add-vm bench-01 --disk "image=$WORK/disk.img" --state "$LAB" >/dev/null
 rm -f disk.img
 "$COFFER" backup bench-01 -p . >/dev/null

@@ -26,6 +26,7 @@
 # time; then the ratios of coffer's pattern to the earlier one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 DISK_GIB=${1:-4}
 FAULTS=${2:-folder-limit=2,folder-setup-ms=10,folder-mibps=400}
 WORK=${BENCH_DIR:-/tmp/coffer-bench-lab}
@@ -85,22 +86,7 @@ policy "$COFFER_PATTERN"
 LAB=$WORK/.coffer/lab/lab
 if [ "$DISK_KIND" = ext4 ]; then
   echo "== making bench-01 from a ${DISK_GIB} GiB ext4 image with ${DATA_MIB} MiB of files from /usr" >&2
-  mkdir fs-src
-  (tar cf - /usr/lib /usr/share 2>/dev/null || true) | head -c "${DATA_MIB}M" | (tar xf - -C fs-src 2>/dev/null || true)
-  truncate -s "${DISK_GIB}G" disk.img
-  # The file system starts at 1 MiB, where partitioning tools put the
-  # first partition; an MBR names it (no root or loop device needed).
-  "$MKE2FS" -q -F -t ext4 -E offset=1048576 -d fs-src disk.img "$((DISK_GIB * 1024 - 1))M"
-  python3 - "$DISK_GIB" <<'PY'
-import struct, sys
-size = int(sys.argv[1]) << 30
-mbr = bytearray(512)
-mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", 2048, size // 512 - 2048)
-mbr[510:512] = b"\x55\xaa"
-with open("disk.img", "r+b") as f:
-    f.write(mbr)
-PY
-  rm -rf fs-src
+  "$ROOT/scripts/ext4-disk.sh" disk.img "$DISK_GIB" "$DATA_MIB"
   "$COFFER" lab add-vm bench-01 --disk "image=$WORK/disk.img" --state "$LAB" | tee add-vm.out >&2
   rm -f disk.img
   DISK_DESC="an ext4 file system (mke2fs -d, in a partition at 1 MiB) with ${DATA_MIB} MiB of files from /usr/lib and /usr/share, imported with --disk image="

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::engine::restore::find_point;
 use crate::run::export::{self, ExportFormat};
 use crate::text;
 
@@ -16,20 +15,8 @@ use crate::text;
 pub struct Args {
     /// The VM's name (as recorded in its points).
     pub vm: String,
-    /// The source the VM was backed up from, when VMs of this name were
-    /// backed up from more than one.
-    #[arg(long)]
-    pub source: Option<String>,
-    /// This point.
-    #[arg(long, conflicts_with = "at")]
-    pub point: Option<String>,
-    /// The newest point at or before this time (RFC 3339).
-    #[arg(long)]
-    pub at: Option<String>,
-    /// The tier to export from (default: the first tier holding the VM,
-    /// local tiers first).
-    #[arg(long)]
-    pub tier: Option<String>,
+    #[command(flatten)]
+    pub choice: super::restore::PointChoice,
     /// `ova`: one OVF package; `vmdk`: the first disk to FILE, disk N to
     /// `<stem>_N.vmdk` beside it.
     #[arg(long, value_enum)]
@@ -46,15 +33,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let at = super::restore::parse_at(args.at.as_deref())?;
-    let (tier, repo, m) = find_point(
-        &config,
-        args.tier.as_deref(),
-        &args.vm,
-        args.source.as_deref(),
-        args.point.as_deref(),
-        at,
-    )?;
+    let (tier, repo, m) = args.choice.find(&config, &args.vm)?;
     let threads = crate::engine::threads();
     let mut out = std::io::stdout().lock();
     write!(out, "{}", text::reading_point("exporting", &m, &tier))?;

@@ -17,19 +17,8 @@ pub struct Args {
     pub command: Option<Command>,
     /// The VM whose point to boot.
     pub vm: Option<String>,
-    /// The source the VM was backed up from, when names repeat.
-    #[arg(long)]
-    pub source: Option<String>,
-    /// The point (default: the newest).
-    #[arg(long, conflicts_with = "at")]
-    pub point: Option<String>,
-    /// The newest point at or before this time (RFC 3339).
-    #[arg(long)]
-    pub at: Option<String>,
-    /// The tier to serve it from (default: the first that holds it, local
-    /// tiers first).
-    #[arg(long)]
-    pub tier: Option<String>,
+    #[command(flatten)]
+    pub choice: super::restore::PointChoice,
     /// The source (ESXi host) to run the VM on (default: the VM's own).
     #[arg(long)]
     pub to_source: Option<String>,
@@ -107,10 +96,10 @@ pub fn run(args: Args) -> Result<u8> {
                 .map_err(|e| anyhow!("--heartbeat-timeout: {e}"))?;
             let a = StartArgs {
                 vm,
-                source: args.source,
-                point: args.point,
-                at: super::restore::parse_at(args.at.as_deref())?,
-                tier: args.tier,
+                at: super::restore::parse_at(args.choice.at.as_deref())?,
+                source: args.choice.source,
+                point: args.choice.point,
+                tier: args.choice.tier,
                 to_source: args.to_source,
                 name: args.name,
                 address: args.listen,

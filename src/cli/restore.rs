@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::restore::{find_point, restore_to_dir, restore_to_source};
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
 use crate::run::restore::VmxChanges;
 use crate::text;
 
@@ -17,20 +19,8 @@ use crate::text;
 pub struct Args {
     /// The VM's name (as recorded in its points).
     pub vm: String,
-    /// The source the VM was backed up from, when VMs of this name were
-    /// backed up from more than one.
-    #[arg(long)]
-    pub source: Option<String>,
-    /// This point.
-    #[arg(long, conflicts_with = "at")]
-    pub point: Option<String>,
-    /// The newest point at or before this time (RFC 3339).
-    #[arg(long)]
-    pub at: Option<String>,
-    /// The tier to restore from (default: the first tier holding the VM,
-    /// local tiers first).
-    #[arg(long)]
-    pub tier: Option<String>,
+    #[command(flatten)]
+    pub choice: PointChoice,
     /// Write the VMDKs and the .vmx into this directory.
     #[arg(long, short, required_unless_present = "to_source")]
     pub out: Option<PathBuf>,
@@ -65,6 +55,44 @@ pub struct Args {
 }
 
 /// Reads an `--at TIME` (RFC 3339).
+/// Which point of a VM: the newest, one by id, or the newest at a time,
+/// from a tier or the first that holds one.
+#[derive(Debug, clap::Args)]
+pub struct PointChoice {
+    /// The source the VM was backed up from, when VMs of this name were
+    /// backed up from more than one.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// This point.
+    #[arg(long, conflicts_with = "at")]
+    pub point: Option<String>,
+    /// The newest point at or before this time (RFC 3339).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The tier to read the point from (default: the first tier holding
+    /// the VM, local tiers first).
+    #[arg(long)]
+    pub tier: Option<String>,
+}
+
+impl PointChoice {
+    /// The chosen point of `vm`: its tier, repository and manifest.
+    pub fn find(
+        &self,
+        config: &crate::policy::Config,
+        vm: &str,
+    ) -> Result<(String, Repository, Manifest)> {
+        find_point(
+            config,
+            self.tier.as_deref(),
+            vm,
+            self.source.as_deref(),
+            self.point.as_deref(),
+            parse_at(self.at.as_deref())?,
+        )
+    }
+}
+
 pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     at.map(|t| {
         DateTime::parse_from_rfc3339(t)
@@ -76,15 +104,7 @@ pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
 
 pub fn run(args: Args) -> Result<u8> {
     let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let at = parse_at(args.at.as_deref())?;
-    let (tier, repo, m) = find_point(
-        &config,
-        args.tier.as_deref(),
-        &args.vm,
-        args.source.as_deref(),
-        args.point.as_deref(),
-        at,
-    )?;
+    let (tier, repo, m) = args.choice.find(&config, &args.vm)?;
     let changes = VmxChanges {
         name: args
             .name
