@@ -425,6 +425,8 @@ fn a_failed_verification_is_not_a_good_point() {
             guest_ok: None,
             guest_detail: None,
             restore_seconds: None,
+            heartbeat_seconds: None,
+            method: None,
         })
         .unwrap();
     assert_eq!(
@@ -464,6 +466,8 @@ fn a_failed_guest_check_never_makes_a_point_bad() {
             guest_ok: Some(false),
             guest_detail: Some("e2fsck: bad magic".into()),
             restore_seconds: None,
+            heartbeat_seconds: None,
+            method: None,
         })
         .unwrap();
     assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
@@ -492,6 +496,8 @@ fn a_failed_guest_check_never_makes_a_point_bad() {
             guest_ok: None,
             guest_detail: None,
             restore_seconds: None,
+            heartbeat_seconds: None,
+            method: None,
         })
         .unwrap();
     assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);

@@ -744,3 +744,94 @@ checks = [{ guest = "true" }]
         text(&v)
     );
 }
+
+/// The lab's NAS datastores, from its state.
+fn lab_nas_datastores(dir: &Path) -> Vec<serde_json::Value> {
+    let lab = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.join("state.json")).unwrap()).unwrap();
+    state
+        .get("nas_datastores")
+        .and_then(|n| n.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// An instant boot drill boots the point straight from the repository
+/// (served over NFS, mounted by the drill host) in the isolated network,
+/// passes its guest check, says how long the heartbeat took, proves no
+/// data (it read only what the guest needed), and leaves no VM, datastore,
+/// switch or server behind; a drill whose guest does not boot fails the
+/// same way without leaving anything either.
+#[test]
+fn an_instant_boot_drill_boots_from_the_repository_and_leaves_nothing() {
+    let pid = std::process::id();
+    let listen = format!("127.{}.{}.9", 90 + (pid >> 8) % 100, pid % 250 + 1);
+    let t = setup(&format!(
+        r#"
+[[policies.all.drills]]
+name = "ir"
+kind = "boot"
+method = "instant"
+listen = "{listen}"
+every = "7d"
+host = "lab"
+guest_user = "root"
+guest_password = {{ env = "COFFER_TEST_GUEST_PASSWORD" }}
+checks = [{{ heartbeat = true }}, {{ guest = "systemctl is-active sshd" }}, {{ tcp = 22 }}]
+"#
+    ));
+    let out = common::command_in(t.path())
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_TEST_GUEST_PASSWORD", "coffer-lab")
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("done ? drill ir"), "{s}");
+    assert!(s.contains("from the repository over NFS"), "{s}");
+    assert!(s.contains("heartbeat after"), "{s}");
+    assert!(s.contains("guest `systemctl is-active sshd` passed"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "no drill VM is left");
+    assert!(
+        lab_nas_datastores(t.path()).is_empty(),
+        "no datastore is left"
+    );
+    assert_eq!(
+        lab_switches(t.path()),
+        ["vSwitch0"],
+        "no drill switch is left"
+    );
+    assert!(
+        std::net::TcpStream::connect((listen.as_str(), 111)).is_err(),
+        "the drill's NFS server is stopped"
+    );
+    assert!(s.contains("RTO"), "the recovery time is recorded: {s}");
+    // The compliance report says how the drill recovered the VM and how
+    // long the heartbeat and the services took.
+    let c = text(&run(t.path(), &["compliance"]));
+    assert!(c.contains("last drill ir (boot, instant)"), "{c}");
+    assert!(c.contains("to services checked, heartbeat after"), "{c}");
+    // `listen` without `method = "instant"` is refused when the policy
+    // loads, and so is an address that is not one.
+    for (extra, says) in [
+        (
+            "listen = \"10.0.0.5\"",
+            "applies to instant boot drills only",
+        ),
+        (
+            "method = \"instant\"\nlisten = \"nowhere\"",
+            "`listen` is not an IP address",
+        ),
+    ] {
+        policy(
+            t.path(),
+            &format!(
+                "[[policies.all.drills]]\nname = \"x\"\nkind = \"boot\"\nevery = \"7d\"\nhost = \"lab\"\n{extra}\n"
+            ),
+        );
+        let v = run(t.path(), &["validate"]);
+        assert_eq!(v.status.code(), Some(10), "{}", text(&v));
+        assert!(text(&v).contains(says), "{}", text(&v));
+    }
+}

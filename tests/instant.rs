@@ -7,9 +7,9 @@ mod common;
 use std::net::IpAddr;
 use std::path::Path;
 
+use coffer::instant::client::Nas;
 use coffer::instant::export::PointExport;
 use coffer::instant::serve;
-use coffer::lab::nas::Nas;
 use coffer::lab::{Lab, LabConfig, LabHandle};
 use coffer::run::restore::VmxChanges;
 use coffer::vsphere::soap::{self, Objects};
@@ -233,6 +233,180 @@ fn instant_recover_boots_from_the_repository_and_stop_leaves_nothing() {
     assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
     let listed = run(&["instant-recover", "list"]);
     assert!(common::stdout(&listed).contains("no instant-recovery sessions"));
+}
+
+/// `migrate` moves the instant VM onto the lab's datastore: the copy holds
+/// the point plus the guest's writes, byte for byte, runs under the same
+/// name, and the session leaves nothing behind.
+#[test]
+fn migrate_moves_the_instant_vm_with_its_writes_onto_the_datastore() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let ds = backed_up(dir);
+    let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    let address = own_address(6);
+    let listen = address.to_string();
+    let run = |args: &[&str]| common::in_policy_dir(dir, args);
+    let started = run(&["instant-recover", "lab-vm-01", "--listen", &listen]);
+    assert!(started.status.success(), "{}", text(&started));
+    coffer::lab::write(&lab_dir, "lab-vm-01-instant", 10.0).unwrap();
+    let mut nas = Nas::mount(&listen, "/coffer-lab-vm-01-instant").unwrap();
+    let disks = [
+        "lab-vm-01-instant-flat.vmdk",
+        "lab-vm-01-instant_1-flat.vmdk",
+    ];
+    let seen: Vec<Vec<u8>> = disks
+        .iter()
+        .map(|d| nas.read_all(&format!("lab-vm-01-instant/{d}")).unwrap())
+        .collect();
+    drop(nas);
+    let original = std::fs::read(ds.join("lab-vm-01/lab-vm-01-flat.vmdk")).unwrap();
+    assert!(seen[0] != original, "the guest wrote to its disk");
+
+    let migrated = run(&["instant-recover", "migrate", "lab-vm-01-instant"]);
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    assert!(
+        common::stdout(&migrated).contains("migrated lab-vm-01-instant to datastore datastore1"),
+        "{}",
+        common::stdout(&migrated)
+    );
+    for (d, bytes) in disks.iter().zip(&seen) {
+        let on_datastore = std::fs::read(ds.join("lab-vm-01-instant").join(d)).unwrap();
+        assert!(
+            &on_datastore == bytes,
+            "{d} on the datastore is the point plus the guest's writes"
+        );
+    }
+    let state = lab_state(&lab_dir);
+    let vm = state["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "lab-vm-01-instant")
+        .expect("the migrated VM is registered")
+        .clone();
+    assert_eq!(vm["vmx"], "lab-vm-01-instant/lab-vm-01-instant.vmx");
+    assert_eq!(vm["powered_on"], true, "{vm}");
+    assert!(
+        state
+            .get("nas_datastores")
+            .and_then(|n| n.as_array())
+            .is_none_or(|n| n.is_empty()),
+        "no NAS datastore stays mounted: {state}"
+    );
+    assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
+    assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
+    // The point is as it was.
+    let (repo, points) = common::local_points(dir);
+    assert!(common::restore_disk_bytes(&repo, &points[0], 0, &dir.join("d0.raw")) == original);
+}
+
+/// A policy directory with the lab as a vCenter (two datacenters, a host
+/// in each), `lab-vm-01` backed up once.
+fn backed_up_on_vcenter(dir: &Path) {
+    common::one_vm_lab_policy(dir, "");
+    let toml = std::fs::read_to_string(dir.join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 1", "lab_vms = 1\nlab_mode = \"vcenter\"");
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+    for args in [&["repo", "init", "--all"][..], &["backup", "lab-vm-01"]] {
+        let out = common::in_policy_dir(dir, args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+fn lab_vm<'a>(state: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    state["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+}
+
+/// Through a vCenter, instant recovery runs the VM on the host asked for
+/// (in that host's datacenter, VM folder and resource pool), refuses to
+/// guess between two hosts, and `stop` leaves nothing.
+#[test]
+fn instant_recover_through_a_vcenter_runs_on_the_host_asked_for() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    backed_up_on_vcenter(dir);
+    let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    let listen = own_address(7).to_string();
+    let run = |args: &[&str]| common::in_policy_dir(dir, args);
+
+    let unsure = run(&["instant-recover", "lab-vm-01", "--listen", &listen]);
+    assert!(!unsure.status.success());
+    assert!(
+        text(&unsure).contains("name the host with --host (hosts: "),
+        "{}",
+        text(&unsure)
+    );
+    assert!(lab_vm(&lab_state(&lab_dir), "lab-vm-01-instant").is_none());
+    assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
+
+    let started = run(&[
+        "instant-recover",
+        "lab-vm-01",
+        "--listen",
+        &listen,
+        "--host",
+        "host-2",
+    ]);
+    assert!(started.status.success(), "{}", text(&started));
+    assert!(common::stdout(&started).contains("VMware Tools heartbeat after"));
+    let state = lab_state(&lab_dir);
+    let vm = lab_vm(&state, "lab-vm-01-instant").expect("registered");
+    assert_eq!(vm["host"], "host-2", "{vm}");
+    assert_eq!(vm["powered_on"], true, "{vm}");
+
+    let stopped = run(&["instant-recover", "stop", "lab-vm-01-instant"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let state = lab_state(&lab_dir);
+    assert!(lab_vm(&state, "lab-vm-01-instant").is_none());
+    assert!(
+        state
+            .get("nas_datastores")
+            .and_then(|n| n.as_array())
+            .is_none_or(|n| n.is_empty()),
+        "{state}"
+    );
+    assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
+}
+
+/// `restore --to-source` onto a vCenter puts the VM on the host asked for,
+/// and its disk holds the point's bytes.
+#[test]
+fn restore_onto_a_vcenter_registers_the_vm_on_the_host_asked_for() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    backed_up_on_vcenter(dir);
+    let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    let restored = common::in_policy_dir(
+        dir,
+        &[
+            "restore",
+            "lab-vm-01",
+            "--to-source",
+            "lab",
+            "--host",
+            "host-2",
+            "--name",
+            "lab-vm-01-back",
+            "--power-on",
+        ],
+    );
+    assert!(restored.status.success(), "{}", text(&restored));
+    let state = lab_state(&lab_dir);
+    let vm = lab_vm(&state, "lab-vm-01-back").expect("registered");
+    assert_eq!(vm["host"], "host-2", "{vm}");
+    assert_eq!(vm["powered_on"], true, "{vm}");
+    let (repo, points) = common::local_points(dir);
+    let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(&lab_dir)).unwrap();
+    let ds = lab.datastore_dir();
+    drop(lab);
+    let restored_disk = std::fs::read(ds.join("lab-vm-01-back/lab-vm-01-back-flat.vmdk")).unwrap();
+    assert!(common::restore_disk_bytes(&repo, &points[0], 0, &dir.join("d0.raw")) == restored_disk);
 }
 
 /// A start that fails on the host (the NFS server cannot listen on an

@@ -91,8 +91,12 @@ pub struct DrillRun {
     pub guest_ok: Option<bool>,
     /// What the guest checks said, with the failing check's own output.
     pub guest_detail: Option<String>,
-    /// Restore (and boot) time measured by the drill.
+    /// Restore (and boot) time measured by the drill: to services checked.
     pub restore_seconds: Option<f64>,
+    /// A boot drill: to the guest's first heartbeat.
+    pub heartbeat_seconds: Option<f64>,
+    /// A boot drill: "restore" or "instant".
+    pub method: Option<String>,
 }
 
 /// A restore point with its disks and its copies (by tier name).
@@ -184,8 +188,13 @@ pub struct Verification {
     pub guest_ok: Option<bool>,
     /// What the guest checks said, with the failing check's own output.
     pub guest_detail: Option<String>,
-    /// For a restore or boot drill: how long the restore took.
+    /// For a restore or boot drill: how long the restore took (for a boot
+    /// drill: to its services checked).
     pub restore_seconds: Option<f64>,
+    /// For a boot drill: to the guest's first heartbeat.
+    pub heartbeat_seconds: Option<f64>,
+    /// For a boot drill: how it brought the VM up, "restore" or "instant".
+    pub method: Option<String>,
 }
 
 /// The outcome of the last refresh of a tier.
@@ -361,7 +370,8 @@ impl Catalog {
     pub fn drill_runs(&self) -> Result<Vec<DrillRun>, CatalogError> {
         let mut stmt = self.conn.prepare(
             "SELECT p.vm_uuid, v.kind, v.point_id, v.tier, v.drill, v.started, v.finished, \
-                    v.ok, v.detail, v.restore_seconds, v.data_ok, v.guest_ok, v.guest_detail \
+                    v.ok, v.detail, v.restore_seconds, v.data_ok, v.guest_ok, v.guest_detail, \
+                    v.heartbeat_seconds, v.method \
              FROM verifications v \
              JOIN points p ON p.point_id = v.point_id \
              WHERE v.drill IS NOT NULL AND v.finished IS NOT NULL \
@@ -384,6 +394,8 @@ impl Catalog {
                         r.get(10)?,
                         r.get(11)?,
                         r.get(12)?,
+                        r.get(13)?,
+                        r.get(14)?,
                     ),
                 ))
             })?
@@ -403,6 +415,8 @@ impl Catalog {
                     guest_ok: v.guest_ok,
                     guest_detail: v.guest_detail,
                     restore_seconds: v.restore_seconds,
+                    heartbeat_seconds: v.heartbeat_seconds,
+                    method: v.method,
                 })
             })
             .collect()
@@ -413,8 +427,8 @@ impl Catalog {
         self.conn.execute(
             "INSERT INTO verifications \
              (kind, point_id, tier, drill, started, finished, ok, detail, restore_seconds, \
-              data_ok, guest_ok, guest_detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+              data_ok, guest_ok, guest_detail, heartbeat_seconds, method) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 v.kind.as_str(),
                 v.point_id,
@@ -428,6 +442,8 @@ impl Catalog {
                 v.data_ok,
                 v.guest_ok,
                 v.guest_detail,
+                v.heartbeat_seconds,
+                v.method,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -525,7 +541,7 @@ impl Catalog {
 }
 
 const VERIFICATION_COLUMNS: &str = "kind, point_id, tier, drill, started, finished, ok, detail, \
-     restore_seconds, data_ok, guest_ok, guest_detail";
+     restore_seconds, data_ok, guest_ok, guest_detail, heartbeat_seconds, method";
 
 /// Raw columns of a `verifications` row, in [`VERIFICATION_COLUMNS`] order.
 type VerificationRow = (
@@ -540,6 +556,8 @@ type VerificationRow = (
     Option<f64>,
     Option<bool>,
     Option<bool>,
+    Option<String>,
+    Option<f64>,
     Option<String>,
 );
 
@@ -557,12 +575,28 @@ fn verification_row(r: &Row<'_>) -> rusqlite::Result<VerificationRow> {
         r.get(9)?,
         r.get(10)?,
         r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
     ))
 }
 
 fn verification(row: VerificationRow) -> Result<Verification, CatalogError> {
-    let (kind, point_id, tier, drill, started, finished, ok, detail, secs, data_ok, guest_ok, gd) =
-        row;
+    let (
+        kind,
+        point_id,
+        tier,
+        drill,
+        started,
+        finished,
+        ok,
+        detail,
+        secs,
+        data_ok,
+        guest_ok,
+        gd,
+        heartbeat,
+        method,
+    ) = row;
     Ok(Verification {
         kind: VerificationKind::parse(&kind)?,
         point_id,
@@ -576,6 +610,8 @@ fn verification(row: VerificationRow) -> Result<Verification, CatalogError> {
         guest_ok,
         guest_detail: gd,
         restore_seconds: secs,
+        heartbeat_seconds: heartbeat,
+        method,
     })
 }
 

@@ -181,6 +181,13 @@ CREATE TABLE snapshot_lifetimes (
 );
 CREATE INDEX snapshot_lifetimes_by_point ON snapshot_lifetimes(point_id);
 "#,
+    // 6 (recovery times): how a boot drill brought the VM up ("restore" or
+    // "instant") and how long its guest took to report a heartbeat, beside
+    // `restore_seconds` (the time to services checked). NULL before.
+    r#"
+ALTER TABLE verifications ADD COLUMN heartbeat_seconds REAL;
+ALTER TABLE verifications ADD COLUMN method TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -44,6 +44,10 @@ pub enum LogEvent {
         #[serde(default)]
         guest_detail: Option<String>,
         restore_seconds: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_seconds: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
     },
     /// A run ended (the journal's outcome).
     RunFinished {
@@ -70,6 +74,8 @@ impl LogEvent {
             guest_ok: v.guest_ok,
             guest_detail: v.guest_detail.clone(),
             restore_seconds: v.restore_seconds,
+            heartbeat_seconds: v.heartbeat_seconds,
+            method: v.method.clone(),
         }
     }
 }
@@ -199,6 +205,8 @@ impl Catalog {
                 guest_ok,
                 guest_detail,
                 restore_seconds,
+                heartbeat_seconds,
+                method,
             } => {
                 let kind = VerificationKind::parse(kind)?;
                 let known: Option<i64> = self
@@ -234,6 +242,8 @@ impl Catalog {
                     guest_ok: *guest_ok,
                     guest_detail: guest_detail.clone(),
                     restore_seconds: *restore_seconds,
+                    heartbeat_seconds: *heartbeat_seconds,
+                    method: method.clone(),
                 })?;
                 Ok(true)
             }

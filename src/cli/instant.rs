@@ -1,5 +1,5 @@
 //! `coffer instant-recover`: boot a VM straight from a restore point, list
-//! the sessions, stop one.
+//! the sessions, move one to production storage, stop one.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -22,6 +22,9 @@ pub struct Args {
     /// The source (ESXi host) to run the VM on (default: the VM's own).
     #[arg(long)]
     pub to_source: Option<String>,
+    /// On a vCenter: the host to run the VM on (default: the only one).
+    #[arg(long)]
+    pub host: Option<String>,
     /// The recovered VM's name (default: VM-instant).
     #[arg(long)]
     pub name: Option<String>,
@@ -52,8 +55,20 @@ pub enum Command {
         #[command(flatten)]
         policies: PolicyArgs,
     },
+    /// Move the VM onto a datastore of its host (power off, copy the point
+    /// plus its writes, register, power on) and end the session.
+    Migrate {
+        /// The session (the recovered VM's name).
+        name: String,
+        /// The production datastore.
+        #[arg(long, default_value = "datastore1")]
+        datastore: String,
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
     /// Power off, unregister, unmount, stop serving, drop the overlay.
     Stop {
+        /// The session (the recovered VM's name).
         name: String,
         #[command(flatten)]
         policies: PolicyArgs,
@@ -61,6 +76,7 @@ pub enum Command {
     /// The NFS server of a session (started by `instant-recover VM`).
     #[command(hide = true)]
     Serve {
+        /// The session's directory under the state directory.
         #[arg(long)]
         session_dir: std::path::PathBuf,
         #[command(flatten)]
@@ -78,6 +94,14 @@ pub fn run(args: Args) -> Result<u8> {
         Some(Command::List { policies }) => {
             let listed = instant::list(&config(&policies)?)?;
             write!(out, "{}", text::instant_sessions(&listed))?;
+        }
+        Some(Command::Migrate {
+            name,
+            datastore,
+            policies,
+        }) => {
+            let migrated = instant::migrate(&config(&policies)?, &name, &datastore)?;
+            write!(out, "{}", text::instant_migrated(&migrated))?;
         }
         Some(Command::Stop { name, policies }) => {
             let stopped = instant::stop(&config(&policies)?, &name)?;
@@ -101,6 +125,7 @@ pub fn run(args: Args) -> Result<u8> {
                 point: args.choice.point,
                 tier: args.choice.tier,
                 to_source: args.to_source,
+                host: args.host,
                 name: args.name,
                 address: args.listen,
                 network: args.network,

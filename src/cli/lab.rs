@@ -110,7 +110,7 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Write(args) => write(args),
         Command::NfsRead { host, export, file } => {
             let started = std::time::Instant::now();
-            let mut nas = crate::lab::nas::Nas::mount(&host, &export)?;
+            let mut nas = crate::instant::client::Nas::mount(&host, &export)?;
             let size = nas.size(&file)?;
             let mut bytes = 0;
             while bytes < size {

@@ -24,9 +24,13 @@ pub struct Args {
     /// Write the VMDKs and the .vmx into this directory.
     #[arg(long, short, required_unless_present = "to_source")]
     pub out: Option<PathBuf>,
-    /// Restore onto this source (an ESXi host or the lab) as a new VM.
+    /// Restore onto this source (an ESXi host, a vCenter, or the lab) as a
+    /// new VM.
     #[arg(long, conflicts_with = "out")]
     pub to_source: Option<String>,
+    /// On a vCenter: the host to restore onto (default: the only one).
+    #[arg(long, requires = "to_source")]
+    pub host: Option<String>,
     /// Datastore for the restored VM's files (onto a host).
     #[arg(long, default_value = "datastore1")]
     pub datastore: String,
@@ -132,6 +136,7 @@ pub fn run(args: Args) -> Result<u8> {
         &repo,
         &m,
         source_name,
+        args.host.as_deref(),
         &args.datastore,
         &changes,
         args.power_on,

@@ -206,20 +206,31 @@ impl Gathered {
             .iter()
             .filter(|r| r.vm_uuid == vm_uuid)
             .max_by_key(|r| r.finished)?;
+        let kind = match &r.method {
+            Some(m) => format!("{}, {m}", r.kind),
+            None => r.kind.clone(),
+        };
+        // The time to recovered (a boot drill: to its services checked)
+        // and, for a boot drill, to the guest's first heartbeat.
+        let times = match (r.restore_seconds, r.heartbeat_seconds, r.method.is_some()) {
+            (Some(s), Some(h), _) => {
+                format!(", restore time {s:.1}s to services checked, heartbeat after {h:.1}s")
+            }
+            (Some(s), None, true) => format!(", restore time {s:.1}s to services checked"),
+            (Some(s), None, false) => format!(", restore time {s:.1}s"),
+            _ => String::new(),
+        };
         Some(format!(
-            "last drill {} ({}) {}: {}{}",
+            "last drill {} ({kind}) {}: {}{times}",
             r.drill,
-            r.kind,
             crate::policy::units::format_time(zone, r.finished),
             match (r.ok, r.data_ok, r.guest_ok) {
                 (true, _, _) => "passed",
                 (false, Some(true), Some(false)) => "guest checks FAILED (data verified)",
                 (false, Some(false), _) => "FAILED (data damaged)",
+                (false, None, Some(false)) => "guest checks FAILED",
                 _ => "FAILED",
             },
-            r.restore_seconds
-                .map(|s| format!(", restore time {s:.1}s"))
-                .unwrap_or_default()
         ))
     }
 }

@@ -20,7 +20,7 @@ use crate::instant::session::{self, Session};
 use crate::policy::Config;
 use crate::policy::model::SourceKind;
 use crate::run::connect::{self, Connected};
-use crate::run::restore::{HostTarget, VmxChanges};
+use crate::run::restore::{self, HostTarget, VmxChanges};
 use crate::vsphere::soap;
 
 /// How long the NFS server may take to listen.
@@ -36,8 +36,10 @@ pub struct StartArgs {
     pub point: Option<String>,
     pub at: Option<DateTime<Utc>>,
     pub tier: Option<String>,
-    /// The source to run the VM on (default: the VM's own).
+    /// The source to run the VM on (default: the VM's own), and on a
+    /// vCenter the host (by name; default: the only one).
     pub to_source: Option<String>,
+    pub host: Option<String>,
     pub name: Option<String>,
     /// The address of this machine the host reaches for NFS (default:
     /// 127.0.0.1 for the built-in lab).
@@ -74,15 +76,14 @@ fn source_of<'c>(config: &'c Config, name: &str) -> Result<&'c crate::policy::mo
         .ok_or_else(|| anyhow!("no source named `{name}`"))
 }
 
-/// The host to run on: a standalone ESXi host (a vCenter is refused for
-/// now, as restores are).
-fn host_target<'a>(conn: &'a Connected, datastore: &'a str) -> Result<HostTarget<'a>> {
-    if conn.session.service_content().about.is_vcenter() {
-        bail!(
-            "instant recovery through a vCenter is not supported yet; give an ESXi host as --to-source"
-        );
-    }
-    Ok(HostTarget::esxi(conn, datastore))
+/// The host to run on: the standalone host, or the session's host of a
+/// vCenter.
+fn host_target<'a>(
+    conn: &'a Connected,
+    datastore: &'a str,
+    host: Option<&str>,
+) -> Result<HostTarget<'a>> {
+    HostTarget::of_source(conn, datastore, host)
 }
 
 /// Starts a session: see the module's documentation.
@@ -135,6 +136,8 @@ pub fn start(config: &Config, policies: &Path, a: &StartArgs) -> Result<Started>
         point: m.point_id.clone(),
         tier,
         source: source_name,
+        host: a.host.clone(),
+        host_ref: None,
         address: address.to_string(),
         export: format!("/{datastore}"),
         datastore: datastore.clone(),
@@ -205,9 +208,10 @@ fn bring_up(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let target = host_target(conn, &s.datastore)?;
-    let session = target.session;
-    let ds = session
+    let target = host_target(conn, &s.datastore, s.host.as_deref())?;
+    s.host_ref = Some((target.host.kind.clone(), target.host.value.clone()));
+    let ds = target
+        .session
         .create_nas_datastore(&target.host, &s.address, &s.export, &s.datastore)
         .with_context(|| {
             format!(
@@ -217,27 +221,14 @@ fn bring_up(
         })?;
     s.datastore_ref = Some((ds.kind.clone(), ds.value.clone()));
     session::save(dir, s)?;
-    let vmx = format!("[{}] {}/{}.vmx", s.datastore, s.name, s.name);
-    let info = session.run_task(
-        &soap::register_vm(
-            &target.folder,
-            &vmx,
-            Some(&s.name),
-            target.pool.as_ref(),
-            None,
-        ),
-        TASK,
-    )?;
-    let vm = info
-        .result
-        .ok_or_else(|| anyhow!("RegisterVM answered no VM"))?;
+    let vm = restore::register_on_host(&target, &s.name, None)?;
     s.vm_ref = Some((vm.kind.clone(), vm.value.clone()));
     session::save(dir, s)?;
     // The VM's files are in a new place: "I moved it" keeps its identity,
     // "I copied it" when a new UUID was asked for.
-    session.power_on_answering(&vm, !s.new_uuid, TASK)?;
+    target.session.power_on_answering(&vm, !s.new_uuid, TASK)?;
     let on = began.elapsed().as_secs_f64();
-    crate::run::drill::wait_for_heartbeat(session, &s.name, a.heartbeat_timeout)
+    crate::run::drill::wait_for_heartbeat(target.session, &s.name, a.heartbeat_timeout)
         .map_err(|e| anyhow!("{}: {e}", s.name))?;
     let beat = began.elapsed().as_secs_f64();
     s.heartbeat_seconds = Some(beat);
@@ -247,7 +238,7 @@ fn bring_up(
 
 /// Removes what session `s` made, newest first, recording each step.
 fn tear_down(conn: &Connected, dir: &Path, s: &mut Session) -> Result<()> {
-    let host = crate::inventory::MoRef::new("HostSystem", "ha-host");
+    let host = s.host_moref();
     if let Some(vm) = s.vm_moref() {
         // Powered off already is fine; gone already is fine.
         let _ = conn.session.run_task(&soap::power_off_vm(&vm), TASK);
@@ -345,6 +336,125 @@ pub fn stop(config: &Config, name: &str) -> Result<Stopped> {
         session: s,
         overlay_bytes,
     })
+}
+
+/// What `migrate` did.
+#[derive(Debug)]
+pub struct Migrated {
+    pub session: Session,
+    /// The production datastore the VM now lives on.
+    pub datastore: String,
+    pub bytes_copied: u64,
+    /// From the instant VM's power-off to the migrated VM's power-on.
+    pub downtime_seconds: f64,
+}
+
+/// Files of a session's folder that belong to the host, not to the VM:
+/// ESXi's NFS lock files, swap and logs are made anew where the VM runs.
+fn host_only(file: &str) -> bool {
+    file.starts_with(".lck-")
+        || file.ends_with(".vswp")
+        || file.ends_with(".log")
+        || file.ends_with("~")
+        || file.ends_with(".vmsd")
+}
+
+/// Moves session `name`'s VM onto `datastore` of the same standalone host:
+/// power off, copy its files as the host sees them (the point plus the
+/// overlay's writes, read through coffer's own NFS export), register the
+/// copy, power it on ("I moved it": same identity), then end the session.
+/// The VM is down from the power-off to the power-on; on a failure before
+/// the copy is registered, the instant VM is powered on again and the
+/// session kept.
+pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated> {
+    let state_dir = &config.settings.state_dir;
+    let dir = session::session_dir(state_dir, name);
+    if !dir.join("session.json").exists() {
+        bail!("no instant-recovery session named `{name}` (coffer instant-recover list)");
+    }
+    let mut s = session::load(&dir)?;
+    let conn = connect::connect(source_of(config, &s.source)?, state_dir)?;
+    let target = host_target(&conn, datastore, s.host.as_deref())?;
+    let vm = s
+        .vm_moref()
+        .ok_or_else(|| anyhow!("session `{name}` has no VM on the host; stop it"))?;
+    let down = Instant::now();
+    match conn.session.run_task(&soap::power_off_vm(&vm), TASK) {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("poweredOff") => {}
+        Err(e) => return Err(e).context(format!("powering {name} off")),
+    }
+    let scratch = tempfile::tempdir_in(state_dir)
+        .or_else(|_| tempfile::tempdir())
+        .context("a scratch directory for the VM's files")?;
+    let copied = copy_out(&s, scratch.path()).and_then(|(files, bytes)| {
+        restore::upload_vm_folder(&target, &s.name, &files, None)?;
+        Ok(bytes)
+    });
+    let bytes_copied = match copied {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = conn.session.power_on_answering(&vm, true, TASK);
+            return Err(e.context(format!(
+                "copying {name} to datastore {datastore}; the instant VM runs again and the session stays"
+            )));
+        }
+    };
+    // The instant VM goes, then the copy comes: two VMs of one name and
+    // identity never run side by side.
+    conn.session
+        .call_empty(&soap::unregister_vm(&vm))
+        .with_context(|| format!("unregistering the instant VM {name}"))?;
+    s.vm_ref = None;
+    session::save(&dir, &s)?;
+    restore::register_on_host(&target, &s.name, Some(true))
+        .with_context(|| format!("registering {name} from datastore {datastore}"))?;
+    let downtime_seconds = down.elapsed().as_secs_f64();
+    tear_down(&conn, &dir, &mut s)?;
+    Ok(Migrated {
+        session: s,
+        datastore: datastore.to_string(),
+        bytes_copied,
+        downtime_seconds,
+    })
+}
+
+/// Copies the session's VM folder, as coffer's NFS server serves it now,
+/// into `into` (sparsely: zero blocks stay holes); answers the files and
+/// the bytes read.
+fn copy_out(s: &Session, into: &Path) -> Result<(Vec<PathBuf>, u64)> {
+    use std::os::unix::fs::FileExt;
+    const STEP: u64 = 1 << 20;
+    let mut nas = crate::instant::client::Nas::mount(&s.address, &s.export)
+        .with_context(|| format!("mounting {}:{}", s.address, s.export))?;
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    for file in nas.list(&s.name)? {
+        if host_only(&file) {
+            continue;
+        }
+        let path = format!("{}/{file}", s.name);
+        let size = nas.size(&path)?;
+        let out = into.join(&file);
+        let f =
+            std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+        f.set_len(size)?;
+        let mut at = 0;
+        while at < size {
+            let block = nas.read_at(&path, at, STEP.min(size - at))?;
+            if block.is_empty() {
+                bail!("{path} ends at {at}, not at {size}");
+            }
+            if block.iter().any(|b| *b != 0) {
+                f.write_all_at(&block, at)?;
+            }
+            at += block.len() as u64;
+        }
+        f.sync_all()?;
+        bytes += size;
+        files.push(out);
+    }
+    Ok((files, bytes))
 }
 
 /// The NFS server of the session in `dir`, run by `coffer instant-recover

@@ -98,7 +98,8 @@ pub fn find_point(
     )
 }
 
-/// Restores `m` onto the source `source_name` of the policy as a new VM
+/// Restores `m` onto the source `source_name` of the policy (on a vCenter,
+/// onto its host `host`, or the only one) as a new VM
 /// (files staged in a scratch directory under the state directory), its
 /// progress shown to `observer`.
 #[allow(clippy::too_many_arguments)]
@@ -107,6 +108,7 @@ pub fn restore_to_source(
     repo: &Repository,
     m: &Manifest,
     source_name: &str,
+    host: Option<&str>,
     datastore: &str,
     changes: &VmxChanges,
     power_on: bool,
@@ -117,15 +119,10 @@ pub fn restore_to_source(
         .get(source_name)
         .ok_or_else(|| anyhow!("no source named `{source_name}`"))?;
     let conn = connect::connect(source, &config.settings.state_dir)?;
-    if conn.session.service_content().about.is_vcenter() {
-        bail!(
-            "restore onto a vCenter is not supported yet; restore onto an ESXi host (or to files)"
-        );
-    }
     let scratch = tempfile::tempdir_in(&config.settings.state_dir)
         .or_else(|_| tempfile::tempdir())
         .context("a scratch directory for the restored files")?;
-    let target = HostTarget::esxi(&conn, datastore);
+    let target = HostTarget::of_source(&conn, datastore, host)?;
     ProgressBoard::track(observer, &changes.name, |progress| {
         restore::restore_to_host(
             repo,

@@ -6,6 +6,7 @@
 //! lasts until `stop` (power off, unregister, unmount, overlay dropped) or
 //! `migrate` (the VM moved onto a production datastore).
 
+pub mod client;
 pub mod export;
 pub mod serve;
 pub mod session;

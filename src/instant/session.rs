@@ -22,8 +22,13 @@ pub struct Session {
     pub vm: String,
     pub point: String,
     pub tier: String,
-    /// The policy's source the VM runs on.
+    /// The policy's source the VM runs on, and on a vCenter the host
+    /// asked for (by name) and the host used.
     pub source: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub host_ref: Option<(String, String)>,
     /// Where coffer's NFS server listens, and the export's path.
     pub address: String,
     pub export: String,
@@ -48,6 +53,15 @@ impl Session {
         self.datastore_ref
             .as_ref()
             .map(|(k, v)| MoRef::new(k.clone(), v.clone()))
+    }
+
+    /// The host the datastore is mounted on (`ha-host` on a standalone
+    /// host).
+    pub fn host_moref(&self) -> MoRef {
+        self.host_ref.as_ref().map_or_else(
+            || MoRef::new("HostSystem", "ha-host"),
+            |(k, v)| MoRef::new(k.clone(), v.clone()),
+        )
     }
 
     pub fn vm_moref(&self) -> Option<MoRef> {

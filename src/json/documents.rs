@@ -238,7 +238,13 @@ pub struct DrillRunDoc {
     /// Guest checks (fsck, heartbeat, TCP, scripts); null when none ran.
     pub guest_ok: Option<bool>,
     pub guest_detail: Option<String>,
+    /// Start to checks passed (a boot drill: to its services checked).
     pub restore_seconds: Option<f64>,
+    /// A boot drill: start to the guest's first heartbeat.
+    pub heartbeat_seconds: Option<f64>,
+    /// A boot drill: "restore" (restored onto the host, then booted) or
+    /// "instant" (booted from the repository over NFS).
+    pub method: Option<String>,
 }
 
 impl From<&catalog::DrillRun> for DrillRunDoc {
@@ -255,6 +261,8 @@ impl From<&catalog::DrillRun> for DrillRunDoc {
             guest_ok: r.guest_ok,
             guest_detail: r.guest_detail.clone(),
             restore_seconds: r.restore_seconds,
+            heartbeat_seconds: r.heartbeat_seconds,
+            method: r.method.clone(),
         }
     }
 }

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::boot;
-use super::nas::Nas;
 use super::state::{DATASTORE, Fault, State, Store, Vm, datastore_type};
 use super::wire::moref;
+use crate::instant::client::Nas;
 use crate::vsphere::soap::escape;
 
 /// An NFS v3 export a host mounted as a datastore.

@@ -25,7 +25,7 @@
 //! change the lab's state.
 
 use super::datastore_system::{NasDatastore, datastore_system_of, datastores_of, datastores_prop};
-use super::state::{DATACENTER, State, Vm};
+use super::state::{DATACENTER, Fault, State, Vm};
 use super::wire::moref;
 use crate::vsphere::soap::escape;
 
@@ -48,6 +48,9 @@ pub struct Datacenter {
     pub host_folder: &'static str,
     pub datastore_folder: &'static str,
     pub compute_resource: &'static str,
+    /// The compute resource's root resource pool (`resourcePool`), where
+    /// RegisterVM_Task puts a VM on a vCenter.
+    pub resource_pool: &'static str,
     pub host: &'static str,
     pub host_name: &'static str,
 }
@@ -61,6 +64,7 @@ const ESXI: Datacenter = Datacenter {
     host_folder: "ha-folder-host",
     datastore_folder: "ha-folder-datastore",
     compute_resource: "ha-compute-res",
+    resource_pool: "ha-root-pool",
     host: "ha-host",
     host_name: "localhost.localdomain",
 };
@@ -78,6 +82,7 @@ const VCENTER: [Datacenter; 2] = [
         host_folder: "group-h1",
         datastore_folder: "group-s1",
         compute_resource: "domain-s1",
+        resource_pool: "resgroup-1",
         host: "host-1",
         host_name: "esx-1.lab.invalid",
     },
@@ -90,6 +95,7 @@ const VCENTER: [Datacenter; 2] = [
         host_folder: "group-h2",
         datastore_folder: "group-s2",
         compute_resource: "domain-s2",
+        resource_pool: "resgroup-2",
         host: "host-2",
         host_name: "esx-2.lab.invalid",
     },
@@ -123,6 +129,59 @@ pub fn placement(vcenter: bool, vm: &Vm) -> &'static Datacenter {
     } else {
         &ESXI
     }
+}
+
+/// The host a VM registered into VM folder `folder` with RegisterVM_Task's
+/// `host` and `pool` runs on, on a vCenter: `host` when given, else the
+/// host of `pool`'s compute resource; `None` on a standalone host or with
+/// neither (the lab's placement by id). The vSphere API reference
+/// (RegisterVM_Task) requires `host` to be a member of `pool`'s compute
+/// resource, and the folder, pool and host to be of one datacenter; the
+/// lab answers InvalidArgument otherwise.
+pub fn registered_host(
+    vcenter: bool,
+    folder: &str,
+    host: Option<&str>,
+    pool: Option<&str>,
+) -> Result<Option<&'static str>, Fault> {
+    if !vcenter {
+        return Ok(None);
+    }
+    let invalid = |what: &str, value: &str| {
+        Fault::new(
+            "InvalidArgument",
+            format!("A specified parameter was not correct: {what} {value}"),
+        )
+        .with("invalidProperty", what)
+    };
+    let by_host = match host {
+        Some(h) => Some(
+            VCENTER
+                .iter()
+                .find(|d| d.host == h)
+                .ok_or_else(|| invalid("host", h))?,
+        ),
+        None => None,
+    };
+    let by_pool = match pool {
+        Some(p) => Some(
+            VCENTER
+                .iter()
+                .find(|d| d.resource_pool == p)
+                .ok_or_else(|| invalid("pool", p))?,
+        ),
+        None => None,
+    };
+    let Some(d) = by_host.or(by_pool) else {
+        return Ok(None);
+    };
+    if by_pool.is_some_and(|p| p.host != d.host) {
+        return Err(invalid("host", d.host));
+    }
+    if d.vm_folder != folder {
+        return Err(invalid("folder", folder));
+    }
+    Ok(Some(d.host))
 }
 
 pub fn root_folder(vcenter: bool) -> &'static str {
@@ -298,6 +357,11 @@ pub fn objects_of(
                     &[
                         ("name", None, Some(d.host_name)),
                         ("parent", Some(("Folder", d.host_folder)), None),
+                        (
+                            "resourcePool",
+                            Some(("ResourcePool", d.resource_pool)),
+                            None,
+                        ),
                     ],
                     paths,
                     all,

@@ -34,7 +34,6 @@ mod http;
 mod image;
 pub mod inventory;
 pub mod lifecycle;
-pub mod nas;
 pub mod net;
 pub mod ops;
 mod props;

@@ -511,9 +511,20 @@ impl Vim {
             "RegisterVM_Task" => {
                 let path = arg(call, "path").unwrap_or_default();
                 let name = arg(call, "name");
+                let (host, pool) = (arg(call, "host"), arg(call, "pool"));
                 let folder = this.clone();
-                self.task_on(store, method, folder, String::new(), |st, root| {
+                self.task_on(store, method, folder.clone(), String::new(), |st, root| {
+                    let on = inventory::registered_host(
+                        st.vcenter,
+                        &folder.1,
+                        host.as_deref(),
+                        pool.as_deref(),
+                    )?;
                     let id = lifecycle::register(st, root, &path, name.as_deref())?;
+                    let vm = st.vm_mut(&id)?;
+                    if vm.host.is_none() {
+                        vm.host = on.map(str::to_string);
+                    }
                     Ok(Some(("VirtualMachine".into(), id)))
                 })
             }

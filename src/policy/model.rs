@@ -293,6 +293,16 @@ pub enum DrillKind {
     Boot,
 }
 
+/// How a boot drill brings the VM up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillMethod {
+    /// Restored onto the drill host's datastore, then booted.
+    Restore,
+    /// Booted from the repository over NFS, served on `listen` (the
+    /// address the host reaches; `None`: 127.0.0.1, for a lab host).
+    Instant { listen: Option<std::net::IpAddr> },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Tcp {
@@ -318,6 +328,8 @@ pub enum Check {
 pub struct Drill {
     pub name: String,
     pub kind: DrillKind,
+    /// How a boot drill brings the VM up.
+    pub method: DrillMethod,
     pub every: Duration,
     pub tier: String,
     pub host: Option<String>,

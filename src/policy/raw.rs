@@ -382,6 +382,17 @@ pub enum DrillKindText {
     Boot,
 }
 
+/// How a boot drill brings the VM up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillMethodText {
+    /// Restore the point onto the drill host's datastore, then boot it.
+    Restore,
+    /// Boot it straight from the repository: coffer serves the point over
+    /// NFS v3 and the host mounts it (instant recovery).
+    Instant,
+}
+
 /// `[[policies.NAME.drills]]`
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -398,6 +409,10 @@ pub struct RawDrill {
     pub host: Option<Sp<String>>,
     /// Network boot drills connect to (boot only): "isolated" (the default) for a switch without uplink that coffer builds and removes, or an existing port group on a switch without uplink.
     pub network: Option<Sp<String>>,
+    /// How a boot drill brings the VM up: "restore" (the default) or "instant" (booted from the repository over NFS, no copy).
+    pub method: Option<Sp<DrillMethodText>>,
+    /// The address of this machine the drill host reaches for NFS, ports 111 and 2049 (instant boot drills; default 127.0.0.1 for a lab host).
+    pub listen: Option<Sp<String>>,
     /// Command run on each partition of a restored disk that holds a known file system (or on the whole image): "{image}", "{partition}", "{offset}", "{size}", "{fstype}" are replaced (restore only), e.g. "e2fsck -fn '{image}?offset={offset}'".
     pub fsck: Option<Sp<String>>,
     /// Limit for the whole drill. Default "1h".

@@ -240,6 +240,59 @@ impl Resolver<'_> {
         keeps.then_some(rt)
     }
 
+    /// A boot drill's `method` and, for an instant one, its `listen`.
+    fn drill_method(&mut self, r: &RawDrill, f: &Path, merged: &Merged) -> DrillMethod {
+        let instant = r
+            .method
+            .as_ref()
+            .is_some_and(|m| *m.get() == DrillMethodText::Instant);
+        if !instant {
+            if let Some(l) = &r.listen {
+                self.err(
+                    "not-applicable",
+                    f,
+                    l.span(),
+                    "`listen` applies to instant boot drills only".into(),
+                    "remove the key or set `method = \"instant\"`".into(),
+                );
+            }
+            return DrillMethod::Restore;
+        }
+        let listen = match &r.listen {
+            Some(l) => match l.get().trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    self.err(
+                        "bad-value",
+                        f,
+                        l.span(),
+                        format!("`listen` is not an IP address: `{}`", l.get()),
+                        "give this machine's address that the drill host reaches, e.g. \"10.0.0.5\"".into(),
+                    );
+                    None
+                }
+            },
+            None => {
+                let on_lab = r
+                    .host
+                    .as_ref()
+                    .and_then(|h| merged.sources.get(h.get()))
+                    .is_some_and(|s| *s.value.kind.get() == SourceKind::Lab);
+                if !on_lab && let Some(m) = &r.method {
+                    self.err(
+                        "missing-key",
+                        f,
+                        m.span(),
+                        "an instant boot drill needs `listen`: the address the drill host reaches for NFS".into(),
+                        "add `listen = \"10.0.0.5\"` (this machine's address; ports 111 and 2049)".into(),
+                    );
+                }
+                None
+            }
+        };
+        DrillMethod::Instant { listen }
+    }
+
     fn drill(
         &mut self,
         policy: &str,
@@ -302,6 +355,8 @@ impl Resolver<'_> {
             for (key, span) in [
                 ("host", r.host.as_ref().map(Sp::span)),
                 ("network", r.network.as_ref().map(Sp::span)),
+                ("method", r.method.as_ref().map(Sp::span)),
+                ("listen", r.listen.as_ref().map(Sp::span)),
                 ("guest_user", r.guest_user.as_ref().map(Sp::span)),
                 ("guest_password", r.guest_password.as_ref().map(Sp::span)),
             ]
@@ -364,6 +419,7 @@ impl Resolver<'_> {
                     .into(),
             );
         }
+        let method = self.drill_method(r, f, merged);
         let checks: Vec<Check> = r.checks.iter().filter_map(|c| self.check(c, f)).collect();
         let guest_user = self.text(&r.guest_user, f, "guest_user");
         let guest_password = self.secret(&r.guest_password, f, "guest_password");
@@ -385,6 +441,7 @@ impl Resolver<'_> {
         let drill = Drill {
             name,
             kind,
+            method,
             every: every?,
             tier,
             host: r.host.as_ref().map(|h| h.get().clone()),

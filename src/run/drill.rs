@@ -14,7 +14,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::policy::model::{Check, Drill};
+use crate::instant::export::PointExport;
+use crate::instant::serve::{self, Server};
+use crate::policy::model::{Check, Drill, DrillMethod};
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::drill_network::{self, DrillNetwork};
@@ -45,6 +47,11 @@ pub struct DrillOutcome {
     pub guest_detail: Option<String>,
     /// Start to checks passed (None when the drill failed before).
     pub restore_seconds: Option<f64>,
+    /// A boot drill: start to the guest's first heartbeat, when a
+    /// heartbeat check ran and passed.
+    pub heartbeat_seconds: Option<f64>,
+    /// A boot drill: "restore" or "instant".
+    pub method: Option<&'static str>,
 }
 
 /// Whether a failed restore failed on the repository's data (a chunk or an
@@ -353,6 +360,8 @@ pub fn restore_drill(
             guest_ok: None,
             guest_detail: None,
             restore_seconds: None,
+            heartbeat_seconds: None,
+            method: None,
         },
         Ok(r) => {
             let restored = started.elapsed().as_secs_f64();
@@ -380,6 +389,8 @@ pub fn restore_drill(
                 guest_ok,
                 guest_detail,
                 restore_seconds: ok.then(|| started.elapsed().as_secs_f64()),
+                heartbeat_seconds: None,
+                method: None,
             }
         }
     };
@@ -403,6 +414,89 @@ impl Drop for Teardown<'_> {
             }
         }
     }
+}
+
+/// An instant drill's VM, datastore and NFS server: when dropped, the VM
+/// is powered off and unregistered (its files are the export's), the
+/// datastore unmounted, then the server stopped and its overlay removed.
+struct InstantUp<'a> {
+    session: &'a Session,
+    host: MoRef,
+    vm: Option<MoRef>,
+    datastore: Option<MoRef>,
+    server: Option<Server>,
+    overlay: Option<tempfile::TempDir>,
+}
+
+impl Drop for InstantUp<'_> {
+    fn drop(&mut self) {
+        let t = Duration::from_secs(600);
+        if let Some(vm) = self.vm.take() {
+            let _ = self.session.run_task(&soap::power_off_vm(&vm), t);
+            if let Err(e) = self.session.call_empty(&soap::unregister_vm(&vm)) {
+                eprintln!("coffer: unregistering drill VM {vm} failed: {e}; remove it by hand");
+            }
+        }
+        if let Some(ds) = self.datastore.take()
+            && let Err(e) = self.session.remove_datastore(&self.host, &ds)
+        {
+            eprintln!("coffer: unmounting drill datastore {ds} failed: {e}; remove it by hand");
+        }
+        drop(self.server.take());
+        drop(self.overlay.take());
+    }
+}
+
+/// Boots the point straight from the repository on `target`'s host: served
+/// over NFS on `listen`, mounted as datastore `coffer-<VM>`, registered and
+/// powered on. What it made is removed when the answer's guard drops.
+fn instant_up<'a>(
+    repo: &Repository,
+    m: &Manifest,
+    target: &HostTarget<'a>,
+    changes: &VmxChanges,
+    listen: std::net::IpAddr,
+    scratch: &Path,
+) -> anyhow::Result<(InstantUp<'a>, MoRef)> {
+    let overlay = tempfile::tempdir_in(scratch).or_else(|_| tempfile::tempdir())?;
+    let export = PointExport::new(repo.clone(), m, changes, overlay.path())?;
+    let name = format!("coffer-{}", changes.name);
+    let server = serve::serve(
+        export,
+        &name,
+        listen,
+        &[serve::PORTMAP_PORT, serve::NFS_PORT],
+    )?;
+    let mut up = InstantUp {
+        session: target.session,
+        host: target.host.clone(),
+        vm: None,
+        datastore: None,
+        server: Some(server),
+        overlay: Some(overlay),
+    };
+    up.datastore = Some(target.session.create_nas_datastore(
+        &target.host,
+        &listen.to_string(),
+        &format!("/{name}"),
+        &name,
+    )?);
+    let on_nas = HostTarget {
+        datastore: &name,
+        ..target.clone()
+    };
+    let vm = restore::register_on_host(&on_nas, &changes.name, None)?;
+    up.vm = Some(vm.clone());
+    target
+        .session
+        .power_on_answering(&vm, !changes.new_uuid, Duration::from_secs(600))?;
+    Ok((up, vm))
+}
+
+/// What keeps a boot drill's VM up until the checks are done.
+enum Up<'a> {
+    Restored(#[allow(dead_code)] Teardown<'a>),
+    Instant(#[allow(dead_code)] Box<InstantUp<'a>>),
 }
 
 pub(crate) fn wait_for_heartbeat(
@@ -503,6 +597,8 @@ pub fn boot_drill(
                 guest_ok: None,
                 guest_detail: None,
                 restore_seconds: None,
+                heartbeat_seconds: None,
+                method: None,
             };
         }
     };
@@ -512,30 +608,66 @@ pub fn boot_drill(
         network: Some(network.port_group.clone()),
         ..VmxChanges::default()
     };
-    let dir = scratch.join(&name);
-    let restored = restore::restore_to_host(repo, m, target, &changes, true, &dir, threads, None);
-    let _ = std::fs::remove_dir_all(&dir);
-    let restored = match restored {
-        Ok(r) => r,
-        Err(e) => {
-            return DrillOutcome {
-                ok: false,
-                detail: format!("restore onto the drill host failed: {e:#}"),
-                data_ok: data_damaged(&e).then_some(false),
-                guest_ok: None,
-                guest_detail: None,
-                restore_seconds: None,
-            };
+    let failed = |detail: String, data_ok: Option<bool>| DrillOutcome {
+        ok: false,
+        detail,
+        data_ok,
+        guest_ok: None,
+        guest_detail: None,
+        restore_seconds: None,
+        heartbeat_seconds: None,
+        method: None,
+    };
+    let (vm, _up, mut notes) = match drill.method {
+        DrillMethod::Restore => {
+            let dir = scratch.join(&name);
+            let restored =
+                restore::restore_to_host(repo, m, target, &changes, true, &dir, threads, None);
+            let _ = std::fs::remove_dir_all(&dir);
+            match restored {
+                Ok(r) => (
+                    r.vm.clone(),
+                    Up::Restored(Teardown {
+                        session: target.session,
+                        vm: Some(r.vm),
+                    }),
+                    vec![format!(
+                        "restored as {name} and powered on in {:.1}s; {}",
+                        r.seconds, network.note
+                    )],
+                ),
+                Err(e) => {
+                    return failed(
+                        format!("restore onto the drill host failed: {e:#}"),
+                        data_damaged(&e).then_some(false),
+                    );
+                }
+            }
+        }
+        DrillMethod::Instant { listen } => {
+            let listen = listen.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            match instant_up(repo, m, target, &changes, listen, scratch) {
+                Ok((up, vm)) => (
+                    vm,
+                    Up::Instant(Box::new(up)),
+                    vec![format!(
+                        "booted {name} from the repository over NFS ({listen}), powered on in {:.1}s; {}",
+                        started.elapsed().as_secs_f64(),
+                        network.note
+                    )],
+                ),
+                Err(e) => {
+                    return failed(
+                        format!("instant boot on the drill host failed: {e:#}"),
+                        None,
+                    );
+                }
+            }
         }
     };
-    let _teardown = Teardown {
-        session: target.session,
-        vm: Some(restored.vm.clone()),
-    };
-    let mut notes = vec![format!(
-        "restored as {name} and powered on in {:.1}s; {}",
-        restored.seconds, network.note
-    )];
+    let instant = matches!(_up, Up::Instant(_));
+    let method = Some(if instant { "instant" } else { "restore" });
+    let mut heartbeat = None;
     // Guest checks, and TCP checks when the drill has guest credentials,
     // run inside the guest: coffer needs no route into the drill network.
     let guest = drill.guest_user.as_ref().map(|user| {
@@ -552,9 +684,7 @@ pub fn boot_drill(
     });
     let shell = Shell::of_guest_os(guest_os(repo, m).as_deref());
     let in_guest = |command: &str, timeout: Duration| match &guest {
-        Some(Ok(auth)) => {
-            guest_check::run(target.session, &restored.vm, auth, shell, command, timeout)
-        }
+        Some(Ok(auth)) => guest_check::run(target.session, &vm, auth, shell, command, timeout),
         Some(Err(e)) => Err(format!("the guest password: {e}")),
         None => Err("a guest check needs the drill's guest_user and guest_password".into()),
     };
@@ -568,7 +698,10 @@ pub fn boot_drill(
     for check in &checks {
         let result = match check {
             Check::Heartbeat { timeout } => wait_for_heartbeat(target.session, &name, *timeout)
-                .map(|()| "heartbeat".to_string()),
+                .map(|()| {
+                    heartbeat.get_or_insert(started.elapsed().as_secs_f64());
+                    "heartbeat".to_string()
+                }),
             // With guest credentials, against the VM's own address from
             // inside it (its loopback when Tools report none).
             Check::Tcp { port, timeout } if guest.is_some() => {
@@ -600,26 +733,40 @@ pub fn boot_drill(
             Err(e) => {
                 notes.push(format!("FAILED: {e}"));
                 let guest = format!("guest check failed: {}", notes[1..].join("; "));
+                let data = if instant {
+                    "data read only as the guest needed it"
+                } else {
+                    "data verified"
+                };
                 return DrillOutcome {
                     ok: false,
-                    detail: format!("{guest}; data verified: {}", notes[0]),
-                    data_ok: Some(true),
+                    detail: format!("{guest}; {data}: {}", notes[0]),
+                    // An instant boot reads what the guest asks for, not
+                    // every chunk: it proves no data either way.
+                    data_ok: (!instant).then_some(true),
                     guest_ok: Some(false),
                     guest_detail: Some(notes[1..].join("; ")),
                     restore_seconds: None,
+                    heartbeat_seconds: heartbeat,
+                    method,
                 };
             }
         }
     }
     let rto = started.elapsed().as_secs_f64();
+    if let Some(h) = heartbeat {
+        notes.push(format!("heartbeat after {h:.1}s"));
+    }
     notes.push(format!("recovered in {rto:.1}s"));
     DrillOutcome {
         ok: true,
         detail: notes.join("; "),
-        data_ok: Some(true),
+        data_ok: (!instant).then_some(true),
         guest_ok: Some(true),
         guest_detail: Some(notes[1..notes.len() - 1].join("; ")),
         restore_seconds: Some(rto),
+        heartbeat_seconds: heartbeat,
+        method,
     }
 }
 

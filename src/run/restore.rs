@@ -403,7 +403,7 @@ pub fn restore_local(
 #[derive(Debug, Clone)]
 pub struct HostTarget<'a> {
     pub session: &'a Session,
-    pub datacenter: &'a str,
+    pub datacenter: String,
     pub datastore: &'a str,
     /// Folder to register in (`ha-folder-vm` on a standalone ESXi host).
     pub folder: MoRef,
@@ -414,12 +414,41 @@ pub struct HostTarget<'a> {
 }
 
 impl<'a> HostTarget<'a> {
+    /// The host to put a VM on: a standalone ESXi host (see `esxi`), or
+    /// on a vCenter host `host` (by name or managed object id; the only
+    /// one when `None`), in its
+    /// datacenter's VM folder and its compute resource's root pool.
+    pub fn of_source(
+        conn: &'a crate::run::connect::Connected,
+        datastore: &'a str,
+        host: Option<&str>,
+    ) -> Result<HostTarget<'a>> {
+        if !conn.session.service_content().about.is_vcenter() {
+            if let Some(h) = host {
+                bail!("--host {h}: source `{}` is a standalone host", conn.source);
+            }
+            return Ok(HostTarget::esxi(conn, datastore));
+        }
+        let (place, pool, folder) = conn
+            .session
+            .host_placement(host)?
+            .map_err(|why| anyhow!("source `{}`: {why}", conn.source))?;
+        Ok(HostTarget {
+            session: &conn.session,
+            datacenter: place.datacenter_path,
+            datastore,
+            folder,
+            pool: Some(pool),
+            host: place.host,
+        })
+    }
+
     /// A standalone ESXi host (or the lab): its fixed VM folder and root
     /// resource pool.
     pub fn esxi(conn: &'a crate::run::connect::Connected, datastore: &'a str) -> HostTarget<'a> {
         HostTarget {
             session: &conn.session,
-            datacenter: &conn.datacenter,
+            datacenter: conn.datacenter.clone(),
             datastore,
             folder: MoRef::new("Folder", "ha-folder-vm"),
             pool: Some(MoRef::new("ResourcePool", "ha-root-pool")),
@@ -492,10 +521,26 @@ pub fn restore_to_host(
             .sum();
         p.plan(total);
     }
+    let uploaded = upload_vm_folder(target, &changes.name, &local.files, progress)?;
+    let vm = register_on_host(target, &changes.name, power_on.then_some(!changes.new_uuid))?;
+    Ok(HostRestore {
+        vm,
+        bytes_uploaded: uploaded,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Uploads a VM's files into `[datastore] <name>/` of `target`: flat
+/// extents first, descriptors next, the .vmx last, so that a half-done
+/// upload never looks like a registrable VM. Answers the bytes uploaded.
+pub fn upload_vm_folder(
+    target: &HostTarget<'_>,
+    name: &str,
+    files: &[PathBuf],
+    progress: Option<&Arc<ReadProgress>>,
+) -> Result<u64> {
     let mut uploaded = 0;
-    // Flat extents first, descriptors next, the .vmx last: a half-done
-    // upload never looks like a registrable VM.
-    let mut order = local.files.clone();
+    let mut order = files.to_vec();
     order.sort_by_key(|f| {
         let n = f.to_string_lossy();
         if n.ends_with("-flat.vmdk") {
@@ -515,46 +560,51 @@ pub fn restore_to_host(
             .to_string_lossy();
         let dest = DatastorePath {
             datastore: target.datastore.to_string(),
-            path: format!("{}/{file_name}", changes.name),
+            path: format!("{name}/{file_name}"),
         };
         uploaded += datastore::upload_counted(
-            session.transport(),
-            target.datacenter,
+            target.session.transport(),
+            &target.datacenter,
             &dest,
             f,
             false,
             progress.cloned(),
         )?;
     }
-    let vmx = format!(
-        "[{}] {}/{}.vmx",
-        target.datastore, changes.name, changes.name
-    );
-    let info = session.run_task(
+    Ok(uploaded)
+}
+
+/// Registers `[datastore] <name>/<name>.vmx` of `target` as VM `name`;
+/// with `power_on` = `Some(moved)`, powers it on answering the host's
+/// "moved or copied?" question: the VM's files are in a new folder, and a
+/// host whose .vmx still holds the old `uuid.location` asks before it
+/// powers on. "I moved it" keeps the VM's identity, "I copied it" gives
+/// it a new one.
+pub fn register_on_host(
+    target: &HostTarget<'_>,
+    name: &str,
+    power_on: Option<bool>,
+) -> Result<MoRef> {
+    let vmx = format!("[{}] {name}/{name}.vmx", target.datastore);
+    let info = target.session.run_task(
         &soap::register_vm(
             &target.folder,
             &vmx,
-            Some(&changes.name),
+            Some(name),
             target.pool.as_ref(),
-            None,
+            Some(&target.host),
         ),
         Duration::from_secs(600),
     )?;
     let vm = info
         .result
         .ok_or_else(|| anyhow!("RegisterVM answered no VM"))?;
-    if power_on {
-        // The VM's files are in a new folder: a host whose .vmx still
-        // holds the old `uuid.location` asks "moved or copied?" before it
-        // powers on. "I moved it" keeps the VM's identity; with a new
-        // UUID asked for, "I copied it".
-        session.power_on_answering(&vm, !changes.new_uuid, Duration::from_secs(600))?;
+    if let Some(moved) = power_on {
+        target
+            .session
+            .power_on_answering(&vm, moved, Duration::from_secs(600))?;
     }
-    Ok(HostRestore {
-        vm,
-        bytes_uploaded: uploaded,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(vm)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Instant recovery's lines.
 
-use crate::engine::instant::{Listed, Started, Stopped};
+use crate::engine::instant::{Listed, Migrated, Started, Stopped};
 use crate::policy::units::format_size;
 
 pub fn instant_started(s: &Started) -> String {
@@ -9,6 +9,7 @@ pub fn instant_started(s: &Started) -> String {
         "{} runs from point {} of {} (tier {}), served by coffer at {}:{} as datastore {}\n\
          powered on after {:.1} s, VMware Tools heartbeat after {:.1} s\n\
          its writes go to the session's overlay; move it to production storage or stop it:\n\
+         \x20 coffer instant-recover migrate {} --datastore DATASTORE\n\
          \x20 coffer instant-recover stop {}\n",
         x.name,
         x.point,
@@ -19,6 +20,7 @@ pub fn instant_started(s: &Started) -> String {
         x.datastore,
         s.seconds_to_power_on,
         s.seconds_to_heartbeat,
+        x.name,
         x.name
     )
 }
@@ -56,5 +58,17 @@ pub fn instant_stopped(s: &Stopped) -> String {
         s.session.name,
         s.session.datastore,
         format_size(s.overlay_bytes)
+    )
+}
+
+pub fn instant_migrated(m: &Migrated) -> String {
+    format!(
+        "migrated {} to datastore {}: {} copied (the point plus the session's writes), down for {:.1} s; \
+         the session is over (datastore {} unmounted, server stopped, overlay dropped)\n",
+        m.session.name,
+        m.datastore,
+        format_size(m.bytes_copied),
+        m.downtime_seconds,
+        m.session.datastore
     )
 }

@@ -31,32 +31,41 @@ pub struct Entity {
     pub parent: Option<MoRef>,
 }
 
-/// For each VM among `entities`, its datacenter's inventory path. A VM
-/// whose chain does not reach a Datacenter (a VM in a vApp, whose parent is
-/// not a folder; a chain cut by missing rights) is left out. The walk
-/// stops after a bounded number of steps, so a malformed answer with a
-/// cycle cannot hang it.
-pub fn datacenter_paths(entities: &[Entity]) -> HashMap<MoRef, String> {
-    let by_ref: HashMap<&MoRef, &Entity> = entities.iter().map(|e| (&e.obj, e)).collect();
-    let limit = entities.len() + 1;
-    // The datacenter above `start` (or `start` itself).
-    let datacenter_of = |start: &MoRef| -> Option<&Entity> {
-        let mut at = by_ref.get(start).copied()?;
-        for _ in 0..limit {
+/// The parent chains of an inventory, walked in a bounded number of steps
+/// so that a malformed answer with a cycle cannot hang a walk.
+struct Tree<'a> {
+    by_ref: HashMap<&'a MoRef, &'a Entity>,
+    limit: usize,
+}
+
+impl<'a> Tree<'a> {
+    fn new(entities: &'a [Entity]) -> Tree<'a> {
+        Tree {
+            by_ref: entities.iter().map(|e| (&e.obj, e)).collect(),
+            limit: entities.len() + 1,
+        }
+    }
+
+    /// The datacenter above `start` (or `start` itself).
+    fn datacenter_of(&self, start: &MoRef) -> Option<&'a Entity> {
+        let mut at = self.by_ref.get(start).copied()?;
+        for _ in 0..self.limit {
             if at.obj.kind == "Datacenter" {
                 return Some(at);
             }
-            at = by_ref.get(at.parent.as_ref()?).copied()?;
+            at = self.by_ref.get(at.parent.as_ref()?).copied()?;
         }
         None
-    };
-    // Its path: the names of the folders between it and the root folder
-    // (which has no parent and is not part of the path), then its own.
-    let path_of = |dc: &Entity| -> Option<String> {
+    }
+
+    /// A datacenter's path: the names of the folders between it and the
+    /// root folder (which has no parent and is not part of the path), then
+    /// its own.
+    fn path_of(&self, dc: &Entity) -> Option<String> {
         let mut names = vec![dc.name.clone()?];
         let mut up = dc.parent.as_ref();
-        for _ in 0..limit {
-            let Some(p) = up.and_then(|p| by_ref.get(p).copied()) else {
+        for _ in 0..self.limit {
+            let Some(p) = up.and_then(|p| self.by_ref.get(p).copied()) else {
                 break;
             };
             if p.parent.is_none() {
@@ -67,43 +76,138 @@ pub fn datacenter_paths(entities: &[Entity]) -> HashMap<MoRef, String> {
         }
         names.reverse();
         Some(names.join("/"))
-    };
+    }
+}
+
+/// For each VM among `entities`, its datacenter's inventory path. A VM
+/// whose chain does not reach a Datacenter (a VM in a vApp, whose parent is
+/// not a folder; a chain cut by missing rights) is left out.
+pub fn datacenter_paths(entities: &[Entity]) -> HashMap<MoRef, String> {
+    let tree = Tree::new(entities);
     entities
         .iter()
         .filter(|e| e.obj.kind == "VirtualMachine")
         .filter_map(|vm| {
-            let dc = datacenter_of(vm.parent.as_ref()?)?;
-            Some((vm.obj.clone(), path_of(dc)?))
+            let dc = tree.datacenter_of(vm.parent.as_ref()?)?;
+            Some((vm.obj.clone(), tree.path_of(dc)?))
         })
         .collect()
+}
+
+/// Where a new VM goes on a host of a vCenter: the host, the compute
+/// resource (or cluster) it belongs to, and its datacenter with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlace {
+    pub host: MoRef,
+    pub compute: MoRef,
+    pub datacenter: MoRef,
+    pub datacenter_path: String,
+}
+
+/// The host named `name` among `entities` (or whose managed object id is
+/// `name`, such as `host-12`; the only one when `None`), with
+/// the compute resource above it (a HostSystem's `parent`: "Managed Object
+/// - HostSystem") and its datacenter.
+pub fn host_in(entities: &[Entity], name: Option<&str>) -> Result<HostPlace, String> {
+    let tree = Tree::new(entities);
+    let hosts: Vec<&Entity> = entities
+        .iter()
+        .filter(|e| e.obj.kind == "HostSystem")
+        .collect();
+    let names = || {
+        hosts
+            .iter()
+            .filter_map(|h| h.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let host = match name {
+        Some(n) => hosts
+            .iter()
+            .find(|h| h.name.as_deref() == Some(n))
+            .or_else(|| hosts.iter().find(|h| h.obj.value == n))
+            .ok_or_else(|| format!("no host named `{n}` (hosts: {})", names()))?,
+        None if hosts.len() == 1 => &hosts[0],
+        None => return Err(format!("name the host with --host (hosts: {})", names())),
+    };
+    let compute = host
+        .parent
+        .clone()
+        .ok_or_else(|| format!("host {} has no compute resource", host.obj.value))?;
+    let dc = tree
+        .datacenter_of(&compute)
+        .ok_or_else(|| format!("host {} is in no datacenter", host.obj.value))?;
+    Ok(HostPlace {
+        host: host.obj.clone(),
+        compute,
+        datacenter: dc.obj.clone(),
+        datacenter_path: tree
+            .path_of(dc)
+            .ok_or_else(|| format!("datacenter {} has no name", dc.obj.value))?,
+    })
 }
 
 impl Session {
     /// Every VM's datacenter path (see `datacenter_paths`).
     pub fn datacenter_paths(&self) -> Result<HashMap<MoRef, String>, Error> {
+        let entities = self.inventory(&[
+            ("Folder", &["name", "parent"]),
+            ("Datacenter", &["name", "parent"]),
+            ("VirtualMachine", &["parent"]),
+        ])?;
+        Ok(datacenter_paths(&entities))
+    }
+
+    /// Where a new VM goes on host `name` of a vCenter (the only host when
+    /// `None`): the host, its root resource pool (its compute resource's
+    /// `resourcePool`), its datacenter's VM folder (`vmFolder`) and path.
+    /// The inner error says why no host fits `name`.
+    #[allow(clippy::type_complexity)]
+    pub fn host_placement(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Result<(HostPlace, MoRef, MoRef), String>, Error> {
+        let entities = self.inventory(&[
+            ("Folder", &["name", "parent"]),
+            ("Datacenter", &["name", "parent"]),
+            ("ComputeResource", &["name", "parent"]),
+            ("HostSystem", &["name", "parent"]),
+        ])?;
+        let place = match host_in(&entities, name) {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
+        };
+        let moref = |obj: &MoRef, path: &'static str| -> Result<MoRef, Error> {
+            self.properties_of(obj, &[path], |x| soap::parse_moref_property(x, path))?
+                .ok_or_else(|| Error::Protocol {
+                    method: "RetrievePropertiesEx".into(),
+                    detail: format!("{} {} has no {path}", obj.kind, obj.value),
+                })
+        };
+        let pool = moref(&place.compute, "resourcePool")?;
+        let folder = moref(&place.datacenter, "vmFolder")?;
+        Ok(Ok((place, pool, folder)))
+    }
+
+    /// `paths` of every object of each type below the root folder (one
+    /// container view, one property query per type), and the root folder,
+    /// the top of every parent chain.
+    fn inventory(&self, kinds: &[(&str, &[&str])]) -> Result<Vec<Entity>, Error> {
         let content = self.service_content();
-        let req = soap::create_container_view(
-            &content.view_manager,
-            &content.root_folder,
-            &["Folder", "Datacenter", "VirtualMachine"],
-            true,
-        );
+        let types: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+        let req =
+            soap::create_container_view(&content.view_manager, &content.root_folder, &types, true);
         let view = self.call(&req, |x| soap::parse_moref_result(x, req.method))?;
-        let mut entities = self.entities(&view, "Folder", &["name", "parent"]);
-        if let Ok(e) = &mut entities {
-            match self.entities(&view, "Datacenter", &["name", "parent"]) {
-                Ok(mut more) => e.append(&mut more),
-                Err(err) => entities = Err(err),
+        let mut entities = Ok(Vec::new());
+        for (kind, paths) in kinds {
+            if let Ok(e) = &mut entities {
+                match self.entities(&view, kind, paths) {
+                    Ok(mut more) => e.append(&mut more),
+                    Err(err) => entities = Err(err),
+                }
             }
         }
-        if let Ok(e) = &mut entities {
-            match self.entities(&view, "VirtualMachine", &["parent"]) {
-                Ok(mut more) => e.append(&mut more),
-                Err(err) => entities = Err(err),
-            }
-        }
-        // The root folder is the view's container, not in it: it is the
-        // top of every chain.
+        // The root folder is the view's container, not in it.
         if let Ok(e) = &mut entities {
             e.push(Entity {
                 obj: content.root_folder.clone(),
@@ -113,7 +217,7 @@ impl Session {
         }
         let destroy = soap::destroy_view(&view);
         let _ = self.call(&destroy, |x| soap::parse_empty(x, destroy.method));
-        Ok(datacenter_paths(&entities?))
+        entities
     }
 
     /// The `name` of a host: the address its own services answer at.
@@ -256,5 +360,74 @@ mod tests {
             e("VirtualMachine", "vm-1", "", Some(("Folder", "a"))),
         ];
         assert!(datacenter_paths(&entities).is_empty());
+    }
+
+    #[test]
+    fn a_host_is_found_by_name_with_its_compute_resource_and_datacenter() {
+        let entities = vec![
+            e("Folder", "group-d1", "", None),
+            e(
+                "Datacenter",
+                "datacenter-1",
+                "dc-1",
+                Some(("Folder", "group-d1")),
+            ),
+            e(
+                "Folder",
+                "group-d2",
+                "region-b",
+                Some(("Folder", "group-d1")),
+            ),
+            e(
+                "Datacenter",
+                "datacenter-2",
+                "dc-2",
+                Some(("Folder", "group-d2")),
+            ),
+            e(
+                "Folder",
+                "group-h1",
+                "host",
+                Some(("Datacenter", "datacenter-1")),
+            ),
+            e(
+                "Folder",
+                "group-h2",
+                "host",
+                Some(("Datacenter", "datacenter-2")),
+            ),
+            e(
+                "ComputeResource",
+                "domain-s1",
+                "esx-1",
+                Some(("Folder", "group-h1")),
+            ),
+            e(
+                "ComputeResource",
+                "domain-c2",
+                "cluster",
+                Some(("Folder", "group-h2")),
+            ),
+            e(
+                "HostSystem",
+                "host-1",
+                "esx-1",
+                Some(("ComputeResource", "domain-s1")),
+            ),
+            e(
+                "HostSystem",
+                "host-2",
+                "esx-2",
+                Some(("ComputeResource", "domain-c2")),
+            ),
+        ];
+        let p = host_in(&entities, Some("esx-2")).unwrap();
+        assert_eq!(p.host, MoRef::new("HostSystem", "host-2"));
+        assert_eq!(p.compute, MoRef::new("ComputeResource", "domain-c2"));
+        assert_eq!(p.datacenter, MoRef::new("Datacenter", "datacenter-2"));
+        assert_eq!(p.datacenter_path, "region-b/dc-2");
+        let none = host_in(&entities, None).unwrap_err();
+        assert!(none.contains("esx-1, esx-2"), "{none}");
+        assert!(host_in(&entities, Some("esx-9")).is_err());
     }
 }

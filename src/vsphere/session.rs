@@ -231,7 +231,7 @@ impl Session {
 
     /// `paths` of the one object `obj` (of the type its moref names),
     /// parsed by `parse`.
-    fn properties_of<T>(
+    pub(super) fn properties_of<T>(
         &self,
         obj: &MoRef,
         paths: &[&str],

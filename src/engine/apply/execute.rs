@@ -187,6 +187,8 @@ impl Runner<'_> {
                             guest_ok: None,
                             guest_detail: None,
                             restore_seconds: None,
+                            heartbeat_seconds: None,
+                            method: None,
                         };
                         (VerificationKind::Verify, o)
                     }
@@ -222,6 +224,8 @@ impl Runner<'_> {
                     guest_ok: o.guest_ok,
                     guest_detail: o.guest_detail.clone(),
                     restore_seconds: o.restore_seconds,
+                    heartbeat_seconds: o.heartbeat_seconds,
+                    method: o.method.map(str::to_string),
                 };
                 catalog.record_verification(&verification)?;
                 // A rebuilt catalog finds it again in the tier's log.

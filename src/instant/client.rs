@@ -1,13 +1,13 @@
-//! The lab host's NFS v3 client, for NAS datastores: what ESXi's NFS
-//! client does when `HostDatastoreSystem.CreateNasDatastore` mounts an
-//! export, with a real client (`nfs3_client`) speaking the protocol to the
-//! server named in the spec: the portmapper on port 111 for the MOUNT and
+//! An NFS v3 client (`nfs3_client`), synchronous: the lab host mounts NAS
+//! datastores with it, as ESXi's NFS client does when
+//! `HostDatastoreSystem.CreateNasDatastore` mounts an export, and
+//! `instant-recover migrate` reads a session's files with it, as the host
+//! sees them. It speaks the protocol to the server named: the portmapper on port 111 for the MOUNT and
 //! NFS ports (RFC 1833 §3, GETPORT), MOUNT v3's MNT for the root handle
 //! (RFC 1813 Appendix I), then LOOKUP, GETATTR, READ, WRITE, CREATE,
 //! REMOVE and READDIR (RFC 1813 §3.3).
 //!
-//! The calls are synchronous for the lab's threads: each `Nas` owns a
-//! small runtime of its own.
+//! Each `Nas` owns a small runtime of its own, so callers need none.
 
 use std::io;
 
