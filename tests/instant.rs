@@ -150,23 +150,58 @@ fn lab_vm_names(lab_dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A started instant-recovery session of the one-VM lab's `lab-vm-01`,
+/// served on `own_address(n)`.
+struct Running {
+    t: tempfile::TempDir,
+    /// The lab's datastore folder and its state folder.
+    ds: std::path::PathBuf,
+    lab_dir: std::path::PathBuf,
+    listen: String,
+    /// What `instant-recover` printed.
+    said: String,
+}
+
+impl Running {
+    fn start(n: u8) -> Running {
+        let t = tempfile::tempdir().unwrap();
+        let ds = backed_up(t.path());
+        let lab_dir = coffer::run::connect::lab_state_dir(&t.path().join(".coffer"), "lab");
+        let listen = own_address(n).to_string();
+        let started = common::in_policy_dir(
+            t.path(),
+            &["instant-recover", "lab-vm-01", "--listen", &listen],
+        );
+        assert!(started.status.success(), "{}", text(&started));
+        Running {
+            said: common::stdout(&started),
+            t,
+            ds,
+            lab_dir,
+            listen,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        common::in_policy_dir(self.t.path(), args)
+    }
+}
+
 /// `coffer instant-recover` boots the lab VM from the repository through
 /// the lab host's NFS client; the guest's writes go to the overlay and the
 /// repository verifies unchanged; `stop` leaves nothing on the host, no
 /// server and no overlay.
 #[test]
 fn instant_recover_boots_from_the_repository_and_stop_leaves_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let ds = backed_up(dir);
-    let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
-    let address = own_address(5);
-    let listen = address.to_string();
-    let run = |args: &[&str]| common::in_policy_dir(dir, args);
-
-    let started = run(&["instant-recover", "lab-vm-01", "--listen", &listen]);
-    assert!(started.status.success(), "{}", text(&started));
-    let said = common::stdout(&started);
+    let session = Running::start(5);
+    let (dir, ds, lab_dir, listen) = (
+        session.t.path(),
+        session.ds.clone(),
+        session.lab_dir.clone(),
+        session.listen.clone(),
+    );
+    let run = |args: &[&str]| session.run(args);
+    let said = &session.said;
     assert!(said.contains("lab-vm-01-instant runs from point"), "{said}");
     assert!(said.contains("VMware Tools heartbeat after"), "{said}");
     assert!(lab_vm_names(&lab_dir).contains(&"lab-vm-01-instant".to_string()));
@@ -240,15 +275,14 @@ fn instant_recover_boots_from_the_repository_and_stop_leaves_nothing() {
 /// name, and the session leaves nothing behind.
 #[test]
 fn migrate_moves_the_instant_vm_with_its_writes_onto_the_datastore() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let ds = backed_up(dir);
-    let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
-    let address = own_address(6);
-    let listen = address.to_string();
-    let run = |args: &[&str]| common::in_policy_dir(dir, args);
-    let started = run(&["instant-recover", "lab-vm-01", "--listen", &listen]);
-    assert!(started.status.success(), "{}", text(&started));
+    let session = Running::start(6);
+    let (dir, ds, lab_dir, listen) = (
+        session.t.path(),
+        session.ds.clone(),
+        session.lab_dir.clone(),
+        session.listen.clone(),
+    );
+    let run = |args: &[&str]| session.run(args);
     coffer::lab::write(&lab_dir, "lab-vm-01-instant", 10.0).unwrap();
     let mut nas = Nas::mount(&listen, "/coffer-lab-vm-01-instant").unwrap();
     let disks = [
@@ -372,6 +406,60 @@ fn instant_recover_through_a_vcenter_runs_on_the_host_asked_for() {
         "{state}"
     );
     assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
+}
+
+/// Through a vCenter, `migrate` is a Storage vMotion: the instant VM moves
+/// onto the datastore with the guest's writes and keeps running, and the
+/// session leaves nothing behind.
+#[test]
+fn migrate_through_a_vcenter_is_a_storage_vmotion() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    backed_up_on_vcenter(dir);
+    let lab_dir = coffer::run::connect::lab_state_dir(&dir.join(".coffer"), "lab");
+    let listen = own_address(8).to_string();
+    let run = |args: &[&str]| common::in_policy_dir(dir, args);
+    let started = run(&[
+        "instant-recover",
+        "lab-vm-01",
+        "--listen",
+        &listen,
+        "--host",
+        "host-2",
+    ]);
+    assert!(started.status.success(), "{}", text(&started));
+    coffer::lab::write(&lab_dir, "lab-vm-01-instant", 10.0).unwrap();
+    let mut nas = Nas::mount(&listen, "/coffer-lab-vm-01-instant").unwrap();
+    let seen = nas
+        .read_all("lab-vm-01-instant/lab-vm-01-instant-flat.vmdk")
+        .unwrap();
+    drop(nas);
+    let migrated = run(&["instant-recover", "migrate", "lab-vm-01-instant"]);
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    assert!(
+        common::stdout(&migrated).contains("by Storage vMotion, running throughout"),
+        "{}",
+        common::stdout(&migrated)
+    );
+    let state = lab_state(&lab_dir);
+    let vm = lab_vm(&state, "lab-vm-01-instant").expect("still registered");
+    assert_eq!(vm["powered_on"], true, "{vm}");
+    assert_eq!(vm["host"], "host-2", "{vm}");
+    assert!(vm.get("nas").is_none_or(|n| n.is_null()), "{vm}");
+    let lab = coffer::lab::Lab::start(coffer::lab::LabConfig::new(&lab_dir)).unwrap();
+    let ds = lab.datastore_dir();
+    drop(lab);
+    let moved = std::fs::read(ds.join("lab-vm-01-instant/lab-vm-01-instant-flat.vmdk")).unwrap();
+    assert!(moved == seen, "the disk moved with the guest's writes");
+    assert!(
+        state
+            .get("nas_datastores")
+            .and_then(|n| n.as_array())
+            .is_none_or(|n| n.is_empty()),
+        "{state}"
+    );
+    assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
+    assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
 }
 
 /// `restore --to-source` onto a vCenter puts the VM on the host asked for,
@@ -689,10 +777,7 @@ fn instant_boot_round(vcenter: bool, n: u8) {
         .unwrap_err();
     assert!(err.to_string().contains("NAS datastores"), "{err}");
     let err = session
-        .run_task(
-            &soap::relocate_vm(&vm, &MoRef::new("Datastore", "datastore1")),
-            TASK,
-        )
+        .run_task(&soap::relocate_vm(&vm, &ds), TASK)
         .unwrap_err();
     assert!(err.to_string().contains("NAS datastores"), "{err}");
 

@@ -347,6 +347,8 @@ pub struct Migrated {
     pub bytes_copied: u64,
     /// From the instant VM's power-off to the migrated VM's power-on.
     pub downtime_seconds: f64,
+    /// Moved by Storage vMotion (through a vCenter), running throughout.
+    pub storage_vmotion: bool,
 }
 
 /// Files of a session's folder that belong to the host, not to the VM:
@@ -359,13 +361,14 @@ fn host_only(file: &str) -> bool {
         || file.ends_with(".vmsd")
 }
 
-/// Moves session `name`'s VM onto `datastore` of the same standalone host:
-/// power off, copy its files as the host sees them (the point plus the
+/// Moves session `name`'s VM onto `datastore` of its host, then ends the
+/// session. Through a vCenter, by Storage vMotion (RelocateVM_Task): the
+/// VM keeps running. On a standalone host, which cannot relocate a running
+/// VM: power off, copy its files as the host sees them (the point plus the
 /// overlay's writes, read through coffer's own NFS export), register the
-/// copy, power it on ("I moved it": same identity), then end the session.
-/// The VM is down from the power-off to the power-on; on a failure before
-/// the copy is registered, the instant VM is powered on again and the
-/// session kept.
+/// copy, power it on ("I moved it": same identity). The VM is down from
+/// the power-off to the power-on; on a failure before the copy is
+/// registered, the instant VM is powered on again and the session kept.
 pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated> {
     let state_dir = &config.settings.state_dir;
     let dir = session::session_dir(state_dir, name);
@@ -378,6 +381,28 @@ pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated>
     let vm = s
         .vm_moref()
         .ok_or_else(|| anyhow!("session `{name}` has no VM on the host; stop it"))?;
+    if conn.session.service_content().about.is_vcenter() {
+        // Through a vCenter: a Storage vMotion moves the running VM's
+        // files off the export, without downtime.
+        let ds = conn
+            .session
+            .datastore_named(&target.host, datastore)?
+            .ok_or_else(|| anyhow!("host {} has no datastore `{datastore}`", target.host.value))?;
+        conn.session
+            .run_task(&soap::relocate_vm(&vm, &ds), TASK)
+            .with_context(|| format!("moving {name} to datastore {datastore} (Storage vMotion)"))?;
+        // The VM no longer lives on the session's datastore: it stays.
+        s.vm_ref = None;
+        session::save(&dir, &s)?;
+        tear_down(&conn, &dir, &mut s)?;
+        return Ok(Migrated {
+            session: s,
+            datastore: datastore.to_string(),
+            bytes_copied: 0,
+            downtime_seconds: 0.0,
+            storage_vmotion: true,
+        });
+    }
     let down = Instant::now();
     match conn.session.run_task(&soap::power_off_vm(&vm), TASK) {
         Ok(_) => {}
@@ -416,6 +441,7 @@ pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated>
         datastore: datastore.to_string(),
         bytes_copied,
         downtime_seconds,
+        storage_vmotion: false,
     })
 }
 

@@ -401,6 +401,81 @@ pub fn take_lock(nas: &mut Nas, file: &str, owner: &str) -> io::Result<String> {
     Ok(lock)
 }
 
+/// A Storage vMotion of the whole NAS VM `vm` (RelocateVM_Task with
+/// `spec.datastore`) onto the lab's own datastore `datastore`: the host
+/// copies the VM's home folder (its .vmx, NVRAM, descriptors and extents,
+/// not the lock files) off the NAS datastore through NFS, releases its
+/// locks there, and the VM runs on from the copy without a power cycle
+/// (vSphere API reference, RelocateVM_Task: a powered-on VM is relocated
+/// by Storage vMotion; "Migration with Storage vMotion" in the vCenter
+/// Server and Host Management guide: the VM's files move, it keeps
+/// running). Only whole-VM moves of a NAS VM, to a datastore that is not
+/// NAS, are modelled.
+pub fn relocate_home(
+    state: &mut State,
+    root: &Path,
+    vm: &str,
+    datastore: &str,
+) -> Result<(), Fault> {
+    if datastore_type(datastore).is_none() {
+        return Err(Fault::not_found("Datastore", datastore));
+    }
+    let v = state
+        .vms
+        .iter()
+        .find(|v| v.name == vm || v.moref() == vm)
+        .ok_or_else(|| Fault::not_found("VirtualMachine", vm))?
+        .clone();
+    let Files::Nas(mut nas) = Files::of(state, root, &v)? else {
+        return Err(Fault::new(
+            "InvalidState",
+            format!("{} is not on a NAS datastore", v.name),
+        ));
+    };
+    let dir = v.dir().to_string();
+    let to = super::state::datastore_folder(root, datastore).join(&dir);
+    if to.exists() {
+        return Err(Fault::new(
+            "FileAlreadyExists",
+            format!("File [{datastore}] {dir} already exists"),
+        )
+        .with("file", format!("[{datastore}] {dir}")));
+    }
+    std::fs::create_dir_all(&to)?;
+    for name in nas.list(&dir)? {
+        if name.starts_with(".lck-") {
+            continue;
+        }
+        let rel = format!("{dir}/{name}");
+        let size = nas.size(&rel)?;
+        let out = std::fs::File::create(to.join(&name))?;
+        out.set_len(size)?;
+        let mut at = 0;
+        while at < size {
+            let block = nas.read_at(&rel, at, (1 << 20).min(size - at))?;
+            if block.is_empty() {
+                break;
+            }
+            if block.iter().any(|b| *b != 0) {
+                std::os::unix::fs::FileExt::write_all_at(&out, &block, at)?;
+            }
+            at += block.len() as u64;
+        }
+    }
+    for lock in &v.nas_locks {
+        let _ = nas.remove(lock);
+    }
+    let v = state.vm_mut(&v.moref())?;
+    v.nas = None;
+    v.nas_vmx = None;
+    v.nas_boots = None;
+    v.nas_locks.clear();
+    for d in &mut v.disks {
+        d.datastore = (datastore != DATASTORE).then(|| datastore.to_string());
+    }
+    Ok(())
+}
+
 /// The NotSupported fault of what the lab does not do to a VM on a NAS
 /// datastore (snapshots, and so backups, and Storage vMotion).
 pub fn refuse_nas(vm: &Vm, what: &str) -> Result<(), Fault> {

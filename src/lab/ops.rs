@@ -483,8 +483,15 @@ pub fn relocate_disks(
     keys: Option<&[i32]>,
     datastore: &str,
 ) -> Result<(), Fault> {
-    if let Some(v) = state.vms.iter().find(|v| v.name == vm || v.moref() == vm) {
-        super::datastore_system::refuse_nas(v, "move the disks of")?;
+    if let Some(v) = state.vms.iter().find(|v| v.name == vm || v.moref() == vm)
+        && v.nas.is_some()
+    {
+        // A whole NAS VM moves off its NAS datastore; single disks of it
+        // do not (see `relocate_home`).
+        if keys.is_none() && state.nas(datastore).is_none() {
+            return super::datastore_system::relocate_home(state, root, vm, datastore);
+        }
+        super::datastore_system::refuse_nas(v, "move single disks of")?;
     }
     if state.nas(datastore).is_some() {
         return Err(Fault::new(

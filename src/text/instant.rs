@@ -62,6 +62,13 @@ pub fn instant_stopped(s: &Stopped) -> String {
 }
 
 pub fn instant_migrated(m: &Migrated) -> String {
+    if m.storage_vmotion {
+        return format!(
+            "migrated {} to datastore {} by Storage vMotion, running throughout; \
+             the session is over (datastore {} unmounted, server stopped, overlay dropped)\n",
+            m.session.name, m.datastore, m.session.datastore
+        );
+    }
     format!(
         "migrated {} to datastore {}: {} copied (the point plus the session's writes), down for {:.1} s; \
          the session is over (datastore {} unmounted, server stopped, overlay dropped)\n",

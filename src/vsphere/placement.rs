@@ -222,12 +222,17 @@ impl Session {
 
     /// The `name` of a host: the address its own services answer at.
     pub fn host_name(&self, host: &MoRef) -> Result<String, Error> {
+        self.name_of(host)
+    }
+
+    /// The `name` of a managed entity.
+    pub fn name_of(&self, obj: &MoRef) -> Result<String, Error> {
         let pc = &self.service_content().property_collector;
         let req = soap::retrieve_properties_ex(
             pc,
-            &host.kind,
+            &obj.kind,
             &["name"],
-            &Objects::One(host.clone()),
+            &Objects::One(obj.clone()),
             None,
         );
         let page = self.call(&req, |x| soap::parse_entity_page(x, req.method))?;
@@ -237,8 +242,22 @@ impl Session {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| Error::Protocol {
                 method: req.method.into(),
-                detail: format!("host {} has no name", host.value),
+                detail: format!("{} {} has no name", obj.kind, obj.value),
             })
+    }
+
+    /// The datastore named `name` among those `host` mounts (its
+    /// `datastore` property).
+    pub fn datastore_named(&self, host: &MoRef, name: &str) -> Result<Option<MoRef>, Error> {
+        let all = self.properties_of(host, &["datastore"], |x| {
+            soap::parse_moref_list_property(x, "datastore")
+        })?;
+        for ds in all {
+            if self.name_of(&ds)? == name {
+                return Ok(Some(ds));
+            }
+        }
+        Ok(None)
     }
 
     /// A generic service ticket for one GET of `url` on a host.

@@ -358,6 +358,24 @@ pub(super) fn parse_moref_property(xml: &str, path: &str) -> Result<Option<MoRef
     Ok(page.items.into_iter().next().flatten())
 }
 
+/// A property holding a list of managed object references
+/// (`ArrayOfManagedObjectReference`: a host's `datastore`, say).
+pub(super) fn parse_moref_list_property(xml: &str, path: &str) -> Result<Vec<MoRef>, Error> {
+    let page = parse_page(xml, "RetrievePropertiesEx", |oc, _| {
+        Ok(oc
+            .props
+            .get(path)
+            .map(|v| {
+                v.children()
+                    .filter(|c| c.is_element())
+                    .filter_map(moref_of)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default())
+    })?;
+    Ok(page.items.into_iter().flatten().collect())
+}
+
 /// `networkInfo` of a HostNetworkSystem: each switch's name and uplinks,
 /// each port group's name and switch (`spec.vswitchName`).
 pub(super) fn parse_host_network(xml: &str) -> Result<HostNetwork, Error> {

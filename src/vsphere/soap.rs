@@ -326,9 +326,10 @@ pub fn query_changed_disk_areas(
         .finish()
 }
 
-/// A Storage vMotion of `vm`'s disks to `datastore` (RelocateVM_Task with
-/// `spec.datastore`). coffer never moves a VM itself; tests move lab VMs
-/// with it, as an administrator would.
+/// A Storage vMotion of `vm` (its home and disks) to `datastore`
+/// (RelocateVM_Task with `spec.datastore`): `instant-recover migrate`
+/// through a vCenter moves a running instant VM off coffer's export with
+/// it; tests move lab VMs with it, as an administrator would.
 pub fn relocate_vm(vm: &MoRef, datastore: &MoRef) -> Request {
     Call::new("RelocateVM_Task", vm)
         .open_typed("spec", "VirtualMachineRelocateSpec")
@@ -716,6 +717,10 @@ pub fn remove_datastore(datastore_system: &MoRef, datastore: &MoRef) -> Request 
 
 pub fn parse_moref_property(xml: &str, path: &str) -> Result<Option<MoRef>, Error> {
     super::props::parse_moref_property(xml, path)
+}
+
+pub fn parse_moref_list_property(xml: &str, path: &str) -> Result<Vec<MoRef>, Error> {
+    super::props::parse_moref_list_property(xml, path)
 }
 
 pub fn parse_network_system(xml: &str) -> Result<Option<MoRef>, Error> {
