@@ -141,6 +141,17 @@ fn lab_state(lab_dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(lab_dir.join("state.json")).unwrap()).unwrap()
 }
 
+/// No NAS datastore stays mounted in the lab.
+fn assert_no_nas_datastore(state: &serde_json::Value) {
+    assert!(
+        state
+            .get("nas_datastores")
+            .and_then(|n| n.as_array())
+            .is_none_or(|n| n.is_empty()),
+        "no NAS datastore stays mounted: {state}"
+    );
+}
+
 fn lab_vm_names(lab_dir: &Path) -> Vec<String> {
     lab_state(lab_dir)["vms"]
         .as_array()
@@ -254,13 +265,7 @@ fn instant_recover_boots_from_the_repository_and_stop_leaves_nothing() {
     assert!(stopped.status.success(), "{}", text(&stopped));
     assert!(!lab_vm_names(&lab_dir).contains(&"lab-vm-01-instant".to_string()));
     let state = lab_state(&lab_dir);
-    assert!(
-        state
-            .get("nas_datastores")
-            .and_then(|n| n.as_array())
-            .is_none_or(|n| n.is_empty()),
-        "no NAS datastore stays mounted: {state}"
-    );
+    assert_no_nas_datastore(&state);
     assert!(
         Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err(),
         "the NFS server is stopped"
@@ -321,13 +326,7 @@ fn migrate_moves_the_instant_vm_with_its_writes_onto_the_datastore() {
         .clone();
     assert_eq!(vm["vmx"], "lab-vm-01-instant/lab-vm-01-instant.vmx");
     assert_eq!(vm["powered_on"], true, "{vm}");
-    assert!(
-        state
-            .get("nas_datastores")
-            .and_then(|n| n.as_array())
-            .is_none_or(|n| n.is_empty()),
-        "no NAS datastore stays mounted: {state}"
-    );
+    assert_no_nas_datastore(&state);
     assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
     assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
     // The point is as it was.
@@ -398,13 +397,7 @@ fn instant_recover_through_a_vcenter_runs_on_the_host_asked_for() {
     assert!(stopped.status.success(), "{}", text(&stopped));
     let state = lab_state(&lab_dir);
     assert!(lab_vm(&state, "lab-vm-01-instant").is_none());
-    assert!(
-        state
-            .get("nas_datastores")
-            .and_then(|n| n.as_array())
-            .is_none_or(|n| n.is_empty()),
-        "{state}"
-    );
+    assert_no_nas_datastore(&state);
     assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
 }
 
@@ -451,13 +444,7 @@ fn migrate_through_a_vcenter_is_a_storage_vmotion() {
     drop(lab);
     let moved = std::fs::read(ds.join("lab-vm-01-instant/lab-vm-01-instant-flat.vmdk")).unwrap();
     assert!(moved == seen, "the disk moved with the guest's writes");
-    assert!(
-        state
-            .get("nas_datastores")
-            .and_then(|n| n.as_array())
-            .is_none_or(|n| n.is_empty()),
-        "{state}"
-    );
+    assert_no_nas_datastore(&state);
     assert!(Nas::mount(&listen, "/coffer-lab-vm-01-instant").is_err());
     assert!(!dir.join(".coffer/instant/lab-vm-01-instant").exists());
 }

@@ -76,16 +76,6 @@ fn source_of<'c>(config: &'c Config, name: &str) -> Result<&'c crate::policy::mo
         .ok_or_else(|| anyhow!("no source named `{name}`"))
 }
 
-/// The host to run on: the standalone host, or the session's host of a
-/// vCenter.
-fn host_target<'a>(
-    conn: &'a Connected,
-    datastore: &'a str,
-    host: Option<&str>,
-) -> Result<HostTarget<'a>> {
-    HostTarget::of_source(conn, datastore, host)
-}
-
 /// Starts a session: see the module's documentation.
 pub fn start(config: &Config, policies: &Path, a: &StartArgs) -> Result<Started> {
     let began = Instant::now();
@@ -208,7 +198,7 @@ fn bring_up(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let target = host_target(conn, &s.datastore, s.host.as_deref())?;
+    let target = HostTarget::of_source(conn, &s.datastore, s.host.as_deref())?;
     s.host_ref = Some((target.host.kind.clone(), target.host.value.clone()));
     let ds = target
         .session
@@ -377,7 +367,7 @@ pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated>
     }
     let mut s = session::load(&dir)?;
     let conn = connect::connect(source_of(config, &s.source)?, state_dir)?;
-    let target = host_target(&conn, datastore, s.host.as_deref())?;
+    let target = HostTarget::of_source(&conn, datastore, s.host.as_deref())?;
     let vm = s
         .vm_moref()
         .ok_or_else(|| anyhow!("session `{name}` has no VM on the host; stop it"))?;
@@ -449,8 +439,6 @@ pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated>
 /// into `into` (sparsely: zero blocks stay holes); answers the files and
 /// the bytes read.
 fn copy_out(s: &Session, into: &Path) -> Result<(Vec<PathBuf>, u64)> {
-    use std::os::unix::fs::FileExt;
-    const STEP: u64 = 1 << 20;
     let mut nas = crate::instant::client::Nas::mount(&s.address, &s.export)
         .with_context(|| format!("mounting {}:{}", s.address, s.export))?;
     let mut files = Vec::new();
@@ -459,24 +447,10 @@ fn copy_out(s: &Session, into: &Path) -> Result<(Vec<PathBuf>, u64)> {
         if host_only(&file) {
             continue;
         }
-        let path = format!("{}/{file}", s.name);
-        let size = nas.size(&path)?;
         let out = into.join(&file);
-        let f =
-            std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-        f.set_len(size)?;
-        let mut at = 0;
-        while at < size {
-            let block = nas.read_at(&path, at, STEP.min(size - at))?;
-            if block.is_empty() {
-                bail!("{path} ends at {at}, not at {size}");
-            }
-            if block.iter().any(|b| *b != 0) {
-                f.write_all_at(&block, at)?;
-            }
-            at += block.len() as u64;
-        }
-        f.sync_all()?;
+        let size = nas
+            .copy_sparse(&format!("{}/{file}", s.name), &out)
+            .with_context(|| format!("copying {file} into {}", out.display()))?;
         bytes += size;
         files.push(out);
     }

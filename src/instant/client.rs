@@ -129,6 +129,31 @@ impl Nas {
         Ok(out)
     }
 
+    /// Copies `path` into the local file `out` (created, or replaced),
+    /// sparsely: blocks of zeros stay holes. Answers the file's size.
+    pub fn copy_sparse(&mut self, path: &str, out: &std::path::Path) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let size = self.size(path)?;
+        let f = std::fs::File::create(out)?;
+        f.set_len(size)?;
+        let mut at = 0;
+        while at < size {
+            let block = self.read_at(path, at, IO_BYTES.min(size - at))?;
+            if block.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("NFS READ {path}: ends at {at}, not at {size}"),
+                ));
+            }
+            if block.iter().any(|b| *b != 0) {
+                f.write_all_at(&block, at)?;
+            }
+            at += block.len() as u64;
+        }
+        f.sync_all()?;
+        Ok(size)
+    }
+
     pub fn read_all(&mut self, path: &str) -> io::Result<Vec<u8>> {
         let size = self.size(path)?;
         self.read_at(path, 0, size)

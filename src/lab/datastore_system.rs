@@ -446,21 +446,7 @@ pub fn relocate_home(
         if name.starts_with(".lck-") {
             continue;
         }
-        let rel = format!("{dir}/{name}");
-        let size = nas.size(&rel)?;
-        let out = std::fs::File::create(to.join(&name))?;
-        out.set_len(size)?;
-        let mut at = 0;
-        while at < size {
-            let block = nas.read_at(&rel, at, (1 << 20).min(size - at))?;
-            if block.is_empty() {
-                break;
-            }
-            if block.iter().any(|b| *b != 0) {
-                std::os::unix::fs::FileExt::write_all_at(&out, &block, at)?;
-            }
-            at += block.len() as u64;
-        }
+        nas.copy_sparse(&format!("{dir}/{name}"), &to.join(&name))?;
     }
     for lock in &v.nas_locks {
         let _ = nas.remove(lock);
