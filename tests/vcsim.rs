@@ -902,6 +902,44 @@ fn cli_inventory_backup_restore_against_vcsim() {
     let out = coffer_cli(&sim, dir, &["backup", "no-such-vm"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no VM named `no-such-vm`"));
+
+    // Onto the host through its OVF import (govmomi's OvfManager,
+    // ImportVApp and HttpNfcLease): the VM is created and powered on.
+    let out = coffer_cli(
+        &sim,
+        dir,
+        &[
+            "restore",
+            &name,
+            "--to-source",
+            "sim",
+            "--datastore",
+            "LocalDS_0",
+            "--name",
+            "imported",
+            "--new-uuid",
+            "--power-on",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session = sim.connect();
+    let imported = session
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "imported")
+        .expect("the imported VM");
+    assert_eq!(imported.disks.len(), 1, "{imported:?}");
+    assert_eq!(
+        imported.power_state,
+        Some(coffer::inventory::PowerState::PoweredOn),
+        "{imported:?}"
+    );
 }
 
 #[path = "common/smtp.rs"]

@@ -131,6 +131,9 @@ pub fn run(args: Args) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     let source_name = args.to_source.as_deref().expect("clap requires one");
+    // Ctrl-C gives the restore up cleanly: the import lease is aborted
+    // and the host removes the half-imported VM.
+    crate::engine::cancel::install_signal_handler();
     let r = restore_to_source(
         &config,
         &repo,

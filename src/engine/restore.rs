@@ -133,6 +133,7 @@ pub fn restore_to_source(
             scratch.path(),
             super::threads(),
             Some(progress),
+            Some(super::cancel::flag()),
         )
     })
 }

@@ -621,8 +621,9 @@ pub fn boot_drill(
     let (vm, _up, mut notes) = match drill.method {
         DrillMethod::Restore => {
             let dir = scratch.join(&name);
-            let restored =
-                restore::restore_to_host(repo, m, target, &changes, true, &dir, threads, None);
+            let restored = restore::restore_to_host(
+                repo, m, target, &changes, true, &dir, threads, None, None,
+            );
             let _ = std::fs::remove_dir_all(&dir);
             match restored {
                 Ok(r) => (

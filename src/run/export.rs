@@ -27,218 +27,7 @@ pub enum ExportFormat {
     Vmdk,
 }
 
-/// The virtual hardware an OVF describes, from the point's .vmx when it
-/// has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmHardware {
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    /// vSphere guest id (`guestOS` of the .vmx).
-    pub guest_os: String,
-    /// OVF ResourceSubType of the SCSI controller.
-    pub scsi_controller: String,
-    /// `vmx-NN`.
-    pub hardware_version: String,
-}
-
-impl Default for VmHardware {
-    fn default() -> Self {
-        VmHardware {
-            vcpus: 1,
-            memory_mib: 1024,
-            guest_os: "otherGuest".into(),
-            scsi_controller: "lsilogic".into(),
-            hardware_version: "vmx-14".into(),
-        }
-    }
-}
-
-impl VmHardware {
-    /// Reads numvcpus, memSize, guestOS, scsi0.virtualDev and
-    /// virtualHW.version; what is missing or unreadable keeps its default.
-    pub fn from_vmx(vmx: &str) -> Self {
-        let mut hw = VmHardware::default();
-        for line in vmx.lines() {
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().trim_matches('"');
-            match key.trim().to_ascii_lowercase().as_str() {
-                "numvcpus" => {
-                    if let Ok(n @ 1..) = value.parse() {
-                        hw.vcpus = n;
-                    }
-                }
-                "memsize" => {
-                    if let Ok(n @ 1..) = value.parse() {
-                        hw.memory_mib = n;
-                    }
-                }
-                "guestos" if !value.is_empty() => hw.guest_os = value.to_string(),
-                "scsi0.virtualdev" => {
-                    hw.scsi_controller = match value.to_ascii_lowercase().as_str() {
-                        "pvscsi" => "VirtualSCSI",
-                        "lsisas1068" => "lsilogicsas",
-                        "buslogic" => "buslogic",
-                        _ => "lsilogic",
-                    }
-                    .into()
-                }
-                "virtualhw.version" => {
-                    if let Ok(n) = value.parse::<u32>() {
-                        hw.hardware_version = format!("vmx-{n:02}");
-                    }
-                }
-                _ => {}
-            }
-        }
-        hw
-    }
-}
-
-/// One disk as the OVF references it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OvfDisk {
-    pub file_name: String,
-    pub file_size_bytes: u64,
-    pub capacity_bytes: u64,
-}
-
-/// The OVF format URI of a streamOptimized VMDK.
-pub const STREAM_OPTIMIZED_URI: &str =
-    "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
-
-/// Disks per SCSI controller: units 0–15 but 7, the controller's own.
-const DISKS_PER_CONTROLLER: usize = 15;
-const MAX_CONTROLLERS: usize = 4;
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The OVF 1.0 descriptor of a VM named `name` with `disks`. Child elements
-/// of each `Item` are in the alphabetical order the CIM schema prescribes.
-pub fn ovf_envelope(name: &str, hw: &VmHardware, disks: &[OvfDisk]) -> Result<String> {
-    if disks.len() > DISKS_PER_CONTROLLER * MAX_CONTROLLERS {
-        bail!(
-            "{} disks do not fit on {MAX_CONTROLLERS} SCSI controllers",
-            disks.len()
-        );
-    }
-    let name = xml_escape(name);
-    let mut s = String::new();
-    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    s.push_str(
-        "<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
-         xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\" \
-         xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" \
-         xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" \
-         xmlns:vmw=\"http://www.vmware.com/schema/ovf\" \
-         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n",
-    );
-    s.push_str("  <References>\n");
-    for (i, d) in disks.iter().enumerate() {
-        s.push_str(&format!(
-            "    <File ovf:href=\"{}\" ovf:id=\"file{}\" ovf:size=\"{}\"/>\n",
-            xml_escape(&d.file_name),
-            i + 1,
-            d.file_size_bytes
-        ));
-    }
-    s.push_str("  </References>\n");
-    s.push_str("  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
-    for (i, d) in disks.iter().enumerate() {
-        s.push_str(&format!(
-            "    <Disk ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte\" \
-             ovf:diskId=\"vmdisk{n}\" ovf:fileRef=\"file{n}\" ovf:format=\"{STREAM_OPTIMIZED_URI}\"/>\n",
-            d.capacity_bytes,
-            n = i + 1
-        ));
-    }
-    s.push_str("  </DiskSection>\n");
-    s.push_str(&format!(
-        "  <VirtualSystem ovf:id=\"{name}\">\n    <Info>A virtual machine exported by coffer</Info>\n    <Name>{name}</Name>\n"
-    ));
-    // CIM operating system 1 is "Other"; vmw:osType carries the real guest.
-    s.push_str(&format!(
-        "    <OperatingSystemSection ovf:id=\"1\" vmw:osType=\"{}\">\n      <Info>The kind of installed guest operating system</Info>\n    </OperatingSystemSection>\n",
-        xml_escape(&hw.guest_os)
-    ));
-    s.push_str("    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n");
-    s.push_str(&format!(
-        "      <System>\n        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n        <vssd:InstanceID>0</vssd:InstanceID>\n        <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>\n        <vssd:VirtualSystemType>{}</vssd:VirtualSystemType>\n      </System>\n",
-        xml_escape(&hw.hardware_version)
-    ));
-    let item = |fields: &[(&str, String)]| {
-        let mut it = String::from("      <Item>\n");
-        for (k, v) in fields {
-            it.push_str(&format!("        <rasd:{k}>{}</rasd:{k}>\n", xml_escape(v)));
-        }
-        it.push_str("      </Item>\n");
-        it
-    };
-    s.push_str(&item(&[
-        ("AllocationUnits", "hertz * 10^6".into()),
-        ("Description", "Number of Virtual CPUs".into()),
-        ("ElementName", format!("{} virtual CPU(s)", hw.vcpus)),
-        ("InstanceID", "1".into()),
-        ("ResourceType", "3".into()),
-        ("VirtualQuantity", hw.vcpus.to_string()),
-    ]));
-    s.push_str(&item(&[
-        ("AllocationUnits", "byte * 2^20".into()),
-        ("Description", "Memory Size".into()),
-        ("ElementName", format!("{}MB of memory", hw.memory_mib)),
-        ("InstanceID", "2".into()),
-        ("ResourceType", "4".into()),
-        ("VirtualQuantity", hw.memory_mib.to_string()),
-    ]));
-    let controllers = disks.len().div_ceil(DISKS_PER_CONTROLLER).max(1);
-    let mut instance = 3;
-    let mut controller_ids = Vec::new();
-    for c in 0..controllers {
-        s.push_str(&item(&[
-            ("Address", c.to_string()),
-            ("Description", "SCSI Controller".into()),
-            ("ElementName", format!("SCSI controller {c}")),
-            ("InstanceID", instance.to_string()),
-            ("ResourceSubType", hw.scsi_controller.clone()),
-            ("ResourceType", "6".into()),
-        ]));
-        controller_ids.push(instance);
-        instance += 1;
-    }
-    for i in 0..disks.len() {
-        let slot = i % DISKS_PER_CONTROLLER;
-        let unit = if slot >= 7 { slot + 1 } else { slot };
-        s.push_str(&item(&[
-            ("AddressOnParent", unit.to_string()),
-            ("ElementName", format!("Hard disk {}", i + 1)),
-            ("HostResource", format!("ovf:/disk/vmdisk{}", i + 1)),
-            ("InstanceID", instance.to_string()),
-            (
-                "Parent",
-                controller_ids[i / DISKS_PER_CONTROLLER].to_string(),
-            ),
-            ("ResourceType", "17".into()),
-        ]));
-        instance += 1;
-    }
-    s.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
-    Ok(s)
-}
+use super::ovf::{OvfDisk, VmHardware, ovf_envelope, scsi_slot};
 
 /// The .mf lines: `SHA256(name)= hex`.
 pub fn manifest_text(digests: &[(String, String)]) -> String {
@@ -334,15 +123,43 @@ fn persist(tmp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<()>
     })
 }
 
+/// Refuses further writes once `stop` is set (Ctrl-C during a long
+/// export or a restore's staging).
+struct Stoppable<'a, W: Write> {
+    inner: W,
+    stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl<W: Write> Write for Stoppable<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self
+            .stop
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "stopped",
+            ));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes disk `disk` of `m` as a streamOptimized VMDK into a temporary file
-/// in `dir`; returns it with its size and SHA-256.
-fn stream_disk(
+/// in `dir`; returns it with its size and SHA-256. Setting `stop` ends it
+/// with an error.
+pub(crate) fn stream_disk(
     repo: &Repository,
     m: &Manifest,
     disk: usize,
     dir: &Path,
     extent_name: &str,
     threads: usize,
+    stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<(tempfile::NamedTempFile, u64, String)> {
     let entry = &m.disks[disk];
     let index = repo.read_index(m, entry).with_context(|| {
@@ -357,7 +174,13 @@ fn stream_disk(
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let (bytes, digest) = {
         let mut w = HashingWriter {
-            inner: BufWriter::with_capacity(1 << 20, tmp.as_file()),
+            inner: BufWriter::with_capacity(
+                1 << 20,
+                Stoppable {
+                    inner: tmp.as_file(),
+                    stop,
+                },
+            ),
             hash: Sha256::new(),
         };
         let stats = stream_vmdk::write_stream_optimized(repo, &index, &mut w, extent_name, threads)
@@ -406,7 +229,7 @@ pub fn export_vmdk(
         let name = path
             .file_name()
             .map_or_else(|| "disk.vmdk".into(), |n| n.to_string_lossy().into_owned());
-        let (tmp, bytes, _) = stream_disk(repo, m, i, parent_dir(path), &name, threads)?;
+        let (tmp, bytes, _) = stream_disk(repo, m, i, parent_dir(path), &name, threads, None)?;
         done.push(tmp);
         written += bytes;
     }
@@ -452,7 +275,8 @@ pub fn export_ova(
     let hw = match m.files.iter().find(|(n, _)| n.ends_with(".vmx")) {
         Some((name, _)) => {
             let vmx = repo.read_file(m, name)?;
-            VmHardware::from_vmx(&String::from_utf8_lossy(&vmx))
+            // A copy of the VM, not the VM: new UUID and MAC addresses.
+            VmHardware::from_vmx(&String::from_utf8_lossy(&vmx)).without_identity()
         }
         None => VmHardware::default(),
     };
@@ -460,11 +284,12 @@ pub fn export_ova(
     let mut ovf_disks = Vec::new();
     for (i, entry) in m.disks.iter().enumerate() {
         let name = format!("{stem}-disk{}.vmdk", i + 1);
-        let (tmp, size, digest) = stream_disk(repo, m, i, dir, &name, threads)?;
+        let (tmp, size, digest) = stream_disk(repo, m, i, dir, &name, threads, None)?;
         ovf_disks.push(OvfDisk {
             file_name: name.clone(),
             file_size_bytes: size,
             capacity_bytes: entry.size_bytes,
+            slot: scsi_slot(entry.slot.as_deref()),
         });
         disks.push((name, tmp, size, digest));
     }
@@ -508,48 +333,6 @@ pub fn export_ova(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hardware_comes_from_the_vmx_or_defaults() {
-        let hw = VmHardware::from_vmx(
-            "numvcpus = \"4\"\nmemSize = \"8192\"\nguestOS = \"debian12-64\"\nscsi0.virtualDev = \"pvscsi\"\nvirtualHW.version = \"19\"\n",
-        );
-        assert_eq!(hw.vcpus, 4);
-        assert_eq!(hw.memory_mib, 8192);
-        assert_eq!(hw.guest_os, "debian12-64");
-        assert_eq!(hw.scsi_controller, "VirtualSCSI");
-        assert_eq!(hw.hardware_version, "vmx-19");
-        assert_eq!(
-            VmHardware::from_vmx("memSize = \"x\"\n"),
-            VmHardware::default()
-        );
-    }
-
-    #[test]
-    fn the_envelope_parses_and_disks_skip_unit_seven() {
-        let disks: Vec<OvfDisk> = (0..17)
-            .map(|i| OvfDisk {
-                file_name: format!("a&b-disk{}.vmdk", i + 1),
-                file_size_bytes: 1000 + i,
-                capacity_bytes: 1 << 30,
-            })
-            .collect();
-        let xml = ovf_envelope("a&b", &VmHardware::default(), &disks).unwrap();
-        let doc = roxmltree::Document::parse(&xml).unwrap();
-        let units: Vec<&str> = doc
-            .descendants()
-            .filter(|n| n.tag_name().name() == "AddressOnParent")
-            .filter_map(|n| n.text())
-            .collect();
-        assert_eq!(units[6..9], ["6", "8", "9"]);
-        assert_eq!(units[15], "0", "the 16th disk is on the second controller");
-        let files = doc
-            .descendants()
-            .filter(|n| n.tag_name().name() == "File")
-            .count();
-        assert_eq!(files, 17);
-        assert!(ovf_envelope("x", &VmHardware::default(), &vec![disks[0].clone(); 61]).is_err());
-    }
 
     #[test]
     fn file_stems_are_safe() {

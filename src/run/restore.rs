@@ -462,13 +462,19 @@ impl<'a> HostTarget<'a> {
 pub struct HostRestore {
     pub vm: MoRef,
     pub bytes_uploaded: u64,
+    /// Capacity of the restored disks.
+    pub disk_bytes: u64,
+    /// Through the host's OVF import (else the datastore's `/folder`).
+    pub imported: bool,
     pub seconds: f64,
 }
 
-/// Restores `m` as a new VM on a host: local files in `scratch`, uploaded to
-/// `[datastore] <name>/`, registered, powered on when asked. Refuses a name
-/// a VM already has and a folder that already holds the files. `progress`
-/// counts the disks restored, then the bytes uploaded.
+/// Restores `m` as a new VM on a host, powered on when asked. Refuses a
+/// name a VM already has. Through the host's OVF import when it has one
+/// (`import`); else the point's files are restored into `scratch`,
+/// uploaded to `[datastore] <name>/` (refusing a folder that holds them
+/// already) and registered. `progress` counts the bytes uploaded; `stop`
+/// (Ctrl-C) gives the restore up.
 #[allow(clippy::too_many_arguments)]
 pub fn restore_to_host(
     repo: &Repository,
@@ -479,6 +485,7 @@ pub fn restore_to_host(
     scratch: &Path,
     threads: usize,
     progress: Option<&Arc<ReadProgress>>,
+    stop: Option<&'static std::sync::atomic::AtomicBool>,
 ) -> Result<HostRestore> {
     let started = Instant::now();
     restored_name(changes)?;
@@ -502,6 +509,14 @@ pub fn restore_to_host(
             m.point_id
         );
     }
+    std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    if session.ovf_manager().is_some() {
+        return super::import::restore_by_import(
+            repo, m, target, changes, power_on, scratch, threads, progress, stop,
+        );
+    }
+    // No OVF manager (a stripped or very old endpoint): the datastore's
+    // file interface and RegisterVM.
     let local = restore_local(
         repo,
         m,
@@ -526,6 +541,8 @@ pub fn restore_to_host(
     Ok(HostRestore {
         vm,
         bytes_uploaded: uploaded,
+        disk_bytes: m.disks.iter().map(|d| d.size_bytes).sum(),
+        imported: false,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -156,10 +156,16 @@ pub fn restored_to_dir(r: &LocalRestore) -> String {
 /// A restore onto a host: the VM registered, and what was uploaded.
 pub fn restored_to_source(name: &str, source: &str, power_on: bool, r: &HostRestore) -> String {
     format!(
-        "registered VM `{name}` ({}) on source `{source}`{}; uploaded {} in {:.2}s\n",
+        "registered VM `{name}` ({}) on source `{source}`{}{}; uploaded {} for {} of disks in {:.2}s\n",
         r.vm.value,
+        if r.imported {
+            " through the host's OVF import"
+        } else {
+            ""
+        },
         if power_on { ", powered on" } else { "" },
         format_size(r.bytes_uploaded),
+        format_size(r.disk_bytes),
         r.seconds
     )
 }

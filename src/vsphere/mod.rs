@@ -20,6 +20,7 @@ pub mod delta;
 mod delta_tests;
 pub mod fault;
 pub mod gate;
+pub mod nfc;
 pub mod placement;
 mod props;
 mod response;

@@ -73,13 +73,13 @@ pub fn escape(text: &str) -> String {
 }
 
 /// Writes the body of one method call.
-struct Call {
+pub(super) struct Call {
     method: &'static str,
     xml: String,
 }
 
 impl Call {
-    fn new(method: &'static str, this: &MoRef) -> Call {
+    pub(super) fn new(method: &'static str, this: &MoRef) -> Call {
         let mut call = Call {
             method,
             xml: format!("<{method} xmlns=\"{VIM_NS}\">"),
@@ -88,7 +88,7 @@ impl Call {
         call
     }
 
-    fn moref(&mut self, tag: &str, moref: &MoRef) -> &mut Self {
+    pub(super) fn moref(&mut self, tag: &str, moref: &MoRef) -> &mut Self {
         self.xml.push_str(&format!(
             "<{tag} type=\"{}\">{}</{tag}>",
             escape(&moref.kind),
@@ -97,35 +97,42 @@ impl Call {
         self
     }
 
-    fn text(&mut self, tag: &str, text: &str) -> &mut Self {
+    pub(super) fn text(&mut self, tag: &str, text: &str) -> &mut Self {
         self.xml
             .push_str(&format!("<{tag}>{}</{tag}>", escape(text)));
         self
     }
 
     /// Numbers and booleans, whose Display is their xsd form.
-    fn value(&mut self, tag: &str, value: impl std::fmt::Display) -> &mut Self {
+    pub(super) fn value(&mut self, tag: &str, value: impl std::fmt::Display) -> &mut Self {
         self.xml.push_str(&format!("<{tag}>{value}</{tag}>"));
         self
     }
 
-    fn open(&mut self, tag: &str) -> &mut Self {
+    pub(super) fn open(&mut self, tag: &str) -> &mut Self {
         self.xml.push_str(&format!("<{tag}>"));
         self
     }
 
-    fn open_typed(&mut self, tag: &str, xsi_type: &str) -> &mut Self {
+    pub(super) fn open_typed(&mut self, tag: &str, xsi_type: &str) -> &mut Self {
         self.xml
             .push_str(&format!("<{tag} xsi:type=\"{xsi_type}\">"));
         self
     }
 
-    fn close(&mut self, tag: &str) -> &mut Self {
+    /// Appends XML that is already well-formed vim25 (a spec the server
+    /// gave and coffer sends back).
+    pub(super) fn raw(&mut self, xml: &str) -> &mut Self {
+        self.xml.push_str(xml);
+        self
+    }
+
+    pub(super) fn close(&mut self, tag: &str) -> &mut Self {
         self.xml.push_str(&format!("</{tag}>"));
         self
     }
 
-    fn finish(&mut self) -> Request {
+    pub(super) fn finish(&mut self) -> Request {
         Request {
             method: self.method,
             envelope: format!(
@@ -434,6 +441,7 @@ pub fn parse_service_content(xml: &str) -> Result<ServiceContent, Error> {
             session_manager: required_moref(rv, "sessionManager", method)?,
             guest_operations_manager: find_child(rv, "guestOperationsManager")
                 .and_then(super::xml::moref_of),
+            ovf_manager: find_child(rv, "ovfManager").and_then(super::xml::moref_of),
             about: super::types::AboutInfo {
                 full_name: child_text(about, "fullName").unwrap_or_default(),
                 api_version: required_text(about, "apiVersion", method)?,

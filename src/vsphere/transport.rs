@@ -31,16 +31,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A property collection of a large vCenter can take a while.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The slowest upload an upload's deadline allows for: a restored disk
-/// of 30 GiB has more than eight hours, one of 4 GiB more than an hour.
-const UPLOAD_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
+/// How long an upload may go without the server taking a byte or
+/// answering before coffer gives it up. An upload has no deadline as a
+/// whole: a 2 TiB disk takes as long as it takes.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(120);
 
-/// How long an upload of `len` bytes may take: the request timeout plus
-/// the time at `UPLOAD_FLOOR_BYTES_PER_SEC`. One deadline for the whole
-/// request would cut any disk larger than what five minutes carry.
-pub fn upload_deadline(len: u64) -> Duration {
-    REQUEST_TIMEOUT + Duration::from_secs(len / UPLOAD_FLOOR_BYTES_PER_SEC)
-}
+/// Bytes an upload reads from its file per piece of the request body.
+const UPLOAD_PIECE: usize = 1 << 20;
 
 /// `sha256:AB:CD:…`, the form the policy and the error messages use.
 pub fn format_thumbprint(digest: &[u8; 32]) -> String {
@@ -173,6 +170,8 @@ pub fn base_url(url: &str) -> String {
 /// An HTTPS connection to one endpoint.
 pub struct Transport {
     http: Client,
+    /// The TLS settings `http` was built with, for the uploads' own client.
+    tls: rustls::ClientConfig,
     base: String,
     host: String,
     expected: Option<[u8; 32]>,
@@ -221,7 +220,7 @@ impl Transport {
         let presented = Arc::new(Mutex::new(None));
         let tls = tls_config(trust, presented.clone())?;
         let http = Client::builder()
-            .tls_backend_preconfigured(tls)
+            .tls_backend_preconfigured(tls.clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
@@ -229,6 +228,7 @@ impl Transport {
             .map_err(|e| Error::http(&base, &e))?;
         Ok(Transport {
             http,
+            tls,
             base,
             host,
             expected: match trust {
@@ -389,6 +389,23 @@ impl Transport {
 
 /// The parts of a datastore HTTP answer a reader checks.
 #[derive(Debug)]
+/// One file sent as a request body (`Transport::upload`).
+pub struct Upload {
+    pub method: reqwest::Method,
+    pub url: String,
+    pub content_type: &'static str,
+    pub file: std::fs::File,
+    pub len: u64,
+    /// Longest silence allowed: no byte taken, no answer.
+    pub idle: Duration,
+    pub progress: Option<Arc<crate::progress::ReadProgress>>,
+    /// Counts the bytes sent, for a caller that reports progress itself.
+    pub sent: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Gives the upload up when set (Ctrl-C).
+    pub stop: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
 pub struct RawResponse {
     pub status: u16,
     pub content_range: Option<String>,
@@ -423,8 +440,7 @@ impl Transport {
         self.raw(req, &url)
     }
 
-    /// PUTs a local file to `path_and_query`, streamed, with the session
-    /// cookie (a restored disk can be larger than memory).
+    /// PUTs a local file to `path_and_query` (see `upload`).
     pub fn datastore_put_file(
         &self,
         path_and_query: &str,
@@ -432,24 +448,122 @@ impl Transport {
         len: u64,
         progress: Option<std::sync::Arc<crate::progress::ReadProgress>>,
     ) -> Result<RawResponse, Error> {
-        let url = format!("{}{path_and_query}", self.base);
-        let body = match progress {
-            Some(progress) => reqwest::blocking::Body::sized(
-                crate::progress::Counted {
-                    inner: file,
-                    progress,
-                },
-                len,
-            ),
-            None => reqwest::blocking::Body::sized(file, len),
+        self.upload(Upload {
+            method: reqwest::Method::PUT,
+            url: format!("{}{path_and_query}", self.base),
+            content_type: "application/octet-stream",
+            file,
+            len,
+            idle: UPLOAD_IDLE,
+            progress,
+            sent: None,
+            stop: None,
+        })
+    }
+
+    /// Sends a local file as the body of one request, streamed from disk
+    /// with its length announced. The request has no deadline as a whole;
+    /// it fails when the server takes no byte and gives no answer for
+    /// `idle`, or as soon as `stop` is set. The session cookie goes only
+    /// to this transport's own endpoint (an import lease's URL on another
+    /// host is its own authorisation).
+    pub fn upload(&self, u: Upload) -> Result<RawResponse, Error> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let url = u.url.clone();
+        let http_err = |detail: String| Error::Http {
+            url: url.clone(),
+            detail,
         };
-        let req = self
-            .http
-            .put(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .timeout(upload_deadline(len))
-            .body(body);
-        self.raw(req, &url)
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(self.tls.clone())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::http(&url, &e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| http_err(format!("starting the upload: {e}")))?;
+        let started = std::time::Instant::now();
+        // Milliseconds after `started` of the last byte the server took.
+        let touched = Arc::new(AtomicU64::new(0));
+        let body = {
+            let touched = touched.clone();
+            let (progress, sent) = (u.progress.clone(), u.sent.clone());
+            futures_util::stream::unfold(u.file, move |mut file| {
+                let touched = touched.clone();
+                let (progress, sent) = (progress.clone(), sent.clone());
+                async move {
+                    let mut piece = vec![0u8; UPLOAD_PIECE];
+                    let n = match std::io::Read::read(&mut file, &mut piece) {
+                        Ok(0) => return None,
+                        Ok(n) => n,
+                        Err(e) => return Some((Err(e), file)),
+                    };
+                    piece.truncate(n);
+                    touched.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    if let Some(p) = &progress {
+                        p.add(n as u64);
+                    }
+                    if let Some(s) = &sent {
+                        s.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Some((Ok(piece), file))
+                }
+            })
+        };
+        let mut req = client
+            .request(u.method, &url)
+            .header(CONTENT_TYPE, u.content_type)
+            .header(reqwest::header::CONTENT_LENGTH, u.len)
+            .body(reqwest::Body::wrap_stream(body));
+        if url.starts_with(&format!("{}/", self.base))
+            && let Some(cookie) = lock(&self.cookie).clone()
+        {
+            req = req.header(COOKIE, cookie);
+        }
+        let (idle, stop) = (u.idle, u.stop);
+        runtime.block_on(async {
+            let exchange = async {
+                let resp = req.send().await?;
+                let status = resp.status().as_u16();
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let content_range = header("content-range");
+                let content_type = header("content-type").unwrap_or_default();
+                let body = resp.bytes().await?.to_vec();
+                Ok::<_, reqwest::Error>(RawResponse {
+                    status,
+                    content_range,
+                    content_type,
+                    body,
+                })
+            };
+            let watch = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                        return "the upload was stopped".to_string();
+                    }
+                    let quiet =
+                        started.elapsed().as_millis() as u64 - touched.load(Ordering::Relaxed);
+                    if quiet > idle.as_millis() as u64 {
+                        return format!(
+                            "the server took no data and gave no answer for {}s",
+                            idle.as_secs()
+                        );
+                    }
+                }
+            };
+            tokio::select! {
+                r = exchange => r.map_err(|e| self.send_error(&url, e)),
+                why = watch => Err(http_err(why)),
+            }
+        })
     }
 
     /// Sends a datastore request with the session cookie. A 401 means the
@@ -559,12 +673,43 @@ fn not_soap(url: &str, status: u16, content_type: &str, body: &str) -> Error {
 mod tests {
     use super::*;
 
+    /// A server that accepts the connection and then reads nothing: the
+    /// upload ends after `idle`, not after a deadline for the whole body.
     #[test]
-    fn an_upload_has_time_in_proportion_to_its_size() {
-        assert_eq!(upload_deadline(0), REQUEST_TIMEOUT);
-        // A 30 GiB disk at the floor rate: more than eight hours.
-        assert!(upload_deadline(30 << 30) > Duration::from_secs(8 * 3600));
-        assert!(upload_deadline(30 << 30) > upload_deadline(4 << 30));
+    fn an_upload_the_server_stops_taking_ends_after_the_idle_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            // Holds the connection open, reading nothing, until the test
+            // is over (at most a minute).
+            let _ = wait.recv_timeout(Duration::from_secs(60));
+            drop(conn);
+        });
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(256 << 20).unwrap();
+        let t = Transport::new("https://127.0.0.1:9", &TlsTrust::Thumbprint([0; 32])).unwrap();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let err = t
+            .upload(Upload {
+                method: reqwest::Method::PUT,
+                url: format!("http://{addr}/folder/x"),
+                content_type: "application/octet-stream",
+                file,
+                len: 256 << 20,
+                idle: Duration::from_secs(1),
+                progress: None,
+                sent: Some(sent.clone()),
+                stop: None,
+            })
+            .unwrap_err();
+        // The idle watch ended it, not the server closing the connection.
+        assert!(err.to_string().contains("took no data"), "{err}");
+        done.send(()).unwrap();
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent > 0 && sent < 256 << 20, "{sent}");
+        server.join().unwrap();
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct ServiceContent {
     /// Guest operations through VMware Tools (absent on old or stripped
     /// servers).
     pub guest_operations_manager: Option<MoRef>,
+    /// OVF import and export (`OvfManager`), when the server has one.
+    pub ovf_manager: Option<MoRef>,
     pub about: AboutInfo,
 }
 
