@@ -253,6 +253,20 @@ fn instant_recover_boots_from_the_repository_and_stop_leaves_nothing() {
         .unwrap_or_default();
     assert!(line.contains("running"), "{}", common::stdout(&listed));
 
+    // The recovery and its times are recorded: compliance names it.
+    let c = text(&run(&["compliance"]));
+    let recovery = c
+        .lines()
+        .find(|l| l.contains("last recovery"))
+        .unwrap_or_else(|| panic!("no recovery in {c}"));
+    assert!(
+        recovery.contains("(instant recovery of point")
+            && recovery.contains("onto lab as lab-vm-01-instant)")
+            && recovery.contains("powered on after")
+            && recovery.contains("heartbeat after"),
+        "{recovery}"
+    );
+
     // The repository is as it was: it verifies, the point restores to the
     // bytes backed up.
     let verified = run(&["repo", "verify", "--tier", "local"]);

@@ -159,4 +159,18 @@ fn a_powered_on_restore_answers_moved_or_copied_as_asked() {
             .unwrap_or_else(|| panic!("{name} is registered: {inv}"));
         assert_eq!(vm["power_state"], "PoweredOn", "{name}");
     }
+    // Each restore waited for the guest's first heartbeat and was
+    // recorded; compliance shows the newest with its times.
+    let c = text(&run(dir, &["compliance"]));
+    let recovery = c
+        .lines()
+        .find(|l| l.contains("last recovery"))
+        .unwrap_or_else(|| panic!("no recovery in {c}"));
+    assert!(
+        recovery.contains("(full restore of point")
+            && recovery.contains("onto lab as copy)")
+            && recovery.contains("powered on after")
+            && recovery.contains("heartbeat after"),
+        "{recovery}"
+    );
 }

@@ -12,6 +12,7 @@
 
 mod journal;
 mod query;
+mod recoveries;
 mod refresh;
 pub mod schema;
 pub mod tierlog;
@@ -29,6 +30,7 @@ pub use query::{
     CopyRecord, CopyState, DiskRecord, DrillRun, PointRecord, TierRefresh, Verification,
     VerificationKind, VmRecord,
 };
+pub use recoveries::Recovery;
 pub use refresh::{Drift, DriftItem, DriftKind};
 pub use schema::SCHEMA_VERSION;
 

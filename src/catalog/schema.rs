@@ -188,6 +188,29 @@ CREATE INDEX snapshot_lifetimes_by_point ON snapshot_lifetimes(point_id);
 ALTER TABLE verifications ADD COLUMN heartbeat_seconds REAL;
 ALTER TABLE verifications ADD COLUMN method TEXT;
 "#,
+    // 7 (recovery times): each restore onto a host and each instant
+    // recovery an administrator ran, with its times to power-on and to the
+    // guest's first heartbeat, for the reports. They happen outside runs
+    // and are not in the repositories: a rebuilt catalog has none.
+    r#"
+CREATE TABLE recoveries (
+    id                INTEGER PRIMARY KEY,
+    vm_uuid           TEXT NOT NULL,
+    vm_name           TEXT NOT NULL,
+    point_id          TEXT NOT NULL,
+    tier              TEXT NOT NULL,
+    -- the source it was brought up on, and the new VM's name there
+    source            TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    -- "restore" (copied back) or "instant" (booted from the repository)
+    method            TEXT NOT NULL,
+    started           TEXT NOT NULL,
+    power_on_seconds  REAL,
+    -- NULL when it was not powered on or no heartbeat came
+    heartbeat_seconds REAL
+);
+CREATE INDEX recoveries_by_vm ON recoveries(vm_uuid, started);
+"#,
 ];
 
 /// The schema version this build writes.

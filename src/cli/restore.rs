@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::engine::restore::{find_point, restore_to_dir, restore_to_source};
+use crate::engine::restore::{ToSource, find_point, restore_to_dir, restore_to_source};
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::restore::VmxChanges;
@@ -40,6 +40,11 @@ pub struct Args {
     /// Power the restored VM on.
     #[arg(long)]
     pub power_on: bool,
+    /// With --power-on: how long to wait for the guest's VMware Tools
+    /// heartbeat, the time to which is recorded for the reports (`0s`:
+    /// do not wait).
+    #[arg(long, default_value = "5m", requires = "power_on")]
+    pub heartbeat_timeout: String,
     /// Give the restored VM new UUIDs and MAC addresses (the host makes
     /// them at power-on); without it the VM keeps its identity and a
     /// power-on answers the host's "moved or copied?" with "moved".
@@ -134,17 +139,15 @@ pub fn run(args: Args) -> Result<u8> {
     // Ctrl-C gives the restore up cleanly: the import lease is aborted
     // and the host removes the half-imported VM.
     crate::engine::cancel::install_signal_handler();
-    let r = restore_to_source(
-        &config,
-        &repo,
-        &m,
-        source_name,
-        args.host.as_deref(),
-        &args.datastore,
-        &changes,
-        args.power_on,
-        &terminal,
-    )?;
+    let to = ToSource {
+        source: source_name,
+        host: args.host.as_deref(),
+        datastore: &args.datastore,
+        power_on: args.power_on,
+        heartbeat_timeout: crate::policy::units::parse_duration(&args.heartbeat_timeout)
+            .map_err(|e| anyhow::anyhow!("--heartbeat-timeout: {e}"))?,
+    };
+    let r = restore_to_source(&config, &repo, &tier, &m, &to, &changes, &terminal)?;
     let done = text::restored_to_source(&changes.name, source_name, args.power_on, &r);
     write!(out, "{done}")?;
     Ok(EXIT_OK)

@@ -28,6 +28,8 @@ pub struct Gathered {
     pub drills: Vec<planner::DrillRecord>,
     /// Every drill run, for the reports.
     pub drill_runs: Vec<crate::catalog::DrillRun>,
+    /// Restores onto hosts and instant recoveries, oldest first.
+    pub recoveries: Vec<crate::catalog::Recovery>,
     pub notes: Vec<String>,
     /// See `PlanInput::dead_installation`.
     pub dead_installation: Option<String>,
@@ -165,6 +167,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
     }
     // Drill names are unique across policies (validation says so).
     let drill_runs = catalog.drill_runs()?;
+    let recoveries = catalog.recoveries()?;
     let drills = drill_runs
         .clone()
         .into_iter()
@@ -192,12 +195,40 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         unlisted,
         drills,
         drill_runs,
+        recoveries,
         notes,
         dead_installation: dead_installation(&config.settings.state_dir),
     })
 }
 
 impl Gathered {
+    /// The newest recovery of a VM an administrator ran, in words: when,
+    /// how, onto what, and its times to power-on and to the first
+    /// heartbeat; its time in `zone`.
+    pub fn last_recovery(&self, vm_uuid: &str, zone: chrono_tz::Tz) -> Option<String> {
+        let r = self.recoveries.iter().rfind(|r| r.vm_uuid == vm_uuid)?;
+        let how = match r.method.as_str() {
+            "instant" => "instant recovery",
+            _ => "full restore",
+        };
+        let mut times = Vec::new();
+        if let Some(s) = r.power_on_seconds {
+            times.push(format!("powered on after {s:.1}s"));
+        }
+        times.push(match r.heartbeat_seconds {
+            Some(h) => format!("heartbeat after {h:.1}s"),
+            None => "no heartbeat recorded".into(),
+        });
+        Some(format!(
+            "last recovery {} ({how} of point {} onto {} as {}): {}",
+            crate::policy::units::format_time(zone, r.started),
+            r.point_id,
+            r.source,
+            r.name,
+            times.join(", ")
+        ))
+    }
+
     /// The newest drill of a VM, in words: name, kind, when, result, and
     /// the measured restore time; its time in `zone`.
     pub fn last_drill(&self, vm_uuid: &str, zone: chrono_tz::Tz) -> Option<String> {

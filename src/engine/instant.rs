@@ -59,6 +59,8 @@ pub struct Started {
     pub session: Session,
     pub seconds_to_power_on: f64,
     pub seconds_to_heartbeat: f64,
+    /// Why the recovery could not be recorded in the catalog, if so.
+    pub not_recorded: Option<String>,
 }
 
 /// A session as `list` shows it.
@@ -143,11 +145,27 @@ pub fn start(config: &Config, policies: &Path, a: &StartArgs) -> Result<Started>
     session::save(&dir, &s)?;
     let result = bring_up(&conn, &dir, &mut s, a, policies, began);
     match result {
-        Ok((on, beat)) => Ok(Started {
-            session: s,
-            seconds_to_power_on: on,
-            seconds_to_heartbeat: beat,
-        }),
+        Ok((on, beat)) => {
+            let recovery = crate::catalog::Recovery {
+                vm_uuid: m.vm.uuid.clone(),
+                vm_name: m.vm.name.clone(),
+                point_id: m.point_id.clone(),
+                tier: s.tier.clone(),
+                source: s.source.clone(),
+                name: s.name.clone(),
+                method: "instant".into(),
+                started: s.started,
+                power_on_seconds: Some(on),
+                heartbeat_seconds: Some(beat),
+            };
+            let not_recorded = super::restore::record_recovery(config, &recovery).err();
+            Ok(Started {
+                session: s,
+                seconds_to_power_on: on,
+                seconds_to_heartbeat: beat,
+                not_recorded: not_recorded.map(|e| format!("{e:#}")),
+            })
+        }
         Err(e) => {
             if let Err(undo) = tear_down(&conn, &dir, &mut s) {
                 return Err(e.context(format!(

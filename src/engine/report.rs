@@ -202,6 +202,7 @@ pub fn vm_lines(config: &Config, plan: &Plan, g: &Gathered) -> Vec<VmLine> {
                 .rpo_met
                 .map(|m| if m { "met" } else { "breached" }.to_string()),
             last_drill: g.last_drill(&c.vm_uuid, config.settings.timezone),
+            last_recovery: g.last_recovery(&c.vm_uuid, config.settings.timezone),
             short: Shortfalls {
                 copies: c.copies < req.copies,
                 media: c.media < req.media,

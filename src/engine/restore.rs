@@ -98,44 +98,96 @@ pub fn find_point(
     )
 }
 
-/// Restores `m` onto the source `source_name` of the policy (on a vCenter,
-/// onto its host `host`, or the only one) as a new VM
-/// (files staged in a scratch directory under the state directory), its
-/// progress shown to `observer`.
-#[allow(clippy::too_many_arguments)]
+/// Where and how a point is restored onto a source of the policy.
+#[derive(Debug, Clone)]
+pub struct ToSource<'a> {
+    pub source: &'a str,
+    /// On a vCenter, the host (default: the only one).
+    pub host: Option<&'a str>,
+    pub datastore: &'a str,
+    pub power_on: bool,
+    /// After a power-on, how long to wait for the guest's first heartbeat
+    /// (zero: not at all).
+    pub heartbeat_timeout: std::time::Duration,
+}
+
+/// Restores `m` (read from tier `tier`) onto a source of the policy as a
+/// new VM (files staged in a scratch directory under the state directory),
+/// its progress shown to `observer`; powered on, it waits for the guest's
+/// first heartbeat. The recovery and its times are recorded in the catalog
+/// for the reports.
 pub fn restore_to_source(
     config: &Config,
     repo: &Repository,
+    tier: &str,
     m: &Manifest,
-    source_name: &str,
-    host: Option<&str>,
-    datastore: &str,
+    to: &ToSource<'_>,
     changes: &VmxChanges,
-    power_on: bool,
     observer: &dyn Observer,
 ) -> Result<HostRestore> {
     let source = config
         .sources
-        .get(source_name)
-        .ok_or_else(|| anyhow!("no source named `{source_name}`"))?;
+        .get(to.source)
+        .ok_or_else(|| anyhow!("no source named `{}`", to.source))?;
+    let started = Utc::now();
+    let began = std::time::Instant::now();
     let conn = connect::connect(source, &config.settings.state_dir)?;
     let scratch = tempfile::tempdir_in(&config.settings.state_dir)
         .or_else(|_| tempfile::tempdir())
         .context("a scratch directory for the restored files")?;
-    let target = HostTarget::of_source(&conn, datastore, host)?;
-    ProgressBoard::track(observer, &changes.name, |progress| {
+    let target = HostTarget::of_source(&conn, to.datastore, to.host)?;
+    let mut r = ProgressBoard::track(observer, &changes.name, |progress| {
         restore::restore_to_host(
             repo,
             m,
             &target,
             changes,
-            power_on,
+            to.power_on,
             scratch.path(),
             super::threads(),
             Some(progress),
             Some(super::cancel::flag()),
         )
-    })
+    })?;
+    let power_on_seconds = to.power_on.then(|| began.elapsed().as_secs_f64());
+    if to.power_on && !to.heartbeat_timeout.is_zero() {
+        match crate::run::drill::wait_for_heartbeat(
+            &conn.session,
+            &changes.name,
+            to.heartbeat_timeout,
+        ) {
+            Ok(()) => r.heartbeat_seconds = Some(began.elapsed().as_secs_f64()),
+            Err(why) => r.heartbeat_note = Some(why),
+        }
+    }
+    let recovery = crate::catalog::Recovery {
+        vm_uuid: m.vm.uuid.clone(),
+        vm_name: m.vm.name.clone(),
+        point_id: m.point_id.clone(),
+        tier: tier.to_string(),
+        source: to.source.to_string(),
+        name: changes.name.clone(),
+        method: "restore".into(),
+        started,
+        power_on_seconds,
+        heartbeat_seconds: r.heartbeat_seconds,
+    };
+    // One that cannot be recorded is said, not fatal: the VM is up.
+    if let Err(e) = record_recovery(config, &recovery) {
+        observer.event(&super::observer::Event::Message(format!(
+            "coffer: the recovery of {} could not be recorded in the catalog: {e:#}",
+            recovery.name
+        )));
+    }
+    Ok(r)
+}
+
+/// Records a recovery in the catalog.
+pub fn record_recovery(config: &Config, recovery: &crate::catalog::Recovery) -> Result<()> {
+    let path = super::catalog::catalog_in(&config.settings.state_dir);
+    let mut c = super::catalog::open_catalog(&path, Some(config), &super::observer::Silent)?;
+    c.record_recovery(recovery)?;
+    Ok(())
 }
 
 /// Restores `m` into `dir` as files (see `run::restore::restore_local`),

@@ -32,6 +32,9 @@ pub struct VmLine {
     pub newest_good: Option<String>,
     pub rpo: Option<String>,
     pub last_drill: Option<String>,
+    /// The newest restore or instant recovery an administrator ran, with
+    /// its measured times.
+    pub last_recovery: Option<String>,
     /// Which counts fall short of what is required (cells to highlight).
     pub short: Shortfalls,
 }

@@ -110,6 +110,9 @@ mod tests {
             last_drill: ok.then(|| {
                 "last drill boot-db (boot) 2026-11-24 03:00 UTC: passed, restore time 42.0s".into()
             }),
+            last_recovery: ok.then(|| {
+                "last recovery 2026-11-26 10:00 UTC (instant recovery of point 20261125T010000Z-a1b2c3 onto esx1 as db01-ir): powered on after 2.1s, heartbeat after 38.4s".into()
+            }),
             short: Shortfalls {
                 offsite: !ok,
                 guest_check_failures: !ok,

@@ -251,6 +251,8 @@ pub fn restore_by_import(
         disk_bytes: m.disks.iter().map(|d| d.size_bytes).sum(),
         imported: true,
         seconds: started.elapsed().as_secs_f64(),
+        heartbeat_seconds: None,
+        heartbeat_note: None,
     })
 }
 
@@ -319,6 +321,10 @@ fn upload_with_keeper(
                         progress: progress.cloned(),
                         sent: Some(sent.clone()),
                         stop,
+                        host_sha1: device
+                            .ssl_thumbprint
+                            .as_deref()
+                            .and_then(crate::vsphere::transport::parse_sha1_thumbprint),
                     })
                     .with_context(|| format!("uploading {}", item.path))?;
                 if !(200..300).contains(&resp.status) {

@@ -467,6 +467,10 @@ pub struct HostRestore {
     /// Through the host's OVF import (else the datastore's `/folder`).
     pub imported: bool,
     pub seconds: f64,
+    /// From the start to the guest's first heartbeat, when waited for.
+    pub heartbeat_seconds: Option<f64>,
+    /// Why no heartbeat was seen, when waited for in vain.
+    pub heartbeat_note: Option<String>,
 }
 
 /// Restores `m` as a new VM on a host, powered on when asked. Refuses a
@@ -544,6 +548,8 @@ pub fn restore_to_host(
         disk_bytes: m.disks.iter().map(|d| d.size_bytes).sum(),
         imported: false,
         seconds: started.elapsed().as_secs_f64(),
+        heartbeat_seconds: None,
+        heartbeat_note: None,
     })
 }
 

@@ -167,7 +167,11 @@ pub fn restored_to_source(name: &str, source: &str, power_on: bool, r: &HostRest
         format_size(r.bytes_uploaded),
         format_size(r.disk_bytes),
         r.seconds
-    )
+    ) + &match (r.heartbeat_seconds, &r.heartbeat_note) {
+        (Some(h), _) => format!("first heartbeat after {h:.2}s\n"),
+        (None, Some(why)) => format!("{why}\n"),
+        (None, None) => String::new(),
+    }
 }
 
 /// An export: each file written and the total.

@@ -22,7 +22,11 @@ pub fn instant_started(s: &Started) -> String {
         s.seconds_to_heartbeat,
         x.name,
         x.name
-    )
+    ) + &s
+        .not_recorded
+        .as_ref()
+        .map(|e| format!("coffer: the recovery could not be recorded in the catalog: {e}\n"))
+        .unwrap_or_default()
 }
 
 pub fn instant_sessions(list: &[Listed]) -> String {

@@ -108,6 +108,9 @@ pub fn compliance(config: &Config, gathered: &Gathered, plan: &Plan) -> String {
         if let Some(d) = gathered.last_drill(&v.vm_uuid, config.settings.timezone) {
             let _ = writeln!(out, "{:<24} {d}", "");
         }
+        if let Some(r) = gathered.last_recovery(&v.vm_uuid, config.settings.timezone) {
+            let _ = writeln!(out, "{:<24} {r}", "");
+        }
     }
     out
 }

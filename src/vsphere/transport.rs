@@ -52,9 +52,38 @@ pub fn thumbprint_of(der: &[u8]) -> [u8; 32] {
 
 /// Accepts exactly the certificate whose SHA-256 is `expected`, and records
 /// any other it is shown so the error can name it.
+/// What a pin names: the SHA-256 of the certificate (the policy's
+/// `thumbprint`), or its SHA-1, which is what vSphere itself gives for a
+/// host (`HttpNfcLeaseDeviceUrl.sslThumbprint`).
+#[derive(Debug, Clone, Copy)]
+enum Pin {
+    Sha256([u8; 32]),
+    Sha1([u8; 20]),
+}
+
+impl Pin {
+    fn matches(&self, der: &[u8]) -> bool {
+        match self {
+            Pin::Sha256(d) => thumbprint_of(der) == *d,
+            Pin::Sha1(d) => {
+                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref()
+                    == d.as_slice()
+            }
+        }
+    }
+}
+
+/// `69:44:03:…` (20 bytes in hex, colons optional), as vSphere writes a
+/// host's SHA-1 thumbprint.
+pub fn parse_sha1_thumbprint(text: &str) -> Option<[u8; 20]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(hex.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
 #[derive(Debug)]
 struct PinnedCertificate {
-    expected: [u8; 32],
+    expected: Pin,
     presented: Arc<Mutex<Option<[u8; 32]>>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -68,10 +97,10 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let digest = thumbprint_of(end_entity.as_ref());
-        if digest == self.expected {
+        if self.expected.matches(end_entity.as_ref()) {
             Ok(ServerCertVerified::assertion())
         } else {
+            let digest = thumbprint_of(end_entity.as_ref());
             *self.presented.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest);
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
@@ -115,6 +144,23 @@ pub fn plain_client(timeout: Duration) -> Result<Client, Error> {
         .map_err(|e| Error::Tls(e.to_string()))
 }
 
+/// A TLS configuration that accepts exactly the certificate `pin` names.
+fn pinned_config(pin: Pin) -> Result<rustls::ClientConfig, Error> {
+    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                expected: pin,
+                presented: Arc::new(Mutex::new(None)),
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth(),
+    )
+}
+
 fn tls_config(
     trust: &TlsTrust,
     presented: Arc<Mutex<Option<[u8; 32]>>>,
@@ -135,7 +181,7 @@ fn tls_config(
         TlsTrust::Thumbprint(expected) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                expected: *expected,
+                expected: Pin::Sha256(*expected),
                 presented,
                 algorithms: provider.signature_verification_algorithms,
             }))
@@ -403,6 +449,10 @@ pub struct Upload {
     pub sent: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Gives the upload up when set (Ctrl-C).
     pub stop: Option<&'static std::sync::atomic::AtomicBool>,
+    /// For a URL on another host than this transport's endpoint: the SHA-1
+    /// of that host's certificate as the endpoint vouched for it (an import
+    /// lease's `sslThumbprint`), pinned instead of the source's own trust.
+    pub host_sha1: Option<[u8; 20]>,
 }
 
 #[derive(Debug)]
@@ -458,6 +508,7 @@ impl Transport {
             progress,
             sent: None,
             stop: None,
+            host_sha1: None,
         })
     }
 
@@ -474,8 +525,13 @@ impl Transport {
             url: url.clone(),
             detail,
         };
+        let own_endpoint = url.starts_with(&format!("{}/", self.base));
+        let tls = match u.host_sha1 {
+            Some(sha1) if !own_endpoint => pinned_config(Pin::Sha1(sha1))?,
+            _ => self.tls.clone(),
+        };
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(self.tls.clone())
+            .tls_backend_preconfigured(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -517,9 +573,7 @@ impl Transport {
             .header(CONTENT_TYPE, u.content_type)
             .header(reqwest::header::CONTENT_LENGTH, u.len)
             .body(reqwest::Body::wrap_stream(body));
-        if url.starts_with(&format!("{}/", self.base))
-            && let Some(cookie) = lock(&self.cookie).clone()
-        {
+        if own_endpoint && let Some(cookie) = lock(&self.cookie).clone() {
             req = req.header(COOKIE, cookie);
         }
         let (idle, stop) = (u.idle, u.stop);
@@ -702,6 +756,7 @@ mod tests {
                 progress: None,
                 sent: Some(sent.clone()),
                 stop: None,
+                host_sha1: None,
             })
             .unwrap_err();
         // The idle watch ended it, not the server closing the connection.
@@ -710,6 +765,27 @@ mod tests {
         let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         assert!(sent > 0 && sent < 256 << 20, "{sent}");
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_host_sha1_thumbprint_reads_with_or_without_colons() {
+        let t =
+            parse_sha1_thumbprint("69:44:03:56:F3:F2:28:F5:3F:A3:72:1A:AD:C8:35:56:A0:E7:B7:7B")
+                .unwrap();
+        assert_eq!(t[0], 0x69);
+        assert_eq!(t[19], 0x7b);
+        assert_eq!(
+            parse_sha1_thumbprint("69440356f3f228f53fa3721aadc83556a0e7b77b"),
+            Some(t)
+        );
+        assert_eq!(parse_sha1_thumbprint("69:44"), None);
+        let der = b"not a certificate, but bytes to hash";
+        let sha1: [u8; 20] = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
+            .as_ref()
+            .try_into()
+            .unwrap();
+        assert!(Pin::Sha1(sha1).matches(der));
+        assert!(!Pin::Sha1([0; 20]).matches(der));
     }
 
     #[test]
@@ -764,7 +840,7 @@ mod tests {
     fn a_pinned_verifier_records_what_it_was_shown() {
         let presented = Arc::new(Mutex::new(None));
         let verifier = PinnedCertificate {
-            expected: [0; 32],
+            expected: Pin::Sha256([0; 32]),
             presented: presented.clone(),
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
         };
@@ -780,7 +856,7 @@ mod tests {
             Some(thumbprint_of(cert.as_ref()))
         );
         let pinned = PinnedCertificate {
-            expected: thumbprint_of(cert.as_ref()),
+            expected: Pin::Sha256(thumbprint_of(cert.as_ref())),
             ..verifier
         };
         assert!(
