@@ -835,3 +835,50 @@ checks = [{{ heartbeat = true }}, {{ guest = "systemctl is-active sshd" }}, {{ t
         assert!(text(&v).contains(says), "{}", text(&v));
     }
 }
+
+/// A boot drill on a vCenter runs on the ESXi host it names (`esx_host`),
+/// in that host's datacenter, folder and pool, and leaves nothing; an
+/// unknown host fails the drill with the hosts there are.
+#[test]
+fn a_boot_drill_through_a_vcenter_runs_on_the_host_it_names() {
+    let drill = |host: &str| {
+        format!(
+            r#"
+[[policies.all.drills]]
+name = "b"
+kind = "boot"
+every = "7d"
+host = "lab"
+esx_host = "{host}"
+checks = [{{ heartbeat = true }}, {{ tcp = 8022 }}]
+"#
+        )
+    };
+    // The lab names its hosts by their loopback addresses; the moref id
+    // names one as well.
+    let t = setup(&drill("host-2"));
+    let toml = std::fs::read_to_string(t.path().join("coffer.toml"))
+        .unwrap()
+        .replace("lab_vms = 1", "lab_vms = 1\nlab_mode = \"vcenter\"");
+    std::fs::write(t.path().join("coffer.toml"), &toml).unwrap();
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("done ? drill b lab-vm-01"), "{s}");
+    assert!(s.contains(":8022 passed"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"], "the drill VM is gone");
+
+    // An ESXi host the vCenter does not have (a drill of a new name, so
+    // that it is due): the drill fails and says which there are.
+    std::fs::write(
+        t.path().join("coffer.toml"),
+        toml.replace("\"host-2\"", "\"host-9\"")
+            .replace("name = \"b\"", "name = \"b9\""),
+    )
+    .unwrap();
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("no host named `host-9`"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"]);
+}

@@ -333,6 +333,10 @@ pub struct Drill {
     pub every: Duration,
     pub tier: String,
     pub host: Option<String>,
+    /// On a vCenter drill host: the ESXi host the drill VM runs on.
+    pub esx_host: Option<String>,
+    /// The drill host's datastore for a restored drill VM.
+    pub datastore: Option<String>,
     pub network: Option<String>,
     pub fsck: Option<String>,
     pub timeout: Duration,

@@ -407,6 +407,10 @@ pub struct RawDrill {
     pub tier: Option<Sp<String>>,
     /// Source that hosts boot drills (boot only).
     pub host: Option<Sp<String>>,
+    /// When `host` is a vCenter: the ESXi host the drill VM runs on, by name or managed object id (boot only). Default: the vCenter's only host.
+    pub esx_host: Option<Sp<String>>,
+    /// Datastore of the drill host for the drill VM's files (boot drills with method "restore"). Default "datastore1".
+    pub datastore: Option<Sp<String>>,
     /// Network boot drills connect to (boot only): "isolated" (the default) for a switch without uplink that coffer builds and removes, or an existing port group on a switch without uplink.
     pub network: Option<Sp<String>>,
     /// How a boot drill brings the VM up: "restore" (the default) or "instant" (booted from the repository over NFS, no copy).

@@ -354,6 +354,8 @@ impl Resolver<'_> {
         if kind != DrillKind::Boot {
             for (key, span) in [
                 ("host", r.host.as_ref().map(Sp::span)),
+                ("esx_host", r.esx_host.as_ref().map(Sp::span)),
+                ("datastore", r.datastore.as_ref().map(Sp::span)),
                 ("network", r.network.as_ref().map(Sp::span)),
                 ("method", r.method.as_ref().map(Sp::span)),
                 ("listen", r.listen.as_ref().map(Sp::span)),
@@ -445,6 +447,8 @@ impl Resolver<'_> {
             every: every?,
             tier,
             host: r.host.as_ref().map(|h| h.get().clone()),
+            esx_host: self.text(&r.esx_host, f, "esx_host"),
+            datastore: self.text(&r.datastore, f, "datastore"),
             network: self.text(&r.network, f, "network"),
             fsck: r.fsck.as_ref().map(|c| c.get().clone()),
             timeout,

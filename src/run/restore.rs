@@ -425,7 +425,10 @@ impl<'a> HostTarget<'a> {
     ) -> Result<HostTarget<'a>> {
         if !conn.session.service_content().about.is_vcenter() {
             if let Some(h) = host {
-                bail!("--host {h}: source `{}` is a standalone host", conn.source);
+                bail!(
+                    "host `{h}` was named, but source `{}` is a standalone host",
+                    conn.source
+                );
             }
             return Ok(HostTarget::esxi(conn, datastore));
         }

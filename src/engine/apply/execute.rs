@@ -204,7 +204,8 @@ impl Runner<'_> {
                             .clone()
                             .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
                         let conn = self.session(&host)?;
-                        let target = HostTarget::esxi(conn, "datastore1");
+                        let datastore = d.datastore.as_deref().unwrap_or("datastore1");
+                        let target = HostTarget::of_source(conn, datastore, d.esx_host.as_deref())?;
                         let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
                         (VerificationKind::Boot, o)
                     }
