@@ -137,17 +137,17 @@ pub fn restore_to_source(
         .context("a scratch directory for the restored files")?;
     let target = HostTarget::of_source(&conn, to.datastore, to.host)?;
     let mut r = ProgressBoard::track(observer, &changes.name, |progress| {
-        restore::restore_to_host(
+        restore::restore_to_host(&restore::ToHost {
             repo,
             m,
-            &target,
+            target: &target,
             changes,
-            to.power_on,
-            scratch.path(),
-            super::threads(),
-            Some(progress),
-            Some(super::cancel::flag()),
-        )
+            power_on: to.power_on,
+            scratch: scratch.path(),
+            threads: super::threads(),
+            progress: Some(progress),
+            stop: Some(super::cancel::flag()),
+        })
     })?;
     let power_on_seconds = to.power_on.then(|| began.elapsed().as_secs_f64());
     if to.power_on && !to.heartbeat_timeout.is_zero() {

@@ -621,9 +621,17 @@ pub fn boot_drill(
     let (vm, _up, mut notes) = match drill.method {
         DrillMethod::Restore => {
             let dir = scratch.join(&name);
-            let restored = restore::restore_to_host(
-                repo, m, target, &changes, true, &dir, threads, None, None,
-            );
+            let restored = restore::restore_to_host(&restore::ToHost {
+                repo,
+                m,
+                target,
+                changes: &changes,
+                power_on: true,
+                scratch: &dir,
+                threads,
+                progress: None,
+                stop: None,
+            });
             let _ = std::fs::remove_dir_all(&dir);
             match restored {
                 Ok(r) => (

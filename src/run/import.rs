@@ -18,7 +18,6 @@
 //!    the power-on. On every failure and on Ctrl-C the lease is aborted,
 //!    and the host removes what the import created.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -27,10 +26,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::export::stream_disk;
 use super::ovf::{OvfDisk, VmHardware, ovf_envelope, scsi_slot};
-use super::restore::{HostRestore, HostTarget, VmxChanges, disk_position, rewrite_vmx_for};
+use super::restore::{HostRestore, HostTarget, ToHost, disk_position, rewrite_vmx_for};
 use crate::progress::ReadProgress;
-use crate::repo::Repository;
-use crate::repo::manifest::Manifest;
 use crate::vsphere::datastore::DatastorePath;
 use crate::vsphere::nfc::{self, LeaseInfo};
 use crate::vsphere::transport::{UPLOAD_IDLE, Upload};
@@ -75,21 +72,20 @@ impl Drop for LeaseGuard<'_> {
     }
 }
 
-/// Restores `m` as a new VM on `target` through the host's OVF import.
-/// `stop` (Ctrl-C) gives the restore up at the next piece of data;
-/// `progress` counts the bytes uploaded.
-#[allow(clippy::too_many_arguments)]
-pub fn restore_by_import(
-    repo: &Repository,
-    m: &Manifest,
-    target: &HostTarget<'_>,
-    changes: &VmxChanges,
-    power_on: bool,
-    scratch: &Path,
-    threads: usize,
-    progress: Option<&Arc<ReadProgress>>,
-    stop: Option<&'static AtomicBool>,
-) -> Result<HostRestore> {
+/// Restores `job.m` as a new VM on its target through the host's OVF
+/// import. `stop` (Ctrl-C) gives the restore up at the next piece of data.
+pub fn restore_by_import(job: &ToHost<'_>) -> Result<HostRestore> {
+    let ToHost {
+        repo,
+        m,
+        target,
+        changes,
+        power_on,
+        scratch,
+        threads,
+        progress,
+        stop,
+    } = *job;
     let started = Instant::now();
     let session = target.session;
     let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));

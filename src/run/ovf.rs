@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 
+use crate::vsphere::soap::escape as xml_escape;
+
 /// A network card as the OVF describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OvfNic {
@@ -240,22 +242,6 @@ pub const STREAM_OPTIMIZED_URI: &str =
 /// Disks per SCSI controller: units 0–15 but 7, the controller's own.
 const DISKS_PER_CONTROLLER: usize = 15;
 const MAX_CONTROLLERS: usize = 4;
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Where each disk goes: its own slot when every disk has one and no two
 /// share it, else the next free units in order.

@@ -476,24 +476,39 @@ pub struct HostRestore {
     pub heartbeat_note: Option<String>,
 }
 
-/// Restores `m` as a new VM on a host, powered on when asked. Refuses a
-/// name a VM already has. Through the host's OVF import when it has one
-/// (`import`); else the point's files are restored into `scratch`,
-/// uploaded to `[datastore] <name>/` (refusing a folder that holds them
-/// already) and registered. `progress` counts the bytes uploaded; `stop`
-/// (Ctrl-C) gives the restore up.
-#[allow(clippy::too_many_arguments)]
-pub fn restore_to_host(
-    repo: &Repository,
-    m: &Manifest,
-    target: &HostTarget<'_>,
-    changes: &VmxChanges,
-    power_on: bool,
-    scratch: &Path,
-    threads: usize,
-    progress: Option<&Arc<ReadProgress>>,
-    stop: Option<&'static std::sync::atomic::AtomicBool>,
-) -> Result<HostRestore> {
+/// A restore of a point onto a host as a new VM.
+pub struct ToHost<'a> {
+    pub repo: &'a Repository,
+    pub m: &'a Manifest,
+    pub target: &'a HostTarget<'a>,
+    pub changes: &'a VmxChanges,
+    pub power_on: bool,
+    /// Where the files are staged before they are sent.
+    pub scratch: &'a Path,
+    pub threads: usize,
+    /// Counts the bytes uploaded.
+    pub progress: Option<&'a Arc<ReadProgress>>,
+    /// Gives the restore up when set (Ctrl-C).
+    pub stop: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+/// Restores `job.m` as a new VM on a host, powered on when asked. Refuses
+/// a name a VM already has. Through the host's OVF import when it has one
+/// (`import`); else the point's files are restored into the scratch
+/// directory, uploaded to `[datastore] <name>/` (refusing a folder that
+/// holds them already) and registered.
+pub fn restore_to_host(job: &ToHost<'_>) -> Result<HostRestore> {
+    let ToHost {
+        repo,
+        m,
+        target,
+        changes,
+        power_on,
+        scratch,
+        threads,
+        progress,
+        ..
+    } = *job;
     let started = Instant::now();
     restored_name(changes)?;
     // A vCenter source names no datacenter unless told: VMs have their
@@ -518,9 +533,7 @@ pub fn restore_to_host(
     }
     std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
     if session.ovf_manager().is_some() {
-        return super::import::restore_by_import(
-            repo, m, target, changes, power_on, scratch, threads, progress, stop,
-        );
+        return super::import::restore_by_import(job);
     }
     // No OVF manager (a stripped or very old endpoint): the datastore's
     // file interface and RegisterVM.

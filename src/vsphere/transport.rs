@@ -581,14 +581,7 @@ impl Transport {
             let exchange = async {
                 let resp = req.send().await?;
                 let status = resp.status().as_u16();
-                let header = |name: &str| {
-                    resp.headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                let content_range = header("content-range");
-                let content_type = header("content-type").unwrap_or_default();
+                let (content_range, content_type) = head_of(resp.headers());
                 let body = resp.bytes().await?.to_vec();
                 Ok::<_, reqwest::Error>(RawResponse {
                     status,
@@ -656,14 +649,7 @@ impl Transport {
             req = req.header(COOKIE, cookie);
         }
         let resp = req.send().map_err(|e| self.send_error(url, e))?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let content_range = header("content-range");
-        let content_type = header("content-type").unwrap_or_default();
+        let (content_range, content_type) = head_of(resp.headers());
         let status = resp.status().as_u16();
         let body = resp.bytes().map_err(|e| Error::http(url, &e))?.to_vec();
         Ok(RawResponse {
@@ -673,6 +659,20 @@ impl Transport {
             body,
         })
     }
+}
+
+/// The Content-Range and Content-Type of an answer.
+fn head_of(headers: &reqwest::header::HeaderMap) -> (Option<String>, String) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    (
+        header("content-range"),
+        header("content-type").unwrap_or_default(),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
