@@ -9,12 +9,21 @@
 //! `remove-snapshot`, `prdm-snapshot`, `vss-writers`, `expire-sessions`, `no-file-locks`,
 //! `proxy-wrong-host`, `hosts-unreachable`, `drop-after=<bytes>`,
 //! `unavailable=<count>`, or `clear`; and the file service's throttling (`FolderThrottle`):
-//! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`.
+//! `folder-limit=<requests>`, `folder-setup-ms=<ms>`, `folder-mibps=<MiB/s>`
+//! (which paces NFC uploads too); and the OVF import's leases (see `nfc`):
+//! `lease-timeout=<seconds>`, `nfc-cut-after=<bytes>`.
+//!
+//! The counters (`Stats`) are what datastore downloads served and, per
+//! HttpNfcLease of an OVF import, what its disk uploads carried.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::nfc::{LeaseOutcome, LeaseState};
 
 /// The environment variable read at start.
 pub const FAULTS_ENV: &str = "COFFER_LAB_FAULTS";
@@ -68,6 +77,12 @@ pub struct Faults {
     /// vCenter mode: the hosts cannot be reached by their names (the
     /// HostSystem names lead to an address where nothing answers).
     pub hosts_unreachable: AtomicBool,
+    /// The seconds an HttpNfcLease lives without HttpNfcLeaseProgress
+    /// (its `info.leaseTimeout`); 0: the lab's default (`nfc`).
+    pub lease_timeout_secs: AtomicU64,
+    /// The next NFC disk upload is cut after this many body bytes: the lab
+    /// stops reading and drops the connection, once (0: off).
+    pub nfc_cut_after_bytes: AtomicU64,
 }
 
 /// The throttling of a host's file service (`/folder`), as a real ESXi host
@@ -202,13 +217,16 @@ impl Faults {
                     .store(number()?.min(u32::MAX as u64) as u32, Ordering::SeqCst),
                 "folder-setup-ms" => self.folder.setup_ms.store(number()?, Ordering::SeqCst),
                 "folder-mibps" => self.folder.mib_per_s.store(number()?, Ordering::SeqCst),
+                "lease-timeout" => self.lease_timeout_secs.store(number()?, Ordering::SeqCst),
+                "nfc-cut-after" => self.nfc_cut_after_bytes.store(number()?, Ordering::SeqCst),
                 "clear" => self.clear(),
                 other => {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, prdm-snapshot, \
                          tools-off, vss-writers, expire-sessions, no-file-locks, proxy-wrong-host, \
                          hosts-unreachable, drop-after=<bytes>, unavailable=<count>, \
-                         folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, clear"
+                         folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, \
+                         lease-timeout=<seconds>, nfc-cut-after=<bytes>, clear"
                     ));
                 }
             }
@@ -229,6 +247,16 @@ impl Faults {
         self.unavailable.store(0, Ordering::SeqCst);
         self.folder.clear();
         self.no_file_locks.store(false, Ordering::SeqCst);
+        self.lease_timeout_secs.store(0, Ordering::SeqCst);
+        self.nfc_cut_after_bytes.store(0, Ordering::SeqCst);
+    }
+
+    /// Takes the nfc-cut-after fault, if armed (it fires once).
+    pub(crate) fn take_nfc_cut(&self) -> Option<u64> {
+        match self.nfc_cut_after_bytes.swap(0, Ordering::SeqCst) {
+            0 => None,
+            n => Some(n),
+        }
     }
 
     /// Takes one 503 if any are left.
@@ -247,10 +275,49 @@ impl Faults {
     }
 }
 
-/// What the lab has served.
+/// What the lab has served, and what the NFC uploads of OVF imports
+/// carried (by lease id).
 #[derive(Debug, Default)]
 pub struct Stats {
     served: Mutex<BTreeMap<String, u64>>,
+    nfc: Mutex<BTreeMap<String, NfcLeaseStats>>,
+}
+
+/// One HttpNfcLease of an import, as tests read it (and `/lab/stats`
+/// shows it, in the `nfc` list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NfcLeaseStats {
+    pub lease: String,
+    /// The imported VM's name.
+    pub vm: String,
+    pub state: LeaseState,
+    /// How the lease ended; `None` while it is held.
+    pub outcome: Option<LeaseOutcome>,
+    /// Body bytes of every upload of the lease's disks.
+    pub bytes_received: u64,
+    /// Grains received, and those of them that inflated to all zeros
+    /// (a client that skips zero grains sends none).
+    pub grains: u64,
+    pub zero_grains: u64,
+    pub progress_calls: u64,
+    pub last_percent: Option<i32>,
+    pub disks: Vec<NfcDiskStats>,
+}
+
+/// One disk of an import lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NfcDiskStats {
+    /// The target of its URL (`disk-0.vmdk`).
+    pub target: String,
+    /// The fileItem deviceId it was matched by.
+    pub import_key: String,
+    pub bytes_received: u64,
+    pub grains: u64,
+    pub zero_grains: u64,
+    /// Uploads begun, and whether one ended with the stream's
+    /// end-of-stream marker.
+    pub uploads: u64,
+    pub uploaded: bool,
 }
 
 impl Stats {
@@ -274,12 +341,53 @@ impl Stats {
             .clone()
     }
 
-    pub fn reset(&self) {
-        self.served
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+    /// Every import lease the lab handed out, by lease id.
+    pub fn nfc_leases(&self) -> Vec<NfcLeaseStats> {
+        lock(&self.nfc).values().cloned().collect()
     }
+
+    /// The import lease `id`, if the lab handed it out.
+    pub fn nfc_lease(&self, id: &str) -> Option<NfcLeaseStats> {
+        lock(&self.nfc).get(id).cloned()
+    }
+
+    pub(crate) fn nfc_open(&self, record: NfcLeaseStats) {
+        lock(&self.nfc).insert(record.lease.clone(), record);
+    }
+
+    /// Changes the record of lease `id` (nothing when it is unknown, as
+    /// after `reset`).
+    pub(crate) fn nfc_update(&self, id: &str, f: impl FnOnce(&mut NfcLeaseStats)) {
+        if let Some(r) = lock(&self.nfc).get_mut(id) {
+            f(r);
+        }
+    }
+
+    /// Counts `bytes` of an upload body, `grains` and `zero_grains` of
+    /// disk `disk` of lease `id`.
+    pub(crate) fn nfc_received(&self, id: &str, disk: usize, bytes: u64, grains: u64, zero: u64) {
+        self.nfc_update(id, |r| {
+            r.bytes_received += bytes;
+            r.grains += grains;
+            r.zero_grains += zero;
+            if let Some(d) = r.disks.get_mut(disk) {
+                d.bytes_received += bytes;
+                d.grains += grains;
+                d.zero_grains += zero;
+            }
+        });
+    }
+
+    /// Forgets every count, the import leases' records too (a lease
+    /// handed out before is no longer counted).
+    pub fn reset(&self) {
+        lock(&self.served).clear();
+        lock(&self.nfc).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -302,6 +410,17 @@ mod tests {
                 .contains("needs a number")
         );
         assert!(f.apply("meteor").unwrap_err().contains("unknown lab fault"));
+    }
+
+    #[test]
+    fn the_import_lease_switches_set_and_clear() {
+        let f = Faults::default();
+        f.apply("lease-timeout=2,nfc-cut-after=65536").unwrap();
+        assert_eq!(f.lease_timeout_secs.load(Ordering::SeqCst), 2);
+        assert_eq!(f.take_nfc_cut(), Some(65536));
+        assert_eq!(f.take_nfc_cut(), None, "the cut fires once");
+        f.apply("clear").unwrap();
+        assert_eq!(f.lease_timeout_secs.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -60,11 +60,38 @@ pub struct GuestConfig {
 
 /// The API's guest id of a .vmx `guestOS` value (vSphere API reference,
 /// `VirtualMachineGuestOsIdentifier`), for the values the lab writes.
-fn guest_id(vmx_guest_os: &str) -> String {
+pub(super) fn guest_id(vmx_guest_os: &str) -> String {
     match vmx_guest_os {
         "windows2019srv-64" => "windows2019srv_64Guest".into(),
         "other5xlinux-64" => "other5xLinux64Guest".into(),
         other => format!("{}Guest", other.replace('-', "_")),
+    }
+}
+
+/// Whether `id` is one of the API's guest ids (`other5xLinux64Guest`,
+/// `otherGuest64`) rather than a .vmx `guestOS` value: every
+/// `VirtualMachineGuestOsIdentifier` ends in `Guest` or `Guest64`.
+pub(super) fn is_guest_id(id: &str) -> bool {
+    id.ends_with("Guest") || id.ends_with("Guest64")
+}
+
+/// The .vmx `guestOS` value of an API guest id, by the pattern the two
+/// names share (`windows2019srv_64Guest` is `windows2019srv-64`,
+/// `other5xLinux64Guest` `other5xlinux-64`, `otherGuest64` `other-64`;
+/// the host reads `guestOS` case-insensitively): the inverse of
+/// `guest_id` for the lab's values.
+pub(super) fn vmx_guest_os(guest_id: &str) -> String {
+    let (stem, wide) = match guest_id.strip_suffix("Guest64") {
+        Some(stem) => (stem, true),
+        None => (guest_id.strip_suffix("Guest").unwrap_or(guest_id), false),
+    };
+    let stem = stem.to_ascii_lowercase();
+    if wide {
+        return format!("{stem}-64");
+    }
+    match stem.strip_suffix("_64").or_else(|| stem.strip_suffix("64")) {
+        Some(base) if !base.is_empty() => format!("{base}-64"),
+        _ => stem,
     }
 }
 
@@ -145,5 +172,18 @@ mod tests {
         assert_eq!(vmx_value(text, "disk.EnableUUID"), Some("true"));
         assert_eq!(guest_id("windows2019srv-64"), "windows2019srv_64Guest");
         assert_eq!(guest_id("other5xlinux-64"), "other5xLinux64Guest");
+    }
+
+    #[test]
+    fn api_guest_ids_map_to_vmx_values_and_back() {
+        for vmx in ["other5xlinux-64", "windows2019srv-64"] {
+            assert!(is_guest_id(&guest_id(vmx)));
+            assert_eq!(vmx_guest_os(&guest_id(vmx)), vmx);
+        }
+        assert_eq!(vmx_guest_os("rhel8_64Guest"), "rhel8-64");
+        assert_eq!(vmx_guest_os("ubuntu64Guest"), "ubuntu-64");
+        assert_eq!(vmx_guest_os("otherGuest64"), "other-64");
+        assert_eq!(vmx_guest_os("otherGuest"), "other");
+        assert!(!is_guest_id("other5xlinux-64"));
     }
 }

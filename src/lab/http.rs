@@ -46,55 +46,92 @@ impl Head {
     }
 }
 
-/// The request body, read on demand; whatever the handler leaves unread
-/// is drained before the next request.
+/// The request body, read on demand as a `Read` (framed by Content-Length
+/// or chunked); whatever the handler leaves unread is drained before the
+/// next request.
 pub struct Body<'a> {
     reader: &'a mut dyn BufRead,
+    /// Content-Length framing: the bytes still to come.
     remaining: Option<u64>,
     chunked: bool,
+    /// Chunked framing: what is left of the current chunk, and whether a
+    /// chunk was begun (its CRLF is read before the next size line).
+    chunk_left: u64,
+    in_chunk: bool,
     done: bool,
 }
 
 impl Body<'_> {
-    /// Copies the whole body into `sink`; answers its length.
+    /// Copies the rest of the body into `sink`; answers how much.
     pub fn copy_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
-        if self.done {
-            return Ok(0);
-        }
-        self.done = true;
-        if self.chunked {
-            let mut total = 0;
-            loop {
-                let mut line = String::new();
-                self.reader.read_line(&mut line)?;
-                let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-                if size == 0 {
-                    // Trailers up to the blank line.
-                    loop {
-                        line.clear();
-                        if self.reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                            return Ok(total);
-                        }
-                    }
-                }
-                total += io::copy(&mut (&mut self.reader).take(size), sink)?;
-                let mut crlf = [0u8; 2];
-                self.reader.read_exact(&mut crlf)?;
-            }
-        }
-        let n = self.remaining.unwrap_or(0);
-        let copied = io::copy(&mut (&mut self.reader).take(n), sink)?;
-        if copied < n {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(copied)
+        io::copy(self, sink)
     }
 
     pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
         self.copy_to(&mut v)?;
         Ok(v)
+    }
+
+    /// Starts the next chunk: its CRLF after the last one, its size line
+    /// and, for the last (empty) chunk, the trailers. `false` at the end.
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        if self.in_chunk {
+            let mut crlf = [0u8; 2];
+            self.reader.read_exact(&mut crlf)?;
+        }
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+        self.in_chunk = true;
+        if size == 0 {
+            // Trailers up to the blank line.
+            loop {
+                line.clear();
+                if self.reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                    return Ok(false);
+                }
+            }
+        }
+        self.chunk_left = size;
+        Ok(true)
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let left = if self.chunked {
+            if self.chunk_left == 0 && !self.next_chunk()? {
+                self.done = true;
+                return Ok(0);
+            }
+            self.chunk_left
+        } else {
+            match self.remaining {
+                Some(n) if n > 0 => n,
+                _ => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        };
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.reader.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if self.chunked {
+            self.chunk_left -= n as u64;
+        } else {
+            self.remaining = Some(left - n as u64);
+        }
+        Ok(n)
     }
 }
 
@@ -115,6 +152,9 @@ pub struct FileBody {
 pub enum Payload {
     Bytes(Vec<u8>),
     File(FileBody),
+    /// No answer: the connection is dropped at once, the rest of the
+    /// request body unread (a fault that cuts an upload).
+    Cut,
 }
 
 pub struct Response {
@@ -140,6 +180,28 @@ impl Response {
         self.headers.push((name.into(), value.into()));
         self
     }
+
+    /// An answer after which the connection closes without the rest of
+    /// the request body being read: for a body refused part-way, whose
+    /// remainder may be large.
+    pub fn closing(self) -> Response {
+        self.header("Connection", "close")
+    }
+
+    /// Drops the connection without an answer.
+    pub fn cut() -> Response {
+        Response {
+            status: 0,
+            headers: Vec::new(),
+            payload: Payload::Cut,
+        }
+    }
+
+    fn closes(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"))
+    }
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -157,6 +219,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -272,12 +335,22 @@ fn serve_connection(
                 reader: &mut reader,
                 remaining,
                 chunked,
+                chunk_left: 0,
+                in_chunk: false,
                 done: false,
             };
             let response = handler.handle(&head, &mut body);
-            body.copy_to(&mut io::sink())?;
+            if matches!(response.payload, Payload::Cut) {
+                // Cut without close_notify: the client sees a dropped connection.
+                let _ = reader.get_mut().sock.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            if !response.closes() {
+                body.copy_to(&mut io::sink())?;
+            }
             response
         };
+        let close = close || response.closes();
         let head_only = head.method == "HEAD";
         if !write_response(reader.get_mut(), response, close, head_only)? || close {
             let s = reader.get_mut();
@@ -352,13 +425,18 @@ fn write_response(
     let len = match &response.payload {
         Payload::Bytes(b) => b.len() as u64,
         Payload::File(f) => f.len,
+        Payload::Cut => 0,
     };
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
         response.status,
         reason(response.status)
     );
-    for (n, v) in &response.headers {
+    for (n, v) in response
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("connection"))
+    {
         head.push_str(&format!("{n}: {v}\r\n"));
     }
     head.push_str(&format!("Content-Length: {len}\r\n"));
@@ -372,6 +450,7 @@ fn write_response(
         return Ok(true);
     }
     match response.payload {
+        Payload::Cut => return Ok(false),
         Payload::Bytes(b) => out.write_all(&b)?,
         Payload::File(f) => {
             let mut buf = vec![0u8; 256 * 1024];

@@ -36,6 +36,7 @@ pub fn set_power(state: &mut State, vm: &str, on: bool) -> Result<(), Fault> {
 /// `uuid.location` gets one, and a `uuid.bios`, without a question.
 pub fn power_on(state: &mut State, root: &Path, vm: &str, task: &str) -> Result<bool, Fault> {
     let next = state.next_id;
+    super::import::refuse_while_importing(state.vm(vm)?)?;
     let mut files = Files::of(state, root, state.vm(vm)?)?;
     let v = state.vm_mut(vm)?;
     if v.question.is_some() {
@@ -374,6 +375,7 @@ pub fn register(
         host,
         nas_boots: None,
         nas_locks: Vec::new(),
+        import_lease: None,
     };
     let moref = vm.moref();
     state.vms.push(vm);
@@ -381,6 +383,7 @@ pub fn register(
 }
 
 pub fn unregister(state: &mut State, vm: &str) -> Result<(), Fault> {
+    super::import::refuse_while_importing(state.vm(vm)?)?;
     let id = state.vm(vm)?.id;
     state.vms.retain(|v| v.id != id);
     Ok(())
@@ -389,6 +392,7 @@ pub fn unregister(state: &mut State, vm: &str) -> Result<(), Fault> {
 /// Destroy_Task of a VM: unregistered and its folder deleted.
 pub fn destroy(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault> {
     let v = state.vm(vm)?.clone();
+    super::import::refuse_while_importing(&v)?;
     if v.powered_on {
         return Err(Fault::new(
             "InvalidPowerState",

@@ -16,12 +16,17 @@
 //! restarts) through a small threaded server (`http`); `vim` answers SOAP,
 //! `datastore` the file transfers, `faults` holds the switches tests flip;
 //! `props` renders property collector answers and `wire` the small pieces of
-//! vim25 XML both share.
+//! vim25 XML both share. A restore through the OVF import path meets the
+//! OvfManager (`ovf` reads the descriptor, `import_spec` answers
+//! CreateImportSpec), ResourcePool.ImportVApp (`import`) and the
+//! HttpNfcLease with its NFC upload endpoint (`nfc`, which decodes the
+//! streamOptimized disks with `vmdk_stream`).
 //!
 //! It must never be mistaken for a host: it binds to 127.0.0.1 only, and it
 //! implements the subset `src/vsphere` speaks, not vim25 at large.
 
 mod boot;
+mod config_spec;
 mod content;
 mod datastore;
 pub mod datastore_system;
@@ -32,13 +37,20 @@ pub mod guestops;
 pub mod hostnet;
 mod http;
 mod image;
+mod import;
+mod import_spec;
+#[cfg(test)]
+mod import_tests;
 pub mod inventory;
 pub mod lifecycle;
 pub mod net;
+pub mod nfc;
 pub mod ops;
+mod ovf;
 mod props;
 pub mod state;
 mod vim;
+mod vmdk_stream;
 mod wire;
 
 use std::net::TcpListener;
@@ -48,7 +60,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use faults::{FAULTS_ENV, Faults, Stats};
+pub use faults::{FAULTS_ENV, Faults, NfcDiskStats, NfcLeaseStats, Stats};
 pub use ops::DiskWrite;
 pub use state::{MadeDisk, NewDisk};
 
@@ -179,6 +191,7 @@ impl http::Handler for Shared {
         {
             self.vim.expire_sessions();
         }
+        self.vim.leases.expire(&self.store, &self.faults);
         match (head.method.as_str(), head.path()) {
             ("GET", "/sdk/vimServiceVersions.xml") => {
                 Response::new(200, "text/xml", vim::service_versions_xml())
@@ -218,6 +231,24 @@ impl http::Handler for Shared {
                 head,
                 body,
             ),
+            // A disk of an OVF import, by its lease (see `nfc`): a host
+            // serves it; a vCenter hands out its hosts' URLs instead.
+            (_, p) if p.starts_with("/nfc/") => {
+                if self.vim.vcenter {
+                    return Response::text(
+                        404,
+                        "a vCenter serves no NFC uploads; use the host URL of the lease",
+                    );
+                }
+                nfc::serve_upload(
+                    &self.vim.leases,
+                    &self.store,
+                    &self.faults,
+                    None,
+                    head,
+                    body,
+                )
+            }
             // A guest file, once, by the token of its transfer (see
             // `guestops`): the token is the authorisation, as on a host.
             ("GET", "/guestFile") => {
@@ -251,7 +282,10 @@ impl http::Handler for Shared {
                 if !self.authenticated(head) {
                     return Response::text(401, "log in, or use basic auth with the lab's user");
                 }
-                let json = serde_json::json!({ "served_bytes": self.stats.served() });
+                let json = serde_json::json!({
+                    "served_bytes": self.stats.served(),
+                    "nfc": self.stats.nfc_leases(),
+                });
                 Response::new(200, "application/json", json.to_string())
             }
             _ => Response::text(404, "404 page not found"),
@@ -293,6 +327,18 @@ const TICKET_COOKIE: &str = "vmware_cgi_ticket";
 impl http::Handler for HostHandler {
     fn handle(&self, head: &http::Head, body: &mut http::Body<'_>) -> http::Response {
         use http::Response;
+        if head.path().starts_with("/nfc/") {
+            let shared = &self.shared;
+            shared.vim.leases.expire(&shared.store, &shared.faults);
+            return nfc::serve_upload(
+                &shared.vim.leases,
+                &shared.store,
+                &shared.faults,
+                Some(self.host),
+                head,
+                body,
+            );
+        }
         let Some(raw) = head.path().strip_prefix("/folder/") else {
             return Response::text(404, "404 page not found");
         };
@@ -340,6 +386,8 @@ pub struct LabHandle {
     url: String,
     thumbprint: [u8; 32],
     ca_pem: String,
+    /// Fails the import leases that time out.
+    _reaper: nfc::Reaper,
     /// vCenter mode: the hosts' own listeners.
     _hosts: Vec<http::Server>,
     // Dropped last: stops the server.
@@ -446,6 +494,10 @@ impl Lab {
                 })
                 .map_err(Error::from)?;
         }
+        // Imports whose lease died with an earlier lab process.
+        if st.vms.iter().any(|v| v.import_lease.is_some()) {
+            store.update(import::discard_orphans).map_err(Error::from)?;
+        }
         let (chain, key, ca_pem) = certificate(&store)?;
         let leaf = chain
             .first()
@@ -464,15 +516,18 @@ impl Lab {
                 .apply(&spec)
                 .map_err(|e| Error::Faults(format!("{FAULTS_ENV}: {e}")))?;
         }
+        let stats: Arc<Stats> = Arc::default();
+        let mut vim = vim::Vim::new(
+            config.page_objects,
+            config.changed_areas_window_bytes.max(disk::BLOCK_BYTES),
+            config.vcenter,
+        );
+        vim.leases = nfc::Leases::new(stats.clone());
         let shared = Arc::new(Shared {
             store,
             faults,
-            stats: Arc::default(),
-            vim: vim::Vim::new(
-                config.page_objects,
-                config.changed_areas_window_bytes.max(disk::BLOCK_BYTES),
-                config.vcenter,
-            ),
+            stats,
+            vim,
             user: st.user,
             password: st.password,
         });
@@ -503,8 +558,14 @@ impl Lab {
                 vim::lock_map(&shared.vim.host_addrs).insert(dc.host.to_string(), addr);
             }
         }
+        let reaper = {
+            let shared = shared.clone();
+            nfc::Reaper::start(move || shared.vim.leases.expire(&shared.store, &shared.faults))
+                .map_err(io("starting the lease reaper"))?
+        };
         Ok(LabHandle {
             url: format!("https://{}/sdk", server.addr()),
+            _reaper: reaper,
             shared,
             thumbprint,
             ca_pem,

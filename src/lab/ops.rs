@@ -74,6 +74,7 @@ pub fn create_snapshot_as(
     let id = state.next_id;
     let vmfs6 = state.vmfs6;
     let v = state.vm_mut(vm)?;
+    super::import::refuse_while_importing(v)?;
     super::datastore_system::refuse_nas(v, "snapshot")?;
     if spec.quiesce && !v.tools_running(root) {
         return Err(Fault::new(
@@ -234,6 +235,7 @@ pub fn consolidate(state: &mut State, root: &Path, vm: &str) -> Result<(), Fault
 /// it at once; a running one at its next snapshot.
 pub fn set_change_tracking(state: &mut State, vm: &str, enabled: bool) -> Result<(), Fault> {
     let v = state.vm_mut(vm)?;
+    super::import::refuse_while_importing(v)?;
     if v.cbt_enabled && !enabled {
         v.cbt_reset = true;
     }
@@ -483,6 +485,9 @@ pub fn relocate_disks(
     keys: Option<&[i32]>,
     datastore: &str,
 ) -> Result<(), Fault> {
+    if let Some(v) = state.vms.iter().find(|v| v.name == vm || v.moref() == vm) {
+        super::import::refuse_while_importing(v)?;
+    }
     if let Some(v) = state.vms.iter().find(|v| v.name == vm || v.moref() == vm)
         && v.nas.is_some()
     {

@@ -40,8 +40,9 @@ pub fn service_content(vcenter: bool) -> String {
              <licenseProductVersion>8.0</licenseProductVersion></about>"
         )
     };
+    // In the WSDL's order of ServiceContent's fields.
     format!(
-        "<returnval>{}{}{about}{}{}{}{}{}{}</returnval>",
+        "<returnval>{}{}{}{about}{}{}{}{}{}{}</returnval>",
         moref("rootFolder", "Folder", inventory::root_folder(vcenter)),
         moref(
             "propertyCollector",
@@ -50,19 +51,31 @@ pub fn service_content(vcenter: bool) -> String {
         ),
         moref("viewManager", "ViewManager", "ViewManager"),
         moref("sessionManager", "SessionManager", "ha-sessionmgr"),
+        moref("searchIndex", "SearchIndex", "ha-searchindex"),
         moref("fileManager", "FileManager", "ha-nfc-file-manager"),
         moref(
             "virtualDiskManager",
             "VirtualDiskManager",
             "ha-vdiskmanager"
         ),
-        moref("searchIndex", "SearchIndex", "ha-searchindex"),
+        moref("ovfManager", "OvfManager", ovf_manager(vcenter)),
         moref(
             "guestOperationsManager",
             "GuestOperationsManager",
             "ha-guest-operations-manager"
         ),
     )
+}
+
+/// The OvfManager's moref: `ha-ovf-manager` on a standalone host,
+/// `OvfManager` on a vCenter (govmomi's simulator, `esx` and `vpx`
+/// service contents).
+pub fn ovf_manager(vcenter: bool) -> &'static str {
+    if vcenter {
+        "OvfManager"
+    } else {
+        "ha-ovf-manager"
+    }
 }
 
 /// The instance UUID the lab's vCenter reports.

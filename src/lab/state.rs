@@ -57,6 +57,9 @@ pub struct Fault {
     pub message: String,
     /// Child elements of the fault (`file`, `invalidProperty`, …).
     pub fields: Vec<(String, String)>,
+    /// Managed object references among them (field, type, value), written
+    /// after `fields` (DuplicateName's `object`).
+    pub refs: Vec<(String, String, String)>,
 }
 
 impl Fault {
@@ -65,11 +68,18 @@ impl Fault {
             name: name.into(),
             message: message.into(),
             fields: Vec::new(),
+            refs: Vec::new(),
         }
     }
 
     pub fn with(mut self, field: &str, value: impl Into<String>) -> Fault {
         self.fields.push((field.into(), value.into()));
+        self
+    }
+
+    /// A managed object reference field.
+    pub fn with_ref(mut self, field: &str, kind: &str, value: &str) -> Fault {
+        self.refs.push((field.into(), kind.into(), value.into()));
         self
     }
 
@@ -162,6 +172,10 @@ pub struct Vm {
     /// (see `datastore_system::take_lock`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nas_locks: Vec<String>,
+    /// The HttpNfcLease of the OVF import that is making this VM, while it
+    /// is held (see `import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_lease: Option<String>,
 }
 
 /// A question a lab VM asks: only "moved or copied?" (`msg.uuid.altered`).
@@ -714,6 +728,7 @@ fn make_lab_vm(
         nas_vmx: None,
         nas_boots: None,
         nas_locks: Vec::new(),
+        import_lease: None,
     })
 }
 

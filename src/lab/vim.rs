@@ -21,8 +21,11 @@ use super::datastore_system;
 use super::faults::Faults;
 use super::guestops;
 use super::hostnet;
+use super::import;
+use super::import_spec;
 use super::inventory;
 use super::lifecycle;
+use super::nfc;
 use super::ops::{self, Injected, SnapshotSpec};
 use super::props::{service_content, snapshot_object, task_object, vm_object};
 use super::state::{self, Fault, State, Store};
@@ -58,6 +61,8 @@ pub struct Vim {
     tickets: Mutex<HashMap<String, Ticket>>,
     /// The guests' processes and files (see `guestops`).
     pub guest: Mutex<guestops::GuestOps>,
+    /// The HttpNfcLeases of OVF imports (see `nfc`).
+    pub leases: nfc::Leases,
 }
 
 /// A generic service ticket: one request (`GET` of one URL) on one host.
@@ -587,6 +592,23 @@ impl Vim {
                     .update(|st, root| hostnet::remove_vswitch(st, root, vm, &name))
                     .map(|()| String::new())
             }
+            // The OVF import (see `import_spec`, `import` and `nfc`).
+            "CreateImportSpec" => import_spec::create_import_spec(store, self.vcenter, this, call),
+            "ImportVApp" => {
+                if this.0 != "ResourcePool" {
+                    return Err(Fault::not_found(&this.0, &this.1));
+                }
+                let (spec, place) = super::config_spec::import_args(call, &this.1)?;
+                let id = nfc::new_lease_id();
+                let imported =
+                    store.update(|st, root| import::import_vapp(st, root, &spec, &place, &id))?;
+                self.leases.open(&id, &imported);
+                Ok(moref("returnval", "HttpNfcLease", &id))
+            }
+            "HttpNfcLeaseProgress" | "HttpNfcLeaseComplete" | "HttpNfcLeaseAbort" => self
+                .leases
+                .call(store, faults, method, this, call)
+                .map(|()| String::new()),
             "QueryChangedDiskAreas" => {
                 let snapshot = arg_moref(call, "snapshot")
                     .ok_or_else(|| invalid("snapshot", "a snapshot is required"))?;
@@ -818,6 +840,16 @@ impl Vim {
                 )),
                 "HostNetworkSystem" => {
                     out.push(store.read(|st, _| hostnet::object(st, &value, &paths, all))?)
+                }
+                "HttpNfcLease" => {
+                    self.leases.expire(store, faults);
+                    out.push(self.leases.object(
+                        &value,
+                        &paths,
+                        all,
+                        &|h| self.host_name(h, faults),
+                        faults,
+                    )?)
                 }
                 "Task" => {
                     let task = lock(&self.tasks)

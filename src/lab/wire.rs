@@ -33,6 +33,9 @@ pub fn fault_fields(f: &Fault) -> String {
     for (k, v) in &f.fields {
         let _ = write!(s, "<{k}>{}</{k}>", escape(v));
     }
+    for (k, kind, v) in &f.refs {
+        s.push_str(&moref(k, kind, v));
+    }
     s
 }
 
