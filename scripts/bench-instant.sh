@@ -2,12 +2,14 @@
 # Instant recovery against a full restore, on the lab: a VM with a disk of
 # real data (an ext4 file system filled with files from /usr, as in
 # bench-lab.sh) is backed up, then recovered
-#   (a) by a full restore onto the lab host, powered on (`coffer restore
-#       --to-source lab --power-on`), and
+#   (a) by a full restore onto the lab host through its OVF import,
+#       powered on (`coffer restore --to-source lab --power-on`),
+#   (a') the same through `/folder` uploads (the lab plays a host without
+#       an OVF manager: `no-ovf-manager`), and
 #   (b) by instant recovery (`coffer instant-recover`), booted from the
 #       repository over NFS v3,
-# and both times to the guest's VMware Tools heartbeat are printed with
-# their ratio. Then the instant VM's disk is read sequentially through the
+# and the times to the guest's VMware Tools heartbeat are printed with
+# their ratios, and the bytes each full restore sent. Then the instant VM's disk is read sequentially through the
 # lab host's NFS client (coffer's NFS server fetching the repository's
 # chunks), against a local restore of the same disk to files.
 #
@@ -54,10 +56,13 @@ rm -f disk.img
 "$COFFER" backup bench-01 -p . >/dev/null
 
 now() { date +%s.%N; }
-echo "== (a) full restore onto the lab host, powered on" >&2
+echo "== (a) full restore onto the lab host through its OVF import, powered on" >&2
 t0=$(now)
 "$COFFER" restore bench-01 --to-source lab --name bench-full --power-on -p . >restore.out
 t1=$(now)
+echo "== (a') full restore onto the lab host through /folder, powered on" >&2
+COFFER_LAB_FAULTS=no-ovf-manager "$COFFER" restore bench-01 --to-source lab --name bench-folder \
+    --power-on -p . >restore-folder.out
 echo "== (b) instant recovery" >&2
 "$COFFER" instant-recover bench-01 --listen "$ADDRESS" -p . >instant.out
 cat instant.out >&2
@@ -72,16 +77,24 @@ t3=$(now)
 python3 - "$t0" "$t1" "$t2" "$t3" "$DISK_GIB" <<'PY'
 import json, re, sys
 t0, t1, t2, t3, gib = map(float, sys.argv[1:6])
-full = t1 - t0
+def restored(path):
+    text = open(path).read()
+    beat = float(re.search(r"first heartbeat after ([0-9.]+)s", text).group(1))
+    sent = re.search(r"uploaded ([0-9.]+ [KMGT]?i?B) for", text).group(1)
+    return beat, sent
+full, sent = restored("restore.out")
+folder, folder_sent = restored("restore-folder.out")
 m = re.search(r"heartbeat after ([0-9.]+) s", open("instant.out").read())
 instant = float(m.group(1))
 nfs = json.load(open("nfs.json"))
 local = (gib * 1024) / (t3 - t2)
 print(f"disk: {gib:g} GiB (ext4 with real files)")
 print(f"{'':34} {'seconds':>9}")
-print(f"{'full restore + power-on':34} {full:9.2f}")
+print(f"{'full restore (import) to heartbeat':34} {full:9.2f}   sent {sent}")
+print(f"{'full restore (/folder) to heartbeat':34} {folder:9.2f}   sent {folder_sent}")
 print(f"{'instant recovery to heartbeat':34} {instant:9.2f}")
-print(f"{'ratio full / instant':34} {full / instant:9.1f}x")
+print(f"{'ratio full (import) / instant':34} {full / instant:9.1f}x")
+print(f"{'ratio /folder / import':34} {folder / full:9.2f}x")
 print(f"{'':34} {'MiB/s':>9}")
 print(f"{'instant VM sequential read (NFS)':34} {nfs['mib_per_s']:9.1f}")
 print(f"{'local restore to files':34} {local:9.1f}")

@@ -204,6 +204,14 @@ fn a_point_without_its_first_disk_restores_the_others_in_their_slots_and_names_t
         .unwrap_or_else(|| panic!("{}", text(&inventory)));
     let disks = back["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 1, "{back}");
-    assert_eq!(disks[0]["file"], "[datastore1] back/back_1.vmdk");
-    assert!(std::fs::read(ds.join("back/back_1-flat.vmdk")).unwrap() == second);
+    // The host made the VM through its OVF import and named its one disk
+    // itself; the disk sits in the slot it had (scsi0:1) with its bytes.
+    let vmx = std::fs::read_to_string(ds.join("back/back.vmx")).unwrap();
+    let file = coffer::vsphere::vmx::value(&vmx, "scsi0:1.fileName")
+        .unwrap_or_else(|| panic!("no disk at scsi0:1: {vmx}"))
+        .to_string();
+    assert!(!vmx.contains("scsi0:0."), "{vmx}");
+    assert_eq!(disks[0]["file"], format!("[datastore1] back/{file}"));
+    let flat = file.replace(".vmdk", "-flat.vmdk");
+    assert!(std::fs::read(ds.join("back").join(flat)).unwrap() == second);
 }

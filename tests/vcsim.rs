@@ -919,6 +919,9 @@ fn cli_inventory_backup_restore_against_vcsim() {
             "imported",
             "--new-uuid",
             "--power-on",
+            // The simulator's guests run no VMware Tools.
+            "--heartbeat-timeout",
+            "2s",
         ],
     );
     assert!(
@@ -939,6 +942,12 @@ fn cli_inventory_backup_restore_against_vcsim() {
         imported.power_state,
         Some(coffer::inventory::PowerState::PoweredOn),
         "{imported:?}"
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("through the host's OVF import"), "{said}");
+    assert!(
+        said.contains("no VMware Tools heartbeat within 2s"),
+        "{said}"
     );
 }
 

@@ -163,9 +163,12 @@ pub struct NicSpec {
     /// The port group (`backing.deviceName`).
     pub network: String,
     pub start_connected: bool,
-    /// A MAC address kept as given (`addressType` manual); `None`: the
-    /// host generates one.
+    /// A MAC address asked for: kept as given when `manual`; a generated
+    /// one is kept when the host finds it in its range and free (see
+    /// `import::vmx_text`). `None`: the host generates one.
     pub mac: Option<String>,
+    /// `addressType` manual.
+    pub manual: bool,
 }
 
 /// The part of a VirtualMachineConfigSpec an import carries.
@@ -308,11 +311,12 @@ pub fn render_config_spec(s: &ConfigSpec) -> String {
             escape(&n.network),
             n.start_connected
         );
+        let kind = if n.manual { "manual" } else { "generated" };
         match &n.mac {
             Some(mac) => {
                 let _ = write!(
                     out,
-                    "<addressType>manual</addressType><macAddress>{}</macAddress>",
+                    "<addressType>{kind}</addressType><macAddress>{}</macAddress>",
                     escape(mac)
                 );
             }
@@ -488,7 +492,9 @@ pub fn parse_config_spec(node: Node<'_, '_>) -> Result<ConfigSpec, Fault> {
                         "a manual address type needs a macAddress".into(),
                     ));
                 }
-                _ => None,
+                // A generated address asked for: the host may keep it.
+                (false, Some(m)) => canonical_mac(&m),
+                (false, None) => None,
             };
             s.nics.push(NicSpec {
                 key,
@@ -500,6 +506,7 @@ pub fn parse_config_spec(node: Node<'_, '_>) -> Result<ConfigSpec, Fault> {
                     .and_then(|c| field(c, "startConnected"))
                     .is_none_or(|v| v == "true" || v == "1"),
                 mac,
+                manual,
             });
         } else {
             return Err(Fault::new(
@@ -538,6 +545,7 @@ mod tests {
             network: "VM Network".into(),
             start_connected: false,
             mac: Some("00:50:56:01:02:03".into()),
+            manual: true,
         });
         let xml = format!(
             "<configSpec xmlns=\"{VIM_NS}\" xmlns:xsi=\"{XSI_NS}\" \

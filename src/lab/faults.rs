@@ -77,6 +77,8 @@ pub struct Faults {
     /// vCenter mode: the hosts cannot be reached by their names (the
     /// HostSystem names lead to an address where nothing answers).
     pub hosts_unreachable: AtomicBool,
+    /// The endpoint has no OvfManager: restores take the `/folder` path.
+    pub no_ovf_manager: AtomicBool,
     /// The seconds an HttpNfcLease lives without HttpNfcLeaseProgress
     /// (its `info.leaseTimeout`); 0: the lab's default (`nfc`).
     pub lease_timeout_secs: AtomicU64,
@@ -207,6 +209,7 @@ impl Faults {
                 "no-file-locks" => self.no_file_locks.store(flag(), Ordering::SeqCst),
                 "proxy-wrong-host" => self.proxy_wrong_host.store(flag(), Ordering::SeqCst),
                 "hosts-unreachable" => self.hosts_unreachable.store(flag(), Ordering::SeqCst),
+                "no-ovf-manager" => self.no_ovf_manager.store(flag(), Ordering::SeqCst),
                 "drop-after" => self.drop_after_bytes.store(number()?, Ordering::SeqCst),
                 "unavailable" => self
                     .unavailable
@@ -224,7 +227,7 @@ impl Faults {
                     return Err(format!(
                         "unknown lab fault `{other}`; known: quiesce, snapshot, remove-snapshot, prdm-snapshot, \
                          tools-off, vss-writers, expire-sessions, no-file-locks, proxy-wrong-host, \
-                         hosts-unreachable, drop-after=<bytes>, unavailable=<count>, \
+                         hosts-unreachable, no-ovf-manager, drop-after=<bytes>, unavailable=<count>, \
                          folder-limit=<requests>, folder-setup-ms=<ms>, folder-mibps=<MiB/s>, \
                          lease-timeout=<seconds>, nfc-cut-after=<bytes>, clear"
                     ));
@@ -240,6 +243,7 @@ impl Faults {
         self.vss_writers.store(false, Ordering::SeqCst);
         self.proxy_wrong_host.store(false, Ordering::SeqCst);
         self.hosts_unreachable.store(false, Ordering::SeqCst);
+        self.no_ovf_manager.store(false, Ordering::SeqCst);
         self.snapshot.store(false, Ordering::SeqCst);
         self.remove_snapshot.store(false, Ordering::SeqCst);
         self.prdm_snapshot.store(false, Ordering::SeqCst);

@@ -75,26 +75,6 @@ pub(super) fn is_guest_id(id: &str) -> bool {
     id.ends_with("Guest") || id.ends_with("Guest64")
 }
 
-/// The .vmx `guestOS` value of an API guest id, by the pattern the two
-/// names share (`windows2019srv_64Guest` is `windows2019srv-64`,
-/// `other5xLinux64Guest` `other5xlinux-64`, `otherGuest64` `other-64`;
-/// the host reads `guestOS` case-insensitively): the inverse of
-/// `guest_id` for the lab's values.
-pub(super) fn vmx_guest_os(guest_id: &str) -> String {
-    let (stem, wide) = match guest_id.strip_suffix("Guest64") {
-        Some(stem) => (stem, true),
-        None => (guest_id.strip_suffix("Guest").unwrap_or(guest_id), false),
-    };
-    let stem = stem.to_ascii_lowercase();
-    if wide {
-        return format!("{stem}-64");
-    }
-    match stem.strip_suffix("_64").or_else(|| stem.strip_suffix("64")) {
-        Some(base) if !base.is_empty() => format!("{base}-64"),
-        _ => stem,
-    }
-}
-
 pub fn guest_config(vm: &Vm, root: &Path) -> GuestConfig {
     let text = vm.vmx_text(root);
     let os = vmx_value(&text, "guestOS").unwrap_or("other5xlinux-64");
@@ -178,12 +158,21 @@ mod tests {
     fn api_guest_ids_map_to_vmx_values_and_back() {
         for vmx in ["other5xlinux-64", "windows2019srv-64"] {
             assert!(is_guest_id(&guest_id(vmx)));
-            assert_eq!(vmx_guest_os(&guest_id(vmx)), vmx);
+            assert_eq!(crate::vsphere::vmx::guest_os_of_id(&guest_id(vmx)), vmx);
         }
-        assert_eq!(vmx_guest_os("rhel8_64Guest"), "rhel8-64");
-        assert_eq!(vmx_guest_os("ubuntu64Guest"), "ubuntu-64");
-        assert_eq!(vmx_guest_os("otherGuest64"), "other-64");
-        assert_eq!(vmx_guest_os("otherGuest"), "other");
+        assert_eq!(
+            crate::vsphere::vmx::guest_os_of_id("rhel8_64Guest"),
+            "rhel8-64"
+        );
+        assert_eq!(
+            crate::vsphere::vmx::guest_os_of_id("ubuntu64Guest"),
+            "ubuntu-64"
+        );
+        assert_eq!(
+            crate::vsphere::vmx::guest_os_of_id("otherGuest64"),
+            "other-64"
+        );
+        assert_eq!(crate::vsphere::vmx::guest_os_of_id("otherGuest"), "other");
         assert!(!is_guest_id("other5xlinux-64"));
     }
 }

@@ -317,11 +317,16 @@ fn nic(item: &Item, mapping: &[(String, String)], index: usize) -> Result<NicSpe
         .find(|(n, _)| *n == connection)
         .map(|(_, net)| net.strip_prefix("HaNetwork-").unwrap_or(net).to_string())
         .unwrap_or(connection);
-    let manual = item
+    // `vmw:Config addressType`: manual keeps the address as given;
+    // generated asks for it, and the host keeps it when it may (see
+    // `import::vmx_text`); without one the host generates a new address.
+    let address_type = item
         .config
         .iter()
-        .any(|(k, v)| k == "addressType" && v.eq_ignore_ascii_case("manual"));
-    let mac = match (manual, item.address.as_deref()) {
+        .find(|(k, _)| k == "addressType")
+        .map(|(_, v)| v.to_ascii_lowercase());
+    let manual = address_type.as_deref() == Some("manual");
+    let mac = match (address_type.is_some(), item.address.as_deref()) {
         (true, Some(a)) => Some(canonical_mac(a).ok_or_else(|| {
             invalid_value(
                 "Item",
@@ -338,6 +343,7 @@ fn nic(item: &Item, mapping: &[(String, String)], index: usize) -> Result<NicSpe
         network,
         start_connected: item.automatic_allocation.unwrap_or(true),
         mac,
+        manual,
     })
 }
 
@@ -560,7 +566,7 @@ pub fn create_import_spec(
 pub(super) mod tests {
     use super::*;
     use crate::lab::ovf;
-    use crate::run::export::{OvfDisk as ExportDisk, VmHardware, ovf_envelope};
+    use crate::run::ovf::{OvfDisk as ExportDisk, VmHardware, ovf_envelope};
 
     fn params(name: &str) -> CreateParams {
         CreateParams {
@@ -578,12 +584,14 @@ pub(super) mod tests {
             guest_os: "other5xlinux-64".into(),
             scsi_controller: "lsilogic".into(),
             hardware_version: "vmx-19".into(),
+            ..VmHardware::default()
         };
         let disks: Vec<ExportDisk> = (0..disks)
             .map(|i| ExportDisk {
                 file_name: format!("db01-disk{}.vmdk", i + 1),
                 file_size_bytes: 1000 + i as u64,
                 capacity_bytes: (64 << 20) >> i,
+                slot: None,
             })
             .collect();
         ovf::parse(&ovf_envelope("db01", &hw, &disks).unwrap()).unwrap()

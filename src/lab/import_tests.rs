@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::vmdk_stream::tests::stream_of;
 use super::{Lab, LabConfig, LabHandle, content, nfc::LeaseOutcome, nfc::LeaseState};
-use crate::run::export::{OvfDisk, VmHardware, ovf_envelope};
+use crate::run::ovf::{OvfDisk, VmHardware, ovf_envelope};
 use crate::vsphere::soap::{SOAP_ENV_NS, VIM_NS, XSI_NS, escape};
 
 const MIB: u64 = 1 << 20;
@@ -147,6 +147,7 @@ fn descriptor(disks: &[u64]) -> String {
         guest_os: "other5xLinux64Guest".into(),
         scsi_controller: "lsilogic".into(),
         hardware_version: "vmx-19".into(),
+        ..VmHardware::default()
     };
     let disks: Vec<OvfDisk> = disks
         .iter()
@@ -155,6 +156,7 @@ fn descriptor(disks: &[u64]) -> String {
             file_name: format!("db01-disk{}.vmdk", i + 1),
             file_size_bytes: 4096,
             capacity_bytes,
+            slot: None,
         })
         .collect();
     ovf_envelope("db01", &hw, &disks).unwrap()

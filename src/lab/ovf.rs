@@ -240,7 +240,7 @@ pub fn parse(descriptor: &str) -> Result<Envelope, OvfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::export::{OvfDisk as ExportDisk, VmHardware, ovf_envelope};
+    use crate::run::ovf::{OvfDisk as ExportDisk, VmHardware, ovf_envelope};
 
     #[test]
     fn allocation_units_are_multiples_of_bytes() {
@@ -259,17 +259,20 @@ mod tests {
             guest_os: "other5xLinux64Guest".into(),
             scsi_controller: "VirtualSCSI".into(),
             hardware_version: "vmx-19".into(),
+            ..VmHardware::default()
         };
         let disks = [
             ExportDisk {
                 file_name: "db01-disk1.vmdk".into(),
                 file_size_bytes: 1234,
                 capacity_bytes: 64 << 20,
+                slot: None,
             },
             ExportDisk {
                 file_name: "db01-disk2.vmdk".into(),
                 file_size_bytes: 99,
                 capacity_bytes: 32 << 20,
+                slot: None,
             },
         ];
         let env = parse(&ovf_envelope("db01", &hw, &disks).unwrap()).unwrap();

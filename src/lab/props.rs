@@ -20,7 +20,10 @@ use crate::vsphere::soap::escape;
 /// vCenter: `about.apiType` `VirtualCenter` and `productLineId` `vpx`
 /// (vSphere API reference, `AboutInfo`), and the root folder of its
 /// inventory (see `inventory`).
-pub fn service_content(vcenter: bool) -> String {
+/// `with_ovf`: whether it names an OvfManager (the `no-ovf-manager` fault
+/// plays an endpoint without one, whose ServiceContent leaves the optional
+/// field out).
+pub fn service_content(vcenter: bool, with_ovf: bool) -> String {
     let about = if vcenter {
         format!(
             "<about><name>VMware vCenter Server</name><fullName>VMware vCenter Server {API_VERSION} (coffer lab)</fullName>\
@@ -58,7 +61,11 @@ pub fn service_content(vcenter: bool) -> String {
             "VirtualDiskManager",
             "ha-vdiskmanager"
         ),
-        moref("ovfManager", "OvfManager", ovf_manager(vcenter)),
+        if with_ovf {
+            moref("ovfManager", "OvfManager", ovf_manager(vcenter))
+        } else {
+            String::new()
+        },
         moref(
             "guestOperationsManager",
             "GuestOperationsManager",

@@ -305,7 +305,10 @@ impl Vim {
         let method = call.tag_name().name();
         let this = arg_moref(call, "_this").unwrap_or_default();
         match method {
-            "RetrieveServiceContent" => return ok(method, &service_content(self.vcenter)),
+            "RetrieveServiceContent" => {
+                let with_ovf = !faults.no_ovf_manager.load(Ordering::SeqCst);
+                return ok(method, &service_content(self.vcenter, with_ovf));
+            }
             "Login" => return self.login(call, creds),
             _ => {}
         }

@@ -10,6 +10,7 @@ pub mod drill;
 pub mod drill_network;
 pub mod export;
 pub mod guest_check;
+pub mod guest_ids;
 pub mod import;
 pub mod installation;
 pub mod ovf;

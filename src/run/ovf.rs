@@ -58,6 +58,9 @@ pub struct VmHardware {
     /// The BIOS UUID, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
     pub uuid: Option<String>,
     pub nics: Vec<OvfNic>,
+    /// The .vmx's other settings (`guestinfo.*`, `disk.EnableUUID`, …), as
+    /// `vmw:ExtraConfig` (ovftool's `--exportFlags=extraconfig`).
+    pub extra_config: Vec<(String, String)>,
 }
 
 impl Default for VmHardware {
@@ -72,8 +75,64 @@ impl Default for VmHardware {
             firmware: None,
             uuid: None,
             nics: Vec::new(),
+            extra_config: Vec::new(),
         }
     }
+}
+
+/// Whether a .vmx key is said another way in the OVF (hardware, devices,
+/// identity) or is the host's own record of a VM it ran (its log, swap
+/// file, suspend state): such keys are no extra configuration to carry.
+fn carried_otherwise(key: &str) -> bool {
+    const OWN: [&str; 22] = [
+        ".encoding",
+        "config.version",
+        "virtualhw.version",
+        "virtualhw.productcompatibility",
+        "displayname",
+        "guestos",
+        "memsize",
+        "numvcpus",
+        "firmware",
+        "nvram",
+        "uuid.bios",
+        "uuid.location",
+        "vc.uuid",
+        "extendedconfigfile",
+        "vmxstats.filename",
+        "checkpoint.vmstate",
+        "migrate.hostlog",
+        "sched.swap.derivedname",
+        "cleanshutdown",
+        "softpoweroff",
+        "monitor.phys_bits_used",
+        "ctkenabled",
+    ];
+    const DEVICES: [&str; 14] = [
+        "scsi",
+        "ethernet",
+        "ide",
+        "sata",
+        "nvme",
+        "floppy",
+        "serial",
+        "parallel",
+        "usb",
+        "ehci",
+        "sound",
+        "pcibridge",
+        "vmci",
+        "svga",
+    ];
+    let k = key.to_ascii_lowercase();
+    OWN.contains(&k.as_str())
+        || k.starts_with("toolsinstallmanager.")
+        || k.starts_with("replay.")
+        || DEVICES.iter().any(|d| {
+            k.strip_prefix(d).is_some_and(|r| {
+                r.starts_with(|c: char| c.is_ascii_digit() || c == '.') || r.is_empty()
+            })
+        })
 }
 
 /// The OVF ResourceSubType of a .vmx `scsiN.virtualDev`.
@@ -133,8 +192,8 @@ impl VmHardware {
         // Per card: present, virtualDev, networkName, startConnected,
         // addressType, address, generatedAddress.
         let mut cards: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
-        for (key, value) in crate::vsphere::vmx::entries(vmx) {
-            let key = key.to_ascii_lowercase();
+        for (written, value) in crate::vsphere::vmx::entries(vmx) {
+            let key = written.to_ascii_lowercase();
             if let Some((card, field)) = key
                 .strip_prefix("ethernet")
                 .and_then(|rest| rest.split_once('.'))
@@ -176,6 +235,9 @@ impl VmHardware {
                 }
                 "firmware" if !value.is_empty() => hw.firmware = Some(value.to_ascii_lowercase()),
                 "uuid.bios" => hw.uuid = vsphere_uuid(value),
+                _ if !carried_otherwise(&key) => hw
+                    .extra_config
+                    .push((written.to_string(), value.to_string())),
                 _ => {}
             }
         }
@@ -340,10 +402,13 @@ pub fn ovf_envelope(name: &str, hw: &VmHardware, disks: &[OvfDisk]) -> Result<St
     s.push_str(&format!(
         "  <VirtualSystem ovf:id=\"{name}\">\n    <Info>A virtual machine exported by coffer</Info>\n    <Name>{name}</Name>\n"
     ));
-    // CIM operating system 1 is "Other"; vmw:osType carries the real guest.
+    // CIM operating system 1 is "Other"; vmw:osType carries the real guest
+    // by its API identifier, as ovftool writes it (the .vmx's short form
+    // when the API has none).
+    let os_type = super::guest_ids::api_guest_id(&hw.guest_os).unwrap_or(&hw.guest_os);
     s.push_str(&format!(
         "    <OperatingSystemSection ovf:id=\"1\" vmw:osType=\"{}\">\n      <Info>The kind of installed guest operating system</Info>\n    </OperatingSystemSection>\n",
-        xml_escape(&hw.guest_os)
+        xml_escape(os_type)
     ));
     s.push_str("    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n");
     s.push_str(&format!(
@@ -444,6 +509,13 @@ pub fn ovf_envelope(name: &str, hw: &VmHardware, disks: &[OvfDisk]) -> Result<St
     if let Some(f) = &hw.firmware {
         s.push_str(&format!("      {}\n", vmw_config("firmware", f)));
     }
+    for (k, v) in &hw.extra_config {
+        s.push_str(&format!(
+            "      <vmw:ExtraConfig ovf:required=\"false\" vmw:key=\"{}\" vmw:value=\"{}\"/>\n",
+            xml_escape(k),
+            xml_escape(v)
+        ));
+    }
     if let Some(u) = &hw.uuid {
         s.push_str(&format!("      {}\n", vmw_config("uuid", u)));
     }
@@ -518,6 +590,18 @@ mod tests {
                     mac: Some("00:50:56:9a:12:34".into()),
                     mac_static: false,
                 },
+            ]
+        );
+        assert!(hw.extra_config.is_empty(), "{:?}", hw.extra_config);
+        let extra = VmHardware::from_vmx(
+            "guestinfo.lab.tcp_ports = \"22,8022\"\ndisk.EnableUUID = \"TRUE\"\nscsi0:0.fileName = \"a.vmdk\"\n\
+             sched.swap.derivedName = \"/vmfs/x.vswp\"\npciBridge0.present = \"TRUE\"\nsvga.present = \"TRUE\"\n",
+        );
+        assert_eq!(
+            extra.extra_config,
+            [
+                ("guestinfo.lab.tcp_ports".to_string(), "22,8022".to_string()),
+                ("disk.EnableUUID".to_string(), "TRUE".to_string())
             ]
         );
         let anon = hw.clone().without_identity();

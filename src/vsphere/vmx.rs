@@ -37,6 +37,27 @@ pub fn with_value(text: &str, key: &str, value: &str) -> String {
     out.join("\n") + "\n"
 }
 
+/// The .vmx `guestOS` value of a vSphere API guest identifier
+/// (`VirtualMachineGuestOsIdentifier`), by the pattern the two names share:
+/// lower case, without `Guest`, a trailing `64` or `_64` written `-64`
+/// (`windows2019srv_64Guest` is `windows2019srv-64`, `other5xLinux64Guest`
+/// `other5xlinux-64`, `otherGuest64` `other-64`; hosts read `guestOS`
+/// case-insensitively).
+pub fn guest_os_of_id(id: &str) -> String {
+    let (stem, wide) = match id.strip_suffix("Guest64") {
+        Some(stem) => (stem, true),
+        None => (id.strip_suffix("Guest").unwrap_or(id), false),
+    };
+    let stem = stem.to_ascii_lowercase();
+    if wide {
+        return format!("{stem}-64");
+    }
+    match stem.strip_suffix("_64").or_else(|| stem.strip_suffix("64")) {
+        Some(base) if !base.is_empty() => format!("{base}-64"),
+        _ => stem,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
