@@ -203,7 +203,7 @@ fn a_4_gib_disk_restores_through_the_import_lease_sending_no_zeros() {
     // Far fewer bytes than the disk: two thirds of it are zeros. And at
     // the paced rate they took more than twice the lease's timeout.
     assert!(lease.bytes_received < (4u64 << 30) / 2, "{lease:?}");
-    assert!(lease.bytes_received > 4 * MIBPS << 20, "{lease:?}");
+    assert!(lease.bytes_received > (4 * MIBPS) << 20, "{lease:?}");
 
     let (original, restored) = (
         host.file("big/big-flat.vmdk"),
