@@ -15,6 +15,9 @@
 #
 #   scripts/bench-instant.sh [DISK_GIB]      (default 2; needs root for
 #                                             ports 111 and 2049)
+#
+# BENCH_LINK_MIBPS=R paces the lab host's transfers (both restores'
+# uploads) at R MiB/s, e.g. 110 for a 1 GbE link; unset, loopback is free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,6 +25,7 @@ DISK_GIB=${1:-2}
 WORK=${BENCH_DIR:-/tmp/coffer-bench-instant}
 DATA_MIB=${BENCH_DATA_MIB:-$((DISK_GIB * 1024 / 3))}
 ADDRESS=${BENCH_ADDRESS:-127.0.0.77}
+LINK=${BENCH_LINK_MIBPS:+folder-mibps=$BENCH_LINK_MIBPS}
 
 cargo build --release --quiet
 COFFER=${CARGO_TARGET_DIR:-$PWD/target}/release/coffer
@@ -58,10 +62,11 @@ rm -f disk.img
 now() { date +%s.%N; }
 echo "== (a) full restore onto the lab host through its OVF import, powered on" >&2
 t0=$(now)
-"$COFFER" restore bench-01 --to-source lab --name bench-full --power-on -p . >restore.out
+COFFER_LAB_FAULTS=$LINK "$COFFER" restore bench-01 --to-source lab --name bench-full --power-on \
+    -p . >restore.out
 t1=$(now)
 echo "== (a') full restore onto the lab host through /folder, powered on" >&2
-COFFER_LAB_FAULTS=no-ovf-manager "$COFFER" restore bench-01 --to-source lab --name bench-folder \
+COFFER_LAB_FAULTS=no-ovf-manager${LINK:+,$LINK} "$COFFER" restore bench-01 --to-source lab --name bench-folder \
     --power-on -p . >restore-folder.out
 echo "== (b) instant recovery" >&2
 "$COFFER" instant-recover bench-01 --listen "$ADDRESS" -p . >instant.out
@@ -75,7 +80,7 @@ t3=$(now)
 "$COFFER" instant-recover stop bench-01-instant -p . >/dev/null
 
 python3 - "$t0" "$t1" "$t2" "$t3" "$DISK_GIB" <<'PY'
-import json, re, sys
+import json, os, re, sys
 t0, t1, t2, t3, gib = map(float, sys.argv[1:6])
 def restored(path):
     text = open(path).read()
@@ -88,7 +93,8 @@ m = re.search(r"heartbeat after ([0-9.]+) s", open("instant.out").read())
 instant = float(m.group(1))
 nfs = json.load(open("nfs.json"))
 local = (gib * 1024) / (t3 - t2)
-print(f"disk: {gib:g} GiB (ext4 with real files)")
+link = os.environ.get("BENCH_LINK_MIBPS")
+print(f"disk: {gib:g} GiB (ext4 with real files); host link: {link + ' MiB/s' if link else 'loopback, unpaced'}")
 print(f"{'':34} {'seconds':>9}")
 print(f"{'full restore (import) to heartbeat':34} {full:9.2f}   sent {sent}")
 print(f"{'full restore (/folder) to heartbeat':34} {folder:9.2f}   sent {folder_sent}")

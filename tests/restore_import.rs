@@ -106,6 +106,13 @@ last = 3
         self.command(args).output().unwrap()
     }
 
+    /// `coffer restore big --to-source host --name big-r` with `more`.
+    fn restore(&self, more: &[&str]) -> Output {
+        let mut args = vec!["restore", "big", "--to-source", "host", "--name", "big-r"];
+        args.extend_from_slice(more);
+        self.run(&args)
+    }
+
     fn session(&self) -> Session {
         Session::connect(
             self.lab.url(),
@@ -172,15 +179,7 @@ fn a_4_gib_disk_restores_through_the_import_lease_sending_no_zeros() {
         .faults()
         .apply(&format!("lease-timeout=2,folder-mibps={MIBPS}"))
         .unwrap();
-    let out = host.run(&[
-        "restore",
-        "big",
-        "--to-source",
-        "host",
-        "--name",
-        "big-r",
-        "--power-on",
-    ]);
+    let out = host.restore(&["--power-on"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("through the host's OVF import"), "{said}");
@@ -232,31 +231,24 @@ fn a_4_gib_disk_restores_through_the_import_lease_sending_no_zeros() {
     );
 }
 
-/// Through a vCenter, onto the host asked for: the lease's URL names that
-/// host, the VM lands on it, and its disk holds the point's bytes.
+/// Through a vCenter, a 4 GiB disk onto the host asked for: the lease's URL
+/// names that host, no zero grain is sent, the VM lands on it, powers on
+/// with its tools running, and its disk holds the point's bytes.
 #[test]
-fn through_a_vcenter_the_import_lands_on_the_host_asked_for() {
-    let host = Host::start(true, "256MiB");
-    let out = host.run(&[
-        "restore",
-        "big",
-        "--to-source",
-        "host",
-        "--host",
-        "host-2",
-        "--name",
-        "big-r",
-        "--power-on",
-    ]);
+fn through_a_vcenter_a_4_gib_import_lands_on_the_host_asked_for() {
+    let host = Host::start(true, "4GiB");
+    let out = host.restore(&["--host", "host-2", "--power-on"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("through the host's OVF import"), "{said}");
+    assert!(said.contains("first heartbeat after"), "{said}");
     let lease = host.lease();
     assert_eq!(
         lease.outcome,
         Some(coffer::lab::nfc::LeaseOutcome::Completed),
         "{lease:?}"
     );
+    assert!(lease.disks.iter().all(|d| d.uploaded), "{lease:?}");
     assert_eq!(lease.zero_grains, 0, "{lease:?}");
     let vm = host
         .session()
@@ -267,6 +259,11 @@ fn through_a_vcenter_the_import_lands_on_the_host_asked_for() {
         .expect("the restored VM");
     assert_eq!(vm.host.as_ref().map(|h| h.value.as_str()), Some("host-2"));
     assert_eq!(vm.power_state, Some(PowerState::PoweredOn), "{vm:?}");
+    assert_eq!(
+        vm.tools_running_status.as_deref(),
+        Some("guestToolsRunning"),
+        "{vm:?}"
+    );
     assert!(same_bytes(
         &host.file("big/big-flat.vmdk"),
         &host.file("big-r/big-r-flat.vmdk")
@@ -279,7 +276,7 @@ fn through_a_vcenter_the_import_lands_on_the_host_asked_for() {
 fn an_upload_cut_short_aborts_the_lease_and_leaves_nothing() {
     let host = Host::start(false, "256MiB");
     host.lab.faults().apply("nfc-cut-after=1000000").unwrap();
-    let out = host.run(&["restore", "big", "--to-source", "host", "--name", "big-r"]);
+    let out = host.restore(&[]);
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("uploading big-r-disk1.vmdk"), "{said}");
@@ -347,15 +344,7 @@ fn ctrl_c_during_the_upload_aborts_the_lease_and_leaves_nothing() {
 fn without_an_ovf_manager_the_files_go_up_over_folder() {
     let host = Host::start(false, "64MiB");
     host.lab.faults().apply("no-ovf-manager").unwrap();
-    let out = host.run(&[
-        "restore",
-        "big",
-        "--to-source",
-        "host",
-        "--name",
-        "big-r",
-        "--power-on",
-    ]);
+    let out = host.restore(&["--power-on"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(!said.contains("OVF import"), "{said}");

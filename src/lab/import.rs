@@ -259,29 +259,9 @@ fn check_devices(spec: &ConfigSpec) -> Result<(), Fault> {
 /// VirtualMachineConfigSpec object" (vSphere Automation API,
 /// `Ovf ExtraConfig`, on `extraConfig` and `vmw:ExtraConfig`).
 fn host_owned(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    const OWN: [&str; 12] = [
-        ".encoding",
-        "config.version",
-        "virtualhw.version",
-        "displayname",
-        "guestos",
-        "memsize",
-        "numvcpus",
-        "firmware",
-        "nvram",
-        "uuid.bios",
-        "uuid.location",
-        "vc.uuid",
-    ];
-    const DEVICES: [&str; 5] = ["scsi", "ethernet", "ide", "sata", "nvme"];
-    // A device's file is the device's to name (and a path the host reads).
-    OWN.contains(&k.as_str())
-        || k.ends_with(".filename")
-        || DEVICES.iter().any(|d| {
-            k.strip_prefix(d)
-                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        })
+    // The keys a client's OVF says another way are the host's own too;
+    // a device's file is the device's to name (and a path the host reads).
+    crate::run::ovf::carried_otherwise(key) || key.to_ascii_lowercase().ends_with(".filename")
 }
 
 /// `564d1234-…` as a .vmx writes `uuid.bios`: `56 4d 12 34 … 9a-bc …`.

@@ -83,7 +83,7 @@ impl Default for VmHardware {
 /// Whether a .vmx key is said another way in the OVF (hardware, devices,
 /// identity) or is the host's own record of a VM it ran (its log, swap
 /// file, suspend state): such keys are no extra configuration to carry.
-fn carried_otherwise(key: &str) -> bool {
+pub fn carried_otherwise(key: &str) -> bool {
     const OWN: [&str; 22] = [
         ".encoding",
         "config.version",
