@@ -259,6 +259,19 @@ impl fmt::Display for DatastorePath {
     }
 }
 
+/// 32 hex digits as a UUID is written, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn dashed_uuid(hex32: &str) -> String {
+    let h = hex32;
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

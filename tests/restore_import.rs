@@ -135,6 +135,47 @@ last = 3
         self.lab.datastore_dir().join(rel)
     }
 
+    /// The import completed with every disk and no zero grain sent, and
+    /// `big-r` runs with its tools and holds the point's bytes: the lease
+    /// and the VM.
+    fn assert_imported(
+        &self,
+    ) -> (
+        coffer::lab::faults::NfcLeaseStats,
+        coffer::vsphere::VmRecord,
+    ) {
+        let lease = self.lease();
+        assert_eq!(
+            lease.outcome,
+            Some(coffer::lab::nfc::LeaseOutcome::Completed),
+            "{lease:?}"
+        );
+        assert!(lease.disks.iter().all(|d| d.uploaded), "{lease:?}");
+        assert!(lease.grains > 0, "{lease:?}");
+        assert_eq!(lease.zero_grains, 0, "no zeros were sent: {lease:?}");
+        let vm = self
+            .session()
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "big-r")
+            .expect("the restored VM");
+        assert_eq!(vm.power_state, Some(PowerState::PoweredOn), "{vm:?}");
+        assert_eq!(
+            vm.tools_running_status.as_deref(),
+            Some("guestToolsRunning"),
+            "{vm:?}"
+        );
+        assert!(
+            same_bytes(
+                &self.file("big/big-flat.vmdk"),
+                &self.file("big-r/big-r-flat.vmdk")
+            ),
+            "the restored disk holds the point's bytes"
+        );
+        (lease, vm)
+    }
+
     /// No VM `name` on the host, and no folder of that name on its
     /// datastore.
     fn assert_nothing_named(&self, name: &str) {
@@ -186,15 +227,7 @@ fn a_4_gib_disk_restores_through_the_import_lease_sending_no_zeros() {
     assert!(said.contains("for 4.0 GiB of disks"), "{said}");
     assert!(said.contains("first heartbeat after"), "{said}");
 
-    let lease = host.lease();
-    assert_eq!(
-        lease.outcome,
-        Some(coffer::lab::nfc::LeaseOutcome::Completed),
-        "{lease:?}"
-    );
-    assert!(lease.disks.iter().all(|d| d.uploaded), "{lease:?}");
-    assert!(lease.grains > 0, "{lease:?}");
-    assert_eq!(lease.zero_grains, 0, "no zeros were sent: {lease:?}");
+    let (lease, _) = host.assert_imported();
     assert!(
         lease.progress_calls >= 2,
         "an upload longer than the lease's timeout lived on progress reports: {lease:?}"
@@ -203,32 +236,10 @@ fn a_4_gib_disk_restores_through_the_import_lease_sending_no_zeros() {
     // the paced rate they took more than twice the lease's timeout.
     assert!(lease.bytes_received < (4u64 << 30) / 2, "{lease:?}");
     assert!(lease.bytes_received > (4 * MIBPS) << 20, "{lease:?}");
-
-    let (original, restored) = (
-        host.file("big/big-flat.vmdk"),
-        host.file("big-r/big-r-flat.vmdk"),
-    );
-    assert!(
-        same_bytes(&original, &restored),
-        "the restored disk holds the point's bytes"
-    );
     use std::os::unix::fs::MetadataExt;
+    let restored = host.file("big-r/big-r-flat.vmdk");
     let allocated = std::fs::metadata(&restored).unwrap().blocks() * 512;
     assert!(allocated < (4u64 << 30) / 2, "thin: {allocated} bytes");
-
-    let vm = host
-        .session()
-        .list_vms()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "big-r")
-        .expect("the restored VM");
-    assert_eq!(vm.power_state, Some(PowerState::PoweredOn), "{vm:?}");
-    assert_eq!(
-        vm.tools_running_status.as_deref(),
-        Some("guestToolsRunning"),
-        "{vm:?}"
-    );
 }
 
 /// Through a vCenter, a 4 GiB disk onto the host asked for: the lease's URL
@@ -242,32 +253,8 @@ fn through_a_vcenter_a_4_gib_import_lands_on_the_host_asked_for() {
     assert!(out.status.success(), "{said}");
     assert!(said.contains("through the host's OVF import"), "{said}");
     assert!(said.contains("first heartbeat after"), "{said}");
-    let lease = host.lease();
-    assert_eq!(
-        lease.outcome,
-        Some(coffer::lab::nfc::LeaseOutcome::Completed),
-        "{lease:?}"
-    );
-    assert!(lease.disks.iter().all(|d| d.uploaded), "{lease:?}");
-    assert_eq!(lease.zero_grains, 0, "{lease:?}");
-    let vm = host
-        .session()
-        .list_vms()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "big-r")
-        .expect("the restored VM");
+    let (_, vm) = host.assert_imported();
     assert_eq!(vm.host.as_ref().map(|h| h.value.as_str()), Some("host-2"));
-    assert_eq!(vm.power_state, Some(PowerState::PoweredOn), "{vm:?}");
-    assert_eq!(
-        vm.tools_running_status.as_deref(),
-        Some("guestToolsRunning"),
-        "{vm:?}"
-    );
-    assert!(same_bytes(
-        &host.file("big/big-flat.vmdk"),
-        &host.file("big-r/big-r-flat.vmdk")
-    ));
 }
 
 /// An upload the host cuts: the restore fails naming it, the lease is

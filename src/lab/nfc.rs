@@ -163,15 +163,7 @@ pub fn new_lease_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("the OS random source works");
     b[0] = 0x52;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::inventory::dashed_uuid(&hex::encode(b))
 }
 
 impl Leases {

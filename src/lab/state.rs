@@ -393,15 +393,7 @@ pub(super) fn hex_id(text: &str, len: usize) -> String {
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` derived from `text`.
 pub(super) fn uuid_of(text: &str) -> String {
-    let h = hex_id(text, 32);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::inventory::dashed_uuid(&hex_id(text, 32))
 }
 
 /// A fresh change tracking id, `52 xx … xx-xx … xx`.

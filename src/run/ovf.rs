@@ -168,15 +168,7 @@ fn vsphere_uuid(vmx_uuid: &str) -> Option<String> {
     if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    let h = hex.to_ascii_lowercase();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Some(crate::inventory::dashed_uuid(&hex.to_ascii_lowercase()))
 }
 
 fn is_true(value: &str) -> bool {
