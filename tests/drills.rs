@@ -837,8 +837,9 @@ checks = [{{ heartbeat = true }}, {{ guest = "systemctl is-active sshd" }}, {{ t
 }
 
 /// A boot drill on a vCenter runs on the ESXi host it names (`esx_host`),
-/// in that host's datacenter, folder and pool, and leaves nothing; an
-/// unknown host fails the drill with the hosts there are.
+/// in that host's datacenter, in the VM folder and resource pool it names
+/// (`folder`, `resource_pool`), and leaves nothing; an unknown host or
+/// folder fails the drill with the ones there are.
 #[test]
 fn a_boot_drill_through_a_vcenter_runs_on_the_host_it_names() {
     let drill = |host: &str| {
@@ -850,6 +851,8 @@ kind = "boot"
 every = "7d"
 host = "lab"
 esx_host = "{host}"
+folder = "apps/restored"
+resource_pool = "restores"
 checks = [{{ heartbeat = true }}, {{ tcp = 8022 }}]
 "#
         )
@@ -880,5 +883,23 @@ checks = [{{ heartbeat = true }}, {{ tcp = 8022 }}]
     let s = text(&out);
     assert_ne!(out.status.code(), Some(0), "{s}");
     assert!(s.contains("no host named `host-9`"), "{s}");
+    assert_eq!(vm_names(t.path()), ["lab-vm-01"]);
+
+    // A folder the host's datacenter does not have.
+    std::fs::write(
+        t.path().join("coffer.toml"),
+        toml.replace("\"apps/restored\"", "\"drills\"")
+            .replace("name = \"b\"", "name = \"bf\""),
+    )
+    .unwrap();
+    let out = run(t.path(), &["apply", "--no-mail"]);
+    let s = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains(
+            "no VM folder `drills` in datacenter region-b/lab-dc-2 (there are: apps, apps/restored)"
+        ),
+        "{s}"
+    );
     assert_eq!(vm_names(t.path()), ["lab-vm-01"]);
 }

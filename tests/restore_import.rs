@@ -331,6 +331,22 @@ fn ctrl_c_during_the_upload_aborts_the_lease_and_leaves_nothing() {
 fn without_an_ovf_manager_the_files_go_up_over_folder() {
     let host = Host::start(false, "64MiB");
     host.lab.faults().apply("no-ovf-manager").unwrap();
+    // A standalone host has one VM folder, and this one no child pool.
+    for (named, why) in [
+        (
+            ["--folder", "restored"],
+            "VM folder `restored` was named, but source `host` is a standalone ESXi host",
+        ),
+        (
+            ["--pool", "restores"],
+            "no resource pool `restores` (there are none)",
+        ),
+    ] {
+        let refused = host.restore(&named);
+        let said = text(&refused);
+        assert!(!refused.status.success(), "{said}");
+        assert!(said.contains(why), "{said}");
+    }
     let out = host.restore(&["--power-on"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
@@ -340,4 +356,102 @@ fn without_an_ovf_manager_the_files_go_up_over_folder() {
         &host.file("big/big-flat.vmdk"),
         &host.file("big-r/big-r-flat.vmdk")
     ));
+}
+
+/// Through a vCenter, the VM goes into the folder and resource pool named
+/// by their paths: `apps/restored` (a folder in a folder) and `restores`
+/// (a name both compute resources have, so the host's is meant), through
+/// the import and, without an OVF manager, through RegisterVM_Task. A name
+/// that fits nothing is refused before anything is made, listing what
+/// there is.
+#[test]
+fn through_a_vcenter_the_vm_goes_into_the_folder_and_pool_named() {
+    let host = Host::start(true, "64MiB");
+    let place = |name: &str| {
+        let session = host.session();
+        let vm = session
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no VM {name}"));
+        let (folder, pool) = session.folder_and_pool(&vm.moref).unwrap();
+        (
+            vm.host.map(|h| h.value),
+            folder.map(|f| f.value),
+            pool.map(|p| p.value),
+        )
+    };
+    let refused = host.restore(&["--host", "host-2", "--folder", "restored"]);
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "no VM folder `restored` in datacenter region-b/lab-dc-2 (there are: apps, apps/restored)"
+        ),
+        "{said}"
+    );
+    let refused = host.restore(&["--datacenter", "lab-dc-1", "--pool", "gold"]);
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("no resource pool `gold` on host 127.0.0.1:")
+            && said.contains("(there are: restores)"),
+        "{said}"
+    );
+    assert!(
+        host.lab.stats().nfc_leases().is_empty(),
+        "nothing was imported"
+    );
+    host.assert_nothing_named("big-r");
+
+    let out = host.restore(&[
+        "--host",
+        "host-2",
+        "--folder",
+        "apps/restored",
+        "--pool",
+        "restores",
+        "--power-on",
+    ]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("through the host's OVF import"), "{said}");
+    host.assert_imported();
+    assert_eq!(
+        place("big-r"),
+        (
+            Some("host-2".into()),
+            Some("group-v5".into()),
+            Some("resgroup-4".into())
+        )
+    );
+
+    // The datacenter's only host, by the datacenter's name; over /folder.
+    host.lab.faults().apply("no-ovf-manager").unwrap();
+    let out = host.run(&[
+        "restore",
+        "big",
+        "--to-source",
+        "host",
+        "--name",
+        "big-f",
+        "--datacenter",
+        "lab-dc-1",
+        "--folder",
+        "restored",
+        "--pool",
+        "restores",
+    ]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("OVF import"), "{said}");
+    assert_eq!(
+        place("big-f"),
+        (
+            Some("host-1".into()),
+            Some("group-v3".into()),
+            Some("resgroup-3".into())
+        )
+    );
 }

@@ -1071,10 +1071,12 @@ send = ["always"]
 /// ticket for the host that runs the VM, as a real vCenter answers it; the
 /// simulator's host names lead nowhere, so the disks are read through the
 /// vCenter's own `/folder` and the result says so and why. The point
-/// restores to the simulator's disk.
+/// restores to the simulator's disk, and through the vCenter's OVF import
+/// onto a host of its cluster, into the VM folder and the resource pool
+/// named.
 #[test]
 fn through_a_vcenter_an_unreachable_host_is_read_through_the_vcenters_folder() {
-    let sim = Vcsim::start("vpx");
+    let sim = Vcsim::start_with(&["-flavor", "vpx", "-pool", "1", "-vm-folder", "restored"]);
     let session = sim.connect();
     let ticket = session
         .service_ticket("https://DC0_H0/folder/x?dcPath=DC0&dsName=LocalDS_0")
@@ -1168,4 +1170,52 @@ last = 3
     let m = repo.read_manifest(&point).unwrap();
     let restored = restore(&repo, &m, &dir.join("disk.raw"));
     assert!(restored == flat_bytes(&sim, &vm.disks[0].file_name));
+
+    // Into a folder and a child pool of the cluster, by name, on one of
+    // the cluster's hosts; a pool of another compute resource is not
+    // among the host's.
+    let place = |pool: &str| {
+        coffer(&[
+            "restore",
+            &vm.name,
+            "--to-source",
+            "vc",
+            "--host",
+            "DC0_C0_H1",
+            "--folder",
+            "restored",
+            "--pool",
+            pool,
+            "--datastore",
+            "LocalDS_0",
+            "--name",
+            "placed",
+        ])
+    };
+    let refused = place("elsewhere");
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("no resource pool `elsewhere` on host DC0_C0_H1 (there are: DC0_C0_RP1)"),
+        "{said}"
+    );
+    let out = place("DC0_C0_RP1");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("through the host's OVF import"), "{said}");
+    let placed = session
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "placed")
+        .expect("the restored VM");
+    let (folder, pool) = session.folder_and_pool(&placed.moref).unwrap();
+    assert_eq!(session.name_of(&folder.unwrap()).unwrap(), "restored");
+    assert_eq!(session.name_of(&pool.unwrap()).unwrap(), "DC0_C0_RP1");
+    let host = placed.host.expect("the VM's host");
+    assert_eq!(session.name_of(&host).unwrap(), "DC0_C0_H1");
 }

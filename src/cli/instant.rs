@@ -22,9 +22,8 @@ pub struct Args {
     /// The source (ESXi host) to run the VM on (default: the VM's own).
     #[arg(long)]
     pub to_source: Option<String>,
-    /// On a vCenter: the host to run the VM on (default: the only one).
-    #[arg(long)]
-    pub host: Option<String>,
+    #[command(flatten)]
+    pub place: super::restore::Place,
     /// The recovered VM's name (default: VM-instant).
     #[arg(long)]
     pub name: Option<String>,
@@ -125,7 +124,7 @@ pub fn run(args: Args) -> Result<u8> {
                 point: args.choice.point,
                 tier: args.choice.tier,
                 to_source: args.to_source,
-                host: args.host,
+                place: args.place.names(),
                 name: args.name,
                 address: args.listen,
                 network: args.network,

@@ -12,7 +12,7 @@ use super::{EXIT_OK, PolicyArgs, load_or_report};
 use crate::engine::restore::{ToSource, find_point, restore_to_dir, restore_to_source};
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
-use crate::run::restore::VmxChanges;
+use crate::run::restore::{PlaceNames, VmxChanges};
 use crate::text;
 
 #[derive(Debug, clap::Args)]
@@ -22,15 +22,19 @@ pub struct Args {
     #[command(flatten)]
     pub choice: PointChoice,
     /// Write the VMDKs and the .vmx into this directory.
-    #[arg(long, short, required_unless_present = "to_source")]
+    #[arg(
+        long,
+        short,
+        required_unless_present = "to_source",
+        conflicts_with_all = ["host", "datacenter", "folder", "pool"]
+    )]
     pub out: Option<PathBuf>,
     /// Restore onto this source (an ESXi host, a vCenter, or the lab) as a
     /// new VM.
     #[arg(long, conflicts_with = "out")]
     pub to_source: Option<String>,
-    /// On a vCenter: the host to restore onto (default: the only one).
-    #[arg(long, requires = "to_source")]
-    pub host: Option<String>,
+    #[command(flatten)]
+    pub place: Place,
     /// Datastore for the restored VM's files (onto a host).
     #[arg(long, default_value = "datastore1")]
     pub datastore: String,
@@ -61,6 +65,37 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub policies: PolicyArgs,
+}
+
+/// Where on a vCenter a VM goes; each by name (a folder or pool by its
+/// path, `apps/restored`) or managed object id.
+#[derive(Debug, clap::Args)]
+pub struct Place {
+    /// On a vCenter: the host (default: the only one, of the datacenter).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// On a vCenter: the datacenter of the host (default: the host's).
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    /// On a vCenter: the VM folder, a path below the datacenter's VM
+    /// folder (default: that folder).
+    #[arg(long)]
+    pub folder: Option<String>,
+    /// The resource pool, a path below the host's root pool (default: the
+    /// root pool).
+    #[arg(long)]
+    pub pool: Option<String>,
+}
+
+impl Place {
+    pub fn names(&self) -> PlaceNames {
+        PlaceNames {
+            datacenter: self.datacenter.clone(),
+            host: self.host.clone(),
+            folder: self.folder.clone(),
+            pool: self.pool.clone(),
+        }
+    }
 }
 
 /// Reads an `--at TIME` (RFC 3339).
@@ -141,7 +176,7 @@ pub fn run(args: Args) -> Result<u8> {
     crate::engine::cancel::install_signal_handler();
     let to = ToSource {
         source: source_name,
-        host: args.host.as_deref(),
+        place: args.place.names(),
         datastore: &args.datastore,
         power_on: args.power_on,
         heartbeat_timeout: crate::policy::units::parse_duration(&args.heartbeat_timeout)

@@ -20,7 +20,7 @@ use crate::instant::session::{self, Session};
 use crate::policy::Config;
 use crate::policy::model::SourceKind;
 use crate::run::connect::{self, Connected};
-use crate::run::restore::{self, HostTarget, VmxChanges};
+use crate::run::restore::{self, HostTarget, PlaceNames, VmxChanges};
 use crate::vsphere::soap;
 
 /// How long the NFS server may take to listen.
@@ -37,9 +37,9 @@ pub struct StartArgs {
     pub at: Option<DateTime<Utc>>,
     pub tier: Option<String>,
     /// The source to run the VM on (default: the VM's own), and on a
-    /// vCenter the host (by name; default: the only one).
+    /// vCenter where (host, folder, pool; each by default when not named).
     pub to_source: Option<String>,
-    pub host: Option<String>,
+    pub place: PlaceNames,
     pub name: Option<String>,
     /// The address of this machine the host reaches for NFS (default:
     /// 127.0.0.1 for the built-in lab).
@@ -128,7 +128,7 @@ pub fn start(config: &Config, policies: &Path, a: &StartArgs) -> Result<Started>
         point: m.point_id.clone(),
         tier,
         source: source_name,
-        host: a.host.clone(),
+        place: a.place.clone(),
         host_ref: None,
         address: address.to_string(),
         export: format!("/{datastore}"),
@@ -216,7 +216,7 @@ fn bring_up(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let target = HostTarget::of_source(conn, &s.datastore, s.host.as_deref())?;
+    let target = HostTarget::of_source(conn, &s.datastore, &s.place)?;
     s.host_ref = Some((target.host.kind.clone(), target.host.value.clone()));
     let ds = target
         .session
@@ -385,7 +385,7 @@ pub fn migrate(config: &Config, name: &str, datastore: &str) -> Result<Migrated>
     }
     let mut s = session::load(&dir)?;
     let conn = connect::connect(source_of(config, &s.source)?, state_dir)?;
-    let target = HostTarget::of_source(&conn, datastore, s.host.as_deref())?;
+    let target = HostTarget::of_source(&conn, datastore, &s.place)?;
     let vm = s
         .vm_moref()
         .ok_or_else(|| anyhow!("session `{name}` has no VM on the host; stop it"))?;

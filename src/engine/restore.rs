@@ -16,7 +16,7 @@ use crate::policy::model::TierBackend;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::run::connect;
-use crate::run::restore::{self, HostRestore, HostTarget, LocalRestore, VmxChanges};
+use crate::run::restore::{self, HostRestore, HostTarget, LocalRestore, PlaceNames, VmxChanges};
 
 /// The point to restore: by id, the newest at a time, or the newest, of
 /// the VM `vm` of `source`. VMs of one name on two sources are two VMs:
@@ -102,8 +102,9 @@ pub fn find_point(
 #[derive(Debug, Clone)]
 pub struct ToSource<'a> {
     pub source: &'a str,
-    /// On a vCenter, the host (default: the only one).
-    pub host: Option<&'a str>,
+    /// Where on the source: on a vCenter the datacenter, host, VM folder
+    /// and resource pool (each by default when not named).
+    pub place: PlaceNames,
     pub datastore: &'a str,
     pub power_on: bool,
     /// After a power-on, how long to wait for the guest's first heartbeat
@@ -135,7 +136,7 @@ pub fn restore_to_source(
     let scratch = tempfile::tempdir_in(&config.settings.state_dir)
         .or_else(|_| tempfile::tempdir())
         .context("a scratch directory for the restored files")?;
-    let target = HostTarget::of_source(&conn, to.datastore, to.host)?;
+    let target = HostTarget::of_source(&conn, to.datastore, &to.place)?;
     let mut r = ProgressBoard::track(observer, &changes.name, |progress| {
         restore::restore_to_host(&restore::ToHost {
             repo,

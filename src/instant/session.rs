@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::MoRef;
+use crate::vsphere::placement::PlaceNames;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
@@ -22,11 +23,11 @@ pub struct Session {
     pub vm: String,
     pub point: String,
     pub tier: String,
-    /// The policy's source the VM runs on, and on a vCenter the host
-    /// asked for (by name) and the host used.
+    /// The policy's source the VM runs on, and on a vCenter where it was
+    /// asked to run (host, folder, pool by name) and the host used.
     pub source: String,
-    #[serde(default)]
-    pub host: Option<String>,
+    #[serde(flatten)]
+    pub place: PlaceNames,
     #[serde(default)]
     pub host_ref: Option<(String, String)>,
     /// Where coffer's NFS server listens, and the export's path.

@@ -114,10 +114,7 @@ fn host_of(vcenter: bool, place: &Placement) -> Result<Option<String>, Fault> {
         )
         .with("invalidProperty", what)
     };
-    let dcs = inventory::datacenters(vcenter);
-    let dc = dcs
-        .iter()
-        .find(|d| d.resource_pool == place.pool)
+    let dc = inventory::datacenter_of_pool(vcenter, &place.pool)
         .ok_or_else(|| Fault::not_found("ResourcePool", &place.pool))?;
     if !vcenter {
         if let Some(f) = place.folder.as_deref().filter(|f| *f != dc.vm_folder) {
@@ -468,8 +465,14 @@ pub fn import_vapp(
             return Err(f);
         }
     };
+    let (in_folder, in_pool) = inventory::chosen(
+        st.vcenter,
+        place.folder.as_deref().unwrap_or_default(),
+        Some(&place.pool),
+    );
     let v = st.vm_mut(&moref)?;
     v.host = host.clone();
+    (v.folder, v.pool) = (in_folder, in_pool);
     v.import_lease = Some(lease.to_string());
     let disks = spec
         .disks

@@ -536,10 +536,7 @@ pub fn create_import_spec(
         return Err(Fault::not_found(&this.0, &this.1));
     }
     let (descriptor, params) = create_args(call)?;
-    if !inventory::datacenters(vcenter)
-        .iter()
-        .any(|d| d.resource_pool == params.pool)
-    {
+    if inventory::datacenter_of_pool(vcenter, &params.pool).is_none() {
         return Err(Fault::not_found("ResourcePool", &params.pool));
     }
     let nas = store.read(|st, _| Ok(st.nas(&params.datastore).is_some()))?;

@@ -104,6 +104,94 @@ const VCENTER: [Datacenter; 2] = [
 /// The folder of datacenters that holds the second datacenter.
 const REGION_FOLDER: &str = "group-d2";
 
+/// A folder or resource pool an administrator made: below a datacenter's
+/// VM folder (`Folder.CreateFolder`) or below a compute resource's root
+/// pool (`ResourcePool.CreateResourcePool`), both in the vSphere Web
+/// Services API reference. A restore is placed into them by name.
+#[derive(Debug, Clone, Copy)]
+pub struct Child {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub parent: &'static str,
+}
+
+/// The lab's vCenter has a VM folder `restored` in the first datacenter,
+/// and `apps/restored` (a folder in a folder) in the second; vCenter
+/// numbers VM folders `group-vN` like a datacenter's own.
+const VCENTER_VM_FOLDERS: [Child; 3] = [
+    Child {
+        id: "group-v3",
+        name: "restored",
+        parent: "group-v1",
+    },
+    Child {
+        id: "group-v4",
+        name: "apps",
+        parent: "group-v2",
+    },
+    Child {
+        id: "group-v5",
+        name: "restored",
+        parent: "group-v4",
+    },
+];
+
+/// A child pool `restores` below each compute resource's root pool, with
+/// the same name in both: a pool name is only unique below its parent.
+const VCENTER_POOLS: [Child; 2] = [
+    Child {
+        id: "resgroup-3",
+        name: "restores",
+        parent: "resgroup-1",
+    },
+    Child {
+        id: "resgroup-4",
+        name: "restores",
+        parent: "resgroup-2",
+    },
+];
+
+/// The name vCenter and ESXi give every root resource pool: "Resources"
+/// (govmomi's simulator model: "every cluster has a root ResourcePool
+/// named \"Resources\", as real vCenter does").
+const ROOT_POOL_NAME: &str = "Resources";
+
+/// The VM folders below the datacenters' own.
+pub fn vm_folders(vcenter: bool) -> &'static [Child] {
+    if vcenter { &VCENTER_VM_FOLDERS } else { &[] }
+}
+
+/// The resource pools below the root pools.
+pub fn child_pools(vcenter: bool) -> &'static [Child] {
+    if vcenter { &VCENTER_POOLS } else { &[] }
+}
+
+/// `id`, or the top of its chain among `children`: the datacenter folder
+/// or root pool it is below (a bounded walk; the tables have no cycle).
+fn top_of(children: &[Child], id: &str) -> String {
+    let mut at = id;
+    for _ in 0..=children.len() {
+        match children.iter().find(|c| c.id == at) {
+            Some(c) => at = c.parent,
+            None => break,
+        }
+    }
+    at.to_string()
+}
+
+/// The datacenter whose VM folder `folder` is or is below.
+pub fn datacenter_of_folder(vcenter: bool, folder: &str) -> Option<&'static Datacenter> {
+    let top = top_of(vm_folders(vcenter), folder);
+    datacenters(vcenter).iter().find(|d| d.vm_folder == top)
+}
+
+/// The datacenter whose compute resource's root pool `pool` is or is
+/// below.
+pub fn datacenter_of_pool(vcenter: bool, pool: &str) -> Option<&'static Datacenter> {
+    let top = top_of(child_pools(vcenter), pool);
+    datacenters(vcenter).iter().find(|d| d.resource_pool == top)
+}
+
 /// The datacenters the lab has.
 pub fn datacenters(vcenter: bool) -> &'static [Datacenter] {
     if vcenter {
@@ -164,24 +252,33 @@ pub fn registered_host(
         None => None,
     };
     let by_pool = match pool {
-        Some(p) => Some(
-            VCENTER
-                .iter()
-                .find(|d| d.resource_pool == p)
-                .ok_or_else(|| invalid("pool", p))?,
-        ),
+        Some(p) => Some(datacenter_of_pool(true, p).ok_or_else(|| invalid("pool", p))?),
         None => None,
     };
+    let by_folder =
+        datacenter_of_folder(true, folder).ok_or_else(|| Fault::not_found("Folder", folder))?;
     let Some(d) = by_host.or(by_pool) else {
         return Ok(None);
     };
     if by_pool.is_some_and(|p| p.host != d.host) {
         return Err(invalid("host", d.host));
     }
-    if d.vm_folder != folder {
+    if by_folder.moref != d.moref {
         return Err(invalid("folder", folder));
     }
     Ok(Some(d.host))
+}
+
+/// The folder and pool a VM registered into `folder` and `pool` records:
+/// those an administrator made (`None` for a datacenter's own VM folder
+/// and a root pool, which the VM's placement already gives).
+pub fn chosen(vcenter: bool, folder: &str, pool: Option<&str>) -> (Option<String>, Option<String>) {
+    let made =
+        |children: &[Child], id: &str| children.iter().any(|c| c.id == id).then(|| id.to_string());
+    (
+        made(vm_folders(vcenter), folder),
+        pool.and_then(|p| made(child_pools(vcenter), p)),
+    )
 }
 
 pub fn root_folder(vcenter: bool) -> &'static str {
@@ -271,7 +368,7 @@ fn object(kind: &str, id: &str, props: &[Prop<'_>], paths: &[String], all: bool)
 }
 
 /// The objects of type `kind` a container view from the root folder holds
-/// (Folder, Datacenter, ComputeResource, HostSystem), rendered with the
+/// (Folder, Datacenter, ComputeResource, ResourcePool, HostSystem), rendered with the
 /// asked properties; `None` for a type this module does not own.
 ///
 /// `host_name` gives each host's `name`: the address it answers at;
@@ -306,6 +403,9 @@ pub fn objects_of(
                 folders.push((d.vm_folder, "vm", d.moref));
                 folders.push((d.host_folder, "host", d.moref));
                 folders.push((d.datastore_folder, "datastore", d.moref));
+            }
+            for c in vm_folders(vcenter) {
+                folders.push((c.id, c.name, c.parent));
             }
             for (id, name, parent) in folders {
                 let parent_kind = if parent.starts_with("datacenter") || parent == ESXI.moref {
@@ -362,6 +462,31 @@ pub fn objects_of(
                             Some(("ResourcePool", d.resource_pool)),
                             None,
                         ),
+                    ],
+                    paths,
+                    all,
+                ));
+            }
+        }
+        "ResourcePool" => {
+            let root = |d: &Datacenter| (d.resource_pool, ROOT_POOL_NAME, d.compute_resource);
+            let pools = dcs.iter().map(root).chain(
+                child_pools(vcenter)
+                    .iter()
+                    .map(|c| (c.id, c.name, c.parent)),
+            );
+            for (id, name, parent) in pools {
+                let parent_kind = if dcs.iter().any(|d| d.compute_resource == parent) {
+                    "ComputeResource"
+                } else {
+                    "ResourcePool"
+                };
+                out.push(object(
+                    "ResourcePool",
+                    id,
+                    &[
+                        ("name", None, Some(name)),
+                        ("parent", Some((parent_kind, parent)), None),
                     ],
                     paths,
                     all,

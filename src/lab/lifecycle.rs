@@ -373,6 +373,8 @@ pub fn register(
         nas_vmx: nas.is_some().then_some(text),
         nas,
         host,
+        folder: None,
+        pool: None,
         nas_boots: None,
         nas_locks: Vec::new(),
         import_lease: None,

@@ -224,7 +224,19 @@ pub fn vm_object(
             "config.extraConfig" => prop(path, "ArrayOfOptionValue", &extra_config(vm, root)),
             "parent" => format!(
                 "<propSet><name>parent</name>{}</propSet>",
-                moref("val", "Folder", place.vm_folder)
+                moref(
+                    "val",
+                    "Folder",
+                    vm.folder.as_deref().unwrap_or(place.vm_folder)
+                )
+            ),
+            "resourcePool" => format!(
+                "<propSet><name>resourcePool</name>{}</propSet>",
+                moref(
+                    "val",
+                    "ResourcePool",
+                    vm.pool.as_deref().unwrap_or(place.resource_pool)
+                )
             ),
             "runtime.host" => format!(
                 "<propSet><name>runtime.host</name>{}</propSet>",

@@ -160,6 +160,14 @@ pub struct Vm {
     /// does not say (a NAS VM sits on the host that mounted its datastore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The VM folder it was registered or imported into (its `parent`),
+    /// when not its datacenter's own `vmFolder`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// The resource pool it was registered or imported into (its
+    /// `resourcePool`), when not its compute resource's root pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// A NAS VM's .vmx as the host last read or wrote it through NFS, so
     /// property reads do not go to the NFS server each time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -717,6 +725,8 @@ fn make_lab_vm(
         snapshots: Vec::new(),
         nas: None,
         host: None,
+        folder: None,
+        pool: None,
         nas_vmx: None,
         nas_boots: None,
         nas_locks: Vec::new(),

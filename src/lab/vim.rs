@@ -529,10 +529,13 @@ impl Vim {
                         pool.as_deref(),
                     )?;
                     let id = lifecycle::register(st, root, &path, name.as_deref())?;
+                    let (in_folder, in_pool) =
+                        inventory::chosen(st.vcenter, &folder.1, pool.as_deref());
                     let vm = st.vm_mut(&id)?;
                     if vm.host.is_none() {
                         vm.host = on.map(str::to_string);
                     }
+                    (vm.folder, vm.pool) = (in_folder, in_pool);
                     Ok(Some(("VirtualMachine".into(), id)))
                 })
             }
@@ -815,7 +818,7 @@ impl Vim {
                         vcenter,
                     ))
                 })?),
-                "Folder" | "Datacenter" | "ComputeResource" | "HostSystem" => {
+                "Folder" | "Datacenter" | "ComputeResource" | "ResourcePool" | "HostSystem" => {
                     let obj = moref("obj", &kind, &value);
                     let found =
                         inventory::objects_of(vcenter, &kind, &paths, all, &host_name, &nas)

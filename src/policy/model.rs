@@ -335,6 +335,11 @@ pub struct Drill {
     pub host: Option<String>,
     /// On a vCenter drill host: the ESXi host the drill VM runs on.
     pub esx_host: Option<String>,
+    /// On a vCenter drill host: the VM folder (a path below the
+    /// datacenter's VM folder) and resource pool (a path below the host's
+    /// root pool) of the drill VM.
+    pub folder: Option<String>,
+    pub resource_pool: Option<String>,
     /// The drill host's datastore for a restored drill VM.
     pub datastore: Option<String>,
     pub network: Option<String>,

@@ -409,6 +409,10 @@ pub struct RawDrill {
     pub host: Option<Sp<String>>,
     /// When `host` is a vCenter: the ESXi host the drill VM runs on, by name or managed object id (boot only). Default: the vCenter's only host.
     pub esx_host: Option<Sp<String>>,
+    /// When `host` is a vCenter: the VM folder of the drill VM, a path below the datacenter's VM folder such as "drills" or "apps/drills", or a managed object id (boot only). Default: the datacenter's VM folder.
+    pub folder: Option<Sp<String>>,
+    /// The resource pool of the drill VM, a path below the drill host's root pool such as "drills", or a managed object id (boot only), so that drills run within the pool's limits. Default: the root pool.
+    pub resource_pool: Option<Sp<String>>,
     /// Datastore of the drill host for the drill VM's files (boot drills with method "restore"). Default "datastore1".
     pub datastore: Option<Sp<String>>,
     /// Network boot drills connect to (boot only): "isolated" (the default) for a switch without uplink that coffer builds and removes, or an existing port group on a switch without uplink.

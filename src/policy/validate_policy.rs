@@ -355,6 +355,8 @@ impl Resolver<'_> {
             for (key, span) in [
                 ("host", r.host.as_ref().map(Sp::span)),
                 ("esx_host", r.esx_host.as_ref().map(Sp::span)),
+                ("folder", r.folder.as_ref().map(Sp::span)),
+                ("resource_pool", r.resource_pool.as_ref().map(Sp::span)),
                 ("datastore", r.datastore.as_ref().map(Sp::span)),
                 ("network", r.network.as_ref().map(Sp::span)),
                 ("method", r.method.as_ref().map(Sp::span)),
@@ -448,6 +450,8 @@ impl Resolver<'_> {
             tier,
             host: r.host.as_ref().map(|h| h.get().clone()),
             esx_host: self.text(&r.esx_host, f, "esx_host"),
+            folder: self.text(&r.folder, f, "folder"),
+            resource_pool: self.text(&r.resource_pool, f, "resource_pool"),
             datastore: self.text(&r.datastore, f, "datastore"),
             network: self.text(&r.network, f, "network"),
             fsck: r.fsck.as_ref().map(|c| c.get().clone()),

@@ -16,6 +16,7 @@ use crate::repo::manifest::Manifest;
 use crate::repo::restore::{self, DiskFormat};
 use crate::vsphere::Session;
 use crate::vsphere::datastore::{self, DatastorePath};
+pub use crate::vsphere::placement::PlaceNames;
 use crate::vsphere::soap;
 use crate::vsphere::types::MoRef;
 
@@ -414,27 +415,41 @@ pub struct HostTarget<'a> {
 }
 
 impl<'a> HostTarget<'a> {
-    /// The host to put a VM on: a standalone ESXi host (see `esxi`), or
-    /// on a vCenter host `host` (by name or managed object id; the only
-    /// one when `None`), in its
-    /// datacenter's VM folder and its compute resource's root pool.
+    /// The host to put a VM on, as `names` places it: a standalone ESXi
+    /// host (see `esxi`; a pool may be named there, ESXi has no VM
+    /// folders), or a host of a vCenter with its datacenter, VM folder and
+    /// resource pool (see `Session::host_placement`).
     pub fn of_source(
         conn: &'a crate::run::connect::Connected,
         datastore: &'a str,
-        host: Option<&str>,
+        names: &PlaceNames,
     ) -> Result<HostTarget<'a>> {
         if !conn.session.service_content().about.is_vcenter() {
-            if let Some(h) = host {
+            let named = [
+                ("host", &names.host),
+                ("datacenter", &names.datacenter),
+                ("VM folder", &names.folder),
+            ];
+            if let Some((what, Some(n))) = named.into_iter().find(|(_, n)| n.is_some()) {
                 bail!(
-                    "host `{h}` was named, but source `{}` is a standalone host",
+                    "{what} `{n}` was named, but source `{}` is a standalone ESXi host (one datacenter, one VM folder)",
                     conn.source
                 );
             }
-            return Ok(HostTarget::esxi(conn, datastore));
+            let mut target = HostTarget::esxi(conn, datastore);
+            if let Some(wanted) = &names.pool {
+                let root = MoRef::new("ResourcePool", "ha-root-pool");
+                let pool = conn
+                    .session
+                    .esxi_pool(&root, wanted)?
+                    .map_err(|why| anyhow!("source `{}`: {why}", conn.source))?;
+                target.pool = Some(pool);
+            }
+            return Ok(target);
         }
         let (place, pool, folder) = conn
             .session
-            .host_placement(host)?
+            .host_placement(names)?
             .map_err(|why| anyhow!("source `{}`: {why}", conn.source))?;
         Ok(HostTarget {
             session: &conn.session,

@@ -99,20 +99,87 @@ pub fn datacenter_paths(entities: &[Entity]) -> HashMap<MoRef, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPlace {
     pub host: MoRef,
+    pub host_name: String,
     pub compute: MoRef,
     pub datacenter: MoRef,
     pub datacenter_path: String,
 }
 
+/// Where a new VM goes, as the operator names it. Each part is a name
+/// (a folder or pool by its path below the datacenter's VM folder or the
+/// host's root pool, `apps/restored`) or a managed object id
+/// (`group-v12`); each `None` takes the default: the only host (of the
+/// datacenter), the datacenter's VM folder, the host's root pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlaceNames {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+impl PlaceNames {
+    /// Only a host, by name (the other parts by default).
+    pub fn host(host: Option<&str>) -> PlaceNames {
+        PlaceNames {
+            host: host.map(str::to_string),
+            ..PlaceNames::default()
+        }
+    }
+}
+
 /// The host named `name` among `entities` (or whose managed object id is
-/// `name`, such as `host-12`; the only one when `None`), with
-/// the compute resource above it (a HostSystem's `parent`: "Managed Object
-/// - HostSystem") and its datacenter.
-pub fn host_in(entities: &[Entity], name: Option<&str>) -> Result<HostPlace, String> {
+/// `name`, such as `host-12`; the only one when `None`), among the hosts
+/// of datacenter `datacenter` (by name, inventory path or id) when given,
+/// with the compute resource above it (a HostSystem's `parent`: "Managed
+/// Object - HostSystem") and its datacenter.
+pub fn host_in(
+    entities: &[Entity],
+    datacenter: Option<&str>,
+    name: Option<&str>,
+) -> Result<HostPlace, String> {
     let tree = Tree::new(entities);
+    let dc = match datacenter {
+        Some(wanted) => {
+            let dcs: Vec<&Entity> = entities
+                .iter()
+                .filter(|e| e.obj.kind == "Datacenter")
+                .collect();
+            let found = dcs.iter().find(|d| {
+                d.obj.value == wanted
+                    || d.name.as_deref() == Some(wanted)
+                    || tree.path_of(d).as_deref() == Some(wanted.trim_matches('/'))
+            });
+            let paths = || {
+                dcs.iter()
+                    .filter_map(|d| tree.path_of(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            Some(
+                found
+                    .ok_or_else(|| format!("no datacenter `{wanted}` (datacenters: {})", paths()))?
+                    .obj
+                    .clone(),
+            )
+        }
+        None => None,
+    };
     let hosts: Vec<&Entity> = entities
         .iter()
         .filter(|e| e.obj.kind == "HostSystem")
+        .filter(|h| {
+            dc.as_ref().is_none_or(|dc| {
+                h.parent
+                    .as_ref()
+                    .and_then(|c| tree.datacenter_of(c))
+                    .is_some_and(|d| &d.obj == dc)
+            })
+        })
         .collect();
     let names = || {
         hosts
@@ -139,12 +206,73 @@ pub fn host_in(entities: &[Entity], name: Option<&str>) -> Result<HostPlace, Str
         .ok_or_else(|| format!("host {} is in no datacenter", host.obj.value))?;
     Ok(HostPlace {
         host: host.obj.clone(),
+        host_name: host.name.clone().unwrap_or_else(|| host.obj.value.clone()),
         compute,
         datacenter: dc.obj.clone(),
         datacenter_path: tree
             .path_of(dc)
             .ok_or_else(|| format!("datacenter {} has no name", dc.obj.value))?,
     })
+}
+
+/// The folder or resource pool `wanted` below `top` (a datacenter's VM
+/// folder, a compute resource's root pool), or `top` itself: by managed
+/// object id, or by the path of names from `top` down (`apps/restored`;
+/// names are unique only among siblings, as in vCenter's inventory).
+/// The error names `what` it looked for and where (`at`), and lists what
+/// there is below `top`.
+pub fn below(
+    entities: &[Entity],
+    top: &MoRef,
+    wanted: &str,
+    (what, at): (&str, &str),
+) -> Result<MoRef, String> {
+    let tree = Tree::new(entities);
+    // The path from `top` down to `e`, `None` when `e` is not below it.
+    let path_to = |e: &Entity| -> Option<String> {
+        let mut names = Vec::new();
+        let mut at = e;
+        for _ in 0..tree.limit {
+            if &at.obj == top {
+                names.reverse();
+                return Some(names.join("/"));
+            }
+            names.push(at.name.clone()?);
+            at = tree.by_ref.get(at.parent.as_ref()?).copied()?;
+        }
+        None
+    };
+    let kind = &top.kind;
+    let family =
+        |e: &&Entity| e.obj.kind == *kind || (kind == "ResourcePool" && e.obj.kind == "VirtualApp");
+    let wanted_path = wanted.trim_matches('/');
+    let found = entities.iter().filter(family).find(|e| {
+        e.obj.value == wanted || path_to(e).is_some_and(|p| !p.is_empty() && p == wanted_path)
+    });
+    if let Some(e) = found.filter(|e| path_to(e).is_some()) {
+        return Ok(e.obj.clone());
+    }
+    if wanted == top.value {
+        return Ok(top.clone());
+    }
+    let mut there: Vec<String> = entities
+        .iter()
+        .filter(family)
+        .filter_map(path_to)
+        .filter(|p| !p.is_empty())
+        .collect();
+    there.sort();
+    let there = if there.is_empty() {
+        "there are none".to_string()
+    } else {
+        format!("there are: {}", there.join(", "))
+    };
+    let at = if at.is_empty() {
+        String::new()
+    } else {
+        format!(" {at}")
+    };
+    Err(format!("no {what} `{wanted}`{at} ({there})"))
 }
 
 impl Session {
@@ -158,22 +286,28 @@ impl Session {
         Ok(datacenter_paths(&entities))
     }
 
-    /// Where a new VM goes on host `name` of a vCenter (the only host when
-    /// `None`): the host, its root resource pool (its compute resource's
-    /// `resourcePool`), its datacenter's VM folder (`vmFolder`) and path.
-    /// The inner error says why no host fits `name`.
+    /// Where a new VM goes on a vCenter, as `names` says: the host, the
+    /// resource pool (by default its compute resource's root pool,
+    /// `resourcePool`), the VM folder (by default its datacenter's
+    /// `vmFolder`) and the datacenter's path. The inner error says which
+    /// name fits nothing, and what there is.
     #[allow(clippy::type_complexity)]
     pub fn host_placement(
         &self,
-        name: Option<&str>,
+        names: &PlaceNames,
     ) -> Result<Result<(HostPlace, MoRef, MoRef), String>, Error> {
         let entities = self.inventory(&[
             ("Folder", &["name", "parent"]),
             ("Datacenter", &["name", "parent"]),
             ("ComputeResource", &["name", "parent"]),
+            ("ResourcePool", &["name", "parent"]),
             ("HostSystem", &["name", "parent"]),
         ])?;
-        let place = match host_in(&entities, name) {
+        let place = match host_in(
+            &entities,
+            names.datacenter.as_deref(),
+            names.host.as_deref(),
+        ) {
             Ok(p) => p,
             Err(why) => return Ok(Err(why)),
         };
@@ -184,9 +318,36 @@ impl Session {
                     detail: format!("{} {} has no {path}", obj.kind, obj.value),
                 })
         };
-        let pool = moref(&place.compute, "resourcePool")?;
-        let folder = moref(&place.datacenter, "vmFolder")?;
-        Ok(Ok((place, pool, folder)))
+        let root_pool = moref(&place.compute, "resourcePool")?;
+        let vm_folder = moref(&place.datacenter, "vmFolder")?;
+        let chosen = |top: &MoRef, wanted: Option<&String>, what: (&str, &str)| match wanted {
+            Some(w) => below(&entities, top, w, what),
+            None => Ok(top.clone()),
+        };
+        let pool = chosen(
+            &root_pool,
+            names.pool.as_ref(),
+            ("resource pool", &format!("on host {}", place.host_name)),
+        );
+        let folder = chosen(
+            &vm_folder,
+            names.folder.as_ref(),
+            (
+                "VM folder",
+                &format!("in datacenter {}", place.datacenter_path),
+            ),
+        );
+        Ok(pool.and_then(|p| folder.map(|f| (place, p, f))))
+    }
+
+    /// The resource pool `wanted` below a standalone host's root pool
+    /// (`ha-root-pool`): ESXi has resource pools, but no VM folders.
+    pub fn esxi_pool(&self, root: &MoRef, wanted: &str) -> Result<Result<MoRef, String>, Error> {
+        let entities = self.inventory(&[
+            ("ComputeResource", &["name", "parent"]),
+            ("ResourcePool", &["name", "parent"]),
+        ])?;
+        Ok(below(&entities, root, wanted, ("resource pool", "")))
     }
 
     /// `paths` of every object of each type below the root folder (one
@@ -218,6 +379,15 @@ impl Session {
         let destroy = soap::destroy_view(&view);
         let _ = self.call(&destroy, |x| soap::parse_empty(x, destroy.method));
         entities
+    }
+
+    /// The VM folder (`parent`) and resource pool (`resourcePool`) VM `vm`
+    /// sits in ("Managed Object - VirtualMachine"); a template has no pool.
+    pub fn folder_and_pool(&self, vm: &MoRef) -> Result<(Option<MoRef>, Option<MoRef>), Error> {
+        let of = |path: &'static str| {
+            self.properties_of(vm, &[path], |x| soap::parse_moref_property(x, path))
+        };
+        Ok((of("parent")?, of("resourcePool")?))
     }
 
     /// The `name` of a host: the address its own services answer at.
@@ -440,13 +610,115 @@ mod tests {
                 Some(("ComputeResource", "domain-c2")),
             ),
         ];
-        let p = host_in(&entities, Some("esx-2")).unwrap();
+        let p = host_in(&entities, None, Some("esx-2")).unwrap();
         assert_eq!(p.host, MoRef::new("HostSystem", "host-2"));
+        assert_eq!(p.host_name, "esx-2");
         assert_eq!(p.compute, MoRef::new("ComputeResource", "domain-c2"));
         assert_eq!(p.datacenter, MoRef::new("Datacenter", "datacenter-2"));
         assert_eq!(p.datacenter_path, "region-b/dc-2");
-        let none = host_in(&entities, None).unwrap_err();
+        let none = host_in(&entities, None, None).unwrap_err();
         assert!(none.contains("esx-1, esx-2"), "{none}");
-        assert!(host_in(&entities, Some("esx-9")).is_err());
+        assert!(host_in(&entities, None, Some("esx-9")).is_err());
+        // A datacenter (by name, path or id) narrows the hosts: its only
+        // host is the default, another datacenter's host is refused.
+        for dc in ["dc-2", "region-b/dc-2", "datacenter-2"] {
+            let p = host_in(&entities, Some(dc), None).unwrap();
+            assert_eq!(p.host, MoRef::new("HostSystem", "host-2"), "{dc}");
+        }
+        let other = host_in(&entities, Some("dc-1"), Some("esx-2")).unwrap_err();
+        assert!(
+            other.contains("no host named `esx-2` (hosts: esx-1)"),
+            "{other}"
+        );
+        let unknown = host_in(&entities, Some("dc-9"), None).unwrap_err();
+        assert!(
+            unknown.contains("no datacenter `dc-9` (datacenters: dc-1, region-b/dc-2)"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn folders_and_pools_are_found_by_path_or_id_below_their_top_only() {
+        let entities = vec![
+            e("Datacenter", "datacenter-1", "dc-1", None),
+            e(
+                "Folder",
+                "group-v1",
+                "vm",
+                Some(("Datacenter", "datacenter-1")),
+            ),
+            e("Folder", "group-v3", "apps", Some(("Folder", "group-v1"))),
+            e(
+                "Folder",
+                "group-v4",
+                "restored",
+                Some(("Folder", "group-v3")),
+            ),
+            e(
+                "Folder",
+                "group-v5",
+                "restored",
+                Some(("Folder", "group-v1")),
+            ),
+            e("Datacenter", "datacenter-2", "dc-2", None),
+            e(
+                "Folder",
+                "group-v2",
+                "vm",
+                Some(("Datacenter", "datacenter-2")),
+            ),
+            e(
+                "Folder",
+                "group-v6",
+                "elsewhere",
+                Some(("Folder", "group-v2")),
+            ),
+            e("ComputeResource", "domain-c1", "cluster", None),
+            e(
+                "ResourcePool",
+                "resgroup-1",
+                "Resources",
+                Some(("ComputeResource", "domain-c1")),
+            ),
+            e(
+                "ResourcePool",
+                "resgroup-2",
+                "gold",
+                Some(("ResourcePool", "resgroup-1")),
+            ),
+            e(
+                "VirtualApp",
+                "resgroup-v3",
+                "app",
+                Some(("ResourcePool", "resgroup-2")),
+            ),
+        ];
+        let vm = MoRef::new("Folder", "group-v1");
+        let folder = |w: &str| below(&entities, &vm, w, ("VM folder", ""));
+        // Names are unique only among siblings: the path picks one.
+        assert_eq!(folder("apps/restored").unwrap().value, "group-v4");
+        assert_eq!(folder("/restored/").unwrap().value, "group-v5");
+        assert_eq!(folder("group-v4").unwrap().value, "group-v4");
+        assert_eq!(folder("group-v1").unwrap(), vm);
+        // Another datacenter's folder is not below this one's.
+        let err = folder("group-v6").unwrap_err();
+        assert_eq!(
+            err,
+            "no VM folder `group-v6` (there are: apps, apps/restored, restored)"
+        );
+        assert!(folder("elsewhere").is_err());
+        let root = MoRef::new("ResourcePool", "resgroup-1");
+        let pool = |w: &str| below(&entities, &root, w, ("resource pool", "on host esx-1"));
+        assert_eq!(pool("gold").unwrap().value, "resgroup-2");
+        assert_eq!(pool("gold/app").unwrap().value, "resgroup-v3");
+        assert_eq!(
+            pool("silver").unwrap_err(),
+            "no resource pool `silver` on host esx-1 (there are: gold, gold/app)"
+        );
+        let empty = MoRef::new("Folder", "group-v6");
+        assert_eq!(
+            below(&entities, &empty, "x", ("VM folder", "")).unwrap_err(),
+            "no VM folder `x` (there are none)"
+        );
     }
 }

@@ -118,6 +118,8 @@ func main() {
 	flag.IntVar(&pageObjects, "page-objects", 1, "most objects in one RetrievePropertiesEx answer")
 	datacenters := flag.Int("datacenters", 1, "datacenters of a vCenter (vpx), each with its hosts, datastore and VMs")
 	independentDisk := flag.Bool("independent-disk", false, "give the first VM a second disk in mode independent_persistent")
+	pools := flag.Int("pool", 0, "child resource pools below each cluster's root pool (vpx; the simulator names them <cluster>_RP1, …)")
+	vmFolder := flag.String("vm-folder", "", "a VM folder of this name in each datacenter's VM folder, made through Folder.CreateFolder")
 	flag.Parse()
 
 	var model *simulator.Model
@@ -127,6 +129,7 @@ func main() {
 	case "vpx":
 		model = simulator.VPX()
 		model.Datacenter = *datacenters
+		model.Pool = *pools
 	default:
 		log.Fatalf("unknown flavor %q (esx or vpx)", *flavor)
 	}
@@ -156,6 +159,11 @@ func main() {
 		simulator.Map.Put(&pagingCollector{PropertyCollector: *pc})
 	} else {
 		log.Fatalf("no property collector %v", pcRef)
+	}
+	if *vmFolder != "" {
+		if err := makeVMFolders(server.URL, *vmFolder); err != nil {
+			log.Fatal(err)
+		}
 	}
 	var independent map[string]interface{}
 	if *independentDisk {
@@ -209,6 +217,25 @@ func main() {
 
 	// Serve until the parent closes our standard input.
 	_, _ = bufio.NewReader(os.Stdin).ReadString(0)
+}
+
+// makeVMFolders makes a folder called name in each datacenter's VM folder
+// through the simulator's SOAP endpoint (Folder.CreateFolder), as govc's
+// folder.create does.
+func makeVMFolders(u *url.URL, name string) error {
+	ctx := context.Background()
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Logout(ctx) }()
+	for _, entity := range simulator.Map.All("Datacenter") {
+		dc := entity.(*simulator.Datacenter)
+		if _, err := object.NewFolder(c.Client, dc.VmFolder).CreateFolder(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addIndependentDisk adds a disk of capacity bytes in mode

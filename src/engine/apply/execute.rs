@@ -17,7 +17,7 @@ use crate::plan::planner::Action;
 use crate::policy::model::DrillKind;
 use crate::repo::ops;
 use crate::run::drill;
-use crate::run::restore::HostTarget;
+use crate::run::restore::{HostTarget, PlaceNames};
 
 impl Runner<'_> {
     pub(super) fn execute(
@@ -205,7 +205,13 @@ impl Runner<'_> {
                             .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
                         let conn = self.session(&host)?;
                         let datastore = d.datastore.as_deref().unwrap_or("datastore1");
-                        let target = HostTarget::of_source(conn, datastore, d.esx_host.as_deref())?;
+                        let names = PlaceNames {
+                            host: d.esx_host.clone(),
+                            folder: d.folder.clone(),
+                            pool: d.resource_pool.clone(),
+                            datacenter: None,
+                        };
+                        let target = HostTarget::of_source(conn, datastore, &names)?;
                         let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
                         (VerificationKind::Boot, o)
                     }
