@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers the tests start on loopback, when they are missing:
 #   moto (PyPI), an S3-compatible server, for the S3 backend and Object Lock;
+#   Azurite (npm, with Debian's nodejs and npm), the Azure Storage emulator,
+#   for the Azure Blob backend;
 #   aiosmtpd (PyPI), an SMTP server with STARTTLS and AUTH, for the email tests;
 #   Go and Debian's govmomi, for the vcsim conformance harness (tests/vcsim);
 #   e2fsprogs (mkfs.ext4, e2fsck), for the restore drill's partition checks;
@@ -27,6 +29,14 @@ apt_install() {
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "== installing moto (S3-compatible test server) from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+if ! command -v azurite-blob >/dev/null; then
+  if ! command -v npm >/dev/null; then
+    echo "== installing Node.js and npm (Debian's nodejs, npm) for Azurite"
+    apt_install nodejs npm
+  fi
+  echo "== installing Azurite (Azure Storage emulator) from npm"
+  $SUDO npm install --global --silent --no-audit --no-fund 'azurite@3'
 fi
 if ! python3 -c 'import aiosmtpd, cryptography' 2>/dev/null; then
   echo "== installing aiosmtpd (SMTP test server) from PyPI"

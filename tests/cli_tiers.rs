@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{s3, stderr, stdout};
+use common::{azurite, s3, stderr, stdout};
 
 fn write_policies(dir: &Path, bucket: &str, locked_bucket: &str) {
     let endpoint = s3::moto().endpoint();
@@ -171,5 +171,149 @@ fn a_missing_s3_secret_is_named() {
     assert!(
         err.contains("offsite") && err.contains("TEST_S3_KEY"),
         "{err}"
+    );
+}
+
+/// An Azure Blob tier of the policy on a real Azure endpoint (Azurite),
+/// with the account key from the environment: a point copied there
+/// restores byte-identical, verifies and is pruned. An immutable Azure
+/// tier on a container without version-level immutability support is
+/// refused when opened, before anything is written, naming what is
+/// missing (Azurite has no immutability, so coffer must not pretend the
+/// blobs are locked). Keys of other backends are refused with their place.
+#[test]
+fn an_azure_tier_takes_copies_and_an_immutable_one_needs_immutability_support() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let (plain, vault) = (azurite::container(), azurite::container());
+    let endpoint = azurite::azurite().endpoint();
+    let tiers = format!(
+        r#"
+[settings]
+timezone = "UTC"
+
+[sources.lab]
+kind = "lab"
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[tiers.blob]
+backend = "azure"
+account = "{account}"
+container = "{plain}"
+prefix = "dc1"
+endpoint = "{endpoint}"
+access_key = {{ env = "TEST_AZURE_KEY" }}
+site = "there"
+encryption_key = {{ env = "TEST_OFFSITE_KEY" }}
+
+[tiers.vault]
+backend = "azure"
+account = "{account}"
+container = "{vault}"
+endpoint = "{endpoint}"
+access_key = {{ env = "TEST_AZURE_KEY" }}
+site = "vault"
+immutable_for = "30d"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+
+[policies.all.retain.blob]
+daily = 7
+
+[policies.all.retain.vault]
+monthly = 12
+"#,
+        account = azurite::ACCOUNT,
+    );
+    std::fs::write(dir.join("coffer.toml"), &tiers).unwrap();
+    let run = |args: &[&str]| {
+        common::command_in(dir)
+            .args(args)
+            .args(["-p", "."])
+            .env("TEST_AZURE_KEY", azurite::KEY)
+            .env("TEST_OFFSITE_KEY", "offsite passphrase")
+            .output()
+            .unwrap()
+    };
+    let data: Vec<u8> = (0..5u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(dir.join("disk.img"), &data).unwrap();
+    for tier in ["local", "blob"] {
+        let out = ok(&run(&["repo", "init", "--tier", tier]));
+        assert!(out.contains("created repository"), "{out}");
+    }
+    let out = ok(&run(&[
+        "backup-image",
+        "disk.img",
+        "--tier",
+        "local",
+        "--json",
+    ]));
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let point = result["point"].as_str().unwrap().to_string();
+    let out = ok(&run(&[
+        "repo",
+        "copy",
+        &point,
+        "--tier",
+        "local",
+        "--to-tier",
+        "blob",
+    ]));
+    assert!(out.contains("chunks sent"), "{out}");
+    ok(&run(&[
+        "repo", "restore", &point, "--tier", "blob", "-o", "blob.raw",
+    ]));
+    assert!(
+        std::fs::read(dir.join("blob.raw")).unwrap() == data,
+        "bytes restored from the Azure tier equal the source"
+    );
+    ok(&run(&["repo", "verify", "--tier", "blob"]));
+    ok(&run(&["repo", "prune", &point, "--tier", "blob"]));
+    let out = ok(&run(&["repo", "ls", "--tier", "blob"]));
+    assert!(!out.contains(&point), "{out}");
+
+    let refused = run(&["repo", "init", "--tier", "vault"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&format!(
+            "container `{vault}` of account `devstoreaccount1` has no version-level immutability support"
+        )),
+        "{err}"
+    );
+    let store = coffer::repo::azure::AzureStore::new(azurite::location(&vault, &endpoint)).unwrap();
+    use coffer::repo::store::Store;
+    assert!(store.list("").unwrap().is_empty(), "nothing was written");
+
+    // A key of S3 on an azure tier is refused with its place.
+    std::fs::write(
+        dir.join("coffer.toml"),
+        tiers.replacen(
+            "prefix = \"dc1\"",
+            "prefix = \"dc1\"\nregion = \"eu-west-1\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let v = run(&["validate"]);
+    assert_eq!(v.status.code(), Some(10), "{}", stdout(&v));
+    let said = format!("{}{}", stdout(&v), stderr(&v));
+    assert!(
+        said.contains("coffer.toml:18:10")
+            && said.contains("`region` does not apply to an azure tier"),
+        "{said}"
     );
 }

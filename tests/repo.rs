@@ -1,8 +1,9 @@
 //! The repository against real files: bytes restored equal bytes backed up,
 //! incrementals read only what changed, damage is found and named, gc and
 //! copy keep every point restorable, keys are checked, and a process killed
-//! at any moment leaves a repository that verifies. Every test runs twice:
-//! on a local directory and on a bucket of a real S3 server (moto).
+//! at any moment leaves a repository that verifies. Every test runs three
+//! times: on a local directory, on a bucket of a real S3 server (moto) and
+//! on a container of a real Azure Blob endpoint (Azurite).
 
 mod common;
 
@@ -12,13 +13,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coffer::repo::azure::AzureStore;
 use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use coffer::repo::manifest::{Manifest, VmIdentity};
 use coffer::repo::restore::{self, DiskFormat};
 use coffer::repo::s3::S3Store;
 use coffer::repo::store::Store;
 use coffer::repo::{RepoError, Repository, local::LocalStore, ops};
-use common::{s3, stdout};
+use common::{azurite, s3, stdout};
 
 const MIB: u64 = 1 << 20;
 
@@ -51,6 +53,7 @@ fn fill(buf: &mut [u8], seed: u64) {
 enum Backend {
     Local,
     S3,
+    Azure,
 }
 
 /// One repository location: its store, and how the CLI names it.
@@ -88,6 +91,23 @@ impl Place {
                         ("AWS_ACCESS_KEY_ID".into(), "coffer-test".into()),
                         ("AWS_SECRET_ACCESS_KEY".into(), "coffer-test-secret".into()),
                     ],
+                    dir: None,
+                }
+            }
+            Backend::Azure => {
+                let container = azurite::container();
+                let endpoint = azurite::azurite().endpoint();
+                Place {
+                    store: Arc::new(
+                        AzureStore::new(azurite::location(&container, &endpoint)).unwrap(),
+                    ),
+                    args: vec![
+                        "--repo".into(),
+                        format!("azure://{}/{container}", azurite::ACCOUNT),
+                        "--endpoint".into(),
+                        endpoint,
+                    ],
+                    env: vec![("AZURE_STORAGE_ACCOUNT_KEY".into(), azurite::KEY.into())],
                     dir: None,
                 }
             }
@@ -151,7 +171,8 @@ fn scatter_writes(image: &Path, count: u64, seed: u64) -> Vec<Range<u64>> {
     ranges
 }
 
-/// Declares each test once per backend: `local::NAME` and `s3::NAME`.
+/// Declares each test once per backend: `local::NAME`, `on_s3::NAME` and
+/// `on_azure::NAME`.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -159,6 +180,9 @@ macro_rules! on_every_backend {
         }
         mod on_s3 {
             $(#[test] fn $name() { super::$name(super::Backend::S3) })*
+        }
+        mod on_azure {
+            $(#[test] fn $name() { super::$name(super::Backend::Azure) })*
         }
     };
 }

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use coffer::repo::azure::AzureStore;
 use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use coffer::repo::manifest::{Manifest, VmIdentity};
 use coffer::repo::restore::{self, DiskFormat};
 use coffer::repo::s3::{LockMode, S3Store};
 use coffer::repo::store::{Store, StoreError};
 use coffer::repo::{RepoError, Repository, local::LocalStore, ops};
+use common::azurite;
 use common::s3::{self, FaultyProxy};
 
 const MIB: u64 = 1 << 20;
@@ -59,21 +61,40 @@ fn restores_to(repo: &Repository, m: &Manifest, image: &Path, out: &Path) {
     );
 }
 
-fn s3_repo(endpoint: &str) -> (String, Repository) {
-    let bucket = s3::bucket(false);
-    let store = Arc::new(S3Store::new(s3::location(&bucket, endpoint)).unwrap());
-    (bucket, Repository::init(store, None).unwrap())
+/// The object stores the fault tests run against.
+#[derive(Clone, Copy)]
+enum Object {
+    S3,
+    Azure,
 }
 
-#[test]
-fn s3_503s_are_retried_and_the_backup_lands() {
+/// A new repository on `on`, reached through a proxy that injects faults.
+fn proxied_repo(on: Object) -> (FaultyProxy, Repository) {
+    let (proxy, store): (FaultyProxy, Arc<dyn coffer::repo::store::Store>) = match on {
+        Object::S3 => {
+            let proxy = FaultyProxy::start();
+            let bucket = s3::bucket(false);
+            let store = S3Store::new(s3::location(&bucket, &proxy.endpoint())).unwrap();
+            (proxy, Arc::new(store))
+        }
+        Object::Azure => {
+            let proxy = FaultyProxy::to(azurite::azurite().addr());
+            let container = azurite::container();
+            let endpoint = format!("{}/{}", proxy.endpoint(), azurite::ACCOUNT);
+            let store = AzureStore::new(azurite::location(&container, &endpoint)).unwrap();
+            (proxy, Arc::new(store))
+        }
+    };
+    (proxy, Repository::init(store, None).unwrap())
+}
+
+fn busy_answers_are_retried_and_the_backup_lands(on: Object) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     noise_image(&image, 4, 1);
-    let proxy = FaultyProxy::start();
-    let (_, repo) = s3_repo(&proxy.endpoint());
+    let (proxy, repo) = proxied_repo(on);
     proxy.faults.fail_503.store(3, Ordering::SeqCst);
-    let m = backup(&repo, &image, "db01").expect("503 SlowDown is retried");
+    let m = backup(&repo, &image, "db01").expect("503 is retried");
     assert_eq!(
         proxy.faults.fail_503.load(Ordering::SeqCst),
         0,
@@ -83,26 +104,22 @@ fn s3_503s_are_retried_and_the_backup_lands() {
     restores_to(&repo, &m, &image, &t.path().join("r.raw"));
 }
 
-#[test]
-fn s3_answers_that_never_come_time_out_and_are_retried() {
+fn answers_that_never_come_time_out_and_are_retried(on: Object) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     noise_image(&image, 2, 2);
-    let proxy = FaultyProxy::start();
-    let (_, repo) = s3_repo(&proxy.endpoint());
+    let (proxy, repo) = proxied_repo(on);
     proxy.faults.stall.store(2, Ordering::SeqCst);
     let m = backup(&repo, &image, "web01").expect("a timed-out request is retried");
     assert_eq!(proxy.faults.stall.load(Ordering::SeqCst), 0);
     restores_to(&repo, &m, &image, &t.path().join("r.raw"));
 }
 
-#[test]
-fn s3_that_keeps_failing_gives_a_clear_error_and_no_point() {
+fn a_store_that_keeps_failing_gives_a_clear_error_and_no_point(on: Object) {
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     noise_image(&image, 4, 3);
-    let proxy = FaultyProxy::start();
-    let (_, repo) = s3_repo(&proxy.endpoint());
+    let (proxy, repo) = proxied_repo(on);
     let good = backup(&repo, &image, "app01").unwrap();
     noise_image(&image, 4, 4);
     proxy.faults.fail_500.store(u32::MAX, Ordering::SeqCst);
@@ -116,6 +133,49 @@ fn s3_that_keeps_failing_gives_a_clear_error_and_no_point() {
     assert_eq!(points.len(), 1, "the failed backup left no point");
     assert_eq!(points[0].point_id, good.point_id);
     assert!(ops::verify(&repo, None, None, 2).unwrap().ok());
+}
+
+#[test]
+fn s3_503s_are_retried_and_the_backup_lands() {
+    busy_answers_are_retried_and_the_backup_lands(Object::S3);
+}
+
+#[test]
+fn azure_503s_are_retried_and_the_backup_lands() {
+    busy_answers_are_retried_and_the_backup_lands(Object::Azure);
+}
+
+#[test]
+fn s3_answers_that_never_come_time_out_and_are_retried() {
+    answers_that_never_come_time_out_and_are_retried(Object::S3);
+}
+
+#[test]
+fn azure_answers_that_never_come_time_out_and_are_retried() {
+    answers_that_never_come_time_out_and_are_retried(Object::Azure);
+}
+
+#[test]
+fn s3_that_keeps_failing_gives_a_clear_error_and_no_point() {
+    a_store_that_keeps_failing_gives_a_clear_error_and_no_point(Object::S3);
+}
+
+#[test]
+fn azure_that_keeps_failing_gives_a_clear_error_and_no_point() {
+    a_store_that_keeps_failing_gives_a_clear_error_and_no_point(Object::Azure);
+}
+
+#[test]
+fn azure_container_that_does_not_exist_is_named() {
+    let mut loc = azurite::location("no-such-container", &azurite::azurite().endpoint());
+    loc.max_retries = 0;
+    let store = Arc::new(AzureStore::new(loc).unwrap());
+    let err = Repository::open(store, None).unwrap_err().to_string();
+    assert!(
+        err.contains("container `no-such-container` does not exist")
+            && err.contains("ContainerNotFound"),
+        "{err}"
+    );
 }
 
 #[test]

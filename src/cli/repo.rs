@@ -30,11 +30,15 @@ pub struct Target {
     /// A tier of the policy directory.
     #[arg(long, conflicts_with = "repo")]
     pub tier: Option<String>,
-    /// A repository directory, or `s3://BUCKET/PREFIX` (instead of --tier).
-    /// S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    /// A repository directory, `s3://BUCKET/PREFIX` or
+    /// `azure://ACCOUNT/CONTAINER/PREFIX` (instead of --tier). S3
+    /// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+    /// Azure's from AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY.
     #[arg(long)]
     pub repo: Option<String>,
-    /// With an s3:// --repo: endpoint URL of an S3-compatible server.
+    /// With an s3:// --repo: endpoint URL of an S3-compatible server; with
+    /// an azure:// --repo: the account's blob endpoint (Azurite:
+    /// `http://127.0.0.1:10000/devstoreaccount1`).
     #[arg(long, requires = "repo")]
     pub endpoint: Option<String>,
     /// With an s3:// --repo: region (default: AWS_REGION, else us-east-1).
@@ -177,10 +181,12 @@ pub struct CopyArgs {
     /// Destination tier of the policy directory.
     #[arg(long, required_unless_present = "to_repo", conflicts_with = "to_repo")]
     pub to_tier: Option<String>,
-    /// Destination repository: a directory or s3://BUCKET/PREFIX.
+    /// Destination repository: a directory, s3://BUCKET/PREFIX or
+    /// azure://ACCOUNT/CONTAINER/PREFIX.
     #[arg(long)]
     pub to_repo: Option<String>,
-    /// With --to-repo: endpoint URL of an S3-compatible server.
+    /// With --to-repo: endpoint URL of an S3-compatible server or Azure
+    /// blob endpoint.
     #[arg(long, requires = "to_repo")]
     pub to_endpoint: Option<String>,
     /// With --to-repo: environment variable with the destination's passphrase.

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::policy::Config;
 use crate::policy::model::{SecretRef, Tier, TierBackend};
 use crate::repo::Repository;
+use crate::repo::azure::{AzureLocation, AzureStore};
 use crate::repo::local::LocalStore;
 use crate::repo::s3::{LockMode, S3Location, S3Store};
 use crate::repo::store::Store;
@@ -132,15 +133,52 @@ pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
             let store = S3Store::new(loc).with_context(|| format!("opening tier `{name}`"))?;
             Ok(Arc::new(store))
         }
+        TierBackend::Azure {
+            account,
+            container,
+            prefix,
+            endpoint,
+            access_key,
+            sas,
+        } => {
+            let mut loc = AzureLocation::new(account, container);
+            loc.prefix = prefix.trim_matches('/').to_string();
+            loc.endpoint = endpoint.clone();
+            let read = |s: &Option<SecretRef>, what: &str| {
+                s.as_ref()
+                    .map(|s| s.read().map_err(|e| anyhow!("tier `{name}`: {what}: {e}")))
+                    .transpose()
+            };
+            loc.access_key = read(access_key, "access_key")?;
+            loc.sas = read(sas, "sas")?;
+            loc.immutable_for = tier.immutable_for;
+            let store = AzureStore::new(loc).with_context(|| format!("opening tier `{name}`"))?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
-/// The store behind a location: a directory or `s3://BUCKET/PREFIX`.
+/// The store behind a location: a directory, `s3://BUCKET/PREFIX` or
+/// `azure://ACCOUNT/CONTAINER/PREFIX` (the key or a SAS from the
+/// environment: AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY).
 pub fn location_store(
     spec: &str,
     endpoint: Option<&str>,
     region: Option<&str>,
 ) -> Result<Arc<dyn Store>> {
+    if spec.starts_with("azure://") {
+        let mut loc = AzureLocation::from_url(spec).ok_or_else(|| {
+            anyhow!(
+                "`{spec}`: expected azure://ACCOUNT/CONTAINER or azure://ACCOUNT/CONTAINER/PREFIX"
+            )
+        })?;
+        if region.is_some() {
+            bail!("--region applies to an s3:// repository, not to `{spec}`");
+        }
+        loc.endpoint = endpoint.map(str::to_string);
+        let store = AzureStore::new(loc).with_context(|| format!("opening {spec}"))?;
+        return Ok(Arc::new(store));
+    }
     if spec.starts_with("s3://") {
         let mut loc = S3Location::from_url(spec)
             .ok_or_else(|| anyhow!("`{spec}`: expected s3://BUCKET or s3://BUCKET/PREFIX"))?;
@@ -327,14 +365,22 @@ pub fn check_secrets(config: &Config) -> Result<()> {
     for tier in config.tiers.values() {
         let owner = || format!("tier `{}`", tier.name);
         check(owner(), "encryption key", tier.encryption_key.as_ref());
-        if let TierBackend::S3 {
-            access_key,
-            secret_key,
-            ..
-        } = &tier.backend
-        {
-            check(owner(), "access key", access_key.as_ref());
-            check(owner(), "secret key", secret_key.as_ref());
+        match &tier.backend {
+            TierBackend::S3 {
+                access_key,
+                secret_key,
+                ..
+            } => {
+                check(owner(), "access key", access_key.as_ref());
+                check(owner(), "secret key", secret_key.as_ref());
+            }
+            TierBackend::Azure {
+                access_key, sas, ..
+            } => {
+                check(owner(), "access key", access_key.as_ref());
+                check(owner(), "shared access signature", sas.as_ref());
+            }
+            TierBackend::Local { .. } => {}
         }
     }
     if missing.is_empty() {

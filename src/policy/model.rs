@@ -162,6 +162,16 @@ pub enum TierBackend {
         access_key: Option<SecretRef>,
         secret_key: Option<SecretRef>,
     },
+    Azure {
+        account: String,
+        container: String,
+        prefix: String,
+        /// The account's blob endpoint; Azure's public one when absent.
+        endpoint: Option<String>,
+        /// The account key, or a shared access signature.
+        access_key: Option<SecretRef>,
+        sas: Option<SecretRef>,
+    },
 }
 
 #[derive(Debug, Clone)]

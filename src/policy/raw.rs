@@ -239,6 +239,8 @@ pub enum BackendKind {
     Local,
     /// An S3-compatible object store (AWS, MinIO, Ceph RGW, …).
     S3,
+    /// A container of an Azure Blob Storage account.
+    Azure,
 }
 
 /// The medium a tier's copies live on (for the "2 media" of 3-2-1).
@@ -254,29 +256,35 @@ pub enum Media {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTier {
-    /// "local" or "s3".
+    /// "local", "s3" or "azure".
     pub backend: Sp<BackendKind>,
     /// Directory of a local tier (relative paths are relative to the policy directory).
     pub path: Option<Sp<String>>,
     /// Bucket of an s3 tier.
     pub bucket: Option<Sp<String>>,
-    /// Key prefix inside the bucket.
+    /// Storage account of an azure tier.
+    pub account: Option<Sp<String>>,
+    /// Container of an azure tier.
+    pub container: Option<Sp<String>>,
+    /// Key (blob name) prefix inside the bucket or container.
     pub prefix: Option<Sp<String>>,
-    /// Endpoint URL of an S3-compatible server, e.g. "https://minio.example.com:9000".
+    /// Endpoint URL of an S3-compatible server, e.g. "https://minio.example.com:9000"; of an azure tier, the account's blob endpoint when it is not "https://ACCOUNT.blob.core.windows.net" (Azurite: "http://127.0.0.1:10000/devstoreaccount1").
     pub endpoint: Option<Sp<String>>,
     /// Region of an s3 tier. Default "us-east-1".
     pub region: Option<Sp<String>>,
-    /// Access key id reference: { env = "NAME" } or { file = "/path" }.
+    /// Access key id of an s3 tier, or the account key of an azure tier: { env = "NAME" } or { file = "/path" }.
     pub access_key: Option<Sp<SecretValue>>,
+    /// Shared access signature of an azure tier (instead of the account key): { env = "NAME" } or { file = "/path" }.
+    pub sas: Option<Sp<SecretValue>>,
     /// Secret access key reference: { env = "NAME" } or { file = "/path" }.
     pub secret_key: Option<Sp<SecretValue>>,
-    /// Medium: "disk", "object" or "tape". Default: "disk" for local, "object" for s3.
+    /// Medium: "disk", "object" or "tape". Default: "disk" for local, "object" for s3 and azure.
     pub media: Option<Sp<Media>>,
     /// Site the tier lives at; a site other than the source's counts as offsite.
     pub site: Option<Sp<String>>,
     /// Encryption key reference (passphrase or key file): { env = "NAME" } or { file = "/path" }.
     pub encryption_key: Option<Sp<SecretValue>>,
-    /// Keep every object immutable (S3 Object Lock) for this long after it is written.
+    /// Keep every object immutable for this long after it is written (S3 Object Lock in compliance mode; Azure version-level immutability with a locked policy).
     pub immutable_for: Option<Sp<DurationText>>,
     /// Bandwidth limit for writes to this tier, e.g. "200MiB/s".
     pub bandwidth: Option<Sp<RateText>>,

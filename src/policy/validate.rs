@@ -588,41 +588,95 @@ impl Resolver<'_> {
         let (f, r) = (e.file.as_path(), &e.value);
         let before = count_errors(self.diags);
         let backend_kind = *r.backend.get();
-        let misplaced = |key: &str| {
-            format!(
-                "`{key}` does not apply to a {} tier",
-                if backend_kind == BackendKind::Local {
-                    "local"
-                } else {
-                    "s3"
-                }
-            )
+        let kind_name = match backend_kind {
+            BackendKind::Local => "a local",
+            BackendKind::S3 => "an s3",
+            BackendKind::Azure => "an azure",
+        };
+        let misplaced = |key: &str| format!("`{key}` does not apply to {kind_name} tier");
+        // The keys only other backends take, with the backend that takes
+        // them.
+        let foreign: Vec<(&str, bool, &str)> = match backend_kind {
+            BackendKind::Local => vec![
+                ("bucket", r.bucket.is_some(), "s3"),
+                ("region", r.region.is_some(), "s3"),
+                ("account", r.account.is_some(), "azure"),
+                ("container", r.container.is_some(), "azure"),
+                ("prefix", r.prefix.is_some(), "s3"),
+                ("endpoint", r.endpoint.is_some(), "s3"),
+                ("access_key", r.access_key.is_some(), "s3"),
+                ("secret_key", r.secret_key.is_some(), "s3"),
+                ("sas", r.sas.is_some(), "azure"),
+            ],
+            BackendKind::S3 => vec![
+                ("account", r.account.is_some(), "azure"),
+                ("container", r.container.is_some(), "azure"),
+                ("sas", r.sas.is_some(), "azure"),
+            ],
+            BackendKind::Azure => vec![
+                ("bucket", r.bucket.is_some(), "s3"),
+                ("region", r.region.is_some(), "s3"),
+                ("secret_key", r.secret_key.is_some(), "s3"),
+            ],
+        };
+        let spans: Vec<(&str, Option<std::ops::Range<usize>>)> = vec![
+            ("bucket", r.bucket.as_ref().map(Sp::span)),
+            ("region", r.region.as_ref().map(Sp::span)),
+            ("account", r.account.as_ref().map(Sp::span)),
+            ("container", r.container.as_ref().map(Sp::span)),
+            ("prefix", r.prefix.as_ref().map(Sp::span)),
+            ("endpoint", r.endpoint.as_ref().map(Sp::span)),
+            ("access_key", r.access_key.as_ref().map(Sp::span)),
+            ("secret_key", r.secret_key.as_ref().map(Sp::span)),
+            ("sas", r.sas.as_ref().map(Sp::span)),
+        ];
+        for (key, present, owner) in foreign {
+            let span = spans
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, s)| s.clone());
+            if let (true, Some(span)) = (present, span) {
+                self.err(
+                    "not-applicable",
+                    f,
+                    span,
+                    misplaced(key),
+                    format!("remove the key, or set `backend = \"{owner}\"`"),
+                );
+            }
+        }
+        if let Some(ep) = &r.endpoint
+            && backend_kind != BackendKind::Local
+            && !(ep.get().starts_with("https://") || ep.get().starts_with("http://"))
+        {
+            let hint = if backend_kind == BackendKind::S3 {
+                "write `https://s3.example.com` (or `http://127.0.0.1:9000` for a server on this host)"
+            } else {
+                "write `https://ACCOUNT.blob.core.windows.net` (or `http://127.0.0.1:10000/devstoreaccount1` for Azurite)"
+            };
+            self.err(
+                "bad-url",
+                f,
+                ep.span(),
+                format!("`{}` is not an endpoint URL", ep.get()),
+                hint.into(),
+            );
+        }
+        let prefix = || {
+            r.prefix
+                .as_ref()
+                .map(|p| p.get().trim_matches('/').to_string())
+                .unwrap_or_default()
         };
         let backend = match backend_kind {
             BackendKind::Local => {
-                for (key, v) in [
-                    ("bucket", &r.bucket),
-                    ("prefix", &r.prefix),
-                    ("endpoint", &r.endpoint),
-                    ("region", &r.region),
-                ] {
-                    if let Some(v) = v {
-                        self.err(
-                            "not-applicable",
-                            f,
-                            v.span(),
-                            misplaced(key),
-                            "remove the key, or set `backend = \"s3\"`".into(),
-                        );
-                    }
-                }
                 if let Some(v) = &r.immutable_for {
                     self.err(
                         "not-applicable",
                         f,
                         v.span(),
-                        "`immutable_for` needs object storage with Object Lock".into(),
-                        "set it on an s3 tier; a local directory cannot refuse deletes".into(),
+                        "`immutable_for` needs object storage with Object Lock or immutability policies".into(),
+                        "set it on an s3 or azure tier; a local directory cannot refuse deletes".into(),
                     );
                 }
                 match &r.path {
@@ -651,20 +705,10 @@ impl Resolver<'_> {
                         "an s3 tier uses `bucket` and `prefix`".into(),
                     );
                 }
-                if let Some(ep) = &r.endpoint
-                    && !(ep.get().starts_with("https://") || ep.get().starts_with("http://"))
-                {
-                    self.err("bad-url", f, ep.span(), format!("`{}` is not an endpoint URL", ep.get()),
-                        "write `https://s3.example.com` (or `http://127.0.0.1:9000` for a server on this host)".into());
-                }
                 match &r.bucket {
                     Some(b) if valid_bucket(b.get()) => Some(TierBackend::S3 {
                         bucket: b.get().clone(),
-                        prefix: r
-                            .prefix
-                            .as_ref()
-                            .map(|p| p.get().trim_matches('/').to_string())
-                            .unwrap_or_default(),
+                        prefix: prefix(),
                         endpoint: r.endpoint.as_ref().map(|e| e.get().clone()),
                         region: r
                             .region
@@ -693,6 +737,85 @@ impl Resolver<'_> {
                         );
                         None
                     }
+                }
+            }
+            BackendKind::Azure => {
+                if let Some(p) = &r.path {
+                    self.err(
+                        "not-applicable",
+                        f,
+                        p.span(),
+                        misplaced("path"),
+                        "an azure tier uses `account`, `container` and `prefix`".into(),
+                    );
+                }
+                if let (Some(k), Some(_)) = (&r.access_key, &r.sas) {
+                    self.err(
+                        "conflict",
+                        f,
+                        k.span(),
+                        "an azure tier takes the account key (`access_key`) or a shared access signature (`sas`), not both".into(),
+                        "keep one of them".into(),
+                    );
+                }
+                let account = match &r.account {
+                    Some(a) if valid_account(a.get()) => Some(a.get().clone()),
+                    Some(a) => {
+                        self.err(
+                            "bad-value",
+                            f,
+                            a.span(),
+                            format!("`{}` is not a valid storage account name", a.get()),
+                            "3 to 24 characters: lower-case letters and digits".into(),
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(
+                            "missing-key",
+                            f,
+                            e.name_span.clone(),
+                            format!("azure tier `{name}` has no `account`"),
+                            "add `account = \"contosobackup\"`".into(),
+                        );
+                        None
+                    }
+                };
+                let container = match &r.container {
+                    Some(c) if crate::repo::azure::valid_container(c.get()) => {
+                        Some(c.get().clone())
+                    }
+                    Some(c) => {
+                        self.err(
+                            "bad-value",
+                            f,
+                            c.span(),
+                            format!("`{}` is not a valid container name", c.get()),
+                            "3 to 63 characters: lower-case letters, digits and single `-`, starting and ending with a letter or digit".into(),
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(
+                            "missing-key",
+                            f,
+                            e.name_span.clone(),
+                            format!("azure tier `{name}` has no `container`"),
+                            "add `container = \"coffer-offsite\"`".into(),
+                        );
+                        None
+                    }
+                };
+                match (account, container) {
+                    (Some(account), Some(container)) => Some(TierBackend::Azure {
+                        account,
+                        container,
+                        prefix: prefix(),
+                        endpoint: r.endpoint.as_ref().map(|e| e.get().clone()),
+                        access_key: self.secret(&r.access_key, f, "access_key"),
+                        sas: self.secret(&r.sas, f, "sas"),
+                    }),
+                    _ => None,
                 }
             }
         };
@@ -928,6 +1051,14 @@ pub(crate) fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
         *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| hint.to_string())?;
     }
     Ok(out)
+}
+
+/// A storage account name: 3 to 24 lower-case letters and digits ("Storage
+/// account name" in the Azure Storage docs).
+fn valid_account(a: &str) -> bool {
+    (3..=24).contains(&a.len())
+        && a.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn valid_bucket(b: &str) -> bool {

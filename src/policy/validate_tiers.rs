@@ -1,8 +1,9 @@
 //! Two tiers must be two repositories: one tier's retention would otherwise
 //! prune the other's points, and compliance would count copies that do not
 //! exist. Local tiers are compared by their canonical paths (as far as they
-//! exist: `repo`, `./repo/` and a symlink to it are one directory) and S3
-//! tiers by endpoint, bucket and prefix; a tier may not be another's
+//! exist: `repo`, `./repo/` and a symlink to it are one directory), S3
+//! tiers by endpoint, bucket and prefix, and Azure tiers by account
+//! endpoint, container and prefix; a tier may not be another's
 //! directory or prefix, nor lie inside one, nor be the policy directory or
 //! inside the state directory. Opening the tiers checks the repository ids
 //! as well (`engine::tiers::open_tiers`), for what a path cannot show (a
@@ -133,6 +134,27 @@ fn place(tier: &Tier) -> Place {
                 .map(str::to_string)
                 .collect(),
         },
+        // The endpoint names the account (the public one in its host name,
+        // Azurite's in its path).
+        TierBackend::Azure {
+            account,
+            container,
+            prefix,
+            endpoint,
+            ..
+        } => Place::Bucket {
+            endpoint: endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
+                .trim_end_matches('/')
+                .to_ascii_lowercase(),
+            bucket: container.clone(),
+            prefix: prefix
+                .split('/')
+                .filter(|s| !s.is_empty() && *s != ".")
+                .map(str::to_string)
+                .collect(),
+        },
     }
 }
 
@@ -160,12 +182,16 @@ impl Resolver<'_> {
         for (name, tier, e) in ordered {
             let r = &e.value;
             // The key a user would change, and how it reads.
-            let (span, written) = match (&r.path, &r.bucket) {
+            let bucket = r.bucket.as_ref().map(|b| ("bucket", b));
+            let (span, written) = match (
+                &r.path,
+                bucket.or(r.container.as_ref().map(|c| ("container", c))),
+            ) {
                 (Some(p), _) => (p.span(), format!("`{}`", p.get())),
-                (None, Some(b)) => (
+                (None, Some((what, b))) => (
                     r.prefix.as_ref().map_or(b.span(), |p| p.span()),
                     format!(
-                        "bucket `{}`{}",
+                        "{what} `{}`{}",
                         b.get(),
                         r.prefix
                             .as_ref()

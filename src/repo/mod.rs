@@ -9,6 +9,7 @@
 //! Layout: `config`, `chunks/ab/cd/<hex>`, `points/<vm-uuid>/<point-id>/`
 //! (`disk-<key>.index` files, then `manifest.json` written last).
 
+pub mod azure;
 pub mod backup;
 pub mod chunk;
 pub mod chunk_index;
@@ -19,6 +20,7 @@ pub mod lock;
 pub mod manifest;
 pub mod ops;
 pub mod parallel;
+mod rest;
 pub mod restore;
 pub mod s3;
 pub mod store;

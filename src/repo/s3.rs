@@ -24,6 +24,7 @@ use object_store::client::{
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
 
+use super::rest::{self, Retry, between, percent};
 use super::store::{ObjectMeta, Store, StoreError};
 
 /// S3 Object Lock mode. Compliance: nobody, not even the bucket owner, can
@@ -246,6 +247,11 @@ impl S3Store {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+        let retry = Retry {
+            max_retries: self.loc.max_retries,
+            retry_timeout: self.loc.retry_timeout,
+            request_timeout: self.loc.request_timeout,
+        };
         self.block_on(async {
             let credential = self
                 .s3
@@ -253,10 +259,7 @@ impl S3Store {
                 .get_credential()
                 .await
                 .map_err(|e| format!("S3 credentials: {e}"))?;
-            let mut delay = Duration::from_millis(100);
-            let started = std::time::Instant::now();
-            let mut attempt = 0;
-            loop {
+            rest::send(&self.http, retry, || {
                 let mut req = http::Request::builder().method(method.clone()).uri(url);
                 for (k, v) in headers {
                     req = req.header(*k, v);
@@ -267,42 +270,9 @@ impl S3Store {
                 AwsAuthorizer::new(&credential, "s3", &self.loc.region)
                     .try_authorize(&mut req, None)
                     .map_err(|e| format!("signing request: {e}"))?;
-                let outcome =
-                    match tokio::time::timeout(self.loc.request_timeout, self.http.execute(req))
-                        .await
-                    {
-                        Ok(Ok(resp)) => {
-                            let status = resp.status();
-                            let headers = resp.headers().clone();
-                            match resp.into_body().bytes().await {
-                                Ok(b) => Ok((status, headers, b)),
-                                Err(e) => Err(format!("reading the answer: {e}")),
-                            }
-                        }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!(
-                            "no answer within {}s",
-                            self.loc.request_timeout.as_secs()
-                        )),
-                    };
-                let transient = match &outcome {
-                    Ok((s, _, _)) => s.is_server_error() || s.as_u16() == 429,
-                    Err(_) => true,
-                };
-                if !transient
-                    || attempt >= self.loc.max_retries
-                    || started.elapsed() + delay > self.loc.retry_timeout
-                {
-                    return match outcome {
-                        Ok(ok) => Ok(ok),
-                        Err(e) if attempt > 0 => Err(format!("{e} (after {attempt} retries)")),
-                        Err(e) => Err(e),
-                    };
-                }
-                attempt += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+                Ok(req)
+            })
+            .await
         })
     }
 
@@ -455,23 +425,6 @@ impl S3Store {
         };
         Ok(get("x-amz-object-lock-mode").zip(get("x-amz-object-lock-retain-until-date")))
     }
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let end = text[start..].find(close)? + start;
-    Some(&text[start..end])
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl Store for S3Store {

@@ -166,15 +166,20 @@ fn take(c: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// A proxy to moto that injects faults; one request per connection.
+/// A proxy that injects faults; one request per connection.
 pub struct FaultyProxy {
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
 }
 
 impl FaultyProxy {
+    /// A proxy to this binary's moto.
     pub fn start() -> FaultyProxy {
-        let upstream = moto().addr;
+        FaultyProxy::to(moto().addr)
+    }
+
+    /// A proxy to the server at `upstream`.
+    pub fn to(upstream: SocketAddr) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Faults::default());
