@@ -317,3 +317,127 @@ monthly = 12
         "{said}"
     );
 }
+
+/// An S3 tier whose chunks go to GLACIER (moto refuses to read them until
+/// they are restored, as S3 does): the point lists (manifests stay in the
+/// default class), a restore and a verify fail saying to thaw and mark
+/// nothing damaged; `repo thaw` asks for every chunk (exit 5 while a thaw
+/// is under way), and once they read, the restore is byte-identical.
+#[test]
+fn a_glacier_tier_needs_a_thaw_before_a_restore_and_marks_nothing_damaged() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let bucket = s3::bucket(false);
+    let endpoint = s3::moto().endpoint();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[sources.lab]
+kind = "lab"
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[tiers.archive]
+backend = "s3"
+bucket = "{bucket}"
+endpoint = "{endpoint}"
+storage_class = "GLACIER"
+access_key = {{ env = "TEST_S3_KEY" }}
+secret_key = {{ env = "TEST_S3_SECRET" }}
+site = "there"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+
+[policies.all.retain.archive]
+monthly = 12
+"#
+        ),
+    )
+    .unwrap();
+    let data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
+    std::fs::write(dir.join("disk.img"), &data).unwrap();
+    for tier in ["local", "archive"] {
+        ok(&run(dir, &["repo", "init", "--tier", tier]));
+    }
+    let out = ok(&run(
+        dir,
+        &["backup-image", "disk.img", "--tier", "local", "--json"],
+    ));
+    let point = serde_json::from_str::<serde_json::Value>(&out).unwrap()["point"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&run(
+        dir,
+        &[
+            "repo",
+            "copy",
+            &point,
+            "--tier",
+            "local",
+            "--to-tier",
+            "archive",
+        ],
+    ));
+    assert!(ok(&run(dir, &["repo", "ls", "--tier", "archive"])).contains(&point));
+
+    let frozen = run(
+        dir,
+        &[
+            "repo", "restore", &point, "--tier", "archive", "-o", "a.raw",
+        ],
+    );
+    assert_eq!(frozen.status.code(), Some(1));
+    assert!(
+        stderr(&frozen).contains("is in archive storage (GLACIER)")
+            && stderr(&frozen).contains("coffer repo thaw"),
+        "{}",
+        stderr(&frozen)
+    );
+    let verify = run(dir, &["repo", "verify", "--tier", "archive"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(1),
+        "an error, not damage (exit 4)"
+    );
+    assert!(
+        stderr(&verify).contains("are in archive storage and were not read"),
+        "{}",
+        stderr(&verify)
+    );
+
+    let first = run(
+        dir,
+        &[
+            "repo", "thaw", &point, "--tier", "archive", "--speed", "bulk",
+        ],
+    );
+    assert_eq!(first.status.code(), Some(5), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("thaws asked for now"),
+        "{}",
+        stdout(&first)
+    );
+    let again = ok(&run(dir, &["repo", "thaw", &point, "--tier", "archive"]));
+    assert!(again.contains("objects read now"), "{again}");
+    ok(&run(
+        dir,
+        &[
+            "repo", "restore", &point, "--tier", "archive", "-o", "a.raw",
+        ],
+    ));
+    assert!(std::fs::read(dir.join("a.raw")).unwrap() == data);
+    ok(&run(dir, &["repo", "verify", "--tier", "archive"]));
+}

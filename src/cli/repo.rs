@@ -132,6 +132,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Remove a point (its chunks are left to gc).
     Prune(PointArgs),
+    /// Make a point in archive storage (S3 GLACIER, DEEP_ARCHIVE) readable:
+    /// ask for every chunk it needs to be restored; run again to see how
+    /// far that is. Exit 0 once everything reads, 5 while a thaw is under way.
+    Thaw(ThawArgs),
     /// Remove locks whose holders are gone (a killed backup or gc).
     Unlock(Target),
 }
@@ -213,6 +217,22 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ThawArgs {
+    #[command(flatten)]
+    pub point: PointArgs,
+    /// How long the thawed copies stay readable.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Retrieval speed: expedited (minutes, dearest), standard (hours) or
+    /// bulk (the cheapest, up to 12 hours; 48 for DEEP_ARCHIVE).
+    #[arg(long, value_enum, default_value = "standard")]
+    pub speed: crate::repo::store::ThawSpeed,
+}
+
+/// A thaw is still under way: run `repo thaw` again later.
+pub const EXIT_THAWING: u8 = 5;
 
 #[derive(Debug, clap::Args)]
 pub struct PointArgs {
@@ -327,6 +347,16 @@ pub fn run(command: Command) -> Result<u8> {
             let removed = repo.remove_stale_locks()?;
             let live = crate::repo::lock::list_locks(repo.store())?.len();
             write!(out, "{}", text::unlocked(&removed, live))?;
+        }
+        Command::Thaw(a) => {
+            let repo = a.point.target.open()?;
+            let p = repo.find_point(&a.point.point)?;
+            let m = repo.read_manifest(&p)?;
+            let r = ops::thaw_point(&repo, &m, a.days, a.speed, threads())?;
+            write!(out, "{}", text::thaw_report(&a.point.point, &r))?;
+            if !r.done() {
+                return Ok(EXIT_THAWING);
+            }
         }
         Command::Prune(a) => {
             let repo = a.target.open()?;

@@ -117,8 +117,10 @@ pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
             region,
             access_key,
             secret_key,
+            storage_class,
         } => {
             let mut loc = S3Location::new(bucket);
+            loc.storage_class = storage_class.clone();
             loc.prefix = prefix.trim_matches('/').to_string();
             loc.endpoint = endpoint.clone();
             loc.region = region.clone();

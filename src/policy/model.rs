@@ -161,6 +161,8 @@ pub enum TierBackend {
         region: String,
         access_key: Option<SecretRef>,
         secret_key: Option<SecretRef>,
+        /// The storage class chunks are written in.
+        storage_class: Option<String>,
     },
     Azure {
         account: String,

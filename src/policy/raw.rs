@@ -270,6 +270,8 @@ pub struct RawTier {
     pub prefix: Option<Sp<String>>,
     /// Endpoint URL of an S3-compatible server, e.g. "https://minio.example.com:9000"; of an azure tier, the account's blob endpoint when it is not "https://ACCOUNT.blob.core.windows.net" (Azurite: "http://127.0.0.1:10000/devstoreaccount1").
     pub endpoint: Option<Sp<String>>,
+    /// Storage class the chunks of an s3 tier are written in: "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER" or "DEEP_ARCHIVE" (manifests and indexes stay in the bucket's default class). GLACIER and DEEP_ARCHIVE need `coffer repo thaw` before a restore. Default: the bucket's default class.
+    pub storage_class: Option<Sp<String>>,
     /// Region of an s3 tier. Default "us-east-1".
     pub region: Option<Sp<String>>,
     /// Access key id of an s3 tier, or the account key of an azure tier: { env = "NAME" } or { file = "/path" }.

@@ -598,6 +598,7 @@ impl Resolver<'_> {
         // them.
         let foreign: Vec<(&str, bool, &str)> = match backend_kind {
             BackendKind::Local => vec![
+                ("storage_class", r.storage_class.is_some(), "s3"),
                 ("bucket", r.bucket.is_some(), "s3"),
                 ("region", r.region.is_some(), "s3"),
                 ("account", r.account.is_some(), "azure"),
@@ -614,12 +615,14 @@ impl Resolver<'_> {
                 ("sas", r.sas.is_some(), "azure"),
             ],
             BackendKind::Azure => vec![
+                ("storage_class", r.storage_class.is_some(), "s3"),
                 ("bucket", r.bucket.is_some(), "s3"),
                 ("region", r.region.is_some(), "s3"),
                 ("secret_key", r.secret_key.is_some(), "s3"),
             ],
         };
         let spans: Vec<(&str, Option<std::ops::Range<usize>>)> = vec![
+            ("storage_class", r.storage_class.as_ref().map(Sp::span)),
             ("bucket", r.bucket.as_ref().map(Sp::span)),
             ("region", r.region.as_ref().map(Sp::span)),
             ("account", r.account.as_ref().map(Sp::span)),
@@ -716,6 +719,7 @@ impl Resolver<'_> {
                             .map_or_else(|| "us-east-1".into(), |r| r.get().clone()),
                         access_key: self.secret(&r.access_key, f, "access_key"),
                         secret_key: self.secret(&r.secret_key, f, "secret_key"),
+                        storage_class: self.storage_class(&r.storage_class, f),
                     }),
                     Some(b) => {
                         self.err(
@@ -1051,6 +1055,35 @@ pub(crate) fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
         *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| hint.to_string())?;
     }
     Ok(out)
+}
+
+/// The S3 storage classes a tier may write chunks in ("Using Amazon S3
+/// storage classes" in the Amazon S3 user guide).
+const S3_CLASSES: [&str; 7] = [
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
+
+impl Resolver<'_> {
+    fn storage_class(&mut self, v: &Option<Sp<String>>, f: &Path) -> Option<String> {
+        let v = v.as_ref()?;
+        if S3_CLASSES.contains(&v.get().as_str()) {
+            return Some(v.get().clone());
+        }
+        self.err(
+            "bad-value",
+            f,
+            v.span(),
+            format!("`{}` is not an S3 storage class", v.get()),
+            format!("one of {}", S3_CLASSES.join(", ")),
+        );
+        None
+    }
 }
 
 /// A storage account name: 3 to 24 lower-case letters and digits ("Storage

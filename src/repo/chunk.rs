@@ -33,6 +33,10 @@ const TAG: usize = 16;
 /// The largest chunk a repository holds (the largest chunk size).
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
 
+/// Where the chunks are: the only objects an archive storage class applies
+/// to.
+pub const CHUNKS_PREFIX: &str = "chunks/";
+
 /// A chunk id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkDigest(pub [u8; 32]);
@@ -52,7 +56,7 @@ impl ChunkDigest {
     /// The object key of the chunk: `chunks/ab/cd/<hex>`.
     pub fn key(&self) -> String {
         let h = self.to_hex();
-        format!("chunks/{}/{}/{}", &h[0..2], &h[2..4], h)
+        format!("{CHUNKS_PREFIX}{}/{}/{}", &h[0..2], &h[2..4], h)
     }
     pub fn from_key(key: &str) -> Option<Self> {
         Self::from_hex(key.rsplit('/').next()?)

@@ -188,6 +188,17 @@ impl Store for LocalStore {
         }
     }
 
+    /// A disk has no archive classes: every file reads at once.
+    fn thaw(
+        &self,
+        key: &str,
+        _days: u32,
+        _speed: store::ThawSpeed,
+    ) -> Result<store::Thaw, StoreError> {
+        store::check_key(key)?;
+        Ok(store::Thaw::Ready)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         let dir = File::open(&self.root).map_err(|e| StoreError::from_io("open", ".", e))?;
         // SAFETY: syncfs takes a valid open descriptor, which `dir` holds.

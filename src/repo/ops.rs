@@ -121,6 +121,7 @@ pub fn verify(
     }
     let work: Vec<ChunkDigest> = users.keys().copied().collect();
     let bad: Mutex<Vec<(ChunkDigest, String)>> = Mutex::new(Vec::new());
+    let archived = std::sync::atomic::AtomicUsize::new(0);
     let bytes = std::sync::atomic::AtomicU64::new(0);
     // A damaged chunk is a finding, not a reason to stop: every item succeeds.
     parallel::for_each(
@@ -138,11 +139,25 @@ pub fn verify(
                 Err(RepoError::Store(StoreError::NotFound(_))) => {
                     bad.lock().unwrap().push((*d, "missing".into()))
                 }
+                // In archive storage: not read, so neither good nor bad.
+                Err(RepoError::Store(StoreError::Archived { .. })) => {
+                    archived.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => bad.lock().unwrap().push((*d, e.to_string())),
             }
             Ok::<(), RepoError>(())
         },
     )?;
+    // A verification that could not read everything proves nothing and
+    // marks nothing damaged: it fails and says what to thaw.
+    let archived = archived.into_inner();
+    if archived > 0 {
+        return Err(RepoError::Invalid(format!(
+            "{archived} of {} chunks are in archive storage and were not read; \
+             thaw the points first (`coffer repo thaw POINT`), then verify again",
+            work.len()
+        )));
+    }
     let mut report = VerifyReport {
         points: points.len() + bad_points.len(),
         chunks_checked: work.len(),
@@ -494,6 +509,62 @@ pub fn copy_point(
 
 /// Removes a point: the manifest first (the point stops existing), then its
 /// indexes. Chunks are left to gc, which knows what else uses them.
+/// What a thaw of a point found and asked for, in objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThawReport {
+    pub objects: usize,
+    pub ready: usize,
+    pub requested: usize,
+    pub pending: usize,
+}
+
+impl ThawReport {
+    /// Every object reads now.
+    pub fn done(&self) -> bool {
+        self.ready == self.objects
+    }
+}
+
+/// Asks the store to thaw every chunk point `m` needs (its disks' and its
+/// files'), each for `days` at `speed`; run again, it reports how far the
+/// thaw is and asks only for what was not asked for yet. Manifests and
+/// indexes are never in an archive class, so this reads them directly.
+pub fn thaw_point(
+    repo: &Repository,
+    m: &Manifest,
+    days: u32,
+    speed: super::store::ThawSpeed,
+    threads: usize,
+) -> Result<ThawReport, RepoError> {
+    use super::store::Thaw;
+    let mut wanted: BTreeSet<ChunkDigest> = m.file_digests().into_iter().collect();
+    for d in &m.disks {
+        wanted.extend(repo.read_index(m, d)?.chunks.iter().copied());
+    }
+    wanted.remove(&ZERO_DIGEST);
+    let work: Vec<ChunkDigest> = wanted.into_iter().collect();
+    let counts = Mutex::new(ThawReport {
+        objects: work.len(),
+        ..ThawReport::default()
+    });
+    parallel::for_each(
+        &work,
+        threads,
+        || (),
+        |_, d| {
+            let state = repo.store().thaw(&d.key(), days, speed)?;
+            let mut c = counts.lock().unwrap();
+            match state {
+                Thaw::Ready => c.ready += 1,
+                Thaw::Requested => c.requested += 1,
+                Thaw::Pending => c.pending += 1,
+            }
+            Ok::<(), RepoError>(())
+        },
+    )?;
+    Ok(counts.into_inner().unwrap())
+}
+
 pub fn prune_point(repo: &Repository, point: &PointRef) -> Result<(), RepoError> {
     let m = repo.read_manifest(point)?;
     // Keys derived from the point's validated ids, never the manifest's text.

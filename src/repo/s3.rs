@@ -25,7 +25,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::rest::{self, Retry, between, percent};
-use super::store::{ObjectMeta, Store, StoreError};
+use super::store::{ObjectMeta, Store, StoreError, Thaw, ThawSpeed};
 
 /// S3 Object Lock mode. Compliance: nobody, not even the bucket owner, can
 /// delete before the date. Governance: principals with
@@ -62,6 +62,10 @@ pub struct S3Location {
     pub ca_file: Option<PathBuf>,
     /// Lock every object written for this long (immutable tiers).
     pub lock: Option<(LockMode, Duration)>,
+    /// The storage class chunks are written in (`GLACIER`, …); the
+    /// bucket's default when absent. Manifests, indexes and locks stay in
+    /// the default class, so listing and planning never wait for a thaw.
+    pub storage_class: Option<String>,
     /// How often a failing request is retried, and for how long at most.
     pub max_retries: usize,
     pub retry_timeout: Duration,
@@ -81,6 +85,7 @@ impl S3Location {
             secret_key: None,
             ca_file: None,
             lock: None,
+            storage_class: None,
             max_retries: 6,
             retry_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(60),
@@ -208,6 +213,16 @@ impl S3Store {
                 }
             ));
         }
+        if text.contains("InvalidObjectState") {
+            return StoreError::Archived {
+                key: self.key_desc(key),
+                class: self
+                    .loc
+                    .storage_class
+                    .clone()
+                    .unwrap_or_else(|| "an archive class".into()),
+            };
+        }
         match e {
             object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
             _ => {
@@ -307,7 +322,7 @@ impl S3Store {
             use md5::Digest;
             b64.encode(md5::Md5::digest(data))
         };
-        let headers = [
+        let mut headers = vec![
             ("content-md5", md5),
             ("x-amz-object-lock-mode", mode.header().to_string()),
             (
@@ -315,6 +330,9 @@ impl S3Store {
                 until.to_rfc3339_opts(SecondsFormat::Secs, true),
             ),
         ];
+        if let Some(class) = self.class_for(key) {
+            headers.push(("x-amz-storage-class", class.to_string()));
+        }
         let (status, body) = self
             .signed(
                 http::Method::PUT,
@@ -404,6 +422,14 @@ impl S3Store {
         self.head_lock(&url).ok().flatten().map(|(_, until)| until)
     }
 
+    /// The storage class `key` is written in: the tier's, for chunks.
+    fn class_for(&self, key: &str) -> Option<&str> {
+        self.loc
+            .storage_class
+            .as_deref()
+            .filter(|_| key.starts_with(super::chunk::CHUNKS_PREFIX))
+    }
+
     /// The Object Lock an object carries: mode and retain-until date, as
     /// the server reports them (`None` when it has none).
     pub fn lock_of(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
@@ -437,9 +463,64 @@ impl Store for S3Store {
             return self.put_locked(key, data, mode, keep);
         }
         let payload = Bytes::copy_from_slice(data);
-        self.block_on(self.s3.put(&self.path(key), payload.into()))
+        let mut opts = object_store::PutOptions::default();
+        if let Some(class) = self.class_for(key) {
+            opts.attributes.insert(
+                object_store::Attribute::StorageClass,
+                class.to_string().into(),
+            );
+        }
+        self.block_on(self.s3.put_opts(&self.path(key), payload.into(), opts))
             .map(drop)
             .map_err(|e| self.err("write", key, e))
+    }
+
+    /// HEAD tells the class (`x-amz-storage-class`, absent for STANDARD)
+    /// and a thaw's state (`x-amz-restore`); a POST `?restore` asks for one
+    /// ("RestoreObject" in the Amazon S3 API reference). GLACIER_IR and the
+    /// other online classes read at once.
+    fn thaw(&self, key: &str, days: u32, speed: ThawSpeed) -> Result<Thaw, StoreError> {
+        super::store::check_key(key)?;
+        let url = self.url(key);
+        let (status, headers, body) = self
+            .signed_full(http::Method::HEAD, &url, &[], Bytes::new())
+            .map_err(|e| StoreError::Backend(format!("HEAD {}: {e}", self.key_desc(key))))?;
+        if !status.is_success() {
+            return Err(self.status_error("thaw", key, status, &body));
+        }
+        let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+        match thaw_state(get("x-amz-storage-class"), get("x-amz-restore")) {
+            Some(state) => Ok(state),
+            None => {
+                let request = format!(
+                    "<RestoreRequest xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Days>{days}</Days>\
+                     <GlacierJobParameters><Tier>{}</Tier></GlacierJobParameters></RestoreRequest>",
+                    speed.name()
+                );
+                let md5 = {
+                    use md5::Digest;
+                    base64::engine::general_purpose::STANDARD
+                        .encode(md5::Md5::digest(request.as_bytes()))
+                };
+                let (status, body) = self
+                    .signed(
+                        http::Method::POST,
+                        &format!("{url}?restore"),
+                        &[("content-md5", md5)],
+                        Bytes::from(request),
+                    )
+                    .map_err(|e| {
+                        StoreError::Backend(format!("thaw {}: {e}", self.key_desc(key)))
+                    })?;
+                match status.as_u16() {
+                    202 => Ok(Thaw::Requested),
+                    // Restored already: the request only extends it.
+                    200 => Ok(Thaw::Ready),
+                    409 => Ok(Thaw::Pending),
+                    _ => Err(self.status_error("thaw", key, status, &body)),
+                }
+            }
+        }
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
@@ -508,6 +589,46 @@ impl Store for S3Store {
     }
 }
 
+/// Where an object stands from its class and `x-amz-restore` header;
+/// `None` when it is archived and no thaw was asked for.
+fn thaw_state(class: Option<&str>, restore: Option<&str>) -> Option<Thaw> {
+    if !matches!(class, Some("GLACIER" | "DEEP_ARCHIVE")) {
+        return Some(Thaw::Ready);
+    }
+    let restore = restore?;
+    if restore.contains("ongoing-request=\"true\"") {
+        Some(Thaw::Pending)
+    } else if restore.contains("ongoing-request=\"false\"") {
+        Some(Thaw::Ready)
+    } else {
+        None
+    }
+}
+
 fn to_system_time(t: DateTime<Utc>) -> SystemTime {
     SystemTime::from(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_header_tells_a_thaw_under_way_from_one_done() {
+        assert_eq!(thaw_state(None, None), Some(Thaw::Ready));
+        assert_eq!(thaw_state(Some("GLACIER_IR"), None), Some(Thaw::Ready));
+        assert_eq!(thaw_state(Some("STANDARD_IA"), None), Some(Thaw::Ready));
+        assert_eq!(thaw_state(Some("GLACIER"), None), None);
+        assert_eq!(
+            thaw_state(Some("DEEP_ARCHIVE"), Some("ongoing-request=\"true\"")),
+            Some(Thaw::Pending)
+        );
+        assert_eq!(
+            thaw_state(
+                Some("GLACIER"),
+                Some("ongoing-request=\"false\", expiry-date=\"Fri, 04 Dec 2026 01:24:45 GMT\"")
+            ),
+            Some(Thaw::Ready)
+        );
+    }
 }

@@ -20,6 +20,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("`{key}` is locked (immutable){} and cannot be deleted yet", until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default())]
     Locked { key: String, until: Option<String> },
+    #[error(
+        "`{key}` is in archive storage ({class}) and cannot be read until it is thawed; run `coffer repo thaw` for its point and wait"
+    )]
+    Archived { key: String, class: String },
     #[error("no space left on the device holding `{key}`")]
     NoSpace { key: String },
     #[error("permission denied for `{key}`")]
@@ -106,6 +110,38 @@ impl StoreError {
     }
 }
 
+/// Where an object in archive storage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thaw {
+    /// Readable now.
+    Ready,
+    /// A thaw was asked for by this call.
+    Requested,
+    /// A thaw asked for earlier is still under way.
+    Pending,
+}
+
+/// How fast (and how dear) a thaw is: S3's retrieval tiers (GLACIER:
+/// expedited 1-5 minutes, standard 3-5 hours, bulk 5-12 hours; DEEP_ARCHIVE:
+/// standard within 12 hours, bulk within 48; "Understanding archive
+/// retrieval options" in the Amazon S3 user guide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThawSpeed {
+    Expedited,
+    Standard,
+    Bulk,
+}
+
+impl ThawSpeed {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThawSpeed::Expedited => "Expedited",
+            ThawSpeed::Standard => "Standard",
+            ThawSpeed::Bulk => "Bulk",
+        }
+    }
+}
+
 /// A place to keep objects.
 pub trait Store: Send + Sync {
     /// Stores `data` under `key` atomically: a reader sees no object or the
@@ -131,6 +167,13 @@ pub trait Store: Send + Sync {
 
     /// Where the store is, for messages ("local:/srv/coffer").
     fn describe(&self) -> String;
+
+    /// Makes an object in an archive storage class readable again (S3
+    /// `RestoreObject` for `days`, at `speed`), or says how far that is.
+    /// Objects in a class that reads at once, and stores without archive
+    /// classes, are `Ready`. No default: a wrapper that forgot to pass it
+    /// on would call archived chunks readable.
+    fn thaw(&self, key: &str, days: u32, speed: ThawSpeed) -> Result<Thaw, StoreError>;
 
     /// Leftovers of interrupted writes (never visible through `list`), for gc
     /// to delete by key. Stores whose writes are single requests have none.

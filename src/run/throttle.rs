@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::repo::backup::DiskReader;
-use crate::repo::store::{ObjectMeta, Store, StoreError};
+use crate::repo::store::{ObjectMeta, Store, StoreError, Thaw, ThawSpeed};
 
 /// A token bucket of `rate` bytes per second with one second of burst.
 #[derive(Debug)]
@@ -120,6 +120,17 @@ impl Store for ThrottledStore {
     }
     fn incomplete(&self) -> Result<Vec<ObjectMeta>, StoreError> {
         self.inner.incomplete()
+    }
+    fn thaw(&self, key: &str, days: u32, speed: ThawSpeed) -> Result<Thaw, StoreError> {
+        self.inner.thaw(key, days, speed)
+    }
+    fn remove_empty_dirs(
+        &self,
+        prefix: &str,
+        grace: Duration,
+        emptied: &[String],
+    ) -> Result<usize, StoreError> {
+        self.inner.remove_empty_dirs(prefix, grace, emptied)
     }
 }
 

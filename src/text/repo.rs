@@ -156,6 +156,22 @@ pub fn unlocked(removed: &[String], live: usize) -> String {
 }
 
 /// `repo prune`: the point removed.
+/// `repo thaw`: how many of the point's objects read now, and what is
+/// under way.
+pub fn thaw_report(point: &str, r: &crate::repo::ops::ThawReport) -> String {
+    if r.done() {
+        return format!(
+            "point {point}: all {} objects read now; restore, verify or copy it\n",
+            r.objects
+        );
+    }
+    format!(
+        "point {point}: {} of {} objects read now, {} thaws asked for now, {} under way; \
+         run `coffer repo thaw` again later (GLACIER: minutes with expedited, hours with standard or bulk)\n",
+        r.ready, r.objects, r.requested, r.pending
+    )
+}
+
 pub fn point_pruned(point: &str) -> String {
     format!("pruned point {point}; run `coffer repo gc` to free its chunks\n")
 }
