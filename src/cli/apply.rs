@@ -5,15 +5,13 @@
 //! backup remove its snapshot, and exits 130; a second Ctrl-C exits as
 //! soon as no snapshot is open.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use chrono::Utc;
 
 use super::Location;
 use super::backup::EXIT_CANCELLED;
-use super::load_or_report;
 use super::terminal::Terminal;
 use crate::engine::{ApplyOptions, RunOutcome, Workspace, cancel};
 
@@ -55,15 +53,9 @@ pub struct Args {
 /// the journal tells the next run what was interrupted.
 pub fn exit_on_second_interrupt() {
     std::thread::spawn(|| {
-        loop {
-            if cancel::ABORT.load(Ordering::SeqCst)
-                && cancel::SNAPSHOTS_OPEN.load(Ordering::SeqCst) == 0
-            {
-                eprintln!("coffer: aborted by a second Ctrl-C; no snapshot is left open");
-                std::process::exit(i32::from(EXIT_CANCELLED));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cancel::wait_for_safe_abort();
+        eprintln!("coffer: aborted by a second Ctrl-C; no snapshot is left open");
+        std::process::exit(i32::from(EXIT_CANCELLED));
     });
 }
 
@@ -80,12 +72,11 @@ pub fn exit_code(r: &RunOutcome) -> u8 {
 
 pub fn run(args: Args) -> Result<u8> {
     cancel::install_signal_handler();
-    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.location.policy.load()?;
     let terminal = Terminal::new(args.json).in_zone(config.settings.timezone);
     let mut ws = Workspace::open_for_run(config, args.location.state.as_deref(), &terminal)?;
     exit_on_second_interrupt();
-    let action_timeout = crate::policy::units::parse_duration(&args.action_timeout)
-        .map_err(|e| anyhow!("--action-timeout: {e}"))?;
+    let action_timeout = super::duration("--action-timeout", &args.action_timeout)?;
     // Whole seconds, at least one.
     let action_timeout = Duration::from_secs(action_timeout.as_secs().max(1));
     let options = ApplyOptions {

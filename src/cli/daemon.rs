@@ -1,14 +1,12 @@
 //! `coffer daemon`: the engine's daemon (apply whenever a policy is due,
 //! forever, one catch-up run at start), with Ctrl-C to end it.
 
-use anyhow::{Result, anyhow};
-use chrono::{DateTime, Utc};
+use anyhow::Result;
 
-use super::Location;
 use super::backup::EXIT_CANCELLED;
 use super::terminal::Terminal;
-use super::{EXIT_OK, load_or_report};
-use crate::engine::daemon::{DaemonEnd, DaemonOptions, FAKE_CLOCK_ENV, run_daemon};
+use super::{EXIT_OK, Location};
+use crate::engine::daemon::{DaemonEnd, DaemonOptions, fake_clock, run_daemon};
 use crate::engine::metrics::{self, Both};
 use crate::engine::{ApplyOptions, cancel};
 
@@ -36,14 +34,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     cancel::install_signal_handler();
-    let fake_clock = std::env::var(FAKE_CLOCK_ENV)
-        .ok()
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|e| anyhow!("{FAKE_CLOCK_ENV}={t}: {e}"))
-        })
-        .transpose()?;
     let options = DaemonOptions {
         state: args.location.state.clone(),
         apply: ApplyOptions {
@@ -53,12 +43,9 @@ pub fn run(args: Args) -> Result<u8> {
             ..ApplyOptions::default()
         },
         max_runs: args.max_runs,
-        fake_clock,
+        fake_clock: fake_clock()?,
     };
-    let load = || {
-        load_or_report(&args.location.policy)
-            .map_err(|_| anyhow::Error::from(crate::cli::InvalidPolicyDir))
-    };
+    let load = || args.location.policy.load();
     super::apply::exit_on_second_interrupt();
     let config = load()?;
     let state = args.location.state_dir(&config);

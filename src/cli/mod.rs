@@ -31,8 +31,12 @@ mod validate;
 
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use crate::json::Document;
 
 /// Success, nothing to report.
 pub const EXIT_OK: u8 = 0;
@@ -84,6 +88,67 @@ pub struct PolicyArgs {
         default_value = "policies"
     )]
     pub dir: PathBuf,
+}
+
+impl PolicyArgs {
+    /// Loads the policy directory, its diagnostics on stderr; an invalid
+    /// one is `InvalidPolicyDir` (exit 10) once the errors are printed.
+    pub fn load(&self) -> Result<crate::policy::Config> {
+        let loaded = crate::policy::load(&self.dir);
+        eprint!("{}", loaded.render());
+        loaded.config.ok_or_else(|| {
+            let dir = self.dir.display();
+            eprintln!(
+                "policy directory `{dir}` is invalid; run `coffer validate -p {dir}` after fixing the errors above"
+            );
+            InvalidPolicyDir.into()
+        })
+    }
+}
+
+/// `--json`, for a command that prints one result.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Output {
+    /// Writes the result on stdout: the JSON document `doc` makes with
+    /// `--json`, else the text `text` makes.
+    pub fn print<D: Document>(
+        &self,
+        doc: impl FnOnce() -> D,
+        text: impl FnOnce() -> String,
+    ) -> Result<()> {
+        print_result(self.json, doc, text)
+    }
+}
+
+/// Writes the JSON document `doc` makes when `json`, else the text `text`
+/// makes, on stdout.
+pub(crate) fn print_result<D: Document>(
+    json: bool,
+    doc: impl FnOnce() -> D,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        print(format_args!("{}\n", crate::json::render(&doc())))
+    } else {
+        print(text())
+    }
+}
+
+/// Writes `text` on stdout (a closed pipe is an error `main` keeps quiet).
+pub(crate) fn print(text: impl std::fmt::Display) -> Result<()> {
+    write!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
+/// A duration given to `flag` (`1h30m`).
+pub(crate) fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {
+    crate::policy::units::parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 /// Where the catalog is: `--state DIR`, else the policy's settings.
@@ -236,22 +301,5 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Lab { command } => lab::run(command),
         Command::Completions { shell } => shell::completions(shell),
         Command::Man { out } => shell::man(out),
-    }
-}
-
-/// Loads a policy directory or prints why it cannot be used.
-pub(crate) fn load_or_report(args: &PolicyArgs) -> std::result::Result<crate::policy::Config, u8> {
-    let loaded = crate::policy::load(&args.dir);
-    eprint!("{}", loaded.render());
-    match loaded.config {
-        Some(c) => Ok(c),
-        None => {
-            eprintln!(
-                "policy directory `{}` is invalid; run `coffer validate -p {}` after fixing the errors above",
-                args.dir.display(),
-                args.dir.display()
-            );
-            Err(EXIT_INVALID_CONFIG)
-        }
     }
 }
