@@ -27,13 +27,8 @@ pub struct Args {
     pub plan: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub location: Location,
-    /// Let retention prune more than half of a tier's points in one run
-    /// (without it, one run prunes the oldest half and the rest waits).
-    #[arg(long)]
-    pub allow_mass_prune: bool,
-    /// Do not send email, even when the notifiers' rules say to.
-    #[arg(long)]
-    pub no_mail: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// The longest one backup may take; it is then stopped, its snapshot
     /// removed, and it counts as failed.
     #[arg(long, default_value = "12h")]
@@ -42,10 +37,34 @@ pub struct Args {
     /// failed, mail) on stdout instead of lines for people.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a run goes, for `apply` and each run of the daemon.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
+    #[arg(long)]
+    pub allow_mass_prune: bool,
+    /// Do not send email, even when the notifiers' rules say to (reports
+    /// are still written).
+    #[arg(long)]
+    pub no_mail: bool,
     /// Backups at once, in all (each source's `max_per_host` and
     /// `max_per_datastore` limit them further).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> ApplyOptions {
+        ApplyOptions {
+            allow_mass_prune: self.allow_mass_prune,
+            mail: !self.no_mail,
+            parallel: self.parallel,
+            ..ApplyOptions::default()
+        }
+    }
 }
 
 /// A second Ctrl-C: once no backup holds a snapshot, stop at once. A copy
@@ -81,10 +100,8 @@ pub fn run(args: Args) -> Result<u8> {
     let action_timeout = Duration::from_secs(action_timeout.as_secs().max(1));
     let options = ApplyOptions {
         plan_file: args.plan,
-        allow_mass_prune: args.allow_mass_prune,
-        mail: !args.no_mail,
         action_timeout,
-        parallel: args.parallel,
+        ..args.run.options()
     };
     let outcome = ws.apply(&options, &Utc::now)?;
     Ok(exit_code(&outcome))

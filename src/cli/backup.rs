@@ -37,7 +37,8 @@ pub struct Args {
     pub policies: PolicyArgs,
 }
 
-pub fn run(args: Args) -> Result<u8> {
+/// `verbose`: `-v` was given, the result shows details (change ids).
+pub fn run(args: Args, verbose: bool) -> Result<u8> {
     cancel::install_signal_handler();
     let config = args.policies.load()?;
     let what = BackupNow {
@@ -61,6 +62,6 @@ pub fn run(args: Args) -> Result<u8> {
     let doc = || crate::json::Backup::new(&t.run_id, &t.vm, &t.tier, &t.outcome);
     let zone = config.settings.timezone;
     args.output
-        .print(doc, || text::backup_taken(t, zone, super::verbose()))?;
+        .print(doc, || text::backup_taken(t, zone, verbose))?;
     Ok(EXIT_OK)
 }

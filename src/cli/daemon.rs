@@ -6,9 +6,9 @@ use anyhow::Result;
 use super::backup::EXIT_CANCELLED;
 use super::terminal::Terminal;
 use super::{EXIT_OK, Location};
+use crate::engine::cancel;
 use crate::engine::daemon::{DaemonEnd, DaemonOptions, fake_clock, run_daemon};
 use crate::engine::metrics::{self, Both};
-use crate::engine::{ApplyOptions, cancel};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,15 +17,8 @@ pub struct Args {
     /// Stop after this many runs (default: never).
     #[arg(long)]
     pub max_runs: Option<u32>,
-    /// Let a run prune more than half of a tier's points.
-    #[arg(long)]
-    pub allow_mass_prune: bool,
-    /// Write reports but mail nothing.
-    #[arg(long)]
-    pub no_mail: bool,
-    /// Backups at once, in all.
-    #[arg(long, default_value_t = 4)]
-    pub parallel: usize,
+    #[command(flatten)]
+    pub run: super::apply::RunArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464; port 0 picks a free one and prints it).
     #[arg(long, value_name = "ADDR")]
@@ -36,12 +29,7 @@ pub fn run(args: Args) -> Result<u8> {
     cancel::install_signal_handler();
     let options = DaemonOptions {
         state: args.location.state.clone(),
-        apply: ApplyOptions {
-            allow_mass_prune: args.allow_mass_prune,
-            mail: !args.no_mail,
-            parallel: args.parallel,
-            ..ApplyOptions::default()
-        },
+        apply: args.run.options(),
         max_runs: args.max_runs,
         fake_clock: fake_clock()?,
     };

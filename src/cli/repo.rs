@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use super::terminal::Terminal;
 use super::{EXIT_OK, Output, PolicyArgs, print};
@@ -54,20 +54,16 @@ impl Target {
     fn spec(&self) -> Result<(RepoSpec, Option<Config>)> {
         let secret = (self.key_env.clone().map(SecretRef::Env))
             .or_else(|| self.key_file.clone().map(SecretRef::File));
-        let spec = match (&self.repo, &self.tier) {
-            (Some(spec), _) => RepoSpec::Location {
-                spec: spec.clone(),
-                endpoint: self.endpoint.clone(),
-                region: self.region.clone(),
-                secret,
-            },
-            (None, Some(name)) => RepoSpec::Tier(name.clone()),
-            (None, None) => bail!(
-                "name the repository with --tier NAME (from the policy directory) or --repo DIR|s3://BUCKET/PREFIX"
-            ),
-        };
-        let tier = matches!(spec, RepoSpec::Tier(_));
-        Ok((spec, tier.then(|| self.policy.load()).transpose()?))
+        let (endpoint, region) = (self.endpoint.as_deref(), self.region.as_deref());
+        let spec = RepoSpec::chosen(
+            self.tier.as_deref(),
+            self.repo.as_deref(),
+            endpoint,
+            region,
+            secret,
+        )?;
+        let config = spec.policies(|| self.policy.load())?;
+        Ok((spec, config))
     }
 
     pub fn open(&self) -> Result<Repository> {

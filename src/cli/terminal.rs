@@ -97,18 +97,15 @@ impl Terminal {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             by_vm: BTreeMap::new(),
         });
-        let gone: Vec<String> = bars
-            .by_vm
-            .keys()
-            .filter(|vm| !running.iter().any(|p| &p.vm == *vm))
-            .cloned()
-            .collect();
-        for vm in gone {
-            if let Some(b) = bars.by_vm.remove(&vm) {
+        // The bars of backups that ended go.
+        bars.by_vm.retain(|vm, b| {
+            let running = running.iter().any(|p| &p.vm == vm);
+            if !running {
                 b.finish_and_clear();
-                bars.multi.remove(&b);
+                bars.multi.remove(b);
             }
-        }
+            running
+        });
         for p in running {
             let bar = bars.by_vm.entry(p.vm.clone()).or_insert_with(|| {
                 let b = bars.multi.add(ProgressBar::new(0));
@@ -184,20 +181,12 @@ impl Terminal {
     /// the runner's threads call this, and a panic there would stop them
     /// mid-action.
     fn say(&self, event: &Event<'_>) {
-        match text::event(event, self.colour, self.zone) {
-            Some(Line {
-                stream: Stream::Stdout,
-                text,
-            }) => {
-                let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            }
-            Some(Line {
-                stream: Stream::Stderr,
-                text,
-            }) => {
-                let _ = std::io::stderr().lock().write_all(text.as_bytes());
-            }
-            None => {}
-        }
+        let Some(Line { stream, text }) = text::event(event, self.colour, self.zone) else {
+            return;
+        };
+        let _ = match stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+            Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
     }
 }
