@@ -73,7 +73,7 @@ impl RunArgs {
 pub fn exit_on_second_interrupt() {
     std::thread::spawn(|| {
         cancel::wait_for_safe_abort();
-        eprintln!("coffer: aborted by a second Ctrl-C; no snapshot is left open");
+        eprint!("{}", crate::text::aborted_by_second_interrupt());
         std::process::exit(i32::from(EXIT_CANCELLED));
     });
 }

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<u8> {
     let state = args.location.state_dir(&config);
     let (metrics, served) = metrics::for_daemon(&state, args.metrics.as_deref())?;
     if let Some(addr) = served {
-        eprintln!("coffer daemon: metrics at http://{addr}/metrics");
+        eprint!("{}", crate::text::metrics_served(addr));
     }
     let terminal = Terminal::human().in_zone(config.settings.timezone);
     match run_daemon(&load, &options, &Both(&terminal, metrics.as_ref()))? {

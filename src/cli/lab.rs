@@ -106,11 +106,7 @@ pub fn run(command: Command) -> Result<u8> {
         Command::NfsRead { host, export, file } => {
             let started = std::time::Instant::now();
             let bytes = crate::instant::client::Nas::mount(&host, &export)?.read_through(&file)?;
-            let secs = started.elapsed().as_secs_f64();
-            let mib_per_s = bytes as f64 / (1 << 20) as f64 / secs.max(1e-9);
-            print(format_args!(
-                "{{\"bytes\": {bytes}, \"seconds\": {secs:.3}, \"mib_per_s\": {mib_per_s:.1}}}\n"
-            ))?;
+            print(text::nfs_read(bytes, started.elapsed().as_secs_f64()))?;
             Ok(EXIT_OK)
         }
         Command::AddVm(args) => {

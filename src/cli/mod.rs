@@ -96,10 +96,7 @@ impl PolicyArgs {
         let loaded = crate::policy::load(&self.dir);
         eprint!("{}", loaded.render());
         loaded.config.ok_or_else(|| {
-            let dir = self.dir.display();
-            eprintln!(
-                "policy directory `{dir}` is invalid; run `coffer validate -p {dir}` after fixing the errors above"
-            );
+            eprint!("{}", crate::text::policy_dir_invalid(&self.dir));
             InvalidPolicyDir.into()
         })
     }

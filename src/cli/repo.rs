@@ -11,7 +11,6 @@ use super::{EXIT_OK, Output, PolicyArgs, print};
 use crate::engine::image::{ImageBackup, backup_image as backup_image_into};
 use crate::engine::repository;
 use crate::engine::tiers::{RepoSpec, init_tiers};
-use crate::policy::Config;
 use crate::policy::model::SecretRef;
 use crate::repo::Repository;
 use crate::repo::ops::SampleError;
@@ -49,26 +48,22 @@ pub struct Target {
 }
 
 impl Target {
-    /// The repository as the engine names it, and the policies when it is
-    /// one of their tiers.
-    fn spec(&self) -> Result<(RepoSpec, Option<Config>)> {
+    /// The repository as the engine names it.
+    fn spec(&self) -> Result<RepoSpec> {
         let secret = (self.key_env.clone().map(SecretRef::Env))
             .or_else(|| self.key_file.clone().map(SecretRef::File));
-        let (endpoint, region) = (self.endpoint.as_deref(), self.region.as_deref());
-        let spec = RepoSpec::chosen(
-            self.tier.as_deref(),
-            self.repo.as_deref(),
-            endpoint,
-            region,
+        let (tier, repo) = (self.tier.as_deref(), self.repo.as_deref());
+        RepoSpec::chosen(
+            tier,
+            repo,
+            self.endpoint.as_deref(),
+            self.region.as_deref(),
             secret,
-        )?;
-        let config = spec.policies(|| self.policy.load())?;
-        Ok((spec, config))
+        )
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let (spec, config) = self.spec()?;
-        spec.open(config.as_ref())
+        self.spec()?.open_with(|| self.policy.load())
     }
 }
 
@@ -216,7 +211,8 @@ pub fn run(command: Command) -> Result<u8> {
             )?))?;
         }
         Command::Init(InitArgs { target, .. }) => {
-            let (spec, config) = target.spec()?;
+            let spec = target.spec()?;
+            let config = spec.policies(|| target.policy.load())?;
             let (repo, encrypted) = spec.init(config.as_ref())?;
             print(text::repo_created(&repo, encrypted))?;
         }
@@ -249,16 +245,11 @@ pub fn run(command: Command) -> Result<u8> {
         }
         Command::Copy(a) => {
             let from = a.target.open()?;
-            let to = Target {
-                tier: a.to_tier.clone(),
-                repo: a.to_repo.clone(),
-                endpoint: a.to_endpoint.clone(),
-                region: None,
-                key_env: a.to_key_env.clone(),
-                key_file: None,
-                policy: a.target.policy.clone(),
-            };
-            let to = to.open().context("opening the destination")?;
+            let secret = a.to_key_env.clone().map(SecretRef::Env);
+            let (tier, repo) = (a.to_tier.as_deref(), a.to_repo.as_deref());
+            let to = RepoSpec::chosen(tier, repo, a.to_endpoint.as_deref(), None, secret)
+                .and_then(|spec| spec.open_with(|| a.target.policy.load()))
+                .context("opening the destination")?;
             print(text::point_copied(
                 &a.point,
                 &repository::copy(&from, &to, &a.point)?,

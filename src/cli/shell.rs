@@ -29,7 +29,7 @@ pub fn man(out: Option<PathBuf>) -> Result<u8> {
             let pages = (std::fs::read_dir(&dir)?.filter_map(|e| e.ok()))
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".1"))
                 .count();
-            print(format_args!("wrote {pages} pages into {}\n", dir.display()))?;
+            print(crate::text::man_pages_written(pages, &dir))?;
         }
     }
     Ok(EXIT_OK)

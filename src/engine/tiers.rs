@@ -74,6 +74,11 @@ impl RepoSpec {
         }
     }
 
+    /// Opens it, with the policies `load` reads when it is a tier.
+    pub fn open_with(&self, load: impl FnOnce() -> Result<Config>) -> Result<Repository> {
+        self.open(self.policies(load)?.as_ref())
+    }
+
     /// `config` is needed (and only read) for a tier.
     fn resolve(&self, config: Option<&Config>) -> Result<Resolved> {
         match self {

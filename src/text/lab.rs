@@ -55,6 +55,12 @@ pub fn lab_serving(lab: &LabHandle, dir: &Path) -> String {
     out
 }
 
+/// `lab nfs-read`: bytes read, seconds and rate, as one JSON line.
+pub fn nfs_read(bytes: u64, seconds: f64) -> String {
+    let mib_per_s = bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9);
+    format!("{{\"bytes\": {bytes}, \"seconds\": {seconds:.3}, \"mib_per_s\": {mib_per_s:.1}}}\n")
+}
+
 /// `lab write`: what each disk of `vm` got.
 pub fn lab_written(vm: &str, written: &[DiskWrite]) -> String {
     let mut out = String::new();
