@@ -843,6 +843,11 @@ mod tests {
     }
 
     #[test]
+    fn the_default_state_dir_is_coffers_lab_under_the_state_home() {
+        assert!(crate::lab::default_state_dir().ends_with("coffer/lab"));
+    }
+
+    #[test]
     fn a_new_disk_refuses_what_is_neither() {
         let e = "lots".parse::<NewDisk>().unwrap_err();
         assert!(matches!(e, NewDiskError::Size { .. }));

@@ -77,3 +77,17 @@ pub fn lab_written(vm: &str, written: &[DiskWrite]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_nfs_read_is_one_json_line_with_its_rate() {
+        let line = super::nfs_read(3 << 20, 2.0);
+        assert_eq!(
+            line,
+            "{\"bytes\": 3145728, \"seconds\": 2.000, \"mib_per_s\": 1.5}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&super::nfs_read(0, 0.0)).unwrap();
+        assert_eq!(v["mib_per_s"], 0.0);
+    }
+}

@@ -109,3 +109,16 @@ pub fn schedule(policy: &Policy, fires: &[FireTime]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn an_invalid_policy_directory_says_how_to_check_it_again() {
+        assert_eq!(
+            super::policy_dir_invalid(Path::new("pol")),
+            "policy directory `pol` is invalid; run `coffer validate -p pol` after fixing the errors above\n"
+        );
+    }
+}
