@@ -5,15 +5,13 @@
 //! backup remove its snapshot, and exits 130; a second Ctrl-C exits as
 //! soon as no snapshot is open.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use chrono::Utc;
 
 use super::Location;
 use super::backup::EXIT_CANCELLED;
-use super::load_or_report;
 use super::terminal::Terminal;
 use crate::engine::{ApplyOptions, RunOutcome, Workspace, cancel};
 
@@ -29,13 +27,8 @@ pub struct Args {
     pub plan: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub location: Location,
-    /// Let retention prune more than half of a tier's points in one run
-    /// (without it, one run prunes the oldest half and the rest waits).
-    #[arg(long)]
-    pub allow_mass_prune: bool,
-    /// Do not send email, even when the notifiers' rules say to.
-    #[arg(long)]
-    pub no_mail: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// The longest one backup may take; it is then stopped, its snapshot
     /// removed, and it counts as failed.
     #[arg(long, default_value = "12h")]
@@ -44,10 +37,34 @@ pub struct Args {
     /// failed, mail) on stdout instead of lines for people.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a run goes, for `apply` and each run of the daemon.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
+    #[arg(long)]
+    pub allow_mass_prune: bool,
+    /// Do not send email, even when the notifiers' rules say to (reports
+    /// are still written).
+    #[arg(long)]
+    pub no_mail: bool,
     /// Backups at once, in all (each source's `max_per_host` and
     /// `max_per_datastore` limit them further).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> ApplyOptions {
+        ApplyOptions {
+            allow_mass_prune: self.allow_mass_prune,
+            mail: !self.no_mail,
+            parallel: self.parallel,
+            ..ApplyOptions::default()
+        }
+    }
 }
 
 /// A second Ctrl-C: once no backup holds a snapshot, stop at once. A copy
@@ -55,15 +72,9 @@ pub struct Args {
 /// the journal tells the next run what was interrupted.
 pub fn exit_on_second_interrupt() {
     std::thread::spawn(|| {
-        loop {
-            if cancel::ABORT.load(Ordering::SeqCst)
-                && cancel::SNAPSHOTS_OPEN.load(Ordering::SeqCst) == 0
-            {
-                eprintln!("coffer: aborted by a second Ctrl-C; no snapshot is left open");
-                std::process::exit(i32::from(EXIT_CANCELLED));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cancel::wait_for_safe_abort();
+        eprint!("{}", crate::text::aborted_by_second_interrupt());
+        std::process::exit(i32::from(EXIT_CANCELLED));
     });
 }
 
@@ -80,20 +91,17 @@ pub fn exit_code(r: &RunOutcome) -> u8 {
 
 pub fn run(args: Args) -> Result<u8> {
     cancel::install_signal_handler();
-    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.location.policy.load()?;
     let terminal = Terminal::new(args.json).in_zone(config.settings.timezone);
     let mut ws = Workspace::open_for_run(config, args.location.state.as_deref(), &terminal)?;
     exit_on_second_interrupt();
-    let action_timeout = crate::policy::units::parse_duration(&args.action_timeout)
-        .map_err(|e| anyhow!("--action-timeout: {e}"))?;
+    let action_timeout = super::duration("--action-timeout", &args.action_timeout)?;
     // Whole seconds, at least one.
     let action_timeout = Duration::from_secs(action_timeout.as_secs().max(1));
     let options = ApplyOptions {
         plan_file: args.plan,
-        allow_mass_prune: args.allow_mass_prune,
-        mail: !args.no_mail,
         action_timeout,
-        parallel: args.parallel,
+        ..args.run.options()
     };
     let outcome = ws.apply(&options, &Utc::now)?;
     Ok(exit_code(&outcome))

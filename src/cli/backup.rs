@@ -3,12 +3,10 @@
 //! of that VM on the tier when CBT can be trusted, else a full, with the
 //! reason. Ctrl-C stops the read, removes the snapshot and records nothing.
 
-use std::io::Write;
-
 use anyhow::Result;
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, Output, PolicyArgs};
 use crate::engine::backup_now::{BackupNow, backup_now};
 use crate::engine::cancel;
 use crate::run::vm_backup::VmBackupError;
@@ -33,16 +31,16 @@ pub struct Args {
     /// Take a full backup even when an incremental is possible.
     #[arg(long)]
     pub full: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
     #[command(flatten)]
     pub policies: PolicyArgs,
 }
 
-pub fn run(args: Args) -> Result<u8> {
+/// `verbose`: `-v` was given, the result shows details (change ids).
+pub fn run(args: Args, verbose: bool) -> Result<u8> {
     cancel::install_signal_handler();
-    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.policies.load()?;
     let what = BackupNow {
         vm: args.vm.clone(),
         source: args.source.clone(),
@@ -60,18 +58,10 @@ pub fn run(args: Args) -> Result<u8> {
             return Err(e);
         }
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let t = &taken;
-        let doc = crate::json::Backup::new(&t.run_id, &t.vm, &t.tier, &t.outcome);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-    } else {
-        let zone = config.settings.timezone;
-        write!(
-            out,
-            "{}",
-            text::backup_taken(&taken, zone, super::verbose())
-        )?;
-    }
+    let t = &taken;
+    let doc = || crate::json::Backup::new(&t.run_id, &t.vm, &t.tier, &t.outcome);
+    let zone = config.settings.timezone;
+    args.output
+        .print(doc, || text::backup_taken(t, zone, verbose))?;
     Ok(EXIT_OK)
 }

@@ -1,15 +1,11 @@
 //! `coffer catalog …`: rebuild the catalog from a tier, refresh it from the
 //! tiers and report drift, and show what it holds.
 
-use std::io::Write;
-use std::path::PathBuf;
-
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, Location, PolicyArgs, load_or_report};
+use super::{EXIT_OK, Location, Output};
 use crate::engine;
-use crate::policy::Config;
 use crate::text;
 
 #[derive(Debug, clap::Subcommand)]
@@ -31,9 +27,8 @@ pub struct RebuildArgs {
     pub tier: Vec<String>,
     #[command(flatten)]
     pub location: Location,
-    /// Print the drift as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,9 +38,8 @@ pub struct RefreshArgs {
     pub tier: Vec<String>,
     #[command(flatten)]
     pub location: Location,
-    /// Print the drift as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,64 +49,41 @@ pub struct ShowArgs {
     pub vm: Option<String>,
     #[command(flatten)]
     pub location: Location,
-    /// Print the points as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 pub fn run(command: Command) -> Result<u8> {
     match command {
-        Command::Rebuild(a) => sync(&a.tier, &a.location, a.json, true),
-        Command::Refresh(a) => sync(&a.tier, &a.location, a.json, false),
+        Command::Rebuild(a) => sync(&a.tier, &a.location, &a.output, true),
+        Command::Refresh(a) => sync(&a.tier, &a.location, &a.output, false),
         Command::Show(a) => show(a),
     }
 }
 
-fn load(policy: &PolicyArgs) -> Result<Config> {
-    load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir.into())
-}
-
-/// Where the catalog is: `--state DIR`, else the policy's settings.
-fn catalog_path(location: &Location) -> Result<PathBuf> {
-    match &location.state {
-        Some(dir) => Ok(engine::catalog::catalog_in(dir)),
-        None => Ok(load(&location.policy)?.settings.catalog),
-    }
-}
-
-fn sync(tiers: &[String], location: &Location, json: bool, rebuild: bool) -> Result<u8> {
-    let config = load(&location.policy)?;
+fn sync(tiers: &[String], location: &Location, output: &Output, rebuild: bool) -> Result<u8> {
+    let config = location.policy.load()?;
     let path = engine::catalog::catalog_path(location.state.as_deref(), &config);
     let terminal = Terminal::human();
     let mut catalog = engine::catalog::open_catalog(&path, None, &terminal)?;
     let drifts = engine::catalog::sync_tiers(&config, &mut catalog, tiers, rebuild)?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        let doc = crate::json::CatalogSync::new(&drifts);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-        return Ok(EXIT_OK);
-    }
-    write!(out, "{}", text::catalog_synced(&drifts, rebuild, &path))?;
+    let doc = || crate::json::CatalogSync::new(&drifts);
+    output.print(doc, || text::catalog_synced(&drifts, rebuild, &path))?;
     Ok(EXIT_OK)
 }
 
 fn show(a: ShowArgs) -> Result<u8> {
-    let path = catalog_path(&a.location)?;
-    if !path.exists() {
-        bail!(
-            "there is no catalog at {}; build one with `coffer catalog rebuild --tier NAME`",
-            path.display()
-        );
-    }
-    let catalog = engine::catalog::open_catalog(&path, None, &Terminal::human())?;
+    // `--state DIR` needs no policies.
+    let path = match &a.location.state {
+        Some(dir) => engine::catalog::catalog_in(dir),
+        None => a.location.policy.load()?.settings.catalog,
+    };
+    let catalog = engine::catalog::open_existing(&path, &Terminal::human())?;
     let contents = engine::catalog::contents(&catalog, a.vm.as_deref())?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
+    let doc = || {
         let lifetime = |p: &str| catalog.snapshot_lifetime_of(p).ok().flatten();
-        let doc = crate::json::CatalogShow::new(&contents, lifetime);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-        return Ok(EXIT_OK);
-    }
-    write!(out, "{}", text::catalog_contents(&contents))?;
+        crate::json::CatalogShow::new(&contents, lifetime)
+    };
+    a.output.print(doc, || text::catalog_contents(&contents))?;
     Ok(EXIT_OK)
 }

@@ -2,11 +2,9 @@
 //! a snapshot create/remove to apply it, enable), as `apply` does by itself
 //! before a full when a disk was resized or moved.
 
-use std::io::Write;
-
 use anyhow::Result;
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, PolicyArgs, print};
 use crate::engine::backup_now::reset_cbt_now;
 
 #[derive(Debug, clap::Subcommand)]
@@ -29,8 +27,7 @@ pub struct ResetArgs {
 
 pub fn run(command: Command) -> Result<u8> {
     let Command::Reset(args) = command;
-    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let done = reset_cbt_now(&config, &args.vm, args.source.as_deref())?;
-    writeln!(std::io::stdout().lock(), "{done}")?;
+    let done = reset_cbt_now(&args.policies.load()?, &args.vm, args.source.as_deref())?;
+    print(format_args!("{done}\n"))?;
     Ok(EXIT_OK)
 }

@@ -1,16 +1,14 @@
 //! `coffer daemon`: the engine's daemon (apply whenever a policy is due,
 //! forever, one catch-up run at start), with Ctrl-C to end it.
 
-use anyhow::{Result, anyhow};
-use chrono::{DateTime, Utc};
+use anyhow::Result;
 
-use super::Location;
 use super::backup::EXIT_CANCELLED;
 use super::terminal::Terminal;
-use super::{EXIT_OK, load_or_report};
-use crate::engine::daemon::{DaemonEnd, DaemonOptions, FAKE_CLOCK_ENV, run_daemon};
+use super::{EXIT_OK, Location};
+use crate::engine::cancel;
+use crate::engine::daemon::{DaemonEnd, DaemonOptions, fake_clock, run_daemon};
 use crate::engine::metrics::{self, Both};
-use crate::engine::{ApplyOptions, cancel};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,15 +17,8 @@ pub struct Args {
     /// Stop after this many runs (default: never).
     #[arg(long)]
     pub max_runs: Option<u32>,
-    /// Let a run prune more than half of a tier's points.
-    #[arg(long)]
-    pub allow_mass_prune: bool,
-    /// Write reports but mail nothing.
-    #[arg(long)]
-    pub no_mail: bool,
-    /// Backups at once, in all.
-    #[arg(long, default_value_t = 4)]
-    pub parallel: usize,
+    #[command(flatten)]
+    pub run: super::apply::RunArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464; port 0 picks a free one and prints it).
     #[arg(long, value_name = "ADDR")]
@@ -36,35 +27,19 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     cancel::install_signal_handler();
-    let fake_clock = std::env::var(FAKE_CLOCK_ENV)
-        .ok()
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|e| anyhow!("{FAKE_CLOCK_ENV}={t}: {e}"))
-        })
-        .transpose()?;
     let options = DaemonOptions {
         state: args.location.state.clone(),
-        apply: ApplyOptions {
-            allow_mass_prune: args.allow_mass_prune,
-            mail: !args.no_mail,
-            parallel: args.parallel,
-            ..ApplyOptions::default()
-        },
+        apply: args.run.options(),
         max_runs: args.max_runs,
-        fake_clock,
+        fake_clock: fake_clock()?,
     };
-    let load = || {
-        load_or_report(&args.location.policy)
-            .map_err(|_| anyhow::Error::from(crate::cli::InvalidPolicyDir))
-    };
+    let load = || args.location.policy.load();
     super::apply::exit_on_second_interrupt();
     let config = load()?;
     let state = args.location.state_dir(&config);
     let (metrics, served) = metrics::for_daemon(&state, args.metrics.as_deref())?;
     if let Some(addr) = served {
-        eprintln!("coffer daemon: metrics at http://{addr}/metrics");
+        eprint!("{}", crate::text::metrics_served(addr));
     }
     let terminal = Terminal::human().in_zone(config.settings.timezone);
     match run_daemon(&load, &options, &Both(&terminal, metrics.as_ref()))? {

@@ -2,12 +2,11 @@
 //! at a time) from a tier, as an OVA or as streamOptimized VMDKs, for any
 //! tool that imports those.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, PolicyArgs, print};
 use crate::run::export::{self, ExportFormat};
 use crate::text;
 
@@ -32,15 +31,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.policies.load()?;
     let (tier, repo, m) = args.choice.find(&config, &args.vm)?;
     let threads = crate::engine::threads();
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", text::reading_point("exporting", &m, &tier))?;
+    print(text::reading_point("exporting", &m, &tier))?;
     let r = match args.format {
         ExportFormat::Ova => export::export_ova(&repo, &m, &args.out, args.force, threads)?,
         ExportFormat::Vmdk => export::export_vmdk(&repo, &m, &args.out, args.force, threads)?,
     };
-    write!(out, "{}", text::exported(&r))?;
+    print(text::exported(&r))?;
     Ok(EXIT_OK)
 }

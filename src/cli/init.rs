@@ -1,11 +1,10 @@
 //! `coffer init`: a new policy directory, against the lab or a host.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::EXIT_OK;
+use super::{EXIT_OK, print};
 use crate::engine::init::{self, Origin};
 use crate::text;
 
@@ -34,12 +33,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let mut out = std::io::stdout().lock();
     let origin = match &args.from_source {
         None => Origin::Lab,
         Some(url) => {
             let thumbprint = init::presented_thumbprint(url)?;
-            write!(out, "{}", text::host_presents(url, &thumbprint))?;
+            print(text::host_presents(url, &thumbprint))?;
             let password = std::env::var(&args.password_env).with_context(|| {
                 format!(
                     "set {} to the password of {} (the policy reads it from there too)",
@@ -48,16 +46,12 @@ pub fn run(args: Args) -> Result<u8> {
             })?;
             let facts =
                 init::read_host(url, &thumbprint, &args.user, &password, &args.password_env)?;
-            write!(out, "{}", text::host_read(&facts))?;
+            print(text::host_read(&facts))?;
             Origin::Host(facts)
         }
     };
     let files = init::write(&args.dir, &origin)?;
     let from_host = matches!(origin, Origin::Host(_));
-    write!(
-        out,
-        "{}",
-        text::policy_dir_written(&files, &args.dir, from_host)
-    )?;
+    print(text::policy_dir_written(&files, &args.dir, from_host))?;
     Ok(EXIT_OK)
 }

@@ -1,12 +1,11 @@
 //! `coffer instant-recover`: boot a VM straight from a restore point, list
 //! the sessions, move one to production storage, stop one.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, PolicyArgs, print};
 use crate::engine::instant::{self, StartArgs};
 use crate::text;
 
@@ -83,40 +82,35 @@ pub enum Command {
     },
 }
 
-fn config(p: &PolicyArgs) -> Result<crate::policy::Config> {
-    load_or_report(p).map_err(|_| crate::cli::InvalidPolicyDir.into())
-}
-
 pub fn run(args: Args) -> Result<u8> {
-    let mut out = std::io::stdout().lock();
     match args.command {
         Some(Command::List { policies }) => {
-            let listed = instant::list(&config(&policies)?)?;
-            write!(out, "{}", text::instant_sessions(&listed))?;
+            print(text::instant_sessions(&instant::list(&policies.load()?)?))?;
         }
         Some(Command::Migrate {
             name,
             datastore,
             policies,
         }) => {
-            let migrated = instant::migrate(&config(&policies)?, &name, &datastore)?;
-            write!(out, "{}", text::instant_migrated(&migrated))?;
+            let migrated = instant::migrate(&policies.load()?, &name, &datastore)?;
+            print(text::instant_migrated(&migrated))?;
         }
         Some(Command::Stop { name, policies }) => {
-            let stopped = instant::stop(&config(&policies)?, &name)?;
-            write!(out, "{}", text::instant_stopped(&stopped))?;
+            print(text::instant_stopped(&instant::stop(
+                &policies.load()?,
+                &name,
+            )?))?;
         }
         Some(Command::Serve {
             session_dir,
             policies,
-        }) => instant::serve_session(&config(&policies)?, &session_dir)?,
+        }) => instant::serve_session(&policies.load()?, &session_dir)?,
         None => {
             let vm = args
                 .vm
                 .ok_or_else(|| anyhow!("name the VM to recover (or list, stop NAME)"))?;
-            let config = config(&args.policies)?;
-            let timeout = crate::policy::units::parse_duration(&args.heartbeat_timeout)
-                .map_err(|e| anyhow!("--heartbeat-timeout: {e}"))?;
+            let config = args.policies.load()?;
+            let timeout = super::duration("--heartbeat-timeout", &args.heartbeat_timeout)?;
             let a = StartArgs {
                 vm,
                 at: super::restore::parse_at(args.choice.at.as_deref())?,
@@ -133,8 +127,11 @@ pub fn run(args: Args) -> Result<u8> {
                 heartbeat_timeout: timeout,
                 server_program: std::env::current_exe()?,
             };
-            let started = instant::start(&config, &args.policies.dir, &a)?;
-            write!(out, "{}", text::instant_started(&started))?;
+            print(text::instant_started(&instant::start(
+                &config,
+                &args.policies.dir,
+                &a,
+            )?))?;
         }
     }
     Ok(EXIT_OK)

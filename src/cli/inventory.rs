@@ -2,11 +2,9 @@
 //! cares about (identity, power, tools, CBT, disks, snapshots), the policy
 //! that selects it, and snapshot hygiene warnings.
 
-use std::io::Write;
-
 use anyhow::Result;
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, PolicyArgs, print_result};
 use crate::engine::inventory::inventory;
 use crate::text;
 
@@ -23,18 +21,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    let rows = inventory(&config, args.source.as_deref())?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            crate::json::render(&crate::json::Inventory::new(&rows))
-        )?;
-    } else {
-        write!(out, "{}", text::inventory(&rows))?;
-    }
+    let rows = inventory(&args.policy.load()?, args.source.as_deref())?;
+    let doc = || crate::json::Inventory::new(&rows);
+    print_result(args.json, doc, || text::inventory(&rows))?;
     // Hygiene findings are warnings here; `plan` turns them into actions.
     Ok(EXIT_OK)
 }

@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 
-use super::EXIT_OK;
+use super::{EXIT_OK, print, print_result};
 use crate::lab::{Lab, LabConfig, NewDisk};
 use crate::text;
 
@@ -63,14 +63,9 @@ pub struct StateArg {
 
 impl StateArg {
     fn resolve(&self) -> PathBuf {
-        if let Some(d) = &self.dir {
-            return d.clone();
-        }
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        base.join("coffer").join("lab")
+        self.dir
+            .clone()
+            .unwrap_or_else(crate::lab::default_state_dir)
     }
 }
 
@@ -110,67 +105,20 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Write(args) => write(args),
         Command::NfsRead { host, export, file } => {
             let started = std::time::Instant::now();
-            let mut nas = crate::instant::client::Nas::mount(&host, &export)?;
-            let size = nas.size(&file)?;
-            let mut bytes = 0;
-            while bytes < size {
-                let got = nas.read_at(&file, bytes, 8 << 20)?.len() as u64;
-                if got == 0 {
-                    break;
-                }
-                bytes += got;
-            }
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "{{\"bytes\": {bytes}, \"seconds\": {secs:.3}, \"mib_per_s\": {:.1}}}",
-                bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
-            );
+            let bytes = crate::instant::client::Nas::mount(&host, &export)?.read_through(&file)?;
+            print(text::nfs_read(bytes, started.elapsed().as_secs_f64()))?;
             Ok(EXIT_OK)
         }
-        Command::AddVm(args) => add_vm(args),
+        Command::AddVm(args) => {
+            let dir = args.state.resolve();
+            let disks = (args.disks.iter())
+                .map(|d| d.parse().map_err(|e| anyhow!("--disk {e}")))
+                .collect::<Result<Vec<NewDisk>>>()?;
+            let made = crate::lab::add_vm_with(&dir, &args.name, &disks)?;
+            print(text::lab_vm_added(&args.name, &made, &disks, &dir))?;
+            Ok(EXIT_OK)
+        }
     }
-}
-
-/// A `--disk` value: `SIZE` or `image=FILE[,size=SIZE]`.
-fn parse_disk(spec: &str) -> Result<NewDisk> {
-    let size = |s: &str| {
-        crate::policy::units::parse_size(s)
-            .map(|s| s.0)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "--disk {spec}: {e}; give a size (`4GiB`) or `image=FILE[,size=SIZE]`"
-                )
-            })
-    };
-    let Some(rest) = spec.strip_prefix("image=") else {
-        return Ok(NewDisk::Generated {
-            capacity_bytes: size(spec)?,
-        });
-    };
-    let (path, capacity_bytes) = match rest.rsplit_once(",size=") {
-        Some((path, s)) => (path, Some(size(s)?)),
-        None => (rest, None),
-    };
-    if path.is_empty() {
-        anyhow::bail!("--disk {spec}: no image file after `image=`");
-    }
-    Ok(NewDisk::Image {
-        path: PathBuf::from(path),
-        capacity_bytes,
-    })
-}
-
-fn add_vm(args: AddVmArgs) -> Result<u8> {
-    let dir = args.state.resolve();
-    let disks = args
-        .disks
-        .iter()
-        .map(|d| parse_disk(d))
-        .collect::<Result<Vec<_>>>()?;
-    let made = crate::lab::add_vm_with(&dir, &args.name, &disks)?;
-    let added = text::lab_vm_added(&args.name, &made, &disks, &dir);
-    write!(std::io::stdout().lock(), "{added}")?;
-    Ok(EXIT_OK)
 }
 
 fn serve(args: ServeArgs) -> Result<u8> {
@@ -195,16 +143,11 @@ fn serve(args: ServeArgs) -> Result<u8> {
 fn write(args: WriteArgs) -> Result<u8> {
     let dir = args.state.resolve();
     if !(0.0..=100.0).contains(&args.percent) {
-        anyhow::bail!("--percent must be between 0 and 100, not {}", args.percent);
+        bail!("--percent must be between 0 and 100, not {}", args.percent);
     }
     let written = crate::lab::write(&dir, &args.vm, args.percent)
         .with_context(|| format!("writing to {} in the lab at {}", args.vm, dir.display()))?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let doc = crate::json::LabWrite::new(&args.vm, &written);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-        return Ok(EXIT_OK);
-    }
-    write!(out, "{}", text::lab_written(&args.vm, &written))?;
+    let doc = || crate::json::LabWrite::new(&args.vm, &written);
+    print_result(args.json, doc, || text::lab_written(&args.vm, &written))?;
     Ok(EXIT_OK)
 }

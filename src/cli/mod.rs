@@ -29,10 +29,13 @@ mod status;
 mod terminal;
 mod validate;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use crate::json::Document;
 
 /// Success, nothing to report.
 pub const EXIT_OK: u8 = 0;
@@ -86,6 +89,64 @@ pub struct PolicyArgs {
     pub dir: PathBuf,
 }
 
+impl PolicyArgs {
+    /// Loads the policy directory, its diagnostics on stderr; an invalid
+    /// one is `InvalidPolicyDir` (exit 10) once the errors are printed.
+    pub fn load(&self) -> Result<crate::policy::Config> {
+        let loaded = crate::policy::load(&self.dir);
+        eprint!("{}", loaded.render());
+        loaded.config.ok_or_else(|| {
+            eprint!("{}", crate::text::policy_dir_invalid(&self.dir));
+            InvalidPolicyDir.into()
+        })
+    }
+}
+
+/// `--json`, for a command that prints one result.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Output {
+    /// Writes the result on stdout: the JSON document `doc` makes with
+    /// `--json`, else the text `text` makes.
+    pub fn print<D: Document>(
+        &self,
+        doc: impl FnOnce() -> D,
+        text: impl FnOnce() -> String,
+    ) -> Result<()> {
+        print_result(self.json, doc, text)
+    }
+}
+
+/// Writes the JSON document `doc` makes when `json`, else the text `text`
+/// makes, on stdout.
+pub(crate) fn print_result<D: Document>(
+    json: bool,
+    doc: impl FnOnce() -> D,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        print(format_args!("{}\n", crate::json::render(&doc())))
+    } else {
+        print(text())
+    }
+}
+
+/// Writes `text` on stdout (a closed pipe is an error `main` keeps quiet).
+pub(crate) fn print(text: impl std::fmt::Display) -> Result<()> {
+    write!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
+/// A duration given to `flag` (`1h30m`).
+pub(crate) fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {
+    crate::policy::units::parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
 /// Where the catalog is: `--state DIR`, else the policy's settings.
 #[derive(Debug, clap::Args)]
 pub struct Location {
@@ -115,15 +176,11 @@ pub enum Command {
     /// Print the JSON Schema of policy files.
     Schema(schema::Args),
     /// Inspect schedules.
-    Schedule {
-        #[command(subcommand)]
-        command: schedule::Command,
-    },
+    #[command(subcommand)]
+    Schedule(schedule::Command),
     /// Work with a repository directly: init, ls, verify, gc, copy, restore, prune.
-    Repo {
-        #[command(subcommand)]
-        command: repo::Command,
-    },
+    #[command(subcommand)]
+    Repo(repo::Command),
     /// Back up a plain disk image file into a repository.
     BackupImage(repo::BackupImageArgs),
     /// List the VMs of the sources, with their policy and snapshot hygiene.
@@ -135,15 +192,11 @@ pub enum Command {
     /// Plan and carry the plan out: backups, copies, prunes, gc, drills; report and mail.
     Apply(apply::Args),
     /// The catalog: rebuild it from a tier, refresh it and report drift, show it.
-    Catalog {
-        #[command(subcommand)]
-        command: catalog::Command,
-    },
+    #[command(subcommand)]
+    Catalog(catalog::Command),
     /// Changed Block Tracking: reset it for a VM.
-    Cbt {
-        #[command(subcommand)]
-        command: cbt::Command,
-    },
+    #[command(subcommand)]
+    Cbt(cbt::Command),
     /// Apply whenever a policy is due, forever (one catch-up run at start).
     Daemon(daemon::Args),
     /// What the daemon is doing now and when it runs next.
@@ -159,15 +212,11 @@ pub enum Command {
     /// Each VM's 3-2-1-1-0 and RPO standing; exit 3 on a breach.
     Compliance(compliance::Args),
     /// Check a retention before committing it.
-    Retention {
-        #[command(subcommand)]
-        command: retention::Command,
-    },
+    #[command(subcommand)]
+    Retention(retention::Command),
     /// Run the built-in ESXi simulator, or write to a lab VM's disks.
-    Lab {
-        #[command(subcommand)]
-        command: lab::Command,
-    },
+    #[command(subcommand)]
+    Lab(lab::Command),
     /// Print shell completions, e.g. `coffer completions bash >
     /// /etc/bash_completion.d/coffer`.
     Completions {
@@ -190,41 +239,32 @@ pub enum Command {
 #[error("the policy directory is invalid")]
 pub struct InvalidPolicyDir;
 
-/// How many `-v` the command line has: printing shows details (change
-/// ids) only from 1 on.
-static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Whether the command line asked for details (`-v`).
-pub(crate) fn verbose() -> bool {
-    VERBOSE.load(std::sync::atomic::Ordering::Relaxed) > 0
-}
-
 /// Parses the command line and runs the command; returns the exit code.
 pub fn run() -> Result<u8> {
     let cli = Cli::parse();
     crate::engine::logging::init(cli.verbose, cli.log_format)?;
-    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     terminal::set_colour(cli.color);
-    match run_command(cli.command) {
+    // Printing shows details (change ids) only from one `-v` on.
+    match run_command(cli.command, cli.verbose > 0) {
         Err(e) if e.downcast_ref::<InvalidPolicyDir>().is_some() => Ok(EXIT_INVALID_CONFIG),
         other => other,
     }
 }
 
-fn run_command(command: Command) -> Result<u8> {
+fn run_command(command: Command, verbose: bool) -> Result<u8> {
     match command {
         Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
-        Command::Schedule { command } => schedule::run(command),
-        Command::Repo { command } => repo::run(command),
+        Command::Schedule(command) => schedule::run(command),
+        Command::Repo(command) => repo::run(command),
         Command::BackupImage(args) => repo::backup_image(args),
         Command::Inventory(args) => inventory::run(args),
-        Command::Backup(args) => backup::run(args),
+        Command::Backup(args) => backup::run(args, verbose),
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
-        Command::Catalog { command } => catalog::run(command),
-        Command::Cbt { command } => cbt::run(command),
+        Command::Catalog(command) => catalog::run(command),
+        Command::Cbt(command) => cbt::run(command),
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
         Command::Restore(args) => restore::run(args),
@@ -232,26 +272,9 @@ fn run_command(command: Command) -> Result<u8> {
         Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
         Command::Compliance(args) => compliance::run(args),
-        Command::Retention { command } => retention::run(command),
-        Command::Lab { command } => lab::run(command),
+        Command::Retention(command) => retention::run(command),
+        Command::Lab(command) => lab::run(command),
         Command::Completions { shell } => shell::completions(shell),
         Command::Man { out } => shell::man(out),
-    }
-}
-
-/// Loads a policy directory or prints why it cannot be used.
-pub(crate) fn load_or_report(args: &PolicyArgs) -> std::result::Result<crate::policy::Config, u8> {
-    let loaded = crate::policy::load(&args.dir);
-    eprint!("{}", loaded.render());
-    match loaded.config {
-        Some(c) => Ok(c),
-        None => {
-            eprintln!(
-                "policy directory `{}` is invalid; run `coffer validate -p {}` after fixing the errors above",
-                args.dir.display(),
-                args.dir.display()
-            );
-            Err(EXIT_INVALID_CONFIG)
-        }
     }
 }

@@ -2,17 +2,14 @@
 //! read the live inventory, and print what `apply` would do and why, with
 //! each VM's 3-2-1-1-0 and RPO standing.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use chrono::Utc;
 
-use super::Location;
 use super::terminal::{Terminal, colour_on_stdout};
-use super::{EXIT_OK, load_or_report};
+use super::{EXIT_OK, Location, print_result};
 use crate::engine::Workspace;
-use crate::plan::planner;
 use crate::text;
 
 /// `--detailed-exitcode`: actions are pending.
@@ -41,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.location.policy.load()?;
     let now = super::restore::parse_at(args.at.as_deref())?.unwrap_or_else(Utc::now);
     crate::engine::tiers::check_secrets(&config)?;
     let zone = config.settings.timezone;
@@ -52,24 +49,9 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(out) = &args.out {
         ws.save_plan(out, &gathered, &plan)?;
     }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let doc = crate::json::PlanDoc::new(&plan, &gathered);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-    } else {
-        let colour = colour_on_stdout();
-        write!(out, "{}", text::plan(&plan, &gathered, colour, zone))?;
-    }
-    if !args.detailed_exitcode {
-        return Ok(EXIT_OK);
-    }
-    let pending = plan.actions.iter().any(|a| {
-        !matches!(
-            a,
-            planner::Action::Alert { .. }
-                | planner::Action::KeepBlocked { .. }
-                | planner::Action::Wait { .. }
-        )
-    });
+    let doc = || crate::json::PlanDoc::new(&plan, &gathered);
+    let text = || text::plan(&plan, &gathered, colour_on_stdout(), zone);
+    print_result(args.json, doc, text)?;
+    let pending = args.detailed_exitcode && plan.has_pending_actions();
     Ok(if pending { EXIT_CHANGES } else { EXIT_OK })
 }

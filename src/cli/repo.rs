@@ -1,23 +1,20 @@
 //! `coffer repo …` and `coffer backup-image`: the repository used directly,
 //! by an administrator or a benchmark, without ESXi.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, Output, PolicyArgs, print};
 use crate::engine::image::{ImageBackup, backup_image as backup_image_into};
-use crate::engine::threads;
+use crate::engine::repository;
 use crate::engine::tiers::{RepoSpec, init_tiers};
-use crate::policy::Config;
 use crate::policy::model::SecretRef;
-use crate::policy::units;
 use crate::repo::Repository;
-use crate::repo::ops::{self, Sample};
-use crate::repo::restore::{self, DiskFormat};
+use crate::repo::ops::SampleError;
+use crate::repo::restore::DiskFormat;
 use crate::text;
 
 /// Verification found damage.
@@ -57,45 +54,20 @@ pub struct Target {
 impl Target {
     /// The repository as the engine names it.
     fn spec(&self) -> Result<RepoSpec> {
-        if let Some(spec) = &self.repo {
-            let secret = match (&self.key_env, &self.key_file) {
-                (Some(v), _) => Some(SecretRef::Env(v.clone())),
-                (_, Some(f)) => Some(SecretRef::File(f.clone())),
-                _ => None,
-            };
-            return Ok(RepoSpec::Location {
-                spec: spec.clone(),
-                endpoint: self.endpoint.clone(),
-                region: self.region.clone(),
-                secret,
-            });
-        }
-        match &self.tier {
-            Some(name) => Ok(RepoSpec::Tier(name.clone())),
-            None => bail!(
-                "name the repository with --tier NAME (from the policy directory) or --repo DIR|s3://BUCKET/PREFIX"
-            ),
-        }
-    }
-
-    /// The policies, when the repository is a tier of them.
-    fn config(&self, spec: &RepoSpec) -> Result<Option<Config>> {
-        match spec {
-            RepoSpec::Tier(_) => load_or_report(&self.policy)
-                .map(Some)
-                .map_err(|_| crate::cli::InvalidPolicyDir.into()),
-            RepoSpec::Location { .. } => Ok(None),
-        }
+        let secret = (self.key_env.clone().map(SecretRef::Env))
+            .or_else(|| self.key_file.clone().map(SecretRef::File));
+        let (tier, repo) = (self.tier.as_deref(), self.repo.as_deref());
+        RepoSpec::chosen(
+            tier,
+            repo,
+            self.endpoint.as_deref(),
+            self.region.as_deref(),
+            secret,
+        )
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let spec = self.spec()?;
-        spec.open(self.config(&spec)?.as_ref())
-    }
-
-    fn init(&self) -> Result<(Repository, bool)> {
-        let spec = self.spec()?;
-        spec.init(self.config(&spec)?.as_ref())
+        self.spec()?.open_with(|| self.policy.load())
     }
 }
 
@@ -107,13 +79,6 @@ pub struct InitArgs {
     pub all: bool,
     #[command(flatten)]
     pub target: Target,
-}
-
-/// `repo init --all`: one line per tier, created or already there.
-fn init_all(policy: &PolicyArgs, out: &mut impl Write) -> Result<()> {
-    let config = load_or_report(policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
-    write!(out, "{}", text::tiers_initialised(&init_tiers(&config)?))?;
-    Ok(())
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -144,18 +109,16 @@ pub enum Command {
 pub struct LsArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Print the points as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
     /// Only this point.
     #[arg(long)]
     pub point: Option<String>,
@@ -262,91 +225,70 @@ pub struct BackupImageArgs {
     /// measurement, see docs/benchmarks.md).
     #[arg(long, default_value = "256KiB")]
     pub chunk_size: String,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 pub fn run(command: Command) -> Result<u8> {
-    let mut out = std::io::stdout().lock();
     match command {
-        Command::Init(InitArgs { all: true, target }) => init_all(&target.policy, &mut out)?,
-        Command::Init(InitArgs { target: t, .. }) => {
-            let (repo, encrypted) = t.init()?;
-            write!(out, "{}", text::repo_created(&repo, encrypted))?;
+        Command::Init(InitArgs { all: true, target }) => {
+            print(text::tiers_initialised(&init_tiers(
+                &target.policy.load()?,
+            )?))?;
         }
-        Command::Ls(a) => list(&a.target.open()?, a.json, &mut out)?,
+        Command::Init(InitArgs { target, .. }) => {
+            let spec = target.spec()?;
+            let config = spec.policies(|| target.policy.load())?;
+            let (repo, encrypted) = spec.init(config.as_ref())?;
+            print(text::repo_created(&repo, encrypted))?;
+        }
+        Command::Ls(a) => {
+            let repo = a.target.open()?;
+            let listing = repository::list(&repo)?;
+            let doc = || crate::json::RepoLs::new(repo.describe(), &listing);
+            a.output.print(doc, || text::point_list(&doc()))?;
+        }
         Command::Verify(a) => {
             let repo = a.target.open()?;
-            let only = a
-                .point
-                .as_ref()
-                .map(|p| repo.find_point(p))
-                .transpose()?
-                .map(|p| vec![p]);
-            let sample = a.sample.as_deref().map(parse_sample).transpose()?;
-            let started = Instant::now();
-            let r = ops::verify(&repo, only.as_deref(), sample, threads())?;
-            let seconds = started.elapsed().as_secs_f64();
-            if a.json {
-                let doc = crate::json::RepoVerify::new(&r, seconds);
-                writeln!(out, "{}", crate::json::render(&doc))?;
-            } else {
-                write!(out, "{}", text::verify_report(&r, seconds))?;
-            }
+            let sample =
+                (a.sample.as_deref().map(str::parse))
+                    .transpose()
+                    .map_err(|e| match e {
+                        SampleError::Number(e) => anyhow!(e),
+                        e => anyhow!("--sample {e}"),
+                    })?;
+            let (r, secs) = repository::verify(&repo, a.point.as_deref(), sample)?;
+            let doc = || crate::json::RepoVerify::new(&r, secs);
+            a.output.print(doc, || text::verify_report(&r, secs))?;
             if !r.ok() {
                 return Ok(EXIT_DAMAGED);
             }
         }
         Command::Gc(a) => {
             let repo = a.target.open()?;
-            let grace = units::parse_duration(&a.grace).map_err(|e| anyhow!("--grace: {e}"))?;
-            let r = ops::gc(&repo, grace, a.dry_run)?;
-            write!(out, "{}", text::gc_report(&r, a.dry_run))?;
+            let r = crate::repo::ops::gc(&repo, super::duration("--grace", &a.grace)?, a.dry_run)?;
+            print(text::gc_report(&r, a.dry_run))?;
         }
         Command::Copy(a) => {
             let from = a.target.open()?;
-            let to = Target {
-                tier: a.to_tier.clone(),
-                repo: a.to_repo.clone(),
-                endpoint: a.to_endpoint.clone(),
-                region: None,
-                key_env: a.to_key_env.clone(),
-                key_file: None,
-                policy: a.target.policy.clone(),
-            }
-            .open()
-            .context("opening the destination")?;
-            let p = from.find_point(&a.point)?;
-            let (_, r) = ops::copy_point(&from, &to, &p, threads())?;
-            write!(out, "{}", text::point_copied(&a.point, &r))?;
+            let secret = a.to_key_env.clone().map(SecretRef::Env);
+            let (tier, repo) = (a.to_tier.as_deref(), a.to_repo.as_deref());
+            let to = RepoSpec::chosen(tier, repo, a.to_endpoint.as_deref(), None, secret)
+                .and_then(|spec| spec.open_with(|| a.target.policy.load()))
+                .context("opening the destination")?;
+            print(text::point_copied(
+                &a.point,
+                &repository::copy(&from, &to, &a.point)?,
+            ))?;
         }
         Command::Restore(a) => {
             let repo = a.target.open()?;
-            let p = repo.find_point(&a.point)?;
-            let m = repo.read_manifest(&p)?;
-            let disk = match a.disk {
-                Some(k) => m
-                    .disks
-                    .iter()
-                    .find(|d| d.device_key == k)
-                    .ok_or_else(|| anyhow!("point {} has no disk {k}", a.point))?,
-                None => m
-                    .disks
-                    .first()
-                    .ok_or_else(|| anyhow!("point {} has no disks", a.point))?,
-            };
-            let started = Instant::now();
-            let index = repo.read_index(&m, disk)?;
-            let stats = restore::restore_disk(&repo, &index, &a.out, a.format, a.force, threads())?;
-            let secs = started.elapsed().as_secs_f64();
-            write!(out, "{}", text::disk_restored(&a.point, disk, &stats, secs))?;
+            let r = repository::restore_disk(&repo, &a.point, a.disk, &a.out, a.format, a.force)?;
+            print(text::disk_restored(&a.point, &r.disk, &r.stats, r.seconds))?;
         }
         Command::Unlock(t) => {
-            let repo = t.open()?;
-            let removed = repo.remove_stale_locks()?;
-            let live = crate::repo::lock::list_locks(repo.store())?.len();
-            write!(out, "{}", text::unlocked(&removed, live))?;
+            let (removed, live) = repository::unlock(&t.open()?)?;
+            print(text::unlocked(&removed, live))?;
         }
         Command::Thaw(a) => {
             let repo = a.point.target.open()?;
@@ -359,55 +301,17 @@ pub fn run(command: Command) -> Result<u8> {
             }
         }
         Command::Prune(a) => {
-            let repo = a.target.open()?;
-            let p = repo.find_point(&a.point)?;
-            ops::prune_point(&repo, &p)?;
-            write!(out, "{}", text::point_pruned(&a.point))?;
+            repository::prune(&a.target.open()?, &a.point)?;
+            print(text::point_pruned(&a.point))?;
         }
     }
     Ok(EXIT_OK)
 }
 
-/// `repo ls`: a table, or the points as JSON.
-fn list(repo: &Repository, json: bool, out: &mut impl Write) -> Result<()> {
-    let (points, refused) = repo.list_points_checked()?;
-    let mut doc = crate::json::RepoLs {
-        repository: repo.describe(),
-        points: Vec::new(),
-        unreadable: Vec::new(),
-        refused,
-    };
-    for p in &points {
-        match repo.read_manifest(p) {
-            Ok(m) => doc.points.push((&m).into()),
-            Err(e) => doc.unreadable.push(crate::json::RepoUnreadable {
-                point: p.point_id.clone(),
-                detail: format!("{e:#}"),
-            }),
-        }
-    }
-    if json {
-        writeln!(out, "{}", crate::json::render(&doc))?;
-        return Ok(());
-    }
-    write!(out, "{}", text::point_list(&doc))?;
-    Ok(())
-}
-
-fn parse_sample(s: &str) -> Result<Sample> {
-    let (a, b) = s
-        .split_once('/')
-        .ok_or_else(|| anyhow!("--sample takes PART/OF, e.g. 3/7"))?;
-    let (part, of): (u16, u16) = (a.parse()?, b.parse()?);
-    if of == 0 || part >= of {
-        bail!("--sample {s}: PART must be below OF (0/7 … 6/7)");
-    }
-    Ok(Sample { part, of })
-}
-
 pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let repo = a.target.open()?;
-    let chunk = units::parse_size(&a.chunk_size).map_err(|e| anyhow!("--chunk-size: {e}"))?;
+    let chunk = crate::policy::units::parse_size(&a.chunk_size)
+        .map_err(|e| anyhow!("--chunk-size: {e}"))?;
     let image = ImageBackup {
         file: a.file.clone(),
         vm: a.vm.clone(),
@@ -418,12 +322,8 @@ pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
     let started = Instant::now();
     let (m, name) = backup_image_into(&repo, &image, &Terminal::human())?;
     let secs = started.elapsed().as_secs_f64();
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let doc = crate::json::BackupImage::new(&m, secs);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-    } else {
-        write!(out, "{}", text::image_backed_up(&m, &name, secs))?;
-    }
+    let doc = || crate::json::BackupImage::new(&m, secs);
+    a.output
+        .print(doc, || text::image_backed_up(&m, &name, secs))?;
     Ok(EXIT_OK)
 }

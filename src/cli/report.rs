@@ -2,13 +2,10 @@
 //! refresh, written under the report directory, optionally mailed), or the
 //! newest run report.
 
-use std::io::Write;
-
 use anyhow::Result;
 
-use super::Location;
 use super::terminal::Terminal;
-use super::{EXIT_OK, load_or_report};
+use super::{EXIT_OK, Location, print};
 use crate::engine::Workspace;
 use crate::engine::report::{newest_run_report, send_stored_report};
 
@@ -25,17 +22,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.location.policy).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.location.policy.load()?;
     let terminal = Terminal::human();
     if args.compliance {
         let mut ws = Workspace::open(config, args.location.state.as_deref(), &terminal)?;
-        let m = ws.compliance_report(args.send, None)?;
-        write!(std::io::stdout().lock(), "{}", m.text)?;
+        print(ws.compliance_report(args.send, None)?.text)?;
         return Ok(EXIT_OK);
     }
     let file = newest_run_report(&config)?;
-    let text = std::fs::read_to_string(&file)?;
-    write!(std::io::stdout().lock(), "{text}")?;
+    print(std::fs::read_to_string(&file)?)?;
     if args.send {
         send_stored_report(&config, &file, &terminal)?;
     }

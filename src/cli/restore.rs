@@ -1,14 +1,13 @@
 //! `coffer restore VM`: a point of a VM (the newest, one by id, or the
 //! newest at a time) from a tier, to local files or onto a host as a new VM.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_OK, PolicyArgs, print};
 use crate::engine::restore::{ToSource, find_point, restore_to_dir, restore_to_source};
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
@@ -98,7 +97,6 @@ impl Place {
     }
 }
 
-/// Reads an `--at TIME` (RFC 3339).
 /// Which point of a VM: the newest, one by id, or the newest at a time,
 /// from a tier or the first that holds one.
 #[derive(Debug, clap::Args)]
@@ -137,37 +135,33 @@ impl PointChoice {
     }
 }
 
+/// Reads an `--at TIME` (RFC 3339).
 pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     at.map(|t| {
-        DateTime::parse_from_rfc3339(t)
-            .map(|d| d.with_timezone(&Utc))
+        crate::policy::units::parse_time(t)
             .with_context(|| format!("--at {t}: expected RFC 3339, e.g. 2026-11-25T01:00:00Z"))
     })
     .transpose()
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = load_or_report(&args.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
+    let config = args.policies.load()?;
     let (tier, repo, m) = args.choice.find(&config, &args.vm)?;
     let changes = VmxChanges {
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-restored", args.vm)),
+        name: (args.name.clone()).unwrap_or_else(|| format!("{}-restored", args.vm)),
         new_uuid: args.new_uuid,
         disconnect_network: args.disconnect_network,
         network: None,
     };
     let terminal = Terminal::human();
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", text::reading_point("restoring", &m, &tier))?;
+    print(text::reading_point("restoring", &m, &tier))?;
     // Disks the backup left out are not in the point: said before anything
     // is written, and the restored VM has no such disk.
-    write!(out, "{}", text::not_restored(&m))?;
+    print(text::not_restored(&m))?;
     if let Some(dir) = &args.out {
         let only = (!args.disk.is_empty()).then_some(args.disk.as_slice());
         let r = restore_to_dir(&repo, &m, dir, &changes, only, args.force, &terminal)?;
-        write!(out, "{}", text::restored_to_dir(&r))?;
+        print(text::restored_to_dir(&r))?;
         return Ok(EXIT_OK);
     }
     let source_name = args.to_source.as_deref().expect("clap requires one");
@@ -179,11 +173,14 @@ pub fn run(args: Args) -> Result<u8> {
         place: args.place.names(),
         datastore: &args.datastore,
         power_on: args.power_on,
-        heartbeat_timeout: crate::policy::units::parse_duration(&args.heartbeat_timeout)
-            .map_err(|e| anyhow::anyhow!("--heartbeat-timeout: {e}"))?,
+        heartbeat_timeout: super::duration("--heartbeat-timeout", &args.heartbeat_timeout)?,
     };
     let r = restore_to_source(&config, &repo, &tier, &m, &to, &changes, &terminal)?;
-    let done = text::restored_to_source(&changes.name, source_name, args.power_on, &r);
-    write!(out, "{done}")?;
+    print(text::restored_to_source(
+        &changes.name,
+        source_name,
+        args.power_on,
+        &r,
+    ))?;
     Ok(EXIT_OK)
 }

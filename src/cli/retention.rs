@@ -2,14 +2,12 @@
 //! retention keeps, and by which rule — the way to check a retention change
 //! before committing it.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chrono::{DateTime, Utc};
 
-use super::{EXIT_OK, PolicyArgs, load_or_report};
-use crate::plan::retention::{self, PointTime};
+use super::{EXIT_OK, Output, PolicyArgs};
+use crate::plan::retention;
 use crate::policy::model::Retention;
 use crate::text;
 
@@ -54,9 +52,8 @@ pub struct SimulateArgs {
     /// Time zone of the buckets (default: the policy's, else UTC).
     #[arg(long)]
     pub timezone: Option<String>,
-    /// Print the verdicts as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
     #[command(flatten)]
     pub policies: PolicyArgs,
 }
@@ -64,19 +61,11 @@ pub struct SimulateArgs {
 pub fn run(command: Command) -> Result<u8> {
     let Command::Simulate(a) = command;
     let (rules, mut tz) = match (&a.policy, &a.tier) {
-        (Some(p), Some(t)) => {
-            let config = load_or_report(&a.policies).map_err(|_| crate::cli::InvalidPolicyDir)?;
-            let policy = config
-                .policies
-                .get(p)
-                .ok_or_else(|| anyhow!("{}", config.no_such_policy(p)))?;
-            let rules = policy
-                .retain
-                .get(t)
-                .cloned()
-                .ok_or_else(|| anyhow!("policy `{p}` has no retention for tier `{t}`"))?;
-            (rules, policy.timezone())
-        }
+        (Some(p), Some(t)) => a
+            .policies
+            .load()?
+            .retention_of(p, t)
+            .map_err(|e| anyhow!(e))?,
         _ => {
             let rules = Retention {
                 last: a.last,
@@ -85,12 +74,9 @@ pub fn run(command: Command) -> Result<u8> {
                 weekly: a.weekly,
                 monthly: a.monthly,
                 yearly: a.yearly,
-                within: a
-                    .within
-                    .as_deref()
-                    .map(crate::policy::units::parse_duration)
-                    .transpose()
-                    .map_err(|e| anyhow!("--within: {e}"))?,
+                within: (a.within.as_deref())
+                    .map(|w| super::duration("--within", w))
+                    .transpose()?,
             };
             if rules == Retention::default() {
                 bail!("give --policy and --tier, or at least one rule (--last, --daily, …)");
@@ -103,36 +89,14 @@ pub fn run(command: Command) -> Result<u8> {
             .parse()
             .map_err(|_| anyhow!("--timezone `{z}` is not an IANA time zone"))?;
     }
-    let mut text = String::new();
-    match a.file.as_ref().filter(|f| f.as_os_str() != "-") {
+    let times = match a.file.as_ref().filter(|f| f.as_os_str() != "-") {
         Some(f) => {
-            text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
         }
-        None => {
-            std::io::stdin().read_to_string(&mut text)?;
-        }
-    }
-    let mut points = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let t = DateTime::parse_from_rfc3339(line)
-            .with_context(|| format!("line {}: `{line}` is not an RFC 3339 time", n + 1))?
-            .with_timezone(&Utc);
-        points.push(PointTime {
-            id: line.to_string(),
-            created: t,
-        });
-    }
-    let verdicts = retention::apply(&points, &rules, tz);
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let doc = crate::json::Retention::new(&verdicts);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-        return Ok(EXIT_OK);
-    }
-    write!(out, "{}", text::retention(&verdicts, tz))?;
+        None => std::io::read_to_string(std::io::stdin())?,
+    };
+    let verdicts = retention::apply(&retention::parse_times(&times)?, &rules, tz);
+    let doc = || crate::json::Retention::new(&verdicts);
+    a.output.print(doc, || text::retention(&verdicts, tz))?;
     Ok(EXIT_OK)
 }

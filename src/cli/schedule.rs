@@ -1,12 +1,10 @@
 //! `coffer schedule explain`: the next fire times of a policy's schedule, in
 //! its time zone, with DST changes marked.
 
-use std::io::Write;
-
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use super::{EXIT_ERROR, EXIT_OK, PolicyArgs, load_or_report};
+use super::{EXIT_ERROR, EXIT_OK, PolicyArgs, print};
 use crate::text;
 
 #[derive(Debug, clap::Subcommand)]
@@ -31,27 +29,20 @@ pub struct ExplainArgs {
 
 pub fn run(command: Command) -> Result<u8> {
     let Command::Explain(args) = command;
-    let config = match load_or_report(&args.policy) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
+    let config = args.policy.load()?;
     let Some(policy) = config.policies.get(&args.policy_name) else {
         eprintln!("error: {}", config.no_such_policy(&args.policy_name));
         return Ok(EXIT_ERROR);
     };
-    let from: DateTime<Utc> = match &args.from {
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .with_context(|| {
-                format!("`--from {text}` is not an RFC 3339 time such as 2026-10-24T00:00:00Z")
-            })?
-            .with_timezone(&Utc),
+    let from = match &args.from {
+        Some(text) => crate::policy::units::parse_time(text).with_context(|| {
+            format!("`--from {text}` is not an RFC 3339 time such as 2026-10-24T00:00:00Z")
+        })?,
         None => Utc::now(),
     };
-    let fires = policy.schedule.upcoming(from, args.count);
-    write!(
-        std::io::stdout().lock(),
-        "{}",
-        text::schedule(policy, &fires)
-    )?;
+    print(text::schedule(
+        policy,
+        &policy.schedule.upcoming(from, args.count),
+    ))?;
     Ok(EXIT_OK)
 }

@@ -2,13 +2,12 @@
 //! need, generated from the same definitions that parse the command line,
 //! so they never fall behind it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-use super::{Cli, EXIT_OK};
+use super::{Cli, EXIT_OK, print};
 
 pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
     let mut cmd = Cli::command();
@@ -27,18 +26,10 @@ pub fn man(out: Option<PathBuf>) -> Result<u8> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(cmd, &dir)
                 .with_context(|| format!("writing the pages into {}", dir.display()))?;
-            let mut names: Vec<String> = std::fs::read_dir(&dir)?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".1"))
-                .collect();
-            names.sort();
-            writeln!(
-                std::io::stdout().lock(),
-                "wrote {} pages into {}",
-                names.len(),
-                dir.display()
-            )?;
+            let pages = (std::fs::read_dir(&dir)?.filter_map(|e| e.ok()))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".1"))
+                .count();
+            print(crate::text::man_pages_written(pages, &dir))?;
         }
     }
     Ok(EXIT_OK)

@@ -36,24 +36,19 @@ struct Bars {
 /// `--color`: when stdout gets colour.
 static COLOUR: AtomicU8 = AtomicU8::new(0);
 
-/// Sets `--color` for this process: auto (0), always (1), never (2).
+/// Sets `--color` for this process.
 pub fn set_colour(choice: ColorChoice) {
-    let v = match choice {
-        ColorChoice::Auto => 0,
-        ColorChoice::Always => 1,
-        ColorChoice::Never => 2,
-    };
-    COLOUR.store(v, Ordering::Relaxed);
+    COLOUR.store(choice as u8, Ordering::Relaxed);
 }
 
-/// When to colour output.
+/// When to colour output (as `COLOUR` holds it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ColorChoice {
     /// On a terminal, unless `NO_COLOR` is set.
     #[default]
-    Auto,
-    Always,
-    Never,
+    Auto = 0,
+    Always = 1,
+    Never = 2,
 }
 
 /// Whether stdout gets colour (no-color.org: `NO_COLOR` set and not empty
@@ -102,18 +97,15 @@ impl Terminal {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             by_vm: BTreeMap::new(),
         });
-        let gone: Vec<String> = bars
-            .by_vm
-            .keys()
-            .filter(|vm| !running.iter().any(|p| &p.vm == *vm))
-            .cloned()
-            .collect();
-        for vm in gone {
-            if let Some(b) = bars.by_vm.remove(&vm) {
+        // The bars of backups that ended go.
+        bars.by_vm.retain(|vm, b| {
+            let running = running.iter().any(|p| &p.vm == vm);
+            if !running {
                 b.finish_and_clear();
-                bars.multi.remove(&b);
+                bars.multi.remove(b);
             }
-        }
+            running
+        });
         for p in running {
             let bar = bars.by_vm.entry(p.vm.clone()).or_insert_with(|| {
                 let b = bars.multi.add(ProgressBar::new(0));
@@ -141,18 +133,14 @@ impl Terminal {
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{prefix:>16.bold} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ")
+    ProgressStyle::with_template(text::PROGRESS_BAR)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{prefix:>16.bold} {spinner} {binary_bytes} {binary_bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_spinner())
+    ProgressStyle::with_template(text::PROGRESS_SPINNER)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl Observer for Terminal {
@@ -166,13 +154,9 @@ impl Observer for Terminal {
             return;
         }
         if self.json {
-            let lines = crate::json::event_lines(event, chrono::Utc::now());
+            let lines = crate::json::event_text(event, chrono::Utc::now());
             if !lines.is_empty() {
-                let mut out = std::io::stdout().lock();
-                for line in lines {
-                    let _ = serde_json::to_writer(&mut out, &line);
-                    let _ = writeln!(out);
-                }
+                let _ = std::io::stdout().lock().write_all(lines.as_bytes());
                 return;
             }
         }
@@ -197,20 +181,12 @@ impl Terminal {
     /// the runner's threads call this, and a panic there would stop them
     /// mid-action.
     fn say(&self, event: &Event<'_>) {
-        match text::event(event, self.colour, self.zone) {
-            Some(Line {
-                stream: Stream::Stdout,
-                text,
-            }) => {
-                let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            }
-            Some(Line {
-                stream: Stream::Stderr,
-                text,
-            }) => {
-                let _ = std::io::stderr().lock().write_all(text.as_bytes());
-            }
-            None => {}
-        }
+        let Some(Line { stream, text }) = text::event(event, self.colour, self.zone) else {
+            return;
+        };
+        let _ = match stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+            Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
     }
 }

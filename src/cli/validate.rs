@@ -1,11 +1,9 @@
 //! `coffer validate`: load a policy directory and report every problem.
 
-use std::io::Write;
-
 use anyhow::Result;
 
-use super::{EXIT_INVALID_CONFIG, EXIT_OK, PolicyArgs};
-use crate::policy::{self, Severity};
+use super::{EXIT_INVALID_CONFIG, EXIT_OK, PolicyArgs, print_result};
+use crate::policy;
 use crate::text;
 
 #[derive(Debug, clap::Args)]
@@ -19,20 +17,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<u8> {
     let loaded = policy::load(&args.policy.dir);
-    let errors = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+    let errors = loaded.error_count();
     let warnings = loaded.diagnostics.len() - errors;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let doc = crate::json::Validate::new(&loaded, errors, warnings);
-        writeln!(out, "{}", crate::json::render(&doc))?;
-    } else {
-        let dir = &args.policy.dir;
-        write!(out, "{}", text::validated(&loaded, dir, errors, warnings))?;
-    }
+    let doc = || crate::json::Validate::new(&loaded, errors, warnings);
+    let text = || text::validated(&loaded, &args.policy.dir, errors, warnings);
+    print_result(args.json, doc, text)?;
     Ok(if errors == 0 {
         EXIT_OK
     } else {

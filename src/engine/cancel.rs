@@ -22,6 +22,14 @@ extern "C" fn on_sigint(_: libc::c_int) {
     }
 }
 
+/// Returns once a second Ctrl-C asked to abort and no snapshot is open,
+/// when the driver may exit without leaving one behind.
+pub fn wait_for_safe_abort() {
+    while !(ABORT.load(Ordering::SeqCst) && SNAPSHOTS_OPEN.load(Ordering::SeqCst) == 0) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Ctrl-C and SIGTERM set the cancel flag instead of killing the process,
 /// so the snapshot is removed before coffer exits. Only a program that
 /// drives the engine calls this; the engine never does.

@@ -27,6 +27,18 @@ pub fn catalog_in(state: &Path) -> PathBuf {
     state.join(catalog::FILE_NAME)
 }
 
+/// Opens the catalog at `path` to read it; refuses, saying how to build
+/// one, when there is none.
+pub fn open_existing(path: &Path, observer: &dyn Observer) -> Result<Catalog> {
+    if !path.exists() {
+        bail!(
+            "there is no catalog at {}; build one with `coffer catalog rebuild --tier NAME`",
+            path.display()
+        );
+    }
+    open_catalog(path, None, observer)
+}
+
 /// Opens the catalog. A damaged one (not a database, corrupt) is moved
 /// aside and, when the policy directory is known, rebuilt at once from
 /// every tier and its log; the observer is told either way.

@@ -21,6 +21,16 @@ use crate::policy::Config;
 /// instant and jump to each wake-up time instead of sleeping (for tests).
 pub const FAKE_CLOCK_ENV: &str = "COFFER_FAKE_CLOCK";
 
+/// The instant `FAKE_CLOCK_ENV` starts the clock at, when it is set.
+pub fn fake_clock() -> Result<Option<DateTime<Utc>>> {
+    let Ok(t) = std::env::var(FAKE_CLOCK_ENV) else {
+        return Ok(None);
+    };
+    crate::policy::units::parse_time(&t)
+        .map(Some)
+        .map_err(|e| anyhow!("{FAKE_CLOCK_ENV}={t}: {e}"))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
     /// The state directory, when not the policy's.

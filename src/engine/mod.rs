@@ -30,10 +30,10 @@
 //!
 //! Around the run: `daemon.rs` loops over apply on the policies'
 //! schedules; `cancel.rs` is the one stop flag (Ctrl-C in the CLI);
-//! `backup_now.rs`, `restore.rs`, `instant.rs`, `image.rs` and
-//! `inventory.rs` serve the commands that work outside a plan (one backup
-//! now, restore and export, instant-recovery sessions, disk images, the
-//! inventory table).
+//! `backup_now.rs`, `restore.rs`, `instant.rs`, `image.rs`,
+//! `repository.rs` and `inventory.rs` serve the commands that work outside
+//! a plan (one backup now, restore and export, instant-recovery sessions,
+//! disk images, a repository used directly, the inventory table).
 
 pub mod apply;
 pub mod backup_now;
@@ -50,6 +50,7 @@ pub mod logging;
 pub mod metrics;
 pub mod observer;
 pub mod report;
+pub mod repository;
 pub mod restore;
 pub mod saved_plan;
 pub mod tiers;

@@ -43,6 +43,43 @@ struct Resolved {
 }
 
 impl RepoSpec {
+    /// A location when one is given, with its server and key, else the
+    /// tier named; with neither, how to name one.
+    pub fn chosen(
+        tier: Option<&str>,
+        location: Option<&str>,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        secret: Option<SecretRef>,
+    ) -> Result<RepoSpec> {
+        match (location, tier) {
+            (Some(spec), _) => Ok(RepoSpec::Location {
+                spec: spec.to_string(),
+                endpoint: endpoint.map(str::to_string),
+                region: region.map(str::to_string),
+                secret,
+            }),
+            (None, Some(name)) => Ok(RepoSpec::Tier(name.to_string())),
+            (None, None) => bail!(
+                "name the repository with --tier NAME (from the policy directory) or --repo DIR|s3://BUCKET/PREFIX"
+            ),
+        }
+    }
+
+    /// The policies opening it needs: those `load` reads for a tier, none
+    /// for a location.
+    pub fn policies(&self, load: impl FnOnce() -> Result<Config>) -> Result<Option<Config>> {
+        match self {
+            RepoSpec::Tier(_) => load().map(Some),
+            RepoSpec::Location { .. } => Ok(None),
+        }
+    }
+
+    /// Opens it, with the policies `load` reads when it is a tier.
+    pub fn open_with(&self, load: impl FnOnce() -> Result<Config>) -> Result<Repository> {
+        self.open(self.policies(load)?.as_ref())
+    }
+
     /// `config` is needed (and only read) for a tier.
     fn resolve(&self, config: Option<&Config>) -> Result<Resolved> {
         match self {
@@ -392,4 +429,27 @@ pub fn check_secrets(config: &Config) -> Result<()> {
         "{}\nset the secrets the policy directory refers to, then run the command again",
         missing.join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RepoSpec;
+    use crate::policy::model::SecretRef;
+
+    #[test]
+    fn a_location_wins_over_a_tier_and_neither_says_how_to_name_one() {
+        let secret = Some(SecretRef::Env("KEY".into()));
+        let spec = RepoSpec::chosen(Some("t"), Some("/r"), None, Some("eu"), secret).unwrap();
+        assert!(matches!(
+            &spec,
+            RepoSpec::Location { spec, region: Some(r), secret: Some(_), .. } if spec == "/r" && r == "eu"
+        ));
+        let no_load = || -> anyhow::Result<_> { panic!("a location needs no policies") };
+        assert!(spec.policies(no_load).unwrap().is_none());
+        let tier = RepoSpec::chosen(Some("t"), None, None, None, None).unwrap();
+        assert!(matches!(&tier, RepoSpec::Tier(t) if t == "t"));
+        assert!(tier.policies(|| anyhow::bail!("loaded")).is_err());
+        let e = RepoSpec::chosen(None, None, None, None, None).unwrap_err();
+        assert!(e.to_string().contains("--tier NAME"), "{e}");
+    }
 }

@@ -72,6 +72,16 @@ pub enum EventBody {
     MailFailed { notifier: String, detail: String },
 }
 
+/// An event as `apply --json` writes it: one JSON object a line, nothing
+/// for an event that is not part of that stream.
+pub fn event_text(event: &Event<'_>, time: DateTime<Utc>) -> String {
+    event_lines(event, time)
+        .iter()
+        .filter_map(|line| serde_json::to_string(line).ok())
+        .map(|line| line + "\n")
+        .collect()
+}
+
 /// The lines an event is in `apply --json` (several for a progress event,
 /// none for what is not part of that stream: messages, the daemon's own
 /// lines, mails of other reports).
@@ -166,4 +176,22 @@ pub fn event_lines(event: &Event<'_>, time: DateTime<Utc>) -> Vec<EventLine> {
             body,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_text;
+    use crate::engine::observer::Event;
+
+    #[test]
+    fn an_event_is_one_json_line_and_a_message_none() {
+        let time = crate::policy::units::parse_time("2026-11-25T01:00:00Z").unwrap();
+        let text = event_text(&Event::RunStarted { run_id: "r1" }, time);
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.ends_with("}\n"), "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["event"], "run-started");
+        assert_eq!(line["run_id"], "r1");
+        assert_eq!(event_text(&Event::Message("hello".into()), time), "");
+    }
 }

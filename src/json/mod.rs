@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 pub use documents::*;
-pub use events::{EventLine, event_lines};
+pub use events::{EventLine, event_lines, event_text};
 pub use stored::*;
 
 /// Version of coffer's JSON output formats. 2: every document has
@@ -106,10 +106,34 @@ pub fn schemas() -> Vec<(&'static str, Json)> {
     ]
 }
 
+/// What `coffer schema --output NAME` prints: that output's schema, or
+/// for `list` every output's name; else which outputs there are.
+pub fn output_schema(name: &str) -> Result<String, String> {
+    let names: Vec<&str> = schemas().iter().map(|(n, _)| *n).collect();
+    if name == "list" {
+        return Ok(names.iter().map(|n| format!("{n}\n")).collect());
+    }
+    schema_text(name).ok_or_else(|| crate::policy::diag::no_such("JSON output", name, &names))
+}
+
 /// A schema as its checked-in file holds it.
 pub fn schema_text(name: &str) -> Option<String> {
     let (_, schema) = schemas().into_iter().find(|(n, _)| *n == name)?;
     let mut text = serde_json::to_string_pretty(&schema).expect("schemas serialize");
     text.push('\n');
     Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_schema;
+
+    #[test]
+    fn an_output_schema_is_found_by_name_listed_or_refused_with_a_hint() {
+        let list = output_schema("list").unwrap();
+        assert!(list.lines().any(|l| l == "apply-events"), "{list}");
+        assert!(output_schema("plan").unwrap().starts_with('{'));
+        let e = output_schema("plann").unwrap_err();
+        assert!(e.starts_with("no JSON output named `plann`"), "{e}");
+    }
 }

@@ -30,6 +30,24 @@ impl Document for RepoLs {
     const USAGE: &'static str = "coffer repo ls --json";
 }
 
+impl RepoLs {
+    /// The points of `repository` (as it describes itself) that `listing`
+    /// found.
+    pub fn new(repository: String, listing: &crate::engine::repository::Listing) -> RepoLs {
+        RepoLs {
+            repository,
+            points: listing.manifests.iter().map(RepoPoint::from).collect(),
+            unreadable: (listing.unreadable.iter())
+                .map(|(point, detail)| RepoUnreadable {
+                    point: point.clone(),
+                    detail: detail.clone(),
+                })
+                .collect(),
+            refused: listing.refused.clone(),
+        }
+    }
+}
+
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RepoPoint {

@@ -62,7 +62,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use faults::{FAULTS_ENV, Faults, NfcDiskStats, NfcLeaseStats, Stats};
 pub use ops::DiskWrite;
-pub use state::{MadeDisk, NewDisk};
+pub use state::{MadeDisk, NewDisk, NewDiskError};
 
 use crate::policy::model::TlsTrust;
 use crate::vsphere::delta::DeltaFormat;
@@ -692,6 +692,16 @@ pub fn user_snapshot(
         ops::create_snapshot_as(st, root, &moref, &spec, ops::Injected::default(), format)
     })?;
     Ok(state::snapshot_moref(id))
+}
+
+/// Where the lab keeps its state when no directory is given:
+/// `$XDG_STATE_HOME/coffer/lab`, else `~/.local/state/coffer/lab`.
+pub fn default_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("coffer").join("lab")
 }
 
 /// Writes scattered 64 KiB blocks over `percent` % of every disk of `vm`

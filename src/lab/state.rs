@@ -306,6 +306,47 @@ pub enum NewDisk {
     },
 }
 
+/// Why a `--disk` value is not a disk; each message follows `--disk `.
+#[derive(Debug, thiserror::Error)]
+pub enum NewDiskError {
+    #[error("{spec}: {detail}; give a size (`4GiB`) or `image=FILE[,size=SIZE]`")]
+    Size { spec: String, detail: String },
+    #[error("{0}: no image file after `image=`")]
+    NoImage(String),
+}
+
+impl std::str::FromStr for NewDisk {
+    type Err = NewDiskError;
+
+    /// `SIZE` (generated data) or `image=FILE[,size=SIZE]`.
+    fn from_str(spec: &str) -> Result<NewDisk, NewDiskError> {
+        let size = |s: &str| {
+            crate::policy::units::parse_size(s)
+                .map(|s| s.0)
+                .map_err(|detail| NewDiskError::Size {
+                    spec: spec.to_string(),
+                    detail,
+                })
+        };
+        let Some(rest) = spec.strip_prefix("image=") else {
+            return Ok(NewDisk::Generated {
+                capacity_bytes: size(spec)?,
+            });
+        };
+        let (path, capacity_bytes) = match rest.rsplit_once(",size=") {
+            Some((path, s)) => (path, Some(size(s)?)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(NewDiskError::NoImage(spec.to_string()));
+        }
+        Ok(NewDisk::Image {
+            path: PathBuf::from(path),
+            capacity_bytes,
+        })
+    }
+}
+
 /// A disk `Store::add_vm` made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MadeDisk {
@@ -769,4 +810,60 @@ pub(super) fn snapshot_id(moref: &str) -> Result<u64, Fault> {
         .strip_prefix("snapshot-")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| Fault::not_found("VirtualMachineSnapshot", moref))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{NewDisk, NewDiskError};
+
+    #[test]
+    fn a_new_disk_is_a_size_or_an_image_with_an_optional_size() {
+        assert_eq!(
+            "4MiB".parse::<NewDisk>().unwrap(),
+            NewDisk::Generated {
+                capacity_bytes: 4 << 20
+            }
+        );
+        assert_eq!(
+            "image=/tmp/a,b.img".parse::<NewDisk>().unwrap(),
+            NewDisk::Image {
+                path: PathBuf::from("/tmp/a,b.img"),
+                capacity_bytes: None
+            }
+        );
+        assert_eq!(
+            "image=disk.raw,size=1GiB".parse::<NewDisk>().unwrap(),
+            NewDisk::Image {
+                path: PathBuf::from("disk.raw"),
+                capacity_bytes: Some(1 << 30)
+            }
+        );
+    }
+
+    #[test]
+    fn the_default_state_dir_is_coffers_lab_under_the_state_home() {
+        assert!(crate::lab::default_state_dir().ends_with("coffer/lab"));
+    }
+
+    #[test]
+    fn a_new_disk_refuses_what_is_neither() {
+        let e = "lots".parse::<NewDisk>().unwrap_err();
+        assert!(matches!(e, NewDiskError::Size { .. }));
+        assert!(e.to_string().starts_with("lots: "), "{e}");
+        assert!(
+            e.to_string().ends_with("or `image=FILE[,size=SIZE]`"),
+            "{e}"
+        );
+        let e = "image=,size=1GiB".parse::<NewDisk>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image=,size=1GiB: no image file after `image=`"
+        );
+        assert!(matches!(
+            "image=x,size=big".parse::<NewDisk>(),
+            Err(NewDiskError::Size { .. })
+        ));
+    }
 }

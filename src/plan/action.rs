@@ -277,5 +277,69 @@ pub struct Plan {
     pub compliance: Vec<VmCompliance>,
 }
 
+impl Plan {
+    /// Whether `apply` has something to do: any action but alerts, kept
+    /// points it may not prune, and waits.
+    pub fn has_pending_actions(&self) -> bool {
+        self.actions.iter().any(|a| {
+            !matches!(
+                a,
+                Action::Alert { .. } | Action::KeepBlocked { .. } | Action::Wait { .. }
+            )
+        })
+    }
+
+    /// Whether any VM is out of compliance.
+    pub fn breached(&self) -> bool {
+        self.compliance.iter().any(|v| !v.violations.is_empty())
+    }
+}
+
 /// Version of the JSON form of a plan.
 pub const PLAN_FORMAT: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(actions: Vec<Action>) -> Plan {
+        Plan {
+            format: PLAN_FORMAT,
+            now: DateTime::UNIX_EPOCH,
+            actions,
+            compliance: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn alerts_waits_and_blocked_prunes_are_not_pending_work() {
+        let idle = vec![
+            Action::Alert {
+                vm: None,
+                message: "m".into(),
+            },
+            Action::Wait {
+                policy: "p".into(),
+                vm: "vm".into(),
+                until: DateTime::UNIX_EPOCH,
+                reason: "r".into(),
+            },
+            Action::KeepBlocked {
+                vm: "vm".into(),
+                point: "pt".into(),
+                tier: "t".into(),
+                reason: "r".into(),
+            },
+        ];
+        assert!(!plan(idle.clone()).has_pending_actions());
+        let mut busy = idle;
+        busy.push(Action::Prune {
+            vm: "vm".into(),
+            point: "pt".into(),
+            tier: "t".into(),
+            reason: "r".into(),
+        });
+        assert!(plan(busy).has_pending_actions());
+        assert!(!plan(Vec::new()).breached());
+    }
+}

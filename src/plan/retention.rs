@@ -41,6 +41,39 @@ pub struct PointTime {
     pub created: DateTime<Utc>,
 }
 
+/// A line of a timestamp list that is not an RFC 3339 time.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: `{text}` is not an RFC 3339 time")]
+pub struct TimeLineError {
+    /// Counted from 1.
+    pub line: usize,
+    pub text: String,
+    #[source]
+    pub source: chrono::ParseError,
+}
+
+/// Reads a list of timestamps, one RFC 3339 time per line (blank lines
+/// and `#` comments skipped), as points named by their line.
+pub fn parse_times(text: &str) -> Result<Vec<PointTime>, TimeLineError> {
+    let mut points = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let created = crate::policy::units::parse_time(line).map_err(|source| TimeLineError {
+            line: n + 1,
+            text: line.to_string(),
+            source,
+        })?;
+        points.push(PointTime {
+            id: line.to_string(),
+            created,
+        });
+    }
+    Ok(points)
+}
+
 /// The rule that kept a point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {

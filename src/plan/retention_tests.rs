@@ -27,6 +27,18 @@ fn points(times: &[&str]) -> Vec<PointTime> {
         .collect()
 }
 
+#[test]
+fn a_timestamp_list_skips_blanks_and_comments_and_names_a_bad_line() {
+    let text = "# points\n2026-11-25T01:00:00Z\n\n  2026-11-26T03:00:00+02:00  \n";
+    let points = parse_times(text).unwrap();
+    let ids: Vec<&str> = points.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["2026-11-25T01:00:00Z", "2026-11-26T03:00:00+02:00"]);
+    assert_eq!(points[1].created, utc("2026-11-26 01:00:00"));
+    let e = parse_times("2026-11-25T01:00:00Z\nmonday\n").unwrap_err();
+    assert_eq!(e.line, 2);
+    assert_eq!(e.to_string(), "line 2: `monday` is not an RFC 3339 time");
+}
+
 fn kept(verdicts: &[Verdict]) -> Vec<String> {
     verdicts
         .iter()

@@ -41,6 +41,13 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// How many of the diagnostics are errors.
+    pub fn error_count(&self) -> usize {
+        (self.diagnostics.iter())
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()

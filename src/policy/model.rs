@@ -42,6 +42,15 @@ impl Config {
         let names: Vec<&str> = self.policies.keys().map(String::as_str).collect();
         super::diag::no_such("policy", name, &names)
     }
+
+    /// The retention policy `policy` keeps on `tier`, and the policy's time
+    /// zone; else why there is none.
+    pub fn retention_of(&self, policy: &str, tier: &str) -> Result<(Retention, Tz), String> {
+        let p = (self.policies.get(policy)).ok_or_else(|| self.no_such_policy(policy))?;
+        let rules = (p.retain.get(tier).cloned())
+            .ok_or_else(|| format!("policy `{policy}` has no retention for tier `{tier}`"))?;
+        Ok((rules, p.timezone()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -421,5 +430,31 @@ mod secret_tests {
         let ok = t.path().join("ok");
         std::fs::write(&ok, "hunter2\n").unwrap();
         assert_eq!(SecretRef::File(ok).read().unwrap(), "hunter2");
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    #[test]
+    fn a_retention_is_found_by_policy_and_tier_or_refused_with_why() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+        let loaded = crate::policy::load(std::path::Path::new(dir));
+        assert_eq!(loaded.error_count(), 0);
+        let config = loaded.config.unwrap();
+        let (rules, _) = config.retention_of("gold", "fast-a").unwrap();
+        assert_eq!((rules.hourly, rules.daily), (Some(24), Some(14)));
+        let e = config.retention_of("gold", "nowhere").unwrap_err();
+        assert_eq!(e, "policy `gold` has no retention for tier `nowhere`");
+        let e = config.retention_of("golden", "fast-a").unwrap_err();
+        assert!(e.contains("golden"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_counted_apart_from_warnings() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("p.toml"), "[policies.x\n").unwrap();
+        let loaded = crate::policy::load(t.path());
+        assert!(loaded.error_count() >= 1);
+        assert!(loaded.config.is_none());
     }
 }

@@ -44,6 +44,11 @@ impl DailyWindow {
     }
 }
 
+/// Parses an RFC 3339 time (`2026-11-25T01:00:00Z`), as an instant.
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, chrono::ParseError> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Parses `1h30m`-style durations. Zero is allowed here; callers that need a
 /// positive duration check it themselves with a message of their own.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -202,6 +207,14 @@ pub fn parse_window(text: &str) -> Result<DailyWindow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_times_are_read_as_instants() {
+        let t = parse_time("2026-12-02T01:30:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-02T00:30:00+00:00");
+        assert!(parse_time("2026-12-02 01:30").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
 
     #[test]
     fn times_are_shown_in_the_policy_zone_with_the_offset() {

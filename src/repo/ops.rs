@@ -67,6 +67,31 @@ impl Sample {
     }
 }
 
+/// Why a `PART/OF` is not a sample; each message follows `--sample `.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("takes PART/OF, e.g. 3/7")]
+    Form,
+    #[error(transparent)]
+    Number(#[from] std::num::ParseIntError),
+    #[error("{0}: PART must be below OF (0/7 … 6/7)")]
+    Range(String),
+}
+
+impl std::str::FromStr for Sample {
+    type Err = SampleError;
+
+    /// `PART/OF`, e.g. `3/7`: the fourth of seven slices.
+    fn from_str(s: &str) -> Result<Sample, SampleError> {
+        let (a, b) = s.split_once('/').ok_or(SampleError::Form)?;
+        let (part, of): (u16, u16) = (a.parse()?, b.parse()?);
+        if of == 0 || part >= of {
+            return Err(SampleError::Range(s.to_string()));
+        }
+        Ok(Sample { part, of })
+    }
+}
+
 /// Points that could be read (with their indexes), and those that could not (with why).
 type LoadedPoints = (Vec<(Manifest, Vec<DiskIndex>)>, Vec<(String, String)>);
 
@@ -574,4 +599,34 @@ pub fn prune_point(repo: &Repository, point: &PointRef) -> Result<(), RepoError>
         repo.store().delete(&m.index_key_of(d)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sample, SampleError};
+
+    #[test]
+    fn a_sample_is_a_part_below_its_whole() {
+        let s: Sample = "3/7".parse().unwrap();
+        assert_eq!((s.part, s.of), (3, 7));
+        let s: Sample = "0/1".parse().unwrap();
+        assert_eq!((s.part, s.of), (0, 1));
+    }
+
+    #[test]
+    fn a_sample_refuses_other_forms() {
+        assert!(matches!("3".parse::<Sample>(), Err(SampleError::Form)));
+        assert!(matches!(
+            "a/7".parse::<Sample>(),
+            Err(SampleError::Number(_))
+        ));
+        for bad in ["7/7", "8/7", "0/0"] {
+            let e = bad.parse::<Sample>().unwrap_err();
+            assert!(matches!(e, SampleError::Range(_)), "{bad}");
+            assert_eq!(
+                e.to_string(),
+                format!("{bad}: PART must be below OF (0/7 … 6/7)")
+            );
+        }
+    }
 }

@@ -126,3 +126,12 @@ pub fn event(event: &Event<'_>, colour: bool, zone: chrono_tz::Tz) -> Option<Lin
         Event::ActionStarted { .. } | Event::Progress { .. } | Event::ProgressEnded => None,
     }
 }
+
+/// A running backup's progress once the areas to read are known: its VM,
+/// a bar, bytes, rate and ETA (an `indicatif` template).
+pub const PROGRESS_BAR: &str = "{prefix:>16.bold} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
+
+/// A running backup's progress before then: its VM, a spinner, bytes and
+/// rate (an `indicatif` template).
+pub const PROGRESS_SPINNER: &str =
+    "{prefix:>16.bold} {spinner} {binary_bytes} {binary_bytes_per_sec}";

@@ -55,6 +55,12 @@ pub fn lab_serving(lab: &LabHandle, dir: &Path) -> String {
     out
 }
 
+/// `lab nfs-read`: bytes read, seconds and rate, as one JSON line.
+pub fn nfs_read(bytes: u64, seconds: f64) -> String {
+    let mib_per_s = bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9);
+    format!("{{\"bytes\": {bytes}, \"seconds\": {seconds:.3}, \"mib_per_s\": {mib_per_s:.1}}}\n")
+}
+
 /// `lab write`: what each disk of `vm` got.
 pub fn lab_written(vm: &str, written: &[DiskWrite]) -> String {
     let mut out = String::new();
@@ -70,4 +76,18 @@ pub fn lab_written(vm: &str, written: &[DiskWrite]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_nfs_read_is_one_json_line_with_its_rate() {
+        let line = super::nfs_read(3 << 20, 2.0);
+        assert_eq!(
+            line,
+            "{\"bytes\": 3145728, \"seconds\": 2.000, \"mib_per_s\": 1.5}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&super::nfs_read(0, 0.0)).unwrap();
+        assert_eq!(v["mib_per_s"], 0.0);
+    }
 }

@@ -9,6 +9,20 @@ use crate::policy::Loaded;
 use crate::policy::model::Policy;
 use crate::policy::schedule::FireTime;
 
+/// A command found its policy directory invalid (the errors are printed
+/// above): how to go on.
+pub fn policy_dir_invalid(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "policy directory `{dir}` is invalid; run `coffer validate -p {dir}` after fixing the errors above\n"
+    )
+}
+
+/// `man --out DIR`: how many pages went where.
+pub fn man_pages_written(pages: usize, dir: &Path) -> String {
+    format!("wrote {pages} pages into {}\n", dir.display())
+}
+
 /// `init --from-source`: the certificate the host presented, to compare.
 pub fn host_presents(url: &str, thumbprint: &str) -> String {
     format!("{url} presents the certificate {thumbprint}\n")
@@ -94,4 +108,17 @@ pub fn schedule(policy: &Policy, fires: &[FireTime]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn an_invalid_policy_directory_says_how_to_check_it_again() {
+        assert_eq!(
+            super::policy_dir_invalid(Path::new("pol")),
+            "policy directory `pol` is invalid; run `coffer validate -p pol` after fixing the errors above\n"
+        );
+    }
 }

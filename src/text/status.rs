@@ -8,6 +8,16 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::metrics::Status;
 
+/// `daemon --metrics ADDR`: where the metrics are served.
+pub fn metrics_served(addr: impl std::fmt::Display) -> String {
+    format!("coffer daemon: metrics at http://{addr}/metrics\n")
+}
+
+/// A second Ctrl-C ended the process once no snapshot was open.
+pub fn aborted_by_second_interrupt() -> &'static str {
+    "coffer: aborted by a second Ctrl-C; no snapshot is left open\n"
+}
+
 /// No daemon has written a status into `state_dir`.
 pub fn no_daemon(state_dir: &Path) -> String {
     format!(
