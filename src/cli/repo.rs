@@ -291,11 +291,8 @@ pub fn run(command: Command) -> Result<u8> {
             print(text::unlocked(&removed, live))?;
         }
         Command::Thaw(a) => {
-            let repo = a.point.target.open()?;
-            let p = repo.find_point(&a.point.point)?;
-            let m = repo.read_manifest(&p)?;
-            let r = ops::thaw_point(&repo, &m, a.days, a.speed, threads())?;
-            write!(out, "{}", text::thaw_report(&a.point.point, &r))?;
+            let r = repository::thaw(&a.point.target.open()?, &a.point.point, a.days, a.speed)?;
+            print(text::thaw_report(&a.point.point, &r))?;
             if !r.done() {
                 return Ok(EXIT_THAWING);
             }

@@ -117,6 +117,18 @@ pub fn unlock(repo: &Repository) -> Result<(Vec<String>, usize)> {
 }
 
 /// Removes `point` (its chunks are left to gc).
+/// `repo thaw`: asks for the point's chunks in archive storage to be
+/// restored for `days` at `speed`, and says how far that is.
+pub fn thaw(
+    repo: &Repository,
+    point: &str,
+    days: u32,
+    speed: crate::repo::store::ThawSpeed,
+) -> Result<ops::ThawReport> {
+    let m = repo.read_manifest(&repo.find_point(point)?)?;
+    Ok(ops::thaw_point(repo, &m, days, speed, super::threads())?)
+}
+
 pub fn prune(repo: &Repository, point: &str) -> Result<()> {
     Ok(ops::prune_point(repo, &repo.find_point(point)?)?)
 }
