@@ -24,13 +24,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use object_store::azure::{AzureAuthorizer, MicrosoftAzure, MicrosoftAzureBuilder, split_sas};
 use object_store::client::{
     Certificate, ClientOptions, HttpClient, HttpConnector, HttpRequest, ReqwestConnector,
 };
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{BackoffConfig, ObjectStoreExt, RetryConfig};
 
 use super::rest::{self, Retry, between, percent};
 use super::store::{ObjectMeta, Store, StoreError, Thaw, ThawSpeed};
@@ -208,11 +207,7 @@ impl AzureStore {
     }
 
     fn path(&self, key: &str) -> ObjectPath {
-        if self.loc.prefix.is_empty() {
-            ObjectPath::from(key)
-        } else {
-            ObjectPath::from(format!("{}/{key}", self.loc.prefix))
-        }
+        rest::object_path(&self.loc.prefix, key)
     }
 
     fn url(&self, key: &str) -> String {
@@ -485,32 +480,14 @@ impl Store for AzureStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         super::store::check_prefix(prefix)?;
-        let full = self.path(prefix.trim_end_matches('/'));
-        let strip = if self.loc.prefix.is_empty() {
-            0
-        } else {
-            self.loc.prefix.len() + 1
-        };
-        let found: Vec<object_store::ObjectMeta> = self
-            .block_on(self.az.list(Some(&full)).try_collect())
-            .map_err(|e| match e {
-                // As on S3: a name another client wrote that is not a valid
-                // path fails the listing rather than hiding good points.
-                object_store::Error::InvalidPath { .. } => StoreError::Backend(format!(
-                    "listing `{prefix}` of {}: {e}; coffer never writes such a name: remove that blob with an Azure client",
-                    self.describe()
-                )),
-                e => self.err("list", prefix, e),
-            })?;
-        Ok(found
-            .into_iter()
-            .map(|m| ObjectMeta {
-                key: m.location.as_ref()[strip..].to_string(),
-                size_bytes: m.size,
-                modified: SystemTime::from(m.last_modified),
-            })
-            .filter(|m| m.key.starts_with(prefix))
-            .collect())
+        let at = self.describe();
+        self.block_on(rest::list_under(
+            &self.az,
+            &self.loc.prefix,
+            prefix,
+            (&at, "remove that blob with an Azure client"),
+            |e| self.err("list", prefix, e),
+        ))
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -5,7 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::client::{HttpClient, HttpRequest};
+use object_store::path::Path as ObjectPath;
+
+use super::store::{ObjectMeta, StoreError};
 
 /// How often a failing request is retried, for how long at most, and the
 /// time limit of one request.
@@ -85,4 +90,53 @@ pub(super) fn percent(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The object of `key` below the store's own prefix (`""` for none).
+pub(super) fn object_path(store_prefix: &str, key: &str) -> ObjectPath {
+    if store_prefix.is_empty() {
+        ObjectPath::from(key)
+    } else {
+        ObjectPath::from(format!("{store_prefix}/{key}"))
+    }
+}
+
+/// Every object whose key starts with `prefix`, below the store's own
+/// prefix, with the keys as the repository names them. The client refuses
+/// a whole page when one name in it is not a valid path (a `..` segment):
+/// only another client can have written it, and skipping the page would
+/// hide good points, so the listing fails, naming the store (`at`) and
+/// what to do (`fix`); other errors go through `err`.
+pub(super) async fn list_under(
+    store: &dyn ObjectStore,
+    store_prefix: &str,
+    prefix: &str,
+    (at, fix): (&str, &str),
+    err: impl Fn(object_store::Error) -> StoreError,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    let full = object_path(store_prefix, prefix.trim_end_matches('/'));
+    let strip = if store_prefix.is_empty() {
+        0
+    } else {
+        store_prefix.len() + 1
+    };
+    let found: Vec<object_store::ObjectMeta> = store
+        .list(Some(&full))
+        .try_collect()
+        .await
+        .map_err(|e| match e {
+            object_store::Error::InvalidPath { .. } => StoreError::Backend(format!(
+                "listing `{prefix}` of {at}: {e}; coffer never writes such a key: {fix}"
+            )),
+            e => err(e),
+        })?;
+    Ok(found
+        .into_iter()
+        .map(|m| ObjectMeta {
+            key: m.location.as_ref()[strip..].to_string(),
+            size_bytes: m.size,
+            modified: std::time::SystemTime::from(m.last_modified),
+        })
+        .filter(|m| m.key.starts_with(prefix))
+        .collect())
 }

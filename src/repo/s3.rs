@@ -11,12 +11,11 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::TryStreamExt;
+use chrono::{SecondsFormat, Utc};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{
     Certificate, ClientOptions, HttpClient, HttpConnector, HttpRequest, ReqwestConnector,
@@ -182,11 +181,7 @@ impl S3Store {
     }
 
     fn path(&self, key: &str) -> ObjectPath {
-        if self.loc.prefix.is_empty() {
-            ObjectPath::from(key)
-        } else {
-            ObjectPath::from(format!("{}/{key}", self.loc.prefix))
-        }
+        rest::object_path(&self.loc.prefix, key)
     }
 
     fn url(&self, key: &str) -> String {
@@ -535,34 +530,14 @@ impl Store for S3Store {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         super::store::check_prefix(prefix)?;
-        let full = self.path(prefix.trim_end_matches('/'));
-        let strip = if self.loc.prefix.is_empty() {
-            0
-        } else {
-            self.loc.prefix.len() + 1
-        };
-        let found: Vec<object_store::ObjectMeta> = self
-            .block_on(self.s3.list(Some(&full)).try_collect())
-            .map_err(|e| match e {
-                // The client refuses a whole page when one key in it is not a
-                // valid path (a `..` segment): only another client can have
-                // written it. Skipping the page would hide good points, so
-                // the listing fails and says what to remove.
-                object_store::Error::InvalidPath { .. } => StoreError::Backend(format!(
-                    "listing `{prefix}` of {}: {e}; coffer never writes such a key: remove that object with an S3 client",
-                    self.describe()
-                )),
-                e => self.err("list", prefix, e),
-            })?;
-        Ok(found
-            .into_iter()
-            .map(|m| ObjectMeta {
-                key: m.location.as_ref()[strip..].to_string(),
-                size_bytes: m.size,
-                modified: to_system_time(m.last_modified),
-            })
-            .filter(|m| m.key.starts_with(prefix))
-            .collect())
+        let at = self.describe();
+        self.block_on(rest::list_under(
+            &self.s3,
+            &self.loc.prefix,
+            prefix,
+            (&at, "remove that object with an S3 client"),
+            |e| self.err("list", prefix, e),
+        ))
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -603,10 +578,6 @@ fn thaw_state(class: Option<&str>, restore: Option<&str>) -> Option<Thaw> {
     } else {
         None
     }
-}
-
-fn to_system_time(t: DateTime<Utc>) -> SystemTime {
-    SystemTime::from(t)
 }
 
 #[cfg(test)]

@@ -44,33 +44,12 @@ fn start() -> Azurite {
         l.local_addr().unwrap().port()
     };
     let workspace = tempfile::tempdir().unwrap();
-    let dir = workspace.path().to_path_buf();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The server dies with this thread (PR_SET_PDEATHSIG), and this thread
-    // lives as long as the test binary.
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new("azurite-blob");
-        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .arg("--location")
-            .arg(&dir)
-            .args(["--silent", "--skipApiVersionCheck"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn();
-        let _ = tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()));
-        loop {
-            std::thread::park();
-        }
-    });
-    if let Err(e) = rx.recv().unwrap() {
+    let mut cmd = std::process::Command::new("azurite-blob");
+    cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .arg("--location")
+        .arg(workspace.path())
+        .args(["--silent", "--skipApiVersionCheck"]);
+    if let Err(e) = super::spawn_for_binary(cmd) {
         panic!("cannot start azurite-blob ({e}); run scripts/test-deps.sh, which installs Azurite");
     }
     let deadline = Instant::now() + Duration::from_secs(60);

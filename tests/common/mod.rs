@@ -8,6 +8,31 @@ use std::process::{Command, Output};
 pub mod azurite;
 pub mod s3;
 
+/// Starts `cmd` (output discarded) for the rest of the test binary: the
+/// server dies with the thread that started it (PR_SET_PDEATHSIG), and
+/// that thread lives as long as the binary. The error says why it did not
+/// start.
+pub fn spawn_for_binary(mut cmd: std::process::Command) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let _ = tx.send(cmd.spawn().map(drop).map_err(|e| e.to_string()));
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap()
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

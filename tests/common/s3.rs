@@ -32,36 +32,16 @@ fn start_moto() -> Moto {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The server dies with this thread (PR_SET_PDEATHSIG), and this thread
-    // lives as long as the test binary.
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new("python3");
-        cmd.args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn();
-        let _ = tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()));
-        loop {
-            std::thread::park();
-        }
-    });
-    if let Err(e) = rx.recv().unwrap() {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([
+        "-m",
+        "moto.server",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]);
+    if let Err(e) = super::spawn_for_binary(cmd) {
         panic!(
             "cannot start python3 -m moto.server ({e}); run scripts/test.sh, which installs moto"
         );
