@@ -594,51 +594,33 @@ impl Resolver<'_> {
             BackendKind::Azure => "an azure",
         };
         let misplaced = |key: &str| format!("`{key}` does not apply to {kind_name} tier");
-        // The keys only other backends take, with the backend that takes
-        // them.
-        let foreign: Vec<(&str, bool, &str)> = match backend_kind {
-            BackendKind::Local => vec![
-                ("storage_class", r.storage_class.is_some(), "s3"),
-                ("bucket", r.bucket.is_some(), "s3"),
-                ("region", r.region.is_some(), "s3"),
-                ("account", r.account.is_some(), "azure"),
-                ("container", r.container.is_some(), "azure"),
-                ("prefix", r.prefix.is_some(), "s3"),
-                ("endpoint", r.endpoint.is_some(), "s3"),
-                ("access_key", r.access_key.is_some(), "s3"),
-                ("secret_key", r.secret_key.is_some(), "s3"),
-                ("sas", r.sas.is_some(), "azure"),
-            ],
-            BackendKind::S3 => vec![
-                ("account", r.account.is_some(), "azure"),
-                ("container", r.container.is_some(), "azure"),
-                ("sas", r.sas.is_some(), "azure"),
-            ],
-            BackendKind::Azure => vec![
-                ("storage_class", r.storage_class.is_some(), "s3"),
-                ("bucket", r.bucket.is_some(), "s3"),
-                ("region", r.region.is_some(), "s3"),
-                ("secret_key", r.secret_key.is_some(), "s3"),
-            ],
-        };
-        let spans: Vec<(&str, Option<std::ops::Range<usize>>)> = vec![
-            ("storage_class", r.storage_class.as_ref().map(Sp::span)),
-            ("bucket", r.bucket.as_ref().map(Sp::span)),
-            ("region", r.region.as_ref().map(Sp::span)),
-            ("account", r.account.as_ref().map(Sp::span)),
-            ("container", r.container.as_ref().map(Sp::span)),
-            ("prefix", r.prefix.as_ref().map(Sp::span)),
-            ("endpoint", r.endpoint.as_ref().map(Sp::span)),
-            ("access_key", r.access_key.as_ref().map(Sp::span)),
-            ("secret_key", r.secret_key.as_ref().map(Sp::span)),
-            ("sas", r.sas.as_ref().map(Sp::span)),
+        // Each object-storage key, where it is, and the backends that take
+        // it (the first is named in the hint).
+        use BackendKind::{Azure, S3};
+        type Span = Option<std::ops::Range<usize>>;
+        let keys: [(&str, Span, &[BackendKind]); 10] = [
+            (
+                "storage_class",
+                r.storage_class.as_ref().map(Sp::span),
+                &[S3],
+            ),
+            ("bucket", r.bucket.as_ref().map(Sp::span), &[S3]),
+            ("region", r.region.as_ref().map(Sp::span), &[S3]),
+            ("account", r.account.as_ref().map(Sp::span), &[Azure]),
+            ("container", r.container.as_ref().map(Sp::span), &[Azure]),
+            ("prefix", r.prefix.as_ref().map(Sp::span), &[S3, Azure]),
+            ("endpoint", r.endpoint.as_ref().map(Sp::span), &[S3, Azure]),
+            (
+                "access_key",
+                r.access_key.as_ref().map(Sp::span),
+                &[S3, Azure],
+            ),
+            ("secret_key", r.secret_key.as_ref().map(Sp::span), &[S3]),
+            ("sas", r.sas.as_ref().map(Sp::span), &[Azure]),
         ];
-        for (key, present, owner) in foreign {
-            let span = spans
-                .iter()
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, s)| s.clone());
-            if let (true, Some(span)) = (present, span) {
+        for (key, span, takers) in keys {
+            if let Some(span) = span.filter(|_| !takers.contains(&backend_kind)) {
+                let owner = if takers[0] == S3 { "s3" } else { "azure" };
                 self.err(
                     "not-applicable",
                     f,
