@@ -441,3 +441,272 @@ monthly = 12
     assert!(std::fs::read(dir.join("a.raw")).unwrap() == data);
     ok(&run(dir, &["repo", "verify", "--tier", "archive"]));
 }
+
+/// The policies of the cold-tier drill tests: one lab VM backed up to a
+/// local tier and kept monthly on `archive_tier` (the `[tiers.archive]`
+/// table), with a restore drill that reads from the archive.
+fn write_cold_drill_policy(dir: &Path, archive_tier: &str) {
+    let toml = format!(
+        r#"{head}{archive_tier}{tail}"#,
+        head = COLD_HEAD,
+        tail = COLD_TAIL
+    );
+    std::fs::write(dir.join("coffer.toml"), toml).unwrap();
+}
+
+const COLD_HEAD: &str = r#"
+[settings]
+timezone = "UTC"
+
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+"#;
+
+const COLD_TAIL: &str = r#"
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+
+[policies.all.retain.archive]
+monthly = 12
+
+[[policies.all.drills]]
+name = "cold"
+kind = "restore"
+every = "7d"
+tier = "archive"
+"#;
+
+/// The point on tier `archive` restores to the same bytes as on tier
+/// `local`; `run` runs coffer in `dir` with the test's credentials.
+fn assert_archive_copy_is_the_local_one(dir: &Path, run: &dyn Fn(&[&str]) -> std::process::Output) {
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["repo", "ls", "--tier", "archive", "--json"]))).unwrap();
+    let point = listing["points"][0]["point"].as_str().unwrap().to_string();
+    for tier in ["archive", "local"] {
+        let out = format!("{tier}.raw");
+        ok(&run(&[
+            "repo", "restore", &point, "--tier", tier, "-o", &out,
+        ]));
+    }
+    assert!(
+        std::fs::read(dir.join("archive.raw")).unwrap()
+            == std::fs::read(dir.join("local.raw")).unwrap()
+    );
+}
+
+/// A restore drill on a point whose only copy the drill may read is in
+/// GLACIER: the plan says a thaw comes first and how long it takes; `apply`
+/// asks for it and waits (nothing recorded, nothing failed) while S3 says
+/// it is under way, run after run; once the objects read, the next run
+/// carries the drill out, and the point restores byte-identical from the
+/// archive tier.
+#[test]
+fn a_drill_on_a_glacier_point_thaws_waits_across_runs_then_restores() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let bucket = s3::bucket(false);
+    let proxy = s3::FaultyProxy::start();
+    let archive = format!(
+        r#"
+[tiers.archive]
+backend = "s3"
+bucket = "{bucket}"
+endpoint = "{}"
+storage_class = "GLACIER"
+thaw_speed = "bulk"
+access_key = {{ env = "TEST_S3_KEY" }}
+secret_key = {{ env = "TEST_S3_SECRET" }}
+site = "there"
+"#,
+        proxy.endpoint()
+    );
+    write_cold_drill_policy(dir, &archive);
+    for tier in ["local", "archive"] {
+        ok(&run(dir, &["repo", "init", "--tier", tier]));
+    }
+    // The first run backs up, copies to the archive, and the drill it then
+    // plans asks for the thaw (the objects are in GLACIER) and waits.
+    let first = ok(&run(dir, &["apply", "--no-mail"]));
+    assert!(
+        first.contains("copy lab-vm-01")
+            && first.contains("waiting for a thaw, drill not run yet")
+            && first.contains("thaws asked for now"),
+        "{first}"
+    );
+    let plan = ok(&run(dir, &["plan"]));
+    assert!(
+        plan.contains("drill cold")
+            && plan.contains("in GLACIER: a thaw (bulk retrieval, typically 5-12 hours)"),
+        "the plan shows the thaw and its wait: {plan}"
+    );
+    // S3 takes hours: run after run, the drill waits.
+    proxy
+        .faults
+        .thaw_under_way
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for round in 0..2 {
+        let out = run(dir, &["apply", "--no-mail"]);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "round {round}: {said}");
+        assert!(
+            said.contains("waiting for a thaw, drill not run yet"),
+            "round {round}: {said}"
+        );
+        assert!(ok(&run(dir, &["plan"])).contains("drill cold"), "still due");
+    }
+    // A restore of the VM from the archive waits too, with exit 5.
+    let early = run(
+        dir,
+        &[
+            "restore",
+            "lab-vm-01",
+            "--tier",
+            "archive",
+            "--out",
+            "early",
+        ],
+    );
+    assert_eq!(early.status.code(), Some(5), "{}", stderr(&early));
+    assert!(
+        stdout(&early).contains("waiting for a thaw, restore not run yet"),
+        "{}",
+        stdout(&early)
+    );
+    assert!(!dir.join("early").exists(), "nothing restored yet");
+    // Thawed: the next run carries the drill out, and it is not due again.
+    proxy
+        .faults
+        .thaw_under_way
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let done = ok(&run(dir, &["apply", "--no-mail"]));
+    assert!(
+        done.contains("drill cold") && done.contains("RTO"),
+        "{done}"
+    );
+    assert!(!ok(&run(dir, &["plan"])).contains("drill cold"));
+    ok(&run(
+        dir,
+        &[
+            "restore",
+            "lab-vm-01",
+            "--tier",
+            "archive",
+            "--out",
+            "later",
+        ],
+    ));
+    // And the archive's copy is the local one, byte for byte.
+    assert_archive_copy_is_the_local_one(dir, &|args| run(dir, args));
+}
+
+/// An azure tier whose chunks go to the Archive access tier: a restore
+/// drill finds the point's packs archived, rehydrates them first (Set Blob
+/// Tier) and waits, and once they read the next run carries the drill out;
+/// the point restores byte-identical.
+#[test]
+fn an_azure_archive_tier_rehydrates_before_a_drill_reads_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let container = azurite::container();
+    let archive = format!(
+        r#"
+[tiers.archive]
+backend = "azure"
+account = "{account}"
+container = "{container}"
+endpoint = "{endpoint}"
+storage_class = "Archive"
+access_key = {{ env = "TEST_AZURE_KEY" }}
+site = "there"
+"#,
+        account = azurite::ACCOUNT,
+        endpoint = azurite::azurite().endpoint(),
+    );
+    write_cold_drill_policy(dir, &archive);
+    let run = |args: &[&str]| {
+        common::command_in(dir)
+            .args(args)
+            .args(["-p", "."])
+            .env("TEST_AZURE_KEY", azurite::KEY)
+            .output()
+            .unwrap()
+    };
+    for tier in ["local", "archive"] {
+        ok(&run(&["repo", "init", "--tier", tier]));
+    }
+    // The first run backs up, copies to the archive, and the drill it then
+    // plans finds the packs archived (the service says so): it asks for
+    // their rehydration and waits.
+    let first = ok(&run(&["apply", "--no-mail"]));
+    assert!(
+        first.contains("copy lab-vm-01")
+            && first.contains("waiting for a thaw, drill not run yet")
+            && first.contains("thaws asked for now"),
+        "{first}"
+    );
+    let plan = ok(&run(&["plan"]));
+    assert!(
+        plan.contains("drill cold")
+            && plan.contains("in Archive: a thaw (standard retrieval, typically up to 15 hours)"),
+        "{plan}"
+    );
+    // Azurite rehydrates at once; Azure takes hours, and the drill waits
+    // for as many runs as it takes (the S3 test shows that).
+    let done = ok(&run(&["apply", "--no-mail"]));
+    assert!(
+        done.contains("drill cold") && done.contains("RTO"),
+        "{done}"
+    );
+    assert_archive_copy_is_the_local_one(dir, &run);
+}
+
+/// What an Azure store does with the Archive tier, against Azurite: a blob
+/// holding chunk data is written archived (other blobs are not), reading it
+/// is refused as archived storage (409 `BlobArchived`), a thaw asks for
+/// its rehydration, and then it reads.
+#[test]
+fn an_archived_blob_refuses_reads_until_it_is_rehydrated() {
+    use coffer::repo::store::{Store, StoreError, Thaw, ThawSpeed};
+    let container = azurite::container();
+    let mut loc = azurite::location(&container, &azurite::azurite().endpoint());
+    loc.access_tier = Some("Archive".into());
+    let store = coffer::repo::azure::AzureStore::new(loc).unwrap();
+    let pack = format!("packs/ab/{}", "ab".repeat(32));
+    store.put(&pack, b"chunk data").unwrap();
+    store.put("points/x/manifest.json", b"{}").unwrap();
+    assert_eq!(store.get("points/x/manifest.json").unwrap(), b"{}");
+    for read in [store.get(&pack), store.get_range(&pack, 0..5)] {
+        assert!(
+            matches!(&read, Err(StoreError::Archived { class, .. }) if class == "Archive"),
+            "{read:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .thaw("points/x/manifest.json", 1, ThawSpeed::Standard)
+            .unwrap(),
+        Thaw::Ready
+    );
+    assert_eq!(
+        store.thaw(&pack, 1, ThawSpeed::Standard).unwrap(),
+        Thaw::Requested
+    );
+    assert_eq!(store.get(&pack).unwrap(), b"chunk data");
+    assert_eq!(
+        store.thaw(&pack, 1, ThawSpeed::Standard).unwrap(),
+        Thaw::Ready
+    );
+}

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use coffer::repo::azure::AzureStore;
 use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
+use coffer::repo::chunk::ChunkDigest;
 use coffer::repo::manifest::{Manifest, VmIdentity};
 use coffer::repo::restore::{self, DiskFormat};
 use coffer::repo::s3::S3Store;
 use coffer::repo::store::Store;
-use coffer::repo::{RepoError, Repository, local::LocalStore, ops};
+use coffer::repo::{PackConfig, RepoError, Repository, local::LocalStore, ops};
 use common::{azurite, s3, stdout};
 
 const MIB: u64 = 1 << 20;
@@ -49,12 +50,18 @@ fn fill(buf: &mut [u8], seed: u64) {
 }
 
 /// Where a test keeps its repositories.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Local,
+    /// A local directory whose chunks go into packs.
+    LocalPacks,
     S3,
     Azure,
 }
+
+/// The pack size the tests write at: small, so a test's few MiB make many
+/// packs.
+const TEST_PACK: u64 = 2 * MIB;
 
 /// One repository location: its store, and how the CLI names it.
 struct Place {
@@ -62,18 +69,21 @@ struct Place {
     args: Vec<String>,
     env: Vec<(String, String)>,
     dir: Option<std::path::PathBuf>,
+    /// How a repository created here stores chunks.
+    packs: Option<u64>,
 }
 
 impl Place {
     fn new(backend: Backend, t: &Path, name: &str) -> Place {
         match backend {
-            Backend::Local => {
+            Backend::Local | Backend::LocalPacks => {
                 let dir = t.join(name);
                 Place {
                     store: Arc::new(LocalStore::new(&dir).unwrap()),
                     args: vec!["--repo".into(), dir.display().to_string()],
                     env: vec![],
                     dir: Some(dir),
+                    packs: (backend == Backend::LocalPacks).then_some(TEST_PACK),
                 }
             }
             Backend::S3 => {
@@ -92,6 +102,7 @@ impl Place {
                         ("AWS_SECRET_ACCESS_KEY".into(), "coffer-test-secret".into()),
                     ],
                     dir: None,
+                    packs: Some(TEST_PACK),
                 }
             }
             Backend::Azure => {
@@ -109,6 +120,7 @@ impl Place {
                     ],
                     env: vec![("AZURE_STORAGE_ACCOUNT_KEY".into(), azurite::KEY.into())],
                     dir: None,
+                    packs: Some(TEST_PACK),
                 }
             }
         }
@@ -119,6 +131,47 @@ impl Place {
         let mut c = common::command_in(&common::root());
         c.args(args).args(&self.args).envs(self.env.clone());
         c
+    }
+
+    /// `coffer repo init` here, storing chunks as this place does.
+    fn init_cli(&self) -> std::process::Output {
+        let size = self
+            .packs
+            .map_or("off".to_string(), |p| format!("{}KiB", p >> 10));
+        self.coffer(&["repo", "init", "--pack-size", &size])
+            .output()
+            .unwrap()
+    }
+
+    /// Flips a byte in the middle of chunk `d`'s stored blob, wherever it
+    /// is kept (its own object, or its place in a pack).
+    fn damage_chunk(&self, repo: &Repository, d: &ChunkDigest) {
+        let place = repo
+            .with_pack_map(|m| m.locate(d).first().copied())
+            .unwrap()
+            .flatten();
+        match place {
+            Some(loc) => self.tamper(&loc.pack.key(), |b| {
+                b[loc.offset as usize + loc.length as usize / 2] ^= 0x10;
+            }),
+            None => self.tamper(&d.key(), |b| {
+                let mid = b.len() / 2;
+                b[mid] ^= 0x10;
+            }),
+        }
+    }
+
+    /// Keys of the objects under `prefix`.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .store
+            .list(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        k.sort();
+        k
     }
 
     /// Rewrites a stored object in place, behind the repository's back.
@@ -133,9 +186,12 @@ fn open_repo(place: &Place, secret: Option<&str>) -> Repository {
     let store = place.store.clone();
     match Repository::open(store.clone(), secret.map(str::as_bytes)) {
         Ok(r) => r,
-        Err(RepoError::NotARepository(_)) => {
-            Repository::init(store, secret.map(str::as_bytes)).unwrap()
-        }
+        Err(RepoError::NotARepository(_)) => Repository::init_with(
+            store,
+            secret.map(str::as_bytes),
+            place.packs.map(|target_bytes| PackConfig { target_bytes }),
+        )
+        .unwrap(),
         Err(e) => panic!("{e}"),
     }
 }
@@ -171,12 +227,16 @@ fn scatter_writes(image: &Path, count: u64, seed: u64) -> Vec<Range<u64>> {
     ranges
 }
 
-/// Declares each test once per backend: `local::NAME`, `on_s3::NAME` and
-/// `on_azure::NAME`.
+/// Declares each test once per backend: `local::NAME`, `local_packs::NAME`
+/// (chunks in packs on a directory), `on_s3::NAME` and `on_azure::NAME`
+/// (both in packs, as object-storage tiers are by default).
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod local {
             $(#[test] fn $name() { super::$name(super::Backend::Local) })*
+        }
+        mod local_packs {
+            $(#[test] fn $name() { super::$name(super::Backend::LocalPacks) })*
         }
         mod on_s3 {
             $(#[test] fn $name() { super::$name(super::Backend::S3) })*
@@ -222,18 +282,15 @@ fn a_damaged_copy_is_repaired_from_a_healthy_tier(be: Backend) {
         .into_iter()
         .find(|d| *d != coffer::repo::chunk::ZERO_DIGEST)
         .unwrap();
-    place.tamper(&victim.key(), |b| {
-        let mid = b.len() / 2;
-        b[mid] ^= 1;
-    });
+    place.damage_chunk(&dst, &victim);
     let r = ops::verify(&dst, None, None, 2).unwrap();
     assert_eq!(r.bad_chunks.len(), 1);
     assert_eq!(ops::quarantine(&dst, &r.bad_chunks).unwrap(), 1);
+    // Set aside whole (a chunk object), or its place in a pack.
+    let aside = place.keys("quarantine/");
     assert!(
-        place
-            .store
-            .get(&format!("quarantine/{}", victim.to_hex()))
-            .is_ok()
+        aside.len() == 1 && aside[0].starts_with(&format!("quarantine/{}", victim.to_hex())),
+        "{aside:?}"
     );
     // The copy sends the missing chunk again from the healthy tier.
     let (_, c) = ops::copy_point(&src, &dst, &pa, 2).unwrap();
@@ -459,10 +516,7 @@ fn a_flipped_bit_is_found_and_named_with_the_points_that_use_it(be: Backend) {
                 && repo.read_index(&b, &b.disks[0]).unwrap().chunks.contains(d)
         })
         .unwrap();
-    place.tamper(&shared.key(), |bytes| {
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x10;
-    });
+    place.damage_chunk(&repo, shared);
 
     let report = ops::verify(&repo, None, None, 2).unwrap();
     assert!(!report.ok());
@@ -528,6 +582,10 @@ fn gc_frees_what_pruned_points_held_and_keeps_everything_else_restorable(be: Bac
     let young = ops::gc(&repo, Duration::from_secs(3600), false).unwrap();
     assert_eq!(young.chunks_deleted, 0);
     assert!(young.chunks_kept_young > 0);
+    // With packs, a pack goes or is rewritten only past the repack
+    // threshold: the lowest here, so that the few (small) changed chunks
+    // count.
+    let repo = repo.with_pack_tuning(None, Some(f64::MIN_POSITIVE));
     let r = ops::gc(&repo, Duration::ZERO, false).unwrap();
     assert!(r.chunks_deleted > 0 && r.bytes_freed > 0, "{r:?}");
     assert!(ops::verify(&repo, None, None, 2).unwrap().ok());
@@ -599,8 +657,11 @@ fn encrypted_tiers_check_the_key_and_hide_content(b: Backend) {
         Err(RepoError::KeyRequired)
     ));
     // No plaintext of the text region appears in any stored object.
-    let objects = place.store.list("chunks/").unwrap();
-    assert!(objects.len() > 10);
+    let objects: Vec<_> = ["chunks/", "packs/", "pack-index/"]
+        .iter()
+        .flat_map(|p| place.store.list(p).unwrap())
+        .collect();
+    assert!(objects.len() >= 3, "{objects:?}");
     for o in objects {
         let bytes = place.store.get(&o.key).unwrap();
         assert!(
@@ -630,7 +691,8 @@ fn a_repository_of_a_newer_format_is_refused_with_a_message(b: Backend) {
     place.tamper("config", |bytes| {
         let text = String::from_utf8(bytes.clone())
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 9");
+            .replace("\"version\": 1", "\"version\": 9")
+            .replace("\"version\": 2", "\"version\": 9");
         *bytes = text.into_bytes();
     });
     let err = Repository::open(place.store.clone(), None).unwrap_err();
@@ -686,7 +748,7 @@ fn a_backup_killed_anywhere_leaves_a_repository_that_verifies(b: Backend) {
     fill(&mut data, 3);
     f.write_all_at(&data, 0).unwrap();
     let place = Place::new(b, t.path(), "repo");
-    let init = place.coffer(&["repo", "init"]).output().unwrap();
+    let init = place.init_cli();
     assert_eq!(init.status.code(), Some(0), "{}", common::stderr(&init));
     let mut committed = 0;
     for (i, delay_ms) in [5u64, 20, 40, 80, 120, 200, 350].into_iter().enumerate() {
@@ -735,4 +797,203 @@ fn a_backup_killed_anywhere_leaves_a_repository_that_verifies(b: Backend) {
             "gc removed temporary files: {leftovers:?}"
         );
     }
+}
+
+/// Declares each packs test on every backend whose chunks go into packs.
+macro_rules! on_pack_backends {
+    ($($name:ident),* $(,)?) => {
+        mod packs_local {
+            $(#[test] fn $name() { super::$name(super::Backend::LocalPacks) })*
+        }
+        mod packs_on_s3 {
+            $(#[test] fn $name() { super::$name(super::Backend::S3) })*
+        }
+        mod packs_on_azure {
+            $(#[test] fn $name() { super::$name(super::Backend::Azure) })*
+        }
+    };
+}
+
+on_pack_backends!(
+    packs_hold_many_chunks_and_a_lost_or_damaged_index_is_rebuilt_from_trailers,
+    gc_repacks_only_past_the_waste_threshold_and_loses_nothing,
+    migrate_moves_chunk_objects_into_packs_and_every_point_restores,
+);
+
+/// The unique stored chunks of a point.
+fn chunks_of(repo: &Repository, m: &Manifest) -> std::collections::BTreeSet<ChunkDigest> {
+    let mut out: std::collections::BTreeSet<ChunkDigest> = m.file_digests().into_iter().collect();
+    for d in &m.disks {
+        out.extend(repo.read_index(m, d).unwrap().chunks);
+    }
+    out.remove(&coffer::repo::chunk::ZERO_DIGEST);
+    out
+}
+
+/// Chunks go many to an object; with every index object gone (a run killed
+/// between a pack and its index) or damaged, the packs are read through
+/// their trailers and restore byte-identical; gc then names them in one
+/// index again.
+fn packs_hold_many_chunks_and_a_lost_or_damaged_index_is_rebuilt_from_trailers(b: Backend) {
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("disk.img");
+    make_image(&image);
+    let place = Place::new(b, t.path(), "repo");
+    let repo = open_repo(&place, None);
+    let m = run_backup(&repo, &image, None, None, 64 << 10);
+    let chunks = chunks_of(&repo, &m).len();
+    let packs = place.keys("packs/");
+    assert!(place.keys("chunks/").is_empty(), "no chunk objects");
+    assert!(
+        packs.len() >= 2 && packs.len() * 10 < chunks,
+        "{chunks} chunks in {} packs",
+        packs.len()
+    );
+    assert_eq!(place.keys("pack-index/").len(), 1, "one index per commit");
+    let expected = std::fs::read(&image).unwrap();
+
+    for k in place.keys("pack-index/") {
+        place.store.delete(&k).unwrap();
+    }
+    // A planted index object whose content does not match its name.
+    place
+        .store
+        .put(&format!("pack-index/{}", "ab".repeat(32)), b"CFX1 nonsense")
+        .unwrap();
+    let fresh = open_repo(&place, None);
+    assert_eq!(restore_bytes(&fresh, &m, &t.path().join("a.raw")), expected);
+    assert!(ops::verify(&fresh, None, None, 2).unwrap().ok());
+
+    let r = ops::gc(&fresh, Duration::ZERO, false).unwrap();
+    assert_eq!((r.chunks_deleted, r.packs_deleted), (0, 0), "{r:?}");
+    assert_eq!(
+        place.keys("pack-index/").len(),
+        1,
+        "one index names them all"
+    );
+    assert_eq!(place.keys("packs/"), packs, "no pack was rewritten");
+    let again = open_repo(&place, None);
+    assert_eq!(restore_bytes(&again, &m, &t.path().join("b.raw")), expected);
+}
+
+/// gc deletes packs nothing references, repacks a pack only when its
+/// unreferenced share passes the threshold, and every remaining point
+/// restores byte-identical throughout.
+fn gc_repacks_only_past_the_waste_threshold_and_loses_nothing(be: Backend) {
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("disk.img");
+    make_image(&image);
+    let place = Place::new(be, t.path(), "repo");
+    let repo = open_repo(&place, None);
+    let a = run_backup(&repo, &image, None, None, 64 << 10);
+    let changed = scatter_writes(&image, 40, 5);
+    let b = run_backup(&repo, &image, Some(&a), Some(changed), 64 << 10);
+    let expected_b = std::fs::read(&image).unwrap();
+    let only_a: Vec<ChunkDigest> = chunks_of(&repo, &a)
+        .difference(&chunks_of(&repo, &b))
+        .copied()
+        .collect();
+    assert!(!only_a.is_empty());
+    ops::prune_point(&repo, &repo.find_point(&a.point_id).unwrap()).unwrap();
+
+    // A threshold no pack reaches: nothing is rewritten.
+    let strict = open_repo(&place, None).with_pack_tuning(None, Some(1.0));
+    let packs_before = place.keys("packs/");
+    let r = ops::gc(&strict, Duration::ZERO, false).unwrap();
+    assert_eq!(r.packs_repacked, 0, "{r:?}");
+    assert!(
+        place
+            .keys("packs/")
+            .iter()
+            .all(|k| packs_before.contains(k)),
+        "no new pack"
+    );
+    assert_eq!(
+        restore_bytes(&strict, &b, &t.path().join("b1.raw")),
+        expected_b
+    );
+
+    // A low threshold: the packs that held a's chunks are rewritten.
+    let eager = open_repo(&place, None).with_pack_tuning(None, Some(0.01));
+    let dry = ops::gc(&eager, Duration::ZERO, true).unwrap();
+    assert!(dry.packs_repacked > 0, "{dry:?}");
+    let r = ops::gc(&eager, Duration::ZERO, false).unwrap();
+    assert_eq!(r.packs_repacked, dry.packs_repacked, "{r:?}");
+    assert!(r.chunks_deleted >= only_a.len(), "{r:?}");
+    let fresh = open_repo(&place, None);
+    let stored = fresh.list_chunks().unwrap();
+    assert!(
+        only_a.iter().all(|d| !stored.contains_key(d)),
+        "a's chunks are gone"
+    );
+    assert!(chunks_of(&fresh, &b).iter().all(|d| stored.contains_key(d)));
+    assert!(ops::verify(&fresh, None, None, 2).unwrap().ok());
+    assert_eq!(
+        restore_bytes(&fresh, &b, &t.path().join("b2.raw")),
+        expected_b
+    );
+    assert_eq!(place.keys("pack-index/").len(), 1);
+}
+
+/// A repository of chunk objects (format 1) moves into packs: the config
+/// says version 2, no chunk object is left, and every point restores
+/// byte-identical; a second run has nothing to do.
+fn migrate_moves_chunk_objects_into_packs_and_every_point_restores(b: Backend) {
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("disk.img");
+    make_image(&image);
+    let mut place = Place::new(b, t.path(), "repo");
+    place.packs = None;
+    let repo = open_repo(&place, None);
+    assert!(!repo.has_packs() && repo.config.version == 1);
+    let a = run_backup(&repo, &image, None, None, 256 << 10);
+    let expected_a = std::fs::read(&image).unwrap();
+    let m = run_backup(
+        &repo,
+        &image,
+        Some(&a),
+        Some(scatter_writes(&image, 8, 3)),
+        256 << 10,
+    );
+    let expected_b = std::fs::read(&image).unwrap();
+    let objects = place.keys("chunks/").len();
+    assert!(objects > 10);
+
+    let out = place
+        .coffer(&["repo", "migrate", "--pack-size", "1MiB"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{objects} chunk objects moved into")) && text.contains("version 2"),
+        "{text}"
+    );
+    assert!(place.keys("chunks/").is_empty());
+    let fresh = open_repo(&place, None);
+    assert!(fresh.has_packs() && fresh.config.version == 2);
+    assert!(ops::verify(&fresh, None, None, 2).unwrap().ok());
+    assert_eq!(
+        restore_bytes(&fresh, &a, &t.path().join("a.raw")),
+        expected_a
+    );
+    assert_eq!(
+        restore_bytes(&fresh, &m, &t.path().join("b.raw")),
+        expected_b
+    );
+    let again = ops::migrate_to_packs(&fresh, 1 << 20).unwrap();
+    assert_eq!((again.chunks_packed, again.was_packed), (0, true));
+    // A backup after the migration writes packs.
+    let c = run_backup(
+        &fresh,
+        &image,
+        Some(&m),
+        Some(scatter_writes(&image, 2, 8)),
+        256 << 10,
+    );
+    assert!(place.keys("chunks/").is_empty());
+    assert_eq!(
+        restore_bytes(&fresh, &c, &t.path().join("c.raw")),
+        std::fs::read(&image).unwrap()
+    );
 }

@@ -79,6 +79,11 @@ pub struct InitArgs {
     pub all: bool,
     #[command(flatten)]
     pub target: Target,
+    /// Store chunks in packs of this size (e.g. `16MiB`), or `off` for one
+    /// object per chunk. Default: the tier's `pack_size`; for a `--repo`,
+    /// 16MiB on s3:// and azure://, off on a directory.
+    #[arg(long, conflicts_with = "all")]
+    pub pack_size: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -101,6 +106,10 @@ pub enum Command {
     /// ask for every chunk it needs to be restored; run again to see how
     /// far that is. Exit 0 once everything reads, 5 while a thaw is under way.
     Thaw(ThawArgs),
+    /// Move a repository's chunk objects into packs (format version 2): a
+    /// request per pack instead of per chunk on object storage. Runs alone;
+    /// run it again to finish a migration that was interrupted.
+    Migrate(MigrateArgs),
     /// Remove locks whose holders are gone (a killed backup or gc).
     Unlock(Target),
 }
@@ -194,6 +203,15 @@ pub struct ThawArgs {
     pub speed: crate::repo::store::ThawSpeed,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The size packs are written at, e.g. `16MiB`.
+    #[arg(long, default_value = "16MiB")]
+    pub pack_size: String,
+}
+
 /// A thaw is still under way: run `repo thaw` again later.
 pub const EXIT_THAWING: u8 = 5;
 
@@ -231,15 +249,24 @@ pub struct BackupImageArgs {
 
 pub fn run(command: Command) -> Result<u8> {
     match command {
-        Command::Init(InitArgs { all: true, target }) => {
+        Command::Init(InitArgs {
+            all: true, target, ..
+        }) => {
             print(text::tiers_initialised(&init_tiers(
                 &target.policy.load()?,
             )?))?;
         }
-        Command::Init(InitArgs { target, .. }) => {
+        Command::Init(InitArgs {
+            target, pack_size, ..
+        }) => {
             let spec = target.spec()?;
             let config = spec.policies(|| target.policy.load())?;
-            let (repo, encrypted) = spec.init(config.as_ref())?;
+            let pack_size = pack_size
+                .as_deref()
+                .map(crate::policy::units::parse_pack_size)
+                .transpose()
+                .map_err(|e| anyhow!("--pack-size: {e}"))?;
+            let (repo, encrypted) = spec.init(config.as_ref(), pack_size)?;
             print(text::repo_created(&repo, encrypted))?;
         }
         Command::Ls(a) => {
@@ -296,6 +323,13 @@ pub fn run(command: Command) -> Result<u8> {
             if !r.done() {
                 return Ok(EXIT_THAWING);
             }
+        }
+        Command::Migrate(a) => {
+            let size = crate::policy::units::parse_pack_size(&a.pack_size)
+                .map_err(|e| anyhow!("--pack-size: {e}"))?
+                .ok_or_else(|| anyhow!("--pack-size: a migration to packs needs a size"))?;
+            let r = repository::migrate(&a.target.open()?, size)?;
+            print(text::migrated(&r))?;
         }
         Command::Prune(a) => {
             repository::prune(&a.target.open()?, &a.point)?;

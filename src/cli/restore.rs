@@ -154,6 +154,17 @@ pub fn run(args: Args) -> Result<u8> {
         network: None,
     };
     let terminal = Terminal::human();
+    if let Some(waiting) = crate::engine::tiers::thaw_first(
+        &config,
+        &tier,
+        &repo,
+        &m,
+        "restore",
+        "run this restore again once they read (exit 5 until then)",
+    )? {
+        print(format!("{waiting}\n"))?;
+        return Ok(super::repo::EXIT_THAWING);
+    }
     print(text::reading_point("restoring", &m, &tier))?;
     // Disks the backup left out are not in the point: said before anything
     // is written, and the restored VM has no such disk.

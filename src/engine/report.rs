@@ -383,17 +383,9 @@ fn compliance_report(config: &Config, plan: &Plan, g: &Gathered) -> Result<(Mail
     let mut tiers = Vec::new();
     for name in config.tiers.keys() {
         // One listing of the tier: what its objects take.
-        let stored_bytes = open_tier(config, name).ok().and_then(|r| {
-            let chunks = r.store().list("chunks/").ok()?;
-            let points = r.store().list("points/").ok()?;
-            Some(
-                chunks
-                    .iter()
-                    .chain(&points)
-                    .map(|o| o.size_bytes)
-                    .sum::<u64>(),
-            )
-        });
+        let stored_bytes = open_tier(config, name)
+            .ok()
+            .and_then(|r| r.stored_bytes().ok());
         tiers.push(TierLine {
             name: name.clone(),
             stored: stored_bytes.map_or("?".to_string(), crate::policy::units::format_size),

@@ -129,6 +129,12 @@ pub fn thaw(
     Ok(ops::thaw_point(repo, &m, days, speed, super::threads())?)
 }
 
+/// `repo migrate`: moves the chunk objects into packs of `pack_size`
+/// (`policy::units::parse_pack_size` checks it).
+pub fn migrate(repo: &Repository, pack_size: u64) -> Result<ops::MigrateReport> {
+    Ok(ops::migrate_to_packs(repo, pack_size)?)
+}
+
 pub fn prune(repo: &Repository, point: &str) -> Result<()> {
     Ok(ops::prune_point(repo, &repo.find_point(point)?)?)
 }

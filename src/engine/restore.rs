@@ -2,7 +2,8 @@
 //! the newest at a time, or the newest, of a VM by name, on one tier or on
 //! the first tier that holds it, local tiers first; VMs of one name on two
 //! sources are two VMs), and restoring it onto a source of the policy as a
-//! new VM.
+//! new VM. A point on a tier in an archive class is thawed first
+//! (`tiers::thaw_first`).
 
 use std::path::Path;
 
@@ -35,7 +36,14 @@ pub fn find_point(
         Some(t) => vec![t],
         None => config.tiers.keys().map(String::as_str).collect(),
     };
-    tiers.sort_by_key(|t| !matches!(config.tiers[*t].backend, TierBackend::Local { .. }));
+    // Local tiers first, tiers that must be thawed last.
+    tiers.sort_by_key(|t| {
+        let tier = &config.tiers[*t];
+        (
+            !matches!(tier.backend, TierBackend::Local { .. }),
+            tier.archive_class().is_some(),
+        )
+    });
     // The VMs the tiers hold points of, for a likely typo.
     let mut backed_up = std::collections::BTreeSet::new();
     for t in tiers {

@@ -40,6 +40,10 @@ struct Resolved {
     secret: Option<SecretRef>,
     what: String,
     index_dir: Option<PathBuf>,
+    /// How a repository created there stores chunks, and the tuning an
+    /// open one gets (`pack_size`, `repack_waste`).
+    packs: Option<u64>,
+    repack_waste: Option<f64>,
 }
 
 impl RepoSpec {
@@ -93,6 +97,10 @@ impl RepoSpec {
                 secret: secret.clone(),
                 what: spec.clone(),
                 index_dir: None,
+                // Object storage packs by default, as a tier does.
+                packs: (spec.starts_with("s3://") || spec.starts_with("azure://"))
+                    .then_some(crate::repo::pack::DEFAULT_TARGET_BYTES),
+                repack_waste: None,
             }),
             RepoSpec::Tier(name) => {
                 let config = config.ok_or_else(|| anyhow!("tier `{name}` needs the policies"))?;
@@ -102,6 +110,8 @@ impl RepoSpec {
                     secret: tier.encryption_key.clone(),
                     what: format!("tier `{name}`"),
                     index_dir: Some(config.settings.state_dir.join("chunk-index")),
+                    packs: tier.pack_size,
+                    repack_waste: Some(tier.repack_waste),
                 })
             }
         }
@@ -113,7 +123,8 @@ impl RepoSpec {
         let r = self.resolve(config)?;
         let secret = read_secret(r.secret.as_ref())?;
         let repo = Repository::open(r.store, secret.as_deref().map(str::as_bytes))
-            .with_context(|| format!("opening the repository of {}", r.what))?;
+            .with_context(|| format!("opening the repository of {}", r.what))?
+            .with_pack_tuning(r.packs, r.repack_waste);
         Ok(match r.index_dir {
             Some(dir) => repo.with_chunk_index_dir(dir),
             None => repo,
@@ -121,12 +132,25 @@ impl RepoSpec {
     }
 
     /// Creates an empty repository there; answers it and whether it is
-    /// encrypted.
-    pub fn init(&self, config: Option<&Config>) -> Result<(Repository, bool)> {
-        let r = self.resolve(config)?;
+    /// encrypted. `pack_size` overrides where the chunks go: packs of that
+    /// size (`policy::units::parse_pack_size` checks it), or (`Some(None)`)
+    /// one object each.
+    pub fn init(
+        &self,
+        config: Option<&Config>,
+        pack_size: Option<Option<u64>>,
+    ) -> Result<(Repository, bool)> {
+        let mut r = self.resolve(config)?;
+        if let Some(p) = pack_size {
+            r.packs = p;
+        }
         let secret = read_secret(r.secret.as_ref())?;
-        let repo = Repository::init(r.store, secret.as_deref().map(str::as_bytes))
-            .with_context(|| format!("creating the repository of {}", r.what))?;
+        let repo = Repository::init_with(
+            r.store,
+            secret.as_deref().map(str::as_bytes),
+            pack_config(r.packs),
+        )
+        .with_context(|| format!("creating the repository of {}", r.what))?;
         Ok((repo, secret.is_some()))
     }
 }
@@ -179,10 +203,12 @@ pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
             endpoint,
             access_key,
             sas,
+            storage_class,
         } => {
             let mut loc = AzureLocation::new(account, container);
             loc.prefix = prefix.trim_matches('/').to_string();
             loc.endpoint = endpoint.clone();
+            loc.access_tier = storage_class.clone();
             let read = |s: &Option<SecretRef>, what: &str| {
                 s.as_ref()
                     .map(|s| s.read().map_err(|e| anyhow!("tier `{name}`: {what}: {e}")))
@@ -266,7 +292,11 @@ pub fn init_tiers(config: &Config) -> Result<Vec<(String, TierInit)>> {
         let store = tier_store(tier)?;
         let secret =
             read_secret(tier.encryption_key.as_ref()).with_context(|| format!("tier `{name}`"))?;
-        let done = match Repository::init(store, secret.as_deref().map(str::as_bytes)) {
+        let done = match Repository::init_with(
+            store,
+            secret.as_deref().map(str::as_bytes),
+            pack_config(tier.pack_size),
+        ) {
             Ok(repo) => TierInit::Created {
                 describe: repo.describe(),
                 encrypted: secret.is_some(),
@@ -302,8 +332,15 @@ pub fn open_tier(config: &Config, name: &str) -> Result<Repository> {
         })
         .transpose()?;
     Repository::open(store, secret.as_deref().map(str::as_bytes))
-        .map(|r| r.with_chunk_index_dir(config.settings.state_dir.join("chunk-index")))
+        .map(|r| {
+            r.with_chunk_index_dir(config.settings.state_dir.join("chunk-index"))
+                .with_pack_tuning(tier.pack_size, Some(tier.repack_waste))
+        })
         .with_context(|| format!("opening the repository of tier `{name}`"))
+}
+
+fn pack_config(target: Option<u64>) -> Option<crate::repo::PackConfig> {
+    target.map(|target_bytes| crate::repo::PackConfig { target_bytes })
 }
 
 /// Two tiers of a policy that open one repository (the same repository id),
@@ -429,6 +466,35 @@ pub fn check_secrets(config: &Config) -> Result<()> {
         "{}\nset the secrets the policy directory refers to, then run the command again",
         missing.join("\n")
     )
+}
+
+/// Before a drill, a copy or a restore reads point `m` from a tier in an
+/// archive class: asks for (or checks) the thaw of every object the point
+/// needs, at the tier's `thaw_speed`. `Some(why)` while the thaw is under
+/// way: the caller waits (a run plans the action again later, a restore is
+/// run again); `None` once everything reads, or when the tier needs none.
+pub fn thaw_first(
+    config: &Config,
+    tier: &str,
+    repo: &Repository,
+    m: &crate::repo::manifest::Manifest,
+    what: &str,
+    then: &str,
+) -> Result<Option<String>> {
+    let Some(t) = config.tiers.get(tier) else {
+        return Ok(None);
+    };
+    let Some(note) = t.thaw_note() else {
+        return Ok(None);
+    };
+    let r = crate::repo::ops::thaw_point(repo, m, t.thaw_days, t.thaw_speed, super::threads())?;
+    if r.done() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "waiting for a thaw, {what} not run yet: {} of {} objects read now, {} thaws asked for now, {} under way ({note}); {then}",
+        r.ready, r.objects, r.requested, r.pending
+    )))
 }
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ pub(super) fn plan_drills(
         let Some(reason) = due else { continue };
         let point = points.iter().find(|p| p.healthy_on(&d.tier));
         if let Some(p) = point {
+            let reason = match input.config.tiers.get(&d.tier).and_then(|t| t.thaw_note()) {
+                Some(note) => format!("{reason}; {note}, and the drill runs once it reads"),
+                None => reason,
+            };
             actions.push(Action::Drill {
                 policy: policy.name.clone(),
                 drill: d.name.clone(),

@@ -108,11 +108,14 @@ pub(super) fn plan_tiers<'a>(
             if (p.copies.contains_key(tier) && !damaged) || !p.good() {
                 continue;
             }
+            // A source that reads at once before one that must be thawed.
+            let cold = |t: &str| input.config.tiers.get(t).and_then(|t| t.thaw_note());
             if let Some(from) = p
                 .copies
                 .iter()
-                .find(|(t, c)| c.healthy() && !input.unlisted_tiers.contains(*t))
+                .filter(|(t, c)| c.healthy() && !input.unlisted_tiers.contains(*t))
                 .map(|(t, _)| t)
+                .min_by_key(|t| cold(t).is_some())
             {
                 pending_sources.insert((p.point_id.as_str(), from));
                 if damaged {
@@ -123,7 +126,13 @@ pub(super) fn plan_tiers<'a>(
                     point: p.point_id.clone(),
                     from: from.to_string(),
                     to: tier.to_string(),
-                    reason: format!("kept by {}", rules.join(", ")),
+                    reason: match cold(from) {
+                        Some(note) => format!(
+                            "kept by {}; {note}, and the copy runs once it reads",
+                            rules.join(", ")
+                        ),
+                        None => format!("kept by {}", rules.join(", ")),
+                    },
                 });
             }
         }

@@ -182,6 +182,8 @@ pub enum TierBackend {
         /// The account key, or a shared access signature.
         access_key: Option<SecretRef>,
         sas: Option<SecretRef>,
+        /// The access tier chunks are written in.
+        storage_class: Option<String>,
     },
 }
 
@@ -195,6 +197,56 @@ pub struct Tier {
     pub immutable_for: Option<Duration>,
     pub bandwidth: Option<Rate>,
     pub max_parallel: u32,
+    /// Chunks go into packs of about this many bytes; `None`: one object
+    /// per chunk.
+    pub pack_size: Option<u64>,
+    /// The share of a pack's bytes unreferenced before gc repacks it (0..1].
+    pub repack_waste: f64,
+    /// How a thaw from an archive class is asked for, and for how long.
+    pub thaw_speed: crate::repo::store::ThawSpeed,
+    pub thaw_days: u32,
+}
+
+impl Tier {
+    /// The archive class whose objects must be thawed before they are read
+    /// (S3 `GLACIER` or `DEEP_ARCHIVE`, Azure `Archive`); `None` when reads
+    /// work at once.
+    pub fn archive_class(&self) -> Option<&str> {
+        match &self.backend {
+            TierBackend::S3 {
+                storage_class: Some(c),
+                ..
+            } if c == "GLACIER" || c == "DEEP_ARCHIVE" => Some(c),
+            TierBackend::Azure {
+                storage_class: Some(c),
+                ..
+            } if c == "Archive" => Some(c),
+            _ => None,
+        }
+    }
+
+    /// What a thaw from this tier is: class, speed and the wait S3 states
+    /// for it ("Understanding archive retrieval options", Amazon S3 user
+    /// guide); `None` when the tier needs none.
+    pub fn thaw_note(&self) -> Option<String> {
+        use crate::repo::store::ThawSpeed::*;
+        let class = self.archive_class()?;
+        // Azure: "Blob rehydration from the archive tier" (standard priority
+        // up to 15 hours, high priority under an hour below 10 GB).
+        let wait = match (class, self.thaw_speed) {
+            ("Archive", Expedited) => "under 1 hour",
+            ("Archive", _) => "up to 15 hours",
+            ("DEEP_ARCHIVE", Bulk) => "within 48 hours",
+            ("DEEP_ARCHIVE", _) => "within 12 hours",
+            (_, Expedited) => "1-5 minutes",
+            (_, Standard) => "3-5 hours",
+            (_, Bulk) => "5-12 hours",
+        };
+        Some(format!(
+            "in {class}: a thaw ({} retrieval, typically {wait}) is asked for first",
+            self.thaw_speed.name().to_lowercase()
+        ))
+    }
 }
 
 /// What a policy asks of the snapshot.

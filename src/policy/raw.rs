@@ -74,6 +74,11 @@ text_type!(
     r"^[0-9]+ ?(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)$"
 );
 text_type!(
+    PackSizeText,
+    "A pack size (\"16MiB\") or \"off\" for one object per chunk.",
+    r"^(off|[0-9]+ ?(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB))$"
+);
+text_type!(
     RateText,
     "A rate: a size per second, e.g. \"100MiB/s\".",
     r"^[0-9]+ ?(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)/s$"
@@ -270,7 +275,7 @@ pub struct RawTier {
     pub prefix: Option<Sp<String>>,
     /// Endpoint URL of an S3-compatible server, e.g. "https://minio.example.com:9000"; of an azure tier, the account's blob endpoint when it is not "https://ACCOUNT.blob.core.windows.net" (Azurite: "http://127.0.0.1:10000/devstoreaccount1").
     pub endpoint: Option<Sp<String>>,
-    /// Storage class the chunks of an s3 tier are written in: "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER" or "DEEP_ARCHIVE" (manifests and indexes stay in the bucket's default class). GLACIER and DEEP_ARCHIVE need `coffer repo thaw` before a restore. Default: the bucket's default class.
+    /// Storage class the chunks of an s3 tier are written in: "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER" or "DEEP_ARCHIVE"; access tier of an azure tier's chunks: "Hot", "Cool", "Cold" or "Archive" (manifests and indexes stay in the default class). GLACIER, DEEP_ARCHIVE and Archive are thawed before a restore, a drill or a copy reads them. Default: the bucket's or account's default.
     pub storage_class: Option<Sp<String>>,
     /// Region of an s3 tier. Default "us-east-1".
     pub region: Option<Sp<String>>,
@@ -292,6 +297,14 @@ pub struct RawTier {
     pub bandwidth: Option<Sp<RateText>>,
     /// Transfers to this tier running at once. Default 4.
     pub max_parallel: Option<Sp<u32>>,
+    /// Chunks are stored many to an object ("pack") of about this size, or "off" for one object per chunk. Default "16MiB" for s3 and azure tiers (a request per pack instead of per chunk), "off" for local tiers. Applies when the repository is created; `coffer repo migrate` moves an existing one to packs.
+    pub pack_size: Option<Sp<PackSizeText>>,
+    /// gc rewrites a pack once this percentage of its bytes is no longer referenced (1 to 100). Default 25.
+    pub repack_waste: Option<Sp<u32>>,
+    /// How fast a thaw from an archive class (GLACIER, DEEP_ARCHIVE) is asked for before a drill or a copy reads the tier: "expedited", "standard" or "bulk". Default "standard".
+    pub thaw_speed: Option<Sp<crate::repo::store::ThawSpeed>>,
+    /// How many days thawed copies stay readable. Default 7.
+    pub thaw_days: Option<Sp<u32>>,
 }
 
 /// Consistency a policy asks for.

@@ -162,6 +162,21 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// Parses a pack size: a size within `repo::pack::SIZE_RANGE`, or `off`
+/// (`None`: one object per chunk).
+pub fn parse_pack_size(text: &str) -> Result<Option<u64>, String> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    let size = parse_size(text)?.0;
+    if !crate::repo::pack::SIZE_RANGE.contains(&size) {
+        return Err(format!(
+            "`{text}` is out of range: from 256 KiB to 1 GiB, or `off`"
+        ));
+    }
+    Ok(Some(size))
+}
+
 /// Parses `100MiB/s`.
 pub fn parse_rate(text: &str) -> Result<Rate, String> {
     let Some(size) = text.trim().strip_suffix("/s") else {

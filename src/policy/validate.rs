@@ -602,7 +602,7 @@ impl Resolver<'_> {
             (
                 "storage_class",
                 r.storage_class.as_ref().map(Sp::span),
-                &[S3],
+                &[S3, Azure],
             ),
             ("bucket", r.bucket.as_ref().map(Sp::span), &[S3]),
             ("region", r.region.as_ref().map(Sp::span), &[S3]),
@@ -701,7 +701,12 @@ impl Resolver<'_> {
                             .map_or_else(|| "us-east-1".into(), |r| r.get().clone()),
                         access_key: self.secret(&r.access_key, f, "access_key"),
                         secret_key: self.secret(&r.secret_key, f, "secret_key"),
-                        storage_class: self.storage_class(&r.storage_class, f),
+                        storage_class: self.storage_class(
+                            &r.storage_class,
+                            S3_CLASSES,
+                            "an S3 storage class",
+                            f,
+                        ),
                     }),
                     Some(b) => {
                         self.err(
@@ -800,6 +805,12 @@ impl Resolver<'_> {
                         endpoint: r.endpoint.as_ref().map(|e| e.get().clone()),
                         access_key: self.secret(&r.access_key, f, "access_key"),
                         sas: self.secret(&r.sas, f, "sas"),
+                        storage_class: self.storage_class(
+                            &r.storage_class,
+                            AZURE_TIERS,
+                            "an Azure access tier",
+                            f,
+                        ),
                     }),
                     _ => None,
                 }
@@ -821,6 +832,13 @@ impl Resolver<'_> {
             immutable_for: self.duration(&r.immutable_for, f, "immutable_for"),
             bandwidth: self.rate(&r.bandwidth, f, "bandwidth"),
             max_parallel: self.positive(&r.max_parallel, 4, f, "max_parallel"),
+            pack_size: self.pack_size(&r.pack_size, backend_kind, f),
+            repack_waste: self.percent(&r.repack_waste, 25, f, "repack_waste") as f64 / 100.0,
+            thaw_speed: r
+                .thaw_speed
+                .as_ref()
+                .map_or(crate::repo::store::ThawSpeed::Standard, |s| *s.get()),
+            thaw_days: self.positive(&r.thaw_days, 7, f, "thaw_days"),
             backend: backend?,
         };
         (count_errors(self.diags) == before).then_some(tier)
@@ -1039,9 +1057,12 @@ pub(crate) fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// The access tiers of Azure Blob Storage ("Access tiers for blob data").
+const AZURE_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
+
 /// The S3 storage classes a tier may write chunks in ("Using Amazon S3
 /// storage classes" in the Amazon S3 user guide).
-const S3_CLASSES: [&str; 7] = [
+const S3_CLASSES: &[&str] = &[
     "STANDARD",
     "STANDARD_IA",
     "ONEZONE_IA",
@@ -1052,17 +1073,70 @@ const S3_CLASSES: [&str; 7] = [
 ];
 
 impl Resolver<'_> {
-    fn storage_class(&mut self, v: &Option<Sp<String>>, f: &Path) -> Option<String> {
+    /// A tier's `pack_size`: a size, or "off"; object storage packs by
+    /// default, a local directory keeps a file per chunk (measured in
+    /// `docs/benchmarks.md`).
+    fn pack_size(
+        &mut self,
+        v: &Option<Sp<super::raw::PackSizeText>>,
+        kind: BackendKind,
+        f: &Path,
+    ) -> Option<u64> {
+        let default =
+            (kind != BackendKind::Local).then_some(crate::repo::pack::DEFAULT_TARGET_BYTES);
+        match v {
+            None => default,
+            Some(t) => match super::units::parse_pack_size(&t.get().0) {
+                Ok(size) => size,
+                Err(err) => {
+                    self.err(
+                        "bad-value",
+                        f,
+                        t.span(),
+                        format!("`pack_size`: {err}"),
+                        format!("{}, or \"off\"", super::units::SIZE_FORMS),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    /// A percentage from 1 to 100.
+    fn percent(&mut self, v: &Option<Sp<u32>>, default: u32, f: &Path, key: &str) -> u32 {
+        match v {
+            None => default,
+            Some(n) if (1..=100).contains(n.get()) => *n.get(),
+            Some(n) => {
+                self.err(
+                    "bad-value",
+                    f,
+                    n.span(),
+                    format!("`{key}` = {} is not a percentage from 1 to 100", n.get()),
+                    format!("remove the key to use the default ({default})"),
+                );
+                default
+            }
+        }
+    }
+
+    fn storage_class(
+        &mut self,
+        v: &Option<Sp<String>>,
+        known: &[&str],
+        what: &str,
+        f: &Path,
+    ) -> Option<String> {
         let v = v.as_ref()?;
-        if S3_CLASSES.contains(&v.get().as_str()) {
+        if known.contains(&v.get().as_str()) {
             return Some(v.get().clone());
         }
         self.err(
             "bad-value",
             f,
             v.span(),
-            format!("`{}` is not an S3 storage class", v.get()),
-            format!("one of {}", S3_CLASSES.join(", ")),
+            format!("`{}` is not {what}", v.get()),
+            format!("one of {}", known.join(", ")),
         );
         None
     }

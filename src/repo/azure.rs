@@ -29,7 +29,7 @@ use object_store::client::{
     Certificate, ClientOptions, HttpClient, HttpConnector, HttpRequest, ReqwestConnector,
 };
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ObjectStoreExt, RetryConfig};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::rest::{self, Retry, between, percent};
 use super::store::{ObjectMeta, Store, StoreError, Thaw, ThawSpeed};
@@ -57,6 +57,9 @@ pub struct AzureLocation {
     pub ca_file: Option<PathBuf>,
     /// Write every blob under a locked immutability policy for this long.
     pub immutable_for: Option<Duration>,
+    /// The access tier blobs holding chunk data are written in (`Hot`,
+    /// `Cool`, `Cold`, `Archive`); `None`: the account's default.
+    pub access_tier: Option<String>,
     pub max_retries: usize,
     pub retry_timeout: Duration,
     /// Time limit for one request.
@@ -76,6 +79,7 @@ impl AzureLocation {
             sas: None,
             ca_file: None,
             immutable_for: None,
+            access_tier: None,
             max_retries: 6,
             retry_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(60),
@@ -234,6 +238,12 @@ impl AzureStore {
         if text.contains("ContainerNotFound") {
             return self.no_container();
         }
+        if text.contains("BlobArchived") {
+            return StoreError::Archived {
+                key: key.to_string(),
+                class: "Archive".into(),
+            };
+        }
         match e {
             object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
             _ if text.contains("403") || text.contains("AuthorizationFailure") => {
@@ -355,9 +365,21 @@ impl AzureStore {
         )))
     }
 
+    /// The access tier the blob at `key` is written in: the tier's, for
+    /// blobs holding chunk data only (`chunk::archivable`).
+    fn tier_for(&self, key: &str) -> Option<&str> {
+        self.loc
+            .access_tier
+            .as_deref()
+            .filter(|_| super::chunk::archivable(key))
+    }
+
     /// Put Blob with a locked immutability policy until `now + keep`.
     fn put_immutable(&self, key: &str, data: &[u8], keep: Duration) -> Result<(), StoreError> {
-        let headers = immutable_put_headers(SystemTime::now(), keep);
+        let mut headers = immutable_put_headers(SystemTime::now(), keep).to_vec();
+        if let Some(tier) = self.tier_for(key) {
+            headers.push(("x-ms-access-tier", tier.to_string()));
+        }
         let (status, _, body) = self
             .signed(
                 http::Method::PUT,
@@ -442,6 +464,18 @@ fn blob_versions(xml: &str, name: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// Where a blob stands from its properties: `None` when it is in Archive
+/// and no rehydration is under way (one must be asked for).
+fn rehydration(tier: Option<&str>, archive_status: Option<&str>) -> Option<Thaw> {
+    if archive_status.is_some_and(|s| s.starts_with("rehydrate-pending")) {
+        return Some(Thaw::Pending);
+    }
+    match tier {
+        Some(t) if t.eq_ignore_ascii_case("Archive") => None,
+        _ => Some(Thaw::Ready),
+    }
+}
+
 fn describe(loc: &AzureLocation) -> String {
     let at = match &loc.endpoint {
         Some(e) => format!(" at {e}"),
@@ -463,7 +497,14 @@ impl Store for AzureStore {
             return self.put_immutable(key, data, keep);
         }
         let payload = Bytes::copy_from_slice(data);
-        self.block_on(self.az.put(&self.path(key), payload.into()))
+        let mut opts = object_store::PutOptions::default();
+        if let Some(tier) = self.tier_for(key) {
+            opts.attributes.insert(
+                object_store::Attribute::StorageClass,
+                tier.to_string().into(),
+            );
+        }
+        self.block_on(self.az.put_opts(&self.path(key), payload.into(), opts))
             .map(drop)
             .map_err(|e| self.err("write", key, e))
     }
@@ -476,6 +517,20 @@ impl Store for AzureStore {
         })
         .map(|b| b.to_vec())
         .map_err(|e| self.err("read", key, e))
+    }
+
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        super::store::check_key(key)?;
+        let want = range.end - range.start;
+        let got = self
+            .block_on(self.az.get_range(&self.path(key), range))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", key, e))?;
+        rest::whole_range(key, got, want)
+    }
+
+    fn immutable_for(&self) -> Option<std::time::Duration> {
+        self.loc.immutable_for
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -508,9 +563,39 @@ impl Store for AzureStore {
 
     /// Blobs are written in the account's default access tier, which
     /// reads at once.
-    fn thaw(&self, key: &str, _days: u32, _speed: ThawSpeed) -> Result<Thaw, StoreError> {
+    /// Rehydrates a blob in the Archive tier (Set Blob Tier to Cool, with
+    /// High priority for an expedited thaw, Standard otherwise; "Blob
+    /// rehydration from the archive tier" in the Azure Storage docs). Unlike
+    /// an S3 restore this moves the blob out of Archive for good (`days`
+    /// does not apply): a lifecycle management rule moves it back.
+    fn thaw(&self, key: &str, _days: u32, speed: ThawSpeed) -> Result<Thaw, StoreError> {
         super::store::check_key(key)?;
-        Ok(Thaw::Ready)
+        let (status, headers, body) = self
+            .signed(http::Method::HEAD, &self.url(key), &[], Bytes::new())
+            .map_err(|e| StoreError::Backend(format!("read {}: {e}", self.key_desc(key))))?;
+        if !status.is_success() {
+            return Err(self.status_error("read", key, status, &body));
+        }
+        let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+        if let Some(state) = rehydration(get("x-ms-access-tier"), get("x-ms-archive-status")) {
+            return Ok(state);
+        }
+        let priority = match speed {
+            ThawSpeed::Expedited => "High",
+            ThawSpeed::Standard | ThawSpeed::Bulk => "Standard",
+        };
+        let url = format!("{}?comp=tier", self.url(key));
+        let set = [
+            ("x-ms-access-tier", "Cool".to_string()),
+            ("x-ms-rehydrate-priority", priority.to_string()),
+        ];
+        let (status, _, body) = self
+            .signed(http::Method::PUT, &url, &set, Bytes::new())
+            .map_err(|e| StoreError::Backend(format!("rehydrate {}: {e}", self.key_desc(key))))?;
+        if status.is_success() {
+            return Ok(Thaw::Requested);
+        }
+        Err(self.status_error("rehydrate", key, status, &body))
     }
 
     fn describe(&self) -> String {
@@ -521,6 +606,17 @@ impl Store for AzureStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_properties_tell_archived_from_rehydrating_from_online() {
+        assert_eq!(rehydration(Some("Archive"), None), None);
+        assert_eq!(
+            rehydration(Some("Archive"), Some("rehydrate-pending-to-cool")),
+            Some(Thaw::Pending)
+        );
+        assert_eq!(rehydration(Some("Cool"), None), Some(Thaw::Ready));
+        assert_eq!(rehydration(None, None), Some(Thaw::Ready));
+    }
 
     #[test]
     fn urls_and_container_names() {

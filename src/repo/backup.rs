@@ -484,9 +484,9 @@ fn write_files(
         let d = chunk::digest(bytes, repo.keys());
         if known.claim(&d)? {
             let blob = codec.encode(bytes, &d, repo.keys());
-            if let Err(e) = repo.store().put(&d.key(), &blob) {
+            if let Err(e) = repo.put_chunk_blob(&d, &blob) {
                 known.unclaim(&d);
-                return Err(e.into());
+                return Err(e);
             }
         }
         out.push((name.clone(), d.to_hex()));
@@ -619,9 +619,9 @@ fn build_chunk(
         return Ok(d);
     }
     let blob = codec.encode(buf, &d, repo.keys());
-    if let Err(e) = repo.store().put(&d.key(), &blob) {
+    if let Err(e) = repo.put_chunk_blob(&d, &blob) {
         known.unclaim(&d);
-        return Err(e.into());
+        return Err(e);
     }
     stats.chunks_new.fetch_add(1, Ordering::Relaxed);
     stats

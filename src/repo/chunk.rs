@@ -33,9 +33,16 @@ const TAG: usize = 16;
 /// The largest chunk a repository holds (the largest chunk size).
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
 
-/// Where the chunks are: the only objects an archive storage class applies
-/// to.
+/// Where chunk objects are.
 pub const CHUNKS_PREFIX: &str = "chunks/";
+
+/// Whether an archive storage class (or access tier) applies to the object
+/// at `key`: only to objects holding chunk data. Manifests, indexes, locks
+/// and the config stay readable at once, so listing, planning and retention
+/// never wait for a thaw.
+pub fn archivable(key: &str) -> bool {
+    key.starts_with(CHUNKS_PREFIX) || key.starts_with(super::pack::PACKS_PREFIX)
+}
 
 /// A chunk id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

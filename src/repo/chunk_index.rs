@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::chunk::{self, ChunkDigest, ZERO_DIGEST};
+use super::chunk::{ChunkDigest, ZERO_DIGEST};
 use super::store::StoreError;
 use super::{RepoError, Repository};
 
@@ -440,16 +440,11 @@ impl ChunkIndex {
     }
 }
 
-/// The chunks a store listing holds (blobs shorter than a header are what a
-/// power loss leaves: never counted as present).
+/// The chunks the store holds, from a fresh listing (chunk objects and
+/// every chunk of every listed pack; see `Repository::list_chunks`).
 pub fn listed_chunks(repo: &Repository) -> Result<HashSet<ChunkDigest>, RepoError> {
-    Ok(repo
-        .store()
-        .list("chunks/")?
-        .into_iter()
-        .filter(|o| o.size_bytes >= chunk::MIN_BLOB_BYTES)
-        .filter_map(|o| ChunkDigest::from_key(&o.key))
-        .collect())
+    repo.reload_pack_map()?;
+    Ok(repo.list_chunks()?.into_keys().collect())
 }
 
 impl Repository {

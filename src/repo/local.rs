@@ -144,6 +144,19 @@ impl Store for LocalStore {
         fs::read(self.path(key)?).map_err(|e| StoreError::from_io("read", key, e))
     }
 
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(self.path(key)?).map_err(|e| StoreError::from_io("read", key, e))?;
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        file.read_exact_at(&mut buf, range.start)
+            .map_err(|e| StoreError::from_io("read", key, e))?;
+        Ok(buf)
+    }
+
+    fn immutable_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         store::check_prefix(prefix)?;
         // Walk only the directory the prefix names (or its parent).

@@ -6,8 +6,10 @@
 //! `DiskReader` and, for an incremental, the parent point and the changed
 //! byte ranges. It never decides what to back up or delete; the planner does.
 //!
-//! Layout: `config`, `chunks/ab/cd/<hex>`, `points/<vm-uuid>/<point-id>/`
-//! (`disk-<key>.index` files, then `manifest.json` written last).
+//! Layout: `config`, chunks either one object each (`chunks/ab/cd/<hex>`)
+//! or many to a pack (`packs/ab/<hex>`, named by `pack-index/<hex>`: see
+//! `pack`), `points/<vm-uuid>/<point-id>/` (`disk-<key>.index` files, then
+//! `manifest.json` written last).
 
 pub mod azure;
 pub mod backup;
@@ -19,6 +21,7 @@ pub mod local;
 pub mod lock;
 pub mod manifest;
 pub mod ops;
+pub mod pack;
 pub mod parallel;
 mod rest;
 pub mod restore;
@@ -27,7 +30,7 @@ pub mod store;
 pub mod stream_vmdk;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -37,10 +40,18 @@ use chunk::{ChunkDigest, ChunkError, Codec, Keys};
 use ids::{IdError, PointId, VmUuid};
 use index::{DiskIndex, IndexError};
 use manifest::Manifest;
+use pack::PackMap;
 use store::{Store, StoreError};
 
-/// Repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest repository format version this build reads. Version 2 is a
+/// repository whose chunks are stored in packs; one without packs is still
+/// written as version 1, which older builds read.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The version a repository with (or without) packs is written as.
+fn version_for(packs: &Option<PackConfig>) -> u32 {
+    if packs.is_some() { 2 } else { 1 }
+}
 
 /// Everything that can go wrong in the repository, by case.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +106,16 @@ pub struct RepoConfig {
     /// "sha256" or "hmac-sha256".
     pub chunk_id: String,
     pub encryption: Option<EncryptionConfig>,
+    /// Chunks are stored in packs (version 2); absent: one object each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packs: Option<PackConfig>,
+}
+
+/// How a repository stores chunks in packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackConfig {
+    /// The size a pack is uploaded at (the last pack of a run is smaller).
+    pub target_bytes: u64,
 }
 
 /// How the keys of an encrypted repository are derived from its secret.
@@ -138,6 +159,31 @@ pub struct Repository {
     keys: Option<Keys>,
     /// Where the chunk index lives; `None`: the user's cache dir.
     chunk_index_dir: Option<std::path::PathBuf>,
+    /// The pack writer and map, shared by clones; `None` without packs.
+    packs: Option<Arc<Packs>>,
+    /// The share of a pack's bytes that must be unreferenced before gc
+    /// repacks it.
+    repack_waste: f64,
+}
+
+/// gc repacks a pack once this share of its bytes is unreferenced, unless
+/// the tier says otherwise.
+pub const DEFAULT_REPACK_WASTE: f64 = 0.25;
+
+/// A repository's packs: the writer, and the map of where chunks are
+/// (read on first use).
+struct Packs {
+    packer: pack::Packer,
+    map: RwLock<Option<PackMap>>,
+}
+
+impl Packs {
+    fn new(cfg: &PackConfig) -> Arc<Packs> {
+        Arc::new(Packs {
+            packer: pack::Packer::new(cfg.target_bytes),
+            map: RwLock::new(None),
+        })
+    }
 }
 
 impl std::fmt::Debug for Repository {
@@ -147,6 +193,10 @@ impl std::fmt::Debug for Repository {
 }
 
 const KEY_CHECK_TEXT: &[u8] = b"coffer key check v1";
+
+/// How many unneeded bytes one ranged read of a pack may span to save a
+/// request (a quarter of the largest chunk a backup writes by default).
+const READ_GAP: u64 = 64 * 1024;
 
 fn derive_keys(secret: &[u8], enc: &EncryptionConfig) -> Result<Keys, RepoError> {
     let salt = hex::decode(&enc.salt).map_err(|e| RepoError::BadConfig(format!("salt: {e}")))?;
@@ -172,6 +222,15 @@ impl Repository {
     /// Creates a repository in an empty store. With `secret`, the tier is
     /// encrypted with keys derived from it (Argon2id).
     pub fn init(store: Arc<dyn Store>, secret: Option<&[u8]>) -> Result<Self, RepoError> {
+        Self::init_with(store, secret, None)
+    }
+
+    /// `init`, storing chunks in packs of `packs` (format version 2).
+    pub fn init_with(
+        store: Arc<dyn Store>,
+        secret: Option<&[u8]>,
+        packs: Option<PackConfig>,
+    ) -> Result<Self, RepoError> {
         match store.get("config") {
             Ok(_) => return Err(RepoError::AlreadyExists(store.describe())),
             Err(StoreError::NotFound(_)) => {}
@@ -200,7 +259,7 @@ impl Repository {
         };
         let config = RepoConfig {
             format: "coffer-repository".into(),
-            version: FORMAT_VERSION,
+            version: version_for(&packs),
             id: hex::encode(id),
             created: chrono::Utc::now().to_rfc3339(),
             chunk_id: if keys.is_some() {
@@ -210,6 +269,7 @@ impl Repository {
             }
             .into(),
             encryption,
+            packs,
         };
         store.put(
             "config",
@@ -217,10 +277,12 @@ impl Repository {
         )?;
         store.flush()?;
         Ok(Repository {
+            packs: config.packs.as_ref().map(Packs::new),
             store,
             config,
             keys,
             chunk_index_dir: None,
+            repack_waste: DEFAULT_REPACK_WASTE,
         })
     }
 
@@ -255,11 +317,24 @@ impl Repository {
                 Some(keys)
             }
         };
+        if (config.version >= 2) != config.packs.is_some() {
+            return Err(RepoError::BadConfig(format!(
+                "version {} {} packs",
+                config.version,
+                if config.packs.is_some() {
+                    "with"
+                } else {
+                    "without"
+                }
+            )));
+        }
         Ok(Repository {
+            packs: config.packs.as_ref().map(Packs::new),
             store,
             config,
             keys,
             chunk_index_dir: None,
+            repack_waste: DEFAULT_REPACK_WASTE,
         })
     }
 
@@ -279,18 +354,202 @@ impl Repository {
         self.store.describe()
     }
 
-    /// Every chunk in the store with its stored size and age.
+    /// Whether chunks are stored in packs.
+    pub fn has_packs(&self) -> bool {
+        self.packs.is_some()
+    }
+
+    /// Runs `f` on the pack map, reading it first when this repository has
+    /// not yet. `None` without packs.
+    pub fn with_pack_map<T>(&self, f: impl FnOnce(&PackMap) -> T) -> Result<Option<T>, RepoError> {
+        let Some(p) = &self.packs else {
+            return Ok(None);
+        };
+        if let Some(map) = p.map.read().unwrap().as_ref() {
+            return Ok(Some(f(map)));
+        }
+        let mut w = p.map.write().unwrap();
+        if w.is_none() {
+            *w = Some(PackMap::load(self.store.as_ref())?);
+        }
+        Ok(Some(f(w.as_ref().expect("just loaded"))))
+    }
+
+    /// Reads the pack map anew from the store (for gc, verify and anything
+    /// that must see other writers' packs and removals).
+    pub fn reload_pack_map(&self) -> Result<(), RepoError> {
+        if let Some(p) = &self.packs {
+            let map = PackMap::load(self.store.as_ref())?;
+            *p.map.write().unwrap() = Some(map);
+        }
+        Ok(())
+    }
+
+    /// Learns of index objects written since the map was read (another
+    /// writer's packs, a gc's repacks): one listing, then only new objects.
+    fn refresh_pack_map(&self) -> Result<(), RepoError> {
+        let Some(p) = &self.packs else {
+            return Ok(());
+        };
+        let mut w = p.map.write().unwrap();
+        match w.as_mut() {
+            None => *w = Some(PackMap::load(self.store.as_ref())?),
+            Some(map) => map.learn_new_indexes(self.store.as_ref())?,
+        }
+        Ok(())
+    }
+
+    /// Every chunk in the store with its stored size and age (a chunk in a
+    /// pack: its blob's size, the pack's age).
     pub fn list_chunks(&self) -> Result<HashMap<ChunkDigest, (u64, SystemTime)>, RepoError> {
-        Ok(self
+        let mut out: HashMap<ChunkDigest, (u64, SystemTime)> = self
             .store
-            .list("chunks/")?
+            .list(chunk::CHUNKS_PREFIX)?
             .into_iter()
             // A blob shorter than its header is what a power loss leaves of a
             // chunk renamed into place before its data reached the disk:
             // never deduplicate against it (gc deletes it).
             .filter(|o| o.size_bytes >= chunk::MIN_BLOB_BYTES)
             .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, (o.size_bytes, o.modified))))
-            .collect())
+            .collect();
+        self.with_pack_map(|map| {
+            for (_, info) in map.packs.iter() {
+                for e in &info.entries {
+                    out.insert(e.digest, (e.length as u64, info.modified));
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// What the tier's objects take, from one listing of each prefix.
+    pub fn stored_bytes(&self) -> Result<u64, RepoError> {
+        let mut total = 0;
+        for prefix in [
+            chunk::CHUNKS_PREFIX,
+            pack::PACKS_PREFIX,
+            pack::PACK_INDEX_PREFIX,
+            "points/",
+        ] {
+            total += self
+                .store
+                .list(prefix)?
+                .iter()
+                .map(|o| o.size_bytes)
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Fetches the blob of `d` and passes it through `check`: from each
+    /// place a pack map knows (the first that checks wins), then from its
+    /// own object (a repository without packs, or chunks stored before a
+    /// migration). A chunk the map does not know makes it learn of new
+    /// index objects once before it gives up on packs.
+    fn fetch_blob<T>(
+        &self,
+        d: &ChunkDigest,
+        mut check: impl FnMut(&[u8]) -> Result<T, ChunkError>,
+    ) -> Result<T, RepoError> {
+        let chunk_err = |source| RepoError::Chunk {
+            digest: d.to_hex(),
+            source,
+        };
+        if self.packs.is_some() {
+            for attempt in 0..2 {
+                let locations = self.with_pack_map(|m| m.locate(d))?.unwrap_or_default();
+                let mut failed: Option<RepoError> = None;
+                for loc in &locations {
+                    match loc.read(self.store.as_ref()) {
+                        Ok(blob) => match check(&blob) {
+                            Ok(v) => return Ok(v),
+                            Err(e) => failed = Some(chunk_err(e)),
+                        },
+                        // Repacked or removed since the map was read.
+                        Err(StoreError::NotFound(_)) => {}
+                        Err(e) => failed = Some(e.into()),
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                if attempt == 0 {
+                    self.refresh_pack_map()?;
+                }
+            }
+        }
+        let blob = self.store.get(&d.key())?;
+        check(&blob).map_err(chunk_err)
+    }
+
+    /// The stored blob of a chunk (as `Codec::encode` made it), its CRC
+    /// checked but its content unproven: for moving a chunk whole (a copy,
+    /// a tape). `Codec::decode` proves it.
+    pub fn chunk_blob(&self, digest: &ChunkDigest) -> Result<Vec<u8>, RepoError> {
+        self.fetch_blob(digest, |b| Codec::check_crc(b).map(|()| b.to_vec()))
+    }
+
+    /// Stores the blob of a chunk. It is readable and may be referenced
+    /// once `finish_chunks` has returned (a manifest commit calls it).
+    pub fn put_chunk_blob(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<(), RepoError> {
+        match &self.packs {
+            Some(p) => Ok(p.packer.put(self.store.as_ref(), digest, blob)?),
+            None => Ok(self.store.put(&digest.key(), blob)?),
+        }
+    }
+
+    /// Makes every chunk stored so far readable: called before anything
+    /// that references them (an index, a manifest) is committed. With
+    /// packs: the open pack is uploaded and the packs are named by an index
+    /// object.
+    pub fn finish_chunks(&self) -> Result<(), RepoError> {
+        self.finish_packs().map(drop)
+    }
+
+    /// `finish_chunks`, answering the packs it named (none without packs).
+    pub fn finish_packs(&self) -> Result<Vec<pack::PackRecord>, RepoError> {
+        let Some(p) = &self.packs else {
+            return Ok(Vec::new());
+        };
+        let records = p.packer.finish(self.store.as_ref())?;
+        if let Some(map) = p.map.write().unwrap().as_mut() {
+            let now = SystemTime::now();
+            for r in &records {
+                map.add(r.id, r.size, now, r.entries.clone(), true);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Writes packs of `target_bytes` (a tier's `pack_size`) and repacks at
+    /// `repack_waste` (a share, 0..1), where the tier sets them; the
+    /// repository's own settings otherwise. Call before the first write.
+    pub fn with_pack_tuning(
+        mut self,
+        target_bytes: Option<u64>,
+        repack_waste: Option<f64>,
+    ) -> Self {
+        if let (Some(t), Some(_)) = (target_bytes, &self.packs) {
+            self.packs = Some(Packs::new(&PackConfig { target_bytes: t }));
+        }
+        if let Some(w) = repack_waste {
+            self.repack_waste = w;
+        }
+        self
+    }
+
+    /// This repository as one whose chunks go into packs of `cfg` (a
+    /// migration's writer).
+    fn packed(mut self, cfg: PackConfig) -> Self {
+        self.packs = Some(Packs::new(&cfg));
+        self.config.packs = Some(cfg);
+        self
+    }
+
+    /// The share of a pack's bytes that must be unreferenced before gc
+    /// repacks it.
+    pub fn repack_waste(&self) -> f64 {
+        self.repack_waste
     }
 
     /// Reads and decodes one chunk.
@@ -299,13 +558,50 @@ impl Repository {
         codec: &mut Codec,
         digest: &ChunkDigest,
     ) -> Result<Vec<u8>, RepoError> {
-        let blob = self.store.get(&digest.key())?;
-        codec
-            .decode(&blob, digest, self.keys())
-            .map_err(|source| RepoError::Chunk {
-                digest: digest.to_hex(),
-                source,
+        self.fetch_blob(digest, |blob| codec.decode(blob, digest, self.keys()))
+    }
+
+    /// Reads and decodes several chunks, with one ranged read for blobs that
+    /// lie close together in a pack (a restore's run of a disk). Any chunk
+    /// that such a read cannot give is read on its own.
+    pub fn read_chunks(
+        &self,
+        codec: &mut Codec,
+        digests: &[ChunkDigest],
+    ) -> Result<Vec<Vec<u8>>, RepoError> {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; digests.len()];
+        if self.packs.is_some() && digests.len() > 1 {
+            let wanted: Vec<(usize, pack::Location)> = self
+                .with_pack_map(|m| {
+                    digests
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, d)| m.locate(d).first().map(|l| (i, *l)))
+                        .collect()
+                })?
+                .unwrap_or_default();
+            for read in pack::coalesce(&wanted, READ_GAP) {
+                if read.members.len() < 2 {
+                    continue;
+                }
+                let Ok(bytes) = self.store.get_range(&read.pack.key(), read.span) else {
+                    continue;
+                };
+                for (i, r) in read.members {
+                    if let Ok(plain) = codec.decode(&bytes[r], &digests[i], self.keys()) {
+                        out[i] = Some(plain);
+                    }
+                }
+            }
+        }
+        digests
+            .iter()
+            .zip(out)
+            .map(|(d, got)| match got {
+                Some(plain) => Ok(plain),
+                None => self.read_chunk(codec, d),
             })
+            .collect()
     }
 
     /// A file kept with a point (its .vmx, say), by name.
@@ -419,6 +715,8 @@ impl Repository {
         })?;
         m.mac = None;
         m.mac = self.manifest_mac(&m);
+        self.finish_chunks()?;
+        self.check_nothing_lost(&m)?;
         self.store.flush()?;
         self.store.put(
             &key,
@@ -426,6 +724,30 @@ impl Repository {
         )?;
         self.store.flush()?;
         Ok(m)
+    }
+
+    /// Refuses to commit a point that references a chunk whose pack failed
+    /// to upload (the writer's error may have reached another operation
+    /// sharing the pack). Costs nothing unless an upload has failed.
+    fn check_nothing_lost(&self, m: &Manifest) -> Result<(), RepoError> {
+        let Some(p) = &self.packs else {
+            return Ok(());
+        };
+        if !p.packer.has_lost() {
+            return Ok(());
+        }
+        let mut needed = m.file_digests();
+        for d in &m.disks {
+            needed.extend(self.read_index(m, d)?.chunks);
+        }
+        match p.packer.lost_among(&needed) {
+            None => Ok(()),
+            Some(d) => Err(RepoError::Invalid(format!(
+                "point {} was not committed: chunk {} was in a pack whose upload failed",
+                m.point_id,
+                d.to_hex()
+            ))),
+        }
     }
 
     /// Reads a disk's index (at the key derived from the point's ids) and

@@ -144,7 +144,12 @@ pub fn verify(
             }
         }
     }
-    let work: Vec<ChunkDigest> = users.keys().copied().collect();
+    let mut work: Vec<ChunkDigest> = users.keys().copied().collect();
+    // In pack order: neighbouring reads of one object (a disk's read-ahead,
+    // a server's cache) rather than jumps between them.
+    repo.with_pack_map(|m| {
+        work.sort_by_cached_key(|d| m.locate(d).first().map(|l| (l.pack, l.offset)))
+    })?;
     let bad: Mutex<Vec<(ChunkDigest, String)>> = Mutex::new(Vec::new());
     let archived = std::sync::atomic::AtomicUsize::new(0);
     let bytes = std::sync::atomic::AtomicU64::new(0);
@@ -216,10 +221,14 @@ pub fn verify(
     Ok(report)
 }
 
-/// Moves damaged chunks out of the way, to `quarantine/<id>`: kept for a
+/// Moves damaged chunks out of the way, to `quarantine/`: kept for a
 /// post-mortem, no longer found by backups (which then write the data anew)
 /// or by copies (which then send a healthy blob from another tier). A chunk
-/// that cannot even be read is just removed. Returns how many moved.
+/// object that cannot even be read is just removed. In a pack, only the
+/// damaged blob is set aside (`quarantine/<chunk>@<pack>`): the map leaves
+/// that place out, and the pack's other chunks stay where they are. Each
+/// place is read again first, and set aside only when it still fails to
+/// decode. Returns how many chunks moved.
 pub fn quarantine(repo: &Repository, bad: &[BadChunk]) -> Result<usize, RepoError> {
     let store = repo.store();
     let mut moved = 0;
@@ -231,17 +240,41 @@ pub fn quarantine(repo: &Repository, bad: &[BadChunk]) -> Result<usize, RepoErro
     repo.chunk_index()?
         .record_damaged(bad.iter().map(|b| b.digest))?;
     repo.new_chunk_epoch()?;
+    let mut codec = Codec::new(1);
     for b in bad {
+        let places = repo
+            .with_pack_map(|m| m.locate(&b.digest))?
+            .unwrap_or_default();
+        let mut set_aside = false;
+        for loc in places {
+            let Ok(blob) = loc.read(store) else {
+                continue;
+            };
+            if codec.decode(&blob, &b.digest, repo.keys()).is_err() {
+                store.put(&super::pack::quarantine_key(&b.digest, &loc.pack), &blob)?;
+                set_aside = true;
+            }
+        }
         let key = b.digest.key();
         match store.get(&key) {
-            Ok(blob) => store.put(&format!("quarantine/{}", b.digest.to_hex()), &blob)?,
-            Err(StoreError::NotFound(_)) => continue,
-            Err(_) => {}
+            Ok(blob) => {
+                let aside = format!("{}{}", super::pack::QUARANTINE_PREFIX, b.digest.to_hex());
+                store.put(&aside, &blob)?;
+                store.delete(&key)?;
+                set_aside = true;
+            }
+            Err(StoreError::NotFound(_)) => {}
+            Err(_) => {
+                store.delete(&key)?;
+                set_aside = true;
+            }
         }
-        store.delete(&key)?;
-        moved += 1;
+        if set_aside {
+            moved += 1;
+        }
     }
     store.flush()?;
+    repo.reload_pack_map()?;
     Ok(moved)
 }
 
@@ -264,6 +297,159 @@ pub struct GcReport {
     pub stale_locks_removed: usize,
     /// Empty directories (point and VM directories of killed runs).
     pub empty_dirs_removed: usize,
+    /// Packs deleted because nothing they hold is referenced.
+    pub packs_deleted: usize,
+    /// Packs whose referenced chunks were moved to new packs (their waste
+    /// passed the tier's threshold), then deleted.
+    pub packs_repacked: usize,
+    /// Packs that would be deleted or repacked but are still immutable.
+    pub packs_locked: usize,
+    /// Packs whose trailer cannot be read and that no index names: never
+    /// deleted (their content is unknown); `coffer repo verify` says more.
+    pub packs_unreadable: usize,
+}
+
+/// What gc does with the packs of a repository.
+#[derive(Default)]
+struct PackSweep {
+    /// Nothing in them is referenced: deleted.
+    dead: Vec<super::pack::PackId>,
+    /// Their waste passed the threshold: referenced chunks moved, then deleted.
+    repack: Vec<(super::pack::PackId, Vec<super::pack::Entry>)>,
+    /// Kept as they are.
+    keep: Vec<super::pack::PackRecord>,
+    /// Unreferenced chunks that go with `dead` and `repack`, with their
+    /// pack and stored size.
+    gone: Vec<(super::pack::PackId, ChunkDigest, u64)>,
+    /// The index objects must be rewritten (packs go, a kept pack is named
+    /// by no index, or there are many index objects).
+    rewrite_index: bool,
+    young: usize,
+    locked: usize,
+    unreadable: usize,
+}
+
+/// Above this many index objects gc merges them into one.
+const MAX_INDEX_OBJECTS: usize = 32;
+
+/// Decides, from a fresh pack map, which packs gc deletes, repacks and
+/// keeps. A pack is touched only when it is older than the grace period
+/// and no longer immutable; a referenced chunk whose blob fails its CRC
+/// keeps its pack (verify and quarantine deal with it).
+fn sweep_packs(
+    repo: &Repository,
+    marked: &HashSet<ChunkDigest>,
+    old_enough: impl Fn(SystemTime) -> bool,
+    now: SystemTime,
+) -> Result<PackSweep, RepoError> {
+    let mut plan = PackSweep::default();
+    repo.reload_pack_map()?;
+    let immutable = repo.store().immutable_for();
+    let waste_limit = repo.repack_waste();
+    repo.with_pack_map(|map| {
+        plan.unreadable = map.unreadable.len();
+        plan.rewrite_index = map.index_objects.len() + map.bad_index_objects.len()
+            > MAX_INDEX_OBJECTS
+            || !map.bad_index_objects.is_empty();
+        let mut ids: Vec<_> = map.packs.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let info = &map.packs[&id];
+            let data: u64 = info.entries.iter().map(|e| e.length as u64).sum();
+            let unused: Vec<&super::pack::Entry> = info
+                .entries
+                .iter()
+                .filter(|e| !marked.contains(&e.digest))
+                .collect();
+            let waste: u64 = unused.iter().map(|e| e.length as u64).sum();
+            let keep = |plan: &mut PackSweep| {
+                if !info.indexed {
+                    plan.rewrite_index = true;
+                }
+                plan.keep.push(super::pack::PackRecord {
+                    id,
+                    size: info.size,
+                    entries: info.entries.clone(),
+                })
+            };
+            if !unused.is_empty() && !old_enough(info.modified) {
+                plan.young += unused.len();
+                keep(&mut plan);
+                continue;
+            }
+            let wanted = unused.len() == info.entries.len()
+                || (data > 0 && waste as f64 / data as f64 >= waste_limit);
+            if unused.is_empty() || !wanted {
+                keep(&mut plan);
+                continue;
+            }
+            if immutable.is_some_and(|keep_for| info.modified + keep_for > now) {
+                plan.locked += 1;
+                keep(&mut plan);
+                continue;
+            }
+            plan.rewrite_index = true;
+            plan.gone
+                .extend(unused.iter().map(|e| (id, e.digest, e.length as u64)));
+            if unused.len() == info.entries.len() {
+                plan.dead.push(id);
+            } else {
+                let live = info
+                    .entries
+                    .iter()
+                    .filter(|e| marked.contains(&e.digest))
+                    .copied()
+                    .collect();
+                plan.repack.push((id, live));
+            }
+        }
+    })?;
+    Ok(plan)
+}
+
+/// Moves the referenced chunks of the packs in `plan.repack` into new
+/// packs (each read whole, each blob's CRC checked first). A pack with a
+/// damaged referenced blob is kept instead. Returns the new packs' records.
+fn repack(
+    repo: &Repository,
+    plan: &mut PackSweep,
+) -> Result<Vec<super::pack::PackRecord>, RepoError> {
+    let mut moved: HashSet<ChunkDigest> = HashSet::new();
+    let mut kept_back = Vec::new();
+    for (id, live) in std::mem::take(&mut plan.repack) {
+        let bytes = repo.store().get(&id.key())?;
+        let blob = |e: &super::pack::Entry| {
+            bytes.get(e.offset as usize..e.offset as usize + e.length as usize)
+        };
+        if live
+            .iter()
+            .any(|e| blob(e).is_none_or(|b| Codec::check_crc(b).is_err()))
+        {
+            kept_back.push(id);
+            continue;
+        }
+        for e in &live {
+            if moved.insert(e.digest) {
+                repo.put_chunk_blob(&e.digest, blob(e).expect("checked above"))?;
+            }
+        }
+        plan.repack.push((id, live));
+    }
+    if !kept_back.is_empty() {
+        // Its unreferenced chunks stay too.
+        repo.with_pack_map(|map| {
+            for id in &kept_back {
+                let info = &map.packs[id];
+                plan.gone.retain(|(p, _, _)| p != id);
+                plan.keep.push(super::pack::PackRecord {
+                    id: *id,
+                    size: info.size,
+                    entries: info.entries.clone(),
+                });
+            }
+        })?;
+    }
+    repo.finish_packs()
 }
 
 /// Mark and sweep. Refuses to sweep when a manifest cannot be read: a
@@ -311,6 +497,14 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
         .into_iter()
         .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, o.size_bytes, o.modified)))
         .collect();
+    let mut packs = if repo.has_packs() {
+        sweep_packs(repo, &marked, old_enough, now)?
+    } else {
+        PackSweep::default()
+    };
+    report.packs_locked = packs.locked;
+    report.packs_unreadable = packs.unreadable;
+    report.chunks_kept_young += packs.young;
     let mut sweep: Vec<(ChunkDigest, u64)> = Vec::new();
     for (digest, size, modified) in &all_chunks {
         if marked.contains(digest) {
@@ -324,16 +518,33 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
     }
     let mut deleted: HashSet<ChunkDigest> = HashSet::new();
     if dry_run {
-        report.chunks_deleted = sweep.len();
-        report.bytes_freed = sweep.iter().map(|(_, s)| s).sum();
+        report.chunks_deleted = sweep.len() + packs.gone.len();
+        report.bytes_freed = sweep.iter().map(|(_, s)| s).sum::<u64>()
+            + packs.gone.iter().map(|(_, _, s)| s).sum::<u64>();
+        report.packs_deleted = packs.dead.len();
+        report.packs_repacked = packs.repack.len();
     } else {
+        // New packs for what is moved, and an index naming every pack that
+        // stays, are durable before any pack or index object goes.
+        let survivors = if packs.rewrite_index {
+            let mut records = repack(repo, &mut packs)?;
+            records.extend(std::mem::take(&mut packs.keep));
+            let (key, bytes) = super::pack::encode_index(&records);
+            repo.store().put(&key, &bytes)?;
+            repo.store().flush()?;
+            Some((key, records))
+        } else {
+            None
+        };
         // The index forgets a chunk (durably) before it is deleted, and
         // every other installation learns of the removal first: no index
         // ever keeps a "present" row for a chunk that is gone.
         let index = repo.chunk_index()?;
         let mut epochs_now = epochs_before.clone();
-        if !sweep.is_empty() {
-            index.forget(sweep.iter().map(|(d, _)| *d))?;
+        if !sweep.is_empty() || !packs.gone.is_empty() {
+            index.forget(
+                (sweep.iter().map(|(d, _)| *d)).chain(packs.gone.iter().map(|(_, d, _)| *d)),
+            )?;
             let mine = repo.new_chunk_epoch()?;
             let expected = {
                 let mut v: Vec<&str> = epochs_before
@@ -364,11 +575,50 @@ pub fn gc(repo: &Repository, grace: Duration, dry_run: bool) -> Result<GcReport,
             report.chunks_deleted += 1;
             report.bytes_freed += size;
         }
-        let listed: HashSet<ChunkDigest> = all_chunks
+        if let Some((new_index, _)) = &survivors {
+            // A pack the server still refuses to delete is counted as
+            // locked, not as deleted or repacked, and frees nothing.
+            let mut freed: HashMap<super::pack::PackId, (usize, u64)> = HashMap::new();
+            for (id, _, size) in &packs.gone {
+                let f = freed.entry(*id).or_default();
+                f.0 += 1;
+                f.1 += size;
+            }
+            let gone = (packs.dead.iter().map(|id| (id, false)))
+                .chain(packs.repack.iter().map(|(id, _)| (id, true)));
+            for (id, repacked) in gone {
+                match repo.store().delete(&id.key()) {
+                    Ok(()) if repacked => report.packs_repacked += 1,
+                    Ok(()) => report.packs_deleted += 1,
+                    Err(StoreError::Locked { .. }) => {
+                        report.packs_locked += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let (chunks, bytes) = freed.get(id).copied().unwrap_or_default();
+                report.chunks_deleted += chunks;
+                report.bytes_freed += bytes;
+            }
+            // Every index object but the new one: what they name that still
+            // exists, the new one names too.
+            for o in repo.store().list(super::pack::PACK_INDEX_PREFIX)? {
+                if &o.key != new_index {
+                    match repo.store().delete(&o.key) {
+                        Ok(()) | Err(StoreError::Locked { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            repo.store().flush()?;
+            repo.reload_pack_map()?;
+        }
+        let mut listed: HashSet<ChunkDigest> = all_chunks
             .iter()
             .filter(|(d, size, _)| *size >= chunk::MIN_BLOB_BYTES && !deleted.contains(d))
             .map(|(d, _, _)| *d)
             .collect();
+        repo.with_pack_map(|m| listed.extend(m.digests().copied()))?;
         index.reconcile(&listed, &epochs_now)?;
     }
     // Indexes of points that never got their manifest (an interrupted
@@ -452,7 +702,7 @@ pub fn copy_point(
         let nd = super::chunk::digest(&plain, to.keys());
         if !target_has(&nd)? {
             let blob = codec.encode(&plain, &nd, to.keys());
-            to.store().put(&nd.key(), &blob)?;
+            to.put_chunk_blob(&nd, &blob)?;
             sent.lock().unwrap().insert(nd);
             let mut r = report.lock().unwrap();
             r.chunks_sent += 1;
@@ -481,7 +731,7 @@ pub fn copy_point(
                         report.lock().unwrap().chunks_present += 1;
                         return Ok(());
                     }
-                    let blob = from.store().get(&d.key())?;
+                    let blob = from.chunk_blob(d)?;
                     // Never spread damage: prove the blob before sending it.
                     codec
                         .decode(&blob, d, from.keys())
@@ -489,7 +739,7 @@ pub fn copy_point(
                             digest: d.to_hex(),
                             source,
                         })?;
-                    to.store().put(&d.key(), &blob)?;
+                    to.put_chunk_blob(d, &blob)?;
                     sent.lock().unwrap().insert(*d);
                     let mut r = report.lock().unwrap();
                     r.chunks_sent += 1;
@@ -503,7 +753,7 @@ pub fn copy_point(
                         return Ok(());
                     }
                     let blob = codec.encode(&plain, &nd, to.keys());
-                    to.store().put(&nd.key(), &blob)?;
+                    to.put_chunk_blob(&nd, &blob)?;
                     sent.lock().unwrap().insert(nd);
                     let mut r = report.lock().unwrap();
                     r.chunks_sent += 1;
@@ -567,7 +817,20 @@ pub fn thaw_point(
         wanted.extend(repo.read_index(m, d)?.chunks.iter().copied());
     }
     wanted.remove(&ZERO_DIGEST);
-    let work: Vec<ChunkDigest> = wanted.into_iter().collect();
+    // The objects that hold them: each chunk's own object, or its pack.
+    let work: Vec<String> = match repo.with_pack_map(|map| {
+        wanted
+            .iter()
+            .map(|d| {
+                map.locate(d)
+                    .first()
+                    .map_or_else(|| d.key(), |l| l.pack.key())
+            })
+            .collect::<BTreeSet<String>>()
+    })? {
+        Some(keys) => keys.into_iter().collect(),
+        None => wanted.iter().map(ChunkDigest::key).collect(),
+    };
     let counts = Mutex::new(ThawReport {
         objects: work.len(),
         ..ThawReport::default()
@@ -576,8 +839,8 @@ pub fn thaw_point(
         &work,
         threads,
         || (),
-        |_, d| {
-            let state = repo.store().thaw(&d.key(), days, speed)?;
+        |_, key| {
+            let state = repo.store().thaw(key, days, speed)?;
             let mut c = counts.lock().unwrap();
             match state {
                 Thaw::Ready => c.ready += 1,
@@ -588,6 +851,87 @@ pub fn thaw_point(
         },
     )?;
     Ok(counts.into_inner().unwrap())
+}
+
+/// What a migration to packs did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MigrateReport {
+    /// Chunk objects moved into packs.
+    pub chunks_packed: usize,
+    /// Packs written.
+    pub packs_written: usize,
+    /// Chunk objects deleted once their pack was durable.
+    pub objects_deleted: usize,
+    /// Chunk objects left where they are: still immutable (a later
+    /// migration removes them) or damaged (`coffer repo verify` reports
+    /// them).
+    pub objects_left: usize,
+    /// The repository was already at version 2 (a run that finishes an
+    /// interrupted migration).
+    pub was_packed: bool,
+}
+
+/// Moves a repository's chunk objects into packs of `target_bytes` and
+/// makes it version 2, under the exclusive lock. Order: the packs and their
+/// index are durable first, then the config says version 2, and only then
+/// are the chunk objects deleted, so a run killed at any point leaves every
+/// chunk readable (from its object, its pack, or both); running it again
+/// finishes the job. Each blob's CRC is checked before it is packed; a
+/// damaged one stays an object for verify to report.
+pub fn migrate_to_packs(repo: &Repository, target_bytes: u64) -> Result<MigrateReport, RepoError> {
+    let _lock = repo.lock(LockKind::Exclusive, "migration to packs")?;
+    let mut report = MigrateReport {
+        was_packed: repo.has_packs(),
+        ..MigrateReport::default()
+    };
+    let mut config = repo.config.clone();
+    config.packs = Some(config.packs.unwrap_or(super::PackConfig { target_bytes }));
+    config.version = 2;
+    let packed = repo.clone().packed(config.packs.expect("just set"));
+    packed.reload_pack_map()?;
+    let objects: Vec<_> = repo
+        .store()
+        .list(chunk::CHUNKS_PREFIX)?
+        .into_iter()
+        .filter_map(|o| ChunkDigest::from_key(&o.key).map(|d| (d, o.key)))
+        .collect();
+    let mut in_packs: Vec<(ChunkDigest, String)> = Vec::new();
+    for (d, key) in objects {
+        if packed.with_pack_map(|m| m.contains(&d))?.unwrap_or(false) {
+            in_packs.push((d, key));
+            continue;
+        }
+        let blob = match repo.store().get(&key) {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if Codec::check_crc(&blob).is_err() {
+            report.objects_left += 1;
+            continue;
+        }
+        packed.put_chunk_blob(&d, &blob)?;
+        report.chunks_packed += 1;
+        in_packs.push((d, key));
+    }
+    report.packs_written = packed.finish_packs()?.len();
+    repo.store().flush()?;
+    if !report.was_packed {
+        repo.store().put(
+            "config",
+            &serde_json::to_vec_pretty(&config).expect("config serializes"),
+        )?;
+        repo.store().flush()?;
+    }
+    for (_, key) in in_packs {
+        match repo.store().delete(&key) {
+            Ok(()) => report.objects_deleted += 1,
+            Err(StoreError::Locked { .. }) => report.objects_left += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    repo.store().flush()?;
+    Ok(report)
 }
 
 pub fn prune_point(repo: &Repository, point: &PointRef) -> Result<(), RepoError> {

@@ -140,3 +140,15 @@ pub(super) async fn list_under(
         .filter(|m| m.key.starts_with(prefix))
         .collect())
 }
+
+/// A ranged read's bytes, refused when the object ended before the range
+/// did (a truncated pack must not decode as a shorter blob).
+pub(super) fn whole_range(key: &str, got: Vec<u8>, want: u64) -> Result<Vec<u8>, StoreError> {
+    if got.len() as u64 != want {
+        return Err(StoreError::Backend(format!(
+            "`{key}`: a ranged read returned {} of {want} bytes (the object is shorter)",
+            got.len()
+        )));
+    }
+    Ok(got)
+}

@@ -15,6 +15,10 @@ use super::parallel;
 use super::{RepoError, Repository};
 use crate::progress::ReadProgress;
 
+/// How many chunks of a disk one worker reads at a time (with packs: in as
+/// few ranged reads as their places allow).
+const RUN_CHUNKS: usize = 16;
+
 /// What a restore wrote.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreStats {
@@ -52,26 +56,32 @@ pub fn restore_into(
             .sum();
         p.add(holes);
     }
+    // Runs of the disk, so that neighbouring chunks in one pack come in one
+    // ranged read.
+    let runs: Vec<&[usize]> = work.chunks(RUN_CHUNKS).collect();
     parallel::for_each(
-        &work,
+        &runs,
         threads,
         || Codec::new(1),
-        |codec, &i| -> Result<(), RepoError> {
-            let range = index.range(i);
-            let plain = repo.read_chunk(codec, &index.chunks[i])?;
-            if plain.len() as u64 != range.end - range.start {
-                return Err(RepoError::Invalid(format!(
-                    "chunk {} has the wrong length for its place",
-                    index.chunks[i].to_hex()
-                )));
+        |codec, run| -> Result<(), RepoError> {
+            let digests: Vec<_> = run.iter().map(|&i| index.chunks[i]).collect();
+            let plains = repo.read_chunks(codec, &digests)?;
+            for (&i, plain) in run.iter().zip(plains) {
+                let range = index.range(i);
+                if plain.len() as u64 != range.end - range.start {
+                    return Err(RepoError::Invalid(format!(
+                        "chunk {} has the wrong length for its place",
+                        index.chunks[i].to_hex()
+                    )));
+                }
+                out.write_all_at(&plain, range.start)
+                    .map_err(|e| RepoError::Invalid(format!("writing the restored disk: {e}")))?;
+                written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                if let Some(p) = progress {
+                    p.add(plain.len() as u64);
+                }
+                read.fetch_add(1, Ordering::Relaxed);
             }
-            out.write_all_at(&plain, range.start)
-                .map_err(|e| RepoError::Invalid(format!("writing the restored disk: {e}")))?;
-            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-            if let Some(p) = progress {
-                p.add(plain.len() as u64);
-            }
-            read.fetch_add(1, Ordering::Relaxed);
             Ok(())
         },
     )?;

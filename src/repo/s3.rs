@@ -422,7 +422,7 @@ impl S3Store {
         self.loc
             .storage_class
             .as_deref()
-            .filter(|_| key.starts_with(super::chunk::CHUNKS_PREFIX))
+            .filter(|_| super::chunk::archivable(key))
     }
 
     /// The Object Lock an object carries: mode and retain-until date, as
@@ -526,6 +526,20 @@ impl Store for S3Store {
         })
         .map(|b| b.to_vec())
         .map_err(|e| self.err("read", key, e))
+    }
+
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        super::store::check_key(key)?;
+        let want = range.end - range.start;
+        let got = self
+            .block_on(self.s3.get_range(&self.path(key), range))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", key, e))?;
+        rest::whole_range(key, got, want)
+    }
+
+    fn immutable_for(&self) -> Option<std::time::Duration> {
+        self.loc.lock.map(|(_, keep)| keep)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

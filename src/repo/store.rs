@@ -125,7 +125,10 @@ pub enum Thaw {
 /// expedited 1-5 minutes, standard 3-5 hours, bulk 5-12 hours; DEEP_ARCHIVE:
 /// standard within 12 hours, bulk within 48; "Understanding archive
 /// retrieval options" in the Amazon S3 user guide).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum ThawSpeed {
     Expedited,
     Standard,
@@ -152,6 +155,10 @@ pub trait Store: Send + Sync {
     /// Reads a whole object. `NotFound` when it does not exist.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
 
+    /// Reads bytes `range` of an object (one ranged request on object
+    /// storage). Fails when the object is shorter than the range's end.
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError>;
+
     /// Lists every object whose key starts with `prefix`, in no set order.
     /// One listing, not a request per object.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
@@ -167,6 +174,11 @@ pub trait Store: Send + Sync {
 
     /// Where the store is, for messages ("local:/srv/coffer").
     fn describe(&self) -> String;
+
+    /// How long every object stays immutable after it was written (S3
+    /// Object Lock, Azure version-level immutability); `None` when objects
+    /// can be deleted at once. gc never rewrites an object still under it.
+    fn immutable_for(&self) -> Option<std::time::Duration>;
 
     /// Makes an object in an archive storage class readable again (S3
     /// `RestoreObject` for `days`, at `speed`), or says how far that is.

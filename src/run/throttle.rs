@@ -106,6 +106,12 @@ impl Store for ThrottledStore {
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key)
     }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        self.inner.get_range(key, range)
+    }
+    fn immutable_for(&self) -> Option<Duration> {
+        self.inner.immutable_for()
+    }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.inner.list(prefix)
     }

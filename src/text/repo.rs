@@ -97,7 +97,7 @@ pub fn verify_report(r: &VerifyReport, seconds: f64) -> String {
 
 /// `repo gc`: what was kept and what was deleted (or would be, on a dry run).
 pub fn gc_report(r: &GcReport, dry_run: bool) -> String {
-    format!(
+    let mut out = format!(
         "{}{} chunks referenced; deleted {} unreferenced chunks, {} incomplete objects, {} stale locks and {} empty directories, {} bytes freed; kept {} young unreferenced chunks{}\n",
         if dry_run { "dry run: " } else { "" },
         r.chunks_referenced,
@@ -112,7 +112,16 @@ pub fn gc_report(r: &GcReport, dry_run: bool) -> String {
         } else {
             String::new()
         }
-    )
+    );
+    let packs = r.packs_deleted + r.packs_repacked + r.packs_locked + r.packs_unreadable;
+    if packs > 0 {
+        let _ = writeln!(
+            out,
+            "packs: {} deleted, {} repacked, {} still immutable, {} unreadable (kept; run `coffer repo verify`)",
+            r.packs_deleted, r.packs_repacked, r.packs_locked, r.packs_unreadable
+        );
+    }
+    out
 }
 
 /// `repo copy`: what a copy sent.
@@ -170,6 +179,21 @@ pub fn thaw_report(point: &str, r: &crate::repo::ops::ThawReport) -> String {
          run `coffer repo thaw` again later (GLACIER: minutes with expedited, hours with standard or bulk)\n",
         r.ready, r.objects, r.requested, r.pending
     )
+}
+
+pub fn migrated(r: &crate::repo::ops::MigrateReport) -> String {
+    let mut out = format!(
+        "{} chunk objects moved into {} packs, {} deleted; the repository is format version 2 (packs)\n",
+        r.chunks_packed, r.packs_written, r.objects_deleted
+    );
+    if r.objects_left > 0 {
+        let _ = writeln!(
+            out,
+            "{} chunk objects left in place (still immutable, or damaged): run `coffer repo migrate` again once their lock has passed; `coffer repo verify` reports damaged ones",
+            r.objects_left
+        );
+    }
+    out
 }
 
 pub fn point_pruned(point: &str) -> String {

@@ -139,6 +139,13 @@ pub struct Faults {
     pub stall: AtomicU32,
     /// Requests seen (forwarded or not).
     pub seen: AtomicU64,
+    /// Of which PUTs and GETs (the requests object storage bills).
+    pub puts: AtomicU64,
+    pub gets: AtomicU64,
+    /// While set, every HEAD answer that says a thaw is done
+    /// (`x-amz-restore: ongoing-request="false"`) says it is under way, as
+    /// S3 does for hours (moto finishes a RestoreObject at once).
+    pub thaw_under_way: std::sync::atomic::AtomicBool,
 }
 
 fn take(c: &AtomicU32) -> bool {
@@ -205,6 +212,11 @@ fn serve(client: TcpStream, upstream: SocketAddr, faults: &Faults) -> std::io::R
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
     faults.seen.fetch_add(1, Ordering::SeqCst);
+    if head.starts_with(b"PUT ") {
+        faults.puts.fetch_add(1, Ordering::SeqCst);
+    } else if head.starts_with(b"GET ") {
+        faults.gets.fetch_add(1, Ordering::SeqCst);
+    }
     let mut client = client;
     let canned = |status: &str, code: &str| {
         let body = format!(
@@ -228,6 +240,13 @@ fn serve(client: TcpStream, upstream: SocketAddr, faults: &Faults) -> std::io::R
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(&head)?;
     up.write_all(&body)?;
+    if head.starts_with(b"HEAD ") && faults.thaw_under_way.load(Ordering::SeqCst) {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer)?;
+        let text = String::from_utf8_lossy(&answer)
+            .replace("ongoing-request=\"false\"", "ongoing-request=\"true\"");
+        return client.write_all(text.as_bytes());
+    }
     std::io::copy(&mut up, &mut client)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use super::Runner;
 use super::backup::{BackupJob, backup_action_with_retries};
 use crate::catalog::{Verification, VerificationKind, tierlog};
 use crate::engine::observer::Event;
-use crate::engine::tiers::open_tier;
+use crate::engine::tiers::{open_tier, thaw_first};
 use crate::plan::planner::Action;
 use crate::policy::model::DrillKind;
 use crate::repo::ops;
@@ -103,6 +103,16 @@ impl Runner<'_> {
                 let src = open_tier(config, from)?;
                 let dst = open_tier(config, to)?;
                 let p = src.find_point(point)?;
+                if let Some(waiting) = thaw_first(
+                    config,
+                    from,
+                    &src,
+                    &src.read_manifest(&p)?,
+                    "copy",
+                    "a later run carries the copy out once they read",
+                )? {
+                    return Ok(waiting);
+                }
                 let threads = crate::engine::threads();
                 let (_, r) = ops::copy_point(&src, &dst, &p, threads)?;
                 let _ = catalog.refresh_tier(to, &dst);
@@ -131,14 +141,23 @@ impl Runner<'_> {
             Action::Gc { tier, .. } => {
                 let repo = open_tier(config, tier)?;
                 let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
+                let packs = r.packs_deleted + r.packs_repacked + r.packs_locked;
                 Ok(format!(
-                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}",
+                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}{}",
                     r.chunks_deleted,
                     crate::policy::units::format_size(r.bytes_freed),
                     r.stale_locks_removed,
                     r.empty_dirs_removed,
                     if r.chunks_locked > 0 {
                         format!(", {} still locked", r.chunks_locked)
+                    } else {
+                        String::new()
+                    },
+                    if packs > 0 {
+                        format!(
+                            "; packs: {} deleted, {} repacked, {} still immutable",
+                            r.packs_deleted, r.packs_repacked, r.packs_locked
+                        )
                     } else {
                         String::new()
                     }
@@ -156,9 +175,19 @@ impl Runner<'_> {
                     .iter()
                     .find(|d| &d.name == drill)
                     .ok_or_else(|| anyhow!("no drill {drill}"))?;
-                let started = Utc::now();
                 let repo = open_tier(config, tier)?;
                 let p = repo.find_point(point)?;
+                if let Some(waiting) = thaw_first(
+                    config,
+                    tier,
+                    &repo,
+                    &repo.read_manifest(&p)?,
+                    "drill",
+                    "a later run carries the drill out once they read",
+                )? {
+                    return Ok(waiting);
+                }
+                let started = Utc::now();
                 let threads = crate::engine::threads();
                 let scratch = config.settings.state_dir.join("drills");
                 std::fs::create_dir_all(&scratch)?;
