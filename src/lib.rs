@@ -3,7 +3,8 @@
 //! The parts follow `DESIGN.md`: `policy` reads what operators declare,
 //! `inventory` is the neutral model of what exists on the hosts (filled in
 //! by `vsphere`, read by `plan`), `plan` decides, `repo` stores restore
-//! points, `vsphere` talks to the hosts,
+//! points (`tape` is where a tape tier's points live: drive, changer,
+//! media catalog), `vsphere` talks to the hosts,
 //! `run` holds the jobs (one VM's backup, a drill, a restore, an export),
 //! `engine` runs them (a workspace: gather, plan, apply, report, with an
 //! observer that hears everything), `report` renders and mails, `json`
@@ -25,5 +26,6 @@ pub mod progress;
 pub mod repo;
 pub mod report;
 pub mod run;
+pub mod tape;
 pub mod text;
 pub mod vsphere;

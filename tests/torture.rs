@@ -1,9 +1,10 @@
 //! The torture test: deterministic simulation in the style of FoundationDB's
-//! and TigerBeetle's, against the real binary, the built-in lab and two
-//! tiers (a local directory and S3 on moto).
+//! and TigerBeetle's, against the real binary, the built-in lab and three
+//! tiers (a local directory, S3 on moto, and a tape pool in an emulated
+//! library).
 //!
 //! A seed drives a random sequence of operations: guest writes, `backup`,
-//! `apply` (copies to S3, retention prunes, gc, verify drills), `repo gc`,
+//! `apply` (copies to S3 and tape, retention prunes, gc, verify drills), `repo gc`,
 //! `repo verify`, kill -9 of a backup or an apply at a random moment, a
 //! corrupted or deleted chunk, a deleted index, a host that stops answering
 //! (its VMs must be `unknown`, a breach, and keep every point), and a second
@@ -59,7 +60,12 @@ const REGRESSION_SEEDS: [u64; 1] = [1046];
 const VMS: [&str; 2] = ["lab-vm-01", "lab-vm-02"];
 const LOCAL_LAST: usize = 3;
 const OFFSITE_LAST: usize = 4;
-const TIERS: [(&str, usize); 2] = [("local", LOCAL_LAST), ("offsite", OFFSITE_LAST)];
+const VAULT_LAST: usize = 2;
+const TIERS: [(&str, usize); 3] = [
+    ("local", LOCAL_LAST),
+    ("offsite", OFFSITE_LAST),
+    ("vault", VAULT_LAST),
+];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -177,6 +183,15 @@ encryption_key = {{ env = "TEST_OFFSITE_KEY" }}
 
 [policies.all.retain.offsite]
 last = {OFFSITE_LAST}
+
+[tiers.vault]
+backend = "tape"
+library = "library"
+site = "bunker"
+offline = true
+
+[policies.all.retain.vault]
+last = {VAULT_LAST}
 "#
         )
     } else {
@@ -254,7 +269,13 @@ impl World {
             killed: false,
             untouched: Vec::new(),
         };
-        for tier in ["local", "offsite"] {
+        let made = common::command_in(&w.dir)
+            .args(["tape", "emulate", "library", "--cartridges", "6"])
+            .args(["--capacity", "512MiB"])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", common::stderr(&made));
+        for tier in ["local", "offsite", "vault"] {
             w.ok(&["repo", "init", "--tier", tier]);
         }
         w.ok_in(&w.second(), &["repo", "init", "--tier", "local"]);
@@ -377,6 +398,7 @@ impl World {
         let root = self.dir.parent().unwrap();
         let skip = [
             self.dir.join("repo"),
+            self.dir.join("library"),
             self.dir.join(".coffer"),
             self.second().join("repo2"),
             self.second().join(".coffer2"),

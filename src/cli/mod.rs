@@ -26,6 +26,7 @@ mod schedule;
 mod schema;
 mod shell;
 mod status;
+mod tape;
 mod terminal;
 mod validate;
 
@@ -181,6 +182,9 @@ pub enum Command {
     /// Work with a repository directly: init, ls, verify, gc, copy, restore, prune.
     #[command(subcommand)]
     Repo(repo::Command),
+    /// Tape tiers: their media, and an emulated library to try one.
+    #[command(subcommand)]
+    Tape(tape::Command),
     /// Back up a plain disk image file into a repository.
     BackupImage(repo::BackupImageArgs),
     /// List the VMs of the sources, with their policy and snapshot hygiene.
@@ -258,6 +262,7 @@ fn run_command(command: Command, verbose: bool) -> Result<u8> {
         Command::Schema(args) => schema::run(args),
         Command::Schedule(command) => schedule::run(command),
         Command::Repo(command) => repo::run(command),
+        Command::Tape(command) => tape::run(command),
         Command::BackupImage(args) => repo::backup_image(args),
         Command::Inventory(args) => inventory::run(args),
         Command::Backup(args) => backup::run(args, verbose),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::engine::tiers::Staged;
 use anyhow::{Context, Result, anyhow};
 
 use super::terminal::Terminal;
@@ -68,6 +69,38 @@ impl Target {
 
     pub fn open(&self) -> Result<Repository> {
         self.spec()?.open_with(|| self.policy.load())
+    }
+
+    /// The repository, and the policies when it is a tape tier's (whose
+    /// points are staged from tape before they are read).
+    fn open_tape_aware(&self) -> Result<(Repository, Option<(crate::policy::Config, String)>)> {
+        let spec = self.spec()?;
+        let config = spec.policies(|| self.policy.load())?;
+        let repo = spec.open(config.as_ref())?;
+        let tape = match (config, &self.tier) {
+            (Some(c), Some(t)) if c.tiers.get(t).is_some_and(|t| t.is_tape()) => {
+                Some((c, t.clone()))
+            }
+            _ => None,
+        };
+        Ok((repo, tape))
+    }
+
+    /// The repository to read `point` from: a staging copy read off tape
+    /// for a tape tier, else the repository itself.
+    fn open_for_point(&self, point: &str) -> Result<(Repository, Option<Staged>)> {
+        let (repo, tape) = self.open_tape_aware()?;
+        let Some((config, tier)) = tape else {
+            return Ok((repo, None));
+        };
+        let started = std::time::Instant::now();
+        let m = repo.read_manifest(&repo.find_point(point)?)?;
+        let staged = crate::engine::tiers::stage_from_tape(&config, &tier, &repo, &m)?;
+        eprintln!(
+            "{}",
+            staged.report.describe(started.elapsed().as_secs_f64())
+        );
+        Ok((repo, Some(staged)))
     }
 }
 
@@ -276,7 +309,7 @@ pub fn run(command: Command) -> Result<u8> {
             a.output.print(doc, || text::point_list(&doc()))?;
         }
         Command::Verify(a) => {
-            let repo = a.target.open()?;
+            let (repo, tape) = a.target.open_tape_aware()?;
             let sample =
                 (a.sample.as_deref().map(str::parse))
                     .transpose()
@@ -284,7 +317,12 @@ pub fn run(command: Command) -> Result<u8> {
                         SampleError::Number(e) => anyhow!(e),
                         e => anyhow!("--sample {e}"),
                     })?;
-            let (r, secs) = repository::verify(&repo, a.point.as_deref(), sample)?;
+            let (r, secs) = match &tape {
+                Some((config, tier)) => {
+                    repository::verify_tape(config, tier, &repo, a.point.as_deref(), sample)?
+                }
+                None => repository::verify(&repo, a.point.as_deref(), sample)?,
+            };
             let doc = || crate::json::RepoVerify::new(&r, secs);
             a.output.print(doc, || text::verify_report(&r, secs))?;
             if !r.ok() {
@@ -292,12 +330,21 @@ pub fn run(command: Command) -> Result<u8> {
             }
         }
         Command::Gc(a) => {
-            let repo = a.target.open()?;
+            let (repo, tape) = a.target.open_tape_aware()?;
             let r = crate::repo::ops::gc(&repo, super::duration("--grace", &a.grace)?, a.dry_run)?;
             print(text::gc_report(&r, a.dry_run))?;
+            // A tape tier frees whole media once nothing on them is kept.
+            if let Some((config, tier)) = tape.filter(|_| !a.dry_run) {
+                let freed = crate::engine::tiers::tape_store(&config, &tier)?
+                    .map(|t| t.free_media())
+                    .transpose()?
+                    .unwrap_or_default();
+                print(text::media_freed(&freed))?;
+            }
         }
         Command::Copy(a) => {
-            let from = a.target.open()?;
+            let (tier_repo, staged) = a.target.open_for_point(&a.point)?;
+            let from = staged.as_ref().map_or(&tier_repo, |s| &s.repo);
             let secret = a.to_key_env.clone().map(SecretRef::Env);
             let (tier, repo) = (a.to_tier.as_deref(), a.to_repo.as_deref());
             let to = RepoSpec::chosen(tier, repo, a.to_endpoint.as_deref(), None, secret)
@@ -305,12 +352,13 @@ pub fn run(command: Command) -> Result<u8> {
                 .context("opening the destination")?;
             print(text::point_copied(
                 &a.point,
-                &repository::copy(&from, &to, &a.point)?,
+                &repository::copy(from, &to, &a.point)?,
             ))?;
         }
         Command::Restore(a) => {
-            let repo = a.target.open()?;
-            let r = repository::restore_disk(&repo, &a.point, a.disk, &a.out, a.format, a.force)?;
+            let (tier_repo, staged) = a.target.open_for_point(&a.point)?;
+            let repo = staged.as_ref().map_or(&tier_repo, |s| &s.repo);
+            let r = repository::restore_disk(repo, &a.point, a.disk, &a.out, a.format, a.force)?;
             print(text::disk_restored(&a.point, &r.disk, &r.stats, r.seconds))?;
         }
         Command::Unlock(t) => {

@@ -146,7 +146,7 @@ pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
 
 pub fn run(args: Args) -> Result<u8> {
     let config = args.policies.load()?;
-    let (tier, repo, m) = args.choice.find(&config, &args.vm)?;
+    let (tier, tier_repo, m) = args.choice.find(&config, &args.vm)?;
     let changes = VmxChanges {
         name: (args.name.clone()).unwrap_or_else(|| format!("{}-restored", args.vm)),
         new_uuid: args.new_uuid,
@@ -154,24 +154,31 @@ pub fn run(args: Args) -> Result<u8> {
         network: None,
     };
     let terminal = Terminal::human();
-    if let Some(waiting) = crate::engine::tiers::thaw_first(
+    let staging_started = std::time::Instant::now();
+    let read = crate::engine::tiers::readable(
         &config,
         &tier,
-        &repo,
+        &tier_repo,
         &m,
         "restore",
         "run this restore again once they read (exit 5 until then)",
-    )? {
-        print(format!("{waiting}\n"))?;
+    )?;
+    if let crate::engine::tiers::Readable::Waiting(why) = &read {
+        print(format!("{why}\n"))?;
         return Ok(super::repo::EXIT_THAWING);
     }
+    if let crate::engine::tiers::Readable::Staged(s) = &read {
+        let seconds = staging_started.elapsed().as_secs_f64();
+        print(format!("{}\n", s.report.describe(seconds)))?;
+    }
+    let repo = read.repo(&tier_repo);
     print(text::reading_point("restoring", &m, &tier))?;
     // Disks the backup left out are not in the point: said before anything
     // is written, and the restored VM has no such disk.
     print(text::not_restored(&m))?;
     if let Some(dir) = &args.out {
         let only = (!args.disk.is_empty()).then_some(args.disk.as_slice());
-        let r = restore_to_dir(&repo, &m, dir, &changes, only, args.force, &terminal)?;
+        let r = restore_to_dir(repo, &m, dir, &changes, only, args.force, &terminal)?;
         print(text::restored_to_dir(&r))?;
         return Ok(EXIT_OK);
     }
@@ -186,7 +193,7 @@ pub fn run(args: Args) -> Result<u8> {
         power_on: args.power_on,
         heartbeat_timeout: super::duration("--heartbeat-timeout", &args.heartbeat_timeout)?,
     };
-    let r = restore_to_source(&config, &repo, &tier, &m, &to, &changes, &terminal)?;
+    let r = restore_to_source(&config, repo, &tier, &m, &to, &changes, &terminal)?;
     print(text::restored_to_source(
         &changes.name,
         source_name,

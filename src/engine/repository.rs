@@ -1,6 +1,7 @@
 //! The repository used directly (`repo …`): what each command reads or
 //! changes, with the point chosen by its id and, where the answer reports a
-//! speed, the time it took. Nothing here needs the policies or a host.
+//! speed, the time it took. Nothing here needs a host; only a tape tier's
+//! points need the policies (to stage them from tape).
 
 use std::path::Path;
 use std::time::Instant;
@@ -55,6 +56,55 @@ pub fn verify(
     let started = Instant::now();
     let report = ops::verify(repo, only.as_deref(), sample, threads())?;
     Ok((report, started.elapsed().as_secs_f64()))
+}
+
+/// `verify` for a tape tier: each point (or only `point`) is staged from
+/// tape and its staging copy proven, one point at a time; the reports add
+/// up. A point whose staging fails is a bad point, with why.
+pub fn verify_tape(
+    config: &crate::policy::Config,
+    tier: &str,
+    repo: &Repository,
+    point: Option<&str>,
+    sample: Option<Sample>,
+) -> Result<(VerifyReport, f64)> {
+    let started = Instant::now();
+    let points = match point {
+        Some(p) => vec![repo.find_point(p)?],
+        None => repo.list_points()?,
+    };
+    let mut total = VerifyReport::default();
+    for p in &points {
+        let staged = repo
+            .read_manifest(p)
+            .map_err(anyhow::Error::from)
+            .and_then(|m| super::tiers::stage_from_tape(config, tier, repo, &m));
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                total.points += 1;
+                total
+                    .bad_points
+                    .push((p.point_id.clone(), format!("{e:#}")));
+                total.failed_points.insert(p.point_id.clone());
+                continue;
+            }
+        };
+        let r = ops::verify(
+            &staged.repo,
+            Some(std::slice::from_ref(p)),
+            sample,
+            threads(),
+        )?;
+        total.points += r.points;
+        total.chunks_checked += r.chunks_checked;
+        total.bytes_checked += r.bytes_checked;
+        total.bad_chunks.extend(r.bad_chunks);
+        total.bad_points.extend(r.bad_points);
+        total.refused_keys.extend(r.refused_keys);
+        total.failed_points.extend(r.failed_points);
+    }
+    Ok((total, started.elapsed().as_secs_f64()))
 }
 
 /// Copies `point` from `from` to `to`, sending only missing chunks.

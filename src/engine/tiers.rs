@@ -106,7 +106,7 @@ impl RepoSpec {
                 let config = config.ok_or_else(|| anyhow!("tier `{name}` needs the policies"))?;
                 let tier = tier_of(config, name)?;
                 Ok(Resolved {
-                    store: tier_store(tier)?,
+                    store: tier_store(tier, &config.settings.state_dir)?,
                     secret: tier.encryption_key.clone(),
                     what: format!("tier `{name}`"),
                     index_dir: Some(config.settings.state_dir.join("chunk-index")),
@@ -162,10 +162,48 @@ fn tier_of<'c>(config: &'c Config, name: &str) -> Result<&'c Tier> {
     })
 }
 
-/// The store behind a tier of the policy.
-pub fn tier_store(tier: &Tier) -> Result<Arc<dyn Store>> {
+/// A tape tier's settings, its catalog directory resolved; `None` for
+/// other tiers.
+fn tape_spec(t: &Tier, state_dir: &std::path::Path) -> Option<crate::tape::tier::TapeSpec> {
+    let TierBackend::Tape {
+        hardware,
+        pool,
+        catalog,
+    } = &t.backend
+    else {
+        return None;
+    };
+    Some(crate::tape::tier::TapeSpec {
+        tier: t.name.clone(),
+        pool: pool.clone(),
+        hardware: hardware.clone(),
+        catalog: catalog
+            .clone()
+            .unwrap_or_else(|| crate::tape::tier::default_catalog(state_dir, &t.name)),
+    })
+}
+
+/// The media catalog and drive of a tape tier; `None` for other tiers.
+pub fn tape_store(config: &Config, tier: &str) -> Result<Option<crate::tape::tier::TapeStore>> {
+    let Some(spec) = tape_spec(tier_of(config, tier)?, &config.settings.state_dir) else {
+        return Ok(None);
+    };
+    let store = crate::tape::tier::TapeStore::new(spec)
+        .with_context(|| format!("opening tape tier `{tier}`"))?;
+    Ok(Some(store))
+}
+
+/// The store behind a tier of the policy (a tape tier's catalog is in
+/// `state_dir` unless the tier names one).
+pub fn tier_store(tier: &Tier, state_dir: &std::path::Path) -> Result<Arc<dyn Store>> {
     let name = &tier.name;
     match &tier.backend {
+        TierBackend::Tape { .. } => {
+            let spec = tape_spec(tier, state_dir).expect("a tape tier");
+            let store = crate::tape::tier::TapeStore::new(spec)
+                .with_context(|| format!("opening tape tier `{name}`"))?;
+            Ok(Arc::new(store))
+        }
         TierBackend::Local { path } => {
             let store = LocalStore::new(path)
                 .with_context(|| format!("opening tier `{name}` at {}", path.display()))?;
@@ -289,7 +327,7 @@ pub fn init_tiers(config: &Config) -> Result<Vec<(String, TierInit)>> {
     }
     let mut out = Vec::new();
     for (name, tier) in &config.tiers {
-        let store = tier_store(tier)?;
+        let store = tier_store(tier, &config.settings.state_dir)?;
         let secret =
             read_secret(tier.encryption_key.as_ref()).with_context(|| format!("tier `{name}`"))?;
         let done = match Repository::init_with(
@@ -316,7 +354,7 @@ pub fn init_tiers(config: &Config) -> Result<Vec<(String, TierInit)>> {
 /// the tier's bandwidth limit.
 pub fn open_tier(config: &Config, name: &str) -> Result<Repository> {
     let tier = tier_of(config, name)?;
-    let mut store = tier_store(tier)?;
+    let mut store = tier_store(tier, &config.settings.state_dir)?;
     if let Some(throttle) = crate::run::throttle::tier_throttle(tier) {
         store = Arc::new(crate::run::throttle::ThrottledStore {
             inner: store,
@@ -456,7 +494,7 @@ pub fn check_secrets(config: &Config) -> Result<()> {
                 check(owner(), "access key", access_key.as_ref());
                 check(owner(), "shared access signature", sas.as_ref());
             }
-            TierBackend::Local { .. } => {}
+            TierBackend::Local { .. } | TierBackend::Tape { .. } => {}
         }
     }
     if missing.is_empty() {
@@ -495,6 +533,72 @@ pub fn thaw_first(
         "waiting for a thaw, {what} not run yet: {} of {} objects read now, {} thaws asked for now, {} under way ({note}); {then}",
         r.ready, r.objects, r.requested, r.pending
     )))
+}
+
+/// How a drill, a copy or a restore reads a point of a tier.
+pub enum Readable {
+    /// From the tier's repository, at once.
+    Here,
+    /// From a staging copy of a tape tier's point, read off tape first.
+    Staged(Box<Staged>),
+    /// Not yet: a thaw is under way (why, for the log and the report).
+    Waiting(String),
+}
+
+pub use crate::tape::tier::Staged;
+
+impl Readable {
+    /// The repository to read from: the staging copy, or the tier's.
+    pub fn repo<'a>(&'a self, tier_repo: &'a Repository) -> &'a Repository {
+        match self {
+            Readable::Staged(s) => &s.repo,
+            _ => tier_repo,
+        }
+    }
+}
+
+/// Before a drill, a copy or a restore reads point `m` of `tier`: stages
+/// it from tape (a tape tier), or asks for and checks its thaw (a tier in
+/// an archive class, `thaw_first`).
+pub fn readable(
+    config: &Config,
+    tier: &str,
+    repo: &Repository,
+    m: &crate::repo::manifest::Manifest,
+    what: &str,
+    then: &str,
+) -> Result<Readable> {
+    if config.tiers.get(tier).is_some_and(|t| t.is_tape()) {
+        return stage_from_tape(config, tier, repo, m).map(|s| Readable::Staged(Box::new(s)));
+    }
+    Ok(match thaw_first(config, tier, repo, m, what, then)? {
+        Some(why) => Readable::Waiting(why),
+        None => Readable::Here,
+    })
+}
+
+/// Reads point `m` of tape tier `tier` into a staging repository under the
+/// state directory: its config, manifest and indexes from the media
+/// catalog, its chunks from the tape files that hold them, front to back.
+pub fn stage_from_tape(
+    config: &Config,
+    tier: &str,
+    repo: &Repository,
+    m: &crate::repo::manifest::Manifest,
+) -> Result<Staged> {
+    let t = tier_of(config, tier)?;
+    let Some(tape) = tape_store(config, tier)? else {
+        bail!("tier `{tier}` is not a tape tier");
+    };
+    let secret = read_secret(t.encryption_key.as_ref())?;
+    crate::tape::tier::stage_point(
+        &tape,
+        repo,
+        m,
+        &config.settings.state_dir.join("staging"),
+        secret.as_deref().map(str::as_bytes),
+    )
+    .with_context(|| format!("staging point {} from tape tier `{tier}`", m.point_id))
 }
 
 #[cfg(test)]

@@ -78,7 +78,12 @@ pub(super) fn vm_compliance(
             if tier.site.is_some() && tier.site != source_site {
                 offsite += 1;
             }
-            if copy.locked_until.is_some_and(|u| u > now) || tier.immutable_for.is_some() {
+            // The "1" of 3-2-1-1-0: immutable, or offline (media that leave
+            // the library once written).
+            if copy.locked_until.is_some_and(|u| u > now)
+                || tier.immutable_for.is_some()
+                || tier.offline
+            {
                 immutable += 1;
             }
         }

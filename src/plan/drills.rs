@@ -15,7 +15,7 @@ use super::action::Action;
 use super::compliance::VmCompliance;
 use super::input::{DrillRecord, PlanInput, PointInfo};
 use crate::inventory::VmRecord;
-use crate::policy::model::Policy;
+use crate::policy::model::{Policy, TAPE_NOTE};
 
 /// (policy, drill, VM uuid) → when that drill last finished.
 pub(super) type LastDrills<'a> = BTreeMap<(&'a str, &'a str, &'a str), DateTime<Utc>>;
@@ -47,8 +47,10 @@ pub(super) fn plan_drills(
         let Some(reason) = due else { continue };
         let point = points.iter().find(|p| p.healthy_on(&d.tier));
         if let Some(p) = point {
-            let reason = match input.config.tiers.get(&d.tier).and_then(|t| t.thaw_note()) {
+            let tier = input.config.tiers.get(&d.tier);
+            let reason = match tier.and_then(|t| t.thaw_note()) {
                 Some(note) => format!("{reason}; {note}, and the drill runs once it reads"),
+                None if tier.is_some_and(|t| t.is_tape()) => format!("{reason}; {TAPE_NOTE}"),
                 None => reason,
             };
             actions.push(Action::Drill {

@@ -108,14 +108,16 @@ pub(super) fn plan_tiers<'a>(
             if (p.copies.contains_key(tier) && !damaged) || !p.good() {
                 continue;
             }
-            // A source that reads at once before one that must be thawed.
+            // A source that reads at once before a tape, a tape before one
+            // that must be thawed.
             let cold = |t: &str| input.config.tiers.get(t).and_then(|t| t.thaw_note());
+            let rank = |t: &str| input.config.tiers.get(t).map_or(0, |t| t.read_rank());
             if let Some(from) = p
                 .copies
                 .iter()
                 .filter(|(t, c)| c.healthy() && !input.unlisted_tiers.contains(*t))
                 .map(|(t, _)| t)
-                .min_by_key(|t| cold(t).is_some())
+                .min_by_key(|t| rank(t))
             {
                 pending_sources.insert((p.point_id.as_str(), from));
                 if damaged {
@@ -130,6 +132,11 @@ pub(super) fn plan_tiers<'a>(
                         Some(note) => format!(
                             "kept by {}; {note}, and the copy runs once it reads",
                             rules.join(", ")
+                        ),
+                        None if rank(from) == 1 => format!(
+                            "kept by {}; {}",
+                            rules.join(", "),
+                            crate::policy::model::TAPE_NOTE
                         ),
                         None => format!("kept by {}", rules.join(", ")),
                     },

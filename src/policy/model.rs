@@ -185,6 +185,12 @@ pub enum TierBackend {
         /// The access tier chunks are written in.
         storage_class: Option<String>,
     },
+    Tape {
+        hardware: crate::tape::tier::Hardware,
+        pool: String,
+        /// The media catalog's directory; STATE_DIR/tape/TIER when absent.
+        catalog: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -205,9 +211,32 @@ pub struct Tier {
     /// How a thaw from an archive class is asked for, and for how long.
     pub thaw_speed: crate::repo::store::ThawSpeed,
     pub thaw_days: u32,
+    /// The medium leaves the library or host once written: copies here
+    /// count as offline (3-2-1-1-0).
+    pub offline: bool,
 }
 
+/// What the plan says of a drill or a copy that reads a tape tier.
+pub const TAPE_NOTE: &str =
+    "on tape: the point is first read off its media into a staging directory";
+
 impl Tier {
+    /// How long a read from this tier waits before its first byte: 0 at
+    /// once, 1 a tape to load and stage from, 2 a thaw of hours.
+    pub fn read_rank(&self) -> u8 {
+        if self.archive_class().is_some() {
+            2
+        } else if self.is_tape() {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn is_tape(&self) -> bool {
+        matches!(self.backend, TierBackend::Tape { .. })
+    }
+
     /// The archive class whose objects must be thawed before they are read
     /// (S3 `GLACIER` or `DEEP_ARCHIVE`, Azure `Archive`); `None` when reads
     /// work at once.

@@ -246,6 +246,9 @@ pub enum BackendKind {
     S3,
     /// A container of an Azure Blob Storage account.
     Azure,
+    /// A media pool on a tape drive (with or without a changer); receives
+    /// copies of points, never backups straight from hosts.
+    Tape,
 }
 
 /// The medium a tier's copies live on (for the "2 media" of 3-2-1).
@@ -261,7 +264,7 @@ pub enum Media {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTier {
-    /// "local", "s3" or "azure".
+    /// "local", "s3", "azure" or "tape".
     pub backend: Sp<BackendKind>,
     /// Directory of a local tier (relative paths are relative to the policy directory).
     pub path: Option<Sp<String>>,
@@ -305,6 +308,20 @@ pub struct RawTier {
     pub thaw_speed: Option<Sp<crate::repo::store::ThawSpeed>>,
     /// How many days thawed copies stay readable. Default 7.
     pub thaw_days: Option<Sp<u32>>,
+    /// Tape drive of a tape tier, through the Linux st driver: the non-rewinding device, e.g. "/dev/nst0".
+    pub device: Option<Sp<String>>,
+    /// SCSI generic device of the tape library's media changer, e.g. "/dev/sg4" (optional: without one, the operator loads the medium coffer names).
+    pub changer: Option<Sp<String>>,
+    /// Which of the changer's drives `device` is, counted from 0. Default 0.
+    pub changer_drive: Option<Sp<u32>>,
+    /// Instead of `device`: a tape library emulated in this directory (slot-NN/ and drive/ holding cartridge files), for trying coffer and for tests.
+    pub library: Option<Sp<String>>,
+    /// Media pool of a tape tier: the labels of media coffer labels itself start with it. Default: the tier's name in upper case.
+    pub pool: Option<Sp<String>>,
+    /// Directory of a tape tier's media catalog, manifests and indexes. Default: STATE_DIR/tape/TIER.
+    pub catalog: Option<Sp<String>>,
+    /// The medium leaves the library or host after it is written (tapes sent offsite, rotated disks): copies on this tier count as offline for 3-2-1-1-0 (`[compliance] immutable`). Default false.
+    pub offline: Option<Sp<bool>>,
 }
 
 /// Consistency a policy asks for.

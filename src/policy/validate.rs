@@ -592,6 +592,7 @@ impl Resolver<'_> {
             BackendKind::Local => "a local",
             BackendKind::S3 => "an s3",
             BackendKind::Azure => "an azure",
+            BackendKind::Tape => "a tape",
         };
         let misplaced = |key: &str| format!("`{key}` does not apply to {kind_name} tier");
         // Each object-storage key, where it is, and the backends that take
@@ -630,8 +631,29 @@ impl Resolver<'_> {
                 );
             }
         }
+        let tape_keys: [(&str, Span); 6] = [
+            ("device", r.device.as_ref().map(Sp::span)),
+            ("changer", r.changer.as_ref().map(Sp::span)),
+            ("changer_drive", r.changer_drive.as_ref().map(Sp::span)),
+            ("library", r.library.as_ref().map(Sp::span)),
+            ("pool", r.pool.as_ref().map(Sp::span)),
+            ("catalog", r.catalog.as_ref().map(Sp::span)),
+        ];
+        if backend_kind != BackendKind::Tape {
+            for (key, span) in tape_keys {
+                if let Some(span) = span {
+                    self.err(
+                        "not-applicable",
+                        f,
+                        span,
+                        misplaced(key),
+                        "remove the key, or set `backend = \"tape\"`".into(),
+                    );
+                }
+            }
+        }
         if let Some(ep) = &r.endpoint
-            && backend_kind != BackendKind::Local
+            && matches!(backend_kind, S3 | Azure)
             && !(ep.get().starts_with("https://") || ep.get().starts_with("http://"))
         {
             let hint = if backend_kind == BackendKind::S3 {
@@ -653,33 +675,39 @@ impl Resolver<'_> {
                 .map(|p| p.get().trim_matches('/').to_string())
                 .unwrap_or_default()
         };
+        if let Some(v) = r
+            .immutable_for
+            .as_ref()
+            .filter(|_| matches!(backend_kind, BackendKind::Local | BackendKind::Tape))
+        {
+            self.err(
+                "not-applicable",
+                f,
+                v.span(),
+                "`immutable_for` needs object storage with Object Lock or immutability policies".into(),
+                if backend_kind == BackendKind::Tape {
+                    "set it on an s3 or azure tier; a tape tier's media are kept by its retention, and `offline = true` counts media that leave the library".into()
+                } else {
+                    "set it on an s3 or azure tier; a local directory cannot refuse deletes".into()
+                },
+            );
+        }
         let backend = match backend_kind {
-            BackendKind::Local => {
-                if let Some(v) = &r.immutable_for {
+            BackendKind::Local => match &r.path {
+                Some(p) if !p.get().is_empty() => Some(TierBackend::Local {
+                    path: dir.join(p.get()),
+                }),
+                _ => {
                     self.err(
-                        "not-applicable",
+                        "missing-key",
                         f,
-                        v.span(),
-                        "`immutable_for` needs object storage with Object Lock or immutability policies".into(),
-                        "set it on an s3 or azure tier; a local directory cannot refuse deletes".into(),
+                        e.name_span.clone(),
+                        format!("local tier `{name}` has no `path`"),
+                        "add `path = \"/srv/coffer/fast\"`".into(),
                     );
+                    None
                 }
-                match &r.path {
-                    Some(p) if !p.get().is_empty() => Some(TierBackend::Local {
-                        path: dir.join(p.get()),
-                    }),
-                    _ => {
-                        self.err(
-                            "missing-key",
-                            f,
-                            e.name_span.clone(),
-                            format!("local tier `{name}` has no `path`"),
-                            "add `path = \"/srv/coffer/fast\"`".into(),
-                        );
-                        None
-                    }
-                }
-            }
+            },
             BackendKind::S3 => {
                 if let Some(p) = &r.path {
                     self.err(
@@ -815,12 +843,111 @@ impl Resolver<'_> {
                     _ => None,
                 }
             }
+            BackendKind::Tape => {
+                if let Some(p) = &r.path {
+                    self.err(
+                        "not-applicable",
+                        f,
+                        p.span(),
+                        misplaced("path"),
+                        "a tape tier uses `device` (and `changer`), or `library` for an emulated one".into(),
+                    );
+                }
+                let changer_drive = r.changer_drive.as_ref().map_or(0, |v| *v.get() as usize);
+                let hardware = match (&r.device, &r.library) {
+                    (Some(d), None) => {
+                        let path = PathBuf::from(d.get());
+                        let rewinding = path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .and_then(|n| n.strip_prefix("st"))
+                            .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+                        if rewinding || d.get().is_empty() {
+                            self.err(
+                                "bad-value",
+                                f,
+                                d.span(),
+                                format!("`{}` is not a non-rewinding tape device", d.get()),
+                                "name the st driver's non-rewinding device, e.g. `/dev/nst0`: the rewinding one rewinds on every close, and coffer finds its files by number".into(),
+                            );
+                        }
+                        Some(crate::tape::tier::Hardware::St {
+                            device: path,
+                            changer: r.changer.as_ref().map(|c| PathBuf::from(c.get())),
+                            changer_drive,
+                        })
+                    }
+                    (None, Some(l)) => {
+                        if let Some(c) = &r.changer {
+                            self.err(
+                                "conflict",
+                                f,
+                                c.span(),
+                                "an emulated `library` has its own changer".into(),
+                                "remove `changer`, or use `device` for a real drive".into(),
+                            );
+                        }
+                        Some(crate::tape::tier::Hardware::Emulated {
+                            library: dir.join(l.get()),
+                        })
+                    }
+                    (Some(d), Some(_)) => {
+                        self.err(
+                            "conflict",
+                            f,
+                            d.span(),
+                            "a tape tier takes a `device` or an emulated `library`, not both"
+                                .into(),
+                            "keep one of them".into(),
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        self.err(
+                            "missing-key",
+                            f,
+                            e.name_span.clone(),
+                            format!("tape tier `{name}` has no `device`"),
+                            "add `device = \"/dev/nst0\"` (and `changer = \"/dev/sg4\"` for a library), or `library = \"/srv/coffer/vtl\"` for an emulated one".into(),
+                        );
+                        None
+                    }
+                };
+                let pool = match &r.pool {
+                    Some(p)
+                        if (1..=24).contains(&p.get().len())
+                            && p.get()
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+                    {
+                        p.get().clone()
+                    }
+                    Some(p) => {
+                        self.err(
+                            "bad-value",
+                            f,
+                            p.span(),
+                            format!("`{}` is not a media pool name", p.get()),
+                            "1 to 24 letters, digits, `-` and `_`, e.g. `ARCHIVE`".into(),
+                        );
+                        String::new()
+                    }
+                    None => name
+                        .to_uppercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+                };
+                hardware.map(|hardware| TierBackend::Tape {
+                    hardware,
+                    pool,
+                    catalog: r.catalog.as_ref().map(|c| dir.join(c.get())),
+                })
+            }
         };
         let media = r.media.as_ref().map_or(
-            if backend_kind == BackendKind::Local {
-                Media::Disk
-            } else {
-                Media::Object
+            match backend_kind {
+                BackendKind::Local => Media::Disk,
+                BackendKind::Tape => Media::Tape,
+                BackendKind::S3 | BackendKind::Azure => Media::Object,
             },
             |m| *m.get(),
         );
@@ -839,6 +966,7 @@ impl Resolver<'_> {
                 .as_ref()
                 .map_or(crate::repo::store::ThawSpeed::Standard, |s| *s.get()),
             thaw_days: self.positive(&r.thaw_days, 7, f, "thaw_days"),
+            offline: r.offline.as_ref().is_some_and(|o| *o.get()),
             backend: backend?,
         };
         (count_errors(self.diags) == before).then_some(tier)
@@ -1082,10 +1210,22 @@ impl Resolver<'_> {
         kind: BackendKind,
         f: &Path,
     ) -> Option<u64> {
-        let default =
-            (kind != BackendKind::Local).then_some(crate::repo::pack::DEFAULT_TARGET_BYTES);
+        let default = matches!(kind, BackendKind::S3 | BackendKind::Azure)
+            .then_some(crate::repo::pack::DEFAULT_TARGET_BYTES);
         match v {
             None => default,
+            // Tape writes each chunk as a record of the session's file:
+            // packs would only add a layer to read through.
+            Some(t) if kind == BackendKind::Tape => {
+                self.err(
+                    "not-applicable",
+                    f,
+                    t.span(),
+                    "`pack_size` does not apply to a tape tier".into(),
+                    "remove the key: a copy session writes its chunks as one tape file".into(),
+                );
+                None
+            }
             Some(t) => match super::units::parse_pack_size(&t.get().0) {
                 Ok(size) => size,
                 Err(err) => {

@@ -179,6 +179,25 @@ impl Resolver<'_> {
             );
         }
 
+        if merged
+            .tiers
+            .get(r.backup_to.get())
+            .is_some_and(|t| *t.value.backend.get() == super::raw::BackendKind::Tape)
+        {
+            self.err(
+                "tape-backup",
+                f,
+                r.backup_to.span(),
+                format!(
+                    "`{}` is a tape tier: tape receives copies of points, never backups straight from hosts",
+                    r.backup_to.get()
+                ),
+                format!(
+                    "back up to a disk or object tier and keep `[policies.{name}.retain.{}]`: the plan copies the kept points to tape",
+                    r.backup_to.get()
+                ),
+            );
+        }
         let full_every = self.duration(&r.full_every, f, "full_every");
         let io_limit = self.rate(&r.io_limit, f, "io_limit");
         let max_snapshot_lifetime =

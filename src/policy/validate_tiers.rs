@@ -26,6 +26,9 @@ enum Place {
         /// The prefix's segments, without empty ones.
         prefix: Vec<String>,
     },
+    /// A tape tier's catalog directory (two tape tiers may share a drive
+    /// or a library, as pools do, but not a media catalog).
+    Catalog(PathBuf),
 }
 
 /// How two places relate.
@@ -72,6 +75,7 @@ fn relation(a: &Place, b: &Place) -> Option<Relation> {
                 None
             }
         }
+        (Place::Catalog(a), Place::Catalog(b)) if a == b => Some(Relation::Same),
         _ => None,
     }
 }
@@ -112,8 +116,13 @@ pub(crate) fn canonical_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn place(tier: &Tier) -> Place {
+fn place(tier: &Tier, state_dir: &Path) -> Place {
     match &tier.backend {
+        TierBackend::Tape { catalog, .. } => {
+            Place::Catalog(canonical_dir(&catalog.clone().unwrap_or_else(|| {
+                crate::tape::tier::default_catalog(state_dir, &tier.name)
+            })))
+        }
         TierBackend::Local { path } => Place::Dir(canonical_dir(path)),
         TierBackend::S3 {
             bucket,
@@ -202,7 +211,7 @@ impl Resolver<'_> {
                 (None, None) => (e.name_span.clone(), format!("tier `{name}`")),
             };
             let file = e.file.as_path();
-            let here = place(tier);
+            let here = place(tier, &settings.state_dir);
             if let Place::Dir(p) = &here {
                 if *p == policy_dir {
                     self.err(

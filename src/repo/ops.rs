@@ -152,6 +152,7 @@ pub fn verify(
     })?;
     let bad: Mutex<Vec<(ChunkDigest, String)>> = Mutex::new(Vec::new());
     let archived = std::sync::atomic::AtomicUsize::new(0);
+    let on_tape = std::sync::atomic::AtomicUsize::new(0);
     let bytes = std::sync::atomic::AtomicU64::new(0);
     // A damaged chunk is a finding, not a reason to stop: every item succeeds.
     parallel::for_each(
@@ -173,6 +174,10 @@ pub fn verify(
                 Err(RepoError::Store(StoreError::Archived { .. })) => {
                     archived.fetch_add(1, Ordering::Relaxed);
                 }
+                // On tape: likewise.
+                Err(RepoError::Store(StoreError::OnTape { .. })) => {
+                    on_tape.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => bad.lock().unwrap().push((*d, e.to_string())),
             }
             Ok::<(), RepoError>(())
@@ -180,6 +185,14 @@ pub fn verify(
     )?;
     // A verification that could not read everything proves nothing and
     // marks nothing damaged: it fails and says what to thaw.
+    let on_tape = on_tape.into_inner();
+    if on_tape > 0 {
+        return Err(RepoError::Invalid(format!(
+            "{on_tape} of {} chunks are on tape and were not read; a drill of kind \"verify\" \
+             on the tape tier stages its points from tape and proves them",
+            work.len()
+        )));
+    }
     let archived = archived.into_inner();
     if archived > 0 {
         return Err(RepoError::Invalid(format!(

@@ -24,6 +24,14 @@ pub enum StoreError {
         "`{key}` is in archive storage ({class}) and cannot be read until it is thawed; run `coffer repo thaw` for its point and wait"
     )]
     Archived { key: String, class: String },
+    #[error(
+        "`{key}` is on tape medium {medium}; a restore, drill or copy from a tape tier stages the point from tape first"
+    )]
+    OnTape { key: String, medium: String },
+    #[error(
+        "tape medium {medium} is full; this copy was not recorded and goes to another medium when run again"
+    )]
+    MediumFull { medium: String },
     #[error("no space left on the device holding `{key}`")]
     NoSpace { key: String },
     #[error("permission denied for `{key}`")]

@@ -246,3 +246,57 @@ pub fn image_backed_up(m: &Manifest, name: &str, seconds: f64) -> String {
         d.size_bytes as f64 / seconds.max(1e-9) / 1048576.0
     )
 }
+
+/// The media of a tape tier, one block per medium.
+pub fn tape_media(tier: &str, media: &[crate::tape::tier::Medium]) -> String {
+    use crate::policy::units::format_size;
+    use std::fmt::Write;
+    if media.is_empty() {
+        return format!("tape tier `{tier}` has written no medium yet\n");
+    }
+    let mut out = String::new();
+    for m in media {
+        let _ = writeln!(
+            out,
+            "{}  pool {}  {}{}  {} in {} files, {} objects still kept{}",
+            m.label,
+            m.pool,
+            m.state,
+            m.location
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default(),
+            format_size(m.bytes),
+            m.files.len(),
+            m.needed_objects,
+            m.last_written
+                .as_deref()
+                .map(|w| format!(", last written {w}"))
+                .unwrap_or_default()
+        );
+        for f in &m.files {
+            let _ = writeln!(
+                out,
+                "  file {:>3}  {}  {} objects, {}  {}",
+                f.file,
+                f.written_at,
+                f.objects,
+                format_size(f.bytes),
+                f.points.join(", ")
+            );
+        }
+    }
+    out
+}
+
+/// The tape media a gc freed for reuse.
+pub fn media_freed(freed: &[String]) -> String {
+    if freed.is_empty() {
+        "no tape medium freed: every medium still holds something a kept point needs\n".into()
+    } else {
+        format!(
+            "tape media freed for reuse (rewritten from their beginning when next taken): {}\n",
+            freed.join(", ")
+        )
+    }
+}

@@ -12,10 +12,11 @@ use super::Runner;
 use super::backup::{BackupJob, backup_action_with_retries};
 use crate::catalog::{Verification, VerificationKind, tierlog};
 use crate::engine::observer::Event;
-use crate::engine::tiers::{open_tier, thaw_first};
+use crate::engine::tiers::{Readable, open_tier, readable};
 use crate::plan::planner::Action;
 use crate::policy::model::DrillKind;
 use crate::repo::ops;
+use crate::repo::store::StoreError;
 use crate::run::drill;
 use crate::run::restore::{HostTarget, PlaceNames};
 
@@ -103,21 +104,40 @@ impl Runner<'_> {
                 let src = open_tier(config, from)?;
                 let dst = open_tier(config, to)?;
                 let p = src.find_point(point)?;
-                if let Some(waiting) = thaw_first(
+                let read = readable(
                     config,
                     from,
                     &src,
                     &src.read_manifest(&p)?,
                     "copy",
                     "a later run carries the copy out once they read",
-                )? {
-                    return Ok(waiting);
+                )?;
+                if let Readable::Waiting(why) = read {
+                    return Ok(why);
                 }
                 let threads = crate::engine::threads();
-                let (_, r) = ops::copy_point(&src, &dst, &p, threads)?;
+                let (m, r) = match ops::copy_point(read.repo(&src), &dst, &p, threads) {
+                    // A tape filled up: the copy counted nothing; once more,
+                    // on the next medium of the pool.
+                    Err(crate::repo::RepoError::Store(StoreError::MediumFull { medium })) => {
+                        self.observer.event(&Event::Message(format!(
+                            "coffer: tape medium {medium} is full; copying {point} again on another medium"
+                        )));
+                        let dst = open_tier(config, to)?;
+                        ops::copy_point(read.repo(&src), &dst, &p, threads)?
+                    }
+                    r => r?,
+                };
                 let _ = catalog.refresh_tier(to, &dst);
+                let on_tape = match crate::engine::tiers::tape_store(config, to)? {
+                    Some(tape) => tape
+                        .where_is(&m.key()?)?
+                        .map(|(label, file)| format!(", on medium {label} file {file}"))
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
                 Ok(format!(
-                    "{} chunks sent ({}), {} already there",
+                    "{} chunks sent ({}), {} already there{on_tape}",
                     r.chunks_sent,
                     crate::policy::units::format_size(r.bytes_sent),
                     r.chunks_present
@@ -142,8 +162,16 @@ impl Runner<'_> {
                 let repo = open_tier(config, tier)?;
                 let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
                 let packs = r.packs_deleted + r.packs_repacked + r.packs_locked;
+                // A tape tier frees whole media once nothing on them is kept.
+                let media = match crate::engine::tiers::tape_store(config, tier)? {
+                    Some(tape) => match tape.free_media()? {
+                        freed if freed.is_empty() => "; no medium freed".to_string(),
+                        freed => format!("; media freed for reuse: {}", freed.join(", ")),
+                    },
+                    None => String::new(),
+                };
                 Ok(format!(
-                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}{}",
+                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}{}{media}",
                     r.chunks_deleted,
                     crate::policy::units::format_size(r.bytes_freed),
                     r.stale_locks_removed,
@@ -175,25 +203,29 @@ impl Runner<'_> {
                     .iter()
                     .find(|d| &d.name == drill)
                     .ok_or_else(|| anyhow!("no drill {drill}"))?;
-                let repo = open_tier(config, tier)?;
-                let p = repo.find_point(point)?;
-                if let Some(waiting) = thaw_first(
+                let tier_repo = open_tier(config, tier)?;
+                let p = tier_repo.find_point(point)?;
+                let started = Utc::now();
+                let staging_started = std::time::Instant::now();
+                let read = readable(
                     config,
                     tier,
-                    &repo,
-                    &repo.read_manifest(&p)?,
+                    &tier_repo,
+                    &tier_repo.read_manifest(&p)?,
                     "drill",
                     "a later run carries the drill out once they read",
-                )? {
-                    return Ok(waiting);
+                )?;
+                if let Readable::Waiting(why) = read {
+                    return Ok(why);
                 }
-                let started = Utc::now();
+                let repo = read.repo(&tier_repo);
+                let staging_seconds = staging_started.elapsed().as_secs_f64();
                 let threads = crate::engine::threads();
                 let scratch = config.settings.state_dir.join("drills");
                 std::fs::create_dir_all(&scratch)?;
-                let (kind, o) = match d.kind {
+                let (kind, mut o) = match d.kind {
                     DrillKind::Verify => {
-                        let r = ops::verify(&repo, Some(std::slice::from_ref(&p)), None, threads)?;
+                        let r = ops::verify(repo, Some(std::slice::from_ref(&p)), None, threads)?;
                         let detail = if r.ok() {
                             format!(
                                 "data verified: {} chunks ({}) read back and proven",
@@ -203,7 +235,7 @@ impl Runner<'_> {
                         } else {
                             // Damaged chunks go to quarantine, so a copy from
                             // a healthy tier can put them back.
-                            let moved = ops::quarantine(&repo, &r.bad_chunks)?;
+                            let moved = ops::quarantine(repo, &r.bad_chunks)?;
                             format!(
                                 "{} damaged chunks (moved to quarantine/: {moved}); the copy on `{tier}` is marked bad",
                                 r.bad_chunks.len()
@@ -223,7 +255,7 @@ impl Runner<'_> {
                     }
                     DrillKind::Restore => {
                         let m = repo.read_manifest(&p)?;
-                        let o = drill::restore_drill(&repo, &m, d, &scratch, threads);
+                        let o = drill::restore_drill(repo, &m, d, &scratch, threads);
                         (VerificationKind::Restore, o)
                     }
                     DrillKind::Boot => {
@@ -241,10 +273,16 @@ impl Runner<'_> {
                             datacenter: None,
                         };
                         let target = HostTarget::of_source(conn, datastore, &names)?;
-                        let o = drill::boot_drill(&repo, &m, d, &target, &scratch, threads);
+                        let o = drill::boot_drill(repo, &m, d, &target, &scratch, threads);
                         (VerificationKind::Boot, o)
                     }
                 };
+                // From tape, the recovery time counts the staging: a real
+                // recovery waits for it too.
+                if let Readable::Staged(s) = &read {
+                    o.detail = format!("{}; {}", s.report.describe(staging_seconds), o.detail);
+                    o.restore_seconds = o.restore_seconds.map(|r| r + staging_seconds);
+                }
                 // Data and guest checks are recorded as separate facts: only
                 // the data fact can mark the copy damaged.
                 let verification = Verification {
@@ -266,7 +304,7 @@ impl Runner<'_> {
                 catalog.record_verification(&verification)?;
                 // A rebuilt catalog finds it again in the tier's log.
                 if let Err(e) =
-                    tierlog::append(&repo, &tierlog::LogEvent::verification(&verification))
+                    tierlog::append(&tier_repo, &tierlog::LogEvent::verification(&verification))
                 {
                     self.observer.event(&Event::Message(format!(
                         "coffer: could not log drill {drill} on tier `{tier}`: {e}"
