@@ -208,6 +208,31 @@ fn apply_copies_to_glacier_and_tape_and_the_point_restores_from_tape() {
     let verified = ok(&run(dir, &["repo", "verify", "--tier", "vault"]));
     assert!(verified.contains("1 points"), "{verified}");
 
+    // The tape tier's catalog is lost: a scan of the tapes brings the point
+    // back, and it restores to the same bytes.
+    std::fs::remove_dir_all(dir.join(".coffer/tape/vault")).unwrap();
+    let scanned = ok(&run(dir, &["tape", "scan", "--tier", "vault"]));
+    assert!(
+        scanned.contains("read 1 media (CF0001L9), recorded 1 session files holding 1 points"),
+        "{scanned}"
+    );
+    ok(&run(dir, &["catalog", "rebuild", "--tier", "vault"]));
+    ok(&run(
+        dir,
+        &[
+            "restore",
+            "lab-vm-01",
+            "--tier",
+            "vault",
+            "--out",
+            "after-scan",
+        ],
+    ));
+    assert!(
+        files("after-scan") == disk,
+        "restored from the rescanned tape"
+    );
+
     // 3-2-1-1-0: disk, object and tape; the tape is the offline copy.
     let c: serde_json::Value =
         serde_json::from_str(&ok(&run(dir, &["compliance", "--json"]))).unwrap();

@@ -456,3 +456,80 @@ fn two_copies_at_once_take_turns_at_the_drive() {
         std::fs::read(&two).unwrap()
     );
 }
+
+#[test]
+fn a_lost_catalog_is_rebuilt_from_the_tapes_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let tape = Tape::new(t.path(), 2, 256 * MIB);
+    let src = local(t.path());
+    let img = t.path().join("disk.img");
+    image(&img, 4 * MIB, 12);
+    let a = backup(&src, &img, None, None);
+    let a_bytes = std::fs::read(&img).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[3u8; 4096], 2 * MIB).unwrap();
+    let changed: Vec<std::ops::Range<u64>> = std::iter::once(2 * MIB..2 * MIB + 4096).collect();
+    let b = backup(&src, &img, Some(&a), Some(changed));
+    let dst = tape.repo(Some("vault key"));
+    copy(&src, &dst, &a).unwrap();
+    copy(&src, &dst, &b).unwrap();
+    drop(dst);
+    // A session cut off after them.
+    {
+        let mut drive = FileDrive::new(&tape.library);
+        drive.end_of_data().unwrap();
+        let mut w = FileWriter::default();
+        w.record(&mut drive, Kind::Session, "", b"{}").unwrap();
+        w.finish(&mut drive).unwrap();
+    }
+    // The catalog directory is gone (the backup server was rebuilt).
+    std::fs::remove_dir_all(&tape.catalog).unwrap();
+    let r = tape.store().scan().unwrap();
+    assert_eq!(
+        (r.media.clone(), r.files, r.points),
+        (vec!["CF0001L9".to_string()], 2, 2),
+        "{r:?}"
+    );
+    assert!(
+        r.skipped
+            .iter()
+            .any(|s| s.contains("CF0001L9 file 3: cut off")),
+        "{r:?}"
+    );
+    assert!(
+        r.skipped.iter().any(|s| s.contains("CF0002L9: blank")),
+        "{r:?}"
+    );
+    // The tier opens with its key again, and both points restore.
+    let dst = tape.repo(Some("vault key"));
+    let mut ids: Vec<String> = dst
+        .list_points()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.point_id)
+        .collect();
+    ids.sort();
+    let mut want = vec![a.point_id.clone(), b.point_id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    let ma = dst
+        .read_manifest(&dst.find_point(&a.point_id).unwrap())
+        .unwrap();
+    let mb = dst
+        .read_manifest(&dst.find_point(&b.point_id).unwrap())
+        .unwrap();
+    assert_eq!(
+        tape.restore(&dst, &ma, Some("vault key"), &t.path().join("a.raw")),
+        a_bytes
+    );
+    assert_eq!(
+        tape.restore(&dst, &mb, Some("vault key"), &t.path().join("b.raw")),
+        std::fs::read(&img).unwrap()
+    );
+    // A copy after the scan appends after the cut-off file.
+    image(&img, MIB, 13);
+    let c = backup(&src, &img, None, None);
+    copy(&src, &dst, &c).unwrap();
+    assert_eq!(tape.media()[0].2, vec![1, 2, 4]);
+}

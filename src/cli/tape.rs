@@ -1,5 +1,6 @@
-//! `coffer tape`: the media of a tape tier (`media`), and an emulated tape
-//! library to try tape tiers without a drive (`emulate`).
+//! `coffer tape`: the media of a tape tier (`media`), its catalog rebuilt
+//! from the tapes (`scan`), and an emulated tape library to try tape tiers
+//! without a drive (`emulate`).
 
 use anyhow::{Result, anyhow};
 
@@ -13,6 +14,19 @@ pub enum Command {
     /// Create a tape library emulated in a directory (slots of blank
     /// cartridges and a drive), for a tier's `library` key.
     Emulate(EmulateArgs),
+    /// Rebuild a tape tier's media catalog from the tapes themselves (after
+    /// the catalog directory was lost): every cartridge of the pool in the
+    /// library, or the one in the drive without a changer.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// The tape tier.
+    #[arg(long)]
+    pub tier: String,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +67,12 @@ pub fn run(command: Command) -> Result<u8> {
                 .ok_or_else(|| anyhow!("tier `{}` is not a tape tier", a.tier))?;
             let media = tape.media(!a.offline)?;
             print(crate::text::tape_media(&a.tier, &media))?;
+        }
+        Command::Scan(a) => {
+            let config = a.policies.load()?;
+            let tape = crate::engine::tiers::tape_store(&config, &a.tier)?
+                .ok_or_else(|| anyhow!("tier `{}` is not a tape tier", a.tier))?;
+            print(crate::text::tape_scanned(&a.tier, &tape.scan()?))?;
         }
         Command::Emulate(a) => {
             let capacity = crate::policy::units::parse_size(&a.capacity)

@@ -300,3 +300,25 @@ pub fn media_freed(freed: &[String]) -> String {
         )
     }
 }
+
+/// What `coffer tape scan` found.
+pub fn tape_scanned(tier: &str, r: &crate::tape::tier::ScanReport) -> String {
+    let mut out = format!(
+        "tape tier `{tier}`: read {} media ({}), recorded {} session files holding {} points\n",
+        r.media.len(),
+        if r.media.is_empty() {
+            "none".to_string()
+        } else {
+            r.media.join(", ")
+        },
+        r.files,
+        r.points
+    );
+    for s in &r.skipped {
+        out.push_str(&format!("  skipped {s}\n"));
+    }
+    out.push_str(&format!(
+        "the catalog learns them with `coffer catalog rebuild --tier {tier}`\n"
+    ));
+    out
+}
