@@ -726,20 +726,35 @@ impl TapeStore {
             .and_then(|_| writer.finish(drive))
             .map_err(|e| tape_err(&format!("ending the session on medium {}", s.label), e))?;
         let eot = drive.status().map(|st| st.eot).unwrap_or(false);
-        let now = Self::now();
+        self.record_file(&FileRecord {
+            label: &s.label,
+            file: s.file,
+            session: &s.id,
+            written_at: &Self::now(),
+            bytes: written,
+            objects: s.pending.iter().map(|(k, n)| (k.as_str(), *n)).collect(),
+            manifests: vec![manifest],
+            full: eot,
+        })
+    }
+
+    /// Records a tape file in the media catalog, in one transaction: the
+    /// file, where each of its objects is (needed by a kept point), and
+    /// the medium's bytes, last write and fullness.
+    fn record_file(&self, f: &FileRecord<'_>) -> Result<(), StoreError> {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction().map_err(db_err)?;
         tx.execute(
             "INSERT OR REPLACE INTO files (label, file, session, written_at, objects, bytes, points)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                s.label,
-                s.file,
-                s.id,
-                now,
-                s.objects as i64,
-                written as i64,
-                serde_json::to_string(&[manifest]).expect("serializes")
+                f.label,
+                f.file,
+                f.session,
+                f.written_at,
+                f.objects.len() as i64,
+                f.bytes as i64,
+                serde_json::to_string(&f.manifests).expect("serializes")
             ],
         )
         .map_err(db_err)?;
@@ -750,15 +765,17 @@ impl TapeStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, 1)",
                 )
                 .map_err(db_err)?;
-            for (key, size) in &s.pending {
-                ins.execute(params![key, s.label, s.file, *size as i64, now])
+            for (key, size) in &f.objects {
+                ins.execute(params![key, f.label, f.file, *size as i64, f.written_at])
                     .map_err(db_err)?;
             }
         }
         tx.execute(
-            "UPDATE media SET bytes = bytes + ?2, last_written = ?3,
-               state = CASE WHEN ?4 THEN 'full' ELSE state END WHERE label = ?1",
-            params![s.label, written as i64, now, eot],
+            "UPDATE media SET bytes = bytes + ?2,
+               last_written = max(coalesce(last_written, ''), ?3),
+               state = CASE WHEN ?4 THEN 'full' ELSE state END
+             WHERE label = ?1",
+            params![f.label, f.bytes as i64, f.written_at, f.full],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)
@@ -835,6 +852,20 @@ impl TapeStore {
         }
         Ok(report)
     }
+}
+
+/// A tape file as the media catalog records it.
+struct FileRecord<'a> {
+    label: &'a str,
+    file: u32,
+    session: &'a str,
+    written_at: &'a str,
+    bytes: u64,
+    /// Key and size of each object in it.
+    objects: Vec<(&'a str, u64)>,
+    manifests: Vec<&'a str>,
+    /// The drive reported the early warning of the end of the medium.
+    full: bool,
 }
 
 /// What a scan of the tapes found.
@@ -1199,46 +1230,24 @@ impl TapeStore {
                 self.meta.put(key, data)?;
             }
         }
-        let manifests: Vec<&str> = objects
-            .iter()
-            .map(|o| o.0.as_str())
-            .filter(|k| is_manifest(k))
-            .collect();
-        let mut db = self.db.lock().unwrap();
-        let tx = db.transaction().map_err(db_err)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO files (label, file, session, written_at, objects, bytes, points)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                label,
-                file,
-                head.session,
-                head.written_at,
-                objects.len() as i64,
-                bytes as i64,
-                serde_json::to_string(&manifests).expect("serializes")
-            ],
-        )
-        .map_err(db_err)?;
-        {
-            let mut ins = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO objects (key, label, file, size, written_at, needed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1)",
-                )
-                .map_err(db_err)?;
-            for (key, size, _) in objects.iter().filter(|o| o.0 != "config") {
-                ins.execute(params![key, label, file, *size as i64, head.written_at])
-                    .map_err(db_err)?;
-            }
-        }
-        tx.execute(
-            "UPDATE media SET bytes = bytes + ?2, last_written = max(coalesce(last_written, ''), ?3)
-             WHERE label = ?1",
-            params![label, bytes as i64, head.written_at],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
+        self.record_file(&FileRecord {
+            label,
+            file,
+            session: &head.session,
+            written_at: &head.written_at,
+            bytes,
+            objects: objects
+                .iter()
+                .filter(|o| o.0 != "config")
+                .map(|(k, n, _)| (k.as_str(), *n))
+                .collect(),
+            manifests: objects
+                .iter()
+                .map(|o| o.0.as_str())
+                .filter(|k| is_manifest(k))
+                .collect(),
+            full: false,
+        })?;
         self.meta.flush()
     }
 
