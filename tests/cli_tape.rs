@@ -10,7 +10,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{s3, stderr, stdout};
+use common::s3::coffer_with_keys as run;
+use common::{ok, s3, stderr, stdout};
 
 fn write_policy(dir: &Path, bucket: &str) {
     let endpoint = s3::moto().endpoint();
@@ -77,27 +78,6 @@ immutable = 1
         ),
     )
     .unwrap();
-}
-
-fn run(dir: &Path, args: &[&str]) -> std::process::Output {
-    common::command_in(dir)
-        .args(args)
-        .args(["-p", "."])
-        .env("TEST_S3_KEY", "coffer-test")
-        .env("TEST_S3_SECRET", "coffer-test-secret")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
 }
 
 #[test]

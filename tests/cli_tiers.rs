@@ -7,7 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{azurite, s3, stderr, stdout};
+use common::s3::coffer_with_keys as run;
+use common::{azurite, ok, s3, stderr, stdout};
 
 fn write_policies(dir: &Path, bucket: &str, locked_bucket: &str) {
     let endpoint = s3::moto().endpoint();
@@ -63,28 +64,6 @@ monthly = 12
         ),
     )
     .unwrap();
-}
-
-fn run(dir: &Path, args: &[&str]) -> std::process::Output {
-    common::command_in(dir)
-        .args(args)
-        .args(["-p", "."])
-        .env("TEST_S3_KEY", "coffer-test")
-        .env("TEST_S3_SECRET", "coffer-test-secret")
-        .env("TEST_OFFSITE_KEY", "offsite passphrase")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use coffer::repo::Repository;
 use coffer::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use coffer::repo::local::LocalStore;
 use coffer::repo::manifest::VmIdentity;
-use common::{stderr, stdout};
+use common::{ok, stderr, stdout};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
@@ -35,17 +35,6 @@ fn coffer(dir: &Path, args: &[&str]) -> Output {
         .args(["-p", "."])
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
 }
 
 /// Deterministic pseudo-random bytes (xorshift).

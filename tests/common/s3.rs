@@ -250,3 +250,17 @@ fn serve(client: TcpStream, upstream: SocketAddr, faults: &Faults) -> std::io::R
     std::io::copy(&mut up, &mut client)?;
     Ok(())
 }
+
+/// `coffer ARGS -p .` in `dir` with the test server's keys in the variables
+/// the test policies name (TEST_S3_KEY, TEST_S3_SECRET) and an offsite
+/// encryption passphrase (TEST_OFFSITE_KEY).
+pub fn coffer_with_keys(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    super::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .env("TEST_S3_KEY", "coffer-test")
+        .env("TEST_S3_SECRET", "coffer-test-secret")
+        .env("TEST_OFFSITE_KEY", "offsite passphrase")
+        .output()
+        .unwrap()
+}
