@@ -221,6 +221,22 @@ fn apply_copies_to_glacier_and_tape_and_the_point_restores_from_tape() {
     assert_eq!(vm["media"], 3, "{vm}");
     assert_eq!(vm["immutable"], 1, "{vm}");
     assert_eq!(vm["standing"], "ok", "{vm}");
+
+    // The point leaves the tape tier: gc frees its medium whole.
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&run(dir, &["repo", "ls", "--tier", "vault", "--json"]))).unwrap();
+    let point = listing["points"][0]["point"].as_str().unwrap().to_string();
+    ok(&run(dir, &["repo", "prune", &point, "--tier", "vault"]));
+    let gc = ok(&run(
+        dir,
+        &["repo", "gc", "--tier", "vault", "--grace", "0s"],
+    ));
+    assert!(
+        gc.contains("tape media freed for reuse") && gc.contains("CF0001L9"),
+        "{gc}"
+    );
+    let media = ok(&run(dir, &["tape", "media", "--tier", "vault"]));
+    assert!(media.contains("CF0001L9  pool VAULT  scratch"), "{media}");
 }
 
 #[test]

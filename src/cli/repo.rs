@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::engine::tiers::Staged;
+use crate::engine::tiers::{Staged, TapeTier};
 use anyhow::{Context, Result, anyhow};
 
 use super::terminal::Terminal;
@@ -71,36 +71,19 @@ impl Target {
         self.spec()?.open_with(|| self.policy.load())
     }
 
-    /// The repository, and the policies when it is a tape tier's (whose
-    /// points are staged from tape before they are read).
-    fn open_tape_aware(&self) -> Result<(Repository, Option<(crate::policy::Config, String)>)> {
-        let spec = self.spec()?;
-        let config = spec.policies(|| self.policy.load())?;
-        let repo = spec.open(config.as_ref())?;
-        let tape = match (config, &self.tier) {
-            (Some(c), Some(t)) if c.tiers.get(t).is_some_and(|t| t.is_tape()) => {
-                Some((c, t.clone()))
-            }
-            _ => None,
-        };
-        Ok((repo, tape))
+    /// The repository, and the policies when it is a tape tier's.
+    fn open_tape_aware(&self) -> Result<(Repository, Option<TapeTier>)> {
+        self.spec()?.open_tape_aware(|| self.policy.load())
     }
 
-    /// The repository to read `point` from: a staging copy read off tape
-    /// for a tape tier, else the repository itself.
+    /// The repository to read `point` from (a staging copy read off tape
+    /// for a tape tier, said on stderr), and the tier's.
     fn open_for_point(&self, point: &str) -> Result<(Repository, Option<Staged>)> {
-        let (repo, tape) = self.open_tape_aware()?;
-        let Some((config, tier)) = tape else {
-            return Ok((repo, None));
-        };
-        let started = std::time::Instant::now();
-        let m = repo.read_manifest(&repo.find_point(point)?)?;
-        let staged = crate::engine::tiers::stage_from_tape(&config, &tier, &repo, &m)?;
-        eprintln!(
-            "{}",
-            staged.report.describe(started.elapsed().as_secs_f64())
-        );
-        Ok((repo, Some(staged)))
+        let (repo, staged) = self.spec()?.open_for_point(|| self.policy.load(), point)?;
+        if let Some((s, seconds)) = &staged {
+            eprintln!("{}", s.report.describe(*seconds));
+        }
+        Ok((repo, staged.map(|s| s.0)))
     }
 }
 
@@ -318,8 +301,8 @@ pub fn run(command: Command) -> Result<u8> {
                         e => anyhow!("--sample {e}"),
                     })?;
             let (r, secs) = match &tape {
-                Some((config, tier)) => {
-                    repository::verify_tape(config, tier, &repo, a.point.as_deref(), sample)?
+                Some(t) => {
+                    repository::verify_tape(&t.config, &t.tier, &repo, a.point.as_deref(), sample)?
                 }
                 None => repository::verify(&repo, a.point.as_deref(), sample)?,
             };
@@ -334,12 +317,9 @@ pub fn run(command: Command) -> Result<u8> {
             let r = crate::repo::ops::gc(&repo, super::duration("--grace", &a.grace)?, a.dry_run)?;
             print(text::gc_report(&r, a.dry_run))?;
             // A tape tier frees whole media once nothing on them is kept.
-            if let Some((config, tier)) = tape.filter(|_| !a.dry_run) {
-                let freed = crate::engine::tiers::tape_store(&config, &tier)?
-                    .map(|t| t.free_media())
-                    .transpose()?
-                    .unwrap_or_default();
-                print(text::media_freed(&freed))?;
+            if let Some(t) = tape.filter(|_| !a.dry_run) {
+                let freed = crate::engine::tiers::free_tape_media(&t.config, &t.tier)?;
+                print(text::media_freed(&freed.unwrap_or_default()))?;
             }
         }
         Command::Copy(a) => {

@@ -117,6 +117,46 @@ impl RepoSpec {
         }
     }
 
+    /// Opens the repository, and answers the policies and the tier's name
+    /// when it is a tape tier (whose points are staged before they are
+    /// read).
+    pub fn open_tape_aware(
+        &self,
+        load: impl FnOnce() -> Result<Config>,
+    ) -> Result<(Repository, Option<TapeTier>)> {
+        let config = self.policies(load)?;
+        let repo = self.open(config.as_ref())?;
+        let tape = match (config, self) {
+            (Some(config), RepoSpec::Tier(tier))
+                if config.tiers.get(tier).is_some_and(|t| t.is_tape()) =>
+            {
+                Some(TapeTier {
+                    config,
+                    tier: tier.clone(),
+                })
+            }
+            _ => None,
+        };
+        Ok((repo, tape))
+    }
+
+    /// Opens the repository to read `point` from: for a tape tier, with a
+    /// staging copy of the point read off tape (and the seconds that took).
+    pub fn open_for_point(
+        &self,
+        load: impl FnOnce() -> Result<Config>,
+        point: &str,
+    ) -> Result<(Repository, Option<(Staged, f64)>)> {
+        let (repo, tape) = self.open_tape_aware(load)?;
+        let Some(t) = tape else {
+            return Ok((repo, None));
+        };
+        let started = std::time::Instant::now();
+        let m = repo.read_manifest(&repo.find_point(point)?)?;
+        let staged = stage_from_tape(&t.config, &t.tier, &repo, &m)?;
+        Ok((repo, Some((staged, started.elapsed().as_secs_f64()))))
+    }
+
     /// Opens the repository. A tier of the policy keeps its chunk index in
     /// the state dir; a bare location in the user's cache dir.
     pub fn open(&self, config: Option<&Config>) -> Result<Repository> {
@@ -191,6 +231,15 @@ pub fn tape_store(config: &Config, tier: &str) -> Result<Option<crate::tape::tie
     let store = crate::tape::tier::TapeStore::new(spec)
         .with_context(|| format!("opening tape tier `{tier}`"))?;
     Ok(Some(store))
+}
+
+/// Frees the media of a tape tier none of whose objects a kept point
+/// needs (after prunes and gc); `None` for other tiers.
+pub fn free_tape_media(config: &Config, tier: &str) -> Result<Option<Vec<String>>> {
+    let Some(tape) = tape_store(config, tier)? else {
+        return Ok(None);
+    };
+    Ok(Some(tape.free_media()?))
 }
 
 /// The store behind a tier of the policy (a tape tier's catalog is in
@@ -546,6 +595,12 @@ pub enum Readable {
 }
 
 pub use crate::tape::tier::Staged;
+
+/// A tape tier of the policies, named.
+pub struct TapeTier {
+    pub config: Config,
+    pub tier: String,
+}
 
 impl Readable {
     /// The repository to read from: the staging copy, or the tier's.

@@ -163,11 +163,9 @@ impl Runner<'_> {
                 let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
                 let packs = r.packs_deleted + r.packs_repacked + r.packs_locked;
                 // A tape tier frees whole media once nothing on them is kept.
-                let media = match crate::engine::tiers::tape_store(config, tier)? {
-                    Some(tape) => match tape.free_media()? {
-                        freed if freed.is_empty() => "; no medium freed".to_string(),
-                        freed => format!("; media freed for reuse: {}", freed.join(", ")),
-                    },
+                let media = match crate::engine::tiers::free_tape_media(config, tier)? {
+                    Some(freed) if freed.is_empty() => "; no medium freed".to_string(),
+                    Some(freed) => format!("; media freed for reuse: {}", freed.join(", ")),
                     None => String::new(),
                 };
                 Ok(format!(
