@@ -193,6 +193,21 @@ fn copies_send_only_what_the_media_set_lacks_and_restore_after_staging() {
     );
     // The staging directory is gone once the staged copy is dropped.
     assert_eq!(std::fs::read_dir(&tape.staging).unwrap().count(), 0);
+    // One left by a process killed while it staged goes at the next
+    // staging; one of a process still running stays.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let orphan = tape.staging.join(format!("pid{dead}.tape-x-1"));
+    let alive = tape
+        .staging
+        .join(format!("pid{}.tape-y-1", std::process::id()));
+    for d in [&orphan, &alive] {
+        std::fs::create_dir_all(d.join("chunks")).unwrap();
+        std::fs::write(d.join("chunks/blob"), b"left behind").unwrap();
+    }
+    tape.restore(&dst, &a, None, &t.path().join("a2.raw"));
+    assert!(!orphan.exists() && alive.exists());
     // A verify of the tier itself reads no tape and marks nothing damaged.
     let e = ops::verify(&dst, None, None, 2).unwrap_err();
     assert!(e.to_string().contains("on tape and were not read"), "{e}");

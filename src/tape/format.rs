@@ -209,7 +209,10 @@ impl FileReader {
         }
         let at = 7 + key_len;
         let data_len = u64::from_be_bytes(self.pending[at..at + 8].try_into().unwrap());
-        if data_len > (1 << 34) {
+        // The largest object coffer writes is a disk's index (32 bytes a
+        // chunk): 1 GiB covers a 8 TiB disk at 256 KiB chunks. A crafted
+        // length beyond it is refused before anything is buffered.
+        if data_len > (1 << 30) {
             return Err(bad(format!("record of {data_len} bytes")));
         }
         let total = at + 8 + data_len as usize + 4;

@@ -1291,6 +1291,35 @@ pub fn default_catalog(state_dir: &Path, tier: &str) -> PathBuf {
     state_dir.join("tape").join(tier)
 }
 
+/// Staging directories are named `pid<PID>.<tier>-<point>-<random>`: the
+/// process that stages owns its directory until it drops it.
+const STAGING_PID: &str = "pid";
+
+/// Removes the staging directories of processes that are gone (killed
+/// while they restored or drilled from tape): nothing is left to grow in
+/// the state directory. A directory whose owner still runs is left alone.
+fn remove_orphaned_staging(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(STAGING_PID)
+            .and_then(|r| r.split('.').next())
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A point of a tape tier read into a local repository; the staging
 /// directory is removed when this is dropped.
 pub struct Staged {
@@ -1312,8 +1341,15 @@ pub fn stage_point(
 ) -> Result<Staged, crate::repo::RepoError> {
     let io = |what: &str, e: io::Error| StoreError::from_io("create", what, e);
     std::fs::create_dir_all(parent).map_err(|e| io(&parent.display().to_string(), e))?;
+    remove_orphaned_staging(parent);
     let dir = tempfile::Builder::new()
-        .prefix(&format!("{}-{}-", tape.spec.tier, m.point_id))
+        .prefix(&format!(
+            "{}{}.{}-{}-",
+            STAGING_PID,
+            std::process::id(),
+            tape.spec.tier,
+            m.point_id
+        ))
         .tempdir_in(parent)
         .map_err(|e| io(&parent.display().to_string(), e))?;
     let staging = LocalStore::new(dir.path())?;
