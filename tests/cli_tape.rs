@@ -2,9 +2,11 @@
 //! policy keeping points 14 days on local disk, a year in S3 GLACIER (a
 //! real S3 server, moto) and a year on a tape pool whose media leave the
 //! library (an emulated library: the drive spaces over filemarks only);
-//! `apply` backs up and copies to both, the media show what they hold, a
-//! restore and a drill read the point back from tape, and compliance counts
-//! tape as its own medium and as the offline copy of 3-2-1-1-0.
+//! `apply` backs up and copies to both, a drill on the GLACIER copy thaws
+//! and waits across runs before it restores, the media show what they
+//! hold, a restore and a drill read the point back from tape, a lost tape
+//! catalog is rebuilt from the tapes, and compliance counts tape as its own
+//! medium and as the offline copy of 3-2-1-1-0.
 
 mod common;
 
@@ -13,8 +15,7 @@ use std::path::Path;
 use common::s3::coffer_with_keys as run;
 use common::{ok, s3, stderr, stdout};
 
-fn write_policy(dir: &Path, bucket: &str) {
-    let endpoint = s3::moto().endpoint();
+fn write_policy(dir: &Path, bucket: &str, endpoint: &str) {
     std::fs::write(
         dir.join("coffer.toml"),
         format!(
@@ -69,6 +70,12 @@ kind = "restore"
 every = "30d"
 tier = "vault"
 
+[[policies.all.drills]]
+name = "cold"
+kind = "restore"
+every = "30d"
+tier = "archive"
+
 [compliance]
 copies = 4
 media = 3
@@ -84,7 +91,10 @@ immutable = 1
 fn apply_copies_to_glacier_and_tape_and_the_point_restores_from_tape() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    write_policy(dir, &s3::bucket(false));
+    // The archive tier through a proxy that can keep saying a thaw is
+    // under way, as S3 does for hours.
+    let proxy = s3::FaultyProxy::start();
+    write_policy(dir, &s3::bucket(false), &proxy.endpoint());
     let made = common::command_in(dir)
         .args([
             "tape",
@@ -117,6 +127,33 @@ fn apply_copies_to_glacier_and_tape_and_the_point_restores_from_tape() {
         first.contains("drill from-tape") && first.contains("staged from tape in"),
         "{first}"
     );
+
+    // The drill on the GLACIER copy asked for a thaw and waits, run after
+    // run while S3 says it is under way; then it restores.
+    assert!(
+        first.contains("waiting for a thaw, drill not run yet"),
+        "{first}"
+    );
+    let under_way = |on| {
+        proxy
+            .faults
+            .thaw_under_way
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
+    under_way(true);
+    let second = ok(&run(dir, &["apply", "--no-mail"]));
+    assert!(
+        second.contains("waiting for a thaw, drill not run yet")
+            && !second.contains("copy lab-vm-01"),
+        "{second}"
+    );
+    under_way(false);
+    let third = ok(&run(dir, &["apply", "--no-mail"]));
+    assert!(
+        third.contains("drill cold") && third.contains("RTO"),
+        "{third}"
+    );
+    assert!(!third.contains("waiting for a thaw"), "{third}");
 
     // The media: one labelled cartridge, its file 1 holding the point.
     let media = ok(&run(dir, &["tape", "media", "--tier", "vault"]));
