@@ -19,17 +19,9 @@ use coffer::repo::store::Store;
 use coffer::repo::{PackConfig, Repository};
 use common::s3::{self, FaultyProxy};
 
-const MIB: u64 = 1 << 20;
+use common::noise;
 
-fn noise(buf: &mut [u8], seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for c in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-}
+const MIB: u64 = 1 << 20;
 
 struct Row {
     name: String,

@@ -21,17 +21,9 @@ use coffer::repo::{Repository, ops};
 use coffer::tape::emulated::FileChanger;
 use coffer::tape::tier::{Hardware, TapeSpec, TapeStore, stage_point};
 
-const MIB: u64 = 1 << 20;
+use common::noise;
 
-fn noise(buf: &mut [u8], seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for c in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-}
+const MIB: u64 = 1 << 20;
 
 fn dir_bytes(p: &std::path::Path) -> u64 {
     walkdir::WalkDir::new(p)
@@ -146,9 +138,8 @@ fn tape_against_disk() {
     };
     let (disk_restore_s, from_disk) = restore(&disk, "disk.raw");
     settle();
-    let staged_at = Instant::now();
     let staged = stage_point(&tape_store(), &tape, &incr, &t.path().join("staging"), None).unwrap();
-    let stage_s = staged_at.elapsed().as_secs_f64();
+    let stage_s = staged.report.seconds;
     let (tape_restore_s, from_tape) = restore(&staged.repo, "tape.raw");
     // The same restore again from the staging copy, now read once.
     let (again_s, _) = restore(&staged.repo, "again.raw");

@@ -24,15 +24,7 @@ use common::s3::{self, FaultyProxy};
 const MIB: u64 = 1 << 20;
 
 fn noise_image(path: &Path, mib: u64, seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut buf = vec![0u8; (mib * MIB) as usize];
-    for c in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-    std::fs::write(path, buf).unwrap();
+    common::noise_file(path, mib * MIB, seed);
 }
 
 fn backup(repo: &Repository, image: &Path, vm: &str) -> Result<Manifest, RepoError> {

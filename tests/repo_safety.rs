@@ -23,15 +23,7 @@ use coffer::run::restore::{VmxChanges, restore_local};
 const MIB: usize = 1 << 20;
 
 fn noise(path: &Path, mib: usize, seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut buf = vec![0u8; mib * MIB];
-    for c in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-    std::fs::write(path, buf).unwrap();
+    common::noise_file(path, (mib * MIB) as u64, seed);
 }
 
 fn text(o: &Output) -> String {

@@ -106,19 +106,6 @@ impl Tape {
     }
 }
 
-fn image(path: &Path, bytes: u64, seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<u8> = (0..bytes)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(path, data).unwrap();
-}
-
 fn local(t: &Path) -> Repository {
     Repository::init_with(
         Arc::new(LocalStore::new(t.join("local")).unwrap()),
@@ -151,7 +138,7 @@ fn copies_send_only_what_the_media_set_lacks_and_restore_after_staging() {
     let tape = Tape::new(t.path(), 2, 256 * MIB);
     let src = local(t.path());
     let img = t.path().join("disk.img");
-    image(&img, 6 * MIB, 1);
+    common::noise_file(&img, 6 * MIB, 1);
     let a = backup(&src, &img, None, None);
     let first_bytes = std::fs::read(&img).unwrap();
     // Two changed areas: the incremental's new chunks.
@@ -219,7 +206,7 @@ fn an_encrypted_tape_tier_re_encodes_and_needs_its_key_to_stage() {
     let tape = Tape::new(t.path(), 1, 256 * MIB);
     let src = local(t.path());
     let img = t.path().join("disk.img");
-    image(&img, 3 * MIB, 2);
+    common::noise_file(&img, 3 * MIB, 2);
     let a = backup(&src, &img, None, None);
     let dst = tape.repo(Some("tape passphrase"));
     let (m, _) = ops::copy_point(&src, &dst, &src.find_point(&a.point_id).unwrap(), 2).unwrap();
@@ -249,13 +236,13 @@ fn a_session_cut_off_anywhere_counts_nothing_and_the_next_one_restores() {
     let tape = Tape::new(t.path(), 1, 256 * MIB);
     let src = local(t.path());
     let img = t.path().join("disk.img");
-    image(&img, 3 * MIB, 3);
+    common::noise_file(&img, 3 * MIB, 3);
     let a = backup(&src, &img, None, None);
     let dst = tape.repo(None);
     copy(&src, &dst, &a).unwrap();
     let good = std::fs::metadata(tape.cartridge("CF0001L9")).unwrap().len();
     let a_bytes = std::fs::read(&img).unwrap();
-    image(&img, 3 * MIB, 4);
+    common::noise_file(&img, 3 * MIB, 4);
     let b = backup(&src, &img, None, None);
     for cut in [1u64, 5, 4096, 300_000, 700_000] {
         // A copy killed mid-session: a session head and some chunk
@@ -315,8 +302,8 @@ fn a_full_medium_fails_the_copy_cleanly_and_retention_frees_whole_media() {
     let src = local(t.path());
     let small = t.path().join("small.img");
     let big = t.path().join("big.img");
-    image(&small, 2 * MIB, 5);
-    image(&big, 5 * MIB, 6);
+    common::noise_file(&small, 2 * MIB, 5);
+    common::noise_file(&big, 5 * MIB, 6);
     let a = backup(&src, &small, None, None);
     let b = backup(&src, &big, None, None);
     let dst = tape.repo(None);
@@ -354,7 +341,7 @@ fn a_full_medium_fails_the_copy_cleanly_and_retention_frees_whole_media() {
     );
     // A point that does not fit CF0002 goes to the freed medium, which is
     // relabelled and rewritten from its beginning.
-    image(&big, 5 * MIB, 7);
+    common::noise_file(&big, 5 * MIB, 7);
     let c2 = backup(&src, &big, None, None);
     let e = copy(&src, &dst, &c2).unwrap_err();
     assert!(e.to_string().contains("CF0002L9 is full"), "{e}");
@@ -383,7 +370,7 @@ fn a_medium_a_kept_point_still_needs_is_never_freed_and_offsite_media_are_named(
     let tape = Tape::new(t.path(), 2, 256 * MIB);
     let src = local(t.path());
     let img = t.path().join("disk.img");
-    image(&img, 4 * MIB, 8);
+    common::noise_file(&img, 4 * MIB, 8);
     let a = backup(&src, &img, None, None);
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     use std::os::unix::fs::FileExt;
@@ -431,7 +418,7 @@ fn a_cartridge_coffer_did_not_label_is_never_written() {
     std::fs::write(&cart, &foreign).unwrap();
     let src = local(t.path());
     let img = t.path().join("disk.img");
-    image(&img, MIB, 9);
+    common::noise_file(&img, MIB, 9);
     let a = backup(&src, &img, None, None);
     let dst = tape.repo(None);
     let e = copy(&src, &dst, &a).unwrap_err();
@@ -447,8 +434,8 @@ fn two_copies_at_once_take_turns_at_the_drive() {
     let tape = Tape::new(t.path(), 2, 256 * MIB);
     let src = local(t.path());
     let (one, two) = (t.path().join("one.img"), t.path().join("two.img"));
-    image(&one, 3 * MIB, 10);
-    image(&two, 3 * MIB, 11);
+    common::noise_file(&one, 3 * MIB, 10);
+    common::noise_file(&two, 3 * MIB, 11);
     let a = backup(&src, &one, None, None);
     let b = backup(&src, &two, None, None);
     tape.repo(None);
@@ -478,7 +465,7 @@ fn a_lost_catalog_is_rebuilt_from_the_tapes_alone() {
     let tape = Tape::new(t.path(), 2, 256 * MIB);
     let src = local(t.path());
     let img = t.path().join("disk.img");
-    image(&img, 4 * MIB, 12);
+    common::noise_file(&img, 4 * MIB, 12);
     let a = backup(&src, &img, None, None);
     let a_bytes = std::fs::read(&img).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
@@ -543,7 +530,7 @@ fn a_lost_catalog_is_rebuilt_from_the_tapes_alone() {
         std::fs::read(&img).unwrap()
     );
     // A copy after the scan appends after the cut-off file.
-    image(&img, MIB, 13);
+    common::noise_file(&img, MIB, 13);
     let c = backup(&src, &img, None, None);
     copy(&src, &dst, &c).unwrap();
     assert_eq!(tape.media()[0].2, vec![1, 2, 4]);

@@ -80,10 +80,10 @@ impl Target {
     /// for a tape tier, said on stderr), and the tier's.
     fn open_for_point(&self, point: &str) -> Result<(Repository, Option<Staged>)> {
         let (repo, staged) = self.spec()?.open_for_point(|| self.policy.load(), point)?;
-        if let Some((s, seconds)) = &staged {
-            eprintln!("{}", s.report.describe(*seconds));
+        if let Some(s) = &staged {
+            eprintln!("{}", s.report.describe());
         }
-        Ok((repo, staged.map(|s| s.0)))
+        Ok((repo, staged))
     }
 }
 

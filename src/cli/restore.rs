@@ -154,7 +154,6 @@ pub fn run(args: Args) -> Result<u8> {
         network: None,
     };
     let terminal = Terminal::human();
-    let staging_started = std::time::Instant::now();
     let read = crate::engine::tiers::readable(
         &config,
         &tier,
@@ -168,8 +167,7 @@ pub fn run(args: Args) -> Result<u8> {
         return Ok(super::repo::EXIT_THAWING);
     }
     if let crate::engine::tiers::Readable::Staged(s) = &read {
-        let seconds = staging_started.elapsed().as_secs_f64();
-        print(format!("{}\n", s.report.describe(seconds)))?;
+        print(format!("{}\n", s.report.describe()))?;
     }
     let repo = read.repo(&tier_repo);
     print(text::reading_point("restoring", &m, &tier))?;

@@ -2,8 +2,8 @@
 //! the newest at a time, or the newest, of a VM by name, on one tier or on
 //! the first tier that holds it, local tiers first; VMs of one name on two
 //! sources are two VMs), and restoring it onto a source of the policy as a
-//! new VM. A point on a tier in an archive class is thawed first
-//! (`tiers::thaw_first`).
+//! new VM. A point on a tier in an archive class is thawed first, one on
+//! a tape tier staged first (`tiers::readable`).
 
 use std::path::Path;
 

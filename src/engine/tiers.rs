@@ -141,20 +141,19 @@ impl RepoSpec {
     }
 
     /// Opens the repository to read `point` from: for a tape tier, with a
-    /// staging copy of the point read off tape (and the seconds that took).
+    /// staging copy of the point read off tape.
     pub fn open_for_point(
         &self,
         load: impl FnOnce() -> Result<Config>,
         point: &str,
-    ) -> Result<(Repository, Option<(Staged, f64)>)> {
+    ) -> Result<(Repository, Option<Staged>)> {
         let (repo, tape) = self.open_tape_aware(load)?;
         let Some(t) = tape else {
             return Ok((repo, None));
         };
-        let started = std::time::Instant::now();
         let m = repo.read_manifest(&repo.find_point(point)?)?;
         let staged = stage_from_tape(&t.config, &t.tier, &repo, &m)?;
-        Ok((repo, Some((staged, started.elapsed().as_secs_f64()))))
+        Ok((repo, Some(staged)))
     }
 
     /// Opens the repository. A tier of the policy keeps its chunk index in
@@ -560,7 +559,7 @@ pub fn check_secrets(config: &Config) -> Result<()> {
 /// needs, at the tier's `thaw_speed`. `Some(why)` while the thaw is under
 /// way: the caller waits (a run plans the action again later, a restore is
 /// run again); `None` once everything reads, or when the tier needs none.
-pub fn thaw_first(
+fn thaw_first(
     config: &Config,
     tier: &str,
     repo: &Repository,

@@ -884,6 +884,9 @@ pub struct ScanReport {
 /// What staging read.
 #[derive(Debug, Default, Clone)]
 pub struct StageReport {
+    /// How long staging took, from the first tape read to the staging
+    /// repository opened.
+    pub seconds: f64,
     pub media: Vec<String>,
     pub files: usize,
     pub objects: usize,
@@ -892,9 +895,10 @@ pub struct StageReport {
 
 impl StageReport {
     /// What staging read, and how long it took, for logs and reports.
-    pub fn describe(&self, seconds: f64) -> String {
+    pub fn describe(&self) -> String {
         format!(
-            "staged from tape in {seconds:.1}s: {} objects from {} tape files on {} ({} read)",
+            "staged from tape in {:.1}s: {} objects from {} tape files on {} ({} read)",
+            self.seconds,
             self.objects,
             self.files,
             if self.media.is_empty() {
@@ -1339,6 +1343,7 @@ pub fn stage_point(
     parent: &Path,
     secret: Option<&[u8]>,
 ) -> Result<Staged, crate::repo::RepoError> {
+    let started = std::time::Instant::now();
     let io = |what: &str, e: io::Error| StoreError::from_io("create", what, e);
     std::fs::create_dir_all(parent).map_err(|e| io(&parent.display().to_string(), e))?;
     remove_orphaned_staging(parent);
@@ -1369,9 +1374,10 @@ pub fn stage_point(
     for key in &keys {
         staging.put(key, &tape.get(key)?)?;
     }
-    let report = tape.stage_objects(&chunks, &staging)?;
+    let mut report = tape.stage_objects(&chunks, &staging)?;
     staging.flush()?;
     let staged = crate::repo::Repository::open(std::sync::Arc::new(staging), secret)?;
+    report.seconds = started.elapsed().as_secs_f64();
     Ok(Staged {
         repo: staged,
         report,

@@ -163,6 +163,25 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Fills `buf` with incompressible bytes, the same for the same seed
+/// (xorshift64).
+pub fn noise(buf: &mut [u8], seed: u64) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for c in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+}
+
+/// A file of `bytes` incompressible bytes (`noise`).
+pub fn noise_file(path: &Path, bytes: u64, seed: u64) {
+    let mut buf = vec![0u8; bytes as usize];
+    noise(&mut buf, seed);
+    std::fs::write(path, buf).unwrap();
+}
+
 /// Stdout of a command that must have succeeded (else its exit code and
 /// both streams are the failure).
 pub fn ok(o: &Output) -> String {

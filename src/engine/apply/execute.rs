@@ -204,7 +204,6 @@ impl Runner<'_> {
                 let tier_repo = open_tier(config, tier)?;
                 let p = tier_repo.find_point(point)?;
                 let started = Utc::now();
-                let staging_started = std::time::Instant::now();
                 let read = readable(
                     config,
                     tier,
@@ -217,7 +216,6 @@ impl Runner<'_> {
                     return Ok(why);
                 }
                 let repo = read.repo(&tier_repo);
-                let staging_seconds = staging_started.elapsed().as_secs_f64();
                 let threads = crate::engine::threads();
                 let scratch = config.settings.state_dir.join("drills");
                 std::fs::create_dir_all(&scratch)?;
@@ -278,8 +276,8 @@ impl Runner<'_> {
                 // From tape, the recovery time counts the staging: a real
                 // recovery waits for it too.
                 if let Readable::Staged(s) = &read {
-                    o.detail = format!("{}; {}", s.report.describe(staging_seconds), o.detail);
-                    o.restore_seconds = o.restore_seconds.map(|r| r + staging_seconds);
+                    o.detail = format!("{}; {}", s.report.describe(), o.detail);
+                    o.restore_seconds = o.restore_seconds.map(|r| r + s.report.seconds);
                 }
                 // Data and guest checks are recorded as separate facts: only
                 // the data fact can mark the copy damaged.
