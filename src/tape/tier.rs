@@ -24,35 +24,25 @@
 //! none of whose objects is needed is freed whole (state `scratch`) and is
 //! rewritten from its beginning when a session next takes it. Reads of
 //! chunks fail: a restore, drill or copy from tape stages the point first
-//! (`stage_point`), reading the tape files it needs front to back.
+//! (`staging.rs`), reading the tape files it needs front to back; a lost
+//! catalog is rebuilt from the tapes (`scan.rs`). The drive and changer
+//! this uses are opened and locked in `hardware.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::changer::{Changer, ScsiChanger};
-use super::device::{StDrive, TapeDrive};
-use super::emulated::{FileChanger, FileDrive};
-use super::format::{FileReader, FileWriter, Kind, Label, SessionEnd, SessionHead};
+use super::format::{FileWriter, Kind, Label, SessionEnd, SessionHead};
+use super::hardware::{Mounted, open_changer, open_hardware, read_label, tape_err};
 use crate::repo::local::LocalStore;
-use crate::repo::store::{ObjectMeta, Store, StoreError, Thaw, ThawSpeed, check_key};
 
-/// The drive (and changer) a tape tier uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hardware {
-    /// A drive through the Linux `st` driver, with an optional SCSI media
-    /// changer (`changer_drive`: which of its drives `device` is).
-    St {
-        device: PathBuf,
-        changer: Option<PathBuf>,
-        changer_drive: usize,
-    },
-    /// A library emulated in a directory (`emulated.rs`).
-    Emulated { library: PathBuf },
-}
+pub use super::hardware::Hardware;
+pub use super::scan::ScanReport;
+pub use super::staging::{StageReport, Staged, stage_point};
+use crate::repo::store::{ObjectMeta, Store, StoreError, Thaw, ThawSpeed, check_key};
 
 /// A tape tier's settings.
 #[derive(Debug, Clone)]
@@ -63,74 +53,6 @@ pub struct TapeSpec {
     pub hardware: Hardware,
     /// The tier's catalog directory (media catalog, manifests, indexes).
     pub catalog: PathBuf,
-}
-
-struct Mounted {
-    drive: Box<dyn TapeDrive>,
-    changer: Option<Box<dyn Changer>>,
-    /// Held while the drive is in use: one session or staging at a time
-    /// per drive, across processes and across tiers sharing the drive.
-    _lock: std::fs::File,
-}
-
-/// Where the drive's lock lives: in the emulated library, or beside the
-/// device's name in the system's temporary directory.
-fn lock_path(h: &Hardware) -> PathBuf {
-    match h {
-        Hardware::Emulated { library } => library.join("drive.lock"),
-        Hardware::St { device, .. } => std::env::temp_dir().join(format!(
-            "coffer-tape-{}.lock",
-            device
-                .to_string_lossy()
-                .trim_start_matches('/')
-                .replace('/', "-")
-        )),
-    }
-}
-
-/// Takes the drive's lock, waiting while another session or staging holds
-/// it (flock(2): released when the holder exits, however it exits).
-fn lock_drive(h: &Hardware) -> io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = lock_path(h);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file)
-}
-
-fn open_changer(h: &Hardware) -> io::Result<Option<Box<dyn Changer>>> {
-    Ok(match h {
-        Hardware::Emulated { library } => Some(Box::new(FileChanger::new(library))),
-        Hardware::St {
-            changer: Some(c),
-            changer_drive,
-            ..
-        } => Some(Box::new(ScsiChanger::open(c, *changer_drive)?)),
-        Hardware::St { changer: None, .. } => None,
-    })
-}
-
-fn open_hardware(h: &Hardware) -> io::Result<Mounted> {
-    let _lock = lock_drive(h)?;
-    Ok(match h {
-        Hardware::Emulated { library } => Mounted {
-            drive: Box::new(FileDrive::new(library)),
-            changer: open_changer(h)?,
-            _lock,
-        },
-        Hardware::St { device, .. } => Mounted {
-            drive: Box::new(StDrive::open(device)?),
-            changer: open_changer(h)?,
-            _lock,
-        },
-    })
 }
 
 struct Session {
@@ -144,9 +66,9 @@ struct Session {
 }
 
 pub struct TapeStore {
-    spec: TapeSpec,
-    meta: LocalStore,
-    db: Mutex<Connection>,
+    pub(super) spec: TapeSpec,
+    pub(super) meta: LocalStore,
+    pub(super) db: Mutex<Connection>,
     session: Mutex<Option<Session>>,
     /// Why a session of this store failed: later writes of the same copy
     /// (its other threads) fail too, instead of starting another session
@@ -191,26 +113,19 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_by_medium ON objects (label, needed);
 ";
 
-fn db_err(e: rusqlite::Error) -> StoreError {
+pub(super) fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(format!("tape media catalog: {e}"))
-}
-
-fn tape_err(what: &str, e: io::Error) -> StoreError {
-    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
-        return StoreError::Backend(format!("{what}: end of the medium"));
-    }
-    StoreError::Backend(format!("{what}: {e}"))
 }
 
 /// Data objects go to tape only; everything under `points/` goes to tape
 /// and stays in the catalog directory; the rest stays in the catalog.
-fn on_tape_only(key: &str) -> bool {
+pub(super) fn on_tape_only(key: &str) -> bool {
     key.starts_with(crate::repo::chunk::CHUNKS_PREFIX)
 }
-fn on_tape_too(key: &str) -> bool {
+pub(super) fn on_tape_too(key: &str) -> bool {
     key.starts_with("points/")
 }
-fn is_manifest(key: &str) -> bool {
+pub(super) fn is_manifest(key: &str) -> bool {
     on_tape_too(key) && key.ends_with("/manifest.json")
 }
 
@@ -386,7 +301,7 @@ impl TapeStore {
 
     /// Puts the medium with this label into the drive (a changer moves
     /// it; a drive without one must already hold it).
-    fn load(&self, hw: &mut Mounted, label: &str) -> Result<(), StoreError> {
+    pub(super) fn load(&self, hw: &mut Mounted, label: &str) -> Result<(), StoreError> {
         let Some(ch) = hw.changer.as_mut() else {
             let held = read_label(hw.drive.as_mut())?;
             return match held {
@@ -741,7 +656,7 @@ impl TapeStore {
     /// Records a tape file in the media catalog, in one transaction: the
     /// file, where each of its objects is (needed by a kept point), and
     /// the medium's bytes, last write and fullness.
-    fn record_file(&self, f: &FileRecord<'_>) -> Result<(), StoreError> {
+    pub(super) fn record_file(&self, f: &FileRecord<'_>) -> Result<(), StoreError> {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction().map_err(db_err)?;
         tx.execute(
@@ -780,170 +695,20 @@ impl TapeStore {
         .map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
-
-    /// Reads the tape files that hold `keys` front to back and puts each
-    /// object into `into`, proving each record's CRC. Fails naming what
-    /// the catalog places on tape but the tape did not give back.
-    pub fn stage_objects(
-        &self,
-        keys: &BTreeSet<String>,
-        into: &dyn Store,
-    ) -> Result<StageReport, StoreError> {
-        // Where each is, grouped by medium and file.
-        let mut wanted: BTreeMap<String, BTreeMap<u32, BTreeSet<String>>> = BTreeMap::new();
-        {
-            let db = self.db.lock().unwrap();
-            let mut q = db
-                .prepare("SELECT label, file FROM objects WHERE key = ?1")
-                .map_err(db_err)?;
-            for key in keys {
-                let at: Option<(String, u32)> = q
-                    .query_row([key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))
-                    .optional()
-                    .map_err(db_err)?;
-                let Some((label, file)) = at else {
-                    return Err(StoreError::NotFound(key.clone()));
-                };
-                wanted
-                    .entry(label)
-                    .or_default()
-                    .entry(file)
-                    .or_default()
-                    .insert(key.clone());
-            }
-        }
-        let mut report = StageReport::default();
-        if wanted.is_empty() {
-            return Ok(report);
-        }
-        let mut hw = open_hardware(&self.spec.hardware)
-            .map_err(|e| tape_err("opening the tape drive", e))?;
-        for (label, files) in &wanted {
-            self.load(&mut hw, label)?;
-            report.media.push(label.clone());
-            let drive = hw.drive.as_mut();
-            for (file, keys) in files {
-                drive
-                    .rewind()
-                    .and_then(|_| drive.space_forward_files(*file))
-                    .map_err(|e| tape_err(&format!("spacing to file {file} of {label}"), e))?;
-                let mut reader = FileReader::default();
-                let mut left = keys.clone();
-                loop {
-                    let rec = reader.next(drive).map_err(|e| {
-                        tape_err(&format!("reading file {file} of medium {label}"), e)
-                    })?;
-                    let Some(rec) = rec else { break };
-                    report.bytes_read += rec.data.len() as u64;
-                    if rec.kind == Kind::Object && left.remove(&rec.key) {
-                        check_key(&rec.key)?;
-                        into.put(&rec.key, &rec.data)?;
-                        report.objects += 1;
-                    }
-                }
-                if let Some(k) = left.first() {
-                    return Err(StoreError::Backend(format!(
-                        "file {file} of medium {label} does not hold `{k}` (and {} more) that the media catalog places there",
-                        left.len() - 1
-                    )));
-                }
-                report.files += 1;
-            }
-        }
-        Ok(report)
-    }
 }
 
 /// A tape file as the media catalog records it.
-struct FileRecord<'a> {
-    label: &'a str,
-    file: u32,
-    session: &'a str,
-    written_at: &'a str,
-    bytes: u64,
+pub(super) struct FileRecord<'a> {
+    pub label: &'a str,
+    pub file: u32,
+    pub session: &'a str,
+    pub written_at: &'a str,
+    pub bytes: u64,
     /// Key and size of each object in it.
-    objects: Vec<(&'a str, u64)>,
-    manifests: Vec<&'a str>,
+    pub objects: Vec<(&'a str, u64)>,
+    pub manifests: Vec<&'a str>,
     /// The drive reported the early warning of the end of the medium.
-    full: bool,
-}
-
-/// What a scan of the tapes found.
-#[derive(Debug, Default, Clone)]
-pub struct ScanReport {
-    /// Media of the pool read.
-    pub media: Vec<String>,
-    /// Complete session files recorded.
-    pub files: usize,
-    /// Points (manifests) found in them.
-    pub points: usize,
-    /// What was not recorded, and why.
-    pub skipped: Vec<String>,
-}
-
-/// What staging read.
-#[derive(Debug, Default, Clone)]
-pub struct StageReport {
-    /// How long staging took, from the first tape read to the staging
-    /// repository opened.
-    pub seconds: f64,
-    pub media: Vec<String>,
-    pub files: usize,
-    pub objects: usize,
-    pub bytes_read: u64,
-}
-
-impl StageReport {
-    /// What staging read, and how long it took, for logs and reports.
-    pub fn describe(&self) -> String {
-        format!(
-            "staged from tape in {:.1}s: {} objects from {} tape files on {} ({} read)",
-            self.seconds,
-            self.objects,
-            self.files,
-            if self.media.is_empty() {
-                "no medium".to_string()
-            } else {
-                format!("medium {}", self.media.join(", "))
-            },
-            crate::policy::units::format_size(self.bytes_read)
-        )
-    }
-}
-
-/// The label of the cartridge in the drive: `None` when it is blank (the
-/// drive finds no data at its beginning). A cartridge whose first record
-/// is not a coffer label is an error: coffer never writes over it.
-fn read_label(drive: &mut dyn TapeDrive) -> Result<Option<Label>, StoreError> {
-    drive.rewind().map_err(|e| tape_err("rewinding", e))?;
-    if drive
-        .status()
-        .map_err(|e| tape_err("reading the drive's status", e))?
-        .eod
-    {
-        return Ok(None);
-    }
-    let mut reader = FileReader::default();
-    let rec = match reader.next(drive) {
-        Ok(r) => r,
-        // A blank tape: the drive's blank check at its beginning.
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(None),
-        Err(e) => {
-            return Err(StoreError::Backend(format!(
-                "the cartridge in {} holds data coffer did not write ({e}); coffer never writes over it",
-                drive.describe()
-            )));
-        }
-    };
-    match rec {
-        Some(r) if r.kind == Kind::Label => serde_json::from_slice(&r.data)
-            .map(Some)
-            .map_err(|e| StoreError::Backend(format!("unreadable medium label: {e}"))),
-        _ => Err(StoreError::Backend(format!(
-            "the cartridge in {} does not start with a coffer label; coffer never writes over it",
-            drive.describe()
-        ))),
-    }
+    pub full: bool,
 }
 
 impl Drop for TapeStore {
@@ -1072,189 +837,6 @@ impl Store for TapeStore {
 }
 
 impl TapeStore {
-    /// Rebuilds the media catalog and the catalog directory from the tapes
-    /// themselves (after the catalog was lost): reads every cartridge of
-    /// the library (without a changer: the one in the drive) whose label
-    /// is of this pool, every file of it front to back, and records each
-    /// complete session (one with its end record) as a copy would have:
-    /// its objects, its indexes and manifest, the repository's config.
-    /// Files cut off or unreadable are named and skipped. Everything found
-    /// counts as kept; retention prunes again what it no longer keeps.
-    pub fn scan(&self) -> Result<ScanReport, StoreError> {
-        let mut hw = open_hardware(&self.spec.hardware)
-            .map_err(|e| tape_err("opening the tape drive", e))?;
-        let mut report = ScanReport::default();
-        let labels: Vec<Option<String>> = match hw.changer.as_mut() {
-            Some(ch) => {
-                let inv = ch
-                    .inventory()
-                    .map_err(|e| tape_err("reading the library's inventory", e))?;
-                inv.drive
-                    .iter()
-                    .map(|d| d.0.clone())
-                    .chain(inv.slots.iter().filter_map(|s| s.barcode.clone()))
-                    .filter(|b| !b.is_empty())
-                    .map(Some)
-                    .collect()
-            }
-            None => vec![None],
-        };
-        for barcode in labels {
-            if let Some(b) = &barcode {
-                self.load(&mut hw, b)?;
-            }
-            let drive = hw.drive.as_mut();
-            let label = match read_label(drive) {
-                Ok(Some(l)) if l.pool == self.spec.pool => l,
-                Ok(Some(l)) => {
-                    report
-                        .skipped
-                        .push(format!("{}: of pool {}", l.label, l.pool));
-                    continue;
-                }
-                Ok(None) => {
-                    report.skipped.push(format!(
-                        "{}: blank",
-                        barcode.as_deref().unwrap_or("the cartridge in the drive")
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    report.skipped.push(format!(
-                        "{}: {e}",
-                        barcode.as_deref().unwrap_or("the cartridge in the drive")
-                    ));
-                    continue;
-                }
-            };
-            self.scan_medium(drive, &label, &mut report)?;
-            report.media.push(label.label);
-        }
-        Ok(report)
-    }
-
-    fn scan_medium(
-        &self,
-        drive: &mut dyn TapeDrive,
-        label: &Label,
-        report: &mut ScanReport,
-    ) -> Result<(), StoreError> {
-        let name = &label.label;
-        {
-            let db = self.db.lock().unwrap();
-            db.execute(
-                "INSERT INTO media (label, pool, state, labelled_at) VALUES (?1, ?2, 'append', ?3)
-                 ON CONFLICT (label) DO UPDATE SET state = 'append', pool = ?2",
-                params![name, label.pool, label.labelled_at],
-            )
-            .map_err(db_err)?;
-        }
-        // Past the label, then file after file: each read ends past its
-        // filemark, at the start of the next (one pass over the tape).
-        drive
-            .rewind()
-            .and_then(|_| drive.space_forward_files(1))
-            .map_err(|e| tape_err(&format!("spacing past the label of {name}"), e))?;
-        for file in 1u32.. {
-            if drive
-                .status()
-                .map_err(|e| tape_err("reading the drive's status", e))?
-                .eod
-            {
-                break;
-            }
-            let mut reader = FileReader::default();
-            let mut objects: Vec<(String, u64, Vec<u8>)> = Vec::new();
-            let mut session: Option<SessionHead> = None;
-            let mut ended = false;
-            let mut bytes = 0u64;
-            let outcome = loop {
-                match reader.next(drive) {
-                    Ok(None) => break Ok(()),
-                    Ok(Some(r)) => {
-                        bytes += r.data.len() as u64;
-                        match r.kind {
-                            Kind::Session => session = serde_json::from_slice(&r.data).ok(),
-                            Kind::End => ended = true,
-                            Kind::Object => {
-                                // Chunk data is checked and dropped: only
-                                // where it is goes into the catalog.
-                                let size = r.data.len() as u64;
-                                let data = if on_tape_only(&r.key) {
-                                    Vec::new()
-                                } else {
-                                    r.data
-                                };
-                                objects.push((r.key, size, data));
-                            }
-                            Kind::Label => {}
-                        }
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
-            let where_ = format!("{name} file {file}");
-            match (outcome, &session, ended) {
-                (Err(e), _, _) => {
-                    report.skipped.push(format!("{where_}: {e}"));
-                    // On to the start of the next file.
-                    if drive.space_forward_files(1).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                (Ok(()), Some(head), true) => {
-                    self.record_scanned(name, file, head, &objects, bytes)?;
-                    report.files += 1;
-                    report.points += objects.iter().filter(|o| is_manifest(&o.0)).count();
-                }
-                _ => report
-                    .skipped
-                    .push(format!("{where_}: cut off (no end record), not counted")),
-            }
-        }
-        Ok(())
-    }
-
-    fn record_scanned(
-        &self,
-        label: &str,
-        file: u32,
-        head: &SessionHead,
-        objects: &[(String, u64, Vec<u8>)],
-        bytes: u64,
-    ) -> Result<(), StoreError> {
-        for (key, _, data) in objects {
-            check_key(key)?;
-            if key == "config" {
-                if matches!(self.meta.get("config"), Err(StoreError::NotFound(_))) {
-                    self.meta.put(key, data)?;
-                }
-            } else if on_tape_too(key) {
-                self.meta.put(key, data)?;
-            }
-        }
-        self.record_file(&FileRecord {
-            label,
-            file,
-            session: &head.session,
-            written_at: &head.written_at,
-            bytes,
-            objects: objects
-                .iter()
-                .filter(|o| o.0 != "config")
-                .map(|(k, n, _)| (k.as_str(), *n))
-                .collect(),
-            manifests: objects
-                .iter()
-                .map(|o| o.0.as_str())
-                .filter(|k| is_manifest(k))
-                .collect(),
-            full: false,
-        })?;
-        self.meta.flush()
-    }
-
     /// The medium and file an object was written to.
     pub fn where_is(&self, key: &str) -> Result<Option<(String, u32)>, StoreError> {
         self.db
@@ -1293,94 +875,4 @@ impl TapeStore {
 /// The catalog directory a tape tier uses by default.
 pub fn default_catalog(state_dir: &Path, tier: &str) -> PathBuf {
     state_dir.join("tape").join(tier)
-}
-
-/// Staging directories are named `pid<PID>.<tier>-<point>-<random>`: the
-/// process that stages owns its directory until it drops it.
-const STAGING_PID: &str = "pid";
-
-/// Removes the staging directories of processes that are gone (killed
-/// while they restored or drilled from tape): nothing is left to grow in
-/// the state directory. A directory whose owner still runs is left alone.
-fn remove_orphaned_staging(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(STAGING_PID)
-            .and_then(|r| r.split('.').next())
-            .and_then(|p| p.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: kill with signal 0 only asks whether the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// A point of a tape tier read into a local repository; the staging
-/// directory is removed when this is dropped.
-pub struct Staged {
-    pub repo: crate::repo::Repository,
-    pub report: StageReport,
-    _dir: tempfile::TempDir,
-}
-
-/// Reads point `m` of the tape tier `repo` (whose store is `tape`) into a
-/// new staging repository under `parent`: its config, manifest and indexes
-/// from the catalog directory, its chunks from the tape files that hold
-/// them, each file front to back. `secret` is the tier's encryption key.
-pub fn stage_point(
-    tape: &TapeStore,
-    repo: &crate::repo::Repository,
-    m: &crate::repo::manifest::Manifest,
-    parent: &Path,
-    secret: Option<&[u8]>,
-) -> Result<Staged, crate::repo::RepoError> {
-    let started = std::time::Instant::now();
-    let io = |what: &str, e: io::Error| StoreError::from_io("create", what, e);
-    std::fs::create_dir_all(parent).map_err(|e| io(&parent.display().to_string(), e))?;
-    remove_orphaned_staging(parent);
-    let dir = tempfile::Builder::new()
-        .prefix(&format!(
-            "{}{}.{}-{}-",
-            STAGING_PID,
-            std::process::id(),
-            tape.spec.tier,
-            m.point_id
-        ))
-        .tempdir_in(parent)
-        .map_err(|e| io(&parent.display().to_string(), e))?;
-    let staging = LocalStore::new(dir.path())?;
-    let mut keys = vec!["config".to_string(), m.key()?];
-    let mut chunks = BTreeSet::new();
-    for d in m.file_digests() {
-        chunks.insert(d.key());
-    }
-    for disk in &m.disks {
-        keys.push(m.index_key_of(disk)?);
-        for d in repo.read_index(m, disk)?.chunks {
-            if d != crate::repo::chunk::ZERO_DIGEST {
-                chunks.insert(d.key());
-            }
-        }
-    }
-    for key in &keys {
-        staging.put(key, &tape.get(key)?)?;
-    }
-    let mut report = tape.stage_objects(&chunks, &staging)?;
-    staging.flush()?;
-    let staged = crate::repo::Repository::open(std::sync::Arc::new(staging), secret)?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(Staged {
-        repo: staged,
-        report,
-        _dir: dir,
-    })
 }
