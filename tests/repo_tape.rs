@@ -32,9 +32,7 @@ impl Tape {
     /// A library of `cartridges` blank cartridges of `capacity` bytes.
     fn new(t: &Path, cartridges: usize, capacity: u64) -> Tape {
         let library = t.join("library");
-        let barcodes: Vec<String> = (1..=cartridges).map(|i| format!("CF{i:04}L9")).collect();
-        let refs: Vec<&str> = barcodes.iter().map(String::as_str).collect();
-        FileChanger::create(&library, 8, &refs, capacity).unwrap();
+        FileChanger::create_lto(&library, 8, cartridges as u32, capacity, "CF").unwrap();
         Tape {
             library,
             catalog: t.join("catalog"),

@@ -78,12 +78,14 @@ pub fn run(command: Command) -> Result<u8> {
             let capacity = crate::policy::units::parse_size(&a.capacity)
                 .map_err(|e| anyhow!("--capacity: {e}"))?
                 .0;
-            let barcodes: Vec<String> = (1..=a.cartridges)
-                .map(|i| format!("{}{i:04}L9", a.barcode_prefix))
-                .collect();
-            let refs: Vec<&str> = barcodes.iter().map(String::as_str).collect();
-            crate::tape::emulated::FileChanger::create(&a.dir, a.slots, &refs, capacity)
-                .map_err(|e| anyhow!("creating the library in {}: {e}", a.dir.display()))?;
+            let barcodes = crate::tape::emulated::FileChanger::create_lto(
+                &a.dir,
+                a.slots,
+                a.cartridges,
+                capacity,
+                &a.barcode_prefix,
+            )
+            .map_err(|e| anyhow!("creating the library in {}: {e}", a.dir.display()))?;
             print(format!(
                 "emulated tape library in {}: {} slots, {} blank cartridges ({}) of {}\nuse it in a tier: backend = \"tape\", library = \"{}\"\n",
                 a.dir.display(),

@@ -320,6 +320,25 @@ impl FileChanger {
     }
 }
 
+impl FileChanger {
+    /// `create` with `cartridges` LTO-9 barcodes: `prefix`, a number from
+    /// 0001, and "L9". Answers the barcodes.
+    pub fn create_lto(
+        library: &Path,
+        slots: u32,
+        cartridges: u32,
+        capacity: u64,
+        prefix: &str,
+    ) -> io::Result<Vec<String>> {
+        let barcodes: Vec<String> = (1..=cartridges)
+            .map(|i| format!("{prefix}{i:04}L9"))
+            .collect();
+        let refs: Vec<&str> = barcodes.iter().map(String::as_str).collect();
+        FileChanger::create(library, slots, &refs, capacity)?;
+        Ok(barcodes)
+    }
+}
+
 impl Changer for FileChanger {
     fn inventory(&mut self) -> io::Result<Inventory> {
         let mut slots = Vec::new();
