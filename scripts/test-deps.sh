@@ -9,7 +9,8 @@
 #   jsonschema (PyPI), which validates every --json output against its schema;
 #   promtool (Debian's prometheus), which checks the daemon's metrics;
 #   systemd-analyze (Debian's systemd), which verifies the example unit;
-#   Chromium (Debian's chromium), which renders the reports for screenshots.
+#   Chromium (Debian's chromium), which renders the reports for screenshots;
+#   PostgreSQL (Debian's postgresql), the server of the shared-catalog tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +67,11 @@ fi
 if ! [ -x /usr/bin/chromium ]; then
   echo "== installing Chromium (Debian's chromium) for the report screenshots"
   apt_install chromium
+fi
+
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL (Debian's postgresql) for the shared-catalog tests"
+  apt_install postgresql
 fi
 
 echo "== vcsim harness"

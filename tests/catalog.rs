@@ -3,6 +3,10 @@
 //! and refreshed from it, and the drift names exactly what changed behind
 //! its back. Also: the schema refuses a newer database, and a rebuild is
 //! idempotent.
+//!
+//! Every test of the catalog's contents runs twice, on the embedded SQLite
+//! file and on a real PostgreSQL server (`common::postgres`), through the
+//! same commands and the same assertions.
 
 mod common;
 
@@ -10,10 +14,36 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use coffer::catalog::{Catalog, CatalogError, CopyState, SCHEMA_VERSION, Verification};
+use coffer::policy::model::{CatalogLocation, SecretRef};
 use coffer::repo::Repository;
 use coffer::repo::local::LocalStore;
 use common::{stderr, stdout};
 use serde_json::Value;
+
+/// Where a test keeps its catalog.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Each test, once per backend: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both {
+    ($(fn $name:ident($b:ident: Backend) $body:block)*) => {$(
+        mod $name {
+            use super::*;
+            fn run($b: Backend) $body
+            #[test]
+            fn sqlite() {
+                run(Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                run(Backend::Postgres)
+            }
+        }
+    )*};
+}
 
 /// A policy directory with one local tier, its repository, and a small
 /// image to back up.
@@ -24,19 +54,42 @@ struct Setup {
     repo: PathBuf,
     state: PathBuf,
     image: PathBuf,
+    catalog: CatalogLocation,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    fn new(backend: Backend) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let policies = dir.join("policies");
         std::fs::create_dir(&policies).unwrap();
+        let state = dir.join("state");
+        let (catalog, settings) = match backend {
+            Backend::Sqlite => (
+                CatalogLocation::File(state.join("catalog.db")),
+                String::new(),
+            ),
+            Backend::Postgres => {
+                let url = common::postgres::database();
+                let pw = common::postgres::password_file(&dir);
+                let settings = format!(
+                    "catalog = \"{url}\"\ncatalog_password = {{ file = \"{}\" }}\n",
+                    pw.display()
+                );
+                let at = CatalogLocation::Postgres {
+                    url,
+                    password: Some(SecretRef::File(pw)),
+                };
+                (at, settings)
+            }
+        };
         std::fs::write(
             policies.join("coffer.toml"),
-            r#"
+            format!(
+                r#"
 [settings]
 timezone = "UTC"
+{settings}
 
 [sources.lab]
 kind = "lab"
@@ -54,7 +107,8 @@ backup_to = "local"
 
 [policies.all.retain.local]
 last = 3
-"#,
+"#
+            ),
         )
         .unwrap();
         let image = dir.join("disk.raw");
@@ -63,7 +117,8 @@ last = 3
         std::os::unix::fs::FileExt::write_all_at(&f, b"coffer catalog test", 4096).unwrap();
         let s = Setup {
             repo: dir.join("repo"),
-            state: dir.join("state"),
+            state,
+            catalog,
             _tmp: tmp,
             dir,
             policies,
@@ -104,16 +159,26 @@ last = 3
         v["point"].as_str().unwrap().to_string()
     }
 
-    fn state_arg(&self) -> String {
-        self.state.display().to_string()
+    /// The arguments that name the catalog: `--state DIR` for the file,
+    /// none for PostgreSQL (the policy names it).
+    fn catalog_args(&self) -> Vec<String> {
+        match &self.catalog {
+            CatalogLocation::File(_) => vec!["--state".into(), self.state.display().to_string()],
+            CatalogLocation::Postgres { .. } => Vec::new(),
+        }
+    }
+
+    /// `coffer ARGS` with the catalog's arguments.
+    fn ok_on_catalog(&self, args: &[&str]) -> String {
+        let extra = self.catalog_args();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(extra.iter().map(String::as_str));
+        self.ok(&all)
     }
 
     /// `catalog rebuild|refresh --json`: the drift of tier `local`.
     fn sync(&self, verb: &str) -> Value {
-        let state = self.state_arg();
-        let out = self.ok(&[
-            "catalog", verb, "--tier", "local", "--state", &state, "--json",
-        ]);
+        let out = self.ok_on_catalog(&["catalog", verb, "--tier", "local", "--json"]);
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["format"], coffer::json::FORMAT);
         assert_eq!(v["tiers"][0]["tier"], "local");
@@ -121,10 +186,8 @@ last = 3
     }
 
     fn show(&self) -> Value {
-        let state = self.state_arg();
         let mut v: Value =
-            serde_json::from_str(&self.ok(&["catalog", "show", "--state", &state, "--json"]))
-                .unwrap();
+            serde_json::from_str(&self.ok_on_catalog(&["catalog", "show", "--json"])).unwrap();
         // When it was printed differs from one call to the next.
         v.as_object_mut().unwrap().remove("generated");
         v
@@ -142,7 +205,7 @@ last = 3
     }
 
     fn open_catalog(&self) -> Catalog {
-        Catalog::open(&self.state.join("catalog.db")).unwrap()
+        Catalog::open_at(&self.catalog).unwrap()
     }
 
     fn open_repo(&self) -> Repository {
@@ -171,167 +234,178 @@ fn pair(kind: &str, point: &str) -> (String, String) {
     (kind.to_string(), point.to_string())
 }
 
-#[test]
-fn a_pruned_point_is_reported_missing_and_nothing_else() {
-    let s = Setup::new();
-    let a = s.backup("web");
-    let b = s.backup("web");
-    let c = s.backup("db");
+on_both! {
+    fn a_pruned_point_is_reported_missing_and_nothing_else(backend: Backend) {
+        let s = Setup::new(backend);
+        let a = s.backup("web");
+        let b = s.backup("web");
+        let c = s.backup("db");
 
-    let rebuilt = s.sync("rebuild");
-    assert_eq!(rebuilt["listed"], 3);
-    let mut never: Vec<_> = [&a, &b, &c].iter().map(|p| pair("never-seen", p)).collect();
-    never.sort();
-    assert_eq!(drift(&rebuilt), never);
-    // Nothing changed: nothing to report.
-    assert_eq!(drift(&s.sync("refresh")), vec![]);
+        let rebuilt = s.sync("rebuild");
+        assert_eq!(rebuilt["listed"], 3);
+        let mut never: Vec<_> = [&a, &b, &c].iter().map(|p| pair("never-seen", p)).collect();
+        never.sort();
+        assert_eq!(drift(&rebuilt), never);
+        // Nothing changed: nothing to report.
+        assert_eq!(drift(&s.sync("refresh")), vec![]);
 
-    s.ok(&["repo", "prune", &a, "--tier", "local"]);
-    let refreshed = s.sync("refresh");
-    assert_eq!(refreshed["listed"], 2);
-    assert_eq!(drift(&refreshed), vec![pair("missing", &a)]);
-    // Recorded: the next refresh is quiet again.
-    assert_eq!(drift(&s.sync("refresh")), vec![]);
+        s.ok(&["repo", "prune", &a, "--tier", "local"]);
+        let refreshed = s.sync("refresh");
+        assert_eq!(refreshed["listed"], 2);
+        assert_eq!(drift(&refreshed), vec![pair("missing", &a)]);
+        // Recorded: the next refresh is quiet again.
+        assert_eq!(drift(&s.sync("refresh")), vec![]);
 
-    let catalog = s.open_catalog();
-    let web = catalog
-        .vms()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "web")
-        .unwrap();
-    let points = catalog.points_of_vm(&web.uuid).unwrap();
-    assert_eq!(points.len(), 2);
-    assert_eq!(points[0].point_id, b, "newest first");
-    assert_eq!(
-        points[0].copy_on("local").unwrap().state,
-        CopyState::Present
-    );
-    assert_eq!(
-        points[1].copy_on("local").unwrap().state,
-        CopyState::Missing
-    );
-    assert_eq!(points[0].disks.len(), 1);
-    assert_eq!(points[0].disks[0].size_bytes, 2 << 20);
-    assert_eq!(
-        catalog
-            .newest_good_point(&web.uuid)
+        let catalog = s.open_catalog();
+        let web = catalog
+            .vms()
             .unwrap()
-            .unwrap()
-            .point_id,
-        b
-    );
-    assert!(catalog.tier_refresh("local").unwrap().unwrap().ok);
+            .into_iter()
+            .find(|v| v.name == "web")
+            .unwrap();
+        let points = catalog.points_of_vm(&web.uuid).unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].point_id, b, "newest first");
+        assert_eq!(
+            points[0].copy_on("local").unwrap().state,
+            CopyState::Present
+        );
+        assert_eq!(
+            points[1].copy_on("local").unwrap().state,
+            CopyState::Missing
+        );
+        assert_eq!(points[0].disks.len(), 1);
+        assert_eq!(points[0].disks[0].size_bytes, 2 << 20);
+        assert_eq!(
+            catalog
+                .newest_good_point(&web.uuid)
+                .unwrap()
+                .unwrap()
+                .point_id,
+            b
+        );
+        assert!(catalog.tier_refresh("local").unwrap().unwrap().ok);
 
-    // `show` says where the copies are.
-    let show = s.show();
-    let web_json = show["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "web")
-        .unwrap();
-    assert_eq!(web_json["points"][0]["copies"][0]["state"], "present");
-    assert_eq!(web_json["points"][1]["copies"][0]["state"], "missing");
-    let state = s.state_arg();
-    let text = s.ok(&["catalog", "show", "--vm", "web", "--state", &state]);
-    assert!(
-        text.contains(a.as_str()) && text.contains("local (missing)"),
-        "{text}"
-    );
-    assert!(!text.contains("db ("), "{text}");
+        // `show` says where the copies are.
+        let show = s.show();
+        let web_json = show["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "web")
+            .unwrap();
+        assert_eq!(web_json["points"][0]["copies"][0]["state"], "present");
+        assert_eq!(web_json["points"][1]["copies"][0]["state"], "missing");
+        let text = s.ok_on_catalog(&["catalog", "show", "--vm", "web"]);
+        assert!(
+            text.contains(a.as_str()) && text.contains("local (missing)"),
+            "{text}"
+        );
+        assert!(!text.contains("db ("), "{text}");
+    }
 }
 
-#[test]
-fn a_corrupted_manifest_is_reported_corrupt() {
-    let s = Setup::new();
-    let a = s.backup("web");
-    let b = s.backup("web");
-    s.sync("rebuild");
+on_both! {
+    fn a_corrupted_manifest_is_reported_corrupt(backend: Backend) {
+        let s = Setup::new(backend);
+        let a = s.backup("web");
+        let b = s.backup("web");
+        s.sync("rebuild");
 
-    let m = s.manifest(&a);
-    let mut bytes = std::fs::read(&m).unwrap();
-    bytes.truncate(bytes.len() / 2);
-    std::fs::write(&m, bytes).unwrap();
+        let m = s.manifest(&a);
+        let mut bytes = std::fs::read(&m).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        std::fs::write(&m, bytes).unwrap();
 
-    let refreshed = s.sync("refresh");
-    assert_eq!(drift(&refreshed), vec![pair("corrupt", &a)]);
-    assert!(
-        !refreshed["drift"][0]["detail"].as_str().unwrap().is_empty(),
-        "a reason is given"
-    );
-    assert_eq!(drift(&s.sync("refresh")), vec![], "reported once");
-    let catalog = s.open_catalog();
-    let p = catalog.point(&a).unwrap().unwrap();
-    assert_eq!(p.copy_on("local").unwrap().state, CopyState::Corrupt);
-    assert!(
-        catalog
-            .point(&b)
-            .unwrap()
-            .unwrap()
-            .present_on()
-            .eq(["local"])
-    );
+        let refreshed = s.sync("refresh");
+        assert_eq!(drift(&refreshed), vec![pair("corrupt", &a)]);
+        assert!(
+            !refreshed["drift"][0]["detail"].as_str().unwrap().is_empty(),
+            "a reason is given"
+        );
+        assert_eq!(drift(&s.sync("refresh")), vec![], "reported once");
+        let catalog = s.open_catalog();
+        let p = catalog.point(&a).unwrap().unwrap();
+        assert_eq!(p.copy_on("local").unwrap().state, CopyState::Corrupt);
+        assert!(
+            catalog
+                .point(&b)
+                .unwrap()
+                .unwrap()
+                .present_on()
+                .eq(["local"])
+        );
 
-    // A manifest that reads but names another point is corrupt too.
-    let other = std::fs::read_to_string(s.manifest(&b)).unwrap();
-    std::fs::write(s.manifest(&a), other).unwrap();
-    let refreshed = s.sync("refresh");
-    assert_eq!(drift(&refreshed), vec![], "still corrupt: no change");
-    let p = s.open_catalog().point(&a).unwrap().unwrap();
-    let detail = p.copy_on("local").unwrap().detail.clone().unwrap();
-    assert!(detail.contains(&b), "{detail}");
+        // A manifest that reads but names another point is corrupt too.
+        let other = std::fs::read_to_string(s.manifest(&b)).unwrap();
+        std::fs::write(s.manifest(&a), other).unwrap();
+        let refreshed = s.sync("refresh");
+        assert_eq!(drift(&refreshed), vec![], "still corrupt: no change");
+        let p = s.open_catalog().point(&a).unwrap().unwrap();
+        let detail = p.copy_on("local").unwrap().detail.clone().unwrap();
+        assert!(detail.contains(&b), "{detail}");
+    }
 }
 
-#[test]
-fn a_corrupt_manifest_of_an_unknown_point_is_still_recorded() {
-    let s = Setup::new();
-    let a = s.backup("web");
-    std::fs::write(s.manifest(&a), b"{").unwrap();
-    let rebuilt = s.sync("rebuild");
-    assert_eq!(drift(&rebuilt), vec![pair("corrupt", &a)]);
-    let show = s.show();
-    assert_eq!(show["unreadable"][0]["point"], a.as_str());
-    assert_eq!(show["unreadable"][0]["state"], "corrupt");
+on_both! {
+    fn a_corrupt_manifest_of_an_unknown_point_is_still_recorded(backend: Backend) {
+        let s = Setup::new(backend);
+        let a = s.backup("web");
+        std::fs::write(s.manifest(&a), b"{").unwrap();
+        let rebuilt = s.sync("rebuild");
+        assert_eq!(drift(&rebuilt), vec![pair("corrupt", &a)]);
+        let show = s.show();
+        assert_eq!(show["unreadable"][0]["point"], a.as_str());
+        assert_eq!(show["unreadable"][0]["state"], "corrupt");
+    }
 }
 
-#[test]
-fn a_new_point_is_reported_never_seen() {
-    let s = Setup::new();
-    let a = s.backup("web");
-    s.sync("rebuild");
-    let b = s.backup("web");
-    let c = s.backup("mail");
-    let refreshed = s.sync("refresh");
-    let mut want = vec![pair("never-seen", &b), pair("never-seen", &c)];
-    want.sort();
-    assert_eq!(drift(&refreshed), want);
-    let catalog = s.open_catalog();
-    let names: Vec<String> = catalog.vms().unwrap().into_iter().map(|v| v.name).collect();
-    assert_eq!(names, ["mail", "web"]);
-    assert!(catalog.point(&a).unwrap().is_some());
+on_both! {
+    fn a_new_point_is_reported_never_seen(backend: Backend) {
+        let s = Setup::new(backend);
+        let a = s.backup("web");
+        s.sync("rebuild");
+        let b = s.backup("web");
+        let c = s.backup("mail");
+        let d = s.backup("Zeta");
+        let refreshed = s.sync("refresh");
+        let mut want = vec![
+            pair("never-seen", &b),
+            pair("never-seen", &c),
+            pair("never-seen", &d),
+        ];
+        want.sort();
+        assert_eq!(drift(&refreshed), want);
+        let catalog = s.open_catalog();
+        let names: Vec<String> = catalog.vms().unwrap().into_iter().map(|v| v.name).collect();
+        // Byte order on both, whatever the server's collation (the test
+        // cluster's, ICU en-US, would put "Zeta" last).
+        assert_eq!(names, ["Zeta", "mail", "web"]);
+        assert!(catalog.point(&a).unwrap().is_some());
+    }
 }
 
-#[test]
-fn a_rebuild_is_idempotent() {
-    let s = Setup::new();
-    let a = s.backup("web");
-    s.backup("web");
-    s.backup("db");
-    s.sync("rebuild");
-    s.ok(&["repo", "prune", &a, "--tier", "local"]);
-    s.sync("refresh");
-    let first = s.show();
-    let again = s.sync("rebuild");
-    // Every copy is read anew: known points appear, nothing is new or lost.
-    assert!(
-        drift(&again).iter().all(|(k, _)| k == "appeared"),
-        "{again}"
-    );
-    assert_eq!(s.show(), first_without_missing(&first));
-    let twice = s.sync("rebuild");
-    assert_eq!(drift(&twice), drift(&again));
-    assert_eq!(s.show(), first_without_missing(&first));
+on_both! {
+    fn a_rebuild_is_idempotent(backend: Backend) {
+        let s = Setup::new(backend);
+        let a = s.backup("web");
+        s.backup("web");
+        s.backup("db");
+        s.sync("rebuild");
+        s.ok(&["repo", "prune", &a, "--tier", "local"]);
+        s.sync("refresh");
+        let first = s.show();
+        let again = s.sync("rebuild");
+        // Every copy is read anew: known points appear, nothing is new or lost.
+        assert!(
+            drift(&again).iter().all(|(k, _)| k == "appeared"),
+            "{again}"
+        );
+        assert_eq!(s.show(), first_without_missing(&first));
+        let twice = s.sync("rebuild");
+        assert_eq!(drift(&twice), drift(&again));
+        assert_eq!(s.show(), first_without_missing(&first));
+    }
 }
 
 /// After a rebuild the catalog no longer remembers a copy that vanished
@@ -401,135 +475,138 @@ fn a_new_catalog_is_migrated_and_in_wal_mode() {
     );
 }
 
-#[test]
-fn a_failed_verification_is_not_a_good_point() {
-    let s = Setup::new();
-    let a = s.backup("web");
-    let b = s.backup("web");
-    let mut catalog = s.open_catalog();
-    catalog.rebuild_tier("local", &s.open_repo()).unwrap();
-    let vm = catalog.vms().unwrap()[0].uuid.clone();
-    assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
-    let now = chrono::Utc::now();
-    catalog
-        .record_verification(&Verification {
-            kind: coffer::catalog::VerificationKind::Verify,
-            point_id: b.clone(),
-            tier: "local".into(),
-            drill: None,
-            started: now,
-            finished: Some(now),
-            ok: Some(false),
-            detail: Some("chunk damaged".into()),
-            data_ok: Some(false),
-            guest_ok: None,
-            guest_detail: None,
-            restore_seconds: None,
-            heartbeat_seconds: None,
-            method: None,
-        })
-        .unwrap();
-    assert_eq!(
+on_both! {
+    fn a_failed_verification_is_not_a_good_point(backend: Backend) {
+        let s = Setup::new(backend);
+        let a = s.backup("web");
+        let b = s.backup("web");
+        let mut catalog = s.open_catalog();
+        catalog.rebuild_tier("local", &s.open_repo()).unwrap();
+        let vm = catalog.vms().unwrap()[0].uuid.clone();
+        assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
+        let now = chrono::Utc::now();
         catalog
-            .last_verification(&b)
-            .unwrap()
-            .unwrap()
-            .detail
-            .as_deref(),
-        Some("chunk damaged")
-    );
-    assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, a);
-    assert!(catalog.last_verification(&a).unwrap().is_none());
+            .record_verification(&Verification {
+                kind: coffer::catalog::VerificationKind::Verify,
+                point_id: b.clone(),
+                tier: "local".into(),
+                drill: None,
+                started: now,
+                finished: Some(now),
+                ok: Some(false),
+                detail: Some("chunk damaged".into()),
+                data_ok: Some(false),
+                guest_ok: None,
+                guest_detail: None,
+                restore_seconds: None,
+                heartbeat_seconds: None,
+                method: None,
+            })
+            .unwrap();
+        assert_eq!(
+            catalog
+                .last_verification(&b)
+                .unwrap()
+                .unwrap()
+                .detail
+                .as_deref(),
+            Some("chunk damaged")
+        );
+        assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, a);
+        assert!(catalog.last_verification(&a).unwrap().is_none());
+    }
 }
 
-#[test]
-fn a_failed_guest_check_never_makes_a_point_bad() {
-    let s = Setup::new();
-    s.backup("web");
-    let b = s.backup("web");
-    let mut catalog = s.open_catalog();
-    catalog.rebuild_tier("local", &s.open_repo()).unwrap();
-    let vm = catalog.vms().unwrap()[0].uuid.clone();
-    let now = chrono::Utc::now();
-    // A restore drill proved every chunk, then its fsck failed.
-    catalog
-        .record_verification(&Verification {
-            kind: coffer::catalog::VerificationKind::Restore,
-            point_id: b.clone(),
-            tier: "local".into(),
-            drill: Some("fsck".into()),
-            started: now,
-            finished: Some(now),
-            ok: Some(false),
-            detail: Some("guest check failed: e2fsck: bad magic".into()),
-            data_ok: Some(true),
-            guest_ok: Some(false),
-            guest_detail: Some("e2fsck: bad magic".into()),
-            restore_seconds: None,
-            heartbeat_seconds: None,
-            method: None,
-        })
-        .unwrap();
-    assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
-    let data = catalog
-        .last_data_verification(&b, "local")
-        .unwrap()
-        .unwrap();
-    assert_eq!((data.data_ok, data.guest_ok), (Some(true), Some(false)));
-    let runs = catalog.drill_runs().unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].guest_ok, Some(false));
-    assert_eq!(runs[0].guest_detail.as_deref(), Some("e2fsck: bad magic"));
-    // A drill that failed before it read the data is no data fact either.
-    let later = now + chrono::Duration::seconds(1);
-    catalog
-        .record_verification(&Verification {
-            kind: coffer::catalog::VerificationKind::Boot,
-            point_id: b.clone(),
-            tier: "local".into(),
-            drill: Some("boot".into()),
-            started: later,
-            finished: Some(later),
-            ok: Some(false),
-            detail: Some("restore onto the drill host failed: host down".into()),
-            data_ok: None,
-            guest_ok: None,
-            guest_detail: None,
-            restore_seconds: None,
-            heartbeat_seconds: None,
-            method: None,
-        })
-        .unwrap();
-    assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
-    assert_eq!(
+on_both! {
+    fn a_failed_guest_check_never_makes_a_point_bad(backend: Backend) {
+        let s = Setup::new(backend);
+        s.backup("web");
+        let b = s.backup("web");
+        let mut catalog = s.open_catalog();
+        catalog.rebuild_tier("local", &s.open_repo()).unwrap();
+        let vm = catalog.vms().unwrap()[0].uuid.clone();
+        let now = chrono::Utc::now();
+        // A restore drill proved every chunk, then its fsck failed.
         catalog
+            .record_verification(&Verification {
+                kind: coffer::catalog::VerificationKind::Restore,
+                point_id: b.clone(),
+                tier: "local".into(),
+                drill: Some("fsck".into()),
+                started: now,
+                finished: Some(now),
+                ok: Some(false),
+                detail: Some("guest check failed: e2fsck: bad magic".into()),
+                data_ok: Some(true),
+                guest_ok: Some(false),
+                guest_detail: Some("e2fsck: bad magic".into()),
+                restore_seconds: None,
+                heartbeat_seconds: None,
+                method: None,
+            })
+            .unwrap();
+        assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
+        let data = catalog
             .last_data_verification(&b, "local")
             .unwrap()
-            .unwrap()
-            .drill
-            .as_deref(),
-        Some("fsck")
-    );
+            .unwrap();
+        assert_eq!((data.data_ok, data.guest_ok), (Some(true), Some(false)));
+        let runs = catalog.drill_runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].guest_ok, Some(false));
+        assert_eq!(runs[0].guest_detail.as_deref(), Some("e2fsck: bad magic"));
+        // A drill that failed before it read the data is no data fact either.
+        let later = now + chrono::Duration::seconds(1);
+        catalog
+            .record_verification(&Verification {
+                kind: coffer::catalog::VerificationKind::Boot,
+                point_id: b.clone(),
+                tier: "local".into(),
+                drill: Some("boot".into()),
+                started: later,
+                finished: Some(later),
+                ok: Some(false),
+                detail: Some("restore onto the drill host failed: host down".into()),
+                data_ok: None,
+                guest_ok: None,
+                guest_detail: None,
+                restore_seconds: None,
+                heartbeat_seconds: None,
+                method: None,
+            })
+            .unwrap();
+        assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, b);
+        assert_eq!(
+            catalog
+                .last_data_verification(&b, "local")
+                .unwrap()
+                .unwrap()
+                .drill
+                .as_deref(),
+            Some("fsck")
+        );
+    }
 }
 
-#[test]
-fn a_tier_that_cannot_be_listed_is_recorded_as_failed() {
-    let s = Setup::new();
-    s.backup("web");
-    let mut catalog = s.open_catalog();
-    let repo = s.open_repo();
-    catalog.rebuild_tier("local", &repo).unwrap();
-    // The repository's directory disappears (an unmounted disk).
-    std::fs::rename(&s.repo, s.dir.join("elsewhere")).unwrap();
-    let err = catalog.refresh_tier("local", &repo).unwrap_err();
-    assert!(matches!(err, CatalogError::Listing { .. }), "{err}");
-    let failed = catalog.tier_refresh("local").unwrap().unwrap();
-    assert!(!failed.ok);
-    assert!(failed.error.unwrap().contains("not a coffer repository"));
-    // No copy was marked missing.
-    let vm = catalog.vms().unwrap()[0].uuid.clone();
-    let p = &catalog.points_of_vm(&vm).unwrap()[0];
-    assert_eq!(p.copy_on("local").unwrap().state, CopyState::Present);
+on_both! {
+    fn a_tier_that_cannot_be_listed_is_recorded_as_failed(backend: Backend) {
+        let s = Setup::new(backend);
+        s.backup("web");
+        let mut catalog = s.open_catalog();
+        let repo = s.open_repo();
+        catalog.rebuild_tier("local", &repo).unwrap();
+        // The repository's directory disappears (an unmounted disk).
+        std::fs::rename(&s.repo, s.dir.join("elsewhere")).unwrap();
+        let err = catalog.refresh_tier("local", &repo).unwrap_err();
+        assert!(matches!(err, CatalogError::Listing { .. }), "{err}");
+        let failed = catalog.tier_refresh("local").unwrap().unwrap();
+        assert!(!failed.ok);
+        assert!(failed.error.unwrap().contains("not a coffer repository"));
+        // No copy was marked missing.
+        let vm = catalog.vms().unwrap()[0].uuid.clone();
+        let p = &catalog.points_of_vm(&vm).unwrap()[0];
+        assert_eq!(p.copy_on("local").unwrap().state, CopyState::Present);
+    }
 }
 
 #[test]
@@ -559,4 +636,156 @@ fn a_failed_migration_leaves_the_database_as_it_was() {
         )
         .unwrap();
     assert_eq!(tables, 0, "nothing of the failed migration remains");
+}
+
+/// A PostgreSQL catalog on the test server, in a database of its own.
+fn postgres_catalog() -> (tempfile::TempDir, CatalogLocation) {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::postgres::database();
+    let pw = common::postgres::password_file(tmp.path());
+    (
+        tmp,
+        CatalogLocation::Postgres {
+            url,
+            password: Some(SecretRef::File(pw)),
+        },
+    )
+}
+
+fn url_of(at: &CatalogLocation) -> &str {
+    match at {
+        CatalogLocation::Postgres { url, .. } => url,
+        CatalogLocation::File(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn a_postgres_catalog_from_a_newer_coffer_is_refused() {
+    let (_tmp, at) = postgres_catalog();
+    let c = Catalog::open_at(&at).unwrap();
+    assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(c.is_shared());
+    drop(c);
+    // Reopening an up-to-date catalog changes nothing.
+    assert_eq!(
+        Catalog::open_at(&at).unwrap().schema_version().unwrap(),
+        SCHEMA_VERSION
+    );
+    common::postgres::connect(url_of(&at))
+        .unwrap()
+        .execute(
+            "UPDATE coffer_schema SET version = $1",
+            &[&i64::from(SCHEMA_VERSION + 1)],
+        )
+        .unwrap();
+    match Catalog::open_at(&at) {
+        Err(e @ CatalogError::NewerSchema { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("newer than this coffer"), "{msg}");
+            assert!(msg.contains(url_of(&at)), "{msg}");
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_postgres_migration_leaves_the_database_as_it_was() {
+    let (_tmp, at) = postgres_catalog();
+    let mut admin = common::postgres::connect(url_of(&at)).unwrap();
+    // A table in the way of migration 1.
+    admin
+        .batch_execute("CREATE TABLE alerts (x INTEGER)")
+        .unwrap();
+    match Catalog::open_at(&at) {
+        Err(CatalogError::Migration { version: 1, .. }) => {}
+        other => panic!("expected migration 1 to fail, got {other:?}"),
+    }
+    let version: i64 = admin
+        .query_one("SELECT version FROM coffer_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 0);
+    let vms: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'vms'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(vms, 0, "migration 1 was rolled back whole");
+    // Out of the way, the next open migrates.
+    admin.batch_execute("DROP TABLE alerts").unwrap();
+    assert_eq!(
+        Catalog::open_at(&at).unwrap().schema_version().unwrap(),
+        SCHEMA_VERSION
+    );
+}
+
+#[test]
+fn coffer_processes_opening_a_new_postgres_catalog_at_once_migrate_it_once() {
+    let (_tmp, at) = postgres_catalog();
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| Catalog::open_at(&at).map(|c| c.schema_version())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in opened {
+        assert_eq!(o.unwrap().unwrap(), SCHEMA_VERSION);
+    }
+    let rows: i64 = common::postgres::connect(url_of(&at))
+        .unwrap()
+        .query_one("SELECT count(*) FROM coffer_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn a_wrong_postgres_password_is_an_error_that_names_the_catalog() {
+    let (tmp, at) = postgres_catalog();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not the password").unwrap();
+    let at = CatalogLocation::Postgres {
+        url: url_of(&at).to_string(),
+        password: Some(SecretRef::File(wrong)),
+    };
+    let err = Catalog::open_at(&at).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, CatalogError::Connect { .. }) && msg.contains(url_of(&at)),
+        "{msg}"
+    );
+    assert!(msg.contains("password"), "{msg}");
+    assert!(
+        !msg.contains("not the password"),
+        "the secret is never shown: {msg}"
+    );
+}
+
+#[test]
+fn two_installations_sharing_a_postgres_catalog_never_run_at_once() {
+    let (tmp, at) = postgres_catalog();
+    let settings = |name: &str| coffer::policy::model::Settings {
+        state_dir: tmp.path().join(name),
+        catalog: at.clone(),
+        timezone: chrono_tz::UTC,
+        report_dir: tmp.path().join(name).join("reports"),
+        healthcheck_url: None,
+        name: name.into(),
+    };
+    let (a, b) = (settings("site-a"), settings("site-b"));
+    let held = coffer::run::runlock::RunnerLock::take(&a, "coffer apply, run A").unwrap();
+    // Another state dir (another machine): its own flock is free, the
+    // catalog's lock is not.
+    let err = coffer::run::runlock::RunnerLock::take(&b, "coffer apply, run B")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another coffer runner"), "{err}");
+    assert!(
+        err.contains("coffer apply, run A"),
+        "the holder is named: {err}"
+    );
+    drop(held);
+    let _b = coffer::run::runlock::RunnerLock::take(&b, "coffer apply, run B").unwrap();
 }

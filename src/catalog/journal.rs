@@ -2,10 +2,9 @@
 //! it ends, so after a crash, a power loss or `kill -9` the next run finds
 //! what was under way, cleans up after it and says so.
 
-use chrono::{DateTime, Utc};
-use rusqlite::params;
-
+use super::db::args;
 use super::{Catalog, CatalogError, parse_time, time_text};
+use chrono::{DateTime, Utc};
 
 /// An action a run started and never finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +35,14 @@ impl Catalog {
         &mut self,
         r: &SnapshotLifetimeRecord,
     ) -> Result<(), CatalogError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO snapshot_lifetimes \
+        self.db.execute(
+            "INSERT INTO snapshot_lifetimes \
              (run_id, vm_uuid, vm_name, snapshot, point_id, created, removed) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (run_id, vm_uuid, snapshot) DO UPDATE SET \
+             vm_name = excluded.vm_name, point_id = excluded.point_id, \
+             created = excluded.created, removed = excluded.removed",
+            args![
                 r.run_id,
                 r.vm_uuid,
                 r.vm_name,
@@ -59,33 +61,20 @@ impl Catalog {
         &self,
         point_id: &str,
     ) -> Result<Option<SnapshotLifetimeRecord>, CatalogError> {
-        let mut stmt = self.conn.prepare(
+        let row = self.db.query_one(
             "SELECT run_id, vm_uuid, vm_name, snapshot, created, removed \
              FROM snapshot_lifetimes WHERE point_id = ?1 ORDER BY removed DESC LIMIT 1",
+            args![point_id],
         )?;
-        type Row = (String, String, String, String, String, String);
-        let row: Option<Row> = stmt
-            .query_map([point_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .next()
-            .transpose()?;
-        row.map(|(run_id, vm_uuid, vm_name, snapshot, created, removed)| {
+        row.map(|r| {
             Ok(SnapshotLifetimeRecord {
-                run_id,
-                vm_uuid,
-                vm_name,
-                snapshot,
+                run_id: r.get(0)?,
+                vm_uuid: r.get(1)?,
+                vm_name: r.get(2)?,
+                snapshot: r.get(3)?,
                 point_id: point_id.to_string(),
-                created: parse_time("snapshot created", &created)?,
-                removed: parse_time("snapshot removed", &removed)?,
+                created: parse_time("snapshot created", &r.get::<String>(4)?)?,
+                removed: parse_time("snapshot removed", &r.get::<String>(5)?)?,
             })
         })
         .transpose()
@@ -93,18 +82,18 @@ impl Catalog {
 
     /// Records that a run starts.
     pub fn start_run(&mut self, run_id: &str, command: &str) -> Result<(), CatalogError> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO runs (run_id, command, started) VALUES (?1, ?2, ?3)",
-            params![run_id, command, time_text(Utc::now())],
+            args![run_id, command, time_text(Utc::now())],
         )?;
         Ok(())
     }
 
     /// Records that a run ended, with its outcome (success, partial, …).
     pub fn finish_run(&mut self, run_id: &str, outcome: &str) -> Result<(), CatalogError> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE runs SET finished = ?2, outcome = ?3 WHERE run_id = ?1",
-            params![run_id, time_text(Utc::now()), outcome],
+            args![run_id, time_text(Utc::now()), outcome],
         )?;
         Ok(())
     }
@@ -118,12 +107,11 @@ impl Catalog {
         target: &str,
         reason: &str,
     ) -> Result<i64, CatalogError> {
-        self.conn.execute(
+        self.db.insert(
             "INSERT INTO actions (run_id, seq, kind, target, reason, state, started) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-            params![run_id, seq, kind, target, reason, time_text(Utc::now())],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+            args![run_id, seq, kind, target, reason, time_text(Utc::now())],
+        )
     }
 
     /// Records how an action ended.
@@ -133,9 +121,9 @@ impl Catalog {
         ok: bool,
         outcome: &str,
     ) -> Result<(), CatalogError> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE actions SET state = ?2, finished = ?3, outcome = ?4, error = ?5 WHERE id = ?1",
-            params![
+            args![
                 id,
                 if ok { "done" } else { "failed" },
                 time_text(Utc::now()),
@@ -148,23 +136,20 @@ impl Catalog {
 
     /// Actions of earlier runs that were started and never finished.
     pub fn unfinished_actions(&self) -> Result<Vec<Unfinished>, CatalogError> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT run_id, seq, kind, target, started FROM actions \
              WHERE state = 'running' ORDER BY run_id, seq",
+            &[],
         )?;
-        let rows: Vec<(String, i64, String, String, Option<String>)> = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|(run_id, seq, kind, target, started)| {
+            .map(|r| {
                 Ok(Unfinished {
-                    run_id,
-                    seq,
-                    kind,
-                    target,
-                    started: started
+                    run_id: r.get(0)?,
+                    seq: r.get(1)?,
+                    kind: r.get(2)?,
+                    target: r.get(3)?,
+                    started: r
+                        .get::<Option<String>>(4)?
                         .map(|s| parse_time("action start", &s))
                         .transpose()?,
                 })
@@ -174,15 +159,15 @@ impl Catalog {
 
     /// Closes an interrupted action: failed, with why.
     pub fn mark_interrupted(&mut self, u: &Unfinished, note: &str) -> Result<(), CatalogError> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE actions SET state = 'failed', finished = ?3, error = ?4 \
              WHERE run_id = ?1 AND seq = ?2",
-            params![u.run_id, u.seq, time_text(Utc::now()), note],
+            args![u.run_id, u.seq, time_text(Utc::now()), note],
         )?;
-        self.conn.execute(
+        self.db.execute(
             "UPDATE runs SET finished = COALESCE(finished, ?2), outcome = COALESCE(outcome, 'interrupted') \
              WHERE run_id = ?1",
-            params![u.run_id, time_text(Utc::now())],
+            args![u.run_id, time_text(Utc::now())],
         )?;
         Ok(())
     }

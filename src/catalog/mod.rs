@@ -1,7 +1,10 @@
 //! The catalog: coffer's record of what exists and what happened — VMs
 //! seen, restore points and their disks, which tier holds a copy of which
 //! point, verification and drill results, runs, their actions, and alerts.
-//! It is an embedded SQLite database (WAL mode) under the state dir.
+//! It is an embedded SQLite database (WAL mode) under the state dir, or,
+//! when `settings.catalog` is a `postgres://` URL, a PostgreSQL database
+//! that several coffer processes share (`db.rs`: the same SQL and the same
+//! numbered migrations on both).
 //!
 //! The repositories stay the source of truth for data: the catalog is
 //! refreshed from them (listings and manifests only, never chunks) and can
@@ -10,6 +13,7 @@
 //! cannot be read — and records it, so the next refresh reports only what
 //! changed since. The catalog never decides anything; the planner reads it.
 
+pub(crate) mod db;
 mod journal;
 mod query;
 mod recoveries;
@@ -17,13 +21,16 @@ mod refresh;
 pub mod schema;
 pub mod tierlog;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 
+use crate::policy::model::CatalogLocation;
 use crate::repo::RepoError;
+use db::Db;
 
 pub use journal::{SnapshotLifetimeRecord, Unfinished};
 pub use query::{
@@ -45,6 +52,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum CatalogError {
     #[error("catalog database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("catalog database (PostgreSQL): {}", pg_text(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error("connecting to the PostgreSQL catalog {url}: {}", pg_text(.source))]
+    Connect {
+        url: String,
+        source: postgres::Error,
+    },
+    #[error("the PostgreSQL catalog {url}: {message}")]
+    PostgresSetup { url: String, message: String },
     #[error("creating the catalog directory {path}: {source}")]
     CreateDir {
         path: String,
@@ -68,7 +84,7 @@ pub enum CatalogError {
     #[error("catalog migration {version} failed: {source}")]
     Migration {
         version: u32,
-        source: rusqlite::Error,
+        source: Box<CatalogError>,
     },
     #[error("listing tier `{tier}`: {source}")]
     Listing { tier: String, source: RepoError },
@@ -87,9 +103,8 @@ impl CatalogError {
     /// aside and rebuilds the catalog from the tiers (see `open_or_replace`).
     pub fn is_damaged(&self) -> bool {
         let code = match self {
-            CatalogError::Sqlite(e) | CatalogError::Migration { source: e, .. } => {
-                e.sqlite_error_code()
-            }
+            CatalogError::Sqlite(e) => e.sqlite_error_code(),
+            CatalogError::Migration { source, .. } => return source.is_damaged(),
             _ => None,
         };
         matches!(
@@ -97,6 +112,32 @@ impl CatalogError {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
         )
     }
+}
+
+/// What a PostgreSQL error says: the server's own message (with its
+/// detail and hint) for an error the server sent, else the client's with
+/// its causes. The client's `Display` alone says only "db error".
+pub fn pg_text(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            out.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            out.push_str(&format!("; hint: {h}"));
+        }
+        return out;
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!(": {text}"));
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// A damaged catalog that `open_or_replace` moved aside.
@@ -111,11 +152,76 @@ pub struct MovedAside {
 /// An open catalog.
 #[derive(Debug)]
 pub struct Catalog {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    /// Where it is: the SQLite file, or the PostgreSQL URL (which never
+    /// holds a password).
+    location: String,
+}
+
+/// How long coffer waits for a PostgreSQL server to accept a connection,
+/// unless the URL says otherwise (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the PostgreSQL server of a `postgres://` catalog URL, with
+/// the password read from its secret reference.
+pub fn connect_postgres(
+    url: &str,
+    password: Option<&crate::policy::model::SecretRef>,
+) -> Result<postgres::Client, CatalogError> {
+    let setup = |message: String| CatalogError::PostgresSetup {
+        url: url.to_string(),
+        message,
+    };
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| setup(format!("not a PostgreSQL URL: {e}")))?;
+    if let Some(p) = password {
+        config.password(p.read().map_err(setup)?);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("coffer");
+    }
+    config
+        .connect(postgres::NoTls)
+        .map_err(|source| CatalogError::Connect {
+            url: url.to_string(),
+            source,
+        })
 }
 
 impl Catalog {
+    /// Opens the catalog wherever the policy keeps it, creating and
+    /// migrating it as [`Catalog::open`] does.
+    pub fn open_at(location: &CatalogLocation) -> Result<Catalog, CatalogError> {
+        match location {
+            CatalogLocation::File(path) => Catalog::open(path),
+            CatalogLocation::Postgres { url, password } => {
+                let client = connect_postgres(url, password.as_ref())?;
+                let mut db = Db::Postgres(RefCell::new(client));
+                schema::migrate(&mut db, url)?;
+                Ok(Catalog {
+                    db,
+                    location: url.clone(),
+                })
+            }
+        }
+    }
+
+    /// [`Catalog::open_or_replace`] wherever the policy keeps the catalog.
+    /// A PostgreSQL catalog is never moved aside: the server guards its own
+    /// files, and a failure there is reported as it is.
+    pub fn open_or_replace_at(
+        location: &CatalogLocation,
+    ) -> Result<(Catalog, Option<MovedAside>), CatalogError> {
+        match location {
+            CatalogLocation::File(path) => Catalog::open_or_replace(path),
+            other => Ok((Catalog::open_at(other)?, None)),
+        }
+    }
+
     /// Opens the catalog at `path`, creating it (and its directory) when
     /// absent and migrating it to this build's schema.
     pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
@@ -125,7 +231,7 @@ impl Catalog {
                 source,
             })?;
         }
-        let mut conn = Connection::open(path)?;
+        let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL: readers (a `plan`) never block the writer (an `apply`).
         let mode: String =
@@ -133,10 +239,11 @@ impl Catalog {
         debug_assert!(mode.eq_ignore_ascii_case("wal") || mode.eq_ignore_ascii_case("memory"));
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        schema::migrate(&mut conn, &path.display().to_string())?;
+        let mut db = Db::Sqlite(conn);
+        schema::migrate(&mut db, &path.display().to_string())?;
         Ok(Catalog {
-            conn,
-            path: path.to_path_buf(),
+            db,
+            location: path.display().to_string(),
         })
     }
 
@@ -171,15 +278,19 @@ impl Catalog {
         Ok((catalog, Some(MovedAside { path: aside, error })))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the catalog is: its file, or its PostgreSQL URL.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether the catalog is on a PostgreSQL server.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
     }
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<u32, CatalogError> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+        schema::version(&self.db)
     }
 }
 

@@ -1,12 +1,11 @@
 //! What the catalog answers: the records it holds and the questions the
 //! planner and the CLI ask of them.
 
-use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, params};
-
+use super::db::{Row, args};
 use super::{Catalog, CatalogError, parse_time, time_text};
 use crate::repo::PointRef;
 use crate::repo::manifest::PointKind;
+use chrono::{DateTime, Utc};
 
 /// A VM the catalog has seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,86 +223,71 @@ fn point_kind(s: &str) -> Result<PointKind, CatalogError> {
 const POINT_COLUMNS: &str =
     "point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name";
 
-/// Raw columns of a `points` row, converted outside the rusqlite closure
-/// so that a bad value is a `CatalogError`, not a panic.
-type PointRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-);
-
-fn point_row(r: &Row<'_>) -> rusqlite::Result<PointRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+/// The point of a `points` row, in [`POINT_COLUMNS`] order, without its
+/// disks and copies.
+fn point_row(r: &Row) -> Result<PointRecord, CatalogError> {
+    Ok(PointRecord {
+        point_id: r.get(0)?,
+        vm_uuid: r.get(1)?,
+        created: parse_time("point created", &r.get::<String>(2)?)?,
+        kind: point_kind(&r.get::<String>(3)?)?,
+        parent: r.get(4)?,
+        consistency: r.get(5)?,
+        duration_ms: r.get::<i64>(6)?.max(0) as u64,
+        source: r.get(7)?,
+        vm_name: r.get(8)?,
+        disks: Vec::new(),
+        copies: Vec::new(),
+    })
 }
 
 impl Catalog {
     /// Every VM, by name.
     pub fn vms(&self) -> Result<Vec<VmRecord>, CatalogError> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT uuid, name, source, first_seen, last_seen FROM vms ORDER BY name, uuid",
+            &[],
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (uuid, name, source, first, last) = row?;
-            Ok(VmRecord {
-                uuid,
-                name,
-                source,
-                first_seen: parse_time("vm first seen", &first)?,
-                last_seen: parse_time("vm last seen", &last)?,
+        rows.iter()
+            .map(|r| {
+                Ok(VmRecord {
+                    uuid: r.get(0)?,
+                    name: r.get(1)?,
+                    source: r.get(2)?,
+                    first_seen: parse_time("vm first seen", &r.get::<String>(3)?)?,
+                    last_seen: parse_time("vm last seen", &r.get::<String>(4)?)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// The points of a VM, newest first (ties by point id, descending),
     /// each with its disks and copies.
     pub fn points_of_vm(&self, vm_uuid: &str) -> Result<Vec<PointRecord>, CatalogError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {POINT_COLUMNS} FROM points WHERE vm_uuid = ?1 \
-             ORDER BY created DESC, point_id DESC"
-        ))?;
-        let rows: Vec<PointRow> = stmt
-            .query_map([vm_uuid], point_row)?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(|r| self.complete_point(r)).collect()
+        let rows = self.db.query(
+            &format!(
+                "SELECT {POINT_COLUMNS} FROM points WHERE vm_uuid = ?1 \
+                 ORDER BY created DESC, point_id DESC"
+            ),
+            args![vm_uuid],
+        )?;
+        let mut points: Vec<PointRecord> = rows.iter().map(point_row).collect::<Result<_, _>>()?;
+        self.complete_points(&mut points, "p.vm_uuid = ?1", vm_uuid)?;
+        Ok(points)
     }
 
     /// One point by id.
     pub fn point(&self, point_id: &str) -> Result<Option<PointRecord>, CatalogError> {
-        let row = self
-            .conn
-            .query_row(
-                &format!("SELECT {POINT_COLUMNS} FROM points WHERE point_id = ?1"),
-                [point_id],
-                point_row,
-            )
-            .optional()?;
-        row.map(|r| self.complete_point(r)).transpose()
+        let Some(row) = self.db.query_one(
+            &format!("SELECT {POINT_COLUMNS} FROM points WHERE point_id = ?1"),
+            args![point_id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut points = vec![point_row(&row)?];
+        self.complete_points(&mut points, "p.point_id = ?1", point_id)?;
+        Ok(points.pop())
     }
 
     /// The newest point of a VM that some tier holds readable and whose
@@ -328,18 +312,14 @@ impl Catalog {
 
     /// The most recently started verification or drill of a point.
     pub fn last_verification(&self, point_id: &str) -> Result<Option<Verification>, CatalogError> {
-        let row = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {VERIFICATION_COLUMNS} FROM verifications WHERE point_id = ?1 \
-                     ORDER BY started DESC, id DESC LIMIT 1"
-                ),
-                [point_id],
-                verification_row,
-            )
-            .optional()?;
-        row.map(verification).transpose()
+        let row = self.db.query_one(
+            &format!(
+                "SELECT {VERIFICATION_COLUMNS} FROM verifications WHERE point_id = ?1 \
+                 ORDER BY started DESC, id DESC LIMIT 1"
+            ),
+            args![point_id],
+        )?;
+        row.map(|r| verification(&r, 0)).transpose()
     }
 
     /// The most recent verification or drill of the copy of `point_id` on
@@ -351,24 +331,20 @@ impl Catalog {
         point_id: &str,
         tier: &str,
     ) -> Result<Option<Verification>, CatalogError> {
-        let row = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {VERIFICATION_COLUMNS} FROM verifications \
-                     WHERE point_id = ?1 AND tier = ?2 AND data_ok IS NOT NULL \
-                     ORDER BY started DESC, id DESC LIMIT 1"
-                ),
-                [point_id, tier],
-                verification_row,
-            )
-            .optional()?;
-        row.map(verification).transpose()
+        let row = self.db.query_one(
+            &format!(
+                "SELECT {VERIFICATION_COLUMNS} FROM verifications \
+                 WHERE point_id = ?1 AND tier = ?2 AND data_ok IS NOT NULL \
+                 ORDER BY started DESC, id DESC LIMIT 1"
+            ),
+            args![point_id, tier],
+        )?;
+        row.map(|r| verification(&r, 0)).transpose()
     }
 
     /// Every finished drill, for the planner's `every`.
     pub fn drill_runs(&self) -> Result<Vec<DrillRun>, CatalogError> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT p.vm_uuid, v.kind, v.point_id, v.tier, v.drill, v.started, v.finished, \
                     v.ok, v.detail, v.restore_seconds, v.data_ok, v.guest_ok, v.guest_detail, \
                     v.heartbeat_seconds, v.method \
@@ -376,33 +352,12 @@ impl Catalog {
              JOIN points p ON p.point_id = v.point_id \
              WHERE v.drill IS NOT NULL AND v.finished IS NOT NULL \
              ORDER BY v.finished",
+            &[],
         )?;
-        let rows: Vec<(String, VerificationRow)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    (
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                        r.get(12)?,
-                        r.get(13)?,
-                        r.get(14)?,
-                    ),
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|(vm_uuid, row)| {
-                let v = verification(row)?;
+        rows.iter()
+            .map(|r| {
+                let vm_uuid: String = r.get(0)?;
+                let v = verification(r, 1)?;
                 Ok(DrillRun {
                     drill: v.drill.unwrap_or_default(),
                     kind: v.kind.as_str().to_string(),
@@ -424,12 +379,12 @@ impl Catalog {
 
     /// Records a verification or drill; returns its row id.
     pub fn record_verification(&mut self, v: &Verification) -> Result<i64, CatalogError> {
-        self.conn.execute(
+        self.db.insert(
             "INSERT INTO verifications \
              (kind, point_id, tier, drill, started, finished, ok, detail, restore_seconds, \
               data_ok, guest_ok, guest_detail, heartbeat_seconds, method) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
+            args![
                 v.kind.as_str(),
                 v.point_id,
                 v.tier,
@@ -445,206 +400,135 @@ impl Catalog {
                 v.heartbeat_seconds,
                 v.method,
             ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        )
     }
 
     /// Copies whose manifest could not be read and whose point the catalog
     /// knows nothing else about (no readable copy anywhere).
     pub fn unreadable_copies(&self) -> Result<Vec<(PointRef, CopyRecord)>, CatalogError> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT c.vm_uuid, c.point_id, c.tier, c.state, c.detail, c.locked_until, \
                     c.first_seen, c.last_seen \
              FROM copies c LEFT JOIN points p ON p.point_id = c.point_id \
              WHERE p.point_id IS NULL ORDER BY c.vm_uuid, c.point_id, c.tier",
+            &[],
         )?;
-        let rows: Vec<(String, String, CopyRow)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, copy_row(r, 2)?)))?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|(vm_uuid, point_id, c)| Ok((PointRef { vm_uuid, point_id }, copy_record(c)?)))
+        rows.iter()
+            .map(|r| {
+                let point = PointRef {
+                    vm_uuid: r.get(0)?,
+                    point_id: r.get(1)?,
+                };
+                Ok((point, copy_record(r, 2)?))
+            })
             .collect()
     }
 
     /// The last refresh of a tier, if any.
     pub fn tier_refresh(&self, tier: &str) -> Result<Option<TierRefresh>, CatalogError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT tier, refreshed_at, ok, error FROM tier_refreshes WHERE tier = ?1",
-                [tier],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, bool>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        row.map(|(tier, at, ok, error)| {
+        let row = self.db.query_one(
+            "SELECT tier, refreshed_at, ok, error FROM tier_refreshes WHERE tier = ?1",
+            args![tier],
+        )?;
+        row.map(|r| {
             Ok(TierRefresh {
-                tier,
-                refreshed_at: parse_time("tier refresh", &at)?,
-                ok,
-                error,
+                tier: r.get(0)?,
+                refreshed_at: parse_time("tier refresh", &r.get::<String>(1)?)?,
+                ok: r.get(2)?,
+                error: r.get(3)?,
             })
         })
         .transpose()
     }
 
-    fn complete_point(&self, row: PointRow) -> Result<PointRecord, CatalogError> {
-        let (point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name) =
-            row;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id, \
-             backing FROM point_disks WHERE point_id = ?1 ORDER BY device_key",
+    /// Fills in the disks and copies of `points`, which are every point
+    /// `filter` (on `points p`, with `?1` = `arg`) selects: two queries
+    /// whatever the number of points, so that a planner reading thousands
+    /// of points from a catalog across the network waits for few answers.
+    fn complete_points(
+        &self,
+        points: &mut [PointRecord],
+        filter: &str,
+        arg: &str,
+    ) -> Result<(), CatalogError> {
+        let at: std::collections::HashMap<String, usize> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.point_id.clone(), i))
+            .collect();
+        let disks = self.db.query(
+            &format!(
+                "SELECT d.point_id, d.device_key, d.label, d.size_bytes, d.chunk_size_bytes, \
+                 d.index_sha256, d.change_id, d.backing \
+                 FROM point_disks d JOIN points p ON p.point_id = d.point_id \
+                 WHERE {filter} ORDER BY d.point_id, d.device_key"
+            ),
+            args![arg],
         )?;
-        let disks = stmt
-            .query_map([&point_id], |r| {
-                Ok(DiskRecord {
-                    device_key: r.get(0)?,
-                    label: r.get(1)?,
-                    size_bytes: r.get::<_, i64>(2)? as u64,
-                    chunk_size_bytes: r.get::<_, i64>(3)? as u32,
-                    index_sha256: r.get(4)?,
-                    change_id: r.get(5)?,
-                    backing: r.get(6)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT tier, state, detail, locked_until, first_seen, last_seen \
-             FROM copies WHERE point_id = ?1 ORDER BY tier",
+        for r in &disks {
+            let Some(&i) = at.get(&r.get::<String>(0)?) else {
+                continue;
+            };
+            points[i].disks.push(DiskRecord {
+                device_key: r.get(1)?,
+                label: r.get(2)?,
+                size_bytes: r.get::<i64>(3)? as u64,
+                chunk_size_bytes: r.get::<i64>(4)? as u32,
+                index_sha256: r.get(5)?,
+                change_id: r.get(6)?,
+                backing: r.get(7)?,
+            });
+        }
+        let copies = self.db.query(
+            &format!(
+                "SELECT c.point_id, c.tier, c.state, c.detail, c.locked_until, c.first_seen, \
+                 c.last_seen FROM copies c JOIN points p ON p.point_id = c.point_id \
+                 WHERE {filter} ORDER BY c.point_id, c.tier"
+            ),
+            args![arg],
         )?;
-        let copies = stmt
-            .query_map([&point_id], |r| copy_row(r, 0))?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(copy_record)
-            .collect::<Result<_, _>>()?;
-        Ok(PointRecord {
-            created: parse_time("point created", &created)?,
-            kind: point_kind(&kind)?,
-            point_id,
-            vm_uuid,
-            parent,
-            consistency,
-            duration_ms: duration_ms.max(0) as u64,
-            source,
-            vm_name,
-            disks,
-            copies,
-        })
+        for r in &copies {
+            let Some(&i) = at.get(&r.get::<String>(0)?) else {
+                continue;
+            };
+            points[i].copies.push(copy_record(r, 1)?);
+        }
+        Ok(())
     }
 }
 
 const VERIFICATION_COLUMNS: &str = "kind, point_id, tier, drill, started, finished, ok, detail, \
      restore_seconds, data_ok, guest_ok, guest_detail, heartbeat_seconds, method";
 
-/// Raw columns of a `verifications` row, in [`VERIFICATION_COLUMNS`] order.
-type VerificationRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<f64>,
-    Option<bool>,
-    Option<bool>,
-    Option<String>,
-    Option<f64>,
-    Option<String>,
-);
-
-fn verification_row(r: &Row<'_>) -> rusqlite::Result<VerificationRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-    ))
-}
-
-fn verification(row: VerificationRow) -> Result<Verification, CatalogError> {
-    let (
-        kind,
-        point_id,
-        tier,
-        drill,
-        started,
-        finished,
-        ok,
-        detail,
-        secs,
-        data_ok,
-        guest_ok,
-        gd,
-        heartbeat,
-        method,
-    ) = row;
+/// The verification whose [`VERIFICATION_COLUMNS`] start at column `at`.
+fn verification(r: &Row, at: usize) -> Result<Verification, CatalogError> {
     Ok(Verification {
-        kind: VerificationKind::parse(&kind)?,
-        point_id,
-        tier,
-        drill,
-        started: parse_time("verification start", &started)?,
-        finished: opt_time("verification end", finished)?,
-        ok,
-        detail,
-        data_ok,
-        guest_ok,
-        guest_detail: gd,
-        restore_seconds: secs,
-        heartbeat_seconds: heartbeat,
-        method,
+        kind: VerificationKind::parse(&r.get::<String>(at)?)?,
+        point_id: r.get(at + 1)?,
+        tier: r.get(at + 2)?,
+        drill: r.get(at + 3)?,
+        started: parse_time("verification start", &r.get::<String>(at + 4)?)?,
+        finished: opt_time("verification end", r.get(at + 5)?)?,
+        ok: r.get(at + 6)?,
+        detail: r.get(at + 7)?,
+        restore_seconds: r.get(at + 8)?,
+        data_ok: r.get(at + 9)?,
+        guest_ok: r.get(at + 10)?,
+        guest_detail: r.get(at + 11)?,
+        heartbeat_seconds: r.get(at + 12)?,
+        method: r.get(at + 13)?,
     })
 }
 
-type CopyRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-);
-
-/// The copy columns `tier, state, detail, locked_until, first_seen,
-/// last_seen` starting at column `at`.
-fn copy_row(r: &Row<'_>, at: usize) -> rusqlite::Result<CopyRow> {
-    Ok((
-        r.get(at)?,
-        r.get(at + 1)?,
-        r.get(at + 2)?,
-        r.get(at + 3)?,
-        r.get(at + 4)?,
-        r.get(at + 5)?,
-    ))
-}
-
-fn copy_record(c: CopyRow) -> Result<CopyRecord, CatalogError> {
-    let (tier, state, detail, locked_until, first, last) = c;
+/// The copy whose columns `tier, state, detail, locked_until, first_seen,
+/// last_seen` start at column `at`.
+fn copy_record(r: &Row, at: usize) -> Result<CopyRecord, CatalogError> {
     Ok(CopyRecord {
-        tier,
-        state: CopyState::parse(&state)?,
-        detail,
-        locked_until: opt_time("copy locked until", locked_until)?,
-        first_seen: parse_time("copy first seen", &first)?,
-        last_seen: parse_time("copy last seen", &last)?,
+        tier: r.get(at)?,
+        state: CopyState::parse(&r.get::<String>(at + 1)?)?,
+        detail: r.get(at + 2)?,
+        locked_until: opt_time("copy locked until", r.get(at + 3)?)?,
+        first_seen: parse_time("copy first seen", &r.get::<String>(at + 4)?)?,
+        last_seen: parse_time("copy last seen", &r.get::<String>(at + 5)?)?,
     })
 }

@@ -2,8 +2,8 @@
 //! an instant recovery, with the measured times the reports show beside
 //! the drills'.
 
+use super::db::args;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::{Catalog, CatalogError, parse_time, time_text};
 
@@ -26,11 +26,11 @@ pub struct Recovery {
 
 impl Catalog {
     pub fn record_recovery(&mut self, r: &Recovery) -> Result<(), CatalogError> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO recoveries (vm_uuid, vm_name, point_id, tier, source, name, method, \
              started, power_on_seconds, heartbeat_seconds) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
+            args![
                 r.vm_uuid,
                 r.vm_name,
                 r.point_id,
@@ -48,13 +48,14 @@ impl Catalog {
 
     /// Every recovery, oldest first.
     pub fn recoveries(&self) -> Result<Vec<Recovery>, CatalogError> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT vm_uuid, vm_name, point_id, tier, source, name, method, started, \
              power_on_seconds, heartbeat_seconds FROM recoveries ORDER BY started, id",
+            &[],
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                Recovery {
+        rows.into_iter()
+            .map(|r| {
+                Ok(Recovery {
                     vm_uuid: r.get(0)?,
                     vm_name: r.get(1)?,
                     point_id: r.get(2)?,
@@ -62,20 +63,12 @@ impl Catalog {
                     source: r.get(4)?,
                     name: r.get(5)?,
                     method: r.get(6)?,
-                    started: DateTime::<Utc>::MIN_UTC,
+                    started: parse_time("recoveries.started", &r.get::<String>(7)?)?,
                     power_on_seconds: r.get(8)?,
                     heartbeat_seconds: r.get(9)?,
-                },
-                r.get::<_, String>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut rec, started) = row?;
-            rec.started = parse_time("recoveries.started", &started)?;
-            out.push(rec);
-        }
-        Ok(out)
+                })
+            })
+            .collect()
     }
 }
 

@@ -7,13 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chrono::{DateTime, Utc};
-use rusqlite::{Transaction, params};
-
+use super::db::{Db, args};
 use super::{Catalog, CatalogError, CopyState, time_text};
 use crate::repo::manifest::{Manifest, PointKind};
 use crate::repo::store::StoreError;
 use crate::repo::{PointRef, RepoConfig, RepoError, Repository};
+use chrono::{DateTime, Utc};
 
 /// How a tier differs from what the catalog knew of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,27 +127,28 @@ impl Catalog {
             Ok(r) => r,
             Err(e) => {
                 // Best effort: the failure itself is what must be reported.
-                let _ = self.conn.execute(
+                let _ = self.db.execute(
                     "INSERT INTO tier_refreshes (tier, refreshed_at, ok, error) \
                      VALUES (?1, ?2, 0, ?3) ON CONFLICT(tier) DO UPDATE SET \
                      refreshed_at = excluded.refreshed_at, ok = 0, error = excluded.error",
-                    params![tier, time_text(now), e.to_string()],
+                    args![tier, time_text(now), e.to_string()],
                 );
                 return Err(e);
             }
         };
-        let tx = self.conn.transaction()?;
-        if forget_first {
-            tx.execute("DELETE FROM copies WHERE tier = ?1", [tier])?;
-        }
-        let drift = record(&tx, tier, &read, now)?;
-        tx.execute(
-            "INSERT INTO tier_refreshes (tier, refreshed_at, ok, error) VALUES (?1, ?2, 1, NULL) \
-             ON CONFLICT(tier) DO UPDATE SET refreshed_at = excluded.refreshed_at, ok = 1, error = NULL",
-            params![tier, time_text(now)],
-        )?;
-        tx.commit()?;
-        Ok(drift)
+        self.db.transaction(|tx| {
+            if forget_first {
+                tx.execute("DELETE FROM copies WHERE tier = ?1", args![tier])?;
+            }
+            let drift = record(tx, tier, &read, now)?;
+            tx.execute(
+                "INSERT INTO tier_refreshes (tier, refreshed_at, ok, error) \
+                 VALUES (?1, ?2, 1, NULL) ON CONFLICT(tier) DO UPDATE SET \
+                 refreshed_at = excluded.refreshed_at, ok = 1, error = NULL",
+                args![tier, time_text(now)],
+            )?;
+            Ok(drift)
+        })
     }
 }
 
@@ -206,38 +206,39 @@ fn read_tier(tier: &str, repo: &Repository) -> Result<BTreeMap<PointRef, Read>, 
 
 /// Writes what was read into the catalog and returns the drift.
 fn record(
-    tx: &Transaction<'_>,
+    tx: &Db,
     tier: &str,
     read: &BTreeMap<PointRef, Read>,
     now: DateTime<Utc>,
 ) -> Result<Drift, CatalogError> {
     let now_text = time_text(now);
     let known_copies: BTreeMap<String, CopyState> = {
-        let mut stmt = tx.prepare("SELECT point_id, state FROM copies WHERE tier = ?1")?;
-        let rows: Vec<(String, String)> = stmt
-            .query_map([tier], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|(id, state)| {
-                let state = match state.as_str() {
-                    "present" => CopyState::Present,
-                    "missing" => CopyState::Missing,
-                    _ => CopyState::Corrupt,
-                };
-                (id, state)
-            })
-            .collect()
+        let rows = tx.query(
+            "SELECT point_id, state FROM copies WHERE tier = ?1",
+            args![tier],
+        )?;
+        let mut known = BTreeMap::new();
+        for r in rows {
+            let state = match r.get::<String>(1)?.as_str() {
+                "present" => CopyState::Present,
+                "missing" => CopyState::Missing,
+                _ => CopyState::Corrupt,
+            };
+            known.insert(r.get::<String>(0)?, state);
+        }
+        known
     };
     let mut items = Vec::new();
     for (p, result) in read {
         let before = known_copies.get(&p.point_id).copied();
         match result {
             Read::Good(m) => {
-                let known_point: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM points WHERE point_id = ?1)",
-                    [&p.point_id],
-                    |r| r.get(0),
-                )?;
+                let known_point = tx
+                    .query_one(
+                        "SELECT 1 FROM points WHERE point_id = ?1",
+                        args![p.point_id],
+                    )?
+                    .is_some();
                 upsert_vm(tx, m, &now_text)?;
                 if !known_point {
                     insert_point(tx, m)?;
@@ -267,25 +268,25 @@ fn record(
         }
     }
     let listed: BTreeSet<&str> = read.keys().map(|p| p.point_id.as_str()).collect();
-    let mut stmt = tx.prepare(
+    let rows = tx.query(
         "SELECT vm_uuid, point_id FROM copies WHERE tier = ?1 AND state != 'missing' \
          ORDER BY vm_uuid, point_id",
+        args![tier],
     )?;
-    let gone: Vec<PointRef> = stmt
-        .query_map([tier], |r| {
-            Ok(PointRef {
-                vm_uuid: r.get(0)?,
-                point_id: r.get(1)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .filter(|p| !listed.contains(p.point_id.as_str()))
-        .collect();
+    let mut gone = Vec::new();
+    for r in rows {
+        let p = PointRef {
+            vm_uuid: r.get(0)?,
+            point_id: r.get(1)?,
+        };
+        if !listed.contains(p.point_id.as_str()) {
+            gone.push(p);
+        }
+    }
     for p in gone {
         tx.execute(
             "UPDATE copies SET state = 'missing', detail = NULL WHERE point_id = ?1 AND tier = ?2",
-            params![p.point_id, tier],
+            args![p.point_id, tier],
         )?;
         items.push(DriftItem {
             point: p,
@@ -300,17 +301,17 @@ fn record(
     })
 }
 
-fn upsert_vm(tx: &Transaction<'_>, m: &Manifest, now: &str) -> Result<(), CatalogError> {
+fn upsert_vm(tx: &Db, m: &Manifest, now: &str) -> Result<(), CatalogError> {
     tx.execute(
         "INSERT INTO vms (uuid, name, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
          ON CONFLICT(uuid) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, \
          source = COALESCE(excluded.source, vms.source)",
-        params![m.vm.uuid, m.vm.name, m.vm.source, now],
+        args![m.vm.uuid, m.vm.name, m.vm.source, now],
     )?;
     Ok(())
 }
 
-fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> {
+fn insert_point(tx: &Db, m: &Manifest) -> Result<(), CatalogError> {
     let created = DateTime::parse_from_rfc3339(&m.created)
         .map(|t| time_text(t.with_timezone(&Utc)))
         .map_err(|_| CatalogError::BadValue {
@@ -321,7 +322,7 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
         "INSERT INTO points \
          (point_id, vm_uuid, created, kind, parent, consistency, duration_ms, source, vm_name) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+        args![
             m.point_id,
             m.vm.uuid,
             created,
@@ -342,7 +343,7 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
              (point_id, device_key, label, size_bytes, chunk_size_bytes, index_sha256, change_id, \
               backing) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+            args![
                 m.point_id,
                 d.device_key,
                 d.label,
@@ -358,7 +359,7 @@ fn insert_point(tx: &Transaction<'_>, m: &Manifest) -> Result<(), CatalogError> 
 }
 
 fn upsert_copy(
-    tx: &Transaction<'_>,
+    tx: &Db,
     p: &PointRef,
     tier: &str,
     state: CopyState,
@@ -370,7 +371,7 @@ fn upsert_copy(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
          ON CONFLICT(point_id, tier) DO UPDATE SET state = excluded.state, \
          detail = excluded.detail, last_seen = excluded.last_seen",
-        params![p.point_id, p.vm_uuid, tier, state.as_str(), detail, now],
+        args![p.point_id, p.vm_uuid, tier, state.as_str(), detail, now],
     )?;
     Ok(())
 }

@@ -1,13 +1,18 @@
-//! The catalog's schema and its numbered migrations. `PRAGMA user_version`
-//! holds the number of migrations applied; each migration runs in its own
+//! The catalog's schema and its numbered migrations. The number of
+//! migrations applied is `PRAGMA user_version` on SQLite and the one row of
+//! `coffer_schema` on PostgreSQL; each migration runs in its own
 //! transaction together with the bump of that number, so a crash leaves the
 //! database at one version or the next, never between. A database whose
 //! version is higher than this build knows was written by a newer coffer and
 //! is refused rather than guessed at.
-
-use rusqlite::Connection;
+//!
+//! The migrations are written once, in SQLite's DDL; PostgreSQL runs them
+//! as `db::postgres_ddl` translates them. Several coffer processes may open
+//! a new PostgreSQL catalog at once: each migration is taken under an
+//! advisory lock and re-reads the version first, so each runs once.
 
 use super::CatalogError;
+use super::db::{Db, MIGRATION_LOCK, args, postgres_ddl};
 
 /// Migration `n` (1-based) is `MIGRATIONS[n - 1]`. Append only: a released
 /// migration is never edited.
@@ -216,36 +221,92 @@ CREATE INDEX recoveries_by_vm ON recoveries(vm_uuid, started);
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Brings `conn` up to [`SCHEMA_VERSION`], or refuses a newer database.
-pub fn migrate(conn: &mut Connection, path: &str) -> Result<(), CatalogError> {
-    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(CatalogError::NewerSchema {
-            path: path.to_string(),
-            found,
-            known: SCHEMA_VERSION,
-        });
+/// The number of migrations applied to `db`.
+pub fn version(db: &Db) -> Result<u32, CatalogError> {
+    match db {
+        Db::Sqlite(conn) => Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?),
+        Db::Postgres(_) => {
+            let v: Option<i64> = match db.query_one("SELECT version FROM coffer_schema", &[])? {
+                Some(row) => row.get(0)?,
+                None => None,
+            };
+            Ok(u32::try_from(v.unwrap_or(0)).unwrap_or(u32::MAX))
+        }
     }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .map_err(|source| CatalogError::Migration {
-                version: n as u32 + 1,
-                source,
+}
+
+fn set_version(db: &Db, v: u32) -> Result<(), CatalogError> {
+    match db {
+        Db::Sqlite(conn) => Ok(conn.pragma_update(None, "user_version", v)?),
+        Db::Postgres(_) => {
+            db.execute("UPDATE coffer_schema SET version = ?1", args![v])?;
+            Ok(())
+        }
+    }
+}
+
+/// Brings `db` up to [`SCHEMA_VERSION`], or refuses a newer database.
+pub fn migrate(db: &mut Db, path: &str) -> Result<(), CatalogError> {
+    if let Db::Postgres(_) = db {
+        // The version's own table, made once by whoever comes first.
+        db.batch("BEGIN")?;
+        let made = (|| {
+            db.execute("SELECT pg_advisory_xact_lock(?1)", args![MIGRATION_LOCK])?;
+            db.batch("CREATE TABLE IF NOT EXISTS coffer_schema (version BIGINT NOT NULL)")?;
+            db.execute(
+                "INSERT INTO coffer_schema (version) SELECT 0                  WHERE NOT EXISTS (SELECT 1 FROM coffer_schema)",
+                &[],
+            )?;
+            db.batch("COMMIT")
+        })();
+        if let Err(e) = made {
+            let _ = db.batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    loop {
+        let step = db.transaction(|tx| {
+            if let Db::Postgres(_) = tx {
+                tx.execute("SELECT pg_advisory_xact_lock(?1)", args![MIGRATION_LOCK])?;
+            }
+            let found = version(tx)?;
+            if found > SCHEMA_VERSION {
+                return Err(CatalogError::NewerSchema {
+                    path: path.to_string(),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            if found == SCHEMA_VERSION {
+                return Ok(false);
+            }
+            let sql = MIGRATIONS[found as usize];
+            let sql = match tx {
+                Db::Sqlite(_) => sql.to_string(),
+                Db::Postgres(_) => postgres_ddl(sql),
+            };
+            tx.batch(&sql).map_err(|source| CatalogError::Migration {
+                version: found + 1,
+                source: Box::new(source),
             })?;
-        tx.pragma_update(None, "user_version", n as u32 + 1)?;
-        tx.commit()?;
+            set_version(tx, found + 1)?;
+            Ok(true)
+        })?;
+        if !step {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use rusqlite::Connection;
+
     #[test]
     fn a_catalog_of_the_first_schema_keeps_its_drills_apart_from_its_data() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         // Verifications of points this test does not create.
@@ -263,7 +324,9 @@ mod tests {
                ('boot', 'e', 'local', 't5', 1, 'heartbeat passed');",
         )
         .unwrap();
-        migrate(&mut conn, ":memory:").unwrap();
+        let mut db = Db::Sqlite(conn);
+        migrate(&mut db, ":memory:").unwrap();
+        let Db::Sqlite(conn) = db else { unreachable!() };
         let rows: Vec<(String, Option<bool>, Option<bool>)> = conn
             .prepare("SELECT point_id, data_ok, guest_ok FROM verifications ORDER BY id")
             .unwrap()

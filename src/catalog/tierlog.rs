@@ -11,9 +11,9 @@
 //! and replay drops an event that does not authenticate.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::db::args;
 use super::{Catalog, CatalogError, Verification, VerificationKind, time_text};
 use crate::repo::chunk::Keys;
 use crate::repo::{RepoError, Repository};
@@ -209,23 +209,14 @@ impl Catalog {
                 method,
             } => {
                 let kind = VerificationKind::parse(kind)?;
-                let known: Option<i64> = self
-                    .conn
-                    .query_row(
-                        "SELECT 1 FROM points WHERE point_id = ?1",
-                        [point_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let held: Option<i64> = self
-                    .conn
-                    .query_row(
-                        "SELECT 1 FROM verifications WHERE point_id = ?1 AND tier = ?2 \
-                         AND kind = ?3 AND started = ?4",
-                        params![point_id, tier, kind.as_str(), time_text(*started)],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let known = self
+                    .db
+                    .query_one("SELECT 1 FROM points WHERE point_id = ?1", args![point_id])?;
+                let held = self.db.query_one(
+                    "SELECT 1 FROM verifications WHERE point_id = ?1 AND tier = ?2 \
+                     AND kind = ?3 AND started = ?4",
+                    args![point_id, tier, kind.as_str(), time_text(*started)],
+                )?;
                 if known.is_none() || held.is_some() {
                     return Ok(false);
                 }
@@ -254,10 +245,10 @@ impl Catalog {
                 finished,
                 outcome,
             } => {
-                let n = self.conn.execute(
-                    "INSERT OR IGNORE INTO runs (run_id, command, started, finished, outcome) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
+                let n = self.db.execute(
+                    "INSERT INTO runs (run_id, command, started, finished, outcome) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    args![
                         run_id,
                         command,
                         time_text(*started),
@@ -309,12 +300,14 @@ mod tests {
         let again = catalog.replay_tier_log(&repo).unwrap();
         assert_eq!((again.applied, again.skipped), (0, 1));
         let outcome: String = catalog
-            .conn
-            .query_row(
+            .db
+            .query_one(
                 "SELECT outcome FROM runs WHERE run_id = '20261201T000000Z-ab12'",
-                [],
-                |r| r.get(0),
+                &[],
             )
+            .unwrap()
+            .unwrap()
+            .get(0)
             .unwrap();
         assert_eq!(outcome, "success");
     }

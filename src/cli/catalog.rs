@@ -63,22 +63,22 @@ pub fn run(command: Command) -> Result<u8> {
 
 fn sync(tiers: &[String], location: &Location, output: &Output, rebuild: bool) -> Result<u8> {
     let config = location.policy.load()?;
-    let path = engine::catalog::catalog_path(location.state.as_deref(), &config);
+    let at = engine::catalog::catalog_location(location.state.as_deref(), &config);
     let terminal = Terminal::human();
-    let mut catalog = engine::catalog::open_catalog(&path, None, &terminal)?;
+    let mut catalog = engine::catalog::open_catalog(&at, None, &terminal)?;
     let drifts = engine::catalog::sync_tiers(&config, &mut catalog, tiers, rebuild)?;
     let doc = || crate::json::CatalogSync::new(&drifts);
-    output.print(doc, || text::catalog_synced(&drifts, rebuild, &path))?;
+    output.print(doc, || text::catalog_synced(&drifts, rebuild, &at))?;
     Ok(EXIT_OK)
 }
 
 fn show(a: ShowArgs) -> Result<u8> {
     // `--state DIR` needs no policies.
-    let path = match &a.location.state {
+    let at = match &a.location.state {
         Some(dir) => engine::catalog::catalog_in(dir),
         None => a.location.policy.load()?.settings.catalog,
     };
-    let catalog = engine::catalog::open_existing(&path, &Terminal::human())?;
+    let catalog = engine::catalog::open_existing(&at, &Terminal::human())?;
     let contents = engine::catalog::contents(&catalog, a.vm.as_deref())?;
     let doc = || {
         let lifetime = |p: &str| catalog.snapshot_lifetime_of(p).ok().flatten();

@@ -102,7 +102,7 @@ pub fn reset_cbt_now(config: &Config, vm: &str, source: Option<&str>) -> Result<
     let (conn, record) = find_vm(config, vm, source)?;
     let run_id = super::new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
-        &config.settings.state_dir,
+        &config.settings,
         &format!("coffer cbt reset {vm}, run {run_id}"),
     )?;
     let installation = crate::run::installation::id(&config.settings.state_dir)?;
@@ -165,7 +165,7 @@ pub fn backup_now(
     };
     let run_id = super::new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
-        &config.settings.state_dir,
+        &config.settings,
         &format!("coffer backup {}, run {run_id}", vm.name),
     )?;
     let chunk = u32::try_from(policy.chunk_size.0).context("chunk size")?;
@@ -201,9 +201,9 @@ pub fn backup_now(
     // keep; the point itself reaches the catalog with the next refresh.
     // Best effort, and only into a catalog that exists: a missing or
     // damaged one is left to `plan`, which builds it from the tiers.
-    let path = super::catalog::catalog_path(None, config);
-    if path.exists()
-        && let Ok(mut catalog) = crate::catalog::Catalog::open(&path)
+    let at = super::catalog::catalog_location(None, config);
+    if at.exists()
+        && let Ok(mut catalog) = crate::catalog::Catalog::open_at(&at)
     {
         let _ = catalog.record_snapshot_lifetime(&crate::catalog::SnapshotLifetimeRecord {
             run_id: run_id.clone(),

@@ -4,7 +4,7 @@
 //! stuck on it), and syncing it with the tiers (refresh reports drift;
 //! rebuild forgets a tier and reads it again).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -12,10 +12,12 @@ use super::observer::{Event, Observer};
 use super::tiers::open_tier;
 use crate::catalog::{self, Catalog, CopyRecord, Drift, PointRecord, VmRecord};
 use crate::policy::Config;
+use crate::policy::model::CatalogLocation;
 use crate::repo::PointRef;
 
-/// The catalog's file: in `state` when given, else the policy's.
-pub fn catalog_path(state: Option<&Path>, config: &Config) -> PathBuf {
+/// Where the catalog is: in `state` when given, else where the policy
+/// keeps it.
+pub fn catalog_location(state: Option<&Path>, config: &Config) -> CatalogLocation {
     match state {
         Some(dir) => catalog_in(dir),
         None => config.settings.catalog.clone(),
@@ -23,39 +25,35 @@ pub fn catalog_path(state: Option<&Path>, config: &Config) -> PathBuf {
 }
 
 /// The catalog's file in a state directory.
-pub fn catalog_in(state: &Path) -> PathBuf {
-    state.join(catalog::FILE_NAME)
+pub fn catalog_in(state: &Path) -> CatalogLocation {
+    CatalogLocation::File(state.join(catalog::FILE_NAME))
 }
 
-/// Opens the catalog at `path` to read it; refuses, saying how to build
+/// Opens the catalog at `at` to read it; refuses, saying how to build
 /// one, when there is none.
-pub fn open_existing(path: &Path, observer: &dyn Observer) -> Result<Catalog> {
-    if !path.exists() {
-        bail!(
-            "there is no catalog at {}; build one with `coffer catalog rebuild --tier NAME`",
-            path.display()
-        );
+pub fn open_existing(at: &CatalogLocation, observer: &dyn Observer) -> Result<Catalog> {
+    if !at.exists() {
+        bail!("there is no catalog at {at}; build one with `coffer catalog rebuild --tier NAME`");
     }
-    open_catalog(path, None, observer)
+    open_catalog(at, None, observer)
 }
 
 /// Opens the catalog. A damaged one (not a database, corrupt) is moved
 /// aside and, when the policy directory is known, rebuilt at once from
 /// every tier and its log; the observer is told either way.
 pub fn open_catalog(
-    path: &Path,
+    at: &CatalogLocation,
     config: Option<&Config>,
     observer: &dyn Observer,
 ) -> Result<Catalog> {
     let say = |m: String| observer.event(&Event::Message(m));
-    let (mut catalog, moved) = Catalog::open_or_replace(path)
-        .with_context(|| format!("opening the catalog {}", path.display()))?;
+    let (mut catalog, moved) =
+        Catalog::open_or_replace_at(at).with_context(|| format!("opening the catalog {at}"))?;
     let Some(moved) = moved else {
         return Ok(catalog);
     };
     say(format!(
-        "coffer: the catalog {} could not be opened ({}); it was moved to {}",
-        path.display(),
+        "coffer: the catalog {at} could not be opened ({}); it was moved to {}",
         moved.error,
         moved.path.display()
     ));

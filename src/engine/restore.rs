@@ -193,8 +193,8 @@ pub fn restore_to_source(
 
 /// Records a recovery in the catalog.
 pub fn record_recovery(config: &Config, recovery: &crate::catalog::Recovery) -> Result<()> {
-    let path = super::catalog::catalog_in(&config.settings.state_dir);
-    let mut c = super::catalog::open_catalog(&path, Some(config), &super::observer::Silent)?;
+    let at = super::catalog::catalog_location(None, config);
+    let mut c = super::catalog::open_catalog(&at, Some(config), &super::observer::Silent)?;
     c.record_recovery(recovery)?;
     Ok(())
 }

@@ -517,6 +517,11 @@ pub fn check_secrets(config: &Config) -> Result<()> {
             missing.push(format!("{owner}: {what}: {e}"));
         }
     };
+    if let crate::policy::model::CatalogLocation::Postgres { password, .. } =
+        &config.settings.catalog
+    {
+        check("settings".into(), "catalog password", password.as_ref());
+    }
     for source in config.sources.values() {
         check(
             format!("source `{}`", source.name),

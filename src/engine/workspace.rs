@@ -27,7 +27,7 @@ pub struct InvalidPolicies {
 
 pub struct Workspace<'o> {
     pub config: Config,
-    pub catalog_path: PathBuf,
+    pub catalog_at: crate::policy::model::CatalogLocation,
     pub catalog: Catalog,
     observer: &'o dyn Observer,
 }
@@ -49,11 +49,11 @@ impl<'o> Workspace<'o> {
     /// Opens the catalog of `config` (in `state` when given). A damaged
     /// catalog is moved aside and rebuilt from the tiers.
     pub fn open(config: Config, state: Option<&Path>, observer: &'o dyn Observer) -> Result<Self> {
-        let catalog_path = super::catalog::catalog_path(state, &config);
-        let catalog = super::catalog::open_catalog(&catalog_path, Some(&config), observer)?;
+        let catalog_at = super::catalog::catalog_location(state, &config);
+        let catalog = super::catalog::open_catalog(&catalog_at, Some(&config), observer)?;
         Ok(Workspace {
             config,
-            catalog_path,
+            catalog_at,
             catalog,
             observer,
         })

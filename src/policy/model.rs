@@ -56,13 +56,52 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub state_dir: PathBuf,
-    pub catalog: PathBuf,
+    pub catalog: CatalogLocation,
     pub timezone: Tz,
     pub report_dir: PathBuf,
     /// Pinged at every run (start, success, failure).
     pub healthcheck_url: Option<String>,
     /// What reports and mail subjects call this installation.
     pub name: String,
+}
+
+/// Where the catalog is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogLocation {
+    /// The embedded SQLite file (the default, `<state_dir>/catalog.db`).
+    File(PathBuf),
+    /// A PostgreSQL database that several coffer processes share: its URL
+    /// (which holds no password) and where the password is read from.
+    Postgres {
+        url: String,
+        password: Option<SecretRef>,
+    },
+}
+
+impl CatalogLocation {
+    /// Whether this catalog exists yet: its file is there. A PostgreSQL
+    /// catalog is always there to be opened (and migrated).
+    pub fn exists(&self) -> bool {
+        match self {
+            CatalogLocation::File(p) => p.exists(),
+            CatalogLocation::Postgres { .. } => true,
+        }
+    }
+}
+
+impl std::fmt::Display for CatalogLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogLocation::File(p) => write!(f, "{}", p.display()),
+            CatalogLocation::Postgres { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// Whether a `catalog` setting names a PostgreSQL server rather than a
+/// file.
+pub fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
 /// The machine's host name ("coffer" when it has none).

@@ -162,8 +162,10 @@ pub struct RawFile {
 pub struct RawSettings {
     /// State directory (catalog, journal, reports), relative to the policy directory. Default ".coffer".
     pub state_dir: Option<Sp<String>>,
-    /// Catalog location: a path to the embedded SQLite file. Default "<state_dir>/catalog.db".
+    /// Catalog location: a path to the embedded SQLite file (default "<state_dir>/catalog.db"), or a PostgreSQL URL "postgres://USER@HOST:PORT/DATABASE" that several coffer processes share. The URL holds no password: give it in `catalog_password`.
     pub catalog: Option<Sp<String>>,
+    /// The password of a PostgreSQL catalog's user, as a secret reference.
+    pub catalog_password: Option<Sp<SecretValue>>,
     /// Default time zone for schedules and retention buckets. Default "UTC".
     pub timezone: Option<Sp<TimeZoneText>>,
     /// Where reports are written. Default "<state_dir>/reports".

@@ -426,11 +426,15 @@ impl Resolver<'_> {
             .as_ref()
             .and_then(|tz| self.timezone(tz, &file))
             .unwrap_or(chrono_tz::UTC);
+        let catalog_password = self.secret(&raw.catalog_password, &file, "catalog_password");
         Settings {
-            catalog: raw
-                .catalog
-                .as_ref()
-                .map_or_else(|| state_dir.join("catalog.db"), |c| dir.join(c.get())),
+            catalog: match raw.catalog.as_ref() {
+                None => CatalogLocation::File(state_dir.join("catalog.db")),
+                Some(c) if is_postgres_url(c.get()) => {
+                    self.postgres_catalog(c, catalog_password, &file)
+                }
+                Some(c) => CatalogLocation::File(dir.join(c.get())),
+            },
             report_dir: raw
                 .report_dir
                 .as_ref()

@@ -1,15 +1,16 @@
 //! Checks of `[settings]` and of a notifier's server that need more than
 //! one value: a catalog path the loader would read as a policy file, a
 //! state directory at the file system root, a report directory or catalog
-//! inside a tier's repository, an SMTP host that could inject commands.
+//! inside a tier's repository, a PostgreSQL catalog URL with a password in
+//! it, an SMTP host that could inject commands.
 //! Split from `validate` to keep that file about the shared checks.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::load::Entry;
-use super::model::{Settings, Tier, TierBackend};
-use super::raw::{RawNotify, RawSettings};
+use super::model::{CatalogLocation, SecretRef, Settings, Tier, TierBackend};
+use super::raw::{RawNotify, RawSettings, Sp};
 use super::validate::Resolver;
 
 /// `path` with `.` and `..` resolved by text alone (no file system access:
@@ -34,6 +35,50 @@ pub(super) fn lexical(path: &Path) -> PathBuf {
 }
 
 impl Resolver<'_> {
+    /// A `catalog = "postgres://…"` setting: a URL the PostgreSQL client
+    /// reads, and no password in it (policy files are kept in git).
+    pub(super) fn postgres_catalog(
+        &mut self,
+        c: &Sp<String>,
+        password: Option<SecretRef>,
+        file: &Path,
+    ) -> CatalogLocation {
+        let url = c.get();
+        let authority = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("");
+        let user_password = authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'));
+        if user_password || url.contains("password=") {
+            self.err(
+                "literal-secret",
+                file,
+                c.span(),
+                "`catalog` holds a password; policy files are kept in git and must not hold secrets"
+                    .into(),
+                "remove it from the URL and write `catalog_password = { env = \"COFFER_CATALOG_PASSWORD\" }` or `catalog_password = { file = \"/etc/coffer/catalog_password\" }`"
+                    .into(),
+            );
+        } else if let Err(e) = url.parse::<postgres::Config>() {
+            self.err(
+                "bad-url",
+                file,
+                c.span(),
+                format!("`catalog = \"{url}\"` is not a PostgreSQL URL: {e}"),
+                "write `postgres://USER@HOST:PORT/DATABASE`, e.g. `postgres://coffer@db.example.com:5432/coffer`"
+                    .into(),
+            );
+        }
+        CatalogLocation::Postgres {
+            url: url.clone(),
+            password,
+        }
+    }
+
     /// The path settings against each other and against the tiers.
     pub(super) fn settings_paths(
         &mut self,
@@ -43,7 +88,9 @@ impl Resolver<'_> {
     ) {
         let Some(e) = e else { return };
         let (f, raw) = (e.file.as_path(), &e.value);
-        if let Some(c) = &raw.catalog {
+        if let Some(c) = &raw.catalog
+            && matches!(settings.catalog, CatalogLocation::File(_))
+        {
             let is_toml = Path::new(c.get())
                 .extension()
                 .is_some_and(|x| x.eq_ignore_ascii_case("toml"));
@@ -76,11 +123,26 @@ impl Resolver<'_> {
                     .into(),
             );
         }
+        let catalog_file = match &settings.catalog {
+            CatalogLocation::File(p) => Some(p),
+            CatalogLocation::Postgres { .. } => None,
+        };
+        if let (Some(v), CatalogLocation::File(_)) = (&raw.catalog_password, &settings.catalog) {
+            self.err(
+                "not-applicable",
+                f,
+                v.span(),
+                "`catalog_password` is for a PostgreSQL catalog; this catalog is a file".into(),
+                "remove the key, or set `catalog = \"postgres://USER@HOST:PORT/DATABASE\"`".into(),
+            );
+        }
         for (key, value, path) in [
-            ("report_dir", &raw.report_dir, &settings.report_dir),
-            ("catalog", &raw.catalog, &settings.catalog),
+            ("report_dir", &raw.report_dir, Some(&settings.report_dir)),
+            ("catalog", &raw.catalog, catalog_file),
         ] {
-            let Some(v) = value else { continue };
+            let (Some(v), Some(path)) = (value, path) else {
+                continue;
+            };
             let path = lexical(path);
             for (name, tier) in tiers {
                 let TierBackend::Local { path: tier_path } = &tier.backend else {

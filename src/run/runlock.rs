@@ -2,6 +2,13 @@
 //! exclusive lock on `<state_dir>/runner.lock` while they work, so two of
 //! them never back up the same VM at once. The lock is an flock: it is
 //! released when the process ends, however it ends.
+//!
+//! A catalog on PostgreSQL may be shared by coffer installations on
+//! several machines, each with its own state dir; their journals are one.
+//! There the runner also holds a session advisory lock on the catalog's
+//! server, on a connection of its own, so that one run never takes another
+//! machine's running actions for interrupted ones. The server releases it
+//! when that connection ends, however the process ends.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -10,6 +17,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
+
+use crate::catalog::db::RUNNER_LOCK;
+use crate::catalog::pg_text;
+use crate::policy::model::{CatalogLocation, Settings};
 
 /// Whether this process holds a runner lock (an flock taken twice in one
 /// process through two descriptors conflicts with itself, so the holder
@@ -20,6 +31,19 @@ static HELD_HERE: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub struct RunnerLock {
     _file: File,
+    /// The connection that holds the runner lock of a PostgreSQL catalog.
+    _shared: Option<SharedLock>,
+}
+
+/// The runner lock on a PostgreSQL catalog's server.
+struct SharedLock {
+    _conn: postgres::Client,
+}
+
+impl std::fmt::Debug for SharedLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLock")
+    }
 }
 
 impl Drop for RunnerLock {
@@ -46,8 +70,10 @@ pub fn other_runs_are_dead(state_dir: &Path) -> bool {
 }
 
 impl RunnerLock {
-    /// Takes the lock, or says who holds it.
-    pub fn take(state_dir: &Path, what: &str) -> Result<RunnerLock> {
+    /// Takes the lock of the installation `settings` describes (and of its
+    /// catalog, when that is shared), or says who holds it.
+    pub fn take(settings: &Settings, what: &str) -> Result<RunnerLock> {
+        let state_dir = &settings.state_dir;
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let path = state_dir.join("runner.lock");
@@ -68,10 +94,59 @@ impl RunnerLock {
                 holder.trim()
             );
         }
+        let shared = match &settings.catalog {
+            CatalogLocation::Postgres { url, password } => Some(take_shared(url, password, what)?),
+            CatalogLocation::File(_) => None,
+        };
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{what}, pid {}", std::process::id())?;
         HELD_HERE.store(true, Ordering::SeqCst);
-        Ok(RunnerLock { _file: file })
+        Ok(RunnerLock {
+            _file: file,
+            _shared: shared,
+        })
     }
+}
+
+/// Takes the runner lock on the server of the PostgreSQL catalog `url`.
+/// Its connection is named after the run (`application_name`), so that a
+/// runner that finds the lock taken can say by whom.
+fn take_shared(
+    url: &str,
+    password: &Option<crate::policy::model::SecretRef>,
+    what: &str,
+) -> Result<SharedLock> {
+    let mut client = crate::catalog::connect_postgres(url, password.as_ref())?;
+    let me = format!(
+        "{what}, pid {} on {}",
+        std::process::id(),
+        crate::policy::model::host_name()
+    );
+    client
+        .execute("SELECT set_config('application_name', $1, false)", &[&me])
+        .map_err(|e| anyhow::anyhow!("naming the runner's connection to {url}: {}", pg_text(&e)))?;
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK])
+        .map_err(|e| anyhow::anyhow!("taking the runner lock on {url}: {}", pg_text(&e)))?
+        .get(0);
+    if !got {
+        // An advisory lock on a bigint key shows in pg_locks as its high
+        // and low halves (PostgreSQL documentation, "pg_locks").
+        let holder = client
+            .query_opt(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.classid::bigint = $1 AND l.objid::bigint = $2 LIMIT 1",
+                &[&(RUNNER_LOCK >> 32), &(RUNNER_LOCK & 0xffff_ffff)],
+            )
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .unwrap_or_else(|| "a coffer runner".into());
+        bail!(
+            "another coffer runner is working on the shared catalog {url} ({holder}); try again when it is done"
+        );
+    }
+    Ok(SharedLock { _conn: client })
 }

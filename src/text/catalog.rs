@@ -2,7 +2,6 @@
 //! points it holds per VM with where their copies are.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use super::kind_word;
 use crate::catalog::{CopyState, Drift, DriftKind, PointRecord};
@@ -10,7 +9,11 @@ use crate::engine::catalog::Contents;
 
 /// `catalog rebuild` and `catalog refresh`: per tier, what was listed and
 /// how it differs from what the catalog knew; then where the catalog is.
-pub fn catalog_synced(drifts: &[Drift], rebuild: bool, catalog: &Path) -> String {
+pub fn catalog_synced(
+    drifts: &[Drift],
+    rebuild: bool,
+    catalog: &crate::policy::model::CatalogLocation,
+) -> String {
     let mut out = String::new();
     for d in drifts {
         let _ = writeln!(
@@ -31,7 +34,7 @@ pub fn catalog_synced(drifts: &[Drift], rebuild: bool, catalog: &Path) -> String
             let _ = writeln!(out, "  {item}");
         }
     }
-    let _ = writeln!(out, "catalog: {}", catalog.display());
+    let _ = writeln!(out, "catalog: {catalog}");
     out
 }
 

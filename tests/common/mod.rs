@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod azurite;
+pub mod postgres;
 pub mod s3;
 
 /// Starts `cmd` (output discarded) for the rest of the test binary: the

@@ -355,7 +355,7 @@ pub fn apply(
 ) -> Result<RunOutcome> {
     let run_id = super::new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
-        &config.settings.state_dir,
+        &config.settings,
         &format!("coffer apply, run {run_id}"),
     )?;
     tracing::info!(run_id = %run_id, "run started");

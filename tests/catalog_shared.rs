@@ -1,0 +1,158 @@
+//! A catalog on a real PostgreSQL server (`common::postgres`), shared by
+//! two coffer installations (two policy directories with their own state
+//! directories, as on two machines) over the same repositories: `apply`
+//! journals there, one installation's runner keeps the other's out, a run
+//! killed mid-backup is recovered from the shared journal, and either
+//! installation reads the other's points without touching a tier.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{snapshot_count, text};
+
+/// A policy directory at `dir` whose tiers are the shared `repos` and whose
+/// catalog is the PostgreSQL database `url`.
+fn write_policy(dir: &Path, repos: &Path, url: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let pw = common::postgres::password_file(dir);
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[settings]
+catalog = "{url}"
+catalog_password = {{ file = "{pw}" }}
+
+[sources.lab]
+kind = "lab"
+lab_vms = 2
+
+[tiers.local]
+backend = "local"
+path = "{local}"
+site = "here"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+"#,
+            pw = pw.display(),
+            local = repos.join("local").display(),
+        ),
+    )
+    .unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_installations_share_one_postgres_catalog_and_its_journal() {
+    let t = tempfile::tempdir().unwrap();
+    let url = common::postgres::database();
+    let (a, b) = (t.path().join("site-a"), t.path().join("site-b"));
+    write_policy(&a, t.path(), &url);
+    write_policy(&b, t.path(), &url);
+    assert!(
+        run(&a, &["repo", "init", "--tier", "local"])
+            .status
+            .success()
+    );
+
+    // Site A's runner holds a snapshot (its reads are slowed by 503s).
+    let mut child = common::command_in(&a)
+        .args(["apply", "--no-mail", "-p", "."])
+        .env("COFFER_LAB_FAULTS", "unavailable=5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshot_count(&a) == 0 {
+        assert!(Instant::now() < deadline, "no snapshot appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Site B has a state dir of its own: only the shared catalog's lock
+    // keeps it out, and it names the run that holds it.
+    let second = run(&b, &["apply", "--no-mail"]);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        text(&second).contains("another coffer runner is working on the shared catalog")
+            && text(&second).contains("coffer apply, run "),
+        "{}",
+        text(&second)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = snapshot_count(&a);
+    assert!(left >= 1, "the killed run left its snapshots");
+
+    // The next run finds the killed run's actions in the shared journal
+    // and removes what they left.
+    let again = run(&a, &["apply", "--no-mail"]);
+    let out = text(&again);
+    assert_eq!(again.status.code(), Some(0), "{out}");
+    assert!(out.contains("recovered: run "), "{out}");
+    assert_eq!(
+        out.matches("removed its snapshot coffer-").count(),
+        left,
+        "every snapshot of the killed run is removed: {out}"
+    );
+    assert_eq!(snapshot_count(&a), 0);
+    assert!(
+        run(&a, &["repo", "verify", "--tier", "local"])
+            .status
+            .success()
+    );
+
+    // Site B reads site A's points from the catalog alone.
+    let show = run(&b, &["catalog", "show", "--json"]);
+    assert!(show.status.success(), "{}", text(&show));
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let mut names: Vec<&str> = v["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lab-vm-01", "lab-vm-02"], "{v}");
+    for vm in v["vms"].as_array().unwrap() {
+        assert_eq!(vm["points"].as_array().unwrap().len(), 1, "{vm}");
+        assert_eq!(vm["points"][0]["copies"][0]["state"], "present", "{vm}");
+    }
+    // And nothing of the catalog was written to either state dir.
+    for dir in [&a, &b] {
+        assert!(!dir.join(".coffer/catalog.db").exists());
+    }
+}
+
+#[test]
+fn a_password_in_a_postgres_catalog_url_is_refused_with_its_place() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join("coffer.toml"),
+        "[settings]\ncatalog = \"postgres://coffer:hunter2@db.example.com/coffer\"\n",
+    )
+    .unwrap();
+    let o = run(t.path(), &["validate"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(10), "{out}");
+    assert!(out.contains("coffer.toml:2:11"), "{out}");
+    assert!(out.contains("`catalog` holds a password"), "{out}");
+    assert!(out.contains("catalog_password"), "{out}");
+}
