@@ -16,6 +16,7 @@
 pub(crate) mod db;
 mod journal;
 mod query;
+pub mod queue;
 mod recoveries;
 mod refresh;
 pub mod schema;

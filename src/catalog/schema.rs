@@ -216,6 +216,60 @@ CREATE TABLE recoveries (
 );
 CREATE INDEX recoveries_by_vm ON recoveries(vm_uuid, started);
 "#,
+    // 8 (work shared between machines): the backups a coordinator
+    // (`apply --distributed`) hands to workers (`coffer worker`) through a
+    // PostgreSQL catalog. A worker claims a row under a lease it renews
+    // while it works; the limits are counted over the rows claimed with a
+    // live lease, so they hold across workers; a row whose lease ran out
+    // is claimed again and its earlier attempt cleaned up. `lease_until` is
+    // milliseconds since the epoch by the database server's clock, so the
+    // workers' clocks need not agree. Unused on SQLite.
+    r#"
+CREATE TABLE work (
+    id             INTEGER PRIMARY KEY,
+    run_id         TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    -- the plan's JSON form of the backup
+    action         TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    vm             TEXT NOT NULL,
+    -- the limits' keys: the VM's ESXi host, its datastores (a JSON list)
+    -- and the tier, with the limits the coordinator's policy set
+    host           TEXT NOT NULL,
+    datastores     TEXT NOT NULL,
+    tier           TEXT NOT NULL,
+    -- the tier's repository id as the coordinator opened it: a worker
+    -- that opens another repository under that name refuses the backup
+    repo_id        TEXT NOT NULL,
+    max_host       INTEGER NOT NULL,
+    max_datastore  INTEGER NOT NULL,
+    max_tier       INTEGER NOT NULL,
+    read_whole     INTEGER NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('queued', 'claimed', 'done', 'failed')),
+    worker         TEXT,
+    attempt        INTEGER NOT NULL,
+    lease_until    INTEGER,
+    queued         TEXT NOT NULL,
+    started        TEXT,
+    finished       TEXT,
+    detail         TEXT,
+    seconds        REAL,
+    bytes_read     INTEGER,
+    bytes_stored   INTEGER,
+    -- what a worker did about an earlier attempt whose lease ran out
+    recovered      TEXT,
+    UNIQUE (run_id, seq)
+);
+CREATE INDEX work_by_state ON work(state, id);
+
+CREATE TABLE workers (
+    name       TEXT PRIMARY KEY,
+    machine    TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started    TEXT NOT NULL,
+    last_seen  TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

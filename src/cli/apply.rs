@@ -54,6 +54,11 @@ pub struct RunArgs {
     /// `max_per_datastore` limit them further).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// Hand the backups to workers (`coffer worker`, on any machine)
+    /// through the shared PostgreSQL catalog instead of reading them here;
+    /// copies, prunes, gc and drills stay with this run.
+    #[arg(long)]
+    pub distributed: bool,
 }
 
 impl RunArgs {
@@ -62,6 +67,7 @@ impl RunArgs {
             allow_mass_prune: self.allow_mass_prune,
             mail: !self.no_mail,
             parallel: self.parallel,
+            distributed: self.distributed,
             ..ApplyOptions::default()
         }
     }

@@ -29,6 +29,7 @@ mod status;
 mod tape;
 mod terminal;
 mod validate;
+mod worker;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -203,8 +204,12 @@ pub enum Command {
     Cbt(cbt::Command),
     /// Apply whenever a policy is due, forever (one catch-up run at start).
     Daemon(daemon::Args),
-    /// What the daemon is doing now and when it runs next.
+    /// What the daemon is doing now and when it runs next; with a shared
+    /// catalog, the workers and the backups they hold.
     Status(status::Args),
+    /// Take the backups coordinators (`apply --distributed`) hand out
+    /// through the shared PostgreSQL catalog, until Ctrl-C.
+    Worker(worker::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
     Restore(restore::Args),
     /// Boot a VM straight from a restore point over NFS (list, stop NAME).
@@ -272,6 +277,7 @@ fn run_command(command: Command, verbose: bool) -> Result<u8> {
         Command::Cbt(command) => cbt::run(command),
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Restore(args) => restore::run(args),
         Command::InstantRecover(args) => instant::run(args),
         Command::Export(args) => export::run(args),

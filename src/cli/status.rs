@@ -1,5 +1,6 @@
 //! `coffer status`: what the daemon of a policy directory is doing now,
-//! and when it runs next, from the status it keeps in the state directory.
+//! and when it runs next, from the status it keeps in the state directory;
+//! with a shared catalog, the workers and the backups they hold.
 
 use anyhow::Result;
 
@@ -19,6 +20,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let config = args.location.policy.load()?;
     let state = args.location.state_dir(&config);
+    let fleet = crate::engine::worker::fleet(&config)?;
+    if let Some((workers, claimed)) = &fleet {
+        print(text::fleet(workers, claimed))?;
+    }
     let Some(s) = read_status(&state)? else {
         print(text::no_daemon(&state))?;
         return Ok(EXIT_NO_DAEMON);

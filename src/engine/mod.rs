@@ -54,6 +54,7 @@ pub mod repository;
 pub mod restore;
 pub mod saved_plan;
 pub mod tiers;
+pub mod worker;
 pub mod workspace;
 
 pub use apply::{ApplyOptions, RunOutcome};

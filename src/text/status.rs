@@ -86,3 +86,50 @@ pub fn daemon_status(s: &Status, running: bool, zone: chrono_tz::Tz) -> String {
     }
     out
 }
+
+/// `status` with a shared catalog: the workers, when each was last seen,
+/// and the backups they hold with the time their leases have left.
+pub fn fleet(
+    workers: &[crate::catalog::queue::WorkerRecord],
+    claimed: &[crate::catalog::queue::Work],
+) -> String {
+    let mut out = String::new();
+    if workers.is_empty() {
+        out.push_str("workers: none has registered with the shared catalog\n");
+    } else {
+        let _ = writeln!(out, "workers:");
+        for w in workers {
+            let holds: Vec<String> = claimed
+                .iter()
+                .filter(|c| c.worker.as_deref() == Some(w.name.as_str()))
+                .map(|c| {
+                    let left = c.lease_left_ms.unwrap_or(0);
+                    if left > 0 {
+                        format!(
+                            "backup {} (run {}, lease {}s left)",
+                            c.vm,
+                            c.run_id,
+                            left / 1000
+                        )
+                    } else {
+                        format!("backup {} (run {}, lease ran out)", c.vm, c.run_id)
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {} on {} (pid {}): last seen {}s ago; {}",
+                w.name,
+                w.machine,
+                w.pid,
+                w.silent_seconds.max(0),
+                if holds.is_empty() {
+                    "idle".to_string()
+                } else {
+                    holds.join(", ")
+                }
+            );
+        }
+    }
+    out
+}

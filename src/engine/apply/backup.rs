@@ -48,7 +48,7 @@ fn transient(e: &anyhow::Error) -> bool {
 
 /// What a backup action did: its result line, and how long its snapshot
 /// was open, for the catalog.
-pub(super) struct BackupDone {
+pub(crate) struct BackupDone {
     pub detail: String,
     pub lifetime: SnapshotLifetimeRecord,
     pub bytes: Bytes,
@@ -56,7 +56,7 @@ pub(super) struct BackupDone {
 
 /// A backup, tried again (twice at most, after a pause) when it failed for
 /// a transient reason; every attempt removes its own snapshot.
-pub(super) fn backup_action_with_retries(
+pub(crate) fn backup_action_with_retries(
     job: &BackupJob<'_>,
     observer: &dyn Observer,
 ) -> Result<BackupDone> {
@@ -89,7 +89,7 @@ pub(super) fn backup_action_with_retries(
 }
 
 /// One backup of a run, on a connected source.
-pub(super) struct BackupJob<'a> {
+pub(crate) struct BackupJob<'a> {
     pub config: &'a Config,
     pub conn: &'a Connected,
     pub run_id: &'a str,

@@ -37,9 +37,10 @@ use crate::policy::model::SendWhen;
 use crate::run::connect::{self, Connected};
 use crate::run::vm_backup::VmBackupError;
 
-mod backup;
+pub(crate) mod backup;
+mod distributed;
 mod execute;
-mod recover;
+pub(crate) mod recover;
 mod side_by_side;
 
 /// How `apply` runs.
@@ -57,6 +58,9 @@ pub struct ApplyOptions {
     pub action_timeout: Duration,
     /// Backups at once, in all (each source's limits apply too).
     pub parallel: usize,
+    /// Hand the backups to workers (`coffer worker`) through the shared
+    /// PostgreSQL catalog instead of reading them here.
+    pub distributed: bool,
 }
 
 impl Default for ApplyOptions {
@@ -67,6 +71,7 @@ impl Default for ApplyOptions {
             mail: true,
             action_timeout: Duration::from_secs(12 * 3600),
             parallel: 4,
+            distributed: false,
         }
     }
 }
@@ -103,6 +108,8 @@ pub(super) struct Runner<'a> {
     /// (source, VM) whose change tracking this run reset: their backups
     /// read whole disks.
     cbt_reset: BTreeSet<(String, String)>,
+    /// Backups go to workers (`apply --distributed`).
+    distributed: bool,
     observer: &'a dyn Observer,
 }
 
@@ -120,7 +127,7 @@ fn healthcheck(config: &Config, ping: Ping, body: &str, observer: &dyn Observer)
 /// An action's outcome, told to the observer as it is known.
 fn outcome_of(
     action: &Action,
-    started: Instant,
+    seconds: f64,
     result: Result<String>,
     bytes: Option<Bytes>,
     observer: &dyn Observer,
@@ -133,7 +140,7 @@ fn outcome_of(
         action: action.line(),
         ok,
         detail,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         planned: Some(action.clone()),
         bytes,
     };
@@ -161,7 +168,8 @@ impl Runner<'_> {
     }
 
     fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
-        let outcome = outcome_of(action, started, result, None, self.observer);
+        let seconds = started.elapsed().as_secs_f64();
+        let outcome = outcome_of(action, seconds, result, None, self.observer);
         self.outcomes.push(outcome);
     }
 
@@ -232,7 +240,11 @@ impl Runner<'_> {
         }
         if !backups.is_empty() && !cancel::requested() {
             let limits = side_by_side::Placement { datastores, hosts };
-            self.run_backups(&backups, &limits, parallel, catalog, cancel::flag());
+            if self.distributed {
+                self.hand_to_workers(&backups, &limits, catalog);
+            } else {
+                self.run_backups(&backups, &limits, parallel, catalog, cancel::flag());
+            }
         }
     }
 }
@@ -353,6 +365,11 @@ pub fn apply(
     clock: &dyn Fn() -> DateTime<Utc>,
     observer: &dyn Observer,
 ) -> Result<RunOutcome> {
+    if options.distributed && !catalog.is_shared() {
+        anyhow::bail!(
+            "--distributed hands backups to workers through a catalog every machine shares: set `catalog = \"postgres://…\"` in [settings]"
+        );
+    }
     let run_id = super::new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
         &config.settings,
@@ -377,6 +394,7 @@ pub fn apply(
         failed_copies: BTreeSet::new(),
         timeout: options.action_timeout,
         cbt_reset: BTreeSet::new(),
+        distributed: options.distributed,
         observer,
     };
     for note in runner.recover(catalog)? {

@@ -203,7 +203,13 @@ impl Runner<'_> {
                             outcomes
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .push(outcome_of(action, started, result, bytes, observer));
+                                .push(outcome_of(
+                                    action,
+                                    started.elapsed().as_secs_f64(),
+                                    result,
+                                    bytes,
+                                    observer,
+                                ));
                             let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
                             *s.per_host.entry(host).or_default() -= 1;
                             *s.per_tier.entry(tier_of(action)).or_default() -= 1;

@@ -1,0 +1,325 @@
+//! `coffer worker`: one of the runners that share the backups of a
+//! coordinator (`apply --distributed`) through a PostgreSQL catalog. Each
+//! of its `parallel` threads, with a catalog connection of its own, claims
+//! a backup (`catalog::queue`), renews the claim's lease from a heartbeat
+//! thread while it reads, and closes the row with the outcome. A claim that
+//! takes over a row whose lease ran out first removes the snapshot the
+//! earlier attempt left, exactly as an `apply` recovers a killed run; that
+//! attempt's point was never committed.
+//!
+//! The worker never takes the runner lock: the coordinator holds it for
+//! the run, and the limits are counted in the database. Before it reads,
+//! a worker checks that the tier it opens under the backup's tier name is
+//! the repository the coordinator opened (its id), so a local tier that is
+//! not shared storage is refused rather than backed up into.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::apply::backup::{BackupJob, backup_action_with_retries};
+use super::apply::recover::{remove_run_snapshot, removed_note};
+use super::cancel;
+use super::observer::{Event, Observer};
+use super::tiers::open_tier;
+use crate::catalog::Catalog;
+use crate::catalog::queue::Claimed;
+use crate::plan::planner::Action;
+use crate::policy::Config;
+use crate::run::connect::{self, Connected};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Its name in the queue and the reports (default `HOST-PID`).
+    pub name: String,
+    /// Backups at once in this worker.
+    pub parallel: usize,
+    /// How long a claim holds without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// How often an idle worker asks for work.
+    pub poll: Duration,
+    /// The longest one backup may take.
+    pub action_timeout: Duration,
+    /// Stop after this long without work (`None`: run until interrupted).
+    pub idle_exit: Option<Duration>,
+}
+
+impl WorkerOptions {
+    /// The defaults, with the name `HOST-PID`.
+    pub fn named_after_this_process() -> WorkerOptions {
+        WorkerOptions {
+            name: format!(
+                "{}-{}",
+                crate::policy::model::host_name(),
+                std::process::id()
+            ),
+            parallel: 2,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(2),
+            action_timeout: Duration::from_secs(12 * 3600),
+            idle_exit: None,
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub done: usize,
+    pub failed: usize,
+    /// Backups whose lease this worker lost before it finished them (their
+    /// outcome was not written; another worker redid them).
+    pub lost: usize,
+}
+
+/// Runs a worker until Ctrl-C (or `idle_exit`).
+pub fn run_worker(
+    config: &Config,
+    options: &WorkerOptions,
+    observer: &dyn Observer,
+) -> Result<WorkerSummary> {
+    let at = &config.settings.catalog;
+    let mut first = Catalog::open_at(at).with_context(|| format!("opening the catalog {at}"))?;
+    if !first.is_shared() {
+        bail!(
+            "a worker needs a catalog shared by every machine: set `catalog = \"postgres://…\"` in [settings]"
+        );
+    }
+    first.worker_seen(
+        &options.name,
+        &crate::policy::model::host_name(),
+        std::process::id(),
+    )?;
+    drop(first);
+    observer.event(&Event::Message(format!(
+        "worker {}: waiting for backups on {at} ({} at once, lease {})",
+        options.name,
+        options.parallel.max(1),
+        crate::policy::units::format_duration(options.lease)
+    )));
+    let summaries: Vec<Result<WorkerSummary>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..options.parallel.max(1))
+            .map(|_| s.spawn(|| worker_thread(config, options, observer)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a worker thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = WorkerSummary::default();
+    for s in summaries {
+        let s = s?;
+        total.done += s.done;
+        total.failed += s.failed;
+        total.lost += s.lost;
+    }
+    Ok(total)
+}
+
+fn worker_thread(
+    config: &Config,
+    options: &WorkerOptions,
+    observer: &dyn Observer,
+) -> Result<WorkerSummary> {
+    let at = &config.settings.catalog;
+    let mut catalog = Catalog::open_at(at)?;
+    let mut sessions: BTreeMap<String, Connected> = BTreeMap::new();
+    let mut summary = WorkerSummary::default();
+    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+    let mut idle_since = Instant::now();
+    while !cancel::requested() {
+        catalog.worker_seen(
+            &options.name,
+            &crate::policy::model::host_name(),
+            std::process::id(),
+        )?;
+        let Some(claimed) = catalog.claim(&options.name, lease_ms)? else {
+            if options.idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
+                break;
+            }
+            sleep_unless_cancelled(options.poll);
+            continue;
+        };
+        let (ok, detail, seconds, bytes) = match do_claimed(
+            config,
+            options,
+            &claimed,
+            &mut sessions,
+            &mut catalog,
+            observer,
+        ) {
+            Ok((detail, seconds, bytes, lost)) if lost => {
+                summary.lost += 1;
+                observer.event(&Event::Message(format!(
+                        "worker {}: lost the lease of backup {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
+                        options.name, claimed.work.vm, claimed.work.run_id
+                    )));
+                idle_since = Instant::now();
+                let _ = (seconds, bytes);
+                continue;
+            }
+            Ok((detail, seconds, bytes, _)) => (true, detail, seconds, bytes),
+            Err((e, seconds)) => (false, format!("{e:#}"), seconds, None),
+        };
+        let kept =
+            catalog.finish_work(&claimed.work, &options.name, ok, &detail, seconds, bytes)?;
+        if !kept {
+            summary.lost += 1;
+        } else if ok {
+            summary.done += 1;
+        } else {
+            summary.failed += 1;
+        }
+        observer.event(&Event::Message(format!(
+            "worker {}: {} backup {} (run {}) in {seconds:.1}s: {detail}",
+            options.name,
+            if ok { "done" } else { "failed" },
+            claimed.work.vm,
+            claimed.work.run_id
+        )));
+        idle_since = Instant::now();
+    }
+    Ok(summary)
+}
+
+fn sleep_unless_cancelled(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !cancel::requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+type Done = (String, f64, Option<(u64, u64)>, bool);
+
+/// Carries out one claimed backup: cleans up after an earlier attempt,
+/// checks the tier, reads under a renewed lease. Answers the outcome's
+/// detail, seconds, bytes, and whether the lease was lost meanwhile.
+fn do_claimed(
+    config: &Config,
+    options: &WorkerOptions,
+    claimed: &Claimed,
+    sessions: &mut BTreeMap<String, Connected>,
+    catalog: &mut Catalog,
+    observer: &dyn Observer,
+) -> std::result::Result<Done, (anyhow::Error, f64)> {
+    let started = Instant::now();
+    let fail = |e: anyhow::Error| (e, started.elapsed().as_secs_f64());
+    let w = &claimed.work;
+    let action: Action = serde_json::from_str(&w.action)
+        .map_err(|e| fail(anyhow!("the queued backup cannot be read: {e}")))?;
+    let Action::Backup { source, tier, .. } = &action else {
+        return Err(fail(anyhow!("not a backup: {}", action.line())));
+    };
+    observer.event(&Event::Message(format!(
+        "worker {}: took backup {} (run {}, attempt {})",
+        options.name, w.vm, w.run_id, w.attempt
+    )));
+    if !sessions.contains_key(source) {
+        let s = config
+            .sources
+            .get(source)
+            .ok_or_else(|| fail(anyhow!("this worker's policies have no source `{source}`")))?;
+        let c = connect::connect(s, &config.settings.state_dir).map_err(fail)?;
+        sessions.insert(source.clone(), c);
+    }
+    let conn = &sessions[source];
+    if let Some(before) = &claimed.taken_from {
+        let removed = remove_run_snapshot(conn, &w.vm, &w.run_id);
+        let note = format!(
+            "took over from worker {before}, whose lease ran out{}; its point was never committed",
+            removed_note(&w.run_id, removed)
+        );
+        observer.event(&Event::Message(format!("worker {}: {note}", options.name)));
+        catalog
+            .note_recovered(w, &note)
+            .map_err(|e| fail(e.into()))?;
+    }
+    let repo = open_tier(config, tier).map_err(fail)?;
+    if repo.config.id != w.repo_id {
+        return Err(fail(anyhow!(
+            "tier `{tier}` here is repository {}, the coordinator's is {}: a tier every worker \
+             writes to must be the same repository for all (a local tier must be shared storage \
+             mounted at the same path)",
+            repo.config.id,
+            w.repo_id
+        )));
+    }
+    drop(repo);
+    // The heartbeat: renew the lease until the backup ends.
+    let lost = AtomicBool::new(false);
+    let finished = AtomicBool::new(false);
+    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let Ok(mut beat) = Catalog::open_at(&config.settings.catalog) else {
+                return;
+            };
+            let every = options.lease / 3;
+            let mut last = Instant::now();
+            while !finished.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                match beat.renew(w, &options.name, lease_ms) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // The database is away: the lease may run out; the
+                    // outcome is written only if it did not.
+                    Err(_) => {}
+                }
+            }
+        });
+        let job = BackupJob {
+            config,
+            conn,
+            run_id: &w.run_id,
+            action: &action,
+            progress: None,
+            limit: options.action_timeout,
+            read_whole_disk: w.read_whole,
+        };
+        let r = backup_action_with_retries(&job, observer);
+        finished.store(true, Ordering::SeqCst);
+        r
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let done = result.map_err(|e| (e, seconds))?;
+    let _ = catalog.record_snapshot_lifetime(&done.lifetime);
+    Ok((
+        done.detail,
+        seconds,
+        Some((done.bytes.read, done.bytes.stored)),
+        lost.load(Ordering::SeqCst),
+    ))
+}
+
+/// The workers of a shared catalog and the backups they hold now, for
+/// `coffer status`; `None` for a catalog that is one machine's.
+pub fn fleet(
+    config: &Config,
+) -> Result<
+    Option<(
+        Vec<crate::catalog::queue::WorkerRecord>,
+        Vec<crate::catalog::queue::Work>,
+    )>,
+> {
+    if !matches!(
+        config.settings.catalog,
+        crate::policy::model::CatalogLocation::Postgres { .. }
+    ) {
+        return Ok(None);
+    }
+    let catalog = Catalog::open_at(&config.settings.catalog)?;
+    Ok(Some((catalog.workers()?, catalog.claimed_work()?)))
+}

@@ -1,0 +1,343 @@
+//! Several runners sharing one installation: a coordinator (`apply
+//! --distributed`) and three workers (`coffer worker`, separate processes)
+//! against the lab as a vCenter with two ESXi hosts and a dozen VMs, with
+//! the catalog and its work queue on a real PostgreSQL server
+//! (`common::postgres`). One worker is killed with SIGKILL in the middle
+//! of a backup; another takes the backup over once its lease runs out,
+//! removes the snapshot it left and does it again.
+//!
+//! Checked against the lab's own records and the repository: every VM has
+//! exactly one point, no snapshot is left, and no host ever had more
+//! snapshots open at once than `max_per_host`, across all workers.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use coffer::lab::{Lab, LabConfig};
+use common::text;
+
+const VMS: u32 = 12;
+const PER_HOST: u32 = 2;
+
+/// Processes (workers, the coordinator), killed when the test ends however
+/// it ends.
+struct Processes(Vec<(String, Child)>);
+
+impl Processes {
+    /// Waits for process `name` to end, at most `limit`.
+    fn wait(&mut self, name: &str, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let (_, child) = self.0.iter_mut().find(|(n, _)| n == name).unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not end within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn write_policy(dir: &Path, lab: &coffer::lab::LabHandle, url: &str) {
+    let pw = common::postgres::password_file(dir);
+    std::fs::write(dir.join("lab-password"), lab.password()).unwrap();
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            r#"
+[settings]
+catalog = "{url}"
+catalog_password = {{ file = "{pw}" }}
+
+[sources.vc]
+kind = "vcenter"
+url = "{lab_url}"
+user = "{user}"
+password = {{ file = "{lab_pw}" }}
+thumbprint = "{thumbprint}"
+max_per_host = {PER_HOST}
+max_per_datastore = {VMS}
+
+[tiers.local]
+backend = "local"
+path = "repo"
+site = "here"
+
+[policies.all]
+sources = ["vc"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+consistency = "crash"
+backup_to = "local"
+# Slow enough that a backup is still reading when its worker is killed.
+io_limit = "16MiB/s"
+
+[policies.all.retain.local]
+last = 3
+"#,
+            pw = pw.display(),
+            lab_url = lab.url(),
+            user = lab.user(),
+            lab_pw = dir.join("lab-password").display(),
+            thumbprint = lab.thumbprint(),
+        ),
+    )
+    .unwrap();
+}
+
+/// Starts `coffer ARGS` as `name`; what it prints goes to `dir/NAME.log`.
+fn start(dir: &Path, name: &str, args: &[&str]) -> (String, Child) {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = common::command_in(dir)
+        .args(args)
+        .args(["-p", "."])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (name.to_string(), child)
+}
+
+fn worker(dir: &Path, name: &str) -> (String, Child) {
+    start(
+        dir,
+        name,
+        &[
+            "worker",
+            "--name",
+            name,
+            "--parallel",
+            "2",
+            "--lease",
+            "3s",
+            "--poll",
+            "1s",
+        ],
+    )
+}
+
+/// What the processes printed, for a failure's message.
+fn logs(dir: &Path) -> String {
+    ["coordinator", "w1", "w2", "w3"]
+        .iter()
+        .map(|n| {
+            let log = std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+            format!("--- {n}\n{log}")
+        })
+        .collect()
+}
+
+fn lab_state(lab: &coffer::lab::LabHandle) -> serde_json::Value {
+    // The lab writes its state whole (rename over): a read sees one state.
+    let bytes = std::fs::read(lab.state_dir().join("state.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = VMS;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    let url = common::postgres::database();
+    write_policy(dir, &lab, &url);
+    let init = common::command_in(dir)
+        .args(["repo", "init", "--tier", "local", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+
+    let mut processes = Processes(vec![
+        worker(dir, "w1"),
+        worker(dir, "w2"),
+        worker(dir, "w3"),
+        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
+    ]);
+
+    // Kill w1 with SIGKILL while a backup it claimed holds its snapshot.
+    let mut db = common::postgres::connect(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim_vm = loop {
+        assert!(
+            Instant::now() < deadline,
+            "w1 never held a snapshot of a backup\n{}",
+            logs(dir)
+        );
+        let held: Vec<String> = db
+            .query(
+                "SELECT vm FROM work WHERE worker = 'w1' AND state = 'claimed'",
+                &[],
+            )
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default();
+        let state = lab_state(&lab);
+        let with_snapshot =
+            held.into_iter().find(|vm| {
+                state["vms"].as_array().unwrap().iter().any(|v| {
+                    v["name"] == vm.as_str() && !v["snapshots"].as_array().unwrap().is_empty()
+                })
+            });
+        if let Some(vm) = with_snapshot {
+            break vm;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (_, w1) = &mut processes.0[0];
+    w1.kill().unwrap();
+    w1.wait().unwrap();
+
+    // The coordinator ends once every backup is done.
+    let status = processes.wait("coordinator", Duration::from_secs(180));
+    let printed = std::fs::read_to_string(dir.join("coordinator.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}\n{}", logs(dir));
+    assert_eq!(
+        printed.matches("done + backup").count(),
+        VMS as usize,
+        "{printed}"
+    );
+    assert!(
+        printed.contains("[worker w"),
+        "each outcome names its worker: {printed}"
+    );
+
+    // The queue: every backup done; the victim's by another worker, after
+    // it removed the snapshot w1 left.
+    let rows = db
+        .query(
+            "SELECT vm, state, worker, attempt, recovered FROM work ORDER BY seq",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), VMS as usize);
+    for r in &rows {
+        let (vm, state): (String, String) = (r.get(0), r.get(1));
+        assert_eq!(state, "done", "{vm}");
+        if vm == victim_vm {
+            let worker: String = r.get(2);
+            let attempt: i64 = r.get(3);
+            let recovered: Option<String> = r.get(4);
+            assert_ne!(worker, "w1");
+            assert!(attempt >= 2, "{vm}: attempt {attempt}");
+            let recovered = recovered.unwrap_or_default();
+            assert!(
+                recovered.contains("took over from worker w1")
+                    && recovered.contains("removed its snapshot coffer-"),
+                "{recovered}"
+            );
+        }
+    }
+    let workers_seen: i64 = db
+        .query_one("SELECT count(*) FROM workers", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(workers_seen, 3);
+
+    // The lab's records: nothing left behind, the limit held on each host.
+    let state = lab_state(&lab);
+    for v in state["vms"].as_array().unwrap() {
+        assert!(
+            v["snapshots"].as_array().unwrap().is_empty(),
+            "{} kept a snapshot",
+            v["name"]
+        );
+    }
+    let per_host = state["most_snapshots_per_host"].as_object().unwrap();
+    assert_eq!(per_host.len(), 2, "{per_host:?}");
+    for (host, most) in per_host {
+        assert!(
+            most.as_u64().unwrap() <= u64::from(PER_HOST),
+            "host {host} had {most} snapshots open at once"
+        );
+    }
+
+    // The repository: exactly one point per VM, and it verifies.
+    let (_, manifests) = common::local_points(dir);
+    let mut vms: Vec<&str> = manifests.iter().map(|m| m.vm.name.as_str()).collect();
+    vms.sort();
+    let before = vms.len();
+    vms.dedup();
+    assert_eq!(before, VMS as usize, "one point per VM, no more: {vms:?}");
+    assert_eq!(vms.len(), VMS as usize, "{vms:?}");
+    let verify = common::command_in(dir)
+        .args(["repo", "verify", "--tier", "local", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    // `status` shows the fleet.
+    let status = common::command_in(dir)
+        .args(["status", "-p", "."])
+        .output()
+        .unwrap();
+    let status = text(&status);
+    for n in ["w1", "w2", "w3"] {
+        assert!(status.contains(&format!("  {n} on ")), "{status}");
+    }
+    drop(processes);
+}
+
+#[test]
+fn distributed_needs_a_shared_catalog() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join("coffer.toml"),
+        r#"
+[sources.lab]
+kind = "lab"
+lab_vms = 1
+
+[tiers.local]
+backend = "local"
+path = "repo"
+
+[policies.all]
+sources = ["lab"]
+vms = ["*"]
+schedule = "0 0 1 * * *"
+backup_to = "local"
+
+[policies.all.retain.local]
+last = 3
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .current_dir(t.path())
+            .args(args)
+            .args(["-p", "."])
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["repo", "init", "--tier", "local"]).status.success());
+    for args in [
+        &["apply", "--distributed", "--no-mail"][..],
+        &["worker"][..],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("postgres://"),
+            "{args:?} says what it needs: {}",
+            text(&o)
+        );
+    }
+}
