@@ -265,6 +265,10 @@ on_both! {
             .unwrap();
         let points = catalog.points_of_vm(&web.uuid).unwrap();
         assert_eq!(points.len(), 2);
+        // The whole catalog at once reads the same.
+        let all = catalog.all_points().unwrap();
+        assert_eq!(all[&web.uuid], points);
+        assert_eq!(all.values().map(Vec::len).sum::<usize>(), 3);
         assert_eq!(points[0].point_id, b, "newest first");
         assert_eq!(
             points[0].copy_on("local").unwrap().state,
@@ -514,6 +518,9 @@ on_both! {
         );
         assert_eq!(catalog.newest_good_point(&vm).unwrap().unwrap().point_id, a);
         assert!(catalog.last_verification(&a).unwrap().is_none());
+        let verdicts = catalog.data_verdicts().unwrap();
+        assert_eq!(verdicts.get(&(b.clone(), "local".to_string())), Some(&false));
+        assert_eq!(verdicts.len(), 1);
     }
 }
 

@@ -53,7 +53,9 @@ impl Drop for Processes {
     }
 }
 
-fn write_policy(dir: &Path, lab: &coffer::lab::LabHandle, url: &str) {
+/// The policy directory `dir`: the lab as source `vc`, a local tier, the
+/// catalog at `url`; `extra` goes into the source's table.
+fn write_policy(dir: &Path, lab: &coffer::lab::LabHandle, url: &str, extra: &str) {
     let pw = common::postgres::password_file(dir);
     std::fs::write(dir.join("lab-password"), lab.password()).unwrap();
     std::fs::write(
@@ -70,8 +72,7 @@ url = "{lab_url}"
 user = "{user}"
 password = {{ file = "{lab_pw}" }}
 thumbprint = "{thumbprint}"
-max_per_host = {PER_HOST}
-max_per_datastore = {VMS}
+{extra}
 
 [tiers.local]
 backend = "local"
@@ -84,8 +85,7 @@ vms = ["*"]
 schedule = "0 0 1 * * *"
 consistency = "crash"
 backup_to = "local"
-# Slow enough that a backup is still reading when its worker is killed.
-io_limit = "16MiB/s"
+{policy_extra}
 
 [policies.all.retain.local]
 last = 3
@@ -95,6 +95,13 @@ last = 3
             user = lab.user(),
             lab_pw = dir.join("lab-password").display(),
             thumbprint = lab.thumbprint(),
+            policy_extra = if extra.contains("max_per_host") {
+                // Slow enough that a backup is still reading when its
+                // worker is killed.
+                "io_limit = \"16MiB/s\""
+            } else {
+                ""
+            },
         ),
     )
     .unwrap();
@@ -158,7 +165,12 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
     config.password = Some("lab-pw".into());
     let lab = Lab::start(config).unwrap();
     let url = common::postgres::database();
-    write_policy(dir, &lab, &url);
+    write_policy(
+        dir,
+        &lab,
+        &url,
+        &format!("max_per_host = {PER_HOST}\nmax_per_datastore = {VMS}"),
+    );
     let init = common::command_in(dir)
         .args(["repo", "init", "--tier", "local", "-p", "."])
         .output()
@@ -338,6 +350,84 @@ last = 3
             text(&o).contains("postgres://"),
             "{args:?} says what it needs: {}",
             text(&o)
+        );
+    }
+}
+
+/// Wall time of a run of the lab (as a vCenter, its file service throttled
+/// as a host's is) backed up by 1, 2 and 4 workers of one backup each,
+/// beside one runner reading one backup at a time (`apply --parallel 1`).
+#[test]
+#[ignore = "a benchmark: scripts/bench-workers.sh runs it"]
+fn workers_bench() {
+    let vms: u32 = std::env::var("COFFER_BENCH_VMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let run = |workers: usize| -> f64 {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let mut config = LabConfig::new(dir.join("lab"));
+        config.vms = vms;
+        config.vcenter = true;
+        config.password = Some("lab-pw".into());
+        let lab = Lab::start(config).unwrap();
+        lab.faults()
+            .apply("folder-limit=2,folder-setup-ms=10,folder-mibps=400")
+            .unwrap();
+        let url = common::postgres::database();
+        write_policy(
+            dir,
+            &lab,
+            &url,
+            &format!("max_per_host = {vms}\nmax_per_datastore = {vms}"),
+        );
+        let init = common::command_in(dir)
+            .args(["repo", "init", "--tier", "local", "-p", "."])
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{}", text(&init));
+        let mut processes = Processes(Vec::new());
+        for i in 0..workers {
+            let name = format!("w{}", i + 1);
+            processes.0.push(start(
+                dir,
+                &name,
+                &["worker", "--name", &name, "--parallel", "1", "--poll", "1s"],
+            ));
+        }
+        let args: &[&str] = if workers == 0 {
+            &["apply", "--no-mail", "--parallel", "1"]
+        } else {
+            &["apply", "--no-mail", "--distributed"]
+        };
+        let started = Instant::now();
+        processes.0.push(start(dir, "coordinator", args));
+        let status = processes.wait("coordinator", Duration::from_secs(1800));
+        let seconds = started.elapsed().as_secs_f64();
+        let printed = std::fs::read_to_string(dir.join("coordinator.log")).unwrap();
+        assert_eq!(status.code(), Some(0), "{printed}");
+        assert_eq!(printed.matches("done + backup").count(), vms as usize);
+        seconds
+    };
+    let one_runner = run(0);
+    let mut rows = Vec::new();
+    for workers in [1, 2, 4] {
+        rows.push((workers, run(workers)));
+    }
+    println!(
+        "{vms} lab VMs (vCenter, 2 hosts, file service folder-limit=2,folder-setup-ms=10,folder-mibps=400), full backups, {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| runners | wall time | speed-up over 1 worker | per worker |");
+    println!("|---|---|---|---|");
+    println!("| apply --parallel 1 (one runner) | {one_runner:.1} s | | |");
+    let base = rows[0].1;
+    for (workers, secs) in &rows {
+        println!(
+            "| {workers} worker(s) of 1 backup | {secs:.1} s | {:.2}x | {:.2}x |",
+            base / secs,
+            base / secs / *workers as f64
         );
     }
 }

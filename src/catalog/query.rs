@@ -272,8 +272,51 @@ impl Catalog {
             args![vm_uuid],
         )?;
         let mut points: Vec<PointRecord> = rows.iter().map(point_row).collect::<Result<_, _>>()?;
-        self.complete_points(&mut points, "p.vm_uuid = ?1", vm_uuid)?;
+        self.complete_points(&mut points, "p.vm_uuid = ?1", args![vm_uuid])?;
         Ok(points)
+    }
+
+    /// Every point, by VM uuid, each VM's newest first (as
+    /// [`Catalog::points_of_vm`]): three queries for the whole catalog, so
+    /// that planning a site of thousands of VMs from a catalog across the
+    /// network waits for three answers, not for thousands.
+    pub fn all_points(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<PointRecord>>, CatalogError> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT {POINT_COLUMNS} FROM points p \
+                 ORDER BY vm_uuid, created DESC, point_id DESC"
+            ),
+            &[],
+        )?;
+        let mut points: Vec<PointRecord> = rows.iter().map(point_row).collect::<Result<_, _>>()?;
+        self.complete_points(&mut points, "1 = 1", &[])?;
+        let mut by_vm: std::collections::HashMap<String, Vec<PointRecord>> =
+            std::collections::HashMap::new();
+        for p in points {
+            by_vm.entry(p.vm_uuid.clone()).or_default().push(p);
+        }
+        Ok(by_vm)
+    }
+
+    /// The verdict of the last data verification of every copy that had
+    /// one (see [`Catalog::last_data_verification`]), by (point, tier), in
+    /// one query.
+    pub fn data_verdicts(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), bool>, CatalogError> {
+        let rows = self.db.query(
+            "SELECT point_id, tier, data_ok FROM verifications \
+             WHERE data_ok IS NOT NULL ORDER BY started, id",
+            &[],
+        )?;
+        let mut out = std::collections::HashMap::new();
+        // Oldest first: the last one of a copy stays.
+        for r in rows {
+            out.insert((r.get(0)?, r.get(1)?), r.get(2)?);
+        }
+        Ok(out)
     }
 
     /// One point by id.
@@ -286,7 +329,7 @@ impl Catalog {
             return Ok(None);
         };
         let mut points = vec![point_row(&row)?];
-        self.complete_points(&mut points, "p.point_id = ?1", point_id)?;
+        self.complete_points(&mut points, "p.point_id = ?1", args![point_id])?;
         Ok(points.pop())
     }
 
@@ -442,14 +485,13 @@ impl Catalog {
     }
 
     /// Fills in the disks and copies of `points`, which are every point
-    /// `filter` (on `points p`, with `?1` = `arg`) selects: two queries
-    /// whatever the number of points, so that a planner reading thousands
-    /// of points from a catalog across the network waits for few answers.
+    /// `filter` (on `points p`, with `args`) selects: two queries whatever
+    /// the number of points.
     fn complete_points(
         &self,
         points: &mut [PointRecord],
         filter: &str,
-        arg: &str,
+        args: &[super::db::Value],
     ) -> Result<(), CatalogError> {
         let at: std::collections::HashMap<String, usize> = points
             .iter()
@@ -463,7 +505,7 @@ impl Catalog {
                  FROM point_disks d JOIN points p ON p.point_id = d.point_id \
                  WHERE {filter} ORDER BY d.point_id, d.device_key"
             ),
-            args![arg],
+            args,
         )?;
         for r in &disks {
             let Some(&i) = at.get(&r.get::<String>(0)?) else {
@@ -485,7 +527,7 @@ impl Catalog {
                  c.last_seen FROM copies c JOIN points p ON p.point_id = c.point_id \
                  WHERE {filter} ORDER BY c.point_id, c.tier"
             ),
-            args![arg],
+            args,
         )?;
         for r in &copies {
             let Some(&i) = at.get(&r.get::<String>(0)?) else {

@@ -98,10 +98,14 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
         .keys()
         .map(|s| (s.clone(), Arc::from(s.as_str())))
         .collect();
+    // Three queries for every point and one for every verdict, whatever
+    // the size of the site.
+    let mut all_points = catalog.all_points()?;
+    let verdicts = catalog.data_verdicts()?;
     for vm in catalog.vms()? {
         let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
             (vm.uuid.as_str().into(), vm.name.as_str().into());
-        for p in catalog.points_of_vm(&vm.uuid)? {
+        for p in all_points.remove(&vm.uuid).unwrap_or_default() {
             // Two VMs with this UUID on two sources each have their name.
             let point_vm_name = match &p.vm_name {
                 Some(n) if **n != *vm_name => Arc::from(n.as_str()),
@@ -125,9 +129,7 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
                     // Only data verification (every chunk read back and
                     // proven, or damage found) says a copy is damaged; a
                     // failed guest check (fsck, boot, script) does not.
-                    let verified_ok = catalog
-                        .last_data_verification(&p.point_id, &c.tier)?
-                        .and_then(|v| v.data_ok);
+                    let verified_ok = verdicts.get(&(p.point_id.clone(), c.tier.clone())).copied();
                     Ok((
                         tier_names
                             .get(c.tier.as_str())
