@@ -796,3 +796,43 @@ fn two_installations_sharing_a_postgres_catalog_never_run_at_once() {
     drop(held);
     let _b = coffer::run::runlock::RunnerLock::take(&b, "coffer apply, run B").unwrap();
 }
+
+#[test]
+fn gc_on_one_machine_waits_for_backups_written_on_another() {
+    use coffer::run::runlock::MaintenanceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tmp, at) = postgres_catalog();
+    let settings = coffer::policy::model::Settings {
+        state_dir: tmp.path().join("state"),
+        catalog: at.clone(),
+        timezone: chrono_tz::UTC,
+        report_dir: tmp.path().join("reports"),
+        healthcheck_url: None,
+        name: "site".into(),
+    };
+    // Two workers write at once: the lock is shared.
+    let a = MaintenanceLock::take(&settings, false, "backup a").unwrap();
+    let b = MaintenanceLock::take(&settings, false, "backup b").unwrap();
+    let released = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let held = MaintenanceLock::take(&settings, true, "gc").unwrap();
+            // The gc got the lock only once both backups let go.
+            assert!(released.load(Ordering::SeqCst), "gc ran beside a backup");
+            drop(held);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(a);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        released.store(true, Ordering::SeqCst);
+        drop(b);
+        gc.join().unwrap();
+    });
+    // A SQLite catalog is one machine's: nothing to take.
+    let file = coffer::policy::model::Settings {
+        catalog: CatalogLocation::File(tmp.path().join("catalog.db")),
+        ..settings.clone()
+    };
+    let _x = MaintenanceLock::take(&file, true, "gc").unwrap();
+    let _y = MaintenanceLock::take(&file, true, "gc").unwrap();
+}

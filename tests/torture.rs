@@ -19,6 +19,15 @@
 //! - no coffer snapshot outlives its run (after a run that was not killed,
 //!   no snapshot is left on any lab VM).
 //!
+//! With `COFFER_TORTURE_WORKERS=N` (and once in every default run, with
+//! two), the first installation keeps its catalog on a real PostgreSQL
+//! server (`common::postgres`) and every `apply` hands its backups to N
+//! `coffer worker` processes (`apply --distributed`); a killed apply kills
+//! a worker too, mid-run, and starts a new one. After such a step the test
+//! waits until the workers have emptied the queue (a dead worker's backup
+//! is taken over once its lease runs out), then the oracle checks as
+//! always.
+//!
 //! A failure prints the seed and the steps so far; `COFFER_TORTURE_SEED=N`
 //! replays that sequence (the operations and the data written are a function
 //! of the seed; where a kill lands depends on timing). CI runs
@@ -164,9 +173,29 @@ struct World {
     /// (relative path, size, modified) of everything outside the tiers and
     /// state directories.
     untouched: Vec<(PathBuf, u64, std::time::SystemTime)>,
+    /// The workers of the workers mode, and the catalog they share.
+    workers: Vec<std::process::Child>,
+    catalog_url: Option<String>,
+    /// Workers started so far (their names: w1, w2, …).
+    workers_started: usize,
 }
 
-fn policy(bucket: &str, state_dir: &str, tier_path: &str, with_offsite: bool) -> String {
+impl Drop for World {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+fn policy(
+    bucket: &str,
+    state_dir: &str,
+    tier_path: &str,
+    with_offsite: bool,
+    catalog: &str,
+) -> String {
     let endpoint = s3::moto().endpoint();
     let offsite = if with_offsite {
         format!(
@@ -197,11 +226,19 @@ last = {VAULT_LAST}
     } else {
         String::new()
     };
+    // With workers, every few seconds, so that most applies have backups
+    // to hand out.
+    let schedule = if catalog.is_empty() {
+        "0 0 1 * * *"
+    } else {
+        "*/5 * * * * *"
+    };
     format!(
         r#"
 [settings]
 timezone = "UTC"
 state_dir = "{state_dir}"
+{catalog}
 
 [sources.lab]
 kind = "lab"
@@ -215,7 +252,7 @@ site = "here"
 [policies.all]
 sources = ["lab"]
 vms = ["*"]
-schedule = "0 0 1 * * *"
+schedule = "{schedule}"
 consistency = "crash"
 backup_to = "local"
 
@@ -231,7 +268,7 @@ tier = "local"
 }
 
 impl World {
-    fn new(seed: u64, root: &Path) -> World {
+    fn new(seed: u64, root: &Path, workers: usize) -> World {
         let dir = root.join("policies");
         let scratch = root.join("scratch");
         let outside = root.join("outside");
@@ -240,9 +277,17 @@ impl World {
         }
         std::fs::write(outside.join("victim"), b"must never change").unwrap();
         let bucket = s3::bucket(false);
+        let catalog_url = (workers > 0).then(common::postgres::database);
+        let catalog = match &catalog_url {
+            Some(url) => format!(
+                "catalog = \"{url}\"\ncatalog_password = {{ file = \"{}\" }}",
+                common::postgres::password_file(&scratch).display()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             dir.join("coffer.toml"),
-            policy(&bucket, ".coffer", "repo", true),
+            policy(&bucket, ".coffer", "repo", true, &catalog),
         )
         .unwrap();
         // The second installation: its own state directory and tier, the
@@ -251,7 +296,7 @@ impl World {
         std::fs::create_dir_all(second.join(".coffer2/lab")).unwrap();
         std::fs::write(
             second.join("coffer.toml"),
-            policy(&bucket, ".coffer2", "repo2", false),
+            policy(&bucket, ".coffer2", "repo2", false, ""),
         )
         .unwrap();
         std::os::unix::fs::symlink(dir.join(".coffer/lab/lab"), second.join(".coffer2/lab/lab"))
@@ -268,6 +313,9 @@ impl World {
             damaged: BTreeMap::new(),
             killed: false,
             untouched: Vec::new(),
+            workers: Vec::new(),
+            catalog_url,
+            workers_started: 0,
         };
         let made = common::command_in(&w.dir)
             .args(["tape", "emulate", "library", "--cartridges", "6"])
@@ -279,11 +327,90 @@ impl World {
             w.ok(&["repo", "init", "--tier", tier]);
         }
         w.ok_in(&w.second(), &["repo", "init", "--tier", "local"]);
-        // The first apply starts the lab, which creates its VMs.
+        // The first apply starts the lab, which creates its VMs (the
+        // workers' labs find them there).
         w.ok(&["apply", "--no-mail"]);
+        for _ in 0..workers {
+            w.start_worker();
+        }
+        if workers > 0 {
+            w.ok(&w.apply_args());
+            w.settle();
+        }
         w.record_new_points(&BTreeMap::new());
         w.untouched = w.outside_state();
         w
+    }
+
+    /// Starts one more worker (workers mode).
+    fn start_worker(&mut self) {
+        self.workers_started += 1;
+        let name = format!("w{}", self.workers_started);
+        let verbose = std::env::var_os("COFFER_TORTURE_VERBOSE").is_some();
+        let child = self
+            .command(
+                &self.dir,
+                &[
+                    "worker",
+                    "--name",
+                    &name,
+                    "--parallel",
+                    "1",
+                    "--lease",
+                    "2s",
+                    "--poll",
+                    "1s",
+                ],
+            )
+            .stdout(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+    }
+
+    /// The arguments of an apply: handed to the workers in workers mode.
+    fn apply_args(&self) -> Vec<&'static str> {
+        if self.workers.is_empty() {
+            vec!["apply", "--no-mail"]
+        } else {
+            vec!["apply", "--no-mail", "--distributed"]
+        }
+    }
+
+    /// Workers mode: waits until no backup is queued or held, so that no
+    /// worker writes beside the next step (a killed worker's backup is
+    /// taken over once its lease runs out).
+    fn settle(&self) {
+        let Some(url) = &self.catalog_url else {
+            return;
+        };
+        let mut db = common::postgres::connect(url).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let open: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM work WHERE state IN ('queued', 'claimed')",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if open == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("the workers left {open} backups queued or held"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn second(&self) -> PathBuf {
@@ -641,7 +768,8 @@ impl World {
                 // An apply may report failed actions (a drill finding the
                 // damage this test made): that is an honest report. It must
                 // not crash.
-                let o = self.run(&["apply", "--no-mail"]);
+                let o = self.run(&self.apply_args());
+                self.settle();
                 if std::env::var_os("COFFER_TORTURE_VERBOSE").is_some() {
                     eprintln!("{}{}", common::stdout(&o), common::stderr(&o));
                 }
@@ -659,7 +787,26 @@ impl World {
                 self.killed = true;
             }
             Op::KillApply { after_ms } => {
-                self.spawn_and_kill(&["apply", "--no-mail"], Duration::from_millis(after_ms));
+                let args = self.apply_args();
+                if self.workers.is_empty() {
+                    self.spawn_and_kill(&args, Duration::from_millis(after_ms));
+                } else {
+                    // A worker dies mid-run too: SIGKILL, and a new one in
+                    // its place.
+                    let killer = {
+                        let victim = (after_ms as usize) % self.workers.len();
+                        let mut child = self.workers.remove(victim);
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_millis(after_ms / 2));
+                            let _ = child.kill();
+                            let _ = child.wait();
+                        })
+                    };
+                    self.spawn_and_kill(&args, Duration::from_millis(after_ms));
+                    killer.join().unwrap();
+                    self.start_worker();
+                    self.settle();
+                }
                 self.killed = true;
             }
             Op::CorruptChunk { pick } | Op::DeleteChunk { pick } => {
@@ -858,9 +1005,15 @@ impl World {
     fn finish(&mut self) {
         self.log.push("final apply".into());
         let before = self.listed.clone();
-        let o = self.run(&["apply", "--no-mail"]);
+        self.settle();
+        let o = self.run(&self.apply_args());
+        self.settle();
         if !matches!(o.status.code(), Some(0) | Some(1)) {
-            self.fail(&format!("final apply exited {:?}", o.status.code()));
+            self.fail(&format!(
+                "final apply exited {:?}: {}",
+                o.status.code(),
+                common::stderr(&o)
+            ));
         }
         let left = self.snapshots_on_lab();
         if left != 0 {
@@ -881,8 +1034,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn run_seed(seed: u64, steps: u64) {
+    run_seed_with(seed, steps, env_u64("COFFER_TORTURE_WORKERS", 0) as usize)
+}
+
+fn run_seed_with(seed: u64, steps: u64, workers: usize) {
     let t = tempfile::tempdir().unwrap();
-    let mut w = World::new(seed, t.path());
+    let mut w = World::new(seed, t.path(), workers);
     let mut rng = Rng(seed);
     for _ in 0..steps {
         let op = draw(&mut rng);
@@ -896,7 +1053,12 @@ fn run_seed(seed: u64, steps: u64) {
     }
     w.finish();
     eprintln!(
-        "torture seed {seed}: {} steps, {} points committed, all checks held",
+        "torture seed {seed}{}: {} steps, {} points committed, all checks held",
+        if workers > 0 {
+            format!(" ({workers} workers)")
+        } else {
+            String::new()
+        },
         w.log.len(),
         w.points.len()
     );
@@ -926,6 +1088,10 @@ fn torture_every_committed_point_restores_and_nothing_escapes_the_tiers() {
     if std::env::var_os("COFFER_TORTURE_FIRST_SEED").is_none() {
         for seed in REGRESSION_SEEDS {
             run_seed(seed, steps);
+        }
+        // And one seed with the backups handed to two workers.
+        if std::env::var_os("COFFER_TORTURE_WORKERS").is_none() {
+            run_seed_with(first, steps, 2);
         }
     }
 }

@@ -25,12 +25,17 @@ use super::CatalogError;
 pub const WRITER_LOCK: i64 = 0x636f_6666_6572_2d77;
 /// The advisory lock key of the runner lock on PostgreSQL ("coffer-r").
 pub const RUNNER_LOCK: i64 = 0x636f_6666_6572_2d72;
+/// The advisory lock key of repository maintenance on PostgreSQL
+/// ("coffer-g"): gc and prune hold it exclusively, workers' backups share
+/// it.
+pub const MAINTENANCE_LOCK: i64 = 0x636f_6666_6572_2d67;
 /// The advisory lock key migrations take on PostgreSQL ("coffer-m").
 pub const MIGRATION_LOCK: i64 = 0x636f_6666_6572_2d6d;
 
 /// One value in or out of the database.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Value {
+    #[default]
     Null,
     Int(i64),
     Real(f64),
@@ -98,48 +103,51 @@ pub(crate) use args;
 
 /// A value read out of a column.
 pub trait FromValue: Sized {
-    fn from_value(v: &Value) -> Option<Self>;
+    fn from_value(v: Value) -> Result<Self, Value>;
 }
 
 impl FromValue for String {
-    fn from_value(v: &Value) -> Option<Self> {
+    fn from_value(v: Value) -> Result<Self, Value> {
         match v {
-            Value::Text(s) => Some(s.clone()),
-            _ => None,
+            Value::Text(s) => Ok(s),
+            v => Err(v),
         }
     }
 }
 impl FromValue for i64 {
-    fn from_value(v: &Value) -> Option<Self> {
+    fn from_value(v: Value) -> Result<Self, Value> {
         match v {
-            Value::Int(i) => Some(*i),
-            _ => None,
+            Value::Int(i) => Ok(i),
+            v => Err(v),
         }
     }
 }
 impl FromValue for i32 {
-    fn from_value(v: &Value) -> Option<Self> {
-        i64::from_value(v).and_then(|i| i32::try_from(i).ok())
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::Int(i) => i32::try_from(i).map_err(|_| Value::Int(i)),
+            v => Err(v),
+        }
     }
 }
 impl FromValue for f64 {
-    fn from_value(v: &Value) -> Option<Self> {
+    fn from_value(v: Value) -> Result<Self, Value> {
         match v {
-            Value::Real(f) => Some(*f),
-            Value::Int(i) => Some(*i as f64),
-            _ => None,
+            Value::Real(f) => Ok(f),
+            Value::Int(i) => Ok(i as f64),
+            v => Err(v),
         }
     }
 }
 impl FromValue for bool {
-    fn from_value(v: &Value) -> Option<Self> {
+    fn from_value(v: Value) -> Result<Self, Value> {
         i64::from_value(v).map(|i| i != 0)
     }
 }
 impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(v: &Value) -> Option<Self> {
+    fn from_value(v: Value) -> Result<Self, Value> {
         match v {
-            Value::Null => Some(None),
+            Value::Null => Ok(None),
             v => T::from_value(v).map(Some),
         }
     }
@@ -152,12 +160,21 @@ pub struct Row(Vec<Value>);
 impl Row {
     /// Column `i` as a `T`; a value of another type is a `BadValue`.
     pub fn get<T: FromValue>(&self, i: usize) -> Result<T, CatalogError> {
-        let v = self.0.get(i).unwrap_or(&Value::Null);
-        T::from_value(v).ok_or_else(|| CatalogError::BadValue {
-            what: "column of an unexpected type",
-            value: format!("{v:?}"),
-        })
+        convert(self.0.get(i).cloned().unwrap_or(Value::Null))
     }
+
+    /// Column `i` as a `T`, moved out of the row (which keeps a NULL
+    /// there): no copy of the text, for the reads of whole catalogs.
+    pub fn take<T: FromValue>(&mut self, i: usize) -> Result<T, CatalogError> {
+        convert(self.0.get_mut(i).map_or(Value::Null, std::mem::take))
+    }
+}
+
+fn convert<T: FromValue>(v: Value) -> Result<T, CatalogError> {
+    T::from_value(v).map_err(|v| CatalogError::BadValue {
+        what: "column of an unexpected type",
+        value: format!("{v:?}"),
+    })
 }
 
 /// The open database.

@@ -225,17 +225,17 @@ const POINT_COLUMNS: &str =
 
 /// The point of a `points` row, in [`POINT_COLUMNS`] order, without its
 /// disks and copies.
-fn point_row(r: &Row) -> Result<PointRecord, CatalogError> {
+fn point_row(mut r: Row) -> Result<PointRecord, CatalogError> {
     Ok(PointRecord {
-        point_id: r.get(0)?,
-        vm_uuid: r.get(1)?,
-        created: parse_time("point created", &r.get::<String>(2)?)?,
-        kind: point_kind(&r.get::<String>(3)?)?,
-        parent: r.get(4)?,
-        consistency: r.get(5)?,
-        duration_ms: r.get::<i64>(6)?.max(0) as u64,
-        source: r.get(7)?,
-        vm_name: r.get(8)?,
+        point_id: r.take(0)?,
+        vm_uuid: r.take(1)?,
+        created: parse_time("point created", &r.take::<String>(2)?)?,
+        kind: point_kind(&r.take::<String>(3)?)?,
+        parent: r.take(4)?,
+        consistency: r.take(5)?,
+        duration_ms: r.take::<i64>(6)?.max(0) as u64,
+        source: r.take(7)?,
+        vm_name: r.take(8)?,
         disks: Vec::new(),
         copies: Vec::new(),
     })
@@ -271,8 +271,9 @@ impl Catalog {
             ),
             args![vm_uuid],
         )?;
-        let mut points: Vec<PointRecord> = rows.iter().map(point_row).collect::<Result<_, _>>()?;
-        self.complete_points(&mut points, "p.vm_uuid = ?1", args![vm_uuid])?;
+        let mut points: Vec<PointRecord> =
+            rows.into_iter().map(point_row).collect::<Result<_, _>>()?;
+        self.complete_points(&mut points, Some(("p.vm_uuid = ?1", args![vm_uuid])))?;
         Ok(points)
     }
 
@@ -290,8 +291,9 @@ impl Catalog {
             ),
             &[],
         )?;
-        let mut points: Vec<PointRecord> = rows.iter().map(point_row).collect::<Result<_, _>>()?;
-        self.complete_points(&mut points, "1 = 1", &[])?;
+        let mut points: Vec<PointRecord> =
+            rows.into_iter().map(point_row).collect::<Result<_, _>>()?;
+        self.complete_points(&mut points, None)?;
         let mut by_vm: std::collections::HashMap<String, Vec<PointRecord>> =
             std::collections::HashMap::new();
         for p in points {
@@ -328,8 +330,8 @@ impl Catalog {
         else {
             return Ok(None);
         };
-        let mut points = vec![point_row(&row)?];
-        self.complete_points(&mut points, "p.point_id = ?1", args![point_id])?;
+        let mut points = vec![point_row(row)?];
+        self.complete_points(&mut points, Some(("p.point_id = ?1", args![point_id])))?;
         Ok(points.pop())
     }
 
@@ -456,13 +458,13 @@ impl Catalog {
              WHERE p.point_id IS NULL ORDER BY c.vm_uuid, c.point_id, c.tier",
             &[],
         )?;
-        rows.iter()
-            .map(|r| {
+        rows.into_iter()
+            .map(|mut r| {
                 let point = PointRef {
-                    vm_uuid: r.get(0)?,
-                    point_id: r.get(1)?,
+                    vm_uuid: r.take(0)?,
+                    point_id: r.take(1)?,
                 };
-                Ok((point, copy_record(r, 2)?))
+                Ok((point, copy_record(&mut r, 2)?))
             })
             .collect()
     }
@@ -485,55 +487,58 @@ impl Catalog {
     }
 
     /// Fills in the disks and copies of `points`, which are every point
-    /// `filter` (on `points p`, with `args`) selects: two queries whatever
-    /// the number of points.
+    /// `filter` (on `points p`, with its arguments) selects, or every point
+    /// of the catalog: two queries whatever the number of points.
     fn complete_points(
         &self,
         points: &mut [PointRecord],
-        filter: &str,
-        args: &[super::db::Value],
+        filter: Option<(&str, &[super::db::Value])>,
     ) -> Result<(), CatalogError> {
         let at: std::collections::HashMap<String, usize> = points
             .iter()
             .enumerate()
             .map(|(i, p)| (p.point_id.clone(), i))
             .collect();
+        // Every point: no join, each table in its primary key's order.
+        let (join, filter, args) = match filter {
+            Some((f, a)) => ("JOIN points p ON p.point_id = x.point_id", f, a),
+            None => ("", "1 = 1", &[][..]),
+        };
         let disks = self.db.query(
             &format!(
-                "SELECT d.point_id, d.device_key, d.label, d.size_bytes, d.chunk_size_bytes, \
-                 d.index_sha256, d.change_id, d.backing \
-                 FROM point_disks d JOIN points p ON p.point_id = d.point_id \
-                 WHERE {filter} ORDER BY d.point_id, d.device_key"
+                "SELECT x.point_id, x.device_key, x.label, x.size_bytes, x.chunk_size_bytes, \
+                 x.index_sha256, x.change_id, x.backing FROM point_disks x {join} \
+                 WHERE {filter} ORDER BY x.point_id, x.device_key"
             ),
             args,
         )?;
-        for r in &disks {
-            let Some(&i) = at.get(&r.get::<String>(0)?) else {
+        for mut r in disks {
+            let Some(&i) = at.get(&r.take::<String>(0)?) else {
                 continue;
             };
             points[i].disks.push(DiskRecord {
-                device_key: r.get(1)?,
-                label: r.get(2)?,
-                size_bytes: r.get::<i64>(3)? as u64,
-                chunk_size_bytes: r.get::<i64>(4)? as u32,
-                index_sha256: r.get(5)?,
-                change_id: r.get(6)?,
-                backing: r.get(7)?,
+                device_key: r.take(1)?,
+                label: r.take(2)?,
+                size_bytes: r.take::<i64>(3)? as u64,
+                chunk_size_bytes: r.take::<i64>(4)? as u32,
+                index_sha256: r.take(5)?,
+                change_id: r.take(6)?,
+                backing: r.take(7)?,
             });
         }
         let copies = self.db.query(
             &format!(
-                "SELECT c.point_id, c.tier, c.state, c.detail, c.locked_until, c.first_seen, \
-                 c.last_seen FROM copies c JOIN points p ON p.point_id = c.point_id \
-                 WHERE {filter} ORDER BY c.point_id, c.tier"
+                "SELECT x.point_id, x.tier, x.state, x.detail, x.locked_until, x.first_seen, \
+                 x.last_seen FROM copies x {join} WHERE {filter} ORDER BY x.point_id, x.tier"
             ),
             args,
         )?;
-        for r in &copies {
-            let Some(&i) = at.get(&r.get::<String>(0)?) else {
+        for mut r in copies {
+            let Some(&i) = at.get(&r.take::<String>(0)?) else {
                 continue;
             };
-            points[i].copies.push(copy_record(r, 1)?);
+            let copy = copy_record(&mut r, 1)?;
+            points[i].copies.push(copy);
         }
         Ok(())
     }
@@ -564,13 +569,13 @@ fn verification(r: &Row, at: usize) -> Result<Verification, CatalogError> {
 
 /// The copy whose columns `tier, state, detail, locked_until, first_seen,
 /// last_seen` start at column `at`.
-fn copy_record(r: &Row, at: usize) -> Result<CopyRecord, CatalogError> {
+fn copy_record(r: &mut Row, at: usize) -> Result<CopyRecord, CatalogError> {
     Ok(CopyRecord {
-        tier: r.get(at)?,
-        state: CopyState::parse(&r.get::<String>(at + 1)?)?,
-        detail: r.get(at + 2)?,
-        locked_until: opt_time("copy locked until", r.get(at + 3)?)?,
-        first_seen: parse_time("copy first seen", &r.get::<String>(at + 4)?)?,
-        last_seen: parse_time("copy last seen", &r.get::<String>(at + 5)?)?,
+        tier: r.take(at)?,
+        state: CopyState::parse(&r.take::<String>(at + 1)?)?,
+        detail: r.take(at + 2)?,
+        locked_until: opt_time("copy locked until", r.take(at + 3)?)?,
+        first_seen: parse_time("copy first seen", &r.take::<String>(at + 4)?)?,
+        last_seen: parse_time("copy last seen", &r.take::<String>(at + 5)?)?,
     })
 }

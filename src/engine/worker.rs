@@ -8,7 +8,9 @@
 //! attempt's point was never committed.
 //!
 //! The worker never takes the runner lock: the coordinator holds it for
-//! the run, and the limits are counted in the database. Before it reads,
+//! the run, and the limits are counted in the database. While a backup
+//! writes, the worker holds the catalog's maintenance lock shared, so a gc
+//! or prune on any machine waits for it (`runlock::MaintenanceLock`). Before it reads,
 //! a worker checks that the tier it opens under the backup's tier name is
 //! the repository the coordinator opened (its id), so a local tier that is
 //! not shared storage is refused rather than backed up into.
@@ -134,12 +136,30 @@ fn worker_thread(
     let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
     let mut idle_since = Instant::now();
     while !cancel::requested() {
-        catalog.worker_seen(
-            &options.name,
-            &crate::policy::model::host_name(),
-            std::process::id(),
-        )?;
-        let Some(claimed) = catalog.claim(&options.name, lease_ms)? else {
+        // A database that went away (a restart, the network) is waited
+        // for: the worker says so and connects again.
+        let claimed = catalog
+            .worker_seen(
+                &options.name,
+                &crate::policy::model::host_name(),
+                std::process::id(),
+            )
+            .and_then(|()| catalog.claim(&options.name, lease_ms));
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                observer.event(&Event::Message(format!(
+                    "worker {}: the catalog {at}: {e}; trying again",
+                    options.name
+                )));
+                sleep_unless_cancelled(options.poll);
+                if let Ok(c) = Catalog::open_at(at) {
+                    catalog = c;
+                }
+                continue;
+            }
+        };
+        let Some(claimed) = claimed else {
             if options.idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
                 break;
             }
@@ -268,6 +288,11 @@ fn do_claimed(
                     continue;
                 }
                 last = Instant::now();
+                let _ = beat.worker_seen(
+                    &options.name,
+                    &crate::policy::model::host_name(),
+                    std::process::id(),
+                );
                 match beat.renew(w, &options.name, lease_ms) {
                     Ok(true) => {}
                     Ok(false) => {
@@ -289,7 +314,14 @@ fn do_claimed(
             limit: options.action_timeout,
             read_whole_disk: w.read_whole,
         };
-        let r = backup_action_with_retries(&job, observer);
+        // gc and prune on any machine wait while this backup writes (the
+        // lease is renewed while this waits for one to end).
+        let r = crate::run::runlock::MaintenanceLock::take(
+            &config.settings,
+            false,
+            &format!("coffer worker {}, backup {}", options.name, w.vm),
+        )
+        .and_then(|_writing| backup_action_with_retries(&job, observer));
         finished.store(true, Ordering::SeqCst);
         r
     });

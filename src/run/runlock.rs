@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-use crate::catalog::db::RUNNER_LOCK;
+use crate::catalog::db::{MAINTENANCE_LOCK, RUNNER_LOCK};
 use crate::catalog::pg_text;
 use crate::policy::model::{CatalogLocation, Settings};
 
@@ -149,4 +149,57 @@ fn take_shared(
         );
     }
     Ok(SharedLock { _conn: client })
+}
+
+/// How long gc or prune waits for the backups that workers on other
+/// machines are writing (and a backup for a gc), before it gives up.
+const MAINTENANCE_WAIT: &str = "120s";
+
+/// Repository maintenance against the writers of other machines, on a
+/// catalog shared through PostgreSQL, in addition to the repositories' own
+/// locks: gc and prune hold the maintenance lock exclusively, and every
+/// worker's backup holds it shared while it writes. Nothing on a catalog
+/// that is one machine's (its runner lock already keeps its runs apart).
+#[derive(Debug)]
+pub struct MaintenanceLock {
+    _held: Option<SharedLock>,
+}
+
+impl MaintenanceLock {
+    /// Takes the lock (`exclusive` for gc and prune, shared for a backup),
+    /// waiting up to two minutes for the holders of the other kind.
+    pub fn take(settings: &Settings, exclusive: bool, what: &str) -> Result<MaintenanceLock> {
+        let CatalogLocation::Postgres { url, password } = &settings.catalog else {
+            return Ok(MaintenanceLock { _held: None });
+        };
+        let mut client = crate::catalog::connect_postgres(url, password.as_ref())?;
+        let me = format!(
+            "{what}, pid {} on {}",
+            std::process::id(),
+            crate::policy::model::host_name()
+        );
+        let take = if exclusive {
+            "SELECT pg_advisory_lock($1)"
+        } else {
+            "SELECT pg_advisory_lock_shared($1)"
+        };
+        client
+            .execute("SELECT set_config('application_name', $1, false)", &[&me])
+            .and_then(|_| client.batch_execute(&format!("SET lock_timeout = '{MAINTENANCE_WAIT}'")))
+            .and_then(|_| client.execute(take, &[&MAINTENANCE_LOCK]))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{what}: waited {MAINTENANCE_WAIT} for {} on other machines and gave up: {}",
+                    if exclusive {
+                        "the backups being written"
+                    } else {
+                        "a gc or prune"
+                    },
+                    pg_text(&e)
+                )
+            })?;
+        Ok(MaintenanceLock {
+            _held: Some(SharedLock { _conn: client }),
+        })
+    }
 }

@@ -154,12 +154,22 @@ impl Runner<'_> {
                 }
                 let repo = open_tier(config, tier)?;
                 let p = repo.find_point(point)?;
+                let _maintenance = crate::run::runlock::MaintenanceLock::take(
+                    &config.settings,
+                    true,
+                    &format!("coffer prune of {point} on tier `{tier}`"),
+                )?;
                 ops::prune_point(&repo, &p)?;
                 let _ = catalog.refresh_tier(tier, &repo);
                 Ok("pruned".into())
             }
             Action::Gc { tier, .. } => {
                 let repo = open_tier(config, tier)?;
+                let _maintenance = crate::run::runlock::MaintenanceLock::take(
+                    &config.settings,
+                    true,
+                    &format!("coffer gc of tier `{tier}`"),
+                )?;
                 let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
                 let packs = r.packs_deleted + r.packs_repacked + r.packs_locked;
                 // A tape tier frees whole media once nothing on them is kept.
