@@ -5,6 +5,8 @@
 # CI's seeds), each of STEPS random operations (default 14). A failing seed is
 # printed with its steps; replay it with
 #   COFFER_TORTURE_SEED=<seed> cargo test --test torture
+# COFFER_TORTURE_WORKERS=N in the environment runs every seed with its
+# backups handed to N workers (a PostgreSQL catalog, apply --distributed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20}

@@ -13,7 +13,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use coffer::lab::{Lab, LabConfig};
@@ -54,8 +54,15 @@ impl Drop for Processes {
 }
 
 /// The policy directory `dir`: the lab as source `vc`, a local tier, the
-/// catalog at `url`; `extra` goes into the source's table.
-fn write_policy(dir: &Path, lab: &coffer::lab::LabHandle, url: &str, extra: &str) {
+/// catalog at `url`; `extra` goes into the source's table, `policy_extra`
+/// into the policy's.
+fn write_policy(
+    dir: &Path,
+    lab: &coffer::lab::LabHandle,
+    url: &str,
+    extra: &str,
+    policy_extra: &str,
+) {
     let pw = common::postgres::password_file(dir);
     std::fs::write(dir.join("lab-password"), lab.password()).unwrap();
     std::fs::write(
@@ -95,13 +102,6 @@ last = 3
             user = lab.user(),
             lab_pw = dir.join("lab-password").display(),
             thumbprint = lab.thumbprint(),
-            policy_extra = if extra.contains("max_per_host") {
-                // Slow enough that a backup is still reading when its
-                // worker is killed.
-                "io_limit = \"16MiB/s\""
-            } else {
-                ""
-            },
         ),
     )
     .unwrap();
@@ -170,6 +170,9 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
         &lab,
         &url,
         &format!("max_per_host = {PER_HOST}\nmax_per_datastore = {VMS}"),
+        // Slow enough that a backup is still reading when its worker is
+        // killed.
+        "io_limit = \"16MiB/s\"",
     );
     let init = common::command_in(dir)
         .args(["repo", "init", "--tier", "local", "-p", "."])
@@ -310,36 +313,8 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
 #[test]
 fn distributed_needs_a_shared_catalog() {
     let t = tempfile::tempdir().unwrap();
-    std::fs::write(
-        t.path().join("coffer.toml"),
-        r#"
-[sources.lab]
-kind = "lab"
-lab_vms = 1
-
-[tiers.local]
-backend = "local"
-path = "repo"
-
-[policies.all]
-sources = ["lab"]
-vms = ["*"]
-schedule = "0 0 1 * * *"
-backup_to = "local"
-
-[policies.all.retain.local]
-last = 3
-"#,
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .current_dir(t.path())
-            .args(args)
-            .args(["-p", "."])
-            .output()
-            .unwrap()
-    };
+    common::one_vm_lab_policy(t.path(), "");
+    let run = |args: &[&str]| common::in_policy_dir(t.path(), args);
     assert!(run(&["repo", "init", "--tier", "local"]).status.success());
     for args in [
         &["apply", "--distributed", "--no-mail"][..],
@@ -384,6 +359,9 @@ fn workers_bench() {
             &lab,
             &url,
             &format!("max_per_host = {vms}\nmax_per_datastore = {vms}"),
+            // No io_limit: it is a bucket per coffer process, so each
+            // worker would bring its own.
+            "",
         );
         let init = common::command_in(dir)
             .args(["repo", "init", "--tier", "local", "-p", "."])

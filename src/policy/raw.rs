@@ -393,7 +393,7 @@ pub struct RawPolicy {
     pub consistency: Option<Sp<ConsistencyText>>,
     /// Force a full backup when the newest full is older than this.
     pub full_every: Option<Sp<DurationText>>,
-    /// Read limit against the datastore per backup, e.g. "200MiB/s".
+    /// Read limit against the hosts, shared by all of the policy's backups one coffer process runs at once (each worker process has its own), e.g. "200MiB/s".
     pub io_limit: Option<Sp<RateText>>,
     /// The longest a backup's snapshot may stay open, e.g. "2h": past it the
     /// read stops, the snapshot is removed and the backup fails. Default: no
