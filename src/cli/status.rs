@@ -20,9 +20,13 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let config = args.location.policy.load()?;
     let state = args.location.state_dir(&config);
-    let fleet = crate::engine::worker::fleet(&config)?;
-    if let Some((workers, claimed)) = &fleet {
-        print(text::fleet(workers, claimed))?;
+    match crate::engine::worker::fleet(&config) {
+        Ok(Some((workers, claimed))) => print(text::fleet(&workers, &claimed))?,
+        Ok(None) => {}
+        // The daemon's own status is still worth showing.
+        Err(e) => print(format!(
+            "workers: the shared catalog cannot be read: {e:#}\n"
+        ))?,
     }
     let Some(s) = read_status(&state)? else {
         print(text::no_daemon(&state))?;

@@ -99,12 +99,26 @@ impl Runner<'_> {
         while closed.len() < by_seq.len() {
             let rows = match catalog.work_of_run(&self.run_id) {
                 Ok(rows) => rows,
-                Err(e) => {
+                Err(e) if !cancel::requested() => {
                     self.observer.event(&Event::Message(format!(
                         "coffer: reading the work queue: {e}; trying again"
                     )));
                     std::thread::sleep(POLL * 4);
                     continue;
+                }
+                Err(e) => {
+                    for (seq, action) in &by_seq {
+                        if !closed.contains(seq) {
+                            self.record(
+                                action,
+                                Instant::now(),
+                                Err(anyhow::anyhow!(
+                                    "the run was cancelled while the work queue could not be read ({e}); its worker may still finish it"
+                                )),
+                            );
+                        }
+                    }
+                    return;
                 }
             };
             for w in rows {
