@@ -167,7 +167,10 @@ fn start() -> Postgres {
     }
     let data = dir.join("data");
     let mut initdb = Command::new(bin.join("initdb"));
+    // Its own directory as the working one: the test's may be closed to
+    // `nobody`.
     initdb
+        .current_dir(&dir)
         .arg("-D")
         .arg(&data)
         .args([
@@ -199,6 +202,7 @@ fn start() -> Postgres {
     };
     let mut server = Command::new(bin.join("postgres"));
     server
+        .current_dir(&dir)
         .arg("-D")
         .arg(&data)
         .args(["-p", &port.to_string(), "-k"])
