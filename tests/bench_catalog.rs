@@ -14,7 +14,7 @@ mod common;
 use std::time::Instant;
 
 use coffer::catalog::Catalog;
-use coffer::policy::model::{CatalogLocation, SecretRef};
+use coffer::policy::model::CatalogLocation;
 
 const POINTS: i64 = 100;
 
@@ -124,10 +124,7 @@ fn catalog_reads_for_planning_on_sqlite_and_postgres() {
         .unwrap_or(10_000);
     let tmp = tempfile::tempdir().unwrap();
     let sqlite = CatalogLocation::File(tmp.path().join("catalog.db"));
-    let postgres = CatalogLocation::Postgres {
-        url: common::postgres::database(),
-        password: Some(SecretRef::File(common::postgres::password_file(tmp.path()))),
-    };
+    let postgres = common::postgres::location(tmp.path());
     let mut rows = Vec::new();
     for (name, at) in [("SQLite", &sqlite), ("PostgreSQL", &postgres)] {
         drop(Catalog::open_at(at).unwrap());

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use coffer::catalog::{Catalog, CatalogError, CopyState, SCHEMA_VERSION, Verification};
@@ -70,16 +70,8 @@ impl Setup {
                 String::new(),
             ),
             Backend::Postgres => {
-                let url = common::postgres::database();
-                let pw = common::postgres::password_file(&dir);
-                let settings = format!(
-                    "catalog = \"{url}\"\ncatalog_password = {{ file = \"{}\" }}\n",
-                    pw.display()
-                );
-                let at = CatalogLocation::Postgres {
-                    url,
-                    password: Some(SecretRef::File(pw)),
-                };
+                let at = common::postgres::location(&dir);
+                let settings = common::postgres::settings(&at);
                 (at, settings)
             }
         };
@@ -648,15 +640,21 @@ fn a_failed_migration_leaves_the_database_as_it_was() {
 /// A PostgreSQL catalog on the test server, in a database of its own.
 fn postgres_catalog() -> (tempfile::TempDir, CatalogLocation) {
     let tmp = tempfile::tempdir().unwrap();
-    let url = common::postgres::database();
-    let pw = common::postgres::password_file(tmp.path());
-    (
-        tmp,
-        CatalogLocation::Postgres {
-            url,
-            password: Some(SecretRef::File(pw)),
-        },
-    )
+    let at = common::postgres::location(tmp.path());
+    (tmp, at)
+}
+
+/// The settings of installation `name` (its state dir under `root`) on
+/// the catalog `at`.
+fn installation(root: &Path, at: &CatalogLocation, name: &str) -> coffer::policy::model::Settings {
+    coffer::policy::model::Settings {
+        state_dir: root.join(name),
+        catalog: at.clone(),
+        timezone: chrono_tz::UTC,
+        report_dir: root.join(name).join("reports"),
+        healthcheck_url: None,
+        name: name.into(),
+    }
 }
 
 fn url_of(at: &CatalogLocation) -> &str {
@@ -773,15 +771,10 @@ fn a_wrong_postgres_password_is_an_error_that_names_the_catalog() {
 #[test]
 fn two_installations_sharing_a_postgres_catalog_never_run_at_once() {
     let (tmp, at) = postgres_catalog();
-    let settings = |name: &str| coffer::policy::model::Settings {
-        state_dir: tmp.path().join(name),
-        catalog: at.clone(),
-        timezone: chrono_tz::UTC,
-        report_dir: tmp.path().join(name).join("reports"),
-        healthcheck_url: None,
-        name: name.into(),
-    };
-    let (a, b) = (settings("site-a"), settings("site-b"));
+    let (a, b) = (
+        installation(tmp.path(), &at, "site-a"),
+        installation(tmp.path(), &at, "site-b"),
+    );
     let held = coffer::run::runlock::RunnerLock::take(&a, "coffer apply, run A").unwrap();
     // Another state dir (another machine): its own flock is free, the
     // catalog's lock is not.
@@ -802,14 +795,7 @@ fn gc_on_one_machine_waits_for_backups_written_on_another() {
     use coffer::run::runlock::MaintenanceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
     let (tmp, at) = postgres_catalog();
-    let settings = coffer::policy::model::Settings {
-        state_dir: tmp.path().join("state"),
-        catalog: at.clone(),
-        timezone: chrono_tz::UTC,
-        report_dir: tmp.path().join("reports"),
-        healthcheck_url: None,
-        name: "site".into(),
-    };
+    let settings = installation(tmp.path(), &at, "site");
     // Two workers write at once: the lock is shared.
     let a = MaintenanceLock::take(&settings, false, "backup a").unwrap();
     let b = MaintenanceLock::take(&settings, false, "backup b").unwrap();

@@ -17,15 +17,13 @@ use common::{snapshot_count, text};
 /// catalog is the PostgreSQL database `url`.
 fn write_policy(dir: &Path, repos: &Path, url: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let pw = common::postgres::password_file(dir);
+    let catalog = common::postgres::settings(&common::postgres::location_at(url, dir));
     std::fs::write(
         dir.join("coffer.toml"),
         format!(
             r#"
 [settings]
-catalog = "{url}"
-catalog_password = {{ file = "{pw}" }}
-
+{catalog}
 [sources.lab]
 kind = "lab"
 lab_vms = 2
@@ -45,7 +43,6 @@ backup_to = "local"
 [policies.all.retain.local]
 last = 3
 "#,
-            pw = pw.display(),
             local = repos.join("local").display(),
         ),
     )

@@ -63,16 +63,14 @@ fn write_policy(
     extra: &str,
     policy_extra: &str,
 ) {
-    let pw = common::postgres::password_file(dir);
+    let catalog = common::postgres::settings(&common::postgres::location_at(url, dir));
     std::fs::write(dir.join("lab-password"), lab.password()).unwrap();
     std::fs::write(
         dir.join("coffer.toml"),
         format!(
             r#"
 [settings]
-catalog = "{url}"
-catalog_password = {{ file = "{pw}" }}
-
+{catalog}
 [sources.vc]
 kind = "vcenter"
 url = "{lab_url}"
@@ -97,7 +95,6 @@ backup_to = "local"
 [policies.all.retain.local]
 last = 3
 "#,
-            pw = pw.display(),
             lab_url = lab.url(),
             user = lab.user(),
             lab_pw = dir.join("lab-password").display(),

@@ -279,10 +279,7 @@ impl World {
         let bucket = s3::bucket(false);
         let catalog_url = (workers > 0).then(common::postgres::database);
         let catalog = match &catalog_url {
-            Some(url) => format!(
-                "catalog = \"{url}\"\ncatalog_password = {{ file = \"{}\" }}",
-                common::postgres::password_file(&scratch).display()
-            ),
+            Some(url) => common::postgres::settings(&common::postgres::location_at(url, &scratch)),
             None => String::new(),
         };
         std::fs::write(

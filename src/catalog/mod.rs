@@ -62,6 +62,11 @@ pub enum CatalogError {
     },
     #[error("the PostgreSQL catalog {url}: {message}")]
     PostgresSetup { url: String, message: String },
+    #[error(
+        "{what} needs a catalog every machine shares, and {location} is this machine's own: \
+         set `catalog = \"postgres://…\"` in [settings]"
+    )]
+    NotShared { what: String, location: String },
     #[error("creating the catalog directory {path}: {source}")]
     CreateDir {
         path: String,

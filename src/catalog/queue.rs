@@ -125,16 +125,14 @@ fn work_row(r: &Row, now_ms: i64) -> Result<Work, CatalogError> {
 
 impl Catalog {
     /// Refuses a catalog that cannot hold the queue: an embedded SQLite
-    /// file is one machine's.
-    fn shared_only(&self, what: &str) -> Result<(), CatalogError> {
+    /// file is one machine's. `what` names who needs it.
+    pub fn require_shared(&self, what: &str) -> Result<(), CatalogError> {
         if self.is_shared() {
             return Ok(());
         }
-        Err(CatalogError::PostgresSetup {
-            url: self.location.clone(),
-            message: format!(
-                "{what} needs a catalog shared by every machine: set `catalog = \"postgres://…\"` in [settings]"
-            ),
+        Err(CatalogError::NotShared {
+            what: what.to_string(),
+            location: self.location.clone(),
         })
     }
 
@@ -149,7 +147,7 @@ impl Catalog {
 
     /// Enqueues a run's backups, all or none.
     pub fn enqueue(&mut self, run_id: &str, items: &[NewWork]) -> Result<(), CatalogError> {
-        self.shared_only("handing backups to workers")?;
+        self.require_shared("handing backups to workers")?;
         let queued = time_text(Utc::now());
         self.db.transaction(|tx| {
             for w in items {
@@ -184,7 +182,7 @@ impl Catalog {
     /// Claims the first row whose limits allow it, for `worker`, with a
     /// lease of `lease_ms`; `None` when no row can be taken now.
     pub fn claim(&mut self, worker: &str, lease_ms: i64) -> Result<Option<Claimed>, CatalogError> {
-        self.shared_only("a worker")?;
+        self.require_shared("a worker")?;
         self.db.transaction(|tx| {
             tx.execute("SELECT pg_advisory_xact_lock(?1)", args![CLAIM_LOCK])?;
             let now = Catalog::now_ms(tx)?;
@@ -345,7 +343,7 @@ impl Catalog {
 
     /// The rows of a run, in the order they were enqueued.
     pub fn work_of_run(&self, run_id: &str) -> Result<Vec<Work>, CatalogError> {
-        self.shared_only("the work queue")?;
+        self.require_shared("the work queue")?;
         let now = Catalog::now_ms(&self.db)?;
         self.db
             .query(

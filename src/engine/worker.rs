@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use super::apply::backup::{BackupJob, backup_action_with_retries};
 use super::apply::recover::{remove_run_snapshot, removed_note};
@@ -85,16 +85,8 @@ pub fn run_worker(
 ) -> Result<WorkerSummary> {
     let at = &config.settings.catalog;
     let mut first = Catalog::open_at(at).with_context(|| format!("opening the catalog {at}"))?;
-    if !first.is_shared() {
-        bail!(
-            "a worker needs a catalog shared by every machine: set `catalog = \"postgres://…\"` in [settings]"
-        );
-    }
-    first.worker_seen(
-        &options.name,
-        &crate::policy::model::host_name(),
-        std::process::id(),
-    )?;
+    first.require_shared("a worker")?;
+    seen(&mut first, options)?;
     drop(first);
     observer.event(&Event::Message(format!(
         "worker {}: waiting for backups on {at} ({} at once, lease {})",
@@ -138,13 +130,8 @@ fn worker_thread(
     while !cancel::requested() {
         // A database that went away (a restart, the network) is waited
         // for: the worker says so and connects again.
-        let claimed = catalog
-            .worker_seen(
-                &options.name,
-                &crate::policy::model::host_name(),
-                std::process::id(),
-            )
-            .and_then(|()| catalog.claim(&options.name, lease_ms));
+        let claimed =
+            seen(&mut catalog, options).and_then(|()| catalog.claim(&options.name, lease_ms));
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
@@ -174,14 +161,13 @@ fn worker_thread(
             &mut catalog,
             observer,
         ) {
-            Ok((detail, seconds, bytes, lost)) if lost => {
+            Ok((detail, _, _, true)) => {
                 summary.lost += 1;
                 observer.event(&Event::Message(format!(
                         "worker {}: lost the lease of backup {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
                         options.name, claimed.work.vm, claimed.work.run_id
                     )));
                 idle_since = Instant::now();
-                let _ = (seconds, bytes);
                 continue;
             }
             Ok((detail, seconds, bytes, _)) => (true, detail, seconds, bytes),
@@ -206,6 +192,18 @@ fn worker_thread(
         idle_since = Instant::now();
     }
     Ok(summary)
+}
+
+/// Tells the fleet this worker is alive.
+fn seen(
+    catalog: &mut Catalog,
+    options: &WorkerOptions,
+) -> Result<(), crate::catalog::CatalogError> {
+    catalog.worker_seen(
+        &options.name,
+        &crate::policy::model::host_name(),
+        std::process::id(),
+    )
 }
 
 fn sleep_unless_cancelled(d: Duration) {
@@ -288,11 +286,7 @@ fn do_claimed(
                     continue;
                 }
                 last = Instant::now();
-                let _ = beat.worker_seen(
-                    &options.name,
-                    &crate::policy::model::host_name(),
-                    std::process::id(),
-                );
+                let _ = seen(&mut beat, options);
                 match beat.renew(w, &options.name, lease_ms) {
                     Ok(true) => {}
                     Ok(false) => {

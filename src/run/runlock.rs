@@ -109,14 +109,14 @@ impl RunnerLock {
     }
 }
 
-/// Takes the runner lock on the server of the PostgreSQL catalog `url`.
-/// Its connection is named after the run (`application_name`), so that a
-/// runner that finds the lock taken can say by whom.
-fn take_shared(
+/// A connection of its own to the PostgreSQL catalog `url` for a lock,
+/// named after its holder (`application_name`: `WHAT, pid N on HOST`), so
+/// that whoever finds the lock taken can say by whom.
+fn named_connection(
     url: &str,
     password: &Option<crate::policy::model::SecretRef>,
     what: &str,
-) -> Result<SharedLock> {
+) -> Result<postgres::Client> {
     let mut client = crate::catalog::connect_postgres(url, password.as_ref())?;
     let me = format!(
         "{what}, pid {} on {}",
@@ -125,7 +125,17 @@ fn take_shared(
     );
     client
         .execute("SELECT set_config('application_name', $1, false)", &[&me])
-        .map_err(|e| anyhow::anyhow!("naming the runner's connection to {url}: {}", pg_text(&e)))?;
+        .map_err(|e| anyhow::anyhow!("naming a connection to {url}: {}", pg_text(&e)))?;
+    Ok(client)
+}
+
+/// Takes the runner lock on the server of the PostgreSQL catalog `url`.
+fn take_shared(
+    url: &str,
+    password: &Option<crate::policy::model::SecretRef>,
+    what: &str,
+) -> Result<SharedLock> {
+    let mut client = named_connection(url, password, what)?;
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK])
         .map_err(|e| anyhow::anyhow!("taking the runner lock on {url}: {}", pg_text(&e)))?
@@ -172,20 +182,14 @@ impl MaintenanceLock {
         let CatalogLocation::Postgres { url, password } = &settings.catalog else {
             return Ok(MaintenanceLock { _held: None });
         };
-        let mut client = crate::catalog::connect_postgres(url, password.as_ref())?;
-        let me = format!(
-            "{what}, pid {} on {}",
-            std::process::id(),
-            crate::policy::model::host_name()
-        );
+        let mut client = named_connection(url, password, what)?;
         let take = if exclusive {
             "SELECT pg_advisory_lock($1)"
         } else {
             "SELECT pg_advisory_lock_shared($1)"
         };
         client
-            .execute("SELECT set_config('application_name', $1, false)", &[&me])
-            .and_then(|_| client.batch_execute(&format!("SET lock_timeout = '{MAINTENANCE_WAIT}'")))
+            .batch_execute(&format!("SET lock_timeout = '{MAINTENANCE_WAIT}'"))
             .and_then(|_| client.execute(take, &[&MAINTENANCE_LOCK]))
             .map_err(|e| {
                 anyhow::anyhow!(

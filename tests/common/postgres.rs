@@ -71,6 +71,33 @@ pub fn password_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// The catalog at `url`, its password in a file in `dir`.
+pub fn location_at(url: &str, dir: &Path) -> coffer::policy::model::CatalogLocation {
+    coffer::policy::model::CatalogLocation::Postgres {
+        url: url.to_string(),
+        password: Some(coffer::policy::model::SecretRef::File(password_file(dir))),
+    }
+}
+
+/// A catalog in a new database, its password in a file in `dir`.
+pub fn location(dir: &Path) -> coffer::policy::model::CatalogLocation {
+    location_at(&database(), dir)
+}
+
+/// The `[settings]` lines that name the catalog `at`.
+pub fn settings(at: &coffer::policy::model::CatalogLocation) -> String {
+    match at {
+        coffer::policy::model::CatalogLocation::Postgres {
+            url,
+            password: Some(coffer::policy::model::SecretRef::File(pw)),
+        } => format!(
+            "catalog = \"{url}\"\ncatalog_password = {{ file = \"{}\" }}\n",
+            pw.display()
+        ),
+        other => panic!("not a test PostgreSQL catalog: {other:?}"),
+    }
+}
+
 /// The directory of PostgreSQL's server programs: on the PATH, or where
 /// Debian puts them (`/usr/lib/postgresql/VERSION/bin`), newest first.
 fn bin_dir() -> Option<PathBuf> {

@@ -107,17 +107,10 @@ impl Runner<'_> {
                     continue;
                 }
                 Err(e) => {
-                    for (seq, action) in &by_seq {
-                        if !closed.contains(seq) {
-                            self.record(
-                                action,
-                                Instant::now(),
-                                Err(anyhow::anyhow!(
-                                    "the run was cancelled while the work queue could not be read ({e}); its worker may still finish it"
-                                )),
-                            );
-                        }
-                    }
+                    let why = format!(
+                        "the run was cancelled while the work queue could not be read ({e}); its worker may still finish it"
+                    );
+                    self.fail_open(&by_seq, &closed, &why);
                     return;
                 }
             };
@@ -152,16 +145,27 @@ impl Runner<'_> {
                 if cancel::requested() {
                     // What workers hold stays theirs; this run does not
                     // wait for it.
-                    for (seq, action) in &by_seq {
-                        if !closed.contains(seq) {
-                            self.record(action, Instant::now(), Err(anyhow::anyhow!("{why}")));
-                        }
-                    }
+                    self.fail_open(&by_seq, &closed, &why);
                     return;
                 }
                 last_change = Instant::now();
             }
             std::thread::sleep(POLL);
+        }
+    }
+
+    /// Records every backup of `by_seq` not yet closed as failed, saying
+    /// `why`: the run stops waiting for them.
+    fn fail_open(
+        &mut self,
+        by_seq: &BTreeMap<i64, &Action>,
+        closed: &std::collections::BTreeSet<i64>,
+        why: &str,
+    ) {
+        for (seq, action) in by_seq {
+            if !closed.contains(seq) {
+                self.record(action, Instant::now(), Err(anyhow::anyhow!("{why}")));
+            }
         }
     }
 

@@ -365,10 +365,8 @@ pub fn apply(
     clock: &dyn Fn() -> DateTime<Utc>,
     observer: &dyn Observer,
 ) -> Result<RunOutcome> {
-    if options.distributed && !catalog.is_shared() {
-        anyhow::bail!(
-            "--distributed hands backups to workers through a catalog every machine shares: set `catalog = \"postgres://…\"` in [settings]"
-        );
+    if options.distributed {
+        catalog.require_shared("--distributed (handing backups to workers)")?;
     }
     let run_id = super::new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
