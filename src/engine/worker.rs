@@ -173,8 +173,25 @@ fn worker_thread(
             Ok((detail, seconds, bytes, _)) => (true, detail, seconds, bytes),
             Err((e, seconds)) => (false, format!("{e:#}"), seconds, None),
         };
-        let kept =
-            catalog.finish_work(&claimed.work, &options.name, ok, &detail, seconds, bytes)?;
+        // The outcome must reach the catalog: a database that is away is
+        // waited for, as for a claim. Meanwhile the lease may run out and
+        // another worker redo the backup; then this outcome is not written.
+        let kept = loop {
+            match catalog.finish_work(&claimed.work, &options.name, ok, &detail, seconds, bytes) {
+                Ok(kept) => break kept,
+                Err(e) if !cancel::requested() => {
+                    observer.event(&Event::Message(format!(
+                        "worker {}: recording the outcome in {at}: {e}; trying again",
+                        options.name
+                    )));
+                    sleep_unless_cancelled(options.poll);
+                    if let Ok(c) = Catalog::open_at(at) {
+                        catalog = c;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if !kept {
             summary.lost += 1;
         } else if ok {
