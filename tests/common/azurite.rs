@@ -18,7 +18,6 @@ pub const KEY: &str =
 
 pub struct Azurite {
     port: u16,
-    _workspace: tempfile::TempDir,
 }
 
 impl Azurite {
@@ -43,11 +42,11 @@ fn start() -> Azurite {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let workspace = tempfile::tempdir().unwrap();
+    let workspace = super::binary_workspace("azurite");
     let mut cmd = std::process::Command::new("azurite-blob");
     cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
         .arg("--location")
-        .arg(workspace.path())
+        .arg(&workspace)
         .args(["--silent", "--skipApiVersionCheck"]);
     if let Err(e) = super::spawn_for_binary(cmd) {
         panic!("cannot start azurite-blob ({e}); run scripts/test-deps.sh, which installs Azurite");
@@ -60,10 +59,7 @@ fn start() -> Azurite {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Azurite {
-        port,
-        _workspace: workspace,
-    }
+    Azurite { port }
 }
 
 static CONTAINERS: AtomicU64 = AtomicU64::new(0);

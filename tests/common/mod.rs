@@ -34,6 +34,33 @@ pub fn spawn_for_binary(mut cmd: std::process::Command) -> Result<(), String> {
     rx.recv().unwrap()
 }
 
+/// A new directory for this test binary's `server` (`coffer-SERVER-PID` in
+/// the temporary directory). A server of the binary lives as long as the
+/// binary, so nothing removes its directory when it ends; each start
+/// removes the directories of binaries that are gone instead, so runs do
+/// not pile up on the disk.
+pub fn binary_workspace(server: &str) -> PathBuf {
+    let root = std::env::temp_dir();
+    let prefix = format!("coffer-{server}-");
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = root.join(format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    dir
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

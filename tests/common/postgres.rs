@@ -155,23 +155,6 @@ fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     }
 }
 
-/// Removes the clusters of test binaries that are gone.
-fn remove_dead_clusters(root: &Path) {
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("coffer-pg-")
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: signal 0 only asks whether the process exists.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 fn start() -> Postgres {
     let bin = bin_dir().unwrap_or_else(|| {
         panic!(
@@ -180,12 +163,8 @@ fn start() -> Postgres {
         )
     });
     let user = unprivileged();
-    // /tmp: every user may enter it, so `nobody` can reach its cluster.
-    let root = std::env::temp_dir();
-    remove_dead_clusters(&root);
-    let dir = root.join(format!("coffer-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
+    // In /tmp: every user may enter it, so `nobody` can reach its cluster.
+    let dir = super::binary_workspace("pg");
     let pwfile = dir.join("pw");
     std::fs::write(&pwfile, PASSWORD).unwrap();
     if let Some((uid, gid)) = user {
