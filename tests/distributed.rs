@@ -118,21 +118,30 @@ fn start(dir: &Path, name: &str, args: &[&str]) -> (String, Child) {
 }
 
 fn worker(dir: &Path, name: &str) -> (String, Child) {
-    start(
-        dir,
+    worker_with(dir, name, &[])
+}
+
+/// A worker as `worker` starts it, with `more` arguments.
+fn worker_with(dir: &Path, name: &str, more: &[&str]) -> (String, Child) {
+    let mut args = vec![
+        "worker",
+        "--name",
         name,
-        &[
-            "worker",
-            "--name",
-            name,
-            "--parallel",
-            "2",
-            "--lease",
-            "3s",
-            "--poll",
-            "1s",
-        ],
-    )
+        "--parallel",
+        "2",
+        "--lease",
+        "3s",
+        "--poll",
+        "1s",
+    ];
+    args.extend_from_slice(more);
+    start(dir, name, &args)
+}
+
+/// A loopback address with a port free now.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 /// What the processes printed, for a failure's message.
@@ -177,10 +186,15 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
         .unwrap();
     assert!(init.status.success(), "{}", text(&init));
 
+    // Each worker serves its metrics.
+    let metrics: Vec<(String, String)> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| (w.to_string(), free_addr()))
+        .collect();
     let mut processes = Processes(vec![
-        worker(dir, "w1"),
-        worker(dir, "w2"),
-        worker(dir, "w3"),
+        worker_with(dir, "w1", &["--metrics", &metrics[0].1]),
+        worker_with(dir, "w2", &["--metrics", &metrics[1].1]),
+        worker_with(dir, "w3", &["--metrics", &metrics[2].1]),
         start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
     ]);
 
@@ -262,6 +276,27 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
         .unwrap()
         .get(0);
     assert_eq!(workers_seen, 3);
+
+    // Each surviving worker's metrics count, under its name, the backups
+    // the queue says it did; Prometheus's checker accepts them.
+    for (name, addr) in metrics.iter().filter(|(n, _)| *n != victim) {
+        let (status, body) = common::metrics::get(addr, "/metrics");
+        assert!(status.contains("200"), "{status}");
+        common::metrics::promtool_accepts(&body);
+        let done = rows
+            .iter()
+            .filter(|r| r.get::<_, Option<String>>(2).as_deref() == Some(name.as_str()))
+            .count();
+        let counted = common::metrics::sample(
+            &body,
+            &format!(r#"coffer_actions_total{{action="backup",result="success",worker="{name}"}}"#),
+        );
+        assert_eq!(
+            counted.unwrap_or(0.0),
+            done as f64,
+            "worker {name} did {done} backups; its metrics:\n{body}"
+        );
+    }
 
     // The lab's records: nothing left behind, the limit held on each host.
     let state = lab_state(&lab);

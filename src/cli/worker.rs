@@ -9,6 +9,7 @@ use super::backup::EXIT_CANCELLED;
 use super::terminal::Terminal;
 use super::{EXIT_OK, Location};
 use crate::engine::cancel;
+use crate::engine::metrics::{self, Both, Metrics};
 use crate::engine::worker::{WorkerOptions, run_worker};
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +37,11 @@ pub struct Args {
     /// Stop after this long without work (default: run until Ctrl-C).
     #[arg(long)]
     pub idle_exit: Option<String>,
+    /// Serve this worker's Prometheus metrics at http://ADDR/metrics, each
+    /// action labelled with the worker's name (port 0 picks a free one and
+    /// prints it).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -62,7 +68,14 @@ pub fn run(args: Args) -> Result<u8> {
         .map(|t| super::duration("--idle-exit", &t))
         .transpose()?;
     let terminal = Terminal::human().in_zone(config.settings.timezone);
-    let summary = run_worker(&config, &options, &terminal)?;
+    let metrics = std::sync::Arc::new(Metrics::new(None));
+    if let Some(addr) = &args.metrics {
+        eprint!(
+            "{}",
+            crate::text::metrics_served(metrics::serve(addr, metrics.clone())?)
+        );
+    }
+    let summary = run_worker(&config, &options, &Both(&terminal, metrics.as_ref()))?;
     eprintln!(
         "worker {}: {} backups done, {} failed, {} lost to another worker",
         options.name, summary.done, summary.failed, summary.lost

@@ -82,8 +82,10 @@ struct LastBackup {
 struct State {
     status: Status,
     runs: BTreeMap<&'static str, u64>,
-    actions: BTreeMap<(&'static str, &'static str), u64>,
-    durations: BTreeMap<&'static str, Histogram>,
+    /// By kind, result and worker ("" for this process's own).
+    actions: BTreeMap<(&'static str, &'static str, String), u64>,
+    /// By kind and worker.
+    durations: BTreeMap<(&'static str, String), Histogram>,
     running: BTreeMap<&'static str, i64>,
     /// Running actions by their line, for the status.
     running_lines: Vec<String>,
@@ -122,14 +124,18 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// The labels `pairs` as the exposition format writes them; a `worker`
+/// label with no value (an action this process carried out itself) is left
+/// out, as Prometheus reads an empty label as an absent one.
 fn labels(pairs: &[(&str, &str)]) -> String {
-    if pairs.is_empty() {
-        return String::new();
-    }
     let inner: Vec<String> = pairs
         .iter()
+        .filter(|(k, v)| !(*k == "worker" && v.is_empty()))
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
         .collect();
+    if inner.is_empty() {
+        return String::new();
+    }
     format!("{{{}}}", inner.join(","))
 }
 
@@ -278,40 +284,33 @@ impl Metrics {
             &mut out,
             "coffer_actions_total",
             "counter",
-            "Actions that ended, by kind and result.",
+            "Actions that ended, by kind, result and the worker that carried them out (none: this process).",
             &s.actions
                 .iter()
-                .map(|((k, r), n)| (labels(&[("action", k), ("result", r)]), *n as f64))
+                .map(|((k, r, w), n)| {
+                    let l = labels(&[("action", k), ("result", r), ("worker", w)]);
+                    (l, *n as f64)
+                })
                 .collect::<Vec<_>>(),
         );
         let _ = writeln!(
             out,
-            "# HELP coffer_action_duration_seconds How long actions took, by kind."
+            "# HELP coffer_action_duration_seconds How long actions took, by kind and worker."
         );
         let _ = writeln!(out, "# TYPE coffer_action_duration_seconds histogram");
-        for (k, h) in &s.durations {
-            for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "coffer_action_duration_seconds_bucket{{action=\"{k}\",le=\"{le}\"}} {}",
-                    h.buckets[i]
-                );
+        for ((k, w), h) in &s.durations {
+            let name = "coffer_action_duration_seconds";
+            let bounds = DURATION_BUCKETS.iter().map(|le| le.to_string());
+            for (le, n) in bounds
+                .chain(["+Inf".to_string()])
+                .zip(h.buckets.iter().chain([&h.count]))
+            {
+                let l = labels(&[("action", k), ("worker", w), ("le", &le)]);
+                let _ = writeln!(out, "{name}_bucket{l} {n}");
             }
-            let _ = writeln!(
-                out,
-                "coffer_action_duration_seconds_bucket{{action=\"{k}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "coffer_action_duration_seconds_sum{{action=\"{k}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "coffer_action_duration_seconds_count{{action=\"{k}\"}} {}",
-                h.count
-            );
+            let l = labels(&[("action", k), ("worker", w)]);
+            let _ = writeln!(out, "{name}_sum{l} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{l} {}", h.count);
         }
         let by_vm_policy = |f: &dyn Fn(&LastBackup) -> Option<f64>| -> Vec<(String, f64)> {
             s.backups
@@ -471,8 +470,9 @@ impl Observer for Metrics {
                     s.running_lines.remove(i);
                 }
                 let result = if outcome.ok { "success" } else { "failed" };
-                *s.actions.entry((kind, result)).or_default() += 1;
-                let h = s.durations.entry(kind).or_default();
+                let worker = outcome.worker.clone().unwrap_or_default();
+                *s.actions.entry((kind, result, worker.clone())).or_default() += 1;
+                let h = s.durations.entry((kind, worker)).or_default();
                 for (i, le) in DURATION_BUCKETS.iter().enumerate() {
                     if outcome.seconds <= *le {
                         h.buckets[i] += 1;
@@ -654,4 +654,47 @@ pub fn read_status(state_dir: &Path) -> Result<Option<Status>> {
 pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::observer::Outcome;
+
+    fn backup(vm: &str) -> Action {
+        serde_json::from_value(serde_json::json!({
+            "action": "backup", "policy": "p", "vm": vm, "vm_uuid": vm, "source": "vc",
+            "tier": "local", "full": true, "base": null, "consistency": "crash",
+            "reason": "due"
+        }))
+        .unwrap()
+    }
+
+    /// Actions this process carried out are counted without a worker
+    /// label; a worker's (a coordinator's outcome, or a worker's own) under
+    /// its name, in their own series.
+    #[test]
+    fn actions_carry_the_worker_that_did_them() {
+        let m = Metrics::new(None);
+        for (vm, worker) in [("a", None), ("b", Some("w1")), ("c", Some("w1"))] {
+            let outcome = Outcome::of(
+                &backup(vm),
+                2.0,
+                Ok("done".into()),
+                None,
+                worker.map(String::from),
+            );
+            m.event(&Event::ActionFinished { outcome: &outcome });
+        }
+        let text = m.render();
+        for line in [
+            r#"coffer_actions_total{action="backup",result="success"} 1"#,
+            r#"coffer_actions_total{action="backup",result="success",worker="w1"} 2"#,
+            r#"coffer_action_duration_seconds_bucket{action="backup",le="10"} 1"#,
+            r#"coffer_action_duration_seconds_count{action="backup",worker="w1"} 2"#,
+            r#"coffer_action_duration_seconds_bucket{action="backup",worker="w1",le="+Inf"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+    }
 }

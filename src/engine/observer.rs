@@ -31,6 +31,36 @@ pub struct Outcome {
     /// What a backup read from the host and stored as new chunks.
     #[serde(skip)]
     pub bytes: Option<Bytes>,
+    /// The worker (`coffer worker --name`) that carried it out, when a
+    /// worker did rather than this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+impl Outcome {
+    /// The outcome of `action`: its result's detail (or error), how long
+    /// it took, what it moved, and the worker that did it.
+    pub fn of(
+        action: &Action,
+        seconds: f64,
+        result: anyhow::Result<String>,
+        bytes: Option<Bytes>,
+        worker: Option<String>,
+    ) -> Outcome {
+        let (ok, detail) = match result {
+            Ok(detail) => (true, detail),
+            Err(e) => (false, format!("{e:#}")),
+        };
+        Outcome {
+            action: action.line(),
+            ok,
+            detail,
+            seconds,
+            planned: Some(action.clone()),
+            bytes,
+            worker,
+        }
+    }
 }
 
 /// What a backup moved.

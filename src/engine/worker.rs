@@ -24,7 +24,7 @@ use anyhow::{Context, Result, anyhow};
 use super::apply::backup::{BackupJob, backup_action_with_retries};
 use super::apply::recover::{remove_run_snapshot, removed_note};
 use super::cancel;
-use super::observer::{Event, Observer};
+use super::observer::{Bytes, Event, Observer, Outcome};
 use super::tiers::open_tier;
 use crate::catalog::Catalog;
 use crate::catalog::queue::Claimed;
@@ -153,6 +153,25 @@ fn worker_thread(
             sleep_unless_cancelled(options.poll);
             continue;
         };
+        // The backup as the observer hears of it (the terminal, the
+        // worker's metrics), under this worker's name.
+        let action: Option<Action> = serde_json::from_str(&claimed.work.action).ok();
+        if let Some(action) = &action {
+            observer.event(&Event::ActionStarted { action });
+        }
+        let finished = |ok: bool, detail: &str, seconds: f64, bytes: Option<(u64, u64)>| {
+            let Some(action) = &action else {
+                return;
+            };
+            let result = if ok {
+                Ok(detail.to_string())
+            } else {
+                Err(anyhow!("{detail}"))
+            };
+            let bytes = bytes.map(|(read, stored)| Bytes { read, stored });
+            let outcome = Outcome::of(action, seconds, result, bytes, Some(options.name.clone()));
+            observer.event(&Event::ActionFinished { outcome: &outcome });
+        };
         let (ok, detail, seconds, bytes) = match do_claimed(
             config,
             options,
@@ -161,12 +180,13 @@ fn worker_thread(
             &mut catalog,
             observer,
         ) {
-            Ok((detail, _, _, true)) => {
+            Ok((detail, seconds, _, true)) => {
                 summary.lost += 1;
-                observer.event(&Event::Message(format!(
-                        "worker {}: lost the lease of backup {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
-                        options.name, claimed.work.vm, claimed.work.run_id
-                    )));
+                let why = format!(
+                    "worker {}: lost the lease of backup {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
+                    options.name, claimed.work.vm, claimed.work.run_id
+                );
+                finished(false, &why, seconds, None);
                 idle_since = Instant::now();
                 continue;
             }
@@ -194,18 +214,19 @@ fn worker_thread(
         };
         if !kept {
             summary.lost += 1;
-        } else if ok {
-            summary.done += 1;
+            let why = format!(
+                "worker {}: backup {} (run {}) ended after its lease ran out; its outcome is left to the worker that took it over: {detail}",
+                options.name, claimed.work.vm, claimed.work.run_id
+            );
+            finished(false, &why, seconds, None);
         } else {
-            summary.failed += 1;
+            if ok {
+                summary.done += 1;
+            } else {
+                summary.failed += 1;
+            }
+            finished(ok, &detail, seconds, bytes);
         }
-        observer.event(&Event::Message(format!(
-            "worker {}: {} backup {} (run {}) in {seconds:.1}s: {detail}",
-            options.name,
-            if ok { "done" } else { "failed" },
-            claimed.work.vm,
-            claimed.work.run_id
-        )));
         idle_since = Instant::now();
     }
     Ok(summary)

@@ -209,6 +209,7 @@ impl Runner<'_> {
             w.seconds.unwrap_or(0.0),
             result,
             bytes,
+            w.worker.clone(),
             self.observer,
         );
         self.outcomes.push(outcome);

@@ -130,21 +130,11 @@ fn outcome_of(
     seconds: f64,
     result: Result<String>,
     bytes: Option<Bytes>,
+    worker: Option<String>,
     observer: &dyn Observer,
 ) -> Outcome {
-    let (ok, detail) = match result {
-        Ok(detail) => (true, detail),
-        Err(e) => (false, format!("{e:#}")),
-    };
-    let outcome = Outcome {
-        action: action.line(),
-        ok,
-        detail,
-        seconds,
-        planned: Some(action.clone()),
-        bytes,
-    };
-    if ok {
+    let outcome = Outcome::of(action, seconds, result, bytes, worker);
+    if outcome.ok {
         tracing::info!(seconds = outcome.seconds, detail = %outcome.detail, "action finished");
     } else {
         tracing::error!(seconds = outcome.seconds, detail = %outcome.detail, "action failed");
@@ -169,7 +159,7 @@ impl Runner<'_> {
 
     fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
         let seconds = started.elapsed().as_secs_f64();
-        let outcome = outcome_of(action, seconds, result, None, self.observer);
+        let outcome = outcome_of(action, seconds, result, None, None, self.observer);
         self.outcomes.push(outcome);
     }
 

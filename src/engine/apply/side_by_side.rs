@@ -208,6 +208,7 @@ impl Runner<'_> {
                                     started.elapsed().as_secs_f64(),
                                     result,
                                     bytes,
+                                    None,
                                     observer,
                                 ));
                             let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
