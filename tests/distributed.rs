@@ -117,12 +117,8 @@ fn start(dir: &Path, name: &str, args: &[&str]) -> (String, Child) {
     (name.to_string(), child)
 }
 
-fn worker(dir: &Path, name: &str) -> (String, Child) {
-    worker_with(dir, name, &[])
-}
-
-/// A worker as `worker` starts it, with `more` arguments.
-fn worker_with(dir: &Path, name: &str, more: &[&str]) -> (String, Child) {
+/// A worker of two backups at once and a 3 s lease, with `more` arguments.
+fn worker(dir: &Path, name: &str, more: &[&str]) -> (String, Child) {
     let mut args = vec![
         "worker",
         "--name",
@@ -192,9 +188,9 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
         .map(|w| (w.to_string(), free_addr()))
         .collect();
     let mut processes = Processes(vec![
-        worker_with(dir, "w1", &["--metrics", &metrics[0].1]),
-        worker_with(dir, "w2", &["--metrics", &metrics[1].1]),
-        worker_with(dir, "w3", &["--metrics", &metrics[2].1]),
+        worker(dir, "w1", &["--metrics", &metrics[0].1]),
+        worker(dir, "w2", &["--metrics", &metrics[1].1]),
+        worker(dir, "w3", &["--metrics", &metrics[2].1]),
         start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
     ]);
 
