@@ -471,6 +471,7 @@ fn a_vm_incremental_rereads_a_chunk_verify_found_missing() {
                 progress: None,
                 read: Default::default(),
                 max_snapshot_lifetime: None,
+                fence: None,
             },
         )
         .unwrap()

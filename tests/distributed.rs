@@ -358,6 +358,96 @@ fn distributed_needs_a_shared_catalog() {
     }
 }
 
+/// A worker whose lease was taken from it while it read (its lease ran out
+/// while it was cut off from the database, and another worker took the
+/// backup over) commits nothing: it asks the database right before the
+/// commit, and the point is not written. Without that fence the VM would
+/// get a second point from the same run. The snapshot is still removed.
+#[test]
+fn a_worker_whose_lease_was_taken_over_commits_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = 1;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    let url = common::postgres::database();
+    write_policy(dir, &lab, &url, "", "io_limit = \"8MiB/s\"");
+    let init = common::command_in(dir)
+        .args(["repo", "init", "--tier", "local", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let _processes = Processes(vec![
+        worker(dir, "w1", &[]),
+        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
+    ]);
+    // While w1 reads, the backup becomes another worker's, as a takeover
+    // after a lost lease leaves it.
+    let mut db = common::postgres::connect(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "w1 never held the backup\n{}",
+            logs(dir)
+        );
+        let state = lab_state(&lab);
+        let snapshot_open = state["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| !v["snapshots"].as_array().unwrap().is_empty());
+        let taken = if !snapshot_open {
+            0
+        } else {
+            db.execute(
+                "UPDATE work SET worker = 'w9', attempt = attempt + 1, \
+                 lease_until = lease_until + 600000 \
+                 WHERE state = 'claimed' AND worker = 'w1'",
+                &[],
+            )
+            .unwrap()
+        };
+        if taken == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // w1 finishes reading, is refused the commit, and says so.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let said = loop {
+        let log = std::fs::read_to_string(dir.join("w1.log")).unwrap_or_default();
+        // The outcome line: `done + backup …` or `FAILED + backup …`.
+        if log.contains("+ backup lab-vm-01") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        said.contains("FAILED + backup")
+            && said.contains("is no longer this worker's")
+            && said.contains("nothing was committed"),
+        "{said}"
+    );
+    let (_, manifests) = common::local_points(dir);
+    assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
+    let state = lab_state(&lab);
+    for v in state["vms"].as_array().unwrap() {
+        assert!(
+            v["snapshots"].as_array().unwrap().is_empty(),
+            "{} kept a snapshot",
+            v["name"]
+        );
+    }
+    // The row stays the other worker's; w1 wrote no outcome over it.
+    let row = db.query_one("SELECT worker, state FROM work", &[]).unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("w9"));
+    assert_eq!(row.get::<_, String>(1), "claimed");
+}
+
 /// Wall time of a run of the lab (as a vCenter, its file service throttled
 /// as a host's is) backed up by 1, 2 and 4 workers of one backup each,
 /// beside one runner reading one and four backups at a time (`apply

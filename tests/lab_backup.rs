@@ -99,6 +99,7 @@ impl Bed {
                 progress: None,
                 read: Default::default(),
                 max_snapshot_lifetime: None,
+                fence: None,
             },
         )
     }
@@ -137,6 +138,7 @@ impl Bed {
                 progress,
                 read: Default::default(),
                 max_snapshot_lifetime: None,
+                fence: None,
             },
         )
     }
@@ -681,6 +683,7 @@ fn another_installations_backup_never_removes_a_snapshot_being_read() {
                 progress: None,
                 read: Default::default(),
                 max_snapshot_lifetime: None,
+                fence: None,
             },
         );
         assert!(

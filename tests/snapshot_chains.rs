@@ -90,6 +90,7 @@ impl Bed {
                 progress: None,
                 read: Default::default(),
                 max_snapshot_lifetime: None,
+                fence: None,
             },
         )
     }

@@ -573,6 +573,7 @@ fn request<'a>(
         progress: None,
         read: Default::default(),
         max_snapshot_lifetime: None,
+        fence: None,
     }
 }
 

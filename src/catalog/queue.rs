@@ -263,6 +263,20 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// Whether `w` is still `worker`'s, its lease running at least
+    /// `margin_ms` more by the database server's clock: what a worker asks
+    /// before it commits a point.
+    pub fn holds(&mut self, w: &Work, worker: &str, margin_ms: i64) -> Result<bool, CatalogError> {
+        let row = self.db.query_one(
+            &format!(
+                "SELECT count(*) FROM work WHERE id = ?1 AND worker = ?2 AND attempt = ?3 \
+                 AND state = 'claimed' AND lease_until > {NOW_MS} + ?4"
+            ),
+            args![w.id, worker, w.attempt, margin_ms],
+        )?;
+        Ok(row.map(|r| r.get::<i64>(0)).transpose()?.unwrap_or(0) == 1)
+    }
+
     /// Records what a worker did about the earlier attempt of `w`.
     pub fn note_recovered(&mut self, w: &Work, note: &str) -> Result<(), CatalogError> {
         self.db.execute(

@@ -193,6 +193,7 @@ pub fn backup_now(
             progress: Some(progress),
             read: conn.read,
             max_snapshot_lifetime: policy.max_snapshot_lifetime,
+            fence: None,
         };
         vm_backup::backup_vm(&conn.session, &repo, &request)
     };

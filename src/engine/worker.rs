@@ -307,6 +307,30 @@ fn do_claimed(
         )));
     }
     drop(repo);
+    // The fence: the point is committed only while the lease is this
+    // worker's with a third of it still to run. A worker cut off from the
+    // database, whose lease ran out and whose backup another worker took
+    // over, then commits nothing: no second point of the VM. Asked on a
+    // connection of its own, once, after the last byte was read.
+    let fence = || -> std::result::Result<(), String> {
+        let margin = i64::try_from(options.lease.as_millis() / 3).unwrap_or(i64::MAX);
+        let held = Catalog::open_at(&config.settings.catalog)
+            .and_then(|mut c| c.holds(w, &options.name, margin))
+            .map_err(|e| {
+                format!(
+                    "could not confirm that backup {} is still this worker's: {e}",
+                    w.vm
+                )
+            })?;
+        if held {
+            Ok(())
+        } else {
+            Err(format!(
+                "the lease of backup {} is no longer this worker's (another worker may have taken it over); nothing was committed",
+                w.vm
+            ))
+        }
+    };
     // The heartbeat: renew the lease until the backup ends.
     let lost = AtomicBool::new(false);
     let finished = AtomicBool::new(false);
@@ -345,6 +369,7 @@ fn do_claimed(
             progress: None,
             limit: options.action_timeout,
             read_whole_disk: w.read_whole,
+            fence: Some(&fence),
         };
         // gc and prune on any machine wait while this backup writes (the
         // lease is renewed while this waits for one to end).

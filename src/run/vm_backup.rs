@@ -92,7 +92,14 @@ pub struct VmBackupRequest<'a> {
     /// `max_snapshot_lifetime`): past it the read stops, the snapshot is
     /// removed and the backup fails, recording nothing.
     pub max_snapshot_lifetime: Option<Duration>,
+    /// Asked last before the point is committed, after the snapshot
+    /// checks: whether this process may still commit it (a worker's lease
+    /// is still its own). An error stops the commit and says why.
+    pub fence: Option<&'a Fence<'a>>,
 }
+
+/// A last check before a point is committed (see `VmBackupRequest::fence`).
+pub type Fence<'f> = dyn Fn() -> Result<(), String> + Sync + 'f;
 
 /// What one disk's read was.
 #[derive(Debug, Clone)]
@@ -895,6 +902,9 @@ fn read_disks(
             let said = format!("{} moved: {} → {}", change.0, change.1, change.2);
             *moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(change);
             return Err(RepoError::Invalid(said));
+        }
+        if let Some(fence) = req.fence {
+            fence().map_err(RepoError::Invalid)?;
         }
         Ok(())
     };

@@ -100,6 +100,8 @@ pub(crate) struct BackupJob<'a> {
     pub limit: Duration,
     /// Read every disk whole (its change tracking was just reset).
     pub read_whole_disk: bool,
+    /// The last check before the point is committed (a worker's lease).
+    pub fence: Option<&'a crate::run::vm_backup::Fence<'a>>,
 }
 
 /// One backup action on a connected source (no shared state: backups run
@@ -113,6 +115,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         progress,
         limit,
         read_whole_disk: whole,
+        fence,
     } = *job;
     let Action::Backup {
         policy,
@@ -165,6 +168,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         progress,
         read: conn.read,
         max_snapshot_lifetime: policy.max_snapshot_lifetime,
+        fence,
     };
     let started = Instant::now();
     SNAPSHOTS_OPEN.fetch_add(1, Ordering::SeqCst);

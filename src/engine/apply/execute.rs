@@ -90,6 +90,7 @@ impl Runner<'_> {
                     progress: None,
                     limit,
                     read_whole_disk,
+                    fence: None,
                 };
                 let done = backup_action_with_retries(&job, observer)?;
                 let _ = catalog.record_snapshot_lifetime(&done.lifetime);

@@ -176,6 +176,7 @@ impl Runner<'_> {
                                 progress: Some(&counter),
                                 limit: timeout,
                                 read_whole_disk: cbt_reset.contains(&key(action)),
+                                fence: None,
                             };
                             let result = backup_action_with_retries(&job, observer);
                             let lifetime = result.as_ref().ok().map(|d| d.lifetime.clone());
