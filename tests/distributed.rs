@@ -151,6 +151,17 @@ fn logs(dir: &Path) -> String {
         .collect()
 }
 
+/// No VM of the lab's `state` has a snapshot left.
+fn assert_no_snapshot(state: &serde_json::Value) {
+    for v in state["vms"].as_array().unwrap() {
+        assert!(
+            v["snapshots"].as_array().unwrap().is_empty(),
+            "{} kept a snapshot",
+            v["name"]
+        );
+    }
+}
+
 fn lab_state(lab: &coffer::lab::LabHandle) -> serde_json::Value {
     // The lab writes its state whole (rename over): a read sees one state.
     let bytes = std::fs::read(lab.state_dir().join("state.json")).unwrap();
@@ -296,13 +307,7 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
 
     // The lab's records: nothing left behind, the limit held on each host.
     let state = lab_state(&lab);
-    for v in state["vms"].as_array().unwrap() {
-        assert!(
-            v["snapshots"].as_array().unwrap().is_empty(),
-            "{} kept a snapshot",
-            v["name"]
-        );
-    }
+    assert_no_snapshot(&state);
     let per_host = state["most_snapshots_per_host"].as_object().unwrap();
     assert_eq!(per_host.len(), 2, "{per_host:?}");
     for (host, most) in per_host {
@@ -435,13 +440,7 @@ fn a_worker_whose_lease_was_taken_over_commits_nothing() {
     let (_, manifests) = common::local_points(dir);
     assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
     let state = lab_state(&lab);
-    for v in state["vms"].as_array().unwrap() {
-        assert!(
-            v["snapshots"].as_array().unwrap().is_empty(),
-            "{} kept a snapshot",
-            v["name"]
-        );
-    }
+    assert_no_snapshot(&state);
     // The row stays the other worker's; w1 wrote no outcome over it.
     let row = db.query_one("SELECT worker, state FROM work", &[]).unwrap();
     assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("w9"));
