@@ -75,12 +75,21 @@ pub fn plan(plan: &Plan, g: &Gathered, colour: bool, zone: chrono_tz::Tz) -> Str
 /// capacity, an upper bound), the number of incrementals, copies and
 /// prunes (the points' disk sizes).
 fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
-    let point_bytes = |id: &str| -> u64 {
-        g.points
-            .iter()
-            .find(|p| p.point_id == id)
-            .map_or(0, |p| p.disks.iter().map(|d| d.size_bytes).sum())
-    };
+    // Looked up once each: a site of 10,000 VMs plans about 100,000
+    // copies and prunes over 1,000,000 points.
+    let sizes: std::collections::HashMap<&str, u64> = g
+        .points
+        .iter()
+        .map(|p| (&*p.point_id, p.disks.iter().map(|d| d.size_bytes).sum()))
+        .collect();
+    // The first VM of a name on a source, as the backup names it.
+    let mut capacities: std::collections::HashMap<(&str, &str), u64> = Default::default();
+    for (s, v) in &g.inventory {
+        capacities
+            .entry((s.as_str(), v.name.as_str()))
+            .or_insert_with(|| v.disks.iter().map(|d| d.capacity_bytes).sum());
+    }
+    let point_bytes = |id: &str| -> u64 { sizes.get(id).copied().unwrap_or(0) };
     let (mut full, mut incremental, mut copy, mut prune) = (0, 0, 0, 0);
     for a in &plan.actions {
         match a {
@@ -90,11 +99,10 @@ fn volumes(plan: &Plan, g: &Gathered) -> (u64, usize, u64, u64) {
                 full: true,
                 ..
             } => {
-                full += g
-                    .inventory
-                    .iter()
-                    .find(|(s, v)| s == source && &v.name == vm)
-                    .map_or(0, |(_, v)| v.disks.iter().map(|d| d.capacity_bytes).sum());
+                full += capacities
+                    .get(&(source.as_str(), vm.as_str()))
+                    .copied()
+                    .unwrap_or(0);
             }
             planner::Action::Backup { .. } => incremental += 1,
             planner::Action::Copy { point, .. } => copy += point_bytes(point),
