@@ -768,6 +768,55 @@ fn a_wrong_postgres_password_is_an_error_that_names_the_catalog() {
     );
 }
 
+/// `sslmode=verify-full` with `sslrootcert`: the catalog is opened over
+/// TLS (the server says so of the connection), the server's certificate
+/// verified against the CA named. Without that CA (the system's roots do
+/// not know it), or through a host name the certificate does not name,
+/// coffer refuses the server. Without `sslmode`, it speaks plain text.
+#[test]
+fn a_postgres_catalog_over_tls_verifies_the_server() {
+    let (tmp, at) = postgres_catalog();
+    let (url, password) = match &at {
+        CatalogLocation::Postgres { url, password } => (url.clone(), password.clone()),
+        CatalogLocation::File(_) => unreachable!(),
+    };
+    let ca = common::postgres::server().ca_file();
+    let ssl_of_session = |url: &str| -> Result<bool, String> {
+        let mut c =
+            coffer::catalog::connect_postgres(url, password.as_ref()).map_err(|e| e.to_string())?;
+        let row = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        Ok(row.get(0))
+    };
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    assert_eq!(ssl_of_session(&verified), Ok(true));
+    assert_eq!(ssl_of_session(&url), Ok(false), "no sslmode: plain text");
+    // The catalog itself, through the same connection.
+    let tls_at = CatalogLocation::Postgres {
+        url: verified.clone(),
+        password: password.clone(),
+    };
+    let mut c = Catalog::open_at(&tls_at).unwrap();
+    c.worker_seen("w1", "host-a", 4242).unwrap();
+    assert_eq!(c.workers().unwrap().len(), 1);
+
+    let unknown_ca = ssl_of_session(&format!("{url}?sslmode=require")).unwrap_err();
+    assert!(unknown_ca.contains("certificate"), "{unknown_ca}");
+    let other_name = verified.replace("@127.0.0.1:", "@localhost:");
+    let refused = ssl_of_session(&other_name).unwrap_err();
+    assert!(refused.contains("certificate"), "{refused}");
+    let relative =
+        ssl_of_session(&format!("{url}?sslmode=require&sslrootcert=ca.pem")).unwrap_err();
+    assert!(relative.contains("not an absolute path"), "{relative}");
+    let no_tls = ssl_of_session(&format!("{url}?sslrootcert={}", ca.display())).unwrap_err();
+    assert!(no_tls.contains("sslmode"), "{no_tls}");
+    drop(tmp);
+}
+
 #[test]
 fn two_installations_sharing_a_postgres_catalog_never_run_at_once() {
     let (tmp, at) = postgres_catalog();

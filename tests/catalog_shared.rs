@@ -153,3 +153,40 @@ fn a_password_in_a_postgres_catalog_url_is_refused_with_its_place() {
     assert!(out.contains("`catalog` holds a password"), "{out}");
     assert!(out.contains("catalog_password"), "{out}");
 }
+
+/// A CA file named by a relative path, or one given without asking for
+/// TLS, is refused by `validate` with its place, before any connection.
+#[test]
+fn a_catalog_url_whose_tls_cannot_work_is_refused_with_its_place() {
+    for (url, said) in [
+        (
+            "postgres://coffer@db.example.com/coffer?sslmode=verify-full&sslrootcert=ca.pem",
+            "not an absolute path",
+        ),
+        (
+            "postgres://coffer@db.example.com/coffer?sslrootcert=/etc/coffer/ca.pem",
+            "add sslmode=verify-full",
+        ),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(
+            t.path().join("coffer.toml"),
+            format!("[settings]\ncatalog = \"{url}\"\n"),
+        )
+        .unwrap();
+        let o = run(t.path(), &["validate"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(10), "{out}");
+        assert!(out.contains("coffer.toml:2:11"), "{out}");
+        assert!(out.contains(said), "{out}");
+    }
+    // A URL that asks for verified TLS with an absolute CA path is valid.
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join("coffer.toml"),
+        "[settings]\ncatalog = \"postgres://coffer@db.example.com/coffer?sslmode=verify-full&sslrootcert=/etc/coffer/ca.pem\"\n",
+    )
+    .unwrap();
+    let o = run(t.path(), &["validate"]);
+    assert!(!text(&o).contains("bad-url"), "{}", text(&o));
+}

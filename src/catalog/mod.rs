@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 
-use crate::policy::model::CatalogLocation;
+use crate::policy::model::{CatalogLocation, TlsTrust};
 use crate::repo::RepoError;
 use db::Db;
 
@@ -168,8 +168,59 @@ pub struct Catalog {
 /// unless the URL says otherwise (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a catalog URL asks of TLS, with libpq's parameter names so that
+/// administrators write what they know: the URL as the client library
+/// parses it, and the trust to verify the server with when it asks for
+/// TLS.
+///
+/// - `sslmode=require`, `verify-ca` or `verify-full`: TLS, and the server's
+///   certificate is always verified, chain and host name (what libpq calls
+///   `verify-full`): a catalog decides what is pruned, so coffer never
+///   talks to a server it cannot authenticate.
+/// - `sslrootcert=FILE`: the CA (PEM) that signed the server's certificate;
+///   without it, the system's root store.
+/// - `sslmode=disable`, `prefer`, or no `sslmode`: no TLS (loopback, or a
+///   network the operator trusts); `sslrootcert` is then refused as
+///   having no effect.
+pub(crate) fn postgres_tls(url: &str) -> Result<(String, Option<TlsTrust>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let (mut kept, mut verify, mut ca) = (Vec::new(), false, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslrootcert", path)) if Path::new(path).is_absolute() => {
+                ca = Some(PathBuf::from(path));
+            }
+            Some(("sslrootcert", path)) => {
+                return Err(format!(
+                    "sslrootcert=`{path}` is not an absolute path; name the CA file from /"
+                ));
+            }
+            Some(("sslmode", "require" | "verify-ca" | "verify-full")) => {
+                verify = true;
+                kept.push("sslmode=require".to_string());
+            }
+            _ => kept.push(pair.to_string()),
+        }
+    }
+    if ca.is_some() && !verify {
+        return Err(
+            "sslrootcert is given but sslmode does not ask for TLS; add sslmode=verify-full".into(),
+        );
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let trust = verify.then(|| ca.map_or(TlsTrust::SystemRoots, TlsTrust::CaFile));
+    Ok((url, trust))
+}
+
 /// Connects to the PostgreSQL server of a `postgres://` catalog URL, with
-/// the password read from its secret reference.
+/// the password read from its secret reference, over verified TLS when
+/// the URL asks for it (see `postgres_tls`).
 pub fn connect_postgres(
     url: &str,
     password: Option<&crate::policy::model::SecretRef>,
@@ -178,7 +229,8 @@ pub fn connect_postgres(
         url: url.to_string(),
         message,
     };
-    let mut config: postgres::Config = url
+    let (parsed, tls) = postgres_tls(url).map_err(setup)?;
+    let mut config: postgres::Config = parsed
         .parse()
         .map_err(|e: postgres::Error| setup(format!("not a PostgreSQL URL: {e}")))?;
     if let Some(p) = password {
@@ -190,12 +242,18 @@ pub fn connect_postgres(
     if config.get_application_name().is_none() {
         config.application_name("coffer");
     }
-    config
-        .connect(postgres::NoTls)
-        .map_err(|source| CatalogError::Connect {
-            url: url.to_string(),
-            source,
-        })
+    let connected = match tls {
+        Some(trust) => {
+            let tls = crate::vsphere::transport::tls_config(&trust, Default::default())
+                .map_err(|e| setup(format!("TLS: {e}")))?;
+            config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+        None => config.connect(postgres::NoTls),
+    };
+    connected.map_err(|source| CatalogError::Connect {
+        url: url.to_string(),
+        source,
+    })
 }
 
 impl Catalog {

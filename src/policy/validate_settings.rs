@@ -63,7 +63,12 @@ impl Resolver<'_> {
                 "remove it from the URL and write `catalog_password = { env = \"COFFER_CATALOG_PASSWORD\" }` or `catalog_password = { file = \"/etc/coffer/catalog_password\" }`"
                     .into(),
             );
-        } else if let Err(e) = url.parse::<postgres::Config>() {
+        } else if let Err(e) = crate::catalog::postgres_tls(url).and_then(|(parsed, _)| {
+            parsed
+                .parse::<postgres::Config>()
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }) {
             self.err(
                 "bad-url",
                 file,

@@ -161,7 +161,9 @@ fn pinned_config(pin: Pin) -> Result<rustls::ClientConfig, Error> {
     )
 }
 
-fn tls_config(
+/// The TLS configuration that trusts what `trust` names; `presented`
+/// receives the thumbprint of the certificate a pinned endpoint showed.
+pub(crate) fn tls_config(
     trust: &TlsTrust,
     presented: Arc<Mutex<Option<[u8; 32]>>>,
 ) -> Result<rustls::ClientConfig, Error> {

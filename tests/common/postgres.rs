@@ -29,6 +29,12 @@ impl Postgres {
         format!("postgres://coffer@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// The CA (PEM) that signed the server's certificate, which names
+    /// 127.0.0.1 only: the server also speaks TLS to a client that asks.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     /// A superuser connection to the `postgres` database.
     pub fn admin(&self) -> postgres::Client {
         connect(&self.url("postgres")).expect("the test cluster accepts connections")
@@ -171,6 +177,36 @@ fn start() -> Postgres {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
     }
+    // TLS: a CA of the test, and a server certificate it signed for
+    // 127.0.0.1 (no other name), its key readable by the server only.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "coffer test catalog CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&cert_file, Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(&key_file, Some(uid), Some(gid)).unwrap();
+    }
     let data = dir.join("data");
     let mut initdb = Command::new(bin.join("initdb"));
     // Its own directory as the working one: the test's may be closed to
@@ -225,6 +261,12 @@ fn start() -> Postgres {
             "full_page_writes=off",
             "-c",
             "max_connections=200",
+            "-c",
+            "ssl=on",
+            "-c",
+            &format!("ssl_cert_file={}", cert_file.display()),
+            "-c",
+            &format!("ssl_key_file={}", key_file.display()),
         ]);
     as_server_user(&mut server, user);
     if let Err(e) = super::spawn_for_binary(server) {
