@@ -447,6 +447,158 @@ fn a_worker_whose_lease_was_taken_over_commits_nothing() {
     assert_eq!(row.get::<_, String>(1), "claimed");
 }
 
+/// A TCP proxy to `upstream` that can cut every connection through it and
+/// refuse new ones, as a network partition does, and heal again.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutProxy {
+    fn to(upstream: std::net::SocketAddr) -> CutProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_cut = cut.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if is_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(up) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let pairs = [
+                    (conn.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, conn),
+                ];
+                for (mut from, mut to) in pairs {
+                    let is_cut = is_cut.clone();
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(50)))
+                            .unwrap();
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if is_cut.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutProxy { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A worker cut off from the database while it reads (its heartbeat
+/// cannot renew the lease) commits nothing: the fence right before the
+/// commit cannot confirm the lease, so no point is written, and the
+/// snapshot is removed. Once the network heals, the outcome is recorded
+/// as failed, saying why.
+#[test]
+fn a_worker_cut_off_from_the_catalog_commits_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = 1;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    let direct = common::postgres::database();
+    let proxy = CutProxy::to(
+        format!("127.0.0.1:{}", common::postgres::server().port)
+            .parse()
+            .unwrap(),
+    );
+    let port = format!(":{}/", common::postgres::server().port);
+    let through = direct.replace(&port, &format!(":{}/", proxy.addr.port()));
+    write_policy(dir, &lab, &through, "", "io_limit = \"8MiB/s\"");
+    let init = common::command_in(dir)
+        .args(["repo", "init", "--tier", "local", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let _processes = Processes(vec![
+        worker(dir, "w1", &[]),
+        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
+    ]);
+    // The partition, once w1 reads with its snapshot open.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "w1 never held the backup\n{}",
+            logs(dir)
+        );
+        let state = lab_state(&lab);
+        let open = state["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| !v["snapshots"].as_array().unwrap().is_empty());
+        if open {
+            proxy.set_cut(true);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // w1 ends its backup and waits to record the outcome; by then the
+    // snapshot is gone and no point was committed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(dir.join("w1.log"))
+        .unwrap_or_default()
+        .contains("recording the outcome")
+    {
+        assert!(Instant::now() < deadline, "{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_no_snapshot(&lab_state(&lab));
+    let (_, manifests) = common::local_points(dir);
+    assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
+    // The network heals: the failure and its reason are recorded.
+    proxy.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let said = loop {
+        let log = std::fs::read_to_string(dir.join("w1.log")).unwrap_or_default();
+        if log.contains("+ backup lab-vm-01") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        said.contains("FAILED + backup") && said.contains("could not confirm that backup"),
+        "{said}"
+    );
+    let (_, manifests) = common::local_points(dir);
+    assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
+}
+
 /// Wall time of a run of the lab (as a vCenter, its file service throttled
 /// as a host's is) backed up by 1, 2 and 4 workers of one backup each,
 /// beside one runner reading one and four backups at a time (`apply

@@ -370,6 +370,7 @@ fn do_claimed(
             limit: options.action_timeout,
             read_whole_disk: w.read_whole,
             fence: Some(&fence),
+            lost: Some(&lost),
         };
         // gc and prune on any machine wait while this backup writes (the
         // lease is renewed while this waits for one to end).

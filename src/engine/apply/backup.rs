@@ -102,6 +102,10 @@ pub(crate) struct BackupJob<'a> {
     pub read_whole_disk: bool,
     /// The last check before the point is committed (a worker's lease).
     pub fence: Option<&'a crate::run::vm_backup::Fence<'a>>,
+    /// Set when the backup is no longer this process's to finish (a
+    /// worker's lease was taken over): it stops, its snapshot is removed,
+    /// and nothing is committed.
+    pub lost: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// One backup action on a connected source (no shared state: backups run
@@ -116,6 +120,7 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
         limit,
         read_whole_disk: whole,
         fence,
+        lost,
     } = *job;
     let Action::Backup {
         policy,
@@ -175,7 +180,8 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
     let result = std::thread::scope(|s| {
         s.spawn(|| {
             while !finished.load(Ordering::Relaxed) {
-                if global.load(Ordering::Relaxed) || started.elapsed() >= limit {
+                let lost = lost.is_some_and(|l| l.load(Ordering::Relaxed));
+                if global.load(Ordering::Relaxed) || lost || started.elapsed() >= limit {
                     cancel.store(true, Ordering::Relaxed);
                     return;
                 }
@@ -188,6 +194,11 @@ fn backup_action(job: &BackupJob<'_>) -> Result<BackupDone> {
     });
     SNAPSHOTS_OPEN.fetch_sub(1, Ordering::SeqCst);
     let o = match result {
+        Err(VmBackupError::Cancelled { vm }) if lost.is_some_and(|l| l.load(Ordering::Relaxed)) => {
+            bail!(
+                "VM {vm}: the backup is no longer this worker's (its lease was taken over); it stopped, its snapshot was removed and nothing was committed"
+            )
+        }
         Err(VmBackupError::Cancelled { vm }) if !global.load(Ordering::Relaxed) => bail!(
             "VM {vm}: the backup did not finish within {} (--action-timeout); its snapshot was removed and no point was recorded",
             crate::policy::units::format_duration(limit)

@@ -91,6 +91,7 @@ impl Runner<'_> {
                     limit,
                     read_whole_disk,
                     fence: None,
+                    lost: None,
                 };
                 let done = backup_action_with_retries(&job, observer)?;
                 let _ = catalog.record_snapshot_lifetime(&done.lifetime);

@@ -177,6 +177,7 @@ impl Runner<'_> {
                                 limit: timeout,
                                 read_whole_disk: cbt_reset.contains(&key(action)),
                                 fence: None,
+                                lost: None,
                             };
                             let result = backup_action_with_retries(&job, observer);
                             let lifetime = result.as_ref().ok().map(|d| d.lifetime.clone());
