@@ -363,6 +363,64 @@ fn distributed_needs_a_shared_catalog() {
     }
 }
 
+/// A lab vCenter of one VM, a policy on the catalog at `url` reading it at
+/// 8 MiB/s, an initialised tier, and worker `w1` and a coordinator
+/// started on it.
+fn one_vm_run(dir: &Path, url: &str) -> (coffer::lab::LabHandle, Processes) {
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = 1;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    write_policy(dir, &lab, url, "", "io_limit = \"8MiB/s\"");
+    let init = common::command_in(dir)
+        .args(["repo", "init", "--tier", "local", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let processes = Processes(vec![
+        worker(dir, "w1", &[]),
+        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
+    ]);
+    (lab, processes)
+}
+
+/// Waits until `then` answers true, asked while the lab's VM has a
+/// snapshot open (w1 reads).
+fn while_reading(lab: &coffer::lab::LabHandle, dir: &Path, mut then: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "w1 never held the backup\n{}",
+            logs(dir)
+        );
+        let state = lab_state(lab);
+        let open = state["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| !v["snapshots"].as_array().unwrap().is_empty());
+        if open && then() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// w1's log once it holds `wanted`, waiting at most `limit`.
+fn w1_log_with(dir: &Path, wanted: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let log = std::fs::read_to_string(dir.join("w1.log")).unwrap_or_default();
+        if log.contains(wanted) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A worker whose lease was taken from it while it read (its lease ran out
 /// while it was cut off from the database, and another worker took the
 /// backup over) commits nothing: it asks the database right before the
@@ -372,65 +430,25 @@ fn distributed_needs_a_shared_catalog() {
 fn a_worker_whose_lease_was_taken_over_commits_nothing() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = 1;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
     let url = common::postgres::database();
-    write_policy(dir, &lab, &url, "", "io_limit = \"8MiB/s\"");
-    let init = common::command_in(dir)
-        .args(["repo", "init", "--tier", "local", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", text(&init));
-    let _processes = Processes(vec![
-        worker(dir, "w1", &[]),
-        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
-    ]);
+    let (lab, _processes) = one_vm_run(dir, &url);
     // While w1 reads, the backup becomes another worker's, as a takeover
     // after a lost lease leaves it.
     let mut db = common::postgres::connect(&url).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "w1 never held the backup\n{}",
-            logs(dir)
-        );
-        let state = lab_state(&lab);
-        let snapshot_open = state["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| !v["snapshots"].as_array().unwrap().is_empty());
-        let taken = if !snapshot_open {
-            0
-        } else {
-            db.execute(
+    while_reading(&lab, dir, || {
+        let taken = db
+            .execute(
                 "UPDATE work SET worker = 'w9', attempt = attempt + 1, \
                  lease_until = lease_until + 600000 \
                  WHERE state = 'claimed' AND worker = 'w1'",
                 &[],
             )
-            .unwrap()
-        };
-        if taken == 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // w1 finishes reading, is refused the commit, and says so.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let said = loop {
-        let log = std::fs::read_to_string(dir.join("w1.log")).unwrap_or_default();
-        // The outcome line: `done + backup …` or `FAILED + backup …`.
-        if log.contains("+ backup lab-vm-01") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "{}", logs(dir));
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            .unwrap();
+        taken == 1
+    });
+    // w1 stops (or is refused the commit), and says so in its outcome
+    // line (`FAILED + backup …`).
+    let said = w1_log_with(dir, "+ backup lab-vm-01", Duration::from_secs(120));
     assert!(
         said.contains("FAILED + backup")
             && said.contains("is no longer this worker's")
@@ -524,73 +542,27 @@ impl CutProxy {
 fn a_worker_cut_off_from_the_catalog_commits_nothing() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = 1;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
-    let direct = common::postgres::database();
-    let proxy = CutProxy::to(
-        format!("127.0.0.1:{}", common::postgres::server().port)
-            .parse()
-            .unwrap(),
+    let server_port = common::postgres::server().port;
+    let proxy = CutProxy::to(format!("127.0.0.1:{server_port}").parse().unwrap());
+    let through = common::postgres::database().replace(
+        &format!(":{server_port}/"),
+        &format!(":{}/", proxy.addr.port()),
     );
-    let port = format!(":{}/", common::postgres::server().port);
-    let through = direct.replace(&port, &format!(":{}/", proxy.addr.port()));
-    write_policy(dir, &lab, &through, "", "io_limit = \"8MiB/s\"");
-    let init = common::command_in(dir)
-        .args(["repo", "init", "--tier", "local", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", text(&init));
-    let _processes = Processes(vec![
-        worker(dir, "w1", &[]),
-        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
-    ]);
+    let (lab, _processes) = one_vm_run(dir, &through);
     // The partition, once w1 reads with its snapshot open.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "w1 never held the backup\n{}",
-            logs(dir)
-        );
-        let state = lab_state(&lab);
-        let open = state["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| !v["snapshots"].as_array().unwrap().is_empty());
-        if open {
-            proxy.set_cut(true);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    while_reading(&lab, dir, || {
+        proxy.set_cut(true);
+        true
+    });
     // w1 ends its backup and waits to record the outcome; by then the
     // snapshot is gone and no point was committed.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(dir.join("w1.log"))
-        .unwrap_or_default()
-        .contains("recording the outcome")
-    {
-        assert!(Instant::now() < deadline, "{}", logs(dir));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    w1_log_with(dir, "recording the outcome", Duration::from_secs(120));
     assert_no_snapshot(&lab_state(&lab));
     let (_, manifests) = common::local_points(dir);
     assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
     // The network heals: the failure and its reason are recorded.
     proxy.set_cut(false);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let said = loop {
-        let log = std::fs::read_to_string(dir.join("w1.log")).unwrap_or_default();
-        if log.contains("+ backup lab-vm-01") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "{}", logs(dir));
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let said = w1_log_with(dir, "+ backup lab-vm-01", Duration::from_secs(60));
     assert!(
         said.contains("FAILED + backup") && said.contains("could not confirm that backup"),
         "{said}"
