@@ -28,4 +28,5 @@ pub mod report;
 pub mod run;
 pub mod tape;
 pub mod text;
+pub mod tls;
 pub mod vsphere;

@@ -138,17 +138,23 @@ fn two_installations_share_one_postgres_catalog_and_its_journal() {
     }
 }
 
-#[test]
-fn a_password_in_a_postgres_catalog_url_is_refused_with_its_place() {
+/// `coffer validate` of a policy directory whose only setting is
+/// `catalog = URL`: its exit code and what it printed.
+fn validate_catalog(url: &str) -> (Option<i32>, String) {
     let t = tempfile::tempdir().unwrap();
     std::fs::write(
         t.path().join("coffer.toml"),
-        "[settings]\ncatalog = \"postgres://coffer:hunter2@db.example.com/coffer\"\n",
+        format!("[settings]\ncatalog = \"{url}\"\n"),
     )
     .unwrap();
     let o = run(t.path(), &["validate"]);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(10), "{out}");
+    (o.status.code(), text(&o))
+}
+
+#[test]
+fn a_password_in_a_postgres_catalog_url_is_refused_with_its_place() {
+    let (code, out) = validate_catalog("postgres://coffer:hunter2@db.example.com/coffer");
+    assert_eq!(code, Some(10), "{out}");
     assert!(out.contains("coffer.toml:2:11"), "{out}");
     assert!(out.contains("`catalog` holds a password"), "{out}");
     assert!(out.contains("catalog_password"), "{out}");
@@ -168,25 +174,14 @@ fn a_catalog_url_whose_tls_cannot_work_is_refused_with_its_place() {
             "add sslmode=verify-full",
         ),
     ] {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(
-            t.path().join("coffer.toml"),
-            format!("[settings]\ncatalog = \"{url}\"\n"),
-        )
-        .unwrap();
-        let o = run(t.path(), &["validate"]);
-        let out = text(&o);
-        assert_eq!(o.status.code(), Some(10), "{out}");
+        let (code, out) = validate_catalog(url);
+        assert_eq!(code, Some(10), "{out}");
         assert!(out.contains("coffer.toml:2:11"), "{out}");
         assert!(out.contains(said), "{out}");
     }
     // A URL that asks for verified TLS with an absolute CA path is valid.
-    let t = tempfile::tempdir().unwrap();
-    std::fs::write(
-        t.path().join("coffer.toml"),
-        "[settings]\ncatalog = \"postgres://coffer@db.example.com/coffer?sslmode=verify-full&sslrootcert=/etc/coffer/ca.pem\"\n",
-    )
-    .unwrap();
-    let o = run(t.path(), &["validate"]);
-    assert!(!text(&o).contains("bad-url"), "{}", text(&o));
+    let (_, out) = validate_catalog(
+        "postgres://coffer@db.example.com/coffer?sslmode=verify-full&sslrootcert=/etc/coffer/ca.pem",
+    );
+    assert!(!out.contains("bad-url"), "{out}");
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 
-use crate::policy::model::{CatalogLocation, TlsTrust};
+use crate::policy::model::CatalogLocation;
 use crate::repo::RepoError;
 use db::Db;
 
@@ -168,10 +168,16 @@ pub struct Catalog {
 /// unless the URL says otherwise (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a catalog URL asks of TLS, with libpq's parameter names so that
-/// administrators write what they know: the URL as the client library
-/// parses it, and the trust to verify the server with when it asks for
-/// TLS.
+/// Whether a catalog connection uses TLS, and the CA file that verifies
+/// the server (`None`: the system's root store).
+pub(crate) enum PostgresTls {
+    Off,
+    Verified(Option<PathBuf>),
+}
+
+/// A catalog URL as the client library parses it, and what it asks of TLS,
+/// with libpq's parameter names so that administrators write what they
+/// know. Both `validate` and the connection read a URL through this.
 ///
 /// - `sslmode=require`, `verify-ca` or `verify-full`: TLS, and the server's
 ///   certificate is always verified, chain and host name (what libpq calls
@@ -182,9 +188,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// - `sslmode=disable`, `prefer`, or no `sslmode`: no TLS (loopback, or a
 ///   network the operator trusts); `sslrootcert` is then refused as
 ///   having no effect.
-pub(crate) fn postgres_tls(url: &str) -> Result<(String, Option<TlsTrust>), String> {
+pub(crate) fn parse_postgres_url(url: &str) -> Result<(postgres::Config, PostgresTls), String> {
+    let parse = |url: &str| {
+        url.parse::<postgres::Config>()
+            .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+    };
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_string(), None));
+        return Ok((parse(url)?, PostgresTls::Off));
     };
     let (mut kept, mut verify, mut ca) = (Vec::new(), false, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -214,13 +224,17 @@ pub(crate) fn postgres_tls(url: &str) -> Result<(String, Option<TlsTrust>), Stri
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let trust = verify.then(|| ca.map_or(TlsTrust::SystemRoots, TlsTrust::CaFile));
-    Ok((url, trust))
+    let tls = if verify {
+        PostgresTls::Verified(ca)
+    } else {
+        PostgresTls::Off
+    };
+    Ok((parse(&url)?, tls))
 }
 
 /// Connects to the PostgreSQL server of a `postgres://` catalog URL, with
 /// the password read from its secret reference, over verified TLS when
-/// the URL asks for it (see `postgres_tls`).
+/// the URL asks for it (see `parse_postgres_url`).
 pub fn connect_postgres(
     url: &str,
     password: Option<&crate::policy::model::SecretRef>,
@@ -229,10 +243,7 @@ pub fn connect_postgres(
         url: url.to_string(),
         message,
     };
-    let (parsed, tls) = postgres_tls(url).map_err(setup)?;
-    let mut config: postgres::Config = parsed
-        .parse()
-        .map_err(|e: postgres::Error| setup(format!("not a PostgreSQL URL: {e}")))?;
+    let (mut config, tls) = parse_postgres_url(url).map_err(setup)?;
     if let Some(p) = password {
         config.password(p.read().map_err(setup)?);
     }
@@ -243,12 +254,12 @@ pub fn connect_postgres(
         config.application_name("coffer");
     }
     let connected = match tls {
-        Some(trust) => {
-            let tls = crate::vsphere::transport::tls_config(&trust, Default::default())
-                .map_err(|e| setup(format!("TLS: {e}")))?;
+        PostgresTls::Verified(ca) => {
+            let tls =
+                crate::tls::trusting(ca.as_deref()).map_err(|e| setup(format!("TLS: {e}")))?;
             config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
         }
-        None => config.connect(postgres::NoTls),
+        PostgresTls::Off => config.connect(postgres::NoTls),
     };
     connected.map_err(|source| CatalogError::Connect {
         url: url.to_string(),

@@ -135,14 +135,7 @@ fn worker_thread(
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
-                observer.event(&Event::Message(format!(
-                    "worker {}: the catalog {at}: {e}; trying again",
-                    options.name
-                )));
-                sleep_unless_cancelled(options.poll);
-                if let Ok(c) = Catalog::open_at(at) {
-                    catalog = c;
-                }
+                wait_for_catalog(&mut catalog, config, options, observer, &e.to_string());
                 continue;
             }
         };
@@ -200,14 +193,8 @@ fn worker_thread(
             match catalog.finish_work(&claimed.work, &options.name, ok, &detail, seconds, bytes) {
                 Ok(kept) => break kept,
                 Err(e) if !cancel::requested() => {
-                    observer.event(&Event::Message(format!(
-                        "worker {}: recording the outcome in {at}: {e}; trying again",
-                        options.name
-                    )));
-                    sleep_unless_cancelled(options.poll);
-                    if let Ok(c) = Catalog::open_at(at) {
-                        catalog = c;
-                    }
+                    let why = format!("recording the outcome: {e}");
+                    wait_for_catalog(&mut catalog, config, options, observer, &why);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -230,6 +217,27 @@ fn worker_thread(
         idle_since = Instant::now();
     }
     Ok(summary)
+}
+
+/// After the catalog failed (`why`): says so, waits a poll interval, and
+/// connects again. A database that went away (a restart, the network) is
+/// waited for, never a reason to exit.
+fn wait_for_catalog(
+    catalog: &mut Catalog,
+    config: &Config,
+    options: &WorkerOptions,
+    observer: &dyn Observer,
+    why: &str,
+) {
+    let at = &config.settings.catalog;
+    observer.event(&Event::Message(format!(
+        "worker {}: the catalog {at}: {why}; trying again",
+        options.name
+    )));
+    sleep_unless_cancelled(options.poll);
+    if let Ok(c) = Catalog::open_at(at) {
+        *catalog = c;
+    }
 }
 
 /// Tells the fleet this worker is alive.

@@ -63,17 +63,12 @@ impl Resolver<'_> {
                 "remove it from the URL and write `catalog_password = { env = \"COFFER_CATALOG_PASSWORD\" }` or `catalog_password = { file = \"/etc/coffer/catalog_password\" }`"
                     .into(),
             );
-        } else if let Err(e) = crate::catalog::postgres_tls(url).and_then(|(parsed, _)| {
-            parsed
-                .parse::<postgres::Config>()
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }) {
+        } else if let Err(e) = crate::catalog::parse_postgres_url(url) {
             self.err(
                 "bad-url",
                 file,
                 c.span(),
-                format!("`catalog = \"{url}\"` is not a PostgreSQL URL: {e}"),
+                format!("`catalog = \"{url}\"`: {e}"),
                 "write `postgres://USER@HOST:PORT/DATABASE`, e.g. `postgres://coffer@db.example.com:5432/coffer`"
                     .into(),
             );

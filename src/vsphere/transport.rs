@@ -16,10 +16,9 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderValue, SET_COOKIE};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use super::Error;
@@ -144,68 +143,34 @@ pub fn plain_client(timeout: Duration) -> Result<Client, Error> {
         .map_err(|e| Error::Tls(e.to_string()))
 }
 
-/// A TLS configuration that accepts exactly the certificate `pin` names.
-fn pinned_config(pin: Pin) -> Result<rustls::ClientConfig, Error> {
-    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                expected: pin,
-                presented: Arc::new(Mutex::new(None)),
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
-    )
+/// A TLS configuration that accepts exactly the certificate `pin` names;
+/// `presented` receives the thumbprint of the one the endpoint showed.
+fn pinned_config(
+    pin: Pin,
+    presented: Arc<Mutex<Option<[u8; 32]>>>,
+) -> Result<rustls::ClientConfig, Error> {
+    let (builder, provider) = crate::tls::builder().map_err(Error::Tls)?;
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+            expected: pin,
+            presented,
+            algorithms: provider.signature_verification_algorithms,
+        }))
+        .with_no_client_auth())
 }
 
 /// The TLS configuration that trusts what `trust` names; `presented`
 /// receives the thumbprint of the certificate a pinned endpoint showed.
-pub(crate) fn tls_config(
+fn tls_config(
     trust: &TlsTrust,
     presented: Arc<Mutex<Option<[u8; 32]>>>,
 ) -> Result<rustls::ClientConfig, Error> {
-    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let roots = |certs: Vec<CertificateDer<'static>>, from: &str| {
-        let mut store = RootCertStore::empty();
-        let (added, _ignored) = store.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(Error::Tls(format!("no usable certificate in {from}")));
-        }
-        Ok(store)
-    };
-    let config = match trust {
-        TlsTrust::Thumbprint(expected) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                expected: Pin::Sha256(*expected),
-                presented,
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
-        TlsTrust::CaFile(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    Error::Tls(format!("cannot read CA file `{}`: {e}", path.display()))
-                })?;
-            builder
-                .with_root_certificates(roots(certs, &format!("`{}`", path.display()))?)
-                .with_no_client_auth()
-        }
-        TlsTrust::SystemRoots => {
-            let found = rustls_native_certs::load_native_certs();
-            builder
-                .with_root_certificates(roots(found.certs, "the system's root store")?)
-                .with_no_client_auth()
-        }
-    };
-    Ok(config)
+    match trust {
+        TlsTrust::Thumbprint(expected) => pinned_config(Pin::Sha256(*expected), presented),
+        TlsTrust::CaFile(path) => crate::tls::trusting(Some(path)).map_err(Error::Tls),
+        TlsTrust::SystemRoots => crate::tls::trusting(None).map_err(Error::Tls),
+    }
 }
 
 /// The base URL of an endpoint: `https://host[:port]`, whatever path the
@@ -529,7 +494,7 @@ impl Transport {
         };
         let own_endpoint = url.starts_with(&format!("{}/", self.base));
         let tls = match u.host_sha1 {
-            Some(sha1) if !own_endpoint => pinned_config(Pin::Sha1(sha1))?,
+            Some(sha1) if !own_endpoint => pinned_config(Pin::Sha1(sha1), Default::default())?,
             _ => self.tls.clone(),
         };
         let client = reqwest::Client::builder()
