@@ -571,6 +571,158 @@ fn a_worker_cut_off_from_the_catalog_commits_nothing() {
     assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
 }
 
+/// Copies and drills go to the workers too. Each VM's new point is copied
+/// to a second tier whose `max_parallel` is 1 and written slowly
+/// (`bandwidth`), then drilled there; a worker is killed with SIGKILL in
+/// the middle of a copy. Checked against the queue and the repositories:
+/// every copy and drill was done by a worker, no two transfers of the tier
+/// ever overlapped across workers, the copy the killed worker held was
+/// done again by the other, and the second tier holds each VM's point
+/// exactly once and verifies.
+#[test]
+fn copies_and_drills_are_handed_to_workers_within_the_tier_limit() {
+    const COPIED: u32 = 4;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = COPIED;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    let url = common::postgres::database();
+    // The policy's table ends where the second tier's starts.
+    let second_tier = r#"
+[tiers.offsite]
+backend = "local"
+path = "offsite"
+site = "there"
+max_parallel = 1
+bandwidth = "4MiB/s"
+
+[policies.all.retain.offsite]
+last = 2
+
+[[policies.all.drills]]
+name = "offsite-verify"
+kind = "verify"
+every = "7d"
+tier = "offsite"
+"#;
+    write_policy(dir, &lab, &url, "", second_tier);
+    for tier in ["local", "offsite"] {
+        let init = common::command_in(dir)
+            .args(["repo", "init", "--tier", tier, "-p", "."])
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{}", text(&init));
+    }
+    let mut processes = Processes(vec![
+        worker(dir, "w1", &[]),
+        worker(dir, "w2", &[]),
+        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
+    ]);
+
+    // Kill the first worker seen holding a copy.
+    let mut db = common::postgres::connect(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (victim_vm, victim) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no worker was seen holding a copy\n{}",
+            logs(dir)
+        );
+        // Until the coordinator has migrated the database, no table.
+        let held = db
+            .query(
+                "SELECT vm, worker FROM work WHERE state = 'claimed' \
+                 AND action::jsonb->>'action' = 'copy' ORDER BY id",
+                &[],
+            )
+            .unwrap_or_default();
+        if let Some(r) = held.first() {
+            break (r.get::<_, String>(0), r.get::<_, String>(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (_, killed) = processes.0.iter_mut().find(|(n, _)| *n == victim).unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    let status = processes.wait("coordinator", Duration::from_secs(240));
+    let printed = std::fs::read_to_string(dir.join("coordinator.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}\n{}", logs(dir));
+    assert!(printed.contains("copies, "), "{printed}");
+
+    // The queue: every backup, copy and drill done by a worker.
+    let rows = db
+        .query(
+            "SELECT action, vm, state, worker, attempt, started, finished, tier FROM work \
+             ORDER BY seq",
+            &[],
+        )
+        .unwrap();
+    let kind = |r: &postgres::Row| -> String {
+        let v: serde_json::Value = serde_json::from_str(&r.get::<_, String>(0)).unwrap();
+        v["action"].as_str().unwrap().to_string()
+    };
+    for wanted in ["backup", "copy", "drill"] {
+        let of: Vec<&postgres::Row> = rows.iter().filter(|r| kind(r) == wanted).collect();
+        assert_eq!(of.len(), COPIED as usize, "{wanted}s: {}", logs(dir));
+        for r in &of {
+            let (vm, state): (String, String) = (r.get(1), r.get(2));
+            assert_eq!(state, "done", "{wanted} of {vm}\n{}", logs(dir));
+            let worker: String = r.get(3);
+            assert!(worker == "w1" || worker == "w2", "{worker}");
+            if wanted == "copy" && vm == victim_vm {
+                assert_ne!(worker, victim, "the killed worker's copy was done again");
+                assert!(r.get::<_, i64>(4) >= 2);
+            }
+        }
+    }
+    // The tier limit across workers: the transfers of `offsite` (its
+    // copies and drills) one at a time, never overlapping. The killed
+    // worker's attempt has no end: its lease ran out before the next
+    // claim of the row, which is where the other attempt starts.
+    let mut spans: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.get::<_, String>(7) == "offsite")
+        .map(|r| (r.get(5), r.get(6)))
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two transfers of `offsite` at once: {pair:?}"
+        );
+    }
+
+    // The second tier: each VM's point once, whole.
+    let (_, local) = common::local_points(dir);
+    let (_, offsite) = common::points_at(&dir.join("offsite"));
+    let ids = |ms: &[coffer::repo::manifest::Manifest]| {
+        let mut ids: Vec<String> = ms.iter().map(|m| m.point_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&offsite), ids(&local));
+    assert_eq!(offsite.len(), COPIED as usize);
+    let verify = common::command_in(dir)
+        .args(["repo", "verify", "--tier", "offsite", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+    // The drills were recorded: the plan made now has none due.
+    let plan = common::command_in(dir)
+        .args(["plan", "--json", "-p", "."])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let due: Vec<&serde_json::Value> = (plan["actions"].as_array().unwrap().iter())
+        .filter(|a| a["action"] == "drill" || a["action"] == "copy")
+        .collect();
+    assert!(due.is_empty(), "still due after the run: {due:?}");
+}
+
 /// Wall time of a run of the lab (as a vCenter, its file service throttled
 /// as a host's is) backed up by 1, 2 and 4 workers of one backup each,
 /// beside one runner reading one and four backups at a time (`apply

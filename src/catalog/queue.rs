@@ -1,6 +1,6 @@
-//! The work queue of a PostgreSQL catalog (migration 8): the backups a
-//! coordinator (`apply --distributed`) hands to workers (`coffer worker`)
-//! on any number of machines.
+//! The work queue of a PostgreSQL catalog (migrations 8 and 9): the
+//! backups, copies and drills a coordinator (`apply --distributed`) hands
+//! to workers (`coffer worker`) on any number of machines.
 //!
 //! A worker claims a row with `SELECT … FOR UPDATE SKIP LOCKED` under a
 //! lease (a deadline by the database server's clock) that it renews while
@@ -24,20 +24,25 @@ pub const CLAIM_LOCK: i64 = 0x636f_6666_6572_2d71;
 /// Now, in milliseconds since the epoch, by the database server's clock.
 const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
-/// A backup for a worker, as the coordinator enqueues it.
+/// A backup, copy or drill for a worker, as the coordinator enqueues it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWork {
     pub seq: i64,
-    /// The plan's JSON form of the backup.
+    /// The plan's JSON form of the action.
     pub action: String,
+    /// The VM's source (a backup's; empty for a copy or a drill).
     pub source: String,
     pub vm: String,
-    /// The limits' keys: the VM's host, its datastores, the tier.
+    /// The limits' keys: the VM's host, its datastores, the tier (a
+    /// copy's: the one it writes; a drill's: the one it reads). A copy or
+    /// a drill has no host (empty) and no datastore.
     pub host: String,
     pub datastores: Vec<String>,
     pub tier: String,
     /// The tier's repository id as the coordinator opened it.
     pub repo_id: String,
+    /// A copy's: the repository id of the tier it reads.
+    pub repo_from: Option<String>,
     /// The limits, from the coordinator's policy.
     pub max_host: u32,
     pub max_datastore: u32,
@@ -58,6 +63,8 @@ pub struct Work {
     pub host: String,
     pub tier: String,
     pub repo_id: String,
+    /// A copy's: the repository id of the tier it reads.
+    pub repo_from: Option<String>,
     pub read_whole: bool,
     /// queued, claimed, done or failed.
     pub state: String,
@@ -71,6 +78,16 @@ pub struct Work {
     pub bytes_read: Option<i64>,
     pub bytes_stored: Option<i64>,
     pub recovered: Option<String>,
+}
+
+impl Work {
+    /// The action's kind as the plan names it (`backup`, `copy`, `drill`).
+    pub fn kind(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.action)
+            .ok()
+            .and_then(|v| v["action"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "backup".to_string())
+    }
 }
 
 /// A row a worker claimed.
@@ -95,7 +112,7 @@ pub struct WorkerRecord {
 }
 
 const WORK_COLUMNS: &str = "id, run_id, seq, action, source, vm, host, tier, read_whole, state, \
-     worker, attempt, lease_until, detail, seconds, bytes_read, bytes_stored, recovered, repo_id";
+     worker, attempt, lease_until, detail, seconds, bytes_read, bytes_stored, recovered, repo_id, repo_from";
 
 fn work_row(r: &Row, now_ms: i64) -> Result<Work, CatalogError> {
     let state: String = r.get(9)?;
@@ -120,6 +137,7 @@ fn work_row(r: &Row, now_ms: i64) -> Result<Work, CatalogError> {
         bytes_stored: r.get(16)?,
         recovered: r.get(17)?,
         repo_id: r.get(18)?,
+        repo_from: r.get(19)?,
     })
 }
 
@@ -145,9 +163,9 @@ impl Catalog {
             .get(0)
     }
 
-    /// Enqueues a run's backups, all or none.
+    /// Enqueues a run's backups, copies or drills, all or none.
     pub fn enqueue(&mut self, run_id: &str, items: &[NewWork]) -> Result<(), CatalogError> {
-        self.require_shared("handing backups to workers")?;
+        self.require_shared("handing work to workers")?;
         let queued = time_text(Utc::now());
         self.db.transaction(|tx| {
             for w in items {
@@ -155,8 +173,9 @@ impl Catalog {
                 tx.execute(
                     "INSERT INTO work (run_id, seq, action, source, vm, host, datastores, tier, \
                      max_host, max_datastore, max_tier, read_whole, state, attempt, queued, \
-                     repo_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 0, ?13, ?14)",
+                     repo_id, repo_from) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 0, ?13, ?14, \
+                     ?15)",
                     args![
                         run_id,
                         w.seq,
@@ -172,6 +191,7 @@ impl Catalog {
                         w.read_whole,
                         queued,
                         w.repo_id,
+                        w.repo_from,
                     ],
                 )?;
             }

@@ -270,6 +270,13 @@ CREATE TABLE workers (
     last_seen  TEXT NOT NULL
 );
 "#,
+    // 9 (copies and drills for workers): a row may be a copy or a drill
+    // besides a backup. A copy names the repository id of the tier it
+    // reads, as `repo_id` names the one it writes, so a worker refuses a
+    // tier that is not the coordinator's at either end.
+    r#"
+ALTER TABLE work ADD COLUMN repo_from TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

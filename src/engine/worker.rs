@@ -1,19 +1,22 @@
-//! `coffer worker`: one of the runners that share the backups of a
-//! coordinator (`apply --distributed`) through a PostgreSQL catalog. Each
-//! of its `parallel` threads, with a catalog connection of its own, claims
-//! a backup (`catalog::queue`), renews the claim's lease from a heartbeat
-//! thread while it reads, and closes the row with the outcome. A claim that
-//! takes over a row whose lease ran out first removes the snapshot the
-//! earlier attempt left, exactly as an `apply` recovers a killed run; that
-//! attempt's point was never committed.
+//! `coffer worker`: one of the runners that share the backups, copies and
+//! drills of a coordinator (`apply --distributed`) through a PostgreSQL
+//! catalog. Each of its `parallel` threads, with a catalog connection of
+//! its own, claims a row (`catalog::queue`), renews the claim's lease from
+//! a heartbeat thread while it works, and closes the row with the outcome.
+//! A claim that takes over a backup whose lease ran out first removes the
+//! snapshot the earlier attempt left, exactly as an `apply` recovers a
+//! killed run; that attempt's point was never committed. A copy or a drill
+//! taken over is simply done again: a copy sends what the tier still
+//! lacks and writes the same point, a drill reads the point again.
 //!
 //! The worker never takes the runner lock: the coordinator holds it for
 //! the run, and the limits are counted in the database. While a backup
 //! writes, the worker holds the catalog's maintenance lock shared, so a gc
-//! or prune on any machine waits for it (`runlock::MaintenanceLock`). Before it reads,
-//! a worker checks that the tier it opens under the backup's tier name is
-//! the repository the coordinator opened (its id), so a local tier that is
-//! not shared storage is refused rather than backed up into.
+//! or prune on any machine waits for it (`runlock::MaintenanceLock`), as
+//! while a copy writes. Before it starts, a worker checks that each tier it
+//! opens under the row's tier names is the repository the coordinator
+//! opened (its id), so a local tier that is not shared storage is refused
+//! rather than backed up into, copied from or drilled.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use super::apply::backup::{BackupJob, backup_action_with_retries};
+use super::apply::execute::{copy, drill, session_in};
 use super::apply::recover::{remove_run_snapshot, removed_note};
 use super::cancel;
 use super::observer::{Bytes, Event, Observer, Outcome};
@@ -30,14 +34,14 @@ use crate::catalog::Catalog;
 use crate::catalog::queue::Claimed;
 use crate::plan::planner::Action;
 use crate::policy::Config;
-use crate::run::connect::{self, Connected};
+use crate::run::connect::Connected;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Its name in the queue and the reports (default `HOST-PID`).
     pub name: String,
-    /// Backups at once in this worker.
+    /// Actions at once in this worker.
     pub parallel: usize,
     /// How long a claim holds without renewal; renewed every third of it.
     pub lease: Duration,
@@ -176,8 +180,11 @@ fn worker_thread(
             Ok((detail, seconds, _, true)) => {
                 summary.lost += 1;
                 let why = format!(
-                    "worker {}: lost the lease of backup {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
-                    options.name, claimed.work.vm, claimed.work.run_id
+                    "worker {}: lost the lease of {} {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
+                    options.name,
+                    claimed.work.kind(),
+                    claimed.work.vm,
+                    claimed.work.run_id
                 );
                 finished(false, &why, seconds, None);
                 idle_since = Instant::now();
@@ -202,8 +209,11 @@ fn worker_thread(
         if !kept {
             summary.lost += 1;
             let why = format!(
-                "worker {}: backup {} (run {}) ended after its lease ran out; its outcome is left to the worker that took it over: {detail}",
-                options.name, claimed.work.vm, claimed.work.run_id
+                "worker {}: {} {} (run {}) ended after its lease ran out; its outcome is left to the worker that took it over: {detail}",
+                options.name,
+                claimed.work.kind(),
+                claimed.work.vm,
+                claimed.work.run_id
             );
             finished(false, &why, seconds, None);
         } else {
@@ -261,85 +271,30 @@ fn sleep_unless_cancelled(d: Duration) {
 
 type Done = (String, f64, Option<(u64, u64)>, bool);
 
-/// Carries out one claimed backup: cleans up after an earlier attempt,
-/// checks the tier, reads under a renewed lease. Answers the outcome's
-/// detail, seconds, bytes, and whether the lease was lost meanwhile.
-fn do_claimed(
-    config: &Config,
-    options: &WorkerOptions,
-    claimed: &Claimed,
-    sessions: &mut BTreeMap<String, Connected>,
-    catalog: &mut Catalog,
-    observer: &dyn Observer,
-) -> std::result::Result<Done, (anyhow::Error, f64)> {
-    let started = Instant::now();
-    let fail = |e: anyhow::Error| (e, started.elapsed().as_secs_f64());
-    let w = &claimed.work;
-    let action: Action = serde_json::from_str(&w.action)
-        .map_err(|e| fail(anyhow!("the queued backup cannot be read: {e}")))?;
-    let Action::Backup { source, tier, .. } = &action else {
-        return Err(fail(anyhow!("not a backup: {}", action.line())));
-    };
-    observer.event(&Event::Message(format!(
-        "worker {}: took backup {} (run {}, attempt {})",
-        options.name, w.vm, w.run_id, w.attempt
-    )));
-    if !sessions.contains_key(source) {
-        let s = config
-            .sources
-            .get(source)
-            .ok_or_else(|| fail(anyhow!("this worker's policies have no source `{source}`")))?;
-        let c = connect::connect(s, &config.settings.state_dir).map_err(fail)?;
-        sessions.insert(source.clone(), c);
-    }
-    let conn = &sessions[source];
-    if let Some(before) = &claimed.taken_from {
-        let removed = remove_run_snapshot(conn, &w.vm, &w.run_id);
-        let note = format!(
-            "took over from worker {before}, whose lease ran out{}; its point was never committed",
-            removed_note(&w.run_id, removed)
-        );
-        observer.event(&Event::Message(format!("worker {}: {note}", options.name)));
-        catalog
-            .note_recovered(w, &note)
-            .map_err(|e| fail(e.into()))?;
-    }
-    let repo = open_tier(config, tier).map_err(fail)?;
-    if repo.config.id != w.repo_id {
-        return Err(fail(anyhow!(
-            "tier `{tier}` here is repository {}, the coordinator's is {}: a tier every worker \
-             writes to must be the same repository for all (a local tier must be shared storage \
+/// Checks that tier `tier` here is the repository the coordinator opened
+/// (`id`): a tier every worker uses must be one repository for all.
+fn same_repository(config: &Config, tier: &str, id: &str) -> Result<()> {
+    let repo = open_tier(config, tier)?;
+    if repo.config.id != id {
+        anyhow::bail!(
+            "tier `{tier}` here is repository {}, the coordinator's is {id}: a tier every worker \
+             uses must be the same repository for all (a local tier must be shared storage \
              mounted at the same path)",
             repo.config.id,
-            w.repo_id
-        )));
+        );
     }
-    drop(repo);
-    // The fence: the point is committed only while the lease is this
-    // worker's with a third of it still to run. A worker cut off from the
-    // database, whose lease ran out and whose backup another worker took
-    // over, then commits nothing: no second point of the VM. Asked on a
-    // connection of its own, once, after the last byte was read.
-    let fence = || -> std::result::Result<(), String> {
-        let margin = i64::try_from(options.lease.as_millis() / 3).unwrap_or(i64::MAX);
-        let held = Catalog::open_at(&config.settings.catalog)
-            .and_then(|mut c| c.holds(w, &options.name, margin))
-            .map_err(|e| {
-                format!(
-                    "could not confirm that backup {} is still this worker's: {e}",
-                    w.vm
-                )
-            })?;
-        if held {
-            Ok(())
-        } else {
-            Err(format!(
-                "the lease of backup {} is no longer this worker's (another worker may have taken it over); nothing was committed",
-                w.vm
-            ))
-        }
-    };
-    // The heartbeat: renew the lease until the backup ends.
+    Ok(())
+}
+
+/// Runs `work` while a heartbeat renews the lease of `w`; `work` is told
+/// through its flag when the lease was taken over. Answers its result and
+/// whether the lease was lost meanwhile.
+fn under_lease<T>(
+    config: &Config,
+    options: &WorkerOptions,
+    w: &crate::catalog::queue::Work,
+    work: impl FnOnce(&AtomicBool) -> Result<T>,
+) -> (Result<T>, bool) {
     let lost = AtomicBool::new(false);
     let finished = AtomicBool::new(false);
     let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
@@ -369,27 +324,160 @@ fn do_claimed(
                 }
             }
         });
+        let r = work(&lost);
+        finished.store(true, Ordering::SeqCst);
+        r
+    });
+    (result, lost.load(Ordering::SeqCst))
+}
+
+/// Carries out one claimed row: a backup, a copy or a drill. Answers the
+/// outcome's detail, seconds, bytes, and whether the lease was lost
+/// meanwhile.
+fn do_claimed(
+    config: &Config,
+    options: &WorkerOptions,
+    claimed: &Claimed,
+    sessions: &mut BTreeMap<String, Connected>,
+    catalog: &mut Catalog,
+    observer: &dyn Observer,
+) -> std::result::Result<Done, (anyhow::Error, f64)> {
+    let started = Instant::now();
+    let fail = |e: anyhow::Error| (e, started.elapsed().as_secs_f64());
+    let w = &claimed.work;
+    let action: Action = serde_json::from_str(&w.action)
+        .map_err(|e| fail(anyhow!("the queued action cannot be read: {e}")))?;
+    observer.event(&Event::Message(format!(
+        "worker {}: took {} {} (run {}, attempt {})",
+        options.name,
+        action.kind(),
+        w.vm,
+        w.run_id,
+        w.attempt
+    )));
+    // A copy's or a drill's end: its detail, no bytes read from a host.
+    let ended = |(r, lost): (Result<String>, bool)| {
+        let seconds = started.elapsed().as_secs_f64();
+        Ok((r.map_err(|e| (e, seconds))?, seconds, None, lost))
+    };
+    match &action {
+        Action::Backup { .. } => do_backup(
+            config, options, claimed, &action, sessions, catalog, observer,
+        ),
+        Action::Copy {
+            point, from, to, ..
+        } => {
+            let from_id = w.repo_from.as_deref().unwrap_or_default();
+            same_repository(config, to, &w.repo_id)
+                .and_then(|()| same_repository(config, from, from_id))
+                .map_err(fail)?;
+            ended(under_lease(config, options, w, |_| {
+                // gc and prune on any machine wait while the copy writes,
+                // as for a backup.
+                let _writing = crate::run::runlock::MaintenanceLock::take(
+                    &config.settings,
+                    false,
+                    &format!("coffer worker {}, copy of {point}", options.name),
+                )?;
+                copy(config, catalog, point, from, to, observer)
+            }))
+        }
+        Action::Drill {
+            policy,
+            drill: name,
+            point,
+            tier,
+            ..
+        } => {
+            same_repository(config, tier, &w.repo_id).map_err(fail)?;
+            ended(under_lease(config, options, w, |_| {
+                let what = (
+                    policy.as_str(),
+                    name.as_str(),
+                    point.as_str(),
+                    tier.as_str(),
+                );
+                drill(config, catalog, sessions, what, observer)
+            }))
+        }
+        other => Err(fail(anyhow!("not work for a worker: {}", other.line()))),
+    }
+}
+
+/// Carries out one claimed backup: cleans up after an earlier attempt,
+/// checks the tier, reads under a renewed lease.
+fn do_backup(
+    config: &Config,
+    options: &WorkerOptions,
+    claimed: &Claimed,
+    action: &Action,
+    sessions: &mut BTreeMap<String, Connected>,
+    catalog: &mut Catalog,
+    observer: &dyn Observer,
+) -> std::result::Result<Done, (anyhow::Error, f64)> {
+    let started = Instant::now();
+    let fail = |e: anyhow::Error| (e, started.elapsed().as_secs_f64());
+    let w = &claimed.work;
+    let Action::Backup { source, tier, .. } = action else {
+        return Err(fail(anyhow!("not a backup: {}", action.line())));
+    };
+    let conn = session_in(config, sessions, source).map_err(fail)?;
+    if let Some(before) = &claimed.taken_from {
+        let removed = remove_run_snapshot(conn, &w.vm, &w.run_id);
+        let note = format!(
+            "took over from worker {before}, whose lease ran out{}; its point was never committed",
+            removed_note(&w.run_id, removed)
+        );
+        observer.event(&Event::Message(format!("worker {}: {note}", options.name)));
+        catalog
+            .note_recovered(w, &note)
+            .map_err(|e| fail(e.into()))?;
+    }
+    same_repository(config, tier, &w.repo_id).map_err(fail)?;
+    // The fence: the point is committed only while the lease is this
+    // worker's with a third of it still to run. A worker cut off from the
+    // database, whose lease ran out and whose backup another worker took
+    // over, then commits nothing: no second point of the VM. Asked on a
+    // connection of its own, once, after the last byte was read.
+    let fence = || -> std::result::Result<(), String> {
+        let margin = i64::try_from(options.lease.as_millis() / 3).unwrap_or(i64::MAX);
+        let held = Catalog::open_at(&config.settings.catalog)
+            .and_then(|mut c| c.holds(w, &options.name, margin))
+            .map_err(|e| {
+                format!(
+                    "could not confirm that backup {} is still this worker's: {e}",
+                    w.vm
+                )
+            })?;
+        if held {
+            Ok(())
+        } else {
+            Err(format!(
+                "the lease of backup {} is no longer this worker's (another worker may have taken it over); nothing was committed",
+                w.vm
+            ))
+        }
+    };
+    let (result, lost) = under_lease(config, options, w, |lost| {
         let job = BackupJob {
             config,
             conn,
             run_id: &w.run_id,
-            action: &action,
+            action,
             progress: None,
             limit: options.action_timeout,
             read_whole_disk: w.read_whole,
             fence: Some(&fence),
-            lost: Some(&lost),
+            lost: Some(lost),
         };
         // gc and prune on any machine wait while this backup writes (the
         // lease is renewed while this waits for one to end).
-        let r = crate::run::runlock::MaintenanceLock::take(
+        crate::run::runlock::MaintenanceLock::take(
             &config.settings,
             false,
             &format!("coffer worker {}, backup {}", options.name, w.vm),
         )
-        .and_then(|_writing| backup_action_with_retries(&job, observer));
-        finished.store(true, Ordering::SeqCst);
-        r
+        .and_then(|_writing| backup_action_with_retries(&job, observer))
     });
     let seconds = started.elapsed().as_secs_f64();
     let done = result.map_err(|e| (e, seconds))?;
@@ -398,7 +486,7 @@ fn do_claimed(
         done.detail,
         seconds,
         Some((done.bytes.read, done.bytes.stored)),
-        lost.load(Ordering::SeqCst),
+        lost,
     ))
 }
 

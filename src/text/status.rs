@@ -88,7 +88,7 @@ pub fn daemon_status(s: &Status, running: bool, zone: chrono_tz::Tz) -> String {
 }
 
 /// `status` with a shared catalog: the workers, when each was last seen,
-/// and the backups they hold with the time their leases have left.
+/// and the actions they hold with the time their leases have left.
 pub fn fleet(
     workers: &[crate::catalog::queue::WorkerRecord],
     claimed: &[crate::catalog::queue::Work],
@@ -106,13 +106,14 @@ pub fn fleet(
                     let left = c.lease_left_ms.unwrap_or(0);
                     if left > 0 {
                         format!(
-                            "backup {} (run {}, lease {}s left)",
+                            "{} {} (run {}, lease {}s left)",
+                            c.kind(),
                             c.vm,
                             c.run_id,
                             left / 1000
                         )
                     } else {
-                        format!("backup {} (run {}, lease ran out)", c.vm, c.run_id)
+                        format!("{} {} (run {}, lease ran out)", c.kind(), c.vm, c.run_id)
                     }
                 })
                 .collect();

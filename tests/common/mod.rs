@@ -159,8 +159,19 @@ pub fn local_points(
     coffer::repo::Repository,
     Vec<coffer::repo::manifest::Manifest>,
 ) {
+    points_at(&dir.join("repo"))
+}
+
+/// The unencrypted repository in directory `path` and its points, oldest
+/// first.
+pub fn points_at(
+    path: &Path,
+) -> (
+    coffer::repo::Repository,
+    Vec<coffer::repo::manifest::Manifest>,
+) {
     let repo = coffer::repo::Repository::open(
-        std::sync::Arc::new(coffer::repo::local::LocalStore::new(dir.join("repo")).unwrap()),
+        std::sync::Arc::new(coffer::repo::local::LocalStore::new(path).unwrap()),
         None,
     )
     .unwrap();

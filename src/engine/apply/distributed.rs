@@ -1,12 +1,18 @@
-//! Phase 1 of a distributed run (`apply --distributed`): the coordinator
-//! hands the plan's backups to workers through the PostgreSQL catalog's
-//! queue (`catalog::queue`) instead of reading them itself, then waits,
-//! telling the observer as workers take and finish them. Each finished
-//! backup is journaled as the runner journals its own, with the worker's
-//! name in its outcome, so the run report says who did what. The limits
-//! travel with each backup and are counted in the database by the workers.
-//! Copies, prunes, gc and drills stay with the coordinator.
-
+//! A distributed run (`apply --distributed`): the coordinator hands the
+//! plan's backups (phase 1), copies (phase 2) and drills (phase 3) to
+//! workers through the PostgreSQL catalog's queue (`catalog::queue`)
+//! instead of carrying them out itself, then waits, telling the observer as
+//! workers take and finish them. Each finished action is journaled as the
+//! runner journals its own, with the worker's name in its outcome, so the
+//! run report says who did what. The limits travel with each row and are
+//! counted in the database by the workers: per host and datastore for a
+//! backup, per tier (`max_parallel`) for all three.
+//!
+//! What stays with the coordinator: snapshot hygiene, prunes and gc (they
+//! wait for the phase's copies: retention counted the copied points, and
+//! gc must not race a writer), anything on a tape tier (the library is
+//! attached to one machine), and boot drills (the drill's host mounts the
+//! point from the machine that runs it).
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -18,14 +24,100 @@ use crate::engine::cancel;
 use crate::engine::observer::{Bytes, Event, Outcome};
 use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
+use crate::policy::Config;
+use crate::policy::model::{DrillKind, TierBackend};
 
 /// How often the coordinator looks at the queue.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Whether a worker may carry out `a` (see the module header).
+pub(super) fn for_workers(config: &Config, a: &Action) -> bool {
+    let tape = |tier: &str| {
+        (config.tiers.get(tier)).is_some_and(|t| matches!(t.backend, TierBackend::Tape { .. }))
+    };
+    match a {
+        Action::Backup { .. } => true,
+        Action::Copy { from, to, .. } => !tape(from) && !tape(to),
+        Action::Drill {
+            policy,
+            drill,
+            tier,
+            ..
+        } => {
+            let kind = (config.policies.get(policy))
+                .and_then(|p| p.drills.iter().find(|d| &d.name == drill))
+                .map(|d| d.kind);
+            !tape(tier) && matches!(kind, Some(DrillKind::Verify | DrillKind::Restore))
+        }
+        _ => false,
+    }
+}
+
+/// "3 backups, 2 copies": what was handed out, by kind.
+fn counted(actions: &BTreeMap<i64, &Action>) -> String {
+    let mut by_kind = BTreeMap::<&str, usize>::new();
+    for a in actions.values() {
+        *by_kind.entry(a.kind()).or_default() += 1;
+    }
+    let parts: Vec<String> = (by_kind.iter())
+        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    parts.join(", ").replace("copys", "copies")
+}
+
 impl Runner<'_> {
-    /// Enqueues `actions` (backups) for workers and waits until each is
-    /// done or failed; a backup that no worker takes for `self.timeout`
-    /// fails, and a cancel fails those still queued.
+    /// The queue row of `a`: its limits' keys and limits, and the
+    /// repository ids a worker must find under its tiers' names.
+    fn work_for(&self, a: &Action, placement: &Placement<'_>) -> anyhow::Result<NewWork> {
+        let max_tier = |tier: &str| {
+            self.config
+                .tiers
+                .get(tier)
+                .map_or(u32::MAX, |t| t.max_parallel)
+        };
+        let id = |tier: &str| open_tier(self.config, tier).map(|r| r.config.id.clone());
+        let item = |vm: &str, tier: &str, repo_from: Option<String>| -> anyhow::Result<NewWork> {
+            Ok(NewWork {
+                seq: 0,
+                action: serde_json::to_value(a).unwrap_or_default().to_string(),
+                source: String::new(),
+                vm: vm.to_string(),
+                host: String::new(),
+                datastores: Vec::new(),
+                tier: tier.to_string(),
+                repo_id: id(tier)?,
+                repo_from,
+                max_host: u32::MAX,
+                max_datastore: u32::MAX,
+                max_tier: max_tier(tier),
+                read_whole: false,
+            })
+        };
+        match a {
+            Action::Backup {
+                source, vm, tier, ..
+            } => {
+                let key = (source.clone(), vm.clone());
+                let src = &self.config.sources[source];
+                Ok(NewWork {
+                    source: source.clone(),
+                    host: (placement.hosts.get(&key).cloned()).unwrap_or_else(|| source.clone()),
+                    datastores: placement.datastores.get(&key).cloned().unwrap_or_default(),
+                    max_host: src.max_per_host,
+                    max_datastore: src.max_per_datastore,
+                    read_whole: self.cbt_reset.contains(&key),
+                    ..item(vm, tier, None)?
+                })
+            }
+            Action::Copy { vm, from, to, .. } => item(vm, to, Some(id(from)?)),
+            Action::Drill { vm, tier, .. } => item(vm, tier, None),
+            _ => anyhow::bail!("not work for a worker: {}", a.line()),
+        }
+    }
+
+    /// Enqueues `actions` (those [`for_workers`] allows) for workers and
+    /// waits until each is done or failed; one that no worker takes for
+    /// `self.timeout` fails, and a cancel fails those still queued.
     pub(super) fn hand_to_workers(
         &mut self,
         actions: &[&Action],
@@ -35,44 +127,16 @@ impl Runner<'_> {
         let mut items = Vec::new();
         let mut by_seq: BTreeMap<i64, &Action> = BTreeMap::new();
         for a in actions {
-            let Action::Backup {
-                source, vm, tier, ..
-            } = a
-            else {
-                continue;
-            };
-            let key = (source.clone(), vm.clone());
-            let repo_id = match open_tier(self.config, tier) {
-                Ok(r) => r.config.id.clone(),
+            let mut work = match self.work_for(a, placement) {
+                Ok(w) => w,
                 Err(e) => {
                     self.record(a, Instant::now(), Err(e));
                     continue;
                 }
             };
             self.seq += 1;
-            let src = &self.config.sources[source];
-            items.push(NewWork {
-                seq: self.seq,
-                action: serde_json::to_value(a).unwrap_or_default().to_string(),
-                source: source.clone(),
-                vm: vm.clone(),
-                host: placement
-                    .hosts
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| source.clone()),
-                datastores: placement.datastores.get(&key).cloned().unwrap_or_default(),
-                tier: tier.clone(),
-                repo_id,
-                max_host: src.max_per_host,
-                max_datastore: src.max_per_datastore,
-                max_tier: self
-                    .config
-                    .tiers
-                    .get(tier)
-                    .map_or(u32::MAX, |t| t.max_parallel),
-                read_whole: self.cbt_reset.contains(&key),
-            });
+            work.seq = self.seq;
+            items.push(work);
             by_seq.insert(self.seq, a);
         }
         if items.is_empty() {
@@ -89,8 +153,8 @@ impl Runner<'_> {
             return;
         }
         self.observer.event(&Event::Message(format!(
-            "handed {} backups to the workers (run {}); waiting for them",
-            items.len(),
+            "handed {} to the workers (run {}); waiting for them",
+            counted(&by_seq),
             self.run_id
         )));
         let mut announced = std::collections::BTreeSet::new();
@@ -154,7 +218,7 @@ impl Runner<'_> {
         }
     }
 
-    /// Records every backup of `by_seq` not yet closed as failed, saying
+    /// Records every action of `by_seq` not yet closed as failed, saying
     /// `why`: the run stops waiting for them.
     fn fail_open(
         &mut self,
@@ -169,7 +233,7 @@ impl Runner<'_> {
         }
     }
 
-    /// Journals and reports a backup a worker finished.
+    /// Journals and reports an action a worker finished.
     fn close_worked(&mut self, action: &Action, w: &Work, catalog: &mut Catalog) {
         let worker = w.worker.as_deref().unwrap_or("no worker");
         let mut detail = w.detail.clone().unwrap_or_default();
@@ -182,6 +246,10 @@ impl Runner<'_> {
             detail.push_str(&format!("; {r}"));
         }
         let ok = w.state == "done";
+        // As for a copy this runner made: the tier's prunes wait.
+        if let (Action::Copy { vm, to, .. }, false) = (action, ok) {
+            self.failed_copies.insert((vm.clone(), to.clone()));
+        }
         let json = serde_json::to_value(action).unwrap_or_default();
         if let Ok(id) = catalog.action_started(
             &self.run_id,

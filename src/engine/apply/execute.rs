@@ -10,13 +10,17 @@ use chrono::Utc;
 
 use super::Runner;
 use super::backup::{BackupJob, backup_action_with_retries};
-use crate::catalog::{Verification, VerificationKind, tierlog};
-use crate::engine::observer::Event;
+use std::collections::BTreeMap;
+
+use crate::catalog::{Catalog, Verification, VerificationKind, tierlog};
+use crate::engine::observer::{Event, Observer};
 use crate::engine::tiers::{Readable, open_tier, readable};
 use crate::plan::planner::Action;
+use crate::policy::Config;
 use crate::policy::model::DrillKind;
 use crate::repo::ops;
 use crate::repo::store::StoreError;
+use crate::run::connect::{self, Connected};
 use crate::run::drill;
 use crate::run::restore::{HostTarget, PlaceNames};
 
@@ -102,49 +106,7 @@ impl Runner<'_> {
             }
             Action::Copy {
                 point, from, to, ..
-            } => {
-                let src = open_tier(config, from)?;
-                let dst = open_tier(config, to)?;
-                let p = src.find_point(point)?;
-                let read = readable(
-                    config,
-                    from,
-                    &src,
-                    &src.read_manifest(&p)?,
-                    "copy",
-                    "a later run carries the copy out once they read",
-                )?;
-                if let Readable::Waiting(why) = read {
-                    return Ok(why);
-                }
-                let threads = crate::engine::threads();
-                let (m, r) = match ops::copy_point(read.repo(&src), &dst, &p, threads) {
-                    // A tape filled up: the copy counted nothing; once more,
-                    // on the next medium of the pool.
-                    Err(crate::repo::RepoError::Store(StoreError::MediumFull { medium })) => {
-                        self.observer.event(&Event::Message(format!(
-                            "coffer: tape medium {medium} is full; copying {point} again on another medium"
-                        )));
-                        let dst = open_tier(config, to)?;
-                        ops::copy_point(read.repo(&src), &dst, &p, threads)?
-                    }
-                    r => r?,
-                };
-                let _ = catalog.refresh_tier(to, &dst);
-                let on_tape = match crate::engine::tiers::tape_store(config, to)? {
-                    Some(tape) => tape
-                        .where_is(&m.key()?)?
-                        .map(|(label, file)| format!(", on medium {label} file {file}"))
-                        .unwrap_or_default(),
-                    None => String::new(),
-                };
-                Ok(format!(
-                    "{} chunks sent ({}), {} already there{on_tape}",
-                    r.chunks_sent,
-                    crate::policy::units::format_size(r.bytes_sent),
-                    r.chunks_present
-                ))
-            }
+            } => copy(config, catalog, point, from, to, self.observer),
             Action::Prune {
                 vm, point, tier, ..
             } => {
@@ -203,133 +165,218 @@ impl Runner<'_> {
             }
             Action::Drill {
                 policy,
-                drill,
+                drill: name,
                 point,
                 tier,
                 ..
-            } => {
-                let d = config.policies[policy]
-                    .drills
-                    .iter()
-                    .find(|d| &d.name == drill)
-                    .ok_or_else(|| anyhow!("no drill {drill}"))?;
-                let tier_repo = open_tier(config, tier)?;
-                let p = tier_repo.find_point(point)?;
-                let started = Utc::now();
-                let read = readable(
-                    config,
-                    tier,
-                    &tier_repo,
-                    &tier_repo.read_manifest(&p)?,
-                    "drill",
-                    "a later run carries the drill out once they read",
-                )?;
-                if let Readable::Waiting(why) = read {
-                    return Ok(why);
-                }
-                let repo = read.repo(&tier_repo);
-                let threads = crate::engine::threads();
-                let scratch = config.settings.state_dir.join("drills");
-                std::fs::create_dir_all(&scratch)?;
-                let (kind, mut o) = match d.kind {
-                    DrillKind::Verify => {
-                        let r = ops::verify(repo, Some(std::slice::from_ref(&p)), None, threads)?;
-                        let detail = if r.ok() {
-                            format!(
-                                "data verified: {} chunks ({}) read back and proven",
-                                r.chunks_checked,
-                                crate::policy::units::format_size(r.bytes_checked)
-                            )
-                        } else {
-                            // Damaged chunks go to quarantine, so a copy from
-                            // a healthy tier can put them back.
-                            let moved = ops::quarantine(repo, &r.bad_chunks)?;
-                            format!(
-                                "{} damaged chunks (moved to quarantine/: {moved}); the copy on `{tier}` is marked bad",
-                                r.bad_chunks.len()
-                            )
-                        };
-                        let o = drill::DrillOutcome {
-                            ok: r.ok(),
-                            detail,
-                            data_ok: Some(r.ok()),
-                            guest_ok: None,
-                            guest_detail: None,
-                            restore_seconds: None,
-                            heartbeat_seconds: None,
-                            method: None,
-                        };
-                        (VerificationKind::Verify, o)
-                    }
-                    DrillKind::Restore => {
-                        let m = repo.read_manifest(&p)?;
-                        let o = drill::restore_drill(repo, &m, d, &scratch, threads);
-                        (VerificationKind::Restore, o)
-                    }
-                    DrillKind::Boot => {
-                        let m = repo.read_manifest(&p)?;
-                        let host = d
-                            .host
-                            .clone()
-                            .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
-                        let conn = self.session(&host)?;
-                        let datastore = d.datastore.as_deref().unwrap_or("datastore1");
-                        let names = PlaceNames {
-                            host: d.esx_host.clone(),
-                            folder: d.folder.clone(),
-                            pool: d.resource_pool.clone(),
-                            datacenter: None,
-                        };
-                        let target = HostTarget::of_source(conn, datastore, &names)?;
-                        let o = drill::boot_drill(repo, &m, d, &target, &scratch, threads);
-                        (VerificationKind::Boot, o)
-                    }
-                };
-                // From tape, the recovery time counts the staging: a real
-                // recovery waits for it too.
-                if let Readable::Staged(s) = &read {
-                    o.detail = format!("{}; {}", s.report.describe(), o.detail);
-                    o.restore_seconds = o.restore_seconds.map(|r| r + s.report.seconds);
-                }
-                // Data and guest checks are recorded as separate facts: only
-                // the data fact can mark the copy damaged.
-                let verification = Verification {
-                    kind,
-                    point_id: point.clone(),
-                    tier: tier.clone(),
-                    drill: Some(drill.clone()),
-                    started,
-                    finished: Some(Utc::now()),
-                    ok: Some(o.ok),
-                    detail: Some(o.detail.clone()),
-                    data_ok: o.data_ok,
-                    guest_ok: o.guest_ok,
-                    guest_detail: o.guest_detail.clone(),
-                    restore_seconds: o.restore_seconds,
-                    heartbeat_seconds: o.heartbeat_seconds,
-                    method: o.method.map(str::to_string),
-                };
-                catalog.record_verification(&verification)?;
-                // A rebuilt catalog finds it again in the tier's log.
-                if let Err(e) =
-                    tierlog::append(&tier_repo, &tierlog::LogEvent::verification(&verification))
-                {
-                    self.observer.event(&Event::Message(format!(
-                        "coffer: could not log drill {drill} on tier `{tier}`: {e}"
-                    )));
-                }
-                if o.ok {
-                    Ok(match o.restore_seconds {
-                        Some(s) => format!("{} (RTO {s:.1}s)", o.detail),
-                        None => o.detail,
-                    })
-                } else {
-                    anyhow::bail!("{}", o.detail)
-                }
-            }
+            } => drill(
+                config,
+                catalog,
+                &mut self.sessions,
+                (policy, name, point, tier),
+                self.observer,
+            ),
             Action::Wait { .. } | Action::KeepBlocked { .. } | Action::Alert { .. } => {
                 Ok(String::new())
             }
         }
+    }
+}
+
+/// A session to `source`, connecting the first time it is asked for.
+pub(crate) fn session_in<'s>(
+    config: &Config,
+    sessions: &'s mut BTreeMap<String, Connected>,
+    source: &str,
+) -> Result<&'s Connected> {
+    if !sessions.contains_key(source) {
+        let s = (config.sources.get(source))
+            .ok_or_else(|| anyhow!("these policies have no source `{source}`"))?;
+        let c = connect::connect(s, &config.settings.state_dir)?;
+        sessions.insert(source.to_string(), c);
+    }
+    Ok(&sessions[source])
+}
+
+/// The copy action: `point` of tier `from` to tier `to`, sending only
+/// the chunks `to` lacks; the catalog then knows `to` holds it. Run by
+/// the runner, or by a worker the coordinator handed it to.
+pub(crate) fn copy(
+    config: &Config,
+    catalog: &mut Catalog,
+    point: &str,
+    from: &str,
+    to: &str,
+    observer: &dyn Observer,
+) -> Result<String> {
+    let src = open_tier(config, from)?;
+    let dst = open_tier(config, to)?;
+    let p = src.find_point(point)?;
+    let read = readable(
+        config,
+        from,
+        &src,
+        &src.read_manifest(&p)?,
+        "copy",
+        "a later run carries the copy out once they read",
+    )?;
+    if let Readable::Waiting(why) = read {
+        return Ok(why);
+    }
+    let threads = crate::engine::threads();
+    let (m, r) = match ops::copy_point(read.repo(&src), &dst, &p, threads) {
+        // A tape filled up: the copy counted nothing; once more, on the
+        // next medium of the pool.
+        Err(crate::repo::RepoError::Store(StoreError::MediumFull { medium })) => {
+            observer.event(&Event::Message(format!(
+                "coffer: tape medium {medium} is full; copying {point} again on another medium"
+            )));
+            let dst = open_tier(config, to)?;
+            ops::copy_point(read.repo(&src), &dst, &p, threads)?
+        }
+        r => r?,
+    };
+    let _ = catalog.refresh_tier(to, &dst);
+    let on_tape = match crate::engine::tiers::tape_store(config, to)? {
+        Some(tape) => tape
+            .where_is(&m.key()?)?
+            .map(|(label, file)| format!(", on medium {label} file {file}"))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    Ok(format!(
+        "{} chunks sent ({}), {} already there{on_tape}",
+        r.chunks_sent,
+        crate::policy::units::format_size(r.bytes_sent),
+        r.chunks_present
+    ))
+}
+
+/// The drill action: drill `drill` of `policy` on `point` of `tier`; its
+/// data and guest facts recorded apart, in the catalog and in the tier's
+/// log (only the data fact can mark the copy damaged). Run by the runner,
+/// or by a worker the coordinator handed it to.
+pub(crate) fn drill(
+    config: &Config,
+    catalog: &mut Catalog,
+    sessions: &mut BTreeMap<String, Connected>,
+    (policy, drill, point, tier): (&str, &str, &str, &str),
+    observer: &dyn Observer,
+) -> Result<String> {
+    let d = config.policies[policy]
+        .drills
+        .iter()
+        .find(|d| d.name == drill)
+        .ok_or_else(|| anyhow!("no drill {drill}"))?;
+    let tier_repo = open_tier(config, tier)?;
+    let p = tier_repo.find_point(point)?;
+    let started = Utc::now();
+    let read = readable(
+        config,
+        tier,
+        &tier_repo,
+        &tier_repo.read_manifest(&p)?,
+        "drill",
+        "a later run carries the drill out once they read",
+    )?;
+    if let Readable::Waiting(why) = read {
+        return Ok(why);
+    }
+    let repo = read.repo(&tier_repo);
+    let threads = crate::engine::threads();
+    let scratch = config.settings.state_dir.join("drills");
+    std::fs::create_dir_all(&scratch)?;
+    let (kind, mut o) = match d.kind {
+        DrillKind::Verify => {
+            let r = ops::verify(repo, Some(std::slice::from_ref(&p)), None, threads)?;
+            let detail = if r.ok() {
+                format!(
+                    "data verified: {} chunks ({}) read back and proven",
+                    r.chunks_checked,
+                    crate::policy::units::format_size(r.bytes_checked)
+                )
+            } else {
+                // Damaged chunks go to quarantine, so a copy from
+                // a healthy tier can put them back.
+                let moved = ops::quarantine(repo, &r.bad_chunks)?;
+                format!(
+                    "{} damaged chunks (moved to quarantine/: {moved}); the copy on `{tier}` is marked bad",
+                    r.bad_chunks.len()
+                )
+            };
+            let o = drill::DrillOutcome {
+                ok: r.ok(),
+                detail,
+                data_ok: Some(r.ok()),
+                guest_ok: None,
+                guest_detail: None,
+                restore_seconds: None,
+                heartbeat_seconds: None,
+                method: None,
+            };
+            (VerificationKind::Verify, o)
+        }
+        DrillKind::Restore => {
+            let m = repo.read_manifest(&p)?;
+            let o = drill::restore_drill(repo, &m, d, &scratch, threads);
+            (VerificationKind::Restore, o)
+        }
+        DrillKind::Boot => {
+            let m = repo.read_manifest(&p)?;
+            let host = d
+                .host
+                .clone()
+                .ok_or_else(|| anyhow!("boot drill {drill} names no host"))?;
+            let conn = session_in(config, sessions, &host)?;
+            let datastore = d.datastore.as_deref().unwrap_or("datastore1");
+            let names = PlaceNames {
+                host: d.esx_host.clone(),
+                folder: d.folder.clone(),
+                pool: d.resource_pool.clone(),
+                datacenter: None,
+            };
+            let target = HostTarget::of_source(conn, datastore, &names)?;
+            let o = drill::boot_drill(repo, &m, d, &target, &scratch, threads);
+            (VerificationKind::Boot, o)
+        }
+    };
+    // From tape, the recovery time counts the staging: a real
+    // recovery waits for it too.
+    if let Readable::Staged(s) = &read {
+        o.detail = format!("{}; {}", s.report.describe(), o.detail);
+        o.restore_seconds = o.restore_seconds.map(|r| r + s.report.seconds);
+    }
+    // Data and guest checks are recorded as separate facts: only
+    // the data fact can mark the copy damaged.
+    let verification = Verification {
+        kind,
+        point_id: point.to_string(),
+        tier: tier.to_string(),
+        drill: Some(drill.to_string()),
+        started,
+        finished: Some(Utc::now()),
+        ok: Some(o.ok),
+        detail: Some(o.detail.clone()),
+        data_ok: o.data_ok,
+        guest_ok: o.guest_ok,
+        guest_detail: o.guest_detail.clone(),
+        restore_seconds: o.restore_seconds,
+        heartbeat_seconds: o.heartbeat_seconds,
+        method: o.method.map(str::to_string),
+    };
+    catalog.record_verification(&verification)?;
+    // A rebuilt catalog finds it again in the tier's log.
+    if let Err(e) = tierlog::append(&tier_repo, &tierlog::LogEvent::verification(&verification)) {
+        observer.event(&Event::Message(format!(
+            "coffer: could not log drill {drill} on tier `{tier}`: {e}"
+        )));
+    }
+    if o.ok {
+        Ok(match o.restore_seconds {
+            Some(s) => format!("{} (RTO {s:.1}s)", o.detail),
+            None => o.detail,
+        })
+    } else {
+        anyhow::bail!("{}", o.detail)
     }
 }

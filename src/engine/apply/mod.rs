@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::cancel;
@@ -34,12 +34,12 @@ use crate::catalog::{Catalog, tierlog};
 use crate::plan::planner::{Action, Plan};
 use crate::policy::Config;
 use crate::policy::model::SendWhen;
-use crate::run::connect::{self, Connected};
+use crate::run::connect::Connected;
 use crate::run::vm_backup::VmBackupError;
 
 pub(crate) mod backup;
 mod distributed;
-mod execute;
+pub(crate) mod execute;
 pub(crate) mod recover;
 mod side_by_side;
 
@@ -145,19 +145,13 @@ fn outcome_of(
 
 impl Runner<'_> {
     fn session(&mut self, source: &str) -> Result<&Connected> {
-        if !self.sessions.contains_key(source) {
-            let s = self
-                .config
-                .sources
-                .get(source)
-                .ok_or_else(|| anyhow!("no source `{source}`"))?;
-            let c = connect::connect(s, &self.config.settings.state_dir)?;
-            self.sessions.insert(source.to_string(), c);
-        }
-        Ok(&self.sessions[source])
+        execute::session_in(self.config, &mut self.sessions, source)
     }
 
     fn record(&mut self, action: &Action, started: Instant, result: Result<String>) {
+        if let (Action::Copy { vm, to, .. }, Err(_)) = (action, &result) {
+            self.failed_copies.insert((vm.clone(), to.clone()));
+        }
         let seconds = started.elapsed().as_secs_f64();
         let outcome = outcome_of(action, seconds, result, None, None, self.observer);
         self.outcomes.push(outcome);
@@ -189,9 +183,6 @@ impl Runner<'_> {
         self.observer.event(&Event::ActionStarted { action });
         let started = Instant::now();
         let result = self.execute(action, catalog);
-        if let (Action::Copy { vm, to, .. }, Err(_)) = (action, &result) {
-            self.failed_copies.insert((vm.clone(), to.clone()));
-        }
         let cancelled = matches!(
             result
                 .as_ref()
@@ -211,7 +202,10 @@ impl Runner<'_> {
     }
 
     /// One phase's actions: backups side by side within the limits,
-    /// everything else one at a time.
+    /// everything else one at a time; prunes and gc last, once the
+    /// phase's copies ended (retention counted the copied points, and gc
+    /// must not race a writer). In a distributed run, what workers may
+    /// carry out is handed to them (`distributed::for_workers`).
     fn run_phase(
         &mut self,
         catalog: &mut Catalog,
@@ -220,20 +214,31 @@ impl Runner<'_> {
         hosts: &BTreeMap<(String, String), String>,
         parallel: usize,
     ) {
-        let (backups, others): (Vec<&Action>, Vec<&Action>) = actions
-            .into_iter()
-            .partition(|a| matches!(a, Action::Backup { .. }));
-        for action in others {
+        let config = self.config;
+        let handed = |a: &&Action| match self.distributed {
+            true => distributed::for_workers(config, a),
+            false => matches!(a, Action::Backup { .. }),
+        };
+        let (side_by_side, others): (Vec<&Action>, Vec<&Action>) =
+            actions.into_iter().partition(handed);
+        let (last, first): (Vec<&Action>, Vec<&Action>) = (others.into_iter())
+            .partition(|a| matches!(a, Action::Prune { .. } | Action::Gc { .. }));
+        for action in first {
             if cancel::requested() || self.run_action(action, catalog) {
                 return;
             }
         }
-        if !backups.is_empty() && !cancel::requested() {
+        if !side_by_side.is_empty() && !cancel::requested() {
             let limits = side_by_side::Placement { datastores, hosts };
             if self.distributed {
-                self.hand_to_workers(&backups, &limits, catalog);
+                self.hand_to_workers(&side_by_side, &limits, catalog);
             } else {
-                self.run_backups(&backups, &limits, parallel, catalog, cancel::flag());
+                self.run_backups(&side_by_side, &limits, parallel, catalog, cancel::flag());
+            }
+        }
+        for action in last {
+            if cancel::requested() || self.run_action(action, catalog) {
+                return;
             }
         }
     }
