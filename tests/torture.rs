@@ -21,12 +21,13 @@
 //!
 //! With `COFFER_TORTURE_WORKERS=N` (and once in every default run, with
 //! two), the first installation keeps its catalog on a real PostgreSQL
-//! server (`common::postgres`) and every `apply` hands its backups to N
-//! `coffer worker` processes (`apply --distributed`); a killed apply kills
-//! a worker too, mid-run, and starts a new one. After such a step the test
-//! waits until the workers have emptied the queue (a dead worker's backup
-//! is taken over once its lease runs out), then the oracle checks as
-//! always.
+//! server (`common::postgres`) and every `apply` hands its backups, its
+//! copies to S3 and its verify drills (due every few seconds in this mode)
+//! to N `coffer worker` processes (`apply --distributed`); a killed apply
+//! kills a worker too, mid-run, and starts a new one. After such a step
+//! the test waits until the workers have emptied the queue (a dead
+//! worker's action is taken over once its lease runs out), then the oracle
+//! checks as always.
 //!
 //! A failure prints the seed and the steps so far; `COFFER_TORTURE_SEED=N`
 //! replays that sequence (the operations and the data written are a function
@@ -233,6 +234,8 @@ last = {VAULT_LAST}
     } else {
         "*/5 * * * * *"
     };
+    // With workers, often enough that drills go to them too.
+    let drill_every = if catalog.is_empty() { "1d" } else { "5s" };
     format!(
         r#"
 [settings]
@@ -261,7 +264,7 @@ last = {LOCAL_LAST}
 
 [[policies.all.drills]]
 kind = "verify"
-every = "1d"
+every = "{drill_every}"
 tier = "local"
 {offsite}"#
     )
@@ -383,8 +386,8 @@ impl World {
         }
     }
 
-    /// Workers mode: waits until no backup is queued or held, so that no
-    /// worker writes beside the next step (a killed worker's backup is
+    /// Workers mode: waits until no action is queued or held, so that no
+    /// worker writes beside the next step (a killed worker's action is
     /// taken over once its lease runs out).
     fn settle(&self) {
         let Some(url) = &self.catalog_url else {
@@ -404,10 +407,29 @@ impl World {
                 return;
             }
             if Instant::now() > deadline {
-                self.fail(&format!("the workers left {open} backups queued or held"));
+                self.fail(&format!("the workers left {open} actions queued or held"));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Workers mode: what the workers did, by kind ("4 backup, 2 copy").
+    fn worked(&self) -> String {
+        let Some(url) = &self.catalog_url else {
+            return String::new();
+        };
+        let mut db = common::postgres::connect(url).unwrap();
+        let rows = db
+            .query(
+                "SELECT action::jsonb->>'action' AS kind, count(*) FROM work \
+                 WHERE state = 'done' GROUP BY kind ORDER BY kind",
+                &[],
+            )
+            .unwrap();
+        let done: Vec<String> = (rows.iter())
+            .map(|r| format!("{} {}", r.get::<_, i64>(1), r.get::<_, String>(0)))
+            .collect();
+        format!("done by them: {}", done.join(", "))
     }
 
     fn second(&self) -> PathBuf {
@@ -1052,7 +1074,7 @@ fn run_seed_with(seed: u64, steps: u64, workers: usize) {
     eprintln!(
         "torture seed {seed}{}: {} steps, {} points committed, all checks held",
         if workers > 0 {
-            format!(" ({workers} workers)")
+            format!(" ({workers} workers; {})", w.worked())
         } else {
             String::new()
         },
@@ -1086,7 +1108,7 @@ fn torture_every_committed_point_restores_and_nothing_escapes_the_tiers() {
         for seed in REGRESSION_SEEDS {
             run_seed(seed, steps);
         }
-        // And one seed with the backups handed to two workers.
+        // And one seed with the backups, copies and drills handed to two workers.
         if std::env::var_os("COFFER_TORTURE_WORKERS").is_none() {
             run_seed_with(first, steps, 2);
         }
