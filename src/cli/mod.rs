@@ -205,10 +205,11 @@ pub enum Command {
     /// Apply whenever a policy is due, forever (one catch-up run at start).
     Daemon(daemon::Args),
     /// What the daemon is doing now and when it runs next; with a shared
-    /// catalog, the workers and the backups they hold.
+    /// catalog, the workers and the actions they hold.
     Status(status::Args),
-    /// Take the backups coordinators (`apply --distributed`) hand out
-    /// through the shared PostgreSQL catalog, until Ctrl-C.
+    /// Take the backups, copies and drills coordinators (`apply
+    /// --distributed`) hand out through the shared PostgreSQL catalog,
+    /// until Ctrl-C.
     Worker(worker::Args),
     /// Restore a VM from a point: to local files, or onto a host as a new VM.
     Restore(restore::Args),

@@ -1,5 +1,6 @@
-//! `coffer worker`: take backups that coordinators (`apply --distributed`)
-//! hand out through the shared PostgreSQL catalog, until Ctrl-C.
+//! `coffer worker`: take the backups, copies and drills that coordinators
+//! (`apply --distributed`) hand out through the shared PostgreSQL catalog,
+//! until Ctrl-C.
 
 use std::time::Duration;
 
@@ -19,12 +20,12 @@ pub struct Args {
     /// This worker's name in the queue and the run reports [default: HOST-PID].
     #[arg(long)]
     pub name: Option<String>,
-    /// Backups at once in this worker.
+    /// Actions (backups, copies, drills) at once in this worker.
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
-    /// How long a claimed backup stays this worker's without renewal (it is
-    /// renewed every third of it); a worker that dies loses its backups to
-    /// the others after this long.
+    /// How long a claimed action stays this worker's without renewal (it
+    /// is renewed every third of it); a worker that dies loses its actions
+    /// to the others after this long.
     #[arg(long, default_value = "60s")]
     pub lease: String,
     /// How often an idle worker asks for work.
@@ -77,7 +78,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let summary = run_worker(&config, &options, &Both(&terminal, metrics.as_ref()))?;
     eprintln!(
-        "worker {}: {} backups done, {} failed, {} lost to another worker",
+        "worker {}: {} actions done, {} failed, {} lost to another worker",
         options.name, summary.done, summary.failed, summary.lost
     );
     Ok(if cancel::requested() {

@@ -58,8 +58,9 @@ pub struct ApplyOptions {
     pub action_timeout: Duration,
     /// Backups at once, in all (each source's limits apply too).
     pub parallel: usize,
-    /// Hand the backups to workers (`coffer worker`) through the shared
-    /// PostgreSQL catalog instead of reading them here.
+    /// Hand the backups, copies and drills workers may do
+    /// (`distributed::for_workers`) to workers (`coffer worker`) through
+    /// the shared PostgreSQL catalog instead of doing them here.
     pub distributed: bool,
 }
 
@@ -108,7 +109,7 @@ pub(super) struct Runner<'a> {
     /// (source, VM) whose change tracking this run reset: their backups
     /// read whole disks.
     cbt_reset: BTreeSet<(String, String)>,
-    /// Backups go to workers (`apply --distributed`).
+    /// Backups, copies and drills go to workers (`apply --distributed`).
     distributed: bool,
     observer: &'a dyn Observer,
 }
@@ -361,7 +362,7 @@ pub fn apply(
     observer: &dyn Observer,
 ) -> Result<RunOutcome> {
     if options.distributed {
-        catalog.require_shared("--distributed (handing backups to workers)")?;
+        catalog.require_shared("--distributed (handing work to workers)")?;
     }
     let run_id = super::new_run_id();
     let _lock = crate::run::runlock::RunnerLock::take(
