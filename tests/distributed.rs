@@ -578,7 +578,8 @@ fn a_worker_cut_off_from_the_catalog_commits_nothing() {
 /// every copy and drill was done by a worker, no two transfers of the tier
 /// ever overlapped across workers, the copy the killed worker held was
 /// done again by the other, and the second tier holds each VM's point
-/// exactly once and verifies.
+/// exactly once and verifies. A second run prunes the tier, and its gc
+/// goes to a worker after the prune.
 #[test]
 fn copies_and_drills_are_handed_to_workers_within_the_tier_limit() {
     const COPIED: u32 = 4;
@@ -600,7 +601,7 @@ max_parallel = 1
 bandwidth = "4MiB/s"
 
 [policies.all.retain.offsite]
-last = 2
+last = 1
 
 [[policies.all.drills]]
 name = "offsite-verify"
@@ -721,6 +722,54 @@ tier = "offsite"
         .filter(|a| a["action"] == "drill" || a["action"] == "copy")
         .collect();
     assert!(due.is_empty(), "still due after the run: {due:?}");
+
+    // A second run: a newer point of one VM is copied, the older one
+    // pruned from `offsite` (it keeps one), and the tier's gc is handed
+    // to the surviving worker after the prune.
+    let backup = common::command_in(dir)
+        .args(["backup", "lab-vm-01", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(backup.status.success(), "{}", text(&backup));
+    processes.0.push(start(
+        dir,
+        "second",
+        &["apply", "--distributed", "--no-mail"],
+    ));
+    let status = processes.wait("second", Duration::from_secs(120));
+    let printed = std::fs::read_to_string(dir.join("second.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}\n{}", logs(dir));
+    assert!(printed.contains("done - prune lab-vm-01"), "{printed}");
+    let gc: Vec<(String, String)> = db
+        .query(
+            "SELECT state, worker FROM work WHERE action::jsonb->>'action' = 'gc'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let survivor = if victim == "w1" { "w2" } else { "w1" };
+    assert_eq!(
+        gc,
+        [("done".to_string(), survivor.to_string())],
+        "{printed}"
+    );
+    let (_, local) = common::local_points(dir);
+    let (_, offsite) = common::points_at(&dir.join("offsite"));
+    let newest = (local.iter().filter(|m| m.vm.name == "lab-vm-01"))
+        .map(|m| m.point_id.clone())
+        .max()
+        .unwrap();
+    let kept: Vec<&str> = (offsite.iter().filter(|m| m.vm.name == "lab-vm-01"))
+        .map(|m| m.point_id.as_str())
+        .collect();
+    assert_eq!(kept, [newest.as_str()]);
+    let verify = common::command_in(dir)
+        .args(["repo", "verify", "--tier", "offsite", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
 }
 
 /// Wall time of a run of the lab (as a vCenter, its file service throttled

@@ -1108,7 +1108,7 @@ fn torture_every_committed_point_restores_and_nothing_escapes_the_tiers() {
         for seed in REGRESSION_SEEDS {
             run_seed(seed, steps);
         }
-        // And one seed with the backups, copies and drills handed to two workers.
+        // And one seed with the backups, copies, drills and gc handed to two workers.
         if std::env::var_os("COFFER_TORTURE_WORKERS").is_none() {
             run_seed_with(first, steps, 2);
         }

@@ -81,12 +81,24 @@ pub struct Work {
 }
 
 impl Work {
-    /// The action's kind as the plan names it (`backup`, `copy`, `drill`).
+    /// The action's kind as the plan names it (`backup`, `copy`, `drill`,
+    /// `gc`).
     pub fn kind(&self) -> String {
         serde_json::from_str::<serde_json::Value>(&self.action)
             .ok()
             .and_then(|v| v["action"].as_str().map(str::to_string))
             .unwrap_or_else(|| "backup".to_string())
+    }
+
+    /// The row for people: `backup VM`, `copy VM to TIER`, `drill VM on
+    /// TIER`, `gc of TIER`.
+    pub fn what(&self) -> String {
+        match self.kind().as_str() {
+            "copy" => format!("copy {} to {}", self.vm, self.tier),
+            "drill" => format!("drill {} on {}", self.vm, self.tier),
+            "gc" => format!("gc of {}", self.tier),
+            kind => format!("{kind} {}", self.vm),
+        }
     }
 }
 

@@ -54,10 +54,10 @@ pub struct RunArgs {
     /// `max_per_datastore` limit them further).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
-    /// Hand the backups, copies and verify and restore drills to workers
-    /// (`coffer worker`, on any machine) through the shared PostgreSQL
-    /// catalog instead of doing them here; hygiene, prunes, gc, tape copies
-    /// and boot drills stay with this run.
+    /// Hand the backups, copies, gc and verify and restore drills to
+    /// workers (`coffer worker`, on any machine) through the shared
+    /// PostgreSQL catalog instead of doing them here; hygiene, prunes,
+    /// what is on a tape tier and boot drills stay with this run.
     #[arg(long)]
     pub distributed: bool,
 }

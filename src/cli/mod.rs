@@ -207,7 +207,7 @@ pub enum Command {
     /// What the daemon is doing now and when it runs next; with a shared
     /// catalog, the workers and the actions they hold.
     Status(status::Args),
-    /// Take the backups, copies and drills coordinators (`apply
+    /// Take the backups, copies, drills and gc coordinators (`apply
     /// --distributed`) hand out through the shared PostgreSQL catalog,
     /// until Ctrl-C.
     Worker(worker::Args),

@@ -1,4 +1,4 @@
-//! `coffer worker`: take the backups, copies and drills that coordinators
+//! `coffer worker`: take the backups, copies, drills and gc that coordinators
 //! (`apply --distributed`) hand out through the shared PostgreSQL catalog,
 //! until Ctrl-C.
 

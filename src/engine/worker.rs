@@ -1,5 +1,5 @@
-//! `coffer worker`: one of the runners that share the backups, copies and
-//! drills of a coordinator (`apply --distributed`) through a PostgreSQL
+//! `coffer worker`: one of the runners that share the backups, copies,
+//! drills and gc of a coordinator (`apply --distributed`) through a PostgreSQL
 //! catalog. Each of its `parallel` threads, with a catalog connection of
 //! its own, claims a row (`catalog::queue`), renews the claim's lease from
 //! a heartbeat thread while it works, and closes the row with the outcome.
@@ -7,7 +7,8 @@
 //! snapshot the earlier attempt left, exactly as an `apply` recovers a
 //! killed run; that attempt's point was never committed. A copy or a drill
 //! taken over is simply done again: a copy sends what the tier still
-//! lacks and writes the same point, a drill reads the point again.
+//! lacks and writes the same point, a drill reads the point again, a gc
+//! collects what is still unused.
 //!
 //! The worker never takes the runner lock: the coordinator holds it for
 //! the run, and the limits are counted in the database. While a backup
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use super::apply::backup::{BackupJob, backup_action_with_retries};
-use super::apply::execute::{copy, drill, session_in};
+use super::apply::execute::{copy, drill, gc, session_in};
 use super::apply::recover::{remove_run_snapshot, removed_note};
 use super::cancel;
 use super::observer::{Bytes, Event, Observer, Outcome};
@@ -150,7 +151,7 @@ fn worker_thread(
             sleep_unless_cancelled(options.poll);
             continue;
         };
-        // The backup as the observer hears of it (the terminal, the
+        // The action as the observer hears of it (the terminal, the
         // worker's metrics), under this worker's name.
         let action: Option<Action> = serde_json::from_str(&claimed.work.action).ok();
         if let Some(action) = &action {
@@ -180,10 +181,9 @@ fn worker_thread(
             Ok((detail, seconds, _, true)) => {
                 summary.lost += 1;
                 let why = format!(
-                    "worker {}: lost the lease of {} {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
+                    "worker {}: lost the lease of {} (run {}) before it ended; its outcome is left to the worker that took it over: {detail}",
                     options.name,
-                    claimed.work.kind(),
-                    claimed.work.vm,
+                    claimed.work.what(),
                     claimed.work.run_id
                 );
                 finished(false, &why, seconds, None);
@@ -195,7 +195,7 @@ fn worker_thread(
         };
         // The outcome must reach the catalog: a database that is away is
         // waited for, as for a claim. Meanwhile the lease may run out and
-        // another worker redo the backup; then this outcome is not written.
+        // another worker redo the action; then this outcome is not written.
         let kept = loop {
             match catalog.finish_work(&claimed.work, &options.name, ok, &detail, seconds, bytes) {
                 Ok(kept) => break kept,
@@ -209,10 +209,9 @@ fn worker_thread(
         if !kept {
             summary.lost += 1;
             let why = format!(
-                "worker {}: {} {} (run {}) ended after its lease ran out; its outcome is left to the worker that took it over: {detail}",
+                "worker {}: {} (run {}) ended after its lease ran out; its outcome is left to the worker that took it over: {detail}",
                 options.name,
-                claimed.work.kind(),
-                claimed.work.vm,
+                claimed.work.what(),
                 claimed.work.run_id
             );
             finished(false, &why, seconds, None);
@@ -331,7 +330,7 @@ fn under_lease<T>(
     (result, lost.load(Ordering::SeqCst))
 }
 
-/// Carries out one claimed row: a backup, a copy or a drill. Answers the
+/// Carries out one claimed row: a backup, a copy, a drill or a gc. Answers the
 /// outcome's detail, seconds, bytes, and whether the lease was lost
 /// meanwhile.
 fn do_claimed(
@@ -348,10 +347,9 @@ fn do_claimed(
     let action: Action = serde_json::from_str(&w.action)
         .map_err(|e| fail(anyhow!("the queued action cannot be read: {e}")))?;
     observer.event(&Event::Message(format!(
-        "worker {}: took {} {} (run {}, attempt {})",
+        "worker {}: took {} (run {}, attempt {})",
         options.name,
-        action.kind(),
-        w.vm,
+        w.what(),
         w.run_id,
         w.attempt
     )));
@@ -399,6 +397,10 @@ fn do_claimed(
                 );
                 drill(config, catalog, sessions, what, observer)
             }))
+        }
+        Action::Gc { tier, .. } => {
+            same_repository(config, tier, &w.repo_id).map_err(fail)?;
+            ended(under_lease(config, options, w, |_| gc(config, tier)))
         }
         other => Err(fail(anyhow!("not work for a worker: {}", other.line()))),
     }

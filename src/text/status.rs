@@ -106,14 +106,13 @@ pub fn fleet(
                     let left = c.lease_left_ms.unwrap_or(0);
                     if left > 0 {
                         format!(
-                            "{} {} (run {}, lease {}s left)",
-                            c.kind(),
-                            c.vm,
+                            "{} (run {}, lease {}s left)",
+                            c.what(),
                             c.run_id,
                             left / 1000
                         )
                     } else {
-                        format!("{} {} (run {}, lease ran out)", c.kind(), c.vm, c.run_id)
+                        format!("{} (run {}, lease ran out)", c.what(), c.run_id)
                     }
                 })
                 .collect();

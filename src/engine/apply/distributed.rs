@@ -1,18 +1,19 @@
 //! A distributed run (`apply --distributed`): the coordinator hands the
-//! plan's backups (phase 1), copies (phase 2) and drills (phase 3) to
-//! workers through the PostgreSQL catalog's queue (`catalog::queue`)
+//! plan's backups (phase 1), copies and gc (phase 2) and drills (phase 3)
+//! to workers through the PostgreSQL catalog's queue (`catalog::queue`)
 //! instead of carrying them out itself, then waits, telling the observer as
 //! workers take and finish them. Each finished action is journaled as the
 //! runner journals its own, with the worker's name in its outcome, so the
 //! run report says who did what. The limits travel with each row and are
 //! counted in the database by the workers: per host and datastore for a
-//! backup, per tier (`max_parallel`) for all three.
+//! backup, per tier (`max_parallel`) for all. A gc is handed out once the
+//! phase's copies and prunes have ended, and holds the maintenance lock
+//! exclusively on its worker as it would here.
 //!
-//! What stays with the coordinator: snapshot hygiene, prunes and gc (they
-//! wait for the phase's copies: retention counted the copied points, and
-//! gc must not race a writer), anything on a tape tier (the library is
-//! attached to one machine), and boot drills (the drill's host mounts the
-//! point from the machine that runs it).
+//! What stays with the coordinator: snapshot hygiene, prunes (they wait for
+//! the phase's copies: retention counted the copied points), anything on a
+//! tape tier (the library is attached to one machine), and boot drills
+//! (the drill's host mounts the point from the machine that runs it).
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ pub(super) fn for_workers(config: &Config, a: &Action) -> bool {
     match a {
         Action::Backup { .. } => true,
         Action::Copy { from, to, .. } => !tape(from) && !tape(to),
+        Action::Gc { tier, .. } => !tape(tier),
         Action::Drill {
             policy,
             drill,
@@ -60,9 +62,16 @@ fn counted(actions: &BTreeMap<i64, &Action>) -> String {
         *by_kind.entry(a.kind()).or_default() += 1;
     }
     let parts: Vec<String> = (by_kind.iter())
-        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+        .map(|(&k, &n)| match (k, n) {
+            ("gc", 1) => "the gc of 1 tier".to_string(),
+            ("gc", n) => format!("the gc of {n} tiers"),
+            ("copy", 1) => "1 copy".to_string(),
+            ("copy", n) => format!("{n} copies"),
+            (k, 1) => format!("1 {k}"),
+            (k, n) => format!("{n} {k}s"),
+        })
         .collect();
-    parts.join(", ").replace("copys", "copies")
+    parts.join(", ")
 }
 
 impl Runner<'_> {
@@ -111,6 +120,7 @@ impl Runner<'_> {
             }
             Action::Copy { vm, from, to, .. } => item(vm, to, Some(id(from)?)),
             Action::Drill { vm, tier, .. } => item(vm, tier, None),
+            Action::Gc { tier, .. } => item("", tier, None),
             _ => anyhow::bail!("not work for a worker: {}", a.line()),
         }
     }

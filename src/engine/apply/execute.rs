@@ -127,42 +127,7 @@ impl Runner<'_> {
                 let _ = catalog.refresh_tier(tier, &repo);
                 Ok("pruned".into())
             }
-            Action::Gc { tier, .. } => {
-                let repo = open_tier(config, tier)?;
-                let _maintenance = crate::run::runlock::MaintenanceLock::take(
-                    &config.settings,
-                    true,
-                    &format!("coffer gc of tier `{tier}`"),
-                )?;
-                let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
-                let packs = r.packs_deleted + r.packs_repacked + r.packs_locked;
-                // A tape tier frees whole media once nothing on them is kept.
-                let media = match crate::engine::tiers::free_tape_media(config, tier)? {
-                    Some(freed) if freed.is_empty() => "; no medium freed".to_string(),
-                    Some(freed) => format!("; media freed for reuse: {}", freed.join(", ")),
-                    None => String::new(),
-                };
-                Ok(format!(
-                    "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}{}{media}",
-                    r.chunks_deleted,
-                    crate::policy::units::format_size(r.bytes_freed),
-                    r.stale_locks_removed,
-                    r.empty_dirs_removed,
-                    if r.chunks_locked > 0 {
-                        format!(", {} still locked", r.chunks_locked)
-                    } else {
-                        String::new()
-                    },
-                    if packs > 0 {
-                        format!(
-                            "; packs: {} deleted, {} repacked, {} still immutable",
-                            r.packs_deleted, r.packs_repacked, r.packs_locked
-                        )
-                    } else {
-                        String::new()
-                    }
-                ))
-            }
+            Action::Gc { tier, .. } => gc(config, tier),
             Action::Drill {
                 policy,
                 drill: name,
@@ -379,4 +344,45 @@ pub(crate) fn drill(
     } else {
         anyhow::bail!("{}", o.detail)
     }
+}
+
+/// The gc action: deletes the chunks of tier `tier` that no point uses
+/// (an hour's grace), under the maintenance lock held exclusively, so no
+/// backup or copy writes meanwhile on any machine. Run by the runner, or
+/// by a worker the coordinator handed it to.
+pub(crate) fn gc(config: &Config, tier: &str) -> Result<String> {
+    let repo = open_tier(config, tier)?;
+    let _maintenance = crate::run::runlock::MaintenanceLock::take(
+        &config.settings,
+        true,
+        &format!("coffer gc of tier `{tier}`"),
+    )?;
+    let r = ops::gc(&repo, Duration::from_secs(3600), false)?;
+    let packs = r.packs_deleted + r.packs_repacked + r.packs_locked;
+    // A tape tier frees whole media once nothing on them is kept.
+    let media = match crate::engine::tiers::free_tape_media(config, tier)? {
+        Some(freed) if freed.is_empty() => "; no medium freed".to_string(),
+        Some(freed) => format!("; media freed for reuse: {}", freed.join(", ")),
+        None => String::new(),
+    };
+    Ok(format!(
+        "{} chunks deleted, {} freed, {} stale locks and {} empty directories removed{}{}{media}",
+        r.chunks_deleted,
+        crate::policy::units::format_size(r.bytes_freed),
+        r.stale_locks_removed,
+        r.empty_dirs_removed,
+        if r.chunks_locked > 0 {
+            format!(", {} still locked", r.chunks_locked)
+        } else {
+            String::new()
+        },
+        if packs > 0 {
+            format!(
+                "; packs: {} deleted, {} repacked, {} still immutable",
+                r.packs_deleted, r.packs_repacked, r.packs_locked
+            )
+        } else {
+            String::new()
+        }
+    ))
 }

@@ -202,11 +202,12 @@ impl Runner<'_> {
         cancelled
     }
 
-    /// One phase's actions: backups side by side within the limits,
-    /// everything else one at a time; prunes and gc last, once the
-    /// phase's copies ended (retention counted the copied points, and gc
-    /// must not race a writer). In a distributed run, what workers may
-    /// carry out is handed to them (`distributed::for_workers`).
+    /// One phase's actions, in four stages: what runs here one at a time
+    /// (hygiene first); backups side by side within the limits; prunes,
+    /// once the phase's copies ended (retention counted the copied
+    /// points); gc, once the prunes ended. In a distributed run, what
+    /// workers may do (`distributed::for_workers`: backups, copies, gc,
+    /// drills) is handed to them at its stage instead.
     fn run_phase(
         &mut self,
         catalog: &mut Catalog,
@@ -215,31 +216,34 @@ impl Runner<'_> {
         hosts: &BTreeMap<(String, String), String>,
         parallel: usize,
     ) {
-        let config = self.config;
-        let handed = |a: &&Action| match self.distributed {
+        let (config, distributed) = (self.config, self.distributed);
+        let handed = |a: &Action| match distributed {
             true => distributed::for_workers(config, a),
             false => matches!(a, Action::Backup { .. }),
         };
-        let (side_by_side, others): (Vec<&Action>, Vec<&Action>) =
-            actions.into_iter().partition(handed);
-        let (last, first): (Vec<&Action>, Vec<&Action>) = (others.into_iter())
-            .partition(|a| matches!(a, Action::Prune { .. } | Action::Gc { .. }));
-        for action in first {
-            if cancel::requested() || self.run_action(action, catalog) {
-                return;
+        let stage = |a: &Action| match a {
+            Action::Prune { .. } => 2,
+            Action::Gc { .. } => 3,
+            _ if handed(a) => 1,
+            _ => 0,
+        };
+        let limits = side_by_side::Placement { datastores, hosts };
+        for s in 0..4 {
+            let (side_by_side, here): (Vec<&Action>, Vec<&Action>) = (actions.iter())
+                .filter(|a| stage(a) == s)
+                .partition(|a| handed(a));
+            for action in here {
+                if cancel::requested() || self.run_action(action, catalog) {
+                    return;
+                }
             }
-        }
-        if !side_by_side.is_empty() && !cancel::requested() {
-            let limits = side_by_side::Placement { datastores, hosts };
-            if self.distributed {
+            if side_by_side.is_empty() || cancel::requested() {
+                continue;
+            }
+            if distributed {
                 self.hand_to_workers(&side_by_side, &limits, catalog);
             } else {
                 self.run_backups(&side_by_side, &limits, parallel, catalog, cancel::flag());
-            }
-        }
-        for action in last {
-            if cancel::requested() || self.run_action(action, catalog) {
-                return;
             }
         }
     }

@@ -71,17 +71,16 @@ impl Runner<'_> {
         // Work handed to workers by a run that is over (only one runner
         // works at a time): what no worker took is dropped; a backup whose
         // worker's lease ran out is cleaned up like an interrupted one (a
-        // copy or a drill leaves nothing on a host). What a worker still
+        // copy, a drill or a gc leaves nothing on a host). What a worker still
         // holds is left to it.
         for w in catalog.abandon_work(None, "its run ended before a worker finished it")? {
-            let kind = w.kind();
             let mut note = format!(
-                "run {} handed {kind} {} to worker {}, whose lease ran out",
+                "run {} handed {} to worker {}, whose lease ran out",
                 w.run_id,
-                w.vm,
+                w.what(),
                 w.worker.as_deref().unwrap_or("?")
             );
-            if kind == "backup" {
+            if w.kind() == "backup" {
                 let removed = self
                     .session(&w.source)
                     .and_then(|conn| remove_run_snapshot(conn, &w.vm, &w.run_id));
