@@ -466,10 +466,13 @@ fn a_worker_whose_lease_was_taken_over_commits_nothing() {
 }
 
 /// A TCP proxy to `upstream` that can cut every connection through it and
-/// refuse new ones, as a network partition does, and heal again.
+/// refuse new ones, as a network partition does, and heal again; or cut
+/// at the moment a client sends given bytes (a statement's text), before
+/// they reach the server.
 struct CutProxy {
     addr: std::net::SocketAddr,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    trigger: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl CutProxy {
@@ -480,7 +483,9 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trigger = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
         let is_cut = cut.clone();
+        let cut_on = trigger.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 if is_cut.load(Ordering::SeqCst) {
@@ -489,12 +494,14 @@ impl CutProxy {
                 let Ok(up) = TcpStream::connect(upstream) else {
                     continue;
                 };
+                // Only what clients send is matched against the trigger.
                 let pairs = [
-                    (conn.try_clone().unwrap(), up.try_clone().unwrap()),
-                    (up, conn),
+                    (conn.try_clone().unwrap(), up.try_clone().unwrap(), true),
+                    (up, conn, false),
                 ];
-                for (mut from, mut to) in pairs {
+                for (mut from, mut to, from_client) in pairs {
                     let is_cut = is_cut.clone();
+                    let cut_on = cut_on.clone();
                     std::thread::spawn(move || {
                         from.set_read_timeout(Some(Duration::from_millis(50)))
                             .unwrap();
@@ -506,7 +513,17 @@ impl CutProxy {
                             match from.read(&mut buf) {
                                 Ok(0) => break,
                                 Ok(n) => {
-                                    if to.write_all(&buf[..n]).is_err() {
+                                    let sent = &buf[..n];
+                                    let hit =
+                                        from_client
+                                            && cut_on.lock().unwrap().as_deref().is_some_and(|t| {
+                                                sent.windows(t.len()).any(|w| w == t)
+                                            });
+                                    if hit {
+                                        is_cut.store(true, Ordering::SeqCst);
+                                        break;
+                                    }
+                                    if to.write_all(sent).is_err() {
                                         break;
                                     }
                                 }
@@ -525,11 +542,24 @@ impl CutProxy {
                 }
             }
         });
-        CutProxy { addr, cut }
+        CutProxy { addr, cut, trigger }
     }
 
+    /// Cuts, or heals (and forgets the trigger).
     fn set_cut(&self, cut: bool) {
+        if !cut {
+            *self.trigger.lock().unwrap() = None;
+        }
         self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cuts, as `set_cut(true)` does, when a client sends `bytes`.
+    fn cut_when_sent(&self, bytes: &[u8]) {
+        *self.trigger.lock().unwrap() = Some(bytes.to_vec());
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -569,6 +599,105 @@ fn a_worker_cut_off_from_the_catalog_commits_nothing() {
     );
     let (_, manifests) = common::local_points(dir);
     assert!(manifests.is_empty(), "a point was committed: {manifests:?}");
+}
+
+/// A worker cut off from the catalog right after it committed its point,
+/// as it sends the outcome, loses its lease to another worker. The one
+/// that takes the backup over finds the point the earlier attempt
+/// committed and does not back the VM up again: the run's backup of the
+/// VM is that one point. The cut-off worker's late outcome is not written.
+#[test]
+fn a_point_committed_before_the_lease_was_lost_counts_once() {
+    let t = tempfile::tempdir().unwrap();
+    // Two policy directories side by side (one is walked recursively).
+    let dir = &t.path().join("main");
+    std::fs::create_dir_all(dir).unwrap();
+    let server_port = common::postgres::server().port;
+    let proxy = CutProxy::to(format!("127.0.0.1:{server_port}").parse().unwrap());
+    let url = common::postgres::database();
+    let through = url.replace(
+        &format!(":{server_port}/"),
+        &format!(":{}/", proxy.addr.port()),
+    );
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = 1;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    write_policy(dir, &lab, &url, "", "");
+    // w1 reaches the catalog through the proxy: its own copy of the
+    // policies, on the same tier.
+    let w1_dir = t.path().join("w1-policies");
+    std::fs::create_dir_all(&w1_dir).unwrap();
+    write_policy(&w1_dir, &lab, &through, "", "");
+    let toml = std::fs::read_to_string(w1_dir.join("coffer.toml")).unwrap();
+    let shared = format!("path = \"{}\"", dir.join("repo").display());
+    std::fs::write(
+        w1_dir.join("coffer.toml"),
+        toml.replace("path = \"repo\"", &shared),
+    )
+    .unwrap();
+    let init = common::command_in(dir)
+        .args(["repo", "init", "--tier", "local", "-p", "."])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    // The partition comes as w1 sends its outcome: after the commit.
+    proxy.cut_when_sent(b"finished = $5");
+    let mut processes = Processes(vec![
+        worker(&w1_dir, "w1", &[]),
+        start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
+    ]);
+    let w1_log = || std::fs::read_to_string(w1_dir.join("w1.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.is_cut() {
+        assert!(
+            Instant::now() < deadline,
+            "w1 never sent an outcome\n{}\n{}",
+            w1_log(),
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, committed) = common::local_points(dir);
+    assert_eq!(committed.len(), 1, "w1 committed its point first");
+    // w2 takes the backup over once w1's lease runs out.
+    processes.0.push(worker(dir, "w2", &[]));
+    let status = processes.wait("coordinator", Duration::from_secs(120));
+    let printed = std::fs::read_to_string(dir.join("coordinator.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}\n{}", logs(dir));
+    let point = &committed[0].point_id;
+    assert!(
+        printed.contains(&format!(
+            "point {point} was committed by worker w1 before its lease ran out; not backed up again"
+        )),
+        "{printed}"
+    );
+    let mut db = common::postgres::connect(&url).unwrap();
+    let row = db
+        .query_one("SELECT state, worker, attempt, recovered FROM work", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "done");
+    assert_eq!(row.get::<_, String>(1), "w2");
+    assert_eq!(row.get::<_, i64>(2), 2);
+    let recovered: String = row.get(3);
+    assert!(
+        recovered.contains(&format!("it had committed point {point}")),
+        "{recovered}"
+    );
+    // One point, nothing left on the host.
+    let (_, manifests) = common::local_points(dir);
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert_no_snapshot(&lab_state(&lab));
+    // The network heals: w1's outcome is not written over w2's.
+    proxy.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w1_log().contains("ended after its lease ran out") {
+        assert!(Instant::now() < deadline, "{}", w1_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let row = db.query_one("SELECT worker FROM work", &[]).unwrap();
+    assert_eq!(row.get::<_, String>(0), "w2");
 }
 
 /// Copies and drills go to the workers too. Each VM's new point is copied

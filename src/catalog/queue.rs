@@ -109,6 +109,9 @@ pub struct Claimed {
     /// The worker of the earlier attempt whose lease ran out, when this
     /// claim takes the row over from it.
     pub taken_from: Option<String>,
+    /// When that earlier attempt was claimed, by its worker's clock (the
+    /// clock that named any point it wrote).
+    pub earlier_started: Option<String>,
 }
 
 /// A worker as the fleet sees it.
@@ -235,8 +238,8 @@ impl Catalog {
                 *per_tier.entry(r.get(2)?).or_default() += 1;
             }
             let candidates = tx.query(
-                "SELECT id, host, datastores, tier, max_host, max_datastore, max_tier, worker \
-                 FROM work WHERE state = 'queued' OR (state = 'claimed' AND lease_until <= ?1) \
+                "SELECT id, host, datastores, tier, max_host, max_datastore, max_tier, worker, \
+                 started FROM work WHERE state = 'queued' OR (state = 'claimed' AND lease_until <= ?1) \
                  ORDER BY id FOR UPDATE SKIP LOCKED",
                 args![now],
             )?;
@@ -257,6 +260,7 @@ impl Catalog {
                 }
                 let id: i64 = c.get(0)?;
                 let taken_from: Option<String> = c.get(7)?;
+                let earlier_started: Option<String> = c.get(8)?;
                 tx.execute(
                     &format!(
                         "UPDATE work SET state = 'claimed', worker = ?2, attempt = attempt + 1, \
@@ -276,6 +280,7 @@ impl Catalog {
                 return Ok(Some(Claimed {
                     work: work_row(&row, now)?,
                     taken_from,
+                    earlier_started,
                 }));
             }
             Ok(None)

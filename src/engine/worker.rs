@@ -406,6 +406,38 @@ fn do_claimed(
     }
 }
 
+/// The point of `vm` (of `source`) on `tier` that an earlier attempt
+/// claimed at `since` committed, if any: a point of the VM named at or
+/// after that claim, by the clock of the worker that named both. Under the
+/// runner lock nothing else backs the VM up into the tier during the run.
+fn earlier_point(
+    config: &Config,
+    conn: &Connected,
+    tier: &str,
+    source: &str,
+    vm: &str,
+    since: &str,
+) -> Result<Option<String>> {
+    let since = chrono::DateTime::parse_from_rfc3339(since)
+        .with_context(|| format!("the earlier claim's time {since}"))?
+        .with_timezone(&chrono::Utc);
+    let Some(uuid) = conn.vm(vm)?.instance_uuid else {
+        return Ok(None);
+    };
+    let repo = open_tier(config, tier)?;
+    for p in repo.points_of_vm(&uuid)?.iter().rev() {
+        let named = crate::repo::manifest::point_id_time(&p.point_id);
+        if named.is_none_or(|t| t < since) {
+            break;
+        }
+        let m = repo.read_manifest(p)?;
+        if m.vm.name == vm && m.vm.source.as_deref() == Some(source) {
+            return Ok(Some(p.point_id.clone()));
+        }
+    }
+    Ok(None)
+}
+
 /// Carries out one claimed backup: cleans up after an earlier attempt,
 /// checks the tier, reads under a renewed lease.
 fn do_backup(
@@ -424,16 +456,44 @@ fn do_backup(
         return Err(fail(anyhow!("not a backup: {}", action.line())));
     };
     let conn = session_in(config, sessions, source).map_err(fail)?;
+    // A point the earlier attempt committed before it lost its lease (its
+    // worker cut off, or killed, between the commit and writing the
+    // outcome): the VM has its point of this run, and is not backed up a
+    // second time.
+    let earlier = || -> Option<String> {
+        let since = claimed.earlier_started.as_deref()?;
+        earlier_point(config, conn, tier, source, &w.vm, since).unwrap_or_else(|e| {
+            observer.event(&Event::Message(format!(
+                "worker {}: could not look for a point of the earlier attempt of backup {}: {e:#}",
+                options.name, w.vm
+            )));
+            None
+        })
+    };
+    let done_before = |before: &str, point: &str| {
+        let detail = format!(
+            "point {point} was committed by worker {before} before its lease ran out; not backed up again"
+        );
+        (detail, started.elapsed().as_secs_f64(), None, false)
+    };
     if let Some(before) = &claimed.taken_from {
         let removed = remove_run_snapshot(conn, &w.vm, &w.run_id);
+        let found = (same_repository(config, tier, &w.repo_id).ok()).and_then(|()| earlier());
+        let committed = match &found {
+            Some(p) => format!("; it had committed point {p}"),
+            None => "; its point was never committed".to_string(),
+        };
         let note = format!(
-            "took over from worker {before}, whose lease ran out{}; its point was never committed",
+            "took over from worker {before}, whose lease ran out{}{committed}",
             removed_note(&w.run_id, removed)
         );
         observer.event(&Event::Message(format!("worker {}: {note}", options.name)));
         catalog
             .note_recovered(w, &note)
             .map_err(|e| fail(e.into()))?;
+        if let Some(p) = found {
+            return Ok(done_before(before, &p));
+        }
     }
     same_repository(config, tier, &w.repo_id).map_err(fail)?;
     // The fence: the point is committed only while the lease is this
@@ -442,6 +502,13 @@ fn do_backup(
     // over, then commits nothing: no second point of the VM. Asked on a
     // connection of its own, once, after the last byte was read.
     let fence = || -> std::result::Result<(), String> {
+        // A taken-over backup whose earlier attempt committed meanwhile
+        // (its commit was still under way at the takeover) adds nothing.
+        if let (Some(before), Some(p)) = (&claimed.taken_from, earlier()) {
+            return Err(format!(
+                "worker {before}'s earlier attempt committed point {p} meanwhile; nothing was committed"
+            ));
+        }
         let margin = i64::try_from(options.lease.as_millis() / 3).unwrap_or(i64::MAX);
         let held = Catalog::open_at(&config.settings.catalog)
             .and_then(|mut c| c.holds(w, &options.name, margin))
@@ -482,7 +549,16 @@ fn do_backup(
         .and_then(|_writing| backup_action_with_retries(&job, observer))
     });
     let seconds = started.elapsed().as_secs_f64();
-    let done = result.map_err(|e| (e, seconds))?;
+    let done = match (result, &claimed.taken_from) {
+        (Ok(done), _) => done,
+        // Fenced, or failed, while the earlier attempt's point exists:
+        // the VM has its point of this run.
+        (Err(e), Some(before)) => match earlier() {
+            Some(p) => return Ok(done_before(before, &p)),
+            None => return Err((e, seconds)),
+        },
+        (Err(e), None) => return Err((e, seconds)),
+    };
     let _ = catalog.record_snapshot_lifetime(&done.lifetime);
     Ok((
         done.detail,

@@ -193,3 +193,28 @@ pub fn new_point_id(now: chrono::DateTime<chrono::Utc>) -> String {
     // keeps concurrent writers apart.
     format!("{}-{}", now.format("%Y%m%dT%H%M%S%3fZ"), hex::encode(r))
 }
+
+/// The time a point id was named at (see [`new_point_id`]), to the
+/// millisecond; `None` for an id of another form.
+pub fn point_id_time(point_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = point_id.split('-').next()?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_id_tells_the_millisecond_it_was_named_at() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-03T22:58:59.950Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let id = new_point_id(at);
+        assert_eq!(point_id_time(&id), Some(at));
+        assert_eq!(point_id_time("20261203T225859Z-2b78"), None);
+        assert_eq!(point_id_time("not-an-id"), None);
+    }
+}

@@ -649,6 +649,27 @@ impl Repository {
         Ok((out, refused))
     }
 
+    /// The committed points of the VM `vm_uuid`, oldest first: one
+    /// listing of its directory, not of the whole repository.
+    pub fn points_of_vm(&self, vm_uuid: &str) -> Result<Vec<PointRef>, RepoError> {
+        let vm = VmUuid::parse(vm_uuid)?;
+        let prefix = format!("points/{}/", vm.as_str());
+        let mut out: Vec<PointRef> = (self.store.list(&prefix)?.into_iter())
+            .filter_map(|o| {
+                let point = o
+                    .key
+                    .strip_prefix(&prefix)?
+                    .strip_suffix("/manifest.json")?;
+                PointId::parse(point).ok().map(|_| PointRef {
+                    vm_uuid: vm.as_str().to_string(),
+                    point_id: point.to_string(),
+                })
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Finds a point by id (unique across VMs).
     pub fn find_point(&self, point_id: &str) -> Result<PointRef, RepoError> {
         self.list_points()?
