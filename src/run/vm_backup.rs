@@ -154,11 +154,15 @@ pub struct Leftover {
     pub why: String,
 }
 
+/// Why a VM's backup failed. A variant caused by another error keeps that
+/// error as its source and out of its own message, so printed whole
+/// (`{:#}`, as the runner and the journal print it) the cause follows once:
+/// `VM web01: snapshot of …: <the host's fault>`.
 #[derive(Debug, thiserror::Error)]
 pub enum VmBackupError {
     #[error("VM {vm}: unsupported: {reason}")]
     Unsupported { vm: String, reason: String },
-    #[error("VM {vm}: {step}: {source}")]
+    #[error("VM {vm}: {step}")]
     Vsphere {
         vm: String,
         step: &'static str,
@@ -180,13 +184,13 @@ pub enum VmBackupError {
          application consistency; the snapshot was removed and no point was recorded"
     )]
     NotApplicationConsistent { vm: String, why: String },
-    #[error("VM {vm}: {source}")]
+    #[error("VM {vm}")]
     Disk {
         vm: String,
         #[source]
         source: Box<DiskError>,
     },
-    #[error("VM {vm}: {source}")]
+    #[error("VM {vm}")]
     Repo {
         vm: String,
         #[source]
