@@ -657,7 +657,14 @@ fn backup_loop(flavor: &str) {
     let mut bad = request(&vm, Some(&incr.manifest), "run-3");
     bad.datacenter = "no-such-datacenter";
     let err = backup_vm(&session, &repo, &bad).unwrap_err();
-    assert!(err.to_string().contains("404"), "{err}");
+    // The cause is the error's source, as `{:#}` prints it.
+    let said = format!("{:#}", anyhow::Error::from(err));
+    assert!(said.contains("404"), "{said}");
+    assert_eq!(
+        said.matches("404").count(),
+        1,
+        "the cause said once: {said}"
+    );
     assert!(
         snapshot_names(&session, &vm.moref).is_empty(),
         "snapshot removed after the failure"
