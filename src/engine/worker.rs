@@ -170,14 +170,13 @@ fn worker_thread(
             let outcome = Outcome::of(action, seconds, result, bytes, Some(options.name.clone()));
             observer.event(&Event::ActionFinished { outcome: &outcome });
         };
-        let (ok, detail, seconds, bytes) = match do_claimed(
+        let job = Job {
             config,
             options,
-            &claimed,
-            &mut sessions,
-            &mut catalog,
+            claimed: &claimed,
             observer,
-        ) {
+        };
+        let (ok, detail, seconds, bytes) = match do_claimed(&job, &mut sessions, &mut catalog) {
             Ok((detail, seconds, _, true)) => {
                 summary.lost += 1;
                 let why = format!(
@@ -270,6 +269,19 @@ fn sleep_unless_cancelled(d: Duration) {
 
 type Done = (String, f64, Option<(u64, u64)>, bool);
 
+/// What an action a worker carried out came to: its detail, and for a
+/// backup the bytes read and stored.
+type Worked = (String, Option<(u64, u64)>);
+
+/// One claimed row, and what its worker carries it out with.
+#[derive(Clone, Copy)]
+struct Job<'j> {
+    config: &'j Config,
+    options: &'j WorkerOptions,
+    claimed: &'j Claimed,
+    observer: &'j dyn Observer,
+}
+
 /// Checks that tier `tier` here is the repository the coordinator opened
 /// (`id`): a tier every worker uses must be one repository for all.
 fn same_repository(config: &Config, tier: &str, id: &str) -> Result<()> {
@@ -334,13 +346,16 @@ fn under_lease<T>(
 /// outcome's detail, seconds, bytes, and whether the lease was lost
 /// meanwhile.
 fn do_claimed(
-    config: &Config,
-    options: &WorkerOptions,
-    claimed: &Claimed,
+    job: &Job<'_>,
     sessions: &mut BTreeMap<String, Connected>,
     catalog: &mut Catalog,
-    observer: &dyn Observer,
 ) -> std::result::Result<Done, (anyhow::Error, f64)> {
+    let Job {
+        config,
+        options,
+        claimed,
+        observer,
+    } = *job;
     let started = Instant::now();
     let fail = |e: anyhow::Error| (e, started.elapsed().as_secs_f64());
     let w = &claimed.work;
@@ -353,15 +368,17 @@ fn do_claimed(
         w.run_id,
         w.attempt
     )));
-    // A copy's or a drill's end: its detail, no bytes read from a host.
-    let ended = |(r, lost): (Result<String>, bool)| {
+    let ended = |(r, lost): (Result<Worked>, bool)| {
         let seconds = started.elapsed().as_secs_f64();
-        Ok((r.map_err(|e| (e, seconds))?, seconds, None, lost))
+        let (detail, bytes) = r.map_err(|e| (e, seconds))?;
+        Ok((detail, seconds, bytes, lost))
     };
+    // A copy's, a drill's or a gc's end: no bytes read from a host.
+    let no_bytes = |r: Result<String>| r.map(|detail| (detail, None));
     match &action {
-        Action::Backup { .. } => do_backup(
-            config, options, claimed, &action, sessions, catalog, observer,
-        ),
+        Action::Backup { source, tier, .. } => {
+            ended(do_backup(job, &action, (source, tier), sessions, catalog))
+        }
         Action::Copy {
             point, from, to, ..
         } => {
@@ -377,7 +394,7 @@ fn do_claimed(
                     false,
                     &format!("coffer worker {}, copy of {point}", options.name),
                 )?;
-                copy(config, catalog, point, from, to, observer)
+                no_bytes(copy(config, catalog, point, from, to, observer))
             }))
         }
         Action::Drill {
@@ -395,12 +412,14 @@ fn do_claimed(
                     point.as_str(),
                     tier.as_str(),
                 );
-                drill(config, catalog, sessions, what, observer)
+                no_bytes(drill(config, catalog, sessions, what, observer))
             }))
         }
         Action::Gc { tier, .. } => {
             same_repository(config, tier, &w.repo_id).map_err(fail)?;
-            ended(under_lease(config, options, w, |_| gc(config, tier)))
+            ended(under_lease(config, options, w, |_| {
+                no_bytes(gc(config, tier))
+            }))
         }
         other => Err(fail(anyhow!("not work for a worker: {}", other.line()))),
     }
@@ -439,23 +458,37 @@ fn earlier_point(
 }
 
 /// Carries out one claimed backup: cleans up after an earlier attempt,
-/// checks the tier, reads under a renewed lease.
+/// checks the tier, reads under a renewed lease. Answers the result's
+/// detail and bytes, and whether the lease was lost meanwhile.
 fn do_backup(
-    config: &Config,
-    options: &WorkerOptions,
-    claimed: &Claimed,
+    job: &Job<'_>,
     action: &Action,
+    (source, tier): (&str, &str),
     sessions: &mut BTreeMap<String, Connected>,
     catalog: &mut Catalog,
-    observer: &dyn Observer,
-) -> std::result::Result<Done, (anyhow::Error, f64)> {
-    let started = Instant::now();
-    let fail = |e: anyhow::Error| (e, started.elapsed().as_secs_f64());
+) -> (Result<Worked>, bool) {
+    match backup_claimed(job, action, (source, tier), sessions, catalog) {
+        Ok(r) => r,
+        Err(e) => (Err(e), false),
+    }
+}
+
+/// [`do_backup`], its setup's failures as errors.
+fn backup_claimed(
+    job: &Job<'_>,
+    action: &Action,
+    (source, tier): (&str, &str),
+    sessions: &mut BTreeMap<String, Connected>,
+    catalog: &mut Catalog,
+) -> Result<(Result<Worked>, bool)> {
+    let Job {
+        config,
+        options,
+        claimed,
+        observer,
+    } = *job;
     let w = &claimed.work;
-    let Action::Backup { source, tier, .. } = action else {
-        return Err(fail(anyhow!("not a backup: {}", action.line())));
-    };
-    let conn = session_in(config, sessions, source).map_err(fail)?;
+    let conn = session_in(config, sessions, source)?;
     // A point the earlier attempt committed before it lost its lease (its
     // worker cut off, or killed, between the commit and writing the
     // outcome): the VM has its point of this run, and is not backed up a
@@ -474,7 +507,7 @@ fn do_backup(
         let detail = format!(
             "point {point} was committed by worker {before} before its lease ran out; not backed up again"
         );
-        (detail, started.elapsed().as_secs_f64(), None, false)
+        (Ok((detail, None)), false)
     };
     if let Some(before) = &claimed.taken_from {
         let removed = remove_run_snapshot(conn, &w.vm, &w.run_id);
@@ -488,14 +521,12 @@ fn do_backup(
             removed_note(&w.run_id, removed)
         );
         observer.event(&Event::Message(format!("worker {}: {note}", options.name)));
-        catalog
-            .note_recovered(w, &note)
-            .map_err(|e| fail(e.into()))?;
+        catalog.note_recovered(w, &note)?;
         if let Some(p) = found {
             return Ok(done_before(before, &p));
         }
     }
-    same_repository(config, tier, &w.repo_id).map_err(fail)?;
+    same_repository(config, tier, &w.repo_id)?;
     // The fence: the point is committed only while the lease is this
     // worker's with a third of it still to run. A worker cut off from the
     // database, whose lease ran out and whose backup another worker took
@@ -548,24 +579,19 @@ fn do_backup(
         )
         .and_then(|_writing| backup_action_with_retries(&job, observer))
     });
-    let seconds = started.elapsed().as_secs_f64();
     let done = match (result, &claimed.taken_from) {
         (Ok(done), _) => done,
         // Fenced, or failed, while the earlier attempt's point exists:
         // the VM has its point of this run.
         (Err(e), Some(before)) => match earlier() {
             Some(p) => return Ok(done_before(before, &p)),
-            None => return Err((e, seconds)),
+            None => return Ok((Err(e), lost)),
         },
-        (Err(e), None) => return Err((e, seconds)),
+        (Err(e), None) => return Ok((Err(e), lost)),
     };
     let _ = catalog.record_snapshot_lifetime(&done.lifetime);
-    Ok((
-        done.detail,
-        seconds,
-        Some((done.bytes.read, done.bytes.stored)),
-        lost,
-    ))
+    let bytes = Some((done.bytes.read, done.bytes.stored));
+    Ok((Ok((done.detail, bytes)), lost))
 }
 
 /// The workers of a shared catalog and the backups they hold now, for
