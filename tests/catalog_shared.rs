@@ -140,6 +140,76 @@ fn two_installations_share_one_postgres_catalog_and_its_journal() {
 
 /// `coffer validate` of a policy directory whose only setting is
 /// `catalog = URL`: its exit code and what it printed.
+/// `coffer repo gc` and `repo prune` on a tier of a policy directory whose
+/// catalog is shared take the maintenance lock exclusively, as `apply`'s
+/// do: each waits while a backup on another machine holds it shared
+/// (PostgreSQL shows the lock request waiting), and runs once it is let go.
+#[test]
+fn repo_gc_and_prune_by_hand_wait_for_backups_on_other_machines() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("a");
+    let url = common::postgres::database();
+    write_policy(&dir, t.path(), &url);
+    assert!(
+        run(&dir, &["repo", "init", "--tier", "local"])
+            .status
+            .success()
+    );
+    let backed = run(&dir, &["apply", "--no-mail"]);
+    assert!(backed.status.success(), "{}", text(&backed));
+    let ls = run(&dir, &["repo", "ls", "--tier", "local", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let point = listing["points"][0]["point"].as_str().unwrap().to_string();
+    let config = coffer::policy::load(&dir).config.unwrap();
+    let mut db = common::postgres::connect(&url).unwrap();
+    for args in [
+        vec!["repo", "gc", "--tier", "local"],
+        vec!["repo", "prune", &point, "--tier", "local"],
+    ] {
+        // A worker's backup writing on another machine.
+        let writing =
+            coffer::run::runlock::MaintenanceLock::take(&config.settings, false, "backup").unwrap();
+        let mut child = common::command_in(&dir)
+            .args(&args)
+            .args(["-p", "."])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let waiting: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{args:?} ran beside a backup that held the lock"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{args:?} never waited for the lock"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(writing);
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "{args:?}: {}", text(&done));
+    }
+    let ls = run(&dir, &["repo", "ls", "--tier", "local", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let ids: Vec<&str> = (listing["points"].as_array().unwrap().iter())
+        .filter_map(|p| p["point"].as_str())
+        .collect();
+    assert!(!ids.contains(&point.as_str()), "pruned: {ids:?}");
+}
+
 fn validate_catalog(url: &str) -> (Option<i32>, String) {
     let t = tempfile::tempdir().unwrap();
     std::fs::write(

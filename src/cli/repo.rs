@@ -313,7 +313,8 @@ pub fn run(command: Command) -> Result<u8> {
             }
         }
         Command::Gc(a) => {
-            let (repo, tape) = a.target.open_tape_aware()?;
+            let (repo, tape, _maintenance) = (a.target.spec()?)
+                .open_for_maintenance(|| a.target.policy.load(), "coffer repo gc")?;
             let r = crate::repo::ops::gc(&repo, super::duration("--grace", &a.grace)?, a.dry_run)?;
             print(text::gc_report(&r, a.dry_run))?;
             // A tape tier frees whole media once nothing on them is kept.
@@ -360,7 +361,10 @@ pub fn run(command: Command) -> Result<u8> {
             print(text::migrated(&r))?;
         }
         Command::Prune(a) => {
-            repository::prune(&a.target.open()?, &a.point)?;
+            let what = format!("coffer repo prune of {}", a.point);
+            let (repo, _, _maintenance) =
+                (a.target.spec()?).open_for_maintenance(|| a.target.policy.load(), &what)?;
+            repository::prune(&repo, &a.point)?;
             print(text::point_pruned(&a.point))?;
         }
     }

@@ -16,6 +16,7 @@ use crate::repo::azure::{AzureLocation, AzureStore};
 use crate::repo::local::LocalStore;
 use crate::repo::s3::{LockMode, S3Location, S3Store};
 use crate::repo::store::Store;
+use crate::run::runlock::MaintenanceLock;
 
 /// A repository as an operator names it: a tier of the policy directory,
 /// or a location given directly.
@@ -124,7 +125,29 @@ impl RepoSpec {
         &self,
         load: impl FnOnce() -> Result<Config>,
     ) -> Result<(Repository, Option<TapeTier>)> {
+        self.tape_aware(self.policies(load)?)
+    }
+
+    /// Opens the repository for a gc or a prune (`what`), as
+    /// [`RepoSpec::open_tape_aware`] does. A tier is opened under the
+    /// catalog's maintenance lock, held exclusively until the lock
+    /// returned is dropped: with a shared catalog, no worker on another
+    /// machine writes a backup or a copy meanwhile, as for `apply`'s gc
+    /// and prunes. A bare location has no catalog, hence no lock.
+    pub fn open_for_maintenance(
+        &self,
+        load: impl FnOnce() -> Result<Config>,
+        what: &str,
+    ) -> Result<(Repository, Option<TapeTier>, Option<MaintenanceLock>)> {
         let config = self.policies(load)?;
+        let lock = (config.as_ref())
+            .map(|c| MaintenanceLock::take(&c.settings, true, what))
+            .transpose()?;
+        let (repo, tape) = self.tape_aware(config)?;
+        Ok((repo, tape, lock))
+    }
+
+    fn tape_aware(&self, config: Option<Config>) -> Result<(Repository, Option<TapeTier>)> {
         let repo = self.open(config.as_ref())?;
         let tape = match (config, self) {
             (Some(config), RepoSpec::Tier(tier))
