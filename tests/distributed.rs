@@ -774,6 +774,17 @@ tier = "offsite"
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // `status` shows the copy its worker holds (the tier writes slowly:
+    // the copy is still under way).
+    let status = common::command_in(dir)
+        .args(["status", "-p", "."])
+        .output()
+        .unwrap();
+    let status = text(&status);
+    assert!(
+        status.contains(&format!("copy {victim_vm} to offsite (run ")),
+        "{status}"
+    );
     let (_, killed) = processes.0.iter_mut().find(|(n, _)| *n == victim).unwrap();
     killed.kill().unwrap();
     killed.wait().unwrap();
