@@ -700,6 +700,80 @@ fn a_point_committed_before_the_lease_was_lost_counts_once() {
     assert_eq!(row.get::<_, String>(0), "w2");
 }
 
+/// A copy no worker takes fails once `--action-timeout` has passed, and
+/// the prune that retention chose counting that copy waits: the tier keeps
+/// its older point rather than be left with none of the VM.
+#[test]
+fn a_copy_no_worker_takes_fails_and_its_prune_waits() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = 1;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    let lab = Lab::start(config).unwrap();
+    let url = common::postgres::database();
+    let second_tier = r#"
+[tiers.offsite]
+backend = "local"
+path = "offsite"
+site = "there"
+
+[policies.all.retain.offsite]
+last = 1
+"#;
+    write_policy(dir, &lab, &url, "", second_tier);
+    let run = |args: &[&str]| {
+        let o = common::command_in(dir)
+            .args(args)
+            .args(["-p", "."])
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o))
+    };
+    for tier in ["local", "offsite"] {
+        assert_eq!(run(&["repo", "init", "--tier", tier]).0, Some(0));
+    }
+    // A first point, copied by a run on this machine; then a newer one.
+    let (code, said) = run(&["apply", "--no-mail"]);
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = run(&["backup", "lab-vm-01"]);
+    assert_eq!(code, Some(0), "{said}");
+    let (_, offsite) = common::points_at(&dir.join("offsite"));
+    assert_eq!(offsite.len(), 1);
+    let older = offsite[0].point_id.clone();
+
+    // No worker runs.
+    let (code, said) = run(&[
+        "apply",
+        "--distributed",
+        "--no-mail",
+        "--action-timeout",
+        "2s",
+    ]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("no worker took it within 2s"), "{said}");
+    assert!(
+        said.contains(&format!("prune lab-vm-01 {older} on offsite"))
+            && said.contains(
+                "deferred: a copy of a newer point of lab-vm-01 to tier `offsite` failed"
+            ),
+        "{said}"
+    );
+    let (_, offsite) = common::points_at(&dir.join("offsite"));
+    let kept: Vec<&str> = offsite.iter().map(|m| m.point_id.as_str()).collect();
+    assert_eq!(kept, [older.as_str()]);
+    let mut db = common::postgres::connect(&url).unwrap();
+    let row = db
+        .query_one(
+            "SELECT state, worker FROM work WHERE action::jsonb->>'action' = 'copy'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+}
+
 /// Copies and drills go to the workers too. Each VM's new point is copied
 /// to a second tier whose `max_parallel` is 1 and written slowly
 /// (`bandwidth`), then drilled there; a worker is killed with SIGKILL in
