@@ -76,17 +76,45 @@ fn counted(actions: &BTreeMap<i64, &Action>) -> String {
 
 impl Runner<'_> {
     /// The queue row of `a`: its limits' keys and limits, and the
-    /// repository ids a worker must find under its tiers' names.
-    fn work_for(&self, a: &Action, placement: &Placement<'_>) -> anyhow::Result<NewWork> {
+    /// repository ids a worker must find under its tiers' names. `ids`
+    /// holds each tier's id, or why it could not be opened, once it was
+    /// asked for: a tier is opened once per hand-out (an encrypted one
+    /// derives its keys when it opens), not once per action.
+    fn work_for(
+        &self,
+        a: &Action,
+        placement: &Placement<'_>,
+        ids: &mut BTreeMap<String, Result<String, String>>,
+    ) -> anyhow::Result<NewWork> {
         let max_tier = |tier: &str| {
             self.config
                 .tiers
                 .get(tier)
                 .map_or(u32::MAX, |t| t.max_parallel)
         };
-        let id = |tier: &str| open_tier(self.config, tier).map(|r| r.config.id.clone());
-        let item = |vm: &str, tier: &str, repo_from: Option<String>| -> anyhow::Result<NewWork> {
-            Ok(NewWork {
+        let mut id = |tier: &str| {
+            (ids.entry(tier.to_string()))
+                .or_insert_with(|| {
+                    open_tier(self.config, tier)
+                        .map(|r| r.config.id.clone())
+                        .map_err(|e| format!("{e:#}"))
+                })
+                .clone()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        let repo_from = match a {
+            Action::Copy { from, .. } => Some(id(from)?),
+            _ => None,
+        };
+        let repo_id = match a {
+            Action::Backup { tier, .. } | Action::Drill { tier, .. } | Action::Gc { tier, .. } => {
+                id(tier)?
+            }
+            Action::Copy { to, .. } => id(to)?,
+            _ => anyhow::bail!("not work for a worker: {}", a.line()),
+        };
+        let item = |vm: &str, tier: &str| -> NewWork {
+            NewWork {
                 seq: 0,
                 action: serde_json::to_value(a).unwrap_or_default().to_string(),
                 source: String::new(),
@@ -94,13 +122,13 @@ impl Runner<'_> {
                 host: String::new(),
                 datastores: Vec::new(),
                 tier: tier.to_string(),
-                repo_id: id(tier)?,
-                repo_from,
+                repo_id: repo_id.clone(),
+                repo_from: repo_from.clone(),
                 max_host: u32::MAX,
                 max_datastore: u32::MAX,
                 max_tier: max_tier(tier),
                 read_whole: false,
-            })
+            }
         };
         match a {
             Action::Backup {
@@ -115,12 +143,12 @@ impl Runner<'_> {
                     max_host: src.max_per_host,
                     max_datastore: src.max_per_datastore,
                     read_whole: self.cbt_reset.contains(&key),
-                    ..item(vm, tier, None)?
+                    ..item(vm, tier)
                 })
             }
-            Action::Copy { vm, from, to, .. } => item(vm, to, Some(id(from)?)),
-            Action::Drill { vm, tier, .. } => item(vm, tier, None),
-            Action::Gc { tier, .. } => item("", tier, None),
+            Action::Copy { vm, to, .. } => Ok(item(vm, to)),
+            Action::Drill { vm, tier, .. } => Ok(item(vm, tier)),
+            Action::Gc { tier, .. } => Ok(item("", tier)),
             _ => anyhow::bail!("not work for a worker: {}", a.line()),
         }
     }
@@ -136,8 +164,9 @@ impl Runner<'_> {
     ) {
         let mut items = Vec::new();
         let mut by_seq: BTreeMap<i64, &Action> = BTreeMap::new();
+        let mut ids = BTreeMap::new();
         for a in actions {
-            let mut work = match self.work_for(a, placement) {
+            let mut work = match self.work_for(a, placement, &mut ids) {
                 Ok(w) => w,
                 Err(e) => {
                     self.record(a, Instant::now(), Err(e));
