@@ -27,6 +27,13 @@ const PER_HOST: u32 = 2;
 struct Processes(Vec<(String, Child)>);
 
 impl Processes {
+    /// Kills process `name` with SIGKILL and reaps it.
+    fn kill(&mut self, name: &str) {
+        let (_, child) = self.0.iter_mut().find(|(n, _)| n == name).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Waits for process `name` to end, at most `limit`.
     fn wait(&mut self, name: &str, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
@@ -168,15 +175,72 @@ fn lab_state(lab: &coffer::lab::LabHandle) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// The lab as a vCenter of `vms` VMs (its state under `dir/lab`), with a
+/// password.
+fn lab_vcenter(dir: &Path, vms: u32) -> coffer::lab::LabHandle {
+    let mut config = LabConfig::new(dir.join("lab"));
+    config.vms = vms;
+    config.vcenter = true;
+    config.password = Some("lab-pw".into());
+    Lab::start(config).unwrap()
+}
+
+/// Creates the repositories of `tiers` in the policy directory `dir`.
+fn init_tiers(dir: &Path, tiers: &[&str]) {
+    for tier in tiers {
+        let init = common::command_in(dir)
+            .args(["repo", "init", "--tier", tier, "-p", "."])
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{}", text(&init));
+    }
+}
+
+/// `coffer repo verify` of `tier` finds nothing wrong.
+fn assert_verifies(dir: &Path, tier: &str) {
+    let verify = common::in_policy_dir(dir, &["repo", "verify", "--tier", tier]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+/// The (VM, worker) of the first row of `kind` a worker holds that
+/// `wanted` accepts, waiting at most `limit` (`what` names it in the
+/// failure).
+fn first_held(
+    db: &mut postgres::Client,
+    dir: &Path,
+    kind: &str,
+    what: &str,
+    limit: Duration,
+    mut wanted: impl FnMut(&str) -> bool,
+) -> (String, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no worker was seen holding {what}\n{}",
+            logs(dir)
+        );
+        // Until the coordinator has migrated the database, no table.
+        let held: Vec<(String, String)> = db
+            .query(
+                "SELECT vm, worker FROM work WHERE state = 'claimed' \
+                 AND action::jsonb->>'action' = $1 ORDER BY id",
+                &[&kind],
+            )
+            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .unwrap_or_default();
+        if let Some(found) = held.into_iter().find(|(vm, _)| wanted(vm)) {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = VMS;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
+    let lab = lab_vcenter(dir, VMS);
     let url = common::postgres::database();
     write_policy(
         dir,
@@ -187,11 +251,7 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
         // killed.
         "io_limit = \"16MiB/s\"",
     );
-    let init = common::command_in(dir)
-        .args(["repo", "init", "--tier", "local", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", text(&init));
+    init_tiers(dir, &["local"]);
 
     // Each worker serves its metrics.
     let metrics: Vec<(String, String)> = ["w1", "w2", "w3"]
@@ -208,35 +268,20 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
     // Kill the first worker seen holding a backup whose snapshot is open,
     // with SIGKILL.
     let mut db = common::postgres::connect(&url).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (victim_vm, victim) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no worker was seen holding a snapshot of a backup\n{}",
-            logs(dir)
-        );
-        let held: Vec<(String, String)> = db
-            .query(
-                "SELECT vm, worker FROM work WHERE state = 'claimed' ORDER BY id",
-                &[],
-            )
-            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-            .unwrap_or_default();
-        let state = lab_state(&lab);
-        let with_snapshot =
-            held.into_iter().find(|(vm, _)| {
-                state["vms"].as_array().unwrap().iter().any(|v| {
-                    v["name"] == vm.as_str() && !v["snapshots"].as_array().unwrap().is_empty()
-                })
-            });
-        if let Some(found) = with_snapshot {
-            break found;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let with_snapshot = |vm: &str| {
+        (lab_state(&lab)["vms"].as_array().unwrap().iter())
+            .any(|v| v["name"] == vm && !v["snapshots"].as_array().unwrap().is_empty())
     };
-    let (_, killed) = processes.0.iter_mut().find(|(n, _)| *n == victim).unwrap();
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    let what = "a backup with its snapshot open";
+    let (victim_vm, victim) = first_held(
+        &mut db,
+        dir,
+        "backup",
+        what,
+        Duration::from_secs(60),
+        with_snapshot,
+    );
+    processes.kill(&victim);
 
     // The coordinator ends once every backup is done.
     let status = processes.wait("coordinator", Duration::from_secs(180));
@@ -325,11 +370,7 @@ fn a_coordinator_and_three_workers_share_the_backups_within_the_limits() {
     vms.dedup();
     assert_eq!(before, VMS as usize, "one point per VM, no more: {vms:?}");
     assert_eq!(vms.len(), VMS as usize, "{vms:?}");
-    let verify = common::command_in(dir)
-        .args(["repo", "verify", "--tier", "local", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", text(&verify));
+    assert_verifies(dir, "local");
 
     // `status` shows the fleet.
     let status = common::command_in(dir)
@@ -367,17 +408,9 @@ fn distributed_needs_a_shared_catalog() {
 /// 8 MiB/s, an initialised tier, and worker `w1` and a coordinator
 /// started on it.
 fn one_vm_run(dir: &Path, url: &str) -> (coffer::lab::LabHandle, Processes) {
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = 1;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
+    let lab = lab_vcenter(dir, 1);
     write_policy(dir, &lab, url, "", "io_limit = \"8MiB/s\"");
-    let init = common::command_in(dir)
-        .args(["repo", "init", "--tier", "local", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", text(&init));
+    init_tiers(dir, &["local"]);
     let processes = Processes(vec![
         worker(dir, "w1", &[]),
         start(dir, "coordinator", &["apply", "--distributed", "--no-mail"]),
@@ -619,11 +652,7 @@ fn a_point_committed_before_the_lease_was_lost_counts_once() {
         &format!(":{server_port}/"),
         &format!(":{}/", proxy.addr.port()),
     );
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = 1;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
+    let lab = lab_vcenter(dir, 1);
     write_policy(dir, &lab, &url, "", "");
     // w1 reaches the catalog through the proxy: its own copy of the
     // policies, on the same tier.
@@ -637,11 +666,7 @@ fn a_point_committed_before_the_lease_was_lost_counts_once() {
         toml.replace("path = \"repo\"", &shared),
     )
     .unwrap();
-    let init = common::command_in(dir)
-        .args(["repo", "init", "--tier", "local", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", text(&init));
+    init_tiers(dir, &["local"]);
     // The partition comes as w1 sends its outcome: after the commit.
     proxy.cut_when_sent(b"finished = $5");
     let mut processes = Processes(vec![
@@ -707,11 +732,7 @@ fn a_point_committed_before_the_lease_was_lost_counts_once() {
 fn a_copy_no_worker_takes_fails_and_its_prune_waits() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = 1;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
+    let lab = lab_vcenter(dir, 1);
     let url = common::postgres::database();
     let second_tier = r#"
 [tiers.offsite]
@@ -724,11 +745,7 @@ last = 1
 "#;
     write_policy(dir, &lab, &url, "", second_tier);
     let run = |args: &[&str]| {
-        let o = common::command_in(dir)
-            .args(args)
-            .args(["-p", "."])
-            .output()
-            .unwrap();
+        let o = common::in_policy_dir(dir, args);
         (o.status.code(), text(&o))
     };
     for tier in ["local", "offsite"] {
@@ -788,11 +805,7 @@ fn copies_and_drills_are_handed_to_workers_within_the_tier_limit() {
     const COPIED: u32 = 4;
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    let mut config = LabConfig::new(dir.join("lab"));
-    config.vms = COPIED;
-    config.vcenter = true;
-    config.password = Some("lab-pw".into());
-    let lab = Lab::start(config).unwrap();
+    let lab = lab_vcenter(dir, COPIED);
     let url = common::postgres::database();
     // The policy's table ends where the second tier's starts.
     let second_tier = r#"
@@ -813,13 +826,7 @@ every = "7d"
 tier = "offsite"
 "#;
     write_policy(dir, &lab, &url, "", second_tier);
-    for tier in ["local", "offsite"] {
-        let init = common::command_in(dir)
-            .args(["repo", "init", "--tier", tier, "-p", "."])
-            .output()
-            .unwrap();
-        assert!(init.status.success(), "{}", text(&init));
-    }
+    init_tiers(dir, &["local", "offsite"]);
     let mut processes = Processes(vec![
         worker(dir, "w1", &[]),
         worker(dir, "w2", &[]),
@@ -828,26 +835,14 @@ tier = "offsite"
 
     // Kill the first worker seen holding a copy.
     let mut db = common::postgres::connect(&url).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (victim_vm, victim) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no worker was seen holding a copy\n{}",
-            logs(dir)
-        );
-        // Until the coordinator has migrated the database, no table.
-        let held = db
-            .query(
-                "SELECT vm, worker FROM work WHERE state = 'claimed' \
-                 AND action::jsonb->>'action' = 'copy' ORDER BY id",
-                &[],
-            )
-            .unwrap_or_default();
-        if let Some(r) = held.first() {
-            break (r.get::<_, String>(0), r.get::<_, String>(1));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (victim_vm, victim) = first_held(
+        &mut db,
+        dir,
+        "copy",
+        "a copy",
+        Duration::from_secs(120),
+        |_| true,
+    );
     // `status` shows the copy its worker holds (the tier writes slowly:
     // the copy is still under way).
     let status = common::command_in(dir)
@@ -859,9 +854,7 @@ tier = "offsite"
         status.contains(&format!("copy {victim_vm} to offsite (run ")),
         "{status}"
     );
-    let (_, killed) = processes.0.iter_mut().find(|(n, _)| *n == victim).unwrap();
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    processes.kill(&victim);
 
     let status = processes.wait("coordinator", Duration::from_secs(240));
     let printed = std::fs::read_to_string(dir.join("coordinator.log")).unwrap();
@@ -921,11 +914,7 @@ tier = "offsite"
     };
     assert_eq!(ids(&offsite), ids(&local));
     assert_eq!(offsite.len(), COPIED as usize);
-    let verify = common::command_in(dir)
-        .args(["repo", "verify", "--tier", "offsite", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", text(&verify));
+    assert_verifies(dir, "offsite");
     // The drills were recorded: the plan made now has none due.
     let plan = common::command_in(dir)
         .args(["plan", "--json", "-p", "."])
@@ -979,11 +968,7 @@ tier = "offsite"
         .map(|m| m.point_id.as_str())
         .collect();
     assert_eq!(kept, [newest.as_str()]);
-    let verify = common::command_in(dir)
-        .args(["repo", "verify", "--tier", "offsite", "-p", "."])
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", text(&verify));
+    assert_verifies(dir, "offsite");
 }
 
 /// Wall time of a run of the lab (as a vCenter, its file service throttled
