@@ -197,7 +197,12 @@ pub fn backup_now(
         };
         vm_backup::backup_vm(&conn.session, &repo, &request)
     };
+    // Written under the maintenance lock held shared, as `apply`'s backups
+    // are: a gc or prune on a machine sharing the catalog waits for it.
+    let what = format!("coffer backup of {}", vm.name);
+    let writing = crate::run::runlock::MaintenanceLock::take(&config.settings, false, &what)?;
     let outcome = ProgressBoard::track(observer, &vm.name, backup)?;
+    drop(writing);
     // The catalog keeps how long the snapshot was open, as `apply` has it
     // keep; the point itself reaches the catalog with the next refresh.
     // Best effort, and only into a catalog that exists: a missing or

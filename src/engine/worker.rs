@@ -11,10 +11,10 @@
 //! collects what is still unused.
 //!
 //! The worker never takes the runner lock: the coordinator holds it for
-//! the run, and the limits are counted in the database. While a backup
-//! writes, the worker holds the catalog's maintenance lock shared, so a gc
-//! or prune on any machine waits for it (`runlock::MaintenanceLock`), as
-//! while a copy writes. Before it starts, a worker checks that each tier it
+//! the run, and the limits are counted in the database. A backup or a copy
+//! writes under the catalog's maintenance lock held shared, wherever it
+//! runs, so a gc or prune on any machine waits for it
+//! (`runlock::MaintenanceLock`). Before it starts, a worker checks that each tier it
 //! opens under the row's tier names is the repository the coordinator
 //! opened (its id), so a local tier that is not shared storage is refused
 //! rather than backed up into, copied from or drilled.
@@ -376,9 +376,10 @@ fn do_claimed(
     // A copy's, a drill's or a gc's end: no bytes read from a host.
     let no_bytes = |r: Result<String>| r.map(|detail| (detail, None));
     match &action {
-        Action::Backup { source, tier, .. } => {
-            ended(do_backup(job, &action, (source, tier), sessions, catalog))
-        }
+        Action::Backup { source, tier, .. } => ended(
+            do_backup(job, &action, (source, tier), sessions, catalog)
+                .unwrap_or_else(|e| (Err(e), false)),
+        ),
         Action::Copy {
             point, from, to, ..
         } => {
@@ -387,13 +388,6 @@ fn do_claimed(
                 .and_then(|()| same_repository(config, from, from_id))
                 .map_err(fail)?;
             ended(under_lease(config, options, w, |_| {
-                // gc and prune on any machine wait while the copy writes,
-                // as for a backup.
-                let _writing = crate::run::runlock::MaintenanceLock::take(
-                    &config.settings,
-                    false,
-                    &format!("coffer worker {}, copy of {point}", options.name),
-                )?;
                 no_bytes(copy(config, catalog, point, from, to, observer))
             }))
         }
@@ -459,22 +453,9 @@ fn earlier_point(
 
 /// Carries out one claimed backup: cleans up after an earlier attempt,
 /// checks the tier, reads under a renewed lease. Answers the result's
-/// detail and bytes, and whether the lease was lost meanwhile.
+/// detail and bytes, and whether the lease was lost meanwhile; an error
+/// of its setup, before anything was read.
 fn do_backup(
-    job: &Job<'_>,
-    action: &Action,
-    (source, tier): (&str, &str),
-    sessions: &mut BTreeMap<String, Connected>,
-    catalog: &mut Catalog,
-) -> (Result<Worked>, bool) {
-    match backup_claimed(job, action, (source, tier), sessions, catalog) {
-        Ok(r) => r,
-        Err(e) => (Err(e), false),
-    }
-}
-
-/// [`do_backup`], its setup's failures as errors.
-fn backup_claimed(
     job: &Job<'_>,
     action: &Action,
     (source, tier): (&str, &str),
@@ -570,14 +551,9 @@ fn backup_claimed(
             fence: Some(&fence),
             lost: Some(lost),
         };
-        // gc and prune on any machine wait while this backup writes (the
-        // lease is renewed while this waits for one to end).
-        crate::run::runlock::MaintenanceLock::take(
-            &config.settings,
-            false,
-            &format!("coffer worker {}, backup {}", options.name, w.vm),
-        )
-        .and_then(|_writing| backup_action_with_retries(&job, observer))
+        // The lease is renewed while the backup waits for a gc or prune
+        // on another machine to end.
+        backup_action_with_retries(&job, observer)
     });
     let done = match (result, &claimed.taken_from) {
         (Ok(done), _) => done,

@@ -625,9 +625,22 @@ impl Repository {
     /// that are not valid ids (planted or damaged: never read, never used
     /// to build a key).
     pub fn list_points_checked(&self) -> Result<(Vec<PointRef>, Vec<String>), RepoError> {
+        self.points_under("points/")
+    }
+
+    /// The committed points of the VM `vm_uuid`, oldest first: one
+    /// listing of its directory, not of the whole repository.
+    pub fn points_of_vm(&self, vm_uuid: &str) -> Result<Vec<PointRef>, RepoError> {
+        let vm = VmUuid::parse(vm_uuid)?;
+        Ok(self.points_under(&format!("points/{vm}/"))?.0)
+    }
+
+    /// The points whose manifests are listed under `prefix`, and the keys
+    /// of manifests there under names that are not valid ids, both sorted.
+    fn points_under(&self, prefix: &str) -> Result<(Vec<PointRef>, Vec<String>), RepoError> {
         let mut out = Vec::new();
         let mut refused = Vec::new();
-        for o in self.store.list("points/")? {
+        for o in self.store.list(prefix)? {
             if !o.key.ends_with("/manifest.json") {
                 continue;
             }
@@ -647,27 +660,6 @@ impl Repository {
         out.sort();
         refused.sort();
         Ok((out, refused))
-    }
-
-    /// The committed points of the VM `vm_uuid`, oldest first: one
-    /// listing of its directory, not of the whole repository.
-    pub fn points_of_vm(&self, vm_uuid: &str) -> Result<Vec<PointRef>, RepoError> {
-        let vm = VmUuid::parse(vm_uuid)?;
-        let prefix = format!("points/{}/", vm.as_str());
-        let mut out: Vec<PointRef> = (self.store.list(&prefix)?.into_iter())
-            .filter_map(|o| {
-                let point = o
-                    .key
-                    .strip_prefix(&prefix)?
-                    .strip_suffix("/manifest.json")?;
-                PointId::parse(point).ok().map(|_| PointRef {
-                    vm_uuid: vm.as_str().to_string(),
-                    point_id: point.to_string(),
-                })
-            })
-            .collect();
-        out.sort();
-        Ok(out)
     }
 
     /// Finds a point by id (unique across VMs).

@@ -168,7 +168,8 @@ const MAINTENANCE_WAIT: &str = "120s";
 /// Repository maintenance against the writers of other machines, on a
 /// catalog shared through PostgreSQL, in addition to the repositories' own
 /// locks: gc and prune hold the maintenance lock exclusively, and every
-/// worker's backup holds it shared while it writes. Nothing on a catalog
+/// backup and copy, on a worker or a runner, holds it shared while it
+/// writes. Nothing on a catalog
 /// that is one machine's (its runner lock already keeps its runs apart).
 #[derive(Debug)]
 pub struct MaintenanceLock {

@@ -55,12 +55,18 @@ pub(crate) struct BackupDone {
 }
 
 /// A backup, tried again (twice at most, after a pause) when it failed for
-/// a transient reason; every attempt removes its own snapshot.
+/// a transient reason; every attempt removes its own snapshot. It writes
+/// under the catalog's maintenance lock held shared, so a gc or prune on
+/// any machine sharing the catalog waits for it, and it for them
+/// (`runlock::MaintenanceLock`; nothing on a catalog that is one
+/// machine's).
 pub(crate) fn backup_action_with_retries(
     job: &BackupJob<'_>,
     observer: &dyn Observer,
 ) -> Result<BackupDone> {
     let action = job.action;
+    let what = format!("coffer backup of {}", action.vm().unwrap_or_default());
+    let _writing = crate::run::runlock::MaintenanceLock::take(&job.config.settings, false, &what)?;
     let pause = std::env::var("COFFER_RETRY_PAUSE_MS")
         .ok()
         .and_then(|m| m.parse().ok())

@@ -26,16 +26,14 @@ use crate::engine::observer::{Bytes, Event, Outcome};
 use crate::engine::tiers::open_tier;
 use crate::plan::planner::Action;
 use crate::policy::Config;
-use crate::policy::model::{DrillKind, TierBackend};
+use crate::policy::model::DrillKind;
 
 /// How often the coordinator looks at the queue.
 const POLL: Duration = Duration::from_millis(250);
 
 /// Whether a worker may carry out `a` (see the module header).
 pub(super) fn for_workers(config: &Config, a: &Action) -> bool {
-    let tape = |tier: &str| {
-        (config.tiers.get(tier)).is_some_and(|t| matches!(t.backend, TierBackend::Tape { .. }))
-    };
+    let tape = |tier: &str| config.tiers.get(tier).is_some_and(|t| t.is_tape());
     match a {
         Action::Backup { .. } => true,
         Action::Copy { from, to, .. } => !tape(from) && !tape(to),

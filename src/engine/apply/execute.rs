@@ -165,7 +165,8 @@ pub(crate) fn session_in<'s>(
 
 /// The copy action: `point` of tier `from` to tier `to`, sending only
 /// the chunks `to` lacks; the catalog then knows `to` holds it. Run by
-/// the runner, or by a worker the coordinator handed it to.
+/// the runner, or by a worker the coordinator handed it to. It writes
+/// under the maintenance lock held shared, as a backup does.
 pub(crate) fn copy(
     config: &Config,
     catalog: &mut Catalog,
@@ -174,6 +175,11 @@ pub(crate) fn copy(
     to: &str,
     observer: &dyn Observer,
 ) -> Result<String> {
+    let _writing = crate::run::runlock::MaintenanceLock::take(
+        &config.settings,
+        false,
+        &format!("coffer copy of {point} to tier `{to}`"),
+    )?;
     let src = open_tier(config, from)?;
     let dst = open_tier(config, to)?;
     let p = src.find_point(point)?;
