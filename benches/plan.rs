@@ -25,57 +25,16 @@ use coffer::vsphere::types::{ChangeId, DiskBacking, MoRef, SnapshotNode, VmDisk,
 const POINTS_PER_VM: usize = 100;
 const CHILD_ENV: &str = "COFFER_BENCH_PLAN_VMS";
 
-const POLICIES: &str = r#"
-[settings]
-timezone = "Europe/Berlin"
-
-[sources.vc]
-kind = "esxi"
-url = "https://vc.example.com"
-user = "u"
-password = { env = "X" }
-site = "dc1"
-
-[tiers.local]
-backend = "local"
-path = "/srv/local"
-site = "dc1"
-
-[tiers.offsite]
-backend = "local"
-path = "/srv/offsite"
-site = "dc2"
-
-[tiers.archive]
-backend = "local"
-path = "/srv/archive"
-site = "dc3"
-
-[policies.nightly]
-sources = ["vc"]
-vms = ["vm*"]
-schedule = "0 0 1 * * *"
-rpo = "26h"
-full_every = "30d"
-backup_to = "local"
-
-[policies.nightly.retain.local]
-last = 7
-daily = 14
-
-[policies.nightly.retain.offsite]
-daily = 60
-weekly = 52
-
-[policies.nightly.retain.archive]
-monthly = 12
-yearly = 3
-
+/// The site's policies, with a verify drill of every VM.
+const POLICIES: &str = concat!(
+    include_str!("site.toml"),
+    r#"
 [[policies.nightly.drills]]
 kind = "verify"
 every = "7d"
 tier = "offsite"
-"#;
+"#
+);
 
 fn main() {
     if let Ok(vms) = std::env::var(CHILD_ENV) {
@@ -142,7 +101,7 @@ fn measure(vms: usize) {
         config: &config,
         inventory,
         unreachable_sources: Default::default(),
-        points,
+        points: points.into(),
         unlisted_tiers: BTreeSet::new(),
         drills,
         dead_installation: None,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark of what planning reads from the catalog, on SQLite and on a
-# PostgreSQL server started on loopback (Debian's postgresql; see
-# scripts/test-deps.sh): N VMs x 100 points, today's read beside the one
-# before it.
+# Benchmark of planning from the catalog, on SQLite and on a PostgreSQL
+# server started on loopback (Debian's postgresql; see
+# scripts/test-deps.sh): N VMs x 100 points, the whole read beside the
+# points kept between plans, and the planner after a night's changes.
 #
 #   scripts/bench-catalog.sh [VMS]      (default 10000)
 set -euo pipefail

@@ -271,6 +271,26 @@ impl Db {
         }
     }
 
+    /// Runs `f`'s reads in one snapshot of the database: every query sees
+    /// the same committed state, whatever commits meanwhile. Nothing is
+    /// written; a writer is not held back on PostgreSQL, nor in SQLite's
+    /// WAL mode.
+    pub fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
+        match self {
+            Db::Sqlite(_) => self.batch("BEGIN DEFERRED")?,
+            Db::Postgres(_) => self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?,
+        }
+        let out = f(self);
+        // A read-only transaction: ending it cannot lose anything.
+        let ended = self.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let out = out?;
+        ended?;
+        Ok(out)
+    }
+
     /// Runs `f` in one write transaction: all of it or nothing. On
     /// PostgreSQL the transaction first takes the catalog's writer lock.
     pub fn transaction<T>(

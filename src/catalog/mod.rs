@@ -13,6 +13,7 @@
 //! cannot be read — and records it, so the next refresh reports only what
 //! changed since. The catalog never decides anything; the planner reads it.
 
+mod changes;
 pub(crate) mod db;
 mod journal;
 mod query;
@@ -33,6 +34,7 @@ use crate::policy::model::CatalogLocation;
 use crate::repo::RepoError;
 use db::Db;
 
+pub use changes::{ChangeMark, PointsRead, PointsSince};
 pub use journal::{SnapshotLifetimeRecord, Unfinished};
 pub use query::{
     CopyRecord, CopyState, DiskRecord, DrillRun, PointRecord, TierRefresh, Verification,

@@ -7,6 +7,16 @@ use crate::repo::PointRef;
 use crate::repo::manifest::PointKind;
 use chrono::{DateTime, Utc};
 
+/// Which points a read is of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Which<'a> {
+    All,
+    /// Those a clause on `points p` selects, with its arguments.
+    Where(&'a str, &'a [super::db::Value]),
+    /// Those whose id a query answers, with its arguments.
+    IdIn(&'a str, &'a [super::db::Value]),
+}
+
 /// A VM the catalog has seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmRecord {
@@ -273,7 +283,7 @@ impl Catalog {
         )?;
         let mut points: Vec<PointRecord> =
             rows.into_iter().map(point_row).collect::<Result<_, _>>()?;
-        self.complete_points(&mut points, Some(("p.vm_uuid = ?1", args![vm_uuid])))?;
+        self.complete_points(&mut points, Which::Where("p.vm_uuid = ?1", args![vm_uuid]))?;
         Ok(points)
     }
 
@@ -284,16 +294,7 @@ impl Catalog {
     pub fn all_points(
         &self,
     ) -> Result<std::collections::HashMap<String, Vec<PointRecord>>, CatalogError> {
-        let rows = self.db.query(
-            &format!(
-                "SELECT {POINT_COLUMNS} FROM points p \
-                 ORDER BY vm_uuid, created DESC, point_id DESC"
-            ),
-            &[],
-        )?;
-        let mut points: Vec<PointRecord> =
-            rows.into_iter().map(point_row).collect::<Result<_, _>>()?;
-        self.complete_points(&mut points, None)?;
+        let points = self.points_where(Which::All)?;
         let mut by_vm: std::collections::HashMap<String, Vec<PointRecord>> =
             std::collections::HashMap::new();
         for p in points {
@@ -308,10 +309,50 @@ impl Catalog {
     pub fn data_verdicts(
         &self,
     ) -> Result<std::collections::HashMap<(String, String), bool>, CatalogError> {
+        self.data_verdicts_where(Which::All)
+    }
+
+    /// The points `which` selects, with their disks and copies, by VM
+    /// uuid and each VM's newest first: three queries.
+    pub(super) fn points_where(&self, which: Which<'_>) -> Result<Vec<PointRecord>, CatalogError> {
+        let (clause, args) = match which {
+            Which::All => ("1 = 1".to_string(), &[][..]),
+            Which::Where(c, a) => (c.to_string(), a),
+            Which::IdIn(q, a) => (format!("p.point_id IN ({q})"), a),
+        };
         let rows = self.db.query(
-            "SELECT point_id, tier, data_ok FROM verifications \
-             WHERE data_ok IS NOT NULL ORDER BY started, id",
-            &[],
+            &format!(
+                "SELECT {POINT_COLUMNS} FROM points p WHERE {clause} \
+                 ORDER BY vm_uuid, created DESC, point_id DESC"
+            ),
+            args,
+        )?;
+        let mut points: Vec<PointRecord> =
+            rows.into_iter().map(point_row).collect::<Result<_, _>>()?;
+        self.complete_points(&mut points, which)?;
+        Ok(points)
+    }
+
+    /// [`Catalog::data_verdicts`] of the copies of the points `which`
+    /// selects.
+    pub(super) fn data_verdicts_where(
+        &self,
+        which: Which<'_>,
+    ) -> Result<std::collections::HashMap<(String, String), bool>, CatalogError> {
+        let (clause, args) = match which {
+            Which::All => ("1 = 1".to_string(), &[][..]),
+            Which::Where(c, a) => (
+                format!("x.point_id IN (SELECT p.point_id FROM points p WHERE {c})"),
+                a,
+            ),
+            Which::IdIn(q, a) => (format!("x.point_id IN ({q})"), a),
+        };
+        let rows = self.db.query(
+            &format!(
+                "SELECT x.point_id, x.tier, x.data_ok FROM verifications x \
+                 WHERE x.data_ok IS NOT NULL AND {clause} ORDER BY x.started, x.id"
+            ),
+            args,
         )?;
         let mut out = std::collections::HashMap::new();
         // Oldest first: the last one of a copy stays.
@@ -331,7 +372,10 @@ impl Catalog {
             return Ok(None);
         };
         let mut points = vec![point_row(row)?];
-        self.complete_points(&mut points, Some(("p.point_id = ?1", args![point_id])))?;
+        self.complete_points(
+            &mut points,
+            Which::Where("p.point_id = ?1", args![point_id]),
+        )?;
         Ok(points.pop())
     }
 
@@ -486,23 +530,24 @@ impl Catalog {
         .transpose()
     }
 
-    /// Fills in the disks and copies of `points`, which are every point
-    /// `filter` (on `points p`, with its arguments) selects, or every point
-    /// of the catalog: two queries whatever the number of points.
+    /// Fills in the disks and copies of `points`, which are the points
+    /// `which` selects: two queries whatever the number of points.
     fn complete_points(
         &self,
         points: &mut [PointRecord],
-        filter: Option<(&str, &[super::db::Value])>,
+        which: Which<'_>,
     ) -> Result<(), CatalogError> {
         let at: std::collections::HashMap<String, usize> = points
             .iter()
             .enumerate()
             .map(|(i, p)| (p.point_id.clone(), i))
             .collect();
-        // Every point: no join, each table in its primary key's order.
-        let (join, filter, args) = match filter {
-            Some((f, a)) => ("JOIN points p ON p.point_id = x.point_id", f, a),
-            None => ("", "1 = 1", &[][..]),
+        // Every point, or points by id: no join, each table in its primary
+        // key's order.
+        let (join, filter, args) = match which {
+            Which::All => ("", "1 = 1".to_string(), &[][..]),
+            Which::Where(c, a) => ("JOIN points p ON p.point_id = x.point_id", c.to_string(), a),
+            Which::IdIn(q, a) => ("", format!("x.point_id IN ({q})"), a),
         };
         let disks = self.db.query(
             &format!(

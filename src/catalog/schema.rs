@@ -277,7 +277,129 @@ CREATE TABLE workers (
     r#"
 ALTER TABLE work ADD COLUMN repo_from TEXT;
 "#,
+    // 10 (planning from what changed): every write of what the planner
+    // reads of a point (the point, its disks, a copy's state, lock or
+    // first sight, a verification) appends the point's id to
+    // `point_changes`, by trigger, so that planning re-reads only the
+    // points changed since its last read (see `changes.rs`). `change_log`
+    // names this log (a planner's saved read belongs to one catalog) and
+    // how far it was pruned. A refresh that only moves a copy's
+    // `last_seen` is not a change. PostgreSQL's form is in
+    // `POSTGRES_MIGRATIONS`.
+    r#"
+CREATE TABLE point_changes (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    point_id  TEXT NOT NULL,
+    at        TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    nonce     INTEGER NOT NULL DEFAULT (random()),
+    txid      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE change_log (
+    id       TEXT NOT NULL,
+    horizon  INTEGER NOT NULL
+);
+INSERT INTO change_log (id, horizon) VALUES (lower(hex(randomblob(16))), 0);
+CREATE TRIGGER points_inserted AFTER INSERT ON points BEGIN
+    INSERT INTO point_changes (point_id) VALUES (NEW.point_id);
+END;
+CREATE TRIGGER points_updated AFTER UPDATE ON points BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+    INSERT INTO point_changes (point_id) SELECT NEW.point_id WHERE NEW.point_id IS NOT OLD.point_id;
+END;
+CREATE TRIGGER points_deleted AFTER DELETE ON points BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+END;
+CREATE TRIGGER point_disks_inserted AFTER INSERT ON point_disks BEGIN
+    INSERT INTO point_changes (point_id) VALUES (NEW.point_id);
+END;
+CREATE TRIGGER point_disks_updated AFTER UPDATE ON point_disks BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+    INSERT INTO point_changes (point_id) SELECT NEW.point_id WHERE NEW.point_id IS NOT OLD.point_id;
+END;
+CREATE TRIGGER point_disks_deleted AFTER DELETE ON point_disks BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+END;
+CREATE TRIGGER copies_inserted AFTER INSERT ON copies BEGIN
+    INSERT INTO point_changes (point_id) VALUES (NEW.point_id);
+END;
+CREATE TRIGGER copies_updated AFTER UPDATE ON copies
+    WHEN NEW.point_id IS NOT OLD.point_id OR NEW.tier IS NOT OLD.tier
+      OR NEW.state IS NOT OLD.state OR NEW.locked_until IS NOT OLD.locked_until
+      OR NEW.first_seen IS NOT OLD.first_seen BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+    INSERT INTO point_changes (point_id) SELECT NEW.point_id WHERE NEW.point_id IS NOT OLD.point_id;
+END;
+CREATE TRIGGER copies_deleted AFTER DELETE ON copies BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+END;
+CREATE TRIGGER verifications_inserted AFTER INSERT ON verifications BEGIN
+    INSERT INTO point_changes (point_id) VALUES (NEW.point_id);
+END;
+CREATE TRIGGER verifications_updated AFTER UPDATE ON verifications
+    WHEN NEW.point_id IS NOT OLD.point_id OR NEW.tier IS NOT OLD.tier
+      OR NEW.data_ok IS NOT OLD.data_ok OR NEW.started IS NOT OLD.started BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+    INSERT INTO point_changes (point_id) SELECT NEW.point_id WHERE NEW.point_id IS NOT OLD.point_id;
+END;
+CREATE TRIGGER verifications_deleted AFTER DELETE ON verifications BEGIN
+    INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+END;
+"#,
 ];
+
+/// Migrations whose PostgreSQL form is written by hand rather than
+/// translated: triggers have no dialect the two share. By number.
+const POSTGRES_MIGRATIONS: &[(u32, &str)] = &[(
+    10,
+    r#"
+CREATE TABLE point_changes (
+    seq       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    point_id  TEXT COLLATE "C" NOT NULL,
+    at        TEXT COLLATE "C" NOT NULL
+              DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    nonce     BIGINT NOT NULL DEFAULT floor((random() - 0.5) * 9.2e18)::bigint,
+    -- the writing transaction: commits need not come in `seq` order here,
+    -- so a reader also re-reads what was still uncommitted at its last read
+    txid      BIGINT NOT NULL DEFAULT pg_current_xact_id()::text::bigint
+);
+CREATE INDEX point_changes_by_txid ON point_changes(txid);
+CREATE TABLE change_log (
+    id       TEXT COLLATE "C" NOT NULL,
+    horizon  BIGINT NOT NULL
+);
+INSERT INTO change_log (id, horizon) VALUES (md5(random()::text || clock_timestamp()::text), 0);
+CREATE FUNCTION coffer_point_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.point_id IS DISTINCT FROM OLD.point_id) THEN
+        INSERT INTO point_changes (point_id) VALUES (NEW.point_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER points_changed AFTER INSERT OR UPDATE OR DELETE ON points
+    FOR EACH ROW EXECUTE FUNCTION coffer_point_changed();
+CREATE TRIGGER point_disks_changed AFTER INSERT OR UPDATE OR DELETE ON point_disks
+    FOR EACH ROW EXECUTE FUNCTION coffer_point_changed();
+CREATE TRIGGER copies_added AFTER INSERT OR DELETE ON copies
+    FOR EACH ROW EXECUTE FUNCTION coffer_point_changed();
+CREATE TRIGGER copies_updated AFTER UPDATE ON copies
+    FOR EACH ROW WHEN (NEW.point_id IS DISTINCT FROM OLD.point_id
+        OR NEW.tier IS DISTINCT FROM OLD.tier OR NEW.state IS DISTINCT FROM OLD.state
+        OR NEW.locked_until IS DISTINCT FROM OLD.locked_until
+        OR NEW.first_seen IS DISTINCT FROM OLD.first_seen)
+    EXECUTE FUNCTION coffer_point_changed();
+CREATE TRIGGER verifications_added AFTER INSERT OR DELETE ON verifications
+    FOR EACH ROW EXECUTE FUNCTION coffer_point_changed();
+CREATE TRIGGER verifications_updated AFTER UPDATE ON verifications
+    FOR EACH ROW WHEN (NEW.point_id IS DISTINCT FROM OLD.point_id
+        OR NEW.tier IS DISTINCT FROM OLD.tier OR NEW.data_ok IS DISTINCT FROM OLD.data_ok
+        OR NEW.started IS DISTINCT FROM OLD.started)
+    EXECUTE FUNCTION coffer_point_changed();
+"#,
+)];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -342,9 +464,11 @@ pub fn migrate(db: &mut Db, path: &str) -> Result<(), CatalogError> {
                 return Ok(false);
             }
             let sql = MIGRATIONS[found as usize];
-            let sql = match tx {
-                Db::Sqlite(_) => sql.to_string(),
-                Db::Postgres(_) => postgres_ddl(sql),
+            let by_hand = POSTGRES_MIGRATIONS.iter().find(|(n, _)| *n == found + 1);
+            let sql = match (tx, by_hand) {
+                (Db::Sqlite(_), _) => sql.to_string(),
+                (Db::Postgres(_), Some((_, sql))) => sql.to_string(),
+                (Db::Postgres(_), None) => postgres_ddl(sql),
             };
             tx.batch(&sql).map_err(|source| CatalogError::Migration {
                 version: found + 1,

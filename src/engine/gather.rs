@@ -5,16 +5,13 @@
 //! it all to the pure planner.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::tiers::open_tiers;
-use crate::catalog::{Catalog, CopyState};
-use crate::plan::planner::{
-    self, Copies, CopyInfo, Plan, PlanInput, PointConsistency, PointDisk, PointInfo,
-};
+use crate::catalog::Catalog;
+use crate::plan::planner::{self, Plan, PlanInput, PointInfo};
 use crate::policy::Config;
 use crate::run::connect;
 
@@ -33,6 +30,8 @@ pub struct Gathered {
     pub notes: Vec<String>,
     /// See `PlanInput::dead_installation`.
     pub dead_installation: Option<String>,
+    /// The points' file being written while the planner works.
+    pub saving: super::point_cache::Saving,
 }
 
 /// This installation's id when no other run of it can be alive (see
@@ -85,88 +84,10 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
             }
         }
     }
-    let mut points = Vec::new();
-    // One name per tier and per VM, shared by all the points.
-    let tier_names: BTreeMap<&str, Arc<str>> = config
-        .tiers
-        .keys()
-        .map(|t| (t.as_str(), Arc::from(t.as_str())))
-        .collect();
-    // One name per source too.
-    let source_names: BTreeMap<String, Arc<str>> = config
-        .sources
-        .keys()
-        .map(|s| (s.clone(), Arc::from(s.as_str())))
-        .collect();
-    // Three queries for every point and one for every verdict, whatever
-    // the size of the site.
-    let mut all_points = catalog.all_points()?;
-    let verdicts = catalog.data_verdicts()?;
-    for vm in catalog.vms()? {
-        let (vm_uuid, vm_name): (Arc<str>, Arc<str>) =
-            (vm.uuid.as_str().into(), vm.name.as_str().into());
-        for p in all_points.remove(&vm.uuid).unwrap_or_default() {
-            // Two VMs with this UUID on two sources each have their name.
-            let point_vm_name = match &p.vm_name {
-                Some(n) if **n != *vm_name => Arc::from(n.as_str()),
-                _ => vm_name.clone(),
-            };
-            let source = p
-                .source
-                .as_deref()
-                .map(|s| source_names.get(s).cloned().unwrap_or_else(|| Arc::from(s)));
-            let copies: Copies = p
-                .copies
-                .iter()
-                .filter(|c| c.state == CopyState::Present)
-                .map(|c| -> Result<_> {
-                    let lock = config
-                        .tiers
-                        .get(&c.tier)
-                        .and_then(|t| t.immutable_for)
-                        .and_then(|d| chrono::Duration::from_std(d).ok())
-                        .map(|d| c.first_seen + d);
-                    // Only data verification (every chunk read back and
-                    // proven, or damage found) says a copy is damaged; a
-                    // failed guest check (fsck, boot, script) does not.
-                    let verified_ok = verdicts.get(&(p.point_id.clone(), c.tier.clone())).copied();
-                    Ok((
-                        tier_names
-                            .get(c.tier.as_str())
-                            .cloned()
-                            .unwrap_or_else(|| c.tier.as_str().into()),
-                        CopyInfo {
-                            locked_until: c.locked_until.or(lock),
-                            verified_ok,
-                        },
-                    ))
-                })
-                .collect::<Result<_>>()?;
-            if copies.is_empty() {
-                continue;
-            }
-            points.push(PointInfo {
-                vm_uuid: vm_uuid.clone(),
-                source,
-                vm_name: point_vm_name,
-                point_id: p.point_id.clone(),
-                created: p.created,
-                kind: p.kind,
-                consistency: PointConsistency::parse(&p.consistency),
-                disks: p
-                    .disks
-                    .iter()
-                    .map(|d| PointDisk {
-                        device_key: d.device_key,
-                        size_bytes: d.size_bytes,
-                        change_id: d.change_id.as_deref().map(Box::from),
-                        backing: d.backing.clone(),
-                    })
-                    .collect(),
-                copies,
-            });
-        }
-    }
+    // Read through the points saved last time: only what changed since
+    // comes from the catalog.
+    let read = super::point_cache::read_points(config, catalog)?;
+    tracing::debug!(points = read.points.len(), how = ?read.how, "points read");
     // Drill names are unique across policies (validation says so).
     let drill_runs = catalog.drill_runs()?;
     let recoveries = catalog.recoveries()?;
@@ -193,7 +114,8 @@ pub fn gather(config: &Config, catalog: &mut Catalog) -> Result<Gathered> {
     Ok(Gathered {
         inventory,
         unreachable,
-        points,
+        points: read.points,
+        saving: read.saving,
         unlisted,
         drills,
         drill_runs,
@@ -279,7 +201,7 @@ pub fn make_plan(
         config,
         inventory: g.inventory.clone(),
         unreachable_sources: g.unreachable.clone(),
-        points: g.points.clone(),
+        points: std::borrow::Cow::Borrowed(&g.points),
         unlisted_tiers: g.unlisted.clone(),
         drills: g.drills.clone(),
         dead_installation: g.dead_installation.clone(),

@@ -14,7 +14,9 @@
 //! 2. **Gather** — [`Workspace::refresh`] (`gather.rs`) refreshes the
 //!    catalog from every tier (drift and unlistable tiers become notes),
 //!    reads every source's inventory (an unreachable source is recorded, and
-//!    its VMs become `unknown`), and collects points, copies and drills.
+//!    its VMs become `unknown`), and collects points, copies and drills:
+//!    the points from those kept since the last plan and what the catalog's
+//!    change log says changed since (`point_cache.rs`).
 //! 3. **Plan** — [`Workspace::plan`] hands what was gathered to the pure
 //!    planner (`crate::plan`). A plan can be saved for review and carried
 //!    out later (`saved_plan.rs`: sealed, checked against a fresh plan).
@@ -49,6 +51,7 @@ pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod observer;
+pub mod point_cache;
 pub mod report;
 pub mod repository;
 pub mod restore;

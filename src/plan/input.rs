@@ -20,7 +20,7 @@ use crate::repo::manifest::{DiskEntry, PointKind};
 
 /// One restore point and where its copies are. A site holds about a
 /// million of these, so the VM's identity is shared by its points.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PointInfo {
     pub vm_uuid: Arc<str>,
     /// The source the VM was read from: with the UUID, the VM's identity
@@ -106,7 +106,7 @@ impl PointDisk {
 /// The copies of a point by tier name, sorted by it. A vector, not a map:
 /// a point has one to three copies, and a map node costs about 500 bytes
 /// per point; callers share one name per tier between points.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Copies(Vec<(Arc<str>, CopyInfo)>);
 
 type CopyRef<'a> = (&'a str, &'a CopyInfo);
@@ -114,6 +114,16 @@ type CopyRef<'a> = (&'a str, &'a CopyInfo);
 impl Copies {
     fn find(&self, tier: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(t, _)| (**t).cmp(tier))
+    }
+
+    /// From copies given in tier order, one per tier, as the catalog
+    /// lists them (sorted here if they are not).
+    pub fn from_sorted(list: Vec<(Arc<str>, CopyInfo)>) -> Copies {
+        if list.windows(2).all(|w| w[0].0 < w[1].0) {
+            Copies(list)
+        } else {
+            list.into_iter().collect()
+        }
     }
 
     pub fn get(&self, tier: &str) -> Option<&CopyInfo> {
@@ -193,7 +203,7 @@ impl<'a> IntoIterator for &'a Copies {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CopyInfo {
     /// Object Lock on this copy until then.
     pub locked_until: Option<DateTime<Utc>>,
@@ -248,7 +258,8 @@ pub struct PlanInput<'a> {
     /// Sources that could not be read, with the error: their VMs are
     /// `unknown`, neither vanished nor in compliance.
     pub unreachable_sources: BTreeMap<String, String>,
-    pub points: Vec<PointInfo>,
+    /// Borrowed from what was gathered: a site holds a million.
+    pub points: std::borrow::Cow<'a, [PointInfo]>,
     /// Tiers whose listing failed: nothing is pruned there.
     pub unlisted_tiers: BTreeSet<String>,
     pub drills: Vec<DrillRecord>,

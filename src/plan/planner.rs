@@ -101,9 +101,55 @@ fn duplicate_uuids<'a>(
     out
 }
 
+/// The points grouped by VM (instance UUID, then source) and each VM's
+/// newest first (ties by point id, descending). A site holds a million
+/// points of ten thousand VMs: each VM is numbered in key order once, so
+/// the sort compares numbers and times, not UUIDs.
+fn by_vm_newest_first(points: &[PointInfo]) -> Vec<&PointInfo> {
+    let mut numbers: std::collections::HashMap<VmKey<'_>, usize> = Default::default();
+    let mut last: Option<(&PointInfo, usize)> = None;
+    let mut order: Vec<(usize, &PointInfo)> = Vec::with_capacity(points.len());
+    for p in points {
+        // The points of one VM share its names, and mostly come together.
+        let n = match last {
+            Some((q, n))
+                if std::sync::Arc::ptr_eq(&q.vm_uuid, &p.vm_uuid) && q.source == p.source =>
+            {
+                n
+            }
+            _ => {
+                let next = numbers.len();
+                *numbers
+                    .entry((&*p.vm_uuid, p.source.as_deref()))
+                    .or_insert(next)
+            }
+        };
+        last = Some((p, n));
+        order.push((n, p));
+    }
+    let mut keys: Vec<(VmKey<'_>, usize)> = numbers.into_iter().collect();
+    keys.sort_unstable();
+    let mut rank = vec![0; keys.len()];
+    for (r, (_, n)) in keys.iter().enumerate() {
+        rank[*n] = r;
+    }
+    for entry in &mut order {
+        entry.0 = rank[entry.0];
+    }
+    order.sort_unstable_by(|(ra, a), (rb, b)| {
+        ra.cmp(rb)
+            .then(b.created.cmp(&a.created))
+            .then_with(|| b.point_id.cmp(&a.point_id))
+    });
+    order.into_iter().map(|(_, p)| p).collect()
+}
+
 /// Builds the plan. `retain` applies a tier's retention to a VM's points
 /// there (restic's `forget` rules); passed in so it stays one function.
-pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str) -> Kept) -> Plan {
+pub fn plan(
+    input: &PlanInput<'_>,
+    retain: &dyn for<'p> Fn(&[&'p PointInfo], &Policy, &str) -> Kept<'p>,
+) -> Plan {
     let config = input.config;
     let now = input.now;
     let mut actions = Vec::new();
@@ -112,13 +158,7 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
     // A VM is its instance UUID and its source: two sources may hold VMs
     // with the same UUID (files copied between hosts, two vCenters), and
     // one's points must never make the other look protected.
-    let mut sorted: Vec<&PointInfo> = input.points.iter().collect();
-    sorted.sort_unstable_by(|a, b| {
-        (&a.vm_uuid, &a.source)
-            .cmp(&(&b.vm_uuid, &b.source))
-            .then(b.created.cmp(&a.created))
-            .then(b.point_id.cmp(&a.point_id))
-    });
+    let sorted = by_vm_newest_first(&input.points);
     let by_vm: BTreeMap<VmKey<'_>, &[&PointInfo]> = sorted
         .chunk_by(|a, b| a.vm_uuid == b.vm_uuid && a.source == b.source)
         .map(|list| ((&*list[0].vm_uuid, list[0].source.as_deref()), list))
@@ -231,7 +271,11 @@ pub fn plan(input: &PlanInput<'_>, retain: &dyn Fn(&[&PointInfo], &Policy, &str)
             legacy
         } else {
             let mut all = [own, legacy].concat();
-            all.sort_by(|a, b| b.created.cmp(&a.created).then(b.point_id.cmp(&a.point_id)));
+            all.sort_by(|a, b| {
+                b.created
+                    .cmp(&a.created)
+                    .then_with(|| b.point_id.cmp(&a.point_id))
+            });
             merged = all;
             &merged
         };

@@ -354,7 +354,7 @@ fn plan_of(state: &State) -> Plan {
             config: &state.config,
             inventory: state.inventory.clone(),
             unreachable_sources: Default::default(),
-            points: state.points.clone(),
+            points: state.points[..].into(),
             unlisted_tiers: state.unlisted.clone(),
             drills: vec![],
             dead_installation: None,

@@ -125,7 +125,7 @@ fn input<'a>(
         config,
         inventory: vms.into_iter().map(|v| ("esx".to_string(), v)).collect(),
         unreachable_sources: Default::default(),
-        points,
+        points: points.into(),
         unlisted_tiers: BTreeSet::new(),
         drills: vec![],
         dead_installation: None,
@@ -361,7 +361,7 @@ fn retention_copies_what_a_tier_keeps_and_prunes_the_rest_with_floors() {
 
     // Once copied, both go; the newest good point never goes.
     let copied = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
-    i.points = copied;
+    i.points = copied.into();
     let l = lines(&plan(&i, &restic_retention));
     assert!(l.iter().any(|x| x == "- prune db01 20261122T010005Z-db01 on local: no retention rule keeps it"), "{l:?}");
     assert!(
@@ -374,12 +374,12 @@ fn retention_copies_what_a_tier_keeps_and_prunes_the_rest_with_floors() {
     // A locked copy is kept with the lock's date.
     let mut locked = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
     locked[0].copies.get_mut("offsite").unwrap().locked_until = Some(at("2026-12-21T00:00:00Z"));
-    i.points = locked;
+    i.points = locked.into();
     let l = lines(&plan(&i, &restic_retention));
     assert!(l.iter().any(|x| x == "= keep db01 20261121T010005Z-db01 on offsite: locked (immutable) until 2026-12-21 00:00 +00:00"), "{l:?}");
 
     // A tier whose listing failed prunes nothing.
-    i.points = nightly(&[21, 22, 23, 24], &["local", "offsite"]);
+    i.points = nightly(&[21, 22, 23, 24], &["local", "offsite"]).into();
     i.unlisted_tiers = BTreeSet::from(["local".to_string()]);
     let l = lines(&plan(&i, &restic_retention));
     assert!(
@@ -589,7 +589,7 @@ fn a_copy_that_failed_verification_is_pruned_alone_and_copied_again() {
         "{l:?}"
     );
     // Once the damaged copy is gone, the point is copied there again.
-    i.points[1].copies.remove("offsite");
+    i.points.to_mut()[1].copies.remove("offsite");
     let l = lines(&plan(&i, &restic_retention));
     assert!(
         l.iter()

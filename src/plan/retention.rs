@@ -107,7 +107,7 @@ pub struct KeepReason {
     /// For `last`: the rule's count; for `within`: unused (0).
     pub count: u32,
     /// For a period rule: the period, e.g. `2026-11-24`, `2026-W48`.
-    pub period: Option<String>,
+    pub period: Option<Period>,
     /// For `within`: the rule's duration.
     pub within: Option<Duration>,
     /// Kept as the oldest point while the rule still had count left, though
@@ -129,6 +129,38 @@ impl fmt::Display for KeepReason {
     }
 }
 
+/// A period a rule counted: kept as numbers, named only when shown (a
+/// site's plan keeps a million points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    rule: Rule,
+    key: PeriodKey,
+}
+
+impl fmt::Display for Period {
+    /// `2026-11-24 03:00`, `2026-11-24`, `2026-W48`, `2026-11`, `2026`;
+    /// `#N` for the N-th newest point of `last`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (a, b, c) = self.key;
+        let day = || chrono::NaiveDate::from_yo_opt(a, b).ok_or(fmt::Error);
+        match self.rule {
+            Rule::Last | Rule::Within => write!(f, "#{c}"),
+            Rule::Hourly => write!(
+                f,
+                "{}",
+                day()?
+                    .and_hms_opt(c, 0, 0)
+                    .ok_or(fmt::Error)?
+                    .format("%Y-%m-%d %H:00")
+            ),
+            Rule::Daily => write!(f, "{}", day()?.format("%Y-%m-%d")),
+            Rule::Weekly => write!(f, "{a}-W{b:02}"),
+            Rule::Monthly => write!(f, "{a}-{b:02}"),
+            Rule::Yearly => write!(f, "{a}"),
+        }
+    }
+}
+
 /// The decision for one point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -144,20 +176,45 @@ pub struct Verdict {
 impl Verdict {
     /// The reasons as one line: `daily 2026-11-24, weekly 2026-W48`.
     pub fn reasons_text(&self) -> String {
-        self.reasons
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        reasons_text(&self.reasons)
     }
+}
+
+/// Reasons as one line: `daily 2026-11-24, weekly 2026-W48`.
+pub fn reasons_text(reasons: &[KeepReason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Applies `rules` to `points`, period boundaries taken in `tz`. Returns one
 /// verdict per point, newest first. An empty rule set keeps nothing.
 pub fn apply(points: &[PointTime], rules: &Retention, tz: Tz) -> Vec<Verdict> {
-    let mut order: Vec<usize> = (0..points.len()).collect();
+    let created: Vec<DateTime<Utc>> = points.iter().map(|p| p.created).collect();
+    decide(&created, rules, tz)
+        .into_iter()
+        .map(|(index, reasons)| Verdict {
+            index,
+            id: points[index].id.clone(),
+            created: points[index].created,
+            keep: !reasons.is_empty(),
+            reasons,
+        })
+        .collect()
+}
+
+/// [`apply`] on the points' creation times alone: each point's index and
+/// the reasons that keep it (none: forgotten), newest first.
+pub fn decide(
+    created: &[DateTime<Utc>],
+    rules: &Retention,
+    tz: Tz,
+) -> Vec<(usize, Vec<KeepReason>)> {
+    let mut order: Vec<usize> = (0..created.len()).collect();
     // Stable: equal times stay in input order, so ties are deterministic.
-    order.sort_by(|&a, &b| points[b].created.cmp(&points[a].created));
+    order.sort_by(|&a, &b| created[b].cmp(&created[a]));
 
     let Some(&newest) = order.first() else {
         return Vec::new();
@@ -165,7 +222,7 @@ pub fn apply(points: &[PointTime], rules: &Retention, tz: Tz) -> Vec<Verdict> {
     let within = rules
         .within
         .filter(|d| !d.is_zero())
-        .map(|d| (d, within_cutoff(points[newest].created, d, tz)));
+        .map(|d| (d, within_cutoff(created[newest], d, tz)));
 
     let mut counters = [
         Counter::new(Rule::Last, rules.last),
@@ -181,10 +238,10 @@ pub fn apply(points: &[PointTime], rules: &Retention, tz: Tz) -> Vec<Verdict> {
         .iter()
         .enumerate()
         .map(|(position, &index)| {
-            let point = &points[index];
+            let point_created = created[index];
             let mut reasons = Vec::new();
             if let Some((d, cutoff)) = within
-                && point.created > cutoff
+                && point_created > cutoff
             {
                 reasons.push(KeepReason {
                     rule: Rule::Within,
@@ -194,7 +251,7 @@ pub fn apply(points: &[PointTime], rules: &Retention, tz: Tz) -> Vec<Verdict> {
                     oldest: false,
                 });
             }
-            let local = point.created.with_timezone(&tz).naive_local();
+            let local = point_created.with_timezone(&tz).naive_local();
             for counter in counters.iter_mut() {
                 if counter.left == 0 {
                     continue;
@@ -206,21 +263,17 @@ pub fn apply(points: &[PointTime], rules: &Retention, tz: Tz) -> Vec<Verdict> {
                     reasons.push(KeepReason {
                         rule: counter.rule,
                         count: counter.count,
-                        period: (counter.rule != Rule::Last)
-                            .then(|| period_of(counter.rule, &local, position)),
+                        period: (counter.rule != Rule::Last).then_some(Period {
+                            rule: counter.rule,
+                            key: period,
+                        }),
                         within: None,
                         oldest: !new_period,
                     });
                     counter.last_period = Some(period);
                 }
             }
-            Verdict {
-                index,
-                id: point.id.clone(),
-                created: point.created,
-                keep: !reasons.is_empty(),
-                reasons,
-            }
+            (index, reasons)
         })
         .collect()
 }
@@ -249,7 +302,7 @@ impl Counter {
 /// points kept (a site walks millions of points).
 type PeriodKey = (i32, u32, u32);
 
-/// The period a local time falls in, for a rule, as `period_of` names it.
+/// The period a local time falls in, for a rule, as [`Period`] names it.
 fn period_key(rule: Rule, local: &NaiveDateTime, position: usize) -> PeriodKey {
     match rule {
         Rule::Last | Rule::Within => (0, 0, position as u32),
@@ -261,22 +314,6 @@ fn period_key(rule: Rule, local: &NaiveDateTime, position: usize) -> PeriodKey {
         }
         Rule::Monthly => (local.year(), local.month(), 0),
         Rule::Yearly => (local.year(), 0, 0),
-    }
-}
-
-/// The period a local time falls in, for a rule. `last` gives every point a
-/// period of its own.
-fn period_of(rule: Rule, local: &NaiveDateTime, position: usize) -> String {
-    match rule {
-        Rule::Last | Rule::Within => format!("#{position}"),
-        Rule::Hourly => local.format("%Y-%m-%d %H:00").to_string(),
-        Rule::Daily => local.format("%Y-%m-%d").to_string(),
-        Rule::Weekly => {
-            let w = local.iso_week();
-            format!("{}-W{:02}", w.year(), w.week())
-        }
-        Rule::Monthly => format!("{}-{:02}", local.year(), local.month()),
-        Rule::Yearly => local.year().to_string(),
     }
 }
 

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::action::Action;
 use super::input::{CopyInfo, PlanInput, PointInfo};
+use super::retention::{KeepReason, reasons_text};
 use crate::inventory::VmRecord;
 use crate::policy::model::Policy;
 
@@ -31,29 +32,20 @@ pub const FAILED_VERIFICATION: &str = "the copy failed data verification";
 pub const MASS_PRUNE_FLOOR: &str = "the mass-prune floor defers it to a later run";
 
 /// Retention verdicts: point id → the rules that keep it (absent: forget).
-pub type Kept = BTreeMap<String, Vec<String>>;
+pub type Kept<'p> = BTreeMap<&'p str, Vec<KeepReason>>;
 
 /// Retention by restic's `forget` rules over a VM's good points: what
 /// `tier` should hold, with the rules that keep each point.
-pub fn restic_retention(points: &[&PointInfo], policy: &Policy, tier: &str) -> Kept {
+pub fn restic_retention<'p>(points: &[&'p PointInfo], policy: &Policy, tier: &str) -> Kept<'p> {
     let Some(rules) = policy.retain.get(tier) else {
         return Kept::new();
     };
-    let good: Vec<super::retention::PointTime> = points
-        .iter()
-        .filter(|p| p.good())
-        .map(|p| super::retention::PointTime {
-            id: p.point_id.clone(),
-            created: p.created,
-        })
-        .collect();
-    super::retention::apply(&good, rules, policy.timezone())
+    let good: Vec<&PointInfo> = points.iter().copied().filter(|p| p.good()).collect();
+    let created: Vec<DateTime<Utc>> = good.iter().map(|p| p.created).collect();
+    super::retention::decide(&created, rules, policy.timezone())
         .into_iter()
-        .filter(|v| v.keep)
-        .map(|v| {
-            let reasons = v.reasons.iter().map(|r| r.to_string()).collect();
-            (v.id, reasons)
-        })
+        .filter(|(_, reasons)| !reasons.is_empty())
+        .map(|(i, reasons)| (good[i].point_id.as_str(), reasons))
         .collect()
 }
 
@@ -75,7 +67,7 @@ pub(super) fn plan_tiers<'a>(
     policy: &Policy,
     vm: &'a VmRecord,
     points: &[&'a PointInfo],
-    retain: &dyn Fn(&[&PointInfo], &Policy, &str) -> Kept,
+    retain: &dyn for<'p> Fn(&[&'p PointInfo], &Policy, &str) -> Kept<'p>,
     actions: &mut Vec<Action>,
     prunes: &mut PrunesPerTier<'a>,
 ) {
@@ -98,7 +90,7 @@ pub(super) fn plan_tiers<'a>(
     let mut pending_sources: BTreeSet<(&str, &str)> = BTreeSet::new();
     for (tier, kept) in &keeps {
         for (point_id, rules) in kept {
-            let Some(p) = by_id.get(point_id.as_str()) else {
+            let Some(p) = by_id.get(point_id) else {
                 continue;
             };
             // A damaged copy on the tier is pruned first (below) and the
@@ -131,14 +123,14 @@ pub(super) fn plan_tiers<'a>(
                     reason: match cold(from) {
                         Some(note) => format!(
                             "kept by {}; {note}, and the copy runs once it reads",
-                            rules.join(", ")
+                            reasons_text(rules)
                         ),
                         None if rank(from) == 1 => format!(
                             "kept by {}; {}",
-                            rules.join(", "),
+                            reasons_text(rules),
                             crate::policy::model::TAPE_NOTE
                         ),
-                        None => format!("kept by {}", rules.join(", ")),
+                        None => format!("kept by {}", reasons_text(rules)),
                     },
                 });
             }
@@ -150,7 +142,9 @@ pub(super) fn plan_tiers<'a>(
     let stays = |p: &PointInfo, tier: &str, c: &CopyInfo| {
         c.healthy()
             && (input.unlisted_tiers.contains(tier)
-                || keeps.get(tier).is_none_or(|k| k.contains_key(&p.point_id))
+                || keeps
+                    .get(tier)
+                    .is_none_or(|k| k.contains_key(p.point_id.as_str()))
                 || locked(c)
                 || Some(&p.point_id) == newest_good.as_ref()
                 || is_base(p, tier))
@@ -161,7 +155,7 @@ pub(super) fn plan_tiers<'a>(
             let Some(kept) = keeps.get(tier) else {
                 continue;
             };
-            if kept.contains_key(&p.point_id) && copy.healthy() {
+            if kept.contains_key(p.point_id.as_str()) && copy.healthy() {
                 continue;
             }
             let blocked = if input.unlisted_tiers.contains(tier) {
@@ -217,12 +211,19 @@ pub(super) fn mass_prune_floor(
     // still makes progress every run: a backlog (runs killed before their
     // prune phase, a retention made shorter) shrinks run by run, visibly,
     // instead of blocking every prune for good.
-    for (tier, mut prunes) in prunes_per_tier {
-        let total = input
-            .points
-            .iter()
-            .filter(|p| p.copies.contains_key(tier))
-            .count();
+    // Each tier's points, counted in one pass over the site.
+    let tiers: Vec<&str> = prunes_per_tier.keys().copied().collect();
+    let mut totals = vec![0usize; tiers.len()];
+    if !tiers.is_empty() {
+        for p in input.points.iter() {
+            for t in p.copies.keys() {
+                if let Some(i) = tiers.iter().position(|x| *x == t) {
+                    totals[i] += 1;
+                }
+            }
+        }
+    }
+    for ((tier, mut prunes), total) in prunes_per_tier.into_iter().zip(totals) {
         if prunes.is_empty() {
             continue;
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod azurite;
+pub mod catalog_site;
 pub mod metrics;
 pub mod postgres;
 pub mod s3;
