@@ -161,23 +161,22 @@ impl Catalog {
                 .into_iter()
                 .map(|mut r| r.take::<String>(0))
                 .collect::<Result<BTreeSet<_>, _>>()?;
-            if ids.is_empty() {
-                return Ok(PointsSince {
-                    read: PointsRead::Changed {
-                        ids,
-                        points: Vec::new(),
-                        verdicts: HashMap::new(),
-                    },
-                    mark,
-                    all,
-                });
-            }
+            // Nothing changed: no query for nothing (on PostgreSQL each
+            // one scans a table).
             let changed = Which::IdIn(CHANGED, bounds);
+            let (points, verdicts) = if ids.is_empty() {
+                (Vec::new(), HashMap::new())
+            } else {
+                (
+                    self.points_where(changed)?,
+                    self.data_verdicts_where(changed)?,
+                )
+            };
             Ok(PointsSince {
                 read: PointsRead::Changed {
                     ids,
-                    points: self.points_where(changed)?,
-                    verdicts: self.data_verdicts_where(changed)?,
+                    points,
+                    verdicts,
                 },
                 mark,
                 all,

@@ -319,8 +319,8 @@ fn without(body: &[u8], ids: &BTreeSet<String>) -> Vec<u8> {
     let mut r = In::new(body);
     while r.at < body.len() {
         let start = r.at;
+        // A body that decoded: every record parses.
         let Some(record) = r.record() else {
-            // Left for decode to refuse.
             out.extend_from_slice(&body[start..]);
             break;
         };
@@ -430,6 +430,30 @@ impl View {
         })
     }
 
+    /// A readable copy on `tier` as the planner sees it: the tier's shared
+    /// name, and locked until the catalog says or, on a tier the policies
+    /// make immutable, that long after its first sight.
+    fn copy(
+        &self,
+        tier: &str,
+        first_seen: DateTime<Utc>,
+        locked_until: Option<DateTime<Utc>>,
+        verified_ok: Option<bool>,
+    ) -> (Arc<str>, CopyInfo) {
+        let (name, lock) = match self.tiers.get(tier) {
+            Some((name, lock)) => (name.clone(), *lock),
+            None => (Arc::from(tier), None),
+        };
+        let locked_until = locked_until.or(lock.map(|d| first_seen + d));
+        (
+            name,
+            CopyInfo {
+                locked_until,
+                verified_ok,
+            },
+        )
+    }
+
     /// The planner's point of a catalog record, if it has a readable copy
     /// and its VM is known.
     fn point(
@@ -443,18 +467,8 @@ impl View {
             .iter()
             .filter(|c| c.state == CopyState::Present)
             .map(|c| {
-                let (name, lock) = match self.tiers.get(&c.tier) {
-                    Some((name, lock)) => (name.clone(), *lock),
-                    None => (Arc::from(c.tier.as_str()), None),
-                };
                 let verified_ok = verdicts.get(&(p.point_id.clone(), c.tier.clone())).copied();
-                (
-                    name,
-                    CopyInfo {
-                        locked_until: c.locked_until.or(lock.map(|d| c.first_seen + d)),
-                        verified_ok,
-                    },
-                )
+                self.copy(&c.tier, c.first_seen, c.locked_until, verified_ok)
             })
             .collect();
         if copies.is_empty() {
@@ -556,17 +570,7 @@ impl View {
                     2 => Some(false),
                     _ => return None,
                 };
-                let (name, lock) = match self.tiers.get(tier) {
-                    Some((name, lock)) => (name.clone(), *lock),
-                    None => (Arc::from(tier), None),
-                };
-                copies.push((
-                    name,
-                    CopyInfo {
-                        locked_until: locked_until.or(lock.map(|d| first_seen + d)),
-                        verified_ok,
-                    },
-                ));
+                copies.push(self.copy(tier, first_seen, locked_until, verified_ok));
             }
             if p.at != p.b.len() {
                 return None;
