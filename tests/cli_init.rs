@@ -314,3 +314,80 @@ fn every_argument_of_every_command_has_help_text() {
         "arguments without help text: {missing:#?}"
     );
 }
+
+/// The options `apply`, `daemon` and `worker` take are the engine's own
+/// types: with nothing given they are the engine's defaults, and what is
+/// given reaches the engine as the help says.
+#[test]
+fn the_run_options_on_the_command_line_are_the_engines() {
+    use clap::Parser;
+    use coffer::engine::ApplyOptions;
+    use coffer::engine::worker::WorkerOptions;
+    use std::time::Duration;
+    #[derive(clap::Parser)]
+    struct Apply {
+        #[command(flatten)]
+        o: ApplyOptions,
+    }
+    #[derive(clap::Parser)]
+    struct Worker {
+        #[command(flatten)]
+        o: WorkerOptions,
+    }
+    let given = Apply::parse_from(["apply"]).o;
+    assert_eq!(
+        format!("{given:?}"),
+        format!("{:?}", ApplyOptions::default())
+    );
+    let given = Apply::parse_from(["apply", "--no-mail", "--action-timeout", "1h30m"]).o;
+    assert!(!given.mail);
+    assert_eq!(given.action_timeout, Duration::from_secs(5400));
+    assert_eq!(
+        Apply::parse_from(["apply", "--action-timeout", "0s"])
+            .o
+            .action_timeout,
+        Duration::from_secs(1),
+        "at least one second"
+    );
+    assert!(Apply::try_parse_from(["apply", "--action-timeout", "soon"]).is_err());
+
+    let given = Worker::parse_from(["worker"]).o;
+    let default = WorkerOptions::named_after_this_process();
+    assert_eq!(format!("{given:?}"), format!("{default:?}"));
+    let given = Worker::parse_from(["worker", "--poll", "0s", "--idle-exit", "30s"]).o;
+    assert_eq!(
+        given.poll,
+        Duration::from_millis(100),
+        "polls at most ten a second"
+    );
+    assert_eq!(given.idle_exit, Some(Duration::from_secs(30)));
+}
+
+/// A time or a duration that does not parse is refused before anything
+/// runs, naming the option and the form it takes.
+#[test]
+fn a_malformed_time_or_duration_names_its_option_and_form() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    for (args, option, form) in [
+        (&["plan", "--at", "yesterday"][..], "--at", "RFC 3339"),
+        (
+            &["restore", "vm", "--out", "x", "--at", "noon"],
+            "--at",
+            "RFC 3339",
+        ),
+        (
+            &["repo", "gc", "--repo", "r", "--grace", "an hour"],
+            "--grace",
+            "duration",
+        ),
+    ] {
+        let out = coffer(dir, args, &[]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(
+            said.contains(option) && said.contains(form),
+            "{args:?}: {said}"
+        );
+    }
+}

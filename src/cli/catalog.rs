@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, Location, Output};
+use super::{EXIT_OK, Location, Output, PolicyArgs};
 use crate::engine;
 use crate::text;
 
@@ -53,16 +53,22 @@ pub struct ShowArgs {
     pub output: Output,
 }
 
-pub fn run(command: Command) -> Result<u8> {
+pub fn run(command: Command, p: &PolicyArgs) -> Result<u8> {
     match command {
-        Command::Rebuild(a) => sync(&a.tier, &a.location, &a.output, true),
-        Command::Refresh(a) => sync(&a.tier, &a.location, &a.output, false),
-        Command::Show(a) => show(a),
+        Command::Rebuild(a) => sync(&a.tier, &a.location, p, &a.output, true),
+        Command::Refresh(a) => sync(&a.tier, &a.location, p, &a.output, false),
+        Command::Show(a) => show(a, p),
     }
 }
 
-fn sync(tiers: &[String], location: &Location, output: &Output, rebuild: bool) -> Result<u8> {
-    let config = location.policy.load()?;
+fn sync(
+    tiers: &[String],
+    location: &Location,
+    p: &PolicyArgs,
+    output: &Output,
+    rebuild: bool,
+) -> Result<u8> {
+    let config = p.load()?;
     let at = engine::catalog::catalog_location(location.state.as_deref(), &config);
     let terminal = Terminal::human();
     let mut catalog = engine::catalog::open_catalog(&at, None, &terminal)?;
@@ -72,11 +78,11 @@ fn sync(tiers: &[String], location: &Location, output: &Output, rebuild: bool) -
     Ok(EXIT_OK)
 }
 
-fn show(a: ShowArgs) -> Result<u8> {
+fn show(a: ShowArgs, p: &PolicyArgs) -> Result<u8> {
     // `--state DIR` needs no policies.
     let at = match &a.location.state {
         Some(dir) => engine::catalog::catalog_in(dir),
-        None => a.location.policy.load()?.settings.catalog,
+        None => p.load()?.settings.catalog,
     };
     let catalog = engine::catalog::open_existing(&at, &Terminal::human())?;
     let contents = engine::catalog::contents(&catalog, a.vm.as_deref())?;

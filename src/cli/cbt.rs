@@ -21,13 +21,11 @@ pub struct ResetArgs {
     /// The source to find it on (default: every source, in order).
     #[arg(long)]
     pub source: Option<String>,
-    #[command(flatten)]
-    pub policies: PolicyArgs,
 }
 
-pub fn run(command: Command) -> Result<u8> {
+pub fn run(command: Command, p: &PolicyArgs) -> Result<u8> {
     let Command::Reset(args) = command;
-    let done = reset_cbt_now(&args.policies.load()?, &args.vm, args.source.as_deref())?;
+    let done = reset_cbt_now(&p.load()?, &args.vm, args.source.as_deref())?;
     print(format_args!("{done}\n"))?;
     Ok(EXIT_OK)
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use chrono::Utc;
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, Location, Output};
+use super::{EXIT_OK, Location, Output, PolicyArgs};
 use crate::engine::Workspace;
 use crate::text;
 
@@ -20,8 +20,8 @@ pub struct Args {
     pub output: Output,
 }
 
-pub fn run(args: Args) -> Result<u8> {
-    let config = args.location.policy.load()?;
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let config = p.load()?;
     let terminal = Terminal::human();
     let mut ws = Workspace::open(config, args.location.state.as_deref(), &terminal)?;
     let (gathered, plan) = ws.compliance(Utc::now())?;

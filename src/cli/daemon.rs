@@ -5,7 +5,8 @@ use anyhow::Result;
 
 use super::backup::EXIT_CANCELLED;
 use super::terminal::Terminal;
-use super::{EXIT_OK, Location};
+use super::{EXIT_OK, Location, PolicyArgs};
+use crate::engine::ApplyOptions;
 use crate::engine::cancel;
 use crate::engine::daemon::{DaemonEnd, DaemonOptions, fake_clock, run_daemon};
 use crate::engine::metrics::{self, Both};
@@ -18,22 +19,22 @@ pub struct Args {
     #[arg(long)]
     pub max_runs: Option<u32>,
     #[command(flatten)]
-    pub run: super::apply::RunArgs,
+    pub options: ApplyOptions,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464; port 0 picks a free one and prints it).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 }
 
-pub fn run(args: Args) -> Result<u8> {
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
     cancel::install_signal_handler();
     let options = DaemonOptions {
         state: args.location.state.clone(),
-        apply: args.run.options(),
+        apply: args.options,
         max_runs: args.max_runs,
         fake_clock: fake_clock()?,
     };
-    let load = || args.location.policy.load();
+    let load = || p.load();
     super::apply::exit_on_second_interrupt();
     let config = load()?;
     let state = args.location.state_dir(&config);

@@ -15,7 +15,7 @@ pub struct Args {
     /// The VM's name (as recorded in its points).
     pub vm: String,
     #[command(flatten)]
-    pub choice: super::restore::PointChoice,
+    pub choice: crate::engine::restore::PointChoice,
     /// `ova`: one OVF package; `vmdk`: the first disk to FILE, disk N to
     /// `<stem>_N.vmdk` beside it.
     #[arg(long, value_enum)]
@@ -26,12 +26,10 @@ pub struct Args {
     /// Replace existing files.
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub policies: PolicyArgs,
 }
 
-pub fn run(args: Args) -> Result<u8> {
-    let config = args.policies.load()?;
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let config = p.load()?;
     let (tier, repo, m) = args.choice.find(&config, &args.vm)?;
     let threads = crate::engine::threads();
     print(text::reading_point("exporting", &m, &tier))?;

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{EXIT_OK, PolicyArgs, print_result};
+use super::{EXIT_OK, Output, PolicyArgs};
 use crate::engine::inventory::inventory;
 use crate::text;
 
@@ -13,17 +13,14 @@ pub struct Args {
     /// Only this source.
     #[arg(long)]
     pub source: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub output: Output,
 }
 
-pub fn run(args: Args) -> Result<u8> {
-    let rows = inventory(&args.policy.load()?, args.source.as_deref())?;
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let rows = inventory(&p.load()?, args.source.as_deref())?;
     let doc = || crate::json::Inventory::new(&rows);
-    print_result(args.json, doc, || text::inventory(&rows))?;
+    args.output.print(doc, || text::inventory(&rows))?;
     // Hygiene findings are warnings here; `plan` turns them into actions.
     Ok(EXIT_OK)
 }

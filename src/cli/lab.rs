@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 
-use super::{EXIT_OK, print, print_result};
+use super::{EXIT_OK, Output, print};
 use crate::lab::{Lab, LabConfig, NewDisk};
 use crate::text;
 
@@ -94,9 +94,8 @@ pub struct WriteArgs {
     pub percent: f64,
     #[command(flatten)]
     pub state: StateArg,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 pub fn run(command: Command) -> Result<u8> {
@@ -148,6 +147,7 @@ fn write(args: WriteArgs) -> Result<u8> {
     let written = crate::lab::write(&dir, &args.vm, args.percent)
         .with_context(|| format!("writing to {} in the lab at {}", args.vm, dir.display()))?;
     let doc = || crate::json::LabWrite::new(&args.vm, &written);
-    print_result(args.json, doc, || text::lab_written(&args.vm, &written))?;
+    args.output
+        .print(doc, || text::lab_written(&args.vm, &written))?;
     Ok(EXIT_OK)
 }

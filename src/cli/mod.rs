@@ -46,6 +46,9 @@ pub const EXIT_ERROR: u8 = 1;
 /// The policy directory is invalid.
 pub const EXIT_INVALID_CONFIG: u8 = 10;
 
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Options of every command";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "coffer",
@@ -53,40 +56,37 @@ pub const EXIT_INVALID_CONFIG: u8 = 10;
     about = "Declarative backup policies for VMware ESXi and vCenter"
 )]
 pub struct Cli {
-    /// Policy directory, for the commands that read policies: accepted
-    /// before the command too (`coffer -p DIR plan`).
-    #[arg(
-        short = 'p',
-        long = "policies",
-        id = "dir",
-        value_name = "DIR",
-        global = true
-    )]
-    pub policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
     /// Log more to stderr: -v each run and action, -vv each SOAP call and
     /// point written, -vvv each datastore read (`COFFER_LOG` takes a
     /// filter such as `coffer::vsphere=debug` instead).
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Colour on a terminal: auto (unless NO_COLOR is set), always, never.
-    #[arg(long, value_enum, default_value = "auto", global = true)]
+    #[arg(long, value_enum, default_value = "auto", global = true, help_heading = GLOBAL)]
     pub color: terminal::ColorChoice,
     /// Log lines as text or as JSON objects (for journald, Loki, …).
-    #[arg(long, value_enum, default_value = "text", global = true)]
+    #[arg(long, value_enum, default_value = "text", global = true, help_heading = GLOBAL)]
     pub log_format: crate::engine::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every command that reads policies shares.
+/// The policy directory, for every command that reads policies: one
+/// option, accepted before the command too (`coffer -p DIR plan`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
     /// Policy directory (walked recursively for *.toml).
     #[arg(
         short = 'p',
         long = "policies",
+        id = "dir",
+        value_name = "DIR",
         env = "COFFER_POLICIES",
-        default_value = "policies"
+        default_value = "policies",
+        global = true,
+        help_heading = GLOBAL
     )]
     pub dir: PathBuf,
 }
@@ -107,7 +107,8 @@ impl PolicyArgs {
 /// `--json`, for a command that prints one result.
 #[derive(Debug, clap::Args)]
 pub struct Output {
-    /// Print the result as JSON.
+    /// Print the result as JSON (its schema: `coffer schema --output
+    /// COMMAND`).
     #[arg(long)]
     pub json: bool,
 }
@@ -120,21 +121,10 @@ impl Output {
         doc: impl FnOnce() -> D,
         text: impl FnOnce() -> String,
     ) -> Result<()> {
-        print_result(self.json, doc, text)
-    }
-}
-
-/// Writes the JSON document `doc` makes when `json`, else the text `text`
-/// makes, on stdout.
-pub(crate) fn print_result<D: Document>(
-    json: bool,
-    doc: impl FnOnce() -> D,
-    text: impl FnOnce() -> String,
-) -> Result<()> {
-    if json {
-        print(format_args!("{}\n", crate::json::render(&doc())))
-    } else {
-        print(text())
+        match self.json {
+            true => print(format_args!("{}\n", crate::json::render(&doc()))),
+            false => print(text()),
+        }
     }
 }
 
@@ -144,11 +134,6 @@ pub(crate) fn print(text: impl std::fmt::Display) -> Result<()> {
     Ok(())
 }
 
-/// A duration given to `flag` (`1h30m`).
-pub(crate) fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {
-    crate::policy::units::parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-}
-
 /// Where the catalog is: `--state DIR`, else the policy's settings.
 #[derive(Debug, clap::Args)]
 pub struct Location {
@@ -156,8 +141,6 @@ pub struct Location {
     /// `settings.state_dir`, or its `settings.catalog`).
     #[arg(long = "state", value_name = "DIR")]
     pub state: Option<PathBuf>,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
 }
 
 impl Location {
@@ -255,36 +238,37 @@ pub fn run() -> Result<u8> {
     crate::engine::logging::init(cli.verbose, cli.log_format)?;
     terminal::set_colour(cli.color);
     // Printing shows details (change ids) only from one `-v` on.
-    match run_command(cli.command, cli.verbose > 0) {
+    match run_command(cli.command, &cli.policies, cli.verbose > 0) {
         Err(e) if e.downcast_ref::<InvalidPolicyDir>().is_some() => Ok(EXIT_INVALID_CONFIG),
         other => other,
     }
 }
 
-fn run_command(command: Command, verbose: bool) -> Result<u8> {
+/// `p`: the policy directory, for the commands that read one.
+fn run_command(command: Command, p: &PolicyArgs, verbose: bool) -> Result<u8> {
     match command {
         Command::Init(args) => init::run(args),
-        Command::Validate(args) => validate::run(args),
+        Command::Validate(args) => validate::run(args, p),
         Command::Schema(args) => schema::run(args),
-        Command::Schedule(command) => schedule::run(command),
-        Command::Repo(command) => repo::run(command),
-        Command::Tape(command) => tape::run(command),
-        Command::BackupImage(args) => repo::backup_image(args),
-        Command::Inventory(args) => inventory::run(args),
-        Command::Backup(args) => backup::run(args, verbose),
-        Command::Plan(args) => plan::run(args),
-        Command::Apply(args) => apply::run(args),
-        Command::Catalog(command) => catalog::run(command),
-        Command::Cbt(command) => cbt::run(command),
-        Command::Daemon(args) => daemon::run(args),
-        Command::Status(args) => status::run(args),
-        Command::Worker(args) => worker::run(args),
-        Command::Restore(args) => restore::run(args),
-        Command::InstantRecover(args) => instant::run(args),
-        Command::Export(args) => export::run(args),
-        Command::Report(args) => report::run(args),
-        Command::Compliance(args) => compliance::run(args),
-        Command::Retention(command) => retention::run(command),
+        Command::Schedule(command) => schedule::run(command, p),
+        Command::Repo(command) => repo::run(command, p),
+        Command::Tape(command) => tape::run(command, p),
+        Command::BackupImage(args) => repo::backup_image(args, p),
+        Command::Inventory(args) => inventory::run(args, p),
+        Command::Backup(args) => backup::run(args, p, verbose),
+        Command::Plan(args) => plan::run(args, p),
+        Command::Apply(args) => apply::run(args, p),
+        Command::Catalog(command) => catalog::run(command, p),
+        Command::Cbt(command) => cbt::run(command, p),
+        Command::Daemon(args) => daemon::run(args, p),
+        Command::Status(args) => status::run(args, p),
+        Command::Worker(args) => worker::run(args, p),
+        Command::Restore(args) => restore::run(args, p),
+        Command::InstantRecover(args) => instant::run(args, p),
+        Command::Export(args) => export::run(args, p),
+        Command::Report(args) => report::run(args, p),
+        Command::Compliance(args) => compliance::run(args, p),
+        Command::Retention(command) => retention::run(command, p),
         Command::Lab(command) => lab::run(command),
         Command::Completions { shell } => shell::completions(shell),
         Command::Man { out } => shell::man(out),

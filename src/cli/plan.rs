@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::terminal::{Terminal, colour_on_stdout};
-use super::{EXIT_OK, Location, print_result};
+use super::{EXIT_OK, Location, Output, PolicyArgs};
 use crate::engine::Workspace;
 use crate::text;
 
@@ -19,12 +19,11 @@ pub const EXIT_CHANGES: u8 = 2;
 pub struct Args {
     #[command(flatten)]
     pub location: Location,
-    /// Print the plan as JSON (versioned).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: Output,
     /// Plan as of this instant (RFC 3339) instead of now.
-    #[arg(long)]
-    pub at: Option<String>,
+    #[arg(long, value_parser = crate::policy::units::parse_time_arg)]
+    pub at: Option<DateTime<Utc>>,
     /// Let retention prune more than half of a tier's points in one run
     /// (without it, one run prunes the oldest half and the rest waits).
     #[arg(long)]
@@ -37,9 +36,9 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> Result<u8> {
-    let config = args.location.policy.load()?;
-    let now = super::restore::parse_at(args.at.as_deref())?.unwrap_or_else(Utc::now);
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let config = p.load()?;
+    let now = args.at.unwrap_or_else(Utc::now);
     crate::engine::tiers::check_secrets(&config)?;
     let zone = config.settings.timezone;
     let terminal = Terminal::human().in_zone(zone);
@@ -51,7 +50,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let doc = || crate::json::PlanDoc::new(&plan, &gathered);
     let text = || text::plan(&plan, &gathered, colour_on_stdout(), zone);
-    print_result(args.json, doc, text)?;
+    args.output.print(doc, text)?;
     let pending = args.detailed_exitcode && plan.has_pending_actions();
     Ok(if pending { EXIT_CHANGES } else { EXIT_OK })
 }

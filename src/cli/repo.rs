@@ -2,16 +2,15 @@
 //! by an administrator or a benchmark, without ESXi.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::engine::tiers::{Staged, TapeTier};
 use anyhow::{Context, Result, anyhow};
 
 use super::terminal::Terminal;
 use super::{EXIT_OK, Output, PolicyArgs, print};
 use crate::engine::image::{ImageBackup, backup_image as backup_image_into};
 use crate::engine::repository;
-use crate::engine::tiers::{RepoSpec, init_tiers};
+use crate::engine::tiers::{RepoChoice, RepoSpec, Staged, init_tiers};
 use crate::policy::model::SecretRef;
 use crate::repo::Repository;
 use crate::repo::ops::SampleError;
@@ -21,70 +20,18 @@ use crate::text;
 /// Verification found damage.
 pub const EXIT_DAMAGED: u8 = 4;
 
-/// Which repository: a tier of the policy directory, a directory, or a
-/// bucket.
-#[derive(Debug, clap::Args)]
-pub struct Target {
-    /// A tier of the policy directory.
-    #[arg(long, conflicts_with = "repo")]
-    pub tier: Option<String>,
-    /// A repository directory, `s3://BUCKET/PREFIX` or
-    /// `azure://ACCOUNT/CONTAINER/PREFIX` (instead of --tier). S3
-    /// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
-    /// Azure's from AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY.
-    #[arg(long)]
-    pub repo: Option<String>,
-    /// With an s3:// --repo: endpoint URL of an S3-compatible server; with
-    /// an azure:// --repo: the account's blob endpoint (Azurite:
-    /// `http://127.0.0.1:10000/devstoreaccount1`).
-    #[arg(long, requires = "repo")]
-    pub endpoint: Option<String>,
-    /// With an s3:// --repo: region (default: AWS_REGION, else us-east-1).
-    #[arg(long, requires = "repo")]
-    pub region: Option<String>,
-    /// With --repo: environment variable holding the encryption passphrase.
-    #[arg(long, requires = "repo")]
-    pub key_env: Option<String>,
-    /// With --repo: file holding the encryption passphrase or key.
-    #[arg(long, requires = "repo", conflicts_with = "key_env")]
-    pub key_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-}
-
-impl Target {
-    /// The repository as the engine names it.
-    fn spec(&self) -> Result<RepoSpec> {
-        let secret = (self.key_env.clone().map(SecretRef::Env))
-            .or_else(|| self.key_file.clone().map(SecretRef::File));
-        let (tier, repo) = (self.tier.as_deref(), self.repo.as_deref());
-        RepoSpec::chosen(
-            tier,
-            repo,
-            self.endpoint.as_deref(),
-            self.region.as_deref(),
-            secret,
-        )
+/// The repository to read `point` from (a staging copy read off tape for
+/// a tape tier, said on stderr), and the tier's.
+fn open_for_point(
+    t: &RepoChoice,
+    p: &PolicyArgs,
+    point: &str,
+) -> Result<(Repository, Option<Staged>)> {
+    let (repo, staged) = t.spec()?.open_for_point(|| p.load(), point)?;
+    if let Some(s) = &staged {
+        eprintln!("{}", s.report.describe());
     }
-
-    pub fn open(&self) -> Result<Repository> {
-        self.spec()?.open_with(|| self.policy.load())
-    }
-
-    /// The repository, and the policies when it is a tape tier's.
-    fn open_tape_aware(&self) -> Result<(Repository, Option<TapeTier>)> {
-        self.spec()?.open_tape_aware(|| self.policy.load())
-    }
-
-    /// The repository to read `point` from (a staging copy read off tape
-    /// for a tape tier, said on stderr), and the tier's.
-    fn open_for_point(&self, point: &str) -> Result<(Repository, Option<Staged>)> {
-        let (repo, staged) = self.spec()?.open_for_point(|| self.policy.load(), point)?;
-        if let Some(s) = &staged {
-            eprintln!("{}", s.report.describe());
-        }
-        Ok((repo, staged))
-    }
+    Ok((repo, staged))
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,7 +41,7 @@ pub struct InitArgs {
     #[arg(long, conflicts_with_all = ["tier", "repo"])]
     pub all: bool,
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     /// Store chunks in packs of this size (e.g. `16MiB`), or `off` for one
     /// object per chunk. Default: the tier's `pack_size`; for a `--repo`,
     /// 16MiB on s3:// and azure://, off on a directory.
@@ -127,13 +74,13 @@ pub enum Command {
     /// run it again to finish a migration that was interrupted.
     Migrate(MigrateArgs),
     /// Remove locks whose holders are gone (a killed backup or gc).
-    Unlock(Target),
+    Unlock(RepoChoice),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     #[command(flatten)]
     pub output: Output,
 }
@@ -141,7 +88,7 @@ pub struct LsArgs {
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     #[command(flatten)]
     pub output: Output,
     /// Only this point.
@@ -155,10 +102,10 @@ pub struct VerifyArgs {
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     /// Unreferenced chunks younger than this are kept (a running backup may use them).
-    #[arg(long, default_value = "1h")]
-    pub grace: String,
+    #[arg(long, default_value = "1h", value_parser = crate::policy::units::parse_duration)]
+    pub grace: Duration,
     /// Report what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
@@ -169,7 +116,7 @@ pub struct CopyArgs {
     /// The point's id, as `repo ls` lists it.
     pub point: String,
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     /// Destination tier of the policy directory.
     #[arg(long, required_unless_present = "to_repo", conflicts_with = "to_repo")]
     pub to_tier: Option<String>,
@@ -191,7 +138,7 @@ pub struct RestoreArgs {
     /// The point's id, as `repo ls` lists it.
     pub point: String,
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     /// Output file (for vmdk: the descriptor; the extent goes beside it).
     #[arg(long, short)]
     pub out: PathBuf,
@@ -222,7 +169,7 @@ pub struct ThawArgs {
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
     /// The size packs are written at, e.g. `16MiB`.
     #[arg(long, default_value = "16MiB")]
     pub pack_size: String,
@@ -236,63 +183,45 @@ pub struct PointArgs {
     /// The point's id, as `repo ls` lists it.
     pub point: String,
     #[command(flatten)]
-    pub target: Target,
+    pub target: RepoChoice,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct BackupImageArgs {
-    /// The disk image file to back up.
-    pub file: PathBuf,
-    /// Name to record the image under (default: the file name).
-    #[arg(long)]
-    pub vm: Option<String>,
     #[command(flatten)]
-    pub target: Target,
-    /// File of changed ranges (`OFFSET LENGTH` per line, bytes) since --base
-    /// (default: the newest point of this VM): an incremental.
-    #[arg(long)]
-    pub changed: Option<PathBuf>,
-    /// The point the changed ranges are relative to.
-    #[arg(long, requires = "changed")]
-    pub base: Option<String>,
-    /// Chunk size, a power of two from 64KiB to 4MiB (default chosen by
-    /// measurement, see docs/benchmarks.md).
-    #[arg(long, default_value = "256KiB")]
-    pub chunk_size: String,
+    pub image: ImageBackup,
+    #[command(flatten)]
+    pub target: RepoChoice,
     #[command(flatten)]
     pub output: Output,
 }
 
-pub fn run(command: Command) -> Result<u8> {
+pub fn run(command: Command, p: &PolicyArgs) -> Result<u8> {
+    let load = || p.load();
     match command {
-        Command::Init(InitArgs {
-            all: true, target, ..
-        }) => {
-            print(text::tiers_initialised(&init_tiers(
-                &target.policy.load()?,
-            )?))?;
+        Command::Init(InitArgs { all: true, .. }) => {
+            print(text::tiers_initialised(&init_tiers(&load()?)?))?;
         }
         Command::Init(InitArgs {
             target, pack_size, ..
         }) => {
             let spec = target.spec()?;
-            let config = spec.policies(|| target.policy.load())?;
-            let pack_size = pack_size
+            let pack_size = (pack_size
                 .as_deref()
-                .map(crate::policy::units::parse_pack_size)
-                .transpose()
-                .map_err(|e| anyhow!("--pack-size: {e}"))?;
-            let (repo, encrypted) = spec.init(config.as_ref(), pack_size)?;
+                .map(crate::policy::units::parse_pack_size))
+            .transpose()
+            .map_err(|e| anyhow!("--pack-size: {e}"))?;
+            let (repo, encrypted) = spec.init(spec.policies(load)?.as_ref(), pack_size)?;
             print(text::repo_created(&repo, encrypted))?;
         }
         Command::Ls(a) => {
-            let repo = a.target.open()?;
+            let repo = a.target.spec()?.open_with(load)?;
             let listing = repository::list(&repo)?;
             let doc = || crate::json::RepoLs::new(repo.describe(), &listing);
             a.output.print(doc, || text::point_list(&doc()))?;
         }
         Command::Verify(a) => {
-            let (repo, tape) = a.target.open_tape_aware()?;
+            let (repo, tape) = a.target.spec()?.open_tape_aware(load)?;
             let sample =
                 (a.sample.as_deref().map(str::parse))
                     .transpose()
@@ -300,12 +229,7 @@ pub fn run(command: Command) -> Result<u8> {
                         SampleError::Number(e) => anyhow!(e),
                         e => anyhow!("--sample {e}"),
                     })?;
-            let (r, secs) = match &tape {
-                Some(t) => {
-                    repository::verify_tape(&t.config, &t.tier, &repo, a.point.as_deref(), sample)?
-                }
-                None => repository::verify(&repo, a.point.as_deref(), sample)?,
-            };
+            let (r, secs) = repository::verify(&repo, tape.as_ref(), a.point.as_deref(), sample)?;
             let doc = || crate::json::RepoVerify::new(&r, secs);
             a.output.print(doc, || text::verify_report(&r, secs))?;
             if !r.ok() {
@@ -313,41 +237,38 @@ pub fn run(command: Command) -> Result<u8> {
             }
         }
         Command::Gc(a) => {
-            let (repo, tape, _maintenance) = (a.target.spec()?)
-                .open_for_maintenance(|| a.target.policy.load(), "coffer repo gc")?;
-            let r = crate::repo::ops::gc(&repo, super::duration("--grace", &a.grace)?, a.dry_run)?;
+            let (repo, tape, _maintenance) =
+                (a.target.spec()?).open_for_maintenance(load, "coffer repo gc")?;
+            let (r, freed) = repository::gc(&repo, tape.as_ref(), a.grace, a.dry_run)?;
             print(text::gc_report(&r, a.dry_run))?;
-            // A tape tier frees whole media once nothing on them is kept.
-            if let Some(t) = tape.filter(|_| !a.dry_run) {
-                let freed = crate::engine::tiers::free_tape_media(&t.config, &t.tier)?;
-                print(text::media_freed(&freed.unwrap_or_default()))?;
+            if let Some(freed) = freed {
+                print(text::media_freed(&freed))?;
             }
         }
         Command::Copy(a) => {
-            let (tier_repo, staged) = a.target.open_for_point(&a.point)?;
+            let (tier_repo, staged) = open_for_point(&a.target, p, &a.point)?;
             let from = staged.as_ref().map_or(&tier_repo, |s| &s.repo);
             let secret = a.to_key_env.clone().map(SecretRef::Env);
             let (tier, repo) = (a.to_tier.as_deref(), a.to_repo.as_deref());
             let to = RepoSpec::chosen(tier, repo, a.to_endpoint.as_deref(), None, secret)
-                .and_then(|spec| spec.open_with(|| a.target.policy.load()))
+                .and_then(|spec| spec.open_with(load))
                 .context("opening the destination")?;
-            print(text::point_copied(
-                &a.point,
-                &repository::copy(from, &to, &a.point)?,
-            ))?;
+            let copied = repository::copy(from, &to, &a.point)?;
+            print(text::point_copied(&a.point, &copied))?;
         }
         Command::Restore(a) => {
-            let (tier_repo, staged) = a.target.open_for_point(&a.point)?;
+            let (tier_repo, staged) = open_for_point(&a.target, p, &a.point)?;
             let repo = staged.as_ref().map_or(&tier_repo, |s| &s.repo);
             let r = repository::restore_disk(repo, &a.point, a.disk, &a.out, a.format, a.force)?;
             print(text::disk_restored(&a.point, &r.disk, &r.stats, r.seconds))?;
         }
         Command::Unlock(t) => {
-            let (removed, live) = repository::unlock(&t.open()?)?;
+            let (removed, live) = repository::unlock(&t.spec()?.open_with(load)?)?;
             print(text::unlocked(&removed, live))?;
         }
         Command::Thaw(a) => {
-            let r = repository::thaw(&a.point.target.open()?, &a.point.point, a.days, a.speed)?;
+            let repo = a.point.target.spec()?.open_with(load)?;
+            let r = repository::thaw(&repo, &a.point.point, a.days, a.speed)?;
             print(text::thaw_report(&a.point.point, &r))?;
             if !r.done() {
                 return Ok(EXIT_THAWING);
@@ -357,13 +278,12 @@ pub fn run(command: Command) -> Result<u8> {
             let size = crate::policy::units::parse_pack_size(&a.pack_size)
                 .map_err(|e| anyhow!("--pack-size: {e}"))?
                 .ok_or_else(|| anyhow!("--pack-size: a migration to packs needs a size"))?;
-            let r = repository::migrate(&a.target.open()?, size)?;
+            let r = repository::migrate(&a.target.spec()?.open_with(load)?, size)?;
             print(text::migrated(&r))?;
         }
         Command::Prune(a) => {
             let what = format!("coffer repo prune of {}", a.point);
-            let (repo, _, _maintenance) =
-                (a.target.spec()?).open_for_maintenance(|| a.target.policy.load(), &what)?;
+            let (repo, _, _maintenance) = (a.target.spec()?).open_for_maintenance(load, &what)?;
             repository::prune(&repo, &a.point)?;
             print(text::point_pruned(&a.point))?;
         }
@@ -371,19 +291,10 @@ pub fn run(command: Command) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-pub fn backup_image(a: BackupImageArgs) -> Result<u8> {
-    let repo = a.target.open()?;
-    let chunk = crate::policy::units::parse_size(&a.chunk_size)
-        .map_err(|e| anyhow!("--chunk-size: {e}"))?;
-    let image = ImageBackup {
-        file: a.file.clone(),
-        vm: a.vm.clone(),
-        changed: a.changed.clone(),
-        base: a.base.clone(),
-        chunk_size_bytes: u32::try_from(chunk.0).map_err(|_| anyhow!("--chunk-size too large"))?,
-    };
+pub fn backup_image(a: BackupImageArgs, p: &PolicyArgs) -> Result<u8> {
+    let repo = a.target.spec()?.open_with(|| p.load())?;
     let started = Instant::now();
-    let (m, name) = backup_image_into(&repo, &image, &Terminal::human())?;
+    let (m, name) = backup_image_into(&repo, &a.image, &Terminal::human())?;
     let secs = started.elapsed().as_secs_f64();
     let doc = || crate::json::BackupImage::new(&m, secs);
     a.output

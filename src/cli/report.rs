@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::terminal::Terminal;
-use super::{EXIT_OK, Location, print};
+use super::{EXIT_OK, Location, PolicyArgs, print};
 use crate::engine::Workspace;
 use crate::engine::report::{newest_run_report, send_stored_report};
 
@@ -21,8 +21,8 @@ pub struct Args {
     pub send: bool,
 }
 
-pub fn run(args: Args) -> Result<u8> {
-    let config = args.location.policy.load()?;
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let config = p.load()?;
     let terminal = Terminal::human();
     if args.compliance {
         let mut ws = Workspace::open(config, args.location.state.as_deref(), &terminal)?;

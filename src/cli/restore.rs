@@ -3,14 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use anyhow::Result;
 
 use super::terminal::Terminal;
 use super::{EXIT_OK, PolicyArgs, print};
-use crate::engine::restore::{ToSource, find_point, restore_to_dir, restore_to_source};
-use crate::repo::Repository;
-use crate::repo::manifest::Manifest;
+use crate::engine::restore::{PointChoice, ToSource, restore_to_dir, restore_to_source};
+use crate::engine::tiers::{Readable, readable};
 use crate::run::restore::{PlaceNames, VmxChanges};
 use crate::text;
 
@@ -46,8 +44,8 @@ pub struct Args {
     /// With --power-on: how long to wait for the guest's VMware Tools
     /// heartbeat, the time to which is recorded for the reports (`0s`:
     /// do not wait).
-    #[arg(long, default_value = "5m", requires = "power_on")]
-    pub heartbeat_timeout: String,
+    #[arg(long, default_value = "5m", requires = "power_on", value_parser = crate::policy::units::parse_duration)]
+    pub heartbeat_timeout: std::time::Duration,
     /// Give the restored VM new UUIDs and MAC addresses (the host makes
     /// them at power-on); without it the VM keeps its identity and a
     /// power-on answers the host's "moved or copied?" with "moved".
@@ -62,8 +60,6 @@ pub struct Args {
     /// Overwrite existing local files.
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub policies: PolicyArgs,
 }
 
 /// Where on a vCenter a VM goes; each by name (a folder or pool by its
@@ -97,55 +93,8 @@ impl Place {
     }
 }
 
-/// Which point of a VM: the newest, one by id, or the newest at a time,
-/// from a tier or the first that holds one.
-#[derive(Debug, clap::Args)]
-pub struct PointChoice {
-    /// The source the VM was backed up from, when VMs of this name were
-    /// backed up from more than one.
-    #[arg(long)]
-    pub source: Option<String>,
-    /// This point.
-    #[arg(long, conflicts_with = "at")]
-    pub point: Option<String>,
-    /// The newest point at or before this time (RFC 3339).
-    #[arg(long)]
-    pub at: Option<String>,
-    /// The tier to read the point from (default: the first tier holding
-    /// the VM, local tiers first).
-    #[arg(long)]
-    pub tier: Option<String>,
-}
-
-impl PointChoice {
-    /// The chosen point of `vm`: its tier, repository and manifest.
-    pub fn find(
-        &self,
-        config: &crate::policy::Config,
-        vm: &str,
-    ) -> Result<(String, Repository, Manifest)> {
-        find_point(
-            config,
-            self.tier.as_deref(),
-            vm,
-            self.source.as_deref(),
-            self.point.as_deref(),
-            parse_at(self.at.as_deref())?,
-        )
-    }
-}
-
-/// Reads an `--at TIME` (RFC 3339).
-pub fn parse_at(at: Option<&str>) -> Result<Option<DateTime<Utc>>> {
-    at.map(|t| {
-        crate::policy::units::parse_time(t)
-            .with_context(|| format!("--at {t}: expected RFC 3339, e.g. 2026-11-25T01:00:00Z"))
-    })
-    .transpose()
-}
-
-pub fn run(args: Args) -> Result<u8> {
-    let config = args.policies.load()?;
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let config = p.load()?;
     let (tier, tier_repo, m) = args.choice.find(&config, &args.vm)?;
     let changes = VmxChanges {
         name: (args.name.clone()).unwrap_or_else(|| format!("{}-restored", args.vm)),
@@ -154,7 +103,7 @@ pub fn run(args: Args) -> Result<u8> {
         network: None,
     };
     let terminal = Terminal::human();
-    let read = crate::engine::tiers::readable(
+    let read = readable(
         &config,
         &tier,
         &tier_repo,
@@ -162,12 +111,13 @@ pub fn run(args: Args) -> Result<u8> {
         "restore",
         "run this restore again once they read (exit 5 until then)",
     )?;
-    if let crate::engine::tiers::Readable::Waiting(why) = &read {
-        print(format!("{why}\n"))?;
-        return Ok(super::repo::EXIT_THAWING);
-    }
-    if let crate::engine::tiers::Readable::Staged(s) = &read {
-        print(format!("{}\n", s.report.describe()))?;
+    match &read {
+        Readable::Waiting(why) => {
+            print(format_args!("{why}\n"))?;
+            return Ok(super::repo::EXIT_THAWING);
+        }
+        Readable::Staged(s) => print(format_args!("{}\n", s.report.describe()))?,
+        Readable::Here => {}
     }
     let repo = read.repo(&tier_repo);
     print(text::reading_point("restoring", &m, &tier))?;
@@ -189,7 +139,7 @@ pub fn run(args: Args) -> Result<u8> {
         place: args.place.names(),
         datastore: &args.datastore,
         power_on: args.power_on,
-        heartbeat_timeout: super::duration("--heartbeat-timeout", &args.heartbeat_timeout)?,
+        heartbeat_timeout: args.heartbeat_timeout,
     };
     let r = restore_to_source(&config, repo, &tier, &m, &to, &changes, &terminal)?;
     print(text::restored_to_source(

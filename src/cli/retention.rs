@@ -28,61 +28,24 @@ pub struct SimulateArgs {
     /// With --policy: the tier whose retention to use.
     #[arg(long, requires = "policy")]
     pub tier: Option<String>,
-    /// Or give the rules here (restic's `forget` rules).
-    #[arg(long)]
-    pub last: Option<u32>,
-    /// Keep the newest point of each of the last N hours.
-    #[arg(long)]
-    pub hourly: Option<u32>,
-    /// Keep the newest point of each of the last N days.
-    #[arg(long)]
-    pub daily: Option<u32>,
-    /// Keep the newest point of each of the last N weeks.
-    #[arg(long)]
-    pub weekly: Option<u32>,
-    /// Keep the newest point of each of the last N months.
-    #[arg(long)]
-    pub monthly: Option<u32>,
-    /// Keep the newest point of each of the last N years.
-    #[arg(long)]
-    pub yearly: Option<u32>,
-    /// Keep everything within this long of the newest point, e.g. 14d.
-    #[arg(long)]
-    pub within: Option<String>,
+    // Or the rules themselves, as restic's `forget` takes them.
+    #[command(flatten)]
+    pub rules: Retention,
     /// Time zone of the buckets (default: the policy's, else UTC).
     #[arg(long)]
     pub timezone: Option<String>,
     #[command(flatten)]
     pub output: Output,
-    #[command(flatten)]
-    pub policies: PolicyArgs,
 }
 
-pub fn run(command: Command) -> Result<u8> {
+pub fn run(command: Command, p: &PolicyArgs) -> Result<u8> {
     let Command::Simulate(a) = command;
     let (rules, mut tz) = match (&a.policy, &a.tier) {
-        (Some(p), Some(t)) => a
-            .policies
-            .load()?
-            .retention_of(p, t)
-            .map_err(|e| anyhow!(e))?,
-        _ => {
-            let rules = Retention {
-                last: a.last,
-                hourly: a.hourly,
-                daily: a.daily,
-                weekly: a.weekly,
-                monthly: a.monthly,
-                yearly: a.yearly,
-                within: (a.within.as_deref())
-                    .map(|w| super::duration("--within", w))
-                    .transpose()?,
-            };
-            if rules == Retention::default() {
-                bail!("give --policy and --tier, or at least one rule (--last, --daily, …)");
-            }
-            (rules, chrono_tz::UTC)
+        (Some(policy), Some(t)) => p.load()?.retention_of(policy, t).map_err(|e| anyhow!(e))?,
+        _ if a.rules == Retention::default() => {
+            bail!("give --policy and --tier, or at least one rule (--last, --daily, …)")
         }
+        _ => (a.rules, chrono_tz::UTC),
     };
     if let Some(z) = &a.timezone {
         tz = z

@@ -1,8 +1,8 @@
 //! `coffer schedule explain`: the next fire times of a policy's schedule, in
 //! its time zone, with DST changes marked.
 
-use anyhow::{Context, Result};
-use chrono::Utc;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERROR, EXIT_OK, PolicyArgs, print};
 use crate::text;
@@ -21,25 +21,18 @@ pub struct ExplainArgs {
     #[arg(short = 'n', default_value_t = 10)]
     pub count: usize,
     /// Start from this instant (RFC 3339, e.g. 2026-10-24T00:00:00Z) instead of now.
-    #[arg(long)]
-    pub from: Option<String>,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
+    #[arg(long, value_parser = crate::policy::units::parse_time_arg)]
+    pub from: Option<DateTime<Utc>>,
 }
 
-pub fn run(command: Command) -> Result<u8> {
+pub fn run(command: Command, p: &PolicyArgs) -> Result<u8> {
     let Command::Explain(args) = command;
-    let config = args.policy.load()?;
+    let config = p.load()?;
     let Some(policy) = config.policies.get(&args.policy_name) else {
         eprintln!("error: {}", config.no_such_policy(&args.policy_name));
         return Ok(EXIT_ERROR);
     };
-    let from = match &args.from {
-        Some(text) => crate::policy::units::parse_time(text).with_context(|| {
-            format!("`--from {text}` is not an RFC 3339 time such as 2026-10-24T00:00:00Z")
-        })?,
-        None => Utc::now(),
-    };
+    let from = args.from.unwrap_or_else(Utc::now);
     print(text::schedule(
         policy,
         &policy.schedule.upcoming(from, args.count),

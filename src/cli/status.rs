@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{EXIT_OK, Location, print};
+use super::{EXIT_OK, Location, PolicyArgs, print};
 use crate::engine::metrics::{alive, read_status};
 use crate::text;
 
@@ -17,16 +17,14 @@ pub struct Args {
     pub location: Location,
 }
 
-pub fn run(args: Args) -> Result<u8> {
-    let config = args.location.policy.load()?;
+pub fn run(args: Args, p: &PolicyArgs) -> Result<u8> {
+    let config = p.load()?;
     let state = args.location.state_dir(&config);
     match crate::engine::worker::fleet(&config) {
         Ok(Some((workers, claimed))) => print(text::fleet(&workers, &claimed))?,
         Ok(None) => {}
         // The daemon's own status is still worth showing.
-        Err(e) => print(format!(
-            "workers: the shared catalog cannot be read: {e:#}\n"
-        ))?,
+        Err(e) => print(text::fleet_unreadable(&e))?,
     }
     let Some(s) = read_status(&state)? else {
         print(text::no_daemon(&state))?;

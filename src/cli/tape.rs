@@ -5,6 +5,8 @@
 use anyhow::{Result, anyhow};
 
 use super::{EXIT_OK, PolicyArgs, print};
+use crate::engine::tiers::tape_tier;
+use crate::policy::units::ByteSize;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -25,8 +27,6 @@ pub struct ScanArgs {
     /// The tape tier.
     #[arg(long)]
     pub tier: String,
-    #[command(flatten)]
-    pub policies: PolicyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,8 +37,6 @@ pub struct MediaArgs {
     /// Do not ask the library where each medium is (no changer access).
     #[arg(long)]
     pub offline: bool,
-    #[command(flatten)]
-    pub policies: PolicyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,48 +50,35 @@ pub struct EmulateArgs {
     #[arg(long, default_value_t = 4)]
     pub cartridges: u32,
     /// Capacity of each cartridge, e.g. "1GiB".
-    #[arg(long, default_value = "1GiB")]
-    pub capacity: String,
+    #[arg(long, default_value = "1GiB", value_parser = crate::policy::units::parse_size)]
+    pub capacity: ByteSize,
     /// Barcodes are this prefix, a number and "L9" (LTO-9), e.g. CF0001L9.
     #[arg(long, default_value = "CF")]
     pub barcode_prefix: String,
 }
 
-pub fn run(command: Command) -> Result<u8> {
+pub fn run(command: Command, p: &PolicyArgs) -> Result<u8> {
     match command {
         Command::Media(a) => {
-            let config = a.policies.load()?;
-            let tape = crate::engine::tiers::tape_store(&config, &a.tier)?
-                .ok_or_else(|| anyhow!("tier `{}` is not a tape tier", a.tier))?;
-            let media = tape.media(!a.offline)?;
+            let media = tape_tier(&p.load()?, &a.tier)?.media(!a.offline)?;
             print(crate::text::tape_media(&a.tier, &media))?;
         }
         Command::Scan(a) => {
-            let config = a.policies.load()?;
-            let tape = crate::engine::tiers::tape_store(&config, &a.tier)?
-                .ok_or_else(|| anyhow!("tier `{}` is not a tape tier", a.tier))?;
-            print(crate::text::tape_scanned(&a.tier, &tape.scan()?))?;
+            let scanned = tape_tier(&p.load()?, &a.tier)?.scan()?;
+            print(crate::text::tape_scanned(&a.tier, &scanned))?;
         }
         Command::Emulate(a) => {
-            let capacity = crate::policy::units::parse_size(&a.capacity)
-                .map_err(|e| anyhow!("--capacity: {e}"))?
-                .0;
+            let (dir, size) = (&a.dir, a.capacity.0);
             let barcodes = crate::tape::emulated::FileChanger::create_lto(
-                &a.dir,
+                dir,
                 a.slots,
                 a.cartridges,
-                capacity,
+                size,
                 &a.barcode_prefix,
             )
-            .map_err(|e| anyhow!("creating the library in {}: {e}", a.dir.display()))?;
-            print(format!(
-                "emulated tape library in {}: {} slots, {} blank cartridges ({}) of {}\nuse it in a tier: backend = \"tape\", library = \"{}\"\n",
-                a.dir.display(),
-                a.slots,
-                a.cartridges,
-                barcodes.join(", "),
-                a.capacity,
-                a.dir.display()
+            .map_err(|e| anyhow!("creating the library in {}: {e}", dir.display()))?;
+            print(crate::text::tape_library_made(
+                dir, a.slots, &barcodes, size,
             ))?;
         }
     }

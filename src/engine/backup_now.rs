@@ -20,18 +20,22 @@ use crate::repo::manifest::Manifest;
 use crate::run::connect::{self, Connected};
 use crate::run::vm_backup::{self, VmBackupOutcome, VmBackupRequest};
 
-/// What to back up, and how.
-#[derive(Debug, Clone, Default)]
+/// What to back up, and how: the arguments of `coffer backup`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct BackupNow {
     /// The VM's name.
     pub vm: String,
-    /// The source to find it on (default: every source, in order).
+    /// The source to find it on (default: every ESXi and vCenter source).
+    #[arg(long)]
     pub source: Option<String>,
     /// The policy to follow (default: the one whose selector takes the VM).
+    #[arg(long)]
     pub policy: Option<String>,
     /// Write to this tier instead of the policy's `backup_to`.
+    #[arg(long)]
     pub tier: Option<String>,
-    /// A full backup even when an incremental is possible.
+    /// Take a full backup even when an incremental is possible.
+    #[arg(long)]
     pub full: bool,
 }
 

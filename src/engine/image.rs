@@ -11,18 +11,32 @@ use crate::repo::Repository;
 use crate::repo::backup::{self, BackupRequest, DiskSource, FileDisk};
 use crate::repo::manifest::{Manifest, VmIdentity};
 
-/// What to back up.
-#[derive(Debug, Clone)]
+/// What to back up: the arguments of `coffer backup-image`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ImageBackup {
-    /// The disk image file.
+    /// The disk image file to back up.
     pub file: PathBuf,
     /// Name to record the image under (default: the file name).
+    #[arg(long)]
     pub vm: Option<String>,
-    /// File of changed ranges since `base`: an incremental.
+    /// File of changed ranges (`OFFSET LENGTH` per line, bytes) since --base
+    /// (default: the newest point of this VM): an incremental.
+    #[arg(long)]
     pub changed: Option<PathBuf>,
-    /// The parent point (default: the newest point of this image).
+    /// The point the changed ranges are relative to.
+    #[arg(long, requires = "changed")]
     pub base: Option<String>,
+    /// Chunk size, a power of two from 64KiB to 4MiB (default chosen by
+    /// measurement, see docs/benchmarks.md).
+    #[arg(long = "chunk-size", default_value = "256KiB", value_parser = parse_chunk_size)]
     pub chunk_size_bytes: u32,
+}
+
+/// A chunk size as `--chunk-size` gives it (the repository checks it is
+/// one it takes).
+fn parse_chunk_size(text: &str) -> Result<u32, String> {
+    let size = crate::policy::units::parse_size(text)?;
+    u32::try_from(size.0).map_err(|_| format!("{text} is too large"))
 }
 
 /// Reads a changed-ranges file: `OFFSET LENGTH` per line, `#` comments.

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
+use super::restore::PointChoice;
 use crate::instant::export::PointExport;
 use crate::instant::serve;
 use crate::instant::session::{self, Session};
@@ -28,28 +29,44 @@ const SERVER_START: Duration = Duration::from_secs(60);
 /// How long the host's tasks may take.
 const TASK: Duration = Duration::from_secs(600);
 
-/// What `coffer instant-recover VM` asks for.
-#[derive(Debug, Clone)]
+/// What `coffer instant-recover VM` asks for: its arguments, but for the VM,
+/// where on a vCenter it goes, and the program that serves it.
+#[derive(Debug, Clone, clap::Args)]
 pub struct StartArgs {
+    /// The VM whose point to boot.
+    #[arg(skip)]
     pub vm: String,
-    pub source: Option<String>,
-    pub point: Option<String>,
-    pub at: Option<DateTime<Utc>>,
-    pub tier: Option<String>,
-    /// The source to run the VM on (default: the VM's own), and on a
-    /// vCenter where (host, folder, pool; each by default when not named).
+    #[command(flatten)]
+    pub choice: PointChoice,
+    /// The source (ESXi host) to run the VM on (default: the VM's own).
+    #[arg(long)]
     pub to_source: Option<String>,
+    /// On a vCenter, where (host, folder, pool; each by default when not
+    /// named).
+    #[arg(skip)]
     pub place: PlaceNames,
+    /// The recovered VM's name (default: VM-instant).
+    #[arg(long)]
     pub name: Option<String>,
-    /// The address of this machine the host reaches for NFS (default:
-    /// 127.0.0.1 for the built-in lab).
+    /// This machine's address that the host reaches for NFS, ports 111
+    /// and 2049 (default: 127.0.0.1 for the built-in lab).
+    #[arg(long = "listen")]
     pub address: Option<IpAddr>,
+    /// Connect every network card to this port group.
+    #[arg(long, conflicts_with = "disconnect_network")]
     pub network: Option<String>,
+    /// Network cards start disconnected.
+    #[arg(long)]
     pub disconnect_network: bool,
+    /// New BIOS UUID and MAC addresses (the original still runs).
+    #[arg(long)]
     pub new_uuid: bool,
+    /// How long to wait for the guest's VMware Tools heartbeat.
+    #[arg(long, default_value = "10m", value_parser = crate::policy::units::parse_duration)]
     pub heartbeat_timeout: Duration,
     /// The coffer binary that runs the NFS server (`instant-recover
     /// serve`).
+    #[arg(skip)]
     pub server_program: PathBuf,
 }
 
@@ -81,14 +98,7 @@ fn source_of<'c>(config: &'c Config, name: &str) -> Result<&'c crate::policy::mo
 /// Starts a session: see the module's documentation.
 pub fn start(config: &Config, policies: &Path, a: &StartArgs) -> Result<Started> {
     let began = Instant::now();
-    let (tier, _repo, m) = super::restore::find_point(
-        config,
-        a.tier.as_deref(),
-        &a.vm,
-        a.source.as_deref(),
-        a.point.as_deref(),
-        a.at,
-    )?;
+    let (tier, _repo, m) = a.choice.find(config, &a.vm)?;
     let name = a
         .name
         .clone()

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Result, anyhow};
 
 use super::threads;
+use super::tiers::TapeTier;
 use crate::repo::Repository;
 use crate::repo::manifest::{DiskEntry, Manifest};
 use crate::repo::ops::{self, CopyReport, Sample, VerifyReport};
@@ -43,12 +44,17 @@ pub fn list(repo: &Repository) -> Result<Listing> {
 }
 
 /// Verifies every point, or only `point`, or one `sample` slice of the
-/// chunks; answers the report and the seconds it took.
+/// chunks; answers the report and the seconds it took. The points of a
+/// tape tier (`tape`) are proven through their staging copies.
 pub fn verify(
     repo: &Repository,
+    tape: Option<&TapeTier>,
     point: Option<&str>,
     sample: Option<Sample>,
 ) -> Result<(VerifyReport, f64)> {
+    if let Some(t) = tape {
+        return verify_tape(&t.config, &t.tier, repo, point, sample);
+    }
     let only = point
         .map(|p| repo.find_point(p))
         .transpose()?
@@ -58,10 +64,27 @@ pub fn verify(
     Ok((report, started.elapsed().as_secs_f64()))
 }
 
+/// Deletes the chunks no point references that are older than `grace`
+/// (with `dry_run`, only says which). A tape tier then frees whole media
+/// once nothing on them is kept: answers their labels.
+pub fn gc(
+    repo: &Repository,
+    tape: Option<&TapeTier>,
+    grace: std::time::Duration,
+    dry_run: bool,
+) -> Result<(ops::GcReport, Option<Vec<String>>)> {
+    let r = ops::gc(repo, grace, dry_run)?;
+    let freed = match tape.filter(|_| !dry_run) {
+        Some(t) => Some(super::tiers::free_tape_media(&t.config, &t.tier)?.unwrap_or_default()),
+        None => None,
+    };
+    Ok((r, freed))
+}
+
 /// `verify` for a tape tier: each point (or only `point`) is staged from
 /// tape and its staging copy proven, one point at a time; the reports add
 /// up. A point whose staging fails is a bad point, with why.
-pub fn verify_tape(
+fn verify_tape(
     config: &crate::policy::Config,
     tier: &str,
     repo: &Repository,

@@ -19,6 +19,39 @@ use crate::repo::manifest::Manifest;
 use crate::run::connect;
 use crate::run::restore::{self, HostRestore, HostTarget, LocalRestore, PlaceNames, VmxChanges};
 
+/// Which point of a VM: the newest, one by id, or the newest at a time,
+/// from a tier or the first that holds one (the arguments of `restore`,
+/// `export` and `instant-recover`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PointChoice {
+    /// The source the VM was backed up from, when VMs of this name were
+    /// backed up from more than one.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// This point.
+    #[arg(long, conflicts_with = "at")]
+    pub point: Option<String>,
+    /// The newest point at or before this time (RFC 3339).
+    #[arg(long, value_parser = crate::policy::units::parse_time_arg)]
+    pub at: Option<DateTime<Utc>>,
+    /// The tier to read the point from (default: the first tier holding
+    /// the VM, local tiers first).
+    #[arg(long)]
+    pub tier: Option<String>,
+}
+
+impl PointChoice {
+    /// The chosen point of `vm`, as [`find_point`] finds it.
+    pub fn find(&self, config: &Config, vm: &str) -> Result<(String, Repository, Manifest)> {
+        let (tier, source, point) = (
+            self.tier.as_deref(),
+            self.source.as_deref(),
+            self.point.as_deref(),
+        );
+        find_point(config, tier, vm, source, point, self.at)
+    }
+}
+
 /// The point to restore: by id, the newest at a time, or the newest, of
 /// the VM `vm` of `source`. VMs of one name on two sources are two VMs:
 /// without `source`, a name recorded from more than one source is refused

@@ -34,6 +34,51 @@ pub enum RepoSpec {
     },
 }
 
+/// Which repository, as the options of `coffer repo …` and `backup-image`
+/// name it: a tier of the policy directory, a directory, or a bucket.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoChoice {
+    /// A tier of the policy directory.
+    #[arg(long, conflicts_with = "repo")]
+    pub tier: Option<String>,
+    /// A repository directory, `s3://BUCKET/PREFIX` or
+    /// `azure://ACCOUNT/CONTAINER/PREFIX` (instead of --tier). S3
+    /// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+    /// Azure's from AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// With an s3:// --repo: endpoint URL of an S3-compatible server; with
+    /// an azure:// --repo: the account's blob endpoint (Azurite:
+    /// `http://127.0.0.1:10000/devstoreaccount1`).
+    #[arg(long, requires = "repo")]
+    pub endpoint: Option<String>,
+    /// With an s3:// --repo: region (default: AWS_REGION, else us-east-1).
+    #[arg(long, requires = "repo")]
+    pub region: Option<String>,
+    /// With --repo: environment variable holding the encryption passphrase.
+    #[arg(long, requires = "repo")]
+    pub key_env: Option<String>,
+    /// With --repo: file holding the encryption passphrase or key.
+    #[arg(long, requires = "repo", conflicts_with = "key_env")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl RepoChoice {
+    /// The repository chosen.
+    pub fn spec(&self) -> Result<RepoSpec> {
+        let secret = (self.key_env.clone().map(SecretRef::Env))
+            .or_else(|| self.key_file.clone().map(SecretRef::File));
+        let (tier, repo) = (self.tier.as_deref(), self.repo.as_deref());
+        RepoSpec::chosen(
+            tier,
+            repo,
+            self.endpoint.as_deref(),
+            self.region.as_deref(),
+            secret,
+        )
+    }
+}
+
 /// What `RepoSpec::resolve` finds: the store, its key, what it is called,
 /// and where a policy tier keeps its chunk index.
 struct Resolved {
@@ -253,6 +298,12 @@ pub fn tape_store(config: &Config, tier: &str) -> Result<Option<crate::tape::tie
     let store = crate::tape::tier::TapeStore::new(spec)
         .with_context(|| format!("opening tape tier `{tier}`"))?;
     Ok(Some(store))
+}
+
+/// The media catalog and drive of tape tier `tier`; an error for other
+/// tiers.
+pub fn tape_tier(config: &Config, tier: &str) -> Result<crate::tape::tier::TapeStore> {
+    tape_store(config, tier)?.ok_or_else(|| anyhow!("tier `{tier}` is not a tape tier"))
 }
 
 /// Frees the media of a tape tier none of whose objects a kept point

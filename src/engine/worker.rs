@@ -37,32 +37,51 @@ use crate::plan::planner::Action;
 use crate::policy::Config;
 use crate::run::connect::Connected;
 
-/// How a worker runs.
-#[derive(Debug, Clone)]
+/// How a worker runs: the options of `coffer worker`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct WorkerOptions {
-    /// Its name in the queue and the reports (default `HOST-PID`).
+    /// This worker's name in the queue and the run reports [default: HOST-PID].
+    #[arg(long, default_value_t = worker_name(), hide_default_value = true)]
     pub name: String,
-    /// Actions at once in this worker.
+    /// Actions (backups, copies, drills) at once in this worker.
+    #[arg(long, default_value_t = 2)]
     pub parallel: usize,
-    /// How long a claim holds without renewal; renewed every third of it.
+    /// How long a claimed action stays this worker's without renewal (it
+    /// is renewed every third of it); a worker that dies loses its actions
+    /// to the others after this long.
+    #[arg(long, default_value = "60s", value_parser = crate::policy::units::parse_timeout)]
     pub lease: Duration,
     /// How often an idle worker asks for work.
+    #[arg(long, default_value = "2s", value_parser = parse_poll)]
     pub poll: Duration,
-    /// The longest one backup may take.
+    /// The longest one backup may take; it is then stopped, its snapshot
+    /// removed, and it counts as failed.
+    #[arg(long, default_value = "12h", value_parser = crate::policy::units::parse_timeout)]
     pub action_timeout: Duration,
-    /// Stop after this long without work (`None`: run until interrupted).
+    /// Stop after this long without work (default: run until Ctrl-C).
+    #[arg(long, value_parser = crate::policy::units::parse_duration)]
     pub idle_exit: Option<Duration>,
+}
+
+/// `HOST-PID`, a worker's name by default.
+fn worker_name() -> String {
+    format!(
+        "{}-{}",
+        crate::policy::model::host_name(),
+        std::process::id()
+    )
+}
+
+/// How often to poll: at least every tenth of a second.
+fn parse_poll(text: &str) -> Result<Duration, String> {
+    crate::policy::units::parse_duration(text).map(|d| d.max(Duration::from_millis(100)))
 }
 
 impl WorkerOptions {
     /// The defaults, with the name `HOST-PID`.
     pub fn named_after_this_process() -> WorkerOptions {
         WorkerOptions {
-            name: format!(
-                "{}-{}",
-                crate::policy::model::host_name(),
-                std::process::id()
-            ),
+            name: worker_name(),
             parallel: 2,
             lease: Duration::from_secs(60),
             poll: Duration::from_secs(2),

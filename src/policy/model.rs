@@ -328,14 +328,29 @@ pub enum Consistency {
 
 /// restic `forget` rules for one tier; all `None` never happens after
 /// validation (a retention that keeps nothing is refused).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `coffer retention simulate` takes the same rules as options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Retention {
+    /// Keep the newest N points.
+    #[arg(long)]
     pub last: Option<u32>,
+    /// Keep the newest point of each of the last N hours.
+    #[arg(long)]
     pub hourly: Option<u32>,
+    /// Keep the newest point of each of the last N days.
+    #[arg(long)]
     pub daily: Option<u32>,
+    /// Keep the newest point of each of the last N weeks.
+    #[arg(long)]
     pub weekly: Option<u32>,
+    /// Keep the newest point of each of the last N months.
+    #[arg(long)]
     pub monthly: Option<u32>,
+    /// Keep the newest point of each of the last N years.
+    #[arg(long)]
     pub yearly: Option<u32>,
+    /// Keep everything within this long of the newest point, e.g. 14d.
+    #[arg(long, value_parser = super::units::parse_duration)]
     pub within: Option<Duration>,
 }
 

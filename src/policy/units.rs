@@ -49,6 +49,18 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, chrono::P
     chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc))
 }
 
+/// Parses an RFC 3339 time given on the command line; an error says the
+/// form expected.
+pub fn parse_time_arg(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    parse_time(text).map_err(|e| format!("{e}: expected RFC 3339, e.g. 2026-11-25T01:00:00Z"))
+}
+
+/// Parses the time an action may take: a duration in whole seconds, at
+/// least one.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map(|d| Duration::from_secs(d.as_secs().max(1)))
+}
+
 /// Parses `1h30m`-style durations. Zero is allowed here; callers that need a
 /// positive duration check it themselves with a message of their own.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

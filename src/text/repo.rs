@@ -247,6 +247,23 @@ pub fn image_backed_up(m: &Manifest, name: &str, seconds: f64) -> String {
     )
 }
 
+/// `coffer tape emulate`: the library made, and how a tier uses it.
+pub fn tape_library_made(
+    dir: &std::path::Path,
+    slots: u32,
+    barcodes: &[String],
+    size: u64,
+) -> String {
+    format!(
+        "emulated tape library in {}: {slots} slots, {} blank cartridges ({}) of {}\nuse it in a tier: backend = \"tape\", library = \"{}\"\n",
+        dir.display(),
+        barcodes.len(),
+        barcodes.join(", "),
+        crate::policy::units::format_size(size),
+        dir.display()
+    )
+}
+
 /// The media of a tape tier, one block per medium.
 pub fn tape_media(tier: &str, media: &[crate::tape::tier::Medium]) -> String {
     use crate::policy::units::format_size;

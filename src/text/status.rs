@@ -13,6 +13,19 @@ pub fn metrics_served(addr: impl std::fmt::Display) -> String {
     format!("coffer daemon: metrics at http://{addr}/metrics\n")
 }
 
+/// `coffer worker` ended: what it did.
+pub fn worker_ended(name: &str, s: &crate::engine::worker::WorkerSummary) -> String {
+    format!(
+        "worker {name}: {} actions done, {} failed, {} lost to another worker\n",
+        s.done, s.failed, s.lost
+    )
+}
+
+/// `coffer status`: the shared catalog, asked for the workers, failed.
+pub fn fleet_unreadable(e: &anyhow::Error) -> String {
+    format!("workers: the shared catalog cannot be read: {e:#}\n")
+}
+
 /// A second Ctrl-C ended the process once no snapshot was open.
 pub fn aborted_by_second_interrupt() -> &'static str {
     "coffer: aborted by a second Ctrl-C; no snapshot is left open\n"

@@ -43,24 +43,34 @@ pub(crate) mod execute;
 pub(crate) mod recover;
 mod side_by_side;
 
-/// How `apply` runs.
-#[derive(Debug, Clone)]
+/// How `apply` runs: the options `coffer apply` and `coffer daemon` share.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ApplyOptions {
     /// A plan saved by `plan --out`: carry out those of its actions the
     /// plan made now also holds.
+    #[arg(skip)]
     pub plan_file: Option<PathBuf>,
-    /// Let retention prune more than half of a tier's points in one run.
+    /// Let retention prune more than half of a tier's points in one run
+    /// (without it, one run prunes the oldest half and the rest waits).
+    #[arg(long)]
     pub allow_mass_prune: bool,
-    /// Mail the run report as the notifiers' rules say.
+    /// Do not send email, even when the notifiers' rules say to (reports
+    /// are still written).
+    #[arg(long = "no-mail", action = clap::ArgAction::SetFalse)]
     pub mail: bool,
     /// The longest one backup may take; it is then stopped, its snapshot
     /// removed, and it counts as failed.
+    #[arg(long, default_value = "12h", value_parser = crate::policy::units::parse_timeout)]
     pub action_timeout: Duration,
-    /// Backups at once, in all (each source's limits apply too).
+    /// Backups at once, in all (each source's `max_per_host` and
+    /// `max_per_datastore` limit them further).
+    #[arg(long, default_value_t = 4)]
     pub parallel: usize,
-    /// Hand the backups, copies and drills workers may do
-    /// (`distributed::for_workers`) to workers (`coffer worker`) through
-    /// the shared PostgreSQL catalog instead of doing them here.
+    /// Hand the backups, copies, gc and verify and restore drills to
+    /// workers (`coffer worker`, on any machine) through the shared
+    /// PostgreSQL catalog instead of doing them here; hygiene, prunes,
+    /// what is on a tape tier and boot drills stay with this run.
+    #[arg(long)]
     pub distributed: bool,
 }
 
