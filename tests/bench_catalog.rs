@@ -241,10 +241,7 @@ fn best_of_three(f: impl Fn() -> usize) -> (f64, usize) {
 #[test]
 #[ignore = "a benchmark: scripts/bench-catalog.sh runs it"]
 fn planning_from_the_catalog_on_sqlite_and_postgres() {
-    let vms: i64 = std::env::var("COFFER_BENCH_VMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let vms: i64 = common::bench_size("COFFER_BENCH_VMS", 10_000);
     let tmp = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
     for name in ["SQLite", "PostgreSQL"] {

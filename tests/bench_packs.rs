@@ -102,10 +102,7 @@ fn measure(
 #[test]
 #[ignore = "a benchmark: scripts/bench-packs.sh"]
 fn packs_against_one_object_per_chunk_on_moto() {
-    let mib: u64 = std::env::var("COFFER_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let mib: u64 = common::bench_size("COFFER_BENCH_MIB", 256);
     let t = tempfile::tempdir().unwrap();
     let base = t.path().join("base.img");
     // Half incompressible, a quarter text, a quarter hole: like a VM disk.

@@ -41,10 +41,7 @@ fn mib_s(bytes: u64, secs: f64) -> f64 {
 #[test]
 #[ignore = "benchmark: scripts/bench-tape.sh"]
 fn tape_against_disk() {
-    let mib: u64 = std::env::var("COFFER_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let mib: u64 = common::bench_size("COFFER_BENCH_MIB", 256);
     let t = tempfile::tempdir().unwrap();
     let image = t.path().join("disk.img");
     // Half noise, a quarter text-like, a quarter zeros: what a VM disk has.

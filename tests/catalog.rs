@@ -684,3 +684,167 @@ fn gc_on_one_machine_waits_for_backups_written_on_another() {
     let _x = MaintenanceLock::take(&file, true, "gc").unwrap();
     let _y = MaintenanceLock::take(&file, true, "gc").unwrap();
 }
+
+/// A store that counts the manifests read through it.
+struct CountingReads {
+    inner: coffer::repo::local::LocalStore,
+    manifests: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingReads {
+    fn taken(&self) -> usize {
+        self.manifests.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl coffer::repo::store::Store for CountingReads {
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), coffer::repo::store::StoreError> {
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, coffer::repo::store::StoreError> {
+        if key.ends_with("/manifest.json") {
+            self.manifests
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get(key)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, coffer::repo::store::StoreError> {
+        self.inner.get_range(key, range)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<coffer::repo::store::ObjectMeta>, coffer::repo::store::StoreError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), coffer::repo::store::StoreError> {
+        self.inner.delete(key)
+    }
+    fn flush(&self) -> Result<(), coffer::repo::store::StoreError> {
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn immutable_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+    fn thaw(
+        &self,
+        key: &str,
+        days: u32,
+        speed: coffer::repo::store::ThawSpeed,
+    ) -> Result<coffer::repo::store::Thaw, coffer::repo::store::StoreError> {
+        self.inner.thaw(key, days, speed)
+    }
+}
+
+on_both! {
+    fn a_refresh_reads_only_the_manifests_written_since_it_read_them(backend: Backend) {
+        let s = Setup::new(backend);
+        let (a, b, c) = (s.backup("web"), s.backup("db"), s.backup("mail"));
+        let store = std::sync::Arc::new(CountingReads {
+            inner: coffer::repo::local::LocalStore::new(&s.repo).unwrap(),
+            manifests: Default::default(),
+        });
+        let repo = coffer::repo::Repository::open(store.clone(), None).unwrap();
+        let mut catalog = s.open_catalog();
+        let refresh = |catalog: &mut Catalog| {
+            let d = catalog.refresh_tier("local", &repo).unwrap();
+            assert_eq!(d.listed, 3);
+            d.items.iter().map(|i| format!("{} {:?}", i.point.point_id, i.kind)).collect::<Vec<_>>()
+        };
+        assert_eq!(refresh(&mut catalog).len(), 3, "three points never seen");
+        assert_eq!(store.taken(), 3);
+        assert!(refresh(&mut catalog).is_empty());
+        assert_eq!(store.taken(), 0, "nothing was written: nothing is read");
+
+        // The same bytes written again: read again, and still good.
+        let bytes = std::fs::read(s.manifest(&a)).unwrap();
+        std::fs::write(s.manifest(&a), &bytes).unwrap();
+        assert!(refresh(&mut catalog).is_empty());
+        assert_eq!(store.taken(), 1);
+
+        // Damaged in place, same size, its time set back: still read again
+        // (its change time moved), and found corrupt.
+        let m = s.manifest(&b);
+        let before = std::fs::metadata(&m).unwrap();
+        let mut damaged = std::fs::read(&m).unwrap();
+        damaged[0] = b'[';
+        std::fs::write(&m, &damaged).unwrap();
+        let f = std::fs::File::options().write(true).open(&m).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        drop(f);
+        assert_eq!(std::fs::metadata(&m).unwrap().len(), before.len());
+        let found = refresh(&mut catalog);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{b} Corrupt")), "{found:?}");
+        assert_eq!(store.taken(), 1);
+        // A corrupt copy is read at every refresh, until it reads again.
+        assert!(refresh(&mut catalog).is_empty());
+        assert_eq!(store.taken(), 1);
+
+        // A manifest read more than a week ago is read again, written or not.
+        s.sql(&format!(
+            "UPDATE copies SET last_seen = '2026-01-01T00:00:00.000000Z' WHERE point_id = '{c}'"
+        ));
+        assert!(refresh(&mut catalog).is_empty());
+        assert_eq!(store.taken(), 2, "c, and the corrupt b");
+        assert!(refresh(&mut catalog).is_empty());
+        assert_eq!(store.taken(), 1, "the corrupt b only");
+
+        // The operator's `catalog refresh` reads every manifest.
+        catalog.reread_tier("local", &repo).unwrap();
+        assert_eq!(store.taken(), 3);
+    }
+}
+
+/// On object storage a refresh that finds nothing written reads no
+/// manifest: the listing and the repository's config only. A manifest
+/// written again (same size, other bytes: a new ETag) is read again.
+#[test]
+fn on_object_storage_a_refresh_reads_only_the_manifests_written_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let proxy = common::s3::FaultyProxy::start();
+    let bucket = common::s3::bucket(false);
+    let location = common::s3::location(&bucket, &proxy.endpoint());
+    let store = std::sync::Arc::new(coffer::repo::s3::S3Store::new(location).unwrap());
+    let repo = coffer::repo::Repository::init_with(store.clone(), None, None).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("disk.raw");
+    common::noise_file(&image, 256 << 10, 3);
+    let vm = coffer::repo::manifest::VmIdentity::new("web", "4210eeee-0000-0000-0000-000000000001");
+    let a = common::backup_image(&repo, vm.clone(), &image, None, None, 64 << 10);
+    common::backup_image(&repo, vm, &image, None, None, 64 << 10);
+    let mut catalog = Catalog::open(&t.path().join("catalog.db")).unwrap();
+    let gets = || proxy.faults.gets.load(SeqCst);
+
+    let g = gets();
+    assert_eq!(catalog.refresh_tier("s3", &repo).unwrap().items.len(), 2);
+    let first = gets() - g;
+    let g = gets();
+    assert!(catalog.refresh_tier("s3", &repo).unwrap().items.is_empty());
+    assert_eq!(
+        gets() - g,
+        first - 2,
+        "the same requests but the two manifests"
+    );
+
+    let key = format!("points/{}/{}/manifest.json", a.vm.uuid, a.point_id);
+    let mut bytes = coffer::repo::store::Store::get(store.as_ref(), &key).unwrap();
+    bytes[0] = b'[';
+    coffer::repo::store::Store::put(store.as_ref(), &key, &bytes).unwrap();
+    let g = gets();
+    let drift = catalog.refresh_tier("s3", &repo).unwrap();
+    assert_eq!(gets() - g, first - 1, "one manifest read again");
+    assert!(
+        matches!(&drift.items[..], [i] if i.point.point_id == a.point_id
+            && matches!(i.kind, coffer::catalog::DriftKind::Corrupt { .. })),
+        "{:?}",
+        drift.items
+    );
+}

@@ -978,10 +978,7 @@ tier = "offsite"
 #[test]
 #[ignore = "a benchmark: scripts/bench-workers.sh runs it"]
 fn workers_bench() {
-    let vms: u32 = std::env::var("COFFER_BENCH_VMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
+    let vms: u32 = common::bench_size("COFFER_BENCH_VMS", 16);
     // workers: 0 for one runner reading `parallel` backups at once.
     let run = |workers: usize, parallel: &str| -> f64 {
         let t = tempfile::tempdir().unwrap();

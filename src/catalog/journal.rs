@@ -29,6 +29,16 @@ pub struct SnapshotLifetimeRecord {
     pub removed: DateTime<Utc>,
 }
 
+impl SnapshotLifetimeRecord {
+    /// The point the backup made.
+    pub fn point(&self) -> crate::repo::PointRef {
+        crate::repo::PointRef {
+            vm_uuid: self.vm_uuid.clone(),
+            point_id: self.point_id.clone(),
+        }
+    }
+}
+
 impl Catalog {
     /// Records how long a backup's snapshot was open (migration 5).
     pub fn record_snapshot_lifetime(

@@ -345,6 +345,14 @@ CREATE TRIGGER verifications_deleted AFTER DELETE ON verifications BEGIN
     INSERT INTO point_changes (point_id) VALUES (OLD.point_id);
 END;
 "#,
+    // 11 (refresh reads what was written): a copy keeps its manifest as
+    // the tier's listing last showed it when a refresh read it (size,
+    // time, ETag or inode: `ObjectMeta::fingerprint`); a refresh reads a
+    // manifest again only when the listing shows it otherwise, or when it
+    // last read it more than a week ago (`last_seen`).
+    r#"
+ALTER TABLE copies ADD COLUMN manifest_seen TEXT;
+"#,
 ];
 
 /// Migrations whose PostgreSQL form is written by hand rather than

@@ -115,7 +115,7 @@ pub fn sync_tiers(
                 Ok(d)
             })
         } else {
-            catalog.refresh_tier(name, &repo)
+            catalog.reread_tier(name, &repo)
         }
         .with_context(|| {
             format!(

@@ -188,6 +188,7 @@ impl Store for LocalStore {
                 key,
                 size_bytes: meta.len(),
                 modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                tag: Some(inode_tag(&meta)),
             });
         }
         Ok(out)
@@ -244,6 +245,14 @@ impl Store for LocalStore {
     }
 }
 
+/// A file's inode and change time: a file written again through a rename
+/// is a new inode, one written in place has a new change time, and no
+/// tool sets a change time back.
+fn inode_tag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}.{}.{}", meta.ino(), meta.ctime(), meta.ctime_nsec())
+}
+
 impl LocalStore {
     fn temporaries(&self) -> Vec<ObjectMeta> {
         walkdir::WalkDir::new(&self.root)
@@ -263,6 +272,7 @@ impl LocalStore {
                         .into_owned(),
                     size_bytes: meta.len(),
                     modified: meta.modified().ok()?,
+                    tag: Some(inode_tag(&meta)),
                 })
             })
             .collect()

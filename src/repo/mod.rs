@@ -635,9 +635,27 @@ impl Repository {
         Ok(self.points_under(&format!("points/{vm}/"))?.0)
     }
 
+    /// Every committed point, each with its manifest as the listing saw it
+    /// ([`store::ObjectMeta::fingerprint`]): what a refresh compares to know
+    /// which manifests were written since it last read them.
+    pub fn list_points_seen(&self) -> Result<Vec<(PointRef, String)>, RepoError> {
+        Ok(self.manifests_under("points/")?.0)
+    }
+
     /// The points whose manifests are listed under `prefix`, and the keys
     /// of manifests there under names that are not valid ids, both sorted.
     fn points_under(&self, prefix: &str) -> Result<(Vec<PointRef>, Vec<String>), RepoError> {
+        let (found, refused) = self.manifests_under(prefix)?;
+        Ok((found.into_iter().map(|(p, _)| p).collect(), refused))
+    }
+
+    /// [`Repository::points_under`], each point with its manifest's
+    /// fingerprint.
+    #[allow(clippy::type_complexity)]
+    fn manifests_under(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<(PointRef, String)>, Vec<String>), RepoError> {
         let mut out = Vec::new();
         let mut refused = Vec::new();
         for o in self.store.list(prefix)? {
@@ -649,10 +667,11 @@ impl Repository {
                 ["points", vm, point, "manifest.json"]
                     if VmUuid::parse(vm).is_ok() && PointId::parse(point).is_ok() =>
                 {
-                    out.push(PointRef {
+                    let p = PointRef {
                         vm_uuid: vm.to_string(),
                         point_id: point.to_string(),
-                    })
+                    };
+                    out.push((p, o.fingerprint()))
                 }
                 _ => refused.push(o.key),
             }

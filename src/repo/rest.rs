@@ -136,6 +136,7 @@ pub(super) async fn list_under(
             key: m.location.as_ref()[strip..].to_string(),
             size_bytes: m.size,
             modified: std::time::SystemTime::from(m.last_modified),
+            tag: m.e_tag,
         })
         .filter(|m| m.key.starts_with(prefix))
         .collect())

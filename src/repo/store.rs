@@ -11,6 +11,24 @@ pub struct ObjectMeta {
     pub key: String,
     pub size_bytes: u64,
     pub modified: SystemTime,
+    /// What changes whenever the object is written again, besides its size
+    /// and time: the ETag on object storage, the inode and change time
+    /// (which no tool sets back) on a local disk. `None` where the store
+    /// has none.
+    pub tag: Option<String>,
+}
+
+impl ObjectMeta {
+    /// The object as listed, in one string: equal only if the object was
+    /// not written again in between (as far as the store can tell).
+    pub fn fingerprint(&self) -> String {
+        let at = (self.modified.duration_since(SystemTime::UNIX_EPOCH)).map_or(0, |d| d.as_nanos());
+        format!(
+            "{}:{at}:{}",
+            self.size_bytes,
+            self.tag.as_deref().unwrap_or("")
+        )
+    }
 }
 
 /// What a store operation can fail with; callers match on these.

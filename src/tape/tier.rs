@@ -772,6 +772,7 @@ impl Store for TapeStore {
                 modified: chrono::DateTime::parse_from_rfc3339(&at)
                     .map(std::time::SystemTime::from)
                     .unwrap_or(std::time::UNIX_EPOCH),
+                tag: None,
             })
         })
         .map_err(db_err)?

@@ -193,6 +193,24 @@ last = 3
         panic!("no manifest for {point}");
     }
 
+    /// Runs one SQL statement on the catalog, whichever the backend.
+    pub fn sql(&self, statement: &str) {
+        match &self.catalog {
+            CatalogLocation::File(file) => {
+                rusqlite::Connection::open(file)
+                    .unwrap()
+                    .execute_batch(statement)
+                    .unwrap();
+            }
+            CatalogLocation::Postgres { url, .. } => {
+                super::postgres::connect(url)
+                    .unwrap()
+                    .batch_execute(statement)
+                    .unwrap();
+            }
+        }
+    }
+
     pub fn open_catalog(&self) -> Catalog {
         Catalog::open_at(&self.catalog).unwrap()
     }

@@ -204,6 +204,15 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A benchmark's size: the number in the environment variable `name`,
+/// else `default`.
+pub fn bench_size<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Fills `buf` with incompressible bytes, the same for the same seed
 /// (xorshift64).
 pub fn noise(buf: &mut [u8], seed: u64) {

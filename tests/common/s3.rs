@@ -137,6 +137,9 @@ pub struct Faults {
     pub fail_500: AtomicU32,
     /// Swallow this many requests without answering.
     pub stall: AtomicU32,
+    /// Hold every request this many milliseconds before forwarding it:
+    /// the round trip to a server far away.
+    pub delay_ms: AtomicU64,
     /// Requests seen (forwarded or not).
     pub seen: AtomicU64,
     /// Of which PUTs and GETs (the requests object storage bills).
@@ -236,6 +239,10 @@ fn serve(client: TcpStream, upstream: SocketAddr, faults: &Faults) -> std::io::R
     }
     if take(&faults.fail_500) {
         return client.write_all(canned("500 Internal Server Error", "InternalError").as_bytes());
+    }
+    let delay = faults.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
     }
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(&head)?;

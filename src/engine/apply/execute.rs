@@ -100,7 +100,7 @@ impl Runner<'_> {
                 let done = backup_action_with_retries(&job, observer)?;
                 let _ = catalog.record_snapshot_lifetime(&done.lifetime);
                 if let Ok(repo) = open_tier(config, tier) {
-                    let _ = catalog.refresh_tier(tier, &repo);
+                    let _ = catalog.refresh_points(tier, &repo, &[done.lifetime.point()]);
                 }
                 Ok(done.detail)
             }
@@ -124,7 +124,7 @@ impl Runner<'_> {
                     &format!("coffer prune of {point} on tier `{tier}`"),
                 )?;
                 ops::prune_point(&repo, &p)?;
-                let _ = catalog.refresh_tier(tier, &repo);
+                let _ = catalog.refresh_points(tier, &repo, &[p]);
                 Ok("pruned".into())
             }
             Action::Gc { tier, .. } => gc(config, tier),
@@ -207,7 +207,7 @@ pub(crate) fn copy(
         }
         r => r?,
     };
-    let _ = catalog.refresh_tier(to, &dst);
+    let _ = catalog.refresh_points(to, &dst, std::slice::from_ref(&p));
     let on_tape = match crate::engine::tiers::tape_store(config, to)? {
         Some(tape) => tape
             .where_is(&m.key()?)?

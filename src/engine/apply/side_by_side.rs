@@ -197,9 +197,10 @@ impl Runner<'_> {
                                     let _ = c.action_finished(id, ok, &text);
                                 }
                                 if let Action::Backup { tier, .. } = action
+                                    && let Some(l) = &lifetime
                                     && let Ok(repo) = open_tier(config, tier)
                                 {
-                                    let _ = c.refresh_tier(tier, &repo);
+                                    let _ = c.refresh_points(tier, &repo, &[l.point()]);
                                 }
                             }
                             outcomes
