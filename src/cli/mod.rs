@@ -4,7 +4,10 @@
 //! `terminal.rs` shows the engine's events, with progress bars and colour.
 //! It owns the streams, exit codes and the choice of form, never decisions
 //! nor the wording of results. No file here opens a tier, talks to a host
-//! or writes the catalog.
+//! or writes the catalog. Where a command runs an engine operation, the
+//! engine's own option type is its arguments (`ApplyOptions`,
+//! `WorkerOptions`, `BackupNow`, …), so an option is defined once; the
+//! policy directory (`-p`) is one option of every command.
 
 mod apply;
 mod backup;
