@@ -64,7 +64,13 @@ pub struct Cli {
     /// Log more to stderr: -v each run and action, -vv each SOAP call and
     /// point written, -vvv each datastore read (`COFFER_LOG` takes a
     /// filter such as `coffer::vsphere=debug` instead).
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
+    #[arg(
+        short = 'v',
+        long = "verbose",
+        action = clap::ArgAction::Count,
+        global = true,
+        help_heading = GLOBAL
+    )]
     pub verbose: u8,
     /// Colour on a terminal: auto (unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, default_value = "auto", global = true, help_heading = GLOBAL)]

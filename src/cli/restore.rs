@@ -44,7 +44,12 @@ pub struct Args {
     /// With --power-on: how long to wait for the guest's VMware Tools
     /// heartbeat, the time to which is recorded for the reports (`0s`:
     /// do not wait).
-    #[arg(long, default_value = "5m", requires = "power_on", value_parser = crate::policy::units::parse_duration)]
+    #[arg(
+        long,
+        default_value = "5m",
+        requires = "power_on",
+        value_parser = crate::policy::units::parse_duration
+    )]
     pub heartbeat_timeout: std::time::Duration,
     /// Give the restored VM new UUIDs and MAC addresses (the host makes
     /// them at power-on); without it the VM keeps its identity and a
