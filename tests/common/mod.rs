@@ -10,6 +10,7 @@ pub mod catalog_site;
 pub mod metrics;
 pub mod postgres;
 pub mod s3;
+pub mod store;
 
 /// Starts `cmd` (output discarded) for the rest of the test binary: the
 /// server dies with the thread that started it (PR_SET_PDEATHSIG), and
