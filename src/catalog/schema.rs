@@ -348,8 +348,9 @@ END;
     // 11 (refresh reads what was written): a copy keeps its manifest as
     // the tier's listing last showed it when a refresh read it (size,
     // time, ETag or inode: `ObjectMeta::fingerprint`); a refresh reads a
-    // manifest again only when the listing shows it otherwise, or when it
-    // last read it more than a week ago (`last_seen`).
+    // manifest again only when the listing shows it otherwise, or when its
+    // last read is older than `refresh::reread_after` (one to two weeks).
+    // A copy's `last_seen` is from now on when its manifest was last read.
     r#"
 ALTER TABLE copies ADD COLUMN manifest_seen TEXT;
 "#,
