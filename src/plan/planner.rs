@@ -26,7 +26,8 @@ pub use super::input::{
     Copies, CopyInfo, DrillRecord, PlanInput, PointConsistency, PointDisk, PointInfo,
 };
 pub use super::tiers::{
-    BASE_OF_NEXT_BACKUP, FAILED_VERIFICATION, Kept, MASS_PRUNE_FLOOR, restic_retention,
+    BASE_OF_NEXT_BACKUP, FAILED_VERIFICATION, Kept, MASS_PRUNE_FLOOR, ONLY_DAMAGED_COPIES,
+    restic_retention,
 };
 
 /// The policies that select a VM of a source.

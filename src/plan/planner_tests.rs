@@ -626,6 +626,37 @@ fn the_backup_tier_keeps_a_healthy_base_while_a_damaged_copy_waits_for_repair() 
 }
 
 #[test]
+fn the_only_copy_of_a_damaged_point_stays_until_retention_passes_it() {
+    // local keeps the last 2 good points. The point of the 23rd failed
+    // verification on local, its only copy: no healthy copy to copy it
+    // again from, so what it still restores is all there is of it.
+    let c = config("");
+    let mut points = nightly(&[22, 23, 24], &["local"]);
+    points[1].copies.get_mut("local").unwrap().verified_ok = Some(false);
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
+    i.allow_mass_prune = true;
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(!l.iter().any(|x| x.starts_with("- prune")), "{l:?}");
+    assert!(
+        l.iter()
+            .any(|x| x
+                == &format!("= keep db01 20261123T010005Z-db01 on local: {ONLY_DAMAGED_COPIES}")),
+        "{l:?}"
+    );
+    // Once retention keeps only newer points, it goes.
+    let mut points = nightly(&[20, 23, 24], &["local"]);
+    points[0].copies.get_mut("local").unwrap().verified_ok = Some(false);
+    let mut i = input(&c, vec![vm("db01")], points, "2026-11-24T12:00:00Z");
+    i.allow_mass_prune = true;
+    let l = lines(&plan(&i, &restic_retention));
+    assert!(
+        l.iter().any(|x| x
+            == "- prune db01 20261120T010005Z-db01 on local: the copy failed data verification"),
+        "{l:?}"
+    );
+}
+
+#[test]
 fn a_failed_guest_check_is_an_alert_and_a_finding_never_a_prune_or_a_full() {
     let c = config(
         r#"

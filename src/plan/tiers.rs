@@ -27,6 +27,10 @@ pub const BASE_OF_NEXT_BACKUP: &str = "the base of the next incremental backup";
 /// The reason of a prune that removes a copy which failed verification.
 pub const FAILED_VERIFICATION: &str = "the copy failed data verification";
 
+/// Why a copy that failed verification is kept: the point has no healthy
+/// copy anywhere, and retention has not passed it yet.
+pub const ONLY_DAMAGED_COPIES: &str = "the point has no healthy copy left: this damaged one is kept for what it still restores until retention passes it";
+
 /// Why a prune retention asks for waits for a later run: the tier's
 /// mass-prune floor (at most half of a tier's points in one run).
 pub const MASS_PRUNE_FLOOR: &str = "the mass-prune floor defers it to a later run";
@@ -158,8 +162,19 @@ pub(super) fn plan_tiers<'a>(
             if kept.contains_key(p.point_id.as_str()) && copy.healthy() {
                 continue;
             }
+            // A copy that failed verification, of a point with no healthy
+            // copy to copy it again from: what it still restores is all
+            // there is of that point. It goes when retention has passed it
+            // (a point older than every point the tier keeps), not before.
+            let oldest_kept = || {
+                (kept.keys().filter_map(|id| by_id.get(id)))
+                    .map(|k| k.created)
+                    .min()
+            };
             let blocked = if input.unlisted_tiers.contains(tier) {
                 Some("the tier's listing failed; nothing is pruned there".to_string())
+            } else if !p.good() && oldest_kept().is_none_or(|oldest| p.created >= oldest) {
+                Some(ONLY_DAMAGED_COPIES.to_string())
             } else if Some(&p.point_id) == newest_good.as_ref() && copy.healthy() {
                 Some("the newest good point of the VM is never pruned".to_string())
             } else if is_base(p, tier) && copy.healthy() {
