@@ -57,7 +57,7 @@ impl CopyState {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, CatalogError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, CatalogError> {
         match s {
             "present" => Ok(CopyState::Present),
             "missing" => Ok(CopyState::Missing),

@@ -301,26 +301,27 @@ fn read_manifests(
         MANIFEST_READERS,
         || (),
         |_, (p, seen)| {
-            if seen.is_some() && trusted.get(p) == seen.as_ref() {
-                out.lock()
-                    .unwrap()
-                    .insert(p.clone(), (Read::Unchanged, seen.clone()));
-                return Ok(());
-            }
-            let read = match repo.read_manifest(p) {
-                Ok(m) if m.point_id != p.point_id || m.vm.uuid != p.vm_uuid => Read::Bad(format!(
-                    "the manifest names point {} of VM {}",
-                    m.point_id, m.vm.uuid
-                )),
-                Ok(m) => Read::Good(Box::new(m)),
-                Err(RepoError::BadManifest { reason, .. }) => Read::Bad(reason),
-                Err(RepoError::Store(StoreError::NotFound(_))) => Read::Gone,
-                Err(source) => {
-                    return Err(CatalogError::Manifest {
-                        tier: tier.to_string(),
-                        point: p.point_id.clone(),
-                        source,
-                    });
+            let read = if seen.is_some() && trusted.get(p) == seen.as_ref() {
+                // Not read at all: the listing shows it as it was read.
+                Read::Unchanged
+            } else {
+                match repo.read_manifest(p) {
+                    Ok(m) if m.point_id != p.point_id || m.vm.uuid != p.vm_uuid => {
+                        Read::Bad(format!(
+                            "the manifest names point {} of VM {}",
+                            m.point_id, m.vm.uuid
+                        ))
+                    }
+                    Ok(m) => Read::Good(Box::new(m)),
+                    Err(RepoError::BadManifest { reason, .. }) => Read::Bad(reason),
+                    Err(RepoError::Store(StoreError::NotFound(_))) => Read::Gone,
+                    Err(source) => {
+                        return Err(CatalogError::Manifest {
+                            tier: tier.to_string(),
+                            point: p.point_id.clone(),
+                            source,
+                        });
+                    }
                 }
             };
             out.lock().unwrap().insert(p.clone(), (read, seen.clone()));
@@ -341,11 +342,6 @@ fn record(
     whole_tier: bool,
 ) -> Result<Drift, CatalogError> {
     let now_text = time_text(now);
-    let state_of = |text: &str| match text {
-        "present" => CopyState::Present,
-        "missing" => CopyState::Missing,
-        _ => CopyState::Corrupt,
-    };
     // Point id → VM and state of each copy the catalog knows on the tier
     // (of the points read, when not the whole tier).
     let mut known_copies: BTreeMap<String, (String, CopyState)> = BTreeMap::new();
@@ -355,7 +351,7 @@ fn record(
             args![tier],
         )?;
         for r in rows {
-            let state = state_of(&r.get::<String>(2)?);
+            let state = CopyState::parse(&r.get::<String>(2)?)?;
             known_copies.insert(r.get::<String>(0)?, (r.get(1)?, state));
         }
     } else {
@@ -365,7 +361,7 @@ fn record(
                 args![p.point_id, tier],
             )?;
             if let Some(r) = row {
-                let state = state_of(&r.get::<String>(0)?);
+                let state = CopyState::parse(&r.get::<String>(0)?)?;
                 known_copies.insert(p.point_id.clone(), (p.vm_uuid.clone(), state));
             }
         }
@@ -416,25 +412,23 @@ fn record(
             Read::Gone | Read::Unchanged => {}
         }
     }
-    let listed: BTreeSet<&str> = (read.iter())
-        .filter(|(_, (r, _))| !matches!(r, Read::Gone))
-        .map(|(p, _)| p.point_id.as_str())
-        .collect();
     if whole_tier {
+        // What the listing did not name at all (a point read as gone is
+        // counted above).
+        let named: BTreeSet<&str> = read.keys().map(|p| p.point_id.as_str()).collect();
         for (point_id, (vm_uuid, state)) in &known_copies {
-            let p = PointRef {
-                vm_uuid: vm_uuid.clone(),
-                point_id: point_id.clone(),
-            };
-            // A point read as gone is already counted.
-            if *state != CopyState::Missing
-                && !listed.contains(point_id.as_str())
-                && !read.contains_key(&p)
-            {
-                missing.push(p);
+            if *state != CopyState::Missing && !named.contains(point_id.as_str()) {
+                missing.push(PointRef {
+                    vm_uuid: vm_uuid.clone(),
+                    point_id: point_id.clone(),
+                });
             }
         }
     }
+    let listed = read
+        .values()
+        .filter(|(r, _)| !matches!(r, Read::Gone))
+        .count();
     for p in missing {
         tx.execute(
             "UPDATE copies SET state = 'missing', detail = NULL WHERE point_id = ?1 AND tier = ?2",
@@ -448,7 +442,7 @@ fn record(
     items.sort_by(|a, b| a.point.cmp(&b.point));
     Ok(Drift {
         tier: tier.to_string(),
-        listed: listed.len(),
+        listed,
         items,
     })
 }

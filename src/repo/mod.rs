@@ -639,23 +639,26 @@ impl Repository {
     /// ([`store::ObjectMeta::fingerprint`]): what a refresh compares to know
     /// which manifests were written since it last read them.
     pub fn list_points_seen(&self) -> Result<Vec<(PointRef, String)>, RepoError> {
-        Ok(self.manifests_under("points/")?.0)
+        Ok(self
+            .manifests_under("points/", store::ObjectMeta::fingerprint)?
+            .0)
     }
 
     /// The points whose manifests are listed under `prefix`, and the keys
     /// of manifests there under names that are not valid ids, both sorted.
     fn points_under(&self, prefix: &str) -> Result<(Vec<PointRef>, Vec<String>), RepoError> {
-        let (found, refused) = self.manifests_under(prefix)?;
-        Ok((found.into_iter().map(|(p, _)| p).collect(), refused))
+        let (found, refused) = self.manifests_under(prefix, |_| ())?;
+        Ok((found.into_iter().map(|(p, ())| p).collect(), refused))
     }
 
-    /// [`Repository::points_under`], each point with its manifest's
-    /// fingerprint.
+    /// [`Repository::points_under`], each point with what `with` takes
+    /// from its manifest's listing.
     #[allow(clippy::type_complexity)]
-    fn manifests_under(
+    fn manifests_under<T>(
         &self,
         prefix: &str,
-    ) -> Result<(Vec<(PointRef, String)>, Vec<String>), RepoError> {
+        with: impl Fn(&store::ObjectMeta) -> T,
+    ) -> Result<(Vec<(PointRef, T)>, Vec<String>), RepoError> {
         let mut out = Vec::new();
         let mut refused = Vec::new();
         for o in self.store.list(prefix)? {
@@ -671,12 +674,12 @@ impl Repository {
                         vm_uuid: vm.to_string(),
                         point_id: point.to_string(),
                     };
-                    out.push((p, o.fingerprint()))
+                    out.push((p, with(&o)))
                 }
                 _ => refused.push(o.key),
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         refused.sort();
         Ok((out, refused))
     }
